@@ -1,0 +1,457 @@
+//! The inbound event contract: a versioned envelope around one of the mission's events.
+//!
+//! Wire shape (JSON), documented with an example of every type in `docs/events.md`:
+//! `{event_id, type, schema_version, occurred_at, merchant_id?, store_id?, device_id?, payload}`.
+//! [`parse_event`] is the only way in: it returns a typed [`Envelope`] or a [`FieldError`]
+//! naming the field at fault.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::embedding::{Embedding, Score};
+use crate::error::{FieldError, FieldErrorKind};
+use crate::ids::{
+    CardCode, DeviceId, FaceCode, MerchantId, OutOrderNo, OutRefundNo, OutTradeNo, PayerId, PhoneLast4, StoreId,
+};
+use crate::limits::{EVENT_BYTES_MAX, SCHEMA_VERSION};
+use crate::money::Money;
+
+/// Where an event comes from: the most specific of device, merchant or platform that the
+/// envelope names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A device of a store of a merchant: every device event names all three.
+    Device(DeviceRef),
+    /// A merchant's back office (e.g. its limit was raised).
+    Merchant(MerchantId),
+    /// facepay's own platform (wallet top-ups, freezes, enrolment).
+    Platform,
+}
+
+/// A device and the store and merchant it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeviceRef {
+    pub merchant_id: MerchantId,
+    pub store_id: StoreId,
+    pub device_id: DeviceId,
+}
+
+impl Origin {
+    pub fn merchant_id(&self) -> Option<&MerchantId> {
+        match self {
+            Origin::Device(d) => Some(&d.merchant_id),
+            Origin::Merchant(m) => Some(m),
+            Origin::Platform => None,
+        }
+    }
+
+    pub fn device(&self) -> Option<&DeviceRef> {
+        match self {
+            Origin::Device(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed, well-formed inbound event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Unique per event; the key of idempotent ingest and of every reply.
+    pub event_id: Uuid,
+    /// The envelope version the sender wrote; this build reads [`SCHEMA_VERSION`].
+    pub schema_version: u16,
+    /// Event time, set by the sender. Daily caps and time rules use it, so replay decides alike.
+    pub occurred_at: DateTime<Utc>,
+    pub origin: Origin,
+    pub body: EventBody,
+}
+
+/// How a member card was opened (the channel's two ways).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardChannel {
+    /// The card package component: the card lands in the payer's card wallet.
+    CardPackage,
+    /// The merchant's mini program, after one-tap phone-number authorisation.
+    MiniProgram,
+}
+
+impl CardChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardChannel::CardPackage => "card_package",
+            CardChannel::MiniProgram => "mini_program",
+        }
+    }
+}
+
+/// The events of the whole mission. Handling of some arrives in later releases; the
+/// contract is fixed now so devices can be built against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum EventBody {
+    FaceCaptured(FaceCaptured),
+    PaymentRequested(PaymentRequested),
+    PaymentQuery(PaymentQuery),
+    ReverseRequested(ReverseRequested),
+    RefundRequested(RefundRequested),
+    MemberCardOpened(MemberCardOpened),
+    MemberCardClosed(MemberCardClosed),
+    PayScoreOrderCreated(PayScoreOrderCreated),
+    PayScoreOrderCompleted(PayScoreOrderCompleted),
+    PayScoreOrderCancelled(PayScoreOrderCancelled),
+    FaceEnrolled(FaceEnrolled),
+    FaceDeleted(FaceDeleted),
+    AccountFunded(AccountFunded),
+    AccountFrozen(AccountFrozen),
+    AccountUnfrozen(AccountUnfrozen),
+    MerchantLimitChanged(MerchantLimitChanged),
+}
+
+/// Which origin an event type demands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OriginLevel {
+    Platform,
+    Merchant,
+    Device,
+}
+
+impl EventBody {
+    /// The wire name of this event's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::FaceCaptured(_) => "face_captured",
+            EventBody::PaymentRequested(_) => "payment_requested",
+            EventBody::PaymentQuery(_) => "payment_query",
+            EventBody::ReverseRequested(_) => "reverse_requested",
+            EventBody::RefundRequested(_) => "refund_requested",
+            EventBody::MemberCardOpened(_) => "member_card_opened",
+            EventBody::MemberCardClosed(_) => "member_card_closed",
+            EventBody::PayScoreOrderCreated(_) => "pay_score_order_created",
+            EventBody::PayScoreOrderCompleted(_) => "pay_score_order_completed",
+            EventBody::PayScoreOrderCancelled(_) => "pay_score_order_cancelled",
+            EventBody::FaceEnrolled(_) => "face_enrolled",
+            EventBody::FaceDeleted(_) => "face_deleted",
+            EventBody::AccountFunded(_) => "account_funded",
+            EventBody::AccountFrozen(_) => "account_frozen",
+            EventBody::AccountUnfrozen(_) => "account_unfrozen",
+            EventBody::MerchantLimitChanged(_) => "merchant_limit_changed",
+        }
+    }
+
+    /// The origin this type must name: device events name merchant, store and device.
+    pub fn origin_level(&self) -> OriginLevel {
+        match self {
+            EventBody::FaceEnrolled(_)
+            | EventBody::FaceDeleted(_)
+            | EventBody::AccountFunded(_)
+            | EventBody::AccountFrozen(_)
+            | EventBody::AccountUnfrozen(_) => OriginLevel::Platform,
+            EventBody::MerchantLimitChanged(_) => OriginLevel::Merchant,
+            _ => OriginLevel::Device,
+        }
+    }
+}
+
+/// The device captured a face and computed its template; the SDK's one-time face code
+/// identifies this capture in the payment that follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceCaptured {
+    pub face_code: FaceCode,
+    pub embedding: Embedding,
+    /// The 3D camera's liveness score; low scores are refused before any search.
+    pub liveness: Score,
+    /// The last 4 phone digits, when the device asked the payer for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_last4: Option<PhoneLast4>,
+}
+
+/// The merchant side submits a face payment (the channel's micropay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRequested {
+    pub out_trade_no: OutTradeNo,
+    pub amount: Money,
+    pub face_code: FaceCode,
+}
+
+/// The device asks for an order's result (after a timeout: query first, do not re-submit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentQuery {
+    pub out_trade_no: OutTradeNo,
+}
+
+/// Cancel an order whose result is unclear: closes an unpaid one, refunds a paid one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReverseRequested {
+    pub out_trade_no: OutTradeNo,
+}
+
+/// Refund all or part of a paid order; idempotent per `out_refund_no`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequested {
+    pub out_trade_no: OutTradeNo,
+    pub out_refund_no: OutRefundNo,
+    pub amount: Money,
+}
+
+/// A payer opened the merchant's member card by face.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberCardOpened {
+    /// The UnionID the face resolved to.
+    pub payer_id: PayerId,
+    pub card_code: CardCode,
+    pub channel: CardChannel,
+}
+
+/// A payer closed (removed) the merchant's member card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberCardClosed {
+    pub payer_id: PayerId,
+    pub card_code: CardCode,
+}
+
+/// A Pay Score service order ("use first, pay later"): a hold on the payer's wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayScoreOrderCreated {
+    pub out_order_no: OutOrderNo,
+    pub payer_id: PayerId,
+    /// The hold's cap (the channel's `risk_fund`).
+    pub hold_amount: Money,
+}
+
+/// The Pay Score order completes with the actual total (≤ the hold).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayScoreOrderCompleted {
+    pub out_order_no: OutOrderNo,
+    pub total_amount: Money,
+}
+
+/// The Pay Score order is cancelled before completion; the hold is released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayScoreOrderCancelled {
+    pub out_order_no: OutOrderNo,
+}
+
+/// A payer's face template joins the gallery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceEnrolled {
+    pub payer_id: PayerId,
+    pub embedding: Embedding,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_last4: Option<PhoneLast4>,
+}
+
+/// A payer's face template leaves the gallery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaceDeleted {
+    pub payer_id: PayerId,
+}
+
+/// Money moved into a payer's wallet from a funding source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountFunded {
+    pub payer_id: PayerId,
+    pub amount: Money,
+}
+
+/// The payer's account is frozen (risk control): payments are refused with TRADE_ERROR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountFrozen {
+    pub payer_id: PayerId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountUnfrozen {
+    pub payer_id: PayerId,
+}
+
+/// The merchant's single face-payment limit changes (raised on application).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantLimitChanged {
+    pub single_limit: Money,
+}
+
+#[derive(Serialize)]
+struct WireEnvelope<'a> {
+    event_id: Uuid,
+    schema_version: u16,
+    occurred_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merchant_id: Option<&'a MerchantId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_id: Option<&'a StoreId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<&'a DeviceId>,
+    #[serde(flatten)]
+    body: &'a EventBody,
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let device = self.origin.device();
+        WireEnvelope {
+            event_id: self.event_id,
+            schema_version: self.schema_version,
+            occurred_at: self.occurred_at,
+            merchant_id: self.origin.merchant_id(),
+            store_id: device.map(|d| &d.store_id),
+            device_id: device.map(|d| &d.device_id),
+            body: &self.body,
+        }
+        .serialize(s)
+    }
+}
+
+impl Envelope {
+    /// A new envelope of the current schema version.
+    pub fn new(event_id: Uuid, occurred_at: DateTime<Utc>, origin: Origin, body: EventBody) -> Self {
+        Self { event_id, schema_version: SCHEMA_VERSION, occurred_at, origin, body }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serialises")
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    event_id: Uuid,
+    #[serde(rename = "type")]
+    kind: String,
+    schema_version: u16,
+    occurred_at: DateTime<Utc>,
+    #[serde(default)]
+    merchant_id: Option<MerchantId>,
+    #[serde(default)]
+    store_id: Option<StoreId>,
+    #[serde(default)]
+    device_id: Option<DeviceId>,
+    #[serde(default)]
+    payload: serde_json::Value,
+}
+
+/// Parses one inbound event. Every failure names its field: `payload.amount`,
+/// `device_id`, `type`, or `.` for a body that is not JSON at all.
+pub fn parse_event(bytes: &[u8]) -> Result<Envelope, FieldError> {
+    if bytes.len() > EVENT_BYTES_MAX {
+        return Err(FieldError::new(
+            ".",
+            FieldErrorKind::TooLong,
+            format!("an event is at most {EVENT_BYTES_MAX} bytes"),
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let raw: RawEnvelope = serde_path_to_error::deserialize(de).map_err(path_error)?;
+    if raw.schema_version != SCHEMA_VERSION {
+        return Err(FieldError::new(
+            "schema_version",
+            FieldErrorKind::UnsupportedVersion,
+            format!("this build reads schema_version {SCHEMA_VERSION}"),
+        ));
+    }
+    let body = parse_body(&raw.kind, raw.payload)?;
+    let origin = origin_of(raw.merchant_id, raw.store_id, raw.device_id, body.origin_level())?;
+    Ok(Envelope {
+        event_id: raw.event_id,
+        schema_version: raw.schema_version,
+        occurred_at: raw.occurred_at,
+        origin,
+        body,
+    })
+}
+
+/// Deserialises `payload` as the struct of event type `kind`, tracking the field path.
+fn parse_body(kind: &str, payload: serde_json::Value) -> Result<EventBody, FieldError> {
+    fn de<T: serde::de::DeserializeOwned>(payload: serde_json::Value) -> Result<T, FieldError> {
+        serde_path_to_error::deserialize(payload).map_err(|e| path_error(e).within("payload"))
+    }
+    macro_rules! dispatch {
+        ($($name:literal => $variant:ident),* $(,)?) => {
+            match kind {
+                $($name => de::<$variant>(payload).map(EventBody::$variant),)*
+                _ => Err(FieldError::new("type", FieldErrorKind::UnknownType, format!("unknown event type {kind:?}"))),
+            }
+        };
+    }
+    dispatch! {
+        "face_captured" => FaceCaptured,
+        "payment_requested" => PaymentRequested,
+        "payment_query" => PaymentQuery,
+        "reverse_requested" => ReverseRequested,
+        "refund_requested" => RefundRequested,
+        "member_card_opened" => MemberCardOpened,
+        "member_card_closed" => MemberCardClosed,
+        "pay_score_order_created" => PayScoreOrderCreated,
+        "pay_score_order_completed" => PayScoreOrderCompleted,
+        "pay_score_order_cancelled" => PayScoreOrderCancelled,
+        "face_enrolled" => FaceEnrolled,
+        "face_deleted" => FaceDeleted,
+        "account_funded" => AccountFunded,
+        "account_frozen" => AccountFrozen,
+        "account_unfrozen" => AccountUnfrozen,
+        "merchant_limit_changed" => MerchantLimitChanged,
+    }
+}
+
+fn origin_of(
+    merchant: Option<MerchantId>,
+    store: Option<StoreId>,
+    device: Option<DeviceId>,
+    level: OriginLevel,
+) -> Result<Origin, FieldError> {
+    let missing = |field: &str| FieldError::new(field, FieldErrorKind::Missing, "required for this event type");
+    match (merchant, store, device) {
+        (Some(merchant_id), Some(store_id), Some(device_id)) => {
+            Ok(Origin::Device(DeviceRef { merchant_id, store_id, device_id }))
+        }
+        (None, None, None) if level == OriginLevel::Platform => Ok(Origin::Platform),
+        (Some(m), None, None) if level <= OriginLevel::Merchant => Ok(Origin::Merchant(m)),
+        (None, _, _) => Err(missing("merchant_id")),
+        (Some(_), None, _) => Err(missing("store_id")),
+        (Some(_), Some(_), None) => Err(missing("device_id")),
+    }
+}
+
+/// Turns serde's error, with its path, into a [`FieldError`].
+fn path_error<E: std::fmt::Display + AsSerdeJson>(e: serde_path_to_error::Error<E>) -> FieldError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() {
+        return FieldError::new(".", FieldErrorKind::Malformed, "the body is not valid JSON");
+    }
+    let text = inner.to_string();
+    let text = text.rfind(" at line ").map_or(text.as_str(), |i| &text[..i]).to_string();
+    let field = if path == "." { String::new() } else { path };
+    if let Some(name) = text.strip_prefix("missing field `").and_then(|r| r.strip_suffix('`')) {
+        let field = if field.is_empty() { name.to_string() } else { format!("{field}.{name}") };
+        return FieldError::new(field, FieldErrorKind::Missing, "required");
+    }
+    let field = if field.is_empty() { ".".to_string() } else { field };
+    let (kind, message) = split_kind(&text);
+    FieldError::new(field, kind, message)
+}
+
+/// Our newtypes format their errors as `kind: message`; recover the kind.
+fn split_kind(text: &str) -> (FieldErrorKind, String) {
+    use FieldErrorKind::*;
+    let kinds =
+        [TooManyDecimals, NotPositive, OutOfRange, TooLong, BadCharacter, WrongDimension, NotFinite, Missing, Invalid];
+    for kind in kinds {
+        if let Some(rest) = text.strip_prefix(kind.as_str()).and_then(|r| r.strip_prefix(": ")) {
+            return (kind, rest.to_string());
+        }
+    }
+    (Invalid, text.to_string())
+}
+
+/// The serde_json error inside a path error, whichever deserializer produced it.
+pub trait AsSerdeJson {
+    fn is_syntax(&self) -> bool;
+}
+
+impl AsSerdeJson for serde_json::Error {
+    fn is_syntax(&self) -> bool {
+        matches!(self.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof)
+    }
+}

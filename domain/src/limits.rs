@@ -1,0 +1,83 @@
+//! Every limit of facepay, in one place.
+//!
+//! A limit bounds memory, time or the blast radius of bad input. Each one is named with its
+//! unit last (`_fen`, `_ms`, `_max`), and says why it has the value it has. Configuration may
+//! lower a limit; nothing may remove one.
+
+// ---- Money and policy -------------------------------------------------------------------
+
+/// Largest single amount any event may carry: 100 000 000.00 CNY. Far above any real face
+/// payment, far below `i64::MAX` fen, so sums of a day's postings cannot overflow.
+pub const MONEY_MAX_FEN: i64 = 10_000_000_000;
+
+/// The channel's single face-payment limit (1000 CNY), unless a merchant has it raised.
+pub const SINGLE_PAYMENT_LIMIT_DEFAULT_FEN: i64 = 100_000;
+
+/// Per-payer daily amount cap across all merchants (1000 CNY per Asia/Shanghai day).
+pub const DAILY_AMOUNT_CAP_DEFAULT_FEN: i64 = 100_000;
+
+/// Per-payer daily count cap (100 face payments per Asia/Shanghai day).
+pub const DAILY_COUNT_CAP_DEFAULT: u32 = 100;
+
+// ---- Event contract ---------------------------------------------------------------------
+
+/// The one schema version of the envelope this build reads and writes.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Dimension of a face embedding (ArcFace-style models emit 512 floats).
+pub const EMBEDDING_DIM: usize = 512;
+
+/// Largest device event accepted, in bytes: a 512-float embedding in JSON is ~6 KiB, so
+/// 64 KiB leaves room without letting one request pin megabytes.
+pub const EVENT_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest `out_trade_no` / `out_refund_no` (the channel's rule).
+pub const OUT_TRADE_NO_LEN_MAX: usize = 32;
+
+/// Longest merchant, store, device, payer or card identifier.
+pub const ID_LEN_MAX: usize = 64;
+
+/// How much of a rejected event's raw body is kept, in bytes (the rest is cut, and the cut
+/// is recorded), so a flood of huge garbage cannot fill the disk.
+pub const REJECTED_RAW_BYTES_MAX: usize = 16 * 1024;
+
+// ---- Pipeline ---------------------------------------------------------------------------
+
+/// Capacity of each in-process channel between pipeline stages. Bounded so a slow ledger
+/// pushes back on ingest instead of growing memory without end.
+pub const STAGE_CHANNEL_CAPACITY: usize = 4_096;
+
+/// Most commands the ledger decides and commits in one database transaction. Large enough
+/// to amortise the commit's fsync, small enough to keep p99 commit latency in milliseconds.
+pub const LEDGER_BATCH_MAX: usize = 512;
+
+/// How long the ledger waits for a batch to fill once it has at least one command.
+pub const LEDGER_BATCH_LINGER_MS: u64 = 2;
+
+/// Most captures the matcher remembers while waiting for their payment request (a capture
+/// is single-use, and its payment follows within seconds on the same device).
+pub const MATCH_MEMORY_CAPTURES_MAX: usize = 100_000;
+
+/// How long an HTTP ingest request may wait for room in the pipeline before answering 503.
+pub const INGEST_ENQUEUE_TIMEOUT_MS: u64 = 2_000;
+
+/// Most entities the ledger's write-through state cache holds before it is emptied.
+pub const LEDGER_CACHE_ENTITIES_MAX: usize = 1_000_000;
+
+// ---- Store and API ----------------------------------------------------------------------
+
+/// Connections in the SQLite read pool (the ledger writes through one more of its own).
+pub const SQLITE_READ_CONNECTIONS_MAX: u32 = 4;
+
+/// How long a SQLite statement waits on a lock before failing.
+pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// Default and largest page of a list endpoint.
+pub const PAGE_LIMIT_DEFAULT: u32 = 50;
+pub const PAGE_LIMIT_MAX: u32 = 500;
+
+/// Every HTTP request is answered or abandoned within this time.
+pub const HTTP_REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// Largest events read per round trip while replaying the log.
+pub const REPLAY_PAGE_EVENTS_MAX: u32 = 5_000;

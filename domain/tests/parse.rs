@@ -1,0 +1,85 @@
+//! Parse, don't validate: every bad field is refused with its name and cause.
+
+use facepay_domain::limits::EMBEDDING_DIM;
+use facepay_domain::{parse_event, EventBody, FieldErrorKind, Origin};
+use serde_json::{json, Value};
+
+fn payment(amount: Value, out_trade_no: &str) -> Value {
+    json!({
+        "event_id": "0b0e5a52-2a56-4c51-9d0e-8f7a7c2f0c11",
+        "type": "payment_requested",
+        "schema_version": 1,
+        "occurred_at": "2026-03-02T09:15:07+08:00",
+        "merchant_id": "1900000101",
+        "store_id": "S01",
+        "device_id": "DEV-0042",
+        "payload": { "out_trade_no": out_trade_no, "amount": amount, "face_code": "134567890123456789" }
+    })
+}
+
+fn err(v: Value) -> (String, FieldErrorKind) {
+    let e = parse_event(v.to_string().as_bytes()).unwrap_err();
+    (e.field, e.kind)
+}
+
+#[test]
+fn a_good_payment_parses_and_round_trips() {
+    let v = payment(json!("60.00"), "S01-20260302-000001");
+    let env = parse_event(v.to_string().as_bytes()).unwrap();
+    let EventBody::PaymentRequested(p) = &env.body else { panic!("wrong type") };
+    assert_eq!(p.amount.fen(), 6000);
+    assert!(matches!(env.origin, Origin::Device(_)));
+    let again = parse_event(&env.to_json()).unwrap();
+    assert_eq!(again, env);
+}
+
+#[test]
+fn each_bad_field_is_named() {
+    assert_eq!(err(payment(json!("60.001"), "A1")), ("payload.amount".into(), FieldErrorKind::TooManyDecimals));
+    assert_eq!(err(payment(json!("0.00"), "A1")), ("payload.amount".into(), FieldErrorKind::NotPositive));
+    assert_eq!(err(payment(json!("-1.00"), "A1")), ("payload.amount".into(), FieldErrorKind::NotPositive));
+    assert_eq!(err(payment(json!(60.0), "A1")).0, "payload.amount");
+    let long = "x".repeat(33);
+    assert_eq!(err(payment(json!("1.00"), &long)), ("payload.out_trade_no".into(), FieldErrorKind::TooLong));
+    assert_eq!(err(payment(json!("1.00"), "a b")), ("payload.out_trade_no".into(), FieldErrorKind::BadCharacter));
+}
+
+#[test]
+fn envelope_faults_are_named() {
+    let mut v = payment(json!("1.00"), "A1");
+    v.as_object_mut().unwrap().remove("device_id");
+    assert_eq!(err(v), ("device_id".into(), FieldErrorKind::Missing));
+
+    let mut v = payment(json!("1.00"), "A1");
+    v["type"] = json!("teleport");
+    assert_eq!(err(v), ("type".into(), FieldErrorKind::UnknownType));
+
+    let mut v = payment(json!("1.00"), "A1");
+    v["schema_version"] = json!(9);
+    assert_eq!(err(v), ("schema_version".into(), FieldErrorKind::UnsupportedVersion));
+
+    let mut v = payment(json!("1.00"), "A1");
+    v["payload"].as_object_mut().unwrap().remove("face_code");
+    assert_eq!(err(v), ("payload.face_code".into(), FieldErrorKind::Missing));
+
+    let e = parse_event(b"{not json").unwrap_err();
+    assert_eq!((e.field.as_str(), e.kind), (".", FieldErrorKind::Malformed));
+}
+
+#[test]
+fn embeddings_of_the_wrong_length_or_huge_values_are_refused() {
+    let capture = |embedding: Value| {
+        json!({
+            "event_id": "0b0e5a52-2a56-4c51-9d0e-8f7a7c2f0c12", "type": "face_captured", "schema_version": 1,
+            "occurred_at": "2026-03-02T09:15:05+08:00",
+            "merchant_id": "1900000101", "store_id": "S01", "device_id": "DEV-0042",
+            "payload": { "face_code": "134567890123456789", "embedding": embedding, "liveness": 0.98 }
+        })
+    };
+    assert_eq!(err(capture(json!(vec![0.1; 3]))), ("payload.embedding".into(), FieldErrorKind::WrongDimension));
+    let mut huge = vec![json!(0.1); EMBEDDING_DIM];
+    huge[3] = json!(1e300);
+    assert_eq!(err(capture(Value::Array(huge))), ("payload.embedding".into(), FieldErrorKind::NotFinite));
+    let good = parse_event(capture(json!(vec![0.1; EMBEDDING_DIM])).to_string().as_bytes());
+    assert!(good.is_ok());
+}
