@@ -1,1 +1,29 @@
+//! facepay's ledger: an append-only, double-entry, event-sourced store that decides every
+//! payment.
+//!
+//! Commands come in from the pipeline; the pure core [`core::decide`]s what each means and
+//! [`core::apply`]s the resulting events; the [`service::Ledger`] runs that over batches and
+//! commits each batch (events, postings, projections and answers) in one database
+//! transaction through a [`store::LedgerStore`].
+//!
+//! # Layout
+//! - [`command`]: what the pipeline asks (`Pay`, `Query`, `Fund`, …).
+//! - [`model`]: ledger events, balanced transfers, accounts, and the state they fold into.
+//! - [`core`]: `decide` and `apply`: pure, synchronous, I/O-free.
+//! - [`store`]: the store trait, its rows and its errors.
+//! - [`sqlite`]: the embedded store (the production store joins it behind the same trait).
+//! - [`service`]: batching, idempotent answers, projection writing, replay.
 
+pub mod command;
+pub mod core;
+pub mod model;
+pub mod service;
+pub mod sqlite;
+pub mod store;
+
+pub use command::{Command, CommandKind, Identity};
+pub use core::{decide, DomainError, Policy};
+pub use model::{Account, LedgerEvent, LedgerState};
+pub use service::Ledger;
+pub use sqlite::SqliteStore;
+pub use store::{LedgerStore, StoreError};

@@ -1,0 +1,360 @@
+//! The pure core: `decide` what a command means, `apply` what it caused.
+//!
+//! Both are synchronous and free of I/O, so every rule is tested with given/when/then on
+//! plain values, and replay is a fold of `apply`.
+
+use facepay_domain::limits::{DAILY_AMOUNT_CAP_DEFAULT_FEN, DAILY_COUNT_CAP_DEFAULT};
+use facepay_domain::time::shanghai_day;
+use facepay_domain::{DeclineReason, OrderStatus, PayerId, PaymentResult};
+use uuid::Uuid;
+
+use crate::command::{Command, CommandKind, Identity};
+use crate::model::{Account, Attempt, CaptureUse, Keys, LedgerEvent, LedgerState, Member, Order, Transfer};
+
+/// The payer-side caps, from configuration (defaults: the channel's community-stated caps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Most a payer may pay by face per Asia/Shanghai day, all merchants together.
+    pub daily_amount_cap_fen: i64,
+    /// Most face payments a payer may make per Asia/Shanghai day.
+    pub daily_count_cap: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { daily_amount_cap_fen: DAILY_AMOUNT_CAP_DEFAULT_FEN, daily_count_cap: DAILY_COUNT_CAP_DEFAULT }
+    }
+}
+
+/// A command refused with nothing recorded in the ledger (the refusal itself is kept in the
+/// rejected-events table). Payment declines are not errors: they are events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("the payer already holds an open member card of this merchant")]
+    MemberCardAlreadyOpen,
+    #[error("the payer holds no open member card of this merchant")]
+    MemberCardNotOpen,
+    #[error("the card code is not the one the payer holds")]
+    CardCodeMismatch,
+    #[error("{kind} is not handled by this build yet")]
+    NotYetSupported { kind: &'static str },
+}
+
+impl DomainError {
+    /// Stable code, as stored and served.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::MemberCardAlreadyOpen => "MEMBER_CARD_ALREADY_OPEN",
+            DomainError::MemberCardNotOpen => "MEMBER_CARD_NOT_OPEN",
+            DomainError::CardCodeMismatch => "CARD_CODE_MISMATCH",
+            DomainError::NotYetSupported { .. } => "NOT_YET_SUPPORTED",
+        }
+    }
+}
+
+/// Decides what `cmd` means against `state`. Returns the events to append (none for a query,
+/// an exact retry or a no-op), or a refusal.
+pub fn decide(state: &LedgerState, cmd: &Command, policy: &Policy) -> Result<Vec<LedgerEvent>, DomainError> {
+    match &cmd.kind {
+        CommandKind::Pay { .. } => Ok(decide_payment(state, cmd, policy).into_iter().collect()),
+        CommandKind::Query { .. } => Ok(vec![]),
+        CommandKind::Fund { payer_id, amount } => {
+            let transfer = Transfer::between(txn_id(cmd), Account::Funding, Account::Wallet(payer_id.clone()), *amount);
+            Ok(vec![LedgerEvent::AccountFunded { payer_id: payer_id.clone(), amount: *amount, transfer }])
+        }
+        CommandKind::Freeze { payer_id } if !state.is_frozen(payer_id) => {
+            Ok(vec![LedgerEvent::AccountFrozen { payer_id: payer_id.clone() }])
+        }
+        CommandKind::Unfreeze { payer_id } if state.is_frozen(payer_id) => {
+            Ok(vec![LedgerEvent::AccountUnfrozen { payer_id: payer_id.clone() }])
+        }
+        CommandKind::Freeze { .. } | CommandKind::Unfreeze { .. } => Ok(vec![]),
+        CommandKind::SetMerchantLimit { merchant_id, single_limit } => Ok(vec![LedgerEvent::MerchantLimitChanged {
+            merchant_id: merchant_id.clone(),
+            single_limit: *single_limit,
+        }]),
+        CommandKind::OpenMemberCard { merchant_id, payer_id, card_code, channel } => {
+            match state.members.get(&(merchant_id.clone(), payer_id.clone())) {
+                Some(m) if m.closed_at.is_none() && m.card_code == *card_code => Ok(vec![]),
+                Some(m) if m.closed_at.is_none() => Err(DomainError::MemberCardAlreadyOpen),
+                _ => Ok(vec![LedgerEvent::MemberCardOpened {
+                    merchant_id: merchant_id.clone(),
+                    payer_id: payer_id.clone(),
+                    card_code: card_code.clone(),
+                    channel: *channel,
+                }]),
+            }
+        }
+        CommandKind::CloseMemberCard { merchant_id, payer_id, card_code } => {
+            match state.members.get(&(merchant_id.clone(), payer_id.clone())) {
+                Some(m) if m.closed_at.is_none() && m.card_code == *card_code => {
+                    Ok(vec![LedgerEvent::MemberCardClosed {
+                        merchant_id: merchant_id.clone(),
+                        payer_id: payer_id.clone(),
+                        card_code: card_code.clone(),
+                    }])
+                }
+                Some(m) if m.closed_at.is_none() => Err(DomainError::CardCodeMismatch),
+                _ => Err(DomainError::MemberCardNotOpen),
+            }
+        }
+        CommandKind::NotYetSupported { kind } => Err(DomainError::NotYetSupported { kind }),
+    }
+}
+
+/// The id of the `n`th transfer a command causes: derived from the inbound event id, so a
+/// redelivered event can never post under a fresh id.
+fn txn_id(cmd: &Command) -> Uuid {
+    Uuid::new_v5(&cmd.event_id, b"txn:0")
+}
+
+/// A payment, decided in the documented order. `None` for an exact retry (the stored outcome
+/// stands and nothing is posted).
+fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Option<LedgerEvent> {
+    let CommandKind::Pay { device, out_trade_no, amount, face_code, identity } = &cmd.kind else {
+        unreachable!("decide_payment is only called for payments")
+    };
+    let attempt = Attempt {
+        merchant_id: device.merchant_id.clone(),
+        store_id: device.store_id.clone(),
+        device_id: device.device_id.clone(),
+        out_trade_no: out_trade_no.clone(),
+        amount: *amount,
+        face_code: face_code.clone(),
+    };
+    let payer = match identity {
+        Identity::Resolved { payer_id, .. } => Some(payer_id.clone()),
+        Identity::Unresolved { .. } => None,
+    };
+    let decline = |reason, records_order| {
+        Some(LedgerEvent::PaymentDeclined { attempt: attempt.clone(), payer_id: payer.clone(), reason, records_order })
+    };
+    // Idempotency per (merchant, out_trade_no) comes before every other rule.
+    if let Some(order) = state.orders.get(&(attempt.merchant_id.clone(), attempt.out_trade_no.clone())) {
+        if order.amount_fen != amount.fen() {
+            return decline(DeclineReason::OutTradeNoUsed, false);
+        }
+        if order.face_code == *face_code {
+            return None;
+        }
+        if order.status == OrderStatus::Paid {
+            return decline(DeclineReason::OrderPaid, false);
+        }
+    }
+    let Some(payer_id) = payer.clone() else {
+        return decline(DeclineReason::IdentityUnresolved, true);
+    };
+    let day = shanghai_day(cmd.occurred_at);
+    let usage = state.daily(&payer_id, day);
+    let reason = if state.captures.contains_key(face_code) {
+        Some(DeclineReason::CaptureUsed)
+    } else if state.is_frozen(&payer_id) {
+        Some(DeclineReason::PayerFrozen)
+    } else if amount.fen() > state.single_limit_fen(&attempt.merchant_id) {
+        Some(DeclineReason::OverSingleLimit)
+    } else if usage.amount_fen + amount.fen() > policy.daily_amount_cap_fen {
+        Some(DeclineReason::DailyAmountCap)
+    } else if usage.count >= policy.daily_count_cap {
+        Some(DeclineReason::DailyCountCap)
+    } else if state.balance_fen(&Account::Wallet(payer_id.clone())) < amount.fen() {
+        Some(DeclineReason::InsufficientBalance)
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return decline(reason, true);
+    }
+    let transfer = Transfer::between(
+        txn_id(cmd),
+        Account::Wallet(payer_id.clone()),
+        Account::Settlement(attempt.merchant_id.clone()),
+        *amount,
+    );
+    let member_quick_pay = state.is_member(&attempt.merchant_id, &payer_id);
+    Some(LedgerEvent::PaymentSucceeded { attempt, payer_id, member_quick_pay, day, transfer })
+}
+
+/// Folds one event into the state. Total and deterministic: replay depends on it.
+pub fn apply(state: &mut LedgerState, event: &LedgerEvent, occurred_at: chrono::DateTime<chrono::Utc>) {
+    if let Some(t) = event.transfer() {
+        t.assert_balanced();
+        for p in &t.postings {
+            *state.balances_fen.entry(p.account.clone()).or_insert(0) += p.amount_fen;
+        }
+    }
+    match event {
+        LedgerEvent::PaymentSucceeded { attempt, payer_id, member_quick_pay, day, .. } => {
+            consume_capture(state, attempt);
+            set_order(state, attempt, OrderStatus::Paid, None, Some(payer_id.clone()), *member_quick_pay, occurred_at);
+            let usage = state.daily.entry((payer_id.clone(), *day)).or_default();
+            usage.amount_fen += attempt.amount.fen();
+            usage.count += 1;
+        }
+        LedgerEvent::PaymentDeclined { attempt, payer_id, reason, records_order } => {
+            consume_capture(state, attempt);
+            if *records_order {
+                set_order(state, attempt, OrderStatus::Declined, Some(*reason), payer_id.clone(), false, occurred_at);
+            }
+        }
+        LedgerEvent::AccountFunded { .. } => {}
+        LedgerEvent::AccountFrozen { payer_id } => {
+            state.frozen.insert(payer_id.clone(), true);
+        }
+        LedgerEvent::AccountUnfrozen { payer_id } => {
+            state.frozen.insert(payer_id.clone(), false);
+        }
+        LedgerEvent::MerchantLimitChanged { merchant_id, single_limit } => {
+            state.limits_fen.insert(merchant_id.clone(), single_limit.fen());
+        }
+        LedgerEvent::MemberCardOpened { merchant_id, payer_id, card_code, channel } => {
+            let member =
+                Member { card_code: card_code.clone(), channel: *channel, opened_at: occurred_at, closed_at: None };
+            state.members.insert((merchant_id.clone(), payer_id.clone()), member);
+        }
+        LedgerEvent::MemberCardClosed { merchant_id, payer_id, .. } => {
+            if let Some(m) = state.members.get_mut(&(merchant_id.clone(), payer_id.clone())) {
+                m.closed_at = Some(occurred_at);
+            }
+        }
+    }
+}
+
+fn consume_capture(state: &mut LedgerState, attempt: &Attempt) {
+    let use_ = CaptureUse { merchant_id: attempt.merchant_id.clone(), out_trade_no: attempt.out_trade_no.clone() };
+    state.captures.entry(attempt.face_code.clone()).or_insert(use_);
+}
+
+fn set_order(
+    state: &mut LedgerState,
+    attempt: &Attempt,
+    status: OrderStatus,
+    reason: Option<DeclineReason>,
+    payer_id: Option<PayerId>,
+    member_quick_pay: bool,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let key = (attempt.merchant_id.clone(), attempt.out_trade_no.clone());
+    let created_at = state.orders.get(&key).map_or(at, |o| o.created_at);
+    let order = Order {
+        merchant_id: attempt.merchant_id.clone(),
+        out_trade_no: attempt.out_trade_no.clone(),
+        amount_fen: attempt.amount.fen(),
+        status,
+        reason,
+        payer_id,
+        face_code: attempt.face_code.clone(),
+        member_quick_pay,
+        store_id: attempt.store_id.clone(),
+        device_id: attempt.device_id.clone(),
+        created_at,
+        updated_at: at,
+    };
+    state.orders.insert(key, order);
+}
+
+/// The keys `decide` reads for `cmd`: what the store must load before the batch is decided.
+pub fn keys_read(cmd: &Command, keys: &mut Keys) {
+    match &cmd.kind {
+        CommandKind::Pay { device, out_trade_no, face_code, identity, .. } => {
+            keys.orders.insert((device.merchant_id.clone(), out_trade_no.clone()));
+            keys.captures.insert(face_code.clone());
+            keys.limits.insert(device.merchant_id.clone());
+            if let Identity::Resolved { payer_id, .. } = identity {
+                keys.frozen.insert(payer_id.clone());
+                keys.accounts.insert(Account::Wallet(payer_id.clone()));
+                keys.daily.insert((payer_id.clone(), shanghai_day(cmd.occurred_at)));
+                keys.members.insert((device.merchant_id.clone(), payer_id.clone()));
+            }
+            keys.accounts.insert(Account::Settlement(device.merchant_id.clone()));
+        }
+        CommandKind::Query { merchant_id, out_trade_no } => {
+            keys.orders.insert((merchant_id.clone(), out_trade_no.clone()));
+        }
+        CommandKind::Fund { payer_id, .. } => {
+            keys.accounts.insert(Account::Wallet(payer_id.clone()));
+            keys.accounts.insert(Account::Funding);
+        }
+        CommandKind::Freeze { payer_id } | CommandKind::Unfreeze { payer_id } => {
+            keys.frozen.insert(payer_id.clone());
+        }
+        CommandKind::SetMerchantLimit { merchant_id, .. } => {
+            keys.limits.insert(merchant_id.clone());
+        }
+        CommandKind::OpenMemberCard { merchant_id, payer_id, .. }
+        | CommandKind::CloseMemberCard { merchant_id, payer_id, .. } => {
+            keys.members.insert((merchant_id.clone(), payer_id.clone()));
+        }
+        CommandKind::NotYetSupported { .. } => {}
+    }
+}
+
+/// The keys an event changed: what the projection writer upserts.
+pub fn keys_written(event: &LedgerEvent, keys: &mut Keys) {
+    if let Some(t) = event.transfer() {
+        keys.accounts.extend(t.postings.iter().map(|p| p.account.clone()));
+    }
+    match event {
+        LedgerEvent::PaymentSucceeded { attempt, payer_id, day, .. } => {
+            keys.captures.insert(attempt.face_code.clone());
+            keys.orders.insert((attempt.merchant_id.clone(), attempt.out_trade_no.clone()));
+            keys.daily.insert((payer_id.clone(), *day));
+        }
+        LedgerEvent::PaymentDeclined { attempt, records_order, .. } => {
+            keys.captures.insert(attempt.face_code.clone());
+            if *records_order {
+                keys.orders.insert((attempt.merchant_id.clone(), attempt.out_trade_no.clone()));
+            }
+        }
+        LedgerEvent::AccountFunded { .. } => {}
+        LedgerEvent::AccountFrozen { payer_id } | LedgerEvent::AccountUnfrozen { payer_id } => {
+            keys.frozen.insert(payer_id.clone());
+        }
+        LedgerEvent::MerchantLimitChanged { merchant_id, .. } => {
+            keys.limits.insert(merchant_id.clone());
+        }
+        LedgerEvent::MemberCardOpened { merchant_id, payer_id, .. }
+        | LedgerEvent::MemberCardClosed { merchant_id, payer_id, .. } => {
+            keys.members.insert((merchant_id.clone(), payer_id.clone()));
+        }
+    }
+}
+
+/// The answer to a payment or query, read from the state after the command's events.
+pub fn payment_result(state: &LedgerState, cmd: &Command, events: &[LedgerEvent]) -> Option<PaymentResult> {
+    let (merchant_id, out_trade_no) = match &cmd.kind {
+        CommandKind::Pay { device, out_trade_no, .. } => (&device.merchant_id, out_trade_no),
+        CommandKind::Query { merchant_id, out_trade_no } => (merchant_id, out_trade_no),
+        _ => return None,
+    };
+    if let Some(LedgerEvent::PaymentDeclined { attempt, payer_id, reason, records_order: false }) = events.first() {
+        return Some(PaymentResult {
+            merchant_id: attempt.merchant_id.clone(),
+            out_trade_no: attempt.out_trade_no.clone(),
+            amount: attempt.amount,
+            status: OrderStatus::Declined,
+            reason: Some(*reason),
+            channel_code: Some(reason.channel_code().to_string()),
+            payer_id: payer_id.clone(),
+            member_quick_pay: false,
+            replayed: false,
+        });
+    }
+    let order = state.orders.get(&(merchant_id.clone(), out_trade_no.clone()))?;
+    let replayed = matches!(cmd.kind, CommandKind::Pay { .. }) && events.is_empty();
+    Some(order_result(order, replayed))
+}
+
+/// An order as a device or merchant sees it.
+pub fn order_result(order: &Order, replayed: bool) -> PaymentResult {
+    PaymentResult {
+        merchant_id: order.merchant_id.clone(),
+        out_trade_no: order.out_trade_no.clone(),
+        amount: facepay_domain::Money::from_fen(order.amount_fen).expect("an order's amount is a valid amount"),
+        status: order.status,
+        reason: order.reason,
+        channel_code: order.reason.map(|r| r.channel_code().to_string()),
+        payer_id: order.payer_id.clone(),
+        member_quick_pay: order.member_quick_pay,
+        replayed,
+    }
+}

@@ -1,0 +1,304 @@
+//! The ledger's events, its double-entry transfers, and the state they fold into.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use facepay_domain::limits::SINGLE_PAYMENT_LIMIT_DEFAULT_FEN;
+use facepay_domain::{
+    CardChannel, CardCode, DeclineReason, DeviceId, FaceCode, MerchantId, Money, OrderStatus, OutTradeNo, PayerId,
+    StoreId,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A ledger account. Balances are signed fen; postings move them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Account {
+    /// A payer's wallet: what facepay owes the payer.
+    Wallet(PayerId),
+    /// A merchant's settlement account: what facepay owes the merchant.
+    Settlement(MerchantId),
+    /// The outside world money comes from (bank top-ups). It runs negative by design.
+    Funding,
+}
+
+impl From<Account> for String {
+    fn from(a: Account) -> String {
+        a.key()
+    }
+}
+
+impl TryFrom<String> for Account {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Account::parse(&s).ok_or_else(|| format!("not an account: {s}"))
+    }
+}
+
+impl Account {
+    /// The stored key: `wallet:<payer>`, `settlement:<merchant>`, `funding:external`.
+    pub fn key(&self) -> String {
+        match self {
+            Account::Wallet(p) => format!("wallet:{p}"),
+            Account::Settlement(m) => format!("settlement:{m}"),
+            Account::Funding => "funding:external".to_string(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.split_once(':')? {
+            ("wallet", p) => PayerId::parse(p).ok().map(Account::Wallet),
+            ("settlement", m) => MerchantId::parse(m).ok().map(Account::Settlement),
+            ("funding", "external") => Some(Account::Funding),
+            _ => None,
+        }
+    }
+}
+
+/// One leg of a transfer: a signed change of one account's balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub account: Account,
+    pub amount_fen: i64,
+}
+
+/// A balanced set of postings: they sum to zero, always (asserted here, and enforced again by
+/// the schema when they are stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub txn_id: Uuid,
+    pub postings: Vec<Posting>,
+}
+
+impl Transfer {
+    /// Moves `amount` from `from` to `to`.
+    pub fn between(txn_id: Uuid, from: Account, to: Account, amount: Money) -> Self {
+        let postings = vec![
+            Posting { account: from, amount_fen: -amount.fen() },
+            Posting { account: to, amount_fen: amount.fen() },
+        ];
+        let t = Self { txn_id, postings };
+        t.assert_balanced();
+        t
+    }
+
+    /// Panics unless the postings sum to zero and each moves money: a broken transfer is
+    /// a bug that must never reach the store.
+    pub fn assert_balanced(&self) {
+        assert!(self.postings.len() >= 2, "a transfer has at least two legs");
+        assert!(self.postings.iter().all(|p| p.amount_fen != 0), "a leg moves money");
+        let sum: i64 = self.postings.iter().map(|p| p.amount_fen).sum();
+        assert_eq!(sum, 0, "postings of transfer {} must sum to zero", self.txn_id);
+    }
+}
+
+/// Where and what a payment attempt was: the fields both outcomes of a payment carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub merchant_id: MerchantId,
+    pub store_id: StoreId,
+    pub device_id: DeviceId,
+    pub out_trade_no: OutTradeNo,
+    pub amount: Money,
+    pub face_code: FaceCode,
+}
+
+/// The ledger's own events: the append-only log, the only source of truth. Projections are
+/// folds of these; `facepay replay` proves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LedgerEvent {
+    PaymentSucceeded {
+        attempt: Attempt,
+        payer_id: PayerId,
+        member_quick_pay: bool,
+        /// The Asia/Shanghai day the payment counts against for the daily caps.
+        day: NaiveDate,
+        transfer: Transfer,
+    },
+    PaymentDeclined {
+        attempt: Attempt,
+        payer_id: Option<PayerId>,
+        reason: DeclineReason,
+        /// False when the decline concerns a new attempt on an order it must not touch
+        /// (`ORDER_PAID`, `OUT_TRADE_NO_USED`): the order keeps its state.
+        records_order: bool,
+    },
+    AccountFunded {
+        payer_id: PayerId,
+        amount: Money,
+        transfer: Transfer,
+    },
+    AccountFrozen {
+        payer_id: PayerId,
+    },
+    AccountUnfrozen {
+        payer_id: PayerId,
+    },
+    MerchantLimitChanged {
+        merchant_id: MerchantId,
+        single_limit: Money,
+    },
+    MemberCardOpened {
+        merchant_id: MerchantId,
+        payer_id: PayerId,
+        card_code: CardCode,
+        channel: CardChannel,
+    },
+    MemberCardClosed {
+        merchant_id: MerchantId,
+        payer_id: PayerId,
+        card_code: CardCode,
+    },
+}
+
+impl LedgerEvent {
+    /// The stored `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LedgerEvent::PaymentSucceeded { .. } => "payment_succeeded",
+            LedgerEvent::PaymentDeclined { .. } => "payment_declined",
+            LedgerEvent::AccountFunded { .. } => "account_funded",
+            LedgerEvent::AccountFrozen { .. } => "account_frozen",
+            LedgerEvent::AccountUnfrozen { .. } => "account_unfrozen",
+            LedgerEvent::MerchantLimitChanged { .. } => "merchant_limit_changed",
+            LedgerEvent::MemberCardOpened { .. } => "member_card_opened",
+            LedgerEvent::MemberCardClosed { .. } => "member_card_closed",
+        }
+    }
+
+    /// The stream the event belongs to (its aggregate): a payer, or a merchant.
+    pub fn stream(&self) -> String {
+        match self {
+            LedgerEvent::PaymentSucceeded { payer_id, .. } => format!("payer:{payer_id}"),
+            LedgerEvent::PaymentDeclined { attempt, payer_id, .. } => match payer_id {
+                Some(p) => format!("payer:{p}"),
+                None => format!("merchant:{}", attempt.merchant_id),
+            },
+            LedgerEvent::AccountFunded { payer_id, .. }
+            | LedgerEvent::AccountFrozen { payer_id }
+            | LedgerEvent::AccountUnfrozen { payer_id } => format!("payer:{payer_id}"),
+            LedgerEvent::MerchantLimitChanged { merchant_id, .. }
+            | LedgerEvent::MemberCardOpened { merchant_id, .. }
+            | LedgerEvent::MemberCardClosed { merchant_id, .. } => format!("merchant:{merchant_id}"),
+        }
+    }
+
+    pub fn transfer(&self) -> Option<&Transfer> {
+        match self {
+            LedgerEvent::PaymentSucceeded { transfer, .. } | LedgerEvent::AccountFunded { transfer, .. } => {
+                Some(transfer)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An order, as its latest deciding event left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub merchant_id: MerchantId,
+    pub out_trade_no: OutTradeNo,
+    pub amount_fen: i64,
+    pub status: OrderStatus,
+    pub reason: Option<DeclineReason>,
+    pub payer_id: Option<PayerId>,
+    /// The face code of the attempt that set this state: an exact retry repeats it.
+    pub face_code: FaceCode,
+    pub member_quick_pay: bool,
+    pub store_id: StoreId,
+    pub device_id: DeviceId,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A merchant's member card held by a payer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub card_code: CardCode,
+    pub channel: CardChannel,
+    pub opened_at: DateTime<Utc>,
+    /// Set when the card is closed; a closed member pays like anyone else.
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+/// Which order a face code was consumed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureUse {
+    pub merchant_id: MerchantId,
+    pub out_trade_no: OutTradeNo,
+}
+
+/// A payer's successful face payments on one Asia/Shanghai day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DailyUsage {
+    pub amount_fen: i64,
+    pub count: u32,
+}
+
+pub type OrderKey = (MerchantId, OutTradeNo);
+
+/// Everything `decide` may consult. In the service it holds only the entities a batch
+/// touches (loaded from the projections); in replay and tests it holds everything. An
+/// absent entity means "does not exist": the loader guarantees every touched key was read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerState {
+    pub balances_fen: BTreeMap<Account, i64>,
+    /// Payers whose account is frozen (a present `false` means unfrozen after a freeze).
+    pub frozen: BTreeMap<PayerId, bool>,
+    /// Merchants whose single-payment limit was changed from the default.
+    pub limits_fen: BTreeMap<MerchantId, i64>,
+    pub orders: BTreeMap<OrderKey, Order>,
+    pub captures: BTreeMap<FaceCode, CaptureUse>,
+    pub members: BTreeMap<(MerchantId, PayerId), Member>,
+    pub daily: BTreeMap<(PayerId, NaiveDate), DailyUsage>,
+}
+
+impl LedgerState {
+    pub fn balance_fen(&self, account: &Account) -> i64 {
+        self.balances_fen.get(account).copied().unwrap_or(0)
+    }
+
+    pub fn is_frozen(&self, payer: &PayerId) -> bool {
+        self.frozen.get(payer).copied().unwrap_or(false)
+    }
+
+    pub fn single_limit_fen(&self, merchant: &MerchantId) -> i64 {
+        self.limits_fen.get(merchant).copied().unwrap_or(SINGLE_PAYMENT_LIMIT_DEFAULT_FEN)
+    }
+
+    pub fn daily(&self, payer: &PayerId, day: NaiveDate) -> DailyUsage {
+        self.daily.get(&(payer.clone(), day)).copied().unwrap_or_default()
+    }
+
+    /// True when the payer holds an open member card of the merchant.
+    pub fn is_member(&self, merchant: &MerchantId, payer: &PayerId) -> bool {
+        self.members.get(&(merchant.clone(), payer.clone())).is_some_and(|m| m.closed_at.is_none())
+    }
+}
+
+/// Keys of ledger entities: those a command must read (what the store loads before a batch
+/// is decided) or those an event changed (what the projection writer upserts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    pub accounts: BTreeSet<Account>,
+    pub frozen: BTreeSet<PayerId>,
+    pub limits: BTreeSet<MerchantId>,
+    pub orders: BTreeSet<OrderKey>,
+    pub captures: BTreeSet<FaceCode>,
+    pub members: BTreeSet<(MerchantId, PayerId)>,
+    pub daily: BTreeSet<(PayerId, NaiveDate)>,
+}
+
+impl Keys {
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+            && self.frozen.is_empty()
+            && self.limits.is_empty()
+            && self.orders.is_empty()
+            && self.captures.is_empty()
+            && self.members.is_empty()
+            && self.daily.is_empty()
+    }
+}

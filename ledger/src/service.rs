@@ -1,0 +1,235 @@
+//! The ledger service: decides commands in batches and commits each batch atomically.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use facepay_domain::limits::REPLAY_PAGE_EVENTS_MAX;
+use facepay_domain::time::shanghai_day;
+use facepay_domain::{OrderStatus, Outcome, OutcomeBody};
+use uuid::Uuid;
+
+use crate::command::{Command, CommandKind};
+use crate::core::{apply, decide, keys_read, keys_written, payment_result, Policy};
+use crate::model::{Keys, LedgerEvent, LedgerState};
+use crate::store::{CommitBatch, HistoryRow, InboundRecord, LedgerStore, NewEvent, RejectedEvent, StoreError};
+
+/// Runs the pure core over batches of commands against a store.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<dyn LedgerStore>,
+    policy: Policy,
+}
+
+/// What `replay` found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayReport {
+    pub events: u64,
+    /// Every projection rebuilt from the log equals the live one.
+    pub matches: bool,
+    /// The first differences found, if any (names of projections and keys, never values of
+    /// biometric data: the ledger holds none).
+    pub differences: Vec<String>,
+}
+
+impl Ledger {
+    pub fn new(store: Arc<dyn LedgerStore>, policy: Policy) -> Self {
+        Self { store, policy }
+    }
+
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        &self.store
+    }
+
+    /// Decides and commits `commands` in one database transaction and answers each, in order.
+    /// If the transaction fails, each command is retried alone, and one that still fails is
+    /// refused and kept with the store's reason: a bad command cannot block its batch.
+    pub async fn handle_batch(&self, commands: &[Command]) -> Result<Vec<Outcome>, StoreError> {
+        match self.try_batch(commands).await {
+            Ok(outcomes) => Ok(outcomes),
+            Err(err) if commands.len() > 1 => {
+                tracing::warn!(error = %err, size = commands.len(), "batch commit failed; retrying one by one");
+                let mut outcomes = Vec::with_capacity(commands.len());
+                for cmd in commands {
+                    outcomes.extend(Box::pin(self.handle_batch(std::slice::from_ref(cmd))).await?);
+                }
+                Ok(outcomes)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, event_id = %commands[0].event_id, "command refused by the store");
+                let cmd = &commands[0];
+                let refusal = refused(cmd.kind.name(), "STORE_REFUSED", &err.to_string());
+                self.store.reject(&rejection(cmd, "STORE_REFUSED", &err.to_string())).await?;
+                Ok(vec![outcome(cmd, refusal)])
+            }
+        }
+    }
+
+    async fn try_batch(&self, commands: &[Command]) -> Result<Vec<Outcome>, StoreError> {
+        let ids: Vec<Uuid> = commands.iter().map(|c| c.event_id).collect();
+        let mut answered = self.store.answered(&ids).await?;
+        let mut keys = Keys::default();
+        commands.iter().for_each(|c| keys_read(c, &mut keys));
+        let mut state = self.store.load(&keys).await?;
+        let mut batch = CommitBatch::default();
+        let mut outcomes = Vec::with_capacity(commands.len());
+        for cmd in commands {
+            if let Some(stored) = answered.get(&cmd.event_id) {
+                outcomes.push(outcome(cmd, redelivered(stored)?));
+                continue;
+            }
+            let body = self.decide_one(&mut state, cmd, &mut batch);
+            let json = serde_json::to_string(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            answered.insert(cmd.event_id, json.clone());
+            batch.inbound.push(InboundRecord {
+                event_id: cmd.event_id,
+                kind: cmd.kind.name().to_string(),
+                outcome_json: json,
+                processed_at: Utc::now(),
+            });
+            outcomes.push(outcome(cmd, body));
+        }
+        batch.projections.state = state;
+        self.store.commit(&batch).await?;
+        Ok(outcomes)
+    }
+
+    /// Decides one command into `batch`, applying its events to `state`.
+    fn decide_one(&self, state: &mut LedgerState, cmd: &Command, batch: &mut CommitBatch) -> OutcomeBody {
+        let events = match decide(state, cmd, &self.policy) {
+            Ok(events) => events,
+            Err(err) => {
+                batch.rejected.push(rejection(cmd, err.code(), &err.to_string()));
+                return refused(cmd.kind.name(), err.code(), &err.to_string());
+            }
+        };
+        for (i, event) in events.iter().enumerate() {
+            apply(state, event, cmd.occurred_at);
+            keys_written(event, &mut batch.projections.keys);
+            let new = NewEvent {
+                event_id: Uuid::new_v5(&cmd.event_id, format!("event:{i}").as_bytes()),
+                cause_event_id: cmd.event_id,
+                occurred_at: cmd.occurred_at,
+                event: event.clone(),
+            };
+            batch.history.extend(history_row(&new));
+            batch.events.push(new);
+        }
+        match &cmd.kind {
+            CommandKind::Pay { .. } => OutcomeBody::PaymentResult(
+                payment_result(state, cmd, &events).expect("a decided payment always has a result"),
+            ),
+            CommandKind::Query { .. } => OutcomeBody::QueryResult(payment_result(state, cmd, &events)),
+            kind => OutcomeBody::Applied { kind: kind.name().to_string() },
+        }
+    }
+
+    /// Rebuilds every projection from the event log and compares it with the live one.
+    pub async fn replay(&self) -> Result<ReplayReport, StoreError> {
+        let mut state = LedgerState::default();
+        let mut history = Vec::new();
+        let (mut after, mut events) = (0_i64, 0_u64);
+        loop {
+            let page = self.store.events_after(after, REPLAY_PAGE_EVENTS_MAX).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for stored in &page {
+                apply(&mut state, &stored.new.event, stored.new.occurred_at);
+                history.extend(history_row(&stored.new));
+                events += 1;
+            }
+        }
+        let live = self.store.load_all().await?;
+        let mut live_history = self.store.history_all().await?;
+        live_history.iter_mut().for_each(|h| h.id = 0);
+        let differences = differences(&state, &live, &history, &live_history);
+        Ok(ReplayReport { events, matches: differences.is_empty(), differences })
+    }
+}
+
+fn differences(
+    replayed: &LedgerState,
+    live: &LedgerState,
+    history: &[HistoryRow],
+    live_history: &[HistoryRow],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |name: &str, equal: bool| {
+        if !equal {
+            out.push(format!("projection {name} differs from the log"));
+        }
+    };
+    // A balance or a daily usage of zero and an absent row mean the same.
+    let nonzero = |s: &LedgerState| s.balances_fen.iter().filter(|(_, v)| **v != 0).count();
+    check(
+        "balances",
+        replayed.balances_fen.iter().all(|(a, v)| live.balance_fen(a) == *v) && nonzero(replayed) == nonzero(live),
+    );
+    check("payers", replayed.frozen == live.frozen);
+    check("merchant_limits", replayed.limits_fen == live.limits_fen);
+    check("orders", replayed.orders == live.orders);
+    check("captures", replayed.captures == live.captures);
+    check("members", replayed.members == live.members);
+    check("daily_usage", replayed.daily == live.daily);
+    check("history", history == live_history);
+    out
+}
+
+/// The history row of a payment event.
+pub fn history_row(e: &NewEvent) -> Option<HistoryRow> {
+    let (attempt, status, reason, payer_id, member_quick_pay) = match &e.event {
+        LedgerEvent::PaymentSucceeded { attempt, payer_id, member_quick_pay, .. } => {
+            (attempt, OrderStatus::Paid, None, Some(payer_id.clone()), *member_quick_pay)
+        }
+        LedgerEvent::PaymentDeclined { attempt, payer_id, reason, .. } => {
+            (attempt, OrderStatus::Declined, Some(reason.code().to_string()), payer_id.clone(), false)
+        }
+        _ => return None,
+    };
+    Some(HistoryRow {
+        id: 0,
+        event_id: e.event_id,
+        merchant_id: attempt.merchant_id.clone(),
+        out_trade_no: attempt.out_trade_no.clone(),
+        amount_fen: attempt.amount.fen(),
+        status,
+        reason,
+        payer_id,
+        member_quick_pay,
+        store_id: attempt.store_id.to_string(),
+        device_id: attempt.device_id.to_string(),
+        occurred_at: e.occurred_at,
+        day: shanghai_day(e.occurred_at),
+    })
+}
+
+fn outcome(cmd: &Command, body: OutcomeBody) -> Outcome {
+    Outcome { in_reply_to: cmd.event_id, decided_at: Utc::now(), device: cmd.device.clone(), body }
+}
+
+fn refused(kind: &str, code: &str, message: &str) -> OutcomeBody {
+    OutcomeBody::Refused { kind: kind.to_string(), code: code.to_string(), message: message.to_string() }
+}
+
+/// The stored answer to an event seen before, marked as a repeat.
+fn redelivered(stored: &str) -> Result<OutcomeBody, StoreError> {
+    let mut body: OutcomeBody =
+        serde_json::from_str(stored).map_err(|e| StoreError::Corrupt(format!("stored outcome: {e}")))?;
+    if let OutcomeBody::PaymentResult(r) = &mut body {
+        r.replayed = true;
+    }
+    Ok(body)
+}
+
+fn rejection(cmd: &Command, code: &str, message: &str) -> RejectedEvent {
+    RejectedEvent {
+        received_at: Utc::now(),
+        source: "ledger".to_string(),
+        event_id: Some(cmd.event_id),
+        kind: Some(cmd.kind.name().to_string()),
+        reason_code: code.to_string(),
+        field: None,
+        message: message.to_string(),
+        raw: format!("{:?}", cmd.kind).into_bytes(),
+        raw_truncated: false,
+    }
+}

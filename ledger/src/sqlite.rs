@@ -1,0 +1,768 @@
+//! The SQLite store: the embedded profile's database, through sqlx.
+//!
+//! One writer connection (the ledger stage is the only writer) and a small read pool; WAL
+//! journal with `synchronous = FULL`, so a commit that returned is on disk.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use facepay_domain::limits::{SQLITE_BUSY_TIMEOUT_MS, SQLITE_READ_CONNECTIONS_MAX};
+use facepay_domain::{
+    CardChannel, CardCode, DeclineReason, DeviceId, DeviceRef, FaceCode, MerchantId, OrderStatus, OutTradeNo, PayerId,
+    StoreId,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use crate::model::{Account, CaptureUse, DailyUsage, Keys, LedgerEvent, LedgerState, Member, Order};
+use crate::store::{
+    CommitBatch, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView, NewEvent, Registry,
+    RejectedEvent, StoreError, StoredEvent,
+};
+
+/// Most bound parameters per statement (SQLite allows 32 766).
+const SQLITE_PARAMS_MAX: usize = 30_000;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// The embedded store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// The one connection that writes: SQLite has a single writer anyway, and one
+    /// connection keeps commits in the ledger's order.
+    writer: SqlitePool,
+    /// Readers for the API and replay; WAL lets them read while the writer commits.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`)
+    /// and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS));
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = if url.contains(":memory:") {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new().max_connections(SQLITE_READ_CONNECTIONS_MAX).connect_with(options).await?
+        };
+        Ok(Self { writer, reader })
+    }
+}
+
+pub(crate) fn ts(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| corrupt("timestamp", s, e))
+}
+
+fn corrupt(what: &str, value: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what} {value:?}: {e}"))
+}
+
+fn id<T, E: std::fmt::Display>(
+    what: &str,
+    s: String,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> Result<T, StoreError> {
+    parse(s.clone()).map_err(|e| corrupt(what, &s, e))
+}
+
+fn day(s: &str) -> Result<NaiveDate, StoreError> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| corrupt("day", s, e))
+}
+
+/// Rows per multi-row statement for a table of `cols` columns.
+fn chunk_rows(cols: usize) -> usize {
+    (SQLITE_PARAMS_MAX / cols).max(1)
+}
+
+// ---- loading --------------------------------------------------------------------------
+
+fn order_from(row: &SqliteRow) -> Result<Order, StoreError> {
+    let reason: Option<String> = row.try_get("reason")?;
+    let status: String = row.try_get("status")?;
+    Ok(Order {
+        merchant_id: id("merchant", row.try_get("merchant_id")?, MerchantId::parse)?,
+        out_trade_no: id("out_trade_no", row.try_get("out_trade_no")?, OutTradeNo::parse)?,
+        amount_fen: row.try_get("amount_fen")?,
+        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status", &status, "unknown"))?,
+        reason: match reason {
+            Some(r) => Some(DeclineReason::from_code(&r).ok_or_else(|| corrupt("reason", &r, "unknown"))?),
+            None => None,
+        },
+        payer_id: row.try_get::<Option<String>, _>("payer_id")?.map(|p| id("payer", p, PayerId::parse)).transpose()?,
+        face_code: id("face_code", row.try_get("face_code")?, FaceCode::parse)?,
+        member_quick_pay: row.try_get::<i64, _>("member_quick_pay")? != 0,
+        store_id: id("store", row.try_get("store_id")?, StoreId::parse)?,
+        device_id: id("device", row.try_get("device_id")?, DeviceId::parse)?,
+        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+        updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
+    })
+}
+
+fn member_from(row: &SqliteRow) -> Result<((MerchantId, PayerId), Member), StoreError> {
+    let channel: String = row.try_get("channel")?;
+    let key = (
+        id("merchant", row.try_get("merchant_id")?, MerchantId::parse)?,
+        id("payer", row.try_get("payer_id")?, PayerId::parse)?,
+    );
+    let member = Member {
+        card_code: id("card", row.try_get("card_code")?, CardCode::parse)?,
+        channel: match channel.as_str() {
+            "card_package" => CardChannel::CardPackage,
+            "mini_program" => CardChannel::MiniProgram,
+            other => return Err(corrupt("channel", other, "unknown")),
+        },
+        opened_at: parse_ts(&row.try_get::<String, _>("opened_at")?)?,
+        closed_at: row.try_get::<Option<String>, _>("closed_at")?.map(|s| parse_ts(&s)).transpose()?,
+    };
+    Ok((key, member))
+}
+
+/// Fills `state` from rows selected by `sql` + an `IN (...)` list of single keys.
+async fn load_by<'k, K: 'k>(
+    pool: &SqlitePool,
+    sql: &str,
+    keys: impl ExactSizeIterator<Item = &'k K>,
+    bind: impl Fn(&K) -> String,
+    mut each: impl FnMut(&SqliteRow) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let keys: Vec<String> = keys.map(bind).collect();
+    for chunk in keys.chunks(chunk_rows(1)) {
+        let mut qb = QueryBuilder::<Sqlite>::new(sql);
+        qb.push(" IN (");
+        let mut sep = qb.separated(", ");
+        for k in chunk {
+            sep.push_bind(k.clone());
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(pool).await? {
+            each(&row)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills `state` from rows selected by `sql` + `IN (VALUES ...)` of two-part keys.
+async fn load_by_pair(
+    pool: &SqlitePool,
+    sql: &str,
+    pairs: Vec<(String, String)>,
+    mut each: impl FnMut(&SqliteRow) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for chunk in pairs.chunks(chunk_rows(2)) {
+        let mut qb = QueryBuilder::<Sqlite>::new(sql);
+        qb.push(" IN (VALUES ");
+        let mut first = true;
+        for (a, b) in chunk {
+            qb.push(if first { "(" } else { ", (" });
+            first = false;
+            qb.push_bind(a.clone()).push(", ").push_bind(b.clone()).push(")");
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(pool).await? {
+            each(&row)?;
+        }
+    }
+    Ok(())
+}
+
+async fn load_keys(pool: &SqlitePool, keys: &Keys) -> Result<LedgerState, StoreError> {
+    let mut st = LedgerState::default();
+    load_by(pool, "SELECT account, balance_fen FROM balances WHERE account", keys.accounts.iter(), Account::key, |r| {
+        let key: String = r.try_get("account")?;
+        let account = Account::parse(&key).ok_or_else(|| corrupt("account", &key, "unknown"))?;
+        st.balances_fen.insert(account, r.try_get("balance_fen")?);
+        Ok(())
+    })
+    .await?;
+    load_by(
+        pool,
+        "SELECT payer_id, frozen FROM payers WHERE payer_id",
+        keys.frozen.iter(),
+        |p| p.to_string(),
+        |r| {
+            let payer = id("payer", r.try_get("payer_id")?, PayerId::parse)?;
+            st.frozen.insert(payer, r.try_get::<i64, _>("frozen")? != 0);
+            Ok(())
+        },
+    )
+    .await?;
+    let sql = "SELECT merchant_id, single_limit_fen FROM merchant_limits WHERE merchant_id";
+    load_by(
+        pool,
+        sql,
+        keys.limits.iter(),
+        |m| m.to_string(),
+        |r| {
+            let merchant = id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?;
+            st.limits_fen.insert(merchant, r.try_get("single_limit_fen")?);
+            Ok(())
+        },
+    )
+    .await?;
+    let sql = "SELECT face_code, merchant_id, out_trade_no FROM captures WHERE face_code";
+    load_by(
+        pool,
+        sql,
+        keys.captures.iter(),
+        |f| f.to_string(),
+        |r| {
+            let face = id("face_code", r.try_get("face_code")?, FaceCode::parse)?;
+            let merchant_id = id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?;
+            let out_trade_no = id("out_trade_no", r.try_get("out_trade_no")?, OutTradeNo::parse)?;
+            st.captures.insert(face, CaptureUse { merchant_id, out_trade_no });
+            Ok(())
+        },
+    )
+    .await?;
+    let pairs = keys.orders.iter().map(|(m, o)| (m.to_string(), o.to_string())).collect();
+    load_by_pair(pool, "SELECT * FROM orders WHERE (merchant_id, out_trade_no)", pairs, |r| {
+        let o = order_from(r)?;
+        st.orders.insert((o.merchant_id.clone(), o.out_trade_no.clone()), o);
+        Ok(())
+    })
+    .await?;
+    let pairs = keys.members.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    load_by_pair(pool, "SELECT * FROM members WHERE (merchant_id, payer_id)", pairs, |r| {
+        let (k, m) = member_from(r)?;
+        st.members.insert(k, m);
+        Ok(())
+    })
+    .await?;
+    let pairs = keys.daily.iter().map(|(p, d)| (p.to_string(), d.to_string())).collect();
+    load_by_pair(pool, "SELECT * FROM daily_usage WHERE (payer_id, day)", pairs, |r| daily_from(r, &mut st)).await?;
+    Ok(st)
+}
+
+fn daily_from(r: &SqliteRow, st: &mut LedgerState) -> Result<(), StoreError> {
+    let payer = id("payer", r.try_get("payer_id")?, PayerId::parse)?;
+    let d = day(&r.try_get::<String, _>("day")?)?;
+    let count: i64 = r.try_get("count")?;
+    let usage = DailyUsage {
+        amount_fen: r.try_get("amount_fen")?,
+        count: u32::try_from(count).map_err(|e| corrupt("count", &count.to_string(), e))?,
+    };
+    st.daily.insert((payer, d), usage);
+    Ok(())
+}
+
+// ---- writing --------------------------------------------------------------------------
+
+/// Pushes `rows` into `INSERT INTO <head> VALUES ...` statements of bounded size.
+async fn insert_rows<'a, T>(
+    tx: &mut Transaction<'static, Sqlite>,
+    head: &str,
+    tail: &str,
+    cols: usize,
+    rows: &'a [T],
+    push: impl Fn(sqlx::query_builder::Separated<'_, 'a, Sqlite, &'static str>, &'a T),
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(chunk_rows(cols)) {
+        let mut qb = QueryBuilder::<Sqlite>::new(head);
+        qb.push_values(chunk, |sep, row| push(sep, row));
+        qb.push(tail);
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The rows behind the events of a batch: events, postings and sealing transactions.
+struct LogRows {
+    events: Vec<[String; 8]>,
+    postings: Vec<(String, i64, String, i64)>,
+    txns: Vec<(String, String, i64, String)>,
+}
+
+fn log_rows(events: &[NewEvent]) -> Result<LogRows, StoreError> {
+    let now = ts(&Utc::now());
+    let mut rows = LogRows { events: vec![], postings: vec![], txns: vec![] };
+    for e in events {
+        let payload = serde_json::to_string(&e.event).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        rows.events.push([
+            e.event_id.to_string(),
+            e.cause_event_id.to_string(),
+            e.event.stream(),
+            e.event.kind().to_string(),
+            facepay_domain::limits::SCHEMA_VERSION.to_string(),
+            ts(&e.occurred_at),
+            now.clone(),
+            payload,
+        ]);
+        if let Some(t) = e.event.transfer() {
+            t.assert_balanced();
+            for (leg, p) in t.postings.iter().enumerate() {
+                rows.postings.push((t.txn_id.to_string(), leg as i64, p.account.key(), p.amount_fen));
+            }
+            rows.txns.push((t.txn_id.to_string(), e.event_id.to_string(), t.postings.len() as i64, ts(&e.occurred_at)));
+        }
+    }
+    Ok(rows)
+}
+
+async fn write_log(tx: &mut Transaction<'static, Sqlite>, events: &[NewEvent]) -> Result<(), StoreError> {
+    let rows = log_rows(events)?;
+    let head = "INSERT INTO events (event_id, cause_event_id, stream, type, schema_version, occurred_at, recorded_at, payload) ";
+    insert_rows(tx, head, "", 8, &rows.events, |mut s, r| {
+        for v in r {
+            s.push_bind(v.as_str());
+        }
+    })
+    .await?;
+    insert_rows(tx, "INSERT INTO postings (txn_id, leg, account, amount_fen) ", "", 4, &rows.postings, |mut s, r| {
+        s.push_bind(r.0.as_str()).push_bind(r.1).push_bind(r.2.as_str()).push_bind(r.3);
+    })
+    .await?;
+    let head = "INSERT INTO ledger_transactions (txn_id, event_id, leg_count, posted_at) ";
+    insert_rows(tx, head, "", 4, &rows.txns, |mut s, r| {
+        s.push_bind(r.0.as_str()).push_bind(r.1.as_str()).push_bind(r.2).push_bind(r.3.as_str());
+    })
+    .await
+}
+
+async fn write_projections(tx: &mut Transaction<'static, Sqlite>, batch: &CommitBatch) -> Result<(), StoreError> {
+    let keys = &batch.projections.keys;
+    let st = &batch.projections.state;
+    let balances: Vec<(String, i64)> = keys.accounts.iter().map(|a| (a.key(), st.balance_fen(a))).collect();
+    let tail = " ON CONFLICT (account) DO UPDATE SET balance_fen = excluded.balance_fen";
+    insert_rows(tx, "INSERT INTO balances (account, balance_fen) ", tail, 2, &balances, |mut s, r| {
+        s.push_bind(r.0.as_str()).push_bind(r.1);
+    })
+    .await?;
+    let frozen: Vec<(String, bool)> = keys.frozen.iter().map(|p| (p.to_string(), st.is_frozen(p))).collect();
+    let tail = " ON CONFLICT (payer_id) DO UPDATE SET frozen = excluded.frozen";
+    insert_rows(tx, "INSERT INTO payers (payer_id, frozen) ", tail, 2, &frozen, |mut s, r| {
+        s.push_bind(r.0.as_str()).push_bind(r.1);
+    })
+    .await?;
+    let limits: Vec<(String, i64)> = keys.limits.iter().map(|m| (m.to_string(), st.single_limit_fen(m))).collect();
+    let tail = " ON CONFLICT (merchant_id) DO UPDATE SET single_limit_fen = excluded.single_limit_fen";
+    insert_rows(tx, "INSERT INTO merchant_limits (merchant_id, single_limit_fen) ", tail, 2, &limits, |mut s, r| {
+        s.push_bind(r.0.as_str()).push_bind(r.1);
+    })
+    .await?;
+    let captures: Vec<(&FaceCode, &CaptureUse)> =
+        keys.captures.iter().filter_map(|f| st.captures.get(f).map(|c| (f, c))).collect();
+    let head = "INSERT INTO captures (face_code, merchant_id, out_trade_no) ";
+    insert_rows(tx, head, " ON CONFLICT (face_code) DO NOTHING", 3, &captures, |mut s, (f, c)| {
+        s.push_bind(f.as_str()).push_bind(c.merchant_id.as_str()).push_bind(c.out_trade_no.as_str());
+    })
+    .await?;
+    write_orders(tx, keys, st).await?;
+    write_members_daily(tx, keys, st).await
+}
+
+async fn write_orders(tx: &mut Transaction<'static, Sqlite>, keys: &Keys, st: &LedgerState) -> Result<(), StoreError> {
+    let orders: Vec<&Order> = keys.orders.iter().filter_map(|k| st.orders.get(k)).collect();
+    let head = "INSERT INTO orders (merchant_id, out_trade_no, amount_fen, status, reason, payer_id, face_code, \
+                member_quick_pay, store_id, device_id, created_at, updated_at) ";
+    let tail = " ON CONFLICT (merchant_id, out_trade_no) DO UPDATE SET amount_fen = excluded.amount_fen, \
+                status = excluded.status, reason = excluded.reason, payer_id = excluded.payer_id, \
+                face_code = excluded.face_code, member_quick_pay = excluded.member_quick_pay, \
+                store_id = excluded.store_id, device_id = excluded.device_id, updated_at = excluded.updated_at";
+    insert_rows(tx, head, tail, 12, &orders, |mut s, o| {
+        s.push_bind(o.merchant_id.as_str())
+            .push_bind(o.out_trade_no.as_str())
+            .push_bind(o.amount_fen)
+            .push_bind(o.status.as_str())
+            .push_bind(o.reason.map(|r| r.code()))
+            .push_bind(o.payer_id.as_ref().map(|p| p.as_str()))
+            .push_bind(o.face_code.as_str())
+            .push_bind(o.member_quick_pay)
+            .push_bind(o.store_id.as_str())
+            .push_bind(o.device_id.as_str())
+            .push_bind(ts(&o.created_at))
+            .push_bind(ts(&o.updated_at));
+    })
+    .await
+}
+
+async fn write_members_daily(
+    tx: &mut Transaction<'static, Sqlite>,
+    keys: &Keys,
+    st: &LedgerState,
+) -> Result<(), StoreError> {
+    let members: Vec<(&(MerchantId, PayerId), &Member)> =
+        keys.members.iter().filter_map(|k| st.members.get(k).map(|m| (k, m))).collect();
+    let head = "INSERT INTO members (merchant_id, payer_id, card_code, channel, opened_at, closed_at) ";
+    let tail = " ON CONFLICT (merchant_id, payer_id) DO UPDATE SET card_code = excluded.card_code, \
+                channel = excluded.channel, opened_at = excluded.opened_at, closed_at = excluded.closed_at";
+    insert_rows(tx, head, tail, 6, &members, |mut s, ((merchant, payer), m)| {
+        s.push_bind(merchant.as_str())
+            .push_bind(payer.as_str())
+            .push_bind(m.card_code.as_str())
+            .push_bind(m.channel.as_str())
+            .push_bind(ts(&m.opened_at))
+            .push_bind(m.closed_at.as_ref().map(ts));
+    })
+    .await?;
+    let daily: Vec<(&(PayerId, NaiveDate), DailyUsage)> = keys.daily.iter().map(|k| (k, st.daily(&k.0, k.1))).collect();
+    let tail = " ON CONFLICT (payer_id, day) DO UPDATE SET amount_fen = excluded.amount_fen, count = excluded.count";
+    insert_rows(tx, "INSERT INTO daily_usage (payer_id, day, amount_fen, count) ", tail, 4, &daily, |mut s, (k, u)| {
+        s.push_bind(k.0.as_str()).push_bind(k.1.to_string()).push_bind(u.amount_fen).push_bind(i64::from(u.count));
+    })
+    .await
+}
+
+async fn write_history(tx: &mut Transaction<'static, Sqlite>, rows: &[HistoryRow]) -> Result<(), StoreError> {
+    let head = "INSERT INTO history (event_id, merchant_id, out_trade_no, amount_fen, status, reason, payer_id, \
+                member_quick_pay, store_id, device_id, occurred_at, day) ";
+    insert_rows(tx, head, "", 12, rows, |mut s, h| {
+        s.push_bind(h.event_id.to_string())
+            .push_bind(h.merchant_id.as_str())
+            .push_bind(h.out_trade_no.as_str())
+            .push_bind(h.amount_fen)
+            .push_bind(h.status.as_str())
+            .push_bind(h.reason.as_deref())
+            .push_bind(h.payer_id.as_ref().map(|p| p.as_str()))
+            .push_bind(h.member_quick_pay)
+            .push_bind(h.store_id.as_str())
+            .push_bind(h.device_id.as_str())
+            .push_bind(ts(&h.occurred_at))
+            .push_bind(h.day.to_string());
+    })
+    .await
+}
+
+async fn write_inbound(tx: &mut Transaction<'static, Sqlite>, rows: &[InboundRecord]) -> Result<(), StoreError> {
+    insert_rows(tx, "INSERT INTO inbound (event_id, type, outcome, processed_at) ", "", 4, rows, |mut s, r| {
+        s.push_bind(r.event_id.to_string())
+            .push_bind(r.kind.as_str())
+            .push_bind(r.outcome_json.as_str())
+            .push_bind(ts(&r.processed_at));
+    })
+    .await
+}
+
+async fn write_rejected(tx: &mut Transaction<'static, Sqlite>, rows: &[RejectedEvent]) -> Result<(), StoreError> {
+    let head = "INSERT INTO rejected_events (received_at, source, event_id, type, reason_code, field, message, raw, \
+                raw_truncated) ";
+    insert_rows(tx, head, "", 9, rows, |mut s, r| {
+        s.push_bind(ts(&r.received_at))
+            .push_bind(r.source.as_str())
+            .push_bind(r.event_id.map(|e| e.to_string()))
+            .push_bind(r.kind.as_deref())
+            .push_bind(r.reason_code.as_str())
+            .push_bind(r.field.as_deref())
+            .push_bind(r.message.as_str())
+            .push_bind(r.raw.as_slice())
+            .push_bind(r.raw_truncated);
+    })
+    .await
+}
+
+// ---- reading --------------------------------------------------------------------------
+
+fn history_from(r: &SqliteRow) -> Result<HistoryRow, StoreError> {
+    let status: String = r.try_get("status")?;
+    let event_id: String = r.try_get("event_id")?;
+    Ok(HistoryRow {
+        id: r.try_get("id")?,
+        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &event_id, e))?,
+        merchant_id: id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?,
+        out_trade_no: id("out_trade_no", r.try_get("out_trade_no")?, OutTradeNo::parse)?,
+        amount_fen: r.try_get("amount_fen")?,
+        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status", &status, "unknown"))?,
+        reason: r.try_get("reason")?,
+        payer_id: r.try_get::<Option<String>, _>("payer_id")?.map(|p| id("payer", p, PayerId::parse)).transpose()?,
+        member_quick_pay: r.try_get::<i64, _>("member_quick_pay")? != 0,
+        store_id: r.try_get("store_id")?,
+        device_id: r.try_get("device_id")?,
+        occurred_at: parse_ts(&r.try_get::<String, _>("occurred_at")?)?,
+        day: day(&r.try_get::<String, _>("day")?)?,
+    })
+}
+
+fn rejected_from(r: &SqliteRow) -> Result<RejectedEvent, StoreError> {
+    let event_id: Option<String> = r.try_get("event_id")?;
+    Ok(RejectedEvent {
+        received_at: parse_ts(&r.try_get::<String, _>("received_at")?)?,
+        source: r.try_get("source")?,
+        event_id: event_id.and_then(|e| Uuid::parse_str(&e).ok()),
+        kind: r.try_get("type")?,
+        reason_code: r.try_get("reason_code")?,
+        field: r.try_get("field")?,
+        message: r.try_get("message")?,
+        raw: r.try_get("raw")?,
+        raw_truncated: r.try_get::<i64, _>("raw_truncated")? != 0,
+    })
+}
+
+async fn load_everything(pool: &SqlitePool) -> Result<LedgerState, StoreError> {
+    let mut st = LedgerState::default();
+    for r in sqlx::query("SELECT account, balance_fen FROM balances").fetch_all(pool).await? {
+        let key: String = r.try_get("account")?;
+        let account = Account::parse(&key).ok_or_else(|| corrupt("account", &key, "unknown"))?;
+        st.balances_fen.insert(account, r.try_get("balance_fen")?);
+    }
+    for r in sqlx::query("SELECT payer_id, frozen FROM payers").fetch_all(pool).await? {
+        st.frozen.insert(id("payer", r.try_get("payer_id")?, PayerId::parse)?, r.try_get::<i64, _>("frozen")? != 0);
+    }
+    for r in sqlx::query("SELECT merchant_id, single_limit_fen FROM merchant_limits").fetch_all(pool).await? {
+        st.limits_fen
+            .insert(id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?, r.try_get("single_limit_fen")?);
+    }
+    for r in sqlx::query("SELECT face_code, merchant_id, out_trade_no FROM captures").fetch_all(pool).await? {
+        let face = id("face_code", r.try_get("face_code")?, FaceCode::parse)?;
+        let merchant_id = id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?;
+        let out_trade_no = id("out_trade_no", r.try_get("out_trade_no")?, OutTradeNo::parse)?;
+        st.captures.insert(face, CaptureUse { merchant_id, out_trade_no });
+    }
+    for r in sqlx::query("SELECT * FROM orders").fetch_all(pool).await? {
+        let o = order_from(&r)?;
+        st.orders.insert((o.merchant_id.clone(), o.out_trade_no.clone()), o);
+    }
+    for r in sqlx::query("SELECT * FROM members").fetch_all(pool).await? {
+        let (k, m) = member_from(&r)?;
+        st.members.insert(k, m);
+    }
+    for r in sqlx::query("SELECT * FROM daily_usage").fetch_all(pool).await? {
+        daily_from(&r, &mut st)?;
+    }
+    Ok(st)
+}
+
+const INVARIANTS_SQL: &str = "SELECT \
+    (SELECT COUNT(*) FROM (SELECT txn_id FROM postings GROUP BY txn_id HAVING SUM(amount_fen) <> 0)) AS unbalanced_txns, \
+    (SELECT COALESCE(SUM(amount_fen), 0) FROM postings) AS postings_total, \
+    (SELECT COUNT(*) FROM postings p WHERE NOT EXISTS \
+        (SELECT 1 FROM ledger_transactions t WHERE t.txn_id = p.txn_id)) AS orphan_postings, \
+    (SELECT COUNT(*) FROM (SELECT account, SUM(amount_fen) AS s FROM postings GROUP BY account) p \
+        LEFT JOIN balances b ON b.account = p.account WHERE b.balance_fen IS NOT p.s) AS drifted_balances, \
+    (SELECT COUNT(*) FROM balances b WHERE NOT EXISTS (SELECT 1 FROM postings p WHERE p.account = b.account) \
+        AND b.balance_fen <> 0) AS phantom_balances, \
+    (SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE type = 'payment_succeeded' \
+        GROUP BY json_extract(payload, '$.attempt.merchant_id'), json_extract(payload, '$.attempt.out_trade_no') \
+        HAVING COUNT(*) > 1)) AS orders_paid_twice, \
+    (SELECT COUNT(*) FROM balances WHERE account LIKE 'wallet:%' AND balance_fen < 0) AS overdrawn";
+
+#[async_trait]
+impl LedgerStore for SqliteStore {
+    async fn load(&self, keys: &Keys) -> Result<LedgerState, StoreError> {
+        load_keys(&self.writer, keys).await
+    }
+
+    async fn answered(&self, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
+        let mut found = HashMap::new();
+        let sql = "SELECT event_id, outcome FROM inbound WHERE event_id";
+        load_by(
+            &self.writer,
+            sql,
+            event_ids.iter(),
+            |e| e.to_string(),
+            |r| {
+                let e: String = r.try_get("event_id")?;
+                found.insert(Uuid::parse_str(&e).map_err(|err| corrupt("event_id", &e, err))?, r.try_get("outcome")?);
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(found)
+    }
+
+    async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        write_log(&mut tx, &batch.events).await?;
+        write_projections(&mut tx, batch).await?;
+        write_history(&mut tx, &batch.history).await?;
+        write_inbound(&mut tx, &batch.inbound).await?;
+        write_rejected(&mut tx, &batch.rejected).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn commit_raw(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        write_log(&mut tx, &batch.events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reject(&self, rejected: &RejectedEvent) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        write_rejected(&mut tx, std::slice::from_ref(rejected)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_all(&self) -> Result<LedgerState, StoreError> {
+        load_everything(&self.reader).await
+    }
+
+    async fn history_all(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM history ORDER BY id").fetch_all(&self.reader).await?;
+        rows.iter().map(history_from).collect()
+    }
+
+    async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, cause_event_id, occurred_at, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(stored_event_from).collect()
+    }
+
+    async fn check_invariants(&self) -> Result<Invariants, StoreError> {
+        let r = sqlx::query(INVARIANTS_SQL).fetch_one(&self.reader).await?;
+        let zero = |col: &str| -> Result<bool, StoreError> { Ok(r.try_get::<i64, _>(col)? == 0) };
+        Ok(Invariants {
+            balanced: zero("unbalanced_txns")?
+                && zero("postings_total")?
+                && zero("orphan_postings")?
+                && zero("drifted_balances")?
+                && zero("phantom_balances")?,
+            no_order_paid_twice: zero("orders_paid_twice")?,
+            no_overdraft: zero("overdrawn")?,
+        })
+    }
+
+    async fn order(&self, merchant: &MerchantId, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError> {
+        let row = sqlx::query("SELECT * FROM orders WHERE merchant_id = ? AND out_trade_no = ?")
+            .bind(merchant.as_str())
+            .bind(out_trade_no.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(order_from).transpose()
+    }
+
+    async fn history(&self, merchant: &MerchantId, f: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM history WHERE merchant_id = ");
+        qb.push_bind(merchant.as_str());
+        if let Some(d) = f.day {
+            qb.push(" AND day = ").push_bind(d.to_string());
+        }
+        if let Some(s) = f.status {
+            qb.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(before) = f.before_id {
+            qb.push(" AND id < ").push_bind(before);
+        }
+        qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(history_from).collect()
+    }
+
+    async fn members(&self, merchant: &MerchantId) -> Result<Vec<MemberView>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM members WHERE merchant_id = ? ORDER BY opened_at, payer_id")
+            .bind(merchant.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let ((_, payer_id), m) = member_from(r)?;
+                Ok(MemberView {
+                    payer_id,
+                    card_code: m.card_code.to_string(),
+                    channel: m.channel.as_str().to_string(),
+                    opened_at: m.opened_at,
+                    closed_at: m.closed_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn wallet(&self, payer: &PayerId) -> Result<Option<(i64, bool)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT balance_fen FROM balances WHERE account = ?1) AS balance_fen, \
+             (SELECT frozen FROM payers WHERE payer_id = ?2) AS frozen",
+        )
+        .bind(Account::Wallet(payer.clone()).key())
+        .bind(payer.as_str())
+        .fetch_one(&self.reader)
+        .await?;
+        let balance: Option<i64> = row.try_get("balance_fen")?;
+        let frozen: Option<i64> = row.try_get("frozen")?;
+        if balance.is_none() && frozen.is_none() {
+            return Ok(None);
+        }
+        Ok(Some((balance.unwrap_or(0), frozen.unwrap_or(0) != 0)))
+    }
+
+    async fn rejected(&self, limit: u32) -> Result<Vec<RejectedEvent>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM rejected_events ORDER BY id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(rejected_from).collect()
+    }
+
+    async fn register_merchant(&self, merchant: &MerchantId, name: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO merchants (merchant_id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(merchant.as_str())
+            .bind(name)
+            .bind(ts(&Utc::now()))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn register_device(&self, d: &DeviceRef) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO devices (device_id, merchant_id, store_id, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (device_id) DO NOTHING",
+        )
+        .bind(d.device_id.as_str())
+        .bind(d.merchant_id.as_str())
+        .bind(d.store_id.as_str())
+        .bind(ts(&Utc::now()))
+        .execute(&self.writer)
+        .await?;
+        if result.rows_affected() == 0 {
+            let registry = self.registry().await?;
+            if registry.devices.get(&d.device_id) != Some(d) {
+                return Err(StoreError::Conflict(format!("device {} is bound elsewhere", d.device_id)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn registry(&self) -> Result<Registry, StoreError> {
+        let mut reg = Registry::default();
+        for r in sqlx::query("SELECT merchant_id, name FROM merchants").fetch_all(&self.writer).await? {
+            reg.merchants.insert(id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?, r.try_get("name")?);
+        }
+        for r in sqlx::query("SELECT device_id, merchant_id, store_id FROM devices").fetch_all(&self.writer).await? {
+            let d = DeviceRef {
+                merchant_id: id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?,
+                store_id: id("store", r.try_get("store_id")?, StoreId::parse)?,
+                device_id: id("device", r.try_get("device_id")?, DeviceId::parse)?,
+            };
+            reg.devices.insert(d.device_id.clone(), d);
+        }
+        Ok(reg)
+    }
+}
+
+fn stored_event_from(r: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let uuid = |col: &str| -> Result<Uuid, StoreError> {
+        let s: String = r.try_get(col)?;
+        Uuid::parse_str(&s).map_err(|e| corrupt(col, &s, e))
+    };
+    let payload: String = r.try_get("payload")?;
+    let event: LedgerEvent = serde_json::from_str(&payload).map_err(|e| corrupt("event payload", &payload, e))?;
+    Ok(StoredEvent {
+        seq: r.try_get("seq")?,
+        new: NewEvent {
+            event_id: uuid("event_id")?,
+            cause_event_id: uuid("cause_event_id")?,
+            occurred_at: parse_ts(&r.try_get::<String, _>("occurred_at")?)?,
+            event,
+        },
+    })
+}

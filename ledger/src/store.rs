@@ -1,0 +1,183 @@
+//! The store seam: what the ledger needs from a database, served by SQLite (embedded) and,
+//! in the production profile, PostgreSQL.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use facepay_domain::{DeviceRef, MerchantId, OrderStatus, OutTradeNo, PayerId};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::model::{Keys, LedgerEvent, LedgerState, Order};
+
+/// Infrastructure failures, apart from domain refusals: the caller retries or stops, it never
+/// turns these into a decision.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// One event to append, with what caused it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Derived from the inbound event id and the event's position, so redelivery collides.
+    pub event_id: Uuid,
+    pub cause_event_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub event: LedgerEvent,
+}
+
+/// An event as stored, with its position in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub new: NewEvent,
+}
+
+/// The answer recorded for one inbound event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundRecord {
+    pub event_id: Uuid,
+    pub kind: String,
+    /// The JSON of the outcome body sent back.
+    pub outcome_json: String,
+    pub processed_at: DateTime<Utc>,
+}
+
+/// A rejected inbound event, kept with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RejectedEvent {
+    pub received_at: DateTime<Utc>,
+    /// Where it came from: `http`, `bus`, `ledger`.
+    pub source: String,
+    pub event_id: Option<Uuid>,
+    pub kind: Option<String>,
+    pub reason_code: String,
+    pub field: Option<String>,
+    pub message: String,
+    /// The raw body, cut at `REJECTED_RAW_BYTES_MAX`.
+    #[serde(skip)]
+    pub raw: Vec<u8>,
+    pub raw_truncated: bool,
+}
+
+/// One row of a merchant's transaction history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryRow {
+    /// Position in the history (the pagination cursor); assigned by the store.
+    #[serde(skip)]
+    pub id: i64,
+    pub event_id: Uuid,
+    pub merchant_id: MerchantId,
+    pub out_trade_no: OutTradeNo,
+    pub amount_fen: i64,
+    pub status: OrderStatus,
+    pub reason: Option<String>,
+    pub payer_id: Option<PayerId>,
+    pub member_quick_pay: bool,
+    pub store_id: String,
+    pub device_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub day: NaiveDate,
+}
+
+/// Everything one batch writes, in one database transaction.
+#[derive(Debug, Clone, Default)]
+pub struct CommitBatch {
+    pub events: Vec<NewEvent>,
+    /// The state after the batch, from which the touched entities are upserted.
+    pub projections: Projections,
+    pub history: Vec<HistoryRow>,
+    pub inbound: Vec<InboundRecord>,
+    pub rejected: Vec<RejectedEvent>,
+}
+
+/// The entities a batch changed, with their new values.
+#[derive(Debug, Clone, Default)]
+pub struct Projections {
+    pub keys: Keys,
+    pub state: LedgerState,
+}
+
+/// A page request for a merchant's history.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Only rows of this Asia/Shanghai day.
+    pub day: Option<NaiveDate>,
+    pub status: Option<OrderStatus>,
+    /// Only rows older than this cursor (the `id` of the last row of the previous page).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// A member of a merchant, as served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberView {
+    pub payer_id: PayerId,
+    pub card_code: String,
+    pub channel: String,
+    pub opened_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+/// What the invariant checks found, over the whole store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Invariants {
+    /// Every transaction's postings sum to zero, all postings sum to zero, and every
+    /// balance equals the sum of its postings.
+    pub balanced: bool,
+    /// No (merchant, out_trade_no) has more than one successful payment event.
+    pub no_order_paid_twice: bool,
+    /// No wallet balance is below zero.
+    pub no_overdraft: bool,
+}
+
+/// The fleet: devices and the merchant and store each is bound to.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub merchants: HashMap<MerchantId, String>,
+    pub devices: HashMap<facepay_domain::DeviceId, DeviceRef>,
+}
+
+#[async_trait]
+pub trait LedgerStore: Send + Sync + 'static {
+    /// The entities named by `keys` (absent ones stay absent).
+    async fn load(&self, keys: &Keys) -> Result<LedgerState, StoreError>;
+    /// The stored answers of those inbound events that were already processed.
+    async fn answered(&self, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError>;
+    /// Appends events, postings, transactions, projections, history, answers and
+    /// rejections, all in one database transaction.
+    async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError>;
+    /// Appends only the events, postings and transactions of `batch`, with no projections:
+    /// the raw ceiling the benchmark measures decisions against.
+    async fn commit_raw(&self, batch: &CommitBatch) -> Result<(), StoreError>;
+    /// Keeps one rejected event.
+    async fn reject(&self, rejected: &RejectedEvent) -> Result<(), StoreError>;
+
+    /// Every projection, as a state (for replay's comparison).
+    async fn load_all(&self) -> Result<LedgerState, StoreError>;
+    /// The whole history projection, oldest first.
+    async fn history_all(&self) -> Result<Vec<HistoryRow>, StoreError>;
+    /// Up to `limit` events after `after_seq`, in log order.
+    async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn check_invariants(&self) -> Result<Invariants, StoreError>;
+
+    async fn order(&self, merchant: &MerchantId, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError>;
+    async fn history(&self, merchant: &MerchantId, filter: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError>;
+    async fn members(&self, merchant: &MerchantId) -> Result<Vec<MemberView>, StoreError>;
+    /// The payer's wallet balance and frozen flag, if the payer is known to the ledger.
+    async fn wallet(&self, payer: &PayerId) -> Result<Option<(i64, bool)>, StoreError>;
+    async fn rejected(&self, limit: u32) -> Result<Vec<RejectedEvent>, StoreError>;
+
+    async fn register_merchant(&self, merchant: &MerchantId, name: &str) -> Result<(), StoreError>;
+    async fn register_device(&self, device: &DeviceRef) -> Result<(), StoreError>;
+    async fn registry(&self) -> Result<Registry, StoreError>;
+}

@@ -1,0 +1,137 @@
+//! The match policy: the thresholds, the rules they decide, and the answer of a search.
+//!
+//! The thresholds are configuration. They depend on the device's face model and must be
+//! calibrated on its real data; the defaults suit the synthetic model of [`crate::synthetic`]
+//! and the ArcFace-family operating points quoted in the face-matching reference.
+
+use facepay_domain::PayerId;
+
+/// The thresholds [`crate::Gallery::identify`] applies, in order: liveness, member search,
+/// global search (narrowed by phone digits when the payer typed them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchPolicy {
+    /// Captures scoring below this liveness are refused before any search: a photo or a
+    /// mask must not even be compared, let alone pay.
+    pub liveness_min: f32,
+    /// Cosine a merchant-member candidate needs. Lower than the global threshold because
+    /// the member gallery is small, and a false match's chance grows with gallery size.
+    pub member_threshold: f32,
+    /// Lead the best member needs over the second-best member, so that two look-alike
+    /// members are never guessed between.
+    pub member_margin_min: f32,
+    /// Cosine a candidate of the global (or phone-narrowed) gallery needs.
+    pub global_threshold: f32,
+    /// Lead the best global candidate needs over the runner-up; a smaller lead is
+    /// [`MatchRule::Ambiguous`] and the device should ask for phone digits.
+    pub global_margin_min: f32,
+    /// From this many enrolled payers on, a global search without phone digits is not run
+    /// at all: the false-match chance grows as P_N ≈ N·P_1, so at this size the payer must
+    /// narrow the gallery with their phone digits ([`MatchRule::NeedsPhoneConfirmation`]).
+    pub phone_required_gallery_min: usize,
+}
+
+impl Default for MatchPolicy {
+    fn default() -> Self {
+        Self {
+            liveness_min: 0.80,
+            member_threshold: 0.50,
+            member_margin_min: 0.08,
+            global_threshold: 0.55,
+            global_margin_min: 0.10,
+            phone_required_gallery_min: 1_000_000,
+        }
+    }
+}
+
+/// The rule that decided an [`Identification`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatchRule {
+    /// A member of the merchant matched, clear of the other members.
+    MemberHit,
+    /// The global gallery matched, clear of the runner-up, without phone digits.
+    GlobalHit,
+    /// The payers enrolled with the typed phone digits matched, clear of the runner-up.
+    PhoneNarrowedHit,
+    /// The gallery is too large to search without phone digits; ask the payer for them.
+    NeedsPhoneConfirmation,
+    /// A candidate passed the threshold but not clear of the runner-up; ask for phone
+    /// digits (or, if they were given, refuse).
+    Ambiguous,
+    /// No candidate passed the threshold: an unknown face.
+    NoMatch,
+    /// The capture failed the liveness check; nothing was searched.
+    LivenessFailed,
+}
+
+impl MatchRule {
+    /// The snake_case name used in logs, metrics and API answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchRule::MemberHit => "member_hit",
+            MatchRule::GlobalHit => "global_hit",
+            MatchRule::PhoneNarrowedHit => "phone_narrowed_hit",
+            MatchRule::NeedsPhoneConfirmation => "needs_phone_confirmation",
+            MatchRule::Ambiguous => "ambiguous",
+            MatchRule::NoMatch => "no_match",
+            MatchRule::LivenessFailed => "liveness_failed",
+        }
+    }
+
+    /// Whether this rule names a payer.
+    pub fn is_hit(self) -> bool {
+        matches!(self, MatchRule::MemberHit | MatchRule::GlobalHit | MatchRule::PhoneNarrowedHit)
+    }
+}
+
+/// The answer of one search. Scores are cosines, never embedding values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identification {
+    /// The payer the face resolved to: `Some` only for the three hit rules, so a caller
+    /// cannot charge anyone on an ambiguous or failed match.
+    pub payer_id: Option<PayerId>,
+    /// Which rule decided, for the device's next step and for audit.
+    pub rule: MatchRule,
+    /// Best cosine of the last search run (0.0 if none ran or it had no candidate), kept
+    /// so thresholds can be calibrated from production decisions.
+    pub score: f32,
+    /// Best minus second-best cosine of that search (the best itself with one candidate,
+    /// 0.0 with none): how clear the decision was.
+    pub margin: f32,
+}
+
+impl Identification {
+    /// An answer naming no payer.
+    pub(crate) fn miss(rule: MatchRule, score: f32, margin: f32) -> Self {
+        Self { payer_id: None, rule, score, margin }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_every_rule_when_named_then_names_are_distinct_snake_case() {
+        let rules = [
+            MatchRule::MemberHit,
+            MatchRule::GlobalHit,
+            MatchRule::PhoneNarrowedHit,
+            MatchRule::NeedsPhoneConfirmation,
+            MatchRule::Ambiguous,
+            MatchRule::NoMatch,
+            MatchRule::LivenessFailed,
+        ];
+        let names: std::collections::HashSet<_> = rules.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), rules.len());
+        assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        assert_eq!(rules.iter().filter(|r| r.is_hit()).count(), 3);
+    }
+
+    #[test]
+    fn given_default_policy_then_global_is_stricter_than_member() {
+        let p = MatchPolicy::default();
+        assert!(p.global_threshold > p.member_threshold);
+        assert!(p.global_margin_min > p.member_margin_min);
+        assert_eq!(p.phone_required_gallery_min, 1_000_000);
+    }
+}
