@@ -1,1 +1,17 @@
+//! facepay's HTTP API, and the `facepay` binary's commands over the library crates.
+//!
+//! # Layout
+//! - [`app`]: layered configuration (secrets wrapped) and the wiring of store, registry,
+//!   pipeline and server.
+//! - [`http`]: the axum router and its handlers.
+//! - [`error`]: [`error::ApiError`], the one HTTP error, owning the status mapping.
+//! - [`demo`]: `facepay demo`, a simulated fleet.
+//! - [`bench`]: `facepay bench ledger`, a benchmark that prints JSON.
+//! - [`cli`]: the command line.
 
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod demo;
+pub mod error;
+pub mod http;

@@ -1,1 +1,32 @@
+//! facepay's pipeline: device events in, ledger outcomes out.
+//!
+//! Three stages joined by bounded channels, the same boundaries Kafka topics take in the
+//! production profile: **validate** (parse, check the device against the registry, keep
+//! rejections), **match** (identify captures, turn events into ledger commands), **ledger**
+//! (decide and commit in batches). The HTTP ingest path feeds the same input.
+//!
+//! # Layout
+//! - [`validate`]: parsing and registry checks; rejection records.
+//! - [`matching`]: the matcher stage: captures → identities, events → commands.
+//! - [`pipeline`]: the stages, their channels and their shutdown.
+//! - [`topics`]: the names the stage boundaries will carry as Kafka topics.
 
+pub mod matching;
+pub mod pipeline;
+pub mod validate;
+
+pub use pipeline::{Inbound, Pipeline, PipelineConfig, PipelineError};
+pub use validate::SharedRegistry;
+
+/// The stage boundaries as topics (the production profile's Kafka transport uses these names;
+/// the embedded profile's channels stand in the same places).
+pub mod topics {
+    /// Device events, keyed by device so one device's events stay in order.
+    pub const DEVICE_EVENTS: &str = "facepay.device-events";
+    /// Ledger commands (matched events), keyed by payer: one writer per payer.
+    pub const LEDGER_COMMANDS: &str = "facepay.ledger-commands";
+    /// Ledger outcomes for devices and downstream systems.
+    pub const LEDGER_OUTCOMES: &str = "facepay.ledger-outcomes";
+    /// Rejected input, with its reason.
+    pub const DEAD_LETTER: &str = "facepay.dead-letter";
+}

@@ -18,6 +18,9 @@ use crate::store::{CommitBatch, HistoryRow, InboundRecord, LedgerStore, NewEvent
 pub struct Ledger {
     store: Arc<dyn LedgerStore>,
     policy: Policy,
+    /// Held from loading a batch's state to its commit, so batches handled concurrently
+    /// (through clones of this ledger) cannot decide on the same stale state.
+    decide_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What `replay` found.
@@ -33,7 +36,7 @@ pub struct ReplayReport {
 
 impl Ledger {
     pub fn new(store: Arc<dyn LedgerStore>, policy: Policy) -> Self {
-        Self { store, policy }
+        Self { store, policy, decide_lock: Arc::default() }
     }
 
     pub fn store(&self) -> &Arc<dyn LedgerStore> {
@@ -65,6 +68,7 @@ impl Ledger {
     }
 
     async fn try_batch(&self, commands: &[Command]) -> Result<Vec<Outcome>, StoreError> {
+        let _decide = self.decide_lock.lock().await;
         let ids: Vec<Uuid> = commands.iter().map(|c| c.event_id).collect();
         let mut answered = self.store.answered(&ids).await?;
         let mut keys = Keys::default();

@@ -322,3 +322,30 @@ impl Gallery {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_scores_when_offered_then_best_two_and_margin_are_kept() {
+        let mut found = Best2::new();
+        assert_eq!((found.score(), found.margin()), (0.0, 0.0));
+        found.offer(0.3, 0);
+        assert_eq!((found.score(), found.margin()), (0.3, 0.3), "one candidate: margin is the best");
+        found.offer(0.7, 1);
+        found.offer(0.5, 2);
+        found.offer(0.1, 3);
+        assert_eq!(found.best, Some((0.7, 1)));
+        assert!((found.margin() - 0.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn given_a_tie_when_offered_in_any_order_then_the_lower_row_wins_with_zero_margin() {
+        for order in [[4, 2], [2, 4]] {
+            let mut found = Best2::new();
+            order.iter().for_each(|&row| found.offer(0.6, row));
+            assert_eq!((found.best, found.margin()), (Some((0.6, 2)), 0.0));
+        }
+    }
+}

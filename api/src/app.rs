@@ -1,0 +1,137 @@
+//! Configuration and wiring: store, registry, pipeline and HTTP server, as one app.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{bail, Context};
+use facepay_ingest::{Pipeline, PipelineConfig, SharedRegistry};
+use facepay_ledger::{Ledger, LedgerStore, Policy, SqliteStore};
+use facepay_matcher::Gallery;
+use tokio::net::TcpListener;
+
+use crate::http::{router, AppState};
+
+/// A value that must never reach a log: `Debug` and `Display` print `[redacted]`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// facepay's configuration, from the environment over built-in defaults. With nothing set
+/// it runs embedded: SQLite under `./facepay-data`, in-process channels.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `FACEPAY_DATABASE_URL`: `sqlite://…` (embedded) or `postgres://…` (production). May
+    /// hold a password, hence secret.
+    pub database_url: Secret,
+    /// `FACEPAY_KAFKA_BROKERS`: unset → the in-process bus.
+    pub kafka_brokers: Option<String>,
+    /// `FACEPAY_HTTP_ADDR`, default `127.0.0.1:8080`.
+    pub http_addr: SocketAddr,
+    /// `FACEPAY_DATA_DIR`, default `./facepay-data`: where the embedded database lives.
+    pub data_dir: PathBuf,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let data_dir = PathBuf::from(var("FACEPAY_DATA_DIR").unwrap_or_else(|| "facepay-data".into()));
+        let database_url = match var("FACEPAY_DATABASE_URL") {
+            Some(url) => url,
+            None => sqlite_url(&data_dir.join("facepay.db")),
+        };
+        let http_addr = var("FACEPAY_HTTP_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:8080".into())
+            .parse()
+            .context("FACEPAY_HTTP_ADDR must be host:port")?;
+        Ok(Self {
+            database_url: Secret::new(database_url),
+            kafka_brokers: var("FACEPAY_KAFKA_BROKERS"),
+            http_addr,
+            data_dir,
+        })
+    }
+}
+
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// Opens the store named by `url`, creating its folder and bringing its schema up to date.
+pub async fn open_store(url: &Secret) -> anyhow::Result<Arc<dyn LedgerStore>> {
+    let url = url.expose();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        return Ok(Arc::new(SqliteStore::open(url).await?));
+    }
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(SqliteStore::open(url).await?));
+    }
+    bail!("FACEPAY_DATABASE_URL: only sqlite:// is served by this build (the PostgreSQL store is issue #3)")
+}
+
+/// A running facepay: its store, its fleet registry and its pipeline.
+pub struct App {
+    pub store: Arc<dyn LedgerStore>,
+    pub ledger: Ledger,
+    pub registry: SharedRegistry,
+    pub pipeline: Pipeline,
+}
+
+impl App {
+    /// Loads the registry and starts the pipeline over `store`.
+    pub async fn start(store: Arc<dyn LedgerStore>, config: PipelineConfig) -> anyhow::Result<Self> {
+        let registry: SharedRegistry = Arc::new(RwLock::new(store.registry().await?));
+        let ledger = Ledger::new(store.clone(), Policy::default());
+        let pipeline = Pipeline::start(ledger.clone(), registry.clone(), Gallery::new(), config);
+        Ok(Self { store, ledger, registry, pipeline })
+    }
+
+    /// The HTTP state over this app's store, registry and pipeline input.
+    pub fn http_state(&self) -> AppState {
+        AppState { store: self.store.clone(), registry: self.registry.clone(), input: self.pipeline.input.clone() }
+    }
+
+    /// Refreshes the in-memory registry from the store (after devices were registered).
+    pub async fn reload_registry(&self) -> anyhow::Result<()> {
+        let fresh = self.store.registry().await?;
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+/// Serves the API on `listener` until the process is stopped.
+pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Checks that the configuration asks only for what this build serves.
+pub fn check_profile(config: &Config) -> anyhow::Result<()> {
+    if config.kafka_brokers.is_some() {
+        bail!("FACEPAY_KAFKA_BROKERS is set, but the Kafka transport is issue #3; unset it to run embedded");
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! `facepay bench ledger`: payments decided and durably committed per second on the SQLite
+//! store, against the raw ceiling of inserting the same rows with no logic.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use facepay_domain::limits::LEDGER_BATCH_MAX;
+use facepay_domain::{DeviceId, DeviceRef, FaceCode, MerchantId, Money, OutTradeNo, PayerId, StoreId};
+use facepay_ledger::store::CommitBatch;
+use facepay_ledger::{Command, CommandKind, Identity, Ledger, LedgerStore, Policy, SqliteStore};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub payments: usize,
+    pub batch: usize,
+    pub payers: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self { payments: 100_000, batch: LEDGER_BATCH_MAX, payers: 10_000 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub payments: usize,
+    pub batch_size: usize,
+    pub payers: usize,
+    /// Payments decided (load, decide, apply) and committed with projections, per second.
+    pub payments_per_s: f64,
+    /// The same event, posting and transaction rows, in the same batches, with no logic and
+    /// no projections.
+    pub ceiling_payments_per_s: f64,
+    /// `payments_per_s / ceiling_payments_per_s`.
+    pub ratio_of_ceiling: f64,
+    /// 99th percentile of one batch: load, decide and durable commit.
+    pub batch_commit_p99_ms: f64,
+    pub ceiling_batch_commit_p99_ms: f64,
+    pub succeeded: usize,
+    pub durability: &'static str,
+}
+
+fn p99_ms(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples.get(((samples.len() as f64) * 0.99).ceil() as usize - 1).copied().unwrap_or(0.0)
+}
+
+fn commands(opts: &BenchOptions, start: DateTime<Utc>) -> Vec<Command> {
+    let device = DeviceRef {
+        merchant_id: MerchantId::parse("1900000101").expect("id"),
+        store_id: StoreId::parse("S01").expect("id"),
+        device_id: DeviceId::parse("DEV-BENCH").expect("id"),
+    };
+    (0..opts.payments)
+        .map(|i| Command {
+            event_id: Uuid::from_u128(0xbe7c_0000_0000_0000_0000_0000_0000_0000 | i as u128),
+            occurred_at: start + ChronoDuration::milliseconds(i as i64),
+            device: Some(device.clone()),
+            kind: CommandKind::Pay {
+                device: device.clone(),
+                out_trade_no: OutTradeNo::parse(format!("B{i:012}")).expect("id"),
+                amount: Money::from_fen(100 + (i as i64 % 900)).expect("amount"),
+                face_code: FaceCode::parse(format!("{:018}", 100_000_000_000_000_000_u64 + i as u64)).expect("code"),
+                identity: Identity::Resolved {
+                    payer_id: PayerId::parse(format!("u-{:06}", i % opts.payers)).expect("id"),
+                    rule: "global_hit".into(),
+                },
+            },
+        })
+        .collect()
+}
+
+async fn fresh_store(dir: &std::path::Path, name: &str) -> anyhow::Result<Arc<dyn LedgerStore>> {
+    Ok(Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join(name).display())).await?))
+}
+
+/// Runs the benchmark in a temporary folder.
+pub async fn ledger(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let dir = tempfile::tempdir()?;
+    let store = fresh_store(dir.path(), "ledger.db").await?;
+    // Each payer gets a generous daily cap's worth of funds; the caps apply per day, and the
+    // commands spread over one day, so most payments succeed and post.
+    let policy = Policy { daily_amount_cap_fen: i64::MAX / 4, daily_count_cap: u32::MAX };
+    let ledger = Ledger::new(store.clone(), policy);
+    let start: DateTime<Utc> = "2026-03-02T00:00:00Z".parse()?;
+    let funding: Vec<Command> = (0..opts.payers)
+        .map(|p| Command {
+            event_id: Uuid::from_u128(0xf00d_0000_0000_0000_0000_0000_0000_0000 | p as u128),
+            occurred_at: start,
+            device: None,
+            kind: CommandKind::Fund {
+                payer_id: PayerId::parse(format!("u-{p:06}")).expect("id"),
+                amount: Money::from_fen(100_000_000).expect("amount"),
+            },
+        })
+        .collect();
+    for chunk in funding.chunks(opts.batch) {
+        ledger.handle_batch(chunk).await?;
+    }
+    let cmds = commands(opts, start + ChronoDuration::seconds(1));
+    let mut latencies = Vec::new();
+    let began = Instant::now();
+    for chunk in cmds.chunks(opts.batch) {
+        let t = Instant::now();
+        ledger.handle_batch(chunk).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    let (ceiling_elapsed, ceiling_latencies, succeeded) = ceiling(dir.path(), &store, opts).await?;
+    let payments_per_s = opts.payments as f64 / elapsed;
+    let ceiling_payments_per_s = opts.payments as f64 / ceiling_elapsed;
+    Ok(BenchReport {
+        payments: opts.payments,
+        batch_size: opts.batch,
+        payers: opts.payers,
+        payments_per_s,
+        ceiling_payments_per_s,
+        ratio_of_ceiling: payments_per_s / ceiling_payments_per_s,
+        batch_commit_p99_ms: p99_ms(latencies),
+        ceiling_batch_commit_p99_ms: p99_ms(ceiling_latencies),
+        succeeded,
+        durability: "SQLite WAL, synchronous=FULL (fsync per commit)",
+    })
+}
+
+/// Re-inserts the payment events the ledger wrote (with their postings), batch for batch,
+/// into a fresh store with no logic: the ceiling.
+async fn ceiling(
+    dir: &std::path::Path,
+    decided: &Arc<dyn LedgerStore>,
+    opts: &BenchOptions,
+) -> anyhow::Result<(f64, Vec<f64>, usize)> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = decided.events_after(after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        events.extend(page.into_iter().map(|e| e.new));
+    }
+    let payments: Vec<_> = events.split_off(opts.payers.min(events.len()));
+    let succeeded = payments.iter().filter(|e| e.event.kind() == "payment_succeeded").count();
+    let raw = fresh_store(dir, "ceiling.db").await?;
+    raw.commit_raw(&CommitBatch { events, ..Default::default() }).await?;
+    let mut latencies = Vec::new();
+    let began = Instant::now();
+    for chunk in payments.chunks(opts.batch) {
+        let t = Instant::now();
+        raw.commit_raw(&CommitBatch { events: chunk.to_vec(), ..Default::default() }).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((began.elapsed().as_secs_f64(), latencies, succeeded))
+}

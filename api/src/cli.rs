@@ -1,0 +1,170 @@
+//! The `facepay` command line: a thin layer over the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
+use facepay_ingest::PipelineConfig;
+use tokio::net::TcpListener;
+
+use crate::app::{check_profile, open_store, serve, App, Config};
+use crate::{bench, demo};
+
+#[derive(Parser)]
+#[command(name = "facepay", version, about = "Event-sourced ledger and reconciliation for face-payment fleets")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate a fleet through the whole embedded pipeline and report.
+    Demo {
+        /// Print one JSON object instead of the readable report.
+        #[arg(long)]
+        json: bool,
+        /// Keep the API up afterwards and print its URL.
+        #[arg(long)]
+        serve: bool,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 5)]
+        merchants: usize,
+        #[arg(long, default_value_t = 20)]
+        devices: usize,
+        #[arg(long, default_value_t = 2_000)]
+        payers: usize,
+        #[arg(long, default_value_t = 20_000)]
+        payments: usize,
+    },
+    /// Run the pipeline and the HTTP API over the configured store.
+    Serve,
+    /// Rebuild every projection from the event log and compare it with the live one.
+    Replay {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a merchant, and optionally a device of one of its stores.
+    Register {
+        #[arg(long)]
+        merchant: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, requires = "device")]
+        store: Option<String>,
+        #[arg(long, requires = "store")]
+        device: Option<String>,
+    },
+    /// Benchmarks that print JSON.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Payments decided and durably committed per second, against the raw insert ceiling.
+    Ledger {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100_000)]
+        payments: usize,
+        #[arg(long, default_value_t = facepay_domain::limits::LEDGER_BATCH_MAX)]
+        batch: usize,
+        #[arg(long, default_value_t = 10_000)]
+        payers: usize,
+    },
+}
+
+/// Runs the command line; the process exit code follows the result.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match cli.command {
+        Command::Demo { json, serve: keep, seed, merchants, devices, payers, payments } => {
+            check_profile(&config)?;
+            let opts = demo::DemoOptions {
+                seed,
+                merchants,
+                devices,
+                payers,
+                payments,
+                data_dir: config.data_dir.clone(),
+                progress: !json,
+            };
+            let (summary, app) = demo::run(&opts).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", summary.render());
+            }
+            if !summary.invariants_hold() {
+                anyhow::bail!("an invariant failed; see the report");
+            }
+            if keep {
+                serve_app(app, &config).await?;
+            }
+            Ok(())
+        }
+        Command::Serve => {
+            check_profile(&config)?;
+            let app = App::start(open_store(&config.database_url).await?, PipelineConfig::default()).await?;
+            serve_app(app, &config).await
+        }
+        Command::Replay { json } => {
+            let store = open_store(&config.database_url).await?;
+            let report = facepay_ledger::Ledger::new(store, Default::default()).replay().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} events replayed; projections {}",
+                    report.events,
+                    if report.matches { "match" } else { "DIFFER" }
+                );
+                report.differences.iter().for_each(|d| println!("  {d}"));
+            }
+            anyhow::ensure!(report.matches, "the projections differ from the log");
+            Ok(())
+        }
+        Command::Register { merchant, name, store, device } => {
+            let db = open_store(&config.database_url).await?;
+            let merchant_id = MerchantId::parse(merchant)?;
+            db.register_merchant(&merchant_id, if name.is_empty() { merchant_id.as_str() } else { &name }).await?;
+            if let (Some(store), Some(device)) = (store, device) {
+                let d =
+                    DeviceRef { merchant_id, store_id: StoreId::parse(store)?, device_id: DeviceId::parse(device)? };
+                db.register_device(&d).await?;
+            }
+            Ok(())
+        }
+        Command::Bench { what: BenchWhat::Ledger { json, payments, batch, payers } } => {
+            let report =
+                bench::ledger(&bench::BenchOptions { payments, batch: batch.max(1), payers: payers.max(1) }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve_app(mut app: App, config: &Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.http_addr).await?;
+    println!("facepay API listening on http://{}", listener.local_addr()?);
+    let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, tokio::sync::mpsc::channel(1).1);
+    tokio::spawn(async move {
+        while let Some(o) = outcomes.recv().await {
+            tracing::debug!(in_reply_to = %o.in_reply_to, "outcome");
+        }
+    });
+    serve(listener, app.http_state()).await
+}
+
+/// Where `facepay` keeps its data when nothing is configured.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("facepay-data")
+}

@@ -1,0 +1,589 @@
+//! `facepay demo`: a simulated fleet through the whole embedded pipeline.
+//!
+//! Deterministic from `--seed`: the same seed sends the same events and gets the same counts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use facepay_domain::event::{
+    AccountFrozen, AccountFunded, FaceCaptured, FaceEnrolled, MemberCardOpened, MerchantLimitChanged, PaymentQuery,
+    PaymentRequested,
+};
+use facepay_domain::{
+    CardChannel, CardCode, DeviceId, DeviceRef, Envelope, EventBody, FaceCode, MerchantId, Money, OrderStatus, Origin,
+    OutTradeNo, OutcomeBody, PayerId, PhoneLast4, Score, StoreId,
+};
+use facepay_ingest::{Inbound, PipelineConfig};
+use facepay_matcher::synthetic::SyntheticFaces;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::app::{open_store, sqlite_url, App, Secret};
+
+/// The size of the simulated fleet and its day.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub seed: u64,
+    pub merchants: usize,
+    pub devices: usize,
+    pub payers: usize,
+    pub payments: usize,
+    /// The demo's database is created anew here (`demo.db`).
+    pub data_dir: PathBuf,
+    pub progress: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            merchants: 5,
+            devices: 20,
+            payers: 2_000,
+            payments: 20_000,
+            data_dir: PathBuf::from("facepay-data"),
+            progress: true,
+        }
+    }
+}
+
+/// The demo's report; `--json` prints it as is.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DemoSummary {
+    pub seed: u64,
+    pub fleet: Fleet,
+    pub payments: Payments,
+    pub retries: Retries,
+    pub queries: Queries,
+    pub members: Members,
+    pub rejected: Rejected,
+    pub invariants: InvariantsReport,
+    pub events: EventCounts,
+    pub database: String,
+    pub elapsed_ms: u128,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Fleet {
+    pub merchants: usize,
+    pub devices: usize,
+    pub payers: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Payments {
+    /// Payment requests decided (exact retries are counted under `retries`).
+    pub attempted: u64,
+    pub succeeded: u64,
+    /// Reason code → count.
+    pub declined: BTreeMap<String, u64>,
+    pub member_quick_pay: u64,
+    /// Sum of successful payments, CNY.
+    pub amount_paid: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Retries {
+    /// Exact retries the devices sent after a simulated network timeout.
+    pub sent: u64,
+    /// Answered from the stored outcome, posting nothing.
+    pub replayed: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Queries {
+    pub sent: u64,
+    pub answered: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Members {
+    /// Member cards opened (card package or mini program).
+    pub bound: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rejected {
+    /// Bad events the fleet sent on purpose.
+    pub sent: u64,
+    /// Rejected and kept with their reason.
+    pub kept: u64,
+    pub by_reason: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InvariantsReport {
+    pub balanced: bool,
+    pub no_order_paid_twice: bool,
+    pub no_overdraft: bool,
+    pub replay_matches_live: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EventCounts {
+    pub inbound: u64,
+    pub ledger: u64,
+}
+
+/// Runs the demo to completion; returns the summary and the app, still running (for `--serve`).
+pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoSummary, App)> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&opts.data_dir)?;
+    let db = opts.data_dir.join("demo.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let store = open_store(&Secret::new(sqlite_url(&db))).await?;
+    let world = World::new(opts);
+    for d in &world.devices {
+        store.register_merchant(&d.merchant_id, &format!("Merchant {}", d.merchant_id)).await?;
+        store.register_device(d).await?;
+    }
+    let mut app = App::start(store, PipelineConfig::default()).await?;
+    let input = app.pipeline.input.clone();
+    let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, mpsc::channel(1).1);
+    let (sent_tx, mut sent_rx) = tokio::sync::oneshot::channel();
+    let producer = tokio::spawn(async move {
+        let sent = world.send_all(input).await;
+        let _ = sent_tx.send(sent.as_ref().map(|s| s.total).unwrap_or(0));
+        sent
+    });
+    let mut tally = Tally::default();
+    let mut expected: Option<u64> = None;
+    let bar = progress_bar(opts);
+    while expected.is_none_or(|n| tally.outcomes < n) {
+        tokio::select! {
+            outcome = outcomes.recv() => match outcome {
+                Some(o) => { tally.count(&o.body); bar.inc(1); }
+                None => anyhow::bail!("the pipeline stopped early"),
+            },
+            total = &mut sent_rx, if expected.is_none() => {
+                let total = total.unwrap_or(0);
+                expected = Some(total);
+                bar.set_length(total);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let sent = producer.await??;
+    app.pipeline.outcomes = outcomes;
+    let summary = summarise(opts, &app, tally, sent, db, started).await?;
+    Ok((summary, app))
+}
+
+fn progress_bar(opts: &DemoOptions) -> ProgressBar {
+    if !opts.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:12} [{bar:40}] {pos}/{len} events ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("simulating");
+    bar
+}
+
+/// What the fleet sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SentCounts {
+    pub total: u64,
+    pub retries: u64,
+    pub queries: u64,
+    pub bad: u64,
+}
+
+/// The simulated fleet and its payers.
+struct World {
+    seed: u64,
+    devices: Vec<DeviceRef>,
+    payers: Vec<PayerId>,
+    faces: SyntheticFaces,
+    payments: usize,
+    start: DateTime<Utc>,
+}
+
+/// One scenario of a payment attempt, drawn per attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Normal,
+    UnknownFace,
+    LowLiveness,
+    OverLimit,
+    ReusedCapture,
+    AmountChanged,
+    TimeoutThenRetry,
+    BadInput,
+}
+
+fn scenario(roll: f64) -> Scenario {
+    match roll {
+        r if r < 0.03 => Scenario::UnknownFace,
+        r if r < 0.04 => Scenario::LowLiveness,
+        r if r < 0.06 => Scenario::OverLimit,
+        r if r < 0.07 => Scenario::ReusedCapture,
+        r if r < 0.075 => Scenario::AmountChanged,
+        r if r < 0.115 => Scenario::TimeoutThenRetry,
+        r if r < 0.12 => Scenario::BadInput,
+        _ => Scenario::Normal,
+    }
+}
+
+/// Per-attempt bookkeeping the fleet keeps to plant retries and reuse.
+#[derive(Default)]
+struct Last {
+    face_code: Option<FaceCode>,
+    order: Option<(DeviceRef, OutTradeNo, Money)>,
+}
+
+struct Sender {
+    input: mpsc::Sender<Inbound>,
+    counts: SentCounts,
+    clock: DateTime<Utc>,
+    step: ChronoDuration,
+    rng: ChaCha8Rng,
+}
+
+impl Sender {
+    async fn send(&mut self, origin: Origin, body: EventBody) -> anyhow::Result<()> {
+        let event_id = Uuid::from_u128(self.rng.random());
+        self.clock += self.step;
+        let env = Envelope::new(event_id, self.clock, origin, body);
+        self.raw(env.to_json()).await
+    }
+
+    async fn raw(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.counts.total += 1;
+        self.input.send(Inbound::Raw { bytes, source: "bus" }).await.map_err(|_| anyhow::anyhow!("pipeline closed"))
+    }
+}
+
+fn payer_id(i: usize) -> PayerId {
+    PayerId::parse(format!("u-{i:06}")).expect("well-formed")
+}
+
+fn money(fen: i64) -> Money {
+    Money::from_fen(fen).expect("demo amounts are valid")
+}
+
+impl World {
+    fn new(opts: &DemoOptions) -> Self {
+        let merchants: Vec<MerchantId> = (0..opts.merchants.max(1))
+            .map(|m| MerchantId::parse(format!("19000{:05}", m + 101)).expect("id"))
+            .collect();
+        let devices = (0..opts.devices.max(1))
+            .map(|d| {
+                let merchant_id = merchants[d % merchants.len()].clone();
+                DeviceRef {
+                    store_id: StoreId::parse(format!("S{:02}", (d / merchants.len()) % 2 + 1)).expect("id"),
+                    device_id: DeviceId::parse(format!("DEV-{merchant_id}-{d:04}")).expect("id"),
+                    merchant_id,
+                }
+            })
+            .collect();
+        let payers = (0..opts.payers.max(1)).map(payer_id).collect();
+        let start = "2026-03-02T00:00:00Z".parse().expect("valid time");
+        Self {
+            seed: opts.seed,
+            devices,
+            payers,
+            faces: SyntheticFaces::new(opts.seed, opts.payers.max(1)),
+            payments: opts.payments,
+            start,
+        }
+    }
+
+    async fn send_all(self, input: mpsc::Sender<Inbound>) -> anyhow::Result<SentCounts> {
+        // Two simulated days of trade, so the daily caps turn over once.
+        let events_estimate = (self.payers.len() * 3 + self.payments * 2).max(1) as i64;
+        let step = ChronoDuration::milliseconds((2 * 86_400_000 / events_estimate).max(1));
+        let rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed);
+        let mut tx = Sender { input, counts: SentCounts::default(), clock: self.start, step, rng };
+        let members = self.setup(&mut tx).await?;
+        let mut last = Last::default();
+        for i in 0..self.payments {
+            self.attempt(&mut tx, i, &members, &mut last).await?;
+        }
+        Ok(tx.counts)
+    }
+
+    /// Enrols every payer, funds their wallets, freezes a few, raises one merchant's limit
+    /// and opens member cards. Returns each merchant's members.
+    async fn setup(&self, tx: &mut Sender) -> anyhow::Result<BTreeMap<MerchantId, Vec<usize>>> {
+        for (i, payer) in self.payers.iter().enumerate() {
+            let phone = PhoneLast4::parse(&format!("{:04}", tx.rng.random_range(0..10_000))).ok();
+            let body = FaceEnrolled { payer_id: payer.clone(), embedding: self.faces.centre(i), phone_last4: phone };
+            tx.send(Origin::Platform, EventBody::FaceEnrolled(body)).await?;
+            // One wallet in ten is nearly empty: insufficient balance shows up.
+            let fen = if tx.rng.random_bool(0.1) {
+                tx.rng.random_range(100..5_000)
+            } else {
+                tx.rng.random_range(20_000..300_000)
+            };
+            let body = AccountFunded { payer_id: payer.clone(), amount: money(fen) };
+            tx.send(Origin::Platform, EventBody::AccountFunded(body)).await?;
+            if tx.rng.random_bool(0.02) {
+                tx.send(Origin::Platform, EventBody::AccountFrozen(AccountFrozen { payer_id: payer.clone() })).await?;
+            }
+        }
+        let first = &self.devices[0].merchant_id;
+        let body = MerchantLimitChanged { single_limit: money(500_000) };
+        tx.send(Origin::Merchant(first.clone()), EventBody::MerchantLimitChanged(body)).await?;
+        let mut members: BTreeMap<MerchantId, Vec<usize>> = BTreeMap::new();
+        for (i, payer) in self.payers.iter().enumerate() {
+            if !tx.rng.random_bool(0.1) {
+                continue;
+            }
+            let device = self.devices[tx.rng.random_range(0..self.devices.len())].clone();
+            let channel = if tx.rng.random_bool(0.5) { CardChannel::CardPackage } else { CardChannel::MiniProgram };
+            let card_code = CardCode::parse(format!("C{i:08}")).expect("id");
+            members.entry(device.merchant_id.clone()).or_default().push(i);
+            let body = MemberCardOpened { payer_id: payer.clone(), card_code, channel };
+            tx.send(Origin::Device(device), EventBody::MemberCardOpened(body)).await?;
+        }
+        Ok(members)
+    }
+
+    /// One payment attempt of the fleet, in the scenario the dice pick.
+    async fn attempt(
+        &self,
+        tx: &mut Sender,
+        i: usize,
+        members: &BTreeMap<MerchantId, Vec<usize>>,
+        last: &mut Last,
+    ) -> anyhow::Result<()> {
+        let mut device = self.devices[tx.rng.random_range(0..self.devices.len())].clone();
+        let sc = scenario(tx.rng.random::<f64>());
+        if sc == Scenario::BadInput {
+            tx.counts.bad += 1;
+            let bytes = bad_event(i, &device, &mut tx.rng);
+            return tx.raw(bytes).await;
+        }
+        let (payer, heavy) = self.pick_payer(&mut tx.rng, members.get(&device.merchant_id));
+        let mut amount_fen = match (sc, heavy) {
+            (Scenario::OverLimit, _) => tx.rng.random_range(100_001..300_000),
+            // Payer 0 buys many small things (the daily count cap); the other heavy payers
+            // buy a few large ones (the daily amount cap).
+            (_, true) if payer == 0 => tx.rng.random_range(100..500),
+            (_, true) => tx.rng.random_range(30_000..60_000),
+            _ if tx.rng.random_bool(0.8) => tx.rng.random_range(100..10_000),
+            _ => tx.rng.random_range(10_000..60_000),
+        };
+        let mut out_trade_no = OutTradeNo::parse(format!("{}-{i:08}", device.merchant_id)).expect("id");
+        if let (Scenario::AmountChanged, Some((d, no, m))) = (sc, &last.order) {
+            (device, out_trade_no, amount_fen) = (d.clone(), no.clone(), m.fen() + 1);
+        }
+        let face_code = match (sc, &last.face_code) {
+            (Scenario::ReusedCapture, Some(code)) => code.clone(),
+            _ => {
+                let code =
+                    FaceCode::parse(format!("{:018}", 100_000_000_000_000_000_u64 + i as u64)).expect("18 digits");
+                let embedding = match sc {
+                    Scenario::UnknownFace => SyntheticFaces::stranger(&mut tx.rng),
+                    _ => self.faces.capture(payer, &mut tx.rng),
+                };
+                let liveness = if sc == Scenario::LowLiveness { 0.3 } else { 0.97 };
+                let liveness = Score::try_from(liveness).expect("in range");
+                let body = FaceCaptured { face_code: code.clone(), embedding, liveness, phone_last4: None };
+                tx.send(Origin::Device(device.clone()), EventBody::FaceCaptured(body)).await?;
+                code
+            }
+        };
+        let pay = PaymentRequested {
+            out_trade_no: out_trade_no.clone(),
+            amount: money(amount_fen),
+            face_code: face_code.clone(),
+        };
+        tx.send(Origin::Device(device.clone()), EventBody::PaymentRequested(pay.clone())).await?;
+        if sc == Scenario::TimeoutThenRetry {
+            // The device saw no answer: it queries first, then retries the very same request.
+            let query = PaymentQuery { out_trade_no: out_trade_no.clone() };
+            tx.send(Origin::Device(device.clone()), EventBody::PaymentQuery(query)).await?;
+            tx.counts.queries += 1;
+            tx.send(Origin::Device(device.clone()), EventBody::PaymentRequested(pay)).await?;
+            tx.counts.retries += 1;
+        }
+        last.face_code = Some(face_code);
+        last.order = Some((device, out_trade_no, money(amount_fen)));
+        Ok(())
+    }
+
+    /// A payer for this attempt: often one of the merchant's members, sometimes one of the
+    /// few heavy spenders who run into the daily caps. Returns (index, heavy).
+    fn pick_payer(&self, rng: &mut ChaCha8Rng, members: Option<&Vec<usize>>) -> (usize, bool) {
+        let heavy_count = (self.payers.len() / 100).max(1);
+        match members {
+            Some(m) if !m.is_empty() && rng.random_bool(0.15) => (m[rng.random_range(0..m.len())], false),
+            _ if rng.random_bool(0.02) => (0, true),
+            _ if rng.random_bool(0.03) => (rng.random_range(0..heavy_count), true),
+            _ => (rng.random_range(0..self.payers.len()), false),
+        }
+    }
+}
+
+/// A bad event of one of the kinds devices get wrong, in rotation.
+fn bad_event(i: usize, device: &DeviceRef, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let pay = PaymentRequested {
+        out_trade_no: OutTradeNo::parse(format!("BAD-{i:08}")).expect("id"),
+        amount: money(1_000),
+        face_code: FaceCode::parse(format!("{:018}", 900_000_000_000_000_000_u64 + i as u64)).expect("18 digits"),
+    };
+    let env = Envelope::new(
+        Uuid::from_u128(rng.random()),
+        "2026-03-02T00:00:00Z".parse().expect("time"),
+        Origin::Device(device.clone()),
+        EventBody::PaymentRequested(pay),
+    );
+    let mut v = serde_json::to_value(&env).expect("serialises");
+    match i % 6 {
+        0 => return br#"{"event_id": "broken"#.to_vec(),
+        1 => v["payload"]["amount"] = "12.345".into(),
+        2 => v["device_id"] = "DEV-GHOST".into(),
+        3 => v["payload"]["amount"] = "0.00".into(),
+        4 => v["payload"]["out_trade_no"] = "X".repeat(40).into(),
+        _ => {
+            v["type"] = "face_captured".into();
+            v["payload"] =
+                serde_json::json!({ "face_code": "900000000000000001", "embedding": [0.1, 0.2, 0.3], "liveness": 0.9 });
+        }
+    }
+    serde_json::to_vec(&v).expect("serialises")
+}
+
+/// Counts of the outcomes, as they arrive.
+#[derive(Debug, Default)]
+struct Tally {
+    outcomes: u64,
+    attempted: u64,
+    succeeded: u64,
+    declined: BTreeMap<String, u64>,
+    member_quick_pay: u64,
+    paid_fen: i64,
+    replayed: u64,
+    queries_answered: u64,
+    members_bound: u64,
+    refused: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn count(&mut self, body: &OutcomeBody) {
+        self.outcomes += 1;
+        match body {
+            OutcomeBody::PaymentResult(r) if r.replayed => self.replayed += 1,
+            OutcomeBody::PaymentResult(r) => {
+                self.attempted += 1;
+                match (r.status, r.reason) {
+                    (OrderStatus::Paid, _) => {
+                        self.succeeded += 1;
+                        self.paid_fen += r.amount.fen();
+                        self.member_quick_pay += u64::from(r.member_quick_pay);
+                    }
+                    (_, reason) => {
+                        let code = reason.map_or("UNKNOWN", |r| r.code()).to_string();
+                        *self.declined.entry(code).or_default() += 1;
+                    }
+                }
+            }
+            OutcomeBody::QueryResult(_) => self.queries_answered += 1,
+            OutcomeBody::Applied { kind } if kind == "member_card_opened" => self.members_bound += 1,
+            OutcomeBody::Applied { .. } => {}
+            OutcomeBody::Refused { code, .. } => *self.refused.entry(code.clone()).or_default() += 1,
+        }
+    }
+}
+
+async fn summarise(
+    opts: &DemoOptions,
+    app: &App,
+    tally: Tally,
+    sent: SentCounts,
+    db: PathBuf,
+    started: Instant,
+) -> anyhow::Result<DemoSummary> {
+    let invariants = app.store.check_invariants().await?;
+    let replay = app.ledger.replay().await?;
+    for d in &replay.differences {
+        tracing::error!(difference = %d, "replay differs from the live projections");
+    }
+    Ok(DemoSummary {
+        seed: opts.seed,
+        fleet: Fleet { merchants: opts.merchants, devices: opts.devices, payers: opts.payers },
+        payments: Payments {
+            attempted: tally.attempted,
+            succeeded: tally.succeeded,
+            declined: tally.declined,
+            member_quick_pay: tally.member_quick_pay,
+            amount_paid: facepay_domain::money::fen_to_string(tally.paid_fen),
+        },
+        retries: Retries { sent: sent.retries, replayed: tally.replayed },
+        queries: Queries { sent: sent.queries, answered: tally.queries_answered },
+        members: Members { bound: tally.members_bound },
+        rejected: Rejected {
+            sent: sent.bad,
+            kept: app.store.rejected(u32::MAX).await?.len() as u64,
+            by_reason: tally.refused,
+        },
+        invariants: InvariantsReport {
+            balanced: invariants.balanced,
+            no_order_paid_twice: invariants.no_order_paid_twice,
+            no_overdraft: invariants.no_overdraft,
+            replay_matches_live: replay.matches,
+        },
+        events: EventCounts { inbound: sent.total, ledger: replay.events },
+        database: db.display().to_string(),
+        elapsed_ms: started.elapsed().as_millis(),
+    })
+}
+
+impl DemoSummary {
+    /// True when every invariant held.
+    pub fn invariants_hold(&self) -> bool {
+        let i = &self.invariants;
+        i.balanced && i.no_order_paid_twice && i.no_overdraft && i.replay_matches_live
+    }
+
+    /// The readable report.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let p = &self.payments;
+        let ok = |b: bool| if b { "yes" } else { "NO" };
+        s += &format!(
+            "facepay demo (seed {}): {} merchants, {} devices, {} payers\n\n",
+            self.seed, self.fleet.merchants, self.fleet.devices, self.fleet.payers
+        );
+        s += &format!("payments attempted   {:>8}\n", p.attempted);
+        s += &format!(
+            "  succeeded          {:>8}   ({} CNY, {} by member quick pay)\n",
+            p.succeeded, p.amount_paid, p.member_quick_pay
+        );
+        for (code, n) in &p.declined {
+            s += &format!("  declined {:<22} {:>6}\n", code, n);
+        }
+        s += &format!(
+            "exact retries        {:>8} sent, {} answered from the stored outcome\n",
+            self.retries.sent, self.retries.replayed
+        );
+        s += &format!("queries              {:>8} sent, {} answered\n", self.queries.sent, self.queries.answered);
+        s += &format!("member cards opened  {:>8}\n", self.members.bound);
+        s += &format!(
+            "bad events           {:>8} sent, {} kept with their reason\n",
+            self.rejected.sent, self.rejected.kept
+        );
+        s += "\ninvariants\n";
+        s += &format!("  postings balance                 {}\n", ok(self.invariants.balanced));
+        s += &format!("  no order paid twice              {}\n", ok(self.invariants.no_order_paid_twice));
+        s += &format!("  no wallet overdrawn              {}\n", ok(self.invariants.no_overdraft));
+        s += &format!("  replay equals live projections   {}\n", ok(self.invariants.replay_matches_live));
+        s += &format!(
+            "\n{} inbound events, {} ledger events in {} ({} ms)\n",
+            self.events.inbound, self.events.ledger, self.database, self.elapsed_ms
+        );
+        s
+    }
+}

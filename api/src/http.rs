@@ -1,0 +1,201 @@
+//! The HTTP API: device results, merchant history and members, payer balances, ingest.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, Utc};
+use facepay_domain::limits::{EVENT_BYTES_MAX, INGEST_ENQUEUE_TIMEOUT_MS, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
+use facepay_domain::money::fen_to_string;
+use facepay_domain::{FieldError, FieldErrorKind, MerchantId, OrderStatus, OutTradeNo, PayerId, PaymentResult};
+use facepay_ingest::validate::{rejection, validate};
+use facepay_ingest::{Inbound, SharedRegistry};
+use facepay_ledger::store::{HistoryFilter, HistoryRow, MemberView, RejectedEvent};
+use facepay_ledger::LedgerStore;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn LedgerStore>,
+    pub registry: SharedRegistry,
+    /// The pipeline's input, fed by `POST /v1/events`.
+    pub input: mpsc::Sender<Inbound>,
+}
+
+/// The router of the whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/events", post(ingest))
+        .route("/v1/merchants/{merchant_id}/orders/{out_trade_no}", get(order))
+        .route("/v1/merchants/{merchant_id}/transactions", get(transactions))
+        .route("/v1/merchants/{merchant_id}/members", get(members))
+        .route("/v1/payers/{payer_id}/balance", get(balance))
+        .route("/v1/rejected-events", get(rejected))
+        .layer(DefaultBodyLimit::max(EVENT_BYTES_MAX))
+        .layer(axum::middleware::from_fn(request_timeout))
+        .with_state(state)
+}
+
+/// Every request is answered, or abandoned with 503, within `HTTP_REQUEST_TIMEOUT_MS`.
+async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = Duration::from_millis(facepay_domain::limits::HTTP_REQUEST_TIMEOUT_MS);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Overloaded.into_response(),
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    event_id: uuid::Uuid,
+    status: &'static str,
+}
+
+/// `POST /v1/events`: one device event. 202 when it is in the pipeline (ask for the order's
+/// result afterwards); 400 naming the field when it is refused (and kept).
+async fn ingest(State(st): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let envelope = match validate(&body, &st.registry) {
+        Ok(env) => env,
+        Err(err) => {
+            st.store.reject(&rejection(&body, "http", &err)).await?;
+            return Err(ApiError::BadRequest(err));
+        }
+    };
+    let event_id = envelope.event_id;
+    let timeout = Duration::from_millis(INGEST_ENQUEUE_TIMEOUT_MS);
+    st.input.send_timeout(Inbound::Checked(envelope), timeout).await.map_err(|_| ApiError::Overloaded)?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { event_id, status: "accepted" })))
+}
+
+fn field<T>(name: &str, r: Result<T, facepay_domain::ValueError>) -> Result<T, ApiError> {
+    r.map_err(|e| ApiError::BadRequest(FieldError::new(name, e.kind, e.message)))
+}
+
+/// An order as served: its result plus its times.
+#[derive(Serialize)]
+pub struct OrderBody {
+    #[serde(flatten)]
+    pub result: PaymentResult,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}`: what a device asks after a timeout.
+async fn order(
+    State(st): State<AppState>,
+    Path((merchant, out_trade_no)): Path<(String, String)>,
+) -> Result<Json<OrderBody>, ApiError> {
+    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
+    let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
+    let order = st.store.order(&merchant, &out_trade_no).await?.ok_or(ApiError::NotFound("order"))?;
+    Ok(Json(OrderBody {
+        result: facepay_ledger::core::order_result(&order, false),
+        created_at: order.created_at,
+        updated_at: order.updated_at,
+    }))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    /// Asia/Shanghai day, `YYYY-MM-DD`.
+    date: Option<String>,
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct HistoryItem {
+    #[serde(flatten)]
+    row: HistoryRow,
+    amount: String,
+}
+
+#[derive(Serialize)]
+struct Page<T> {
+    items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+fn history_filter(q: HistoryQuery) -> Result<HistoryFilter, ApiError> {
+    let bad = |f: &str, m: &str| ApiError::BadRequest(FieldError::new(f, FieldErrorKind::Invalid, m));
+    let day = q
+        .date
+        .map(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| bad("date", "a day like 2026-03-02")))
+        .transpose()?;
+    let status =
+        q.status.map(|s| OrderStatus::parse(&s).ok_or_else(|| bad("status", "PAID or DECLINED"))).transpose()?;
+    let before_id = q
+        .cursor
+        .map(|c| c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| bad("cursor", "a cursor from next_cursor")))
+        .transpose()?;
+    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+    if limit == 0 || limit > PAGE_LIMIT_MAX {
+        return Err(bad("limit", &format!("between 1 and {PAGE_LIMIT_MAX}")));
+    }
+    Ok(HistoryFilter { day, status, before_id, limit })
+}
+
+/// `GET /v1/merchants/{merchant_id}/transactions`: newest first, by cursor.
+async fn transactions(
+    State(st): State<AppState>,
+    Path(merchant): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Page<HistoryItem>>, ApiError> {
+    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
+    let filter = history_filter(q)?;
+    let rows = st.store.history(&merchant, &filter).await?;
+    let next_cursor = (rows.len() == filter.limit as usize).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+    let items = rows.into_iter().map(|row| HistoryItem { amount: fen_to_string(row.amount_fen), row }).collect();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// `GET /v1/merchants/{merchant_id}/members`.
+async fn members(State(st): State<AppState>, Path(merchant): Path<String>) -> Result<Json<Page<MemberView>>, ApiError> {
+    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
+    Ok(Json(Page { items: st.store.members(&merchant).await?, next_cursor: None }))
+}
+
+#[derive(Serialize)]
+struct BalanceBody {
+    payer_id: PayerId,
+    balance: String,
+    frozen: bool,
+}
+
+/// `GET /v1/payers/{payer_id}/balance`.
+async fn balance(State(st): State<AppState>, Path(payer): Path<String>) -> Result<Json<BalanceBody>, ApiError> {
+    let payer_id = field("payer_id", PayerId::parse(payer))?;
+    let (balance_fen, frozen) = st.store.wallet(&payer_id).await?.ok_or(ApiError::NotFound("payer"))?;
+    Ok(Json(BalanceBody { payer_id, balance: fen_to_string(balance_fen), frozen }))
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /v1/rejected-events`: the newest rejections with their reasons (raw bodies omitted).
+async fn rejected(
+    State(st): State<AppState>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Page<RejectedEvent>>, ApiError> {
+    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT).clamp(1, PAGE_LIMIT_MAX);
+    Ok(Json(Page { items: st.store.rejected(limit).await?, next_cursor: None }))
+}

@@ -1,0 +1,142 @@
+//! Stage 2: the matcher. Face captures are identified against the gallery and remembered;
+//! a payment picks up its capture's identity; everything else becomes a ledger command.
+
+use std::collections::{HashMap, VecDeque};
+
+use facepay_domain::limits::MATCH_MEMORY_CAPTURES_MAX;
+use facepay_domain::{Envelope, EventBody, FaceCode, OutcomeBody};
+use facepay_ledger::{Command, CommandKind, Identity};
+use facepay_matcher::{Gallery, MatchPolicy};
+
+/// The matcher stage's state: the gallery and the recent captures awaiting their payment.
+pub struct MatchStage {
+    gallery: Gallery,
+    policy: MatchPolicy,
+    /// Face code → what its capture resolved to. Bounded: oldest forgotten first, since a
+    /// payment follows its capture within seconds on the same device.
+    captures: HashMap<FaceCode, Identity>,
+    capture_order: VecDeque<FaceCode>,
+}
+
+/// What the stage made of one event.
+#[derive(Debug)]
+pub enum Routed {
+    /// A command for the ledger.
+    Command(Command),
+    /// Handled here (captures, enrolment): the answer goes straight out.
+    Done(OutcomeBody),
+}
+
+impl MatchStage {
+    pub fn new(gallery: Gallery, policy: MatchPolicy) -> Self {
+        Self { gallery, policy, captures: HashMap::new(), capture_order: VecDeque::new() }
+    }
+
+    pub fn gallery(&self) -> &Gallery {
+        &self.gallery
+    }
+
+    /// Routes one event.
+    pub fn route(&mut self, env: Envelope) -> Routed {
+        let applied = |kind: &str| Routed::Done(OutcomeBody::Applied { kind: kind.to_string() });
+        let kind = env.body.kind();
+        let device = env.origin.device().cloned();
+        let command = |k: CommandKind| {
+            Routed::Command(Command {
+                event_id: env.event_id,
+                occurred_at: env.occurred_at,
+                device: device.clone(),
+                kind: k,
+            })
+        };
+        match env.body {
+            EventBody::FaceCaptured(c) => {
+                let Some(d) = env.origin.device() else { return applied(kind) };
+                let identity = match self.gallery.identify(&d.merchant_id, &c, &self.policy) {
+                    Ok(id) => match id.payer_id {
+                        Some(payer_id) => Identity::Resolved { payer_id, rule: id.rule.as_str().to_string() },
+                        None => Identity::Unresolved { rule: id.rule.as_str().to_string() },
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "matcher failed; the capture stays unresolved");
+                        Identity::Unresolved { rule: "matcher_error".to_string() }
+                    }
+                };
+                self.remember(c.face_code, identity);
+                applied(kind)
+            }
+            EventBody::FaceEnrolled(e) => {
+                self.gallery.enroll(e.payer_id, &e.embedding, e.phone_last4);
+                applied(kind)
+            }
+            EventBody::FaceDeleted(e) => {
+                self.gallery.remove(&e.payer_id);
+                applied(kind)
+            }
+            EventBody::PaymentRequested(p) => {
+                let identity = self
+                    .captures
+                    .get(&p.face_code)
+                    .cloned()
+                    .unwrap_or(Identity::Unresolved { rule: "unknown_capture".to_string() });
+                match device.clone() {
+                    Some(d) => command(CommandKind::Pay {
+                        device: d,
+                        out_trade_no: p.out_trade_no,
+                        amount: p.amount,
+                        face_code: p.face_code,
+                        identity,
+                    }),
+                    None => applied(kind),
+                }
+            }
+            body => self.to_command(&env.origin, body, command),
+        }
+    }
+
+    fn to_command(
+        &mut self,
+        origin: &facepay_domain::Origin,
+        body: EventBody,
+        command: impl Fn(CommandKind) -> Routed,
+    ) -> Routed {
+        let merchant = origin.merchant_id().cloned();
+        let k = match (body, merchant) {
+            (EventBody::PaymentQuery(q), Some(merchant_id)) => {
+                CommandKind::Query { merchant_id, out_trade_no: q.out_trade_no }
+            }
+            (EventBody::MemberCardOpened(m), Some(merchant_id)) => {
+                self.gallery.add_member(&merchant_id, &m.payer_id);
+                CommandKind::OpenMemberCard {
+                    merchant_id,
+                    payer_id: m.payer_id,
+                    card_code: m.card_code,
+                    channel: m.channel,
+                }
+            }
+            (EventBody::MemberCardClosed(m), Some(merchant_id)) => {
+                self.gallery.remove_member(&merchant_id, &m.payer_id);
+                CommandKind::CloseMemberCard { merchant_id, payer_id: m.payer_id, card_code: m.card_code }
+            }
+            (EventBody::MerchantLimitChanged(l), Some(merchant_id)) => {
+                CommandKind::SetMerchantLimit { merchant_id, single_limit: l.single_limit }
+            }
+            (EventBody::AccountFunded(f), _) => CommandKind::Fund { payer_id: f.payer_id, amount: f.amount },
+            (EventBody::AccountFrozen(f), _) => CommandKind::Freeze { payer_id: f.payer_id },
+            (EventBody::AccountUnfrozen(f), _) => CommandKind::Unfreeze { payer_id: f.payer_id },
+            (body, _) => CommandKind::NotYetSupported { kind: body.kind() },
+        };
+        command(k)
+    }
+
+    fn remember(&mut self, face_code: FaceCode, identity: Identity) {
+        if self.captures.insert(face_code.clone(), identity).is_none() {
+            self.capture_order.push_back(face_code);
+        }
+        while self.capture_order.len() > MATCH_MEMORY_CAPTURES_MAX {
+            if let Some(old) = self.capture_order.pop_front() {
+                self.captures.remove(&old);
+            }
+        }
+    }
+}

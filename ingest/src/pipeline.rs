@@ -1,0 +1,190 @@
+//! The stages, joined by bounded channels: validate → match → ledger → outcomes.
+//!
+//! Each arrow is one channel of [`STAGE_CHANNEL_CAPACITY`]; in the production profile each
+//! becomes a Kafka topic (see [`crate::topics`]). A stage ends when its input closes, so
+//! dropping every input sender drains the whole pipeline in order.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use facepay_domain::limits::{LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, STAGE_CHANNEL_CAPACITY};
+use facepay_domain::{Envelope, Outcome, OutcomeBody};
+use facepay_ledger::store::StoreError;
+use facepay_ledger::{Command, Ledger};
+use facepay_matcher::{Gallery, MatchPolicy};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::matching::{MatchStage, Routed};
+use crate::validate::{rejection, validate, SharedRegistry};
+
+/// What enters the pipeline.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Bytes from a device or the bus, not yet parsed.
+    Raw { bytes: Vec<u8>, source: &'static str },
+    /// An event the HTTP path already parsed and checked (it answers 4xx itself).
+    Checked(Envelope),
+}
+
+/// Tunables of a pipeline; the defaults are the named limits.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub match_policy: MatchPolicy,
+    /// Most commands per ledger transaction.
+    pub batch_max: usize,
+    /// How long the ledger waits for more commands once it has one.
+    pub batch_linger: Duration,
+    pub channel_capacity: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            match_policy: MatchPolicy::default(),
+            batch_max: LEDGER_BATCH_MAX,
+            batch_linger: Duration::from_millis(LEDGER_BATCH_LINGER_MS),
+            channel_capacity: STAGE_CHANNEL_CAPACITY,
+        }
+    }
+}
+
+/// Failures that stop the pipeline (infrastructure, never bad input).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("a stage panicked: {0}")]
+    Panicked(String),
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    /// Where events go in. Cloned by every producer; the pipeline drains once all are dropped.
+    pub input: mpsc::Sender<Inbound>,
+    /// Every answer: one per inbound event (rejections included). Must be drained.
+    pub outcomes: mpsc::Receiver<Outcome>,
+    /// The running stages.
+    pub stages: Stages,
+}
+
+/// The stage tasks of a pipeline.
+pub struct Stages(Vec<JoinHandle<Result<(), PipelineError>>>);
+
+impl Stages {
+    /// Waits for every stage to finish (after the inputs closed), first failure first.
+    pub async fn join(self) -> Result<(), PipelineError> {
+        for handle in self.0 {
+            handle.await.map_err(|e| PipelineError::Panicked(e.to_string()))??;
+        }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// Starts the three stages on the current tokio runtime.
+    pub fn start(ledger: Ledger, registry: SharedRegistry, gallery: Gallery, config: PipelineConfig) -> Self {
+        let (input, inbound_rx) = mpsc::channel(config.channel_capacity);
+        let (valid_tx, valid_rx) = mpsc::channel(config.channel_capacity);
+        let (command_tx, command_rx) = mpsc::channel(config.channel_capacity);
+        let (outcome_tx, outcomes) = mpsc::channel(config.channel_capacity);
+        let store = ledger.store().clone();
+        let stage = MatchStage::new(gallery, config.match_policy);
+        let stages = vec![
+            tokio::spawn(run_validate(inbound_rx, valid_tx, outcome_tx.clone(), registry, store)),
+            tokio::spawn(run_match(stage, valid_rx, command_tx, outcome_tx.clone())),
+            tokio::spawn(run_ledger(ledger, command_rx, outcome_tx, config.batch_max, config.batch_linger)),
+        ];
+        Self { input, outcomes, stages: Stages(stages) }
+    }
+}
+
+fn answer(event_id: uuid::Uuid, device: Option<facepay_domain::DeviceRef>, body: OutcomeBody) -> Outcome {
+    Outcome { in_reply_to: event_id, decided_at: Utc::now(), device, body }
+}
+
+async fn run_validate(
+    mut rx: mpsc::Receiver<Inbound>,
+    tx: mpsc::Sender<Envelope>,
+    outcomes: mpsc::Sender<Outcome>,
+    registry: SharedRegistry,
+    store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
+) -> Result<(), PipelineError> {
+    while let Some(inbound) = rx.recv().await {
+        let envelope = match inbound {
+            Inbound::Checked(env) => env,
+            Inbound::Raw { bytes, source } => match validate(&bytes, &registry) {
+                Ok(env) => env,
+                Err(err) => {
+                    let rejected = rejection(&bytes, source, &err);
+                    tracing::info!(field = %err.field, reason = %err.kind, source, "event rejected");
+                    store.reject(&rejected).await?;
+                    let body = OutcomeBody::Refused {
+                        kind: rejected.kind.clone().unwrap_or_default(),
+                        code: err.kind.as_str().to_string(),
+                        message: err.to_string(),
+                    };
+                    let _ = outcomes.send(answer(rejected.event_id.unwrap_or_default(), None, body)).await;
+                    continue;
+                }
+            },
+        };
+        if tx.send(envelope).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn run_match(
+    mut stage: MatchStage,
+    mut rx: mpsc::Receiver<Envelope>,
+    tx: mpsc::Sender<Command>,
+    outcomes: mpsc::Sender<Outcome>,
+) -> Result<(), PipelineError> {
+    while let Some(env) = rx.recv().await {
+        let (event_id, device) = (env.event_id, env.origin.device().cloned());
+        match stage.route(env) {
+            Routed::Command(cmd) => {
+                if tx.send(cmd).await.is_err() {
+                    break;
+                }
+            }
+            Routed::Done(body) => {
+                let _ = outcomes.send(answer(event_id, device, body)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_ledger(
+    ledger: Ledger,
+    mut rx: mpsc::Receiver<Command>,
+    outcomes: mpsc::Sender<Outcome>,
+    batch_max: usize,
+    linger: Duration,
+) -> Result<(), PipelineError> {
+    let mut batch = Vec::with_capacity(batch_max);
+    loop {
+        if rx.recv_many(&mut batch, batch_max).await == 0 {
+            return Ok(());
+        }
+        if batch.len() < batch_max && !linger.is_zero() {
+            tokio::time::sleep(linger).await;
+            let room = batch_max - batch.len();
+            if room > 0 {
+                while let Ok(cmd) = rx.try_recv() {
+                    batch.push(cmd);
+                    if batch.len() >= batch_max {
+                        break;
+                    }
+                }
+            }
+        }
+        for outcome in ledger.handle_batch(&batch).await? {
+            let _ = outcomes.send(outcome).await;
+        }
+        batch.clear();
+    }
+}

@@ -1,0 +1,267 @@
+//! Properties of the pure core: random command sequences over a small world (3 merchants,
+//! 5 payers, a few order numbers and shared face codes, amounts over the limits, funding,
+//! freezes, limit changes, member cards, exact retries, queries and same-payer payments on
+//! two devices at once), folded through `decide`/`apply`, with the ledger's invariants
+//! checked after every step.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use common::*;
+use facepay_domain::time::shanghai_day;
+use facepay_domain::{MerchantId, OrderStatus, OutTradeNo, PayerId};
+use facepay_ledger::core::{apply, payment_result};
+use facepay_ledger::{decide, Account, CommandKind, Identity, LedgerEvent, LedgerState, Policy};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+fn policy_strategy() -> impl Strategy<Value = Policy> {
+    prop_oneof![
+        Just(Policy::default()),
+        // A small count cap, so sequences reach it.
+        Just(Policy { daily_amount_cap_fen: 300_000, daily_count_cap: 2 }),
+        // A high amount cap, so raised limits let big payments through.
+        Just(Policy { daily_amount_cap_fen: 300_000, daily_count_cap: 100 }),
+    ]
+}
+
+/// The state, and what the log says independently of it.
+struct Fold {
+    state: LedgerState,
+    policy: Policy,
+    /// Successful payments per order, counted from the events.
+    paid: BTreeMap<(MerchantId, OutTradeNo), u32>,
+    /// Successful (amount, count) per payer and Shanghai day, counted from the events.
+    daily: BTreeMap<(PayerId, NaiveDate), (i64, u32)>,
+    /// Balances, summed from the postings of the events.
+    postings: BTreeMap<Account, i64>,
+    exact_retries: u32,
+    successes: u32,
+}
+
+impl Fold {
+    fn new(policy: Policy) -> Self {
+        Self {
+            state: LedgerState::default(),
+            policy,
+            paid: BTreeMap::new(),
+            daily: BTreeMap::new(),
+            postings: BTreeMap::new(),
+            exact_retries: 0,
+            successes: 0,
+        }
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), TestCaseError> {
+        let cmd = &step.cmd;
+        let before = self.state.clone();
+        let decided = decide(&before, cmd, &self.policy);
+        let events = match (&cmd.kind, decided) {
+            (_, Ok(events)) => events,
+            (
+                CommandKind::OpenMemberCard { .. }
+                | CommandKind::CloseMemberCard { .. }
+                | CommandKind::NotYetSupported { .. },
+                Err(_),
+            ) => vec![],
+            (kind, Err(e)) => return Err(TestCaseError::fail(format!("{kind:?} refused: {e:?}"))),
+        };
+        for e in &events {
+            apply(&mut self.state, e, cmd.occurred_at);
+            self.record(e, cmd.occurred_at);
+        }
+
+        match &cmd.kind {
+            CommandKind::Pay { device, out_trade_no, amount, face_code, identity } => {
+                let key = (device.merchant_id.clone(), out_trade_no.clone());
+                let exact =
+                    before.orders.get(&key).is_some_and(|o| o.face_code == *face_code && o.amount_fen == amount.fen());
+                if exact {
+                    self.exact_retries += 1;
+                    prop_assert!(events.is_empty(), "an exact retry decided {events:?}");
+                    let r = payment_result(&self.state, cmd, &events).unwrap();
+                    prop_assert!(r.replayed);
+                    prop_assert_eq!(r.status, before.orders[&key].status);
+                } else {
+                    prop_assert_eq!(events.len(), 1, "a payment decides exactly one outcome");
+                }
+                if matches!(step.kind, StepKind::Retry { .. }) {
+                    prop_assert!(
+                        !events.iter().any(|e| matches!(e, LedgerEvent::PaymentSucceeded { .. })),
+                        "a re-sent payment succeeded: {events:?}"
+                    );
+                }
+                for e in &events {
+                    match e {
+                        LedgerEvent::PaymentSucceeded { attempt, payer_id, day, transfer, .. } => {
+                            self.successes += 1;
+                            prop_assert_eq!(
+                                identity,
+                                &Identity::Resolved { payer_id: payer_id.clone(), rule: "top1".into() }
+                            );
+                            prop_assert!(!before.is_frozen(payer_id));
+                            prop_assert!(amount.fen() <= before.single_limit_fen(&attempt.merchant_id));
+                            prop_assert!(!before.captures.contains_key(face_code));
+                            prop_assert!(before.balance_fen(&Account::Wallet(payer_id.clone())) >= amount.fen());
+                            prop_assert!(before.orders.get(&key).is_none_or(|o| o.status != OrderStatus::Paid));
+                            prop_assert_eq!(*day, shanghai_day(cmd.occurred_at));
+                            prop_assert_eq!(attempt.amount, *amount);
+                            let legs: Vec<(Account, i64)> =
+                                transfer.postings.iter().map(|p| (p.account.clone(), p.amount_fen)).collect();
+                            prop_assert_eq!(
+                                legs,
+                                vec![
+                                    (Account::Wallet(payer_id.clone()), -amount.fen()),
+                                    (Account::Settlement(attempt.merchant_id.clone()), amount.fen())
+                                ]
+                            );
+                        }
+                        LedgerEvent::PaymentDeclined { records_order, reason, .. } => {
+                            prop_assert!(self.state.captures.contains_key(face_code), "a declined capture is spent");
+                            if !records_order {
+                                prop_assert_eq!(before.orders.get(&key), self.state.orders.get(&key));
+                            } else {
+                                prop_assert_eq!(self.state.orders[&key].reason, Some(*reason));
+                            }
+                        }
+                        other => return Err(TestCaseError::fail(format!("a payment caused {other:?}"))),
+                    }
+                }
+                let r = payment_result(&self.state, cmd, &events).expect("a payment has an answer");
+                prop_assert_eq!(r.channel_code, r.reason.map(|x| x.channel_code().to_string()));
+            }
+            CommandKind::Query { .. } => prop_assert!(events.is_empty()),
+            CommandKind::Fund { payer_id, amount } => match events.as_slice() {
+                [LedgerEvent::AccountFunded { transfer, .. }] => {
+                    let legs: Vec<(Account, i64)> =
+                        transfer.postings.iter().map(|p| (p.account.clone(), p.amount_fen)).collect();
+                    prop_assert_eq!(
+                        legs,
+                        vec![(Account::Funding, -amount.fen()), (Account::Wallet(payer_id.clone()), amount.fen())]
+                    );
+                }
+                other => return Err(TestCaseError::fail(format!("funding caused {other:?}"))),
+            },
+            CommandKind::Freeze { payer_id } => {
+                prop_assert_eq!(events.is_empty(), before.is_frozen(payer_id));
+                prop_assert!(self.state.is_frozen(payer_id));
+            }
+            CommandKind::Unfreeze { payer_id } => {
+                prop_assert_eq!(events.is_empty(), !before.is_frozen(payer_id));
+                prop_assert!(!self.state.is_frozen(payer_id));
+            }
+            _ => {}
+        }
+        self.check_invariants()
+    }
+
+    fn record(&mut self, e: &LedgerEvent, at: DateTime<Utc>) {
+        if let Some(t) = e.transfer() {
+            for p in &t.postings {
+                *self.postings.entry(p.account.clone()).or_default() += p.amount_fen;
+            }
+        }
+        if let LedgerEvent::PaymentSucceeded { attempt, payer_id, .. } = e {
+            *self.paid.entry((attempt.merchant_id.clone(), attempt.out_trade_no.clone())).or_default() += 1;
+            let d = self.daily.entry((payer_id.clone(), shanghai_day(at))).or_default();
+            d.0 += attempt.amount.fen();
+            d.1 += 1;
+        }
+    }
+
+    fn check_invariants(&self) -> Result<(), TestCaseError> {
+        for (order, n) in &self.paid {
+            prop_assert!(*n <= 1, "order {order:?} was paid {n} times");
+        }
+        for (account, balance) in &self.state.balances_fen {
+            if let Account::Wallet(_) = account {
+                prop_assert!(*balance >= 0, "{} is overdrawn: {balance}", account.key());
+            }
+            prop_assert_eq!(self.postings.get(account).copied().unwrap_or(0), *balance, "{}", account.key());
+        }
+        prop_assert_eq!(self.state.balances_fen.values().sum::<i64>(), 0, "the books do not balance");
+        for ((payer, day), (amount, count)) in &self.daily {
+            prop_assert!(*amount <= self.policy.daily_amount_cap_fen, "{payer} paid {amount} on {day}");
+            prop_assert!(*count <= self.policy.daily_count_cap, "{payer} paid {count} times on {day}");
+            let usage = self.state.daily(payer, *day);
+            prop_assert_eq!((usage.amount_fen, usage.count), (*amount, *count));
+        }
+        prop_assert_eq!(self.state.daily.len(), self.daily.len());
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(384))]
+
+    #[test]
+    fn every_step_keeps_the_ledger_invariants(
+        policy in policy_strategy(),
+        ops in prop::collection::vec(op_strategy(), 1..160),
+    ) {
+        let mut fold = Fold::new(policy);
+        for step in steps_from(&ops, false) {
+            fold.step(&step)?;
+        }
+    }
+
+    /// Deciding is deterministic: folding the same commands again gives the same events.
+    #[test]
+    fn replaying_the_same_commands_decides_the_same(ops in prop::collection::vec(op_strategy(), 1..80)) {
+        let policy = Policy::default();
+        let run = || {
+            let mut state = LedgerState::default();
+            let mut all = Vec::new();
+            for step in steps_from(&ops, false) {
+                let events = decide(&state, &step.cmd, &policy).unwrap_or_default();
+                for e in &events {
+                    apply(&mut state, e, step.cmd.occurred_at);
+                }
+                all.extend(events);
+            }
+            (state, all)
+        };
+        prop_assert_eq!(run(), run());
+    }
+}
+
+/// The generator reaches the interesting cases: without this the properties could pass
+/// vacuously.
+#[test]
+fn the_generator_reaches_successes_retries_and_every_decline() {
+    use facepay_domain::DeclineReason;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    use std::collections::BTreeSet;
+
+    let mut runner = TestRunner::deterministic();
+    let strategy = (policy_strategy(), prop::collection::vec(op_strategy(), 100..160));
+    let mut reasons = BTreeSet::new();
+    let (mut successes, mut exact, mut member_pays) = (0, 0, 0);
+    for _ in 0..200 {
+        let (policy, ops) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut fold = Fold::new(policy);
+        for step in steps_from(&ops, false) {
+            let events = decide(&fold.state, &step.cmd, &policy).unwrap_or_default();
+            for e in &events {
+                match e {
+                    LedgerEvent::PaymentDeclined { reason, .. } => {
+                        reasons.insert(*reason);
+                    }
+                    LedgerEvent::PaymentSucceeded { member_quick_pay: true, .. } => member_pays += 1,
+                    _ => {}
+                }
+            }
+            fold.step(&step).unwrap();
+        }
+        successes += fold.successes;
+        exact += fold.exact_retries;
+    }
+    assert!(successes > 100, "only {successes} successes");
+    assert!(exact > 20, "only {exact} exact retries");
+    assert!(member_pays > 0, "no member quick pay");
+    let missing: Vec<_> = DeclineReason::ALL.iter().filter(|r| !reasons.contains(r)).collect();
+    assert!(missing.is_empty(), "never declined with {missing:?}");
+}
