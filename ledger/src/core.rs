@@ -156,7 +156,7 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Option
         Some(DeclineReason::DailyAmountCap)
     } else if usage.count >= policy.daily_count_cap {
         Some(DeclineReason::DailyCountCap)
-    } else if state.balance_fen(&Account::Wallet(payer_id.clone())) <= amount.fen() {
+    } else if state.balance_fen(&Account::Wallet(payer_id.clone())) < amount.fen() {
         Some(DeclineReason::InsufficientBalance)
     } else {
         None
