@@ -12,11 +12,13 @@
 //! - [`event`]: the inbound envelope and the mission's events, and their parser.
 //! - [`outcome`]: the ledger's answers, decline reasons and their channel codes.
 //! - [`time`]: Asia/Shanghai calendar days.
+//! - [`examples`]: one example of every event and outcome (the documentation's source).
 //! - [`error`]: [`FieldError`], the one parse error.
 
 pub mod embedding;
 pub mod error;
 pub mod event;
+pub mod examples;
 pub mod ids;
 pub mod limits;
 pub mod money;

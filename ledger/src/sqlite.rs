@@ -273,7 +273,7 @@ async fn insert_rows<'a, T>(
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(chunk_rows(cols)) {
         let mut qb = QueryBuilder::<Sqlite>::new(head);
-        qb.push_values(chunk, |sep, row| push(sep, row));
+        qb.push_values(chunk, &push);
         qb.push(tail);
         qb.build().execute(&mut **tx).await?;
     }

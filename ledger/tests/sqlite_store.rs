@@ -133,7 +133,7 @@ async fn batches_commit_decide_and_project_what_the_events_say() {
     assert_eq!(bodies[7], bodies[1]);
 
     // Batch 4: a redelivered payment is answered from the stored outcome, marked replayed.
-    let bodies = db.batch(&[pay_p2.clone()]).await;
+    let bodies = db.batch(std::slice::from_ref(&pay_p2)).await;
     let r = result(&bodies[0]);
     assert_eq!(
         (r.status, r.reason, r.replayed),
