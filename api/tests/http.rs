@@ -1,0 +1,221 @@
+//! The API against the real app: a fresh SQLite database, the real pipeline, HTTP on port 0.
+
+use std::time::Duration;
+
+use facepay_api::app::{open_store, sqlite_url, App, Secret};
+use facepay_domain::limits::EMBEDDING_DIM;
+use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
+use facepay_ingest::PipelineConfig;
+use serde_json::{json, Value};
+
+struct TestApp {
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+const MERCHANT: &str = "1900000101";
+const DEVICE: &str = "DEV-0042";
+
+async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&Secret::new(sqlite_url(&dir.path().join("api.db")))).await.unwrap();
+    store.register_merchant(&MerchantId::parse(MERCHANT).unwrap(), "Test").await.unwrap();
+    let device = DeviceRef {
+        merchant_id: MerchantId::parse(MERCHANT).unwrap(),
+        store_id: StoreId::parse("S01").unwrap(),
+        device_id: DeviceId::parse(DEVICE).unwrap(),
+    };
+    store.register_device(&device).await.unwrap();
+    let mut app = App::start(store, PipelineConfig::default()).await.unwrap();
+    let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, tokio::sync::mpsc::channel(1).1);
+    tokio::spawn(async move { while outcomes.recv().await.is_some() {} });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = app.http_state();
+    tokio::spawn(async move {
+        let _keep = app;
+        axum::serve(listener, facepay_api::http::router(state)).await.unwrap();
+    });
+    TestApp { base, http: reqwest::Client::new(), _dir: dir, seq: 0.into() }
+}
+
+impl TestApp {
+    fn event(&self, kind: &str, payload: Value, device: bool) -> Value {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut v = json!({
+            "event_id": uuid::Uuid::from_u128(0xa11 << 64 | n as u128).to_string(),
+            "type": kind,
+            "schema_version": 1,
+            "occurred_at": format!("2026-03-02T02:{:02}:{:02}Z", n / 60 % 60, n % 60),
+            "payload": payload,
+        });
+        if device {
+            v["merchant_id"] = MERCHANT.into();
+            v["store_id"] = "S01".into();
+            v["device_id"] = DEVICE.into();
+        }
+        v
+    }
+
+    async fn post(&self, body: &Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}/v1/events", self.base)).json(body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls until `path` answers 200 (the pipeline is asynchronous), at most 5 s.
+    async fn eventually(&self, path: &str) -> Value {
+        for _ in 0..500 {
+            let (status, body) = self.get(path).await;
+            if status == 200 {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{path} never answered 200");
+    }
+
+    /// Enrols and funds `payer` with a face of all `value`s (distinct payers use distinct axes).
+    async fn payer(&self, payer: &str, axis: usize, fund: &str) {
+        let assert_accepted = |(s, b): (u16, Value)| assert_eq!(s, 202, "{b}");
+        assert_accepted(self.post(&self.event("face_enrolled", json!({"payer_id": payer, "embedding": face(axis)}), false)).await);
+        assert_accepted(self.post(&self.event("account_funded", json!({"payer_id": payer, "amount": fund}), false)).await);
+    }
+
+    async fn pay(&self, payer_axis: usize, face_code: &str, out_trade_no: &str, amount: &str) {
+        let capture = json!({"face_code": face_code, "embedding": face(payer_axis), "liveness": 0.99});
+        assert_eq!(self.post(&self.event("face_captured", capture, true)).await.0, 202);
+        let pay = json!({"out_trade_no": out_trade_no, "amount": amount, "face_code": face_code});
+        assert_eq!(self.post(&self.event("payment_requested", pay, true)).await.0, 202);
+    }
+}
+
+fn face(axis: usize) -> Vec<f32> {
+    let mut v = vec![0.0; EMBEDDING_DIM];
+    v[axis] = 1.0;
+    v
+}
+
+#[tokio::test]
+async fn health_answers() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/health").await, (200, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn a_payment_posted_over_http_can_be_queried_by_the_device() {
+    let app = spawn_app().await;
+    app.payer("u-alice", 1, "100.00").await;
+    app.pay(1, "100000000000000001", "ORDER-1", "60.00").await;
+    let order = app.eventually(&format!("/v1/merchants/{MERCHANT}/orders/ORDER-1")).await;
+    assert_eq!(order["status"], "PAID");
+    assert_eq!(order["amount"], "60.00");
+    assert_eq!(order["payer_id"], "u-alice");
+    let (status, balance) = app.get("/v1/payers/u-alice/balance").await;
+    assert_eq!((status, balance["balance"].as_str()), (200, Some("40.00")));
+
+    // Over the balance: declined with the channel's code.
+    app.pay(1, "100000000000000002", "ORDER-2", "50.00").await;
+    let order = app.eventually(&format!("/v1/merchants/{MERCHANT}/orders/ORDER-2")).await;
+    assert_eq!((order["status"].as_str(), order["channel_code"].as_str()), (Some("DECLINED"), Some("NOTENOUGH")));
+}
+
+#[tokio::test]
+async fn history_pages_newest_first_with_filters() {
+    let app = spawn_app().await;
+    app.payer("u-bob", 2, "500.00").await;
+    for i in 0..5 {
+        app.pay(2, &format!("10000000000000010{i}"), &format!("H-{i}"), "10.00").await;
+    }
+    app.pay(2, "100000000000000200", "H-big", "2000.00").await; // over the single limit
+    app.eventually(&format!("/v1/merchants/{MERCHANT}/orders/H-big")).await;
+
+    let (status, page) = app.get(&format!("/v1/merchants/{MERCHANT}/transactions?limit=2")).await;
+    assert_eq!(status, 200);
+    let nos: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["out_trade_no"].as_str().unwrap()).collect();
+    assert_eq!(nos, ["H-big", "H-4"]);
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let (_, next) = app.get(&format!("/v1/merchants/{MERCHANT}/transactions?limit=2&cursor={cursor}")).await;
+    let nos: Vec<&str> = next["items"].as_array().unwrap().iter().map(|i| i["out_trade_no"].as_str().unwrap()).collect();
+    assert_eq!(nos, ["H-3", "H-2"]);
+
+    let (_, declined) = app.get(&format!("/v1/merchants/{MERCHANT}/transactions?status=DECLINED")).await;
+    assert_eq!(declined["items"].as_array().unwrap().len(), 1);
+    assert_eq!(declined["items"][0]["reason"], "OVER_SINGLE_LIMIT");
+    let (_, day) = app.get(&format!("/v1/merchants/{MERCHANT}/transactions?date=2026-03-02")).await;
+    assert_eq!(day["items"].as_array().unwrap().len(), 6, "02:xx UTC is 2026-03-02 in Shanghai");
+    let (_, other_day) = app.get(&format!("/v1/merchants/{MERCHANT}/transactions?date=2026-03-01")).await;
+    assert!(other_day["items"].as_array().unwrap().is_empty());
+    let (status, err) = app.get(&format!("/v1/merchants/{MERCHANT}/transactions?limit=0")).await;
+    assert_eq!((status, err["field"].as_str()), (400, Some("limit")));
+}
+
+#[tokio::test]
+async fn members_are_listed_and_pay_by_quick_pay() {
+    let app = spawn_app().await;
+    app.payer("u-carol", 3, "100.00").await;
+    let open = json!({"payer_id": "u-carol", "card_code": "C0001", "channel": "mini_program"});
+    assert_eq!(app.post(&app.event("member_card_opened", open, true)).await.0, 202);
+    app.pay(3, "100000000000000301", "M-1", "5.00").await;
+    let order = app.eventually(&format!("/v1/merchants/{MERCHANT}/orders/M-1")).await;
+    assert_eq!(order["member_quick_pay"], true);
+    let (_, members) = app.get(&format!("/v1/merchants/{MERCHANT}/members")).await;
+    assert_eq!(members["items"][0]["payer_id"], "u-carol");
+    assert_eq!(members["items"][0]["channel"], "mini_program");
+}
+
+#[tokio::test]
+async fn bad_events_get_a_400_naming_the_field_and_are_kept() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({"out_trade_no": "X1", "amount": "1.234", "face_code": "100000000000000001"}), "payload.amount", "too_many_decimals"),
+        (json!({"out_trade_no": "X1", "amount": "0.00", "face_code": "100000000000000001"}), "payload.amount", "not_positive"),
+        (json!({"out_trade_no": "X".repeat(33), "amount": "1.00", "face_code": "100000000000000001"}), "payload.out_trade_no", "too_long"),
+        (json!({"out_trade_no": "X 1", "amount": "1.00", "face_code": "100000000000000001"}), "payload.out_trade_no", "bad_character"),
+    ];
+    for (payload, field, code) in &cases {
+        let (status, body) = app.post(&app.event("payment_requested", payload.clone(), true)).await;
+        assert_eq!((status, body["field"].as_str(), body["code"].as_str()), (400, Some(*field), Some(*code)), "{body}");
+    }
+    let mut ghost = app.event("payment_query", json!({"out_trade_no": "X1"}), true);
+    ghost["device_id"] = "DEV-GHOST".into();
+    let (status, body) = app.post(&ghost).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("device_id")));
+    let capture = json!({"face_code": "100000000000000009", "embedding": [0.5, 0.5], "liveness": 0.9});
+    let (status, body) = app.post(&app.event("face_captured", capture, true)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("wrong_dimension")));
+    let r = app.http.post(format!("{}/v1/events", app.base)).body("{oops").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    let (_, kept) = app.get("/v1/rejected-events?limit=100").await;
+    assert_eq!(kept["items"].as_array().unwrap().len(), cases.len() + 3, "every refusal is kept");
+    assert!(!kept.to_string().contains("0.5,0.5"), "raw bodies are not served");
+}
+
+#[tokio::test]
+async fn unknown_things_are_404_and_bad_path_ids_400() {
+    let app = spawn_app().await;
+    assert_eq!(app.get(&format!("/v1/merchants/{MERCHANT}/orders/NOPE")).await.0, 404);
+    assert_eq!(app.get("/v1/payers/u-nobody/balance").await.0, 404);
+    let (status, body) = app.get(&format!("/v1/merchants/{MERCHANT}/orders/{}", "x".repeat(40))).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("out_trade_no")));
+}
+
+#[tokio::test]
+async fn a_retried_http_post_of_the_same_event_funds_once() {
+    let app = spawn_app().await;
+    app.payer("u-dave", 4, "10.00").await;
+    let fund = app.event("account_funded", json!({"payer_id": "u-dave", "amount": "5.00"}), false);
+    assert_eq!(app.post(&fund).await.0, 202);
+    assert_eq!(app.post(&fund).await.0, 202, "the device retried after a timeout");
+    app.payer("u-sentinel", 5, "1.00").await;
+    app.eventually("/v1/payers/u-sentinel/balance").await;
+    let (_, balance) = app.get("/v1/payers/u-dave/balance").await;
+    assert_eq!(balance["balance"], "15.00", "the redelivered event posted nothing");
+}
