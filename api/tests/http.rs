@@ -84,8 +84,12 @@ impl TestApp {
     /// Enrols and funds `payer` with a face of all `value`s (distinct payers use distinct axes).
     async fn payer(&self, payer: &str, axis: usize, fund: &str) {
         let assert_accepted = |(s, b): (u16, Value)| assert_eq!(s, 202, "{b}");
-        assert_accepted(self.post(&self.event("face_enrolled", json!({"payer_id": payer, "embedding": face(axis)}), false)).await);
-        assert_accepted(self.post(&self.event("account_funded", json!({"payer_id": payer, "amount": fund}), false)).await);
+        assert_accepted(
+            self.post(&self.event("face_enrolled", json!({"payer_id": payer, "embedding": face(axis)}), false)).await,
+        );
+        assert_accepted(
+            self.post(&self.event("account_funded", json!({"payer_id": payer, "amount": fund}), false)).await,
+        );
     }
 
     async fn pay(&self, payer_axis: usize, face_code: &str, out_trade_no: &str, amount: &str) {
@@ -138,11 +142,13 @@ async fn history_pages_newest_first_with_filters() {
 
     let (status, page) = app.get(&format!("/v1/merchants/{MERCHANT}/transactions?limit=2")).await;
     assert_eq!(status, 200);
-    let nos: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["out_trade_no"].as_str().unwrap()).collect();
+    let nos: Vec<&str> =
+        page["items"].as_array().unwrap().iter().map(|i| i["out_trade_no"].as_str().unwrap()).collect();
     assert_eq!(nos, ["H-big", "H-4"]);
     let cursor = page["next_cursor"].as_str().unwrap().to_string();
     let (_, next) = app.get(&format!("/v1/merchants/{MERCHANT}/transactions?limit=2&cursor={cursor}")).await;
-    let nos: Vec<&str> = next["items"].as_array().unwrap().iter().map(|i| i["out_trade_no"].as_str().unwrap()).collect();
+    let nos: Vec<&str> =
+        next["items"].as_array().unwrap().iter().map(|i| i["out_trade_no"].as_str().unwrap()).collect();
     assert_eq!(nos, ["H-3", "H-2"]);
 
     let (_, declined) = app.get(&format!("/v1/merchants/{MERCHANT}/transactions?status=DECLINED")).await;
@@ -174,10 +180,26 @@ async fn members_are_listed_and_pay_by_quick_pay() {
 async fn bad_events_get_a_400_naming_the_field_and_are_kept() {
     let app = spawn_app().await;
     let cases = [
-        (json!({"out_trade_no": "X1", "amount": "1.234", "face_code": "100000000000000001"}), "payload.amount", "too_many_decimals"),
-        (json!({"out_trade_no": "X1", "amount": "0.00", "face_code": "100000000000000001"}), "payload.amount", "not_positive"),
-        (json!({"out_trade_no": "X".repeat(33), "amount": "1.00", "face_code": "100000000000000001"}), "payload.out_trade_no", "too_long"),
-        (json!({"out_trade_no": "X 1", "amount": "1.00", "face_code": "100000000000000001"}), "payload.out_trade_no", "bad_character"),
+        (
+            json!({"out_trade_no": "X1", "amount": "1.234", "face_code": "100000000000000001"}),
+            "payload.amount",
+            "too_many_decimals",
+        ),
+        (
+            json!({"out_trade_no": "X1", "amount": "0.00", "face_code": "100000000000000001"}),
+            "payload.amount",
+            "not_positive",
+        ),
+        (
+            json!({"out_trade_no": "X".repeat(33), "amount": "1.00", "face_code": "100000000000000001"}),
+            "payload.out_trade_no",
+            "too_long",
+        ),
+        (
+            json!({"out_trade_no": "X 1", "amount": "1.00", "face_code": "100000000000000001"}),
+            "payload.out_trade_no",
+            "bad_character",
+        ),
     ];
     for (payload, field, code) in &cases {
         let (status, body) = app.post(&app.event("payment_requested", payload.clone(), true)).await;

@@ -69,6 +69,13 @@ pub const LEDGER_CACHE_ENTITIES_MAX: usize = 1_000_000;
 /// Connections in the SQLite read pool (the ledger writes through one more of its own).
 pub const SQLITE_READ_CONNECTIONS_MAX: u32 = 4;
 
+/// SQLite page cache per connection, in KiB (64 MiB): enough for the hot pages of the
+/// ledger's indexes, so inserts with random keys do not re-read pages from disk.
+pub const SQLITE_CACHE_KIB: u32 = 64 * 1024;
+
+/// How much of a SQLite database is memory-mapped for reads (256 MiB).
+pub const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
+
 /// How long a SQLite statement waits on a lock before failing.
 pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 

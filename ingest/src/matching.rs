@@ -90,11 +90,11 @@ impl MatchStage {
                     None => applied(kind),
                 }
             }
-            body => self.to_command(&env.origin, body, command),
+            body => self.command_for(&env.origin, body, command),
         }
     }
 
-    fn to_command(
+    fn command_for(
         &mut self,
         origin: &facepay_domain::Origin,
         body: EventBody,

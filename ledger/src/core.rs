@@ -130,7 +130,8 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Option
         Some(LedgerEvent::PaymentDeclined { attempt: attempt.clone(), payer_id: payer.clone(), reason, records_order })
     };
     // Idempotency per (merchant, out_trade_no) comes before every other rule.
-    if let Some(order) = state.orders.get(&(attempt.merchant_id.clone(), attempt.out_trade_no.clone())) {
+    let existing = state.orders.get(&(attempt.merchant_id.clone(), attempt.out_trade_no.clone()));
+    if let Some(order) = existing {
         if order.amount_fen != amount.fen() {
             return decline(DeclineReason::OutTradeNoUsed, false);
         }
@@ -146,9 +147,12 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Option
     };
     let day = shanghai_day(cmd.occurred_at);
     let usage = state.daily(&payer_id, day);
-    let reason = if state.captures.contains_key(face_code) {
-        Some(DeclineReason::CaptureUsed)
-    } else if state.is_frozen(&payer_id) {
+    if state.captures.contains_key(face_code) {
+        // A spent capture on an existing order (a late duplicate of an earlier attempt)
+        // must not overwrite what the order's latest attempt decided.
+        return decline(DeclineReason::CaptureUsed, existing.is_none());
+    }
+    let reason = if state.is_frozen(&payer_id) {
         Some(DeclineReason::PayerFrozen)
     } else if amount.fen() > state.single_limit_fen(&attempt.merchant_id) {
         Some(DeclineReason::OverSingleLimit)

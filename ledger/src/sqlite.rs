@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use facepay_domain::limits::{SQLITE_BUSY_TIMEOUT_MS, SQLITE_READ_CONNECTIONS_MAX};
+use facepay_domain::limits::{
+    SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB, SQLITE_MMAP_BYTES, SQLITE_READ_CONNECTIONS_MAX,
+};
 use facepay_domain::{
     CardChannel, CardCode, DeclineReason, DeviceId, DeviceRef, FaceCode, MerchantId, OrderStatus, OutTradeNo, PayerId,
     StoreId,
@@ -48,7 +50,13 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS));
+            .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))
+            // A page cache that holds the hot B-tree pages (random-keyed indexes otherwise
+            // re-read pages on every insert), statement journals in memory, and reads
+            // through a memory map.
+            .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"))
+            .pragma("temp_store", "memory")
+            .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string());
         let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         MIGRATOR.run(&writer).await?;
         let reader = if url.contains(":memory:") {

@@ -233,6 +233,22 @@ fn the_capture_is_checked_before_the_freeze() {
         .then_declined(DeclineReason::CaptureUsed);
 }
 
+#[test]
+fn a_late_duplicate_of_an_earlier_attempt_does_not_overwrite_the_order() {
+    // o1 was declined with capture 1, retried with capture 2 and declined again; then the
+    // first request arrives late. It is refused, and the order keeps its latest attempt, so
+    // the device's exact retry of that attempt is still recognised.
+    let t = given(&[])
+        .when(pay("m1", "o1", "10.00", 1, "p1"))
+        .then_declined(DeclineReason::InsufficientBalance)
+        .and_when(pay("m1", "o1", "10.00", 2, "p1"))
+        .then_declined(DeclineReason::InsufficientBalance)
+        .and_when(pay("m1", "o1", "10.00", 1, "p1"))
+        .then_declined(DeclineReason::CaptureUsed);
+    assert_eq!(order_of(&t.after, "m1", "o1").reason, Some(DeclineReason::InsufficientBalance));
+    t.and_when(pay("m1", "o1", "10.00", 2, "p1")).then_no_events();
+}
+
 // ---- frozen payer ---------------------------------------------------------------------------
 
 #[test]

@@ -40,7 +40,11 @@ async fn a_fleet_runs_through_the_pipeline_and_every_invariant_holds() {
         "INSUFFICIENT_BALANCE",
         "OUT_TRADE_NO_USED",
     ] {
-        assert!(s.payments.declined.get(reason).copied().unwrap_or(0) > 0, "the fleet meets {reason}: {:?}", s.payments.declined);
+        assert!(
+            s.payments.declined.get(reason).copied().unwrap_or(0) > 0,
+            "the fleet meets {reason}: {:?}",
+            s.payments.declined
+        );
     }
     assert!(s.retries.sent > 0);
     assert_eq!(s.retries.replayed, s.retries.sent, "every exact retry is answered from the stored outcome");
