@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// Each round runs both phases on fresh databases; the report gives medians, since one
+    /// machine's fsync latency varies from run to run.
+    pub rounds: usize,
     pub payments: usize,
     pub batch: usize,
     pub payers: usize,
@@ -21,12 +24,13 @@ pub struct BenchOptions {
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        Self { payments: 100_000, batch: LEDGER_BATCH_MAX, payers: 10_000 }
+        Self { rounds: 3, payments: 100_000, batch: LEDGER_BATCH_MAX, payers: 10_000 }
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    pub rounds: usize,
     pub payments: usize,
     pub batch_size: usize,
     pub payers: usize,
@@ -41,7 +45,48 @@ pub struct BenchReport {
     pub batch_commit_p99_ms: f64,
     pub ceiling_batch_commit_p99_ms: f64,
     pub succeeded: usize,
+    /// Every round's (payments_per_s, ceiling_payments_per_s), in order.
+    pub per_round: Vec<(f64, f64)>,
     pub durability: &'static str,
+}
+
+/// One round's figures.
+struct Round {
+    payments_per_s: f64,
+    ceiling_payments_per_s: f64,
+    p99_ms: f64,
+    ceiling_p99_ms: f64,
+    succeeded: usize,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs `opts.rounds` rounds, each in its own temporary folder, and reports medians.
+pub async fn ledger(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let mut rounds = Vec::new();
+    for _ in 0..opts.rounds.max(1) {
+        rounds.push(round(opts).await?);
+    }
+    let pick = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    let payments_per_s = pick(|r| r.payments_per_s);
+    let ceiling_payments_per_s = pick(|r| r.ceiling_payments_per_s);
+    Ok(BenchReport {
+        rounds: rounds.len(),
+        payments: opts.payments,
+        batch_size: opts.batch,
+        payers: opts.payers,
+        payments_per_s,
+        ceiling_payments_per_s,
+        ratio_of_ceiling: payments_per_s / ceiling_payments_per_s,
+        batch_commit_p99_ms: pick(|r| r.p99_ms),
+        ceiling_batch_commit_p99_ms: pick(|r| r.ceiling_p99_ms),
+        succeeded: rounds[0].succeeded,
+        per_round: rounds.iter().map(|r| (r.payments_per_s, r.ceiling_payments_per_s)).collect(),
+        durability: "SQLite WAL, synchronous=FULL (fsync per commit)",
+    })
 }
 
 fn p99_ms(mut samples: Vec<f64>) -> f64 {
@@ -78,8 +123,8 @@ async fn fresh_store(dir: &std::path::Path, name: &str) -> anyhow::Result<Arc<dy
     Ok(Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join(name).display())).await?))
 }
 
-/// Runs the benchmark in a temporary folder.
-pub async fn ledger(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+/// One round in a temporary folder: the ledger phase, then the ceiling phase.
+async fn round(opts: &BenchOptions) -> anyhow::Result<Round> {
     let dir = tempfile::tempdir()?;
     let store = fresh_store(dir.path(), "ledger.db").await?;
     // Each payer gets a generous daily cap's worth of funds; the caps apply per day, and the
@@ -111,19 +156,12 @@ pub async fn ledger(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     let elapsed = began.elapsed().as_secs_f64();
     let (ceiling_elapsed, ceiling_latencies, succeeded) = ceiling(dir.path(), &store, opts).await?;
-    let payments_per_s = opts.payments as f64 / elapsed;
-    let ceiling_payments_per_s = opts.payments as f64 / ceiling_elapsed;
-    Ok(BenchReport {
-        payments: opts.payments,
-        batch_size: opts.batch,
-        payers: opts.payers,
-        payments_per_s,
-        ceiling_payments_per_s,
-        ratio_of_ceiling: payments_per_s / ceiling_payments_per_s,
-        batch_commit_p99_ms: p99_ms(latencies),
-        ceiling_batch_commit_p99_ms: p99_ms(ceiling_latencies),
+    Ok(Round {
+        payments_per_s: opts.payments as f64 / elapsed,
+        ceiling_payments_per_s: opts.payments as f64 / ceiling_elapsed,
+        p99_ms: p99_ms(latencies),
+        ceiling_p99_ms: p99_ms(ceiling_latencies),
         succeeded,
-        durability: "SQLite WAL, synchronous=FULL (fsync per commit)",
     })
 }
 

@@ -69,6 +69,8 @@ enum BenchWhat {
     Ledger {
         #[arg(long)]
         json: bool,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         #[arg(long, default_value_t = 100_000)]
         payments: usize,
         #[arg(long, default_value_t = facepay_domain::limits::LEDGER_BATCH_MAX)]
@@ -139,9 +141,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { what: BenchWhat::Ledger { json, payments, batch, payers } } => {
-            let report =
-                bench::ledger(&bench::BenchOptions { payments, batch: batch.max(1), payers: payers.max(1) }).await?;
+        Command::Bench { what: BenchWhat::Ledger { json, rounds, payments, batch, payers } } => {
+            let opts = bench::BenchOptions { rounds, payments, batch: batch.max(1), payers: payers.max(1) };
+            let report = bench::ledger(&opts).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -302,3 +302,85 @@ impl Keys {
             && self.daily.is_empty()
     }
 }
+
+/// Applies `$body` to each (keys field, state field) pair of [`Keys`] and [`LedgerState`].
+macro_rules! for_each_entity {
+    ($m:ident) => {
+        $m!(accounts, balances_fen);
+        $m!(frozen, frozen);
+        $m!(limits, limits_fen);
+        $m!(orders, orders);
+        $m!(captures, captures);
+        $m!(members, members);
+        $m!(daily, daily);
+    };
+}
+
+impl Keys {
+    /// Adds every key of `other`.
+    pub fn extend(&mut self, other: &Keys) {
+        macro_rules! ext {
+            ($k:ident, $s:ident) => {
+                self.$k.extend(other.$k.iter().cloned());
+            };
+        }
+        for_each_entity!(ext);
+    }
+
+    /// The keys of `self` that `known` lacks.
+    pub fn minus(&self, known: &Keys) -> Keys {
+        let mut out = Keys::default();
+        macro_rules! diff {
+            ($k:ident, $s:ident) => {
+                out.$k = self.$k.difference(&known.$k).cloned().collect();
+            };
+        }
+        for_each_entity!(diff);
+        out
+    }
+
+    /// How many keys in all.
+    pub fn len(&self) -> usize {
+        let mut n = 0;
+        macro_rules! count {
+            ($k:ident, $s:ident) => {
+                n += self.$k.len();
+            };
+        }
+        for_each_entity!(count);
+        n
+    }
+}
+
+impl LedgerState {
+    /// A state holding just the entities `keys` name (absent ones stay absent).
+    pub fn extract(&self, keys: &Keys) -> LedgerState {
+        let mut out = LedgerState::default();
+        macro_rules! take {
+            ($k:ident, $s:ident) => {
+                for key in &keys.$k {
+                    if let Some(v) = self.$s.get(key) {
+                        out.$s.insert(key.clone(), v.clone());
+                    }
+                }
+            };
+        }
+        for_each_entity!(take);
+        out
+    }
+
+    /// Sets the entities `keys` name to their value in `from` (absent there → absent here).
+    pub fn overwrite(&mut self, from: &LedgerState, keys: &Keys) {
+        macro_rules! put {
+            ($k:ident, $s:ident) => {
+                for key in &keys.$k {
+                    match from.$s.get(key) {
+                        Some(v) => self.$s.insert(key.clone(), v.clone()),
+                        None => self.$s.remove(key),
+                    };
+                }
+            };
+        }
+        for_each_entity!(put);
+    }
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use facepay_domain::limits::REPLAY_PAGE_EVENTS_MAX;
+use facepay_domain::limits::{LEDGER_CACHE_ENTITIES_MAX, REPLAY_PAGE_EVENTS_MAX};
 use facepay_domain::time::shanghai_day;
 use facepay_domain::{OrderStatus, Outcome, OutcomeBody};
 use uuid::Uuid;
@@ -18,9 +18,43 @@ use crate::store::{CommitBatch, HistoryRow, InboundRecord, LedgerStore, NewEvent
 pub struct Ledger {
     store: Arc<dyn LedgerStore>,
     policy: Policy,
-    /// Held from loading a batch's state to its commit, so batches handled concurrently
-    /// (through clones of this ledger) cannot decide on the same stale state.
-    decide_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The entities recent batches read or wrote, as committed. Held (locked) from loading a
+    /// batch's state to its commit, so batches handled concurrently (through clones of this
+    /// ledger) cannot decide on the same stale state. Valid because this ledger is its
+    /// store's only writer: the embedded profile has one ledger stage, and the production
+    /// profile gives each payer a single writer.
+    cache: Arc<tokio::sync::Mutex<Cache>>,
+}
+
+/// A write-through copy of committed entities, so a batch reads from the store only what
+/// no recent batch has read. Emptied when it outgrows [`LEDGER_CACHE_ENTITIES_MAX`].
+#[derive(Default)]
+struct Cache {
+    state: LedgerState,
+    /// Every key whose entity `state` holds, or knows to be absent.
+    known: Keys,
+}
+
+impl Cache {
+    /// The state of `keys`, loading from `store` those not known yet.
+    async fn state_of(&mut self, keys: &Keys, store: &dyn LedgerStore) -> Result<LedgerState, StoreError> {
+        let missing = keys.minus(&self.known);
+        if !missing.is_empty() {
+            let loaded = store.load(&missing).await?;
+            self.state.overwrite(&loaded, &missing);
+            self.known.extend(&missing);
+        }
+        Ok(self.state.extract(keys))
+    }
+
+    /// Takes in a committed batch's state for `keys`.
+    fn committed(&mut self, state: &LedgerState, keys: &Keys) {
+        if self.known.len() + keys.len() > LEDGER_CACHE_ENTITIES_MAX {
+            *self = Cache::default();
+        }
+        self.state.overwrite(state, keys);
+        self.known.extend(keys);
+    }
 }
 
 /// What `replay` found.
@@ -36,7 +70,7 @@ pub struct ReplayReport {
 
 impl Ledger {
     pub fn new(store: Arc<dyn LedgerStore>, policy: Policy) -> Self {
-        Self { store, policy, decide_lock: Arc::default() }
+        Self { store, policy, cache: Arc::default() }
     }
 
     pub fn store(&self) -> &Arc<dyn LedgerStore> {
@@ -68,12 +102,12 @@ impl Ledger {
     }
 
     async fn try_batch(&self, commands: &[Command]) -> Result<Vec<Outcome>, StoreError> {
-        let _decide = self.decide_lock.lock().await;
+        let mut cache = self.cache.lock().await;
         let ids: Vec<Uuid> = commands.iter().map(|c| c.event_id).collect();
         let mut answered = self.store.answered(&ids).await?;
         let mut keys = Keys::default();
         commands.iter().for_each(|c| keys_read(c, &mut keys));
-        let mut state = self.store.load(&keys).await?;
+        let mut state = cache.state_of(&keys, self.store.as_ref()).await?;
         let mut batch = CommitBatch::default();
         let mut outcomes = Vec::with_capacity(commands.len());
         for cmd in commands {
@@ -93,7 +127,13 @@ impl Ledger {
             outcomes.push(outcome(cmd, body));
         }
         batch.projections.state = state;
-        self.store.commit(&batch).await?;
+        if let Err(err) = self.store.commit(&batch).await {
+            // The commit's fate is unknown (it may have landed): trust the store alone.
+            *cache = Cache::default();
+            return Err(err);
+        }
+        keys.extend(&batch.projections.keys);
+        cache.committed(&batch.projections.state, &keys);
         Ok(outcomes)
     }
 

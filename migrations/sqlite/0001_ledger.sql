@@ -59,12 +59,15 @@ BEGIN SELECT RAISE(ABORT, 'postings are append-only'); END;
 
 -- Every inbound event the ledger answered, with its answer: a redelivered event gets the
 -- stored answer and changes nothing.
+-- A rowid table: answers are appended in order; only the small key index is random.
 CREATE TABLE inbound (
-    event_id     TEXT PRIMARY KEY,
+    id           INTEGER PRIMARY KEY,
+    event_id     TEXT NOT NULL,
     type         TEXT NOT NULL,
     outcome      TEXT NOT NULL,
-    processed_at TEXT NOT NULL
-) WITHOUT ROWID;
+    processed_at TEXT NOT NULL,
+    CONSTRAINT inbound_event_id_unique UNIQUE (event_id)
+);
 
 -- Bad input, kept with its reason (nothing is silently dropped).
 CREATE TABLE rejected_events (
@@ -145,7 +148,7 @@ CREATE TABLE daily_usage (
 -- A merchant's transaction history: one row per decided payment attempt, newest first.
 CREATE TABLE history (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id         TEXT    NOT NULL UNIQUE,
+    event_id         TEXT    NOT NULL,
     merchant_id      TEXT    NOT NULL,
     out_trade_no     TEXT    NOT NULL,
     amount_fen       INTEGER NOT NULL,
