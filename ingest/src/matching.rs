@@ -124,7 +124,7 @@ impl MatchStage {
             (EventBody::AccountFunded(f), _) => CommandKind::Fund { payer_id: f.payer_id, amount: f.amount },
             (EventBody::AccountFrozen(f), _) => CommandKind::Freeze { payer_id: f.payer_id },
             (EventBody::AccountUnfrozen(f), _) => CommandKind::Unfreeze { payer_id: f.payer_id },
-            (body, _) => CommandKind::NotYetSupported { kind: body.kind() },
+            (body, _) => CommandKind::NotYetSupported { kind: body.kind().to_string() },
         };
         command(k)
     }

@@ -2,10 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use facepay_domain::{CardChannel, CardCode, DeviceRef, FaceCode, MerchantId, Money, OutTradeNo, PayerId};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// One command, with the inbound event that caused it.
-#[derive(Debug, Clone, PartialEq)]
+/// One command, with the inbound event that caused it. Serialisable: in the production
+/// profile commands travel between stages on a Kafka topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     /// The inbound event's id: the key of transport-level idempotency (a redelivered event
     /// is answered from the stored outcome) and the seed of the ids of the events it causes.
@@ -18,7 +20,8 @@ pub struct Command {
 }
 
 /// What the matcher made of a payment's capture.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum Identity {
     /// The capture resolved to this payer, by `rule` (e.g. `member_hit`).
     Resolved { payer_id: PayerId, rule: String },
@@ -27,7 +30,8 @@ pub enum Identity {
     Unresolved { rule: String },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum CommandKind {
     /// Pay `amount` for the merchant's order with the capture `face_code`.
     Pay {
@@ -70,13 +74,13 @@ pub enum CommandKind {
     /// A well-formed event whose handling is not in this build yet (reversal, refunds,
     /// Pay Score): refused with a reason and kept, never dropped.
     NotYetSupported {
-        kind: &'static str,
+        kind: String,
     },
 }
 
 impl CommandKind {
     /// The inbound event type this command came from.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
             CommandKind::Pay { .. } => "payment_requested",
             CommandKind::Query { .. } => "payment_query",

@@ -37,7 +37,7 @@ pub enum DomainError {
     #[error("the card code is not the one the payer holds")]
     CardCodeMismatch,
     #[error("{kind} is not handled by this build yet")]
-    NotYetSupported { kind: &'static str },
+    NotYetSupported { kind: String },
 }
 
 impl DomainError {
@@ -98,7 +98,7 @@ pub fn decide(state: &LedgerState, cmd: &Command, policy: &Policy) -> Result<Vec
                 _ => Err(DomainError::MemberCardNotOpen),
             }
         }
-        CommandKind::NotYetSupported { kind } => Err(DomainError::NotYetSupported { kind }),
+        CommandKind::NotYetSupported { kind } => Err(DomainError::NotYetSupported { kind: kind.clone() }),
     }
 }
 

@@ -688,8 +688,8 @@ fn freeze_and_unfreeze_are_idempotent() {
 #[test]
 fn unsupported_commands_are_refused() {
     given(&[])
-        .when(command(facepay_ledger::CommandKind::NotYetSupported { kind: "refund_requested" }))
-        .then_error(DomainError::NotYetSupported { kind: "refund_requested" });
+        .when(command(facepay_ledger::CommandKind::NotYetSupported { kind: "refund_requested".into() }))
+        .then_error(DomainError::NotYetSupported { kind: "refund_requested".into() });
 }
 
 // ---- channel codes ------------------------------------------------------------------------

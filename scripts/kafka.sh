@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# A Kafka-API broker for development and tests: tansu (crates.io), on 127.0.0.1:9092.
+#
+#   scripts/kafka.sh install          install tansu if missing (~15 min on 2 cores, once;
+#                                     then cached in ~/.cargo/bin)
+#   scripts/kafka.sh start [STORAGE]  start it and wait until it answers; STORAGE defaults to
+#                                     memory://tansu/ (fast tests); use sqlite://PATH when the
+#                                     broker must keep its data across a restart
+#   scripts/kafka.sh stop             stop it
+#   scripts/kafka.sh status           exit 0 when a broker answers on the port
+#
+# facepay itself speaks the Kafka protocol through rdkafka and works against any broker
+# (Apache Kafka, Redpanda, tansu); nothing in facepay depends on tansu.
+set -euo pipefail
+
+TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
+HOST=127.0.0.1
+PORT="${FACEPAY_KAFKA_PORT:-9092}"
+RUN_DIR="${FACEPAY_KAFKA_RUN_DIR:-${TMPDIR:-/tmp}/facepay-kafka}"
+PID_FILE="$RUN_DIR/tansu.pid"
+LOG_FILE="$RUN_DIR/tansu.log"
+TANSU="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+
+answers() { (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; }
+
+install() {
+    if [ -x "$TANSU" ]; then return 0; fi
+    echo "kafka.sh: installing tansu $TANSU_VERSION from crates.io (about 15 minutes the first time)" >&2
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
+}
+
+start() {
+    local storage="${1:-memory://tansu/}"
+    if answers; then echo "kafka.sh: a broker already answers on $HOST:$PORT" >&2; return 0; fi
+    install
+    mkdir -p "$RUN_DIR"
+    "$TANSU" broker \
+        --listener-url "tcp://$HOST:$PORT" \
+        --advertised-listener-url "tcp://$HOST:$PORT" \
+        --storage-engine "$storage" >"$LOG_FILE" 2>&1 &
+    echo $! >"$PID_FILE"
+    for _ in $(seq 1 100); do
+        if answers; then echo "kafka.sh: tansu answers on $HOST:$PORT (storage $storage)" >&2; return 0; fi
+        if ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then break; fi
+        sleep 0.2
+    done
+    echo "kafka.sh: tansu did not start; its log:" >&2
+    tail -n 30 "$LOG_FILE" >&2 || true
+    return 1
+}
+
+stop() {
+    if [ -f "$PID_FILE" ]; then
+        kill "$(cat "$PID_FILE")" 2>/dev/null || true
+        rm -f "$PID_FILE"
+    fi
+}
+
+case "${1:-}" in
+    install) install ;;
+    start) start "${2:-}" ;;
+    stop) stop ;;
+    status) answers ;;
+    *) echo "usage: $0 install|start [STORAGE]|stop|status" >&2; exit 2 ;;
+esac
