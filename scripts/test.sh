@@ -4,10 +4,38 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Suites that need services. None exists yet: the PostgreSQL store and the Kafka transport
-# arrive with the production-profile issue, and their suites will be listed here with how
-# to run them (FACEPAY_TEST_DATABASE_URL, FACEPAY_TEST_KAFKA_BROKERS).
+# PostgreSQL: the store suite (ledger/tests/store.rs) runs every test against SQLite and
+# against PostgreSQL, each PostgreSQL test on a database of its own, created on the server
+# of FACEPAY_TEST_DATABASE_URL and dropped afterwards. CI requires it.
+pg_url="${FACEPAY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+pg_hostport="${pg_url#*://}"; pg_hostport="${pg_hostport#*@}"; pg_hostport="${pg_hostport%%/*}"; pg_hostport="${pg_hostport%%\?*}"
+pg_host="${pg_hostport%:*}"; pg_port="${pg_hostport##*:}"
+[ "$pg_port" = "$pg_hostport" ] && pg_port=5432
+if [ "${CI:-}" = "true" ]; then
+    export FACEPAY_REQUIRE_POSTGRES=1
+fi
+
 echo "test.sh: embedded suites: all (SQLite, in-process pipeline, HTTP on port 0)"
-echo "test.sh: service suites: none exist yet (PostgreSQL + Kafka suites arrive with issue #3); nothing skipped"
+if timeout 3 bash -c "</dev/tcp/$pg_host/$pg_port" 2>/dev/null; then
+    echo "test.sh: PostgreSQL suite: runs (store tests against PostgreSQL at $pg_host:$pg_port, a fresh database per test)"
+elif [ "${FACEPAY_REQUIRE_POSTGRES:-}" = "1" ]; then
+    echo "test.sh: PostgreSQL suite: REQUIRED (FACEPAY_REQUIRE_POSTGRES=1) but nothing answers at $pg_host:$pg_port; its tests will fail"
+else
+    echo "test.sh: PostgreSQL suite: SKIPPED (nothing answers at $pg_host:$pg_port)."
+    echo "test.sh:   to run it: start PostgreSQL, or set FACEPAY_TEST_DATABASE_URL=postgres://user@host:port/db (a role that may CREATE DATABASE)"
+fi
+# Kafka: the transport suite (tests/tests/kafka_pipeline.rs) needs a Kafka-API broker at
+# FACEPAY_TEST_KAFKA_BROKERS (default 127.0.0.1:9092); scripts/kafka.sh installs and starts
+# tansu there. Each test run uses topics and groups of its own.
+kafka="${FACEPAY_TEST_KAFKA_BROKERS:-127.0.0.1:9092}"
+kafka_first="${kafka%%,*}"
+if timeout 3 bash -c "</dev/tcp/${kafka_first%:*}/${kafka_first##*:}" 2>/dev/null; then
+    echo "test.sh: Kafka suite: runs (broker at $kafka)"
+elif [ "${FACEPAY_REQUIRE_KAFKA:-}" = "1" ]; then
+    echo "test.sh: Kafka suite: REQUIRED (FACEPAY_REQUIRE_KAFKA=1) but no broker answers at $kafka; its tests will fail"
+else
+    echo "test.sh: Kafka suite: SKIPPED (no broker answers at $kafka)."
+    echo "test.sh:   to run it: scripts/kafka.sh start   (installs tansu from crates.io the first time, ~15 min)"
+fi
 
 cargo test --workspace --all-targets --locked

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context};
 use facepay_ingest::{Pipeline, PipelineConfig, SharedRegistry};
-use facepay_ledger::{Ledger, LedgerStore, Policy, SqliteStore};
+use facepay_ledger::{Ledger, LedgerStore, PgStore, Policy, SqliteStore};
 use facepay_matcher::Gallery;
 use tokio::net::TcpListener;
 
@@ -85,7 +85,10 @@ pub async fn open_store(url: &Secret) -> anyhow::Result<Arc<dyn LedgerStore>> {
     if url.starts_with("sqlite:") {
         return Ok(Arc::new(SqliteStore::open(url).await?));
     }
-    bail!("FACEPAY_DATABASE_URL: only sqlite:// is served by this build (the PostgreSQL store is issue #3)")
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PgStore::open(url).await?));
+    }
+    bail!("FACEPAY_DATABASE_URL: expected sqlite://, postgres:// or postgresql://")
 }
 
 /// A running facepay: its store, its fleet registry and its pipeline.
@@ -131,7 +134,7 @@ async fn shutdown_signal() {
 /// Checks that the configuration asks only for what this build serves.
 pub fn check_profile(config: &Config) -> anyhow::Result<()> {
     if config.kafka_brokers.is_some() {
-        bail!("FACEPAY_KAFKA_BROKERS is set, but the Kafka transport is issue #3; unset it to run embedded");
+        bail!("FACEPAY_KAFKA_BROKERS is set: the demo runs embedded only; unset it (facepay serve uses it)");
     }
     Ok(())
 }

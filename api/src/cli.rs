@@ -110,9 +110,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
-            check_profile(&config)?;
-            let app = App::start(open_store(&config.database_url).await?, PipelineConfig::default()).await?;
-            serve_app(app, &config).await
+            let store = open_store(&config.database_url).await?;
+            match &config.kafka_brokers {
+                Some(brokers) => serve_production(store, brokers, &config).await,
+                None => serve_app(App::start(store, PipelineConfig::default()).await?, &config).await,
+            }
         }
         Command::Replay { json } => {
             let store = open_store(&config.database_url).await?;
@@ -164,6 +166,27 @@ async fn serve_app(mut app: App, config: &Config) -> anyhow::Result<()> {
         }
     });
     serve(listener, app.http_state()).await
+}
+
+async fn serve_production(
+    store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
+    brokers: &str,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let cfg = facepay_ingest::kafka::KafkaConfig::from_env(brokers);
+    let mut prod = crate::production::start(store, cfg, crate::production::Roles::from_env()).await?;
+    let listener = TcpListener::bind(config.http_addr).await?;
+    println!("facepay API listening on http://{} (Kafka at {brokers})", listener.local_addr()?);
+    let http = tokio::spawn(serve(listener, prod.http.clone()));
+    tokio::select! {
+        result = http => result??,
+        Some(result) = prod.tasks.join_next() => result??,
+    }
+    let _ = prod.shutdown.send(true);
+    while let Some(result) = prod.tasks.join_next().await {
+        result??;
+    }
+    Ok(())
 }
 
 /// Where `facepay` keeps its data when nothing is configured.

@@ -7,6 +7,7 @@
 //! - [`error`]: [`error::ApiError`], the one HTTP error, owning the status mapping.
 //! - [`demo`]: `facepay demo`, a simulated fleet.
 //! - [`bench`]: `facepay bench ledger`, a benchmark that prints JSON.
+//! - [`production`]: the production profile: the stages over Kafka topics.
 //! - [`cli`]: the command line.
 
 pub mod app;
@@ -15,3 +16,4 @@ pub mod cli;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod production;

@@ -79,6 +79,12 @@ pub const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 /// How long a SQLite statement waits on a lock before failing.
 pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// Connections in the PostgreSQL pool (the ledger's commits, its loads, the API's reads).
+pub const PG_POOL_CONNECTIONS_MAX: u32 = 8;
+
+/// How long a PostgreSQL operation waits for a pooled connection before failing.
+pub const PG_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+
 /// Default and largest page of a list endpoint.
 pub const PAGE_LIMIT_DEFAULT: u32 = 50;
 pub const PAGE_LIMIT_MAX: u32 = 500;
@@ -88,3 +94,21 @@ pub const HTTP_REQUEST_TIMEOUT_MS: u64 = 10_000;
 
 /// Largest events read per round trip while replaying the log.
 pub const REPLAY_PAGE_EVENTS_MAX: u32 = 5_000;
+
+// ---- Kafka transport --------------------------------------------------------------------
+
+/// Partitions of the topics facepay creates: the most processes one stage can spread over.
+pub const KAFKA_PARTITIONS_DEFAULT: i32 = 8;
+
+/// How long a produce may wait for the broker's acknowledgement.
+pub const KAFKA_SEND_TIMEOUT_MS: u64 = 10_000;
+
+/// Most outbox messages the relay publishes per round trip to the database.
+pub const OUTBOX_BATCH_MAX: u32 = 512;
+
+/// How long the outbox relay sleeps when it finds nothing to publish.
+pub const OUTBOX_IDLE_MS: u64 = 20;
+
+/// How often a production process re-reads the fleet registry (devices registered by other
+/// processes or by `facepay register`).
+pub const REGISTRY_REFRESH_MS: u64 = 5_000;

@@ -11,6 +11,7 @@
 //! - [`pipeline`]: the stages, their channels and their shutdown.
 //! - [`topics`]: the names the stage boundaries will carry as Kafka topics.
 
+pub mod kafka;
 pub mod matching;
 pub mod pipeline;
 pub mod validate;

@@ -11,12 +11,14 @@
 //! - [`model`]: ledger events, balanced transfers, accounts, and the state they fold into.
 //! - [`core`]: `decide` and `apply`: pure, synchronous, I/O-free.
 //! - [`store`]: the store trait, its rows and its errors.
-//! - [`sqlite`]: the embedded store (the production store joins it behind the same trait).
+//! - [`sqlite`]: the embedded store; [`postgres`]: the production store, behind the same trait.
 //! - [`service`]: batching, idempotent answers, projection writing, replay.
 
 pub mod command;
 pub mod core;
 pub mod model;
+pub mod postgres;
+mod rows;
 pub mod service;
 pub mod sqlite;
 pub mod store;
@@ -24,6 +26,7 @@ pub mod store;
 pub use command::{Command, CommandKind, Identity};
 pub use core::{decide, DomainError, Policy};
 pub use model::{Account, LedgerEvent, LedgerState};
-pub use service::Ledger;
+pub use postgres::PgStore;
+pub use service::{Delivery, Ledger};
 pub use sqlite::SqliteStore;
 pub use store::{LedgerStore, StoreError};

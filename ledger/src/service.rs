@@ -11,7 +11,10 @@ use uuid::Uuid;
 use crate::command::{Command, CommandKind};
 use crate::core::{apply, decide, keys_read, keys_written, payment_result, Policy};
 use crate::model::{Keys, LedgerEvent, LedgerState};
-use crate::store::{CommitBatch, HistoryRow, InboundRecord, LedgerStore, NewEvent, RejectedEvent, StoreError};
+use crate::store::{
+    CommitBatch, ConsumerOffset, HistoryRow, InboundRecord, LedgerStore, NewEvent, OutboxMessage, RejectedEvent,
+    StoreError,
+};
 
 /// Runs the pure core over batches of commands against a store.
 #[derive(Clone)]
@@ -24,6 +27,9 @@ pub struct Ledger {
     /// store's only writer: the embedded profile has one ledger stage, and the production
     /// profile gives each payer a single writer.
     cache: Arc<tokio::sync::Mutex<Cache>>,
+    /// False when other processes write the same store (the Kafka profile's scale-out):
+    /// then every batch reads its entities from the store.
+    cache_enabled: bool,
 }
 
 /// A write-through copy of committed entities, so a batch reads from the store only what
@@ -57,6 +63,32 @@ impl Cache {
     }
 }
 
+/// What a transport adds to a batch's transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    /// The consumer offsets this batch advances to, stored with its writes.
+    pub offsets: Vec<ConsumerOffset>,
+    /// Where the outcomes go, through the transactional outbox; `None`: no outbox (the
+    /// embedded profile hands outcomes over in process).
+    pub outbox_topic: Option<String>,
+}
+
+impl Delivery {
+    /// The outbox messages for `outcomes`: keyed by device, so one device's answers stay in
+    /// order, or by the event they answer when no device sent it.
+    fn outbox(&self, outcomes: &[Outcome]) -> Result<Vec<OutboxMessage>, StoreError> {
+        let Some(topic) = &self.outbox_topic else { return Ok(vec![]) };
+        outcomes
+            .iter()
+            .map(|o| {
+                let key = o.device.as_ref().map_or_else(|| o.in_reply_to.to_string(), |d| d.device_id.to_string());
+                let payload = serde_json::to_vec(o).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(OutboxMessage { topic: topic.clone(), key, payload })
+            })
+            .collect()
+    }
+}
+
 /// What `replay` found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReplayReport {
@@ -70,7 +102,14 @@ pub struct ReplayReport {
 
 impl Ledger {
     pub fn new(store: Arc<dyn LedgerStore>, policy: Policy) -> Self {
-        Self { store, policy, cache: Arc::default() }
+        Self { store, policy, cache: Arc::default(), cache_enabled: true }
+    }
+
+    /// The same ledger, reading every batch's entities from the store: for stores that other
+    /// processes write too.
+    pub fn uncached(mut self) -> Self {
+        self.cache_enabled = false;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn LedgerStore> {
@@ -78,36 +117,56 @@ impl Ledger {
     }
 
     /// Decides and commits `commands` in one database transaction and answers each, in order.
+    pub async fn handle_batch(&self, commands: &[Command]) -> Result<Vec<Outcome>, StoreError> {
+        self.handle_delivery(commands, &Delivery::default()).await
+    }
+
+    /// As [`Ledger::handle_batch`], with what a transport adds to the same transaction:
+    /// its consumer offsets, and the outcomes through the outbox.
     /// If the transaction fails, each command is retried alone, and one that still fails is
     /// refused and kept with the store's reason: a bad command cannot block its batch.
-    pub async fn handle_batch(&self, commands: &[Command]) -> Result<Vec<Outcome>, StoreError> {
-        match self.try_batch(commands).await {
+    pub async fn handle_delivery(&self, commands: &[Command], delivery: &Delivery) -> Result<Vec<Outcome>, StoreError> {
+        match self.try_batch(commands, delivery).await {
             Ok(outcomes) => Ok(outcomes),
             Err(err) if commands.len() > 1 => {
                 tracing::warn!(error = %err, size = commands.len(), "batch commit failed; retrying one by one");
+                let single = Delivery { offsets: vec![], outbox_topic: delivery.outbox_topic.clone() };
                 let mut outcomes = Vec::with_capacity(commands.len());
                 for cmd in commands {
-                    outcomes.extend(Box::pin(self.handle_batch(std::slice::from_ref(cmd))).await?);
+                    outcomes.extend(Box::pin(self.handle_delivery(std::slice::from_ref(cmd), &single)).await?);
+                }
+                if !delivery.offsets.is_empty() {
+                    let batch = CommitBatch { offsets: delivery.offsets.clone(), ..CommitBatch::default() };
+                    self.store.commit(&batch).await?;
                 }
                 Ok(outcomes)
             }
             Err(err) => {
                 tracing::error!(error = %err, event_id = %commands[0].event_id, "command refused by the store");
                 let cmd = &commands[0];
-                let refusal = refused(cmd.kind.name(), "STORE_REFUSED", &err.to_string());
-                self.store.reject(&rejection(cmd, "STORE_REFUSED", &err.to_string())).await?;
-                Ok(vec![outcome(cmd, refusal)])
+                let answer = outcome(cmd, refused(cmd.kind.name(), "STORE_REFUSED", &err.to_string()));
+                let batch = CommitBatch {
+                    rejected: vec![rejection(cmd, "STORE_REFUSED", &err.to_string())],
+                    offsets: delivery.offsets.clone(),
+                    outbox: delivery.outbox(std::slice::from_ref(&answer))?,
+                    ..CommitBatch::default()
+                };
+                self.store.commit(&batch).await?;
+                Ok(vec![answer])
             }
         }
     }
 
-    async fn try_batch(&self, commands: &[Command]) -> Result<Vec<Outcome>, StoreError> {
+    async fn try_batch(&self, commands: &[Command], delivery: &Delivery) -> Result<Vec<Outcome>, StoreError> {
         let mut cache = self.cache.lock().await;
         let ids: Vec<Uuid> = commands.iter().map(|c| c.event_id).collect();
         let mut answered = self.store.answered(&ids).await?;
         let mut keys = Keys::default();
         commands.iter().for_each(|c| keys_read(c, &mut keys));
-        let mut state = cache.state_of(&keys, self.store.as_ref()).await?;
+        let mut state = match self.cache_enabled {
+            true => cache.state_of(&keys, self.store.as_ref()).await?,
+            false => self.store.load(&keys).await?,
+        };
         let mut batch = CommitBatch::default();
         let mut outcomes = Vec::with_capacity(commands.len());
         for cmd in commands {
@@ -127,13 +186,17 @@ impl Ledger {
             outcomes.push(outcome(cmd, body));
         }
         batch.projections.state = state;
+        batch.offsets = delivery.offsets.clone();
+        batch.outbox = delivery.outbox(&outcomes)?;
         if let Err(err) = self.store.commit(&batch).await {
             // The commit's fate is unknown (it may have landed): trust the store alone.
             *cache = Cache::default();
             return Err(err);
         }
-        keys.extend(&batch.projections.keys);
-        cache.committed(&batch.projections.state, &keys);
+        if self.cache_enabled {
+            keys.extend(&batch.projections.keys);
+            cache.committed(&batch.projections.state, &keys);
+        }
         Ok(outcomes)
     }
 

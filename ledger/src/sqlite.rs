@@ -12,18 +12,16 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use facepay_domain::limits::{
     SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB, SQLITE_MMAP_BYTES, SQLITE_READ_CONNECTIONS_MAX,
 };
-use facepay_domain::{
-    CardChannel, CardCode, DeclineReason, DeviceId, DeviceRef, FaceCode, MerchantId, OrderStatus, OutTradeNo, PayerId,
-    StoreId,
-};
+use facepay_domain::{DeviceRef, FaceCode, MerchantId, OutTradeNo, PayerId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use crate::model::{Account, CaptureUse, DailyUsage, Keys, LedgerEvent, LedgerState, Member, Order};
+use crate::model::{Account, CaptureUse, DailyUsage, Keys, LedgerState, Member, Order};
+use crate::rows::{self, corrupt, id, log_rows, Cells, PROJECTIONS};
 use crate::store::{
-    CommitBatch, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView, NewEvent, Registry,
-    RejectedEvent, StoreError, StoredEvent,
+    CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
+    NewEvent, OutboxMessage, Registry, RejectedEvent, StoreError, StoredEvent,
 };
 
 /// Most bound parameters per statement (SQLite allows 32 766).
@@ -76,20 +74,44 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| corrupt("timestamp", s, e))
 }
 
-fn corrupt(what: &str, value: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what} {value:?}: {e}"))
+fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|e| corrupt("uuid", s, e))
 }
 
-fn id<T, E: std::fmt::Display>(
-    what: &str,
-    s: String,
-    parse: impl FnOnce(String) -> Result<T, E>,
-) -> Result<T, StoreError> {
-    parse(s.clone()).map_err(|e| corrupt(what, &s, e))
-}
-
-fn day(s: &str) -> Result<NaiveDate, StoreError> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| corrupt("day", s, e))
+/// SQLite keeps timestamps as RFC 3339 text, days as `YYYY-MM-DD`, UUIDs as text and flags
+/// as integers.
+impl Cells for SqliteRow {
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn flag(&self, col: &str) -> Result<bool, StoreError> {
+        Ok(self.try_get::<i64, _>(col)? != 0)
+    }
+    fn at(&self, col: &str) -> Result<DateTime<Utc>, StoreError> {
+        parse_ts(&self.text(col)?)
+    }
+    fn opt_at(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.opt_text(col)?.map(|s| parse_ts(&s)).transpose()
+    }
+    fn day(&self, col: &str) -> Result<NaiveDate, StoreError> {
+        let s = self.text(col)?;
+        NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|e| corrupt("day", &s, e))
+    }
+    fn uuid(&self, col: &str) -> Result<Uuid, StoreError> {
+        parse_uuid(&self.text(col)?)
+    }
+    fn opt_uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError> {
+        self.opt_text(col)?.map(|s| parse_uuid(&s)).transpose()
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
 }
 
 /// Rows per multi-row statement for a table of `cols` columns.
@@ -98,47 +120,6 @@ fn chunk_rows(cols: usize) -> usize {
 }
 
 // ---- loading --------------------------------------------------------------------------
-
-fn order_from(row: &SqliteRow) -> Result<Order, StoreError> {
-    let reason: Option<String> = row.try_get("reason")?;
-    let status: String = row.try_get("status")?;
-    Ok(Order {
-        merchant_id: id("merchant", row.try_get("merchant_id")?, MerchantId::parse)?,
-        out_trade_no: id("out_trade_no", row.try_get("out_trade_no")?, OutTradeNo::parse)?,
-        amount_fen: row.try_get("amount_fen")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status", &status, "unknown"))?,
-        reason: match reason {
-            Some(r) => Some(DeclineReason::from_code(&r).ok_or_else(|| corrupt("reason", &r, "unknown"))?),
-            None => None,
-        },
-        payer_id: row.try_get::<Option<String>, _>("payer_id")?.map(|p| id("payer", p, PayerId::parse)).transpose()?,
-        face_code: id("face_code", row.try_get("face_code")?, FaceCode::parse)?,
-        member_quick_pay: row.try_get::<i64, _>("member_quick_pay")? != 0,
-        store_id: id("store", row.try_get("store_id")?, StoreId::parse)?,
-        device_id: id("device", row.try_get("device_id")?, DeviceId::parse)?,
-        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
-        updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
-    })
-}
-
-fn member_from(row: &SqliteRow) -> Result<((MerchantId, PayerId), Member), StoreError> {
-    let channel: String = row.try_get("channel")?;
-    let key = (
-        id("merchant", row.try_get("merchant_id")?, MerchantId::parse)?,
-        id("payer", row.try_get("payer_id")?, PayerId::parse)?,
-    );
-    let member = Member {
-        card_code: id("card", row.try_get("card_code")?, CardCode::parse)?,
-        channel: match channel.as_str() {
-            "card_package" => CardChannel::CardPackage,
-            "mini_program" => CardChannel::MiniProgram,
-            other => return Err(corrupt("channel", other, "unknown")),
-        },
-        opened_at: parse_ts(&row.try_get::<String, _>("opened_at")?)?,
-        closed_at: row.try_get::<Option<String>, _>("closed_at")?.map(|s| parse_ts(&s)).transpose()?,
-    };
-    Ok((key, member))
-}
 
 /// Fills `state` from rows selected by `sql` + an `IN (...)` list of single keys.
 async fn load_by<'k, K: 'k>(
@@ -190,82 +171,24 @@ async fn load_by_pair(
 
 async fn load_keys(pool: &SqlitePool, keys: &Keys) -> Result<LedgerState, StoreError> {
     let mut st = LedgerState::default();
-    load_by(pool, "SELECT account, balance_fen FROM balances WHERE account", keys.accounts.iter(), Account::key, |r| {
-        let key: String = r.try_get("account")?;
-        let account = Account::parse(&key).ok_or_else(|| corrupt("account", &key, "unknown"))?;
-        st.balances_fen.insert(account, r.try_get("balance_fen")?);
-        Ok(())
-    })
-    .await?;
-    load_by(
-        pool,
-        "SELECT payer_id, frozen FROM payers WHERE payer_id",
-        keys.frozen.iter(),
-        |p| p.to_string(),
-        |r| {
-            let payer = id("payer", r.try_get("payer_id")?, PayerId::parse)?;
-            st.frozen.insert(payer, r.try_get::<i64, _>("frozen")? != 0);
-            Ok(())
-        },
-    )
-    .await?;
+    let sql = "SELECT account, balance_fen FROM balances WHERE account";
+    load_by(pool, sql, keys.accounts.iter(), Account::key, |r| rows::fill_balance(&mut st, r)).await?;
+    let sql = "SELECT payer_id, frozen FROM payers WHERE payer_id";
+    load_by(pool, sql, keys.frozen.iter(), |p| p.to_string(), |r| rows::fill_payer(&mut st, r)).await?;
     let sql = "SELECT merchant_id, single_limit_fen FROM merchant_limits WHERE merchant_id";
-    load_by(
-        pool,
-        sql,
-        keys.limits.iter(),
-        |m| m.to_string(),
-        |r| {
-            let merchant = id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?;
-            st.limits_fen.insert(merchant, r.try_get("single_limit_fen")?);
-            Ok(())
-        },
-    )
-    .await?;
+    load_by(pool, sql, keys.limits.iter(), |m| m.to_string(), |r| rows::fill_limit(&mut st, r)).await?;
     let sql = "SELECT face_code, merchant_id, out_trade_no FROM captures WHERE face_code";
-    load_by(
-        pool,
-        sql,
-        keys.captures.iter(),
-        |f| f.to_string(),
-        |r| {
-            let face = id("face_code", r.try_get("face_code")?, FaceCode::parse)?;
-            let merchant_id = id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?;
-            let out_trade_no = id("out_trade_no", r.try_get("out_trade_no")?, OutTradeNo::parse)?;
-            st.captures.insert(face, CaptureUse { merchant_id, out_trade_no });
-            Ok(())
-        },
-    )
-    .await?;
+    load_by(pool, sql, keys.captures.iter(), |f| f.to_string(), |r| rows::fill_capture(&mut st, r)).await?;
     let pairs = keys.orders.iter().map(|(m, o)| (m.to_string(), o.to_string())).collect();
-    load_by_pair(pool, "SELECT * FROM orders WHERE (merchant_id, out_trade_no)", pairs, |r| {
-        let o = order_from(r)?;
-        st.orders.insert((o.merchant_id.clone(), o.out_trade_no.clone()), o);
-        Ok(())
-    })
-    .await?;
+    let sql = "SELECT * FROM orders WHERE (merchant_id, out_trade_no)";
+    load_by_pair(pool, sql, pairs, |r| rows::fill_order(&mut st, r)).await?;
     let pairs = keys.members.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
-    load_by_pair(pool, "SELECT * FROM members WHERE (merchant_id, payer_id)", pairs, |r| {
-        let (k, m) = member_from(r)?;
-        st.members.insert(k, m);
-        Ok(())
-    })
-    .await?;
+    let sql = "SELECT * FROM members WHERE (merchant_id, payer_id)";
+    load_by_pair(pool, sql, pairs, |r| rows::fill_member(&mut st, r)).await?;
     let pairs = keys.daily.iter().map(|(p, d)| (p.to_string(), d.to_string())).collect();
-    load_by_pair(pool, "SELECT * FROM daily_usage WHERE (payer_id, day)", pairs, |r| daily_from(r, &mut st)).await?;
+    let sql = "SELECT * FROM daily_usage WHERE (payer_id, day)";
+    load_by_pair(pool, sql, pairs, |r| rows::fill_daily(&mut st, r)).await?;
     Ok(st)
-}
-
-fn daily_from(r: &SqliteRow, st: &mut LedgerState) -> Result<(), StoreError> {
-    let payer = id("payer", r.try_get("payer_id")?, PayerId::parse)?;
-    let d = day(&r.try_get::<String, _>("day")?)?;
-    let count: i64 = r.try_get("count")?;
-    let usage = DailyUsage {
-        amount_fen: r.try_get("amount_fen")?,
-        count: u32::try_from(count).map_err(|e| corrupt("count", &count.to_string(), e))?,
-    };
-    st.daily.insert((payer, d), usage);
-    Ok(())
 }
 
 // ---- writing --------------------------------------------------------------------------
@@ -288,64 +211,41 @@ async fn insert_rows<'a, T>(
     Ok(())
 }
 
-/// The rows behind the events of a batch: events, postings and sealing transactions.
-struct LogRows {
-    events: Vec<[String; 8]>,
-    postings: Vec<(String, i64, String, i64)>,
-    txns: Vec<(String, String, i64, String)>,
-}
-
-fn log_rows(events: &[NewEvent]) -> Result<LogRows, StoreError> {
-    let now = ts(&Utc::now());
-    let mut rows = LogRows { events: vec![], postings: vec![], txns: vec![] };
-    for e in events {
-        let payload = serde_json::to_string(&e.event).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        rows.events.push([
-            e.event_id.to_string(),
-            e.cause_event_id.to_string(),
-            e.event.stream(),
-            e.event.kind().to_string(),
-            facepay_domain::limits::SCHEMA_VERSION.to_string(),
-            ts(&e.occurred_at),
-            now.clone(),
-            payload,
-        ]);
-        if let Some(t) = e.event.transfer() {
-            t.assert_balanced();
-            for (leg, p) in t.postings.iter().enumerate() {
-                rows.postings.push((t.txn_id.to_string(), leg as i64, p.account.key(), p.amount_fen));
-            }
-            rows.txns.push((t.txn_id.to_string(), e.event_id.to_string(), t.postings.len() as i64, ts(&e.occurred_at)));
-        }
-    }
-    Ok(rows)
-}
-
 async fn write_log(tx: &mut Transaction<'static, Sqlite>, events: &[NewEvent]) -> Result<(), StoreError> {
     let rows = log_rows(events)?;
     let head = "INSERT INTO events (event_id, cause_event_id, stream, type, schema_version, occurred_at, recorded_at, payload) ";
-    insert_rows(tx, head, "", 8, &rows.events, |mut s, r| {
-        for v in r {
-            s.push_bind(v.as_str());
-        }
+    insert_rows(tx, head, "", 8, &rows.events, |mut s, e| {
+        s.push_bind(e.event_id.to_string())
+            .push_bind(e.cause_event_id.to_string())
+            .push_bind(e.stream.as_str())
+            .push_bind(e.kind)
+            .push_bind(e.schema_version)
+            .push_bind(ts(&e.occurred_at))
+            .push_bind(ts(&e.recorded_at))
+            .push_bind(e.payload.as_str());
     })
     .await?;
-    insert_rows(tx, "INSERT INTO postings (txn_id, leg, account, amount_fen) ", "", 4, &rows.postings, |mut s, r| {
-        s.push_bind(r.0.as_str()).push_bind(r.1).push_bind(r.2.as_str()).push_bind(r.3);
+    insert_rows(tx, "INSERT INTO postings (txn_id, leg, account, amount_fen) ", "", 4, &rows.postings, |mut s, p| {
+        s.push_bind(p.txn_id.to_string()).push_bind(p.leg).push_bind(p.account.as_str()).push_bind(p.amount_fen);
     })
     .await?;
     let head = "INSERT INTO ledger_transactions (txn_id, event_id, leg_count, posted_at) ";
-    insert_rows(tx, head, "", 4, &rows.txns, |mut s, r| {
-        s.push_bind(r.0.as_str()).push_bind(r.1.as_str()).push_bind(r.2).push_bind(r.3.as_str());
+    insert_rows(tx, head, "", 4, &rows.txns, |mut s, t| {
+        s.push_bind(t.txn_id.to_string())
+            .push_bind(t.event_id.to_string())
+            .push_bind(t.leg_count)
+            .push_bind(ts(&t.posted_at));
     })
     .await
 }
 
+/// The projections the batch touched, with their new values; balances move by the batch's
+/// postings.
 async fn write_projections(tx: &mut Transaction<'static, Sqlite>, batch: &CommitBatch) -> Result<(), StoreError> {
     let keys = &batch.projections.keys;
     let st = &batch.projections.state;
-    let balances: Vec<(String, i64)> = keys.accounts.iter().map(|a| (a.key(), st.balance_fen(a))).collect();
-    let tail = " ON CONFLICT (account) DO UPDATE SET balance_fen = excluded.balance_fen";
+    let balances = rows::balance_deltas(&batch.events);
+    let tail = " ON CONFLICT (account) DO UPDATE SET balance_fen = balance_fen + excluded.balance_fen";
     insert_rows(tx, "INSERT INTO balances (account, balance_fen) ", tail, 2, &balances, |mut s, r| {
         s.push_bind(r.0.as_str()).push_bind(r.1);
     })
@@ -472,73 +372,33 @@ async fn write_rejected(tx: &mut Transaction<'static, Sqlite>, rows: &[RejectedE
     .await
 }
 
+/// The consumer offsets a batch reached and the messages it leaves for the transport.
+async fn write_transport(
+    tx: &mut Transaction<'static, Sqlite>,
+    offsets: &[ConsumerOffset],
+    outbox: &[OutboxMessage],
+) -> Result<(), StoreError> {
+    let head = "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) ";
+    let tail = " ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset";
+    insert_rows(tx, head, tail, 4, &rows::last_offsets(offsets), |mut s, o| {
+        s.push_bind(o.group_id.as_str()).push_bind(o.topic.as_str()).push_bind(o.partition).push_bind(o.next_offset);
+    })
+    .await?;
+    let now = ts(&Utc::now());
+    insert_rows(tx, "INSERT INTO outbox (topic, key, payload, created_at) ", "", 4, outbox, |mut s, m| {
+        s.push_bind(m.topic.as_str()).push_bind(m.key.as_str()).push_bind(m.payload.as_slice()).push_bind(now.clone());
+    })
+    .await
+}
+
 // ---- reading --------------------------------------------------------------------------
-
-fn history_from(r: &SqliteRow) -> Result<HistoryRow, StoreError> {
-    let status: String = r.try_get("status")?;
-    let event_id: String = r.try_get("event_id")?;
-    Ok(HistoryRow {
-        id: r.try_get("id")?,
-        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &event_id, e))?,
-        merchant_id: id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?,
-        out_trade_no: id("out_trade_no", r.try_get("out_trade_no")?, OutTradeNo::parse)?,
-        amount_fen: r.try_get("amount_fen")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status", &status, "unknown"))?,
-        reason: r.try_get("reason")?,
-        payer_id: r.try_get::<Option<String>, _>("payer_id")?.map(|p| id("payer", p, PayerId::parse)).transpose()?,
-        member_quick_pay: r.try_get::<i64, _>("member_quick_pay")? != 0,
-        store_id: r.try_get("store_id")?,
-        device_id: r.try_get("device_id")?,
-        occurred_at: parse_ts(&r.try_get::<String, _>("occurred_at")?)?,
-        day: day(&r.try_get::<String, _>("day")?)?,
-    })
-}
-
-fn rejected_from(r: &SqliteRow) -> Result<RejectedEvent, StoreError> {
-    let event_id: Option<String> = r.try_get("event_id")?;
-    Ok(RejectedEvent {
-        received_at: parse_ts(&r.try_get::<String, _>("received_at")?)?,
-        source: r.try_get("source")?,
-        event_id: event_id.and_then(|e| Uuid::parse_str(&e).ok()),
-        kind: r.try_get("type")?,
-        reason_code: r.try_get("reason_code")?,
-        field: r.try_get("field")?,
-        message: r.try_get("message")?,
-        raw: r.try_get("raw")?,
-        raw_truncated: r.try_get::<i64, _>("raw_truncated")? != 0,
-    })
-}
 
 async fn load_everything(pool: &SqlitePool) -> Result<LedgerState, StoreError> {
     let mut st = LedgerState::default();
-    for r in sqlx::query("SELECT account, balance_fen FROM balances").fetch_all(pool).await? {
-        let key: String = r.try_get("account")?;
-        let account = Account::parse(&key).ok_or_else(|| corrupt("account", &key, "unknown"))?;
-        st.balances_fen.insert(account, r.try_get("balance_fen")?);
-    }
-    for r in sqlx::query("SELECT payer_id, frozen FROM payers").fetch_all(pool).await? {
-        st.frozen.insert(id("payer", r.try_get("payer_id")?, PayerId::parse)?, r.try_get::<i64, _>("frozen")? != 0);
-    }
-    for r in sqlx::query("SELECT merchant_id, single_limit_fen FROM merchant_limits").fetch_all(pool).await? {
-        st.limits_fen
-            .insert(id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?, r.try_get("single_limit_fen")?);
-    }
-    for r in sqlx::query("SELECT face_code, merchant_id, out_trade_no FROM captures").fetch_all(pool).await? {
-        let face = id("face_code", r.try_get("face_code")?, FaceCode::parse)?;
-        let merchant_id = id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?;
-        let out_trade_no = id("out_trade_no", r.try_get("out_trade_no")?, OutTradeNo::parse)?;
-        st.captures.insert(face, CaptureUse { merchant_id, out_trade_no });
-    }
-    for r in sqlx::query("SELECT * FROM orders").fetch_all(pool).await? {
-        let o = order_from(&r)?;
-        st.orders.insert((o.merchant_id.clone(), o.out_trade_no.clone()), o);
-    }
-    for r in sqlx::query("SELECT * FROM members").fetch_all(pool).await? {
-        let (k, m) = member_from(&r)?;
-        st.members.insert(k, m);
-    }
-    for r in sqlx::query("SELECT * FROM daily_usage").fetch_all(pool).await? {
-        daily_from(&r, &mut st)?;
+    for (sql, fill) in PROJECTIONS {
+        for r in sqlx::query(sql).fetch_all(pool).await? {
+            fill(&mut st, &r)?;
+        }
     }
     Ok(st)
 }
@@ -572,8 +432,7 @@ impl LedgerStore for SqliteStore {
             event_ids.iter(),
             |e| e.to_string(),
             |r| {
-                let e: String = r.try_get("event_id")?;
-                found.insert(Uuid::parse_str(&e).map_err(|err| corrupt("event_id", &e, err))?, r.try_get("outcome")?);
+                found.insert(r.uuid("event_id")?, r.text("outcome")?);
                 Ok(())
             },
         )
@@ -588,6 +447,7 @@ impl LedgerStore for SqliteStore {
         write_history(&mut tx, &batch.history).await?;
         write_inbound(&mut tx, &batch.inbound).await?;
         write_rejected(&mut tx, &batch.rejected).await?;
+        write_transport(&mut tx, &batch.offsets, &batch.outbox).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -612,7 +472,7 @@ impl LedgerStore for SqliteStore {
 
     async fn history_all(&self) -> Result<Vec<HistoryRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM history ORDER BY id").fetch_all(&self.reader).await?;
-        rows.iter().map(history_from).collect()
+        rows.iter().map(|r| rows::history_from(r)).collect()
     }
 
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
@@ -623,7 +483,7 @@ impl LedgerStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(stored_event_from).collect()
+        rows.iter().map(|r| rows::stored_event_from(r)).collect()
     }
 
     async fn check_invariants(&self) -> Result<Invariants, StoreError> {
@@ -646,7 +506,7 @@ impl LedgerStore for SqliteStore {
             .bind(out_trade_no.as_str())
             .fetch_optional(&self.reader)
             .await?;
-        row.as_ref().map(order_from).transpose()
+        row.as_ref().map(|r| rows::order_from(r)).transpose()
     }
 
     async fn history(&self, merchant: &MerchantId, f: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError> {
@@ -663,7 +523,7 @@ impl LedgerStore for SqliteStore {
         }
         qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
         let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(history_from).collect()
+        rows.iter().map(|r| rows::history_from(r)).collect()
     }
 
     async fn members(&self, merchant: &MerchantId) -> Result<Vec<MemberView>, StoreError> {
@@ -673,7 +533,7 @@ impl LedgerStore for SqliteStore {
             .await?;
         rows.iter()
             .map(|r| {
-                let ((_, payer_id), m) = member_from(r)?;
+                let ((_, payer_id), m) = rows::member_from(r)?;
                 Ok(MemberView {
                     payer_id,
                     card_code: m.card_code.to_string(),
@@ -707,7 +567,7 @@ impl LedgerStore for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(rejected_from).collect()
+        rows.iter().map(|r| rows::rejected_from(r)).collect()
     }
 
     async fn register_merchant(&self, merchant: &MerchantId, name: &str) -> Result<(), StoreError> {
@@ -746,31 +606,48 @@ impl LedgerStore for SqliteStore {
             reg.merchants.insert(id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?, r.try_get("name")?);
         }
         for r in sqlx::query("SELECT device_id, merchant_id, store_id FROM devices").fetch_all(&self.writer).await? {
-            let d = DeviceRef {
-                merchant_id: id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?,
-                store_id: id("store", r.try_get("store_id")?, StoreId::parse)?,
-                device_id: id("device", r.try_get("device_id")?, DeviceId::parse)?,
-            };
+            let d = rows::device_from(&r)?;
             reg.devices.insert(d.device_id.clone(), d);
         }
         Ok(reg)
     }
-}
 
-fn stored_event_from(r: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let uuid = |col: &str| -> Result<Uuid, StoreError> {
-        let s: String = r.try_get(col)?;
-        Uuid::parse_str(&s).map_err(|e| corrupt(col, &s, e))
-    };
-    let payload: String = r.try_get("payload")?;
-    let event: LedgerEvent = serde_json::from_str(&payload).map_err(|e| corrupt("event payload", &payload, e))?;
-    Ok(StoredEvent {
-        seq: r.try_get("seq")?,
-        new: NewEvent {
-            event_id: uuid("event_id")?,
-            cause_event_id: uuid("cause_event_id")?,
-            occurred_at: parse_ts(&r.try_get::<String, _>("occurred_at")?)?,
-            event,
-        },
-    })
+    async fn offsets(&self, group_id: &str, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
+        let rows = sqlx::query("SELECT partition, next_offset FROM consumer_offsets WHERE group_id = ? AND topic = ?")
+            .bind(group_id)
+            .bind(topic)
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get::<i32, _>("partition")?, r.try_get::<i64, _>("next_offset")?))).collect()
+    }
+
+    async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, topic, key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?")
+                .bind(i64::from(limit))
+                .fetch_all(&self.writer)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let message =
+                    OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
+                Ok((r.int("id")?, message))
+            })
+            .collect()
+    }
+
+    async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let now = ts(&Utc::now());
+        for chunk in ids.chunks(chunk_rows(1)) {
+            let mut qb = QueryBuilder::<Sqlite>::new("UPDATE outbox SET published_at = ");
+            qb.push_bind(now.as_str()).push(" WHERE published_at IS NULL AND id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            qb.build().execute(&self.writer).await?;
+        }
+        Ok(())
+    }
 }

@@ -98,6 +98,28 @@ pub struct CommitBatch {
     pub history: Vec<HistoryRow>,
     pub inbound: Vec<InboundRecord>,
     pub rejected: Vec<RejectedEvent>,
+    /// Where the batch's input ends in each consumed partition: committed with its writes, so
+    /// a restarted consumer resumes exactly after the last batch that landed.
+    pub offsets: Vec<ConsumerOffset>,
+    /// Messages to publish once the batch is durable (the transactional outbox).
+    pub outbox: Vec<OutboxMessage>,
+}
+
+/// The next offset to consume in one partition, for one consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerOffset {
+    pub group_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+/// One message for the transport to publish after the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
 }
 
 /// The entities a batch changed, with their new values.
@@ -153,8 +175,8 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn load(&self, keys: &Keys) -> Result<LedgerState, StoreError>;
     /// The stored answers of those inbound events that were already processed.
     async fn answered(&self, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError>;
-    /// Appends events, postings, transactions, projections, history, answers and
-    /// rejections, all in one database transaction.
+    /// Appends events, postings, transactions, projections, history, answers, rejections,
+    /// consumer offsets and outbox messages, all in one database transaction.
     async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError>;
     /// Appends only the events, postings and transactions of `batch`, with no projections:
     /// the raw ceiling the benchmark measures decisions against.
@@ -180,4 +202,11 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn register_merchant(&self, merchant: &MerchantId, name: &str) -> Result<(), StoreError>;
     async fn register_device(&self, device: &DeviceRef) -> Result<(), StoreError>;
     async fn registry(&self) -> Result<Registry, StoreError>;
+
+    /// The committed next offset of each partition of `topic` for `group_id`.
+    async fn offsets(&self, group_id: &str, topic: &str) -> Result<HashMap<i32, i64>, StoreError>;
+    /// Up to `limit` unpublished outbox messages, oldest first, with their ids.
+    async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError>;
+    /// Marks these outbox messages published (the outbox is not the log: this is an update).
+    async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
 }

@@ -1,0 +1,617 @@
+//! The PostgreSQL store: the production profile's database, through sqlx, with the same
+//! semantics as the SQLite store.
+//!
+//! One pool serves the ledger (its loads and its commits, one database transaction per
+//! batch) and the readers. Writes bind whole columns as arrays and `INSERT ... SELECT FROM
+//! UNNEST(...)`: one statement per table per batch, whatever the batch size (no bind-parameter
+//! limit to chunk under), and a constant statement text the connection prepares once.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use facepay_domain::limits::{PG_ACQUIRE_TIMEOUT_MS, PG_POOL_CONNECTIONS_MAX};
+use facepay_domain::{DeviceRef, MerchantId, OutTradeNo, PayerId};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use uuid::Uuid;
+
+use crate::model::{Account, Keys, LedgerState};
+use crate::rows::{self, id, log_rows, Cells, Fill, PROJECTIONS};
+use crate::store::{
+    CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
+    NewEvent, OutboxMessage, Registry, RejectedEvent, StoreError, StoredEvent,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
+type PgTx = Transaction<'static, Postgres>;
+
+/// The production store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://` or `postgresql://`) and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(PgConnectOptions::from_str(url)?).await
+    }
+
+    pub async fn open_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(PG_POOL_CONNECTIONS_MAX)
+            .acquire_timeout(Duration::from_millis(PG_ACQUIRE_TIMEOUT_MS))
+            .connect_with(options)
+            .await?;
+        // sqlx holds a PostgreSQL advisory lock (keyed by the database) while it migrates, so
+        // several processes may start at once: one applies the migrations, the others wait
+        // for the lock and find the schema current. Keep that default (`Migrator::locking`).
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+/// PostgreSQL's columns have their own types: `TIMESTAMPTZ`, `DATE`, `UUID`, `BOOLEAN`,
+/// `BYTEA`; every integer the stores read is a `BIGINT`.
+impl Cells for PgRow {
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn flag(&self, col: &str) -> Result<bool, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn at(&self, col: &str) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_at(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn day(&self, col: &str) -> Result<NaiveDate, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn uuid(&self, col: &str) -> Result<Uuid, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+/// One column of `rows`, for binding as an array.
+fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(f).collect()
+}
+
+// ---- loading --------------------------------------------------------------------------
+
+async fn fill_from(pool: &PgPool, st: &mut LedgerState, q: PgQuery<'_>, fill: Fill) -> Result<(), StoreError> {
+    for r in q.fetch_all(pool).await? {
+        fill(st, &r)?;
+    }
+    Ok(())
+}
+
+const BY_ACCOUNT: &str = "SELECT account, balance_fen FROM balances WHERE account = ANY($1)";
+const BY_PAYER: &str = "SELECT payer_id, frozen FROM payers WHERE payer_id = ANY($1)";
+const BY_LIMIT: &str = "SELECT merchant_id, single_limit_fen FROM merchant_limits WHERE merchant_id = ANY($1)";
+const BY_FACE: &str = "SELECT face_code, merchant_id, out_trade_no FROM captures WHERE face_code = ANY($1)";
+const BY_ORDER: &str =
+    "SELECT * FROM orders WHERE (merchant_id, out_trade_no) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
+const BY_MEMBER: &str =
+    "SELECT * FROM members WHERE (merchant_id, payer_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
+const BY_DAILY: &str =
+    "SELECT * FROM daily_usage WHERE (payer_id, day) IN (SELECT * FROM UNNEST($1::text[], $2::date[]))";
+
+async fn load_keys(pool: &PgPool, keys: &Keys) -> Result<LedgerState, StoreError> {
+    let mut st = LedgerState::default();
+    let strings = |it: &mut dyn Iterator<Item = String>| it.collect::<Vec<_>>();
+    if !keys.accounts.is_empty() {
+        let q = sqlx::query(BY_ACCOUNT).bind(strings(&mut keys.accounts.iter().map(Account::key)));
+        fill_from(pool, &mut st, q, rows::fill_balance).await?;
+    }
+    if !keys.frozen.is_empty() {
+        let q = sqlx::query(BY_PAYER).bind(strings(&mut keys.frozen.iter().map(|p| p.to_string())));
+        fill_from(pool, &mut st, q, rows::fill_payer).await?;
+    }
+    if !keys.limits.is_empty() {
+        let q = sqlx::query(BY_LIMIT).bind(strings(&mut keys.limits.iter().map(|m| m.to_string())));
+        fill_from(pool, &mut st, q, rows::fill_limit).await?;
+    }
+    if !keys.captures.is_empty() {
+        let q = sqlx::query(BY_FACE).bind(strings(&mut keys.captures.iter().map(|f| f.to_string())));
+        fill_from(pool, &mut st, q, rows::fill_capture).await?;
+    }
+    if !keys.orders.is_empty() {
+        let (m, o): (Vec<String>, Vec<String>) =
+            keys.orders.iter().map(|(m, o)| (m.to_string(), o.to_string())).unzip();
+        fill_from(pool, &mut st, sqlx::query(BY_ORDER).bind(m).bind(o), rows::fill_order).await?;
+    }
+    if !keys.members.is_empty() {
+        let (m, p): (Vec<String>, Vec<String>) =
+            keys.members.iter().map(|(m, p)| (m.to_string(), p.to_string())).unzip();
+        fill_from(pool, &mut st, sqlx::query(BY_MEMBER).bind(m).bind(p), rows::fill_member).await?;
+    }
+    if !keys.daily.is_empty() {
+        let (p, d): (Vec<String>, Vec<NaiveDate>) = keys.daily.iter().map(|(p, d)| (p.to_string(), *d)).unzip();
+        fill_from(pool, &mut st, sqlx::query(BY_DAILY).bind(p).bind(d), rows::fill_daily).await?;
+    }
+    Ok(st)
+}
+
+// ---- writing --------------------------------------------------------------------------
+
+/// Runs `q` in `tx` unless it has no rows to write.
+async fn exec(tx: &mut PgTx, rows: usize, q: PgQuery<'_>) -> Result<(), StoreError> {
+    if rows > 0 {
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+const INSERT_EVENTS: &str = "INSERT INTO events \
+    (event_id, cause_event_id, stream, type, schema_version, occurred_at, recorded_at, payload) \
+    SELECT e, c, s, t, v, o, r, p::jsonb FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+    $5::int8[], $6::timestamptz[], $7::timestamptz[], $8::text[]) AS u (e, c, s, t, v, o, r, p)";
+const INSERT_POSTINGS: &str = "INSERT INTO postings (txn_id, leg, account, amount_fen) \
+    SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::int8[])";
+const INSERT_TXNS: &str = "INSERT INTO ledger_transactions (txn_id, event_id, leg_count, posted_at) \
+    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::timestamptz[])";
+
+/// Events, then postings, then the transactions that seal them.
+async fn write_log(tx: &mut PgTx, events: &[NewEvent]) -> Result<(), StoreError> {
+    let rows = log_rows(events)?;
+    let (e, p, t) = (&rows.events, &rows.postings, &rows.txns);
+    let q = sqlx::query(INSERT_EVENTS)
+        .bind(col(e, |r| r.event_id))
+        .bind(col(e, |r| r.cause_event_id))
+        .bind(col(e, |r| r.stream.as_str()))
+        .bind(col(e, |r| r.kind))
+        .bind(col(e, |r| r.schema_version))
+        .bind(col(e, |r| r.occurred_at))
+        .bind(col(e, |r| r.recorded_at))
+        .bind(col(e, |r| r.payload.as_str()));
+    exec(tx, e.len(), q).await?;
+    let q = sqlx::query(INSERT_POSTINGS)
+        .bind(col(p, |r| r.txn_id))
+        .bind(col(p, |r| r.leg))
+        .bind(col(p, |r| r.account.as_str()))
+        .bind(col(p, |r| r.amount_fen));
+    exec(tx, p.len(), q).await?;
+    let q = sqlx::query(INSERT_TXNS)
+        .bind(col(t, |r| r.txn_id))
+        .bind(col(t, |r| r.event_id))
+        .bind(col(t, |r| r.leg_count))
+        .bind(col(t, |r| r.posted_at));
+    exec(tx, t.len(), q).await
+}
+
+const UPSERT_BALANCES: &str = "INSERT INTO balances (account, balance_fen) \
+    SELECT * FROM UNNEST($1::text[], $2::int8[]) \
+    ON CONFLICT (account) DO UPDATE SET balance_fen = balances.balance_fen + EXCLUDED.balance_fen";
+const UPSERT_PAYERS: &str = "INSERT INTO payers (payer_id, frozen) SELECT * FROM UNNEST($1::text[], $2::bool[]) \
+    ON CONFLICT (payer_id) DO UPDATE SET frozen = EXCLUDED.frozen";
+const UPSERT_LIMITS: &str = "INSERT INTO merchant_limits (merchant_id, single_limit_fen) \
+    SELECT * FROM UNNEST($1::text[], $2::int8[]) \
+    ON CONFLICT (merchant_id) DO UPDATE SET single_limit_fen = EXCLUDED.single_limit_fen";
+const INSERT_CAPTURES: &str = "INSERT INTO captures (face_code, merchant_id, out_trade_no) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT (face_code) DO NOTHING";
+
+/// The projections the batch touched (each key once: the keys are sets, and PostgreSQL
+/// refuses an upsert that touches a row twice); balances move by the batch's postings.
+async fn write_projections(tx: &mut PgTx, batch: &CommitBatch) -> Result<(), StoreError> {
+    let keys = &batch.projections.keys;
+    let st = &batch.projections.state;
+    let deltas = rows::balance_deltas(&batch.events);
+    let q = sqlx::query(UPSERT_BALANCES).bind(col(&deltas, |d| d.0.as_str())).bind(col(&deltas, |d| d.1));
+    exec(tx, deltas.len(), q).await?;
+    let payers: Vec<&PayerId> = keys.frozen.iter().collect();
+    let q = sqlx::query(UPSERT_PAYERS).bind(col(&payers, |p| p.as_str())).bind(col(&payers, |p| st.is_frozen(p)));
+    exec(tx, payers.len(), q).await?;
+    let limits: Vec<&MerchantId> = keys.limits.iter().collect();
+    let q =
+        sqlx::query(UPSERT_LIMITS).bind(col(&limits, |m| m.as_str())).bind(col(&limits, |m| st.single_limit_fen(m)));
+    exec(tx, limits.len(), q).await?;
+    let captures: Vec<_> = keys.captures.iter().filter_map(|f| st.captures.get(f).map(|c| (f, c))).collect();
+    let q = sqlx::query(INSERT_CAPTURES)
+        .bind(col(&captures, |(f, _)| f.as_str()))
+        .bind(col(&captures, |(_, c)| c.merchant_id.as_str()))
+        .bind(col(&captures, |(_, c)| c.out_trade_no.as_str()));
+    exec(tx, captures.len(), q).await?;
+    write_orders(tx, keys, st).await?;
+    write_members_daily(tx, keys, st).await
+}
+
+const UPSERT_ORDERS: &str = "INSERT INTO orders (merchant_id, out_trade_no, amount_fen, status, reason, payer_id, \
+    face_code, member_quick_pay, store_id, device_id, created_at, updated_at) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], \
+    $8::bool[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[]) \
+    ON CONFLICT (merchant_id, out_trade_no) DO UPDATE SET amount_fen = EXCLUDED.amount_fen, \
+    status = EXCLUDED.status, reason = EXCLUDED.reason, payer_id = EXCLUDED.payer_id, \
+    face_code = EXCLUDED.face_code, member_quick_pay = EXCLUDED.member_quick_pay, \
+    store_id = EXCLUDED.store_id, device_id = EXCLUDED.device_id, updated_at = EXCLUDED.updated_at";
+
+async fn write_orders(tx: &mut PgTx, keys: &Keys, st: &LedgerState) -> Result<(), StoreError> {
+    let o: Vec<_> = keys.orders.iter().filter_map(|k| st.orders.get(k)).collect();
+    let q = sqlx::query(UPSERT_ORDERS)
+        .bind(col(&o, |o| o.merchant_id.as_str()))
+        .bind(col(&o, |o| o.out_trade_no.as_str()))
+        .bind(col(&o, |o| o.amount_fen))
+        .bind(col(&o, |o| o.status.as_str()))
+        .bind(col(&o, |o| o.reason.map(|r| r.code())))
+        .bind(col(&o, |o| o.payer_id.as_ref().map(|p| p.as_str())))
+        .bind(col(&o, |o| o.face_code.as_str()))
+        .bind(col(&o, |o| o.member_quick_pay))
+        .bind(col(&o, |o| o.store_id.as_str()))
+        .bind(col(&o, |o| o.device_id.as_str()))
+        .bind(col(&o, |o| o.created_at))
+        .bind(col(&o, |o| o.updated_at));
+    exec(tx, o.len(), q).await
+}
+
+const UPSERT_MEMBERS: &str = "INSERT INTO members (merchant_id, payer_id, card_code, channel, opened_at, closed_at) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[]) \
+    ON CONFLICT (merchant_id, payer_id) DO UPDATE SET card_code = EXCLUDED.card_code, \
+    channel = EXCLUDED.channel, opened_at = EXCLUDED.opened_at, closed_at = EXCLUDED.closed_at";
+const UPSERT_DAILY: &str = "INSERT INTO daily_usage (payer_id, day, amount_fen, count) \
+    SELECT * FROM UNNEST($1::text[], $2::date[], $3::int8[], $4::int8[]) \
+    ON CONFLICT (payer_id, day) DO UPDATE SET amount_fen = EXCLUDED.amount_fen, count = EXCLUDED.count";
+
+async fn write_members_daily(tx: &mut PgTx, keys: &Keys, st: &LedgerState) -> Result<(), StoreError> {
+    let m: Vec<_> = keys.members.iter().filter_map(|k| st.members.get(k).map(|m| (k, m))).collect();
+    let q = sqlx::query(UPSERT_MEMBERS)
+        .bind(col(&m, |((merchant, _), _)| merchant.as_str()))
+        .bind(col(&m, |((_, payer), _)| payer.as_str()))
+        .bind(col(&m, |(_, m)| m.card_code.as_str()))
+        .bind(col(&m, |(_, m)| m.channel.as_str()))
+        .bind(col(&m, |(_, m)| m.opened_at))
+        .bind(col(&m, |(_, m)| m.closed_at));
+    exec(tx, m.len(), q).await?;
+    let d: Vec<_> = keys.daily.iter().map(|k| (k, st.daily(&k.0, k.1))).collect();
+    let q = sqlx::query(UPSERT_DAILY)
+        .bind(col(&d, |(k, _)| k.0.as_str()))
+        .bind(col(&d, |(k, _)| k.1))
+        .bind(col(&d, |(_, u)| u.amount_fen))
+        .bind(col(&d, |(_, u)| i64::from(u.count)));
+    exec(tx, d.len(), q).await
+}
+
+const INSERT_HISTORY: &str = "INSERT INTO history (event_id, merchant_id, out_trade_no, amount_fen, status, reason, \
+    payer_id, member_quick_pay, store_id, device_id, occurred_at, day) \
+    SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], \
+    $8::bool[], $9::text[], $10::text[], $11::timestamptz[], $12::date[])";
+
+async fn write_history(tx: &mut PgTx, h: &[HistoryRow]) -> Result<(), StoreError> {
+    let q = sqlx::query(INSERT_HISTORY)
+        .bind(col(h, |h| h.event_id))
+        .bind(col(h, |h| h.merchant_id.as_str()))
+        .bind(col(h, |h| h.out_trade_no.as_str()))
+        .bind(col(h, |h| h.amount_fen))
+        .bind(col(h, |h| h.status.as_str()))
+        .bind(col(h, |h| h.reason.as_deref()))
+        .bind(col(h, |h| h.payer_id.as_ref().map(|p| p.as_str())))
+        .bind(col(h, |h| h.member_quick_pay))
+        .bind(col(h, |h| h.store_id.as_str()))
+        .bind(col(h, |h| h.device_id.as_str()))
+        .bind(col(h, |h| h.occurred_at))
+        .bind(col(h, |h| h.day));
+    exec(tx, h.len(), q).await
+}
+
+const INSERT_INBOUND: &str = "INSERT INTO inbound (event_id, type, outcome, processed_at) \
+    SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])";
+const INSERT_REJECTED: &str = "INSERT INTO rejected_events (received_at, source, event_id, type, reason_code, field, \
+    message, raw, raw_truncated) SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::uuid[], $4::text[], \
+    $5::text[], $6::text[], $7::text[], $8::bytea[], $9::bool[])";
+
+async fn write_answers(tx: &mut PgTx, i: &[InboundRecord], r: &[RejectedEvent]) -> Result<(), StoreError> {
+    let q = sqlx::query(INSERT_INBOUND)
+        .bind(col(i, |i| i.event_id))
+        .bind(col(i, |i| i.kind.as_str()))
+        .bind(col(i, |i| i.outcome_json.as_str()))
+        .bind(col(i, |i| i.processed_at));
+    exec(tx, i.len(), q).await?;
+    let q = sqlx::query(INSERT_REJECTED)
+        .bind(col(r, |r| r.received_at))
+        .bind(col(r, |r| r.source.as_str()))
+        .bind(col(r, |r| r.event_id))
+        .bind(col(r, |r| r.kind.as_deref()))
+        .bind(col(r, |r| r.reason_code.as_str()))
+        .bind(col(r, |r| r.field.as_deref()))
+        .bind(col(r, |r| r.message.as_str()))
+        .bind(col(r, |r| r.raw.as_slice()))
+        .bind(col(r, |r| r.raw_truncated));
+    exec(tx, r.len(), q).await
+}
+
+const UPSERT_OFFSETS: &str = "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[]) \
+    ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset";
+const INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, key, payload, created_at) \
+    SELECT t, k, p, now() FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS u (t, k, p)";
+
+/// The consumer offsets a batch reached and the messages it leaves for the transport.
+async fn write_transport(tx: &mut PgTx, o: &[ConsumerOffset], m: &[OutboxMessage]) -> Result<(), StoreError> {
+    let o = rows::last_offsets(o);
+    let q = sqlx::query(UPSERT_OFFSETS)
+        .bind(col(&o, |o| o.group_id.as_str()))
+        .bind(col(&o, |o| o.topic.as_str()))
+        .bind(col(&o, |o| o.partition))
+        .bind(col(&o, |o| o.next_offset));
+    exec(tx, o.len(), q).await?;
+    let q = sqlx::query(INSERT_OUTBOX)
+        .bind(col(m, |m| m.topic.as_str()))
+        .bind(col(m, |m| m.key.as_str()))
+        .bind(col(m, |m| m.payload.as_slice()));
+    exec(tx, m.len(), q).await
+}
+
+// ---- reading --------------------------------------------------------------------------
+
+const INVARIANTS_SQL: &str = "SELECT \
+    (SELECT COUNT(*) FROM (SELECT txn_id FROM postings GROUP BY txn_id HAVING SUM(amount_fen) <> 0) u) \
+        AS unbalanced_txns, \
+    (SELECT COALESCE(SUM(amount_fen), 0)::int8 FROM postings) AS postings_total, \
+    (SELECT COUNT(*) FROM postings p WHERE NOT EXISTS \
+        (SELECT 1 FROM ledger_transactions t WHERE t.txn_id = p.txn_id)) AS orphan_postings, \
+    (SELECT COUNT(*) FROM (SELECT account, SUM(amount_fen) AS s FROM postings GROUP BY account) p \
+        LEFT JOIN balances b ON b.account = p.account WHERE b.balance_fen IS DISTINCT FROM p.s) AS drifted_balances, \
+    (SELECT COUNT(*) FROM balances b WHERE NOT EXISTS (SELECT 1 FROM postings p WHERE p.account = b.account) \
+        AND b.balance_fen <> 0) AS phantom_balances, \
+    (SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE type = 'payment_succeeded' \
+        GROUP BY payload->'attempt'->>'merchant_id', payload->'attempt'->>'out_trade_no' \
+        HAVING COUNT(*) > 1) d) AS orders_paid_twice, \
+    (SELECT COUNT(*) FROM balances WHERE account LIKE 'wallet:%' AND balance_fen < 0) AS overdrawn";
+
+async fn load_everything(pool: &PgPool) -> Result<LedgerState, StoreError> {
+    let mut st = LedgerState::default();
+    for (sql, fill) in PROJECTIONS {
+        fill_from(pool, &mut st, sqlx::query(sql), fill).await?;
+    }
+    Ok(st)
+}
+
+fn history_query<'a>(merchant: &'a MerchantId, f: &HistoryFilter) -> QueryBuilder<'a, Postgres> {
+    let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM history WHERE merchant_id = ");
+    qb.push_bind(merchant.as_str());
+    if let Some(d) = f.day {
+        qb.push(" AND day = ").push_bind(d);
+    }
+    if let Some(s) = f.status {
+        qb.push(" AND status = ").push_bind(s.as_str());
+    }
+    if let Some(before) = f.before_id {
+        qb.push(" AND id < ").push_bind(before);
+    }
+    qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
+    qb
+}
+
+fn member_view(r: &PgRow) -> Result<MemberView, StoreError> {
+    let ((_, payer_id), m) = rows::member_from(r)?;
+    Ok(MemberView {
+        payer_id,
+        card_code: m.card_code.to_string(),
+        channel: m.channel.as_str().to_string(),
+        opened_at: m.opened_at,
+        closed_at: m.closed_at,
+    })
+}
+
+#[async_trait]
+impl LedgerStore for PgStore {
+    async fn load(&self, keys: &Keys) -> Result<LedgerState, StoreError> {
+        load_keys(&self.pool, keys).await
+    }
+
+    async fn answered(&self, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
+        let rows = sqlx::query("SELECT event_id, outcome FROM inbound WHERE event_id = ANY($1)")
+            .bind(event_ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.uuid("event_id")?, r.text("outcome")?))).collect()
+    }
+
+    async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        write_log(&mut tx, &batch.events).await?;
+        write_projections(&mut tx, batch).await?;
+        write_history(&mut tx, &batch.history).await?;
+        write_answers(&mut tx, &batch.inbound, &batch.rejected).await?;
+        write_transport(&mut tx, &batch.offsets, &batch.outbox).await?;
+        // The deferred checks (balanced transactions, postings with their transaction) run here.
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn commit_raw(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        write_log(&mut tx, &batch.events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reject(&self, rejected: &RejectedEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        write_answers(&mut tx, &[], std::slice::from_ref(rejected)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_all(&self) -> Result<LedgerState, StoreError> {
+        load_everything(&self.pool).await
+    }
+
+    async fn history_all(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM history ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| rows::history_from(r)).collect()
+    }
+
+    async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, cause_event_id, occurred_at, payload::text AS payload FROM events \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| rows::stored_event_from(r)).collect()
+    }
+
+    async fn check_invariants(&self) -> Result<Invariants, StoreError> {
+        let r = sqlx::query(INVARIANTS_SQL).fetch_one(&self.pool).await?;
+        let zero = |col: &str| -> Result<bool, StoreError> { Ok(r.try_get::<i64, _>(col)? == 0) };
+        Ok(Invariants {
+            balanced: zero("unbalanced_txns")?
+                && zero("postings_total")?
+                && zero("orphan_postings")?
+                && zero("drifted_balances")?
+                && zero("phantom_balances")?,
+            no_order_paid_twice: zero("orders_paid_twice")?,
+            no_overdraft: zero("overdrawn")?,
+        })
+    }
+
+    async fn order(
+        &self,
+        merchant: &MerchantId,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<Option<crate::model::Order>, StoreError> {
+        let row = sqlx::query("SELECT * FROM orders WHERE merchant_id = $1 AND out_trade_no = $2")
+            .bind(merchant.as_str())
+            .bind(out_trade_no.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|r| rows::order_from(r)).transpose()
+    }
+
+    async fn history(&self, merchant: &MerchantId, f: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = history_query(merchant, f).build().fetch_all(&self.pool).await?;
+        rows.iter().map(|r| rows::history_from(r)).collect()
+    }
+
+    async fn members(&self, merchant: &MerchantId) -> Result<Vec<MemberView>, StoreError> {
+        // Byte order, as SQLite sorts, whatever the database's collation.
+        let rows =
+            sqlx::query("SELECT * FROM members WHERE merchant_id = $1 ORDER BY opened_at, payer_id COLLATE \"C\"")
+                .bind(merchant.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(member_view).collect()
+    }
+
+    async fn wallet(&self, payer: &PayerId) -> Result<Option<(i64, bool)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT balance_fen FROM balances WHERE account = $1) AS balance_fen, \
+             (SELECT frozen FROM payers WHERE payer_id = $2) AS frozen",
+        )
+        .bind(Account::Wallet(payer.clone()).key())
+        .bind(payer.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        let balance: Option<i64> = row.try_get("balance_fen")?;
+        let frozen: Option<bool> = row.try_get("frozen")?;
+        if balance.is_none() && frozen.is_none() {
+            return Ok(None);
+        }
+        Ok(Some((balance.unwrap_or(0), frozen.unwrap_or(false))))
+    }
+
+    async fn rejected(&self, limit: u32) -> Result<Vec<RejectedEvent>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM rejected_events ORDER BY id DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| rows::rejected_from(r)).collect()
+    }
+
+    async fn register_merchant(&self, merchant: &MerchantId, name: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO merchants (merchant_id, name, created_at) VALUES ($1, $2, now()) ON CONFLICT DO NOTHING",
+        )
+        .bind(merchant.as_str())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn register_device(&self, d: &DeviceRef) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO devices (device_id, merchant_id, store_id, created_at) VALUES ($1, $2, $3, now()) \
+             ON CONFLICT (device_id) DO NOTHING",
+        )
+        .bind(d.device_id.as_str())
+        .bind(d.merchant_id.as_str())
+        .bind(d.store_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            let registry = self.registry().await?;
+            if registry.devices.get(&d.device_id) != Some(d) {
+                return Err(StoreError::Conflict(format!("device {} is bound elsewhere", d.device_id)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn registry(&self) -> Result<Registry, StoreError> {
+        let mut reg = Registry::default();
+        for r in sqlx::query("SELECT merchant_id, name FROM merchants").fetch_all(&self.pool).await? {
+            reg.merchants.insert(id("merchant", r.text("merchant_id")?, MerchantId::parse)?, r.text("name")?);
+        }
+        for r in sqlx::query("SELECT device_id, merchant_id, store_id FROM devices").fetch_all(&self.pool).await? {
+            let d = rows::device_from(&r)?;
+            reg.devices.insert(d.device_id.clone(), d);
+        }
+        Ok(reg)
+    }
+
+    async fn offsets(&self, group_id: &str, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
+        let rows =
+            sqlx::query("SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2")
+                .bind(group_id)
+                .bind(topic)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok((r.try_get::<i32, _>("partition")?, r.try_get::<i64, _>("next_offset")?))).collect()
+    }
+
+    async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, topic, key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let message =
+                    OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
+                Ok((r.int("id")?, message))
+            })
+            .collect()
+    }
+
+    async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,301 @@
+//! What both stores share apart from SQL: the rows a batch writes, built once, and the
+//! parsing of read rows into the model, over a small [`Cells`] view of a database row.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use facepay_domain::limits::SCHEMA_VERSION;
+use facepay_domain::{
+    CardChannel, CardCode, DeclineReason, DeviceId, DeviceRef, FaceCode, MerchantId, OrderStatus, OutTradeNo, PayerId,
+    StoreId,
+};
+use uuid::Uuid;
+
+use crate::model::{Account, CaptureUse, DailyUsage, LedgerEvent, LedgerState, Member, Order};
+use crate::store::{ConsumerOffset, HistoryRow, NewEvent, RejectedEvent, StoreError, StoredEvent};
+
+// ---- errors and parsing ----------------------------------------------------------------
+
+pub(crate) fn corrupt(what: &str, value: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what} {value:?}: {e}"))
+}
+
+/// Parses a stored identifier, naming it if it is corrupt.
+pub(crate) fn id<T, E: std::fmt::Display>(
+    what: &str,
+    s: String,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> Result<T, StoreError> {
+    parse(s.clone()).map_err(|e| corrupt(what, &s, e))
+}
+
+pub(crate) fn account(key: &str) -> Result<Account, StoreError> {
+    Account::parse(key).ok_or_else(|| corrupt("account", key, "unknown"))
+}
+
+/// A database row as the stores read it; each store maps its column types (SQLite's text
+/// timestamps, PostgreSQL's `TIMESTAMPTZ`, …) onto these.
+pub(crate) trait Cells {
+    fn text(&self, col: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, col: &str) -> Result<i64, StoreError>;
+    fn flag(&self, col: &str) -> Result<bool, StoreError>;
+    fn at(&self, col: &str) -> Result<DateTime<Utc>, StoreError>;
+    fn opt_at(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    fn day(&self, col: &str) -> Result<NaiveDate, StoreError>;
+    fn uuid(&self, col: &str) -> Result<Uuid, StoreError>;
+    fn opt_uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError>;
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError>;
+}
+
+fn status(s: String) -> Result<OrderStatus, StoreError> {
+    OrderStatus::parse(&s).ok_or_else(|| corrupt("status", &s, "unknown"))
+}
+
+fn opt_payer(r: &dyn Cells) -> Result<Option<PayerId>, StoreError> {
+    r.opt_text("payer_id")?.map(|p| id("payer", p, PayerId::parse)).transpose()
+}
+
+pub(crate) fn order_from(r: &dyn Cells) -> Result<Order, StoreError> {
+    Ok(Order {
+        merchant_id: id("merchant", r.text("merchant_id")?, MerchantId::parse)?,
+        out_trade_no: id("out_trade_no", r.text("out_trade_no")?, OutTradeNo::parse)?,
+        amount_fen: r.int("amount_fen")?,
+        status: status(r.text("status")?)?,
+        reason: match r.opt_text("reason")? {
+            Some(c) => Some(DeclineReason::from_code(&c).ok_or_else(|| corrupt("reason", &c, "unknown"))?),
+            None => None,
+        },
+        payer_id: opt_payer(r)?,
+        face_code: id("face_code", r.text("face_code")?, FaceCode::parse)?,
+        member_quick_pay: r.flag("member_quick_pay")?,
+        store_id: id("store", r.text("store_id")?, StoreId::parse)?,
+        device_id: id("device", r.text("device_id")?, DeviceId::parse)?,
+        created_at: r.at("created_at")?,
+        updated_at: r.at("updated_at")?,
+    })
+}
+
+pub(crate) fn member_from(r: &dyn Cells) -> Result<((MerchantId, PayerId), Member), StoreError> {
+    let channel = r.text("channel")?;
+    let key =
+        (id("merchant", r.text("merchant_id")?, MerchantId::parse)?, id("payer", r.text("payer_id")?, PayerId::parse)?);
+    let member = Member {
+        card_code: id("card", r.text("card_code")?, CardCode::parse)?,
+        channel: match channel.as_str() {
+            "card_package" => CardChannel::CardPackage,
+            "mini_program" => CardChannel::MiniProgram,
+            other => return Err(corrupt("channel", other, "unknown")),
+        },
+        opened_at: r.at("opened_at")?,
+        closed_at: r.opt_at("closed_at")?,
+    };
+    Ok((key, member))
+}
+
+pub(crate) fn history_from(r: &dyn Cells) -> Result<HistoryRow, StoreError> {
+    Ok(HistoryRow {
+        id: r.int("id")?,
+        event_id: r.uuid("event_id")?,
+        merchant_id: id("merchant", r.text("merchant_id")?, MerchantId::parse)?,
+        out_trade_no: id("out_trade_no", r.text("out_trade_no")?, OutTradeNo::parse)?,
+        amount_fen: r.int("amount_fen")?,
+        status: status(r.text("status")?)?,
+        reason: r.opt_text("reason")?,
+        payer_id: opt_payer(r)?,
+        member_quick_pay: r.flag("member_quick_pay")?,
+        store_id: r.text("store_id")?,
+        device_id: r.text("device_id")?,
+        occurred_at: r.at("occurred_at")?,
+        day: r.day("day")?,
+    })
+}
+
+pub(crate) fn rejected_from(r: &dyn Cells) -> Result<RejectedEvent, StoreError> {
+    Ok(RejectedEvent {
+        received_at: r.at("received_at")?,
+        source: r.text("source")?,
+        event_id: r.opt_uuid("event_id").ok().flatten(),
+        kind: r.opt_text("type")?,
+        reason_code: r.text("reason_code")?,
+        field: r.opt_text("field")?,
+        message: r.text("message")?,
+        raw: r.bytes("raw")?,
+        raw_truncated: r.flag("raw_truncated")?,
+    })
+}
+
+/// An event row; its payload is read as JSON text.
+pub(crate) fn stored_event_from(r: &dyn Cells) -> Result<StoredEvent, StoreError> {
+    let payload = r.text("payload")?;
+    let event: LedgerEvent = serde_json::from_str(&payload).map_err(|e| corrupt("event payload", &payload, e))?;
+    Ok(StoredEvent {
+        seq: r.int("seq")?,
+        new: NewEvent {
+            event_id: r.uuid("event_id")?,
+            cause_event_id: r.uuid("cause_event_id")?,
+            occurred_at: r.at("occurred_at")?,
+            event,
+        },
+    })
+}
+
+pub(crate) fn device_from(r: &dyn Cells) -> Result<DeviceRef, StoreError> {
+    Ok(DeviceRef {
+        merchant_id: id("merchant", r.text("merchant_id")?, MerchantId::parse)?,
+        store_id: id("store", r.text("store_id")?, StoreId::parse)?,
+        device_id: id("device", r.text("device_id")?, DeviceId::parse)?,
+    })
+}
+
+// ---- projections into a state ------------------------------------------------------------
+
+/// Adds one projection row to a state.
+pub(crate) type Fill = fn(&mut LedgerState, &dyn Cells) -> Result<(), StoreError>;
+
+pub(crate) fn fill_balance(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    st.balances_fen.insert(account(&r.text("account")?)?, r.int("balance_fen")?);
+    Ok(())
+}
+
+pub(crate) fn fill_payer(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    st.frozen.insert(id("payer", r.text("payer_id")?, PayerId::parse)?, r.flag("frozen")?);
+    Ok(())
+}
+
+pub(crate) fn fill_limit(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    st.limits_fen.insert(id("merchant", r.text("merchant_id")?, MerchantId::parse)?, r.int("single_limit_fen")?);
+    Ok(())
+}
+
+pub(crate) fn fill_capture(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    let face = id("face_code", r.text("face_code")?, FaceCode::parse)?;
+    let merchant_id = id("merchant", r.text("merchant_id")?, MerchantId::parse)?;
+    let out_trade_no = id("out_trade_no", r.text("out_trade_no")?, OutTradeNo::parse)?;
+    st.captures.insert(face, CaptureUse { merchant_id, out_trade_no });
+    Ok(())
+}
+
+pub(crate) fn fill_order(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    let o = order_from(r)?;
+    st.orders.insert((o.merchant_id.clone(), o.out_trade_no.clone()), o);
+    Ok(())
+}
+
+pub(crate) fn fill_member(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    let (k, m) = member_from(r)?;
+    st.members.insert(k, m);
+    Ok(())
+}
+
+pub(crate) fn fill_daily(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    let payer = id("payer", r.text("payer_id")?, PayerId::parse)?;
+    let count = r.int("count")?;
+    let usage = DailyUsage {
+        amount_fen: r.int("amount_fen")?,
+        count: u32::try_from(count).map_err(|e| corrupt("count", &count.to_string(), e))?,
+    };
+    st.daily.insert((payer, r.day("day")?), usage);
+    Ok(())
+}
+
+/// Every projection table, as read whole by `load_all`.
+pub(crate) const PROJECTIONS: [(&str, Fill); 7] = [
+    ("SELECT account, balance_fen FROM balances", fill_balance),
+    ("SELECT payer_id, frozen FROM payers", fill_payer),
+    ("SELECT merchant_id, single_limit_fen FROM merchant_limits", fill_limit),
+    ("SELECT face_code, merchant_id, out_trade_no FROM captures", fill_capture),
+    ("SELECT * FROM orders", fill_order),
+    ("SELECT * FROM members", fill_member),
+    ("SELECT * FROM daily_usage", fill_daily),
+];
+
+// ---- rows to write ---------------------------------------------------------------------
+
+pub(crate) struct EventRow {
+    pub event_id: Uuid,
+    pub cause_event_id: Uuid,
+    pub stream: String,
+    pub kind: &'static str,
+    pub schema_version: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    /// The event as JSON.
+    pub payload: String,
+}
+
+pub(crate) struct PostingRow {
+    pub txn_id: Uuid,
+    pub leg: i64,
+    pub account: String,
+    pub amount_fen: i64,
+}
+
+pub(crate) struct TxnRow {
+    pub txn_id: Uuid,
+    pub event_id: Uuid,
+    pub leg_count: i64,
+    pub posted_at: DateTime<Utc>,
+}
+
+/// The rows behind the events of a batch: events, postings and their transactions.
+pub(crate) struct LogRows {
+    pub events: Vec<EventRow>,
+    pub postings: Vec<PostingRow>,
+    pub txns: Vec<TxnRow>,
+}
+
+pub(crate) fn log_rows(events: &[NewEvent]) -> Result<LogRows, StoreError> {
+    let now = Utc::now();
+    let mut rows = LogRows { events: vec![], postings: vec![], txns: vec![] };
+    for e in events {
+        let payload = serde_json::to_string(&e.event).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        rows.events.push(EventRow {
+            event_id: e.event_id,
+            cause_event_id: e.cause_event_id,
+            stream: e.event.stream(),
+            kind: e.event.kind(),
+            schema_version: i64::from(SCHEMA_VERSION),
+            occurred_at: e.occurred_at,
+            recorded_at: now,
+            payload,
+        });
+        if let Some(t) = e.event.transfer() {
+            t.assert_balanced();
+            for (leg, p) in t.postings.iter().enumerate() {
+                let (account, amount_fen) = (p.account.key(), p.amount_fen);
+                rows.postings.push(PostingRow { txn_id: t.txn_id, leg: leg as i64, account, amount_fen });
+            }
+            let leg_count = t.postings.len() as i64;
+            rows.txns.push(TxnRow { txn_id: t.txn_id, event_id: e.event_id, leg_count, posted_at: e.occurred_at });
+        }
+    }
+    Ok(rows)
+}
+
+/// How much each account's balance moves in a batch: the sum of its postings. The stores add
+/// these to the stored balances instead of writing the batch's absolute values, so two
+/// writers of one store (processes of the scale-out profile, each with its own payers) cannot
+/// lose each other's updates to the accounts they share: a merchant's settlement account, the
+/// funding account. With one writer it is the same thing: the batch's balance is the stored
+/// one plus these postings.
+pub(crate) fn balance_deltas(events: &[NewEvent]) -> Vec<(String, i64)> {
+    let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
+    for p in events.iter().filter_map(|e| e.event.transfer()).flat_map(|t| &t.postings) {
+        *deltas.entry(p.account.key()).or_default() += p.amount_fen;
+    }
+    deltas.into_iter().collect()
+}
+
+/// One offset per (group, topic, partition), the furthest a batch reached: an upsert may
+/// touch each key once (PostgreSQL refuses a second touch in one statement).
+pub(crate) fn last_offsets(offsets: &[ConsumerOffset]) -> Vec<&ConsumerOffset> {
+    let mut last: BTreeMap<(&str, &str, i32), &ConsumerOffset> = BTreeMap::new();
+    for o in offsets {
+        let slot = last.entry((o.group_id.as_str(), o.topic.as_str(), o.partition)).or_insert(o);
+        if o.next_offset > slot.next_offset {
+            *slot = o;
+        }
+    }
+    last.into_values().collect()
+}

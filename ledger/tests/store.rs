@@ -1,0 +1,782 @@
+//! The ledger over each store (SQLite and PostgreSQL, the same tests against both):
+//! batches commit atomically and idempotently, the projections hold what the events say,
+//! replay rebuilds them, the schema itself refuses to rewrite history or to post an
+//! unbalanced transaction, and consumer offsets and outbox messages land with their batch.
+//!
+//! Each PostgreSQL test runs on a database of its own, created on the server named by
+//! `FACEPAY_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`) and dropped
+//! afterwards. When that server is unreachable the PostgreSQL variants say so and pass,
+//! unless `FACEPAY_REQUIRE_POSTGRES=1` (as in CI), when they fail.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use facepay_domain::{DeclineReason, OrderStatus, OutcomeBody, PaymentResult};
+use facepay_ledger::core::{apply, payment_result};
+use facepay_ledger::service::history_row;
+use facepay_ledger::store::{CommitBatch, ConsumerOffset, HistoryFilter, Invariants, NewEvent, OutboxMessage};
+use facepay_ledger::{
+    decide, Account, Command, CommandKind, Ledger, LedgerState, LedgerStore, PgStore, Policy, SqliteStore,
+};
+use proptest::prelude::*;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, PgPool, Row, SqlitePool};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+const ALL_GOOD: Invariants = Invariants { balanced: true, no_order_paid_twice: true, no_overdraft: true };
+
+// ---- the two backends -----------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database created for one test on the PostgreSQL server, dropped when the test ends
+/// (passed or failed).
+struct PgDatabase {
+    admin: PgConnectOptions,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, sql) = (self.admin.clone(), format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        // Drop runs inside the test's runtime: do the async work on a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect_with(&admin).await?;
+                sqlx::query(&sql).execute(&mut conn).await?;
+                conn.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
+            let colon = s + 3 + url[s + 3..at].find(':').unwrap();
+            format!("{}:***{}", &url[..colon], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A fresh database on the test server, or `None` (with a note) if the server is unreachable
+/// and not required.
+async fn fresh_pg_database() -> Option<(PgDatabase, PgConnectOptions)> {
+    let url = std::env::var("FACEPAY_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_string());
+    let admin = PgConnectOptions::from_str(&url).expect("FACEPAY_TEST_DATABASE_URL");
+    let connected = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect_with(&admin)).await;
+    let mut conn = match connected {
+        Ok(Ok(conn)) => conn,
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".to_string(),
+            };
+            if std::env::var("FACEPAY_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("PostgreSQL not reachable at {} ({why}) and FACEPAY_REQUIRE_POSTGRES=1", redacted(&url));
+            }
+            eprintln!("skipped: PostgreSQL not reachable at {} ({why})", redacted(&url));
+            return None;
+        }
+    };
+    let name = format!("facepay_t_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    let options = admin.clone().database(&name);
+    Some((PgDatabase { admin, name }, options))
+}
+
+/// What keeps a test's database alive.
+#[allow(dead_code)]
+enum Home {
+    Dir(TempDir),
+    Pg(Box<PgDatabase>),
+}
+
+/// A second, raw connection pool to the test's database, for what the store never does.
+#[derive(Clone)]
+enum Raw {
+    Sqlite(SqlitePool),
+    Pg(PgPool),
+}
+
+impl Raw {
+    async fn exec(&self, sql: &str) -> Result<u64, String> {
+        let done = match self {
+            Raw::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|r| r.rows_affected()),
+            Raw::Pg(pool) => sqlx::query(sql).execute(pool).await.map(|r| r.rows_affected()),
+        };
+        done.map_err(|e| e.to_string())
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        match self {
+            Raw::Sqlite(pool) => sqlx::query(sql).fetch_one(pool).await.unwrap().get::<i64, _>(0),
+            Raw::Pg(pool) => sqlx::query(sql).fetch_one(pool).await.unwrap().get::<i64, _>(0),
+        }
+    }
+
+    /// Runs `stmts` in one database transaction and commits it. On failure, the step that
+    /// failed (`stmts.len()` for the commit) and the error; the transaction is rolled back.
+    async fn script(&self, stmts: &[String]) -> Result<(), (usize, String)> {
+        macro_rules! run {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await.unwrap();
+                for (step, sql) in stmts.iter().enumerate() {
+                    sqlx::query(sql).execute(&mut *tx).await.map_err(|e| (step, e.to_string()))?;
+                }
+                tx.commit().await.map_err(|e| (stmts.len(), e.to_string()))
+            }};
+        }
+        match self {
+            Raw::Sqlite(pool) => run!(pool),
+            Raw::Pg(pool) => run!(pool),
+        }
+    }
+
+    /// A typed literal both databases read: PostgreSQL wants its type named.
+    fn lit(&self, value: &str, pg_type: &str) -> String {
+        match self {
+            Raw::Sqlite(_) => format!("'{value}'"),
+            Raw::Pg(_) => format!("CAST('{value}' AS {pg_type})"),
+        }
+    }
+}
+
+struct Db {
+    raw: Raw,
+    ledger: Ledger,
+    store: Arc<dyn LedgerStore>,
+    // Last: dropped after the pools above.
+    _home: Home,
+}
+
+/// The store under test on `backend`, or `None` if that backend is unavailable here.
+async fn open(backend: Backend, policy: Policy) -> Option<Db> {
+    let (store, raw, home): (Arc<dyn LedgerStore>, Raw, Home) = match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+            let store = Arc::new(SqliteStore::open(&url).await.unwrap());
+            let options =
+                SqliteConnectOptions::from_str(&url).unwrap().foreign_keys(true).busy_timeout(Duration::from_secs(5));
+            (store, Raw::Sqlite(SqlitePool::connect_with(options).await.unwrap()), Home::Dir(dir))
+        }
+        Backend::Postgres => {
+            let (database, options) = fresh_pg_database().await?;
+            let store = Arc::new(PgStore::open_with(options.clone()).await.unwrap());
+            let raw = PgPoolOptions::new().max_connections(2).connect_with(options).await.unwrap();
+            (store, Raw::Pg(raw), Home::Pg(Box::new(database)))
+        }
+    };
+    Some(Db { raw, ledger: Ledger::new(store.clone(), policy), store, _home: home })
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `<name>::sqlite` and `<name>::postgres`.
+macro_rules! on_both_stores {
+    ($test:meta; $($name:ident),+ $(,)?) => {$(
+        mod $name {
+            use super::Backend;
+            #[$test]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await
+            }
+            #[$test]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await
+            }
+        }
+    )+};
+}
+
+on_both_stores!(tokio::test;
+    batches_commit_decide_and_project_what_the_events_say,
+    the_schema_refuses_to_rewrite_history_or_post_unbalanced,
+    the_invariant_checks_and_replay_notice_a_tampered_projection,
+    a_redelivered_event_in_the_same_batch_is_answered_once,
+    offsets_and_outbox_land_with_their_batch_or_not_at_all,
+    two_writers_paying_one_merchant_lose_no_update,
+);
+on_both_stores!(tokio::test(flavor = "multi_thread", worker_threads = 4);
+    concurrent_batches_of_one_payer_do_not_double_spend,
+);
+
+impl Db {
+    async fn batch(&self, commands: &[Command]) -> Vec<OutcomeBody> {
+        let outcomes = self.ledger.handle_batch(commands).await.unwrap();
+        assert_eq!(outcomes.len(), commands.len());
+        for (o, c) in outcomes.iter().zip(commands) {
+            assert_eq!(o.in_reply_to, c.event_id);
+            assert_eq!(o.device, c.device);
+        }
+        outcomes.into_iter().map(|o| o.body).collect()
+    }
+
+    async fn assert_consistent(&self) {
+        assert_eq!(self.store.check_invariants().await.unwrap(), ALL_GOOD);
+        let report = self.ledger.replay().await.unwrap();
+        assert!(report.matches, "replay differs: {:?}", report.differences);
+    }
+}
+
+fn result(body: &OutcomeBody) -> &PaymentResult {
+    match body {
+        OutcomeBody::PaymentResult(r) => r,
+        other => panic!("expected a payment result, got {other:?}"),
+    }
+}
+
+async fn batches_commit_decide_and_project_what_the_events_say(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+
+    // Batch 1: funding, a member card, a limit change.
+    let fund_p1 = fund("p1", "500.00");
+    let bodies = db
+        .batch(&[fund_p1.clone(), fund("p2", "50.00"), open_card("m1", "p1", "c1"), set_limit("m2", "2000.00")])
+        .await;
+    assert!(bodies.iter().all(|b| matches!(b, OutcomeBody::Applied { .. })), "{bodies:?}");
+
+    // Batch 2: a member pays, a payer without the money is declined, a capture that did not
+    // resolve is declined.
+    let pay_p1 = pay("m1", "o1", "100.00", 1, "p1").at("2026-03-02T04:00:00Z");
+    let pay_p2 = pay("m1", "o2", "100.00", 2, "p2").at("2026-03-02T04:00:01Z");
+    let pay_nobody = pay_unresolved("m1", "o3", "10.00", 3).at("2026-03-02T04:00:02Z");
+    let bodies = db.batch(&[pay_p1.clone(), pay_p2.clone(), pay_nobody]).await;
+    let r = result(&bodies[0]);
+    assert_eq!((r.status, r.member_quick_pay, r.replayed), (OrderStatus::Paid, true, false));
+    let r = result(&bodies[1]);
+    assert_eq!((r.reason, r.channel_code.as_deref()), (Some(DeclineReason::InsufficientBalance), Some("NOTENOUGH")));
+    assert_eq!(result(&bodies[2]).reason, Some(DeclineReason::IdentityUnresolved));
+
+    // Batch 3: an exact retry (new event), the funding redelivered (same event id) twice, p2
+    // funded and its order retried with a new capture, another amount under a used order
+    // number, a card closed with the wrong code, and a query.
+    let mut retry = pay_p1.clone();
+    retry.event_id = event_id();
+    let fund_p2_more = fund("p2", "100.00");
+    let pay_p2_again = pay("m1", "o2", "100.00", 4, "p2").at("2026-03-02T04:01:00Z");
+    let other_amount = pay("m1", "o1", "101.00", 5, "p1").at("2026-03-02T04:01:01Z");
+    let bodies = db
+        .batch(&[
+            retry,
+            fund_p1.clone(),
+            fund_p2_more,
+            pay_p2_again,
+            other_amount,
+            close_card("m1", "p1", "c9"),
+            query("m1", "o2"),
+            fund_p1.clone(),
+        ])
+        .await;
+    let r = result(&bodies[0]);
+    assert_eq!((r.status, r.replayed), (OrderStatus::Paid, true));
+    assert_eq!(bodies[1], OutcomeBody::Applied { kind: "account_funded".into() });
+    assert_eq!(result(&bodies[3]).status, OrderStatus::Paid);
+    assert_eq!(result(&bodies[4]).reason, Some(DeclineReason::OutTradeNoUsed));
+    match &bodies[5] {
+        OutcomeBody::Refused { code, .. } => assert_eq!(code, "CARD_CODE_MISMATCH"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    match &bodies[6] {
+        OutcomeBody::QueryResult(Some(r)) => assert_eq!((r.status, r.replayed), (OrderStatus::Paid, false)),
+        other => panic!("expected the order, got {other:?}"),
+    }
+    assert_eq!(bodies[7], bodies[1]);
+
+    // Batch 4: a redelivered payment is answered from the stored outcome, marked replayed.
+    let bodies = db.batch(std::slice::from_ref(&pay_p2)).await;
+    let r = result(&bodies[0]);
+    assert_eq!(
+        (r.status, r.reason, r.replayed),
+        (OrderStatus::Declined, Some(DeclineReason::InsufficientBalance), true)
+    );
+
+    db.assert_consistent().await;
+
+    // The projections.
+    let s = &db.store;
+    assert_eq!(s.wallet(&payer("p1")).await.unwrap(), Some((40_000, false)), "funded once, paid once");
+    assert_eq!(s.wallet(&payer("p2")).await.unwrap(), Some((5_000, false)));
+    assert_eq!(s.wallet(&payer("p9")).await.unwrap(), None);
+    let o1 = s.order(&merchant("m1"), &otn("o1")).await.unwrap().unwrap();
+    assert_eq!(
+        (o1.status, o1.amount_fen, o1.face_code, o1.member_quick_pay),
+        (OrderStatus::Paid, 10_000, face(1), true)
+    );
+    let o2 = s.order(&merchant("m1"), &otn("o2")).await.unwrap().unwrap();
+    assert_eq!((o2.status, o2.reason, o2.face_code), (OrderStatus::Paid, None, face(4)));
+    assert_eq!(o2.created_at, at("2026-03-02T04:00:01Z"));
+    assert_eq!(o2.updated_at, at("2026-03-02T04:01:00Z"));
+    let o3 = s.order(&merchant("m1"), &otn("o3")).await.unwrap().unwrap();
+    assert_eq!((o3.status, o3.payer_id), (OrderStatus::Declined, None));
+    assert_eq!(s.order(&merchant("m2"), &otn("o1")).await.unwrap(), None);
+
+    let history = s.history(&merchant("m1"), &HistoryFilter { limit: 50, ..Default::default() }).await.unwrap();
+    let rows: Vec<(&str, OrderStatus, Option<&str>)> =
+        history.iter().map(|h| (h.out_trade_no.as_str(), h.status, h.reason.as_deref())).collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("o1", OrderStatus::Declined, Some("OUT_TRADE_NO_USED")),
+            ("o2", OrderStatus::Paid, None),
+            ("o3", OrderStatus::Declined, Some("IDENTITY_UNRESOLVED")),
+            ("o2", OrderStatus::Declined, Some("INSUFFICIENT_BALANCE")),
+            ("o1", OrderStatus::Paid, None),
+        ],
+        "newest first, one row per decided attempt, none for retries"
+    );
+    let paid_only = HistoryFilter { status: Some(OrderStatus::Paid), limit: 50, ..Default::default() };
+    assert_eq!(s.history(&merchant("m1"), &paid_only).await.unwrap().len(), 2);
+
+    let members = s.members(&merchant("m1")).await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!((members[0].payer_id.as_str(), members[0].card_code.as_str()), ("p1", "c1"));
+    assert_eq!(members[0].closed_at, None, "a wrong card code closes nothing");
+    let rejected = s.rejected(10).await.unwrap();
+    assert!(rejected.iter().any(|r| r.reason_code == "CARD_CODE_MISMATCH"), "{rejected:?}");
+
+    let all = s.load_all().await.unwrap();
+    assert_eq!(all.single_limit_fen(&merchant("m2")), 200_000);
+    assert_eq!(all.balance_fen(&Account::Settlement(merchant("m1"))), 20_000);
+    assert_eq!(all.balance_fen(&Account::Funding), -65_000);
+
+    let raw = &db.raw;
+    assert_eq!(raw.count("SELECT COUNT(*) FROM events WHERE type = 'account_funded'").await, 3);
+    assert_eq!(raw.count("SELECT COUNT(*) FROM events WHERE type = 'payment_succeeded'").await, 2);
+    assert_eq!(raw.count("SELECT COUNT(*) FROM ledger_transactions").await, 5);
+    assert_eq!(raw.count("SELECT COUNT(*) FROM inbound").await, 13, "one answer per distinct inbound event");
+    assert_eq!(db.ledger.replay().await.unwrap().events, 10);
+}
+
+async fn the_schema_refuses_to_rewrite_history_or_post_unbalanced(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    db.batch(&[fund("p1", "100.00"), pay("m1", "o1", "10.00", 1, "p1")]).await;
+    db.assert_consistent().await;
+    let raw = &db.raw;
+
+    let refused = |sql: &'static str, why: &'static str| async move {
+        let err = raw.exec(sql).await.expect_err(sql);
+        assert!(err.contains(why), "{sql}: {err}");
+    };
+    refused("UPDATE events SET payload = '{}'", "append-only").await;
+    refused("DELETE FROM events", "append-only").await;
+    refused("UPDATE postings SET amount_fen = amount_fen * 2", "append-only").await;
+    refused("DELETE FROM postings", "append-only").await;
+    refused("DELETE FROM postings WHERE account = 'funding:external'", "append-only").await;
+    refused("UPDATE ledger_transactions SET leg_count = 3", "append-only").await;
+    refused("DELETE FROM ledger_transactions", "append-only").await;
+    if backend == Backend::Postgres {
+        refused("TRUNCATE events, ledger_transactions, postings", "append-only").await;
+    }
+
+    // An order paid twice: a second payment_succeeded event for (m1, o1).
+    let paid_again = format!(
+        "INSERT INTO events (event_id, cause_event_id, stream, type, schema_version, occurred_at, recorded_at, \
+         payload) SELECT {}, cause_event_id, stream, type, schema_version, occurred_at, recorded_at, payload \
+         FROM events WHERE type = 'payment_succeeded'",
+        raw.lit(&Uuid::new_v4().to_string(), "uuid")
+    );
+    let err = raw.exec(&paid_again).await.unwrap_err();
+    assert!(err.contains("events_order_paid_once"), "{err}");
+
+    let txn = raw.lit(&Uuid::new_v4().to_string(), "uuid");
+    let posting = |leg: i64, account: &str, fen: i64| {
+        format!("INSERT INTO postings (txn_id, leg, account, amount_fen) VALUES ({txn}, {leg}, '{account}', {fen})")
+    };
+    let seal = format!(
+        "INSERT INTO ledger_transactions (txn_id, event_id, leg_count, posted_at) SELECT {txn}, event_id, 2, {} \
+         FROM events ORDER BY seq LIMIT 1",
+        raw.lit("2026-03-02T04:00:00Z", "timestamptz")
+    );
+    // SQLite refuses an unbalanced transaction when its row is inserted; PostgreSQL checks
+    // every transaction written when the database transaction commits.
+    let (at_seal, at_commit) = (2, 3);
+    let unbalanced_at = if backend == Backend::Sqlite { at_seal } else { at_commit };
+
+    // Postings summing to -1 cannot be sealed by a transaction row.
+    let err = raw.script(&[posting(0, "wallet:p1", 100), posting(1, "funding:external", -101), seal.clone()]).await;
+    let (step, err) = err.unwrap_err();
+    assert!(err.contains("sum to zero") && step == unbalanced_at, "step {step}: {err}");
+
+    // Nor can postings be left without a transaction row: the commit fails.
+    let (step, err) =
+        raw.script(&[posting(0, "wallet:p1", 100), posting(1, "funding:external", -100)]).await.unwrap_err();
+    assert!(err.to_lowercase().contains("foreign key") && step == 2, "step {step}: {err}");
+
+    // Nor a transaction row without its postings.
+    let (step, err) = raw.script(std::slice::from_ref(&seal)).await.unwrap_err();
+    let expected_step = if backend == Backend::Sqlite { 0 } else { 1 };
+    assert!(err.contains("sum to zero") && step == expected_step, "step {step}: {err}");
+
+    // A balanced pair is sealed (the checks above refuse for their reason, not for any
+    // insert), and a posting added after the seal is refused.
+    let stmts =
+        [posting(0, "wallet:p1", 100), posting(1, "funding:external", -100), seal.clone(), posting(2, "wallet:p1", 5)];
+    let (step, err) = raw.script(&stmts).await.unwrap_err();
+    assert!(err.contains("sealed") && step == 3, "step {step}: {err}");
+
+    // A zero leg is refused by itself.
+    let err = raw.exec(&posting(0, "wallet:p1", 0)).await.unwrap_err();
+    assert!(err.to_lowercase().contains("check constraint"), "{err}");
+
+    // None of it left a trace.
+    assert_eq!(raw.count("SELECT COUNT(*) FROM postings").await, 4);
+    db.assert_consistent().await;
+}
+
+async fn the_invariant_checks_and_replay_notice_a_tampered_projection(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    db.batch(&[fund("p1", "100.00"), pay("m1", "o1", "10.00", 1, "p1")]).await;
+    db.assert_consistent().await;
+    let raw = &db.raw;
+
+    raw.exec("UPDATE balances SET balance_fen = balance_fen + 1 WHERE account = 'wallet:p1'").await.unwrap();
+    assert!(!db.store.check_invariants().await.unwrap().balanced);
+    let report = db.ledger.replay().await.unwrap();
+    assert!(!report.matches);
+    assert!(report.differences.iter().any(|d| d.contains("balances")), "{:?}", report.differences);
+
+    raw.exec("UPDATE balances SET balance_fen = -1 WHERE account = 'wallet:p1'").await.unwrap();
+    assert!(!db.store.check_invariants().await.unwrap().no_overdraft);
+
+    raw.exec("UPDATE balances SET balance_fen = 9000 WHERE account = 'wallet:p1'").await.unwrap();
+    db.assert_consistent().await;
+
+    raw.exec("UPDATE orders SET status = 'DECLINED'").await.unwrap();
+    let report = db.ledger.replay().await.unwrap();
+    assert_eq!(report.differences, vec!["projection orders differs from the log".to_string()]);
+}
+
+async fn a_redelivered_event_in_the_same_batch_is_answered_once(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let f = fund("p1", "100.00");
+    let p = pay("m1", "o1", "10.00", 1, "p1");
+    let bodies = db.batch(&[f.clone(), f.clone(), p.clone(), p.clone()]).await;
+    assert_eq!(bodies[0], bodies[1]);
+    assert!(!result(&bodies[2]).replayed);
+    assert!(result(&bodies[3]).replayed);
+    assert_eq!((result(&bodies[3]).status, result(&bodies[3]).amount), (OrderStatus::Paid, cny("10.00")));
+    assert_eq!(db.store.wallet(&payer("p1")).await.unwrap(), Some((9_000, false)));
+    db.assert_consistent().await;
+}
+
+/// Two ledgers over one store, as two processes of the scale-out profile (each with its own
+/// payers and its own cache): their payments to one merchant all reach its settlement
+/// account, because the store adds each batch's postings to the balances rather than
+/// writing what each writer last saw.
+async fn two_writers_paying_one_merchant_lose_no_update(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let (a, b) = (&db.ledger, Ledger::new(db.store.clone(), Policy::default()));
+    a.handle_batch(&[fund("p1", "500.00")]).await.unwrap();
+    b.handle_batch(&[fund("p2", "500.00")]).await.unwrap();
+    for i in 0..3u64 {
+        let paid = a.handle_batch(&[pay("m1", &format!("a{i}"), "10.00", 2 * i, "p1")]).await.unwrap();
+        assert_eq!(result(&paid[0].body).status, OrderStatus::Paid);
+        let paid = b.handle_batch(&[pay("m1", &format!("b{i}"), "10.00", 2 * i + 1, "p2")]).await.unwrap();
+        assert_eq!(result(&paid[0].body).status, OrderStatus::Paid);
+    }
+    let live = db.store.load_all().await.unwrap();
+    assert_eq!(live.balance_fen(&Account::Settlement(merchant("m1"))), 6_000);
+    assert_eq!(live.balance_fen(&Account::Funding), -100_000);
+    db.assert_consistent().await;
+}
+
+/// Several processes starting at once on one PostgreSQL database: sqlx's advisory lock lets
+/// one migrate while the others wait, and all of them open.
+#[tokio::test]
+async fn postgres_stores_opened_together_migrate_once() {
+    let Some((_database, options)) = fresh_pg_database().await else { return };
+    let opens = (0..4).map(|_| PgStore::open_with(options.clone()));
+    for store in futures_join_all(opens).await {
+        store.unwrap();
+    }
+    let raw = PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    let applied: i64 = sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&raw).await.unwrap().get(0);
+    assert_eq!(applied, 1);
+    raw.close().await;
+}
+
+/// Runs futures concurrently on tasks of this runtime, in order of their results.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for t in tasks {
+        outputs.push(t.await.unwrap());
+    }
+    outputs
+}
+
+// ---- the transport's state: consumer offsets and the outbox -------------------------------
+
+/// The events a funding of `payer` appends, as the service would stamp them.
+fn funding_events(payer: &str) -> Vec<NewEvent> {
+    let cmd = fund(payer, "100.00");
+    let events = decide(&LedgerState::default(), &cmd, &Policy::default()).unwrap();
+    let stamp = |(i, event)| NewEvent {
+        event_id: Uuid::new_v5(&cmd.event_id, format!("event:{i}").as_bytes()),
+        cause_event_id: cmd.event_id,
+        occurred_at: cmd.occurred_at,
+        event,
+    };
+    events.into_iter().enumerate().map(stamp).collect()
+}
+
+fn offset(partition: i32, next_offset: i64) -> ConsumerOffset {
+    ConsumerOffset { group_id: "ledger".into(), topic: "facepay.ledger-commands".into(), partition, next_offset }
+}
+
+fn message(key: &str) -> OutboxMessage {
+    OutboxMessage { topic: "facepay.ledger-outcomes".into(), key: key.into(), payload: key.as_bytes().to_vec() }
+}
+
+async fn offsets_and_outbox_land_with_their_batch_or_not_at_all(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let s = &db.store;
+    let offsets = || s.offsets("ledger", "facepay.ledger-commands");
+    let pending_keys = |limit| async move {
+        let pending = s.outbox_pending(limit).await.unwrap();
+        assert!(pending.windows(2).all(|w| w[0].0 < w[1].0), "oldest first");
+        pending.into_iter().map(|(_, m)| m.key).collect::<Vec<_>>()
+    };
+
+    // A batch with its event, its offsets (partition 0 twice: the furthest counts) and two
+    // messages.
+    let first = funding_events("p1");
+    let outbox = vec![message("d1"), message("d2")];
+    let batch = CommitBatch {
+        events: first.clone(),
+        offsets: vec![offset(0, 10), offset(1, 5), offset(0, 12)],
+        outbox,
+        ..Default::default()
+    };
+    s.commit(&batch).await.unwrap();
+    assert_eq!(offsets().await.unwrap(), HashMap::from([(0, 12), (1, 5)]));
+    assert!(s.offsets("other-group", "facepay.ledger-commands").await.unwrap().is_empty());
+    assert!(s.offsets("ledger", "facepay.device-events").await.unwrap().is_empty());
+
+    // A batch the schema refuses (its event is in the log already) moves no offset and
+    // leaves no message.
+    let refused = CommitBatch {
+        events: first.clone(),
+        offsets: vec![offset(0, 20)],
+        outbox: vec![message("d3")],
+        ..Default::default()
+    };
+    let err = s.commit(&refused).await.unwrap_err().to_string();
+    assert!(
+        err.contains("UNIQUE constraint failed: events.event_id") || err.contains("events_event_id_unique"),
+        "{err}"
+    );
+    assert_eq!(offsets().await.unwrap(), HashMap::from([(0, 12), (1, 5)]));
+    assert_eq!(pending_keys(10).await, ["d1", "d2"]);
+
+    // Nor do events land without their offsets: an offset the schema refuses refuses the
+    // batch. Fixed, the same batch lands whole.
+    let second = funding_events("p2");
+    let mut batch = CommitBatch {
+        events: second.clone(),
+        offsets: vec![offset(2, -1)],
+        outbox: vec![message("d4")],
+        ..Default::default()
+    };
+    let err = s.commit(&batch).await.unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("check constraint"), "{err}");
+    assert_eq!(s.events_after(0, 100).await.unwrap().len(), first.len());
+    batch.offsets = vec![offset(2, 7)];
+    s.commit(&batch).await.unwrap();
+    assert_eq!(offsets().await.unwrap(), HashMap::from([(0, 12), (1, 5), (2, 7)]));
+    assert_eq!(s.events_after(0, 100).await.unwrap().len(), first.len() + second.len());
+
+    // The outbox: unpublished messages oldest first; marking one published is an update,
+    // and marking it again changes nothing.
+    assert_eq!(pending_keys(10).await, ["d1", "d2", "d4"]);
+    let oldest = s.outbox_pending(1).await.unwrap();
+    assert_eq!(oldest.len(), 1);
+    assert_eq!(oldest[0].1, message("d1"));
+    s.outbox_mark_published(&[oldest[0].0]).await.unwrap();
+    s.outbox_mark_published(&[oldest[0].0]).await.unwrap();
+    assert_eq!(pending_keys(10).await, ["d2", "d4"]);
+    assert_eq!(pending_keys(1).await, ["d2"]);
+    let ids: Vec<i64> = s.outbox_pending(10).await.unwrap().into_iter().map(|(id, _)| id).collect();
+    s.outbox_mark_published(&ids).await.unwrap();
+    s.outbox_mark_published(&[]).await.unwrap();
+    assert!(s.outbox_pending(10).await.unwrap().is_empty());
+    assert_eq!(db.raw.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL").await, 3, "kept, marked");
+}
+
+// ---- the store against the pure fold --------------------------------------------------------
+
+/// What the service should answer for `cmd`, from the pure core.
+fn expected_body(state: &mut LedgerState, cmd: &Command, policy: &Policy) -> (OutcomeBody, Vec<NewEvent>) {
+    let events = match decide(state, cmd, policy) {
+        Ok(events) => events,
+        Err(e) => {
+            let body =
+                OutcomeBody::Refused { kind: cmd.kind.name().into(), code: e.code().into(), message: e.to_string() };
+            return (body, vec![]);
+        }
+    };
+    for e in &events {
+        apply(state, e, cmd.occurred_at);
+    }
+    let body = match &cmd.kind {
+        CommandKind::Pay { .. } => OutcomeBody::PaymentResult(payment_result(state, cmd, &events).unwrap()),
+        CommandKind::Query { .. } => OutcomeBody::QueryResult(payment_result(state, cmd, &events)),
+        kind => OutcomeBody::Applied { kind: kind.name().into() },
+    };
+    let news = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| NewEvent {
+            event_id: Uuid::new_v5(&cmd.event_id, format!("event:{i}").as_bytes()),
+            cause_event_id: cmd.event_id,
+            occurred_at: cmd.occurred_at,
+            event,
+        })
+        .collect();
+    (body, news)
+}
+
+fn nonzero(balances: &BTreeMap<Account, i64>) -> BTreeMap<Account, i64> {
+    balances.iter().filter(|(_, v)| **v != 0).map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+async fn run_through_store(
+    backend: Backend,
+    policy: Policy,
+    ops: Vec<Op>,
+    cuts: Vec<usize>,
+) -> Result<(), TestCaseError> {
+    let Some(db) = open(backend, policy).await else { return Ok(()) };
+    let steps = steps_from(&ops, true);
+    let mut model = LedgerState::default();
+    let mut log: Vec<NewEvent> = Vec::new();
+    let mut answers: HashMap<Uuid, OutcomeBody> = HashMap::new();
+    let mut cuts = cuts.into_iter().cycle();
+    let mut rest = steps.as_slice();
+    while !rest.is_empty() {
+        let n = cuts.next().unwrap().min(rest.len());
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        let cmds: Vec<Command> = batch.iter().map(|s| s.cmd.clone()).collect();
+        let bodies = db.batch(&cmds).await;
+        for (step, body) in batch.iter().zip(bodies) {
+            let expected = match answers.get(&step.cmd.event_id) {
+                Some(first) => {
+                    let redelivered = matches!(step.kind, StepKind::Redelivery { .. });
+                    prop_assert!(redelivered, "an event id answered twice");
+                    let mut again = first.clone();
+                    if let OutcomeBody::PaymentResult(r) = &mut again {
+                        r.replayed = true;
+                    }
+                    again
+                }
+                None => {
+                    let (body, news) = expected_body(&mut model, &step.cmd, &policy);
+                    log.extend(news);
+                    answers.insert(step.cmd.event_id, body.clone());
+                    body
+                }
+            };
+            prop_assert_eq!(body, expected, "{:?}", step);
+        }
+    }
+    prop_assert_eq!(db.store.check_invariants().await.unwrap(), ALL_GOOD);
+    let report = db.ledger.replay().await.unwrap();
+    prop_assert!(report.matches, "replay differs: {:?}", report.differences);
+    prop_assert_eq!(report.events, log.len() as u64);
+    let stored: Vec<NewEvent> = db.store.events_after(0, u32::MAX).await.unwrap().into_iter().map(|s| s.new).collect();
+    prop_assert_eq!(&stored, &log, "the log is what the core decided, in order");
+
+    let mut live = db.store.load_all().await.unwrap();
+    prop_assert_eq!(nonzero(&live.balances_fen), nonzero(&model.balances_fen));
+    live.balances_fen = model.balances_fen.clone();
+    prop_assert_eq!(&live, &model, "batched decisions equal the one-by-one fold");
+    let history: Vec<_> = log.iter().filter_map(history_row).collect();
+    let mut live_history = db.store.history_all().await.unwrap();
+    live_history.iter_mut().for_each(|h| h.id = 0);
+    prop_assert_eq!(live_history, history);
+    Ok(())
+}
+
+fn policies() -> impl Strategy<Value = Policy> {
+    prop_oneof![Just(Policy::default()), Just(Policy { daily_amount_cap_fen: 300_000, daily_count_cap: 2 })]
+}
+
+fn on(backend: Backend, policy: Policy, ops: Vec<Op>, cuts: Vec<usize>) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(run_through_store(backend, policy, ops, cuts))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn the_sqlite_store_decides_like_the_core_in_any_batching(
+        policy in policies(),
+        ops in prop::collection::vec(op_strategy(), 20..120),
+        cuts in prop::collection::vec(1..16usize, 1..8),
+    ) {
+        on(Backend::Sqlite, policy, ops, cuts)?;
+    }
+
+    #[test]
+    fn the_postgres_store_decides_like_the_core_in_any_batching(
+        policy in policies(),
+        ops in prop::collection::vec(op_strategy(), 20..120),
+        cuts in prop::collection::vec(1..16usize, 1..8),
+    ) {
+        on(Backend::Postgres, policy, ops, cuts)?;
+    }
+}
+
+/// Same-payer payments from devices of different merchants, in batches handled at once by
+/// clones of one ledger: the balance is spent once, and the books stay consistent.
+async fn concurrent_batches_of_one_payer_do_not_double_spend(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    db.batch(&[fund("p1", "500.00")]).await;
+    let tasks: Vec<_> = (0..8u64)
+        .map(|i| {
+            let ledger = db.ledger.clone();
+            let m = MERCHANTS[(i % 3) as usize];
+            let cmd = pay(m, &format!("o{i}"), "100.00", 10 + i, "p1").on_device(device_of(m, 1 + (i % 2) as u32));
+            tokio::spawn(async move { ledger.handle_batch(&[cmd]).await.unwrap() })
+        })
+        .collect();
+    let mut paid = 0;
+    for t in tasks {
+        for o in t.await.unwrap() {
+            match &o.body {
+                OutcomeBody::PaymentResult(r) if r.status == OrderStatus::Paid => paid += 1,
+                OutcomeBody::PaymentResult(r) => assert_eq!(r.reason, Some(DeclineReason::InsufficientBalance)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(paid, 5, "500.00 pays five payments of 100.00, no more");
+    assert_eq!(db.store.wallet(&payer("p1")).await.unwrap(), Some((0, false)));
+    db.assert_consistent().await;
+}
