@@ -12,7 +12,7 @@ pg_hostport="${pg_url#*://}"; pg_hostport="${pg_hostport#*@}"; pg_hostport="${pg
 pg_host="${pg_hostport%:*}"; pg_port="${pg_hostport##*:}"
 [ "$pg_port" = "$pg_hostport" ] && pg_port=5432
 if [ "${CI:-}" = "true" ]; then
-    export FACEPAY_REQUIRE_POSTGRES=1
+    export FACEPAY_REQUIRE_POSTGRES=1 FACEPAY_REQUIRE_KAFKA=1
 fi
 
 echo "test.sh: embedded suites: all (SQLite, in-process pipeline, HTTP on port 0)"
@@ -24,7 +24,8 @@ else
     echo "test.sh: PostgreSQL suite: SKIPPED (nothing answers at $pg_host:$pg_port)."
     echo "test.sh:   to run it: start PostgreSQL, or set FACEPAY_TEST_DATABASE_URL=postgres://user@host:port/db (a role that may CREATE DATABASE)"
 fi
-# Kafka: the transport suite (tests/tests/kafka_pipeline.rs) needs a Kafka-API broker at
+# Kafka: the transport suites (tests/tests/kafka_pipeline.rs; api/tests/scale_out.rs, which
+# also needs PostgreSQL: two facepay processes, one killed) need a Kafka-API broker at
 # FACEPAY_TEST_KAFKA_BROKERS (default 127.0.0.1:9092); scripts/kafka.sh installs and starts
 # tansu there. Each test run uses topics and groups of its own.
 kafka="${FACEPAY_TEST_KAFKA_BROKERS:-127.0.0.1:9092}"

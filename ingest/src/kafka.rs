@@ -242,6 +242,7 @@ pub async fn run_ledger_stage(
     let topic = cfg.topic(LEDGER_COMMANDS);
     let consumer = cfg.consumer(&cfg.ledger_group)?;
     consumer.subscribe(&[&topic])?;
+    let mut seen = std::collections::BTreeSet::new();
     loop {
         let first = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
@@ -253,6 +254,11 @@ pub async fn run_ledger_stage(
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
                 Ok(msg) => batch.push(msg?.detach()),
                 Err(_) => break,
+            }
+        }
+        for msg in &batch {
+            if seen.insert(msg.partition()) {
+                tracing::info!(partition = msg.partition(), "ledger stage consumes a partition");
             }
         }
         // The database, not Kafka, says what was consumed: read it for every batch, so a
