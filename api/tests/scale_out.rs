@@ -45,8 +45,19 @@ async fn services() -> Option<(String, String, String)> {
     Some((brokers, format!("{base}/{name}"), name))
 }
 
-fn spawn(db: &str, brokers: &str, cfg: &KafkaConfig, log: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_facepay"))
+/// A running `facepay serve`; dropping it kills it (SIGKILL: a crash) and reaps it, also when
+/// the test fails.
+struct Facepay(Child);
+
+impl Drop for Facepay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(db: &str, brokers: &str, cfg: &KafkaConfig, log: &std::path::Path) -> Facepay {
+    let child = Command::new(env!("CARGO_BIN_EXE_facepay"))
         .arg("serve")
         .env("FACEPAY_DATABASE_URL", db)
         .env("FACEPAY_KAFKA_BROKERS", brokers)
@@ -61,7 +72,8 @@ fn spawn(db: &str, brokers: &str, cfg: &KafkaConfig, log: &std::path::Path) -> C
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
-        .expect("facepay starts")
+        .expect("facepay starts");
+    Facepay(child)
 }
 
 const PAYERS: usize = 24;
@@ -134,8 +146,8 @@ async fn two_processes_share_the_partitions_and_a_crash_loses_and_double_posts_n
 
     let logs = tempfile::tempdir().unwrap();
     let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
-    let mut a = spawn(&db, &brokers, &cfg, &log_a);
-    let mut b = spawn(&db, &brokers, &cfg, &log_b);
+    let mut a = Some(spawn(&db, &brokers, &cfg, &log_a));
+    let b = spawn(&db, &brokers, &cfg, &log_b);
     let producer = cfg.producer().unwrap();
     let topic = cfg.topic(LEDGER_COMMANDS);
     let cmds = commands();
@@ -153,16 +165,14 @@ async fn two_processes_share_the_partitions_and_a_crash_loses_and_double_posts_n
             while answered(&db).await < (third / 2) as i64 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            a.kill().unwrap();
-            a.wait().unwrap();
+            drop(a.take()); // SIGKILL, mid-stream
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while answered(&db).await < cmds.len() as i64 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    b.kill().unwrap();
-    b.wait().unwrap();
+    drop(b);
 
     assert_eq!(answered(&db).await, cmds.len() as i64, "every command answered once, none lost");
     let (by_a, by_b) = (partitions(&log_a), partitions(&log_b));
