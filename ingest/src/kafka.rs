@@ -15,7 +15,13 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::{BTreeMap, HashMap};
+
+use facepay_domain::{FieldError, FieldErrorKind};
+use facepay_ledger::store::{ConsumerOffset, RejectedEvent};
+use facepay_ledger::{Command, Delivery, Ledger, StoreError};
 
 use facepay_domain::limits::{
     KAFKA_PARTITIONS_DEFAULT, KAFKA_SEND_TIMEOUT_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX,
@@ -264,9 +270,16 @@ pub async fn run_ledger_stage(
         // The database, not Kafka, says what was consumed: read it for every batch, so a
         // partition that moved here from another process resumes where that one stopped.
         let done = ledger.store().offsets(&cfg.ledger_group, &topic).await?;
-        let delivery = decode_batch(&cfg, &topic, &batch, &done, &ledger).await?;
-        if !delivery.1.is_empty() || !delivery.0.offsets.is_empty() {
-            ledger.handle_delivery(&delivery.1, &delivery.0).await?;
+        let items = fresh_items(&batch, &done);
+        if !items.is_empty() {
+            match decide_items(&cfg, &topic, &ledger, &items, &done).await {
+                Err(TransportError::Store(StoreError::Fenced(why))) => {
+                    tracing::warn!(%why, "fenced off: another consumer committed; resuming from the stored offsets");
+                    seek_to_stored(&consumer, &ledger, &cfg, &topic, &items).await?;
+                    continue;
+                }
+                result => result?,
+            }
         }
         if let Some(last) = batch.last() {
             commit_hint_owned(&consumer, last);
@@ -274,43 +287,102 @@ pub async fn run_ledger_stage(
     }
 }
 
-/// The commands of a batch that are not yet committed, and the offsets the batch reaches.
-/// A message that is not a command is kept in the rejected-events table and skipped.
-async fn decode_batch(
-    cfg: &KafkaConfig,
-    topic: &str,
-    batch: &[rdkafka::message::OwnedMessage],
-    done: &std::collections::HashMap<i32, i64>,
-    ledger: &facepay_ledger::Ledger,
-) -> Result<(facepay_ledger::Delivery, Vec<facepay_ledger::Command>), TransportError> {
-    let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
-    let mut commands = Vec::new();
-    for msg in batch {
-        if msg.offset() < done.get(&msg.partition()).copied().unwrap_or(0) {
-            continue; // redelivered: its effect is already in the database
-        }
-        next.insert(msg.partition(), msg.offset() + 1);
-        let bytes = msg.payload().unwrap_or_default();
-        match serde_json::from_slice::<facepay_ledger::Command>(bytes) {
-            Ok(cmd) => commands.push(cmd),
-            Err(e) => {
-                let err =
-                    facepay_domain::FieldError::new(".", facepay_domain::FieldErrorKind::Malformed, e.to_string());
-                ledger.store().reject(&crate::validate::rejection(bytes, "kafka-ledger", &err)).await?;
-            }
-        }
+/// One consumed message the database has not seen yet.
+struct Item {
+    partition: i32,
+    offset: i64,
+    command: Result<Command, RejectedEvent>,
+}
+
+/// The messages of `batch` at or past the stored offset of their partition, decoded; a
+/// message that is not a command becomes a rejection, kept with the commit that passes it.
+fn fresh_items(batch: &[OwnedMessage], done: &HashMap<i32, i64>) -> Vec<Item> {
+    batch
+        .iter()
+        .filter(|m| m.offset() >= done.get(&m.partition()).copied().unwrap_or(0))
+        .map(|m| {
+            let bytes = m.payload().unwrap_or_default();
+            let command = serde_json::from_slice::<Command>(bytes).map_err(|e| {
+                let err = FieldError::new(".", FieldErrorKind::Malformed, e.to_string());
+                crate::validate::rejection(bytes, "kafka-ledger", &err)
+            });
+            Item { partition: m.partition(), offset: m.offset(), command }
+        })
+        .collect()
+}
+
+/// The offset each partition reaches with `items`, checked against `done` (the fence).
+fn offsets_after(cfg: &KafkaConfig, topic: &str, items: &[&Item], done: &HashMap<i32, i64>) -> Vec<ConsumerOffset> {
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for item in items {
+        let slot = next.entry(item.partition).or_insert(item.offset + 1);
+        *slot = (*slot).max(item.offset + 1);
     }
-    let offsets = next
-        .into_iter()
-        .map(|(partition, next_offset)| facepay_ledger::store::ConsumerOffset {
+    next.into_iter()
+        .map(|(partition, next_offset)| ConsumerOffset {
             group_id: cfg.ledger_group.clone(),
             topic: topic.to_string(),
             partition,
+            expected: done.get(&partition).copied(),
             next_offset,
         })
-        .collect();
-    let delivery = facepay_ledger::Delivery { offsets, outbox_topic: Some(cfg.topic(LEDGER_OUTCOMES)) };
-    Ok((delivery, commands))
+        .collect()
+}
+
+/// Decides `items` as one batch; if the store refuses the batch, one message at a time, each
+/// moving only its own partition's offset.
+async fn decide_items(
+    cfg: &KafkaConfig,
+    topic: &str,
+    ledger: &Ledger,
+    items: &[Item],
+    done: &HashMap<i32, i64>,
+) -> Result<(), TransportError> {
+    let all: Vec<&Item> = items.iter().collect();
+    match ledger.handle_delivery(&commands_of(&all), &delivery(cfg, topic, &all, done)).await {
+        Ok(_) => return Ok(()),
+        Err(err @ StoreError::Fenced(_)) => return Err(err.into()),
+        Err(err) => tracing::warn!(error = %err, size = items.len(), "batch refused; deciding one message at a time"),
+    }
+    let mut at = done.clone();
+    for item in items {
+        let one = [item];
+        ledger.handle_delivery(&commands_of(&one), &delivery(cfg, topic, &one, &at)).await?;
+        at.insert(item.partition, item.offset + 1);
+    }
+    Ok(())
+}
+
+fn commands_of(items: &[&Item]) -> Vec<Command> {
+    items.iter().filter_map(|i| i.command.as_ref().ok().cloned()).collect()
+}
+
+fn delivery(cfg: &KafkaConfig, topic: &str, items: &[&Item], done: &HashMap<i32, i64>) -> Delivery {
+    Delivery {
+        offsets: offsets_after(cfg, topic, items, done),
+        outbox_topic: Some(cfg.topic(LEDGER_OUTCOMES)),
+        rejected: items.iter().filter_map(|i| i.command.as_ref().err().cloned()).collect(),
+    }
+}
+
+/// After a fence: move each partition of the batch back to what the database holds, so the
+/// messages another consumer did not commit are read again (or skipped, if it did).
+async fn seek_to_stored(
+    consumer: &StreamConsumer,
+    ledger: &Ledger,
+    cfg: &KafkaConfig,
+    topic: &str,
+    items: &[Item],
+) -> Result<(), TransportError> {
+    let stored = ledger.store().offsets(&cfg.ledger_group, topic).await?;
+    let partitions: std::collections::BTreeSet<i32> = items.iter().map(|i| i.partition).collect();
+    for p in partitions {
+        let to = rdkafka::Offset::Offset(stored.get(&p).copied().unwrap_or(0));
+        if let Err(e) = consumer.seek(topic, p, to, Duration::from_secs(5)) {
+            tracing::info!(partition = p, error = %e, "seek after fence failed (the partition likely moved away)");
+        }
+    }
+    Ok(())
 }
 
 fn commit_hint_owned(consumer: &StreamConsumer, msg: &rdkafka::message::OwnedMessage) {

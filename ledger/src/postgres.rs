@@ -338,21 +338,25 @@ async fn write_answers(tx: &mut PgTx, i: &[InboundRecord], r: &[RejectedEvent]) 
     exec(tx, r.len(), q).await
 }
 
-const UPSERT_OFFSETS: &str = "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) \
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[]) \
-    ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset";
 const INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, key, payload, created_at) \
     SELECT t, k, p, now() FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS u (t, k, p)";
 
 /// The consumer offsets a batch reached and the messages it leaves for the transport.
 async fn write_transport(tx: &mut PgTx, o: &[ConsumerOffset], m: &[OutboxMessage]) -> Result<(), StoreError> {
-    let o = rows::last_offsets(o);
-    let q = sqlx::query(UPSERT_OFFSETS)
-        .bind(col(&o, |o| o.group_id.as_str()))
-        .bind(col(&o, |o| o.topic.as_str()))
-        .bind(col(&o, |o| o.partition))
-        .bind(col(&o, |o| o.next_offset));
-    exec(tx, o.len(), q).await?;
+    // One compare-and-set per partition (a batch spans few): under READ COMMITTED a second
+    // writer of the same partition waits for the first, then finds the offset moved.
+    for o in rows::last_offsets(o) {
+        let sql = if o.expected.is_some() { rows::OFFSET_ADVANCE_SQL } else { rows::OFFSET_FIRST_SQL };
+        let q = sqlx::query(sql).bind(o.group_id.as_str()).bind(o.topic.as_str()).bind(o.partition).bind(o.next_offset);
+        let q = match o.expected {
+            Some(expected) => q.bind(expected),
+            None => q,
+        };
+        let done = q.execute(&mut **tx).await?;
+        if done.rows_affected() != 1 {
+            return Err(rows::fenced(o));
+        }
+    }
     let q = sqlx::query(INSERT_OUTBOX)
         .bind(col(m, |m| m.topic.as_str()))
         .bind(col(m, |m| m.key.as_str()))

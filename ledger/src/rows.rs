@@ -287,8 +287,8 @@ pub(crate) fn balance_deltas(events: &[NewEvent]) -> Vec<(String, i64)> {
     deltas.into_iter().collect()
 }
 
-/// One offset per (group, topic, partition), the furthest a batch reached: an upsert may
-/// touch each key once (PostgreSQL refuses a second touch in one statement).
+/// One offset per (group, topic, partition), the furthest a batch reached, each checked
+/// against what the store holds (see [`ConsumerOffset::expected`]).
 pub(crate) fn last_offsets(offsets: &[ConsumerOffset]) -> Vec<&ConsumerOffset> {
     let mut last: BTreeMap<(&str, &str, i32), &ConsumerOffset> = BTreeMap::new();
     for o in offsets {
@@ -298,4 +298,19 @@ pub(crate) fn last_offsets(offsets: &[ConsumerOffset]) -> Vec<&ConsumerOffset> {
         }
     }
     last.into_values().collect()
+}
+
+/// The compare-and-set of one consumer offset: an UPDATE from the expected value, or an
+/// INSERT when none was stored. `$1…$5` = group, topic, partition, next, expected.
+pub(crate) const OFFSET_ADVANCE_SQL: &str = "UPDATE consumer_offsets SET next_offset = $4 \
+    WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $5";
+pub(crate) const OFFSET_FIRST_SQL: &str = "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) \
+    VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, topic, partition) DO NOTHING";
+
+/// The error of a compare-and-set that changed no row.
+pub(crate) fn fenced(o: &ConsumerOffset) -> StoreError {
+    StoreError::Fenced(format!(
+        "{}/{}[{}] no longer at {:?}: another consumer committed it",
+        o.group_id, o.topic, o.partition, o.expected
+    ))
 }

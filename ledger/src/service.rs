@@ -71,6 +71,9 @@ pub struct Delivery {
     /// Where the outcomes go, through the transactional outbox; `None`: no outbox (the
     /// embedded profile hands outcomes over in process).
     pub outbox_topic: Option<String>,
+    /// Input the transport could not read as commands, kept with the same commit that moves
+    /// the offsets past it.
+    pub rejected: Vec<RejectedEvent>,
 }
 
 impl Delivery {
@@ -128,16 +131,15 @@ impl Ledger {
     pub async fn handle_delivery(&self, commands: &[Command], delivery: &Delivery) -> Result<Vec<Outcome>, StoreError> {
         match self.try_batch(commands, delivery).await {
             Ok(outcomes) => Ok(outcomes),
+            Err(err @ StoreError::Fenced(_)) => Err(err),
+            // With offsets, the transport retries one by one: only it knows each command's
+            // offset, which must advance with that command and no other.
+            Err(err) if commands.len() > 1 && !delivery.offsets.is_empty() => Err(err),
             Err(err) if commands.len() > 1 => {
                 tracing::warn!(error = %err, size = commands.len(), "batch commit failed; retrying one by one");
-                let single = Delivery { offsets: vec![], outbox_topic: delivery.outbox_topic.clone() };
                 let mut outcomes = Vec::with_capacity(commands.len());
                 for cmd in commands {
-                    outcomes.extend(Box::pin(self.handle_delivery(std::slice::from_ref(cmd), &single)).await?);
-                }
-                if !delivery.offsets.is_empty() {
-                    let batch = CommitBatch { offsets: delivery.offsets.clone(), ..CommitBatch::default() };
-                    self.store.commit(&batch).await?;
+                    outcomes.extend(Box::pin(self.handle_delivery(std::slice::from_ref(cmd), delivery)).await?);
                 }
                 Ok(outcomes)
             }
@@ -145,8 +147,10 @@ impl Ledger {
                 tracing::error!(error = %err, event_id = %commands[0].event_id, "command refused by the store");
                 let cmd = &commands[0];
                 let answer = outcome(cmd, refused(cmd.kind.name(), "STORE_REFUSED", &err.to_string()));
+                let mut rejected = delivery.rejected.clone();
+                rejected.push(rejection(cmd, "STORE_REFUSED", &err.to_string()));
                 let batch = CommitBatch {
-                    rejected: vec![rejection(cmd, "STORE_REFUSED", &err.to_string())],
+                    rejected,
                     offsets: delivery.offsets.clone(),
                     outbox: delivery.outbox(std::slice::from_ref(&answer))?,
                     ..CommitBatch::default()
@@ -187,6 +191,7 @@ impl Ledger {
         }
         batch.projections.state = state;
         batch.offsets = delivery.offsets.clone();
+        batch.rejected.extend(delivery.rejected.iter().cloned());
         batch.outbox = delivery.outbox(&outcomes)?;
         if let Err(err) = self.store.commit(&batch).await {
             // The commit's fate is unknown (it may have landed): trust the store alone.

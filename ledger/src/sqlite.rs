@@ -378,12 +378,20 @@ async fn write_transport(
     offsets: &[ConsumerOffset],
     outbox: &[OutboxMessage],
 ) -> Result<(), StoreError> {
-    let head = "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) ";
-    let tail = " ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset";
-    insert_rows(tx, head, tail, 4, &rows::last_offsets(offsets), |mut s, o| {
-        s.push_bind(o.group_id.as_str()).push_bind(o.topic.as_str()).push_bind(o.partition).push_bind(o.next_offset);
-    })
-    .await?;
+    for o in rows::last_offsets(offsets) {
+        let sql = if o.expected.is_some() { rows::OFFSET_ADVANCE_SQL } else { rows::OFFSET_FIRST_SQL };
+        let sql = sql.replace('$', "?"); // SQLite numbers its parameters ?N
+        let q =
+            sqlx::query(&sql).bind(o.group_id.as_str()).bind(o.topic.as_str()).bind(o.partition).bind(o.next_offset);
+        let q = match o.expected {
+            Some(expected) => q.bind(expected),
+            None => q,
+        };
+        let done = q.execute(&mut **tx).await?;
+        if done.rows_affected() != 1 {
+            return Err(rows::fenced(o));
+        }
+    }
     let now = ts(&Utc::now());
     insert_rows(tx, "INSERT INTO outbox (topic, key, payload, created_at) ", "", 4, outbox, |mut s, m| {
         s.push_bind(m.topic.as_str()).push_bind(m.key.as_str()).push_bind(m.payload.as_slice()).push_bind(now.clone());

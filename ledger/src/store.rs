@@ -23,6 +23,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Conflict(String),
+    /// Another consumer committed this partition since the batch was read: nothing of the
+    /// batch landed; re-read the stored offsets and resume from there.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// One event to append, with what caused it.
@@ -111,6 +115,10 @@ pub struct ConsumerOffset {
     pub group_id: String,
     pub topic: String,
     pub partition: i32,
+    /// The stored offset this batch was read from (`None`: none stored yet). The commit
+    /// succeeds only if the store still holds exactly this, so a consumer that lost its
+    /// partition in a rebalance and decided from stale state is fenced off, whole batch.
+    pub expected: Option<i64>,
     pub next_offset: i64,
 }
 

@@ -216,6 +216,7 @@ on_both_stores!(tokio::test;
     a_redelivered_event_in_the_same_batch_is_answered_once,
     offsets_and_outbox_land_with_their_batch_or_not_at_all,
     two_writers_paying_one_merchant_lose_no_update,
+    a_consumer_that_lost_its_partition_is_fenced_off,
 );
 on_both_stores!(tokio::test(flavor = "multi_thread", worker_threads = 4);
     concurrent_batches_of_one_payer_do_not_double_spend,
@@ -545,7 +546,47 @@ fn funding_events(payer: &str) -> Vec<NewEvent> {
 }
 
 fn offset(partition: i32, next_offset: i64) -> ConsumerOffset {
-    ConsumerOffset { group_id: "ledger".into(), topic: "facepay.ledger-commands".into(), partition, next_offset }
+    fenced_offset(partition, None, next_offset)
+}
+
+fn fenced_offset(partition: i32, expected: Option<i64>, next_offset: i64) -> ConsumerOffset {
+    ConsumerOffset {
+        group_id: "ledger".into(),
+        topic: "facepay.ledger-commands".into(),
+        partition,
+        expected,
+        next_offset,
+    }
+}
+
+async fn a_consumer_that_lost_its_partition_is_fenced_off(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let s = &db.store;
+    let stored = || async { s.offsets("ledger", "facepay.ledger-commands").await.unwrap() };
+    let batch = |events, offsets| CommitBatch { events, offsets, ..Default::default() };
+    s.commit(&batch(funding_events("p1"), vec![fenced_offset(0, None, 5)])).await.unwrap();
+
+    // A consumer that read "nothing stored" before the first commit, and one that read a
+    // stale offset: both refused whole; nothing of their batches lands.
+    for expected in [None, Some(4)] {
+        let err = s.commit(&batch(funding_events("p2"), vec![fenced_offset(0, expected, 9)])).await.unwrap_err();
+        assert!(matches!(err, facepay_ledger::StoreError::Fenced(_)), "{err}");
+    }
+    assert_eq!(stored().await, HashMap::from([(0, 5)]));
+    assert_eq!(s.events_after(0, 100).await.unwrap().len(), funding_events("p1").len(), "no event of a fenced batch");
+    s.commit(&batch(funding_events("p2"), vec![fenced_offset(0, Some(5), 9)])).await.unwrap();
+    assert_eq!(stored().await, HashMap::from([(0, 9)]));
+
+    // Two ledgers (two processes in a rebalance) decide the same payer's partition from the
+    // same offset: one commits, the other is fenced, and the wallet is not overdrawn.
+    let a = Ledger::new(s.clone(), Policy::default()).uncached();
+    let b = Ledger::new(s.clone(), Policy::default()).uncached();
+    let at = |next| facepay_ledger::Delivery { offsets: vec![fenced_offset(0, Some(9), next)], ..Default::default() };
+    a.handle_delivery(&[pay("m1", "o-a", "80.00", 901, "p1")], &at(10)).await.unwrap();
+    let err = b.handle_delivery(&[pay("m1", "o-b", "80.00", 902, "p1")], &at(10)).await.unwrap_err();
+    assert!(matches!(err, facepay_ledger::StoreError::Fenced(_)), "{err}");
+    assert_eq!(s.wallet(&payer("p1")).await.unwrap().unwrap().0, 2_000);
+    db.assert_consistent().await;
 }
 
 fn message(key: &str) -> OutboxMessage {
