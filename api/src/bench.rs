@@ -8,12 +8,16 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use facepay_domain::limits::LEDGER_BATCH_MAX;
 use facepay_domain::{DeviceId, DeviceRef, FaceCode, MerchantId, Money, OutTradeNo, PayerId, StoreId};
 use facepay_ledger::store::CommitBatch;
-use facepay_ledger::{Command, CommandKind, Identity, Ledger, LedgerStore, Policy, SqliteStore};
+use facepay_ledger::{Command, CommandKind, Identity, Ledger, LedgerStore, PgStore, Policy, SqliteStore};
 use serde::Serialize;
+use sqlx::Connection;
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// A PostgreSQL server URL (a role that may CREATE DATABASE): run on PostgreSQL, a fresh
+    /// database per phase, instead of SQLite files.
+    pub postgres: Option<String>,
     /// Each round runs both phases on fresh databases; the report gives medians, since one
     /// machine's fsync latency varies from run to run.
     pub rounds: usize,
@@ -24,7 +28,7 @@ pub struct BenchOptions {
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        Self { rounds: 3, payments: 100_000, batch: LEDGER_BATCH_MAX, payers: 10_000 }
+        Self { postgres: None, rounds: 3, payments: 100_000, batch: LEDGER_BATCH_MAX, payers: 10_000 }
     }
 }
 
@@ -85,7 +89,10 @@ pub async fn ledger(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         ceiling_batch_commit_p99_ms: pick(|r| r.ceiling_p99_ms),
         succeeded: rounds[0].succeeded,
         per_round: rounds.iter().map(|r| (r.payments_per_s, r.ceiling_payments_per_s)).collect(),
-        durability: "SQLite WAL, synchronous=FULL (fsync per commit)",
+        durability: match opts.postgres {
+            None => "SQLite WAL, synchronous=FULL (fsync per commit)",
+            Some(_) => "PostgreSQL, synchronous_commit as the server is configured",
+        },
     })
 }
 
@@ -119,14 +126,49 @@ fn commands(opts: &BenchOptions, start: DateTime<Utc>) -> Vec<Command> {
         .collect()
 }
 
-async fn fresh_store(dir: &std::path::Path, name: &str) -> anyhow::Result<Arc<dyn LedgerStore>> {
-    Ok(Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join(name).display())).await?))
+/// A fresh, empty store for one phase of a round: a SQLite file in `dir`, or a new database
+/// on the PostgreSQL server of `opts.postgres` (dropped again by [`drop_databases`]).
+async fn fresh_store(opts: &BenchOptions, dir: &std::path::Path, name: &str) -> anyhow::Result<Arc<dyn LedgerStore>> {
+    let Some(admin) = &opts.postgres else {
+        return Ok(Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join(name).display())).await?));
+    };
+    let db =
+        format!("facepay_bench_{}_{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"), name.replace('.', "_"))
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await?;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Ok(Arc::new(PgStore::open(&format!("{base}/{db}")).await?))
+}
+
+/// Drops the PostgreSQL databases a round created.
+async fn drop_databases(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<()> {
+    let Some(admin) = &opts.postgres else { return Ok(()) };
+    let prefix = format!("facepay_bench_{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"))
+        .to_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1 || '%'")
+        .bind(&prefix)
+        .fetch_all(&mut conn)
+        .await?;
+    for name in names {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
+    }
+    Ok(())
 }
 
 /// One round in a temporary folder: the ledger phase, then the ceiling phase.
 async fn round(opts: &BenchOptions) -> anyhow::Result<Round> {
     let dir = tempfile::tempdir()?;
-    let store = fresh_store(dir.path(), "ledger.db").await?;
+    let result = round_in(opts, dir.path()).await;
+    drop_databases(opts, dir.path()).await?;
+    result
+}
+
+async fn round_in(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<Round> {
+    let store = fresh_store(opts, dir, "ledger.db").await?;
     // Each payer gets a generous daily cap's worth of funds; the caps apply per day, and the
     // commands spread over one day, so most payments succeed and post.
     let policy = Policy { daily_amount_cap_fen: i64::MAX / 4, daily_count_cap: u32::MAX };
@@ -155,7 +197,7 @@ async fn round(opts: &BenchOptions) -> anyhow::Result<Round> {
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let elapsed = began.elapsed().as_secs_f64();
-    let (ceiling_elapsed, ceiling_latencies, succeeded) = ceiling(dir.path(), &store, opts).await?;
+    let (ceiling_elapsed, ceiling_latencies, succeeded) = ceiling(dir, &store, opts).await?;
     Ok(Round {
         payments_per_s: opts.payments as f64 / elapsed,
         ceiling_payments_per_s: opts.payments as f64 / ceiling_elapsed,
@@ -182,7 +224,7 @@ async fn ceiling(
     }
     let payments: Vec<_> = events.split_off(opts.payers.min(events.len()));
     let succeeded = payments.iter().filter(|e| e.event.kind() == "payment_succeeded").count();
-    let raw = fresh_store(dir, "ceiling.db").await?;
+    let raw = fresh_store(opts, dir, "ceiling.db").await?;
     raw.commit_raw(&CommitBatch { events, ..Default::default() }).await?;
     let mut latencies = Vec::new();
     let began = Instant::now();

@@ -71,6 +71,9 @@ enum BenchWhat {
         json: bool,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Run on PostgreSQL: the server's URL (each phase gets a fresh database).
+        #[arg(long)]
+        postgres: Option<String>,
         #[arg(long, default_value_t = 100_000)]
         payments: usize,
         #[arg(long, default_value_t = facepay_domain::limits::LEDGER_BATCH_MAX)]
@@ -143,8 +146,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { what: BenchWhat::Ledger { json, rounds, payments, batch, payers } } => {
-            let opts = bench::BenchOptions { rounds, payments, batch: batch.max(1), payers: payers.max(1) };
+        Command::Bench { what: BenchWhat::Ledger { json, rounds, postgres, payments, batch, payers } } => {
+            let opts = bench::BenchOptions { postgres, rounds, payments, batch: batch.max(1), payers: payers.max(1) };
             let report = bench::ledger(&opts).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
