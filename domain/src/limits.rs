@@ -106,6 +106,10 @@ pub const KAFKA_SEND_TIMEOUT_MS: u64 = 10_000;
 /// Most outbox messages the relay publishes per round trip to the database.
 pub const OUTBOX_BATCH_MAX: u32 = 512;
 
+/// How long a relay's claim on outbox messages lasts: longer than a publish may take
+/// (`KAFKA_SEND_TIMEOUT_MS`), short enough that a dead relay's messages move on quickly.
+pub const OUTBOX_LEASE_MS: u64 = 30_000;
+
 /// How long the outbox relay sleeps when it finds nothing to publish.
 pub const OUTBOX_IDLE_MS: u64 = 20;
 

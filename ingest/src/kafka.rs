@@ -12,7 +12,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::message::OwnedMessage;
@@ -113,8 +113,33 @@ impl KafkaConfig {
             .create()
     }
 
+    /// A consumer like [`KafkaConfig::consumer`] that logs every partition assignment (at
+    /// info: operators see where each partition went after a rebalance).
+    pub fn logged_consumer(&self, group: &str) -> Result<StreamConsumer<LogAssignments>, KafkaError> {
+        self.client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .create_with_context(LogAssignments)
+    }
+
     pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
         self.client().set("message.timeout.ms", KAFKA_SEND_TIMEOUT_MS.to_string()).set("linger.ms", "2").create()
+    }
+}
+
+/// Logs each partition assignment a consumer receives.
+pub struct LogAssignments;
+
+impl rdkafka::ClientContext for LogAssignments {}
+
+impl rdkafka::consumer::ConsumerContext for LogAssignments {
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(?partitions, "assigned partitions");
+        }
     }
 }
 
@@ -246,7 +271,7 @@ pub async fn run_ledger_stage(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     let topic = cfg.topic(LEDGER_COMMANDS);
-    let consumer = cfg.consumer(&cfg.ledger_group)?;
+    let consumer = cfg.logged_consumer(&cfg.ledger_group)?;
     consumer.subscribe(&[&topic])?;
     let mut seen = std::collections::BTreeSet::new();
     loop {
@@ -368,7 +393,7 @@ fn delivery(cfg: &KafkaConfig, topic: &str, items: &[&Item], done: &HashMap<i32,
 /// After a fence: move each partition of the batch back to what the database holds, so the
 /// messages another consumer did not commit are read again (or skipped, if it did).
 async fn seek_to_stored(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<LogAssignments>,
     ledger: &Ledger,
     cfg: &KafkaConfig,
     topic: &str,
@@ -385,7 +410,7 @@ async fn seek_to_stored(
     Ok(())
 }
 
-fn commit_hint_owned(consumer: &StreamConsumer, msg: &rdkafka::message::OwnedMessage) {
+fn commit_hint_owned(consumer: &StreamConsumer<LogAssignments>, msg: &rdkafka::message::OwnedMessage) {
     let mut tpl = rdkafka::TopicPartitionList::new();
     let next = rdkafka::Offset::Offset(msg.offset() + 1);
     if tpl.add_partition_offset(msg.topic(), msg.partition(), next).is_ok() {
@@ -395,18 +420,19 @@ fn commit_hint_owned(consumer: &StreamConsumer, msg: &rdkafka::message::OwnedMes
     }
 }
 
-/// Publishes the outbox: oldest first, marking each batch published once the broker has
-/// acknowledged it. A crash between the two publishes a batch again (at-least-once);
-/// consumers recognise an outcome by `in_reply_to`.
+/// Publishes the outbox: claims a batch (so relays in other processes publish other
+/// messages), publishes it, and marks it published once the broker has acknowledged it. A
+/// relay that dies between the two leaves its claim to lapse, and the batch is published
+/// again (at-least-once); consumers recognise an outcome by `in_reply_to`.
 pub async fn run_outbox_relay(
     cfg: KafkaConfig,
     store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
-    use facepay_domain::limits::{OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS};
+    use facepay_domain::limits::{OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS, OUTBOX_LEASE_MS};
     let producer = cfg.producer()?;
     loop {
-        let pending = store.outbox_pending(OUTBOX_BATCH_MAX).await?;
+        let pending = store.outbox_claim(OUTBOX_BATCH_MAX, OUTBOX_LEASE_MS).await?;
         if pending.is_empty() {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),

@@ -611,6 +611,29 @@ impl LedgerStore for PgStore {
             .collect()
     }
 
+    async fn outbox_claim(&self, limit: u32, lease_ms: u64) -> Result<Vec<(i64, OutboxMessage)>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE outbox SET claimed_until = now() + make_interval(secs => $2::float8 / 1000) \
+             WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL \
+                 AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, topic, key, payload",
+        )
+        .bind(i64::from(limit))
+        .bind(lease_ms as f64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                let message =
+                    OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
+                Ok((r.int("id")?, message))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|(id, _)| *id);
+        Ok(claimed)
+    }
+
     async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
             .bind(ids)

@@ -644,6 +644,30 @@ impl LedgerStore for SqliteStore {
             .collect()
     }
 
+    async fn outbox_claim(&self, limit: u32, lease_ms: u64) -> Result<Vec<(i64, OutboxMessage)>, StoreError> {
+        let now = Utc::now();
+        let until = now + chrono::Duration::milliseconds(i64::try_from(lease_ms).unwrap_or(i64::MAX / 2));
+        let rows = sqlx::query(
+            "UPDATE outbox SET claimed_until = ?2 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL \
+             AND (claimed_until IS NULL OR claimed_until < ?3) ORDER BY id LIMIT ?1) RETURNING id, topic, key, payload",
+        )
+        .bind(i64::from(limit))
+        .bind(ts(&until))
+        .bind(ts(&now))
+        .fetch_all(&self.writer)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                let message =
+                    OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
+                Ok((r.int("id")?, message))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|(id, _)| *id);
+        Ok(claimed)
+    }
+
     async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
         let now = ts(&Utc::now());
         for chunk in ids.chunks(chunk_rows(1)) {

@@ -217,6 +217,7 @@ on_both_stores!(tokio::test;
     offsets_and_outbox_land_with_their_batch_or_not_at_all,
     two_writers_paying_one_merchant_lose_no_update,
     a_consumer_that_lost_its_partition_is_fenced_off,
+    relays_claim_disjoint_outbox_batches_and_a_lapsed_claim_moves_on,
 );
 on_both_stores!(tokio::test(flavor = "multi_thread", worker_threads = 4);
     concurrent_batches_of_one_payer_do_not_double_spend,
@@ -557,6 +558,30 @@ fn fenced_offset(partition: i32, expected: Option<i64>, next_offset: i64) -> Con
         expected,
         next_offset,
     }
+}
+
+async fn relays_claim_disjoint_outbox_batches_and_a_lapsed_claim_moves_on(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let s = &db.store;
+    let outbox = (0..5).map(|i| message(&format!("k{i}"))).collect();
+    s.commit(&CommitBatch { outbox, ..Default::default() }).await.unwrap();
+    let keys = |claimed: Vec<(i64, OutboxMessage)>| claimed.into_iter().map(|(_, m)| m.key).collect::<Vec<_>>();
+
+    // Two relays claim at once: each gets other messages, oldest first.
+    let first = s.outbox_claim(3, 60_000).await.unwrap();
+    let second = s.outbox_claim(3, 60_000).await.unwrap();
+    assert_eq!(keys(first.clone()), ["k0", "k1", "k2"]);
+    assert_eq!(keys(second.clone()), ["k3", "k4"]);
+    assert!(s.outbox_claim(3, 60_000).await.unwrap().is_empty(), "everything is claimed");
+
+    // The first relay publishes; the second dies. Its claim lapses and its messages move on;
+    // published ones never come back.
+    let ids: Vec<i64> = first.iter().map(|(id, _)| *id).collect();
+    s.outbox_mark_published(&ids).await.unwrap();
+    let short = s.outbox_claim(10, 0).await.unwrap();
+    assert!(short.is_empty(), "k3, k4 are still claimed by the second relay");
+    db.raw.exec("UPDATE outbox SET claimed_until = '2000-01-01T00:00:00Z' WHERE published_at IS NULL").await.unwrap();
+    assert_eq!(keys(s.outbox_claim(10, 60_000).await.unwrap()), ["k3", "k4"]);
 }
 
 async fn a_consumer_that_lost_its_partition_is_fenced_off(backend: Backend) {

@@ -259,6 +259,9 @@ CREATE TABLE outbox (
     key          TEXT        NOT NULL,
     payload      BYTEA       NOT NULL,
     created_at   TIMESTAMPTZ NOT NULL,
+    -- A relay claims a message until this instant (FOR UPDATE SKIP LOCKED), so two relays
+    -- never publish it both; a relay that dies lets its claim lapse and another takes over.
+    claimed_until TIMESTAMPTZ,
     published_at TIMESTAMPTZ,
     CONSTRAINT outbox_pkey PRIMARY KEY (id)
 );

@@ -26,6 +26,9 @@ CREATE TABLE outbox (
     key          TEXT NOT NULL,
     payload      BLOB NOT NULL,
     created_at   TEXT NOT NULL,
+    -- A relay claims a message until this instant, so two relays never publish it both;
+    -- a relay that dies lets its claim lapse and another takes the message over.
+    claimed_until TEXT,
     published_at TEXT
 );
 CREATE INDEX outbox_pending ON outbox (id) WHERE published_at IS NULL;
