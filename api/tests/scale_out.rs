@@ -49,6 +49,25 @@ async fn services() -> Option<(String, String, String)> {
 /// the test fails.
 struct Facepay(Child);
 
+impl Facepay {
+    /// Stops the process as `stop` says and reaps it.
+    fn stop(mut self, stop: Stop) {
+        if stop == Stop::Interrupt {
+            let pid = self.0.id().to_string();
+            let _ = Command::new("kill").args(["-INT", &pid]).status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Facepay {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -122,7 +141,7 @@ fn commands() -> Vec<LedgerCommand> {
 fn tail(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// The partitions a process was last assigned, from its log.
@@ -151,10 +170,29 @@ async fn answered(db: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM inbound").fetch_one(&mut conn).await.unwrap()
 }
 
+/// How the first process leaves mid-stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    /// SIGINT: it finishes its batch, leaves the group, and the group rebalances at once.
+    Interrupt,
+    /// SIGKILL: a crash; the broker must notice the dead member (session timeout) and move its
+    /// partitions.
+    Kill,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky against tansu 0.6: after a member is SIGKILLed the group does not always reassign its \
-            partitions (seen 2 runs in 5); run with `cargo test -p facepay-api --test scale_out -- --ignored`"]
+async fn two_processes_share_the_partitions_and_one_leaving_mid_stream_loses_and_double_posts_nothing() {
+    scale_out(Stop::Interrupt).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tansu 0.6 keeps a SIGKILLed member in the group: its partitions are never reassigned (seen \
+            3 runs in 6); run against Apache Kafka or Redpanda with `-- --ignored`"]
 async fn two_processes_share_the_partitions_and_a_crash_loses_and_double_posts_nothing() {
+    scale_out(Stop::Kill).await
+}
+
+async fn scale_out(stop: Stop) {
     let Some((brokers, db, name)) = services().await else { return };
     let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&db).await.unwrap());
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -199,7 +237,9 @@ async fn two_processes_share_the_partitions_and_a_crash_loses_and_double_posts_n
             while answered(&db).await < (third + 1) as i64 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            drop(a.take()); // SIGKILL
+            if let Some(first) = a.take() {
+                first.stop(stop);
+            }
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
