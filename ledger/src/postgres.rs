@@ -602,13 +602,7 @@ impl LedgerStore for PgStore {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                let message =
-                    OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
-                Ok((r.int("id")?, message))
-            })
-            .collect()
+        rows.iter().map(|r| rows::outbox_from(r)).collect()
     }
 
     async fn outbox_claim(&self, limit: u32, lease_ms: u64) -> Result<Vec<(i64, OutboxMessage)>, StoreError> {
@@ -622,14 +616,7 @@ impl LedgerStore for PgStore {
         .bind(lease_ms as f64)
         .fetch_all(&self.pool)
         .await?;
-        let mut claimed = rows
-            .iter()
-            .map(|r| {
-                let message =
-                    OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
-                Ok((r.int("id")?, message))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut claimed = rows.iter().map(|r| rows::outbox_from(r)).collect::<Result<Vec<_>, StoreError>>()?;
         claimed.sort_by_key(|(id, _)| *id);
         Ok(claimed)
     }

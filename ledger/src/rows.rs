@@ -12,7 +12,7 @@ use facepay_domain::{
 use uuid::Uuid;
 
 use crate::model::{Account, CaptureUse, DailyUsage, LedgerEvent, LedgerState, Member, Order};
-use crate::store::{ConsumerOffset, HistoryRow, NewEvent, RejectedEvent, StoreError, StoredEvent};
+use crate::store::{ConsumerOffset, HistoryRow, NewEvent, OutboxMessage, RejectedEvent, StoreError, StoredEvent};
 
 // ---- errors and parsing ----------------------------------------------------------------
 
@@ -138,6 +138,12 @@ pub(crate) fn stored_event_from(r: &dyn Cells) -> Result<StoredEvent, StoreError
             event,
         },
     })
+}
+
+/// An outbox row, oldest-first lists sorted by the caller.
+pub(crate) fn outbox_from(r: &dyn Cells) -> Result<(i64, OutboxMessage), StoreError> {
+    let message = OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
+    Ok((r.int("id")?, message))
 }
 
 pub(crate) fn device_from(r: &dyn Cells) -> Result<DeviceRef, StoreError> {

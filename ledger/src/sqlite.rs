@@ -635,13 +635,7 @@ impl LedgerStore for SqliteStore {
                 .bind(i64::from(limit))
                 .fetch_all(&self.writer)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                let message =
-                    OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
-                Ok((r.int("id")?, message))
-            })
-            .collect()
+        rows.iter().map(|r| rows::outbox_from(r)).collect()
     }
 
     async fn outbox_claim(&self, limit: u32, lease_ms: u64) -> Result<Vec<(i64, OutboxMessage)>, StoreError> {
@@ -656,14 +650,7 @@ impl LedgerStore for SqliteStore {
         .bind(ts(&now))
         .fetch_all(&self.writer)
         .await?;
-        let mut claimed = rows
-            .iter()
-            .map(|r| {
-                let message =
-                    OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
-                Ok((r.int("id")?, message))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut claimed = rows.iter().map(|r| rows::outbox_from(r)).collect::<Result<Vec<_>, StoreError>>()?;
         claimed.sort_by_key(|(id, _)| *id);
         Ok(claimed)
     }
