@@ -103,6 +103,13 @@ pub const KAFKA_PARTITIONS_DEFAULT: i32 = 8;
 /// How long a produce may wait for the broker's acknowledgement.
 pub const KAFKA_SEND_TIMEOUT_MS: u64 = 10_000;
 
+/// Consumer errors in a row after which a Kafka stage gives up (the process exits; its
+/// partitions move to the others, and nothing is lost: offsets live in the database).
+pub const KAFKA_RECV_ERRORS_MAX: u32 = 50;
+
+/// Pause after a consumer error before the stage polls again.
+pub const KAFKA_RECV_ERROR_PAUSE_MS: u64 = 100;
+
 /// Most outbox messages the relay publishes per round trip to the database.
 pub const OUTBOX_BATCH_MAX: u32 = 512;
 

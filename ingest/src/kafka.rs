@@ -24,7 +24,8 @@ use facepay_ledger::store::{ConsumerOffset, RejectedEvent};
 use facepay_ledger::{Command, Delivery, Ledger, StoreError};
 
 use facepay_domain::limits::{
-    KAFKA_PARTITIONS_DEFAULT, KAFKA_SEND_TIMEOUT_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX,
+    KAFKA_PARTITIONS_DEFAULT, KAFKA_RECV_ERRORS_MAX, KAFKA_RECV_ERROR_PAUSE_MS, KAFKA_SEND_TIMEOUT_MS,
+    LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX,
 };
 
 /// Topic suffixes; the configured prefix (default `facepay.`) goes in front.
@@ -187,6 +188,30 @@ pub enum TransportError {
     Encoding(#[from] serde_json::Error),
 }
 
+/// Consumer errors in a row. librdkafka reports passing trouble (a broker restart, a
+/// rebalance, a partition end) through `recv`: a stage logs it and goes on, and gives up only
+/// after [`KAFKA_RECV_ERRORS_MAX`] in a row, so the process exits and another takes over.
+#[derive(Default)]
+struct RecvErrors(u32);
+
+impl RecvErrors {
+    async fn check<M>(&mut self, msg: Result<M, KafkaError>) -> Result<Option<M>, TransportError> {
+        match msg {
+            Ok(m) => {
+                self.0 = 0;
+                Ok(Some(m))
+            }
+            Err(e) if self.0 + 1 < KAFKA_RECV_ERRORS_MAX => {
+                self.0 += 1;
+                tracing::warn!(error = %e, in_a_row = self.0, "consumer error; going on");
+                tokio::time::sleep(Duration::from_millis(KAFKA_RECV_ERROR_PAUSE_MS)).await;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// The partition key of a ledger command: its payer, so one payer's decisions have a single
 /// writer; commands with no payer go by order or merchant.
 pub fn command_key(cmd: &facepay_ledger::Command) -> String {
@@ -217,11 +242,13 @@ pub async fn run_match_stage(
     let consumer = cfg.consumer(&cfg.match_group)?;
     consumer.subscribe(&[&cfg.topic(DEVICE_EVENTS)])?;
     let producer = cfg.producer()?;
+    let mut errors = RecvErrors::default();
     loop {
         let msg = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            msg = consumer.recv() => msg?,
+            msg = consumer.recv() => msg,
         };
+        let Some(msg) = errors.check(msg).await? else { continue };
         let bytes = msg.payload().unwrap_or_default();
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
         match crate::validate::validate(bytes, &registry) {
@@ -274,16 +301,21 @@ pub async fn run_ledger_stage(
     let consumer = cfg.logged_consumer(&cfg.ledger_group)?;
     consumer.subscribe(&[&topic])?;
     let mut seen = std::collections::BTreeSet::new();
+    let mut errors = RecvErrors::default();
     loop {
         let first = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            msg = consumer.recv() => msg?.detach(),
+            msg = consumer.recv() => msg,
         };
-        let mut batch = vec![first];
+        let Some(first) = errors.check(first).await? else { continue };
+        let mut batch = vec![first.detach()];
         let deadline = tokio::time::Instant::now() + cfg.batch_linger;
         while batch.len() < cfg.batch_max {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(msg) => batch.push(msg?.detach()),
+                Ok(msg) => match errors.check(msg).await? {
+                    Some(msg) => batch.push(msg.detach()),
+                    None => break,
+                },
                 Err(_) => break,
             }
         }
