@@ -112,13 +112,6 @@ impl App {
     pub fn http_state(&self) -> AppState {
         AppState { store: self.store.clone(), registry: self.registry.clone(), input: self.pipeline.input.clone() }
     }
-
-    /// Refreshes the in-memory registry from the store (after devices were registered).
-    pub async fn reload_registry(&self) -> anyhow::Result<()> {
-        let fresh = self.store.registry().await?;
-        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        Ok(())
-    }
 }
 
 /// Serves the API on `listener` until the process is stopped.

@@ -126,16 +126,22 @@ fn commands(opts: &BenchOptions, start: DateTime<Utc>) -> Vec<Command> {
         .collect()
 }
 
+/// The two phases of a round, each on a store of its own.
+const PHASES: [&str; 2] = ["ledger", "ceiling"];
+
+/// The PostgreSQL database of `phase` in the round that runs in `dir`.
+fn pg_database(dir: &std::path::Path, phase: &str) -> String {
+    let round = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+    format!("facepay_bench_{round}_{phase}").to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+}
+
 /// A fresh, empty store for one phase of a round: a SQLite file in `dir`, or a new database
 /// on the PostgreSQL server of `opts.postgres` (dropped again by [`drop_databases`]).
-async fn fresh_store(opts: &BenchOptions, dir: &std::path::Path, name: &str) -> anyhow::Result<Arc<dyn LedgerStore>> {
+async fn fresh_store(opts: &BenchOptions, dir: &std::path::Path, phase: &str) -> anyhow::Result<Arc<dyn LedgerStore>> {
     let Some(admin) = &opts.postgres else {
-        return Ok(Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join(name).display())).await?));
+        return Ok(Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join(phase).display())).await?));
     };
-    let db =
-        format!("facepay_bench_{}_{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"), name.replace('.', "_"))
-            .to_lowercase()
-            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+    let db = pg_database(dir, phase);
     let mut conn = sqlx::PgConnection::connect(admin).await?;
     sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await?;
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
@@ -145,16 +151,10 @@ async fn fresh_store(opts: &BenchOptions, dir: &std::path::Path, name: &str) -> 
 /// Drops the PostgreSQL databases a round created.
 async fn drop_databases(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<()> {
     let Some(admin) = &opts.postgres else { return Ok(()) };
-    let prefix = format!("facepay_bench_{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"))
-        .to_lowercase()
-        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
     let mut conn = sqlx::PgConnection::connect(admin).await?;
-    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1 || '%'")
-        .bind(&prefix)
-        .fetch_all(&mut conn)
-        .await?;
-    for name in names {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
+    for phase in PHASES {
+        let db = pg_database(dir, phase);
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn).await?;
     }
     Ok(())
 }
@@ -168,7 +168,7 @@ async fn round(opts: &BenchOptions) -> anyhow::Result<Round> {
 }
 
 async fn round_in(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<Round> {
-    let store = fresh_store(opts, dir, "ledger.db").await?;
+    let store = fresh_store(opts, dir, PHASES[0]).await?;
     // Each payer gets a generous daily cap's worth of funds; the caps apply per day, and the
     // commands spread over one day, so most payments succeed and post.
     let policy = Policy { daily_amount_cap_fen: i64::MAX / 4, daily_count_cap: u32::MAX };
@@ -224,7 +224,7 @@ async fn ceiling(
     }
     let payments: Vec<_> = events.split_off(opts.payers.min(events.len()));
     let succeeded = payments.iter().filter(|e| e.event.kind() == "payment_succeeded").count();
-    let raw = fresh_store(opts, dir, "ceiling.db").await?;
+    let raw = fresh_store(opts, dir, PHASES[1]).await?;
     raw.commit_raw(&CommitBatch { events, ..Default::default() }).await?;
     let mut latencies = Vec::new();
     let began = Instant::now();

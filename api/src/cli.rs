@@ -1,7 +1,5 @@
 //! The `facepay` command line: a thin layer over the library.
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
 use facepay_ingest::PipelineConfig;
@@ -190,9 +188,4 @@ async fn serve_production(
         result??;
     }
     Ok(())
-}
-
-/// Where `facepay` keeps its data when nothing is configured.
-pub fn default_data_dir() -> PathBuf {
-    PathBuf::from("facepay-data")
 }

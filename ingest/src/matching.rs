@@ -32,10 +32,6 @@ impl MatchStage {
         Self { gallery, policy, captures: HashMap::new(), capture_order: VecDeque::new() }
     }
 
-    pub fn gallery(&self) -> &Gallery {
-        &self.gallery
-    }
-
     /// Routes one event.
     pub fn route(&mut self, env: Envelope) -> Routed {
         let applied = |kind: &str| Routed::Done(OutcomeBody::Applied { kind: kind.to_string() });

@@ -172,14 +172,9 @@ async fn run_ledger(
         }
         if batch.len() < batch_max && !linger.is_zero() {
             tokio::time::sleep(linger).await;
-            let room = batch_max - batch.len();
-            if room > 0 {
-                while let Ok(cmd) = rx.try_recv() {
-                    batch.push(cmd);
-                    if batch.len() >= batch_max {
-                        break;
-                    }
-                }
+            while batch.len() < batch_max {
+                let Ok(cmd) = rx.try_recv() else { break };
+                batch.push(cmd);
             }
         }
         for outcome in ledger.handle_batch(&batch).await? {
