@@ -4,8 +4,9 @@
 #   scripts/kafka.sh install          install tansu if missing (~15 min on 2 cores, once;
 #                                     then cached in ~/.cargo/bin)
 #   scripts/kafka.sh start [STORAGE]  start it and wait until it answers; STORAGE defaults to
-#                                     memory://tansu/ (fast tests); use sqlite://PATH when the
-#                                     broker must keep its data across a restart
+#                                     memory://tansu/ (fast tests); use sqlite://FILE when the
+#                                     broker must keep its data across a restart (FILE is
+#                                     relative to the run dir, FACEPAY_KAFKA_RUN_DIR)
 #   scripts/kafka.sh stop             stop it
 #   scripts/kafka.sh status           exit 0 when a broker answers on the port
 #
@@ -34,10 +35,11 @@ start() {
     if answers; then echo "kafka.sh: a broker already answers on $HOST:$PORT" >&2; return 0; fi
     install
     mkdir -p "$RUN_DIR"
-    "$TANSU" broker \
+    # tansu resolves sqlite://FILE against its working directory: the run dir.
+    (cd "$RUN_DIR" && exec "$TANSU" broker \
         --listener-url "tcp://$HOST:$PORT" \
         --advertised-listener-url "tcp://$HOST:$PORT" \
-        --storage-engine "$storage" >"$LOG_FILE" 2>&1 &
+        --storage-engine "$storage") >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
     for _ in $(seq 1 100); do
         if answers; then echo "kafka.sh: tansu answers on $HOST:$PORT (storage $storage)" >&2; return 0; fi
@@ -51,7 +53,15 @@ start() {
 
 stop() {
     if [ -f "$PID_FILE" ]; then
-        kill "$(cat "$PID_FILE")" 2>/dev/null || true
+        local pid
+        pid="$(cat "$PID_FILE")"
+        kill "$pid" 2>/dev/null || true
+        # Wait until it is gone, so a start right after finds the port free.
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
         rm -f "$PID_FILE"
     fi
 }

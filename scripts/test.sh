@@ -24,14 +24,17 @@ else
     echo "test.sh: PostgreSQL suite: SKIPPED (nothing answers at $pg_host:$pg_port)."
     echo "test.sh:   to run it: start PostgreSQL, or set FACEPAY_TEST_DATABASE_URL=postgres://user@host:port/db (a role that may CREATE DATABASE)"
 fi
-# Kafka: the transport suites (tests/tests/kafka_pipeline.rs; api/tests/scale_out.rs, which
-# also needs PostgreSQL: two facepay processes, one killed) need a Kafka-API broker at
-# FACEPAY_TEST_KAFKA_BROKERS (default 127.0.0.1:9092); scripts/kafka.sh installs and starts
-# tansu there. Each test run uses topics and groups of its own.
+# Kafka: the transport suites need a Kafka-API broker at FACEPAY_TEST_KAFKA_BROKERS (default
+# 127.0.0.1:9092); scripts/kafka.sh installs and starts tansu there. Each test run uses
+# topics and groups of its own. tests/tests/kafka_pipeline.rs (transport, poison messages);
+# with PostgreSQL too: api/tests/end_to_end.rs (Kafka equals embedded), scale_out.rs (two
+# processes), crash.rs (kill -9 six times under load), restarts.rs (PostgreSQL restarted
+# mid-run; needs pg_ctlcluster), broker_restart.rs (a tansu of its own on port 19092 with
+# sqlite storage, restarted mid-run; needs tansu installed).
 kafka="${FACEPAY_TEST_KAFKA_BROKERS:-127.0.0.1:9092}"
 kafka_first="${kafka%%,*}"
 if timeout 3 bash -c "</dev/tcp/${kafka_first%:*}/${kafka_first##*:}" 2>/dev/null; then
-    echo "test.sh: Kafka suite: runs (broker at $kafka)"
+    echo "test.sh: Kafka suite: runs (broker at $kafka): transport, poison, end-to-end, scale-out, crash (kill -9), PostgreSQL and broker restarts"
 elif [ "${FACEPAY_REQUIRE_KAFKA:-}" = "1" ]; then
     echo "test.sh: Kafka suite: REQUIRED (FACEPAY_REQUIRE_KAFKA=1) but no broker answers at $kafka; its tests will fail"
 else

@@ -110,7 +110,11 @@ impl App {
 
     /// The HTTP state over this app's store, registry and pipeline input.
     pub fn http_state(&self) -> AppState {
-        AppState { store: self.store.clone(), registry: self.registry.clone(), input: self.pipeline.input.clone() }
+        AppState {
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            input: crate::http::Ingress::Pipeline(self.pipeline.input.clone()),
+        }
     }
 }
 
@@ -120,8 +124,28 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+/// Resolves on ctrl-c (SIGINT) or SIGTERM, the signals a terminal or an orchestrator sends
+/// to ask for a graceful stop.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Checks that the configuration asks only for what this build serves.

@@ -1,5 +1,7 @@
-//! `facepay bench ledger`: payments decided and durably committed per second on the SQLite
-//! store, against the raw ceiling of inserting the same rows with no logic.
+//! `facepay bench ledger`: payments decided and durably committed per second on the SQLite or
+//! PostgreSQL store, against the raw ceiling of inserting the same rows with no logic, and (on
+//! PostgreSQL) against the usual design: one transaction per payment with `SELECT … FOR
+//! UPDATE` on the payer's balance row ([`crate::usual_design`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +47,14 @@ pub struct BenchReport {
     pub ceiling_payments_per_s: f64,
     /// `payments_per_s / ceiling_payments_per_s`.
     pub ratio_of_ceiling: f64,
+    /// PostgreSQL only: the same payments through the usual design (one transaction per
+    /// payment, the payer's balance row locked), on as many connections as the store's pool.
+    pub usual_design_payments_per_s: Option<f64>,
+    /// `payments_per_s / usual_design_payments_per_s`.
+    pub times_usual_design: Option<f64>,
+    /// How many of the payments the usual design ran (it is slow: at most
+    /// [`USUAL_DESIGN_PAYMENTS_MAX`]).
+    pub usual_design_payments: Option<usize>,
     /// 99th percentile of one batch: load, decide and durable commit.
     pub batch_commit_p99_ms: f64,
     pub ceiling_batch_commit_p99_ms: f64,
@@ -56,6 +66,7 @@ pub struct BenchReport {
 
 /// One round's figures.
 struct Round {
+    usual_payments_per_s: Option<f64>,
     payments_per_s: f64,
     ceiling_payments_per_s: f64,
     p99_ms: f64,
@@ -77,6 +88,7 @@ pub async fn ledger(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let pick = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
     let payments_per_s = pick(|r| r.payments_per_s);
     let ceiling_payments_per_s = pick(|r| r.ceiling_payments_per_s);
+    let usual = opts.postgres.as_ref().map(|_| pick(|r| r.usual_payments_per_s.unwrap_or(0.0)));
     Ok(BenchReport {
         rounds: rounds.len(),
         payments: opts.payments,
@@ -85,6 +97,9 @@ pub async fn ledger(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         payments_per_s,
         ceiling_payments_per_s,
         ratio_of_ceiling: payments_per_s / ceiling_payments_per_s,
+        usual_design_payments_per_s: usual,
+        times_usual_design: usual.map(|u| payments_per_s / u),
+        usual_design_payments: usual.map(|_| opts.payments.min(USUAL_DESIGN_PAYMENTS_MAX)),
         batch_commit_p99_ms: pick(|r| r.p99_ms),
         ceiling_batch_commit_p99_ms: pick(|r| r.ceiling_p99_ms),
         succeeded: rounds[0].succeeded,
@@ -126,8 +141,11 @@ fn commands(opts: &BenchOptions, start: DateTime<Utc>) -> Vec<Command> {
         .collect()
 }
 
-/// The two phases of a round, each on a store of its own.
-const PHASES: [&str; 2] = ["ledger", "ceiling"];
+/// The phases of a round, each on a store of its own (the usual design on PostgreSQL only).
+const PHASES: [&str; 3] = ["ledger", "ceiling", "usual"];
+
+/// Most payments the usual-design phase runs (it is one round trip per statement).
+pub const USUAL_DESIGN_PAYMENTS_MAX: usize = 20_000;
 
 /// The PostgreSQL database of `phase` in the round that runs in `dir`.
 fn pg_database(dir: &std::path::Path, phase: &str) -> String {
@@ -141,11 +159,16 @@ async fn fresh_store(opts: &BenchOptions, dir: &std::path::Path, phase: &str) ->
     let Some(admin) = &opts.postgres else {
         return Ok(Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join(phase).display())).await?));
     };
+    Ok(Arc::new(PgStore::open(&fresh_database(admin, dir, phase).await?).await?))
+}
+
+/// Creates the empty PostgreSQL database of `phase` on the server of `admin`; its URL.
+async fn fresh_database(admin: &str, dir: &std::path::Path, phase: &str) -> anyhow::Result<String> {
     let db = pg_database(dir, phase);
     let mut conn = sqlx::PgConnection::connect(admin).await?;
     sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await?;
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    Ok(Arc::new(PgStore::open(&format!("{base}/{db}")).await?))
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    Ok(format!("{base}/{db}"))
 }
 
 /// Drops the PostgreSQL databases a round created.
@@ -198,7 +221,16 @@ async fn round_in(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<
     }
     let elapsed = began.elapsed().as_secs_f64();
     let (ceiling_elapsed, ceiling_latencies, succeeded) = ceiling(dir, &store, opts).await?;
+    let usual_payments_per_s = match &opts.postgres {
+        Some(admin) => {
+            let url = fresh_database(admin, dir, PHASES[2]).await?;
+            let some = &cmds[..cmds.len().min(USUAL_DESIGN_PAYMENTS_MAX)];
+            Some(crate::usual_design::payments_per_s(&url, opts.payers, some).await?)
+        }
+        None => None,
+    };
     Ok(Round {
+        usual_payments_per_s,
         payments_per_s: opts.payments as f64 / elapsed,
         ceiling_payments_per_s: opts.payments as f64 / ceiling_elapsed,
         p99_ms: p99_ms(latencies),

@@ -36,8 +36,14 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         payments: usize,
     },
-    /// Run the pipeline and the HTTP API over the configured store.
-    Serve,
+    /// Run the pipeline and the HTTP API over the configured store (PostgreSQL + Kafka when
+    /// configured, embedded otherwise). Stops gracefully on SIGTERM or ctrl-c.
+    Serve {
+        /// With Kafka: the stages this process runs, comma-separated, of matcher, ledger,
+        /// relay, api (default: all; or FACEPAY_STAGES).
+        #[arg(long)]
+        stages: Option<String>,
+    },
     /// Rebuild every projection from the event log and compare it with the live one.
     Replay {
         #[arg(long)]
@@ -54,6 +60,28 @@ enum Command {
         #[arg(long, requires = "store")]
         device: Option<String>,
     },
+    /// Publish the demo's device fleet to Kafka (registering it in the configured store
+    /// first), for load and end-to-end runs against `facepay serve`.
+    Simulate {
+        /// Publish to the broker of FACEPAY_KAFKA_BROKERS (the only transport so far).
+        #[arg(long, required = true)]
+        kafka: bool,
+        #[arg(long)]
+        json: bool,
+        /// Events per second to offer (default: as fast as the broker takes them).
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 5)]
+        merchants: usize,
+        #[arg(long, default_value_t = 20)]
+        devices: usize,
+        #[arg(long, default_value_t = 2_000)]
+        payers: usize,
+        #[arg(long, default_value_t = 20_000)]
+        payments: usize,
+    },
     /// Benchmarks that print JSON.
     Bench {
         #[command(subcommand)]
@@ -63,13 +91,33 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// Device events through Kafka to committed outcomes per second, and latency at half
+    /// that load, next to the broker's own produce → consume throughput.
+    Pipeline {
+        #[arg(long)]
+        json: bool,
+        /// The PostgreSQL server (default: FACEPAY_TEST_DATABASE_URL, else the local one).
+        #[arg(long)]
+        postgres: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1_000)]
+        payers: usize,
+        #[arg(long, default_value_t = 10_000)]
+        payments: usize,
+    },
     /// Payments decided and durably committed per second, against the raw insert ceiling.
     Ledger {
         #[arg(long)]
         json: bool,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Run on PostgreSQL: the server's URL (each phase gets a fresh database).
+        /// The store to measure: sqlite (files in a temporary folder) or postgres.
+        #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+        store: String,
+        /// The PostgreSQL server for --store postgres (a role that may CREATE DATABASE; each
+        /// phase gets a fresh database). Default: FACEPAY_TEST_DATABASE_URL, else
+        /// postgres://postgres@127.0.0.1:5432/test.
         #[arg(long)]
         postgres: Option<String>,
         #[arg(long, default_value_t = 100_000)]
@@ -110,11 +158,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve => {
+        Command::Serve { stages } => {
+            let roles = crate::production::Roles::chosen(stages.as_deref())?;
             let store = open_store(&config.database_url).await?;
             match &config.kafka_brokers {
-                Some(brokers) => serve_production(store, brokers, &config).await,
-                None => serve_app(App::start(store, PipelineConfig::default()).await?, &config).await,
+                Some(brokers) => serve_production(store, brokers, roles, &config).await,
+                None if roles == crate::production::Roles::ALL => {
+                    serve_app(App::start(store, PipelineConfig::default()).await?, &config).await
+                }
+                None => anyhow::bail!("--stages splits the stages over Kafka; set FACEPAY_KAFKA_BROKERS"),
             }
         }
         Command::Replay { json } => {
@@ -144,7 +196,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { what: BenchWhat::Ledger { json, rounds, postgres, payments, batch, payers } } => {
+        Command::Simulate { kafka: _, json, rate, seed, merchants, devices, payers, payments } => {
+            let Some(brokers) = &config.kafka_brokers else {
+                anyhow::bail!("simulate --kafka publishes to FACEPAY_KAFKA_BROKERS; set it");
+            };
+            let cfg = facepay_ingest::kafka::KafkaConfig::from_env(brokers.as_str());
+            let store = open_store(&config.database_url).await?;
+            let fleet =
+                demo::DemoOptions { seed, merchants, devices, payers, payments, progress: false, ..Default::default() };
+            let opts = crate::simulate::SimulateOptions { fleet, rate_per_s: rate };
+            let report = crate::simulate::kafka(&opts, &cfg, store.as_ref()).await?;
+            match json {
+                true => println!("{}", serde_json::to_string(&report)?),
+                false => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(())
+        }
+        Command::Bench { what: BenchWhat::Pipeline { json, postgres, partitions, payers, payments } } => {
+            let postgres = postgres
+                .or_else(|| std::env::var("FACEPAY_TEST_DATABASE_URL").ok())
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string());
+            let brokers = config.kafka_brokers.clone().unwrap_or_else(|| "127.0.0.1:9092".to_string());
+            let fleet = demo::DemoOptions { payers, payments, progress: false, ..Default::default() };
+            let opts = crate::bench_pipeline::PipelineBenchOptions { brokers, postgres, fleet, partitions };
+            let report = crate::bench_pipeline::run(&opts).await?;
+            match json {
+                true => println!("{}", serde_json::to_string(&report)?),
+                false => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(())
+        }
+        Command::Bench { what: BenchWhat::Ledger { json, rounds, store, postgres, payments, batch, payers } } => {
+            let postgres = match (store.as_str(), postgres) {
+                ("postgres", url) => Some(
+                    url.or_else(|| std::env::var("FACEPAY_TEST_DATABASE_URL").ok())
+                        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string()),
+                ),
+                (_, Some(_)) => anyhow::bail!("--postgres goes with --store postgres"),
+                (_, None) => None,
+            };
             let opts = bench::BenchOptions { postgres, rounds, payments, batch: batch.max(1), payers: payers.max(1) };
             let report = bench::ledger(&opts).await?;
             if json {
@@ -172,13 +262,24 @@ async fn serve_app(mut app: App, config: &Config) -> anyhow::Result<()> {
 async fn serve_production(
     store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
     brokers: &str,
+    roles: crate::production::Roles,
     config: &Config,
 ) -> anyhow::Result<()> {
     let cfg = facepay_ingest::kafka::KafkaConfig::from_env(brokers);
-    let mut prod = crate::production::start(store, cfg, crate::production::Roles::from_env()).await?;
-    let listener = TcpListener::bind(config.http_addr).await?;
-    println!("facepay API listening on http://{} (Kafka at {brokers})", listener.local_addr()?);
-    let http = tokio::spawn(serve(listener, prod.http.clone()));
+    let mut prod = crate::production::start(store, cfg, roles).await?;
+    tracing::info!(?roles, "stages started");
+    let http = match roles.api {
+        true => {
+            let listener = TcpListener::bind(config.http_addr).await?;
+            println!("facepay API listening on http://{} (Kafka at {brokers})", listener.local_addr()?);
+            tokio::spawn(serve(listener, prod.http.clone()))
+        }
+        false => tokio::spawn(async {
+            crate::app::shutdown_signal().await;
+            Ok(())
+        }),
+    };
+    // A signal ends the HTTP task; then every stage finishes the batch in flight and stops.
     tokio::select! {
         result = http => result??,
         Some(result) = prod.tasks.join_next() => result??,

@@ -587,3 +587,14 @@ impl DemoSummary {
         s
     }
 }
+
+/// The devices of the fleet the demo simulates for `opts` (to register before sending).
+pub fn fleet_devices(opts: &DemoOptions) -> Vec<DeviceRef> {
+    World::new(opts).devices
+}
+
+/// Sends the demo's events for `opts` into `input`, exactly as the demo does (the same seed,
+/// the same events, in the same order); for `facepay simulate` and the benchmarks.
+pub async fn send_fleet(opts: &DemoOptions, input: mpsc::Sender<Inbound>) -> anyhow::Result<SentCounts> {
+    World::new(opts).send_all(input).await
+}

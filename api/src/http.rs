@@ -26,8 +26,43 @@ use crate::error::ApiError;
 pub struct AppState {
     pub store: Arc<dyn LedgerStore>,
     pub registry: SharedRegistry,
-    /// The pipeline's input, fed by `POST /v1/events`.
-    pub input: mpsc::Sender<Inbound>,
+    /// Where `POST /v1/events` puts what it accepts.
+    pub input: Ingress,
+}
+
+/// Where the HTTP ingest path puts an accepted event.
+#[derive(Clone)]
+pub enum Ingress {
+    /// The embedded pipeline's input channel.
+    Pipeline(mpsc::Sender<Inbound>),
+    /// The device-events topic (production): an event is accepted (202) only once the broker
+    /// has acknowledged it, so a 202 is never lost; a broker that does not answer within
+    /// `timeout` gets the device a 503 to retry.
+    Kafka { producer: rdkafka::producer::FutureProducer, topic: String, timeout: Duration },
+}
+
+impl Ingress {
+    async fn accept(&self, envelope: facepay_domain::Envelope) -> Result<(), ApiError> {
+        match self {
+            Ingress::Pipeline(input) => {
+                let timeout = Duration::from_millis(INGEST_ENQUEUE_TIMEOUT_MS);
+                input.send_timeout(Inbound::Checked(envelope), timeout).await.map_err(|_| ApiError::Overloaded)
+            }
+            Ingress::Kafka { producer, topic, timeout } => {
+                let key = match &envelope.origin {
+                    facepay_domain::Origin::Device(d) => d.device_id.to_string(),
+                    facepay_domain::Origin::Merchant(m) => m.to_string(),
+                    facepay_domain::Origin::Platform => envelope.event_id.to_string(),
+                };
+                let bytes = envelope.to_json();
+                let record = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(&bytes);
+                producer.send(record, *timeout).await.map(|_| ()).map_err(|(e, _)| {
+                    tracing::warn!(error = %e, "the broker did not take an event; the device is told to retry");
+                    ApiError::Overloaded
+                })
+            }
+        }
+    }
 }
 
 /// The router of the whole API.
@@ -76,8 +111,7 @@ async fn ingest(State(st): State<AppState>, body: Bytes) -> Result<(StatusCode, 
         }
     };
     let event_id = envelope.event_id;
-    let timeout = Duration::from_millis(INGEST_ENQUEUE_TIMEOUT_MS);
-    st.input.send_timeout(Inbound::Checked(envelope), timeout).await.map_err(|_| ApiError::Overloaded)?;
+    st.input.accept(envelope).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { event_id, status: "accepted" })))
 }
 

@@ -7,13 +7,19 @@
 //! - [`error`]: [`error::ApiError`], the one HTTP error, owning the status mapping.
 //! - [`demo`]: `facepay demo`, a simulated fleet.
 //! - [`bench`]: `facepay bench ledger`, a benchmark that prints JSON.
+//! - [`bench_pipeline`]: `facepay bench pipeline`: Kafka in, committed outcomes out.
 //! - [`production`]: the production profile: the stages over Kafka topics.
+//! - [`simulate`]: `facepay simulate --kafka`, the demo's fleet published to Kafka.
+//! - [`usual_design`]: the usual one-transaction-per-payment design, for the benchmark.
 //! - [`cli`]: the command line.
 
 pub mod app;
 pub mod bench;
+pub mod bench_pipeline;
 pub mod cli;
 pub mod demo;
 pub mod error;
 pub mod http;
 pub mod production;
+pub mod simulate;
+pub mod usual_design;

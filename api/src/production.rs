@@ -6,34 +6,59 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use facepay_domain::limits::REGISTRY_REFRESH_MS;
-use facepay_domain::Origin;
-use facepay_ingest::kafka::{self, KafkaConfig, DEVICE_EVENTS};
+use facepay_domain::limits::{
+    REGISTRY_REFRESH_MS, STAGE_HEALTHY_MS, STAGE_RESTART_BACKOFF_MAX_MS, STAGE_RESTART_BACKOFF_MIN_MS,
+};
+use facepay_ingest::kafka::{self, KafkaConfig, TransportError, DEVICE_EVENTS};
 use facepay_ingest::matching::MatchStage;
-use facepay_ingest::{Inbound, SharedRegistry};
+use facepay_ingest::SharedRegistry;
 use facepay_ledger::{Ledger, LedgerStore, Policy};
 use facepay_matcher::{Gallery, MatchPolicy};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::http::AppState;
+use crate::http::{AppState, Ingress};
 
-/// Which parts this process runs (`FACEPAY_ROLES`, comma-separated; default all of them).
-#[derive(Debug, Clone, Copy)]
+/// Which stages this process runs: `facepay serve --stages matcher,ledger,relay,api`, or
+/// `FACEPAY_STAGES`; all of them by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
     pub matcher: bool,
     pub ledger: bool,
+    /// The outbox relay (one process at a time publishes; the others stand by).
     pub relay: bool,
+    /// The HTTP API (and its ingest path).
+    pub api: bool,
 }
 
+/// The stage names `--stages` takes.
+pub const STAGE_NAMES: [&str; 4] = ["matcher", "ledger", "relay", "api"];
+
 impl Roles {
-    pub fn from_env() -> Self {
-        match std::env::var("FACEPAY_ROLES").ok().filter(|v| !v.is_empty()) {
-            None => Self { matcher: true, ledger: true, relay: true },
-            Some(v) => {
-                let has = |r: &str| v.split(',').any(|x| x.trim() == r);
-                Self { matcher: has("match"), ledger: has("ledger"), relay: has("relay") }
+    pub const ALL: Roles = Roles { matcher: true, ledger: true, relay: true, api: true };
+
+    /// Parses a comma-separated list of [`STAGE_NAMES`].
+    pub fn parse(list: &str) -> anyhow::Result<Self> {
+        let mut roles = Roles { matcher: false, ledger: false, relay: false, api: false };
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "matcher" | "match" => roles.matcher = true,
+                "ledger" => roles.ledger = true,
+                "relay" => roles.relay = true,
+                "api" => roles.api = true,
+                other => anyhow::bail!("unknown stage {other:?}; the stages are {}", STAGE_NAMES.join(", ")),
             }
+        }
+        anyhow::ensure!(roles != Roles { matcher: false, ledger: false, relay: false, api: false }, "no stage named");
+        Ok(roles)
+    }
+
+    /// `--stages` if given, else `FACEPAY_STAGES`, else all.
+    pub fn chosen(flag: Option<&str>) -> anyhow::Result<Self> {
+        let env = std::env::var("FACEPAY_STAGES").ok().filter(|v| !v.is_empty());
+        match flag.map(str::to_string).or(env) {
+            Some(list) => Self::parse(&list),
+            None => Ok(Self::ALL),
         }
     }
 }
@@ -47,57 +72,63 @@ pub struct Production {
 
 /// Creates the topics and starts this process's stages over `store`.
 pub async fn start(store: Arc<dyn LedgerStore>, cfg: KafkaConfig, roles: Roles) -> anyhow::Result<Production> {
+    cfg.check().map_err(anyhow::Error::msg)?;
     kafka::ensure_topics(&cfg).await.context("creating the Kafka topics")?;
     let registry: SharedRegistry = Arc::new(RwLock::new(store.registry().await?));
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     if roles.matcher {
-        let stage = MatchStage::new(Gallery::new(), MatchPolicy::default());
-        let (c, r, s, rx) = (cfg.clone(), registry.clone(), store.clone(), rx.clone());
-        tasks.spawn(async move { Ok(kafka::run_match_stage(c, r, stage, s, rx).await?) });
+        let stage = Arc::new(tokio::sync::Mutex::new(MatchStage::new(Gallery::new(), MatchPolicy::default())));
+        let (c, r, rx) = (cfg.clone(), registry.clone(), rx.clone());
+        tasks.spawn(supervised("matcher", rx.clone(), move || {
+            kafka::run_match_stage(c.clone(), r.clone(), stage.clone(), rx.clone())
+        }));
     }
     if roles.ledger {
         let ledger = Ledger::new(store.clone(), Policy::default()).uncached();
         let (c, rx) = (cfg.clone(), rx.clone());
-        tasks.spawn(async move { Ok(kafka::run_ledger_stage(c, ledger, rx).await?) });
+        tasks.spawn(supervised("ledger", rx.clone(), move || {
+            kafka::run_ledger_stage(c.clone(), ledger.clone(), rx.clone())
+        }));
     }
     if roles.relay {
         let (c, s, rx) = (cfg.clone(), store.clone(), rx.clone());
-        tasks.spawn(async move { Ok(kafka::run_outbox_relay(c, s, rx).await?) });
+        tasks.spawn(supervised("relay", rx.clone(), move || kafka::run_outbox_relay(c.clone(), s.clone(), rx.clone())));
     }
-    let (input, inbound) = mpsc::channel(facepay_domain::limits::STAGE_CHANNEL_CAPACITY);
-    tasks.spawn(forward_http_events(cfg, inbound, rx.clone()));
+    let input =
+        Ingress::Kafka { producer: cfg.producer()?, topic: cfg.topic(DEVICE_EVENTS), timeout: cfg.send_timeout };
     tasks.spawn(refresh_registry(store.clone(), registry.clone(), rx));
     Ok(Production { http: AppState { store, registry, input }, shutdown, tasks })
 }
 
-/// `POST /v1/events` in the production profile: checked events go to the device-events
-/// topic, keyed by device (or by payer for platform events).
-async fn forward_http_events(
-    cfg: KafkaConfig,
-    mut inbound: mpsc::Receiver<Inbound>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let producer = cfg.producer()?;
-    let topic = cfg.topic(DEVICE_EVENTS);
+/// Runs a stage, and runs it again after a pause when it fails on its database or broker
+/// (transient: see [`TransportError::is_transient`]); the pause doubles with each failure in
+/// a row, up to [`STAGE_RESTART_BACKOFF_MAX_MS`], so a service that is down is retried without
+/// a crash loop, and the process exits only on what a restart cannot fix. A restarted stage
+/// resumes from the offsets stored in the database: nothing is lost.
+async fn supervised<F, Fut>(stage: &'static str, mut shutdown: watch::Receiver<bool>, mut run: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), TransportError>>,
+{
+    let mut pause = Duration::from_millis(STAGE_RESTART_BACKOFF_MIN_MS);
     loop {
-        let item = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
-            item = inbound.recv() => item,
-        };
-        let Some(item) = item else { return Ok(()) };
-        let (key, bytes) = match item {
-            Inbound::Checked(env) => {
-                let key = match &env.origin {
-                    Origin::Device(d) => d.device_id.to_string(),
-                    Origin::Merchant(m) => m.to_string(),
-                    Origin::Platform => env.event_id.to_string(),
-                };
-                (key, env.to_json())
+        let started = tokio::time::Instant::now();
+        match run().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                if started.elapsed() > Duration::from_millis(STAGE_HEALTHY_MS) {
+                    pause = Duration::from_millis(STAGE_RESTART_BACKOFF_MIN_MS);
+                }
+                tracing::warn!(stage, error = %e, pause_ms = pause.as_millis() as u64, "stage failed; restarting");
             }
-            Inbound::Raw { bytes, .. } => (String::new(), bytes),
-        };
-        kafka::publish(&producer, &topic, &key, &bytes).await?;
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("the {stage} stage stopped"))),
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_millis(STAGE_RESTART_BACKOFF_MAX_MS));
     }
 }
 
@@ -112,7 +143,9 @@ async fn refresh_registry(
             _ = shutdown.changed() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(REGISTRY_REFRESH_MS)) => {}
         }
-        let fresh = store.registry().await?;
-        *registry.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        match store.registry().await {
+            Ok(fresh) => *registry.write().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Err(e) => tracing::warn!(error = %e, "registry refresh failed; keeping the last one"),
+        }
     }
 }

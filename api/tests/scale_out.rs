@@ -3,97 +3,17 @@
 //! partitions, and nothing is lost or posted twice. Needs PostgreSQL and a Kafka-API broker;
 //! skipped, saying so, without them (CI requires both).
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use facepay_domain::{DeviceId, DeviceRef, FaceCode, MerchantId, Money, OutTradeNo, PayerId, StoreId};
-use facepay_ingest::kafka::{self, command_key, KafkaConfig, LEDGER_COMMANDS};
+use facepay_ingest::kafka::{self, command_key, LEDGER_COMMANDS};
+use facepay_ingest::wire::StageMessage;
 use facepay_ledger::postgres::PgStore;
 use facepay_ledger::{Command as LedgerCommand, CommandKind, Identity, LedgerStore};
-use sqlx::Connection;
-
-fn reachable(addr: &str) -> bool {
-    addr.parse().is_ok_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
-}
-
-/// The broker and a fresh PostgreSQL database, or `None` (with a message) when either is
-/// missing and the environment does not require them.
-async fn services() -> Option<(String, String, String)> {
-    let brokers = std::env::var("FACEPAY_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let admin =
-        std::env::var("FACEPAY_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    if !reachable(brokers.split(',').next().unwrap_or_default()) {
-        assert!(
-            std::env::var("FACEPAY_REQUIRE_KAFKA").is_err(),
-            "FACEPAY_REQUIRE_KAFKA is set but no broker at {brokers}"
-        );
-        eprintln!("skipped: no Kafka-API broker at {brokers} (scripts/kafka.sh start)");
-        return None;
-    }
-    let mut conn = match sqlx::PgConnection::connect(&admin).await {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(std::env::var("FACEPAY_REQUIRE_POSTGRES").is_err(), "PostgreSQL required: {e}");
-            eprintln!("skipped: PostgreSQL not reachable ({e})");
-            return None;
-        }
-    };
-    let name = format!("facepay_t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
-    Some((brokers, format!("{base}/{name}"), name))
-}
-
-/// A running `facepay serve`; dropping it kills it (SIGKILL: a crash) and reaps it, also when
-/// the test fails.
-struct Facepay(Child);
-
-impl Facepay {
-    /// Stops the process as `stop` says and reaps it.
-    fn stop(mut self, stop: Stop) {
-        if stop == Stop::Interrupt {
-            let pid = self.0.id().to_string();
-            let _ = Command::new("kill").args(["-INT", &pid]).status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = self.0.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Facepay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(db: &str, brokers: &str, cfg: &KafkaConfig, log: &std::path::Path) -> Facepay {
-    let child = Command::new(env!("CARGO_BIN_EXE_facepay"))
-        .arg("serve")
-        .env("FACEPAY_DATABASE_URL", db)
-        .env("FACEPAY_KAFKA_BROKERS", brokers)
-        .env("FACEPAY_KAFKA_TOPIC_PREFIX", &cfg.topic_prefix)
-        .env("FACEPAY_KAFKA_LEDGER_GROUP", &cfg.ledger_group)
-        .env("FACEPAY_KAFKA_MATCH_GROUP", &cfg.match_group)
-        .env("FACEPAY_KAFKA_PARTITIONS", cfg.partitions.to_string())
-        .env("FACEPAY_ROLES", "ledger,relay")
-        .env("FACEPAY_HTTP_ADDR", "127.0.0.1:0")
-        .env("FACEPAY_LOG", "facepay_ingest=info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("facepay starts");
-    Facepay(child)
-}
+use support::{answered, services, spawn, tail, Stop};
 
 const PAYERS: usize = 24;
 const PAYMENTS_EACH: usize = 8;
@@ -137,13 +57,6 @@ fn commands() -> Vec<LedgerCommand> {
     out
 }
 
-/// The end of a process's log, for a failure message.
-fn tail(log: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 /// The partitions a process was last assigned, from its log.
 fn assigned(log: &std::path::Path) -> std::collections::BTreeSet<i32> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -165,21 +78,6 @@ fn partitions(log: &std::path::Path) -> std::collections::BTreeSet<i32> {
         .collect()
 }
 
-async fn answered(db: &str) -> i64 {
-    let mut conn = sqlx::PgConnection::connect(db).await.unwrap();
-    sqlx::query_scalar("SELECT count(*) FROM inbound").fetch_one(&mut conn).await.unwrap()
-}
-
-/// How the first process leaves mid-stream.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Stop {
-    /// SIGINT: it finishes its batch, leaves the group, and the group rebalances at once.
-    Interrupt,
-    /// SIGKILL: a crash; the broker must notice the dead member (session timeout) and move its
-    /// partitions.
-    Kill,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_the_partitions_and_one_leaving_mid_stream_loses_and_double_posts_nothing() {
     scale_out(Stop::Interrupt).await
@@ -193,20 +91,16 @@ async fn two_processes_share_the_partitions_and_a_crash_loses_and_double_posts_n
 }
 
 async fn scale_out(stop: Stop) {
-    let Some((brokers, db, name)) = services().await else { return };
+    let Some((brokers, database)) = services().await else { return };
+    let db = database.url.clone();
     let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&db).await.unwrap());
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let mut cfg = KafkaConfig::new(&brokers);
-    cfg.topic_prefix = format!("facepay-s{}.", &run[..12]);
-    cfg.ledger_group = format!("ledger-{run}");
-    cfg.match_group = format!("match-{run}");
-    cfg.partitions = 4;
+    let cfg = support::config(&brokers, 4);
     kafka::ensure_topics(&cfg).await.unwrap();
 
     let logs = tempfile::tempdir().unwrap();
     let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
-    let mut a = Some(spawn(&db, &brokers, &cfg, &log_a));
-    let b = spawn(&db, &brokers, &cfg, &log_b);
+    let mut a = Some(spawn(&db, &cfg, "ledger,relay", &[], &log_a));
+    let b = spawn(&db, &cfg, "ledger,relay", &[], &log_b);
     // Wait until the group has settled with both processes holding partitions.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
@@ -225,7 +119,7 @@ async fn scale_out(stop: Stop) {
     let cmds = commands();
     let third = cmds.len() / 3;
     for (i, cmd) in cmds.iter().enumerate() {
-        let bytes = serde_json::to_vec(cmd).unwrap();
+        let bytes = serde_json::to_vec(&StageMessage::Command(cmd.clone())).unwrap();
         kafka::publish(&producer, &topic, &command_key(cmd), &bytes).await.unwrap();
         if i % 10 == 0 {
             kafka::publish(&producer, &topic, &command_key(cmd), &bytes).await.unwrap();
@@ -238,7 +132,7 @@ async fn scale_out(stop: Stop) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if let Some(first) = a.take() {
-                first.stop(stop);
+                let _ = first.stop(stop);
             }
         }
     }
@@ -263,8 +157,4 @@ async fn scale_out(stop: Stop) {
     assert!(report.matches, "{:?}", report.differences);
     assert_eq!(report.events, cmds.len() as u64, "one event per command: nothing posted twice");
     drop(store);
-    let admin =
-        std::env::var("FACEPAY_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
 }

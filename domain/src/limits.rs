@@ -113,12 +113,44 @@ pub const KAFKA_RECV_ERROR_PAUSE_MS: u64 = 100;
 /// Most outbox messages the relay publishes per round trip to the database.
 pub const OUTBOX_BATCH_MAX: u32 = 512;
 
-/// How long a relay's claim on outbox messages lasts: longer than a publish may take
-/// (`KAFKA_SEND_TIMEOUT_MS`), short enough that a dead relay's messages move on quickly.
+/// How long the outbox relay's lease lasts (one relay publishes at a time). At least twice
+/// `KAFKA_SEND_TIMEOUT_MS` plus [`OUTBOX_LEASE_MARGIN_MS`]: the holder renews at half-time,
+/// so every send it starts ends (acknowledged or timed out) before the lease can lapse.
+/// Short enough that a crashed relay's successor starts soon.
 pub const OUTBOX_LEASE_MS: u64 = 30_000;
+
+/// Slack on top of twice the send timeout that the relay's lease must have.
+pub const OUTBOX_LEASE_MARGIN_MS: u64 = 1_000;
+
+/// How long a relay that just took the lease may spend reading the tail of the outbox topics
+/// for what its predecessor published but had not marked.
+pub const OUTBOX_RECOVERY_TIMEOUT_MS: u64 = 30_000;
+
+/// When reading a topic to its end, how long nothing more must arrive after the reported
+/// end before the read is complete (a broker may report its end short of a batch's last
+/// records).
+pub const KAFKA_READ_QUIET_MS: u64 = 500;
+
+/// Most sends `facepay simulate` has in flight before it waits for their acknowledgements.
+pub const SIMULATE_ACKS_MAX: usize = 10_000;
+
+/// Most device events the matcher stage routes before it waits for the broker's
+/// acknowledgements and commits (a hint) past them.
+pub const MATCH_BATCH_MAX: usize = 512;
 
 /// How long the outbox relay sleeps when it finds nothing to publish.
 pub const OUTBOX_IDLE_MS: u64 = 20;
+
+/// First pause before a production stage that failed on its database or broker starts again;
+/// doubled after each failure in a row, up to [`STAGE_RESTART_BACKOFF_MAX_MS`].
+pub const STAGE_RESTART_BACKOFF_MIN_MS: u64 = 100;
+
+/// Longest pause between restarts of a failing stage (a database or broker that is down
+/// is retried this often, without a crash loop).
+pub const STAGE_RESTART_BACKOFF_MAX_MS: u64 = 5_000;
+
+/// A stage that ran this long before failing starts again after the shortest pause.
+pub const STAGE_HEALTHY_MS: u64 = 30_000;
 
 /// How often a production process re-reads the fleet registry (devices registered by other
 /// processes or by `facepay register`).

@@ -144,6 +144,17 @@ pub enum OutcomeBody {
     Refused { kind: String, code: String, message: String },
 }
 
+impl OutcomeBody {
+    /// The kind of event this answers, as named on the wire.
+    pub fn kind(&self) -> &str {
+        match self {
+            OutcomeBody::PaymentResult(_) => "payment_requested",
+            OutcomeBody::QueryResult(_) => "payment_query",
+            OutcomeBody::Applied { kind } | OutcomeBody::Refused { kind, .. } => kind,
+        }
+    }
+}
+
 /// An outcome, addressed back to the event that caused it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {

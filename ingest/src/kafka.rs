@@ -20,12 +20,15 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, HashMap};
 
 use facepay_domain::{FieldError, FieldErrorKind};
-use facepay_ledger::store::{ConsumerOffset, RejectedEvent};
-use facepay_ledger::{Command, Delivery, Ledger, StoreError};
+use facepay_ledger::store::ConsumerOffset;
+use facepay_ledger::{Command, Delivery, Ledger, OutboxTopics, Rejection, StoreError};
+
+use crate::wire::StageMessage;
 
 use facepay_domain::limits::{
-    KAFKA_PARTITIONS_DEFAULT, KAFKA_RECV_ERRORS_MAX, KAFKA_RECV_ERROR_PAUSE_MS, KAFKA_SEND_TIMEOUT_MS,
-    LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX,
+    KAFKA_PARTITIONS_DEFAULT, KAFKA_READ_QUIET_MS, KAFKA_RECV_ERRORS_MAX, KAFKA_RECV_ERROR_PAUSE_MS,
+    KAFKA_SEND_TIMEOUT_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, MATCH_BATCH_MAX, OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS,
+    OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS, OUTBOX_RECOVERY_TIMEOUT_MS,
 };
 
 /// Topic suffixes; the configured prefix (default `facepay.`) goes in front.
@@ -55,6 +58,16 @@ pub struct KafkaConfig {
     pub batch_max: usize,
     /// How long the ledger waits for a batch to fill once it has one command.
     pub batch_linger: Duration,
+    /// `FACEPAY_KAFKA_SEND_TIMEOUT_MS`: how long a produce may take, retries included.
+    pub send_timeout: Duration,
+    /// `FACEPAY_OUTBOX_LEASE_MS`: the outbox relay's lease; at least twice the send timeout
+    /// plus a margin (checked by [`KafkaConfig::check`]).
+    pub outbox_lease: Duration,
+    /// `FACEPAY_KAFKA_INSTANCE_ID`: a stable name for this process (e.g. a StatefulSet
+    /// ordinal), used as the consumer groups' static membership id, so a process restarted
+    /// under the same name takes its partitions back at once instead of waiting for the
+    /// group to notice its predecessor is gone. Unset: dynamic membership.
+    pub instance_id: Option<String>,
 }
 
 impl KafkaConfig {
@@ -68,7 +81,25 @@ impl KafkaConfig {
             partitions: KAFKA_PARTITIONS_DEFAULT,
             batch_max: LEDGER_BATCH_MAX,
             batch_linger: Duration::from_millis(LEDGER_BATCH_LINGER_MS),
+            send_timeout: Duration::from_millis(KAFKA_SEND_TIMEOUT_MS),
+            outbox_lease: Duration::from_millis(OUTBOX_LEASE_MS),
+            instance_id: None,
         }
+    }
+
+    /// Refuses settings that break the relay's guarantee: a lease that could lapse while a
+    /// send its holder started is still in flight.
+    pub fn check(&self) -> Result<(), String> {
+        let needed = 2 * self.send_timeout + Duration::from_millis(OUTBOX_LEASE_MARGIN_MS);
+        if self.outbox_lease < needed {
+            return Err(format!(
+                "FACEPAY_OUTBOX_LEASE_MS ({} ms) must be at least twice FACEPAY_KAFKA_SEND_TIMEOUT_MS plus {} ms ({} ms)",
+                self.outbox_lease.as_millis(),
+                OUTBOX_LEASE_MARGIN_MS,
+                needed.as_millis()
+            ));
+        }
+        Ok(())
     }
 
     /// Reads the documented environment variables over the defaults.
@@ -90,6 +121,13 @@ impl KafkaConfig {
         if let Some(v) = var("FACEPAY_LEDGER_BATCH_MAX").and_then(|v| v.parse().ok()) {
             c.batch_max = v;
         }
+        if let Some(v) = var("FACEPAY_KAFKA_SEND_TIMEOUT_MS").and_then(|v| v.parse().ok()) {
+            c.send_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = var("FACEPAY_OUTBOX_LEASE_MS").and_then(|v| v.parse().ok()) {
+            c.outbox_lease = Duration::from_millis(v);
+        }
+        c.instance_id = var("FACEPAY_KAFKA_INSTANCE_ID");
         c
     }
 
@@ -104,29 +142,38 @@ impl KafkaConfig {
         c
     }
 
-    /// A consumer in `group` that commits nothing by itself.
-    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaError> {
-        self.client()
-            .set("group.id", group)
+    /// The settings of a consumer in `group` that commits nothing by itself.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = self.client();
+        c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .create()
+            .set("session.timeout.ms", "10000");
+        if let Some(id) = &self.instance_id {
+            c.set("group.instance.id", format!("{id}-{group}"));
+        }
+        c
+    }
+
+    /// A consumer in `group` that commits nothing by itself.
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaError> {
+        self.consumer_config(group).create()
     }
 
     /// A consumer like [`KafkaConfig::consumer`] that logs every partition assignment (at
     /// info: operators see where each partition went after a rebalance).
     pub fn logged_consumer(&self, group: &str) -> Result<StreamConsumer<LogAssignments>, KafkaError> {
-        self.client()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .create_with_context(LogAssignments)
+        self.consumer_config(group).create_with_context(LogAssignments)
     }
 
+    /// An idempotent producer: the broker drops the duplicates its own retries would make,
+    /// so a message is written at most once per send.
     pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
-        self.client().set("message.timeout.ms", KAFKA_SEND_TIMEOUT_MS.to_string()).set("linger.ms", "2").create()
+        self.client()
+            .set("message.timeout.ms", self.send_timeout.as_millis().to_string())
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .create()
     }
 }
 
@@ -170,14 +217,48 @@ pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload:
     producer.send(record, Duration::from_millis(KAFKA_SEND_TIMEOUT_MS)).await.map(|_| ()).map_err(|(e, _)| e)
 }
 
-/// Marks everything up to `msg` consumed, as a hint for where the group resumes.
-pub fn commit_hint(consumer: &StreamConsumer, msg: &rdkafka::message::BorrowedMessage<'_>) {
-    if let Err(e) = consumer.commit_message(msg, CommitMode::Async) {
-        tracing::debug!(error = %e, "offset commit hint failed; the database holds the truth");
+/// Acknowledgements of sends in flight.
+type Acks = Vec<rdkafka::producer::DeliveryFuture>;
+
+/// Enqueues one message without waiting; its acknowledgement goes to `acks`.
+fn enqueue(producer: &FutureProducer, record: FutureRecord<'_, str, [u8]>, acks: &mut Acks) -> Result<(), KafkaError> {
+    acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    Ok(())
+}
+
+/// Waits for every acknowledgement in `acks`; the first failure fails them all.
+async fn acknowledged(acks: Acks) -> Result<(), KafkaError> {
+    for ack in acks {
+        match ack.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e),
+            Err(_) => return Err(KafkaError::Canceled),
+        }
+    }
+    Ok(())
+}
+
+/// Marks everything up to the last message of each partition in `batch` consumed, as a
+/// hint for where the group resumes (the ledger's offsets in the database are the truth).
+fn commit_hints<C: rdkafka::consumer::ConsumerContext>(consumer: &StreamConsumer<C>, batch: &[OwnedMessage]) {
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let slot = next.entry((m.topic().to_string(), m.partition())).or_insert(0);
+        *slot = (*slot).max(m.offset() + 1);
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        if tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(offset)).is_err() {
+            return;
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "offset commit hint failed");
     }
 }
 
-/// Failures that stop a Kafka stage (the process exits and its partitions move on).
+/// Failures that stop a Kafka stage run: a transient one restarts it after a pause (see
+/// `facepay serve`), any other ends the process.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("kafka: {0}")]
@@ -186,6 +267,22 @@ pub enum TransportError {
     Store(#[from] facepay_ledger::StoreError),
     #[error("encoding: {0}")]
     Encoding(#[from] serde_json::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl TransportError {
+    /// True for failures of a service that may come back (the database or the broker down,
+    /// a connection lost): the stage is restarted after a pause. False for what a restart
+    /// cannot fix (bad configuration, corrupt data, a failed migration).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TransportError::Kafka(_) => true,
+            TransportError::Store(StoreError::Database(_) | StoreError::Conflict(_) | StoreError::Fenced(_)) => true,
+            TransportError::Store(StoreError::Corrupt(_) | StoreError::Migration(_)) => false,
+            TransportError::Encoding(_) | TransportError::Config(_) => false,
+        }
+    }
 }
 
 /// Consumer errors in a row. librdkafka reports passing trouble (a broker restart, a
@@ -230,62 +327,81 @@ pub fn command_key(cmd: &facepay_ledger::Command) -> String {
     }
 }
 
-/// Stage 1 + 2 over Kafka: device events in, ledger commands out (rejections to the
-/// dead-letter topic and the rejected-events table; captures' answers straight out).
+/// Stage 1 + 2 over Kafka: device events in; everything made of them (commands, the
+/// matcher's own answers, rejections) out to the ledger-commands topic, where the ledger
+/// stage keeps each exactly once. This stage itself is at-least-once: after a crash it
+/// repeats what it had not committed, and the ledger recognises the repeats.
 pub async fn run_match_stage(
     cfg: KafkaConfig,
     registry: crate::SharedRegistry,
-    mut stage: crate::matching::MatchStage,
-    store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
+    stage: std::sync::Arc<tokio::sync::Mutex<crate::matching::MatchStage>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
+    // The stage's state (gallery, recent captures) outlives a run: a restarted run keeps it.
+    let mut stage = stage.lock_owned().await;
     let consumer = cfg.consumer(&cfg.match_group)?;
     consumer.subscribe(&[&cfg.topic(DEVICE_EVENTS)])?;
     let producer = cfg.producer()?;
+    let commands = cfg.topic(LEDGER_COMMANDS);
     let mut errors = RecvErrors::default();
     loop {
-        let msg = tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
             msg = consumer.recv() => msg,
         };
-        let Some(msg) = errors.check(msg).await? else { continue };
-        let bytes = msg.payload().unwrap_or_default();
-        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-        match crate::validate::validate(bytes, &registry) {
-            Err(err) => {
-                let rejected = crate::validate::rejection(bytes, "kafka", &err);
-                store.reject(&rejected).await?;
-                let letter = serde_json::json!({
-                    "reason_code": rejected.reason_code, "field": rejected.field, "message": rejected.message,
-                    "event_id": rejected.event_id, "raw": String::from_utf8_lossy(&rejected.raw),
-                });
-                publish(&producer, &cfg.topic(DEAD_LETTER), &key, &serde_json::to_vec(&letter)?).await?;
+        let Some(first) = errors.check(first).await? else { continue };
+        let mut batch = vec![first.detach()];
+        while batch.len() < MATCH_BATCH_MAX {
+            match tokio::time::timeout(cfg.batch_linger, consumer.recv()).await {
+                Ok(msg) => match errors.check(msg).await? {
+                    Some(msg) => batch.push(msg.detach()),
+                    None => break,
+                },
+                Err(_) => break,
             }
-            Ok(env) => route(&cfg, &producer, &mut stage, env).await?,
         }
-        commit_hint(&consumer, &msg);
+        // Route in order, send all, then wait: one round trip per batch, not per event.
+        let mut acks = Acks::with_capacity(batch.len());
+        for msg in &batch {
+            let out = stage_message(&registry, &mut stage, msg);
+            let (key, payload) = (out.key(), serde_json::to_vec(&out)?);
+            enqueue(&producer, FutureRecord::to(&commands).key(key.as_str()).payload(payload.as_slice()), &mut acks)?;
+        }
+        acknowledged(acks).await?;
+        commit_hints(&consumer, &batch);
     }
 }
 
-async fn route(
-    cfg: &KafkaConfig,
-    producer: &FutureProducer,
+/// What the matcher stage makes of one device-events message.
+fn stage_message(
+    registry: &crate::SharedRegistry,
     stage: &mut crate::matching::MatchStage,
-    env: facepay_domain::Envelope,
-) -> Result<(), TransportError> {
+    msg: &OwnedMessage,
+) -> StageMessage {
+    let bytes = msg.payload().unwrap_or_default();
+    match crate::validate::validate(bytes, registry) {
+        Err(err) => {
+            tracing::info!(field = %err.field, reason = %err.kind, "device event rejected");
+            let key = crate::wire::source_key(msg.topic(), msg.partition(), msg.offset());
+            let event = crate::validate::rejection(bytes, "kafka", &err);
+            StageMessage::Rejected((&Rejection { key, event }).into())
+        }
+        Ok(env) => routed(stage, env),
+    }
+}
+
+/// What the matcher makes of one valid event, as a message for the ledger stage.
+fn routed(stage: &mut crate::matching::MatchStage, env: facepay_domain::Envelope) -> StageMessage {
     let (event_id, device) = (env.event_id, env.origin.device().cloned());
     match stage.route(env) {
-        crate::matching::Routed::Command(cmd) => {
-            publish(producer, &cfg.topic(LEDGER_COMMANDS), &command_key(&cmd), &serde_json::to_vec(&cmd)?).await?;
-        }
-        crate::matching::Routed::Done(body) => {
-            let key = device.as_ref().map_or_else(|| event_id.to_string(), |d| d.device_id.to_string());
-            let outcome =
-                facepay_domain::Outcome { in_reply_to: event_id, decided_at: chrono::Utc::now(), device, body };
-            publish(producer, &cfg.topic(LEDGER_OUTCOMES), &key, &serde_json::to_vec(&outcome)?).await?;
-        }
+        crate::matching::Routed::Command(cmd) => StageMessage::Command(cmd),
+        crate::matching::Routed::Done(body) => StageMessage::Answer(facepay_domain::Outcome {
+            in_reply_to: event_id,
+            decided_at: chrono::Utc::now(),
+            device,
+            body,
+        }),
     }
-    Ok(())
 }
 
 /// Stage 3 over Kafka: ledger commands in, batches decided and committed with their
@@ -338,9 +454,7 @@ pub async fn run_ledger_stage(
                 result => result?,
             }
         }
-        if let Some(last) = batch.last() {
-            commit_hint_owned(&consumer, last);
-        }
+        commit_hints(&consumer, &batch);
     }
 }
 
@@ -348,22 +462,25 @@ pub async fn run_ledger_stage(
 struct Item {
     partition: i32,
     offset: i64,
-    command: Result<Command, RejectedEvent>,
+    /// What it carries; bytes that are not a stage message become a rejection, kept with
+    /// the commit that passes them.
+    message: StageMessage,
 }
 
-/// The messages of `batch` at or past the stored offset of their partition, decoded; a
-/// message that is not a command becomes a rejection, kept with the commit that passes it.
+/// The messages of `batch` at or past the stored offset of their partition, decoded.
 fn fresh_items(batch: &[OwnedMessage], done: &HashMap<i32, i64>) -> Vec<Item> {
     batch
         .iter()
         .filter(|m| m.offset() >= done.get(&m.partition()).copied().unwrap_or(0))
         .map(|m| {
             let bytes = m.payload().unwrap_or_default();
-            let command = serde_json::from_slice::<Command>(bytes).map_err(|e| {
+            let message = serde_json::from_slice::<StageMessage>(bytes).unwrap_or_else(|e| {
                 let err = FieldError::new(".", FieldErrorKind::Malformed, e.to_string());
-                crate::validate::rejection(bytes, "kafka-ledger", &err)
+                let key = crate::wire::source_key(m.topic(), m.partition(), m.offset());
+                let event = crate::validate::rejection(bytes, "kafka-ledger", &err);
+                StageMessage::Rejected((&Rejection { key, event }).into())
             });
-            Item { partition: m.partition(), offset: m.offset(), command }
+            Item { partition: m.partition(), offset: m.offset(), message }
         })
         .collect()
 }
@@ -396,30 +513,37 @@ async fn decide_items(
     done: &HashMap<i32, i64>,
 ) -> Result<(), TransportError> {
     let all: Vec<&Item> = items.iter().collect();
-    match ledger.handle_delivery(&commands_of(&all), &delivery(cfg, topic, &all, done)).await {
+    let (commands, with) = delivery(cfg, topic, &all, done);
+    match ledger.handle_delivery(&commands, &with).await {
         Ok(_) => return Ok(()),
         Err(err @ StoreError::Fenced(_)) => return Err(err.into()),
         Err(err) => tracing::warn!(error = %err, size = items.len(), "batch refused; deciding one message at a time"),
     }
     let mut at = done.clone();
     for item in items {
-        let one = [item];
-        ledger.handle_delivery(&commands_of(&one), &delivery(cfg, topic, &one, &at)).await?;
+        let (commands, with) = delivery(cfg, topic, &[item], &at);
+        ledger.handle_delivery(&commands, &with).await?;
         at.insert(item.partition, item.offset + 1);
     }
     Ok(())
 }
 
-fn commands_of(items: &[&Item]) -> Vec<Command> {
-    items.iter().filter_map(|i| i.command.as_ref().ok().cloned()).collect()
-}
-
-fn delivery(cfg: &KafkaConfig, topic: &str, items: &[&Item], done: &HashMap<i32, i64>) -> Delivery {
-    Delivery {
+/// The commands of `items`, and what goes with them into the same transaction.
+fn delivery(cfg: &KafkaConfig, topic: &str, items: &[&Item], done: &HashMap<i32, i64>) -> (Vec<Command>, Delivery) {
+    let mut commands = Vec::with_capacity(items.len());
+    let mut delivery = Delivery {
         offsets: offsets_after(cfg, topic, items, done),
-        outbox_topic: Some(cfg.topic(LEDGER_OUTCOMES)),
-        rejected: items.iter().filter_map(|i| i.command.as_ref().err().cloned()).collect(),
+        outbox: Some(OutboxTopics { outcomes: cfg.topic(LEDGER_OUTCOMES), dead_letter: cfg.topic(DEAD_LETTER) }),
+        ..Delivery::default()
+    };
+    for item in items {
+        match &item.message {
+            StageMessage::Command(cmd) => commands.push(cmd.clone()),
+            StageMessage::Answer(o) => delivery.answers.push(o.clone()),
+            StageMessage::Rejected(r) => delivery.rejected.push(r.clone().into_rejection()),
+        }
     }
+    (commands, delivery)
 }
 
 /// After a fence: move each partition of the batch back to what the database holds, so the
@@ -442,49 +566,173 @@ async fn seek_to_stored(
     Ok(())
 }
 
-fn commit_hint_owned(consumer: &StreamConsumer<LogAssignments>, msg: &rdkafka::message::OwnedMessage) {
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let next = rdkafka::Offset::Offset(msg.offset() + 1);
-    if tpl.add_partition_offset(msg.topic(), msg.partition(), next).is_ok() {
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!(error = %e, "offset commit hint failed; the database holds the truth");
-        }
-    }
-}
+/// The lease a relay must hold to publish the outbox.
+pub const RELAY_LEASE: &str = "outbox-relay";
 
-/// Publishes the outbox: claims a batch (so relays in other processes publish other
-/// messages), publishes it, and marks it published once the broker has acknowledged it. A
-/// relay that dies between the two leaves its claim to lapse, and the batch is published
-/// again (at-least-once); consumers recognise an outcome by `in_reply_to`.
+/// The header that carries an outbox message's id, so a relay that takes over can tell
+/// what its predecessor already published.
+pub const OUTBOX_ID_HEADER: &str = "facepay-outbox-id";
+
+/// Publishes the outbox exactly once: one relay at a time (a lease in the database) sends
+/// pending messages oldest first, each tagged with its outbox id, waits for the broker's
+/// acknowledgements, then marks them published. A relay that dies between the two leaves at
+/// most one batch published but unmarked; its successor, once the lease lapses, reads the
+/// tail of each outbox partition (the last [`OUTBOX_BATCH_MAX`] messages: nobody else
+/// published since) and marks what it finds before publishing anything.
 pub async fn run_outbox_relay(
     cfg: KafkaConfig,
     store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
-    use facepay_domain::limits::{OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS, OUTBOX_LEASE_MS};
+    cfg.check().map_err(TransportError::Config)?;
     let producer = cfg.producer()?;
+    let mut lease = Lease::new(&cfg);
+    let idle = Duration::from_millis(OUTBOX_IDLE_MS);
     loop {
-        let pending = store.outbox_claim(OUTBOX_BATCH_MAX, OUTBOX_LEASE_MS).await?;
-        if pending.is_empty() {
-            tokio::select! {
-                _ = shutdown.changed() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_millis(OUTBOX_IDLE_MS)) => continue,
+        let wait = match lease.renew(store.as_ref()).await? {
+            Held::No => cfg.outbox_lease / 10,
+            Held::Newly => {
+                let marked = recover(&cfg, store.as_ref()).await?;
+                tracing::info!(marked, "outbox relay took the lease; marked what its predecessor had published");
+                continue;
             }
+            Held::Yes => match publish_batch(&producer, store.as_ref()).await? {
+                0 => idle,
+                _ => continue,
+            },
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
         }
-        // Enqueue the whole batch at once, then wait for every acknowledgement.
-        let mut acks = Vec::with_capacity(pending.len());
-        for (_, m) in &pending {
-            let record = FutureRecord::to(&m.topic).key(&m.key).payload(&m.payload);
-            acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
-        }
-        for ack in acks {
-            match ack.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e.into()),
-                Err(_) => return Err(KafkaError::Canceled.into()),
-            }
-        }
-        let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
-        store.outbox_mark_published(&ids).await?;
     }
+}
+
+/// Sends the oldest pending batch, waits for it, marks it; how many messages it sent.
+async fn publish_batch(
+    producer: &FutureProducer,
+    store: &dyn facepay_ledger::LedgerStore,
+) -> Result<usize, TransportError> {
+    let pending = store.outbox_pending(OUTBOX_BATCH_MAX).await?;
+    let mut acks = Acks::with_capacity(pending.len());
+    for (id, m) in &pending {
+        let id = id.to_string();
+        let header = rdkafka::message::Header { key: OUTBOX_ID_HEADER, value: Some(id.as_str()) };
+        let headers = rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(header);
+        let record = FutureRecord::to(&m.topic).key(m.key.as_str()).payload(m.payload.as_slice()).headers(headers);
+        enqueue(producer, record, &mut acks)?;
+    }
+    acknowledged(acks).await?;
+    let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
+    store.outbox_mark_published(&ids).await?;
+    Ok(ids.len())
+}
+
+/// Whether this relay holds the lease.
+enum Held {
+    No,
+    /// Just taken: recover before publishing.
+    Newly,
+    Yes,
+}
+
+/// This relay's view of the lease: renewed at half-time, so a send it starts always ends
+/// before the lease could lapse (the lease is more than twice the send timeout).
+struct Lease {
+    holder: String,
+    length: Duration,
+    held_until: Option<tokio::time::Instant>,
+}
+
+impl Lease {
+    fn new(cfg: &KafkaConfig) -> Self {
+        Self { holder: format!("relay-{}", uuid::Uuid::new_v4()), length: cfg.outbox_lease, held_until: None }
+    }
+
+    async fn renew(&mut self, store: &dyn facepay_ledger::LedgerStore) -> Result<Held, TransportError> {
+        let now = tokio::time::Instant::now();
+        if self.held_until.is_some_and(|until| until > now + self.length / 2) {
+            return Ok(Held::Yes);
+        }
+        let length_ms = u64::try_from(self.length.as_millis()).unwrap_or(u64::MAX);
+        let held = store.lease(RELAY_LEASE, &self.holder, length_ms).await?;
+        let before = self.held_until.replace(now + self.length);
+        match (held, before.is_some_and(|until| until > now)) {
+            (false, was) => {
+                if was {
+                    tracing::warn!("outbox relay lost its lease");
+                }
+                self.held_until = None;
+                Ok(Held::No)
+            }
+            (true, true) => Ok(Held::Yes),
+            (true, false) => Ok(Held::Newly),
+        }
+    }
+}
+
+/// Marks published every outbox message found in the tail of the outbox topics; how many.
+async fn recover(cfg: &KafkaConfig, store: &dyn facepay_ledger::LedgerStore) -> Result<usize, TransportError> {
+    use rdkafka::message::Headers;
+    let (cfg2, window) = (cfg.clone(), Some(i64::from(OUTBOX_BATCH_MAX)));
+    let topics = [cfg.topic(LEDGER_OUTCOMES), cfg.topic(DEAD_LETTER)];
+    let tails = tokio::task::spawn_blocking(move || read_partitions(&cfg2, &topics, window))
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+    let ids: Vec<i64> = tails
+        .iter()
+        .filter_map(|m| {
+            let h = m.headers()?.iter().find(|h| h.key == OUTBOX_ID_HEADER)?;
+            std::str::from_utf8(h.value?).ok()?.parse().ok()
+        })
+        .collect();
+    store.outbox_mark_published(&ids).await?;
+    Ok(ids.len())
+}
+
+/// Every message now in `topics`, read partition by partition up to the current end: from the
+/// start, or only the last `window` messages of each partition. Blocking (a plain consumer
+/// with its partitions assigned, no group); gives up after [`OUTBOX_RECOVERY_TIMEOUT_MS`].
+pub fn read_partitions(
+    cfg: &KafkaConfig,
+    topics: &[String],
+    window: Option<i64>,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer = cfg.consumer_config("facepay-reader").create()?;
+    let timeout = Duration::from_millis(OUTBOX_RECOVERY_TIMEOUT_MS);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            let from = window.map_or(low, |w| low.max(high - w));
+            if from < high {
+                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(from))?;
+                ends.insert((topic.clone(), p.id()), high);
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let quiet = Duration::from_millis(KAFKA_READ_QUIET_MS);
+    let mut out = Vec::new();
+    let mut last_message = std::time::Instant::now();
+    // To the reported ends, then on until the broker has had nothing more for a while: some
+    // brokers report a high watermark short of a batch's last records (tansu 0.6 does).
+    while !ends.is_empty() || last_message.elapsed() < quiet {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut));
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(50)) else { continue };
+        let msg = msg?.detach();
+        last_message = std::time::Instant::now();
+        let end = (msg.topic().to_string(), msg.partition());
+        if ends.get(&end).is_some_and(|last| msg.offset() + 1 >= *last) {
+            ends.remove(&end);
+        }
+        out.push(msg);
+    }
+    Ok(out)
 }

@@ -9,12 +9,15 @@
 //! - [`validate`]: parsing and registry checks; rejection records.
 //! - [`matching`]: the matcher stage: captures → identities, events → commands.
 //! - [`pipeline`]: the stages, their channels and their shutdown.
+//! - [`kafka`]: the same stages over Kafka topics (the production profile).
+//! - [`wire`]: what the matcher stage sends the ledger stage over Kafka.
 //! - [`topics`]: the names the stage boundaries will carry as Kafka topics.
 
 pub mod kafka;
 pub mod matching;
 pub mod pipeline;
 pub mod validate;
+pub mod wire;
 
 pub use pipeline::{Inbound, Pipeline, PipelineConfig, PipelineError};
 pub use validate::SharedRegistry;

@@ -27,6 +27,6 @@ pub use command::{Command, CommandKind, Identity};
 pub use core::{decide, DomainError, Policy};
 pub use model::{Account, LedgerEvent, LedgerState};
 pub use postgres::PgStore;
-pub use service::{Delivery, Ledger};
+pub use service::{Delivery, Ledger, OutboxTopics, Rejection};
 pub use sqlite::SqliteStore;
 pub use store::{LedgerStore, StoreError};

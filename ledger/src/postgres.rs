@@ -605,20 +605,22 @@ impl LedgerStore for PgStore {
         rows.iter().map(|r| rows::outbox_from(r)).collect()
     }
 
-    async fn outbox_claim(&self, limit: u32, lease_ms: u64) -> Result<Vec<(i64, OutboxMessage)>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE outbox SET claimed_until = now() + make_interval(secs => $2::float8 / 1000) \
-             WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL \
-                 AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, topic, key, payload",
+    async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, StoreError> {
+        // The database's clock decides expiry: the one clock every process shares.
+        let row = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_ms) \
+             VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms \
+             WHERE leases.holder = excluded.holder \
+                OR leases.expires_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+             RETURNING holder",
         )
-        .bind(i64::from(limit))
-        .bind(lease_ms as f64)
-        .fetch_all(&self.pool)
+        .bind(name)
+        .bind(holder)
+        .bind(i64::try_from(lease_ms).unwrap_or(i64::MAX / 2))
+        .fetch_optional(&self.pool)
         .await?;
-        let mut claimed = rows.iter().map(|r| rows::outbox_from(r)).collect::<Result<Vec<_>, StoreError>>()?;
-        claimed.sort_by_key(|(id, _)| *id);
-        Ok(claimed)
+        Ok(row.is_some())
     }
 
     async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {

@@ -68,27 +68,56 @@ impl Cache {
 pub struct Delivery {
     /// The consumer offsets this batch advances to, stored with its writes.
     pub offsets: Vec<ConsumerOffset>,
-    /// Where the outcomes go, through the transactional outbox; `None`: no outbox (the
-    /// embedded profile hands outcomes over in process).
-    pub outbox_topic: Option<String>,
-    /// Input the transport could not read as commands, kept with the same commit that moves
-    /// the offsets past it.
-    pub rejected: Vec<RejectedEvent>,
+    /// Where answers and dead letters go, through the transactional outbox; `None`: no
+    /// outbox (the embedded profile hands outcomes over in process).
+    pub outbox: Option<OutboxTopics>,
+    /// Answers decided upstream (the matcher's), kept and published once each: a
+    /// redelivered one is recognised by the event it answers.
+    pub answers: Vec<Outcome>,
+    /// Input the transport could not read as commands, kept once (by its key) with the same
+    /// commit that moves the offsets past it.
+    pub rejected: Vec<Rejection>,
+}
+
+/// The topics a transport's outbox publishes to.
+#[derive(Debug, Clone)]
+pub struct OutboxTopics {
+    /// Answers to inbound events, one per event.
+    pub outcomes: String,
+    /// Rejected input with its reason.
+    pub dead_letter: String,
+}
+
+/// A rejected input and the key it is kept once by: the event's place on the bus, so that a
+/// redelivery of the same bytes is recognised even when they have no readable event id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub key: Uuid,
+    pub event: RejectedEvent,
 }
 
 impl Delivery {
-    /// The outbox messages for `outcomes`: keyed by device, so one device's answers stay in
-    /// order, or by the event they answer when no device sent it.
-    fn outbox(&self, outcomes: &[Outcome]) -> Result<Vec<OutboxMessage>, StoreError> {
-        let Some(topic) = &self.outbox_topic else { return Ok(vec![]) };
-        outcomes
-            .iter()
-            .map(|o| {
-                let key = o.device.as_ref().map_or_else(|| o.in_reply_to.to_string(), |d| d.device_id.to_string());
-                let payload = serde_json::to_vec(o).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok(OutboxMessage { topic: topic.clone(), key, payload })
-            })
-            .collect()
+    /// The outbox message for `o`: keyed by device, so one device's answers stay in order,
+    /// or by the event it answers when no device sent it.
+    fn answer_message(&self, o: &Outcome) -> Result<Option<OutboxMessage>, StoreError> {
+        let Some(topics) = &self.outbox else { return Ok(None) };
+        let key = o.device.as_ref().map_or_else(|| o.in_reply_to.to_string(), |d| d.device_id.to_string());
+        let payload = serde_json::to_vec(o).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(OutboxMessage { topic: topics.outcomes.clone(), key, payload }))
+    }
+
+    /// The dead letter for `r`, keyed by its rejection key.
+    fn dead_letter(&self, r: &Rejection) -> Option<OutboxMessage> {
+        let topics = self.outbox.as_ref()?;
+        let e = &r.event;
+        let letter = serde_json::json!({
+            "key": r.key, "source": e.source, "event_id": e.event_id, "type": e.kind,
+            "reason_code": e.reason_code, "field": e.field, "message": e.message,
+            "received_at": e.received_at, "raw": String::from_utf8_lossy(&e.raw),
+            "raw_truncated": e.raw_truncated,
+        });
+        let payload = serde_json::to_vec(&letter).ok()?;
+        Some(OutboxMessage { topic: topics.dead_letter.clone(), key: r.key.to_string(), payload })
     }
 }
 
@@ -144,18 +173,18 @@ impl Ledger {
                 Ok(outcomes)
             }
             Err(err) => {
-                tracing::error!(error = %err, event_id = %commands[0].event_id, "command refused by the store");
+                // Refused by the store (a constraint, a value it cannot hold): answered and
+                // kept as a rejection, once, so the partition moves on.
                 let cmd = &commands[0];
+                tracing::error!(error = %err, event_id = %cmd.event_id, "command refused by the store");
                 let answer = outcome(cmd, refused(cmd.kind.name(), "STORE_REFUSED", &err.to_string()));
-                let mut rejected = delivery.rejected.clone();
-                rejected.push(rejection(cmd, "STORE_REFUSED", &err.to_string()));
-                let batch = CommitBatch {
-                    rejected,
-                    offsets: delivery.offsets.clone(),
-                    outbox: delivery.outbox(std::slice::from_ref(&answer))?,
-                    ..CommitBatch::default()
-                };
-                self.store.commit(&batch).await?;
+                let mut refusal = delivery.clone();
+                refusal.answers.push(answer.clone());
+                refusal.rejected.push(Rejection {
+                    key: Uuid::new_v5(&cmd.event_id, b"store-refused"),
+                    event: rejection(cmd, "STORE_REFUSED", &err.to_string()),
+                });
+                self.try_batch(&[], &refusal).await?;
                 Ok(vec![answer])
             }
         }
@@ -163,8 +192,7 @@ impl Ledger {
 
     async fn try_batch(&self, commands: &[Command], delivery: &Delivery) -> Result<Vec<Outcome>, StoreError> {
         let mut cache = self.cache.lock().await;
-        let ids: Vec<Uuid> = commands.iter().map(|c| c.event_id).collect();
-        let mut answered = self.store.answered(&ids).await?;
+        let mut answered = self.store.answered(&keys_of(commands, delivery)).await?;
         let mut keys = Keys::default();
         commands.iter().for_each(|c| keys_read(c, &mut keys));
         let mut state = match self.cache_enabled {
@@ -174,25 +202,28 @@ impl Ledger {
         let mut batch = CommitBatch::default();
         let mut outcomes = Vec::with_capacity(commands.len());
         for cmd in commands {
+            // A repeat is answered again to its caller, but published only the first time.
             if let Some(stored) = answered.get(&cmd.event_id) {
                 outcomes.push(outcome(cmd, redelivered(stored)?));
                 continue;
             }
             let body = self.decide_one(&mut state, cmd, &mut batch);
-            let json = serde_json::to_string(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            answered.insert(cmd.event_id, json.clone());
-            batch.inbound.push(InboundRecord {
-                event_id: cmd.event_id,
-                kind: cmd.kind.name().to_string(),
-                outcome_json: json,
-                processed_at: Utc::now(),
-            });
-            outcomes.push(outcome(cmd, body));
+            let answer = outcome(cmd, body);
+            answered.insert(cmd.event_id, keep(&mut batch, delivery, &answer)?);
+            outcomes.push(answer);
+        }
+        for answer in &delivery.answers {
+            if let std::collections::hash_map::Entry::Vacant(slot) = answered.entry(answer.in_reply_to) {
+                slot.insert(keep(&mut batch, delivery, answer)?);
+            }
+        }
+        for r in &delivery.rejected {
+            if answered.insert(r.key, String::new()).is_none() {
+                keep_rejection(&mut batch, delivery, r);
+            }
         }
         batch.projections.state = state;
         batch.offsets = delivery.offsets.clone();
-        batch.rejected.extend(delivery.rejected.iter().cloned());
-        batch.outbox = delivery.outbox(&outcomes)?;
         if let Err(err) = self.store.commit(&batch).await {
             // The commit's fate is unknown (it may have landed): trust the store alone.
             *cache = Cache::default();
@@ -351,4 +382,38 @@ fn rejection(cmd: &Command, code: &str, message: &str) -> RejectedEvent {
         raw: format!("{:?}", cmd.kind).into_bytes(),
         raw_truncated: false,
     }
+}
+
+/// Every key a delivery is kept once by: its commands' and answers' event ids, its
+/// rejections' keys.
+fn keys_of(commands: &[Command], delivery: &Delivery) -> Vec<Uuid> {
+    let commands = commands.iter().map(|c| c.event_id);
+    let answers = delivery.answers.iter().map(|a| a.in_reply_to);
+    commands.chain(answers).chain(delivery.rejected.iter().map(|r| r.key)).collect()
+}
+
+/// Records `answer` as the answer to its event and leaves it in the outbox; the stored JSON.
+fn keep(batch: &mut CommitBatch, delivery: &Delivery, answer: &Outcome) -> Result<String, StoreError> {
+    let json = serde_json::to_string(&answer.body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    batch.inbound.push(InboundRecord {
+        event_id: answer.in_reply_to,
+        kind: answer.body.kind().to_string(),
+        outcome_json: json.clone(),
+        processed_at: Utc::now(),
+    });
+    batch.outbox.extend(delivery.answer_message(answer)?);
+    Ok(json)
+}
+
+/// Keeps rejection `r` (the rejected-events table, and the dead-letter topic through the
+/// outbox), marked by its key as seen.
+fn keep_rejection(batch: &mut CommitBatch, delivery: &Delivery, r: &Rejection) {
+    batch.inbound.push(InboundRecord {
+        event_id: r.key,
+        kind: "rejected".to_string(),
+        outcome_json: serde_json::json!({ "rejected": r.event.reason_code }).to_string(),
+        processed_at: Utc::now(),
+    });
+    batch.rejected.push(r.event.clone());
+    batch.outbox.extend(delivery.dead_letter(r));
 }

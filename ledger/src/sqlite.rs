@@ -638,21 +638,21 @@ impl LedgerStore for SqliteStore {
         rows.iter().map(|r| rows::outbox_from(r)).collect()
     }
 
-    async fn outbox_claim(&self, limit: u32, lease_ms: u64) -> Result<Vec<(i64, OutboxMessage)>, StoreError> {
-        let now = Utc::now();
-        let until = now + chrono::Duration::milliseconds(i64::try_from(lease_ms).unwrap_or(i64::MAX / 2));
-        let rows = sqlx::query(
-            "UPDATE outbox SET claimed_until = ?2 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL \
-             AND (claimed_until IS NULL OR claimed_until < ?3) ORDER BY id LIMIT ?1) RETURNING id, topic, key, payload",
+    async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, StoreError> {
+        let now_ms = Utc::now().timestamp_millis();
+        let row = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_ms) VALUES (?1, ?2, ?3 + ?4) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms \
+             WHERE leases.holder = excluded.holder OR leases.expires_ms < ?3 \
+             RETURNING holder",
         )
-        .bind(i64::from(limit))
-        .bind(ts(&until))
-        .bind(ts(&now))
-        .fetch_all(&self.writer)
+        .bind(name)
+        .bind(holder)
+        .bind(now_ms)
+        .bind(i64::try_from(lease_ms).unwrap_or(i64::MAX / 2))
+        .fetch_optional(&self.writer)
         .await?;
-        let mut claimed = rows.iter().map(|r| rows::outbox_from(r)).collect::<Result<Vec<_>, StoreError>>()?;
-        claimed.sort_by_key(|(id, _)| *id);
-        Ok(claimed)
+        Ok(row.is_some())
     }
 
     async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {

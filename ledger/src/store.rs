@@ -213,9 +213,9 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// The committed next offset of each partition of `topic` for `group_id`.
     async fn offsets(&self, group_id: &str, topic: &str) -> Result<HashMap<i32, i64>, StoreError>;
-    /// Claims up to `limit` unpublished, unclaimed (or lapsed) outbox messages for `lease_ms`,
-    /// oldest first: what one relay publishes while no other relay takes them.
-    async fn outbox_claim(&self, limit: u32, lease_ms: u64) -> Result<Vec<(i64, OutboxMessage)>, StoreError>;
+    /// Takes or renews the lease `name` for `holder` for `lease_ms` from now; true if
+    /// `holder` holds it now (it was free, lapsed, or already its own).
+    async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, StoreError>;
     /// Up to `limit` unpublished outbox messages, oldest first, with their ids.
     async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError>;
     /// Marks these outbox messages published (the outbox is not the log: this is an update).

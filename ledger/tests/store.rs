@@ -217,7 +217,7 @@ on_both_stores!(tokio::test;
     offsets_and_outbox_land_with_their_batch_or_not_at_all,
     two_writers_paying_one_merchant_lose_no_update,
     a_consumer_that_lost_its_partition_is_fenced_off,
-    relays_claim_disjoint_outbox_batches_and_a_lapsed_claim_moves_on,
+    one_relay_holds_the_outbox_lease_until_it_lapses_and_published_messages_never_return,
 );
 on_both_stores!(tokio::test(flavor = "multi_thread", worker_threads = 4);
     concurrent_batches_of_one_payer_do_not_double_spend,
@@ -514,7 +514,7 @@ async fn postgres_stores_opened_together_migrate_once() {
     }
     let raw = PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
     let applied: i64 = sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&raw).await.unwrap().get(0);
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2, "each migration applied once");
     raw.close().await;
 }
 
@@ -560,28 +560,27 @@ fn fenced_offset(partition: i32, expected: Option<i64>, next_offset: i64) -> Con
     }
 }
 
-async fn relays_claim_disjoint_outbox_batches_and_a_lapsed_claim_moves_on(backend: Backend) {
+async fn one_relay_holds_the_outbox_lease_until_it_lapses_and_published_messages_never_return(backend: Backend) {
     let Some(db) = open(backend, Policy::default()).await else { return };
     let s = &db.store;
     let outbox = (0..5).map(|i| message(&format!("k{i}"))).collect();
     s.commit(&CommitBatch { outbox, ..Default::default() }).await.unwrap();
-    let keys = |claimed: Vec<(i64, OutboxMessage)>| claimed.into_iter().map(|(_, m)| m.key).collect::<Vec<_>>();
+    let keys = |pending: Vec<(i64, OutboxMessage)>| pending.into_iter().map(|(_, m)| m.key).collect::<Vec<_>>();
 
-    // Two relays claim at once: each gets other messages, oldest first.
-    let first = s.outbox_claim(3, 60_000).await.unwrap();
-    let second = s.outbox_claim(3, 60_000).await.unwrap();
-    assert_eq!(keys(first.clone()), ["k0", "k1", "k2"]);
-    assert_eq!(keys(second.clone()), ["k3", "k4"]);
-    assert!(s.outbox_claim(3, 60_000).await.unwrap().is_empty(), "everything is claimed");
+    // One holder at a time; the holder renews; another waits.
+    assert!(s.lease("relay", "a", 60_000).await.unwrap());
+    assert!(!s.lease("relay", "b", 60_000).await.unwrap(), "a holds it");
+    assert!(s.lease("relay", "a", 60_000).await.unwrap(), "a renews");
+    assert!(s.lease("other-duty", "b", 60_000).await.unwrap(), "leases are per name");
 
-    // The first relay publishes; the second dies. Its claim lapses and its messages move on;
-    // published ones never come back.
-    let ids: Vec<i64> = first.iter().map(|(id, _)| *id).collect();
-    s.outbox_mark_published(&ids).await.unwrap();
-    let short = s.outbox_claim(10, 0).await.unwrap();
-    assert!(short.is_empty(), "k3, k4 are still claimed by the second relay");
-    db.raw.exec("UPDATE outbox SET claimed_until = '2000-01-01T00:00:00Z' WHERE published_at IS NULL").await.unwrap();
-    assert_eq!(keys(s.outbox_claim(10, 60_000).await.unwrap()), ["k3", "k4"]);
+    // a publishes the oldest three and dies; its lease lapses and b takes over the rest.
+    let pending = s.outbox_pending(3).await.unwrap();
+    assert_eq!(keys(pending.clone()), ["k0", "k1", "k2"]);
+    s.outbox_mark_published(&pending.iter().map(|(id, _)| *id).collect::<Vec<_>>()).await.unwrap();
+    db.raw.exec("UPDATE leases SET expires_ms = 0 WHERE name = 'relay'").await.unwrap();
+    assert!(s.lease("relay", "b", 60_000).await.unwrap(), "a's lease lapsed");
+    assert!(!s.lease("relay", "a", 60_000).await.unwrap(), "a, back, waits for b's");
+    assert_eq!(keys(s.outbox_pending(10).await.unwrap()), ["k3", "k4"]);
 }
 
 async fn a_consumer_that_lost_its_partition_is_fenced_off(backend: Backend) {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use facepay_api::production::{self, Roles};
 use facepay_domain::limits::EMBEDDING_DIM;
 use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
-use facepay_ingest::kafka::{self, KafkaConfig, DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES};
+use facepay_ingest::kafka::{self, KafkaConfig, DEAD_LETTER, DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES};
+use facepay_ingest::wire::StageMessage;
 use facepay_ledger::{LedgerStore, SqliteStore};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -92,6 +93,22 @@ async fn outcomes(cfg: &KafkaConfig, wanted: &[uuid::Uuid]) -> Vec<Value> {
     found
 }
 
+/// Every message on `topic` now, as JSON.
+async fn read_all(cfg: &KafkaConfig, topic: &str) -> Vec<Value> {
+    let (cfg, topics) = (cfg.clone(), [topic.to_string()]);
+    let messages = tokio::task::spawn_blocking(move || kafka::read_partitions(&cfg, &topics, None)).await.unwrap();
+    messages.unwrap().iter().map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap()).collect()
+}
+
+/// Waits until the relay has published (and marked) everything in the outbox.
+async fn drained(store: &dyn LedgerStore) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !store.outbox_pending(1).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the outbox never drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn id(n: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(0xca11 << 64 | n)
 }
@@ -102,9 +119,7 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
     let cfg = config(&brokers);
-    let prod = production::start(store.clone(), cfg.clone(), Roles { matcher: true, ledger: true, relay: true })
-        .await
-        .unwrap();
+    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL).await.unwrap();
 
     let producer = cfg.producer().unwrap();
     let topic = cfg.topic(DEVICE_EVENTS);
@@ -156,7 +171,8 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
         },
     };
     let cmd_topic = cfg.topic(LEDGER_COMMANDS);
-    kafka::publish(&producer, &cmd_topic, "payer:u-k", &serde_json::to_vec(&fund_again).unwrap()).await.unwrap();
+    let again = serde_json::to_vec(&StageMessage::Command(fund_again)).unwrap();
+    kafka::publish(&producer, &cmd_topic, "payer:u-k", &again).await.unwrap();
     let marker = event(7, "account_funded", json!({"payer_id": "u-k", "amount": "0.01"}), false);
     kafka::publish(&producer, &topic, "payer:u-k", &marker).await.unwrap();
     outcomes(&cfg, &[id(7)]).await;
@@ -171,6 +187,70 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     // The bad event was kept with its reason.
     let rejected = store.rejected(10).await.unwrap();
     assert!(rejected.iter().any(|r| r.reason_code == "too_many_decimals" && r.source == "kafka"));
+
+    drained(store.as_ref()).await;
+    // Exactly one outcome per inbound event on the topic: the command delivered twice was
+    // answered once.
+    let all = read_all(&cfg, &cfg.topic(LEDGER_OUTCOMES)).await;
+    let mut per_event = std::collections::BTreeMap::<String, usize>::new();
+    for v in &all {
+        *per_event.entry(v["in_reply_to"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_event.len(), 6, "one outcome for each of the 6 good events: {per_event:?}");
+    assert!(per_event.values().all(|n| *n == 1), "{per_event:?}");
+
+    let _ = prod.shutdown.send(true);
+    let mut tasks = prod.tasks;
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_partition_keeps_moving() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let mut cfg = config(&brokers);
+    cfg.partitions = 1; // one partition: the poison sits in front of the good event
+    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL).await.unwrap();
+    let producer = cfg.producer().unwrap();
+
+    let mut wrong_version: Value = serde_json::from_slice(&event(1, "account_funded", json!({}), false)).unwrap();
+    wrong_version["schema_version"] = 2.into();
+    let oversize =
+        event(2, "account_funded", json!({"payer_id": "u-p", "amount": "1.00", "pad": "x".repeat(70_000)}), false);
+    let poison: [(&str, Vec<u8>); 3] = [
+        ("malformed", b"\xff\xfe not json at all".to_vec()),
+        ("unsupported_version", serde_json::to_vec(&wrong_version).unwrap()),
+        ("too_long", oversize),
+    ];
+    let device_topic = cfg.topic(DEVICE_EVENTS);
+    for (_, bytes) in &poison {
+        kafka::publish(&producer, &device_topic, "poison", bytes).await.unwrap();
+    }
+    // Garbage straight on the ledger's own topic is kept too.
+    kafka::publish(&producer, &cfg.topic(LEDGER_COMMANDS), "poison", b"{\"type\": \"nonsense\"}").await.unwrap();
+    let good = event(3, "account_funded", json!({"payer_id": "u-p", "amount": "5.00"}), false);
+    kafka::publish(&producer, &device_topic, "poison", &good).await.unwrap();
+
+    let got = outcomes(&cfg, &[id(3)]).await;
+    assert_eq!(got[0]["type"], "applied", "the good event behind the poison was applied: {got:?}");
+    drained(store.as_ref()).await;
+    let letters = read_all(&cfg, &cfg.topic(DEAD_LETTER)).await;
+    assert_eq!(letters.len(), 4, "one dead letter per poison message: {letters:?}");
+    let rejected = store.rejected(100).await.unwrap();
+    assert_eq!(rejected.len(), 4, "{rejected:?}");
+    for (reason, bytes) in &poison {
+        assert!(letters.iter().any(|l| l["reason_code"] == *reason), "{reason} in {letters:?}");
+        let kept = rejected.iter().find(|r| r.reason_code == *reason).unwrap_or_else(|| panic!("{reason} kept"));
+        assert_eq!(kept.source, "kafka");
+        let cut = bytes.len().min(facepay_domain::limits::REJECTED_RAW_BYTES_MAX);
+        assert_eq!(kept.raw, bytes[..cut], "{reason}: the raw bytes are kept (cut at the limit)");
+    }
+    assert!(rejected.iter().any(|r| r.source == "kafka-ledger" && r.reason_code == "malformed"));
+    let (balance_fen, _) = store.wallet(&facepay_domain::PayerId::parse("u-p").unwrap()).await.unwrap().unwrap();
+    assert_eq!(balance_fen, 500);
 
     let _ = prod.shutdown.send(true);
     let mut tasks = prod.tasks;

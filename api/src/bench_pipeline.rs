@@ -1,0 +1,225 @@
+//! `facepay bench pipeline`: device events through Kafka to committed ledger outcomes.
+//!
+//! Three phases, each on fresh topics (and, for facepay, a fresh PostgreSQL database), with
+//! the production stages running in this process:
+//! 1. the broker alone: the same number of messages of the same sizes produced to a topic and
+//!    consumed back, as fast as it goes (its produce → consume throughput);
+//! 2. facepay saturated: the demo fleet's events published as fast as the broker takes them;
+//!    events per second from the first publish to the last outcome read back;
+//! 3. facepay at a fixed offered load (half the saturating rate): each outcome's latency from
+//!    the publish of its event to its arrival on the outcomes topic (p50, p99).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use facepay_domain::limits::SIMULATE_ACKS_MAX;
+use facepay_ingest::kafka::{self, KafkaConfig, DEAD_LETTER, DEVICE_EVENTS, LEDGER_OUTCOMES};
+use facepay_ingest::Inbound;
+use facepay_ledger::{LedgerStore, PgStore};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+use sqlx::Connection;
+use tokio::sync::mpsc;
+
+use crate::demo::{fleet_devices, send_fleet, DemoOptions};
+
+#[derive(Debug, Clone)]
+pub struct PipelineBenchOptions {
+    pub brokers: String,
+    /// The PostgreSQL server (a role that may CREATE DATABASE).
+    pub postgres: String,
+    pub fleet: DemoOptions,
+    pub partitions: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineBenchReport {
+    pub events: usize,
+    pub partitions: i32,
+    /// Device events in, committed outcomes out, per second, saturated.
+    pub events_per_s: f64,
+    /// The broker's own produce → consume throughput for as many messages of the same sizes.
+    pub broker_events_per_s: f64,
+    /// `events_per_s / broker_events_per_s`.
+    pub ratio_of_broker: f64,
+    /// The offered load of the latency phase (half the saturating rate).
+    pub offered_events_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub store: &'static str,
+}
+
+/// Runs the three phases.
+pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchReport> {
+    let events = fleet_events(&opts.fleet).await?;
+    let broker_events_per_s = broker_baseline(opts, &events).await?;
+    let (saturated, _) = facepay_run(opts, &events, None).await?;
+    let offered = saturated / 2.0;
+    let (_, mut latencies) = facepay_run(opts, &events, Some(offered)).await?;
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied();
+    Ok(PipelineBenchReport {
+        events: events.len(),
+        partitions: opts.partitions,
+        events_per_s: saturated,
+        broker_events_per_s,
+        ratio_of_broker: saturated / broker_events_per_s,
+        offered_events_per_s: offered,
+        p50_ms: at(0.50).unwrap_or(0.0),
+        p99_ms: at(0.99).unwrap_or(0.0),
+        max_ms: latencies.last().copied().unwrap_or(0.0),
+        store: "PostgreSQL",
+    })
+}
+
+/// The demo fleet's events, as (key, bytes), in order.
+async fn fleet_events(fleet: &DemoOptions) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let (tx, mut rx) = mpsc::channel(facepay_domain::limits::STAGE_CHANNEL_CAPACITY);
+    let fleet2 = fleet.clone();
+    let sender = tokio::spawn(async move { send_fleet(&fleet2, tx).await });
+    let mut out = Vec::new();
+    while let Some(item) = rx.recv().await {
+        let bytes = match item {
+            Inbound::Raw { bytes, .. } => bytes,
+            Inbound::Checked(env) => env.to_json(),
+        };
+        out.push((crate::simulate::device_key(&bytes), bytes));
+    }
+    sender.await??;
+    Ok(out)
+}
+
+fn fresh_config(opts: &PipelineBenchOptions) -> KafkaConfig {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut cfg = KafkaConfig::from_env(opts.brokers.as_str());
+    cfg.topic_prefix = format!("facepay-bench-{}.", &run[..12]);
+    cfg.match_group = format!("bench-match-{run}");
+    cfg.ledger_group = format!("bench-ledger-{run}");
+    cfg.partitions = opts.partitions;
+    cfg
+}
+
+/// Publishes `events` to `topic`, paced to `rate` if given; the instant each was sent.
+async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    events: &[(String, Vec<u8>)],
+    rate: Option<f64>,
+) -> anyhow::Result<Vec<Instant>> {
+    let started = Instant::now();
+    let mut sent_at = Vec::with_capacity(events.len());
+    let mut acks = Vec::with_capacity(SIMULATE_ACKS_MAX);
+    for (i, (key, bytes)) in events.iter().enumerate() {
+        if let Some(rate) = rate {
+            tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+        }
+        sent_at.push(Instant::now());
+        let record = FutureRecord::to(topic).key(key.as_str()).payload(bytes.as_slice());
+        acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        if acks.len() >= SIMULATE_ACKS_MAX {
+            for ack in std::mem::take(&mut acks) {
+                ack.await?.map_err(|(e, _)| e)?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(sent_at)
+}
+
+/// The broker alone: produce the same messages to a fresh topic and read them back.
+async fn broker_baseline(opts: &PipelineBenchOptions, events: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
+    let cfg = fresh_config(opts);
+    kafka::ensure_topics(&cfg).await?;
+    let topic = cfg.topic(DEVICE_EVENTS);
+    let consumer: StreamConsumer = cfg.consumer(&format!("{}-reader", cfg.match_group))?;
+    consumer.subscribe(&[&topic])?;
+    let producer = cfg.producer()?;
+    let began = Instant::now();
+    let (published, read) = tokio::join!(publish(&producer, &topic, events, None), async {
+        let mut n = 0;
+        while n < events.len() {
+            consumer.recv().await?;
+            n += 1;
+        }
+        anyhow::Ok(n)
+    });
+    published?;
+    read?;
+    Ok(events.len() as f64 / began.elapsed().as_secs_f64())
+}
+
+/// facepay on fresh topics and a fresh database: publishes `events` (at `rate`, or flat out)
+/// and reads every answer back. Events per second, and each outcome's latency in ms.
+async fn facepay_run(
+    opts: &PipelineBenchOptions,
+    events: &[(String, Vec<u8>)],
+    rate: Option<f64>,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let cfg = fresh_config(opts);
+    let (url, db) = fresh_database(&opts.postgres).await?;
+    let result = async {
+        let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&url).await?);
+        for d in fleet_devices(&opts.fleet) {
+            store.register_merchant(&d.merchant_id, d.merchant_id.as_str()).await?;
+            store.register_device(&d).await?;
+        }
+        let prod = crate::production::start(store, cfg.clone(), crate::production::Roles::ALL).await?;
+        let reader: StreamConsumer = cfg.consumer(&format!("{}-reader", cfg.ledger_group))?;
+        reader.subscribe(&[&cfg.topic(LEDGER_OUTCOMES), &cfg.topic(DEAD_LETTER)])?;
+        let ids: HashMap<String, usize> =
+            events.iter().enumerate().filter_map(|(i, (_, b))| Some((event_id(b)?, i))).collect();
+        let producer = cfg.producer()?;
+        let began = Instant::now();
+        let topic = cfg.topic(DEVICE_EVENTS);
+        let (sent_at, answers) =
+            tokio::join!(publish(&producer, &topic, events, rate), read_answers(&reader, events.len()));
+        let (sent_at, answers) = (sent_at?, answers?);
+        let elapsed = began.elapsed().as_secs_f64();
+        let _ = prod.shutdown.send(true);
+        let latencies = answers
+            .iter()
+            .filter_map(|(id, at)| Some(at.duration_since(sent_at[*ids.get(id)?]).as_secs_f64() * 1e3))
+            .collect();
+        anyhow::Ok((events.len() as f64 / elapsed, latencies))
+    }
+    .await;
+    drop_database(&opts.postgres, &db).await?;
+    result
+}
+
+/// Reads `n` answers (outcomes and dead letters); each outcome's event id and arrival.
+async fn read_answers(reader: &StreamConsumer, n: usize) -> anyhow::Result<Vec<(String, Instant)>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let msg = tokio::time::timeout(Duration::from_secs(120), reader.recv()).await??;
+        let at = Instant::now();
+        let v: serde_json::Value = serde_json::from_slice(msg.payload().unwrap_or_default())?;
+        out.push((v["in_reply_to"].as_str().unwrap_or_default().to_string(), at));
+    }
+    Ok(out)
+}
+
+fn event_id(bytes: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    Some(v.get("event_id")?.as_str()?.to_string())
+}
+
+async fn fresh_database(admin: &str) -> anyhow::Result<(String, String)> {
+    let db = format!("facepay_bench_pipe_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await?;
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    Ok((format!("{base}/{db}"), db))
+}
+
+async fn drop_database(admin: &str, db: &str) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn).await?;
+    Ok(())
+}

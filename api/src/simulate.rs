@@ -1,0 +1,116 @@
+//! `facepay simulate --kafka`: the demo's device fleet, published to the device-events topic
+//! of a running production deployment, for load and end-to-end runs.
+//!
+//! The fleet is registered in the configured store first (the serving processes pick it up
+//! within `REGISTRY_REFRESH_MS`, which `simulate` waits out), then its events are published
+//! keyed by device, as devices would.
+
+use std::time::{Duration, Instant};
+
+use facepay_domain::limits::{REGISTRY_REFRESH_MS, SIMULATE_ACKS_MAX, STAGE_CHANNEL_CAPACITY};
+use facepay_ingest::kafka::{self, KafkaConfig, DEVICE_EVENTS};
+use facepay_ingest::Inbound;
+use facepay_ledger::LedgerStore;
+use rdkafka::producer::FutureRecord;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::demo::{fleet_devices, send_fleet, DemoOptions};
+
+/// What `simulate` publishes and how fast.
+#[derive(Debug, Clone)]
+pub struct SimulateOptions {
+    pub fleet: DemoOptions,
+    /// Events per second to offer; `None`: as fast as the broker takes them.
+    pub rate_per_s: Option<u64>,
+}
+
+/// What `simulate` did (`--json` prints it).
+#[derive(Debug, Clone, Serialize)]
+pub struct SimulateReport {
+    pub events: u64,
+    pub bad_events: u64,
+    pub elapsed_ms: u128,
+    pub events_per_s: f64,
+    pub topic: String,
+}
+
+/// Registers the fleet in `store`, then publishes its events to `cfg`'s device-events topic.
+pub async fn kafka(
+    opts: &SimulateOptions,
+    cfg: &KafkaConfig,
+    store: &dyn LedgerStore,
+) -> anyhow::Result<SimulateReport> {
+    kafka::ensure_topics(cfg).await?;
+    for d in fleet_devices(&opts.fleet) {
+        store.register_merchant(&d.merchant_id, &format!("Merchant {}", d.merchant_id)).await?;
+        store.register_device(&d).await?;
+    }
+    // Serving processes re-read the registry on this period: let them see the new fleet.
+    tokio::time::sleep(Duration::from_millis(REGISTRY_REFRESH_MS + 500)).await;
+    let started = Instant::now();
+    let (input, output) = mpsc::channel(STAGE_CHANNEL_CAPACITY);
+    let fleet = opts.fleet.clone();
+    let sender = tokio::spawn(async move { send_fleet(&fleet, input).await });
+    let published = publish_all(cfg, output, opts.rate_per_s).await?;
+    let sent = sender.await??;
+    anyhow::ensure!(published == sent.total, "published {published} of {} events", sent.total);
+    let elapsed = started.elapsed();
+    Ok(SimulateReport {
+        events: published,
+        bad_events: sent.bad,
+        elapsed_ms: elapsed.as_millis(),
+        events_per_s: published as f64 / elapsed.as_secs_f64().max(1e-9),
+        topic: cfg.topic(DEVICE_EVENTS),
+    })
+}
+
+/// Publishes everything `output` yields, paced to `rate_per_s`; how many.
+async fn publish_all(
+    cfg: &KafkaConfig,
+    mut output: mpsc::Receiver<Inbound>,
+    rate_per_s: Option<u64>,
+) -> anyhow::Result<u64> {
+    let producer = cfg.producer()?;
+    let topic = cfg.topic(DEVICE_EVENTS);
+    let started = Instant::now();
+    let mut acks = Vec::with_capacity(SIMULATE_ACKS_MAX);
+    let mut published = 0_u64;
+    while let Some(item) = output.recv().await {
+        let bytes = match item {
+            Inbound::Raw { bytes, .. } => bytes,
+            Inbound::Checked(env) => env.to_json(),
+        };
+        let key = device_key(&bytes);
+        let record = FutureRecord::to(&topic).key(key.as_str()).payload(bytes.as_slice());
+        acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        published += 1;
+        if acks.len() >= SIMULATE_ACKS_MAX {
+            wait_acks(std::mem::take(&mut acks)).await?;
+        }
+        if let Some(rate) = rate_per_s.filter(|r| *r > 0) {
+            let due = started + Duration::from_secs_f64(published as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
+    wait_acks(acks).await?;
+    Ok(published)
+}
+
+async fn wait_acks(acks: Vec<rdkafka::producer::DeliveryFuture>) -> anyhow::Result<()> {
+    for ack in acks {
+        match ack.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e.into()),
+            Err(_) => anyhow::bail!("the producer was dropped"),
+        }
+    }
+    Ok(())
+}
+
+/// The key a device would publish under: its device id; bytes with none get an empty key.
+pub fn device_key(bytes: &[u8]) -> String {
+    let value: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
+    let field = |k: &str| value.as_ref().and_then(|v| v.get(k)).and_then(|d| d.as_str());
+    field("device_id").or(field("merchant_id")).or(field("event_id")).unwrap_or_default().to_string()
+}

@@ -1,0 +1,75 @@
+//! Crash: the ledger's `facepay serve` killed with SIGKILL at random points under load, six
+//! times in one run, and restarted each time. Every event must be decided exactly once, no
+//! posting duplicated or lost, the ledger balanced, and every outcome published exactly once
+//! (counted on the topic). Needs PostgreSQL and a Kafka-API broker; skipped, saying so,
+//! without them (CI requires both).
+//!
+//! The matcher runs in a process of its own that stays up: its gallery lives in memory until
+//! the gallery is persisted (the matcher issue), so a restarted matcher would not recognise
+//! faces enrolled before it started.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use facepay_ingest::kafka;
+use facepay_ledger::postgres::PgStore;
+use facepay_ledger::LedgerStore;
+use rand::{Rng, SeedableRng};
+use support::{answered, services, spawn, tail, Stop, FAST_LEASE};
+
+/// SIGKILLs in one run (the issue asks for at least five).
+const KILLS: usize = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_six_times_decides_each_event_once_and_publishes_each_outcome_once() {
+    let Some((brokers, database)) = services().await else { return };
+    let db = database.url.clone();
+    let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&db).await.unwrap());
+    let cfg = support::config(&brokers, 4);
+    kafka::ensure_topics(&cfg).await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let (match_log, ledger_log) = (logs.path().join("matcher.log"), logs.path().join("ledger.log"));
+    let matcher = spawn(&db, &cfg, "matcher", &FAST_LEASE, &match_log);
+    // Static membership: the restarted process takes its predecessor's partitions back at
+    // once (and the broker need not notice the dead member first).
+    let env = [FAST_LEASE[0], FAST_LEASE[1], ("FACEPAY_KAFKA_INSTANCE_ID", "crash-ledger")];
+    let mut ledger = Some(spawn(&db, &cfg, "ledger,relay", &env, &ledger_log));
+
+    // The load: the demo's fleet, offered at a fixed rate while the ledger keeps dying.
+    let load = support::load(&cfg, store.clone(), 6_000, 200);
+
+    let seed: u64 = rand::rng().random();
+    eprintln!("crash schedule seed {seed}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut before = 0;
+    for kill in 0..KILLS {
+        // Each process works before it dies: wait for progress, then kill at a random point.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while answered(&db).await <= before {
+            assert!(tokio::time::Instant::now() < deadline, "no progress before kill {kill}{}", tail(&ledger_log));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1_500))).await;
+        assert!(!load.is_finished(), "kill {kill} comes under load");
+        ledger.take().expect("running").stop(Stop::Kill);
+        before = answered(&db).await;
+        eprintln!("kill {kill}: SIGKILL after {before} answers");
+        ledger = Some(spawn(&db, &cfg, "ledger,relay", &env, &ledger_log));
+    }
+    let sent = load.await.unwrap().unwrap();
+
+    // Let the last process finish: every event answered, the outbox drained.
+    support::settle(&db, store.as_ref(), sent.events, Duration::from_secs(180)).await;
+    let logs_tail = format!("\n--- ledger ---\n{}\n--- matcher ---\n{}", tail(&ledger_log), tail(&match_log));
+    support::assert_exactly_once(&db, store.clone(), &cfg, &sent, &logs_tail).await;
+    let text = std::fs::read_to_string(&ledger_log).unwrap();
+    for line in text.lines().filter(|l| l.contains("outbox relay took the lease")) {
+        eprintln!("{line}"); // how much each successor found published but unmarked
+    }
+    let restarts = text.matches("stages started").count();
+    assert_eq!(restarts, KILLS + 1, "the ledger process started once and after each kill{logs_tail}");
+    drop(matcher);
+    drop(ledger);
+}

@@ -1,0 +1,76 @@
+//! End to end over Kafka: the demo's device fleet published to the device-events topic comes
+//! out as ledger outcomes and projections identical to the embedded profile's for the same
+//! seed. One partition per topic, so the Kafka profile sees the events in the order the
+//! embedded one does (with more partitions, events of different devices interleave
+//! differently, and the scale-out and crash tests check the invariants instead). Needs
+//! PostgreSQL and a Kafka-API broker; skipped, saying so, without them (CI requires both).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use facepay_api::demo::{self, DemoOptions};
+use facepay_api::production::{self, Roles};
+use facepay_api::simulate::{self, SimulateOptions};
+use facepay_ingest::kafka::{DEAD_LETTER, LEDGER_OUTCOMES};
+use facepay_ledger::postgres::PgStore;
+use facepay_ledger::LedgerStore;
+
+fn fleet(dir: &std::path::Path) -> DemoOptions {
+    DemoOptions {
+        seed: 11,
+        merchants: 3,
+        devices: 8,
+        payers: 200,
+        payments: 1_500,
+        data_dir: dir.to_path_buf(),
+        progress: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_through_kafka_gives_the_embedded_profiles_outcomes_and_projections() {
+    let Some((brokers, database)) = support::services().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (embedded, app) = demo::run(&fleet(dir.path())).await.unwrap();
+    assert!(embedded.invariants_hold());
+
+    let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&database.url).await.unwrap());
+    let cfg = support::config(&brokers, 1);
+    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL).await.unwrap();
+    let opts = SimulateOptions { fleet: fleet(dir.path()), rate_per_s: None };
+    let sent = simulate::kafka(&opts, &cfg, store.as_ref()).await.unwrap();
+    assert_eq!(sent.events, embedded.events.inbound, "the same fleet sends the same events");
+    support::settle(&database.url, store.as_ref(), sent.events, Duration::from_secs(120)).await;
+
+    // The same projections, entity by entity, and the same history.
+    let (want, got) = (app.store.load_all().await.unwrap(), store.load_all().await.unwrap());
+    assert_eq!(got.balances_fen, want.balances_fen, "balances");
+    assert_eq!(got.orders, want.orders, "orders");
+    assert_eq!(got.members, want.members, "members");
+    assert_eq!(got.daily, want.daily, "daily usage");
+    assert_eq!(got, want, "every projection");
+    let history = |mut rows: Vec<facepay_ledger::store::HistoryRow>| {
+        rows.iter_mut().for_each(|r| r.id = 0);
+        rows.sort_by_key(|r| r.event_id);
+        rows
+    };
+    let want_history = history(app.store.history_all().await.unwrap());
+    assert_eq!(history(store.history_all().await.unwrap()), want_history);
+
+    // The same outcomes: one per good event, with the embedded run's counts.
+    let outcomes = support::read_all(&cfg, &cfg.topic(LEDGER_OUTCOMES)).await;
+    let letters = support::read_all(&cfg, &cfg.topic(DEAD_LETTER)).await;
+    assert_eq!(outcomes.len() as u64 + letters.len() as u64, sent.events);
+    let paid = outcomes.iter().filter(|o| o["type"] == "payment_result" && o["payload"]["status"] == "PAID");
+    let paid_first = paid.filter(|o| o["payload"]["replayed"] == false).count() as u64;
+    assert_eq!(paid_first, embedded.payments.succeeded, "payments succeeded");
+    assert_eq!(letters.len() as u64, embedded.rejected.sent, "rejections");
+
+    let _ = prod.shutdown.send(true);
+    let mut tasks = prod.tasks;
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,12 @@
+-- facepay, PostgreSQL: leases, so that one process at a time does a duty that must have a
+-- single doer (the outbox relay: its recovery after a crash relies on being the only
+-- publisher). Expiry is on the database's clock, the one clock all processes share.
+
+CREATE TABLE leases (
+    name       TEXT   PRIMARY KEY,
+    -- Who holds it: one id per process run, so a restarted process is a new holder and waits
+    -- for its predecessor's lease to lapse.
+    holder     TEXT   NOT NULL CONSTRAINT leases_holder_named CHECK (length(holder) > 0),
+    -- Unix milliseconds.
+    expires_ms BIGINT NOT NULL
+);
