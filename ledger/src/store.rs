@@ -44,6 +44,10 @@ pub struct NewEvent {
 pub struct StoredEvent {
     pub seq: i64,
     pub new: NewEvent,
+    /// The audit chain: the previous hash of the event's stream, and its own hash (`None` only
+    /// for events written before the chain existed). See [`crate::audit`].
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
 }
 
 /// The answer recorded for one inbound event.
