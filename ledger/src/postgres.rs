@@ -23,7 +23,7 @@ use crate::model::{Account, Keys, LedgerState};
 use crate::rows::{self, id, log_rows, Cells, Fill, PROJECTIONS};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
-    NewEvent, OutboxMessage, Registry, RejectedEvent, StoreError, StoredEvent,
+    NewEvent, OutboxMessage, Registry, RejectedEvent, SettlementView, StoreError, StoredEvent,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -728,5 +728,16 @@ impl LedgerStore for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    // ---- the rest of a payment's life (issue 5) -------------------------------------------
+
+    async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM settlement WHERE merchant_id = $1 ORDER BY day DESC LIMIT $2")
+            .bind(merchant.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| rows::settlement_view_from(r)).collect()
     }
 }

@@ -261,6 +261,16 @@ pub(crate) fn fill_settlement(st: &mut LedgerState, r: &dyn Cells) -> Result<(),
     Ok(())
 }
 
+pub(crate) fn settlement_view_from(r: &dyn Cells) -> Result<crate::store::SettlementView, StoreError> {
+    Ok(crate::store::SettlementView {
+        day: r.day("day")?,
+        gross_fen: r.int("gross_fen")?,
+        refunds_fen: r.int("refunds_fen")?,
+        fees_fen: r.int("fees_fen")?,
+        net_fen: r.int("net_fen")?,
+    })
+}
+
 /// Every projection table, as read whole by `load_all`.
 pub(crate) const PROJECTIONS: [(&str, Fill); 11] = [
     ("SELECT account, balance_fen FROM balances", fill_balance),

@@ -21,7 +21,7 @@ use crate::model::{Account, CaptureUse, DailyUsage, Keys, LedgerState, Member, O
 use crate::rows::{self, corrupt, id, log_rows, Cells, PROJECTIONS};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
-    NewEvent, OutboxMessage, Registry, RejectedEvent, StoreError, StoredEvent,
+    NewEvent, OutboxMessage, Registry, RejectedEvent, SettlementView, StoreError, StoredEvent,
 };
 
 /// Most bound parameters per statement (SQLite allows 32 766).
@@ -770,5 +770,16 @@ impl LedgerStore for SqliteStore {
             qb.build().execute(&self.writer).await?;
         }
         Ok(())
+    }
+
+    // ---- the rest of a payment's life (issue 5) -------------------------------------------
+
+    async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM settlement WHERE merchant_id = ? ORDER BY day DESC LIMIT ?")
+            .bind(merchant.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| rows::settlement_view_from(r)).collect()
     }
 }
