@@ -336,24 +336,27 @@ impl World {
         let mut tx = Sender { input, counts: SentCounts::default(), clock: self.start, step, rng };
         let members = self.setup(&mut tx).await?;
         let mut last = Last::default();
+        let mut orders = Vec::with_capacity(self.payments);
         for i in 0..self.payments {
             self.attempt(&mut tx, i, &members, &mut last).await?;
+            orders.extend(last.order.clone());
         }
         // The rest of the payments' life, with dice of its own so the day above stays the
         // same whatever happens after it.
         tx.rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x11fe);
-        self.after_the_day(&mut tx).await?;
+        self.after_the_day(&mut tx, &orders).await?;
         Ok(tx.counts)
     }
 
     /// After the day's payments: refunds (partial, full, repeated, too large), reversals,
     /// and Pay Score orders (completed, cancelled, completed above the hold or twice).
-    async fn after_the_day(&self, tx: &mut Sender) -> anyhow::Result<()> {
+    async fn after_the_day(&self, tx: &mut Sender, orders: &[(DeviceRef, OutTradeNo, Money)]) -> anyhow::Result<()> {
         let n = (self.payments / 40).max(1);
         for k in 0..n {
-            let i = tx.rng.random_range(0..self.payments);
-            let device = self.devices[tx.rng.random_range(0..self.devices.len())].clone();
-            let out_trade_no = OutTradeNo::parse(format!("{}-{i:08}", device.merchant_id)).expect("id");
+            let Some((device, out_trade_no, paid)) = orders.get(tx.rng.random_range(0..orders.len().max(1))).cloned()
+            else {
+                break;
+            };
             let origin = Origin::Device(device);
             if tx.rng.random_bool(0.25) {
                 tx.counts.reversals += 1;
@@ -361,7 +364,12 @@ impl World {
                 continue;
             }
             let out_refund_no = OutRefundNo::parse(format!("R-{k:06}")).expect("id");
-            let amount = money(tx.rng.random_range(1..3_000));
+            // Half of the whole payment, all of it, or one fen more than it.
+            let amount = match tx.rng.random_range(0..10) {
+                0..=5 => money((paid.fen() / 2).max(1)),
+                6..=8 => paid,
+                _ => money(paid.fen() + 1),
+            };
             let body = RefundRequested { out_trade_no, out_refund_no, amount };
             // One refund in five is sent twice: the second posts nothing.
             let times = if tx.rng.random_bool(0.2) { 2 } else { 1 };
