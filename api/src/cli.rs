@@ -49,6 +49,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Walk the event log and check every stream's audit hash chain; report the first break.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
     /// Register a merchant, and optionally a device of one of its stores.
     Register {
         #[arg(long)]
@@ -183,6 +188,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.differences.iter().for_each(|d| println!("  {d}"));
             }
             anyhow::ensure!(report.matches, "the projections differ from the log");
+            Ok(())
+        }
+        Command::Verify { json } => {
+            let store = open_store(&config.database_url).await?;
+            let report = facepay_ledger::Ledger::new(store, Default::default()).verify().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                match &report.first_break {
+                    None => println!("{} events verified; audit chain intact", report.events),
+                    Some(b) => println!(
+                        "audit chain BROKEN at event seq {} ({}) of stream {}: {}",
+                        b.seq, b.event_id, b.stream, b.reason
+                    ),
+                }
+            }
+            anyhow::ensure!(report.ok, "the audit chain is broken");
             Ok(())
         }
         Command::Register { merchant, name, store, device } => {

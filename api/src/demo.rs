@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use facepay_domain::event::{
-    AccountFrozen, AccountFunded, FaceCaptured, FaceEnrolled, MemberCardOpened, MerchantLimitChanged, PaymentQuery,
-    PaymentRequested,
+    AccountFrozen, AccountFunded, FaceCaptured, FaceEnrolled, MemberCardOpened, MerchantFeeRateChanged,
+    MerchantLimitChanged, PayScoreOrderCancelled, PayScoreOrderCompleted, PayScoreOrderCreated, PaymentQuery,
+    PaymentRequested, RefundRequested, ReverseRequested,
 };
 use facepay_domain::{
     CardChannel, CardCode, DeviceId, DeviceRef, Envelope, EventBody, FaceCode, MerchantId, Money, OrderStatus, Origin,
-    OutTradeNo, OutcomeBody, PayerId, PhoneLast4, Score, StoreId,
+    OutOrderNo, OutRefundNo, OutTradeNo, OutcomeBody, PayerId, PhoneLast4, Score, StoreId,
 };
 use facepay_ingest::{Inbound, PipelineConfig};
 use facepay_matcher::synthetic::SyntheticFaces;
@@ -63,6 +64,9 @@ pub struct DemoSummary {
     pub queries: Queries,
     pub members: Members,
     pub rejected: Rejected,
+    pub refunds: LifecycleCounts,
+    pub reversals: LifecycleCounts,
+    pub holds: HoldCounts,
     pub invariants: InvariantsReport,
     pub events: EventCounts,
     pub database: String,
@@ -117,12 +121,34 @@ pub struct Rejected {
     pub by_reason: BTreeMap<String, u64>,
 }
 
+/// Refund or reversal requests the fleet sent after the day's payments.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LifecycleCounts {
+    pub sent: u64,
+    /// Accepted (including idempotent repeats, which post nothing).
+    pub applied: u64,
+    /// Refusal code → count; each refusal is kept in the rejected-events table.
+    pub refused: BTreeMap<String, u64>,
+}
+
+/// Pay Score orders: holds created, completed, cancelled, and refused operations.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HoldCounts {
+    pub sent: u64,
+    pub created: u64,
+    pub completed: u64,
+    pub cancelled: u64,
+    pub refused: BTreeMap<String, u64>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct InvariantsReport {
     pub balanced: bool,
     pub no_order_paid_twice: bool,
     pub no_overdraft: bool,
     pub replay_matches_live: bool,
+    /// `facepay verify`: every stream's audit hash chain is intact.
+    pub audit_chain_ok: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -197,6 +223,9 @@ pub struct SentCounts {
     pub retries: u64,
     pub queries: u64,
     pub bad: u64,
+    pub refunds: u64,
+    pub reversals: u64,
+    pub holds: u64,
 }
 
 /// The simulated fleet and its payers.
@@ -307,10 +336,79 @@ impl World {
         let mut tx = Sender { input, counts: SentCounts::default(), clock: self.start, step, rng };
         let members = self.setup(&mut tx).await?;
         let mut last = Last::default();
+        let mut orders = Vec::with_capacity(self.payments);
         for i in 0..self.payments {
             self.attempt(&mut tx, i, &members, &mut last).await?;
+            orders.extend(last.order.clone());
         }
+        // The rest of the payments' life, with dice of its own so the day above stays the
+        // same whatever happens after it.
+        tx.rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x11fe);
+        self.after_the_day(&mut tx, &orders).await?;
         Ok(tx.counts)
+    }
+
+    /// After the day's payments: refunds (partial, full, repeated, too large), reversals,
+    /// and Pay Score orders (completed, cancelled, completed above the hold or twice).
+    async fn after_the_day(&self, tx: &mut Sender, orders: &[(DeviceRef, OutTradeNo, Money)]) -> anyhow::Result<()> {
+        let n = (self.payments / 40).max(1);
+        for k in 0..n {
+            let Some((device, out_trade_no, paid)) = orders.get(tx.rng.random_range(0..orders.len().max(1))).cloned()
+            else {
+                break;
+            };
+            let origin = Origin::Device(device);
+            if tx.rng.random_bool(0.25) {
+                tx.counts.reversals += 1;
+                tx.send(origin, EventBody::ReverseRequested(ReverseRequested { out_trade_no })).await?;
+                continue;
+            }
+            let out_refund_no = OutRefundNo::parse(format!("R-{k:06}")).expect("id");
+            // Half of the whole payment, all of it, or one fen more than it.
+            let amount = match tx.rng.random_range(0..10) {
+                0..=5 => money((paid.fen() / 2).max(1)),
+                6..=8 => paid,
+                _ => money(paid.fen() + 1),
+            };
+            let body = RefundRequested { out_trade_no, out_refund_no, amount };
+            // One refund in five is sent twice: the second posts nothing.
+            let times = if tx.rng.random_bool(0.2) { 2 } else { 1 };
+            for _ in 0..times {
+                tx.counts.refunds += 1;
+                tx.send(origin.clone(), EventBody::RefundRequested(body.clone())).await?;
+            }
+        }
+        for k in 0..n {
+            let device = self.devices[tx.rng.random_range(0..self.devices.len())].clone();
+            let out_order_no = OutOrderNo::parse(format!("PS-{k:06}")).expect("id");
+            let payer_id = self.payers[tx.rng.random_range(0..self.payers.len())].clone();
+            let hold_fen = tx.rng.random_range(5_000..20_000);
+            let origin = Origin::Device(device);
+            let create =
+                PayScoreOrderCreated { out_order_no: out_order_no.clone(), payer_id, hold_amount: money(hold_fen) };
+            tx.counts.holds += 1;
+            tx.send(origin.clone(), EventBody::PayScoreOrderCreated(create)).await?;
+            let complete =
+                |total| PayScoreOrderCompleted { out_order_no: out_order_no.clone(), total_amount: money(total) };
+            let cancel = PayScoreOrderCancelled { out_order_no: out_order_no.clone() };
+            let ops: Vec<EventBody> = match tx.rng.random_range(0..10) {
+                0..=5 => vec![EventBody::PayScoreOrderCompleted(complete(tx.rng.random_range(1..hold_fen)))],
+                6 | 7 => vec![
+                    EventBody::PayScoreOrderCancelled(cancel.clone()),
+                    EventBody::PayScoreOrderCompleted(complete(100)),
+                ],
+                8 => vec![EventBody::PayScoreOrderCompleted(complete(hold_fen + 1))],
+                _ => vec![
+                    EventBody::PayScoreOrderCompleted(complete(hold_fen)),
+                    EventBody::PayScoreOrderCancelled(cancel),
+                ],
+            };
+            for body in ops {
+                tx.counts.holds += 1;
+                tx.send(origin.clone(), body).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Enrols every payer, funds their wallets, freezes a few, raises one merchant's limit
@@ -331,6 +429,13 @@ impl World {
             if tx.rng.random_bool(0.02) {
                 tx.send(Origin::Platform, EventBody::AccountFrozen(AccountFrozen { payer_id: payer.clone() })).await?;
             }
+        }
+        // Each merchant's contracted fee rate: 0.54 % or 0.60 %.
+        let mut merchants: Vec<&MerchantId> = self.devices.iter().map(|d| &d.merchant_id).collect();
+        merchants.dedup();
+        for (k, m) in merchants.into_iter().enumerate() {
+            let body = MerchantFeeRateChanged { fee_rate_ppm: if k % 2 == 0 { 5_400 } else { 6_000 } };
+            tx.send(Origin::Merchant(m.clone()), EventBody::MerchantFeeRateChanged(body)).await?;
         }
         let first = &self.devices[0].merchant_id;
         let body = MerchantLimitChanged { single_limit: money(500_000) };
@@ -469,6 +574,11 @@ struct Tally {
     queries_answered: u64,
     members_bound: u64,
     refused: BTreeMap<String, u64>,
+    refunds: LifecycleCounts,
+    reversals: LifecycleCounts,
+    holds: HoldCounts,
+    /// Refusals of refunds, reversals and Pay Score operations (kept like bad input).
+    lifecycle_refused: u64,
 }
 
 impl Tally {
@@ -492,8 +602,27 @@ impl Tally {
             }
             OutcomeBody::QueryResult(_) => self.queries_answered += 1,
             OutcomeBody::Applied { kind } if kind == "member_card_opened" => self.members_bound += 1,
-            OutcomeBody::Applied { .. } => {}
-            OutcomeBody::Refused { code, .. } => *self.refused.entry(code.clone()).or_default() += 1,
+            OutcomeBody::Applied { kind } => match kind.as_str() {
+                "refund_requested" => self.refunds.applied += 1,
+                "reverse_requested" => self.reversals.applied += 1,
+                "pay_score_order_created" => self.holds.created += 1,
+                "pay_score_order_completed" => self.holds.completed += 1,
+                "pay_score_order_cancelled" => self.holds.cancelled += 1,
+                _ => {}
+            },
+            OutcomeBody::Refused { kind, code, .. } => {
+                let map = match kind.as_str() {
+                    "refund_requested" => &mut self.refunds.refused,
+                    "reverse_requested" => &mut self.reversals.refused,
+                    k if k.starts_with("pay_score_order") => &mut self.holds.refused,
+                    _ => {
+                        *self.refused.entry(code.clone()).or_default() += 1;
+                        return;
+                    }
+                };
+                *map.entry(code.clone()).or_default() += 1;
+                self.lifecycle_refused += 1;
+            }
         }
     }
 }
@@ -508,6 +637,10 @@ async fn summarise(
 ) -> anyhow::Result<DemoSummary> {
     let invariants = app.store.check_invariants().await?;
     let replay = app.ledger.replay().await?;
+    let audit = app.ledger.verify().await?;
+    if let Some(b) = &audit.first_break {
+        tracing::error!(seq = b.seq, stream = %b.stream, reason = b.reason, "the audit chain is broken");
+    }
     for d in &replay.differences {
         tracing::error!(difference = %d, "replay differs from the live projections");
     }
@@ -526,14 +659,20 @@ async fn summarise(
         members: Members { bound: tally.members_bound },
         rejected: Rejected {
             sent: sent.bad,
-            kept: app.store.rejected(u32::MAX).await?.len() as u64,
+            // Refused refunds, reversals and Pay Score operations are kept too; they are
+            // reported under their own headings.
+            kept: app.store.rejected(u32::MAX).await?.len() as u64 - tally.lifecycle_refused,
             by_reason: tally.refused,
         },
+        refunds: LifecycleCounts { sent: sent.refunds, ..tally.refunds },
+        reversals: LifecycleCounts { sent: sent.reversals, ..tally.reversals },
+        holds: HoldCounts { sent: sent.holds, ..tally.holds },
         invariants: InvariantsReport {
             balanced: invariants.balanced,
             no_order_paid_twice: invariants.no_order_paid_twice,
             no_overdraft: invariants.no_overdraft,
             replay_matches_live: replay.matches,
+            audit_chain_ok: audit.ok,
         },
         events: EventCounts { inbound: sent.total, ledger: replay.events },
         database: db.display().to_string(),
@@ -545,7 +684,7 @@ impl DemoSummary {
     /// True when every invariant held.
     pub fn invariants_hold(&self) -> bool {
         let i = &self.invariants;
-        i.balanced && i.no_order_paid_twice && i.no_overdraft && i.replay_matches_live
+        i.balanced && i.no_order_paid_twice && i.no_overdraft && i.replay_matches_live && i.audit_chain_ok
     }
 
     /// The readable report.
@@ -575,11 +714,35 @@ impl DemoSummary {
             "bad events           {:>8} sent, {} kept with their reason\n",
             self.rejected.sent, self.rejected.kept
         );
+        let refused =
+            |m: &BTreeMap<String, u64>| m.iter().map(|(c, n)| format!("{c} {n}")).collect::<Vec<_>>().join(", ");
+        s += &format!(
+            "refunds              {:>8} sent, {} applied; refused: {}\n",
+            self.refunds.sent,
+            self.refunds.applied,
+            refused(&self.refunds.refused)
+        );
+        s += &format!(
+            "reversals            {:>8} sent, {} applied; refused: {}\n",
+            self.reversals.sent,
+            self.reversals.applied,
+            refused(&self.reversals.refused)
+        );
+        let h = &self.holds;
+        s += &format!(
+            "Pay Score            {:>8} sent: {} holds, {} completed, {} cancelled; refused: {}\n",
+            h.sent,
+            h.created,
+            h.completed,
+            h.cancelled,
+            refused(&h.refused)
+        );
         s += "\ninvariants\n";
         s += &format!("  postings balance                 {}\n", ok(self.invariants.balanced));
         s += &format!("  no order paid twice              {}\n", ok(self.invariants.no_order_paid_twice));
         s += &format!("  no wallet overdrawn              {}\n", ok(self.invariants.no_overdraft));
         s += &format!("  replay equals live projections   {}\n", ok(self.invariants.replay_matches_live));
+        s += &format!("  audit chain intact               {}\n", ok(self.invariants.audit_chain_ok));
         s += &format!(
             "\n{} inbound events, {} ledger events in {} ({} ms)\n",
             self.events.inbound, self.events.ledger, self.database, self.elapsed_ms

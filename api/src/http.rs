@@ -13,8 +13,9 @@ use facepay_domain::money::fen_to_string;
 use facepay_domain::{FieldError, FieldErrorKind, MerchantId, OrderStatus, OutTradeNo, PayerId, PaymentResult};
 use facepay_ingest::validate::{rejection, validate};
 use facepay_ingest::{Inbound, SharedRegistry};
+use facepay_ledger::model::Keys;
 use facepay_ledger::store::{HistoryFilter, HistoryRow, MemberView, RejectedEvent};
-use facepay_ledger::LedgerStore;
+use facepay_ledger::{Account, LedgerStore};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/merchants/{merchant_id}/orders/{out_trade_no}", get(order))
         .route("/v1/merchants/{merchant_id}/transactions", get(transactions))
         .route("/v1/merchants/{merchant_id}/members", get(members))
+        .route("/v1/merchants/{merchant_id}/settlement", get(settlement))
         .route("/v1/payers/{payer_id}/balance", get(balance))
         .route("/v1/rejected-events", get(rejected))
         .layer(DefaultBodyLimit::max(EVENT_BYTES_MAX))
@@ -126,6 +128,10 @@ pub struct OrderBody {
     pub result: PaymentResult,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The merchant's fee on the payment, CNY.
+    pub fee: String,
+    /// How much went back to the payer (refunds and reversal), CNY.
+    pub refunded: String,
 }
 
 /// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}`: what a device asks after a timeout.
@@ -140,6 +146,8 @@ async fn order(
         result: facepay_ledger::core::order_result(&order, false),
         created_at: order.created_at,
         updated_at: order.updated_at,
+        fee: fen_to_string(order.fee_fen),
+        refunded: fen_to_string(order.refunded_fen),
     }))
 }
 
@@ -173,8 +181,10 @@ fn history_filter(q: HistoryQuery) -> Result<HistoryFilter, ApiError> {
         .date
         .map(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| bad("date", "a day like 2026-03-02")))
         .transpose()?;
-    let status =
-        q.status.map(|s| OrderStatus::parse(&s).ok_or_else(|| bad("status", "PAID or DECLINED"))).transpose()?;
+    let status = q
+        .status
+        .map(|s| OrderStatus::parse(&s).ok_or_else(|| bad("status", "PAID, DECLINED, REVERSED or REVOKED")))
+        .transpose()?;
     let before_id = q
         .cursor
         .map(|c| c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| bad("cursor", "a cursor from next_cursor")))
@@ -209,7 +219,10 @@ async fn members(State(st): State<AppState>, Path(merchant): Path<String>) -> Re
 #[derive(Serialize)]
 struct BalanceBody {
     payer_id: PayerId,
+    /// The available balance (Pay Score holds are already taken out of it).
     balance: String,
+    /// Held for the payer's open Pay Score orders.
+    held: String,
     frozen: bool,
 }
 
@@ -217,7 +230,44 @@ struct BalanceBody {
 async fn balance(State(st): State<AppState>, Path(payer): Path<String>) -> Result<Json<BalanceBody>, ApiError> {
     let payer_id = field("payer_id", PayerId::parse(payer))?;
     let (balance_fen, frozen) = st.store.wallet(&payer_id).await?.ok_or(ApiError::NotFound("payer"))?;
-    Ok(Json(BalanceBody { payer_id, balance: fen_to_string(balance_fen), frozen }))
+    let hold = Account::Hold(payer_id.clone());
+    let keys = Keys { accounts: [hold.clone()].into(), ..Keys::default() };
+    let held_fen = st.store.load(&keys).await?.balance_fen(&hold);
+    Ok(Json(BalanceBody { payer_id, balance: fen_to_string(balance_fen), held: fen_to_string(held_fen), frozen }))
+}
+
+#[derive(Serialize)]
+struct SettlementItem {
+    day: NaiveDate,
+    gross: String,
+    refunds: String,
+    fees: String,
+    net: String,
+}
+
+/// `GET /v1/merchants/{merchant_id}/settlement`: the merchant's money per Asia/Shanghai day,
+/// newest first (`limit` days).
+async fn settlement(
+    State(st): State<AppState>,
+    Path(merchant): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Page<SettlementItem>>, ApiError> {
+    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
+    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT).clamp(1, PAGE_LIMIT_MAX);
+    let items = st
+        .store
+        .settlement(&merchant, limit)
+        .await?
+        .into_iter()
+        .map(|s| SettlementItem {
+            day: s.day,
+            gross: fen_to_string(s.gross_fen),
+            refunds: fen_to_string(s.refunds_fen),
+            fees: fen_to_string(s.fees_fen),
+            net: fen_to_string(s.net_fen),
+        })
+        .collect();
+    Ok(Json(Page { items, next_cursor: None }))
 }
 
 #[derive(Deserialize)]

@@ -241,3 +241,49 @@ async fn a_retried_http_post_of_the_same_event_funds_once() {
     let (_, balance) = app.get("/v1/payers/u-dave/balance").await;
     assert_eq!(balance["balance"], "15.00", "the redelivered event posted nothing");
 }
+
+/// Polls `path` until `done` holds for its body, at most 5 s.
+async fn until(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..500 {
+        let (status, body) = app.get(path).await;
+        if status == 200 && done(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{path} never reached the expected state");
+}
+
+#[tokio::test]
+async fn fees_refunds_holds_and_settlement_over_http() {
+    let app = spawn_app().await;
+    let mut rate = app.event("merchant_fee_rate_changed", json!({"fee_rate_ppm": 5400}), false);
+    rate["merchant_id"] = MERCHANT.into();
+    assert_eq!(app.post(&rate).await.0, 202);
+    app.payer("u-dora", 4, "300.00").await;
+    app.pay(4, "100000000000000401", "F-1", "60.00").await;
+    let order = app.eventually(&format!("/v1/merchants/{MERCHANT}/orders/F-1")).await;
+    assert_eq!((order["status"].as_str(), order["fee"].as_str()), (Some("PAID"), Some("0.32")));
+
+    let refund = json!({"out_trade_no": "F-1", "out_refund_no": "RF-1", "amount": "20.00"});
+    assert_eq!(app.post(&app.event("refund_requested", refund, true)).await.0, 202);
+    let hold = json!({"out_order_no": "PS-1", "payer_id": "u-dora", "hold_amount": "50.00"});
+    assert_eq!(app.post(&app.event("pay_score_order_created", hold, true)).await.0, 202);
+    // 300 − 60 + 20 back − 50 held (the balance and the hold are read one after the other).
+    until(&app, "/v1/payers/u-dora/balance", |b| b["held"] == "50.00" && b["balance"] == "210.00").await;
+    let complete = json!({"out_order_no": "PS-1", "total_amount": "30.00"});
+    assert_eq!(app.post(&app.event("pay_score_order_completed", complete, true)).await.0, 202);
+    until(&app, "/v1/payers/u-dora/balance", |b| b["held"] == "0.00" && b["balance"] == "230.00").await;
+    let order = app.eventually(&format!("/v1/merchants/{MERCHANT}/orders/F-1")).await;
+    assert_eq!(order["refunded"], "20.00");
+
+    let (status, days) = app.get(&format!("/v1/merchants/{MERCHANT}/settlement")).await;
+    assert_eq!(status, 200);
+    let day = &days["items"][0];
+    // Gross 60 + 30; refunds 20; fees 0.32 + 0.16 − 0.11 returned with the refund.
+    assert_eq!(
+        (day["day"].as_str(), day["gross"].as_str(), day["refunds"].as_str(), day["fees"].as_str()),
+        (Some("2026-03-02"), Some("90.00"), Some("20.00"), Some("0.37"))
+    );
+    assert_eq!(day["net"], "69.63");
+}

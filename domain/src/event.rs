@@ -107,6 +107,7 @@ pub enum EventBody {
     AccountFrozen(AccountFrozen),
     AccountUnfrozen(AccountUnfrozen),
     MerchantLimitChanged(MerchantLimitChanged),
+    MerchantFeeRateChanged(MerchantFeeRateChanged),
 }
 
 /// Which origin an event type demands.
@@ -137,6 +138,7 @@ impl EventBody {
             EventBody::AccountFrozen(_) => "account_frozen",
             EventBody::AccountUnfrozen(_) => "account_unfrozen",
             EventBody::MerchantLimitChanged(_) => "merchant_limit_changed",
+            EventBody::MerchantFeeRateChanged(_) => "merchant_fee_rate_changed",
         }
     }
 
@@ -148,7 +150,7 @@ impl EventBody {
             | EventBody::AccountFunded(_)
             | EventBody::AccountFrozen(_)
             | EventBody::AccountUnfrozen(_) => OriginLevel::Platform,
-            EventBody::MerchantLimitChanged(_) => OriginLevel::Merchant,
+            EventBody::MerchantLimitChanged(_) | EventBody::MerchantFeeRateChanged(_) => OriginLevel::Merchant,
             _ => OriginLevel::Device,
         }
     }
@@ -272,6 +274,13 @@ pub struct MerchantLimitChanged {
     pub single_limit: Money,
 }
 
+/// The merchant's contracted fee rate changes, in parts per million of each amount
+/// (0.54 % = 5400); payments from then on pay it, refunds return it in proportion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantFeeRateChanged {
+    pub fee_rate_ppm: u32,
+}
+
 #[derive(Serialize)]
 struct WireEnvelope<'a> {
     event_id: Uuid,
@@ -391,6 +400,7 @@ fn parse_body(kind: &str, payload: serde_json::Value) -> Result<EventBody, Field
         "account_frozen" => AccountFrozen,
         "account_unfrozen" => AccountUnfrozen,
         "merchant_limit_changed" => MerchantLimitChanged,
+        "merchant_fee_rate_changed" => MerchantFeeRateChanged,
     }
 }
 

@@ -109,6 +109,10 @@ pub fn events() -> Vec<Envelope> {
             Origin::Merchant(device().merchant_id),
             EventBody::MerchantLimitChanged(MerchantLimitChanged { single_limit: m("5000.00") }),
         ),
+        (
+            Origin::Merchant(device().merchant_id),
+            EventBody::MerchantFeeRateChanged(MerchantFeeRateChanged { fee_rate_ppm: 5_400 }),
+        ),
     ];
     bodies
         .into_iter()
@@ -165,9 +169,9 @@ pub fn outcomes() -> Vec<(&'static str, Outcome)> {
         (
             "a well-formed event refused",
             out(OutcomeBody::Refused {
-                kind: "reverse_requested".into(),
-                code: "NOT_YET_SUPPORTED".into(),
-                message: "reverse_requested is not handled by this build yet".into(),
+                kind: "refund_requested".into(),
+                code: "REFUND_EXCEEDS_PAID".into(),
+                message: "refused: REFUND_EXCEEDS_PAID (channel code INVALID_REQUEST)".into(),
             }),
         ),
     ]

@@ -32,4 +32,4 @@ pub use ids::{
     CardCode, DeviceId, FaceCode, MerchantId, OutOrderNo, OutRefundNo, OutTradeNo, PayerId, PhoneLast4, StoreId,
 };
 pub use money::Money;
-pub use outcome::{DeclineReason, OrderStatus, Outcome, OutcomeBody, PaymentResult};
+pub use outcome::{DeclineReason, OrderStatus, Outcome, OutcomeBody, PaymentResult, RefusalReason};

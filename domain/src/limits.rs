@@ -19,6 +19,30 @@ pub const DAILY_AMOUNT_CAP_DEFAULT_FEN: i64 = 100_000;
 /// Per-payer daily count cap (100 face payments per Asia/Shanghai day).
 pub const DAILY_COUNT_CAP_DEFAULT: u32 = 100;
 
+// ---- A payment's life after the decision -----------------------------------------------
+
+/// An order still unpaid this long after its creation is revoked (the channel's 45 s): a
+/// later attempt on it gets ORDERCLOSED. Judged on event time, so replay decides alike.
+pub const ORDER_REVOKE_AFTER_MS: i64 = 45_000;
+
+/// How old an order may be and still be reversed (the channel's 7 days).
+pub const REVERSAL_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// A Pay Score hold never completed nor cancelled expires this long after its creation
+/// (the channel's EXPIRED state after 30 days), releasing the held money.
+pub const HOLD_EXPIRY_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Fee rates are integer parts per million of the amount (0.54 % = 5 400 ppm): exact, and
+/// finer than any rate the channel quotes (hundredths of a percent).
+pub const FEE_RATE_PPM_PER_UNIT: i64 = 1_000_000;
+
+/// Highest fee rate a merchant may be given (10 %): far above the channel's 0.2–1 %, and
+/// low enough that a fee never exceeds the amount it is taken from.
+pub const FEE_RATE_MAX_PPM: i64 = 100_000;
+
+/// Fee rate of a merchant whose contract rate was never set: none is taken.
+pub const FEE_RATE_DEFAULT_PPM: i64 = 0;
+
 // ---- Event contract ---------------------------------------------------------------------
 
 /// The one schema version of the envelope this build reads and writes.

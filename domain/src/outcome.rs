@@ -34,10 +34,14 @@ pub enum DeclineReason {
     OrderPaid,
     /// The order number was used with other parameters (amount).
     OutTradeNoUsed,
+    /// The order was reversed; a new sale needs a new `out_trade_no`.
+    OrderReversed,
+    /// The order was closed: still unpaid 45 s after its creation, it was revoked.
+    OrderClosed,
 }
 
 impl DeclineReason {
-    pub const ALL: [DeclineReason; 9] = [
+    pub const ALL: [DeclineReason; 11] = [
         Self::IdentityUnresolved,
         Self::CaptureUsed,
         Self::PayerFrozen,
@@ -47,6 +51,8 @@ impl DeclineReason {
         Self::InsufficientBalance,
         Self::OrderPaid,
         Self::OutTradeNoUsed,
+        Self::OrderReversed,
+        Self::OrderClosed,
     ];
 
     /// facepay's stable code.
@@ -61,6 +67,8 @@ impl DeclineReason {
             Self::InsufficientBalance => "INSUFFICIENT_BALANCE",
             Self::OrderPaid => "ORDER_PAID",
             Self::OutTradeNoUsed => "OUT_TRADE_NO_USED",
+            Self::OrderReversed => "ORDER_REVERSED",
+            Self::OrderClosed => "ORDER_CLOSED",
         }
     }
 
@@ -73,6 +81,106 @@ impl DeclineReason {
             Self::InsufficientBalance => "NOTENOUGH",
             Self::OrderPaid => "ORDERPAID",
             Self::OutTradeNoUsed => "OUT_TRADE_NO_USED",
+            Self::OrderReversed => "ORDERREVERSED",
+            Self::OrderClosed => "ORDERCLOSED",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+/// Why a refund, reversal or Pay Score operation was refused: our stable code, each mapped to
+/// the channel's error code. A refusal posts nothing; the command is kept with its reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefusalReason {
+    /// No order (or Pay Score order) with this number.
+    OrderNotFound,
+    /// A refund of an order that was never paid (declined or revoked).
+    OrderNotPaid,
+    /// A refund of an order that was reversed (its money already went back).
+    OrderReversed,
+    /// A refund above what is left of the order's payment.
+    RefundExceedsPaid,
+    /// A refund number reused with another order or amount.
+    RefundNoUsed,
+    /// A reversal of an order older than 7 days.
+    ReversalWindowClosed,
+    /// A Pay Score order number reused with other parameters.
+    OutOrderNoUsed,
+    /// The payer's available balance is below the hold.
+    InsufficientBalance,
+    /// The payer's account is frozen.
+    PayerFrozen,
+    /// A completion above the hold.
+    CompletionAboveHold,
+    /// The Pay Score order was already completed.
+    HoldCompleted,
+    /// The Pay Score order was already cancelled.
+    HoldCancelled,
+    /// The Pay Score order expired (30 days untouched); its hold was released.
+    HoldExpired,
+    /// A fee rate outside 0 ..= 10 %.
+    FeeRateOutOfRange,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 14] = [
+        Self::OrderNotFound,
+        Self::OrderNotPaid,
+        Self::OrderReversed,
+        Self::RefundExceedsPaid,
+        Self::RefundNoUsed,
+        Self::ReversalWindowClosed,
+        Self::OutOrderNoUsed,
+        Self::InsufficientBalance,
+        Self::PayerFrozen,
+        Self::CompletionAboveHold,
+        Self::HoldCompleted,
+        Self::HoldCancelled,
+        Self::HoldExpired,
+        Self::FeeRateOutOfRange,
+    ];
+
+    /// facepay's stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::OrderNotFound => "ORDER_NOT_FOUND",
+            Self::OrderNotPaid => "ORDER_NOT_PAID",
+            Self::OrderReversed => "ORDER_REVERSED",
+            Self::RefundExceedsPaid => "REFUND_EXCEEDS_PAID",
+            Self::RefundNoUsed => "REFUND_NO_USED",
+            Self::ReversalWindowClosed => "REVERSAL_WINDOW_CLOSED",
+            Self::OutOrderNoUsed => "OUT_ORDER_NO_USED",
+            Self::InsufficientBalance => "INSUFFICIENT_BALANCE",
+            Self::PayerFrozen => "PAYER_FROZEN",
+            Self::CompletionAboveHold => "COMPLETION_ABOVE_HOLD",
+            Self::HoldCompleted => "HOLD_COMPLETED",
+            Self::HoldCancelled => "HOLD_CANCELLED",
+            Self::HoldExpired => "HOLD_EXPIRED",
+            Self::FeeRateOutOfRange => "FEE_RATE_OUT_OF_RANGE",
+        }
+    }
+
+    /// The channel's error code (WeChat Pay refund, reverse and Pay Score APIs).
+    pub fn channel_code(self) -> &'static str {
+        match self {
+            Self::OrderNotFound => "ORDERNOTEXIST",
+            Self::OrderNotPaid => "TRADE_STATE_ERROR",
+            Self::OrderReversed => "ORDERREVERSED",
+            Self::RefundExceedsPaid => "INVALID_REQUEST",
+            Self::RefundNoUsed => "INVALID_REQUEST",
+            Self::ReversalWindowClosed => "REVERSE_EXPIRE",
+            Self::OutOrderNoUsed => "ORDER_NO_USED",
+            Self::InsufficientBalance => "NOTENOUGH",
+            Self::PayerFrozen => "TRADE_ERROR",
+            Self::CompletionAboveHold => "PARAM_ERROR",
+            Self::HoldCompleted => "ORDER_DONE",
+            Self::HoldCancelled => "ORDER_CANCELED",
+            Self::HoldExpired => "ORDER_EXPIRED",
+            Self::FeeRateOutOfRange => "PARAM_ERROR",
         }
     }
 
@@ -89,6 +197,10 @@ pub enum OrderStatus {
     Paid,
     /// The last attempt was declined; the order may be retried with a new capture.
     Declined,
+    /// Reversed: closed if it was unpaid, refunded in full if it was paid. Final.
+    Reversed,
+    /// Revoked (closed) because it was still unpaid 45 s after its creation. Final.
+    Revoked,
 }
 
 impl OrderStatus {
@@ -96,6 +208,8 @@ impl OrderStatus {
         match self {
             OrderStatus::Paid => "PAID",
             OrderStatus::Declined => "DECLINED",
+            OrderStatus::Reversed => "REVERSED",
+            OrderStatus::Revoked => "REVOKED",
         }
     }
 
@@ -103,6 +217,8 @@ impl OrderStatus {
         match s {
             "PAID" => Some(Self::Paid),
             "DECLINED" => Some(Self::Declined),
+            "REVERSED" => Some(Self::Reversed),
+            "REVOKED" => Some(Self::Revoked),
             _ => None,
         }
     }

@@ -323,6 +323,7 @@ pub fn command_key(cmd: &facepay_ledger::Command) -> String {
         | K::OpenMemberCard { payer_id, .. }
         | K::CloseMemberCard { payer_id, .. } => format!("payer:{payer_id}"),
         K::SetMerchantLimit { merchant_id, .. } => format!("merchant:{merchant_id}"),
+        K::Lifecycle(l) => l.partition_key(),
         K::NotYetSupported { .. } => format!("event:{}", cmd.event_id),
     }
 }

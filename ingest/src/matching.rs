@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use facepay_domain::limits::MATCH_MEMORY_CAPTURES_MAX;
 use facepay_domain::{Envelope, EventBody, FaceCode, OutcomeBody};
-use facepay_ledger::{Command, CommandKind, Identity};
+use facepay_ledger::{Command, CommandKind, Identity, Lifecycle};
 use facepay_matcher::{Gallery, MatchPolicy};
 
 /// The matcher stage's state: the gallery and the recent captures awaiting their payment.
@@ -116,6 +116,34 @@ impl MatchStage {
             }
             (EventBody::MerchantLimitChanged(l), Some(merchant_id)) => {
                 CommandKind::SetMerchantLimit { merchant_id, single_limit: l.single_limit }
+            }
+            (EventBody::MerchantFeeRateChanged(f), Some(merchant_id)) => {
+                CommandKind::Lifecycle(Lifecycle::SetFeeRate { merchant_id, fee_rate_ppm: f.fee_rate_ppm })
+            }
+            (EventBody::ReverseRequested(r), Some(merchant_id)) => {
+                CommandKind::Lifecycle(Lifecycle::Reverse { merchant_id, out_trade_no: r.out_trade_no })
+            }
+            (EventBody::RefundRequested(r), Some(merchant_id)) => CommandKind::Lifecycle(Lifecycle::Refund {
+                merchant_id,
+                out_trade_no: r.out_trade_no,
+                out_refund_no: r.out_refund_no,
+                amount: r.amount,
+            }),
+            (EventBody::PayScoreOrderCreated(h), Some(merchant_id)) => CommandKind::Lifecycle(Lifecycle::HoldCreate {
+                merchant_id,
+                out_order_no: h.out_order_no,
+                payer_id: h.payer_id,
+                amount: h.hold_amount,
+            }),
+            (EventBody::PayScoreOrderCompleted(h), Some(merchant_id)) => {
+                CommandKind::Lifecycle(Lifecycle::HoldComplete {
+                    merchant_id,
+                    out_order_no: h.out_order_no,
+                    total: h.total_amount,
+                })
+            }
+            (EventBody::PayScoreOrderCancelled(h), Some(merchant_id)) => {
+                CommandKind::Lifecycle(Lifecycle::HoldCancel { merchant_id, out_order_no: h.out_order_no })
             }
             (EventBody::AccountFunded(f), _) => CommandKind::Fund { payer_id: f.payer_id, amount: f.amount },
             (EventBody::AccountFrozen(f), _) => CommandKind::Freeze { payer_id: f.payer_id },

@@ -1,7 +1,9 @@
 //! Commands: what the pipeline asks the ledger to decide.
 
 use chrono::{DateTime, Utc};
-use facepay_domain::{CardChannel, CardCode, DeviceRef, FaceCode, MerchantId, Money, OutTradeNo, PayerId};
+use facepay_domain::{
+    CardChannel, CardCode, DeviceRef, FaceCode, MerchantId, Money, OutOrderNo, OutRefundNo, OutTradeNo, PayerId,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -71,6 +73,8 @@ pub enum CommandKind {
         payer_id: PayerId,
         card_code: CardCode,
     },
+    /// The rest of a payment's life: reversal, refunds, fees, Pay Score holds.
+    Lifecycle(Lifecycle),
     /// A well-formed event whose handling is not in this build yet (reversal, refunds,
     /// Pay Score): refused with a reason and kept, never dropped.
     NotYetSupported {
@@ -90,7 +94,62 @@ impl CommandKind {
             CommandKind::SetMerchantLimit { .. } => "merchant_limit_changed",
             CommandKind::OpenMemberCard { .. } => "member_card_opened",
             CommandKind::CloseMemberCard { .. } => "member_card_closed",
+            CommandKind::Lifecycle(l) => l.name(),
             CommandKind::NotYetSupported { kind } => kind,
+        }
+    }
+}
+
+/// What happens to an order after its payment was decided, and to Pay Score holds. One
+/// variant of [`CommandKind`], so transports route these with a single rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "lifecycle", rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Cancel an order whose result is unclear: closes it if unpaid, refunds it in full if
+    /// paid. Refused for orders older than 7 days.
+    Reverse { merchant_id: MerchantId, out_trade_no: OutTradeNo },
+    /// Refund `amount` of a paid order; idempotent per (merchant, `out_refund_no`).
+    Refund { merchant_id: MerchantId, out_trade_no: OutTradeNo, out_refund_no: OutRefundNo, amount: Money },
+    /// The merchant's contracted fee rate, in parts per million of each amount.
+    SetFeeRate { merchant_id: MerchantId, fee_rate_ppm: u32 },
+    /// Put a hold of `amount` on the payer's wallet for a Pay Score order.
+    HoldCreate { merchant_id: MerchantId, out_order_no: OutOrderNo, payer_id: PayerId, amount: Money },
+    /// Complete the Pay Score order with the actual `total` (≤ the hold).
+    HoldComplete { merchant_id: MerchantId, out_order_no: OutOrderNo, total: Money },
+    /// Cancel the Pay Score order before completion: the whole hold is released.
+    HoldCancel { merchant_id: MerchantId, out_order_no: OutOrderNo },
+    /// A clock tick for one hold: releases it if it is past its expiry at this event's time
+    /// (a scheduler sends these; complete and cancel check expiry themselves too).
+    HoldExpire { merchant_id: MerchantId, out_order_no: OutOrderNo },
+}
+
+impl Lifecycle {
+    /// The inbound event type this command came from.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Lifecycle::Reverse { .. } => "reverse_requested",
+            Lifecycle::Refund { .. } => "refund_requested",
+            Lifecycle::SetFeeRate { .. } => "merchant_fee_rate_changed",
+            Lifecycle::HoldCreate { .. } => "pay_score_order_created",
+            Lifecycle::HoldComplete { .. } => "pay_score_order_completed",
+            Lifecycle::HoldCancel { .. } => "pay_score_order_cancelled",
+            Lifecycle::HoldExpire { .. } => "pay_score_order_expire",
+        }
+    }
+
+    /// The transport's partition key: orders by order (as payments without a payer), holds
+    /// by hold (complete and cancel of one hold meet in one partition), creation by payer
+    /// (it debits the wallet, whose decisions have a single writer), fee rates by merchant.
+    pub fn partition_key(&self) -> String {
+        match self {
+            Lifecycle::Reverse { merchant_id, out_trade_no } | Lifecycle::Refund { merchant_id, out_trade_no, .. } => {
+                format!("order:{merchant_id}:{out_trade_no}")
+            }
+            Lifecycle::SetFeeRate { merchant_id, .. } => format!("merchant:{merchant_id}"),
+            Lifecycle::HoldCreate { payer_id, .. } => format!("payer:{payer_id}"),
+            Lifecycle::HoldComplete { merchant_id, out_order_no, .. }
+            | Lifecycle::HoldCancel { merchant_id, out_order_no }
+            | Lifecycle::HoldExpire { merchant_id, out_order_no } => format!("hold:{merchant_id}:{out_order_no}"),
         }
     }
 }

@@ -3,9 +3,12 @@
 //! Both are synchronous and free of I/O, so every rule is tested with given/when/then on
 //! plain values, and replay is a fold of `apply`.
 
-use facepay_domain::limits::{DAILY_AMOUNT_CAP_DEFAULT_FEN, DAILY_COUNT_CAP_DEFAULT};
+use chrono::{DateTime, Utc};
+use facepay_domain::limits::{
+    DAILY_AMOUNT_CAP_DEFAULT_FEN, DAILY_COUNT_CAP_DEFAULT, FEE_RATE_PPM_PER_UNIT, ORDER_REVOKE_AFTER_MS,
+};
 use facepay_domain::time::shanghai_day;
-use facepay_domain::{DeclineReason, OrderStatus, PayerId, PaymentResult};
+use facepay_domain::{DeclineReason, OrderStatus, PayerId, PaymentResult, RefusalReason};
 use uuid::Uuid;
 
 use crate::command::{Command, CommandKind, Identity};
@@ -38,6 +41,9 @@ pub enum DomainError {
     CardCodeMismatch,
     #[error("{kind} is not handled by this build yet")]
     NotYetSupported { kind: String },
+    /// A refund, reversal, fee rate or Pay Score operation refused (channel code in the text).
+    #[error("refused: {} (channel code {})", .0.code(), .0.channel_code())]
+    Refused(RefusalReason),
 }
 
 impl DomainError {
@@ -48,6 +54,7 @@ impl DomainError {
             DomainError::MemberCardNotOpen => "MEMBER_CARD_NOT_OPEN",
             DomainError::CardCodeMismatch => "CARD_CODE_MISMATCH",
             DomainError::NotYetSupported { .. } => "NOT_YET_SUPPORTED",
+            DomainError::Refused(r) => r.code(),
         }
     }
 }
@@ -56,8 +63,11 @@ impl DomainError {
 /// an exact retry or a no-op), or a refusal.
 pub fn decide(state: &LedgerState, cmd: &Command, policy: &Policy) -> Result<Vec<LedgerEvent>, DomainError> {
     match &cmd.kind {
-        CommandKind::Pay { .. } => Ok(decide_payment(state, cmd, policy).into_iter().collect()),
-        CommandKind::Query { .. } => Ok(vec![]),
+        CommandKind::Pay { .. } => Ok(decide_payment(state, cmd, policy)),
+        CommandKind::Query { merchant_id, out_trade_no } => {
+            let key = (merchant_id.clone(), out_trade_no.clone());
+            Ok(crate::lifecycle::revoke_if_due(state, &key, cmd.occurred_at).into_iter().collect())
+        }
         CommandKind::Fund { payer_id, amount } => {
             let transfer = Transfer::between(txn_id(cmd), Account::Funding, Account::Wallet(payer_id.clone()), *amount);
             Ok(vec![LedgerEvent::AccountFunded { payer_id: payer_id.clone(), amount: *amount, transfer }])
@@ -98,19 +108,30 @@ pub fn decide(state: &LedgerState, cmd: &Command, policy: &Policy) -> Result<Vec
                 _ => Err(DomainError::MemberCardNotOpen),
             }
         }
+        CommandKind::Lifecycle(l) => crate::lifecycle::decide(state, cmd, l),
         CommandKind::NotYetSupported { kind } => Err(DomainError::NotYetSupported { kind: kind.clone() }),
     }
 }
 
-/// The id of the `n`th transfer a command causes: derived from the inbound event id, so a
-/// redelivered event can never post under a fresh id.
-fn txn_id(cmd: &Command) -> Uuid {
+/// The id of the transfer a command causes: derived from the inbound event id, so a
+/// redelivered event can never post under a fresh id. (A command posts one transfer at most.)
+pub(crate) fn txn_id(cmd: &Command) -> Uuid {
     Uuid::new_v5(&cmd.event_id, b"txn:0")
 }
 
-/// A payment, decided in the documented order. `None` for an exact retry (the stored outcome
-/// stands and nothing is posted).
-fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Option<LedgerEvent> {
+/// The fee on `amount_fen` at `rate_ppm`, rounded half up to the fen (60.00 at 0.54 % → 0.32).
+pub fn fee_fen(amount_fen: i64, rate_ppm: i64) -> i64 {
+    (amount_fen * rate_ppm + FEE_RATE_PPM_PER_UNIT / 2) / FEE_RATE_PPM_PER_UNIT
+}
+
+/// True when an unpaid order has outlived its 45 s at `now` (event time).
+pub fn order_revoked_by_time(order: &Order, now: DateTime<Utc>) -> bool {
+    order.status == OrderStatus::Declined && (now - order.created_at).num_milliseconds() >= ORDER_REVOKE_AFTER_MS
+}
+
+/// A payment, decided in the documented order. Nothing for an exact retry (the stored outcome
+/// stands and nothing is posted); an order found past its 45 s is first revoked.
+fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Vec<LedgerEvent> {
     let CommandKind::Pay { device, out_trade_no, amount, face_code, identity } = &cmd.kind else {
         unreachable!("decide_payment is only called for payments")
     };
@@ -127,7 +148,7 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Option
         Identity::Unresolved { .. } => None,
     };
     let decline = |reason, records_order| {
-        Some(LedgerEvent::PaymentDeclined { attempt: attempt.clone(), payer_id: payer.clone(), reason, records_order })
+        vec![LedgerEvent::PaymentDeclined { attempt: attempt.clone(), payer_id: payer.clone(), reason, records_order }]
     };
     // Idempotency per (merchant, out_trade_no) comes before every other rule.
     let existing = state.orders.get(&(attempt.merchant_id.clone(), attempt.out_trade_no.clone()));
@@ -136,10 +157,21 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Option
             return decline(DeclineReason::OutTradeNoUsed, false);
         }
         if order.face_code == *face_code {
-            return None;
+            return vec![];
         }
-        if order.status == OrderStatus::Paid {
-            return decline(DeclineReason::OrderPaid, false);
+        match order.status {
+            OrderStatus::Paid => return decline(DeclineReason::OrderPaid, false),
+            OrderStatus::Reversed => return decline(DeclineReason::OrderReversed, false),
+            OrderStatus::Revoked => return decline(DeclineReason::OrderClosed, false),
+            OrderStatus::Declined if order_revoked_by_time(order, cmd.occurred_at) => {
+                let revoked = LedgerEvent::OrderRevoked {
+                    merchant_id: order.merchant_id.clone(),
+                    out_trade_no: order.out_trade_no.clone(),
+                    payer_id: order.payer_id.clone(),
+                };
+                return [vec![revoked], decline(DeclineReason::OrderClosed, false)].concat();
+            }
+            OrderStatus::Declined => {}
         }
     }
     let Some(payer_id) = payer.clone() else {
@@ -168,14 +200,15 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Option
     if let Some(reason) = reason {
         return decline(reason, true);
     }
-    let transfer = Transfer::between(
-        txn_id(cmd),
-        Account::Wallet(payer_id.clone()),
-        Account::Settlement(attempt.merchant_id.clone()),
-        *amount,
-    );
+    let fee_fen = fee_fen(amount.fen(), state.fee_rate_ppm(&attempt.merchant_id));
+    let legs = vec![
+        (Account::Wallet(payer_id.clone()), -amount.fen()),
+        (Account::Settlement(attempt.merchant_id.clone()), amount.fen() - fee_fen),
+        (Account::PlatformFees, fee_fen),
+    ];
+    let transfer = Transfer::legs(txn_id(cmd), legs).expect("a payment moves money");
     let member_quick_pay = state.is_member(&attempt.merchant_id, &payer_id);
-    Some(LedgerEvent::PaymentSucceeded { attempt, payer_id, member_quick_pay, day, transfer })
+    vec![LedgerEvent::PaymentSucceeded { attempt, payer_id, member_quick_pay, day, fee_fen, transfer }]
 }
 
 /// Folds one event into the state. Total and deterministic: replay depends on it.
@@ -186,10 +219,16 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, occurred_at: chrono::
             *state.balances_fen.entry(p.account.clone()).or_insert(0) += p.amount_fen;
         }
     }
+    if let Some((key, s)) = event.settlement(occurred_at) {
+        state.settlement.entry(key).or_default().add(&s);
+    }
     match event {
-        LedgerEvent::PaymentSucceeded { attempt, payer_id, member_quick_pay, day, .. } => {
+        LedgerEvent::PaymentSucceeded { attempt, payer_id, member_quick_pay, day, fee_fen, .. } => {
             consume_capture(state, attempt);
             set_order(state, attempt, OrderStatus::Paid, None, Some(payer_id.clone()), *member_quick_pay, occurred_at);
+            if let Some(o) = state.orders.get_mut(&(attempt.merchant_id.clone(), attempt.out_trade_no.clone())) {
+                o.fee_fen = *fee_fen;
+            }
             let usage = state.daily.entry((payer_id.clone(), *day)).or_default();
             usage.amount_fen += attempt.amount.fen();
             usage.count += 1;
@@ -220,6 +259,7 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, occurred_at: chrono::
                 m.closed_at = Some(occurred_at);
             }
         }
+        other => crate::lifecycle::apply(state, other, occurred_at),
     }
 }
 
@@ -252,6 +292,9 @@ fn set_order(
         device_id: attempt.device_id.clone(),
         created_at,
         updated_at: at,
+        fee_fen: 0,
+        refunded_fen: 0,
+        fee_refunded_fen: 0,
     };
     state.orders.insert(key, order);
 }
@@ -270,6 +313,7 @@ pub fn keys_read(cmd: &Command, keys: &mut Keys) {
                 keys.members.insert((device.merchant_id.clone(), payer_id.clone()));
             }
             keys.accounts.insert(Account::Settlement(device.merchant_id.clone()));
+            keys.fee_rates.insert(device.merchant_id.clone());
         }
         CommandKind::Query { merchant_id, out_trade_no } => {
             keys.orders.insert((merchant_id.clone(), out_trade_no.clone()));
@@ -288,6 +332,7 @@ pub fn keys_read(cmd: &Command, keys: &mut Keys) {
         | CommandKind::CloseMemberCard { merchant_id, payer_id, .. } => {
             keys.members.insert((merchant_id.clone(), payer_id.clone()));
         }
+        CommandKind::Lifecycle(l) => crate::lifecycle::keys_read(l, keys),
         CommandKind::NotYetSupported { .. } => {}
     }
 }
@@ -320,6 +365,7 @@ pub fn keys_written(event: &LedgerEvent, keys: &mut Keys) {
         | LedgerEvent::MemberCardClosed { merchant_id, payer_id, .. } => {
             keys.members.insert((merchant_id.clone(), payer_id.clone()));
         }
+        other => crate::lifecycle::keys_written(other, keys),
     }
 }
 
@@ -330,7 +376,13 @@ pub fn payment_result(state: &LedgerState, cmd: &Command, events: &[LedgerEvent]
         CommandKind::Query { merchant_id, out_trade_no } => (merchant_id, out_trade_no),
         _ => return None,
     };
-    if let Some(LedgerEvent::PaymentDeclined { attempt, payer_id, reason, records_order: false }) = events.first() {
+    let fresh_decline = events.iter().find_map(|e| match e {
+        LedgerEvent::PaymentDeclined { attempt, payer_id, reason, records_order: false } => {
+            Some((attempt, payer_id, reason))
+        }
+        _ => None,
+    });
+    if let Some((attempt, payer_id, reason)) = fresh_decline {
         return Some(PaymentResult {
             merchant_id: attempt.merchant_id.clone(),
             out_trade_no: attempt.out_trade_no.clone(),

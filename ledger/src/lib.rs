@@ -10,12 +10,16 @@
 //! - [`command`]: what the pipeline asks (`Pay`, `Query`, `Fund`, …).
 //! - [`model`]: ledger events, balanced transfers, accounts, and the state they fold into.
 //! - [`core`]: `decide` and `apply`: pure, synchronous, I/O-free.
+//! - [`lifecycle`]: the same for what follows a payment: reversal, refunds, fees, Pay Score holds.
 //! - [`store`]: the store trait, its rows and its errors.
 //! - [`sqlite`]: the embedded store; [`postgres`]: the production store, behind the same trait.
+//! - [`audit`]: the hash chain over each stream's events, and its verifier.
 //! - [`service`]: batching, idempotent answers, projection writing, replay.
 
+pub mod audit;
 pub mod command;
 pub mod core;
+pub mod lifecycle;
 pub mod model;
 pub mod postgres;
 mod rows;
@@ -23,7 +27,7 @@ pub mod service;
 pub mod sqlite;
 pub mod store;
 
-pub use command::{Command, CommandKind, Identity};
+pub use command::{Command, CommandKind, Identity, Lifecycle};
 pub use core::{decide, DomainError, Policy};
 pub use model::{Account, LedgerEvent, LedgerState};
 pub use postgres::PgStore;

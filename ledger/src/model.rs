@@ -3,10 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use facepay_domain::limits::SINGLE_PAYMENT_LIMIT_DEFAULT_FEN;
+use facepay_domain::limits::{FEE_RATE_DEFAULT_PPM, SINGLE_PAYMENT_LIMIT_DEFAULT_FEN};
+use facepay_domain::time::shanghai_day;
 use facepay_domain::{
-    CardChannel, CardCode, DeclineReason, DeviceId, FaceCode, MerchantId, Money, OrderStatus, OutTradeNo, PayerId,
-    StoreId,
+    CardChannel, CardCode, DeclineReason, DeviceId, FaceCode, MerchantId, Money, OrderStatus, OutOrderNo, OutRefundNo,
+    OutTradeNo, PayerId, StoreId,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -21,6 +22,11 @@ pub enum Account {
     Settlement(MerchantId),
     /// The outside world money comes from (bank top-ups). It runs negative by design.
     Funding,
+    /// The platform's fee income: what merchants paid facepay for their payments.
+    PlatformFees,
+    /// Money held for a payer's Pay Score orders: moved out of the wallet at creation, so
+    /// the wallet's balance is the available balance; completion and cancellation empty it.
+    Hold(PayerId),
 }
 
 impl From<Account> for String {
@@ -43,6 +49,8 @@ impl Account {
             Account::Wallet(p) => format!("wallet:{p}"),
             Account::Settlement(m) => format!("settlement:{m}"),
             Account::Funding => "funding:external".to_string(),
+            Account::PlatformFees => "fees:platform".to_string(),
+            Account::Hold(p) => format!("hold:{p}"),
         }
     }
 
@@ -51,6 +59,8 @@ impl Account {
             ("wallet", p) => PayerId::parse(p).ok().map(Account::Wallet),
             ("settlement", m) => MerchantId::parse(m).ok().map(Account::Settlement),
             ("funding", "external") => Some(Account::Funding),
+            ("fees", "platform") => Some(Account::PlatformFees),
+            ("hold", p) => PayerId::parse(p).ok().map(Account::Hold),
             _ => None,
         }
     }
@@ -81,6 +91,27 @@ impl Transfer {
         let t = Self { txn_id, postings };
         t.assert_balanced();
         t
+    }
+
+    /// A transfer of the given signed legs, leaving out those that move nothing; `None` when
+    /// no leg moves money.
+    pub fn legs(txn_id: Uuid, legs: Vec<(Account, i64)>) -> Option<Self> {
+        let postings: Vec<Posting> = legs
+            .into_iter()
+            .filter(|(_, fen)| *fen != 0)
+            .map(|(account, amount_fen)| Posting { account, amount_fen })
+            .collect();
+        if postings.is_empty() {
+            return None;
+        }
+        let t = Self { txn_id, postings };
+        t.assert_balanced();
+        Some(t)
+    }
+
+    /// The leg of `account`, in signed fen (0 when it has none).
+    pub fn leg_fen(&self, account: &Account) -> i64 {
+        self.postings.iter().filter(|p| p.account == *account).map(|p| p.amount_fen).sum()
     }
 
     /// Panics unless the postings sum to zero and each moves money: a broken transfer is
@@ -115,6 +146,10 @@ pub enum LedgerEvent {
         member_quick_pay: bool,
         /// The Asia/Shanghai day the payment counts against for the daily caps.
         day: NaiveDate,
+        /// The merchant's fee, in fen, posted to the platform's fee account (0 in events
+        /// written before fees existed).
+        #[serde(default)]
+        fee_fen: i64,
         transfer: Transfer,
     },
     PaymentDeclined {
@@ -151,6 +186,67 @@ pub enum LedgerEvent {
         payer_id: PayerId,
         card_code: CardCode,
     },
+    /// An order still unpaid 45 s (event time) after its creation was closed.
+    OrderRevoked {
+        merchant_id: MerchantId,
+        out_trade_no: OutTradeNo,
+        payer_id: Option<PayerId>,
+    },
+    /// An order was reversed: closed, and when it was paid, what was left of it refunded
+    /// (with what was left of its fee).
+    OrderReversed {
+        merchant_id: MerchantId,
+        out_trade_no: OutTradeNo,
+        payer_id: Option<PayerId>,
+        refund_fen: i64,
+        fee_refund_fen: i64,
+        transfer: Option<Transfer>,
+    },
+    RefundSucceeded {
+        merchant_id: MerchantId,
+        out_trade_no: OutTradeNo,
+        out_refund_no: OutRefundNo,
+        payer_id: PayerId,
+        amount: Money,
+        /// The share of the order's fee returned with this refund, in fen.
+        fee_refund_fen: i64,
+        transfer: Transfer,
+    },
+    MerchantFeeRateChanged {
+        merchant_id: MerchantId,
+        fee_rate_ppm: i64,
+    },
+    /// A Pay Score order's hold moved from the payer's wallet to their hold account.
+    HoldCreated {
+        merchant_id: MerchantId,
+        out_order_no: OutOrderNo,
+        payer_id: PayerId,
+        amount: Money,
+        transfer: Transfer,
+    },
+    /// Completed with `total`: the merchant is paid (less the fee), the rest released.
+    HoldCompleted {
+        merchant_id: MerchantId,
+        out_order_no: OutOrderNo,
+        payer_id: PayerId,
+        total: Money,
+        fee_fen: i64,
+        transfer: Transfer,
+    },
+    /// Cancelled: the whole hold went back to the wallet.
+    HoldCancelled {
+        merchant_id: MerchantId,
+        out_order_no: OutOrderNo,
+        payer_id: PayerId,
+        transfer: Transfer,
+    },
+    /// Untouched for 30 days (event time): the whole hold went back to the wallet.
+    HoldExpired {
+        merchant_id: MerchantId,
+        out_order_no: OutOrderNo,
+        payer_id: PayerId,
+        transfer: Transfer,
+    },
 }
 
 impl LedgerEvent {
@@ -165,6 +261,14 @@ impl LedgerEvent {
             LedgerEvent::MerchantLimitChanged { .. } => "merchant_limit_changed",
             LedgerEvent::MemberCardOpened { .. } => "member_card_opened",
             LedgerEvent::MemberCardClosed { .. } => "member_card_closed",
+            LedgerEvent::OrderRevoked { .. } => "order_revoked",
+            LedgerEvent::OrderReversed { .. } => "order_reversed",
+            LedgerEvent::RefundSucceeded { .. } => "refund_succeeded",
+            LedgerEvent::MerchantFeeRateChanged { .. } => "merchant_fee_rate_changed",
+            LedgerEvent::HoldCreated { .. } => "hold_created",
+            LedgerEvent::HoldCompleted { .. } => "hold_completed",
+            LedgerEvent::HoldCancelled { .. } => "hold_cancelled",
+            LedgerEvent::HoldExpired { .. } => "hold_expired",
         }
     }
 
@@ -181,17 +285,56 @@ impl LedgerEvent {
             | LedgerEvent::AccountUnfrozen { payer_id } => format!("payer:{payer_id}"),
             LedgerEvent::MerchantLimitChanged { merchant_id, .. }
             | LedgerEvent::MemberCardOpened { merchant_id, .. }
-            | LedgerEvent::MemberCardClosed { merchant_id, .. } => format!("merchant:{merchant_id}"),
+            | LedgerEvent::MemberCardClosed { merchant_id, .. }
+            | LedgerEvent::MerchantFeeRateChanged { merchant_id, .. } => format!("merchant:{merchant_id}"),
+            LedgerEvent::OrderRevoked { merchant_id, payer_id, .. }
+            | LedgerEvent::OrderReversed { merchant_id, payer_id, .. } => match payer_id {
+                Some(p) => format!("payer:{p}"),
+                None => format!("merchant:{merchant_id}"),
+            },
+            LedgerEvent::RefundSucceeded { payer_id, .. }
+            | LedgerEvent::HoldCreated { payer_id, .. }
+            | LedgerEvent::HoldCompleted { payer_id, .. }
+            | LedgerEvent::HoldCancelled { payer_id, .. }
+            | LedgerEvent::HoldExpired { payer_id, .. } => format!("payer:{payer_id}"),
         }
     }
 
     pub fn transfer(&self) -> Option<&Transfer> {
         match self {
-            LedgerEvent::PaymentSucceeded { transfer, .. } | LedgerEvent::AccountFunded { transfer, .. } => {
-                Some(transfer)
-            }
+            LedgerEvent::PaymentSucceeded { transfer, .. }
+            | LedgerEvent::AccountFunded { transfer, .. }
+            | LedgerEvent::RefundSucceeded { transfer, .. }
+            | LedgerEvent::HoldCreated { transfer, .. }
+            | LedgerEvent::HoldCompleted { transfer, .. }
+            | LedgerEvent::HoldCancelled { transfer, .. }
+            | LedgerEvent::HoldExpired { transfer, .. } => Some(transfer),
+            LedgerEvent::OrderReversed { transfer, .. } => transfer.as_ref(),
             _ => None,
         }
+    }
+
+    /// What the event adds to its merchant's settlement of its Asia/Shanghai day (payments
+    /// gross, refunds, net fees), if it moves a merchant's money.
+    pub fn settlement(&self, occurred_at: DateTime<Utc>) -> Option<(SettlementKey, Settlement)> {
+        let fees = |t: &Transfer| t.leg_fen(&Account::PlatformFees);
+        let (merchant_id, s) = match self {
+            LedgerEvent::PaymentSucceeded { attempt, transfer, .. } => (
+                &attempt.merchant_id,
+                Settlement { gross_fen: attempt.amount.fen(), refunds_fen: 0, fees_fen: fees(transfer) },
+            ),
+            LedgerEvent::HoldCompleted { merchant_id, total, transfer, .. } => {
+                (merchant_id, Settlement { gross_fen: total.fen(), refunds_fen: 0, fees_fen: fees(transfer) })
+            }
+            LedgerEvent::RefundSucceeded { merchant_id, amount, transfer, .. } => {
+                (merchant_id, Settlement { gross_fen: 0, refunds_fen: amount.fen(), fees_fen: fees(transfer) })
+            }
+            LedgerEvent::OrderReversed { merchant_id, refund_fen, transfer: Some(t), .. } => {
+                (merchant_id, Settlement { gross_fen: 0, refunds_fen: *refund_fen, fees_fen: fees(t) })
+            }
+            _ => return None,
+        };
+        Some(((merchant_id.clone(), shanghai_day(occurred_at)), s))
     }
 }
 
@@ -211,7 +354,93 @@ pub struct Order {
     pub device_id: DeviceId,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The fee taken from the merchant when the order was paid, in fen.
+    pub fee_fen: i64,
+    /// How much of the payment went back to the payer (refunds and reversal); never above
+    /// `amount_fen`.
+    pub refunded_fen: i64,
+    /// How much of the fee went back to the merchant with those refunds; never above `fee_fen`.
+    pub fee_refunded_fen: i64,
 }
+
+/// A refund, as decided; its number is unique per merchant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub out_trade_no: OutTradeNo,
+    pub payer_id: PayerId,
+    pub amount_fen: i64,
+    pub fee_refund_fen: i64,
+    pub refunded_at: DateTime<Utc>,
+}
+
+/// Where a Pay Score order is (the channel's states, less DOING which facepay does not track).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HoldStatus {
+    /// Created: the hold is on the payer's money.
+    Created,
+    /// Completed with a total: final.
+    Done,
+    /// Cancelled before completion: final.
+    Revoked,
+    /// Untouched for 30 days: final.
+    Expired,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Created => "CREATED",
+            HoldStatus::Done => "DONE",
+            HoldStatus::Revoked => "REVOKED",
+            HoldStatus::Expired => "EXPIRED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [HoldStatus::Created, HoldStatus::Done, HoldStatus::Revoked, HoldStatus::Expired]
+            .into_iter()
+            .find(|h| h.as_str() == s)
+    }
+}
+
+/// A Pay Score order and its hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub payer_id: PayerId,
+    pub hold_fen: i64,
+    pub status: HoldStatus,
+    /// The completed total, once done.
+    pub total_fen: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A merchant's money of one Asia/Shanghai day: what the daily bill's summary line shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// Payments and completed Pay Score orders.
+    pub gross_fen: i64,
+    /// Refunds and reversals of paid orders.
+    pub refunds_fen: i64,
+    /// Fees taken, less fees returned with refunds.
+    pub fees_fen: i64,
+}
+
+impl Settlement {
+    /// What the merchant is owed for the day.
+    pub fn net_fen(&self) -> i64 {
+        self.gross_fen - self.refunds_fen - self.fees_fen
+    }
+
+    pub fn add(&mut self, other: &Settlement) {
+        self.gross_fen += other.gross_fen;
+        self.refunds_fen += other.refunds_fen;
+        self.fees_fen += other.fees_fen;
+    }
+}
+
+pub type SettlementKey = (MerchantId, NaiveDate);
 
 /// A merchant's member card held by a payer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +467,8 @@ pub struct DailyUsage {
 }
 
 pub type OrderKey = (MerchantId, OutTradeNo);
+pub type RefundKey = (MerchantId, OutRefundNo);
+pub type HoldKey = (MerchantId, OutOrderNo);
 
 /// Everything `decide` may consult. In the service it holds only the entities a batch
 /// touches (loaded from the projections); in replay and tests it holds everything. An
@@ -253,9 +484,20 @@ pub struct LedgerState {
     pub captures: BTreeMap<FaceCode, CaptureUse>,
     pub members: BTreeMap<(MerchantId, PayerId), Member>,
     pub daily: BTreeMap<(PayerId, NaiveDate), DailyUsage>,
+    /// Merchants whose fee rate was set, in parts per million.
+    pub fee_rates_ppm: BTreeMap<MerchantId, i64>,
+    pub refunds: BTreeMap<RefundKey, Refund>,
+    pub holds: BTreeMap<HoldKey, Hold>,
+    /// Per merchant and day: a fold of the log that `decide` never reads. The stores add
+    /// each batch's events to it (as balances), so it is never loaded per batch.
+    pub settlement: BTreeMap<SettlementKey, Settlement>,
 }
 
 impl LedgerState {
+    pub fn fee_rate_ppm(&self, merchant: &MerchantId) -> i64 {
+        self.fee_rates_ppm.get(merchant).copied().unwrap_or(FEE_RATE_DEFAULT_PPM)
+    }
+
     pub fn balance_fen(&self, account: &Account) -> i64 {
         self.balances_fen.get(account).copied().unwrap_or(0)
     }
@@ -289,6 +531,9 @@ pub struct Keys {
     pub captures: BTreeSet<FaceCode>,
     pub members: BTreeSet<(MerchantId, PayerId)>,
     pub daily: BTreeSet<(PayerId, NaiveDate)>,
+    pub fee_rates: BTreeSet<MerchantId>,
+    pub refunds: BTreeSet<RefundKey>,
+    pub holds: BTreeSet<HoldKey>,
 }
 
 impl Keys {
@@ -300,6 +545,9 @@ impl Keys {
             && self.captures.is_empty()
             && self.members.is_empty()
             && self.daily.is_empty()
+            && self.fee_rates.is_empty()
+            && self.refunds.is_empty()
+            && self.holds.is_empty()
     }
 }
 
@@ -313,6 +561,9 @@ macro_rules! for_each_entity {
         $m!(captures, captures);
         $m!(members, members);
         $m!(daily, daily);
+        $m!(fee_rates, fee_rates_ppm);
+        $m!(refunds, refunds);
+        $m!(holds, holds);
     };
 }
 

@@ -23,7 +23,7 @@ use crate::model::{Account, Keys, LedgerState};
 use crate::rows::{self, id, log_rows, Cells, Fill, PROJECTIONS};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
-    NewEvent, OutboxMessage, Registry, RejectedEvent, StoreError, StoredEvent,
+    NewEvent, OutboxMessage, Registry, RejectedEvent, SettlementView, StoreError, StoredEvent,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -67,6 +67,9 @@ impl Cells for PgRow {
         Ok(self.try_get(col)?)
     }
     fn int(&self, col: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
         Ok(self.try_get(col)?)
     }
     fn flag(&self, col: &str) -> Result<bool, StoreError> {
@@ -150,7 +153,31 @@ async fn load_keys(pool: &PgPool, keys: &Keys) -> Result<LedgerState, StoreError
         let (p, d): (Vec<String>, Vec<NaiveDate>) = keys.daily.iter().map(|(p, d)| (p.to_string(), *d)).unzip();
         fill_from(pool, &mut st, sqlx::query(BY_DAILY).bind(p).bind(d), rows::fill_daily).await?;
     }
+    load_lifecycle(pool, keys, &mut st).await?;
     Ok(st)
+}
+
+const BY_FEE_RATE: &str = "SELECT merchant_id, fee_rate_ppm FROM merchant_fee_rates WHERE merchant_id = ANY($1)";
+const BY_REFUND: &str =
+    "SELECT * FROM refunds WHERE (merchant_id, out_refund_no) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
+const BY_HOLD: &str =
+    "SELECT * FROM holds WHERE (merchant_id, out_order_no) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
+
+async fn load_lifecycle(pool: &PgPool, keys: &Keys, st: &mut LedgerState) -> Result<(), StoreError> {
+    if !keys.fee_rates.is_empty() {
+        let m: Vec<String> = keys.fee_rates.iter().map(|m| m.to_string()).collect();
+        fill_from(pool, st, sqlx::query(BY_FEE_RATE).bind(m), rows::fill_fee_rate).await?;
+    }
+    if !keys.refunds.is_empty() {
+        let (m, r): (Vec<String>, Vec<String>) =
+            keys.refunds.iter().map(|(m, r)| (m.to_string(), r.to_string())).unzip();
+        fill_from(pool, st, sqlx::query(BY_REFUND).bind(m).bind(r), rows::fill_refund).await?;
+    }
+    if !keys.holds.is_empty() {
+        let (m, o): (Vec<String>, Vec<String>) = keys.holds.iter().map(|(m, o)| (m.to_string(), o.to_string())).unzip();
+        fill_from(pool, st, sqlx::query(BY_HOLD).bind(m).bind(o), rows::fill_hold).await?;
+    }
+    Ok(())
 }
 
 // ---- writing --------------------------------------------------------------------------
@@ -164,9 +191,12 @@ async fn exec(tx: &mut PgTx, rows: usize, q: PgQuery<'_>) -> Result<(), StoreErr
 }
 
 const INSERT_EVENTS: &str = "INSERT INTO events \
-    (event_id, cause_event_id, stream, type, schema_version, occurred_at, recorded_at, payload) \
-    SELECT e, c, s, t, v, o, r, p::jsonb FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
-    $5::int8[], $6::timestamptz[], $7::timestamptz[], $8::text[]) AS u (e, c, s, t, v, o, r, p)";
+    (event_id, cause_event_id, stream, type, schema_version, occurred_at, recorded_at, payload, prev_hash, hash) \
+    SELECT e, c, s, t, v, o, r, p::jsonb, ph, h FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+    $5::int8[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[]) \
+    AS u (e, c, s, t, v, o, r, p, ph, h)";
+const LAST_HASHES: &str = "SELECT DISTINCT ON (stream) stream, hash FROM events \
+    WHERE stream = ANY($1) AND hash IS NOT NULL ORDER BY stream, seq DESC";
 const INSERT_POSTINGS: &str = "INSERT INTO postings (txn_id, leg, account, amount_fen) \
     SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::int8[])";
 const INSERT_TXNS: &str = "INSERT INTO ledger_transactions (txn_id, event_id, leg_count, posted_at) \
@@ -174,7 +204,14 @@ const INSERT_TXNS: &str = "INSERT INTO ledger_transactions (txn_id, event_id, le
 
 /// Events, then postings, then the transactions that seal them.
 async fn write_log(tx: &mut PgTx, events: &[NewEvent]) -> Result<(), StoreError> {
-    let rows = log_rows(events)?;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut last = HashMap::new();
+    for r in sqlx::query(LAST_HASHES).bind(rows::streams(events)).fetch_all(&mut **tx).await? {
+        last.insert(r.text("stream")?, r.text("hash")?);
+    }
+    let rows = log_rows(events, &mut last)?;
     let (e, p, t) = (&rows.events, &rows.postings, &rows.txns);
     let q = sqlx::query(INSERT_EVENTS)
         .bind(col(e, |r| r.event_id))
@@ -184,7 +221,9 @@ async fn write_log(tx: &mut PgTx, events: &[NewEvent]) -> Result<(), StoreError>
         .bind(col(e, |r| r.schema_version))
         .bind(col(e, |r| r.occurred_at))
         .bind(col(e, |r| r.recorded_at))
-        .bind(col(e, |r| r.payload.as_str()));
+        .bind(col(e, |r| r.payload.as_str()))
+        .bind(col(e, |r| r.prev_hash.as_str()))
+        .bind(col(e, |r| r.hash.as_str()));
     exec(tx, e.len(), q).await?;
     let q = sqlx::query(INSERT_POSTINGS)
         .bind(col(p, |r| r.txn_id))
@@ -233,17 +272,76 @@ async fn write_projections(tx: &mut PgTx, batch: &CommitBatch) -> Result<(), Sto
         .bind(col(&captures, |(_, c)| c.out_trade_no.as_str()));
     exec(tx, captures.len(), q).await?;
     write_orders(tx, keys, st).await?;
-    write_members_daily(tx, keys, st).await
+    write_members_daily(tx, keys, st).await?;
+    write_lifecycle(tx, batch).await
+}
+
+const UPSERT_FEE_RATES: &str = "INSERT INTO merchant_fee_rates (merchant_id, fee_rate_ppm) \
+    SELECT * FROM UNNEST($1::text[], $2::int8[]) \
+    ON CONFLICT (merchant_id) DO UPDATE SET fee_rate_ppm = EXCLUDED.fee_rate_ppm";
+const INSERT_REFUNDS: &str = "INSERT INTO refunds (merchant_id, out_refund_no, out_trade_no, payer_id, amount_fen, \
+    fee_refund_fen, refunded_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+    $6::int8[], $7::timestamptz[])";
+const UPSERT_HOLDS: &str = "INSERT INTO holds (merchant_id, out_order_no, payer_id, hold_fen, status, total_fen, \
+    created_at, updated_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], \
+    $6::int8[], $7::timestamptz[], $8::timestamptz[]) \
+    ON CONFLICT (merchant_id, out_order_no) DO UPDATE SET status = EXCLUDED.status, \
+    total_fen = EXCLUDED.total_fen, updated_at = EXCLUDED.updated_at";
+const UPSERT_SETTLEMENT: &str = "INSERT INTO settlement (merchant_id, day, gross_fen, refunds_fen, fees_fen, net_fen) \
+    SELECT * FROM UNNEST($1::text[], $2::date[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
+    ON CONFLICT (merchant_id, day) DO UPDATE SET gross_fen = settlement.gross_fen + EXCLUDED.gross_fen, \
+    refunds_fen = settlement.refunds_fen + EXCLUDED.refunds_fen, fees_fen = settlement.fees_fen + EXCLUDED.fees_fen, \
+    net_fen = settlement.net_fen + EXCLUDED.net_fen";
+
+/// Fee rates, refunds (inserted once), holds, and the settlement moved by the batch's events.
+async fn write_lifecycle(tx: &mut PgTx, batch: &CommitBatch) -> Result<(), StoreError> {
+    let (keys, st) = (&batch.projections.keys, &batch.projections.state);
+    let m: Vec<&MerchantId> = keys.fee_rates.iter().collect();
+    let q = sqlx::query(UPSERT_FEE_RATES).bind(col(&m, |m| m.as_str())).bind(col(&m, |m| st.fee_rate_ppm(m)));
+    exec(tx, m.len(), q).await?;
+    let r: Vec<_> = keys.refunds.iter().filter_map(|k| st.refunds.get(k).map(|r| (k, r))).collect();
+    let q = sqlx::query(INSERT_REFUNDS)
+        .bind(col(&r, |((m, _), _)| m.as_str()))
+        .bind(col(&r, |((_, no), _)| no.as_str()))
+        .bind(col(&r, |(_, r)| r.out_trade_no.as_str()))
+        .bind(col(&r, |(_, r)| r.payer_id.as_str()))
+        .bind(col(&r, |(_, r)| r.amount_fen))
+        .bind(col(&r, |(_, r)| r.fee_refund_fen))
+        .bind(col(&r, |(_, r)| r.refunded_at));
+    exec(tx, r.len(), q).await?;
+    let h: Vec<_> = keys.holds.iter().filter_map(|k| st.holds.get(k).map(|h| (k, h))).collect();
+    let q = sqlx::query(UPSERT_HOLDS)
+        .bind(col(&h, |((m, _), _)| m.as_str()))
+        .bind(col(&h, |((_, no), _)| no.as_str()))
+        .bind(col(&h, |(_, h)| h.payer_id.as_str()))
+        .bind(col(&h, |(_, h)| h.hold_fen))
+        .bind(col(&h, |(_, h)| h.status.as_str()))
+        .bind(col(&h, |(_, h)| h.total_fen))
+        .bind(col(&h, |(_, h)| h.created_at))
+        .bind(col(&h, |(_, h)| h.updated_at));
+    exec(tx, h.len(), q).await?;
+    let d = rows::settlement_deltas(&batch.events);
+    let q = sqlx::query(UPSERT_SETTLEMENT)
+        .bind(col(&d, |((m, _), _)| m.as_str()))
+        .bind(col(&d, |((_, day), _)| *day))
+        .bind(col(&d, |(_, s)| s.gross_fen))
+        .bind(col(&d, |(_, s)| s.refunds_fen))
+        .bind(col(&d, |(_, s)| s.fees_fen))
+        .bind(col(&d, |(_, s)| s.net_fen()));
+    exec(tx, d.len(), q).await
 }
 
 const UPSERT_ORDERS: &str = "INSERT INTO orders (merchant_id, out_trade_no, amount_fen, status, reason, payer_id, \
-    face_code, member_quick_pay, store_id, device_id, created_at, updated_at) \
+    face_code, member_quick_pay, store_id, device_id, created_at, updated_at, fee_fen, refunded_fen, \
+    fee_refunded_fen) \
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], \
-    $8::bool[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[]) \
+    $8::bool[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::int8[], $14::int8[], \
+    $15::int8[]) \
     ON CONFLICT (merchant_id, out_trade_no) DO UPDATE SET amount_fen = EXCLUDED.amount_fen, \
     status = EXCLUDED.status, reason = EXCLUDED.reason, payer_id = EXCLUDED.payer_id, \
     face_code = EXCLUDED.face_code, member_quick_pay = EXCLUDED.member_quick_pay, \
-    store_id = EXCLUDED.store_id, device_id = EXCLUDED.device_id, updated_at = EXCLUDED.updated_at";
+    store_id = EXCLUDED.store_id, device_id = EXCLUDED.device_id, updated_at = EXCLUDED.updated_at, \
+    fee_fen = EXCLUDED.fee_fen, refunded_fen = EXCLUDED.refunded_fen, fee_refunded_fen = EXCLUDED.fee_refunded_fen";
 
 async fn write_orders(tx: &mut PgTx, keys: &Keys, st: &LedgerState) -> Result<(), StoreError> {
     let o: Vec<_> = keys.orders.iter().filter_map(|k| st.orders.get(k)).collect();
@@ -259,7 +357,10 @@ async fn write_orders(tx: &mut PgTx, keys: &Keys, st: &LedgerState) -> Result<()
         .bind(col(&o, |o| o.store_id.as_str()))
         .bind(col(&o, |o| o.device_id.as_str()))
         .bind(col(&o, |o| o.created_at))
-        .bind(col(&o, |o| o.updated_at));
+        .bind(col(&o, |o| o.updated_at))
+        .bind(col(&o, |o| o.fee_fen))
+        .bind(col(&o, |o| o.refunded_fen))
+        .bind(col(&o, |o| o.fee_refunded_fen));
     exec(tx, o.len(), q).await
 }
 
@@ -467,8 +568,8 @@ impl LedgerStore for PgStore {
 
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, event_id, cause_event_id, occurred_at, payload::text AS payload FROM events \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, event_id, cause_event_id, occurred_at, payload::text AS payload, prev_hash, hash \
+             FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after_seq)
         .bind(i64::from(limit))
@@ -629,5 +730,16 @@ impl LedgerStore for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    // ---- the rest of a payment's life (issue 5) -------------------------------------------
+
+    async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM settlement WHERE merchant_id = $1 ORDER BY day DESC LIMIT $2")
+            .bind(merchant.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| rows::settlement_view_from(r)).collect()
     }
 }

@@ -1,17 +1,20 @@
 //! What both stores share apart from SQL: the rows a batch writes, built once, and the
 //! parsing of read rows into the model, over a small [`Cells`] view of a database row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use facepay_domain::limits::SCHEMA_VERSION;
 use facepay_domain::{
-    CardChannel, CardCode, DeclineReason, DeviceId, DeviceRef, FaceCode, MerchantId, OrderStatus, OutTradeNo, PayerId,
-    StoreId,
+    CardChannel, CardCode, DeclineReason, DeviceId, DeviceRef, FaceCode, MerchantId, OrderStatus, OutOrderNo,
+    OutRefundNo, OutTradeNo, PayerId, StoreId,
 };
 use uuid::Uuid;
 
-use crate::model::{Account, CaptureUse, DailyUsage, LedgerEvent, LedgerState, Member, Order};
+use crate::model::{
+    Account, CaptureUse, DailyUsage, Hold, HoldStatus, LedgerEvent, LedgerState, Member, Order, Refund, Settlement,
+    SettlementKey,
+};
 use crate::store::{ConsumerOffset, HistoryRow, NewEvent, OutboxMessage, RejectedEvent, StoreError, StoredEvent};
 
 // ---- errors and parsing ----------------------------------------------------------------
@@ -39,6 +42,7 @@ pub(crate) trait Cells {
     fn text(&self, col: &str) -> Result<String, StoreError>;
     fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
     fn int(&self, col: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
     fn flag(&self, col: &str) -> Result<bool, StoreError>;
     fn at(&self, col: &str) -> Result<DateTime<Utc>, StoreError>;
     fn opt_at(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
@@ -73,6 +77,9 @@ pub(crate) fn order_from(r: &dyn Cells) -> Result<Order, StoreError> {
         device_id: id("device", r.text("device_id")?, DeviceId::parse)?,
         created_at: r.at("created_at")?,
         updated_at: r.at("updated_at")?,
+        fee_fen: r.int("fee_fen")?,
+        refunded_fen: r.int("refunded_fen")?,
+        fee_refunded_fen: r.int("fee_refunded_fen")?,
     })
 }
 
@@ -130,6 +137,8 @@ pub(crate) fn stored_event_from(r: &dyn Cells) -> Result<StoredEvent, StoreError
     let payload = r.text("payload")?;
     let event: LedgerEvent = serde_json::from_str(&payload).map_err(|e| corrupt("event payload", &payload, e))?;
     Ok(StoredEvent {
+        prev_hash: r.opt_text("prev_hash")?,
+        hash: r.opt_text("hash")?,
         seq: r.int("seq")?,
         new: NewEvent {
             event_id: r.uuid("event_id")?,
@@ -205,8 +214,65 @@ pub(crate) fn fill_daily(st: &mut LedgerState, r: &dyn Cells) -> Result<(), Stor
     Ok(())
 }
 
+pub(crate) fn fill_fee_rate(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    st.fee_rates_ppm.insert(id("merchant", r.text("merchant_id")?, MerchantId::parse)?, r.int("fee_rate_ppm")?);
+    Ok(())
+}
+
+pub(crate) fn fill_refund(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    let key = (
+        id("merchant", r.text("merchant_id")?, MerchantId::parse)?,
+        id("out_refund_no", r.text("out_refund_no")?, OutRefundNo::parse)?,
+    );
+    let refund = Refund {
+        out_trade_no: id("out_trade_no", r.text("out_trade_no")?, OutTradeNo::parse)?,
+        payer_id: id("payer", r.text("payer_id")?, PayerId::parse)?,
+        amount_fen: r.int("amount_fen")?,
+        fee_refund_fen: r.int("fee_refund_fen")?,
+        refunded_at: r.at("refunded_at")?,
+    };
+    st.refunds.insert(key, refund);
+    Ok(())
+}
+
+pub(crate) fn fill_hold(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    let key = (
+        id("merchant", r.text("merchant_id")?, MerchantId::parse)?,
+        id("out_order_no", r.text("out_order_no")?, OutOrderNo::parse)?,
+    );
+    let status = r.text("status")?;
+    let hold = Hold {
+        payer_id: id("payer", r.text("payer_id")?, PayerId::parse)?,
+        hold_fen: r.int("hold_fen")?,
+        status: HoldStatus::parse(&status).ok_or_else(|| corrupt("hold status", &status, "unknown"))?,
+        total_fen: r.opt_int("total_fen")?,
+        created_at: r.at("created_at")?,
+        updated_at: r.at("updated_at")?,
+    };
+    st.holds.insert(key, hold);
+    Ok(())
+}
+
+pub(crate) fn fill_settlement(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    let key = (id("merchant", r.text("merchant_id")?, MerchantId::parse)?, r.day("day")?);
+    let s =
+        Settlement { gross_fen: r.int("gross_fen")?, refunds_fen: r.int("refunds_fen")?, fees_fen: r.int("fees_fen")? };
+    st.settlement.insert(key, s);
+    Ok(())
+}
+
+pub(crate) fn settlement_view_from(r: &dyn Cells) -> Result<crate::store::SettlementView, StoreError> {
+    Ok(crate::store::SettlementView {
+        day: r.day("day")?,
+        gross_fen: r.int("gross_fen")?,
+        refunds_fen: r.int("refunds_fen")?,
+        fees_fen: r.int("fees_fen")?,
+        net_fen: r.int("net_fen")?,
+    })
+}
+
 /// Every projection table, as read whole by `load_all`.
-pub(crate) const PROJECTIONS: [(&str, Fill); 7] = [
+pub(crate) const PROJECTIONS: [(&str, Fill); 11] = [
     ("SELECT account, balance_fen FROM balances", fill_balance),
     ("SELECT payer_id, frozen FROM payers", fill_payer),
     ("SELECT merchant_id, single_limit_fen FROM merchant_limits", fill_limit),
@@ -214,7 +280,21 @@ pub(crate) const PROJECTIONS: [(&str, Fill); 7] = [
     ("SELECT * FROM orders", fill_order),
     ("SELECT * FROM members", fill_member),
     ("SELECT * FROM daily_usage", fill_daily),
+    ("SELECT merchant_id, fee_rate_ppm FROM merchant_fee_rates", fill_fee_rate),
+    ("SELECT * FROM refunds", fill_refund),
+    ("SELECT * FROM holds", fill_hold),
+    ("SELECT * FROM settlement", fill_settlement),
 ];
+
+/// How much each merchant's day moves in a batch, added to the stored settlement (as
+/// balances are, so several writers of one store cannot lose each other's updates).
+pub(crate) fn settlement_deltas(events: &[NewEvent]) -> Vec<(SettlementKey, Settlement)> {
+    let mut deltas: BTreeMap<SettlementKey, Settlement> = BTreeMap::new();
+    for (key, s) in events.iter().filter_map(|e| e.event.settlement(e.occurred_at)) {
+        deltas.entry(key).or_default().add(&s);
+    }
+    deltas.into_iter().collect()
+}
 
 // ---- rows to write ---------------------------------------------------------------------
 
@@ -228,6 +308,9 @@ pub(crate) struct EventRow {
     pub recorded_at: DateTime<Utc>,
     /// The event as JSON.
     pub payload: String,
+    /// The audit chain's link to the stream's previous event, and this event's hash.
+    pub prev_hash: String,
+    pub hash: String,
 }
 
 pub(crate) struct PostingRow {
@@ -251,10 +334,12 @@ pub(crate) struct LogRows {
     pub txns: Vec<TxnRow>,
 }
 
-pub(crate) fn log_rows(events: &[NewEvent]) -> Result<LogRows, StoreError> {
+/// The rows of `events`, chained to `last` (each stream's latest stored hash).
+pub(crate) fn log_rows(events: &[NewEvent], last: &mut HashMap<String, String>) -> Result<LogRows, StoreError> {
     let now = Utc::now();
     let mut rows = LogRows { events: vec![], postings: vec![], txns: vec![] };
-    for e in events {
+    let links = crate::audit::link(events, last);
+    for (e, (prev_hash, hash)) in events.iter().zip(links) {
         let payload = serde_json::to_string(&e.event).map_err(|err| StoreError::Corrupt(err.to_string()))?;
         rows.events.push(EventRow {
             event_id: e.event_id,
@@ -265,6 +350,8 @@ pub(crate) fn log_rows(events: &[NewEvent]) -> Result<LogRows, StoreError> {
             occurred_at: e.occurred_at,
             recorded_at: now,
             payload,
+            prev_hash,
+            hash,
         });
         if let Some(t) = e.event.transfer() {
             t.assert_balanced();
@@ -277,6 +364,11 @@ pub(crate) fn log_rows(events: &[NewEvent]) -> Result<LogRows, StoreError> {
         }
     }
     Ok(rows)
+}
+
+/// The streams a batch's events extend, for reading their latest hashes.
+pub(crate) fn streams(events: &[NewEvent]) -> Vec<String> {
+    events.iter().map(|e| e.event.stream()).collect::<BTreeSet<_>>().into_iter().collect()
 }
 
 /// How much each account's balance moves in a batch: the sum of its postings. The stores add

@@ -21,7 +21,7 @@ use crate::model::{Account, CaptureUse, DailyUsage, Keys, LedgerState, Member, O
 use crate::rows::{self, corrupt, id, log_rows, Cells, PROJECTIONS};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
-    NewEvent, OutboxMessage, Registry, RejectedEvent, StoreError, StoredEvent,
+    NewEvent, OutboxMessage, Registry, RejectedEvent, SettlementView, StoreError, StoredEvent,
 };
 
 /// Most bound parameters per statement (SQLite allows 32 766).
@@ -88,6 +88,9 @@ impl Cells for SqliteRow {
         Ok(self.try_get(col)?)
     }
     fn int(&self, col: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
         Ok(self.try_get(col)?)
     }
     fn flag(&self, col: &str) -> Result<bool, StoreError> {
@@ -188,7 +191,19 @@ async fn load_keys(pool: &SqlitePool, keys: &Keys) -> Result<LedgerState, StoreE
     let pairs = keys.daily.iter().map(|(p, d)| (p.to_string(), d.to_string())).collect();
     let sql = "SELECT * FROM daily_usage WHERE (payer_id, day)";
     load_by_pair(pool, sql, pairs, |r| rows::fill_daily(&mut st, r)).await?;
+    load_lifecycle(pool, keys, &mut st).await?;
     Ok(st)
+}
+
+async fn load_lifecycle(pool: &SqlitePool, keys: &Keys, st: &mut LedgerState) -> Result<(), StoreError> {
+    let sql = "SELECT merchant_id, fee_rate_ppm FROM merchant_fee_rates WHERE merchant_id";
+    load_by(pool, sql, keys.fee_rates.iter(), |m| m.to_string(), |r| rows::fill_fee_rate(st, r)).await?;
+    let pairs = keys.refunds.iter().map(|(m, r)| (m.to_string(), r.to_string())).collect();
+    let sql = "SELECT * FROM refunds WHERE (merchant_id, out_refund_no)";
+    load_by_pair(pool, sql, pairs, |r| rows::fill_refund(st, r)).await?;
+    let pairs = keys.holds.iter().map(|(m, o)| (m.to_string(), o.to_string())).collect();
+    let sql = "SELECT * FROM holds WHERE (merchant_id, out_order_no)";
+    load_by_pair(pool, sql, pairs, |r| rows::fill_hold(st, r)).await
 }
 
 // ---- writing --------------------------------------------------------------------------
@@ -211,10 +226,38 @@ async fn insert_rows<'a, T>(
     Ok(())
 }
 
+/// Each stream's latest hash (its newest event's), for the streams `events` extend.
+async fn last_hashes(
+    tx: &mut Transaction<'static, Sqlite>,
+    events: &[NewEvent],
+) -> Result<HashMap<String, String>, StoreError> {
+    let mut last = HashMap::new();
+    for chunk in rows::streams(events).chunks(chunk_rows(1)) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT stream, hash FROM events WHERE hash IS NOT NULL AND seq IN \
+             (SELECT MAX(seq) FROM events WHERE stream IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for stream in chunk {
+            sep.push_bind(stream.clone());
+        }
+        qb.push(") GROUP BY stream)");
+        for r in qb.build().fetch_all(&mut **tx).await? {
+            last.insert(r.text("stream")?, r.text("hash")?);
+        }
+    }
+    Ok(last)
+}
+
 async fn write_log(tx: &mut Transaction<'static, Sqlite>, events: &[NewEvent]) -> Result<(), StoreError> {
-    let rows = log_rows(events)?;
-    let head = "INSERT INTO events (event_id, cause_event_id, stream, type, schema_version, occurred_at, recorded_at, payload) ";
-    insert_rows(tx, head, "", 8, &rows.events, |mut s, e| {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut last = last_hashes(tx, events).await?;
+    let rows = log_rows(events, &mut last)?;
+    let head = "INSERT INTO events (event_id, cause_event_id, stream, type, schema_version, occurred_at, recorded_at, \
+                payload, prev_hash, hash) ";
+    insert_rows(tx, head, "", 10, &rows.events, |mut s, e| {
         s.push_bind(e.event_id.to_string())
             .push_bind(e.cause_event_id.to_string())
             .push_bind(e.stream.as_str())
@@ -222,7 +265,9 @@ async fn write_log(tx: &mut Transaction<'static, Sqlite>, events: &[NewEvent]) -
             .push_bind(e.schema_version)
             .push_bind(ts(&e.occurred_at))
             .push_bind(ts(&e.recorded_at))
-            .push_bind(e.payload.as_str());
+            .push_bind(e.payload.as_str())
+            .push_bind(e.prev_hash.as_str())
+            .push_bind(e.hash.as_str());
     })
     .await?;
     insert_rows(tx, "INSERT INTO postings (txn_id, leg, account, amount_fen) ", "", 4, &rows.postings, |mut s, p| {
@@ -270,18 +315,71 @@ async fn write_projections(tx: &mut Transaction<'static, Sqlite>, batch: &Commit
     })
     .await?;
     write_orders(tx, keys, st).await?;
-    write_members_daily(tx, keys, st).await
+    write_members_daily(tx, keys, st).await?;
+    write_lifecycle(tx, batch).await
+}
+
+/// Fee rates, refunds (inserted once), holds, and the settlement moved by the batch's events.
+async fn write_lifecycle(tx: &mut Transaction<'static, Sqlite>, batch: &CommitBatch) -> Result<(), StoreError> {
+    let (keys, st) = (&batch.projections.keys, &batch.projections.state);
+    let rates: Vec<(String, i64)> = keys.fee_rates.iter().map(|m| (m.to_string(), st.fee_rate_ppm(m))).collect();
+    let tail = " ON CONFLICT (merchant_id) DO UPDATE SET fee_rate_ppm = excluded.fee_rate_ppm";
+    insert_rows(tx, "INSERT INTO merchant_fee_rates (merchant_id, fee_rate_ppm) ", tail, 2, &rates, |mut s, r| {
+        s.push_bind(r.0.as_str()).push_bind(r.1);
+    })
+    .await?;
+    let refunds: Vec<_> = keys.refunds.iter().filter_map(|k| st.refunds.get(k).map(|r| (k, r))).collect();
+    let head = "INSERT INTO refunds (merchant_id, out_refund_no, out_trade_no, payer_id, amount_fen, fee_refund_fen,                 refunded_at) ";
+    insert_rows(tx, head, "", 7, &refunds, |mut s, ((m, no), r)| {
+        s.push_bind(m.as_str())
+            .push_bind(no.as_str())
+            .push_bind(r.out_trade_no.as_str())
+            .push_bind(r.payer_id.as_str())
+            .push_bind(r.amount_fen)
+            .push_bind(r.fee_refund_fen)
+            .push_bind(ts(&r.refunded_at));
+    })
+    .await?;
+    let holds: Vec<_> = keys.holds.iter().filter_map(|k| st.holds.get(k).map(|h| (k, h))).collect();
+    let head = "INSERT INTO holds (merchant_id, out_order_no, payer_id, hold_fen, status, total_fen, created_at,                 updated_at) ";
+    let tail = " ON CONFLICT (merchant_id, out_order_no) DO UPDATE SET status = excluded.status,                 total_fen = excluded.total_fen, updated_at = excluded.updated_at";
+    insert_rows(tx, head, tail, 8, &holds, |mut s, ((m, no), h)| {
+        s.push_bind(m.as_str())
+            .push_bind(no.as_str())
+            .push_bind(h.payer_id.as_str())
+            .push_bind(h.hold_fen)
+            .push_bind(h.status.as_str())
+            .push_bind(h.total_fen)
+            .push_bind(ts(&h.created_at))
+            .push_bind(ts(&h.updated_at));
+    })
+    .await?;
+    let deltas = rows::settlement_deltas(&batch.events);
+    let head = "INSERT INTO settlement (merchant_id, day, gross_fen, refunds_fen, fees_fen, net_fen) ";
+    let tail = " ON CONFLICT (merchant_id, day) DO UPDATE SET gross_fen = gross_fen + excluded.gross_fen,                 refunds_fen = refunds_fen + excluded.refunds_fen, fees_fen = fees_fen + excluded.fees_fen,                 net_fen = net_fen + excluded.net_fen";
+    insert_rows(tx, head, tail, 6, &deltas, |mut s, ((m, day), d)| {
+        s.push_bind(m.as_str())
+            .push_bind(day.to_string())
+            .push_bind(d.gross_fen)
+            .push_bind(d.refunds_fen)
+            .push_bind(d.fees_fen)
+            .push_bind(d.net_fen());
+    })
+    .await
 }
 
 async fn write_orders(tx: &mut Transaction<'static, Sqlite>, keys: &Keys, st: &LedgerState) -> Result<(), StoreError> {
     let orders: Vec<&Order> = keys.orders.iter().filter_map(|k| st.orders.get(k)).collect();
     let head = "INSERT INTO orders (merchant_id, out_trade_no, amount_fen, status, reason, payer_id, face_code, \
-                member_quick_pay, store_id, device_id, created_at, updated_at) ";
+                member_quick_pay, store_id, device_id, created_at, updated_at, fee_fen, refunded_fen, \
+                fee_refunded_fen) ";
     let tail = " ON CONFLICT (merchant_id, out_trade_no) DO UPDATE SET amount_fen = excluded.amount_fen, \
                 status = excluded.status, reason = excluded.reason, payer_id = excluded.payer_id, \
                 face_code = excluded.face_code, member_quick_pay = excluded.member_quick_pay, \
-                store_id = excluded.store_id, device_id = excluded.device_id, updated_at = excluded.updated_at";
-    insert_rows(tx, head, tail, 12, &orders, |mut s, o| {
+                store_id = excluded.store_id, device_id = excluded.device_id, updated_at = excluded.updated_at, \
+                fee_fen = excluded.fee_fen, refunded_fen = excluded.refunded_fen, \
+                fee_refunded_fen = excluded.fee_refunded_fen";
+    insert_rows(tx, head, tail, 15, &orders, |mut s, o| {
         s.push_bind(o.merchant_id.as_str())
             .push_bind(o.out_trade_no.as_str())
             .push_bind(o.amount_fen)
@@ -293,7 +391,10 @@ async fn write_orders(tx: &mut Transaction<'static, Sqlite>, keys: &Keys, st: &L
             .push_bind(o.store_id.as_str())
             .push_bind(o.device_id.as_str())
             .push_bind(ts(&o.created_at))
-            .push_bind(ts(&o.updated_at));
+            .push_bind(ts(&o.updated_at))
+            .push_bind(o.fee_fen)
+            .push_bind(o.refunded_fen)
+            .push_bind(o.fee_refunded_fen);
     })
     .await
 }
@@ -485,7 +586,8 @@ impl LedgerStore for SqliteStore {
 
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, event_id, cause_event_id, occurred_at, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, event_id, cause_event_id, occurred_at, payload, prev_hash, hash FROM events WHERE seq > ? \
+             ORDER BY seq LIMIT ?",
         )
         .bind(after_seq)
         .bind(i64::from(limit))
@@ -668,5 +770,16 @@ impl LedgerStore for SqliteStore {
             qb.build().execute(&self.writer).await?;
         }
         Ok(())
+    }
+
+    // ---- the rest of a payment's life (issue 5) -------------------------------------------
+
+    async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM settlement WHERE merchant_id = ? ORDER BY day DESC LIMIT ?")
+            .bind(merchant.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| rows::settlement_view_from(r)).collect()
     }
 }

@@ -44,6 +44,10 @@ pub struct NewEvent {
 pub struct StoredEvent {
     pub seq: i64,
     pub new: NewEvent,
+    /// The audit chain: the previous hash of the event's stream, and its own hash (`None` only
+    /// for events written before the chain existed). See [`crate::audit`].
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
 }
 
 /// The answer recorded for one inbound event.
@@ -220,4 +224,19 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError>;
     /// Marks these outbox messages published (the outbox is not the log: this is an update).
     async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
+
+    // ---- the rest of a payment's life (issue 5) -------------------------------------------
+
+    /// The merchant's daily settlement, newest day first, at most `limit` days.
+    async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError>;
+}
+
+/// One merchant's money of one Asia/Shanghai day, as served (fen).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SettlementView {
+    pub day: NaiveDate,
+    pub gross_fen: i64,
+    pub refunds_fen: i64,
+    pub fees_fen: i64,
+    pub net_fen: i64,
 }

@@ -530,13 +530,14 @@ fn a_declined_order_may_be_retried_with_a_new_capture_and_succeed() {
         .when(pay("m1", "o1", "30.00", 1, "p1").at("2026-03-02T04:00:00Z"))
         .then_declined(DeclineReason::InsufficientBalance)
         .and_when(fund("p1", "50.00"))
-        .and_when(pay("m1", "o1", "30.00", 2, "p1").at("2026-03-02T04:01:00Z"))
+        // Within the 45 s an unpaid order lives (after that it is revoked: see lifecycle.rs).
+        .and_when(pay("m1", "o1", "30.00", 2, "p1").at("2026-03-02T04:00:30Z"))
         .then_paid()
         .balance(wallet("p1"), 3_000);
     let order = order_of(&t.after, "m1", "o1");
     assert_eq!((order.status, order.reason, order.face_code), (OrderStatus::Paid, None, face(2)));
     assert_eq!(order.created_at, at("2026-03-02T04:00:00Z"), "the order keeps its creation time");
-    assert_eq!(order.updated_at, at("2026-03-02T04:01:00Z"));
+    assert_eq!(order.updated_at, at("2026-03-02T04:00:30Z"));
     // And then a retry with the first capture is not exact any more: the order is paid.
     t.and_when(pay("m1", "o1", "30.00", 1, "p1")).then_declined(DeclineReason::OrderPaid);
 }
@@ -707,6 +708,8 @@ fn every_decline_reason_maps_to_its_channel_code() {
         (InsufficientBalance, "INSUFFICIENT_BALANCE", "NOTENOUGH"),
         (OrderPaid, "ORDER_PAID", "ORDERPAID"),
         (OutTradeNoUsed, "OUT_TRADE_NO_USED", "OUT_TRADE_NO_USED"),
+        (OrderReversed, "ORDER_REVERSED", "ORDERREVERSED"),
+        (OrderClosed, "ORDER_CLOSED", "ORDERCLOSED"),
     ];
     assert_eq!(expected.len(), DeclineReason::ALL.len());
     for (reason, code, channel) in expected {

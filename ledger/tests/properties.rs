@@ -12,7 +12,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use common::*;
 use facepay_domain::time::shanghai_day;
 use facepay_domain::{MerchantId, OrderStatus, OutTradeNo, PayerId};
-use facepay_ledger::core::{apply, payment_result};
+use facepay_ledger::core::{apply, fee_fen, payment_result};
+use facepay_ledger::lifecycle::refusal_after;
 use facepay_ledger::{decide, Account, CommandKind, Identity, LedgerEvent, LedgerState, Policy};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -39,6 +40,14 @@ struct Fold {
     postings: BTreeMap<Account, i64>,
     exact_retries: u32,
     successes: u32,
+    /// Every event, with its time: the log the state must replay from.
+    log: Vec<(DateTime<Utc>, LedgerEvent)>,
+    /// What was paid and refunded per order, counted from the events.
+    paid_fen: BTreeMap<(MerchantId, OutTradeNo), i64>,
+    refunded_fen: BTreeMap<(MerchantId, OutTradeNo), i64>,
+    /// Lifecycle commands accepted (with events) and refused.
+    life_events: u32,
+    life_refusals: u32,
 }
 
 impl Fold {
@@ -51,6 +60,11 @@ impl Fold {
             postings: BTreeMap::new(),
             exact_retries: 0,
             successes: 0,
+            log: Vec::new(),
+            paid_fen: BTreeMap::new(),
+            refunded_fen: BTreeMap::new(),
+            life_events: 0,
+            life_refusals: 0,
         }
     }
 
@@ -66,12 +80,35 @@ impl Fold {
                 | CommandKind::NotYetSupported { .. },
                 Err(_),
             ) => vec![],
+            (CommandKind::Lifecycle(_), Err(_)) => {
+                self.life_refusals += 1;
+                vec![]
+            }
             (kind, Err(e)) => return Err(TestCaseError::fail(format!("{kind:?} refused: {e:?}"))),
         };
         for e in &events {
             apply(&mut self.state, e, cmd.occurred_at);
             self.record(e, cmd.occurred_at);
         }
+        if matches!(cmd.kind, CommandKind::Lifecycle(_)) && !events.is_empty() {
+            self.life_events += 1;
+            if refusal_after(cmd, &events).is_some() {
+                let expired_only = matches!(events.as_slice(), [LedgerEvent::HoldExpired { .. }]);
+                prop_assert!(expired_only, "refused after {:?}", events);
+            }
+        }
+        // A payment or query may first find its order past its 45 s and revoke it.
+        let (revoked, events) = match events.split_first() {
+            Some((LedgerEvent::OrderRevoked { merchant_id, out_trade_no, .. }, rest))
+                if matches!(cmd.kind, CommandKind::Pay { .. }) =>
+            {
+                let key = (merchant_id.clone(), out_trade_no.clone());
+                prop_assert_eq!(before.orders[&key].status, OrderStatus::Declined);
+                prop_assert_eq!(self.state.orders[&key].status, OrderStatus::Revoked);
+                (true, rest.to_vec())
+            }
+            _ => (false, events),
+        };
 
         match &cmd.kind {
             CommandKind::Pay { device, out_trade_no, amount, face_code, identity } => {
@@ -110,17 +147,21 @@ impl Fold {
                             prop_assert_eq!(attempt.amount, *amount);
                             let legs: Vec<(Account, i64)> =
                                 transfer.postings.iter().map(|p| (p.account.clone(), p.amount_fen)).collect();
-                            prop_assert_eq!(
-                                legs,
-                                vec![
-                                    (Account::Wallet(payer_id.clone()), -amount.fen()),
-                                    (Account::Settlement(attempt.merchant_id.clone()), amount.fen())
-                                ]
-                            );
+                            let fee = fee_fen(amount.fen(), before.fee_rate_ppm(&attempt.merchant_id));
+                            let mut expected = vec![
+                                (Account::Wallet(payer_id.clone()), -amount.fen()),
+                                (Account::Settlement(attempt.merchant_id.clone()), amount.fen() - fee),
+                            ];
+                            if fee > 0 {
+                                expected.push((Account::PlatformFees, fee));
+                            }
+                            prop_assert_eq!(legs, expected);
                         }
                         LedgerEvent::PaymentDeclined { records_order, reason, .. } => {
                             prop_assert!(self.state.captures.contains_key(face_code), "a declined capture is spent");
-                            if !records_order {
+                            if revoked {
+                                prop_assert!(!records_order, "a revoked order keeps its state");
+                            } else if !records_order {
                                 prop_assert_eq!(before.orders.get(&key), self.state.orders.get(&key));
                             } else {
                                 prop_assert_eq!(self.state.orders[&key].reason, Some(*reason));
@@ -132,7 +173,10 @@ impl Fold {
                 let r = payment_result(&self.state, cmd, &events).expect("a payment has an answer");
                 prop_assert_eq!(r.channel_code, r.reason.map(|x| x.channel_code().to_string()));
             }
-            CommandKind::Query { .. } => prop_assert!(events.is_empty()),
+            CommandKind::Query { .. } => {
+                let revoked_only = matches!(events.as_slice(), [LedgerEvent::OrderRevoked { .. }]);
+                prop_assert!(events.is_empty() || revoked_only, "a query decided {:?}", events)
+            }
             CommandKind::Fund { payer_id, amount } => match events.as_slice() {
                 [LedgerEvent::AccountFunded { transfer, .. }] => {
                     let legs: Vec<(Account, i64)> =
@@ -158,6 +202,20 @@ impl Fold {
     }
 
     fn record(&mut self, e: &LedgerEvent, at: DateTime<Utc>) {
+        self.log.push((at, e.clone()));
+        match e {
+            LedgerEvent::PaymentSucceeded { attempt, .. } => {
+                let key = (attempt.merchant_id.clone(), attempt.out_trade_no.clone());
+                *self.paid_fen.entry(key).or_default() += attempt.amount.fen();
+            }
+            LedgerEvent::RefundSucceeded { merchant_id, out_trade_no, amount, .. } => {
+                *self.refunded_fen.entry((merchant_id.clone(), out_trade_no.clone())).or_default() += amount.fen();
+            }
+            LedgerEvent::OrderReversed { merchant_id, out_trade_no, refund_fen, .. } => {
+                *self.refunded_fen.entry((merchant_id.clone(), out_trade_no.clone())).or_default() += refund_fen;
+            }
+            _ => {}
+        }
         if let Some(t) = e.transfer() {
             for p in &t.postings {
                 *self.postings.entry(p.account.clone()).or_default() += p.amount_fen;
@@ -175,8 +233,17 @@ impl Fold {
         for (order, n) in &self.paid {
             prop_assert!(*n <= 1, "order {order:?} was paid {n} times");
         }
+        for (order, refunded) in &self.refunded_fen {
+            let paid = self.paid_fen.get(order).copied().unwrap_or(0);
+            prop_assert!(*refunded <= paid, "order {order:?}: refunded {refunded} of {paid}");
+            let o = &self.state.orders[order];
+            prop_assert_eq!(o.refunded_fen, *refunded);
+            prop_assert!(o.fee_refunded_fen <= o.fee_fen);
+        }
         for (account, balance) in &self.state.balances_fen {
-            if let Account::Wallet(_) = account {
+            // Available balances (wallets), holds, what merchants are owed and fee income
+            // never go below zero; only the outside world's funding account does.
+            if *account != Account::Funding {
                 prop_assert!(*balance >= 0, "{} is overdrawn: {balance}", account.key());
             }
             prop_assert_eq!(self.postings.get(account).copied().unwrap_or(0), *balance, "{}", account.key());
@@ -205,6 +272,12 @@ proptest! {
         for step in steps_from(&ops, false) {
             fold.step(&step)?;
         }
+        // Replay: folding the log alone gives the same state, projections included.
+        let mut replayed = LedgerState::default();
+        for (at, e) in &fold.log {
+            apply(&mut replayed, e, *at);
+        }
+        prop_assert_eq!(&replayed, &fold.state);
     }
 
     /// Deciding is deterministic: folding the same commands again gives the same events.
@@ -240,12 +313,15 @@ fn the_generator_reaches_successes_retries_and_every_decline() {
     let strategy = (policy_strategy(), prop::collection::vec(op_strategy(), 100..160));
     let mut reasons = BTreeSet::new();
     let (mut successes, mut exact, mut member_pays) = (0, 0, 0);
+    let mut kinds = BTreeSet::new();
+    let (mut life_events, mut life_refusals) = (0, 0);
     for _ in 0..200 {
         let (policy, ops) = strategy.new_tree(&mut runner).unwrap().current();
         let mut fold = Fold::new(policy);
         for step in steps_from(&ops, false) {
             let events = decide(&fold.state, &step.cmd, &policy).unwrap_or_default();
             for e in &events {
+                kinds.insert(e.kind());
                 match e {
                     LedgerEvent::PaymentDeclined { reason, .. } => {
                         reasons.insert(*reason);
@@ -258,7 +334,22 @@ fn the_generator_reaches_successes_retries_and_every_decline() {
         }
         successes += fold.successes;
         exact += fold.exact_retries;
+        life_events += fold.life_events;
+        life_refusals += fold.life_refusals;
     }
+    for kind in [
+        "order_revoked",
+        "order_reversed",
+        "refund_succeeded",
+        "merchant_fee_rate_changed",
+        "hold_created",
+        "hold_completed",
+        "hold_cancelled",
+        "hold_expired",
+    ] {
+        assert!(kinds.contains(kind), "never decided {kind}");
+    }
+    assert!(life_events > 100 && life_refusals > 100, "{life_events} lifecycle events, {life_refusals} refusals");
     assert!(successes > 100, "only {successes} successes");
     assert!(exact > 20, "only {exact} exact retries");
     assert!(member_pays > 0, "no member quick pay");

@@ -55,6 +55,25 @@ async fn a_fleet_runs_through_the_pipeline_and_every_invariant_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_reversals_and_holds_run_through_the_pipeline() {
+    let (s, _dir) = run(9).await;
+    assert!(s.invariants_hold(), "{:?}", s.invariants);
+    assert!(s.invariants.audit_chain_ok);
+    let answered =
+        |applied: u64, refused: &std::collections::BTreeMap<String, u64>| applied + refused.values().sum::<u64>();
+    assert_eq!(answered(s.refunds.applied, &s.refunds.refused), s.refunds.sent, "{:?}", s.refunds);
+    assert_eq!(answered(s.reversals.applied, &s.reversals.refused), s.reversals.sent, "{:?}", s.reversals);
+    let h = &s.holds;
+    assert_eq!(h.created + h.completed + h.cancelled + h.refused.values().sum::<u64>(), h.sent, "{h:?}");
+    assert!(s.refunds.applied > 0 && s.reversals.applied > 0, "{:?} {:?}", s.refunds, s.reversals);
+    assert!(h.created > 0 && h.completed > 0 && h.cancelled > 0, "{h:?}");
+    for code in ["HOLD_CANCELLED", "HOLD_COMPLETED", "COMPLETION_ABOVE_HOLD"] {
+        assert!(h.refused.contains_key(code), "the fleet meets {code}: {h:?}");
+    }
+    assert!(s.refunds.refused.contains_key("REFUND_EXCEEDS_PAID"), "{:?}", s.refunds);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_seed_gives_the_same_day() {
     let (a, _d1) = run(11).await;
     let (b, _d2) = run(11).await;

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Duration, Utc};
 use facepay_domain::time::shanghai_day;
 use facepay_domain::{
-    CardChannel, CardCode, DeviceId, DeviceRef, FaceCode, MerchantId, Money, OutTradeNo, PayerId, StoreId,
+    CardChannel, CardCode, DeviceId, DeviceRef, FaceCode, MerchantId, Money, OutOrderNo, OutRefundNo, OutTradeNo,
+    PayerId, StoreId,
 };
 use facepay_ledger::model::{Attempt, Transfer};
-use facepay_ledger::{Account, Command, CommandKind, Identity, LedgerEvent};
+use facepay_ledger::{Account, Command, CommandKind, Identity, LedgerEvent, Lifecycle};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -244,6 +245,7 @@ pub fn paid_at(
         payer_id: payer(payer_id),
         member_quick_pay: false,
         day: shanghai_day(when),
+        fee_fen: 0,
         transfer,
     }
 }
@@ -332,7 +334,50 @@ pub enum Op {
     },
     /// Moves the clock on by this many minutes (so Shanghai days turn).
     Wait(u32),
+    Reverse {
+        m: usize,
+        o: usize,
+    },
+    Refund {
+        m: usize,
+        o: usize,
+        no: usize,
+        amount: usize,
+    },
+    SetFee {
+        m: usize,
+        rate: usize,
+    },
+    Hold {
+        m: usize,
+        no: usize,
+        p: usize,
+        amount: usize,
+    },
+    Complete {
+        m: usize,
+        no: usize,
+        total: usize,
+    },
+    Cancel {
+        m: usize,
+        no: usize,
+    },
+    /// A Pay Score clock tick for one hold.
+    Tick {
+        m: usize,
+        no: usize,
+    },
+    /// Moves the clock on by this many days (past the 7-day reversal window and the 30-day
+    /// hold expiry).
+    WaitDays(u32),
 }
+
+/// Refund and hold amounts: small, middling, and above most payments and holds.
+pub const LIFE_AMOUNTS: [&str; 5] = ["0.01", "0.33", "10.00", "50.00", "300.00"];
+/// Fee rates in ppm: none, 0.38 %, 0.54 %, 0.60 %, 10 % (the most), and one refused.
+pub const FEE_RATES: [u32; 6] = [0, 3_800, 5_400, 6_000, 100_000, 100_001];
+pub const NUMBERS: usize = 3;
 
 pub fn op_strategy() -> impl Strategy<Value = Op> {
     let face = prop_oneof![(0..FACE_POOL).prop_map(FaceChoice::Pool), Just(FaceChoice::Fresh), Just(FaceChoice::Fresh)];
@@ -352,7 +397,45 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (0..3usize, 0..5usize, 0..2usize).prop_map(|(m, p, code)| Op::Close { m, p, code }),
         1 => (0..3usize, 0..ORDERS.len()).prop_map(|(m, o)| Op::Query { m, o }),
         2 => prop_oneof![0..30u32, 60..600u32, Just(24 * 60)].prop_map(Op::Wait),
+        2 => (0..3usize, 0..ORDERS.len()).prop_map(|(m, o)| Op::Reverse { m, o }),
+        3 => (0..3usize, 0..ORDERS.len(), 0..NUMBERS, 0..LIFE_AMOUNTS.len())
+            .prop_map(|(m, o, no, amount)| Op::Refund { m, o, no, amount }),
+        1 => (0..3usize, 0..FEE_RATES.len()).prop_map(|(m, rate)| Op::SetFee { m, rate }),
+        2 => (0..3usize, 0..NUMBERS, 0..5usize, 0..LIFE_AMOUNTS.len())
+            .prop_map(|(m, no, p, amount)| Op::Hold { m, no, p, amount }),
+        2 => (0..3usize, 0..NUMBERS, 0..LIFE_AMOUNTS.len()).prop_map(|(m, no, total)| Op::Complete { m, no, total }),
+        1 => (0..3usize, 0..NUMBERS).prop_map(|(m, no)| Op::Cancel { m, no }),
+        1 => (0..3usize, 0..NUMBERS).prop_map(|(m, no)| Op::Tick { m, no }),
+        1 => prop_oneof![Just(3u32), Just(8u32), Just(31u32)].prop_map(Op::WaitDays),
     ]
+}
+
+/// The command of a lifecycle op.
+fn lifecycle_of(op: &Op) -> Option<Lifecycle> {
+    let m = |i: usize| merchant(MERCHANTS[i]);
+    let ono = |i: usize| OutOrderNo::parse(format!("h{i}")).unwrap();
+    Some(match *op {
+        Op::Reverse { m: mi, o } => Lifecycle::Reverse { merchant_id: m(mi), out_trade_no: otn(ORDERS[o]) },
+        Op::Refund { m: mi, o, no, amount } => Lifecycle::Refund {
+            merchant_id: m(mi),
+            out_trade_no: otn(ORDERS[o]),
+            out_refund_no: OutRefundNo::parse(format!("r{o}-{no}")).unwrap(),
+            amount: cny(LIFE_AMOUNTS[amount]),
+        },
+        Op::SetFee { m: mi, rate } => Lifecycle::SetFeeRate { merchant_id: m(mi), fee_rate_ppm: FEE_RATES[rate] },
+        Op::Hold { m: mi, no, p, amount } => Lifecycle::HoldCreate {
+            merchant_id: m(mi),
+            out_order_no: ono(no),
+            payer_id: payer(PAYERS[p]),
+            amount: cny(LIFE_AMOUNTS[amount]),
+        },
+        Op::Complete { m: mi, no, total } => {
+            Lifecycle::HoldComplete { merchant_id: m(mi), out_order_no: ono(no), total: cny(LIFE_AMOUNTS[total]) }
+        }
+        Op::Cancel { m: mi, no } => Lifecycle::HoldCancel { merchant_id: m(mi), out_order_no: ono(no) },
+        Op::Tick { m: mi, no } => Lifecycle::HoldExpire { merchant_id: m(mi), out_order_no: ono(no) },
+        _ => return None,
+    })
 }
 
 /// How a step's command relates to earlier ones.
@@ -486,6 +569,11 @@ pub fn steps_from(ops: &[Op], redeliver: bool) -> Vec<Step> {
                 push(&mut steps, kind, StepKind::Fresh, next_id(), clock);
             }
             Op::Wait(minutes) => clock += Duration::minutes(i64::from(*minutes)),
+            Op::WaitDays(days) => clock += Duration::days(i64::from(*days)),
+            other => {
+                let l = lifecycle_of(other).expect("every other op is a lifecycle command");
+                push(&mut steps, CommandKind::Lifecycle(l), StepKind::Fresh, next_id(), clock);
+            }
         }
     }
     steps
