@@ -28,7 +28,7 @@ fn capture(embedding: Embedding) -> FaceCaptured {
 fn enrolled(faces: &SyntheticFaces) -> Gallery {
     let mut g = Gallery::new();
     for identity in 0..faces.len() {
-        g.enroll(payer(identity), &faces.centre(identity), None);
+        g.enroll(payer(identity), &faces.enrolment(identity), None);
     }
     g
 }
