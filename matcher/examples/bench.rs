@@ -14,7 +14,7 @@ fn main() {
     if let (Some(&nlist), Some(&nprobe)) = (args.get(2), args.get(3)) {
         let spill = args.get(4).copied().unwrap_or(1);
         opts.ivf = Some(facepay_matcher::ivf::IvfOptions { nlist, spill, ..Default::default() });
-        opts.nprobe = nprobe;
+        opts.nprobe = vec![nprobe];
     }
     let report = facepay_matcher::bench::run(&opts).expect("benchmark runs");
     println!("{}", serde_json::to_string(&report).expect("json"));
