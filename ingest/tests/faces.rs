@@ -25,13 +25,13 @@ const PAYERS: usize = 60;
 
 enum Home {
     Dir(#[allow(dead_code)] tempfile::TempDir),
-    Pg(PgConnectOptions, String),
+    Pg(Box<PgConnectOptions>, String),
 }
 
 impl Drop for Home {
     fn drop(&mut self) {
         let Home::Pg(admin, name) = self else { return };
-        let (admin, sql) = (admin.clone(), format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        let (admin, sql) = ((**admin).clone(), format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
@@ -69,7 +69,7 @@ async fn home(postgres: bool) -> Option<Home> {
     };
     let name = format!("facepay_t_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-    Some(Home::Pg(admin, name))
+    Some(Home::Pg(Box::new(admin), name))
 }
 
 fn payer(i: usize) -> PayerId {
@@ -77,7 +77,7 @@ fn payer(i: usize) -> PayerId {
 }
 
 fn phone(i: usize) -> Option<PhoneLast4> {
-    (i % 3 == 0).then(|| PhoneLast4::parse(&format!("{:04}", 1000 + i % 7)).unwrap())
+    i.is_multiple_of(3).then(|| PhoneLast4::parse(&format!("{:04}", 1000 + i % 7)).unwrap())
 }
 
 fn capture(embedding: Embedding, phone_last4: Option<PhoneLast4>) -> FaceCaptured {
