@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context};
+use facepay_ingest::faces::{FaceStore, Shard};
 use facepay_ingest::{Pipeline, PipelineConfig, SharedRegistry};
 use facepay_ledger::{Ledger, LedgerStore, PgStore, Policy, SqliteStore};
-use facepay_matcher::Gallery;
+use facepay_matcher::vault::{MasterKey, Vault};
+use facepay_matcher::{Gallery, MatchPolicy};
 use tokio::net::TcpListener;
 
 use crate::http::{router, AppState};
@@ -46,6 +48,16 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// `FACEPAY_DATA_DIR`, default `./facepay-data`: where the embedded database lives.
     pub data_dir: PathBuf,
+    /// `FACEPAY_MATCH_*`: the match policy's thresholds over its documented defaults
+    /// (see [`MatchPolicy::ENV_VARS`]).
+    pub match_policy: MatchPolicy,
+    /// `FACEPAY_FACE_MASTER_KEY`: 64 hex digits, the key that wraps every payer's template
+    /// key. Set: the gallery is kept in the store, sealed, and loaded at start-up; unset: the
+    /// gallery lives in memory only.
+    pub face_master_key: Option<Secret>,
+    /// `FACEPAY_MATCHER_SHARD` = `i/N`, default `0/1`: this process serves the payers with
+    /// `shard_hash % N == i`.
+    pub matcher_shard: Shard,
 }
 
 impl Config {
@@ -60,13 +72,43 @@ impl Config {
             .unwrap_or_else(|| "127.0.0.1:8080".into())
             .parse()
             .context("FACEPAY_HTTP_ADDR must be host:port")?;
+        let face_master_key = var("FACEPAY_FACE_MASTER_KEY").map(Secret::new);
+        if let Some(key) = &face_master_key {
+            MasterKey::from_hex(key.expose()).context("FACEPAY_FACE_MASTER_KEY")?;
+        }
+        let matcher_shard = match var("FACEPAY_MATCHER_SHARD") {
+            None => Shard::ALL,
+            Some(s) => parse_shard(&s).context("FACEPAY_MATCHER_SHARD must be i/N with i < N")?,
+        };
         Ok(Self {
             database_url: Secret::new(database_url),
             kafka_brokers: var("FACEPAY_KAFKA_BROKERS"),
             http_addr,
             data_dir,
+            match_policy: MatchPolicy::from_env()?,
+            face_master_key,
+            matcher_shard,
         })
     }
+
+    /// The pipeline settings this configuration asks for, the gallery at rest over `store`.
+    pub fn pipeline(&self, store: &Arc<dyn LedgerStore>) -> anyhow::Result<PipelineConfig> {
+        let faces = match &self.face_master_key {
+            Some(key) => {
+                let vault = Vault::new(MasterKey::from_hex(key.expose())?);
+                Some(FaceStore::new(store.clone(), vault, self.matcher_shard))
+            }
+            None => None,
+        };
+        Ok(PipelineConfig { match_policy: self.match_policy, faces, ..PipelineConfig::default() })
+    }
+}
+
+/// `i/N` → shard `i` of `N`.
+fn parse_shard(s: &str) -> Option<Shard> {
+    let (i, n) = s.split_once('/')?;
+    let (index, count): (u32, u32) = (i.trim().parse().ok()?, n.trim().parse().ok()?);
+    (index < count).then_some(Shard { index, count })
 }
 
 pub fn sqlite_url(path: &Path) -> String {
@@ -104,7 +146,11 @@ impl App {
     pub async fn start(store: Arc<dyn LedgerStore>, config: PipelineConfig) -> anyhow::Result<Self> {
         let registry: SharedRegistry = Arc::new(RwLock::new(store.registry().await?));
         let ledger = Ledger::new(store.clone(), Policy::default());
-        let pipeline = Pipeline::start(ledger.clone(), registry.clone(), Gallery::new(), config);
+        let gallery = match &config.faces {
+            Some(faces) => faces.load().await?,
+            None => Gallery::new(),
+        };
+        let pipeline = Pipeline::start(ledger.clone(), registry.clone(), gallery, config);
         Ok(Self { store, ledger, registry, pipeline })
     }
 

@@ -2,6 +2,7 @@
 //! PostgreSQL store, against the raw ceiling of inserting the same rows with no logic, and (on
 //! PostgreSQL) against the usual design: one transaction per payment with `SELECT … FOR
 //! UPDATE` on the payer's balance row ([`crate::usual_design`]).
+//! `facepay bench matcher`: face search, measured by [`facepay_matcher::bench`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -266,4 +267,10 @@ async fn ceiling(
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok((began.elapsed().as_secs_f64(), latencies, succeeded))
+}
+
+/// `facepay bench matcher`: exact batched and single-query search, f16 against f32, and the
+/// IVF index against exact search, over a synthetic gallery (see [`facepay_matcher::bench`]).
+pub fn matcher(opts: &facepay_matcher::bench::BenchOptions) -> anyhow::Result<facepay_matcher::bench::BenchReport> {
+    Ok(facepay_matcher::bench::run(opts)?)
 }

@@ -2,7 +2,6 @@
 
 use clap::{Parser, Subcommand};
 use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
-use facepay_ingest::PipelineConfig;
 use tokio::net::TcpListener;
 
 use crate::app::{check_profile, open_store, serve, App, Config};
@@ -132,6 +131,36 @@ enum BenchWhat {
         #[arg(long, default_value_t = 10_000)]
         payers: usize,
     },
+    /// Face search over a synthetic gallery: batched and single-query exact search (f32 and
+    /// f16), recall of f16 against f32, and the IVF index against exact search.
+    Matcher {
+        #[arg(long)]
+        json: bool,
+        /// Enrolled identities (gallery rows, 512-d).
+        #[arg(long, default_value_t = 100_000)]
+        gallery: usize,
+        #[arg(long, default_value_t = 1_000)]
+        queries: usize,
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        #[arg(long, default_value_t = 20_260_302)]
+        seed: u64,
+        /// Single queries timed one at a time (at most `queries`).
+        #[arg(long, default_value_t = 1_000)]
+        single: usize,
+        /// Also build and measure an IVF index with this many lists (0: none).
+        #[arg(long, default_value_t = 0)]
+        ivf_lists: usize,
+        /// Lists an IVF query probes; several values (comma-separated) are each measured.
+        #[arg(long, value_delimiter = ',', default_value = "32")]
+        nprobe: Vec<usize>,
+        /// Lists each row is stored in.
+        #[arg(long, default_value_t = 1)]
+        spill: usize,
+        /// Write DIR/gallery.f32 and DIR/queries.f32 (raw little-endian f32) for faiss.
+        #[arg(long)]
+        export: Option<std::path::PathBuf>,
+    },
 }
 
 /// Runs the command line; the process exit code follows the result.
@@ -169,7 +198,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match &config.kafka_brokers {
                 Some(brokers) => serve_production(store, brokers, roles, &config).await,
                 None if roles == crate::production::Roles::ALL => {
-                    serve_app(App::start(store, PipelineConfig::default()).await?, &config).await
+                    let pipeline = config.pipeline(&store)?;
+                    serve_app(App::start(store, pipeline).await?, &config).await
                 }
                 None => anyhow::bail!("--stages splits the stages over Kafka; set FACEPAY_KAFKA_BROKERS"),
             }
@@ -266,7 +296,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench {
+            what: BenchWhat::Matcher { json, gallery, queries, k, seed, single, ivf_lists, nprobe, spill, export },
+        } => {
+            let ivf = (ivf_lists > 0).then_some(facepay_matcher::ivf::IvfOptions {
+                nlist: ivf_lists,
+                spill: spill.max(1),
+                ..Default::default()
+            });
+            let opts = facepay_matcher::bench::BenchOptions {
+                gallery: gallery.max(1),
+                queries: queries.max(1),
+                k: k.max(1),
+                seed,
+                single,
+                ivf,
+                nprobe: nprobe.into_iter().map(|n| n.max(1)).collect(),
+                export,
+            };
+            bench_matcher(opts, json).await
+        }
     }
+}
+
+/// Runs `facepay bench matcher` on a blocking thread (it is all CPU).
+async fn bench_matcher(opts: facepay_matcher::bench::BenchOptions, json: bool) -> anyhow::Result<()> {
+    let report = tokio::task::spawn_blocking(move || bench::matcher(&opts)).await??;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
 }
 
 async fn serve_app(mut app: App, config: &Config) -> anyhow::Result<()> {
@@ -288,7 +349,8 @@ async fn serve_production(
     config: &Config,
 ) -> anyhow::Result<()> {
     let cfg = facepay_ingest::kafka::KafkaConfig::from_env(brokers);
-    let mut prod = crate::production::start(store, cfg, roles).await?;
+    let pipeline = config.pipeline(&store)?;
+    let mut prod = crate::production::start_with(store, cfg, roles, pipeline).await?;
     tracing::info!(?roles, "stages started");
     let http = match roles.api {
         true => {

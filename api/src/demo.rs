@@ -416,7 +416,7 @@ impl World {
     async fn setup(&self, tx: &mut Sender) -> anyhow::Result<BTreeMap<MerchantId, Vec<usize>>> {
         for (i, payer) in self.payers.iter().enumerate() {
             let phone = PhoneLast4::parse(&format!("{:04}", tx.rng.random_range(0..10_000))).ok();
-            let body = FaceEnrolled { payer_id: payer.clone(), embedding: self.faces.centre(i), phone_last4: phone };
+            let body = FaceEnrolled { payer_id: payer.clone(), embedding: self.faces.enrolment(i), phone_last4: phone };
             tx.send(Origin::Platform, EventBody::FaceEnrolled(body)).await?;
             // One wallet in ten is nearly empty: insufficient balance shows up.
             let fen = if tx.rng.random_bool(0.1) {

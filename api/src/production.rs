@@ -11,9 +11,10 @@ use facepay_domain::limits::{
 };
 use facepay_ingest::kafka::{self, KafkaConfig, TransportError, DEVICE_EVENTS};
 use facepay_ingest::matching::MatchStage;
+use facepay_ingest::PipelineConfig;
 use facepay_ingest::SharedRegistry;
 use facepay_ledger::{Ledger, LedgerStore, Policy};
-use facepay_matcher::{Gallery, MatchPolicy};
+use facepay_matcher::Gallery;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -70,18 +71,34 @@ pub struct Production {
     pub tasks: JoinSet<anyhow::Result<()>>,
 }
 
-/// Creates the topics and starts this process's stages over `store`.
+/// Creates the topics and starts this process's stages over `store`, with the default match
+/// policy and no face store (the gallery lives in memory only).
 pub async fn start(store: Arc<dyn LedgerStore>, cfg: KafkaConfig, roles: Roles) -> anyhow::Result<Production> {
+    start_with(store, cfg, roles, PipelineConfig::default()).await
+}
+
+/// As [`start`], with the match policy and face store of `pipeline`: with a face store, the
+/// matcher loads the persisted gallery at start-up and keeps what it is sent.
+pub async fn start_with(
+    store: Arc<dyn LedgerStore>,
+    cfg: KafkaConfig,
+    roles: Roles,
+    pipeline: PipelineConfig,
+) -> anyhow::Result<Production> {
     cfg.check().map_err(anyhow::Error::msg)?;
     kafka::ensure_topics(&cfg).await.context("creating the Kafka topics")?;
     let registry: SharedRegistry = Arc::new(RwLock::new(store.registry().await?));
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     if roles.matcher {
-        let stage = Arc::new(tokio::sync::Mutex::new(MatchStage::new(Gallery::new(), MatchPolicy::default())));
-        let (c, r, rx) = (cfg.clone(), registry.clone(), rx.clone());
+        let gallery = match &pipeline.faces {
+            Some(faces) => faces.load().await.context("loading the face gallery")?,
+            None => Gallery::new(),
+        };
+        let stage = Arc::new(tokio::sync::Mutex::new(MatchStage::new(gallery, pipeline.match_policy)));
+        let (c, r, rx, faces) = (cfg.clone(), registry.clone(), rx.clone(), pipeline.faces.clone());
         tasks.spawn(supervised("matcher", rx.clone(), move || {
-            kafka::run_match_stage(c.clone(), r.clone(), stage.clone(), rx.clone())
+            kafka::run_match_stage(c.clone(), r.clone(), stage.clone(), faces.clone(), rx.clone())
         }));
     }
     if roles.ledger {

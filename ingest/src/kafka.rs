@@ -269,6 +269,8 @@ pub enum TransportError {
     Encoding(#[from] serde_json::Error),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("face store: {0}")]
+    Faces(String),
 }
 
 impl TransportError {
@@ -280,7 +282,7 @@ impl TransportError {
             TransportError::Kafka(_) => true,
             TransportError::Store(StoreError::Database(_) | StoreError::Conflict(_) | StoreError::Fenced(_)) => true,
             TransportError::Store(StoreError::Corrupt(_) | StoreError::Migration(_)) => false,
-            TransportError::Encoding(_) | TransportError::Config(_) => false,
+            TransportError::Encoding(_) | TransportError::Config(_) | TransportError::Faces(_) => false,
         }
     }
 }
@@ -336,6 +338,7 @@ pub async fn run_match_stage(
     cfg: KafkaConfig,
     registry: crate::SharedRegistry,
     stage: std::sync::Arc<tokio::sync::Mutex<crate::matching::MatchStage>>,
+    faces: Option<crate::faces::FaceStore>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     // The stage's state (gallery, recent captures) outlives a run: a restarted run keeps it.
@@ -365,12 +368,25 @@ pub async fn run_match_stage(
         let mut acks = Acks::with_capacity(batch.len());
         for msg in &batch {
             let out = stage_message(&registry, &mut stage, msg);
+            if let (Some(faces), StageMessage::Command(_) | StageMessage::Answer(_)) = (&faces, &out) {
+                keep_face(faces, msg).await?;
+            }
             let (key, payload) = (out.key(), serde_json::to_vec(&out)?);
             enqueue(&producer, FutureRecord::to(&commands).key(key.as_str()).payload(payload.as_slice()), &mut acks)?;
         }
         acknowledged(acks).await?;
         commit_hints(&consumer, &batch);
     }
+}
+
+/// Stores an enrolment (sealed) or a deletion (key shredded) carried by `msg`, so a restarted
+/// matcher loads what it answered. At-least-once: a repeat stores the face again, harmlessly.
+async fn keep_face(faces: &crate::faces::FaceStore, msg: &OwnedMessage) -> Result<(), TransportError> {
+    let Ok(env) = facepay_domain::parse_event(msg.payload().unwrap_or_default()) else { return Ok(()) };
+    crate::pipeline::keep_face(faces, &env).await.map_err(|e| match e {
+        crate::PipelineError::Store(s) => TransportError::Store(s),
+        other => TransportError::Faces(other.to_string()),
+    })
 }
 
 /// What the matcher stage makes of one device-events message.

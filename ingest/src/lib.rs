@@ -7,12 +7,14 @@
 //!
 //! # Layout
 //! - [`validate`]: parsing and registry checks; rejection records.
+//! - [`faces`]: the gallery at rest (sealed templates, crypto-shredding, shards).
 //! - [`matching`]: the matcher stage: captures → identities, events → commands.
 //! - [`pipeline`]: the stages, their channels and their shutdown.
 //! - [`kafka`]: the same stages over Kafka topics (the production profile).
 //! - [`wire`]: what the matcher stage sends the ledger stage over Kafka.
 //! - [`topics`]: the names the stage boundaries will carry as Kafka topics.
 
+pub mod faces;
 pub mod kafka;
 pub mod matching;
 pub mod pipeline;

@@ -8,6 +8,8 @@ use facepay_domain::{Envelope, EventBody, FaceCode, OutcomeBody};
 use facepay_ledger::{Command, CommandKind, Identity, Lifecycle};
 use facepay_matcher::{Gallery, MatchPolicy};
 
+use crate::faces::Shard;
+
 /// The matcher stage's state: the gallery and the recent captures awaiting their payment.
 pub struct MatchStage {
     gallery: Gallery,
@@ -16,6 +18,9 @@ pub struct MatchStage {
     /// payment follows its capture within seconds on the same device.
     captures: HashMap<FaceCode, Identity>,
     capture_order: VecDeque<FaceCode>,
+    /// The payers whose faces this process holds; enrolments of others are left to their
+    /// shard's process.
+    shard: Shard,
 }
 
 /// What the stage made of one event.
@@ -29,7 +34,13 @@ pub enum Routed {
 
 impl MatchStage {
     pub fn new(gallery: Gallery, policy: MatchPolicy) -> Self {
-        Self { gallery, policy, captures: HashMap::new(), capture_order: VecDeque::new() }
+        Self { gallery, policy, captures: HashMap::new(), capture_order: VecDeque::new(), shard: Shard::ALL }
+    }
+
+    /// Serves only `shard` of the gallery.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
     }
 
     /// Routes one event.
@@ -62,7 +73,9 @@ impl MatchStage {
                 applied(kind)
             }
             EventBody::FaceEnrolled(e) => {
-                self.gallery.enroll(e.payer_id, &e.embedding, e.phone_last4);
+                if self.shard.owns(&e.payer_id) {
+                    self.gallery.enroll(e.payer_id, &e.embedding, e.phone_last4);
+                }
                 applied(kind)
             }
             EventBody::FaceDeleted(e) => {

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use facepay_domain::limits::{LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, STAGE_CHANNEL_CAPACITY};
-use facepay_domain::{Envelope, Outcome, OutcomeBody};
+use facepay_domain::{Envelope, EventBody, Outcome, OutcomeBody};
 use facepay_ledger::store::StoreError;
 use facepay_ledger::{Command, Ledger};
 use facepay_matcher::{Gallery, MatchPolicy};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::faces::{FaceStore, FaceStoreError, Shard};
 use crate::matching::{MatchStage, Routed};
 use crate::validate::{rejection, validate, SharedRegistry};
 
@@ -31,6 +32,9 @@ pub enum Inbound {
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub match_policy: MatchPolicy,
+    /// Where enrolments and deletions are kept, sealed (the gallery at rest), and which
+    /// shard of the gallery this process serves; `None`: the gallery lives in memory only.
+    pub faces: Option<FaceStore>,
     /// Most commands per ledger transaction.
     pub batch_max: usize,
     /// How long the ledger waits for more commands once it has one.
@@ -42,6 +46,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             match_policy: MatchPolicy::default(),
+            faces: None,
             batch_max: LEDGER_BATCH_MAX,
             batch_linger: Duration::from_millis(LEDGER_BATCH_LINGER_MS),
             channel_capacity: STAGE_CHANNEL_CAPACITY,
@@ -56,6 +61,9 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("a stage panicked: {0}")]
     Panicked(String),
+    /// The gallery at rest failed (a template that does not open): names the payer only.
+    #[error("face gallery: {0}")]
+    Faces(String),
 }
 
 /// A running pipeline.
@@ -89,10 +97,11 @@ impl Pipeline {
         let (command_tx, command_rx) = mpsc::channel(config.channel_capacity);
         let (outcome_tx, outcomes) = mpsc::channel(config.channel_capacity);
         let store = ledger.store().clone();
-        let stage = MatchStage::new(gallery, config.match_policy);
+        let shard = config.faces.as_ref().map_or(Shard::ALL, FaceStore::shard);
+        let stage = MatchStage::new(gallery, config.match_policy).with_shard(shard);
         let stages = vec![
             tokio::spawn(run_validate(inbound_rx, valid_tx, outcome_tx.clone(), registry, store)),
-            tokio::spawn(run_match(stage, valid_rx, command_tx, outcome_tx.clone())),
+            tokio::spawn(run_match(stage, config.faces, valid_rx, command_tx, outcome_tx.clone())),
             tokio::spawn(run_ledger(ledger, command_rx, outcome_tx, config.batch_max, config.batch_linger)),
         ];
         Self { input, outcomes, stages: Stages(stages) }
@@ -138,11 +147,15 @@ async fn run_validate(
 
 async fn run_match(
     mut stage: MatchStage,
+    faces: Option<FaceStore>,
     mut rx: mpsc::Receiver<Envelope>,
     tx: mpsc::Sender<Command>,
     outcomes: mpsc::Sender<Outcome>,
 ) -> Result<(), PipelineError> {
     while let Some(env) = rx.recv().await {
+        if let Some(faces) = &faces {
+            keep_face(faces, &env).await?;
+        }
         let (event_id, device) = (env.event_id, env.origin.device().cloned());
         match stage.route(env) {
             Routed::Command(cmd) => {
@@ -156,6 +169,22 @@ async fn run_match(
         }
     }
     Ok(())
+}
+
+/// Stores an enrolment (sealed) or a deletion (key shredded) of this shard's payers before
+/// the in-memory gallery changes, so a restart restores what was answered.
+pub(crate) async fn keep_face(faces: &FaceStore, env: &Envelope) -> Result<(), PipelineError> {
+    let done = match &env.body {
+        EventBody::FaceEnrolled(e) if faces.shard().owns(&e.payer_id) => {
+            faces.enrol(&e.payer_id, &e.embedding, e.phone_last4, env.occurred_at).await.map(|_| ())
+        }
+        EventBody::FaceDeleted(e) => faces.delete(&e.payer_id).await.map(|_| ()),
+        _ => Ok(()),
+    };
+    done.map_err(|e| match e {
+        FaceStoreError::Store(s) => PipelineError::Store(s),
+        other => PipelineError::Faces(other.to_string()),
+    })
 }
 
 async fn run_ledger(

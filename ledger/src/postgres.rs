@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use facepay_domain::limits::{PG_ACQUIRE_TIMEOUT_MS, PG_POOL_CONNECTIONS_MAX};
-use facepay_domain::{DeviceRef, MerchantId, OutTradeNo, PayerId};
+use facepay_domain::{DeviceRef, MerchantId, OutTradeNo, PayerId, PhoneLast4};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
@@ -23,7 +23,7 @@ use crate::model::{Account, Keys, LedgerState};
 use crate::rows::{self, id, log_rows, Cells, Fill, PROJECTIONS};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
-    NewEvent, OutboxMessage, Registry, RejectedEvent, SettlementView, StoreError, StoredEvent,
+    NewEvent, OutboxMessage, Registry, RejectedEvent, SettlementView, StoreError, StoredEvent, StoredFace,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -741,5 +741,76 @@ impl LedgerStore for PgStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| rows::settlement_view_from(r)).collect()
+    }
+
+    // ---- Face gallery at rest (matcher; migration 0005) -------------------------------
+    async fn face_enrol(&self, face: &StoredFace, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let payer = face.payer_id.as_str();
+        sqlx::query("INSERT INTO face_templates (payer_id, key_id, ciphertext, enrolled_at) VALUES ($1, $2, $3, $4)")
+            .bind(payer)
+            .bind(face.key_id)
+            .bind(&face.ciphertext)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO face_keys (payer_id, key_id, shard_hash, phone_last4, wrapped_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (payer_id) DO UPDATE SET key_id = excluded.key_id, \
+             shard_hash = excluded.shard_hash, phone_last4 = excluded.phone_last4, \
+             wrapped_key = excluded.wrapped_key, created_at = excluded.created_at",
+        )
+        .bind(payer)
+        .bind(face.key_id)
+        .bind(i64::from(face.shard_hash))
+        .bind(face.phone_last4.as_ref().map(|p| p.as_str().to_string()))
+        .bind(&face.wrapped_key)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn face_delete(&self, payer: &PayerId) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM face_keys WHERE payer_id = $1").bind(payer.as_str()).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn face_gallery(&self, shard: u32, shards: u32) -> Result<Vec<StoredFace>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT k.payer_id, k.phone_last4, k.shard_hash, k.key_id, k.wrapped_key, t.ciphertext \
+             FROM face_keys k JOIN face_templates t ON t.key_id = k.key_id \
+             WHERE k.shard_hash % $1 = $2 ORDER BY k.payer_id",
+        )
+        .bind(i64::from(shards.max(1)))
+        .bind(i64::from(shard))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredFace {
+                    payer_id: id("payer id", r.try_get("payer_id")?, PayerId::parse)?,
+                    phone_last4: match r.try_get::<Option<String>, _>("phone_last4")? {
+                        Some(p) => Some(id("phone digits", p, |p| PhoneLast4::parse(&p))?),
+                        None => None,
+                    },
+                    shard_hash: u32::try_from(r.try_get::<i64, _>("shard_hash")?)
+                        .map_err(|e| rows::corrupt("shard hash", "out of range", e))?,
+                    key_id: r.try_get("key_id")?,
+                    wrapped_key: r.try_get("wrapped_key")?,
+                    ciphertext: r.try_get("ciphertext")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query("SELECT key_id, ciphertext FROM face_templates WHERE payer_id = $1 ORDER BY seq")
+            .bind(payer.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("key_id")?, r.try_get("ciphertext")?))).collect()
     }
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use facepay_domain::limits::{
     SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB, SQLITE_MMAP_BYTES, SQLITE_READ_CONNECTIONS_MAX,
 };
-use facepay_domain::{DeviceRef, FaceCode, MerchantId, OutTradeNo, PayerId};
+use facepay_domain::{DeviceRef, FaceCode, MerchantId, OutTradeNo, PayerId, PhoneLast4};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
@@ -21,7 +21,7 @@ use crate::model::{Account, CaptureUse, DailyUsage, Keys, LedgerState, Member, O
 use crate::rows::{self, corrupt, id, log_rows, Cells, PROJECTIONS};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
-    NewEvent, OutboxMessage, Registry, RejectedEvent, SettlementView, StoreError, StoredEvent,
+    NewEvent, OutboxMessage, Registry, RejectedEvent, SettlementView, StoreError, StoredEvent, StoredFace,
 };
 
 /// Most bound parameters per statement (SQLite allows 32 766).
@@ -781,5 +781,76 @@ impl LedgerStore for SqliteStore {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(|r| rows::settlement_view_from(r)).collect()
+    }
+
+    // ---- Face gallery at rest (matcher; migration 0005) -------------------------------
+    async fn face_enrol(&self, face: &StoredFace, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let (payer, key_id, at) = (face.payer_id.as_str(), face.key_id.to_string(), ts(&at));
+        sqlx::query("INSERT INTO face_templates (payer_id, key_id, ciphertext, enrolled_at) VALUES (?, ?, ?, ?)")
+            .bind(payer)
+            .bind(&key_id)
+            .bind(&face.ciphertext)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO face_keys (payer_id, key_id, shard_hash, phone_last4, wrapped_key, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (payer_id) DO UPDATE SET key_id = excluded.key_id, \
+             shard_hash = excluded.shard_hash, phone_last4 = excluded.phone_last4, \
+             wrapped_key = excluded.wrapped_key, created_at = excluded.created_at",
+        )
+        .bind(payer)
+        .bind(&key_id)
+        .bind(i64::from(face.shard_hash))
+        .bind(face.phone_last4.as_ref().map(|p| p.as_str().to_string()))
+        .bind(&face.wrapped_key)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn face_delete(&self, payer: &PayerId) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM face_keys WHERE payer_id = ?").bind(payer.as_str()).execute(&self.writer).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn face_gallery(&self, shard: u32, shards: u32) -> Result<Vec<StoredFace>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT k.payer_id, k.phone_last4, k.shard_hash, k.key_id, k.wrapped_key, t.ciphertext \
+             FROM face_keys k JOIN face_templates t ON t.key_id = k.key_id \
+             WHERE k.shard_hash % ? = ? ORDER BY k.payer_id",
+        )
+        .bind(i64::from(shards.max(1)))
+        .bind(i64::from(shard))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredFace {
+                    payer_id: id("payer id", r.try_get("payer_id")?, PayerId::parse)?,
+                    phone_last4: match r.try_get::<Option<String>, _>("phone_last4")? {
+                        Some(p) => Some(id("phone digits", p, |p| PhoneLast4::parse(&p))?),
+                        None => None,
+                    },
+                    shard_hash: u32::try_from(r.try_get::<i64, _>("shard_hash")?)
+                        .map_err(|e| corrupt("shard hash", "out of range", e))?,
+                    key_id: parse_uuid(&r.try_get::<String, _>("key_id")?)?,
+                    wrapped_key: r.try_get("wrapped_key")?,
+                    ciphertext: r.try_get("ciphertext")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query("SELECT key_id, ciphertext FROM face_templates WHERE payer_id = ? ORDER BY seq")
+            .bind(payer.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| Ok((parse_uuid(&r.try_get::<String, _>("key_id")?)?, r.try_get("ciphertext")?))).collect()
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use facepay_domain::{DeviceRef, MerchantId, OrderStatus, OutTradeNo, PayerId};
+use facepay_domain::{DeviceRef, MerchantId, OrderStatus, OutTradeNo, PayerId, PhoneLast4};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -181,6 +181,35 @@ pub struct Registry {
     pub devices: HashMap<facepay_domain::DeviceId, DeviceRef>,
 }
 
+/// A payer's sealed face template as the store keeps it (the matcher's gallery at rest):
+/// the ciphertext and the wrapped data key that opens it. Only byte counts are printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredFace {
+    pub payer_id: PayerId,
+    /// The digits the payer enrolled with, for the phone-narrowed search.
+    pub phone_last4: Option<PhoneLast4>,
+    /// Stable hash of the payer id; shard `i` of `n` holds the payers with `shard_hash % n == i`.
+    pub shard_hash: u32,
+    /// The data key's id, bound into both seals.
+    pub key_id: Uuid,
+    /// The payer's data key sealed under the master key; deleting it shreds the template.
+    pub wrapped_key: Vec<u8>,
+    /// The template sealed under the data key.
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredFace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredFace")
+            .field("payer_id", &self.payer_id)
+            .field("shard_hash", &self.shard_hash)
+            .field("key_id", &self.key_id)
+            .field("wrapped_key_bytes", &self.wrapped_key.len())
+            .field("ciphertext_bytes", &self.ciphertext.len())
+            .finish_non_exhaustive()
+    }
+}
+
 #[async_trait]
 pub trait LedgerStore: Send + Sync + 'static {
     /// The entities named by `keys` (absent ones stay absent).
@@ -229,6 +258,19 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// The merchant's daily settlement, newest day first, at most `limit` days.
     async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError>;
+
+    // ---- Face gallery at rest (matcher; migration 0005) -------------------------------
+    /// Appends `face`'s sealed template to the append-only log and makes its wrapped key the
+    /// payer's one live key (replacing an earlier enrolment's), in one transaction.
+    async fn face_enrol(&self, face: &StoredFace, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Destroys `payer`'s live key (crypto-shredding); `true` if there was one.
+    async fn face_delete(&self, payer: &PayerId) -> Result<bool, StoreError>;
+    /// The live faces of shard `shard` of `shards` (each payer's template of their live key),
+    /// ordered by payer id.
+    async fn face_gallery(&self, shard: u32, shards: u32) -> Result<Vec<StoredFace>, StoreError>;
+    /// Every template ciphertext ever stored for `payer` with its key id (the log keeps them
+    /// after deletion): for audits of the shredding.
+    async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError>;
 }
 
 /// One merchant's money of one Asia/Shanghai day, as served (fen).

@@ -2,81 +2,63 @@
 //! and the search that applies a [`MatchPolicy`] to a capture.
 //!
 //! Templates live in one contiguous row-major `Vec<f32>` (N × [`EMBEDDING_DIM`]); removal
-//! moves the last row into the hole. A full search is one candle `matmul` of a cached
-//! N × d tensor with the query as a d × 1 column, rebuilt on the first search after a
-//! change (enrolment comes in bursts). Subset searches (members, one phone bucket) take
-//! plain dot products over the rows they name. The best two scores are taken in one
-//! linear pass; nothing is sorted.
+//! moves the last row into the hole. A full search is a single query against the whole
+//! gallery, which is memory-bound: the parallel SIMD scan of [`crate::flat`] reads the rows
+//! once, in place (a tensor copy would double the memory of a changing gallery). Subset
+//! searches (members, one phone bucket) take SIMD dot products over the rows they name. The
+//! best two scores are kept by a [`TopK`] of 2; nothing is sorted. Batched searches over a
+//! frozen gallery use [`crate::FlatIndex`] (candle matmul).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::OnceLock;
 
-use candle_core::{Device, Tensor};
 use facepay_domain::event::FaceCaptured;
 use facepay_domain::limits::EMBEDDING_DIM;
 use facepay_domain::{Embedding, MerchantId, PayerId, PhoneLast4};
 
+use crate::flat::{scan, FlatIndex, Precision, TensorError};
+use crate::kernels;
 use crate::policy::{Identification, MatchPolicy, MatchRule};
+use crate::topk::TopK;
 
 /// A search could not be computed. Never carries embedding values.
 #[derive(Debug, thiserror::Error)]
 pub enum MatcherError {
     /// candle refused a tensor operation (allocation, shape); names the operation.
-    #[error("tensor operation {op} failed: {source}")]
-    Tensor {
-        /// Which step failed, for the log line.
-        op: &'static str,
-        #[source]
-        source: candle_core::Error,
-    },
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
 }
 
-/// Tags a candle result with the operation it came from.
-fn tensor<T>(op: &'static str, r: candle_core::Result<T>) -> Result<T, MatcherError> {
-    r.map_err(|source| MatcherError::Tensor { op, source })
-}
-
-/// The best and second-best score over a set of rows, in one pass.
-#[derive(Clone, Copy)]
-struct Best2 {
-    /// (score, row) of the best so far; ties go to the lower row, so replays decide alike.
-    best: Option<(f32, usize)>,
-    second_score: f32,
-    candidates: usize,
-}
+/// The best and second-best score over a set of rows.
+#[derive(Clone)]
+struct Best2(TopK);
 
 impl Best2 {
     fn new() -> Self {
-        Self { best: None, second_score: f32::NEG_INFINITY, candidates: 0 }
+        Self(TopK::new(2))
     }
 
-    fn offer(&mut self, score: f32, row: usize) {
-        self.candidates += 1;
-        match self.best {
-            Some((b, r)) if score > b || (score == b && row < r) => {
-                self.second_score = b;
-                self.best = Some((score, row));
-            }
-            Some(_) => self.second_score = self.second_score.max(score),
-            None => self.best = Some((score, row)),
-        }
+    fn best(&self) -> Option<(f32, usize)> {
+        self.0.hits().first().map(|h| (h.score, h.row))
     }
 
     fn score(&self) -> f32 {
-        self.best.map_or(0.0, |(s, _)| s)
+        self.best().map_or(0.0, |(s, _)| s)
     }
 
+    /// Best minus runner-up; the best itself with one candidate, 0 with none.
     fn margin(&self) -> f32 {
-        match (self.best, self.candidates) {
-            (None, _) => 0.0,
-            (Some((s, _)), 1) => s,
-            (Some((s, _)), _) => s - self.second_score,
+        match self.0.hits() {
+            [] => 0.0,
+            [only] => only.score,
+            [best, second, ..] => best.score - second.score,
         }
     }
 }
 
 /// The enrolled templates and what narrows a search over them. `Send + Sync`; wrap it in a
-/// lock to share it (a search takes `&mut self` to rebuild its cached tensor).
+/// lock to share it (searches take `&self`, so a read lock serves concurrent searches).
 pub struct Gallery {
     /// Dimension of every row; [`EMBEDDING_DIM`], kept so the row arithmetic reads plainly.
     dim: usize,
@@ -92,8 +74,9 @@ pub struct Gallery {
     members: HashMap<MerchantId, HashSet<PayerId>>,
     /// Enrolled payers by phone digits, for the phone-narrowed search.
     phone_buckets: HashMap<PhoneLast4, Vec<PayerId>>,
-    /// `rows` as a candle tensor; `None` after any change until the next full search.
-    cached: Option<Tensor>,
+    /// `rows` as a candle tensor for batched searches, built on the first batch after a
+    /// change (enrolment comes in bursts) and dropped by every change.
+    batch_index: OnceLock<FlatIndex>,
 }
 
 impl Default for Gallery {
@@ -110,7 +93,7 @@ impl fmt::Debug for Gallery {
             .field("dim", &self.dim)
             .field("merchants", &self.members.len())
             .field("phone_buckets", &self.phone_buckets.len())
-            .field("tensor_cached", &self.cached.is_some())
+            .field("batch_index", &self.batch_index.get().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -126,7 +109,7 @@ impl Gallery {
             row_of: HashMap::new(),
             members: HashMap::new(),
             phone_buckets: HashMap::new(),
-            cached: None,
+            batch_index: OnceLock::new(),
         }
     }
 
@@ -141,7 +124,7 @@ impl Gallery {
 
     /// Enrols `payer`'s template; re-enrolling replaces their template and phone digits.
     pub fn enroll(&mut self, payer: PayerId, embedding: &Embedding, phone_last4: Option<PhoneLast4>) {
-        self.cached = None;
+        self.batch_index = OnceLock::new();
         if let Some(&row) = self.row_of.get(&payer) {
             self.row_mut(row).copy_from_slice(embedding.as_slice());
             let old = std::mem::replace(&mut self.phones[row], phone_last4);
@@ -167,7 +150,7 @@ impl Gallery {
         let Some(row) = self.row_of.remove(payer) else {
             return false;
         };
-        self.cached = None;
+        self.batch_index = OnceLock::new();
         let last = self.payers.len() - 1;
         if row != last {
             self.rows.copy_within(last * self.dim..(last + 1) * self.dim, row * self.dim);
@@ -196,45 +179,110 @@ impl Gallery {
     }
 
     /// Identifies the face of `capture` taken at `merchant`, applying `policy` in order:
-    /// liveness, the merchant's members, then the phone bucket or the global gallery.
-    /// `score` and `margin` of the answer are those of the last search run.
+    /// liveness; the merchant's members (member threshold and margin, no phone needed);
+    /// then, with phone digits, the payers enrolled with them, else the whole gallery if it
+    /// is small enough for the risk policy; a global search that passes the threshold
+    /// without its margin asks for the phone digits. `score` and `margin` of the answer are
+    /// those of the last search run.
     pub fn identify(
-        &mut self,
+        &self,
         merchant: &MerchantId,
         capture: &FaceCaptured,
         policy: &MatchPolicy,
     ) -> Result<Identification, MatcherError> {
+        Ok(self.decide(merchant, capture, policy, |query| self.search_all(query)))
+    }
+
+    /// [`Self::identify`] for many captures at once (a batch of a stage): the global
+    /// searches run as one batched search (candle matmul + top-k) over a tensor copy of the
+    /// gallery, which pays off from a few dozen captures on. Same answers as one by one.
+    pub fn identify_batch(
+        &self,
+        captures: &[(&MerchantId, &FaceCaptured)],
+        policy: &MatchPolicy,
+    ) -> Result<Vec<Identification>, MatcherError> {
+        let global = |c: &FaceCaptured| {
+            c.liveness.get() >= policy.liveness_min
+                && c.phone_last4.is_none()
+                && self.len() < policy.phone_required_gallery_min
+        };
+        let queries: Vec<f32> = captures
+            .iter()
+            .filter(|(_, c)| global(c))
+            .flat_map(|(_, c)| c.embedding.as_slice().iter().copied())
+            .collect();
+        let mut found = match queries.is_empty() {
+            true => Vec::new(),
+            false => self.batch_index()?.search_batch(&queries, 2)?,
+        }
+        .into_iter();
+        let mut answers = Vec::with_capacity(captures.len());
+        for (merchant, capture) in captures {
+            let hits = if global(capture) { found.next().unwrap_or_default() } else { Vec::new() };
+            answers.push(self.decide(merchant, capture, policy, |_| {
+                let mut best = Best2::new();
+                hits.iter().for_each(|h| best.0.offer(h.score, h.row));
+                best
+            }));
+        }
+        Ok(answers)
+    }
+
+    /// The policy over one capture, with `search_all` as the global search.
+    fn decide(
+        &self,
+        merchant: &MerchantId,
+        capture: &FaceCaptured,
+        policy: &MatchPolicy,
+        search_all: impl FnOnce(&[f32]) -> Best2,
+    ) -> Identification {
         if capture.liveness.get() < policy.liveness_min {
-            return Ok(Identification::miss(MatchRule::LivenessFailed, 0.0, 0.0));
+            return Identification::miss(MatchRule::LivenessFailed, 0.0, 0.0);
         }
         let query = capture.embedding.as_slice();
         let members = self.search_members(merchant, query);
-        if let Some(hit) = self.accept(members, policy.member_threshold, policy.member_margin_min, MatchRule::MemberHit)
+        if let Some(hit) =
+            self.accept(&members, policy.member_threshold, policy.member_margin_min, MatchRule::MemberHit)
         {
-            return Ok(hit);
+            return hit;
         }
         let (found, rule) = match capture.phone_last4 {
             Some(phone) => (self.search_bucket(&phone, query), MatchRule::PhoneNarrowedHit),
             None if self.len() >= policy.phone_required_gallery_min => {
-                return Ok(Identification::miss(MatchRule::NeedsPhoneConfirmation, members.score(), members.margin()));
+                return Identification::miss(MatchRule::NeedsPhoneConfirmation, members.score(), members.margin());
             }
-            None => (self.search_all(query)?, MatchRule::GlobalHit),
+            None => (search_all(query), MatchRule::GlobalHit),
         };
-        Ok(self.decide_global(found, rule, policy))
+        self.decide_global(&found, rule, policy)
     }
 
-    /// The global (or phone-narrowed) verdict: a hit, ambiguous, or no match.
-    fn decide_global(&self, found: Best2, rule: MatchRule, policy: &MatchPolicy) -> Identification {
+    /// The tensor copy of the gallery for batched searches.
+    fn batch_index(&self) -> Result<&FlatIndex, MatcherError> {
+        if let Some(index) = self.batch_index.get() {
+            return Ok(index);
+        }
+        let index = FlatIndex::new(&self.rows, self.dim, Precision::F32)?;
+        Ok(self.batch_index.get_or_init(|| index))
+    }
+
+    /// The global (or phone-narrowed) verdict: a hit; above the threshold but too close to
+    /// the runner-up: ask for the phone digits (global) or refuse as ambiguous (the digits
+    /// were given already); below the threshold: no match.
+    fn decide_global(&self, found: &Best2, rule: MatchRule, policy: &MatchPolicy) -> Identification {
         if let Some(hit) = self.accept(found, policy.global_threshold, policy.global_margin_min, rule) {
             return hit;
         }
-        let rule = if found.score() >= policy.global_threshold { MatchRule::Ambiguous } else { MatchRule::NoMatch };
+        let rule = match (found.score() >= policy.global_threshold, rule) {
+            (false, _) => MatchRule::NoMatch,
+            (true, MatchRule::GlobalHit) => MatchRule::NeedsPhoneConfirmation,
+            (true, _) => MatchRule::Ambiguous,
+        };
         Identification::miss(rule, found.score(), found.margin())
     }
 
     /// A hit under `rule` if the best passes `threshold` with at least `margin_min` lead.
-    fn accept(&self, found: Best2, threshold: f32, margin_min: f32, rule: MatchRule) -> Option<Identification> {
-        let (score, row) = found.best?;
+    fn accept(&self, found: &Best2, threshold: f32, margin_min: f32, rule: MatchRule) -> Option<Identification> {
+        let (score, row) = found.best()?;
         let margin = found.margin();
         (score >= threshold && margin >= margin_min).then(|| Identification {
             payer_id: Some(self.payers[row].clone()),
@@ -260,35 +308,19 @@ impl Gallery {
     fn search_rows(&self, rows: impl Iterator<Item = usize>, query: &[f32]) -> Best2 {
         let mut found = Best2::new();
         for row in rows {
-            found.offer(dot(self.row(row), query), row);
+            found.0.offer(kernels::dot(self.row(row), query), row);
         }
         found
     }
 
-    /// Best two over the whole gallery: one matmul of the cached tensor with the query.
-    fn search_all(&mut self, query: &[f32]) -> Result<Best2, MatcherError> {
+    /// Best two over the whole gallery: the memory-bound parallel scan of
+    /// [`crate::flat`] over the contiguous rows.
+    fn search_all(&self, query: &[f32]) -> Best2 {
         let mut found = Best2::new();
-        if self.is_empty() {
-            return Ok(found);
+        for h in scan(&self.rows, self.dim, query, 2, kernels::scores_f32) {
+            found.0.offer(h.score, h.row);
         }
-        let column = tensor("query", Tensor::from_slice(query, (self.dim, 1), &Device::Cpu))?;
-        let scores = tensor("matmul", self.gallery_tensor()?.matmul(&column))?;
-        let scores = tensor("read scores", scores.squeeze(1).and_then(|s| s.to_vec1::<f32>()))?;
-        for (row, score) in scores.into_iter().enumerate() {
-            found.offer(score, row);
-        }
-        Ok(found)
-    }
-
-    /// The N × d tensor of all rows (a cheap handle), rebuilt if the gallery changed since
-    /// the last search.
-    fn gallery_tensor(&mut self) -> Result<Tensor, MatcherError> {
-        if let Some(t) = &self.cached {
-            return Ok(t.clone());
-        }
-        let t = tensor("gallery", Tensor::from_slice(&self.rows, (self.len(), self.dim), &Device::Cpu))?;
-        self.cached = Some(t.clone());
-        Ok(t)
+        found
     }
 
     fn row(&self, row: usize) -> &[f32] {
@@ -318,11 +350,6 @@ impl Gallery {
     }
 }
 
-/// Cosine of two unit vectors.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,12 +358,12 @@ mod tests {
     fn given_scores_when_offered_then_best_two_and_margin_are_kept() {
         let mut found = Best2::new();
         assert_eq!((found.score(), found.margin()), (0.0, 0.0));
-        found.offer(0.3, 0);
+        found.0.offer(0.3, 0);
         assert_eq!((found.score(), found.margin()), (0.3, 0.3), "one candidate: margin is the best");
-        found.offer(0.7, 1);
-        found.offer(0.5, 2);
-        found.offer(0.1, 3);
-        assert_eq!(found.best, Some((0.7, 1)));
+        found.0.offer(0.7, 1);
+        found.0.offer(0.5, 2);
+        found.0.offer(0.1, 3);
+        assert_eq!(found.best(), Some((0.7, 1)));
         assert!((found.margin() - 0.2).abs() < 1e-6);
     }
 
@@ -344,8 +371,8 @@ mod tests {
     fn given_a_tie_when_offered_in_any_order_then_the_lower_row_wins_with_zero_margin() {
         for order in [[4, 2], [2, 4]] {
             let mut found = Best2::new();
-            order.iter().for_each(|&row| found.offer(0.6, row));
-            assert_eq!((found.best, found.margin()), (Some((0.6, 2)), 0.0));
+            order.iter().for_each(|&row| found.0.offer(0.6, row));
+            assert_eq!((found.best(), found.margin()), (Some((0.6, 2)), 0.0));
         }
     }
 }

@@ -14,12 +14,27 @@
 //!   the answer of a search.
 //! - [`gallery`]: [`Gallery`], the enrolled templates, member lists and phone buckets,
 //!   and [`Gallery::identify`]; [`MatcherError`].
+//! - [`flat`]: [`flat::FlatIndex`], exact batched (candle matmul + top-k) and single-query
+//!   (memory-bound scan) search over a candle tensor, f32 or f16.
+//! - [`ivf`]: [`ivf::IvfIndex`], the approximate inverted-file index (candle k-means).
+//! - [`topk`]: [`topk::TopK`], top-k selection without sorting.
+//! - [`kernels`]: SIMD inner-product kernels of the scans.
+//! - [`bench`]: the measurements behind `facepay bench matcher`.
+//! - [`vault`]: templates sealed at rest (ChaCha20-Poly1305, a data key per payer wrapped
+//!   by the master key; deletion shreds the key).
 //! - [`synthetic`]: [`synthetic::SyntheticFaces`], deterministic synthetic identities for
 //!   tests and benchmarks.
 
+pub mod bench;
+pub mod flat;
 pub mod gallery;
+pub mod ivf;
+pub mod kernels;
 pub mod policy;
 pub mod synthetic;
+pub mod topk;
+pub mod vault;
 
+pub use flat::{FlatIndex, Precision};
 pub use gallery::{Gallery, MatcherError};
 pub use policy::{Identification, MatchPolicy, MatchRule};

@@ -21,8 +21,9 @@ pub struct MatchPolicy {
     pub member_margin_min: f32,
     /// Cosine a candidate of the global (or phone-narrowed) gallery needs.
     pub global_threshold: f32,
-    /// Lead the best global candidate needs over the runner-up; a smaller lead is
-    /// [`MatchRule::Ambiguous`] and the device should ask for phone digits.
+    /// Lead the best global candidate needs over the runner-up; a smaller lead asks for the
+    /// phone digits ([`MatchRule::NeedsPhoneConfirmation`]), or, when they were given,
+    /// refuses ([`MatchRule::Ambiguous`]).
     pub global_margin_min: f32,
     /// From this many enrolled payers on, a global search without phone digits is not run
     /// at all: the false-match chance grows as P_N ≈ N·P_1, so at this size the payer must
@@ -43,6 +44,60 @@ impl Default for MatchPolicy {
     }
 }
 
+/// A policy setting from the environment was malformed or out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct PolicyError {
+    /// The environment variable.
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl MatchPolicy {
+    /// The environment variables [`MatchPolicy::from_env`] reads, each overriding one
+    /// default: liveness_min, member_threshold, member_margin_min, global_threshold,
+    /// global_margin_min, phone_required_gallery_min.
+    pub const ENV_VARS: [&'static str; 6] = [
+        "FACEPAY_MATCH_LIVENESS_MIN",
+        "FACEPAY_MATCH_MEMBER_THRESHOLD",
+        "FACEPAY_MATCH_MEMBER_MARGIN_MIN",
+        "FACEPAY_MATCH_GLOBAL_THRESHOLD",
+        "FACEPAY_MATCH_GLOBAL_MARGIN_MIN",
+        "FACEPAY_MATCH_PHONE_REQUIRED_GALLERY_MIN",
+    ];
+
+    /// The defaults, overridden by whichever of [`Self::ENV_VARS`] are set (and non-empty).
+    pub fn from_env() -> Result<Self, PolicyError> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// [`Self::from_env`] over any lookup (for tests and config files).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, PolicyError> {
+        let mut p = Self::default();
+        let [liveness, member, member_margin, global, global_margin, phone_min] = Self::ENV_VARS;
+        let cosine = |var: &'static str, lo: f32, default: f32| -> Result<f32, PolicyError> {
+            let Some(v) = get(var) else { return Ok(default) };
+            let x: f32 = v.trim().parse().map_err(|_| PolicyError { var, reason: format!("not a number: {v:?}") })?;
+            if !(lo..=1.0).contains(&x) {
+                return Err(PolicyError { var, reason: format!("{x} is outside {lo}..=1") });
+            }
+            Ok(x)
+        };
+        p.liveness_min = cosine(liveness, 0.0, p.liveness_min)?;
+        p.member_threshold = cosine(member, -1.0, p.member_threshold)?;
+        p.member_margin_min = cosine(member_margin, 0.0, p.member_margin_min)?;
+        p.global_threshold = cosine(global, -1.0, p.global_threshold)?;
+        p.global_margin_min = cosine(global_margin, 0.0, p.global_margin_min)?;
+        if let Some(v) = get(phone_min) {
+            p.phone_required_gallery_min = v
+                .trim()
+                .parse()
+                .map_err(|_| PolicyError { var: phone_min, reason: format!("not a whole number: {v:?}") })?;
+        }
+        Ok(p)
+    }
+}
+
 /// The rule that decided an [`Identification`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MatchRule {
@@ -52,10 +107,12 @@ pub enum MatchRule {
     GlobalHit,
     /// The payers enrolled with the typed phone digits matched, clear of the runner-up.
     PhoneNarrowedHit,
-    /// The gallery is too large to search without phone digits; ask the payer for them.
+    /// Ask the payer for the last 4 phone digits and capture again: the gallery is too large
+    /// to search without them, or the global search found a candidate above the threshold
+    /// but not clear of the runner-up.
     NeedsPhoneConfirmation,
-    /// A candidate passed the threshold but not clear of the runner-up; ask for phone
-    /// digits (or, if they were given, refuse).
+    /// The phone-narrowed search found a candidate above the threshold but not clear of the
+    /// runner-up with the same digits: refused (the payer pays another way).
     Ambiguous,
     /// No candidate passed the threshold: an unknown face.
     NoMatch,
@@ -125,6 +182,25 @@ mod tests {
         assert_eq!(names.len(), rules.len());
         assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
         assert_eq!(rules.iter().filter(|r| r.is_hit()).count(), 3);
+    }
+
+    #[test]
+    fn given_environment_settings_then_they_override_the_defaults_and_bad_ones_are_named() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(MatchPolicy::from_lookup(env(&[])), Ok(MatchPolicy::default()));
+        let p = MatchPolicy::from_lookup(env(&[
+            ("FACEPAY_MATCH_GLOBAL_THRESHOLD", "0.6"),
+            ("FACEPAY_MATCH_PHONE_REQUIRED_GALLERY_MIN", "5000"),
+        ]))
+        .unwrap();
+        assert_eq!((p.global_threshold, p.phone_required_gallery_min), (0.6, 5000));
+        assert_eq!(p.member_threshold, MatchPolicy::default().member_threshold);
+        let err = MatchPolicy::from_lookup(env(&[("FACEPAY_MATCH_MEMBER_MARGIN_MIN", "-0.1")])).unwrap_err();
+        assert_eq!(err.var, "FACEPAY_MATCH_MEMBER_MARGIN_MIN");
+        let err = MatchPolicy::from_lookup(env(&[("FACEPAY_MATCH_LIVENESS_MIN", "high")])).unwrap_err();
+        assert!(err.to_string().starts_with("FACEPAY_MATCH_LIVENESS_MIN: not a number"), "{err}");
     }
 
     #[test]

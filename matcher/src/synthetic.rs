@@ -1,13 +1,18 @@
-//! Deterministic synthetic identities for tests and benchmarks, following the model of the
-//! face-matching reference.
+//! Deterministic synthetic identities for tests, the demo and benchmarks, following the model
+//! of the face-matching reference.
 //!
 //! An identity is a centre `c`, a random unit vector in R^d. A capture of it is
-//! `x = normalise(c + σ·g)` with `g ~ N(0, I)`, so `cos(x, c) ≈ 1/√(1 + dσ²)`. Each capture
-//! draws a target cosine `r` uniformly from [`GENUINE_COSINE_MIN`]..=[`GENUINE_COSINE_MAX`]
-//! and takes `σ = √((1/r² − 1)/d)`, so its cosine with the centre spreads over that range,
-//! as real genuine scores spread. (The reference writes `σ = √((1/ρ − 1)/d)` for the
-//! cosine `ρ` of two *captures*; with the centre as the template, `ρ = r²`.)
-//! Impostor pairs have cosine mean 0, standard deviation 1/√d ≈ 0.044.
+//! `x = normalise(c + σ·g)` with `g ~ N(0, I)`, so `cos(x, c) ≈ 1/√(1 + dσ²)` and two captures
+//! with the same σ have `cos ≈ 1/(1 + dσ²)`: `σ = √((1/ρ − 1)/d)` gives a genuine-pair cosine
+//! `ρ`. Each capture draws its own σ: it draws its cosine with the centre, `r`, uniformly
+//! from `√GENUINE_COSINE_MIN..=√GENUINE_COSINE_MAX` and takes `σ = √((1/r² − 1)/d)`, so a
+//! pair of captures (an enrolment and a probe) has cosine `r₁·r₂`, spread over
+//! [`GENUINE_COSINE_MIN`]..=[`GENUINE_COSINE_MAX`] (mean ≈ 0.7) as real genuine scores
+//! spread. Impostor pairs have cosine mean 0, standard deviation 1/√d ≈ 0.044.
+//!
+//! Nothing is stored: every centre and every numbered capture is drawn from its own ChaCha8
+//! stream keyed by (seed, identity, capture number), so a population of any size costs no
+//! memory, is generated in parallel, and is the same on every machine.
 
 use std::fmt;
 
@@ -17,88 +22,122 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-/// Lowest target cosine of a genuine capture with its identity's template.
+/// Lowest genuine-pair cosine (enrolment capture against a later capture) of the model.
 pub const GENUINE_COSINE_MIN: f32 = 0.6;
 
-/// Highest target cosine of a genuine capture with its identity's template.
+/// Highest genuine-pair cosine of the model.
 pub const GENUINE_COSINE_MAX: f32 = 0.8;
 
+/// Stream tag of identity centres.
+const CENTRE: u64 = 0;
+/// Stream tag of numbered captures.
+const CAPTURE: u64 = 1;
+
 /// A fixed population of synthetic identities.
+#[derive(Clone, Copy)]
 pub struct SyntheticFaces {
-    /// The seed the centres came from, so a failing test can name its population.
+    /// The seed every centre and numbered capture derives from, so a failing test can name
+    /// its population.
     seed: u64,
-    /// Identity centres, row-major, `identities × EMBEDDING_DIM`, each of unit length.
-    centres: Vec<f32>,
+    /// Number of identities.
+    identities: usize,
 }
 
 impl fmt::Debug for SyntheticFaces {
     /// Seed and size only: the centres stand for biometric templates and are never printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SyntheticFaces").field("seed", &self.seed).field("identities", &self.len()).finish()
+        f.debug_struct("SyntheticFaces").field("seed", &self.seed).field("identities", &self.identities).finish()
     }
 }
 
 impl SyntheticFaces {
-    /// `identities` centres drawn from `ChaCha8Rng` seeded with `seed`: the same arguments
-    /// give the same population on every machine.
+    /// `identities` identities derived from `seed`: the same arguments give the same
+    /// population on every machine.
     pub fn new(seed: u64, identities: usize) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut centres = Vec::with_capacity(identities * EMBEDDING_DIM);
-        for _ in 0..identities {
-            centres.extend(unit_gaussian(&mut rng));
-        }
-        Self { seed, centres }
+        Self { seed, identities }
     }
 
     /// Number of identities.
     pub fn len(&self) -> usize {
-        self.centres.len() / EMBEDDING_DIM
+        self.identities
     }
 
     pub fn is_empty(&self) -> bool {
-        self.centres.is_empty()
+        self.identities == 0
     }
 
-    /// The enrolment template of `identity`: its centre itself (a noiseless capture).
+    /// The centre of `identity`: the noiseless face no camera ever sees.
     ///
     /// # Panics
     /// If `identity >= self.len()`.
     pub fn centre(&self, identity: usize) -> Embedding {
-        embedding(self.centre_slice(identity).to_vec())
+        embedding(self.centre_values(identity))
     }
 
-    /// A fresh capture of `identity`: its centre plus Gaussian noise whose strength is drawn
-    /// per capture, so the cosine with [`Self::centre`] lies around
-    /// [`GENUINE_COSINE_MIN`]..=[`GENUINE_COSINE_MAX`].
+    /// The enrolment template of `identity`: its capture number 0, a capture like any other
+    /// (enrolment happens at a camera too).
+    pub fn enrolment(&self, identity: usize) -> Embedding {
+        self.nth_capture(identity, 0)
+    }
+
+    /// Capture number `n` of `identity`, the same on every call: number 0 is the enrolment,
+    /// later numbers are probes for tests and benchmarks.
+    pub fn nth_capture(&self, identity: usize, n: u64) -> Embedding {
+        let mut rng = self.stream(CAPTURE, identity, n);
+        self.capture(identity, &mut rng)
+    }
+
+    /// A fresh capture of `identity`, noise drawn from `rng`, with its own σ: its cosine with
+    /// another capture lies in [`GENUINE_COSINE_MIN`]..=[`GENUINE_COSINE_MAX`].
     ///
     /// # Panics
     /// If `identity >= self.len()`.
     pub fn capture(&self, identity: usize, rng: &mut impl Rng) -> Embedding {
-        let target_cosine: f32 = rng.random_range(GENUINE_COSINE_MIN..=GENUINE_COSINE_MAX);
-        let sigma = ((1.0 / (target_cosine * target_cosine) - 1.0) / EMBEDDING_DIM as f32).sqrt();
-        let noisy = self.centre_slice(identity).iter().map(|c| c + sigma * rng.sample::<f32, _>(StandardNormal));
-        embedding(noisy.collect())
+        let r: f32 = rng.random_range(GENUINE_COSINE_MIN.sqrt()..=GENUINE_COSINE_MAX.sqrt());
+        let sigma = sigma_for_centre_cosine(r);
+        let mut v = self.centre_values(identity);
+        v.iter_mut().for_each(|x| *x += sigma * rng.sample::<f32, _>(StandardNormal));
+        embedding(v)
     }
 
     /// A random unit vector: the face of someone who never enrolled.
     pub fn stranger(rng: &mut impl Rng) -> Embedding {
-        embedding(unit_gaussian(rng))
+        embedding(gaussian(rng))
     }
 
-    fn centre_slice(&self, identity: usize) -> &[f32] {
-        assert!(identity < self.len(), "identity {identity} out of {} synthetic identities", self.len());
-        &self.centres[identity * EMBEDDING_DIM..(identity + 1) * EMBEDDING_DIM]
+    /// Stranger number `n` of this population's seed, the same on every call.
+    pub fn nth_stranger(&self, n: u64) -> Embedding {
+        Self::stranger(&mut self.stream(CAPTURE, usize::MAX, n))
+    }
+
+    /// The unit centre of `identity`.
+    fn centre_values(&self, identity: usize) -> Vec<f32> {
+        assert!(identity < self.identities, "identity {identity} out of {} synthetic identities", self.identities);
+        embedding(gaussian(&mut self.stream(CENTRE, identity, 0))).into()
+    }
+
+    /// The ChaCha8 stream of (`tag`, `identity`, `n`) under this population's seed.
+    fn stream(&self, tag: u64, identity: usize, n: u64) -> ChaCha8Rng {
+        let mut key = [0u8; 32];
+        for (chunk, word) in key.chunks_exact_mut(8).zip([self.seed, tag, identity as u64, n]) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        ChaCha8Rng::from_seed(key)
     }
 }
 
-/// A uniformly random direction: a standard Gaussian vector, normalised.
-fn unit_gaussian(rng: &mut impl Rng) -> Vec<f32> {
-    let v: Vec<f32> = (0..EMBEDDING_DIM).map(|_| rng.sample(StandardNormal)).collect();
-    embedding(v).into()
+/// σ giving a capture cosine `r` with its centre: `r = 1/√(1 + dσ²)`.
+pub fn sigma_for_centre_cosine(r: f32) -> f32 {
+    ((1.0 / (r * r) - 1.0) / EMBEDDING_DIM as f32).sqrt()
+}
+
+/// A standard Gaussian vector (its direction is uniformly random).
+fn gaussian(rng: &mut impl Rng) -> Vec<f32> {
+    (0..EMBEDDING_DIM).map(|_| rng.sample(StandardNormal)).collect()
 }
 
 /// Wraps generated values, which are finite, of the right length and (with probability 1)
-/// of non-zero norm.
+/// of non-zero norm; normalises them.
 fn embedding(v: Vec<f32>) -> Embedding {
     Embedding::try_from(v).expect("a 512-d Gaussian draw is finite with a non-zero norm")
 }
@@ -111,6 +150,11 @@ mod tests {
         a.as_slice().iter().zip(b.as_slice()).map(|(x, y)| x * y).sum()
     }
 
+    fn mean_sd(xs: &[f32]) -> (f32, f32) {
+        let mean = xs.iter().sum::<f32>() / xs.len() as f32;
+        (mean, (xs.iter().map(|c| (c - mean).powi(2)).sum::<f32>() / xs.len() as f32).sqrt())
+    }
+
     #[test]
     fn given_a_seed_when_rebuilt_then_population_is_identical() {
         let a = SyntheticFaces::new(7, 3);
@@ -119,29 +163,47 @@ mod tests {
         assert_eq!(a.len(), 3);
         assert_eq!(a.centre(2), b.centre(2));
         assert_ne!(a.centre(2), c.centre(2));
+        assert_eq!(a.enrolment(1), b.enrolment(1));
+        assert_eq!(a.nth_capture(1, 5), b.nth_capture(1, 5));
+        assert_ne!(a.nth_capture(1, 5), a.nth_capture(1, 6));
+        assert_eq!(a.nth_stranger(3), b.nth_stranger(3));
     }
 
     #[test]
-    fn given_captures_then_genuine_cosines_spread_over_the_target_range() {
-        let faces = SyntheticFaces::new(1, 4);
-        let mut rng = ChaCha8Rng::seed_from_u64(2);
+    fn given_a_fixed_sigma_then_pair_cosine_follows_the_reference_formula() {
+        // The reference: σ = √((1/ρ − 1)/d) gives a genuine-pair cosine ρ.
+        let faces = SyntheticFaces::new(11, 50);
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for rho in [0.6f32, 0.7, 0.8] {
+            let sigma = ((1.0 / rho - 1.0) / EMBEDDING_DIM as f32).sqrt();
+            let noisy = |i: usize, rng: &mut ChaCha8Rng| {
+                let c: Vec<f32> = faces.centre(i).into();
+                embedding(c.iter().map(|x| x + sigma * rng.sample::<f32, _>(StandardNormal)).collect())
+            };
+            let pairs: Vec<f32> = (0..50).map(|i| cosine(&noisy(i, &mut rng), &noisy(i, &mut rng))).collect();
+            let (mean, _) = mean_sd(&pairs);
+            assert!((mean - rho).abs() < 0.01, "ρ {rho}: mean pair cosine {mean}");
+        }
+    }
+
+    #[test]
+    fn given_enrolment_and_probes_then_genuine_cosines_spread_over_0_6_to_0_8() {
+        let faces = SyntheticFaces::new(1, 40);
         let cosines: Vec<f32> =
-            (0..400).map(|i| cosine(&faces.capture(i % 4, &mut rng), &faces.centre(i % 4))).collect();
-        let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
+            (0..400).map(|i| cosine(&faces.enrolment(i % 40), &faces.nth_capture(i % 40, 1 + i as u64))).collect();
+        let (mean, sd) = mean_sd(&cosines);
         let (lo, hi) = cosines.iter().fold((1.0f32, -1.0f32), |(lo, hi), &c| (lo.min(c), hi.max(c)));
-        assert!((0.67..0.73).contains(&mean), "mean genuine cosine {mean}");
-        assert!(lo > 0.5 && lo < 0.63, "lowest genuine cosine {lo}");
-        assert!(hi > 0.77 && hi < 0.9, "highest genuine cosine {hi}");
+        assert!((0.68..0.72).contains(&mean), "mean genuine cosine {mean}");
+        assert!(sd > 0.03, "per-capture σ spreads the genuine scores: sd {sd}");
+        assert!(lo > 0.55 && lo < 0.63, "lowest genuine cosine {lo}");
+        assert!(hi > 0.77 && hi < 0.85, "highest genuine cosine {hi}");
     }
 
     #[test]
     fn given_strangers_then_cosines_look_like_impostors() {
         let faces = SyntheticFaces::new(3, 1);
-        let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let cosines: Vec<f32> =
-            (0..1000).map(|_| cosine(&SyntheticFaces::stranger(&mut rng), &faces.centre(0))).collect();
-        let mean = cosines.iter().sum::<f32>() / 1000.0;
-        let sd = (cosines.iter().map(|c| (c - mean).powi(2)).sum::<f32>() / 1000.0).sqrt();
+        let cosines: Vec<f32> = (0..1000).map(|n| cosine(&faces.nth_stranger(n), &faces.enrolment(0))).collect();
+        let (mean, sd) = mean_sd(&cosines);
         assert!(mean.abs() < 0.01, "impostor mean {mean}");
         assert!((0.038..0.050).contains(&sd), "impostor sd {sd}");
     }

@@ -1,16 +1,14 @@
-//! Accuracy of the default policy on the synthetic model: 2 000 enrolled identities,
-//! 500 genuine captures and 500 strangers, searched globally without phone digits.
+//! Accuracy of the default policy on the synthetic model, searched globally without phone
+//! digits: genuine probes are fresh captures of enrolled identities, impostor probes are
+//! strangers. Two sizes: 2 000 identities (fast, every build) and the issue's 100 000
+//! identities with 10 000 impostor and 10 000 genuine probes (`--release -- --ignored`).
 
 use facepay_domain::event::FaceCaptured;
 use facepay_domain::{Embedding, FaceCode, MerchantId, PayerId, Score};
 use facepay_matcher::synthetic::SyntheticFaces;
-use facepay_matcher::{Gallery, Identification, MatchPolicy};
+use facepay_matcher::{Gallery, Identification, MatchPolicy, MatchRule};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-const IDENTITIES: usize = 2_000;
-const GENUINE_CAPTURES: usize = 500;
-const STRANGERS: usize = 500;
 
 fn payer(identity: usize) -> PayerId {
     PayerId::parse(format!("payer-{identity}")).expect("valid id")
@@ -28,46 +26,97 @@ fn capture(embedding: Embedding) -> FaceCaptured {
 fn enrolled(faces: &SyntheticFaces) -> Gallery {
     let mut g = Gallery::new();
     for identity in 0..faces.len() {
-        g.enroll(payer(identity), &faces.centre(identity), None);
+        g.enroll(payer(identity), &faces.enrolment(identity), None);
     }
     g
 }
 
-fn identify(g: &mut Gallery, embedding: Embedding) -> Identification {
+/// What one population's probes came to.
+#[derive(Debug)]
+struct Accuracy {
+    genuine: usize,
+    correct: usize,
+    wrong_payer: usize,
+    impostors: usize,
+    false_accepts: usize,
+    lowest_genuine: f32,
+    highest_impostor: f32,
+}
+
+impl Accuracy {
+    fn tar(&self) -> f64 {
+        self.correct as f64 / self.genuine as f64
+    }
+
+    fn far(&self) -> f64 {
+        self.false_accepts as f64 / self.impostors as f64
+    }
+}
+
+/// Enrols `identities` synthetic faces and identifies `genuine` fresh captures of random
+/// enrolled identities and `impostors` strangers, in one batch.
+fn measure(identities: usize, genuine: usize, impostors: usize) -> (Accuracy, Gallery, Vec<FaceCaptured>) {
+    let faces = SyntheticFaces::new(20_260_302, identities);
+    let g = enrolled(&faces);
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    let who: Vec<usize> = (0..genuine).map(|_| rng.random_range(0..identities)).collect();
+    let mut probes: Vec<FaceCaptured> =
+        who.iter().enumerate().map(|(n, &i)| capture(faces.nth_capture(i, 1 + n as u64))).collect();
+    probes.extend((0..impostors as u64).map(|n| capture(faces.nth_stranger(n))));
     let at = MerchantId::parse("1900000101").expect("valid id");
-    g.identify(&at, &capture(embedding), &MatchPolicy::default()).expect("search runs")
+    let batch: Vec<_> = probes.iter().map(|c| (&at, c)).collect();
+    let ids = g.identify_batch(&batch, &MatchPolicy::default()).expect("search runs");
+    let mut a = Accuracy {
+        genuine,
+        correct: 0,
+        wrong_payer: 0,
+        impostors,
+        false_accepts: 0,
+        lowest_genuine: f32::MAX,
+        highest_impostor: f32::MIN,
+    };
+    for (id, &identity) in ids.iter().zip(&who) {
+        a.lowest_genuine = a.lowest_genuine.min(id.score);
+        match &id.payer_id {
+            Some(p) if *p == payer(identity) => a.correct += 1,
+            Some(_) => a.wrong_payer += 1,
+            None => {}
+        }
+    }
+    for id in &ids[genuine..] {
+        a.highest_impostor = a.highest_impostor.max(id.score);
+        a.false_accepts += usize::from(id.payer_id.is_some());
+    }
+    eprintln!("{identities} identities: TAR {:.4}, FAR {:.4}: {a:?}", a.tar(), a.far());
+    (a, g, probes)
 }
 
 #[test]
 fn given_2000_identities_when_searched_at_default_thresholds_then_tar_99_and_no_false_accept() {
-    let faces = SyntheticFaces::new(20_260_302, IDENTITIES);
-    let mut g = enrolled(&faces);
-    let mut rng = ChaCha8Rng::seed_from_u64(42);
-
-    let (mut correct, mut wrong, mut lowest_genuine) = (0, 0, f32::MAX);
-    for _ in 0..GENUINE_CAPTURES {
-        let identity = rng.random_range(0..IDENTITIES);
-        let id = identify(&mut g, faces.capture(identity, &mut rng));
-        lowest_genuine = lowest_genuine.min(id.score);
-        match id.payer_id {
-            Some(p) if p == payer(identity) => correct += 1,
-            Some(_) => wrong += 1,
-            None => {}
-        }
+    let (a, g, probes) = measure(2_000, 500, 500);
+    assert!(a.tar() >= 0.99, "{a:?}");
+    assert_eq!(a.wrong_payer, 0, "a genuine capture resolved to someone else");
+    assert_eq!(a.false_accepts, 0, "a stranger was accepted");
+    // The batched search decides exactly as one capture at a time.
+    let at = MerchantId::parse("1900000101").expect("valid id");
+    let batch: Vec<_> = probes.iter().step_by(25).map(|c| (&at, c)).collect();
+    let batched = g.identify_batch(&batch, &MatchPolicy::default()).unwrap();
+    for ((_, c), b) in batch.iter().zip(&batched) {
+        let one: Identification = g.identify(&at, c, &MatchPolicy::default()).unwrap();
+        assert_eq!((one.rule, &one.payer_id), (b.rule, &b.payer_id));
+        assert!((one.score - b.score).abs() < 1e-4 && (one.margin - b.margin).abs() < 1e-4);
     }
-    let (mut false_accepts, mut highest_stranger) = (0, f32::MIN);
-    for _ in 0..STRANGERS {
-        let id = identify(&mut g, SyntheticFaces::stranger(&mut rng));
-        highest_stranger = highest_stranger.max(id.score);
-        false_accepts += usize::from(id.payer_id.is_some());
-    }
+    assert!(batched.iter().any(|b| b.rule == MatchRule::GlobalHit));
+}
 
-    let tar = correct as f64 / GENUINE_CAPTURES as f64;
-    eprintln!(
-        "TAR {tar:.4} ({correct}/{GENUINE_CAPTURES}), wrong payer {wrong}, false accepts {false_accepts}/{STRANGERS}, \
-         lowest genuine score {lowest_genuine:.3}, highest stranger score {highest_stranger:.3}"
-    );
-    assert!(tar >= 0.99, "TAR {tar}");
-    assert_eq!(wrong, 0, "a genuine capture resolved to someone else");
-    assert_eq!(false_accepts, 0, "a stranger was accepted");
+/// The issue's figure: 100 000 identities, 10 000 impostor and 10 000 genuine probes. About
+/// 20 s in release; run with `cargo test --release -p facepay-matcher --test accuracy --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "100 000 identities: run in release with --ignored"]
+fn given_100000_identities_when_searched_at_default_thresholds_then_far_0_and_tar_99() {
+    let (a, _, _) = measure(100_000, 10_000, 10_000);
+    assert_eq!(a.false_accepts, 0, "{a:?}");
+    assert_eq!(a.wrong_payer, 0, "{a:?}");
+    assert!(a.tar() >= 0.99, "{a:?}");
 }

@@ -86,7 +86,7 @@ fn given_two_look_alike_members_when_captured_then_no_member_hit() {
     // Alice ≈ 0.800, Bob ≈ 0.724: the member margin 0.076 fails, and so does the global one.
     let q = unit(&[(0, 0.8), (1, 0.01), (2, 0.6)]);
     let id = identify(&mut g, "m1", &capture(q, None));
-    assert_eq!(id.rule, MatchRule::Ambiguous);
+    assert_eq!(id.rule, MatchRule::NeedsPhoneConfirmation);
     assert_eq!(id.payer_id, None);
 }
 
@@ -100,10 +100,10 @@ fn given_a_distinct_face_when_captured_without_phone_then_global_hit() {
 }
 
 #[test]
-fn given_a_look_alike_when_captured_without_phone_then_ambiguous() {
+fn given_a_look_alike_when_captured_without_phone_then_needs_phone_confirmation() {
     let mut g = twins_gallery();
     let id = identify(&mut g, "m1", &capture(alice_capture(), None));
-    assert_eq!(id.rule, MatchRule::Ambiguous);
+    assert_eq!(id.rule, MatchRule::NeedsPhoneConfirmation, "ambiguous globally: ask for the digits");
     assert_eq!(id.payer_id, None);
     assert!(close(id.score, 0.8) && close(id.margin, 0.08), "{id:?}");
 }
@@ -115,6 +115,15 @@ fn given_a_look_alike_when_captured_with_phone_then_phone_narrowed_hit() {
     assert_eq!(id.rule, MatchRule::PhoneNarrowedHit);
     assert_eq!(id.payer_id, Some(payer("alice")));
     assert!(close(id.score, 0.8) && close(id.margin, 0.8), "margin over Carol, not Bob: {id:?}");
+}
+
+#[test]
+fn given_look_alikes_sharing_phone_digits_when_captured_with_them_then_ambiguous() {
+    let mut g = twins_gallery();
+    g.enroll(payer("bob"), &bob_template(), Some(phone("1234")));
+    let id = identify(&mut g, "m1", &capture(alice_capture(), Some(phone("1234"))));
+    assert_eq!((id.rule, id.payer_id.clone()), (MatchRule::Ambiguous, None), "digits given, still too close: refuse");
+    assert!(close(id.score, 0.8) && close(id.margin, 0.08), "{id:?}");
 }
 
 #[test]
@@ -147,7 +156,7 @@ fn given_low_liveness_when_captured_then_liveness_failed_before_any_search() {
 
 #[test]
 fn given_a_large_gallery_when_captured_without_phone_then_needs_phone_confirmation() {
-    let mut g = twins_gallery();
+    let g = twins_gallery();
     let policy = MatchPolicy { phone_required_gallery_min: 3, ..MatchPolicy::default() };
     let id = g.identify(&merchant("m1"), &capture(unit(&[(3, 1.0)]), None), &policy).expect("search runs");
     assert_eq!((id.rule, id.payer_id), (MatchRule::NeedsPhoneConfirmation, None));
@@ -231,9 +240,10 @@ fn given_an_ended_membership_then_the_member_search_skips_the_payer() {
     g.add_member(&merchant("m1"), &payer("alice"));
     g.remove_member(&merchant("m1"), &payer("alice"));
     g.remove_member(&merchant("m2"), &payer("alice"));
-    assert_eq!(identify(&mut g, "m1", &capture(alice_capture(), None)).rule, MatchRule::Ambiguous);
+    let rule = |g: &mut Gallery| identify(g, "m1", &capture(alice_capture(), None)).rule;
+    assert_eq!(rule(&mut g), MatchRule::NeedsPhoneConfirmation);
     g.add_member(&merchant("m2"), &payer("alice"));
-    assert_eq!(identify(&mut g, "m1", &capture(alice_capture(), None)).rule, MatchRule::Ambiguous, "other merchant");
+    assert_eq!(rule(&mut g), MatchRule::NeedsPhoneConfirmation, "other merchant");
 }
 
 #[test]

@@ -1,0 +1,131 @@
+//! The gallery at rest: enrolments and deletions go to the store sealed by the matcher's
+//! [`Vault`]; a matcher process loads its shard of the gallery at start-up.
+//!
+//! Sharding: payer `p` belongs to shard `shard_hash(p) % count` (a stable FNV-1a hash of the
+//! payer id), so N matcher processes split a large gallery between them, each loading and
+//! searching only its own payers (a capture then goes to every shard and the best answer
+//! across shards wins; routing captures is the transport's business).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use facepay_domain::{Embedding, PayerId, PhoneLast4};
+use facepay_ledger::store::StoredFace;
+use facepay_ledger::{LedgerStore, StoreError};
+use facepay_matcher::vault::{Sealed, Vault, VaultError};
+use facepay_matcher::Gallery;
+
+/// Loading or storing a face failed. Never carries template values.
+#[derive(Debug, thiserror::Error)]
+pub enum FaceStoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored template did not open (wrong master key or tampered data); names the payer.
+    #[error("face of payer {payer}: {source}")]
+    Vault {
+        payer: String,
+        #[source]
+        source: VaultError,
+    },
+}
+
+/// Which part of the gallery this process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This process's shard, `0..count`.
+    pub index: u32,
+    /// How many matcher processes split the gallery.
+    pub count: u32,
+}
+
+impl Shard {
+    /// The whole gallery in one process.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Whether `payer`'s face belongs to this shard.
+    pub fn owns(&self, payer: &PayerId) -> bool {
+        shard_hash(payer) % self.count.max(1) == self.index
+    }
+}
+
+/// The stable hash that places a payer in a shard: 32-bit FNV-1a of the payer id.
+pub fn shard_hash(payer: &PayerId) -> u32 {
+    payer.as_str().bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// The store and the vault of one matcher process.
+#[derive(Clone)]
+pub struct FaceStore {
+    store: Arc<dyn LedgerStore>,
+    vault: Arc<Vault>,
+    shard: Shard,
+}
+
+impl std::fmt::Debug for FaceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaceStore").field("shard", &self.shard).finish_non_exhaustive()
+    }
+}
+
+impl FaceStore {
+    pub fn new(store: Arc<dyn LedgerStore>, vault: Vault, shard: Shard) -> Self {
+        Self { store, vault: Arc::new(vault), shard }
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// Seals and stores `payer`'s template (a fresh data key; the previous one, if any, is
+    /// replaced and so shredded). The embedding was validated and normalised on parsing.
+    pub async fn enrol(
+        &self,
+        payer: &PayerId,
+        embedding: &Embedding,
+        phone_last4: Option<PhoneLast4>,
+        at: DateTime<Utc>,
+    ) -> Result<(), FaceStoreError> {
+        let Sealed { key_id, wrapped_key, ciphertext } = self.vault.seal(payer, embedding);
+        let face = StoredFace {
+            payer_id: payer.clone(),
+            phone_last4,
+            shard_hash: shard_hash(payer),
+            key_id,
+            wrapped_key,
+            ciphertext,
+        };
+        Ok(self.store.face_enrol(&face, at).await?)
+    }
+
+    /// Destroys `payer`'s data key: every template of theirs in the log becomes unreadable.
+    pub async fn delete(&self, payer: &PayerId) -> Result<bool, FaceStoreError> {
+        Ok(self.store.face_delete(payer).await?)
+    }
+
+    /// This shard's gallery, opened and enrolled into a fresh [`Gallery`].
+    pub async fn load(&self) -> Result<Gallery, FaceStoreError> {
+        let mut gallery = Gallery::new();
+        for face in self.store.face_gallery(self.shard.index, self.shard.count.max(1)).await? {
+            let sealed = Sealed { key_id: face.key_id, wrapped_key: face.wrapped_key, ciphertext: face.ciphertext };
+            let embedding = self
+                .vault
+                .open(&face.payer_id, &sealed)
+                .map_err(|source| FaceStoreError::Vault { payer: face.payer_id.to_string(), source })?;
+            gallery.enroll(face.payer_id, &embedding, face.phone_last4);
+        }
+        Ok(gallery)
+    }
+
+    /// Opens every template the log still holds for `payer`; after a deletion none opens.
+    pub async fn open_all(&self, payer: &PayerId) -> Result<Vec<Result<Embedding, VaultError>>, FaceStoreError> {
+        let live = self.store.face_gallery(self.shard.index, self.shard.count.max(1)).await?;
+        let wrapped = live.into_iter().find(|f| &f.payer_id == payer).map(|f| f.wrapped_key).unwrap_or_default();
+        let logged = self.store.face_ciphertexts(payer).await?;
+        Ok(logged
+            .into_iter()
+            .map(|(key_id, ciphertext)| {
+                self.vault.open(payer, &Sealed { key_id, wrapped_key: wrapped.clone(), ciphertext })
+            })
+            .collect())
+    }
+}

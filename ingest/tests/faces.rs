@@ -1,0 +1,190 @@
+//! The gallery at rest, on SQLite and PostgreSQL: a restart restores the gallery exactly,
+//! deletion makes a payer unmatchable and every stored ciphertext of theirs undecryptable
+//! (crypto-shredding), and shards split the payers.
+//!
+//! PostgreSQL runs on a database of its own on `FACEPAY_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); unreachable, the variant says so and passes
+//! unless `FACEPAY_REQUIRE_POSTGRES=1`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use facepay_domain::event::FaceCaptured;
+use facepay_domain::{Embedding, FaceCode, MerchantId, PayerId, PhoneLast4, Score};
+use facepay_ingest::faces::{FaceStore, Shard};
+use facepay_ledger::{LedgerStore, PgStore, SqliteStore};
+use facepay_matcher::synthetic::SyntheticFaces;
+use facepay_matcher::vault::{MasterKey, Vault};
+use facepay_matcher::{Gallery, MatchPolicy, MatchRule};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Connection;
+
+const PAYERS: usize = 60;
+
+enum Home {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Pg(Box<PgConnectOptions>, String),
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let Home::Pg(admin, name) = self else { return };
+        let (admin, sql) = ((**admin).clone(), format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect_with(&admin).await?;
+                sqlx::query(&sql).execute(&mut conn).await?;
+                conn.close().await
+            })
+        })
+        .join();
+    }
+}
+
+/// Opens the store of `home` (again: a restart).
+async fn open(home: &Home) -> Arc<dyn LedgerStore> {
+    match home {
+        Home::Dir(dir) => {
+            Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.path().join("f.db").display())).await.unwrap())
+        }
+        Home::Pg(admin, name) => Arc::new(PgStore::open_with(admin.clone().database(name)).await.unwrap()),
+    }
+}
+
+async fn home(postgres: bool) -> Option<Home> {
+    if !postgres {
+        return Some(Home::Dir(tempfile::tempdir().unwrap()));
+    }
+    let url = std::env::var("FACEPAY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let admin = PgConnectOptions::from_str(&url).unwrap();
+    let conn = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect_with(&admin)).await;
+    let Ok(Ok(mut conn)) = conn else {
+        assert_ne!(std::env::var("FACEPAY_REQUIRE_POSTGRES").as_deref(), Ok("1"), "PostgreSQL required");
+        eprintln!("skipped: PostgreSQL not reachable");
+        return None;
+    };
+    let name = format!("facepay_t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    Some(Home::Pg(Box::new(admin), name))
+}
+
+fn payer(i: usize) -> PayerId {
+    PayerId::parse(format!("payer-{i:03}")).unwrap()
+}
+
+fn phone(i: usize) -> Option<PhoneLast4> {
+    i.is_multiple_of(3).then(|| PhoneLast4::parse(&format!("{:04}", 1000 + i % 7)).unwrap())
+}
+
+fn capture(embedding: Embedding, phone_last4: Option<PhoneLast4>) -> FaceCaptured {
+    FaceCaptured {
+        face_code: FaceCode::parse("134567890123456789").unwrap(),
+        embedding,
+        liveness: Score::try_from(0.99).unwrap(),
+        phone_last4,
+    }
+}
+
+/// Enrols every synthetic payer (payer 5 twice: the second template replaces the first) and
+/// deletes payer 7.
+async fn populate(faces: &FaceStore, synthetic: &SyntheticFaces) {
+    for i in 0..PAYERS {
+        faces.enrol(&payer(i), &synthetic.enrolment(i), phone(i), Utc::now()).await.unwrap();
+    }
+    faces.enrol(&payer(5), &synthetic.nth_capture(5, 9), phone(5), Utc::now()).await.unwrap();
+    assert!(faces.delete(&payer(7)).await.unwrap());
+    assert!(!faces.delete(&payer(7)).await.unwrap(), "a second deletion finds no key");
+}
+
+/// The template each payer should have after [`populate`].
+fn expected(synthetic: &SyntheticFaces, i: usize) -> Embedding {
+    if i == 5 {
+        synthetic.nth_capture(5, 9)
+    } else {
+        synthetic.enrolment(i)
+    }
+}
+
+async fn restart_restores_the_gallery_and_deletion_shreds(postgres: bool) {
+    let Some(home) = home(postgres).await else { return };
+    let (key, hex) = MasterKey::generate();
+    let synthetic = SyntheticFaces::new(77, PAYERS);
+    populate(&FaceStore::new(open(&home).await, Vault::new(key), Shard::ALL), &synthetic).await;
+
+    // Restart: a new store handle and a vault from the configured key.
+    let faces = FaceStore::new(open(&home).await, Vault::new(MasterKey::from_hex(&hex).unwrap()), Shard::ALL);
+    let gallery = faces.load().await.unwrap();
+    assert_eq!(gallery.len(), PAYERS - 1);
+    let at = MerchantId::parse("1900000101").unwrap();
+    let policy = MatchPolicy::default();
+    for i in (0..PAYERS).filter(|&i| i != 7) {
+        let id = gallery.identify(&at, &capture(expected(&synthetic, i), None), &policy).unwrap();
+        assert_eq!((id.rule, id.payer_id), (MatchRule::GlobalHit, Some(payer(i))));
+        assert!((id.score - 1.0).abs() < 1e-5, "the very template came back: {}", id.score);
+        if let Some(p) = phone(i) {
+            let id = gallery.identify(&at, &capture(expected(&synthetic, i), Some(p)), &policy).unwrap();
+            assert_eq!((id.rule, id.payer_id), (MatchRule::PhoneNarrowedHit, Some(payer(i))), "phone restored");
+        }
+    }
+    // The deleted payer: unmatchable, and the log's ciphertexts of theirs open for no one.
+    let id = gallery.identify(&at, &capture(synthetic.enrolment(7), None), &policy).unwrap();
+    assert_eq!((id.rule, id.payer_id), (MatchRule::NoMatch, None));
+    let logged = faces.open_all(&payer(7)).await.unwrap();
+    assert_eq!(logged.len(), 1, "the append-only log keeps the ciphertext");
+    assert!(logged.iter().all(Result::is_err), "but it no longer opens");
+    // Re-enrolment replaced payer 5's key: only the newest of the two ciphertexts opens.
+    let fives = faces.open_all(&payer(5)).await.unwrap();
+    assert_eq!(fives.len(), 2);
+    assert!(fives[0].is_err() && fives[1].as_ref().ok() == Some(&synthetic.nth_capture(5, 9)));
+    // The wrong master key refuses to load rather than load noise.
+    let wrong = FaceStore::new(open(&home).await, Vault::new(MasterKey::generate().0), Shard::ALL);
+    let err = wrong.load().await.unwrap_err().to_string();
+    assert!(err.contains("does not open"), "{err}");
+}
+
+async fn shards_split_the_payers(postgres: bool) {
+    let Some(home) = home(postgres).await else { return };
+    let (key, hex) = MasterKey::generate();
+    let synthetic = SyntheticFaces::new(78, PAYERS);
+    populate(&FaceStore::new(open(&home).await, Vault::new(key), Shard::ALL), &synthetic).await;
+    let mut total = 0;
+    let mut galleries: Vec<Gallery> = Vec::new();
+    for index in 0..3 {
+        let shard = Shard { index, count: 3 };
+        let vault = Vault::new(MasterKey::from_hex(&hex).unwrap());
+        let g = FaceStore::new(open(&home).await, vault, shard).load().await.unwrap();
+        total += g.len();
+        galleries.push(g);
+    }
+    assert_eq!(total, PAYERS - 1, "every payer in exactly one shard");
+    assert!(galleries.iter().all(|g| g.len() > 5), "the shards are not lopsided");
+    let at = MerchantId::parse("1900000101").unwrap();
+    for i in (0..PAYERS).filter(|&i| i != 7) {
+        let owner = (0..3).find(|&s| Shard { index: s, count: 3 }.owns(&payer(i))).unwrap();
+        let id = galleries[owner as usize]
+            .identify(&at, &capture(expected(&synthetic, i), None), &MatchPolicy::default())
+            .unwrap();
+        assert_eq!(id.payer_id, Some(payer(i)));
+    }
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(false).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(true).await
+            }
+        }
+    )+};
+}
+
+on_both_stores!(restart_restores_the_gallery_and_deletion_shreds, shards_split_the_payers);

@@ -1,0 +1,235 @@
+//! The matcher benchmark behind `facepay bench matcher`: exact batched and single-query
+//! search over a synthetic gallery, f32 against f16, and the IVF index against exact search.
+//!
+//! The gallery is the enrolment captures of `gallery` synthetic identities; the queries are
+//! later captures of random enrolled identities (the workload of a till). Recall@1 of a
+//! variant is the share of queries whose best row equals the exact f32 search's best row.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::flat::{FlatIndex, Precision, TensorError};
+use crate::ivf::{IvfIndex, IvfOptions};
+use crate::synthetic::SyntheticFaces;
+use crate::topk::Hit;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub gallery: usize,
+    pub queries: usize,
+    pub k: usize,
+    pub seed: u64,
+    /// Single-query searches timed (the first `single` queries, one at a time).
+    pub single: usize,
+    /// Build and measure the IVF index too.
+    pub ivf: Option<IvfOptions>,
+    /// Lists probed per IVF query: each value is measured on the one index.
+    pub nprobe: Vec<usize>,
+    /// Write `gallery.f32` and `queries.f32` (raw little-endian f32) here.
+    pub export: Option<PathBuf>,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            gallery: 100_000,
+            queries: 1_000,
+            k: 5,
+            seed: 20_260_302,
+            single: 1_000,
+            ivf: None,
+            nprobe: vec![32],
+            export: None,
+        }
+    }
+}
+
+/// The figures, one JSON object.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub gallery: usize,
+    pub dim: usize,
+    pub queries: usize,
+    pub k: usize,
+    pub threads: usize,
+    pub generate_s: f64,
+    /// Exact f32: all queries in one batched search (tiled matmul + top-k).
+    pub batch_s: f64,
+    pub batch_queries_per_s: f64,
+    /// The same over the f16 gallery.
+    pub batch_f16_queries_per_s: f64,
+    /// One query at a time, f32 gallery (memory-bound scan).
+    pub single_query_p50_ms: f64,
+    pub single_query_p99_ms: f64,
+    /// One query at a time, f16 gallery.
+    pub single_query_f16_p50_ms: f64,
+    pub single_query_f16_p99_ms: f64,
+    /// Effective read bandwidth of the median f32 single query, GB/s.
+    pub single_query_gb_per_s: f64,
+    pub gallery_bytes_f32: usize,
+    pub gallery_bytes_f16: usize,
+    /// Top-1 of the f16 gallery (batched and single) equal to exact f32's.
+    pub recall_at_1_f16: f64,
+    /// Share of queries whose exact top-1 is their own identity.
+    pub genuine_top1: f64,
+    /// The IVF figures of the fewest probes that reach recall@1 ≥ 0.99 (else the most
+    /// probes measured), and every setting measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ivf_queries_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ivf_recall_at_1: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ivf: Vec<IvfReport>,
+}
+
+/// The approximate index against exact search.
+#[derive(Debug, Clone, Serialize)]
+pub struct IvfReport {
+    pub nlist: usize,
+    pub nprobe: usize,
+    pub spill: usize,
+    pub build_s: f64,
+    pub ivf_bytes: usize,
+    pub ivf_queries_per_s: f64,
+    /// `ivf_queries_per_s / batch_queries_per_s`.
+    pub speedup_over_exact: f64,
+    pub ivf_recall_at_1: f64,
+}
+
+/// The synthetic gallery and queries of `opts`, row-major, plus the identity of each query.
+pub fn workload(opts: &BenchOptions) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
+    let faces = SyntheticFaces::new(opts.seed, opts.gallery);
+    let gallery: Vec<f32> =
+        (0..opts.gallery).into_par_iter().flat_map_iter(|i| Vec::from(faces.enrolment(i))).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed);
+    let who: Vec<usize> = (0..opts.queries).map(|_| rng.random_range(0..opts.gallery)).collect();
+    let queries: Vec<f32> = who.par_iter().flat_map_iter(|&i| Vec::from(faces.nth_capture(i, 1))).collect();
+    (gallery, queries, who)
+}
+
+/// Runs the benchmark.
+pub fn run(opts: &BenchOptions) -> Result<BenchReport, TensorError> {
+    let dim = facepay_domain::limits::EMBEDDING_DIM;
+    let t = Instant::now();
+    let (gallery, queries, who) = workload(opts);
+    let generate_s = t.elapsed().as_secs_f64();
+    if let Some(dir) = &opts.export {
+        export(dir, &gallery, &queries).map_err(|e| TensorError { op: "export", source: e.into() })?;
+    }
+    let exact = FlatIndex::new(&gallery, dim, Precision::F32)?;
+    let half = FlatIndex::new(&gallery, dim, Precision::F16)?;
+    let ivf_input = opts.ivf.map(|_| gallery);
+
+    let t = Instant::now();
+    let truth = exact.search_batch(&queries, opts.k)?;
+    let batch_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let batch16 = half.search_batch(&queries, opts.k)?;
+    let batch16_s = t.elapsed().as_secs_f64();
+
+    let single = opts.single.min(opts.queries);
+    let (p50, p99, singles) = time_single(&exact, &queries[..single * dim], opts.k)?;
+    let (p50_16, p99_16, singles16) = time_single(&half, &queries[..single * dim], opts.k)?;
+    let agree = |a: &[Vec<Hit>], b: &[Vec<Hit>]| a.iter().zip(b).filter(|(x, y)| top1(x) == top1(y)).count();
+    let single_ok = agree(&singles, &truth[..single]) == single;
+    let f16_agree = agree(&batch16, &truth) + agree(&singles16, &truth[..single]);
+    let ivf = match (opts.ivf, ivf_input) {
+        (Some(o), Some(rows)) => run_ivf(&rows, &queries, &truth, batch_s, o, opts)?,
+        _ => Vec::new(),
+    };
+    let chosen = ivf.iter().find(|r| r.ivf_recall_at_1 >= 0.99).or(ivf.last());
+    assert!(single_ok, "the single-query path disagrees with the batched one");
+    Ok(BenchReport {
+        gallery: opts.gallery,
+        dim,
+        queries: opts.queries,
+        k: opts.k,
+        threads: rayon::current_num_threads(),
+        generate_s,
+        batch_s,
+        batch_queries_per_s: opts.queries as f64 / batch_s,
+        batch_f16_queries_per_s: opts.queries as f64 / batch16_s,
+        single_query_p50_ms: p50,
+        single_query_p99_ms: p99,
+        single_query_f16_p50_ms: p50_16,
+        single_query_f16_p99_ms: p99_16,
+        single_query_gb_per_s: exact.bytes() as f64 / (p50 / 1e3) / 1e9,
+        gallery_bytes_f32: exact.bytes(),
+        gallery_bytes_f16: half.bytes(),
+        recall_at_1_f16: f16_agree as f64 / (opts.queries + single) as f64,
+        genuine_top1: truth.iter().zip(&who).filter(|(h, &w)| top1(h) == Some(w)).count() as f64 / opts.queries as f64,
+        ivf_queries_per_s: chosen.map(|r| r.ivf_queries_per_s),
+        ivf_recall_at_1: chosen.map(|r| r.ivf_recall_at_1),
+        ivf,
+    })
+}
+
+fn top1(hits: &[Hit]) -> Option<usize> {
+    hits.first().map(|h| h.row)
+}
+
+/// p50 and p99 in ms of one-at-a-time searches, and their answers.
+fn time_single(index: &FlatIndex, queries: &[f32], k: usize) -> Result<(f64, f64, Vec<Vec<Hit>>), TensorError> {
+    let mut ms = Vec::new();
+    let mut answers = Vec::new();
+    for q in queries.chunks_exact(index.dim()) {
+        let t = Instant::now();
+        answers.push(index.search_one(q, k)?);
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| ms.get(((ms.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
+    Ok((at(0.50), at(0.99), answers))
+}
+
+fn run_ivf(
+    rows: &[f32],
+    queries: &[f32],
+    truth: &[Vec<Hit>],
+    batch_s: f64,
+    o: IvfOptions,
+    opts: &BenchOptions,
+) -> Result<Vec<IvfReport>, TensorError> {
+    let dim = facepay_domain::limits::EMBEDDING_DIM;
+    let t = Instant::now();
+    let index = IvfIndex::build(rows, dim, &o)?;
+    let build_s = t.elapsed().as_secs_f64();
+    let mut reports = Vec::new();
+    for &nprobe in &opts.nprobe {
+        let t = Instant::now();
+        let found = index.search_batch(queries, opts.k, nprobe)?;
+        let ivf_s = t.elapsed().as_secs_f64();
+        let agree = found.iter().zip(truth).filter(|(a, b)| top1(a) == top1(b)).count();
+        reports.push(IvfReport {
+            nlist: index.nlist(),
+            nprobe,
+            spill: o.spill,
+            build_s,
+            ivf_bytes: index.bytes(),
+            ivf_queries_per_s: opts.queries as f64 / ivf_s,
+            speedup_over_exact: batch_s / ivf_s,
+            ivf_recall_at_1: agree as f64 / opts.queries as f64,
+        });
+    }
+    Ok(reports)
+}
+
+/// Writes the gallery and queries as raw little-endian f32 for other engines (faiss).
+fn export(dir: &std::path::Path, gallery: &[f32], queries: &[f32]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, data) in [("gallery.f32", gallery), ("queries.f32", queries)] {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(name))?);
+        for x in data {
+            f.write_all(&x.to_le_bytes())?;
+        }
+        f.flush()?;
+    }
+    Ok(())
+}
