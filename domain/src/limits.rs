@@ -150,6 +150,11 @@ pub const OUTBOX_LEASE_MARGIN_MS: u64 = 1_000;
 /// for what its predecessor published but had not marked.
 pub const OUTBOX_RECOVERY_TIMEOUT_MS: u64 = 30_000;
 
+/// Longest a consumer's fetch waits at the broker for data to arrive (librdkafka's default is
+/// 500 ms; a payer is waiting at the till, and an event crosses two topics before its outcome
+/// lands on a third). A broker that has data answers at once either way.
+pub const KAFKA_FETCH_WAIT_MAX_MS: u64 = 10;
+
 /// When reading a topic to its end, how long nothing more must arrive after the reported
 /// end before the read is complete (a broker may report its end short of a batch's last
 /// records).

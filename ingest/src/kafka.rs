@@ -26,9 +26,9 @@ use facepay_ledger::{Command, Delivery, Ledger, OutboxTopics, Rejection, StoreEr
 use crate::wire::StageMessage;
 
 use facepay_domain::limits::{
-    KAFKA_PARTITIONS_DEFAULT, KAFKA_READ_QUIET_MS, KAFKA_RECV_ERRORS_MAX, KAFKA_RECV_ERROR_PAUSE_MS,
-    KAFKA_SEND_TIMEOUT_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, MATCH_BATCH_MAX, OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS,
-    OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS, OUTBOX_RECOVERY_TIMEOUT_MS,
+    KAFKA_FETCH_WAIT_MAX_MS, KAFKA_PARTITIONS_DEFAULT, KAFKA_READ_QUIET_MS, KAFKA_RECV_ERRORS_MAX,
+    KAFKA_RECV_ERROR_PAUSE_MS, KAFKA_SEND_TIMEOUT_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, MATCH_BATCH_MAX,
+    OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS, OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS, OUTBOX_RECOVERY_TIMEOUT_MS,
 };
 
 /// Topic suffixes; the configured prefix (default `facepay.`) goes in front.
@@ -148,7 +148,8 @@ impl KafkaConfig {
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000");
+            .set("session.timeout.ms", "10000")
+            .set("fetch.wait.max.ms", KAFKA_FETCH_WAIT_MAX_MS.to_string());
         if let Some(id) = &self.instance_id {
             c.set("group.instance.id", format!("{id}-{group}"));
         }
