@@ -24,16 +24,8 @@ enum Command {
         /// Keep the API up afterwards and print its URL.
         #[arg(long)]
         serve: bool,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        #[arg(long, default_value_t = 5)]
-        merchants: usize,
-        #[arg(long, default_value_t = 20)]
-        devices: usize,
-        #[arg(long, default_value_t = 2_000)]
-        payers: usize,
-        #[arg(long, default_value_t = 20_000)]
-        payments: usize,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Run the pipeline and the HTTP API over the configured store (PostgreSQL + Kafka when
     /// configured, embedded otherwise). Stops gracefully on SIGTERM or ctrl-c.
@@ -75,22 +67,36 @@ enum Command {
         /// Events per second to offer (default: as fast as the broker takes them).
         #[arg(long)]
         rate: Option<u64>,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        #[arg(long, default_value_t = 5)]
-        merchants: usize,
-        #[arg(long, default_value_t = 20)]
-        devices: usize,
-        #[arg(long, default_value_t = 2_000)]
-        payers: usize,
-        #[arg(long, default_value_t = 20_000)]
-        payments: usize,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Benchmarks that print JSON.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+/// The simulated fleet: the same seed gives the same events.
+#[derive(clap::Args, Clone, Copy)]
+struct FleetArgs {
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 5)]
+    merchants: usize,
+    #[arg(long, default_value_t = 20)]
+    devices: usize,
+    #[arg(long, default_value_t = 2_000)]
+    payers: usize,
+    #[arg(long, default_value_t = 20_000)]
+    payments: usize,
+}
+
+impl FleetArgs {
+    fn options(&self, data_dir: std::path::PathBuf, progress: bool) -> demo::DemoOptions {
+        let FleetArgs { seed, merchants, devices, payers, payments } = *self;
+        demo::DemoOptions { seed, merchants, devices, payers, payments, data_dir, progress }
+    }
 }
 
 #[derive(Subcommand)]
@@ -167,17 +173,9 @@ enum BenchWhat {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match cli.command {
-        Command::Demo { json, serve: keep, seed, merchants, devices, payers, payments } => {
+        Command::Demo { json, serve: keep, fleet } => {
             check_profile(&config)?;
-            let opts = demo::DemoOptions {
-                seed,
-                merchants,
-                devices,
-                payers,
-                payments,
-                data_dir: config.data_dir.clone(),
-                progress: !json,
-            };
+            let opts = fleet.options(config.data_dir.clone(), !json);
             let (summary, app) = demo::run(&opts).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -248,14 +246,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Simulate { kafka: _, json, rate, seed, merchants, devices, payers, payments } => {
+        Command::Simulate { kafka: _, json, rate, fleet } => {
             let Some(brokers) = &config.kafka_brokers else {
                 anyhow::bail!("simulate --kafka publishes to FACEPAY_KAFKA_BROKERS; set it");
             };
             let cfg = facepay_ingest::kafka::KafkaConfig::from_env(brokers.as_str());
             let store = open_store(&config.database_url).await?;
-            let fleet =
-                demo::DemoOptions { seed, merchants, devices, payers, payments, progress: false, ..Default::default() };
+            let fleet = fleet.options(config.data_dir.clone(), false);
             let opts = crate::simulate::SimulateOptions { fleet, rate_per_s: rate };
             let report = crate::simulate::kafka(&opts, &cfg, store.as_ref()).await?;
             match json {

@@ -10,26 +10,17 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use facepay_ingest::kafka;
-use facepay_ledger::postgres::PgStore;
-use facepay_ledger::LedgerStore;
 use rand::{Rng, SeedableRng};
-use support::{answered, services, spawn, tail, Stop, FAST_LEASE};
+use support::{answered, spawn, tail, Stop, FAST_LEASE};
 
 /// SIGKILLs in one run (the issue asks for at least five).
 const KILLS: usize = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_six_times_decides_each_event_once_and_publishes_each_outcome_once() {
-    let Some((brokers, database)) = services().await else { return };
-    let db = database.url.clone();
-    let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&db).await.unwrap());
-    let cfg = support::config(&brokers, 4);
-    kafka::ensure_topics(&cfg).await.unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Some(support::Run { db, store, cfg, logs, database: _database }) = support::run(4).await else { return };
     let (match_log, ledger_log) = (logs.path().join("matcher.log"), logs.path().join("ledger.log"));
     let matcher = spawn(&db, &cfg, "matcher", &FAST_LEASE, &match_log);
     // Static membership: the restarted process takes its predecessor's partitions back at

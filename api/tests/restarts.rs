@@ -8,13 +8,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use facepay_ingest::kafka;
-use facepay_ledger::postgres::PgStore;
-use facepay_ledger::LedgerStore;
-use support::{services, spawn, tail, FAST_LEASE};
+use support::{spawn, tail, FAST_LEASE};
 
 /// The command that does `verb` (stop, start) to the local PostgreSQL cluster, if this
 /// machine has one.
@@ -50,12 +46,7 @@ async fn postgres_restarted_mid_run_the_service_rides_it_out_and_loses_nothing()
         eprintln!("skipped: no pg_ctlcluster here to restart PostgreSQL with");
         return;
     };
-    let Some((brokers, database)) = services().await else { return };
-    let db = database.url.clone();
-    let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&db).await.unwrap());
-    let cfg = support::config(&brokers, 4);
-    kafka::ensure_topics(&cfg).await.unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Some(support::Run { db, store, cfg, logs, database: _database }) = support::run(4).await else { return };
     let log = logs.path().join("serve.log");
     let mut serve = spawn(&db, &cfg, "matcher,ledger,relay", &FAST_LEASE, &log);
 

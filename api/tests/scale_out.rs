@@ -5,15 +5,13 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use facepay_domain::{DeviceId, DeviceRef, FaceCode, MerchantId, Money, OutTradeNo, PayerId, StoreId};
 use facepay_ingest::kafka::{self, command_key, LEDGER_COMMANDS};
 use facepay_ingest::wire::StageMessage;
-use facepay_ledger::postgres::PgStore;
-use facepay_ledger::{Command as LedgerCommand, CommandKind, Identity, LedgerStore};
-use support::{answered, services, spawn, tail, Stop};
+use facepay_ledger::{Command as LedgerCommand, CommandKind, Identity};
+use support::{answered, spawn, tail, Stop};
 
 const PAYERS: usize = 24;
 const PAYMENTS_EACH: usize = 8;
@@ -91,13 +89,7 @@ async fn two_processes_share_the_partitions_and_a_crash_loses_and_double_posts_n
 }
 
 async fn scale_out(stop: Stop) {
-    let Some((brokers, database)) = services().await else { return };
-    let db = database.url.clone();
-    let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&db).await.unwrap());
-    let cfg = support::config(&brokers, 4);
-    kafka::ensure_topics(&cfg).await.unwrap();
-
-    let logs = tempfile::tempdir().unwrap();
+    let Some(support::Run { db, store, cfg, logs, database: _database }) = support::run(4).await else { return };
     let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
     let mut a = Some(spawn(&db, &cfg, "ledger,relay", &[], &log_a));
     let b = spawn(&db, &cfg, "ledger,relay", &[], &log_b);

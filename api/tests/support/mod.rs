@@ -236,3 +236,25 @@ pub fn load(
     let cfg = cfg.clone();
     tokio::spawn(async move { facepay_api::simulate::kafka(&opts, &cfg, store.as_ref()).await })
 }
+
+/// What a test against PostgreSQL and the broker starts from: a fresh database and its
+/// store, topics of its own (created), and a folder for the processes' logs.
+pub struct Run {
+    pub db: String,
+    pub store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
+    pub cfg: KafkaConfig,
+    pub logs: tempfile::TempDir,
+    /// Last: dropping it drops the database, after the store's pool is gone.
+    pub database: Database,
+}
+
+/// A [`Run`] with `partitions` per topic, or `None` (with a message) where the services are
+/// missing and not required.
+pub async fn run(partitions: i32) -> Option<Run> {
+    let (brokers, database) = services().await?;
+    let store = facepay_ledger::postgres::PgStore::open(&database.url).await.unwrap();
+    let cfg = config(&brokers, partitions);
+    facepay_ingest::kafka::ensure_topics(&cfg).await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    Some(Run { db: database.url.clone(), store: std::sync::Arc::new(store), cfg, logs, database })
+}
