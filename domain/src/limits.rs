@@ -155,6 +155,10 @@ pub const OUTBOX_RECOVERY_TIMEOUT_MS: u64 = 30_000;
 /// lands on a third). A broker that has data answers at once either way.
 pub const KAFKA_FETCH_WAIT_MAX_MS: u64 = 10;
 
+/// How far back (in records) the ledger stage reads a partition again when the broker skipped
+/// records past the stored offset: more than one producer batch of one partition.
+pub const KAFKA_GAP_REWIND_MAX: i64 = 4_096;
+
 /// When reading a topic to its end, how long nothing more must arrive after the reported
 /// end before the read is complete (a broker may report its end short of a batch's last
 /// records).

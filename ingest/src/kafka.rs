@@ -26,9 +26,10 @@ use facepay_ledger::{Command, Delivery, Ledger, OutboxTopics, Rejection, StoreEr
 use crate::wire::StageMessage;
 
 use facepay_domain::limits::{
-    KAFKA_FETCH_WAIT_MAX_MS, KAFKA_PARTITIONS_DEFAULT, KAFKA_READ_QUIET_MS, KAFKA_RECV_ERRORS_MAX,
-    KAFKA_RECV_ERROR_PAUSE_MS, KAFKA_SEND_TIMEOUT_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, MATCH_BATCH_MAX,
-    OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS, OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS, OUTBOX_RECOVERY_TIMEOUT_MS,
+    KAFKA_FETCH_WAIT_MAX_MS, KAFKA_GAP_REWIND_MAX, KAFKA_PARTITIONS_DEFAULT, KAFKA_READ_QUIET_MS,
+    KAFKA_RECV_ERRORS_MAX, KAFKA_RECV_ERROR_PAUSE_MS, KAFKA_SEND_TIMEOUT_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX,
+    MATCH_BATCH_MAX, OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS, OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS,
+    OUTBOX_RECOVERY_TIMEOUT_MS,
 };
 
 /// Topic suffixes; the configured prefix (default `facepay.`) goes in front.
@@ -435,6 +436,7 @@ pub async fn run_ledger_stage(
     let consumer = cfg.logged_consumer(&cfg.ledger_group)?;
     consumer.subscribe(&[&topic])?;
     let mut seen = std::collections::BTreeSet::new();
+    let mut rewound: HashMap<i32, i64> = HashMap::new();
     let mut errors = RecvErrors::default();
     loop {
         let first = tokio::select! {
@@ -461,6 +463,16 @@ pub async fn run_ledger_stage(
         // The database, not Kafka, says what was consumed: read it for every batch, so a
         // partition that moved here from another process resumes where that one stopped.
         let done = ledger.store().offsets(&cfg.ledger_group, &topic).await?;
+        if let Some((p, at)) = skipped(&batch, &done, &mut rewound) {
+            // The broker sent records past what the database holds, skipping some: read the
+            // partition again from before that point (what is done is filtered out again).
+            tracing::warn!(partition = p, stored = at, "the broker skipped records; reading the partition again");
+            let back = rdkafka::Offset::Offset((at - KAFKA_GAP_REWIND_MAX).max(0));
+            if let Err(e) = consumer.seek(&topic, p, back, Duration::from_secs(5)) {
+                tracing::info!(partition = p, error = %e, "seek back failed (the partition likely moved away)");
+            }
+            continue;
+        }
         let items = fresh_items(&batch, &done);
         if !items.is_empty() {
             match decide_items(&cfg, &topic, &ledger, &items, &done).await {
@@ -474,6 +486,25 @@ pub async fn run_ledger_stage(
         }
         commit_hints(&consumer, &batch);
     }
+}
+
+/// A partition of `batch` whose first record past the stored offset comes after it: records
+/// were skipped (some brokers, tansu 0.6 among them, answer a fetch from the middle of a
+/// record batch with the next batch). Each stored offset is read again once; a gap that is
+/// still there then is the log's own (compaction, transaction markers) and is accepted.
+fn skipped(batch: &[OwnedMessage], done: &HashMap<i32, i64>, rewound: &mut HashMap<i32, i64>) -> Option<(i32, i64)> {
+    let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+    for m in batch {
+        let stored = done.get(&m.partition()).copied();
+        if stored.is_some_and(|d| m.offset() >= d) {
+            let slot = first.entry(m.partition()).or_insert(m.offset());
+            *slot = (*slot).min(m.offset());
+        }
+    }
+    first.into_iter().find_map(|(p, offset)| {
+        let stored = done[&p];
+        (offset > stored && rewound.insert(p, stored) != Some(stored)).then_some((p, stored))
+    })
 }
 
 /// One consumed message the database has not seen yet.
