@@ -370,8 +370,11 @@ pub async fn run_match_stage(
         let mut acks = Acks::with_capacity(batch.len());
         for msg in &batch {
             let out = stage_message(&registry, &mut stage, msg);
-            if let (Some(faces), StageMessage::Command(_) | StageMessage::Answer(_)) = (&faces, &out) {
-                keep_face(faces, msg).await?;
+            // Only enrolments and deletions touch the face store: parse those again, no other.
+            if let (Some(faces), StageMessage::Answer(a)) = (&faces, &out) {
+                if matches!(a.body.kind(), "face_enrolled" | "face_deleted") {
+                    keep_face(faces, msg).await?;
+                }
             }
             let (key, payload) = (out.key(), serde_json::to_vec(&out)?);
             enqueue(&producer, FutureRecord::to(&commands).key(key.as_str()).payload(payload.as_slice()), &mut acks)?;
