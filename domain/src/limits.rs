@@ -182,6 +182,10 @@ pub const STAGE_RESTART_BACKOFF_MIN_MS: u64 = 100;
 /// is retried this often, without a crash loop).
 pub const STAGE_RESTART_BACKOFF_MAX_MS: u64 = 5_000;
 
+/// Tries of one batch by the embedded ledger stage while its store fails (nothing is decided
+/// then), with the restart backoff between them; after the last the pipeline stops.
+pub const LEDGER_BATCH_TRIES_MAX: u32 = 12;
+
 /// A stage that ran this long before failing starts again after the shortest pause.
 pub const STAGE_HEALTHY_MS: u64 = 30_000;
 

@@ -102,9 +102,12 @@ impl FaceStore {
         Ok(self.store.face_delete(payer).await?)
     }
 
-    /// This shard's gallery, opened and enrolled into a fresh [`Gallery`].
+    /// This shard's gallery, opened and enrolled into a fresh [`Gallery`], with the open
+    /// memberships of its payers as the ledger keeps them (its member cards), so that a
+    /// restarted matcher still searches a merchant's members first.
     pub async fn load(&self) -> Result<Gallery, FaceStoreError> {
         let mut gallery = Gallery::new();
+        self.restore_members(&mut gallery).await?;
         for face in self.store.face_gallery(self.shard.index, self.shard.count.max(1)).await? {
             let sealed = Sealed { key_id: face.key_id, wrapped_key: face.wrapped_key, ciphertext: face.ciphertext };
             let embedding = self
@@ -114,6 +117,20 @@ impl FaceStore {
             gallery.enroll(face.payer_id, &embedding, face.phone_last4);
         }
         Ok(gallery)
+    }
+
+    /// Marks this shard's payers with an open member card as members of its merchant. A card
+    /// opened in an event the ledger has not decided yet is marked when the matcher reads that
+    /// event again (it resumes from its last committed offset).
+    async fn restore_members(&self, gallery: &mut Gallery) -> Result<(), FaceStoreError> {
+        for merchant in self.store.registry().await?.merchants.keys() {
+            for card in self.store.members(merchant).await? {
+                if card.closed_at.is_none() && self.shard.owns(&card.payer_id) {
+                    gallery.add_member(merchant, &card.payer_id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Opens every template the log still holds for `payer`; after a deletion none opens.

@@ -568,7 +568,8 @@ async fn decide_items(
     let (commands, with) = delivery(cfg, topic, &all, done);
     match ledger.handle_delivery(&commands, &with).await {
         Ok(_) => return Ok(()),
-        Err(err @ StoreError::Fenced(_)) => return Err(err.into()),
+        // Fenced, or the database failing (not a refusal): nothing landed; the stage retries.
+        Err(err) if !err.is_refusal() => return Err(err.into()),
         Err(err) => tracing::warn!(error = %err, size = items.len(), "batch refused; deciding one message at a time"),
     }
     let mut at = done.clone();

@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use facepay_domain::limits::{LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, STAGE_CHANNEL_CAPACITY};
+use facepay_domain::limits::{
+    LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, LEDGER_BATCH_TRIES_MAX, STAGE_CHANNEL_CAPACITY,
+    STAGE_RESTART_BACKOFF_MAX_MS, STAGE_RESTART_BACKOFF_MIN_MS,
+};
 use facepay_domain::{Envelope, EventBody, Outcome, OutcomeBody};
 use facepay_ledger::store::StoreError;
 use facepay_ledger::{Command, Ledger};
@@ -206,9 +209,29 @@ async fn run_ledger(
                 batch.push(cmd);
             }
         }
-        for outcome in ledger.handle_batch(&batch).await? {
+        for outcome in decide_batch(&ledger, &batch).await? {
             let _ = outcomes.send(outcome).await;
         }
         batch.clear();
+    }
+}
+
+/// Decides `batch`, trying it again while the store fails for a reason of its own (it refuses
+/// nothing then: nothing was decided), up to [`LEDGER_BATCH_TRIES_MAX`] tries with a doubling
+/// pause. A try whose commit landed unseen is answered from the stored outcomes by the next.
+async fn decide_batch(ledger: &Ledger, batch: &[Command]) -> Result<Vec<Outcome>, PipelineError> {
+    let mut pause = Duration::from_millis(STAGE_RESTART_BACKOFF_MIN_MS);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match ledger.handle_batch(batch).await {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(e) if tries < LEDGER_BATCH_TRIES_MAX => {
+                tracing::warn!(error = %e, tries, pause_ms = pause.as_millis() as u64, "ledger batch failed; trying again");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(STAGE_RESTART_BACKOFF_MAX_MS));
     }
 }

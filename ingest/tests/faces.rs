@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use facepay_domain::event::FaceCaptured;
-use facepay_domain::{Embedding, FaceCode, MerchantId, PayerId, PhoneLast4, Score};
+use facepay_domain::{CardChannel, CardCode, Embedding, FaceCode, MerchantId, PayerId, PhoneLast4, Score};
 use facepay_ingest::faces::{FaceStore, Shard};
-use facepay_ledger::{LedgerStore, PgStore, SqliteStore};
+use facepay_ledger::{Command, CommandKind, Ledger, LedgerStore, PgStore, Policy, SqliteStore};
 use facepay_matcher::synthetic::SyntheticFaces;
 use facepay_matcher::vault::{MasterKey, Vault};
 use facepay_matcher::{Gallery, MatchPolicy, MatchRule};
@@ -187,4 +187,53 @@ macro_rules! on_both_stores {
     )+};
 }
 
-on_both_stores!(restart_restores_the_gallery_and_deletion_shreds, shards_split_the_payers);
+/// A member card, opened (or closed) through the ledger, as the pipeline does it.
+fn card(merchant: &MerchantId, i: usize, open: bool) -> Command {
+    let (merchant_id, payer_id, card_code) =
+        (merchant.clone(), payer(i), CardCode::parse(format!("card-{i:03}")).unwrap());
+    let kind = match open {
+        true => CommandKind::OpenMemberCard { merchant_id, payer_id, card_code, channel: CardChannel::CardPackage },
+        false => CommandKind::CloseMemberCard { merchant_id, payer_id, card_code },
+    };
+    Command { event_id: uuid::Uuid::new_v4(), occurred_at: Utc::now(), device: None, kind }
+}
+
+async fn restart_restores_the_memberships(postgres: bool) {
+    let Some(home) = home(postgres).await else { return };
+    let (key, hex) = MasterKey::generate();
+    let synthetic = SyntheticFaces::new(79, PAYERS);
+    let store = open(&home).await;
+    populate(&FaceStore::new(store.clone(), Vault::new(key), Shard::ALL), &synthetic).await;
+    let (shop, other) = (MerchantId::parse("1900000101").unwrap(), MerchantId::parse("1900000102").unwrap());
+    for m in [&shop, &other] {
+        store.register_merchant(m, "shop").await.unwrap();
+    }
+    // Payers 3 and 4 open the shop's card; 4 closes it again.
+    let cards = [card(&shop, 3, true), card(&shop, 4, true), card(&shop, 4, false)];
+    let ledger = Ledger::new(store.clone(), Policy::default());
+    for c in cards {
+        let _ = ledger.handle_batch(&[c]).await.unwrap();
+    }
+
+    let faces = FaceStore::new(open(&home).await, Vault::new(MasterKey::from_hex(&hex).unwrap()), Shard::ALL);
+    let gallery = faces.load().await.unwrap();
+    let rule = |at: &MerchantId, i: usize| {
+        gallery.identify(at, &capture(expected(&synthetic, i), None), &MatchPolicy::default()).unwrap().rule
+    };
+    assert_eq!(rule(&shop, 3), MatchRule::MemberHit, "an open card survives the restart");
+    assert_eq!(rule(&shop, 4), MatchRule::GlobalHit, "a closed card does not");
+    assert_eq!(rule(&other, 3), MatchRule::GlobalHit, "a membership is the merchant's own");
+    // A shard marks only its own payers' memberships (the others are not in its gallery).
+    let owner = (0..2).find(|&s| Shard { index: s, count: 2 }.owns(&payer(3))).unwrap();
+    let shard = Shard { index: owner, count: 2 };
+    let faces = FaceStore::new(open(&home).await, Vault::new(MasterKey::from_hex(&hex).unwrap()), shard);
+    let id =
+        faces.load().await.unwrap().identify(&shop, &capture(expected(&synthetic, 3), None), &MatchPolicy::default());
+    assert_eq!(id.unwrap().rule, MatchRule::MemberHit);
+}
+
+on_both_stores!(
+    restart_restores_the_gallery_and_deletion_shreds,
+    shards_split_the_payers,
+    restart_restores_the_memberships
+);

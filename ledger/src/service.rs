@@ -163,8 +163,10 @@ impl Ledger {
 
     /// As [`Ledger::handle_batch`], with what a transport adds to the same transaction:
     /// its consumer offsets, and the outcomes through the outbox.
-    /// If the transaction fails, each command is retried alone, and one that still fails is
-    /// refused and kept with the store's reason: a bad command cannot block its batch.
+    /// If the store refuses the transaction (a constraint, a value it cannot hold: see
+    /// [`StoreError::is_refusal`]), each command is retried alone, and one that is still
+    /// refused is answered as refused and kept with the store's reason: a bad command cannot
+    /// block its batch. Any other failure (the database down) is returned: nothing decided.
     pub async fn handle_delivery(&self, commands: &[Command], delivery: &Delivery) -> Result<Vec<Outcome>, StoreError> {
         match self.try_batch(commands, delivery).await {
             Ok(outcomes) => Ok(outcomes),
@@ -172,6 +174,9 @@ impl Ledger {
             // With offsets, the transport retries one by one: only it knows each command's
             // offset, which must advance with that command and no other.
             Err(err) if commands.len() > 1 && !delivery.offsets.is_empty() => Err(err),
+            // The database itself failed (down, restarting, pool exhausted): nothing was
+            // decided; the caller retries. Never a reason to refuse a command.
+            Err(err) if !err.is_refusal() || commands.is_empty() => Err(err),
             Err(err) if commands.len() > 1 => {
                 tracing::warn!(error = %err, size = commands.len(), "batch commit failed; retrying one by one");
                 let mut outcomes = Vec::with_capacity(commands.len());

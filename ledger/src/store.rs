@@ -29,6 +29,30 @@ pub enum StoreError {
     Fenced(String),
 }
 
+impl StoreError {
+    /// True when the store refused what it was asked to write (a constraint, a value it cannot
+    /// hold): the same write fails again, so the command that caused it is refused and kept.
+    /// False for every failure of the service itself (connection lost, pool exhausted, server
+    /// shutting down, serialization conflict): those are retried, never turned into a decision.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                use sqlx::error::ErrorKind;
+                match db.kind() {
+                    ErrorKind::UniqueViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::NotNullViolation
+                    | ErrorKind::CheckViolation => true,
+                    // PostgreSQL's data exceptions (class 22: a value out of range, bad text).
+                    _ => db.code().is_some_and(|c| c.starts_with("22")),
+                }
+            }
+            StoreError::Database(_) | StoreError::Migration(_) | StoreError::Fenced(_) => false,
+            StoreError::Corrupt(_) | StoreError::Conflict(_) => true,
+        }
+    }
+}
+
 /// One event to append, with what caused it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {

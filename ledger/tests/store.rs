@@ -1019,3 +1019,38 @@ async fn tampering_with_a_stored_event_breaks_the_audit_chain(backend: Backend) 
     let b = report.first_break.expect("the edit is found");
     assert_eq!((b.seq, b.stream.as_str(), b.reason, report.ok), (1, "payer:p1", "hash_mismatch", false));
 }
+
+/// The database going away is no fault of the command: the batch fails with an error the
+/// caller retries (see `StoreError::is_refusal`), nothing is refused or kept as rejected, and
+/// once the database is back the same command is decided as if nothing had happened. (A lost
+/// connection used to be answered as `STORE_REFUSED`, and a delivery that carried no command,
+/// answers only, panicked: found by the PostgreSQL-restart test.)
+#[tokio::test]
+async fn a_database_outage_is_retried_not_refused() {
+    let Some(db) = open(Backend::Postgres, Policy::default()).await else { return };
+    let Home::Pg(pg) = &db._home else { unreachable!("a PostgreSQL home") };
+    db.batch(&[fund("p1", "100.00")]).await;
+    let mut admin = sqlx::PgConnection::connect_with(&pg.admin).await.unwrap();
+    let name = &pg.name;
+    let cut_off = [
+        format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+    ];
+    for sql in &cut_off {
+        sqlx::query(sql).execute(&mut admin).await.unwrap();
+    }
+    let payment = pay("m1", "o1", "10.00", 1, "p1");
+    let err = db.ledger.handle_batch(std::slice::from_ref(&payment)).await.unwrap_err();
+    assert!(!err.is_refusal(), "an outage is not a refusal: {err}");
+    let err = db.ledger.handle_delivery(&[], &Default::default()).await.unwrap_err();
+    assert!(!err.is_refusal(), "{err}");
+
+    let back = format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true");
+    sqlx::query(&back).execute(&mut admin).await.unwrap();
+    let outcomes = db.ledger.handle_batch(&[payment]).await.unwrap();
+    let answer = serde_json::to_string(&outcomes[0].body).unwrap();
+    assert!(!answer.contains("STORE_REFUSED"), "{answer}");
+    assert!(answer.contains(r#""status":"PAID""#), "decided as if nothing had happened: {answer}");
+    assert!(db.store.rejected(10).await.unwrap().is_empty(), "nothing kept as rejected");
+    assert_eq!(db.store.check_invariants().await.unwrap(), ALL_GOOD);
+}

@@ -144,11 +144,20 @@ pub fn spawn(db: &str, cfg: &KafkaConfig, stages: &str, env: &[(&str, &str)], lo
     Facepay(child)
 }
 
-/// The end of a process's log, for a failure message.
+/// The end of a process's log, for a failure message, after every line that says why it
+/// stopped (a panic's message, an error it exited with), which a long backtrace would push
+/// out of the tail.
 pub fn tail(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    let why = lines.iter().enumerate().filter(|(_, l)| l.contains("panicked") || l.starts_with("Error"));
+    let why: Vec<String> =
+        why.flat_map(|(i, _)| lines[i..(i + 4).min(lines.len())].iter().map(|l| l.to_string())).collect();
+    let end = lines[lines.len().saturating_sub(40)..].join("\n");
+    match why.is_empty() {
+        true => end,
+        false => format!("{}\n--- (why it stopped, above; the end of the log:) ---\n{end}", why.join("\n")),
+    }
 }
 
 /// How many inbound events the ledger has answered (and kept) so far.
