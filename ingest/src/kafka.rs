@@ -26,10 +26,10 @@ use facepay_ledger::{Command, Delivery, Ledger, OutboxTopics, Rejection, StoreEr
 use crate::wire::StageMessage;
 
 use facepay_domain::limits::{
-    KAFKA_FETCH_WAIT_MAX_MS, KAFKA_GAP_REWIND_MAX, KAFKA_PARTITIONS_DEFAULT, KAFKA_READ_QUIET_MS,
-    KAFKA_RECV_ERRORS_MAX, KAFKA_RECV_ERROR_PAUSE_MS, KAFKA_SEND_TIMEOUT_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX,
-    MATCH_BATCH_MAX, OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS, OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS,
-    OUTBOX_RECOVERY_TIMEOUT_MS,
+    KAFKA_COMMITTED_TIMEOUT_MS, KAFKA_FETCH_WAIT_MAX_MS, KAFKA_GAP_REWIND_MAX, KAFKA_PARTITIONS_DEFAULT,
+    KAFKA_READ_QUIET_MS, KAFKA_RECV_ERRORS_MAX, KAFKA_RECV_ERROR_PAUSE_MS, KAFKA_SEND_TIMEOUT_MS,
+    LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, MATCH_BATCH_MAX, OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS,
+    OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS, OUTBOX_RECOVERY_TIMEOUT_MS,
 };
 
 /// Topic suffixes; the configured prefix (default `facepay.`) goes in front.
@@ -350,6 +350,7 @@ pub async fn run_match_stage(
     let producer = cfg.producer()?;
     let commands = cfg.topic(LEDGER_COMMANDS);
     let mut errors = RecvErrors::default();
+    let mut guard = SkipGuard::default();
     loop {
         let first = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
@@ -366,6 +367,7 @@ pub async fn run_match_stage(
                 Err(_) => break,
             }
         }
+        guard.check(&consumer, &cfg.topic(DEVICE_EVENTS), &mut batch);
         // Route in order, send all, then wait: one round trip per batch, not per event.
         let mut acks = Acks::with_capacity(batch.len());
         for msg in &batch {
@@ -380,7 +382,76 @@ pub async fn run_match_stage(
             enqueue(&producer, FutureRecord::to(&commands).key(key.as_str()).payload(payload.as_slice()), &mut acks)?;
         }
         acknowledged(acks).await?;
+        guard.processed(&batch);
         commit_hints(&consumer, &batch);
+    }
+}
+
+/// The matcher stage's guard against records the broker skipped (tansu 0.6 answers a fetch
+/// from the middle of a record batch, as a restart after a commit hint asks for, with the
+/// next batch): a partition whose first record is neither the next one this stage expects
+/// nor the group's committed offset, but past it, is read again from before that offset,
+/// and what lies below it (routed already) is passed over. Once per committed offset: a gap
+/// still there after that is the log's own.
+#[derive(Default)]
+struct SkipGuard {
+    /// The next offset of each partition, after the records this stage routed.
+    next: HashMap<i32, i64>,
+    /// The committed offset each partition was last read again from, and below which its
+    /// records are passed over.
+    floor: HashMap<i32, i64>,
+}
+
+impl SkipGuard {
+    fn check<C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &StreamConsumer<C>,
+        topic: &str,
+        batch: &mut Vec<OwnedMessage>,
+    ) {
+        batch.retain(|m| self.floor.get(&m.partition()).is_none_or(|&f| m.offset() >= f));
+        let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in batch.iter() {
+            let slot = first.entry(m.partition()).or_insert(m.offset());
+            *slot = (*slot).min(m.offset());
+        }
+        for (p, offset) in first {
+            if self.next.get(&p) == Some(&offset) {
+                continue;
+            }
+            let Some(committed) = committed_offset(consumer, topic, p) else { continue };
+            if offset <= committed || self.floor.get(&p) == Some(&committed) {
+                continue;
+            }
+            tracing::warn!(partition = p, committed, "the broker skipped records; reading the partition again");
+            let back = rdkafka::Offset::Offset((committed - KAFKA_GAP_REWIND_MAX).max(0));
+            if let Err(e) = consumer.seek(topic, p, back, Duration::from_secs(5)) {
+                tracing::info!(partition = p, error = %e, "seek back failed (the partition likely moved away)");
+            }
+            self.floor.insert(p, committed);
+            batch.retain(|m| m.partition() != p);
+        }
+    }
+
+    fn processed(&mut self, batch: &[OwnedMessage]) {
+        for m in batch {
+            self.next.insert(m.partition(), m.offset() + 1);
+        }
+    }
+}
+
+/// The group's committed offset of `topic`'s partition `p`, if it has one.
+fn committed_offset<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    p: i32,
+) -> Option<i64> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, p);
+    let committed = consumer.committed_offsets(tpl, Duration::from_millis(KAFKA_COMMITTED_TIMEOUT_MS));
+    match committed.ok()?.find_partition(topic, p)?.offset() {
+        rdkafka::Offset::Offset(o) => Some(o),
+        _ => None,
     }
 }
 
@@ -466,15 +537,16 @@ pub async fn run_ledger_stage(
         // The database, not Kafka, says what was consumed: read it for every batch, so a
         // partition that moved here from another process resumes where that one stopped.
         let done = ledger.store().offsets(&cfg.ledger_group, &topic).await?;
-        if let Some((p, at)) = skipped(&batch, &done, &mut rewound) {
+        while let Some((p, at)) = skipped(&batch, &done, &mut rewound) {
             // The broker sent records past what the database holds, skipping some: read the
-            // partition again from before that point (what is done is filtered out again).
+            // partition again from before that point (what is done is filtered out again),
+            // and set its records aside; the other partitions' records go on.
             tracing::warn!(partition = p, stored = at, "the broker skipped records; reading the partition again");
             let back = rdkafka::Offset::Offset((at - KAFKA_GAP_REWIND_MAX).max(0));
             if let Err(e) = consumer.seek(&topic, p, back, Duration::from_secs(5)) {
                 tracing::info!(partition = p, error = %e, "seek back failed (the partition likely moved away)");
             }
-            continue;
+            batch.retain(|m| m.partition() != p);
         }
         let items = fresh_items(&batch, &done);
         if !items.is_empty() {
