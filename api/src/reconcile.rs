@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
@@ -316,126 +315,10 @@ pub struct BenchArgs {
     pub lines: usize,
 }
 
-/// The benchmark's figures.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchReport {
-    pub lines: usize,
-    pub bill_bytes: u64,
-    /// Bill lines imported and reconciled per second (file to report, both phases).
-    pub lines_per_s: f64,
-    pub import_s: f64,
-    pub reconcile_s: f64,
-    pub breaks: i64,
-    pub matched: u64,
-    /// The process's peak resident memory (VmHWM), bill generation and ledger set-up included.
-    pub peak_rss_bytes: u64,
-    pub store: &'static str,
-}
-
-/// One merchant per five orders; amount and fee of order `i` (fee at 0.54 %).
-fn bench_order(i: usize) -> (String, String, i64, i64) {
-    let amount_fen = 100 + (i as i64 * 7919) % 99_900;
-    let fee_fen = (amount_fen * 5_400 + 500_000) / 1_000_000;
-    (format!("19000{:05}", 101 + i % 5), format!("B{i:012}"), amount_fen, fee_fen)
-}
-
-/// Runs the benchmark in a temporary folder on SQLite.
-pub async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+/// Runs the benchmark ([`facepay_ledger::reconcile::bench`]) in a temporary folder.
+pub async fn bench(args: &BenchArgs) -> anyhow::Result<facepay_ledger::reconcile::bench::BenchReport> {
     let dir = tempfile::tempdir()?;
-    let url = crate::app::sqlite_url(&dir.path().join("bench.db"));
-    let store: Arc<dyn LedgerStore> = Arc::new(facepay_ledger::SqliteStore::open(&url).await?);
-    let recon = recon_of(&store)?;
-    let day = demo_day();
-    fill_ledger(&url, day, args.lines).await?;
-    let path = dir.path().join("bill.csv");
-    write_bench_bill(&path, day, args.lines)?;
-    let bill_bytes = std::fs::metadata(&path)?.len();
-    let began = Instant::now();
-    let req = ImportRequest { day, file_name: "bill.csv".into(), account: DEMO_ACCOUNT.into(), at: Utc::now() };
-    let file = BufReader::with_capacity(1 << 20, std::fs::File::open(&path)?);
-    let import = import_bill(recon.as_ref(), file, None, req).await?;
-    let import_s = began.elapsed().as_secs_f64();
-    let run = run_reconciliation(recon, import.import.import_id, Utc::now()).await?;
-    let total_s = began.elapsed().as_secs_f64();
-    Ok(BenchReport {
-        lines: args.lines,
-        bill_bytes,
-        lines_per_s: args.lines as f64 / total_s,
-        import_s,
-        reconcile_s: total_s - import_s,
-        breaks: run.run.breaks,
-        matched: run.run.report.count(Class::Matched),
-        peak_rss_bytes: peak_rss_bytes(),
-        store: "SQLite WAL, synchronous=FULL",
-    })
-}
-
-/// The ledger's side: `n` paid orders of `day`, written straight into the projections the
-/// matcher reads (through the ledger, 1 M payments take minutes at ~5 000/s).
-async fn fill_ledger(url: &str, day: NaiveDate, n: usize) -> anyhow::Result<()> {
-    use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(url).await?;
-    let start = day_start(day).timestamp();
-    let sql = "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?1), \
-        o AS (SELECT i, '19000' || printf('%05d', 101 + i % 5) AS m, 'B' || printf('%012d', i) AS otn, \
-              100 + (i * 7919) % 99900 AS amt, \
-              strftime('%Y-%m-%dT%H:%M:%S', ?2 + i * 86399 / ?1, 'unixepoch') || '.000000Z' AS at FROM k) ";
-    let mut tx = conn.begin().await?;
-    sqlx::query(&format!(
-        "{sql} INSERT INTO orders (merchant_id, out_trade_no, amount_fen, status, payer_id, face_code, \
-         member_quick_pay, store_id, device_id, created_at, updated_at, fee_fen) \
-         SELECT m, otn, amt, 'PAID', 'u-bench', printf('%018d', 100000000000000000 + i), 0, 'S01', 'DEV-BENCH', \
-         at, at, (amt * 5400 + 500000) / 1000000 FROM o"
-    ))
-    .bind(n as i64)
-    .bind(start)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(&format!(
-        "{sql} INSERT INTO history (event_id, merchant_id, out_trade_no, amount_fen, status, payer_id, \
-         member_quick_pay, store_id, device_id, occurred_at, day) \
-         SELECT printf('bench-%d', i), m, otn, amt, 'PAID', 'u-bench', 0, 'S01', 'DEV-BENCH', at, ?3 FROM o"
-    ))
-    .bind(n as i64)
-    .bind(start)
-    .bind(day.to_string())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// The channel's bill of those orders, in the ALL layout, in time order.
-fn write_bench_bill(path: &Path, day: NaiveDate, n: usize) -> anyhow::Result<()> {
-    let out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut w = BillWriter::new(out, Layout::All, DEMO_ACCOUNT)?;
-    let start = day_start(day);
-    for i in 0..n {
-        let (merchant_id, out_trade_no, amount_fen, fee_fen) = bench_order(i);
-        let e = LedgerEntry {
-            merchant_id,
-            kind: EntryKind::Payment,
-            number: out_trade_no.clone(),
-            out_trade_no,
-            amount_fen,
-            fee_fen,
-            status: OrderStatus::Paid,
-            occurred_at: start + Duration::seconds((i as i64 * 86_399) / n as i64),
-        };
-        w.line(&e.to_bill_line(i as u64 + 2, Some(5_400)))?;
-    }
-    std::io::Write::flush(&mut w.finish()?)?;
-    Ok(())
-}
-
-/// The process's peak resident set (Linux `VmHWM`), in bytes; 0 where unknown.
-pub fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    Ok(facepay_ledger::reconcile::bench::run(dir.path(), args.lines).await?)
 }
 
 // ---- the API --------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 //! - [`store`]: imports, runs, breaks and resolutions in the database (SQLite and
 //!   PostgreSQL); breaks and resolutions are also appended to the ledger's event log.
 
+pub mod bench;
 pub mod bill;
 pub mod classify;
 pub mod store;
