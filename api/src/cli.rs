@@ -35,6 +35,8 @@ enum Command {
         #[arg(long)]
         stages: Option<String>,
     },
+    /// Import the channel's daily bill and reconcile its day against the ledger (issue 6).
+    Reconcile(crate::reconcile::ReconcileArgs),
     /// Rebuild every projection from the event log and compare it with the live one.
     Replay {
         #[arg(long)]
@@ -101,6 +103,8 @@ impl FleetArgs {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// A 1 000 000-line bill imported and reconciled against its ledger: lines/s, peak memory.
+    Reconcile(crate::reconcile::BenchArgs),
     /// Device events through Kafka to committed outcomes per second, and latency at half
     /// that load, next to the broker's own produce → consume throughput.
     Pipeline {
@@ -201,6 +205,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => anyhow::bail!("--stages splits the stages over Kafka; set FACEPAY_KAFKA_BROKERS"),
             }
+        }
+        Command::Reconcile(args) => crate::reconcile::run_cli(args, &config).await,
+        Command::Bench { what: BenchWhat::Reconcile(args) } => {
+            let report = crate::reconcile::bench(&args).await?;
+            match args.json {
+                true => println!("{}", serde_json::to_string(&report)?),
+                false => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(())
         }
         Command::Replay { json } => {
             let store = open_store(&config.database_url).await?;

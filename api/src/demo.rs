@@ -71,6 +71,9 @@ pub struct DemoSummary {
     pub events: EventCounts,
     pub database: String,
     pub elapsed_ms: u128,
+    /// The day's bill as the channel would write it, with planted breaks, reconciled (issue 6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconciliation: Option<crate::reconcile::DemoReconciliation>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -199,7 +202,9 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoSummary, App)> {
     bar.finish_and_clear();
     let sent = producer.await??;
     app.pipeline.outcomes = outcomes;
-    let summary = summarise(opts, &app, tally, sent, db, started).await?;
+    let reconciliation = crate::reconcile::demo(&app.store, &opts.data_dir).await?;
+    let mut summary = summarise(opts, &app, tally, sent, db, started).await?;
+    summary.reconciliation = Some(reconciliation);
     Ok((summary, app))
 }
 
@@ -677,6 +682,7 @@ async fn summarise(
         events: EventCounts { inbound: sent.total, ledger: replay.events },
         database: db.display().to_string(),
         elapsed_ms: started.elapsed().as_millis(),
+        reconciliation: None,
     })
 }
 
@@ -737,6 +743,9 @@ impl DemoSummary {
             h.cancelled,
             refused(&h.refused)
         );
+        if let Some(r) = &self.reconciliation {
+            s += &crate::reconcile::render_demo(r);
+        }
         s += "\ninvariants\n";
         s += &format!("  postings balance                 {}\n", ok(self.invariants.balanced));
         s += &format!("  no order paid twice              {}\n", ok(self.invariants.no_order_paid_twice));

@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payers/{payer_id}/balance", get(balance))
         .route("/v1/rejected-events", get(rejected))
         .layer(DefaultBodyLimit::max(EVENT_BYTES_MAX))
+        .merge(crate::reconcile::routes())
         .layer(axum::middleware::from_fn(request_timeout))
         .with_state(state)
 }

@@ -8,6 +8,8 @@
 //! - [`demo`]: `facepay demo`, a simulated fleet.
 //! - [`bench`]: `facepay bench ledger`, a benchmark that prints JSON.
 //! - [`bench_pipeline`]: `facepay bench pipeline`: Kafka in, committed outcomes out.
+//! - [`reconcile`]: `facepay reconcile`, `facepay bench reconcile`, the demo's bill, the
+//!   reconciliation routes.
 //! - [`production`]: the production profile: the stages over Kafka topics.
 //! - [`simulate`]: `facepay simulate --kafka`, the demo's fleet published to Kafka.
 //! - [`usual_design`]: the usual one-transaction-per-payment design, for the benchmark.
@@ -21,5 +23,6 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod production;
+pub mod reconcile;
 pub mod simulate;
 pub mod usual_design;

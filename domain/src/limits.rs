@@ -196,3 +196,31 @@ pub const STAGE_HEALTHY_MS: u64 = 30_000;
 /// How often a production process re-reads the fleet registry (devices registered by other
 /// processes or by `facepay register`).
 pub const REGISTRY_REFRESH_MS: u64 = 5_000;
+
+// ---- Reconciliation (issue 6) -----------------------------------------------------------
+
+/// Longest line of a channel bill, in bytes: a 29-column detail line is ~400 bytes; a longer
+/// one is garbage (or a file without line breaks), refused before it can pin memory.
+pub const BILL_LINE_BYTES_MAX: usize = 8 * 1024;
+
+/// Most columns a bill's header may name (the widest WeChat layout has 29).
+pub const BILL_COLUMNS_MAX: usize = 64;
+
+/// Largest bill upload the API accepts (a 1 000 000-line bill is ~350 MiB; the CLI streams
+/// files of any size).
+pub const BILL_UPLOAD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Bill lines written per multi-row insert while a bill is imported.
+pub const RECON_IMPORT_CHUNK_ROWS: usize = 1_000;
+
+/// An entry this close to midnight (either side, China time) that is missing from its own
+/// day is looked for in the neighbouring day: the channel may book a payment made at
+/// 23:59:59.9 on the next day. Found there, it is a timing difference, not a break.
+pub const RECON_TIMING_WINDOW_S: i64 = 300;
+
+/// Most breaks one run records: more means the wrong bill or the wrong day, and the run stops
+/// rather than write millions of breaks (this also bounds a run's memory).
+pub const RECON_BREAKS_MAX: usize = 100_000;
+
+/// Longest text of who resolved a break and why.
+pub const RECON_NOTE_LEN_MAX: usize = 512;

@@ -22,6 +22,7 @@ pub mod core;
 pub mod lifecycle;
 pub mod model;
 pub mod postgres;
+pub mod reconcile;
 mod rows;
 pub mod service;
 pub mod sqlite;

@@ -247,6 +247,29 @@ pub enum LedgerEvent {
         payer_id: PayerId,
         transfer: Transfer,
     },
+    /// Reconciliation found a difference between the channel's bill and the ledger (issue 6;
+    /// stream `recon:<merchant>`). Moves no money: a break is a fact about two records.
+    ReconBreakRecorded {
+        merchant_id: String,
+        day: NaiveDate,
+        run_id: Uuid,
+        break_id: Uuid,
+        class: String,
+        /// `P` payment, `R` refund, `V` reversal.
+        kind: String,
+        number: String,
+        bill_amount_fen: Option<i64>,
+        ledger_amount_fen: Option<i64>,
+        detail: String,
+    },
+    /// A break was resolved: how, by whom and why (when: the event's time).
+    ReconBreakResolved {
+        merchant_id: String,
+        break_id: Uuid,
+        action: String,
+        resolved_by: String,
+        reason: String,
+    },
 }
 
 impl LedgerEvent {
@@ -269,6 +292,8 @@ impl LedgerEvent {
             LedgerEvent::HoldCompleted { .. } => "hold_completed",
             LedgerEvent::HoldCancelled { .. } => "hold_cancelled",
             LedgerEvent::HoldExpired { .. } => "hold_expired",
+            LedgerEvent::ReconBreakRecorded { .. } => "recon_break_recorded",
+            LedgerEvent::ReconBreakResolved { .. } => "recon_break_resolved",
         }
     }
 
@@ -297,6 +322,8 @@ impl LedgerEvent {
             | LedgerEvent::HoldCompleted { payer_id, .. }
             | LedgerEvent::HoldCancelled { payer_id, .. }
             | LedgerEvent::HoldExpired { payer_id, .. } => format!("payer:{payer_id}"),
+            LedgerEvent::ReconBreakRecorded { merchant_id, .. }
+            | LedgerEvent::ReconBreakResolved { merchant_id, .. } => format!("recon:{merchant_id}"),
         }
     }
 

@@ -34,7 +34,7 @@ type PgTx = Transaction<'static, Postgres>;
 /// The production store.
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PgStore {
@@ -203,7 +203,7 @@ const INSERT_TXNS: &str = "INSERT INTO ledger_transactions (txn_id, event_id, le
     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::timestamptz[])";
 
 /// Events, then postings, then the transactions that seal them.
-async fn write_log(tx: &mut PgTx, events: &[NewEvent]) -> Result<(), StoreError> {
+pub(crate) async fn write_log(tx: &mut PgTx, events: &[NewEvent]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
@@ -804,6 +804,10 @@ impl LedgerStore for PgStore {
                 })
             })
             .collect()
+    }
+
+    fn recon(&self) -> Option<std::sync::Arc<dyn crate::reconcile::store::ReconStore>> {
+        Some(std::sync::Arc::new(self.clone()))
     }
 
     async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {

@@ -34,9 +34,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 pub struct SqliteStore {
     /// The one connection that writes: SQLite has a single writer anyway, and one
     /// connection keeps commits in the ledger's order.
-    writer: SqlitePool,
+    pub(crate) writer: SqlitePool,
     /// Readers for the API and replay; WAL lets them read while the writer commits.
-    reader: SqlitePool,
+    pub(crate) reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -249,7 +249,7 @@ async fn last_hashes(
     Ok(last)
 }
 
-async fn write_log(tx: &mut Transaction<'static, Sqlite>, events: &[NewEvent]) -> Result<(), StoreError> {
+pub(crate) async fn write_log(tx: &mut Transaction<'static, Sqlite>, events: &[NewEvent]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
@@ -844,6 +844,10 @@ impl LedgerStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    fn recon(&self) -> Option<std::sync::Arc<dyn crate::reconcile::store::ReconStore>> {
+        Some(std::sync::Arc::new(self.clone()))
     }
 
     async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {

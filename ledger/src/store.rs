@@ -295,6 +295,11 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// Every template ciphertext ever stored for `payer` with its key id (the log keeps them
     /// after deletion): for audits of the shredding.
     async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError>;
+
+    /// Reconciliation over the same database (issue 6; migration 0006), if the store has it.
+    fn recon(&self) -> Option<std::sync::Arc<dyn crate::reconcile::store::ReconStore>> {
+        None
+    }
 }
 
 /// One merchant's money of one Asia/Shanghai day, as served (fen).

@@ -1,0 +1,87 @@
+//! The reconciliation routes against the real app: a bill uploaded, its run and breaks
+//! listed (filtered, paginated), a break resolved once, a bad bill refused naming its line.
+
+use facepay_api::app::{open_store, sqlite_url, App, Secret};
+use facepay_ingest::PipelineConfig;
+use serde_json::{json, Value};
+
+const SAMPLE: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注
+`2026-03-02 09:15:07,`wx0000000000000001,`1900000001,`1900000101,`DEV-0042,`4200000000202603020000000001,`S01-20260302-000001,`o-payer-0001,`MICROPAY,`SUCCESS,`OTHERS,`CNY,`60.00,`0.00,`0,`0,`0.00,`0.00,`,`,`groceries,`,`0.32000,`0.54%,`60.00,`0.00,`
+`2026-03-02 11:40:51,`wx0000000000000001,`1900000001,`1900000101,`DEV-0042,`4200000000202603020000000001,`S01-20260302-000001,`o-payer-0001,`MICROPAY,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`50300000000202603020000000001,`R01-000001,`50.00,`0.00,`ORIGINAL,`SUCCESS,`groceries,`,`-0.27000,`0.54%,`0.00,`50.00,`
+总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额
+`2,`60.00,`50.00,`0.00,`0.05000,`60.00,`50.00
+";
+
+async fn spawn_app() -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&Secret::new(sqlite_url(&dir.path().join("api.db")))).await.unwrap();
+    let mut app = App::start(store, PipelineConfig::default()).await.unwrap();
+    let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, tokio::sync::mpsc::channel(1).1);
+    tokio::spawn(async move { while outcomes.recv().await.is_some() {} });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = app.http_state();
+    tokio::spawn(async move {
+        let _keep = app;
+        axum::serve(listener, facepay_api::http::router(state)).await.unwrap();
+    });
+    (base, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bill_is_uploaded_reconciled_listed_and_its_breaks_resolved_once() {
+    let (base, _dir) = spawn_app().await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{base}/v1/reconciliation/{p}");
+    let up = http.post(url("bills?date=2026-03-02")).body(SAMPLE).send().await.unwrap();
+    assert_eq!(up.status(), 201);
+    let report: Value = up.json().await.unwrap();
+    assert_eq!(report["import"]["import"]["layout"], "all");
+    assert_eq!(report["run"]["report"]["totals"]["missing_in_ledger"]["count"], 2, "the ledger is empty");
+    let again: Value = http.post(url("bills?date=2026-03-02")).body(SAMPLE).send().await.unwrap().json().await.unwrap();
+    assert_eq!(again["import"]["already_imported"], true);
+
+    let runs: Value = http.get(url("runs")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(runs["items"].as_array().unwrap().len(), 2);
+    let run_id = report["run"]["run_id"].as_str().unwrap();
+    let page1: Value = http
+        .get(url(&format!("breaks?run_id={run_id}&class=missing_in_ledger&limit=1")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page1["items"].as_array().unwrap().len(), 1);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let page2: Value = http
+        .get(url(&format!("breaks?run_id={run_id}&limit=1&cursor={cursor}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["items"].as_array().unwrap().len(), 1);
+    assert_ne!(page2["items"][0]["break_id"], page1["items"][0]["break_id"]);
+
+    let break_id = page1["items"][0]["break_id"].as_str().unwrap();
+    let body = json!({"action": "ledger_corrected", "resolved_by": "finance", "reason": "event replayed"});
+    let resolved = http.post(url(&format!("breaks/{break_id}/resolution"))).json(&body).send().await.unwrap();
+    assert_eq!(resolved.status(), 201);
+    let twice = http.post(url(&format!("breaks/{break_id}/resolution"))).json(&body).send().await.unwrap();
+    assert_eq!(twice.status(), 400);
+    let list: Value = http.get(url("resolutions")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["items"][0]["reason"], "event replayed");
+    let open: Value =
+        http.get(url(&format!("breaks?run_id={run_id}&unresolved=true"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(open["items"].as_array().unwrap().len(), 1);
+
+    let bad = SAMPLE.replacen("`60.00,`0.00,`0,", "`6O.00,`0.00,`0,", 1);
+    let refused = http.post(url("bills?date=2026-03-02")).body(bad).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let e: Value = refused.json().await.unwrap();
+    assert!(e["message"].as_str().unwrap().contains("line 2, column 13 (应结订单金额)"), "{e}");
+    let unknown_class = http.get(url("breaks?class=nonsense")).send().await.unwrap();
+    assert_eq!(unknown_class.status(), 400);
+}

@@ -1,0 +1,583 @@
+//! Reconciliation in the database: importing a bill, running the matcher over the day, and
+//! keeping runs, breaks and resolutions. The SQL lives per backend ([`ReconStore`] for
+//! [`crate::SqliteStore`] and [`crate::PgStore`]); this module holds what both share: the
+//! rows, the errors, and the flows that drive the pure core of [`super::classify`].
+//!
+//! - [`import_bill`] streams the file through the parser on a blocking thread and writes its
+//!   lines in one transaction: a bad line anywhere leaves nothing imported. The same file
+//!   again (its SHA-256) is recognised and not imported twice; another file for the same
+//!   account and day becomes its next version (both are kept; the highest is current).
+//! - [`run_reconciliation`] merges the import's lines and the ledger's entries of the day,
+//!   both read sorted from the database, on a blocking thread; breaks are written with one
+//!   ledger event each, in one transaction with the run.
+//! - [`resolve_break`] appends a resolution (who, how, why) as a ledger event.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use facepay_domain::limits::{RECON_BREAKS_MAX, RECON_IMPORT_CHUNK_ROWS, RECON_NOTE_LEN_MAX};
+use facepay_domain::time::shanghai_day;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::bill::{BillDigest, BillError, BillLine, BillReader, ColumnMapping};
+use super::classify::{reconcile, settle_timing, Class, Counterpart, Finding, LedgerEntry, Report};
+use super::EntryKind;
+use crate::model::LedgerEvent;
+use crate::rows::Cells;
+use crate::store::{NewEvent, StoreError};
+
+/// Why a reconciliation operation failed: bad input or a refused request (domain), apart
+/// from the database failing (infrastructure).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconError {
+    #[error(transparent)]
+    Bill(#[from] BillError),
+    #[error("no bill import {0}")]
+    ImportNotFound(Uuid),
+    #[error("no break {0}")]
+    BreakNotFound(Uuid),
+    #[error("break {0} is already resolved")]
+    AlreadyResolved(Uuid),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("more than {max} breaks: the wrong bill or the wrong day?")]
+    TooManyBreaks { max: usize },
+    #[error("the embedded store in memory has one connection; reconciliation needs a database file")]
+    InMemoryStore,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ReconError {
+    fn from(e: sqlx::Error) -> Self {
+        ReconError::Store(StoreError::Database(e))
+    }
+}
+
+/// What the parser hands the importer.
+#[derive(Debug)]
+pub enum Parsed {
+    Lines(Vec<BillLine>),
+    Done(BillDigest),
+}
+
+/// What is being imported.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// The bill's day (China time).
+    pub day: NaiveDate,
+    pub file_name: String,
+    /// The account to file it under when the bill names none (a bill with no rows).
+    pub account: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An imported bill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportRow {
+    pub import_id: Uuid,
+    pub account: String,
+    pub day: NaiveDate,
+    pub version: i64,
+    pub content_sha256: String,
+    pub layout: String,
+    pub file_name: String,
+    pub line_count: i64,
+    pub settle_fen: i64,
+    pub refund_fen: i64,
+    pub fee_mfen: i64,
+    pub imported_at: DateTime<Utc>,
+}
+
+/// The result of an import: the import (new, or the one this very file already was).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportOutcome {
+    pub import: ImportRow,
+    /// True when this file had been imported before: nothing was written.
+    pub already_imported: bool,
+    /// The import this one supersedes (the same account and day, the previous version).
+    pub supersedes: Option<Uuid>,
+}
+
+/// One reconciliation run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRow {
+    pub run_id: Uuid,
+    pub import_id: Uuid,
+    pub day: NaiveDate,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub bill_lines: i64,
+    pub breaks: i64,
+    pub report: Report,
+}
+
+/// One break, as kept and served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakRow {
+    pub break_id: Uuid,
+    pub run_id: Uuid,
+    pub day: NaiveDate,
+    pub merchant_id: String,
+    pub class: Class,
+    pub kind: EntryKind,
+    pub number: String,
+    pub line_no: Option<i64>,
+    pub bill_amount_fen: Option<i64>,
+    pub ledger_amount_fen: Option<i64>,
+    pub detail: String,
+    pub event_id: Uuid,
+    pub recorded_at: DateTime<Utc>,
+    /// Filled when served: whether a resolution exists.
+    pub resolved: bool,
+}
+
+/// How a break was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A known, harmless difference.
+    Accepted,
+    /// The payment was confirmed (e.g. by the cashier) as paid on the channel.
+    ConfirmedPaid,
+    /// The money went back to the payer.
+    RefundIssued,
+    /// The ledger was corrected by a compensating entry elsewhere.
+    LedgerCorrected,
+    /// The channel's bill is wrong; taken up with the channel.
+    BillDisputed,
+}
+
+impl Action {
+    pub const ALL: [Action; 5] =
+        [Action::Accepted, Action::ConfirmedPaid, Action::RefundIssued, Action::LedgerCorrected, Action::BillDisputed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Accepted => "accepted",
+            Action::ConfirmedPaid => "confirmed_paid",
+            Action::RefundIssued => "refund_issued",
+            Action::LedgerCorrected => "ledger_corrected",
+            Action::BillDisputed => "bill_disputed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// One resolution of a break.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolutionRow {
+    pub break_id: Uuid,
+    pub action: Action,
+    pub resolved_by: String,
+    pub reason: String,
+    pub resolved_at: DateTime<Utc>,
+    pub event_id: Uuid,
+}
+
+/// A page of breaks.
+#[derive(Debug, Clone, Default)]
+pub struct BreakFilter {
+    pub run_id: Option<Uuid>,
+    pub day: Option<NaiveDate>,
+    pub class: Option<Class>,
+    pub merchant_id: Option<String>,
+    pub unresolved: bool,
+    /// Only breaks after this one (by id): the cursor of the previous page.
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// What a backend provides. Streams of sorted rows go through bounded channels, so memory
+/// stays bounded whatever the day's size.
+#[async_trait]
+pub trait ReconStore: Send + Sync + 'static {
+    /// Writes the lines received from `rx` and then the import row, in one transaction
+    /// (rolled back on any error, or when the file was already imported).
+    async fn import(
+        &self,
+        req: &ImportRequest,
+        rx: &mut mpsc::Receiver<Result<Parsed, BillError>>,
+    ) -> Result<ImportOutcome, ReconError>;
+    async fn import_row(&self, import_id: Uuid) -> Result<Option<ImportRow>, ReconError>;
+    /// The current (highest-version) imports, newest day first.
+    async fn imports(&self, limit: u32) -> Result<Vec<ImportRow>, ReconError>;
+    /// Sends the import's lines sorted by (merchant, kind, number, line), in pages.
+    async fn send_bill_lines(&self, import_id: Uuid, tx: mpsc::Sender<Vec<BillLine>>) -> Result<(), ReconError>;
+    /// Sends the ledger's entries of `day` sorted by (merchant, kind, number), in pages.
+    async fn send_ledger_entries(&self, day: NaiveDate, tx: mpsc::Sender<Vec<LedgerEntry>>) -> Result<(), ReconError>;
+    /// The ledger's money-moving entry with this key, on whatever day.
+    async fn ledger_counterpart(&self, key: (&str, EntryKind, &str)) -> Result<Option<Counterpart>, ReconError>;
+    /// The line with this key in the current bills of `day`.
+    async fn bill_counterpart(
+        &self,
+        day: NaiveDate,
+        key: (&str, EntryKind, &str),
+    ) -> Result<Option<Counterpart>, ReconError>;
+    /// Writes the run, its breaks and their ledger events in one transaction.
+    async fn record_run(&self, run: &RunRow, breaks: &[BreakRow], events: &[NewEvent]) -> Result<(), ReconError>;
+    async fn runs(&self, limit: u32) -> Result<Vec<RunRow>, ReconError>;
+    async fn breaks(&self, filter: &BreakFilter) -> Result<Vec<BreakRow>, ReconError>;
+    async fn break_row(&self, break_id: Uuid) -> Result<Option<BreakRow>, ReconError>;
+    /// Writes the resolution and its ledger event in one transaction;
+    /// [`ReconError::AlreadyResolved`] if the break has one.
+    async fn resolve(&self, resolution: &ResolutionRow, event: &NewEvent) -> Result<(), ReconError>;
+    async fn resolutions(&self, limit: u32) -> Result<Vec<ResolutionRow>, ReconError>;
+}
+
+/// Imports the bill read from `input` (a WeChat bill, or through `mapping` another CSV).
+pub async fn import_bill(
+    store: &dyn ReconStore,
+    input: impl BufRead + Send + 'static,
+    mapping: Option<ColumnMapping>,
+    req: ImportRequest,
+) -> Result<ImportOutcome, ReconError> {
+    let (tx, mut rx) = mpsc::channel(4);
+    let parser = tokio::task::spawn_blocking(move || {
+        let send = |p: Result<Parsed, BillError>| tx.blocking_send(p).is_ok();
+        let reader = match &mapping {
+            None => BillReader::wechat(input),
+            Some(m) => BillReader::generic(input, m),
+        };
+        let mut reader = match reader {
+            Ok(r) => r,
+            Err(e) => {
+                send(Err(e));
+                return;
+            }
+        };
+        let mut chunk = Vec::with_capacity(RECON_IMPORT_CHUNK_ROWS);
+        loop {
+            match reader.next_line() {
+                Ok(Some(line)) => chunk.push(line),
+                Ok(None) => break,
+                Err(e) => {
+                    send(Err(e));
+                    return;
+                }
+            }
+            if chunk.len() == RECON_IMPORT_CHUNK_ROWS && !send(Ok(Parsed::Lines(std::mem::take(&mut chunk)))) {
+                return;
+            }
+        }
+        if !chunk.is_empty() && !send(Ok(Parsed::Lines(chunk))) {
+            return;
+        }
+        let _ = send(reader.finish().map(Parsed::Done));
+    });
+    let outcome = store.import(&req, &mut rx).await;
+    drop(rx);
+    parser.await.map_err(|e| ReconError::Invalid(format!("the parser failed: {e}")))?;
+    outcome
+}
+
+/// A run's result: the run and its breaks.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub run: RunRow,
+    pub breaks: Vec<BreakRow>,
+}
+
+/// Reconciles the import's bill against the ledger's entries of its day.
+pub async fn run_reconciliation(
+    store: Arc<dyn ReconStore>,
+    import_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<RunOutcome, ReconError> {
+    let import = store.import_row(import_id).await?.ok_or(ReconError::ImportNotFound(import_id))?;
+    let day = import.day;
+    let covers = covered_kinds(&import.layout);
+    let (held, mut report) = merge_day(store.clone(), import_id, day, covers).await?;
+    let mut breaks = Vec::new();
+    for mut f in held {
+        if f.near_midnight {
+            let other = counterpart(store.as_ref(), &f, day).await?;
+            settle_timing(&mut f, day, other);
+        }
+        report.add(&f);
+        if f.class.is_break() {
+            breaks.push(f);
+        }
+    }
+    let run_id = Uuid::new_v4();
+    let finished_at = at.max(Utc::now());
+    let rows: Vec<BreakRow> =
+        breaks.iter().enumerate().map(|(i, f)| break_row(run_id, day, i, f, finished_at)).collect();
+    let events: Vec<NewEvent> = rows.iter().map(|b| break_event(b, finished_at)).collect();
+    let run = RunRow {
+        run_id,
+        import_id,
+        day,
+        started_at: at,
+        finished_at,
+        bill_lines: report.bill_lines as i64,
+        breaks: rows.len() as i64,
+        report,
+    };
+    store.record_run(&run, &rows, &events).await?;
+    Ok(RunOutcome { run, breaks: rows })
+}
+
+/// Streams both sides into the pure merge on a blocking thread. Returns the findings held
+/// back (breaks and near-midnight ones, at most [`RECON_BREAKS_MAX`]) and the report of the
+/// rest.
+async fn merge_day(
+    store: Arc<dyn ReconStore>,
+    import_id: Uuid,
+    day: NaiveDate,
+    covers: fn(EntryKind) -> bool,
+) -> Result<(Vec<Finding>, Report), ReconError> {
+    let (btx, mut brx) = mpsc::channel::<Vec<BillLine>>(4);
+    let (ltx, mut lrx) = mpsc::channel::<Vec<LedgerEntry>>(4);
+    let merge = tokio::task::spawn_blocking(move || {
+        let bill = std::iter::from_fn(move || brx.blocking_recv()).flatten().map(Ok);
+        let ledger = std::iter::from_fn(move || lrx.blocking_recv()).flatten().filter(|e| covers(e.kind)).map(Ok);
+        let mut report = Report::default();
+        let mut held = Vec::new();
+        reconcile(day, bill, ledger, |f| {
+            if !(f.class.is_break() || f.near_midnight) {
+                report.add(&f);
+                return Ok(());
+            }
+            if held.len() >= RECON_BREAKS_MAX {
+                return Err(ReconError::TooManyBreaks { max: RECON_BREAKS_MAX });
+            }
+            held.push(f);
+            Ok(())
+        })?;
+        Ok::<_, ReconError>((held, report))
+    });
+    let merge = async { merge.await.map_err(|e| ReconError::Invalid(format!("the matcher failed: {e}")))? };
+    let (_, _, out) =
+        tokio::try_join!(store.send_bill_lines(import_id, btx), store.send_ledger_entries(day, ltx), merge)?;
+    Ok(out)
+}
+
+/// The kinds of entry a bill of this layout prints: a SUCCESS bill only payments, a REFUND
+/// bill only refunds and reversals; the ledger's other entries are not looked for in it.
+pub fn covered_kinds(layout: &str) -> fn(EntryKind) -> bool {
+    match layout {
+        "success" => |k| k == EntryKind::Payment,
+        "refund" => |k| k != EntryKind::Payment,
+        _ => |_| true,
+    }
+}
+
+/// Where a near-midnight finding's counterpart is, in the neighbouring days.
+async fn counterpart(store: &dyn ReconStore, f: &Finding, day: NaiveDate) -> Result<Option<Counterpart>, ReconError> {
+    let key = (f.merchant_id(), f.kind(), f.number());
+    if f.bill.is_some() {
+        return store.ledger_counterpart(key).await;
+    }
+    for other in [day + Duration::days(1), day - Duration::days(1)] {
+        if let Some(c) = store.bill_counterpart(other, key).await? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+fn break_row(run_id: Uuid, day: NaiveDate, i: usize, f: &Finding, at: DateTime<Utc>) -> BreakRow {
+    let break_id = Uuid::new_v5(&run_id, format!("break:{i}").as_bytes());
+    BreakRow {
+        break_id,
+        run_id,
+        day,
+        merchant_id: f.merchant_id().to_string(),
+        class: f.class,
+        kind: f.kind(),
+        number: f.number().to_string(),
+        line_no: f.bill.as_ref().map(|b| b.line_no as i64),
+        bill_amount_fen: f.bill.as_ref().map(|b| b.amount_fen),
+        ledger_amount_fen: f.ledger.as_ref().map(|l| l.amount_fen),
+        detail: f.detail(),
+        event_id: Uuid::new_v5(&break_id, b"event"),
+        recorded_at: at,
+        resolved: false,
+    }
+}
+
+fn break_event(b: &BreakRow, at: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        event_id: b.event_id,
+        cause_event_id: b.run_id,
+        occurred_at: at,
+        event: LedgerEvent::ReconBreakRecorded {
+            merchant_id: b.merchant_id.clone(),
+            day: b.day,
+            run_id: b.run_id,
+            break_id: b.break_id,
+            class: b.class.as_str().to_string(),
+            kind: b.kind.code().to_string(),
+            number: b.number.clone(),
+            bill_amount_fen: b.bill_amount_fen,
+            ledger_amount_fen: b.ledger_amount_fen,
+            detail: b.detail.clone(),
+        },
+    }
+}
+
+/// Resolves a break: who, how and why, appended to the ledger as an event.
+pub async fn resolve_break(
+    store: &dyn ReconStore,
+    break_id: Uuid,
+    action: Action,
+    resolved_by: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<ResolutionRow, ReconError> {
+    for (what, text) in [("resolved_by", resolved_by), ("reason", reason)] {
+        if text.trim().is_empty() || text.len() > RECON_NOTE_LEN_MAX {
+            return Err(ReconError::Invalid(format!("{what}: 1 to {RECON_NOTE_LEN_MAX} bytes")));
+        }
+    }
+    let b = store.break_row(break_id).await?.ok_or(ReconError::BreakNotFound(break_id))?;
+    if b.resolved {
+        return Err(ReconError::AlreadyResolved(break_id));
+    }
+    let row = ResolutionRow {
+        break_id,
+        action,
+        resolved_by: resolved_by.to_string(),
+        reason: reason.to_string(),
+        resolved_at: at,
+        event_id: Uuid::new_v5(&break_id, b"resolved"),
+    };
+    let event = NewEvent {
+        event_id: row.event_id,
+        cause_event_id: break_id,
+        occurred_at: at,
+        event: LedgerEvent::ReconBreakResolved {
+            merchant_id: b.merchant_id,
+            break_id,
+            action: action.as_str().to_string(),
+            resolved_by: row.resolved_by.clone(),
+            reason: row.reason.clone(),
+        },
+    };
+    store.resolve(&row, &event).await?;
+    Ok(row)
+}
+
+// ---- rows, shared by both backends ----------------------------------------------------
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {value:?}"))
+}
+
+fn kind_from(r: &dyn Cells) -> Result<EntryKind, StoreError> {
+    let k = r.text("kind")?;
+    EntryKind::from_code(&k).ok_or_else(|| corrupt("entry kind", &k))
+}
+
+pub(crate) fn bill_line_from(r: &dyn Cells) -> Result<BillLine, StoreError> {
+    let kind = kind_from(r)?;
+    let number = r.text("number")?;
+    Ok(BillLine {
+        line_no: r.int("line_no")? as u64,
+        trade_at: r.at("trade_at")?,
+        merchant_id: r.text("merchant_id")?,
+        device_id: r.text("device_id")?,
+        channel_txn_id: r.text("channel_txn_id")?,
+        out_trade_no: r.text("out_trade_no")?,
+        kind,
+        out_refund_no: if kind == EntryKind::Refund { number } else { String::new() },
+        amount_fen: r.int("amount_fen")?,
+        fee_mfen: r.int("fee_mfen")?,
+        rate_ppm: r.opt_int("rate_ppm")?,
+    })
+}
+
+pub(crate) fn ledger_entry_from(r: &dyn Cells) -> Result<LedgerEntry, StoreError> {
+    let status = r.text("status")?;
+    Ok(LedgerEntry {
+        merchant_id: r.text("merchant_id")?,
+        kind: kind_from(r)?,
+        number: r.text("number")?,
+        out_trade_no: r.text("out_trade_no")?,
+        amount_fen: r.int("amount_fen")?,
+        fee_fen: r.int("fee_fen")?,
+        status: facepay_domain::OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))?,
+        occurred_at: r.at("occurred_at")?,
+    })
+}
+
+pub(crate) fn counterpart_from(r: &dyn Cells, day: Option<NaiveDate>) -> Result<Counterpart, StoreError> {
+    let at = r.at("at")?;
+    Ok(Counterpart { day: day.unwrap_or_else(|| shanghai_day(at)), amount_fen: r.int("amount_fen")? })
+}
+
+pub(crate) fn import_from(r: &dyn Cells) -> Result<ImportRow, StoreError> {
+    Ok(ImportRow {
+        import_id: r.uuid("import_id")?,
+        account: r.text("account")?,
+        day: r.day("day")?,
+        version: r.int("version")?,
+        content_sha256: r.text("content_sha256")?,
+        layout: r.text("layout")?,
+        file_name: r.text("file_name")?,
+        line_count: r.int("line_count")?,
+        settle_fen: r.int("settle_fen")?,
+        refund_fen: r.int("refund_fen")?,
+        fee_mfen: r.int("fee_mfen")?,
+        imported_at: r.at("imported_at")?,
+    })
+}
+
+pub(crate) fn run_from(r: &dyn Cells) -> Result<RunRow, StoreError> {
+    let report = r.text("report")?;
+    Ok(RunRow {
+        run_id: r.uuid("run_id")?,
+        import_id: r.uuid("import_id")?,
+        day: r.day("day")?,
+        started_at: r.at("started_at")?,
+        finished_at: r.at("finished_at")?,
+        bill_lines: r.int("bill_lines")?,
+        breaks: r.int("breaks")?,
+        report: serde_json::from_str(&report).map_err(|_| corrupt("run report", &report))?,
+    })
+}
+
+pub(crate) fn break_from(r: &dyn Cells) -> Result<BreakRow, StoreError> {
+    let class = r.text("class")?;
+    Ok(BreakRow {
+        break_id: r.uuid("break_id")?,
+        run_id: r.uuid("run_id")?,
+        day: r.day("day")?,
+        merchant_id: r.text("merchant_id")?,
+        class: Class::parse(&class).ok_or_else(|| corrupt("break class", &class))?,
+        kind: kind_from(r)?,
+        number: r.text("number")?,
+        line_no: r.opt_int("line_no")?,
+        bill_amount_fen: r.opt_int("bill_amount_fen")?,
+        ledger_amount_fen: r.opt_int("ledger_amount_fen")?,
+        detail: r.text("detail")?,
+        event_id: r.uuid("event_id")?,
+        recorded_at: r.at("recorded_at")?,
+        resolved: r.flag("resolved")?,
+    })
+}
+
+pub(crate) fn resolution_from(r: &dyn Cells) -> Result<ResolutionRow, StoreError> {
+    let action = r.text("action")?;
+    Ok(ResolutionRow {
+        break_id: r.uuid("break_id")?,
+        action: Action::parse(&action).ok_or_else(|| corrupt("resolution action", &action))?,
+        resolved_by: r.text("resolved_by")?,
+        reason: r.text("reason")?,
+        resolved_at: r.at("resolved_at")?,
+        event_id: r.uuid("event_id")?,
+    })
+}
+
+/// The digest's account, or the request's when the bill has no rows.
+pub(crate) fn account_of(digest: &BillDigest, req: &ImportRequest) -> String {
+    digest.account.clone().unwrap_or_else(|| req.account.clone())
+}
