@@ -1,7 +1,7 @@
 //! Request ids: every request gets one (or keeps a well-formed `x-request-id` it came with);
 //! it is in the request's tracing span, in every error body and in the `x-request-id`
 //! response header. An accepted event's span also names its event id, which the pipeline's
-//! logs carry from ingest to outcome.
+//! logs carry from ingest to outcome. Logged paths have payer ids masked ([`loggable`]).
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -23,6 +23,17 @@ fn acceptable(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A path as logged: a payer id in it is masked (`/v1/payers/u-00***/balance`).
+pub fn loggable(path: &str) -> String {
+    let mut out = Vec::new();
+    let mut after_payers = false;
+    for segment in path.split('/') {
+        out.push(if after_payers { facepay_domain::auth::mask(segment) } else { segment.to_string() });
+        after_payers = segment == "payers";
+    }
+    out.join("/")
+}
+
 /// Middleware: assigns the request id and runs the request inside its span.
 pub async fn request_id(req: Request, next: Next) -> Response {
     let given = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).filter(|id| acceptable(id));
@@ -31,7 +42,7 @@ pub async fn request_id(req: Request, next: Next) -> Response {
         "request",
         request_id = %id,
         method = %req.method(),
-        path = %req.uri().path(),
+        path = %loggable(req.uri().path()),
         principal = tracing::field::Empty,
         event_id = tracing::field::Empty,
     );
