@@ -51,6 +51,8 @@ pub struct Config {
     pub kafka_brokers: Option<String>,
     /// `FACEPAY_HTTP_ADDR`, default `127.0.0.1:8080`.
     pub http_addr: SocketAddr,
+    /// `FACEPAY_METRICS_ADDR`: where Prometheus scrapes `/metrics` (its own port); unset: off.
+    pub metrics_addr: Option<SocketAddr>,
     /// `FACEPAY_DATA_DIR`, default `./facepay-data`: where the embedded database lives.
     pub data_dir: PathBuf,
     /// `FACEPAY_MATCH_*`: the match policy's thresholds over its documented defaults
@@ -93,6 +95,10 @@ impl Config {
             database_url: Secret::new(database_url),
             kafka_brokers: var("FACEPAY_KAFKA_BROKERS"),
             http_addr,
+            metrics_addr: var("FACEPAY_METRICS_ADDR")
+                .map(|a| a.parse())
+                .transpose()
+                .context("FACEPAY_METRICS_ADDR must be host:port")?,
             data_dir,
             match_policy: MatchPolicy::from_env()?,
             face_master_key,

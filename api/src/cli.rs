@@ -416,6 +416,9 @@ async fn bench_matcher(opts: facepay_matcher::bench::BenchOptions, json: bool) -
 }
 
 async fn serve_app(mut app: App, config: &Config) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_addr {
+        crate::observe::spawn_metrics(addr).await?;
+    }
     let listener = TcpListener::bind(config.http_addr).await?;
     println!("facepay API listening on http://{}", listener.local_addr()?);
     let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, tokio::sync::mpsc::channel(1).1);
@@ -436,6 +439,9 @@ async fn serve_production(
     let cfg = facepay_ingest::kafka::KafkaConfig::from_env(brokers);
     let pipeline = config.pipeline(&store)?;
     let mut prod = crate::production::start_with(store, cfg, roles, pipeline).await?;
+    if let Some(addr) = config.metrics_addr {
+        crate::observe::spawn_metrics(addr).await?;
+    }
     tracing::info!(?roles, "stages started");
     let http = match roles.api {
         true => {

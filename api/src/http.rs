@@ -160,6 +160,7 @@ async fn device_event(
         Ok(env) => Ok((env, header.to_string())),
         Err(err) => {
             tracing::info!(field = %err.field, reason = %err.kind, "event refused");
+            facepay_ingest::metrics::METRICS.refused_input(err.kind.as_str());
             st.store.reject(&rejection(body, "http", &err)).await?;
             Err(ApiError::BadRequest(err))
         }

@@ -23,6 +23,23 @@ fn acceptable(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The metrics server's router: `GET /metrics`, Prometheus text format.
+pub fn metrics_router() -> axum::Router {
+    let render = || async {
+        let body = facepay_ingest::metrics::METRICS.render();
+        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    };
+    axum::Router::new().route("/metrics", axum::routing::get(render))
+}
+
+/// Serves [`metrics_router`] on `addr` (`FACEPAY_METRICS_ADDR`) in the background.
+pub async fn spawn_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics on /metrics");
+    tokio::spawn(async move { axum::serve(listener, metrics_router()).await });
+    Ok(())
+}
+
 /// A path as logged: a payer id in it is masked (`/v1/payers/u-00***/balance`).
 pub fn loggable(path: &str) -> String {
     let mut out = Vec::new();

@@ -600,10 +600,14 @@ async fn decide_items(
 ) -> Result<(), TransportError> {
     let all: Vec<&Item> = items.iter().collect();
     let (commands, with) = delivery(cfg, topic, &all, done);
+    crate::metrics::METRICS.batch(items.len());
     match ledger.handle_delivery(&commands, &with).await {
         Ok(_) => return Ok(()),
         Err(err @ StoreError::Fenced(_)) => return Err(err.into()),
-        Err(err) => tracing::warn!(error = %err, size = items.len(), "batch refused; deciding one message at a time"),
+        Err(err) => {
+            crate::metrics::METRICS.store_error();
+            tracing::warn!(error = %err, size = items.len(), "batch refused; deciding one message at a time")
+        }
     }
     let mut at = done.clone();
     for item in items {

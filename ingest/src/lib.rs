@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`authenticity`]: device signatures, the clock window and replays.
+//! - [`metrics`]: decisions, batch sizes, refusals, store errors (Prometheus text).
 //! - [`validate`]: parsing and registry checks; rejection records.
 //! - [`faces`]: the gallery at rest (sealed templates, crypto-shredding, shards).
 //! - [`matching`]: the matcher stage: captures → identities, events → commands.
@@ -19,6 +20,7 @@ pub mod authenticity;
 pub mod faces;
 pub mod kafka;
 pub mod matching;
+pub mod metrics;
 pub mod pipeline;
 pub mod validate;
 pub mod wire;

@@ -145,6 +145,7 @@ async fn run_validate(
                     Err(err) => {
                         let rejected = rejection(&bytes, source, &err);
                         tracing::info!(field = %err.field, reason = %err.kind, source, "event rejected");
+                        crate::metrics::METRICS.refused_input(err.kind.as_str());
                         store.reject(&rejected).await?;
                         let body = OutcomeBody::Refused {
                             kind: rejected.kind.clone().unwrap_or_default(),
@@ -239,7 +240,10 @@ async fn run_ledger(
                 batch.push(cmd);
             }
         }
-        for outcome in ledger.handle_batch(&batch).await? {
+        crate::metrics::METRICS.batch(batch.len());
+        let decided = ledger.handle_batch(&batch).await.inspect_err(|_| crate::metrics::METRICS.store_error())?;
+        for outcome in decided {
+            crate::metrics::METRICS.decision(&outcome.body);
             let _ = outcomes.send(outcome).await;
         }
         batch.clear();
