@@ -235,6 +235,13 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
     for (_, bytes) in &poison {
         kafka::publish_signed(&producer, &device_topic, "poison", bytes, signer.sign(bytes).as_deref()).await.unwrap();
     }
+    // A well-formed event without a signature, and one signed by the device for another
+    // event id (a forgery), are refused and kept like any bad input.
+    let unsigned = event(4, "account_funded", json!({"payer_id": "u-p", "amount": "9.00"}), false);
+    kafka::publish_signed(&producer, &device_topic, "poison", &unsigned, None).await.unwrap();
+    let forged = event(5, "payment_query", json!({"out_trade_no": "P-1"}), true);
+    let other_sig = signer.sign(&event(6, "payment_query", json!({"out_trade_no": "P-1"}), true));
+    kafka::publish_signed(&producer, &device_topic, "poison", &forged, other_sig.as_deref()).await.unwrap();
     // Garbage straight on the ledger's own topic is kept too.
     kafka::publish(&producer, &cfg.topic(LEDGER_COMMANDS), "poison", b"{\"type\": \"nonsense\"}").await.unwrap();
     let good = event(3, "account_funded", json!({"payer_id": "u-p", "amount": "5.00"}), false);
@@ -244,9 +251,11 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
     assert_eq!(got[0]["type"], "applied", "the good event behind the poison was applied: {got:?}");
     drained(store.as_ref()).await;
     let letters = read_all(&cfg, &cfg.topic(DEAD_LETTER)).await;
-    assert_eq!(letters.len(), 4, "one dead letter per poison message: {letters:?}");
+    assert_eq!(letters.len(), 6, "one dead letter per poison message: {letters:?}");
     let rejected = store.rejected(100).await.unwrap();
-    assert_eq!(rejected.len(), 4, "{rejected:?}");
+    assert_eq!(rejected.len(), 6, "{rejected:?}");
+    let unsigned_kept = rejected.iter().filter(|r| r.reason_code == "bad_signature" && r.source == "kafka").count();
+    assert_eq!(unsigned_kept, 2, "the unsigned and the forged event: {rejected:?}");
     for (reason, bytes) in &poison {
         assert!(letters.iter().any(|l| l["reason_code"] == *reason), "{reason} in {letters:?}");
         let kept = rejected.iter().find(|r| r.reason_code == *reason && r.source == "kafka");
