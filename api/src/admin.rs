@@ -46,7 +46,11 @@ pub async fn revoke_key(
     p.require(&[Role::Admin])?;
     let key_id = KeyId::parse(key_id).map_err(|e| FieldError::new("key_id", e.kind, e.message))?;
     match st.auth.revoke(&key_id, &p.actor()).await? {
-        true => Ok(StatusCode::NO_CONTENT),
+        true => {
+            // A device key stops signing here at once (other processes: at their next refresh).
+            st.registry.write().unwrap_or_else(|e| e.into_inner()).device_keys.remove(&key_id);
+            Ok(StatusCode::NO_CONTENT)
+        }
         false => Err(ApiError::NotFound("key")),
     }
 }

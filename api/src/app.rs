@@ -204,6 +204,7 @@ impl App {
         };
         let verifier = config.verifier.clone();
         let auth = Arc::new(Auth::new(store.clone(), verifier.pepper().clone()));
+        tokio::spawn(refresh_registry(std::sync::Arc::downgrade(&registry), store.clone()));
         let pipeline = Pipeline::start(ledger.clone(), registry.clone(), gallery, config);
         Ok(Self { store, ledger, registry, pipeline, auth, verifier })
     }
@@ -216,6 +217,23 @@ impl App {
             input: crate::http::Ingress::Pipeline(self.pipeline.input.clone()),
             auth: self.auth.clone(),
             verifier: self.verifier.clone(),
+        }
+    }
+}
+
+/// Re-reads the registry (devices, device keys and their revocations, e.g. by `facepay keys
+/// revoke` from another process) every `REGISTRY_REFRESH_MS`, while the app lives.
+async fn refresh_registry(
+    registry: std::sync::Weak<RwLock<facepay_ledger::store::Registry>>,
+    store: Arc<dyn LedgerStore>,
+) {
+    let period = std::time::Duration::from_millis(facepay_domain::limits::REGISTRY_REFRESH_MS);
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(shared) = registry.upgrade() else { return };
+        match store.registry().await {
+            Ok(fresh) => *shared.write().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Err(e) => tracing::warn!(error = %e, "registry refresh failed; keeping the last one"),
         }
     }
 }

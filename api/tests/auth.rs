@@ -278,3 +278,17 @@ async fn metrics_count_decisions_batches_and_refusals() {
     assert!(value("facepay_ledger_batch_size_count") >= 1);
     assert!(value("facepay_refused_input_total{reason=\"clock_skew\"}") >= 1, "{text}");
 }
+
+#[tokio::test]
+async fn a_revoked_device_key_stops_signing_at_once() {
+    let app = spawn_app().await;
+    let ev = |app: &TestApp| app.event("payment_query", json!({"out_trade_no": "R-1"}), true);
+    assert_eq!(app.post_signed(&ev(&app), &app.keys.device, now()).await.0, 202);
+    let key_id = &app.keys.device[4..28];
+    let r = app.http.delete(format!("{}/v1/keys/{key_id}", app.base)).bearer_auth(&app.keys.admin).send().await;
+    assert_eq!(r.unwrap().status().as_u16(), 204);
+    let (status, body) = app.post_signed(&ev(&app), &app.keys.device, now()).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("bad_signature")), "{body}");
+    let (status, _) = app.get_as(&format!("/v1/merchants/{MERCHANT}/orders/R-1"), Some(&app.keys.device)).await;
+    assert_eq!(status, 401, "nor read as a bearer key");
+}
