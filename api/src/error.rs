@@ -58,7 +58,7 @@ impl From<StoreError> for ApiError {
 }
 
 /// The error body of every failure.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `not_found`, `too_many_decimals`.
     pub code: String,

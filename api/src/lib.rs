@@ -6,7 +6,8 @@
 //! - [`http`]: the axum router and its handlers.
 //! - [`auth`]: API keys, principals, roles, rate limits, signed cursors, openids.
 //! - [`admin`]: the admin and finance routes (keys, audit log).
-//! - [`observe`]: request ids.
+//! - [`observe`]: request ids, log masking, the metrics server.
+//! - [`openapi`]: the OpenAPI 3.1 description (`api/openapi.json`).
 //! - [`error`]: [`error::ApiError`], the one HTTP error, owning the status mapping.
 //! - [`demo`]: `facepay demo`, a simulated fleet.
 //! - [`bench`]: `facepay bench ledger`, a benchmark that prints JSON.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod fleet_keys;
 pub mod http;
 pub mod observe;
+pub mod openapi;
 pub mod production;
 pub mod simulate;
 pub mod usual_design;
