@@ -13,6 +13,11 @@ use facepay_matcher::vault::{MasterKey, Vault};
 use facepay_matcher::{Gallery, MatchPolicy};
 use tokio::net::TcpListener;
 
+use facepay_domain::auth::Pepper;
+use facepay_domain::limits::KEY_PEPPER_BYTES_MIN;
+use facepay_ingest::authenticity::DeviceVerifier;
+
+use crate::auth::Auth;
 use crate::http::{router, AppState};
 
 /// A value that must never reach a log: `Debug` and `Display` print `[redacted]`.
@@ -46,6 +51,8 @@ pub struct Config {
     pub kafka_brokers: Option<String>,
     /// `FACEPAY_HTTP_ADDR`, default `127.0.0.1:8080`.
     pub http_addr: SocketAddr,
+    /// `FACEPAY_METRICS_ADDR`: where Prometheus scrapes `/metrics` (its own port); unset: off.
+    pub metrics_addr: Option<SocketAddr>,
     /// `FACEPAY_DATA_DIR`, default `./facepay-data`: where the embedded database lives.
     pub data_dir: PathBuf,
     /// `FACEPAY_MATCH_*`: the match policy's thresholds over its documented defaults
@@ -58,6 +65,9 @@ pub struct Config {
     /// `FACEPAY_MATCHER_SHARD` = `i/N`, default `0/1`: this process serves the payers with
     /// `shard_hash % N == i`.
     pub matcher_shard: Shard,
+    /// `FACEPAY_KEY_PEPPER` (at least 32 bytes): the key of every stored API-key hash and of
+    /// every device secret. Unset: read from (or created in) `<data dir>/key-pepper`.
+    pub key_pepper: Pepper,
 }
 
 impl Config {
@@ -76,6 +86,7 @@ impl Config {
         if let Some(key) = &face_master_key {
             MasterKey::from_hex(key.expose()).context("FACEPAY_FACE_MASTER_KEY")?;
         }
+        let key_pepper = key_pepper(var("FACEPAY_KEY_PEPPER"), &data_dir)?;
         let matcher_shard = match var("FACEPAY_MATCHER_SHARD") {
             None => Shard::ALL,
             Some(s) => parse_shard(&s).context("FACEPAY_MATCHER_SHARD must be i/N with i < N")?,
@@ -84,9 +95,14 @@ impl Config {
             database_url: Secret::new(database_url),
             kafka_brokers: var("FACEPAY_KAFKA_BROKERS"),
             http_addr,
+            metrics_addr: var("FACEPAY_METRICS_ADDR")
+                .map(|a| a.parse())
+                .transpose()
+                .context("FACEPAY_METRICS_ADDR must be host:port")?,
             data_dir,
             match_policy: MatchPolicy::from_env()?,
             face_master_key,
+            key_pepper,
             matcher_shard,
         })
     }
@@ -100,8 +116,41 @@ impl Config {
             }
             None => None,
         };
-        Ok(PipelineConfig { match_policy: self.match_policy, faces, ..PipelineConfig::default() })
+        let verifier = Arc::new(DeviceVerifier::new(self.key_pepper.clone()));
+        Ok(PipelineConfig { match_policy: self.match_policy, faces, verifier, ..PipelineConfig::default() })
     }
+}
+
+/// The pepper from `FACEPAY_KEY_PEPPER`, else from `<data dir>/key-pepper` (created, owner
+/// read/write only, with 32 random bytes in hex, the first time).
+fn key_pepper(var: Option<String>, data_dir: &Path) -> anyhow::Result<Pepper> {
+    let text = match var {
+        Some(v) => v,
+        None => {
+            let path = data_dir.join("key-pepper");
+            if !path.exists() {
+                use rand::RngCore;
+                let mut bytes = [0_u8; 32];
+                rand::rng().fill_bytes(&mut bytes);
+                std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+                write_private(&path, hex::encode(bytes).as_bytes())?;
+            }
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_string()
+        }
+    };
+    anyhow::ensure!(text.len() >= KEY_PEPPER_BYTES_MIN, "FACEPAY_KEY_PEPPER: at least {KEY_PEPPER_BYTES_MIN} bytes");
+    Ok(Pepper::new(text.into_bytes()))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
 }
 
 /// `i/N` → shard `i` of `N`.
@@ -139,6 +188,9 @@ pub struct App {
     pub ledger: Ledger,
     pub registry: SharedRegistry,
     pub pipeline: Pipeline,
+    /// API keys and principals (over the same pepper as the pipeline's verifier).
+    pub auth: Arc<Auth>,
+    pub verifier: Arc<DeviceVerifier>,
 }
 
 impl App {
@@ -150,8 +202,11 @@ impl App {
             Some(faces) => faces.load().await?,
             None => Gallery::new(),
         };
+        let verifier = config.verifier.clone();
+        let auth = Arc::new(Auth::new(store.clone(), verifier.pepper().clone()));
+        tokio::spawn(refresh_registry(std::sync::Arc::downgrade(&registry), store.clone()));
         let pipeline = Pipeline::start(ledger.clone(), registry.clone(), gallery, config);
-        Ok(Self { store, ledger, registry, pipeline })
+        Ok(Self { store, ledger, registry, pipeline, auth, verifier })
     }
 
     /// The HTTP state over this app's store, registry and pipeline input.
@@ -160,6 +215,25 @@ impl App {
             store: self.store.clone(),
             registry: self.registry.clone(),
             input: crate::http::Ingress::Pipeline(self.pipeline.input.clone()),
+            auth: self.auth.clone(),
+            verifier: self.verifier.clone(),
+        }
+    }
+}
+
+/// Re-reads the registry (devices, device keys and their revocations, e.g. by `facepay keys
+/// revoke` from another process) every `REGISTRY_REFRESH_MS`, while the app lives.
+async fn refresh_registry(
+    registry: std::sync::Weak<RwLock<facepay_ledger::store::Registry>>,
+    store: Arc<dyn LedgerStore>,
+) {
+    let period = std::time::Duration::from_millis(facepay_domain::limits::REGISTRY_REFRESH_MS);
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(shared) = registry.upgrade() else { return };
+        match store.registry().await {
+            Ok(fresh) => *shared.write().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Err(e) => tracing::warn!(error = %e, "registry refresh failed; keeping the last one"),
         }
     }
 }

@@ -25,6 +25,9 @@ use sqlx::Connection;
 use tokio::sync::mpsc;
 
 use crate::demo::{fleet_devices, send_fleet, DemoOptions};
+use crate::fleet_keys::FleetSigner;
+use facepay_domain::auth::SIGNATURE_HEADER;
+use facepay_ingest::authenticity::DeviceVerifier;
 
 #[derive(Debug, Clone)]
 pub struct PipelineBenchOptions {
@@ -55,11 +58,11 @@ pub struct PipelineBenchReport {
 
 /// Runs the three phases.
 pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchReport> {
-    let events = fleet_events(&opts.fleet).await?;
+    let (events, signer) = fleet_events(&opts.fleet).await?;
     let broker_events_per_s = broker_baseline(opts, &events).await?;
-    let (saturated, _) = facepay_run(opts, &events, None).await?;
+    let (saturated, _) = facepay_run(opts, &events, &signer, None).await?;
     let offered = saturated / 2.0;
-    let (_, mut latencies) = facepay_run(opts, &events, Some(offered)).await?;
+    let (_, mut latencies) = facepay_run(opts, &events, &signer, Some(offered)).await?;
     latencies.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied();
     Ok(PipelineBenchReport {
@@ -77,21 +80,27 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
 }
 
 /// The demo fleet's events, as (key, bytes), in order.
-async fn fleet_events(fleet: &DemoOptions) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+/// The demo fleet's events, signed, as (key, bytes, signature), in order; and the fleet's
+/// keys, to install in each run's database.
+async fn fleet_events(fleet: &DemoOptions) -> anyhow::Result<(Vec<Signed>, FleetSigner)> {
     let (tx, mut rx) = mpsc::channel(facepay_domain::limits::STAGE_CHANNEL_CAPACITY);
-    let fleet2 = fleet.clone();
-    let sender = tokio::spawn(async move { send_fleet(&fleet2, tx).await });
+    let (fleet2, signer) = (fleet.clone(), FleetSigner::new(&fleet.pepper, &fleet_devices(fleet))?);
+    let signer2 = signer.clone();
+    let sender = tokio::spawn(async move { send_fleet(&fleet2, signer2, tx).await });
     let mut out = Vec::new();
     while let Some(item) = rx.recv().await {
-        let bytes = match item {
-            Inbound::Raw { bytes, .. } => bytes,
-            Inbound::Checked(env) => env.to_json(),
+        let (bytes, signature) = match item {
+            Inbound::Raw { bytes, signature, .. } => (bytes, signature),
+            Inbound::Checked(env) => (env.to_json(), None),
         };
-        out.push((crate::simulate::device_key(&bytes), bytes));
+        out.push((crate::simulate::device_key(&bytes), bytes, signature));
     }
     sender.await??;
-    Ok(out)
+    Ok((out, signer))
 }
+
+/// An event as published: its key, its bytes, its signature.
+type Signed = (String, Vec<u8>, Option<String>);
 
 fn fresh_config(opts: &PipelineBenchOptions) -> KafkaConfig {
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -107,18 +116,22 @@ fn fresh_config(opts: &PipelineBenchOptions) -> KafkaConfig {
 async fn publish(
     producer: &FutureProducer,
     topic: &str,
-    events: &[(String, Vec<u8>)],
+    events: &[Signed],
     rate: Option<f64>,
 ) -> anyhow::Result<Vec<Instant>> {
     let started = Instant::now();
     let mut sent_at = Vec::with_capacity(events.len());
     let mut acks = Vec::with_capacity(SIMULATE_ACKS_MAX);
-    for (i, (key, bytes)) in events.iter().enumerate() {
+    for (i, (key, bytes, signature)) in events.iter().enumerate() {
         if let Some(rate) = rate {
             tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
         }
         sent_at.push(Instant::now());
-        let record = FutureRecord::to(topic).key(key.as_str()).payload(bytes.as_slice());
+        let mut record = FutureRecord::to(topic).key(key.as_str()).payload(bytes.as_slice());
+        if let Some(sig) = signature {
+            let header = rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(sig.as_str()) };
+            record = record.headers(rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(header));
+        }
         acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
         if acks.len() >= SIMULATE_ACKS_MAX {
             for ack in std::mem::take(&mut acks) {
@@ -133,7 +146,7 @@ async fn publish(
 }
 
 /// The broker alone: produce the same messages to a fresh topic and read them back.
-async fn broker_baseline(opts: &PipelineBenchOptions, events: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
+async fn broker_baseline(opts: &PipelineBenchOptions, events: &[Signed]) -> anyhow::Result<f64> {
     let cfg = fresh_config(opts);
     kafka::ensure_topics(&cfg).await?;
     let topic = cfg.topic(DEVICE_EVENTS);
@@ -158,7 +171,8 @@ async fn broker_baseline(opts: &PipelineBenchOptions, events: &[(String, Vec<u8>
 /// and reads every answer back. Events per second, and each outcome's latency in ms.
 async fn facepay_run(
     opts: &PipelineBenchOptions,
-    events: &[(String, Vec<u8>)],
+    events: &[Signed],
+    signer: &FleetSigner,
     rate: Option<f64>,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
     let cfg = fresh_config(opts);
@@ -169,11 +183,14 @@ async fn facepay_run(
             store.register_merchant(&d.merchant_id, d.merchant_id.as_str()).await?;
             store.register_device(&d).await?;
         }
-        let prod = crate::production::start(store, cfg.clone(), crate::production::Roles::ALL).await?;
+        signer.install(store.as_ref()).await?;
+        let verifier = Arc::new(DeviceVerifier::new(opts.fleet.pepper.clone()));
+        let pipeline = facepay_ingest::PipelineConfig { verifier, ..Default::default() };
+        let prod = crate::production::start_with(store, cfg.clone(), crate::production::Roles::ALL, pipeline).await?;
         let reader: StreamConsumer = cfg.consumer(&format!("{}-reader", cfg.ledger_group))?;
         reader.subscribe(&[&cfg.topic(LEDGER_OUTCOMES), &cfg.topic(DEAD_LETTER)])?;
         let ids: HashMap<String, usize> =
-            events.iter().enumerate().filter_map(|(i, (_, b))| Some((event_id(b)?, i))).collect();
+            events.iter().enumerate().filter_map(|(i, (_, b, _))| Some((event_id(b)?, i))).collect();
         let producer = cfg.producer()?;
         let began = Instant::now();
         let topic = cfg.topic(DEVICE_EVENTS);

@@ -72,6 +72,11 @@ enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
+    /// API keys: create (the token is printed once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        what: KeysWhat,
+    },
     /// Benchmarks that print JSON.
     Bench {
         #[command(subcommand)]
@@ -95,10 +100,41 @@ struct FleetArgs {
 }
 
 impl FleetArgs {
-    fn options(&self, data_dir: std::path::PathBuf, progress: bool) -> demo::DemoOptions {
+    fn options(&self, config: &Config, progress: bool) -> demo::DemoOptions {
         let FleetArgs { seed, merchants, devices, payers, payments } = *self;
-        demo::DemoOptions { seed, merchants, devices, payers, payments, data_dir, progress }
+        let (data_dir, pepper) = (config.data_dir.clone(), config.key_pepper.clone());
+        demo::DemoOptions { seed, merchants, devices, payers, payments, data_dir, progress, pepper }
     }
+}
+
+#[derive(Subcommand)]
+enum KeysWhat {
+    /// Create a key and print its token (shown this once; only its hash is kept).
+    Create {
+        /// merchant, finance, device or admin.
+        #[arg(long)]
+        role: String,
+        /// Merchant and device keys: the merchant.
+        #[arg(long)]
+        merchant: Option<String>,
+        /// A merchant key scoped to one store, or a device's store.
+        #[arg(long)]
+        store: Option<String>,
+        /// Device keys: the registered device.
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        expires_days: Option<i64>,
+    },
+    /// List every key (ids, roles, scopes, expiry, revocation; never a secret).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke { key_id: String },
 }
 
 #[derive(Subcommand)]
@@ -179,7 +215,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { json, serve: keep, fleet } => {
             check_profile(&config)?;
-            let opts = fleet.options(config.data_dir.clone(), !json);
+            let opts = fleet.options(&config, !json);
             let (summary, app) = demo::run(&opts).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -265,7 +301,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let cfg = facepay_ingest::kafka::KafkaConfig::from_env(brokers.as_str());
             let store = open_store(&config.database_url).await?;
-            let fleet = fleet.options(config.data_dir.clone(), false);
+            let fleet = fleet.options(&config, false);
             let opts = crate::simulate::SimulateOptions { fleet, rate_per_s: rate };
             let report = crate::simulate::kafka(&opts, &cfg, store.as_ref()).await?;
             match json {
@@ -274,6 +310,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Keys { what } => keys(what, &config).await,
         Command::Bench { what: BenchWhat::Pipeline { json, postgres, partitions, payers, payments } } => {
             let postgres = postgres
                 .or_else(|| std::env::var("FACEPAY_TEST_DATABASE_URL").ok())
@@ -329,6 +366,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `facepay keys …` over the configured store and pepper, audited as `cli`.
+async fn keys(what: KeysWhat, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(&config.database_url).await?;
+    let auth = crate::auth::Auth::new(store.clone(), config.key_pepper.clone());
+    let actor = crate::auth::Actor::cli();
+    match what {
+        KeysWhat::Create { role, merchant, store: store_id, device, label, expires_days } => {
+            let spec = crate::auth::NewKey {
+                role: facepay_domain::auth::Role::parse(&role)?,
+                merchant_id: merchant.map(MerchantId::parse).transpose()?,
+                store_id: store_id.map(StoreId::parse).transpose()?,
+                device_id: device.map(DeviceId::parse).transpose()?,
+                label,
+                expires_in_days: expires_days,
+            };
+            let (key, token) = auth.create_key(spec, &actor).await?;
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "key": key, "token": token }))?);
+            eprintln!("the token is shown once: keep it now");
+        }
+        KeysWhat::List { json } => {
+            let keys = store.key_list().await?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&keys)?),
+                false => keys.iter().for_each(|k| {
+                    let scope = [
+                        k.merchant_id.as_ref().map(|m| m.to_string()),
+                        k.store_id.as_ref().map(|s| s.to_string()),
+                        k.device_id.as_ref().map(|d| d.to_string()),
+                    ];
+                    let scope: Vec<String> = scope.into_iter().flatten().collect();
+                    let state = if k.revoked_at.is_some() { "revoked" } else { "live" };
+                    println!(
+                        "{} {:8} {:24} expires {} {state} {}",
+                        k.key_id,
+                        k.role,
+                        scope.join("/"),
+                        k.expires_at,
+                        k.label
+                    );
+                }),
+            }
+        }
+        KeysWhat::Revoke { key_id } => {
+            let key_id = facepay_domain::auth::KeyId::parse(key_id)?;
+            anyhow::ensure!(auth.revoke(&key_id, &actor).await?, "no live key {key_id}");
+            println!("revoked {key_id}");
+        }
+    }
+    Ok(())
+}
+
 /// Runs `facepay bench matcher` on a blocking thread (it is all CPU).
 async fn bench_matcher(opts: facepay_matcher::bench::BenchOptions, json: bool) -> anyhow::Result<()> {
     let report = tokio::task::spawn_blocking(move || bench::matcher(&opts)).await??;
@@ -341,6 +429,9 @@ async fn bench_matcher(opts: facepay_matcher::bench::BenchOptions, json: bool) -
 }
 
 async fn serve_app(mut app: App, config: &Config) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_addr {
+        crate::observe::spawn_metrics(addr).await?;
+    }
     let listener = TcpListener::bind(config.http_addr).await?;
     println!("facepay API listening on http://{}", listener.local_addr()?);
     let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, tokio::sync::mpsc::channel(1).1);
@@ -361,6 +452,9 @@ async fn serve_production(
     let cfg = facepay_ingest::kafka::KafkaConfig::from_env(brokers);
     let pipeline = config.pipeline(&store)?;
     let mut prod = crate::production::start_with(store, cfg, roles, pipeline).await?;
+    if let Some(addr) = config.metrics_addr {
+        crate::observe::spawn_metrics(addr).await?;
+    }
     tracing::info!(?roles, "stages started");
     let http = match roles.api {
         true => {

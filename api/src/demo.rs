@@ -26,6 +26,10 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::app::{open_store, sqlite_url, App, Secret};
+use crate::fleet_keys::FleetSigner;
+use facepay_domain::auth::Pepper;
+use facepay_ingest::authenticity::DeviceVerifier;
+use std::sync::Arc;
 
 /// The size of the simulated fleet and its day.
 #[derive(Debug, Clone)]
@@ -38,6 +42,9 @@ pub struct DemoOptions {
     /// The demo's database is created anew here (`demo.db`).
     pub data_dir: PathBuf,
     pub progress: bool,
+    /// The pepper the fleet's device keys are made under (the configured one for the CLI, a
+    /// random one by default).
+    pub pepper: Pepper,
 }
 
 impl Default for DemoOptions {
@@ -50,8 +57,17 @@ impl Default for DemoOptions {
             payments: 20_000,
             data_dir: PathBuf::from("facepay-data"),
             progress: true,
+            pepper: random_pepper(),
         }
     }
+}
+
+/// 32 random bytes.
+pub fn random_pepper() -> Pepper {
+    use rand::RngCore;
+    let mut bytes = vec![0_u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    Pepper::new(bytes)
 }
 
 /// The demo's report; `--json` prints it as is.
@@ -174,12 +190,14 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoSummary, App)> {
         store.register_merchant(&d.merchant_id, &format!("Merchant {}", d.merchant_id)).await?;
         store.register_device(d).await?;
     }
-    let mut app = App::start(store, PipelineConfig::default()).await?;
+    let signer = FleetSigner::enrol(store.as_ref(), &opts.pepper, &world.devices).await?;
+    let verifier = Arc::new(DeviceVerifier::new(opts.pepper.clone()));
+    let mut app = App::start(store, PipelineConfig { verifier, ..PipelineConfig::default() }).await?;
     let input = app.pipeline.input.clone();
     let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, mpsc::channel(1).1);
     let (sent_tx, mut sent_rx) = tokio::sync::oneshot::channel();
     let producer = tokio::spawn(async move {
-        let sent = world.send_all(input).await;
+        let sent = world.send_all(input, signer).await;
         let _ = sent_tx.send(sent.as_ref().map(|s| s.total).unwrap_or(0));
         sent
     });
@@ -278,6 +296,7 @@ struct Last {
 
 struct Sender {
     input: mpsc::Sender<Inbound>,
+    signer: FleetSigner,
     counts: SentCounts,
     clock: DateTime<Utc>,
     step: ChronoDuration,
@@ -294,7 +313,11 @@ impl Sender {
 
     async fn raw(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
         self.counts.total += 1;
-        self.input.send(Inbound::Raw { bytes, source: "bus" }).await.map_err(|_| anyhow::anyhow!("pipeline closed"))
+        let signature = self.signer.sign(&bytes);
+        self.input
+            .send(Inbound::Raw { bytes, source: "bus", signature })
+            .await
+            .map_err(|_| anyhow::anyhow!("pipeline closed"))
     }
 }
 
@@ -333,12 +356,12 @@ impl World {
         }
     }
 
-    async fn send_all(self, input: mpsc::Sender<Inbound>) -> anyhow::Result<SentCounts> {
+    async fn send_all(self, input: mpsc::Sender<Inbound>, signer: FleetSigner) -> anyhow::Result<SentCounts> {
         // Two simulated days of trade, so the daily caps turn over once.
         let events_estimate = (self.payers.len() * 3 + self.payments * 2).max(1) as i64;
         let step = ChronoDuration::milliseconds((2 * 86_400_000 / events_estimate).max(1));
         let rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed);
-        let mut tx = Sender { input, counts: SentCounts::default(), clock: self.start, step, rng };
+        let mut tx = Sender { input, signer, counts: SentCounts::default(), clock: self.start, step, rng };
         let members = self.setup(&mut tx).await?;
         let mut last = Last::default();
         let mut orders = Vec::with_capacity(self.payments);
@@ -767,6 +790,10 @@ pub fn fleet_devices(opts: &DemoOptions) -> Vec<DeviceRef> {
 
 /// Sends the demo's events for `opts` into `input`, exactly as the demo does (the same seed,
 /// the same events, in the same order); for `facepay simulate` and the benchmarks.
-pub async fn send_fleet(opts: &DemoOptions, input: mpsc::Sender<Inbound>) -> anyhow::Result<SentCounts> {
-    World::new(opts).send_all(input).await
+pub async fn send_fleet(
+    opts: &DemoOptions,
+    signer: FleetSigner,
+    input: mpsc::Sender<Inbound>,
+) -> anyhow::Result<SentCounts> {
+    World::new(opts).send_all(input, signer).await
 }

@@ -1,17 +1,21 @@
 //! The HTTP API: device results, merchant history and members, payer balances, ingest.
+//! Every route but `/health` needs a principal (see [`crate::auth`]) of the roles it names.
 
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
+use facepay_domain::auth::{EventSignature, KeyId, Role, SIGNATURE_HEADER};
 use facepay_domain::limits::{EVENT_BYTES_MAX, INGEST_ENQUEUE_TIMEOUT_MS, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 use facepay_domain::money::fen_to_string;
 use facepay_domain::{FieldError, FieldErrorKind, MerchantId, OrderStatus, OutTradeNo, PayerId, PaymentResult};
-use facepay_ingest::validate::{rejection, validate};
+use facepay_ingest::authenticity::{DeviceVerifier, Position};
+use facepay_ingest::validate::{learn_key, rejection, validate, validate_signed};
 use facepay_ingest::{Inbound, SharedRegistry};
 use facepay_ledger::model::Keys;
 use facepay_ledger::store::{HistoryFilter, HistoryRow, MemberView, RejectedEvent};
@@ -20,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+use crate::auth::{Auth, Principal};
 use crate::error::ApiError;
 
 /// What every handler shares.
@@ -29,6 +34,10 @@ pub struct AppState {
     pub registry: SharedRegistry,
     /// Where `POST /v1/events` puts what it accepts.
     pub input: Ingress,
+    /// API keys, principals, rate limits, cursors.
+    pub auth: Arc<Auth>,
+    /// Device signatures (the same checks the validate stage runs).
+    pub verifier: Arc<DeviceVerifier>,
 }
 
 /// Where the HTTP ingest path puts an accepted event.
@@ -43,7 +52,9 @@ pub enum Ingress {
 }
 
 impl Ingress {
-    async fn accept(&self, envelope: facepay_domain::Envelope) -> Result<(), ApiError> {
+    /// Puts an event in: the parsed envelope in-process; over Kafka the very bytes it came as,
+    /// with their signature, so the matcher checks them again.
+    async fn accept(&self, envelope: facepay_domain::Envelope, body: &[u8], signature: &str) -> Result<(), ApiError> {
         match self {
             Ingress::Pipeline(input) => {
                 let timeout = Duration::from_millis(INGEST_ENQUEUE_TIMEOUT_MS);
@@ -55,8 +66,9 @@ impl Ingress {
                     facepay_domain::Origin::Merchant(m) => m.to_string(),
                     facepay_domain::Origin::Platform => envelope.event_id.to_string(),
                 };
-                let bytes = envelope.to_json();
-                let record = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(&bytes);
+                let header = rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(signature) };
+                let headers = rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(header);
+                let record = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(body).headers(headers);
                 producer.send(record, *timeout).await.map(|_| ()).map_err(|(e, _)| {
                     tracing::warn!(error = %e, "the broker did not take an event; the device is told to retry");
                     ApiError::Overloaded
@@ -77,9 +89,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/merchants/{merchant_id}/settlement", get(settlement))
         .route("/v1/payers/{payer_id}/balance", get(balance))
         .route("/v1/rejected-events", get(rejected))
+        .route("/v1/keys", post(crate::admin::create_key).get(crate::admin::list_keys))
+        .route("/v1/keys/{key_id}", delete(crate::admin::revoke_key))
+        .route("/v1/audit", get(crate::admin::audit))
         .layer(DefaultBodyLimit::max(EVENT_BYTES_MAX))
         .merge(crate::reconcile::routes())
         .layer(axum::middleware::from_fn(request_timeout))
+        .layer(axum::middleware::from_fn(crate::observe::request_id))
         .with_state(state)
 }
 
@@ -103,19 +119,94 @@ struct Accepted {
     status: &'static str,
 }
 
-/// `POST /v1/events`: one device event. 202 when it is in the pipeline (ask for the order's
-/// result afterwards); 400 naming the field when it is refused (and kept).
-async fn ingest(State(st): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let envelope = match validate(&body, &st.registry) {
+/// `POST /v1/events`: one event. A device event is authenticated by its device's signature
+/// (`facepay-signature`); platform and merchant events need an admin key and are audited.
+/// 202 when it is in the pipeline (ask for the order's result afterwards); 400 naming the
+/// field, 401 for a bad signature or clock, 409 for a replayed event id (each kept).
+async fn ingest(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let (envelope, signature) = match headers.contains_key(axum::http::header::AUTHORIZATION) {
+        true => admin_event(&st, &headers, &body).await?,
+        false => device_event(&st, &headers, &body).await?,
+    };
+    let event_id = envelope.event_id;
+    tracing::Span::current().record("event_id", tracing::field::display(event_id));
+    st.input.accept(envelope, &body, &signature).await?;
+    tracing::info!(%event_id, "event accepted");
+    Ok((StatusCode::ACCEPTED, Json(Accepted { event_id, status: "accepted" })))
+}
+
+/// A device's event: its signature is its credential. Unsigned input with no key is not
+/// kept (anyone could send it); a signed event that fails is kept with its reason.
+async fn device_event(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(facepay_domain::Envelope, String), ApiError> {
+    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let Some(header) = header else {
+        return Err(ApiError::Unauthorized("a device event needs its facepay-signature; anything else an API key"));
+    };
+    learn_key(Some(header), &st.registry, st.store.as_ref()).await?;
+    // Over Kafka the matcher checks replays (it tells a redelivery from a replay).
+    let position = match st.input {
+        Ingress::Pipeline(_) => Position::Fresh,
+        Ingress::Kafka { .. } => Position::Unchecked,
+    };
+    let now = Utc::now().timestamp();
+    match validate_signed(body, Some(header), &st.registry, &st.verifier, now, position) {
+        Ok(env) => Ok((env, header.to_string())),
+        Err(err) => {
+            tracing::info!(field = %err.field, reason = %err.kind, "event refused");
+            facepay_ingest::metrics::METRICS.refused_input(err.kind.as_str());
+            st.store.reject(&rejection(body, "http", &err)).await?;
+            Err(ApiError::BadRequest(err))
+        }
+    }
+}
+
+/// A platform or merchant event from an admin key: audited, then signed by the platform for
+/// the bus.
+async fn admin_event(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(facepay_domain::Envelope, String), ApiError> {
+    let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let principal = st.auth.authenticate(auth).await?;
+    principal.require(&[Role::Admin])?;
+    let envelope = match validate(body, &st.registry) {
         Ok(env) => env,
         Err(err) => {
-            st.store.reject(&rejection(&body, "http", &err)).await?;
+            st.store.reject(&rejection(body, "http", &err)).await?;
             return Err(ApiError::BadRequest(err));
         }
     };
-    let event_id = envelope.event_id;
-    st.input.accept(envelope).await?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { event_id, status: "accepted" })))
+    if envelope.origin.device().is_some() {
+        return Err(ApiError::Forbidden("device events are signed by their device, not sent with a key"));
+    }
+    let subject = subject_of(body);
+    let entry =
+        principal.actor().entry(envelope.body.kind(), &subject, serde_json::json!({ "event_id": envelope.event_id }));
+    st.store.audit_append(&entry).await?;
+    let sig = EventSignature::sign(
+        KeyId::platform(),
+        st.verifier.platform_secret(),
+        Utc::now().timestamp(),
+        envelope.event_id,
+        body,
+    );
+    Ok((envelope, sig.header()))
+}
+
+/// What an admin event is about, for the audit log: its payer or merchant.
+fn subject_of(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let payer = v.pointer("/payload/payer_id").and_then(|p| p.as_str());
+    payer.or(v.get("merchant_id").and_then(|m| m.as_str())).unwrap_or("platform").to_string()
 }
 
 fn field<T>(name: &str, r: Result<T, facepay_domain::ValueError>) -> Result<T, ApiError> {
@@ -138,13 +229,19 @@ pub struct OrderBody {
 /// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}`: what a device asks after a timeout.
 async fn order(
     State(st): State<AppState>,
+    p: Principal,
     Path((merchant, out_trade_no)): Path<(String, String)>,
 ) -> Result<Json<OrderBody>, ApiError> {
+    p.require(&[Role::Merchant, Role::Device, Role::Finance])?;
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
+    p.sees_merchant(&merchant)?;
     let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
     let order = st.store.order(&merchant, &out_trade_no).await?.ok_or(ApiError::NotFound("order"))?;
+    p.sees_store(&order.store_id)?;
+    let mut result = facepay_ledger::core::order_result(&order, false);
+    result.payer_id = result.payer_id.map(|payer| st.auth.payer_for(&p, &merchant, payer));
     Ok(Json(OrderBody {
-        result: facepay_ledger::core::order_result(&order, false),
+        result,
         created_at: order.created_at,
         updated_at: order.updated_at,
         fee: fen_to_string(order.fee_fen),
@@ -169,14 +266,14 @@ struct HistoryItem {
 }
 
 #[derive(Serialize)]
-struct Page<T> {
-    items: Vec<T>,
+pub struct Page<T> {
+    pub items: Vec<T>,
     /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
-    next_cursor: Option<String>,
+    pub next_cursor: Option<String>,
 }
 
-fn history_filter(q: HistoryQuery) -> Result<HistoryFilter, ApiError> {
+fn history_filter(q: HistoryQuery, auth: &Auth, merchant: &MerchantId) -> Result<HistoryFilter, ApiError> {
     let bad = |f: &str, m: &str| ApiError::BadRequest(FieldError::new(f, FieldErrorKind::Invalid, m));
     let day = q
         .date
@@ -188,7 +285,7 @@ fn history_filter(q: HistoryQuery) -> Result<HistoryFilter, ApiError> {
         .transpose()?;
     let before_id = q
         .cursor
-        .map(|c| c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| bad("cursor", "a cursor from next_cursor")))
+        .map(|c| auth.open_cursor(merchant, &c).ok_or_else(|| bad("cursor", "a cursor from next_cursor")))
         .transpose()?;
     let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     if limit == 0 || limit > PAGE_LIMIT_MAX {
@@ -200,21 +297,48 @@ fn history_filter(q: HistoryQuery) -> Result<HistoryFilter, ApiError> {
 /// `GET /v1/merchants/{merchant_id}/transactions`: newest first, by cursor.
 async fn transactions(
     State(st): State<AppState>,
+    p: Principal,
     Path(merchant): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Page<HistoryItem>>, ApiError> {
-    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
-    let filter = history_filter(q)?;
+    let merchant = merchant_route(&p, merchant)?;
+    let filter = history_filter(q, &st.auth, &merchant)?;
     let rows = st.store.history(&merchant, &filter).await?;
-    let next_cursor = (rows.len() == filter.limit as usize).then(|| rows.last().map(|r| r.id.to_string())).flatten();
-    let items = rows.into_iter().map(|row| HistoryItem { amount: fen_to_string(row.amount_fen), row }).collect();
+    let next_cursor = (rows.len() == filter.limit as usize)
+        .then(|| rows.last().map(|r| st.auth.sign_cursor(&merchant, r.id)))
+        .flatten();
+    let items = rows
+        .into_iter()
+        .map(|mut row| {
+            row.payer_id = row.payer_id.map(|payer| st.auth.payer_for(&p, &merchant, payer));
+            HistoryItem { amount: fen_to_string(row.amount_fen), row }
+        })
+        .collect();
     Ok(Json(Page { items, next_cursor }))
 }
 
 /// `GET /v1/merchants/{merchant_id}/members`.
-async fn members(State(st): State<AppState>, Path(merchant): Path<String>) -> Result<Json<Page<MemberView>>, ApiError> {
+async fn members(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(merchant): Path<String>,
+) -> Result<Json<Page<MemberView>>, ApiError> {
+    let merchant = merchant_route(&p, merchant)?;
+    let mut items = st.store.members(&merchant).await?;
+    for m in &mut items {
+        m.payer_id = st.auth.payer_for(&p, &merchant, m.payer_id.clone());
+    }
+    Ok(Json(Page { items, next_cursor: None }))
+}
+
+/// A merchant-wide route: merchant (whole-merchant keys) and finance; another tenant's
+/// merchant id answers 404.
+fn merchant_route(p: &Principal, merchant: String) -> Result<MerchantId, ApiError> {
+    p.require(&[Role::Merchant, Role::Finance])?;
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
-    Ok(Json(Page { items: st.store.members(&merchant).await?, next_cursor: None }))
+    p.sees_merchant(&merchant)?;
+    p.whole_merchant()?;
+    Ok(merchant)
 }
 
 #[derive(Serialize)]
@@ -228,7 +352,12 @@ struct BalanceBody {
 }
 
 /// `GET /v1/payers/{payer_id}/balance`.
-async fn balance(State(st): State<AppState>, Path(payer): Path<String>) -> Result<Json<BalanceBody>, ApiError> {
+async fn balance(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(payer): Path<String>,
+) -> Result<Json<BalanceBody>, ApiError> {
+    p.require(&[Role::Finance, Role::Admin])?;
     let payer_id = field("payer_id", PayerId::parse(payer))?;
     let (balance_fen, frozen) = st.store.wallet(&payer_id).await?.ok_or(ApiError::NotFound("payer"))?;
     let hold = Account::Hold(payer_id.clone());
@@ -250,10 +379,11 @@ struct SettlementItem {
 /// newest first (`limit` days).
 async fn settlement(
     State(st): State<AppState>,
+    p: Principal,
     Path(merchant): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Page<SettlementItem>>, ApiError> {
-    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
+    let merchant = merchant_route(&p, merchant)?;
     let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT).clamp(1, PAGE_LIMIT_MAX);
     let items = st
         .store
@@ -272,15 +402,17 @@ async fn settlement(
 }
 
 #[derive(Deserialize)]
-struct LimitQuery {
-    limit: Option<u32>,
+pub(crate) struct LimitQuery {
+    pub(crate) limit: Option<u32>,
 }
 
 /// `GET /v1/rejected-events`: the newest rejections with their reasons (raw bodies omitted).
 async fn rejected(
     State(st): State<AppState>,
+    p: Principal,
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Page<RejectedEvent>>, ApiError> {
+    p.require(&[Role::Finance, Role::Admin])?;
     let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT).clamp(1, PAGE_LIMIT_MAX);
     Ok(Json(Page { items: st.store.rejected(limit).await?, next_cursor: None }))
 }

@@ -4,6 +4,10 @@
 //! - [`app`]: layered configuration (secrets wrapped) and the wiring of store, registry,
 //!   pipeline and server.
 //! - [`http`]: the axum router and its handlers.
+//! - [`auth`]: API keys, principals, roles, rate limits, signed cursors, openids.
+//! - [`admin`]: the admin and finance routes (keys, audit log).
+//! - [`observe`]: request ids, log masking, the metrics server.
+//! - [`openapi`]: the OpenAPI 3.1 description (`api/openapi.json`).
 //! - [`error`]: [`error::ApiError`], the one HTTP error, owning the status mapping.
 //! - [`demo`]: `facepay demo`, a simulated fleet.
 //! - [`bench`]: `facepay bench ledger`, a benchmark that prints JSON.
@@ -15,13 +19,18 @@
 //! - [`usual_design`]: the usual one-transaction-per-payment design, for the benchmark.
 //! - [`cli`]: the command line.
 
+pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod bench_pipeline;
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod fleet_keys;
 pub mod http;
+pub mod observe;
+pub mod openapi;
 pub mod production;
 pub mod reconcile;
 pub mod simulate;

@@ -72,9 +72,16 @@ pub struct Production {
 }
 
 /// Creates the topics and starts this process's stages over `store`, with the default match
-/// policy and no face store (the gallery lives in memory only).
-pub async fn start(store: Arc<dyn LedgerStore>, cfg: KafkaConfig, roles: Roles) -> anyhow::Result<Production> {
-    start_with(store, cfg, roles, PipelineConfig::default()).await
+/// policy and no face store (the gallery lives in memory only), checking signatures under
+/// `pepper`.
+pub async fn start(
+    store: Arc<dyn LedgerStore>,
+    cfg: KafkaConfig,
+    roles: Roles,
+    pepper: &facepay_domain::auth::Pepper,
+) -> anyhow::Result<Production> {
+    let verifier = Arc::new(facepay_ingest::authenticity::DeviceVerifier::new(pepper.clone()));
+    start_with(store, cfg, roles, PipelineConfig { verifier, ..PipelineConfig::default() }).await
 }
 
 /// As [`start`], with the match policy and face store of `pipeline`: with a face store, the
@@ -97,8 +104,9 @@ pub async fn start_with(
         };
         let stage = Arc::new(tokio::sync::Mutex::new(MatchStage::new(gallery, pipeline.match_policy)));
         let (c, r, rx, faces) = (cfg.clone(), registry.clone(), rx.clone(), pipeline.faces.clone());
+        let verifier = pipeline.verifier.clone();
         tasks.spawn(supervised("matcher", rx.clone(), move || {
-            kafka::run_match_stage(c.clone(), r.clone(), stage.clone(), faces.clone(), rx.clone())
+            kafka::run_match_stage(c.clone(), r.clone(), stage.clone(), faces.clone(), verifier.clone(), rx.clone())
         }));
     }
     if roles.ledger {
@@ -115,7 +123,9 @@ pub async fn start_with(
     let input =
         Ingress::Kafka { producer: cfg.producer()?, topic: cfg.topic(DEVICE_EVENTS), timeout: cfg.send_timeout };
     tasks.spawn(refresh_registry(store.clone(), registry.clone(), rx));
-    Ok(Production { http: AppState { store, registry, input }, shutdown, tasks })
+    let auth = Arc::new(crate::auth::Auth::new(store.clone(), pipeline.verifier.pepper().clone()));
+    let http = AppState { store, registry, input, auth, verifier: pipeline.verifier.clone() };
+    Ok(Production { http, shutdown, tasks })
 }
 
 /// Runs a stage, and runs it again after a pause when it fails on its database or broker

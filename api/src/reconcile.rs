@@ -28,8 +28,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::{open_store, Config};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::AppState;
+use facepay_domain::auth::Role;
 
 /// The channel account (商户号) of the bills facepay writes.
 pub const DEMO_ACCOUNT: &str = "1900000001";
@@ -371,14 +373,18 @@ struct UploadQuery {
 /// reconciles its day.
 async fn upload(
     State(st): State<AppState>,
+    p: Principal,
     Query(q): Query<UploadQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReconcileReport>), ApiError> {
+    p.require(&[Role::Finance])?;
     let day = q.date.parse::<NaiveDate>().map_err(|_| bad("date", "YYYY-MM-DD is required"))?;
     let mapping = q.mapping.as_deref().map(ColumnMapping::parse).transpose().map_err(|m| bad("mapping", m))?;
     let file_name = q.file_name.unwrap_or_else(|| format!("upload-{day}.csv"));
     let req = ImportRequest { day, file_name, account: "default".into(), at: Utc::now() };
     let report = import_and_run(recon_api(&st)?, Cursor::new(body), mapping, req).await?;
+    let detail = serde_json::json!({ "date": day.to_string() });
+    audit(&st, &p, "bill_imported", &day.to_string(), detail).await?;
     Ok((StatusCode::CREATED, Json(report)))
 }
 
@@ -394,18 +400,30 @@ struct Items<T> {
     next_cursor: Option<String>,
 }
 
-async fn imports(State(st): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Items<ImportRow>>, ApiError> {
+async fn imports(
+    State(st): State<AppState>,
+    p: Principal,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Items<ImportRow>>, ApiError> {
+    p.require(&[Role::Finance])?;
     Ok(Json(Items { items: recon_api(&st)?.imports(limit_of(q.limit)).await?, next_cursor: None }))
 }
 
-async fn runs(State(st): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Items<RunRow>>, ApiError> {
+async fn runs(
+    State(st): State<AppState>,
+    p: Principal,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Items<RunRow>>, ApiError> {
+    p.require(&[Role::Finance])?;
     Ok(Json(Items { items: recon_api(&st)?.runs(limit_of(q.limit)).await?, next_cursor: None }))
 }
 
 async fn resolutions(
     State(st): State<AppState>,
+    p: Principal,
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Items<ResolutionRow>>, ApiError> {
+    p.require(&[Role::Finance])?;
     Ok(Json(Items { items: recon_api(&st)?.resolutions(limit_of(q.limit)).await?, next_cursor: None }))
 }
 
@@ -421,7 +439,12 @@ struct BreaksQuery {
 }
 
 /// `GET /v1/reconciliation/breaks?run_id=&date=&class=&merchant_id=&unresolved=&cursor=&limit=`
-async fn breaks(State(st): State<AppState>, Query(q): Query<BreaksQuery>) -> Result<Json<Items<BreakRow>>, ApiError> {
+async fn breaks(
+    State(st): State<AppState>,
+    p: Principal,
+    Query(q): Query<BreaksQuery>,
+) -> Result<Json<Items<BreakRow>>, ApiError> {
+    p.require(&[Role::Finance])?;
     let uuid =
         |f: &str, v: Option<String>| v.map(|s| s.parse::<Uuid>().map_err(|_| bad(f, "a UUID is required"))).transpose();
     let filter = BreakFilter {
@@ -449,14 +472,41 @@ struct ResolveBody {
 /// `POST /v1/reconciliation/breaks/{break_id}/resolution`: `{action, resolved_by, reason}`.
 async fn resolve(
     State(st): State<AppState>,
+    p: Principal,
     UrlPath(break_id): UrlPath<String>,
     Json(body): Json<ResolveBody>,
 ) -> Result<(StatusCode, Json<ResolutionRow>), ApiError> {
+    p.require(&[Role::Finance])?;
     let break_id = break_id.parse::<Uuid>().map_err(|_| bad("break_id", "a UUID is required"))?;
     let action = Action::parse(&body.action).ok_or_else(|| bad("action", "not a resolution action"))?;
     let recon = recon_api(&st)?;
-    let row = resolve_break(recon.as_ref(), break_id, action, &body.resolved_by, &body.reason, Utc::now()).await?;
+    // Who: the person named in the request, through the key that sent it.
+    let by = format!("{} (key {})", body.resolved_by, p.key_id);
+    let row = resolve_break(recon.as_ref(), break_id, action, &by, &body.reason, Utc::now()).await?;
+    let detail = serde_json::json!({ "action": body.action, "resolved_by": body.resolved_by, "reason": body.reason });
+    audit(&st, &p, "break_resolved", &break_id.to_string(), detail).await?;
     Ok((StatusCode::CREATED, Json(row)))
+}
+
+/// Appends a finance action to the audit log, with the key that did it.
+async fn audit(
+    st: &AppState,
+    p: &Principal,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    let entry = facepay_ledger::credentials::AuditEntry {
+        seq: 0,
+        at: Utc::now(),
+        principal: p.key_id.to_string(),
+        role: p.role.as_str().to_string(),
+        action: action.to_string(),
+        subject: subject.to_string(),
+        detail,
+    };
+    st.store.audit_append(&entry).await?;
+    Ok(())
 }
 
 /// The demo report's reconciliation lines.

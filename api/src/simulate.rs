@@ -1,7 +1,8 @@
 //! `facepay simulate --kafka`: the demo's device fleet, published to the device-events topic
 //! of a running production deployment, for load and end-to-end runs.
 //!
-//! The fleet is registered in the configured store first (the serving processes pick it up
+//! The fleet is registered in the configured store first (with one device key per device,
+//! under the configured pepper; every event is signed) (the serving processes pick it up
 //! within `REGISTRY_REFRESH_MS`, which `simulate` waits out), then its events are published
 //! keyed by device, as devices would.
 
@@ -16,6 +17,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::demo::{fleet_devices, send_fleet, DemoOptions};
+use crate::fleet_keys::FleetSigner;
+use facepay_domain::auth::SIGNATURE_HEADER;
 
 /// What `simulate` publishes and how fast.
 #[derive(Debug, Clone)]
@@ -42,16 +45,18 @@ pub async fn kafka(
     store: &dyn LedgerStore,
 ) -> anyhow::Result<SimulateReport> {
     kafka::ensure_topics(cfg).await?;
-    for d in fleet_devices(&opts.fleet) {
+    let devices = fleet_devices(&opts.fleet);
+    for d in &devices {
         store.register_merchant(&d.merchant_id, &format!("Merchant {}", d.merchant_id)).await?;
-        store.register_device(&d).await?;
+        store.register_device(d).await?;
     }
+    let signer = FleetSigner::enrol(store, &opts.fleet.pepper, &devices).await?;
     // Serving processes re-read the registry on this period: let them see the new fleet.
     tokio::time::sleep(Duration::from_millis(REGISTRY_REFRESH_MS + 500)).await;
     let started = Instant::now();
     let (input, output) = mpsc::channel(STAGE_CHANNEL_CAPACITY);
     let fleet = opts.fleet.clone();
-    let sender = tokio::spawn(async move { send_fleet(&fleet, input).await });
+    let sender = tokio::spawn(async move { send_fleet(&fleet, signer, input).await });
     let published = publish_all(cfg, output, opts.rate_per_s).await?;
     let sent = sender.await??;
     anyhow::ensure!(published == sent.total, "published {published} of {} events", sent.total);
@@ -77,12 +82,16 @@ async fn publish_all(
     let mut acks = Vec::with_capacity(SIMULATE_ACKS_MAX);
     let mut published = 0_u64;
     while let Some(item) = output.recv().await {
-        let bytes = match item {
-            Inbound::Raw { bytes, .. } => bytes,
-            Inbound::Checked(env) => env.to_json(),
+        let (bytes, signature) = match item {
+            Inbound::Raw { bytes, signature, .. } => (bytes, signature),
+            Inbound::Checked(env) => (env.to_json(), None),
         };
         let key = device_key(&bytes);
-        let record = FutureRecord::to(&topic).key(key.as_str()).payload(bytes.as_slice());
+        let mut record = FutureRecord::to(&topic).key(key.as_str()).payload(bytes.as_slice());
+        if let Some(sig) = &signature {
+            let header = rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(sig.as_str()) };
+            record = record.headers(rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(header));
+        }
         acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
         published += 1;
         if acks.len() >= SIMULATE_ACKS_MAX {

@@ -26,6 +26,7 @@ fn fleet(dir: &std::path::Path) -> DemoOptions {
         payments: 1_500,
         data_dir: dir.to_path_buf(),
         progress: false,
+        ..Default::default()
     }
 }
 
@@ -33,13 +34,14 @@ fn fleet(dir: &std::path::Path) -> DemoOptions {
 async fn the_fleet_through_kafka_gives_the_embedded_profiles_outcomes_and_projections() {
     let Some((brokers, database)) = support::services().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (embedded, app) = demo::run(&fleet(dir.path())).await.unwrap();
+    let opts = fleet(dir.path());
+    let (embedded, app) = demo::run(&opts).await.unwrap();
     assert!(embedded.invariants_hold());
 
     let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&database.url).await.unwrap());
     let cfg = support::config(&brokers, 1);
-    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL).await.unwrap();
-    let opts = SimulateOptions { fleet: fleet(dir.path()), rate_per_s: None };
+    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL, &opts.pepper).await.unwrap();
+    let opts = SimulateOptions { fleet: opts, rate_per_s: None };
     let sent = simulate::kafka(&opts, &cfg, store.as_ref()).await.unwrap();
     assert_eq!(sent.events, embedded.events.inbound, "the same fleet sends the same events");
     support::settle(&database.url, store.as_ref(), sent.events, Duration::from_secs(120)).await;

@@ -1,115 +1,16 @@
 //! The API against the real app: a fresh SQLite database, the real pipeline, HTTP on port 0.
 
+mod support;
+
 use std::time::Duration;
 
-use facepay_api::app::{open_store, sqlite_url, App, Secret};
-use facepay_domain::limits::EMBEDDING_DIM;
-use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
-use facepay_ingest::PipelineConfig;
 use serde_json::{json, Value};
-
-struct TestApp {
-    base: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    seq: std::sync::atomic::AtomicU64,
-}
-
-const MERCHANT: &str = "1900000101";
-const DEVICE: &str = "DEV-0042";
-
-async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&Secret::new(sqlite_url(&dir.path().join("api.db")))).await.unwrap();
-    store.register_merchant(&MerchantId::parse(MERCHANT).unwrap(), "Test").await.unwrap();
-    let device = DeviceRef {
-        merchant_id: MerchantId::parse(MERCHANT).unwrap(),
-        store_id: StoreId::parse("S01").unwrap(),
-        device_id: DeviceId::parse(DEVICE).unwrap(),
-    };
-    store.register_device(&device).await.unwrap();
-    let mut app = App::start(store, PipelineConfig::default()).await.unwrap();
-    let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, tokio::sync::mpsc::channel(1).1);
-    tokio::spawn(async move { while outcomes.recv().await.is_some() {} });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = app.http_state();
-    tokio::spawn(async move {
-        let _keep = app;
-        axum::serve(listener, facepay_api::http::router(state)).await.unwrap();
-    });
-    TestApp { base, http: reqwest::Client::new(), _dir: dir, seq: 0.into() }
-}
-
-impl TestApp {
-    fn event(&self, kind: &str, payload: Value, device: bool) -> Value {
-        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut v = json!({
-            "event_id": uuid::Uuid::from_u128(0xa11 << 64 | n as u128).to_string(),
-            "type": kind,
-            "schema_version": 1,
-            "occurred_at": format!("2026-03-02T02:{:02}:{:02}Z", n / 60 % 60, n % 60),
-            "payload": payload,
-        });
-        if device {
-            v["merchant_id"] = MERCHANT.into();
-            v["store_id"] = "S01".into();
-            v["device_id"] = DEVICE.into();
-        }
-        v
-    }
-
-    async fn post(&self, body: &Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}/v1/events", self.base)).json(body).send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Polls until `path` answers 200 (the pipeline is asynchronous), at most 5 s.
-    async fn eventually(&self, path: &str) -> Value {
-        for _ in 0..500 {
-            let (status, body) = self.get(path).await;
-            if status == 200 {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{path} never answered 200");
-    }
-
-    /// Enrols and funds `payer` with a face of all `value`s (distinct payers use distinct axes).
-    async fn payer(&self, payer: &str, axis: usize, fund: &str) {
-        let assert_accepted = |(s, b): (u16, Value)| assert_eq!(s, 202, "{b}");
-        assert_accepted(
-            self.post(&self.event("face_enrolled", json!({"payer_id": payer, "embedding": face(axis)}), false)).await,
-        );
-        assert_accepted(
-            self.post(&self.event("account_funded", json!({"payer_id": payer, "amount": fund}), false)).await,
-        );
-    }
-
-    async fn pay(&self, payer_axis: usize, face_code: &str, out_trade_no: &str, amount: &str) {
-        let capture = json!({"face_code": face_code, "embedding": face(payer_axis), "liveness": 0.99});
-        assert_eq!(self.post(&self.event("face_captured", capture, true)).await.0, 202);
-        let pay = json!({"out_trade_no": out_trade_no, "amount": amount, "face_code": face_code});
-        assert_eq!(self.post(&self.event("payment_requested", pay, true)).await.0, 202);
-    }
-}
-
-fn face(axis: usize) -> Vec<f32> {
-    let mut v = vec![0.0; EMBEDDING_DIM];
-    v[axis] = 1.0;
-    v
-}
+use support::app::{spawn_app, TestApp, MERCHANT};
 
 #[tokio::test]
 async fn health_answers() {
     let app = spawn_app().await;
-    assert_eq!(app.get("/health").await, (200, json!({"status": "ok"})));
+    assert_eq!(app.get_as("/health", None).await, (200, json!({"status": "ok"})));
 }
 
 #[tokio::test]
@@ -212,8 +113,9 @@ async fn bad_events_get_a_400_naming_the_field_and_are_kept() {
     let capture = json!({"face_code": "100000000000000009", "embedding": [0.5, 0.5], "liveness": 0.9});
     let (status, body) = app.post(&app.event("face_captured", capture, true)).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("wrong_dimension")));
-    let r = app.http.post(format!("{}/v1/events", app.base)).body("{oops").send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 400);
+    let any_signature = "k=platform,t=0,v1=".to_string() + &"0".repeat(64);
+    let (status, _) = app.post_bytes(b"{oops".to_vec(), None, Some(&any_signature)).await;
+    assert_eq!(status, 400, "malformed before anything else");
 
     let (_, kept) = app.get("/v1/rejected-events?limit=100").await;
     assert_eq!(kept["items"].as_array().unwrap().len(), cases.len() + 3, "every refusal is kept");

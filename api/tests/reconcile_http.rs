@@ -1,9 +1,11 @@
 //! The reconciliation routes against the real app: a bill uploaded, its run and breaks
-//! listed (filtered, paginated), a break resolved once, a bad bill refused naming its line.
+//! listed (filtered, paginated), a break resolved once and audited with the finance key that
+//! did it, a bad bill refused naming its line; only finance keys reach these routes.
 
-use facepay_api::app::{open_store, sqlite_url, App, Secret};
-use facepay_ingest::PipelineConfig;
+mod support;
+
 use serde_json::{json, Value};
+use support::app::spawn_app;
 
 const SAMPLE: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注
 `2026-03-02 09:15:07,`wx0000000000000001,`1900000001,`1900000101,`DEV-0042,`4200000000202603020000000001,`S01-20260302-000001,`o-payer-0001,`MICROPAY,`SUCCESS,`OTHERS,`CNY,`60.00,`0.00,`0,`0,`0.00,`0.00,`,`,`groceries,`,`0.32000,`0.54%,`60.00,`0.00,`
@@ -12,27 +14,24 @@ const SAMPLE: &str = "交易时间,公众账号ID,商户号,特约商户号,设�
 `2,`60.00,`50.00,`0.00,`0.05000,`60.00,`50.00
 ";
 
-async fn spawn_app() -> (String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&Secret::new(sqlite_url(&dir.path().join("api.db")))).await.unwrap();
-    let mut app = App::start(store, PipelineConfig::default()).await.unwrap();
-    let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, tokio::sync::mpsc::channel(1).1);
-    tokio::spawn(async move { while outcomes.recv().await.is_some() {} });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = app.http_state();
-    tokio::spawn(async move {
-        let _keep = app;
-        axum::serve(listener, facepay_api::http::router(state)).await.unwrap();
-    });
-    (base, dir)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bill_is_uploaded_reconciled_listed_and_its_breaks_resolved_once() {
-    let (base, _dir) = spawn_app().await;
-    let http = reqwest::Client::new();
-    let url = |p: &str| format!("{base}/v1/reconciliation/{p}");
+    let app = spawn_app().await;
+    let url = |p: &str| format!("{}/v1/reconciliation/{p}", app.base);
+    // Every request below as finance: a client that sends the finance key.
+    let mut auth = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", app.keys.finance);
+    auth.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    let http = reqwest::Client::builder().default_headers(auth).build().unwrap();
+    for (who, key) in [("merchant", Some(&app.keys.merchant)), ("admin", Some(&app.keys.admin)), ("none", None)] {
+        let (status, _) = app.get_as("/v1/reconciliation/runs", key.map(String::as_str)).await;
+        assert_eq!(status, if key.is_some() { 403 } else { 401 }, "{who}");
+        let mut post = app.http.post(url("bills?date=2026-03-02")).body(SAMPLE);
+        if let Some(k) = key {
+            post = post.bearer_auth(k);
+        }
+        assert!([401, 403].contains(&post.send().await.unwrap().status().as_u16()), "{who} may not upload");
+    }
     let up = http.post(url("bills?date=2026-03-02")).body(SAMPLE).send().await.unwrap();
     assert_eq!(up.status(), 201);
     let report: Value = up.json().await.unwrap();
@@ -73,6 +72,9 @@ async fn a_bill_is_uploaded_reconciled_listed_and_its_breaks_resolved_once() {
     assert_eq!(twice.status(), 400);
     let list: Value = http.get(url("resolutions")).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["items"][0]["reason"], "event replayed");
+    let audit: Value = http.get(format!("{}/v1/audit", app.base)).send().await.unwrap().json().await.unwrap();
+    let resolved = audit.to_string();
+    assert!(resolved.contains("break_resolved") && resolved.contains(break_id), "audited: {audit}");
     let open: Value =
         http.get(url(&format!("breaks?run_id={run_id}&unresolved=true"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(open["items"].as_array().unwrap().len(), 1);

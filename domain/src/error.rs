@@ -45,6 +45,12 @@ pub enum FieldErrorKind {
     UnsupportedVersion,
     /// A merchant, store or device that is not registered (or not bound together).
     Unknown,
+    /// No signature, an unknown, revoked or expired key, or a MAC that does not match.
+    BadSignature,
+    /// A signing time outside the window (`SIGNATURE_WINDOW_SECS`).
+    ClockSkew,
+    /// An event id already seen from another message.
+    Replayed,
 }
 
 impl FieldErrorKind {
@@ -64,6 +70,9 @@ impl FieldErrorKind {
             Self::UnknownType => "unknown_type",
             Self::UnsupportedVersion => "unsupported_version",
             Self::Unknown => "unknown",
+            Self::BadSignature => "bad_signature",
+            Self::ClockSkew => "clock_skew",
+            Self::Replayed => "replayed",
         }
     }
 }

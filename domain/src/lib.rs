@@ -13,8 +13,10 @@
 //! - [`outcome`]: the ledger's answers, decline reasons and their channel codes.
 //! - [`time`]: Asia/Shanghai calendar days.
 //! - [`examples`]: one example of every event and outcome (the documentation's source).
+//! - [`auth`]: credentials (key ids, tokens, hashes) and device event signatures.
 //! - [`error`]: [`FieldError`], the one parse error.
 
+pub mod auth;
 pub mod embedding;
 pub mod error;
 pub mod event;

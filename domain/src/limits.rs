@@ -224,3 +224,42 @@ pub const RECON_BREAKS_MAX: usize = 100_000;
 
 /// Longest text of who resolved a break and why.
 pub const RECON_NOTE_LEN_MAX: usize = 512;
+
+// ---- API authentication (issue 7) ------------------------------------------------------
+
+/// How far a device's signing time may be from the receiver's clock (HTTP) or from the
+/// moment the broker took the message (Kafka), either way: ±5 minutes.
+pub const SIGNATURE_WINDOW_SECS: i64 = 300;
+
+/// Random bytes in an API key's secret part (256 bits: a keyed hash suffices, no password
+/// hash needed).
+pub const API_KEY_SECRET_BYTES: usize = 32;
+
+/// Lifetime of a key created without `--expires-days`.
+pub const API_KEY_TTL_DAYS_DEFAULT: i64 = 365;
+
+/// Longest lifetime a key may be given.
+pub const API_KEY_TTL_DAYS_MAX: i64 = 3 * 365;
+
+/// Shortest accepted server pepper (`FACEPAY_KEY_PEPPER`), in bytes.
+pub const KEY_PEPPER_BYTES_MIN: usize = 32;
+
+/// Event ids remembered per process to refuse replays (older entries fall out of the
+/// signature window anyway).
+pub const REPLAY_CACHE_MAX: usize = 1_000_000;
+
+/// How long an authenticated key is served from memory before the store is asked again
+/// (a revocation takes effect within this).
+pub const KEY_CACHE_TTL_MS: u64 = 5_000;
+
+/// Most keys held in the authentication cache and in the rate limiter.
+pub const KEY_CACHE_MAX: usize = 100_000;
+
+/// Requests per second each key may make, sustained.
+pub const RATE_LIMIT_PER_SEC: u32 = 2_000;
+
+/// Requests a key may burst above its sustained rate.
+pub const RATE_LIMIT_BURST: u32 = 4_000;
+
+/// Most entries served by one page of the audit log.
+pub const AUDIT_PAGE_MAX: u32 = 500;

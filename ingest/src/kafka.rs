@@ -219,6 +219,22 @@ pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload:
     producer.send(record, Duration::from_millis(KAFKA_SEND_TIMEOUT_MS)).await.map(|_| ()).map_err(|(e, _)| e)
 }
 
+/// Publishes one device event with its `facepay-signature` record header; waits for the ack.
+pub async fn publish_signed(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    signature: Option<&str>,
+) -> Result<(), KafkaError> {
+    let mut record = FutureRecord::to(topic).key(key).payload(payload);
+    if let Some(sig) = signature {
+        let header = rdkafka::message::Header { key: facepay_domain::auth::SIGNATURE_HEADER, value: Some(sig) };
+        record = record.headers(rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(header));
+    }
+    producer.send(record, Duration::from_millis(KAFKA_SEND_TIMEOUT_MS)).await.map(|_| ()).map_err(|(e, _)| e)
+}
+
 /// Acknowledgements of sends in flight.
 type Acks = Vec<rdkafka::producer::DeliveryFuture>;
 
@@ -341,6 +357,7 @@ pub async fn run_match_stage(
     registry: crate::SharedRegistry,
     stage: std::sync::Arc<tokio::sync::Mutex<crate::matching::MatchStage>>,
     faces: Option<crate::faces::FaceStore>,
+    verifier: std::sync::Arc<crate::authenticity::DeviceVerifier>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     // The stage's state (gallery, recent captures) outlives a run: a restarted run keeps it.
@@ -371,7 +388,7 @@ pub async fn run_match_stage(
         // Route in order, send all, then wait: one round trip per batch, not per event.
         let mut acks = Acks::with_capacity(batch.len());
         for msg in &batch {
-            let out = stage_message(&registry, &mut stage, msg);
+            let out = stage_message(&registry, &verifier, &mut stage, msg);
             // Only enrolments and deletions touch the face store: parse those again, no other.
             if let (Some(faces), StageMessage::Answer(a)) = (&faces, &out) {
                 if matches!(a.body.kind(), "face_enrolled" | "face_deleted") {
@@ -468,11 +485,17 @@ async fn keep_face(faces: &crate::faces::FaceStore, msg: &OwnedMessage) -> Resul
 /// What the matcher stage makes of one device-events message.
 fn stage_message(
     registry: &crate::SharedRegistry,
+    verifier: &crate::authenticity::DeviceVerifier,
     stage: &mut crate::matching::MatchStage,
     msg: &OwnedMessage,
 ) -> StageMessage {
     let bytes = msg.payload().unwrap_or_default();
-    match crate::validate::validate(bytes, registry) {
+    // The clock window is judged against when the broker took the message, not now: a
+    // backlog is not stale input.
+    let reference = msg.timestamp().to_millis().map_or_else(|| chrono::Utc::now().timestamp(), |ms| ms / 1000);
+    let position = crate::authenticity::Position::Record { partition: msg.partition(), offset: msg.offset() };
+    let header = signature_header(msg);
+    match crate::validate::validate_signed(bytes, header, registry, verifier, reference, position) {
         Err(err) => {
             tracing::info!(field = %err.field, reason = %err.kind, "device event rejected");
             let key = crate::wire::source_key(msg.topic(), msg.partition(), msg.offset());
@@ -481,6 +504,17 @@ fn stage_message(
         }
         Ok(env) => routed(stage, env),
     }
+}
+
+/// The `facepay-signature` record header, if any.
+fn signature_header(msg: &OwnedMessage) -> Option<&str> {
+    use rdkafka::message::Headers;
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == facepay_domain::auth::SIGNATURE_HEADER)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// What the matcher makes of one valid event, as a message for the ledger stage.
@@ -638,10 +672,14 @@ async fn decide_items(
 ) -> Result<(), TransportError> {
     let all: Vec<&Item> = items.iter().collect();
     let (commands, with) = delivery(cfg, topic, &all, done);
+    crate::metrics::METRICS.batch(items.len());
     match ledger.handle_delivery(&commands, &with).await {
         Ok(_) => return Ok(()),
         // Fenced, or the database failing (not a refusal): nothing landed; the stage retries.
-        Err(err) if !err.is_refusal() => return Err(err.into()),
+        Err(err) if !err.is_refusal() => {
+            crate::metrics::METRICS.store_error();
+            return Err(err.into());
+        }
         Err(err) => tracing::warn!(error = %err, size = items.len(), "batch refused; deciding one message at a time"),
     }
     let mut at = done.clone();

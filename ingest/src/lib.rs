@@ -6,6 +6,8 @@
 //! (decide and commit in batches). The HTTP ingest path feeds the same input.
 //!
 //! # Layout
+//! - [`authenticity`]: device signatures, the clock window and replays.
+//! - [`metrics`]: decisions, batch sizes, refusals, store errors (Prometheus text).
 //! - [`validate`]: parsing and registry checks; rejection records.
 //! - [`faces`]: the gallery at rest (sealed templates, crypto-shredding, shards).
 //! - [`matching`]: the matcher stage: captures → identities, events → commands.
@@ -14,9 +16,11 @@
 //! - [`wire`]: what the matcher stage sends the ledger stage over Kafka.
 //! - [`topics`]: the names the stage boundaries will carry as Kafka topics.
 
+pub mod authenticity;
 pub mod faces;
 pub mod kafka;
 pub mod matching;
+pub mod metrics;
 pub mod pipeline;
 pub mod validate;
 pub mod wire;

@@ -18,15 +18,21 @@ use facepay_matcher::{Gallery, MatchPolicy};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::authenticity::{DeviceVerifier, Position};
 use crate::faces::{FaceStore, FaceStoreError, Shard};
 use crate::matching::{MatchStage, Routed};
-use crate::validate::{rejection, validate, SharedRegistry};
+use crate::validate::{learn_key, rejection, validate_signed, SharedRegistry};
 
 /// What enters the pipeline.
 #[derive(Debug)]
 pub enum Inbound {
     /// Bytes from a device or the bus, not yet parsed.
-    Raw { bytes: Vec<u8>, source: &'static str },
+    Raw {
+        bytes: Vec<u8>,
+        source: &'static str,
+        /// The `facepay-signature` the bytes came with.
+        signature: Option<String>,
+    },
     /// An event the HTTP path already parsed and checked (it answers 4xx itself).
     Checked(Envelope),
 }
@@ -43,6 +49,8 @@ pub struct PipelineConfig {
     /// How long the ledger waits for more commands once it has one.
     pub batch_linger: Duration,
     pub channel_capacity: usize,
+    /// Checks every raw event's signature (the pepper's device keys and the platform key).
+    pub verifier: std::sync::Arc<DeviceVerifier>,
 }
 
 impl Default for PipelineConfig {
@@ -53,6 +61,7 @@ impl Default for PipelineConfig {
             batch_max: LEDGER_BATCH_MAX,
             batch_linger: Duration::from_millis(LEDGER_BATCH_LINGER_MS),
             channel_capacity: STAGE_CHANNEL_CAPACITY,
+            verifier: std::sync::Arc::new(DeviceVerifier::ephemeral()),
         }
     }
 }
@@ -103,7 +112,14 @@ impl Pipeline {
         let shard = config.faces.as_ref().map_or(Shard::ALL, FaceStore::shard);
         let stage = MatchStage::new(gallery, config.match_policy).with_shard(shard);
         let stages = vec![
-            tokio::spawn(run_validate(inbound_rx, valid_tx, outcome_tx.clone(), registry, store)),
+            tokio::spawn(run_validate(
+                inbound_rx,
+                valid_tx,
+                outcome_tx.clone(),
+                registry,
+                store,
+                config.verifier.clone(),
+            )),
             tokio::spawn(run_match(stage, config.faces, valid_rx, command_tx, outcome_tx.clone())),
             tokio::spawn(run_ledger(ledger, command_rx, outcome_tx, config.batch_max, config.batch_linger)),
         ];
@@ -121,31 +137,49 @@ async fn run_validate(
     outcomes: mpsc::Sender<Outcome>,
     registry: SharedRegistry,
     store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
+    verifier: std::sync::Arc<DeviceVerifier>,
 ) -> Result<(), PipelineError> {
     while let Some(inbound) = rx.recv().await {
         let envelope = match inbound {
             Inbound::Checked(env) => env,
-            Inbound::Raw { bytes, source } => match validate(&bytes, &registry) {
-                Ok(env) => env,
-                Err(err) => {
-                    let rejected = rejection(&bytes, source, &err);
-                    tracing::info!(field = %err.field, reason = %err.kind, source, "event rejected");
-                    store.reject(&rejected).await?;
-                    let body = OutcomeBody::Refused {
-                        kind: rejected.kind.clone().unwrap_or_default(),
-                        code: err.kind.as_str().to_string(),
-                        message: err.to_string(),
-                    };
-                    let _ = outcomes.send(answer(rejected.event_id.unwrap_or_default(), None, body)).await;
-                    continue;
+            Inbound::Raw { bytes, source, signature } => {
+                match checked(&bytes, signature, &registry, &store, &verifier).await? {
+                    Ok(env) => env,
+                    Err(err) => {
+                        let rejected = rejection(&bytes, source, &err);
+                        tracing::info!(field = %err.field, reason = %err.kind, source, "event rejected");
+                        crate::metrics::METRICS.refused_input(err.kind.as_str());
+                        store.reject(&rejected).await?;
+                        let body = OutcomeBody::Refused {
+                            kind: rejected.kind.clone().unwrap_or_default(),
+                            code: err.kind.as_str().to_string(),
+                            message: err.to_string(),
+                        };
+                        let _ = outcomes.send(answer(rejected.event_id.unwrap_or_default(), None, body)).await;
+                        continue;
+                    }
                 }
-            },
+            }
         };
         if tx.send(envelope).await.is_err() {
             break;
         }
     }
     Ok(())
+}
+
+/// Validates and checks the signature of raw input, first learning a device key created
+/// since the registry was read.
+async fn checked(
+    bytes: &[u8],
+    signature: Option<String>,
+    registry: &SharedRegistry,
+    store: &std::sync::Arc<dyn facepay_ledger::LedgerStore>,
+    verifier: &DeviceVerifier,
+) -> Result<Result<Envelope, facepay_domain::FieldError>, PipelineError> {
+    learn_key(signature.as_deref(), registry, store.as_ref()).await?;
+    let now = Utc::now().timestamp();
+    Ok(validate_signed(bytes, signature.as_deref(), registry, verifier, now, Position::Fresh))
 }
 
 async fn run_match(
@@ -209,7 +243,9 @@ async fn run_ledger(
                 batch.push(cmd);
             }
         }
+        crate::metrics::METRICS.batch(batch.len());
         for outcome in decide_batch(&ledger, &batch).await? {
+            crate::metrics::METRICS.decision(&outcome.body);
             let _ = outcomes.send(outcome).await;
         }
         batch.clear();
@@ -227,6 +263,7 @@ async fn decide_batch(ledger: &Ledger, batch: &[Command]) -> Result<Vec<Outcome>
         match ledger.handle_batch(batch).await {
             Ok(outcomes) => return Ok(outcomes),
             Err(e) if tries < LEDGER_BATCH_TRIES_MAX => {
+                crate::metrics::METRICS.store_error();
                 tracing::warn!(error = %e, tries, pause_ms = pause.as_millis() as u64, "ledger batch failed; trying again");
             }
             Err(e) => return Err(e.into()),

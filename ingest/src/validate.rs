@@ -1,5 +1,5 @@
 //! Stage 1: bytes in, a well-formed event from a registered device out, or a rejection kept
-//! with its reason.
+//! with its reason. [`validate_signed`] adds the signature check (see [`crate::authenticity`]).
 
 use std::sync::{Arc, RwLock};
 
@@ -7,6 +7,8 @@ use chrono::Utc;
 use facepay_domain::limits::REJECTED_RAW_BYTES_MAX;
 use facepay_domain::{parse_event, Envelope, FieldError, FieldErrorKind, Origin};
 use facepay_ledger::store::{Registry, RejectedEvent};
+
+use crate::authenticity::{DeviceVerifier, Position};
 
 /// The fleet registry, shared by the validation stage and the HTTP ingest path.
 pub type SharedRegistry = Arc<RwLock<Registry>>;
@@ -17,6 +19,42 @@ pub fn validate(bytes: &[u8], registry: &SharedRegistry) -> Result<Envelope, Fie
     let envelope = parse_event(bytes)?;
     check_origin(&envelope, registry)?;
     Ok(envelope)
+}
+
+/// [`validate`], then the event's signature `header` over `bytes` (see
+/// [`crate::authenticity`]): the one check every inbound path runs.
+pub fn validate_signed(
+    bytes: &[u8],
+    header: Option<&str>,
+    registry: &SharedRegistry,
+    verifier: &DeviceVerifier,
+    reference: i64,
+    position: Position,
+) -> Result<Envelope, FieldError> {
+    let envelope = validate(bytes, registry)?;
+    let registry = registry.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    verifier.verify(&envelope, bytes, header, &registry, reference, position)?;
+    Ok(envelope)
+}
+
+/// Loads a device key the registry does not hold yet (created since it was read), so a new
+/// device is served at once; unknown ids change nothing.
+pub async fn learn_key(
+    header: Option<&str>,
+    registry: &SharedRegistry,
+    store: &dyn facepay_ledger::LedgerStore,
+) -> Result<(), facepay_ledger::StoreError> {
+    let Some(sig) = header.and_then(|h| facepay_domain::auth::EventSignature::parse(h).ok()) else { return Ok(()) };
+    let known = registry.read().unwrap_or_else(|p| p.into_inner()).device_keys.contains_key(&sig.key_id);
+    if known || sig.key_id.as_str() == facepay_domain::auth::PLATFORM_KEY_ID {
+        return Ok(());
+    }
+    if let Some(key) = store.key_get(&sig.key_id).await? {
+        if key.role == facepay_domain::auth::Role::Device && key.revoked_at.is_none() {
+            registry.write().unwrap_or_else(|p| p.into_inner()).device_keys.insert(key.key_id.clone(), key);
+        }
+    }
+    Ok(())
 }
 
 /// Checks an already-parsed envelope's origin against the registry.

@@ -13,12 +13,14 @@
 //! - [`lifecycle`]: the same for what follows a payment: reversal, refunds, fees, Pay Score holds.
 //! - [`store`]: the store trait, its rows and its errors.
 //! - [`sqlite`]: the embedded store; [`postgres`]: the production store, behind the same trait.
+//! - [`credentials`]: API keys and the audit log of admin and finance actions.
 //! - [`audit`]: the hash chain over each stream's events, and its verifier.
 //! - [`service`]: batching, idempotent answers, projection writing, replay.
 
 pub mod audit;
 pub mod command;
 pub mod core;
+pub mod credentials;
 pub mod lifecycle;
 pub mod model;
 pub mod postgres;

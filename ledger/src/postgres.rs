@@ -684,6 +684,7 @@ impl LedgerStore for PgStore {
             let d = rows::device_from(&r)?;
             reg.devices.insert(d.device_id.clone(), d);
         }
+        reg.device_keys = crate::credentials::CredentialStore::device_keys(self).await?;
         Ok(reg)
     }
 
@@ -818,3 +819,5 @@ impl LedgerStore for PgStore {
         rows.iter().map(|r| Ok((r.try_get("key_id")?, r.try_get("ciphertext")?))).collect()
     }
 }
+
+crate::credentials::credential_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow, pool, |n: usize| format!("${n}"));

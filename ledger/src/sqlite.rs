@@ -719,6 +719,7 @@ impl LedgerStore for SqliteStore {
             let d = rows::device_from(&r)?;
             reg.devices.insert(d.device_id.clone(), d);
         }
+        reg.device_keys = crate::credentials::CredentialStore::device_keys(self).await?;
         Ok(reg)
     }
 
@@ -858,3 +859,6 @@ impl LedgerStore for SqliteStore {
         rows.iter().map(|r| Ok((parse_uuid(&r.try_get::<String, _>("key_id")?)?, r.try_get("ciphertext")?))).collect()
     }
 }
+
+crate::credentials::credential_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, writer, |_: usize| "?"
+    .to_string());

@@ -203,6 +203,8 @@ pub struct Invariants {
 pub struct Registry {
     pub merchants: HashMap<MerchantId, String>,
     pub devices: HashMap<facepay_domain::DeviceId, DeviceRef>,
+    /// Unrevoked device keys (their secrets are derived from the pepper when needed).
+    pub device_keys: HashMap<facepay_domain::auth::KeyId, crate::credentials::Credential>,
 }
 
 /// A payer's sealed face template as the store keeps it (the matcher's gallery at rest):
@@ -235,7 +237,7 @@ impl std::fmt::Debug for StoredFace {
 }
 
 #[async_trait]
-pub trait LedgerStore: Send + Sync + 'static {
+pub trait LedgerStore: crate::credentials::CredentialStore + Send + Sync + 'static {
     /// The entities named by `keys` (absent ones stay absent).
     async fn load(&self, keys: &Keys) -> Result<LedgerState, StoreError>;
     /// The stored answers of those inbound events that were already processed.

@@ -1054,3 +1054,56 @@ async fn a_database_outage_is_retried_not_refused() {
     assert!(db.store.rejected(10).await.unwrap().is_empty(), "nothing kept as rejected");
     assert_eq!(db.store.check_invariants().await.unwrap(), ALL_GOOD);
 }
+
+async fn keys_and_the_audit_log_round_trip(backend: Backend) {
+    use chrono::TimeZone;
+    use facepay_domain::auth::{KeyId, Role};
+    use facepay_ledger::credentials::{AuditEntry, Credential};
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let store = &db.store;
+    let now = chrono::Utc.timestamp_millis_opt(chrono::Utc::now().timestamp_millis()).unwrap();
+    let device = facepay_domain::DeviceRef {
+        merchant_id: facepay_domain::MerchantId::parse("m1").unwrap(),
+        store_id: facepay_domain::StoreId::parse("S01").unwrap(),
+        device_id: facepay_domain::DeviceId::parse("D1").unwrap(),
+    };
+    store.register_merchant(&device.merchant_id, "M").await.unwrap();
+    store.register_device(&device).await.unwrap();
+    let key = Credential {
+        key_id: KeyId::from_bytes([5; 12]),
+        role: Role::Device,
+        merchant_id: Some(device.merchant_id.clone()),
+        store_id: Some(device.store_id.clone()),
+        device_id: Some(device.device_id.clone()),
+        secret_hash: "ab".repeat(32),
+        label: "till 1".into(),
+        created_by: "cli".into(),
+        created_at: now,
+        expires_at: now + chrono::Duration::days(1),
+        revoked_at: None,
+    };
+    let entry = |action: &str| AuditEntry {
+        seq: 0,
+        at: now,
+        principal: "cli".into(),
+        role: "operator".into(),
+        action: action.into(),
+        subject: key.key_id.to_string(),
+        detail: serde_json::json!({ "n": 1 }),
+    };
+    store.key_insert(&key, &entry("key_created")).await.unwrap();
+    assert_eq!(store.key_get(&key.key_id).await.unwrap(), Some(key.clone()));
+    assert_eq!(store.key_list().await.unwrap(), vec![key.clone()]);
+    assert!(store.registry().await.unwrap().device_keys.contains_key(&key.key_id), "the registry holds device keys");
+    assert!(store.key_revoke(&key.key_id, now, &entry("key_revoked")).await.unwrap());
+    assert!(!store.key_revoke(&key.key_id, now, &entry("key_revoked")).await.unwrap(), "revoked once");
+    assert!(store.device_keys().await.unwrap().is_empty());
+    assert_eq!(store.key_get(&key.key_id).await.unwrap().unwrap().revoked_at, Some(now));
+    let audit = store.audit_list(None, 10).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["key_revoked", "key_created"], "newest first, one revocation");
+    assert_eq!(audit[0].detail, serde_json::json!({ "n": 1 }));
+    assert_eq!(store.audit_list(Some(audit[0].seq), 10).await.unwrap().len(), 1);
+}
+
+on_both_stores!(tokio::test; keys_and_the_audit_log_round_trip);

@@ -12,6 +12,7 @@ fn options(dir: &std::path::Path, seed: u64) -> DemoOptions {
         payments: 3_000,
         data_dir: dir.to_path_buf(),
         progress: false,
+        ..Default::default()
     }
 }
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use facepay_api::fleet_keys::FleetSigner;
 use facepay_api::production::{self, Roles};
+use facepay_domain::auth::Pepper;
 use facepay_domain::limits::EMBEDDING_DIM;
 use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
 use facepay_ingest::kafka::{self, KafkaConfig, DEAD_LETTER, DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES};
@@ -63,7 +65,9 @@ fn face() -> Vec<f32> {
     v
 }
 
-async fn store(dir: &std::path::Path) -> Arc<dyn LedgerStore> {
+/// A store with the test's merchant and device, and a signer holding the device's key (and
+/// the platform's) under a fresh pepper.
+async fn store(dir: &std::path::Path) -> (Arc<dyn LedgerStore>, Pepper, FleetSigner) {
     let store = SqliteStore::open(&format!("sqlite://{}", dir.join("k.db").display())).await.unwrap();
     let merchant = MerchantId::parse(MERCHANT).unwrap();
     store.register_merchant(&merchant, "K").await.unwrap();
@@ -73,7 +77,9 @@ async fn store(dir: &std::path::Path) -> Arc<dyn LedgerStore> {
         device_id: DeviceId::parse("DEV-K1").unwrap(),
     };
     store.register_device(&device).await.unwrap();
-    Arc::new(store)
+    let pepper = facepay_api::demo::random_pepper();
+    let signer = FleetSigner::enrol(&store, &pepper, &[device]).await.unwrap();
+    (Arc::new(store), pepper, signer)
 }
 
 /// Reads the outcomes topic until `want` outcomes for the given event ids arrived.
@@ -117,9 +123,9 @@ fn id(n: u128) -> uuid::Uuid {
 async fn device_events_through_kafka_are_decided_once_and_answered_through_the_outbox() {
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path()).await;
+    let (store, pepper, signer) = store(dir.path()).await;
     let cfg = config(&brokers);
-    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL).await.unwrap();
+    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL, &pepper).await.unwrap();
 
     let producer = cfg.producer().unwrap();
     let topic = cfg.topic(DEVICE_EVENTS);
@@ -153,7 +159,7 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     ];
     // One device's events share a key, so they stay in order; platform events go first.
     for bytes in &sends {
-        kafka::publish(&producer, &topic, "DEV-K1", bytes).await.unwrap();
+        kafka::publish_signed(&producer, &topic, "DEV-K1", bytes, signer.sign(bytes).as_deref()).await.unwrap();
     }
     let got = outcomes(&cfg, &[id(2), id(4), id(5)]).await;
     let by = |n: u128| got.iter().find(|v| v["in_reply_to"] == id(n).to_string()).unwrap().clone();
@@ -174,7 +180,7 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     let again = serde_json::to_vec(&StageMessage::Command(fund_again)).unwrap();
     kafka::publish(&producer, &cmd_topic, "payer:u-k", &again).await.unwrap();
     let marker = event(7, "account_funded", json!({"payer_id": "u-k", "amount": "0.01"}), false);
-    kafka::publish(&producer, &topic, "payer:u-k", &marker).await.unwrap();
+    kafka::publish_signed(&producer, &topic, "payer:u-k", &marker, signer.sign(&marker).as_deref()).await.unwrap();
     outcomes(&cfg, &[id(7)]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (balance_fen, _) = store.wallet(&facepay_domain::PayerId::parse("u-k").unwrap()).await.unwrap().unwrap();
@@ -210,10 +216,10 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
 async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_partition_keeps_moving() {
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path()).await;
+    let (store, pepper, signer) = store(dir.path()).await;
     let mut cfg = config(&brokers);
     cfg.partitions = 1; // one partition: the poison sits in front of the good event
-    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL).await.unwrap();
+    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL, &pepper).await.unwrap();
     let producer = cfg.producer().unwrap();
 
     let mut wrong_version: Value = serde_json::from_slice(&event(1, "account_funded", json!({}), false)).unwrap();
@@ -227,20 +233,29 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
     ];
     let device_topic = cfg.topic(DEVICE_EVENTS);
     for (_, bytes) in &poison {
-        kafka::publish(&producer, &device_topic, "poison", bytes).await.unwrap();
+        kafka::publish_signed(&producer, &device_topic, "poison", bytes, signer.sign(bytes).as_deref()).await.unwrap();
     }
+    // A well-formed event without a signature, and one signed by the device for another
+    // event id (a forgery), are refused and kept like any bad input.
+    let unsigned = event(4, "account_funded", json!({"payer_id": "u-p", "amount": "9.00"}), false);
+    kafka::publish_signed(&producer, &device_topic, "poison", &unsigned, None).await.unwrap();
+    let forged = event(5, "payment_query", json!({"out_trade_no": "P-1"}), true);
+    let other_sig = signer.sign(&event(6, "payment_query", json!({"out_trade_no": "P-1"}), true));
+    kafka::publish_signed(&producer, &device_topic, "poison", &forged, other_sig.as_deref()).await.unwrap();
     // Garbage straight on the ledger's own topic is kept too.
     kafka::publish(&producer, &cfg.topic(LEDGER_COMMANDS), "poison", b"{\"type\": \"nonsense\"}").await.unwrap();
     let good = event(3, "account_funded", json!({"payer_id": "u-p", "amount": "5.00"}), false);
-    kafka::publish(&producer, &device_topic, "poison", &good).await.unwrap();
+    kafka::publish_signed(&producer, &device_topic, "poison", &good, signer.sign(&good).as_deref()).await.unwrap();
 
     let got = outcomes(&cfg, &[id(3)]).await;
     assert_eq!(got[0]["type"], "applied", "the good event behind the poison was applied: {got:?}");
     drained(store.as_ref()).await;
     let letters = read_all(&cfg, &cfg.topic(DEAD_LETTER)).await;
-    assert_eq!(letters.len(), 4, "one dead letter per poison message: {letters:?}");
+    assert_eq!(letters.len(), 6, "one dead letter per poison message: {letters:?}");
     let rejected = store.rejected(100).await.unwrap();
-    assert_eq!(rejected.len(), 4, "{rejected:?}");
+    assert_eq!(rejected.len(), 6, "{rejected:?}");
+    let unsigned_kept = rejected.iter().filter(|r| r.reason_code == "bad_signature" && r.source == "kafka").count();
+    assert_eq!(unsigned_kept, 2, "the unsigned and the forged event: {rejected:?}");
     for (reason, bytes) in &poison {
         assert!(letters.iter().any(|l| l["reason_code"] == *reason), "{reason} in {letters:?}");
         let kept = rejected.iter().find(|r| r.reason_code == *reason && r.source == "kafka");

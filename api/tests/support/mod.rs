@@ -2,6 +2,8 @@
 //! broker share: finding the services, a fresh database, spawning and stopping processes.
 #![allow(dead_code)] // each test crate uses its own part of this
 
+pub mod app;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -135,6 +137,7 @@ pub fn spawn(db: &str, cfg: &KafkaConfig, stages: &str, env: &[(&str, &str)], lo
         .env("FACEPAY_KAFKA_MATCH_GROUP", &cfg.match_group)
         .env("FACEPAY_KAFKA_PARTITIONS", cfg.partitions.to_string())
         .env("FACEPAY_HTTP_ADDR", "127.0.0.1:0")
+        .env("FACEPAY_KEY_PEPPER", TEST_PEPPER)
         .env("FACEPAY_LOG", "facepay_ingest=info,facepay_api=info")
         .env("NO_COLOR", "1");
     for (k, v) in env {
@@ -174,6 +177,9 @@ pub async fn read_all(cfg: &KafkaConfig, topic: &str) -> Vec<serde_json::Value> 
     let messages = messages.await.unwrap().unwrap();
     messages.iter().map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap()).collect()
 }
+
+/// The pepper every spawned `facepay serve` and every simulated fleet of these tests share.
+pub const TEST_PEPPER: &str = "facepay-test-pepper-0123456789abcdef0123456789";
 
 /// A short send timeout and lease, so a killed relay's successor starts within seconds.
 pub const FAST_LEASE: [(&str, &str); 2] =
@@ -239,6 +245,7 @@ pub fn load(
         devices: 6,
         payers: 150,
         payments,
+        pepper: facepay_domain::auth::Pepper::new(TEST_PEPPER.as_bytes().to_vec()),
         ..Default::default()
     };
     let opts = facepay_api::simulate::SimulateOptions { fleet, rate_per_s: Some(rate_per_s).filter(|r| *r > 0) };

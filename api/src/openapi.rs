@@ -1,0 +1,109 @@
+//! The API's OpenAPI 3.1 description, generated from the handlers' annotations (utoipa) and
+//! committed as `api/openapi.json` (a test keeps the file in step with the code).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::ErrorBody;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "facepay", description = "Face-payment fleets: ingest, orders, history, members, settlement, keys, audit. \
+        Money is a decimal string (CNY), timestamps RFC 3339. Every failure answers ErrorBody."),
+    paths(ingest, order, transactions, members, settlement, balance, rejected, create_key, list_keys, revoke_key, audit, health),
+    components(schemas(ErrorBody)),
+    modifiers(&Bearer),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("fpk_<key id>_<secret>").build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The spec as pretty JSON (what `api/openapi.json` holds).
+pub fn spec_json() -> String {
+    ApiDoc::openapi().to_pretty_json().expect("the spec serialises")
+}
+
+#[utoipa::path(post, path = "/v1/events", security((), ("bearer" = [])),
+    params(("facepay-signature" = Option<String>, Header, description = "device events: k=<key id>,t=<unix s>,v1=<hex HMAC>")),
+    responses((status = 202, description = "accepted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[allow(dead_code)]
+fn ingest() {}
+
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}",
+    params(("merchant_id" = String, Path), ("out_trade_no" = String, Path)),
+    responses((status = 200, description = "the order's result"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn order() {}
+
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/transactions",
+    params(("merchant_id" = String, Path), ("date" = Option<String>, Query), ("status" = Option<String>, Query),
+        ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "a page of history, newest first"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn transactions() {}
+
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/members", params(("merchant_id" = String, Path)),
+    responses((status = 200, description = "member cards"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn members() {}
+
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/settlement",
+    params(("merchant_id" = String, Path), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "money per day"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn settlement() {}
+
+#[utoipa::path(get, path = "/v1/payers/{payer_id}/balance", params(("payer_id" = String, Path)),
+    responses((status = 200, description = "balance, held, frozen"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn balance() {}
+
+#[utoipa::path(get, path = "/v1/rejected-events", params(("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "refused input with its reasons"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn rejected() {}
+
+#[utoipa::path(post, path = "/v1/keys",
+    responses((status = 201, description = "the key and its token, shown once"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn create_key() {}
+
+#[utoipa::path(get, path = "/v1/keys",
+    responses((status = 200, description = "every key, never a secret"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn list_keys() {}
+
+#[utoipa::path(delete, path = "/v1/keys/{key_id}", params(("key_id" = String, Path)),
+    responses((status = 204, description = "revoked"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn revoke_key() {}
+
+#[utoipa::path(get, path = "/v1/audit", params(("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "admin and finance actions, newest first"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn audit() {}
+
+#[utoipa::path(get, path = "/health", security(()), responses((status = 200, description = "alive")))]
+#[allow(dead_code)]
+fn health() {}
