@@ -54,8 +54,8 @@ fn tansu_installed() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "tansu 0.6's sqlite engine panics after the restart ('more or less than one row', \
-            tansu-storage src/lite.rs:503) and its storage stays dead (3 runs of 3 since device events \
-            carry signature headers); run against a broker that survives its own restart with `-- --ignored`"]
+            tansu-storage src/lite.rs:503) and its storage stays dead: 3 runs of 3 after device events \
+            began to carry signature headers (a likely trigger, not proven); run against a broker that survives its own restart with `-- --ignored`"]
 async fn broker_restarted_mid_run_the_service_rides_it_out_and_loses_nothing() {
     if !tansu_installed() {
         assert!(std::env::var("FACEPAY_REQUIRE_KAFKA").is_err(), "CI installs tansu (scripts/kafka.sh install)");
