@@ -8,9 +8,11 @@ use crate::error::ErrorBody;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "facepay", description = "Face-payment fleets: ingest, orders, history, members, settlement, keys, audit. \
+    info(title = "facepay", description = "Face-payment fleets: ingest, orders, history, members, settlement, keys, audit, \
+        reconciliation of the channel's daily bill (finance keys). \
         Money is a decimal string (CNY), timestamps RFC 3339. Every failure answers ErrorBody."),
-    paths(ingest, order, transactions, members, settlement, balance, rejected, create_key, list_keys, revoke_key, audit, health),
+    paths(ingest, order, transactions, members, settlement, balance, rejected, create_key, list_keys, revoke_key, audit,
+        recon_upload, recon_bills, recon_runs, recon_breaks, recon_resolve, recon_resolutions, health),
     components(schemas(ErrorBody)),
     modifiers(&Bearer),
     security(("bearer" = []))
@@ -107,3 +109,48 @@ fn audit() {}
 #[utoipa::path(get, path = "/health", security(()), responses((status = 200, description = "alive")))]
 #[allow(dead_code)]
 fn health() {}
+
+#[utoipa::path(post, path = "/v1/reconciliation/bills",
+    params(("date" = String, Query, description = "YYYY-MM-DD"), ("mapping" = Option<String>, Query,
+        description = "a generic CSV's columns: field=Header,…"), ("file_name" = Option<String>, Query)),
+    request_body(content = String, content_type = "text/csv", description = "the channel's daily bill"),
+    responses((status = 201, description = "imported (or recognised by its hash) and reconciled: the run's report"),
+        (status = 400, body = ErrorBody, description = "a bad bill, naming line and column"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn recon_upload() {}
+
+#[utoipa::path(get, path = "/v1/reconciliation/bills", params(("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "imported bills, newest first"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn recon_bills() {}
+
+#[utoipa::path(get, path = "/v1/reconciliation/runs", params(("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "runs with their reports (counts and sums by class, per merchant)"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn recon_runs() {}
+
+#[utoipa::path(get, path = "/v1/reconciliation/breaks",
+    params(("run_id" = Option<String>, Query), ("date" = Option<String>, Query), ("class" = Option<String>, Query),
+        ("merchant_id" = Option<String>, Query), ("unresolved" = Option<bool>, Query), ("cursor" = Option<String>, Query),
+        ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "a page of breaks"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn recon_breaks() {}
+
+#[utoipa::path(post, path = "/v1/reconciliation/breaks/{break_id}/resolution", params(("break_id" = String, Path)),
+    request_body(content = String, content_type = "application/json", description = "{action, resolved_by, reason}"),
+    responses((status = 201, description = "the resolution, appended to the ledger and the audit log"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn recon_resolve() {}
+
+#[utoipa::path(get, path = "/v1/reconciliation/resolutions", params(("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "resolutions, newest first"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[allow(dead_code)]
+fn recon_resolutions() {}
