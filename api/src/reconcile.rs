@@ -496,16 +496,7 @@ async fn audit(
     subject: &str,
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {
-    let entry = facepay_ledger::credentials::AuditEntry {
-        seq: 0,
-        at: Utc::now(),
-        principal: p.key_id.to_string(),
-        role: p.role.as_str().to_string(),
-        action: action.to_string(),
-        subject: subject.to_string(),
-        detail,
-    };
-    st.store.audit_append(&entry).await?;
+    st.store.audit_append(&p.actor().entry(action, subject, detail)).await?;
     Ok(())
 }
 

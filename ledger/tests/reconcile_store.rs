@@ -8,9 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::NaiveDate;
 use common::*;
@@ -23,34 +21,12 @@ use facepay_ledger::reconcile::store::{
 };
 use facepay_ledger::reconcile::EntryKind;
 use facepay_ledger::{Command, CommandKind, Ledger, LedgerStore, Lifecycle, PgStore, Policy, SqliteStore};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::Connection;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy)]
 enum Backend {
     Sqlite,
     Postgres,
-}
-
-struct PgDatabase {
-    admin: PgConnectOptions,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin, sql) = (self.admin.clone(), format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect_with(&admin).await?;
-                sqlx::query(&sql).execute(&mut conn).await?;
-                conn.close().await
-            })
-        })
-        .join();
-    }
 }
 
 #[allow(dead_code)]
@@ -74,23 +50,9 @@ async fn open(backend: Backend) -> Option<Db> {
             (Arc::new(SqliteStore::open(&url).await.unwrap()), Home::Dir(dir))
         }
         Backend::Postgres => {
-            let url = std::env::var("FACEPAY_TEST_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-            let admin = PgConnectOptions::from_str(&url).unwrap();
-            let connected =
-                tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect_with(&admin)).await;
-            let Ok(Ok(mut conn)) = connected else {
-                assert!(
-                    std::env::var("FACEPAY_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                    "PostgreSQL not reachable and FACEPAY_REQUIRE_POSTGRES=1"
-                );
-                eprintln!("skipped: PostgreSQL not reachable");
-                return None;
-            };
-            let name = format!("facepay_r_{}", Uuid::new_v4().simple());
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-            let store = PgStore::open_with(admin.clone().database(&name)).await.unwrap();
-            (Arc::new(store), Home::Pg(Box::new(PgDatabase { admin, name })))
+            let (database, options) = fresh_pg_database().await?;
+            let store = PgStore::open_with(options).await.unwrap();
+            (Arc::new(store), Home::Pg(Box::new(database)))
         }
     };
     let recon = store.recon().expect("both stores reconcile");

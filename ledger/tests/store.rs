@@ -24,7 +24,7 @@ use facepay_ledger::{
     decide, Account, Command, CommandKind, Ledger, LedgerEvent, LedgerState, LedgerStore, PgStore, Policy, SqliteStore,
 };
 use proptest::prelude::*;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, PgPool, Row, SqlitePool};
 use tempfile::TempDir;
@@ -38,72 +38,6 @@ const ALL_GOOD: Invariants = Invariants { balanced: true, no_order_paid_twice: t
 enum Backend {
     Sqlite,
     Postgres,
-}
-
-const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A database created for one test on the PostgreSQL server, dropped when the test ends
-/// (passed or failed).
-struct PgDatabase {
-    admin: PgConnectOptions,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin, sql) = (self.admin.clone(), format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-        // Drop runs inside the test's runtime: do the async work on a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect_with(&admin).await?;
-                sqlx::query(&sql).execute(&mut conn).await?;
-                conn.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}: {dropped:?}", self.name);
-        }
-    }
-}
-
-/// The URL without its password, for messages.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
-            let colon = s + 3 + url[s + 3..at].find(':').unwrap();
-            format!("{}:***{}", &url[..colon], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// A fresh database on the test server, or `None` (with a note) if the server is unreachable
-/// and not required.
-async fn fresh_pg_database() -> Option<(PgDatabase, PgConnectOptions)> {
-    let url = std::env::var("FACEPAY_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_string());
-    let admin = PgConnectOptions::from_str(&url).expect("FACEPAY_TEST_DATABASE_URL");
-    let connected = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect_with(&admin)).await;
-    let mut conn = match connected {
-        Ok(Ok(conn)) => conn,
-        failed => {
-            let why = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => "timed out".to_string(),
-            };
-            if std::env::var("FACEPAY_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!("PostgreSQL not reachable at {} ({why}) and FACEPAY_REQUIRE_POSTGRES=1", redacted(&url));
-            }
-            eprintln!("skipped: PostgreSQL not reachable at {} ({why})", redacted(&url));
-            return None;
-        }
-    };
-    let name = format!("facepay_t_{}", Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-    conn.close().await.unwrap();
-    let options = admin.clone().database(&name);
-    Some((PgDatabase { admin, name }, options))
 }
 
 /// What keeps a test's database alive.
