@@ -519,8 +519,11 @@ fn member_view(r: &PgRow) -> Result<MemberView, StoreError> {
 
 /// The newest event time among the last events appended (by sequence, so it is an index
 /// read); the last few rather than the very last, as batches from several partitions
-/// interleave.
-const EVENT_TIME: &str = "SELECT max(occurred_at) FROM (SELECT occurred_at FROM events ORDER BY seq DESC LIMIT 64) t";
+/// interleave. Only events of the trade count: the clock's own (stamped with a past
+/// deadline) would turn it back, and reconciliation's (stamped when finance ran it) could
+/// throw it forward past a log of older events.
+const EVENT_TIME: &str = "SELECT max(occurred_at) FROM (SELECT occurred_at FROM events \
+     WHERE type NOT IN ('order_revoked', 'hold_expired') AND stream NOT LIKE 'recon:%' ORDER BY seq DESC LIMIT 64) t";
 
 /// Orders unpaid since before $1, then holds open since before $2, oldest first, each
 /// kind up to $3 (the caller keeps the first $3). Partial indexes of migration 0009.

@@ -9,8 +9,9 @@
 //! is the deadline itself (`created_at + 45 s`, `created_at + 30 days`), not the moment the
 //! sweep happened to run, and whose event id is derived from the order or hold it concerns:
 //! sweeping twice, or from two processes at once, decides once (the second is answered as a
-//! repeat). The sweep's "now" is the newest event time the ledger recorded, less
-//! [`SWEEP_EVENT_TIME_LAG_MS`]: event time, as the rest of the ledger, not the wall clock.
+//! repeat). The sweep's "now" is the newest event time the ledger recorded for the trade
+//! (not its own ticks, nor reconciliation's records), less [`SWEEP_EVENT_TIME_LAG_MS`]:
+//! event time, as the rest of the ledger, not the wall clock; and it never runs backwards.
 //! A log of past events (the demo's simulated days, a replayed month) is swept as of its own
 //! time, and a store nobody writes to keeps its clock still.
 //!
@@ -110,17 +111,22 @@ pub struct Sweeper {
     delivery: Delivery,
     /// This process's name on the lease.
     holder: String,
+    /// The newest clock reading so far (ms since the epoch): the clock never runs backwards.
+    newest_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Sweeper {
     pub fn new(ledger: Ledger, delivery: Delivery) -> Self {
-        Self { ledger, delivery, holder: format!("sweeper-{}", Uuid::new_v4()) }
+        let newest_ms = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
+        Self { ledger, delivery, holder: format!("sweeper-{}", Uuid::new_v4()), newest_ms }
     }
 
     /// One sweep: at most [`SWEEP_BATCH_MAX`] ticks, decided in one transaction.
     pub async fn sweep_once(&self) -> Result<SweepReport, StoreError> {
         let store = self.ledger.store();
-        let Some(newest) = store.event_time().await? else { return Ok(SweepReport::default()) };
+        let Some(read) = store.event_time().await? else { return Ok(SweepReport::default()) };
+        let ms = self.newest_ms.fetch_max(read.timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
+        let newest = DateTime::from_timestamp_millis(ms.max(read.timestamp_millis())).unwrap_or(read);
         let due = store.due(clock(newest), SWEEP_BATCH_MAX).await?;
         if due.is_empty() {
             return Ok(SweepReport::default());

@@ -1073,6 +1073,8 @@ async fn the_clock_revokes_unpaid_orders_and_expires_open_holds_once(backend: Ba
     assert_eq!((report.orders_revoked, report.holds_expired, report.ticks), (1, 0, 1));
     assert_eq!(raw.count(status).await, 1);
     assert_eq!(raw.count("SELECT COUNT(*) FROM orders WHERE status = 'PAID'").await, 1);
+    // The revocation, stamped 45 s, was appended last: the clock still reads the trade's 61 s.
+    assert_eq!(db.store.event_time().await.unwrap(), Some(t0() + chrono::Duration::seconds(61)));
     let revoked = db.store.order(&merchant("m1"), &otn("o1")).await.unwrap().unwrap();
     assert_eq!(revoked.updated_at, t0() + chrono::Duration::seconds(45));
     assert_eq!(live_hold_fen(&db).await, 5_000);
