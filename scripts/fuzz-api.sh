@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP API from its own OpenAPI description (api/openapi.json) with schemathesis
-# (PyPI), as a finance key (reads everything) and as an admin key, and fails on any 5xx.
+# (PyPI), as a finance key (reads everything) and as an admin key, and fails on any 5xx
+# and on any answer whose body does not match the schema the spec gives it.
 #
 #   scripts/fuzz-api.sh            builds facepay, runs a small demo with the API up, fuzzes it
 #
@@ -34,6 +35,6 @@ for role in finance admin; do
     "$RUN_DIR/venv/bin/schemathesis" run "$ROOT/api/openapi.json" \
         --url "http://$ADDR" \
         --header "Authorization: Bearer $TOKEN" \
-        --checks not_a_server_error \
+        --checks not_a_server_error,response_schema_conformance \
         --max-examples "${FACEPAY_FUZZ_EXAMPLES:-50}"
 done

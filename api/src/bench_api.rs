@@ -175,38 +175,26 @@ async fn merchant_key(auth: &Auth, merchant: &MerchantId) -> anyhow::Result<Stri
     Ok(auth.create_key(spec, &Actor::cli()).await.map_err(|e| anyhow::anyhow!("{e}"))?.1)
 }
 
-/// `keys.len()` clients sending `path(merchant, rng)` back to back for `seconds`.
+/// `keys.len()` clients, each on an HTTP/1.1 connection of its own, sending
+/// `path(merchant, rng)` back to back for `seconds`.
 async fn phase(
     base: &str,
     keys: &[(MerchantId, String)],
     seconds: u64,
     path: impl Fn(&MerchantId, &mut rand_chacha::ChaCha8Rng) -> String + Send + Sync + Clone + 'static,
 ) -> anyhow::Result<PhaseReport> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(keys.len()).build()?;
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut clients = tokio::task::JoinSet::new();
     for (c, (merchant, key)) in keys.iter().cloned().enumerate() {
-        let (http, base, path) = (http.clone(), base.to_string(), path.clone());
+        let (addr, path) = (base.trim_start_matches("http://").to_string(), path.clone());
         clients.spawn(async move {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
-            let (mut latencies_us, mut not_ok) = (Vec::with_capacity(1 << 16), 0_u64);
-            while Instant::now() < until {
-                let url = format!("{base}{}", path(&merchant, &mut rng));
-                let sent = Instant::now();
-                let answer = http.get(&url).bearer_auth(&key).send().await;
-                let ok = match answer {
-                    Ok(r) => r.status().as_u16() == 200 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
-                not_ok += u64::from(!ok);
-            }
-            (latencies_us, not_ok)
+            client(&addr, &format!("Bearer {key}"), until, move |r| path(&merchant, r), &mut rng).await
         });
     }
     let (mut all, mut not_ok) = (Vec::new(), 0);
     while let Some(done) = clients.join_next().await {
-        let (l, n) = done?;
+        let (l, n) = done??;
         all.extend(l);
         not_ok += n;
     }
@@ -221,6 +209,35 @@ async fn phase(
         max_ms: ms(all.last().copied()),
         not_ok,
     })
+}
+
+/// One client: its latencies in microseconds, and how many answers were not 200.
+async fn client(
+    addr: &str,
+    authorization: &str,
+    until: Instant,
+    path: impl Fn(&mut rand_chacha::ChaCha8Rng) -> String,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> anyhow::Result<(Vec<u32>, u64)> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let (mut latencies_us, mut not_ok) = (Vec::with_capacity(1 << 16), 0_u64);
+    while Instant::now() < until {
+        let request = hyper::Request::get(path(rng))
+            .header(hyper::header::HOST, addr)
+            .header(hyper::header::AUTHORIZATION, authorization)
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
+        let sent = Instant::now();
+        let answer = sender.send_request(request).await?;
+        let ok = answer.status() == hyper::StatusCode::OK;
+        answer.into_body().collect().await?;
+        latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+        not_ok += u64::from(!ok);
+    }
+    Ok((latencies_us, not_ok))
 }
 
 /// The plans of the history page query (as the store sends it), first page and by cursor.

@@ -6,6 +6,142 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
 
+// ---- The bodies of successful answers, as the handlers write them (the fuzz run checks every
+// answer against these: scripts/fuzz-api.sh, `response_schema_conformance`). Money is a
+// decimal string of CNY with two places; times are RFC 3339.
+
+/// `202` to an event: it is in the pipeline; ask for the order's result afterwards.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Accepted {
+    #[schema(format = "uuid")]
+    event_id: String,
+    /// Always `accepted`.
+    status: String,
+}
+
+/// An order's result.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Order {
+    merchant_id: String,
+    out_trade_no: String,
+    #[schema(example = "60.00")]
+    amount: String,
+    status: OrderStatus,
+    /// facepay's decline code, when declined.
+    reason: Option<String>,
+    /// The channel's code for `reason` (e.g. `NOTENOUGH`, `ORDERCLOSED`).
+    channel_code: Option<String>,
+    /// The payer as this merchant may see them: its openid or the UnionID they authorised.
+    payer_id: Option<String>,
+    member_quick_pay: bool,
+    /// True when this answer repeats a stored outcome (an exact retry).
+    replayed: bool,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: String,
+    /// The merchant's fee on the payment.
+    fee: String,
+    /// What went back to the payer (refunds and reversal).
+    refunded: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+enum OrderStatus {
+    PAID,
+    DECLINED,
+    REVERSED,
+    REVOKED,
+}
+
+/// One payment attempt in a merchant's history.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct HistoryItem {
+    #[schema(format = "uuid")]
+    event_id: String,
+    merchant_id: String,
+    out_trade_no: String,
+    amount: String,
+    amount_fen: i64,
+    status: OrderStatus,
+    reason: Option<String>,
+    payer_id: Option<String>,
+    member_quick_pay: bool,
+    store_id: String,
+    device_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    occurred_at: String,
+    /// The Asia/Shanghai day.
+    #[schema(value_type = String, format = Date)]
+    day: String,
+}
+
+/// A page of history, newest first.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct HistoryPage {
+    items: Vec<HistoryItem>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// A member card of the merchant.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Member {
+    payer_id: String,
+    card_code: String,
+    /// `card_package` or `mini_program`.
+    channel: String,
+    #[schema(value_type = String, format = DateTime)]
+    opened_at: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    closed_at: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct MembersPage {
+    items: Vec<Member>,
+    next_cursor: Option<String>,
+}
+
+/// One Asia/Shanghai day of a merchant's money.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SettlementDay {
+    #[schema(value_type = String, format = Date)]
+    day: String,
+    gross: String,
+    refunds: String,
+    fees: String,
+    /// gross − refunds − fees.
+    net: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SettlementPage {
+    items: Vec<SettlementDay>,
+    next_cursor: Option<String>,
+}
+
+/// A payer's wallet.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Balance {
+    payer_id: String,
+    /// The available balance (Pay Score holds are already taken out).
+    balance: String,
+    /// Held for the payer's open Pay Score orders.
+    held: String,
+    frozen: bool,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "facepay", description = "Face-payment fleets: ingest, orders, history, members, settlement, keys, audit, \
@@ -13,7 +149,7 @@ use crate::error::ErrorBody;
         Money is a decimal string (CNY), timestamps RFC 3339. Every failure answers ErrorBody."),
     paths(ingest, order, transactions, members, settlement, balance, rejected, create_key, list_keys, revoke_key, audit,
         recon_upload, recon_bills, recon_runs, recon_breaks, recon_resolve, recon_resolutions, health),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, Accepted, Order, HistoryPage, MembersPage, SettlementPage, Balance)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]
@@ -36,14 +172,14 @@ pub fn spec_json() -> String {
 
 #[utoipa::path(post, path = "/v1/events", security((), ("bearer" = [])),
     params(("facepay-signature" = Option<String>, Header, description = "device events: k=<key id>,t=<unix s>,v1=<hex HMAC>")),
-    responses((status = 202, description = "accepted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 202, body = Accepted, description = "accepted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 #[allow(dead_code)]
 fn ingest() {}
 
 #[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}",
     params(("merchant_id" = String, Path), ("out_trade_no" = String, Path)),
-    responses((status = 200, description = "the order's result"), (status = 401, body = ErrorBody),
+    responses((status = 200, body = Order, description = "the order's result"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn order() {}
@@ -51,27 +187,27 @@ fn order() {}
 #[utoipa::path(get, path = "/v1/merchants/{merchant_id}/transactions",
     params(("merchant_id" = String, Path), ("date" = Option<String>, Query), ("status" = Option<String>, Query),
         ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "a page of history, newest first"), (status = 400, body = ErrorBody),
+    responses((status = 200, body = HistoryPage, description = "a page of history, newest first"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn transactions() {}
 
 #[utoipa::path(get, path = "/v1/merchants/{merchant_id}/members", params(("merchant_id" = String, Path)),
-    responses((status = 200, description = "member cards"), (status = 401, body = ErrorBody),
+    responses((status = 200, body = MembersPage, description = "member cards"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn members() {}
 
 #[utoipa::path(get, path = "/v1/merchants/{merchant_id}/settlement",
     params(("merchant_id" = String, Path), ("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "money per day"), (status = 401, body = ErrorBody),
+    responses((status = 200, body = SettlementPage, description = "money per day, newest first"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn settlement() {}
 
 #[utoipa::path(get, path = "/v1/payers/{payer_id}/balance", params(("payer_id" = String, Path)),
-    responses((status = 200, description = "balance, held, frozen"), (status = 401, body = ErrorBody),
+    responses((status = 200, body = Balance, description = "balance, held, frozen"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn balance() {}
