@@ -1,5 +1,10 @@
 //! [`ReconStore`] for the embedded store: timestamps as RFC 3339 text (which sorts by
-//! time), days as `YYYY-MM-DD`, UUIDs as text.
+//! time), days as `YYYY-MM-DD`, UUIDs as text. The ledger's side of a day is two streams
+//! merged in key order: the paid payments straight from a covering index (no sort: the bulk
+//! of a day) and the rest (unpaid orders, refunds, reversals) sorted by SQLite.
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{Duration, NaiveDate};
@@ -12,7 +17,7 @@ use uuid::Uuid;
 use super::bill::{BillError, BillLine};
 use super::classify::{day_start, Counterpart, LedgerEntry};
 use super::store::{
-    account_of, bill_line_from, break_from, counterpart_from, import_from, ledger_entry_from, resolution_from,
+    account_of, bill_line_from, break_from, counterpart_from, fresh, import_from, ledger_entry_from, resolution_from,
     run_from, BreakFilter, BreakRow, ImportOutcome, ImportRequest, ImportRow, Parsed, ReconError, ReconStore,
     ResolutionRow, RunRow,
 };
@@ -24,25 +29,30 @@ use crate::store::{NewEvent, StoreError};
 /// Rows per page sent to the matcher.
 const PAGE_ROWS: usize = 1_024;
 
-const LEDGER_ENTRIES: &str =
+/// The day's paid payments, in key order straight from the covering index
+/// `history_day_paid` (migration 0008): no sort.
+const PAID_PAYMENTS: &str = "SELECT h.merchant_id, 'P' AS kind, h.out_trade_no AS number, h.out_trade_no, \
+    h.amount_fen, o.fee_fen, 'PAID' AS status, h.occurred_at \
+    FROM history h JOIN orders o ON o.merchant_id = h.merchant_id AND o.out_trade_no = h.out_trade_no \
+    WHERE h.day = ?1 AND h.status = 'PAID' AND h.amount_fen > 0 ORDER BY h.merchant_id, h.out_trade_no";
+
+/// The rest of the day's entries (unpaid orders, refunds, reversals), sorted by key: few
+/// rows on a normal day.
+const OTHER_ENTRIES: &str =
     "SELECT merchant_id, kind, number, out_trade_no, amount_fen, fee_fen, status, occurred_at FROM (
-    SELECT h.merchant_id, 'P' AS kind, h.out_trade_no AS number, h.out_trade_no, h.amount_fen, o.fee_fen,
-           'PAID' AS status, h.occurred_at
-      FROM history h JOIN orders o ON o.merchant_id = h.merchant_id AND o.out_trade_no = h.out_trade_no
-     WHERE h.day = ?1 AND h.status = 'PAID'
-    UNION ALL
-    SELECT merchant_id, 'P', out_trade_no, out_trade_no, amount_fen, 0, status, created_at FROM orders
-     WHERE created_at >= ?2 AND created_at < ?3
+    SELECT merchant_id, 'P' AS kind, out_trade_no AS number, out_trade_no, amount_fen, 0 AS fee_fen, status,
+           created_at AS occurred_at FROM orders
+     WHERE created_at >= ?1 AND created_at < ?2
        AND (status IN ('DECLINED', 'REVOKED') OR (status = 'REVERSED' AND refunded_fen = 0))
     UNION ALL
     SELECT merchant_id, 'R', out_refund_no, out_trade_no, amount_fen, -fee_refund_fen, 'PAID', refunded_at
-      FROM refunds WHERE refunded_at >= ?2 AND refunded_at < ?3
+      FROM refunds WHERE refunded_at >= ?1 AND refunded_at < ?2
     UNION ALL
     SELECT o.merchant_id, 'V', o.out_trade_no, o.out_trade_no,
            o.refunded_fen - COALESCE(SUM(r.amount_fen), 0), -(o.fee_refunded_fen - COALESCE(SUM(r.fee_refund_fen), 0)),
            'PAID', o.updated_at
       FROM orders o LEFT JOIN refunds r ON r.merchant_id = o.merchant_id AND r.out_trade_no = o.out_trade_no
-     WHERE o.status = 'REVERSED' AND o.refunded_fen > 0 AND o.updated_at >= ?2 AND o.updated_at < ?3
+     WHERE o.status = 'REVERSED' AND o.refunded_fen > 0 AND o.updated_at >= ?1 AND o.updated_at < ?2
      GROUP BY o.merchant_id, o.out_trade_no
 ) WHERE amount_fen > 0 ORDER BY merchant_id, kind, number";
 
@@ -61,6 +71,46 @@ async fn send_pages<T>(
     let mut page = Vec::with_capacity(PAGE_ROWS);
     while let Some(row) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut rows).poll_next(cx)).await {
         page.push(parse(&row?)?);
+        if page.len() == PAGE_ROWS && tx.send(std::mem::take(&mut page)).await.is_err() {
+            return Ok(());
+        }
+    }
+    if !page.is_empty() {
+        let _ = tx.send(page).await;
+    }
+    Ok(())
+}
+
+/// The next row of `rows`, parsed.
+async fn next_entry(
+    rows: &mut (impl Stream<Item = Result<SqliteRow, sqlx::Error>> + Unpin),
+) -> Result<Option<LedgerEntry>, ReconError> {
+    match std::future::poll_fn(|cx| std::pin::Pin::new(&mut *rows).poll_next(cx)).await {
+        Some(row) => Ok(Some(ledger_entry_from(&row?)?)),
+        None => Ok(None),
+    }
+}
+
+/// Merges two streams of entries, each sorted by key, into pages on `tx` (keys are unique
+/// across both: a paid payment is never unpaid). Stops quietly if the receiver is gone.
+async fn send_merged(
+    mut a: impl Stream<Item = Result<SqliteRow, sqlx::Error>> + Unpin,
+    mut b: impl Stream<Item = Result<SqliteRow, sqlx::Error>> + Unpin,
+    tx: mpsc::Sender<Vec<LedgerEntry>>,
+) -> Result<(), ReconError> {
+    let (mut next_a, mut next_b) = (next_entry(&mut a).await?, next_entry(&mut b).await?);
+    let mut page = Vec::with_capacity(PAGE_ROWS);
+    loop {
+        let take_a = match (&next_a, &next_b) {
+            (None, None) => break,
+            (Some(x), Some(y)) => x.key() < y.key(),
+            (x, _) => x.is_some(),
+        };
+        let entry = match take_a {
+            true => std::mem::replace(&mut next_a, next_entry(&mut a).await?),
+            false => std::mem::replace(&mut next_b, next_entry(&mut b).await?),
+        };
+        page.extend(entry);
         if page.len() == PAGE_ROWS && tx.send(std::mem::take(&mut page)).await.is_err() {
             return Ok(());
         }
@@ -194,9 +244,13 @@ impl ReconStore for SqliteStore {
     }
 
     async fn send_ledger_entries(&self, day: NaiveDate, tx: mpsc::Sender<Vec<LedgerEntry>>) -> Result<(), ReconError> {
+        if self.reader.options().get_max_connections() < 2 {
+            return Err(ReconError::InMemoryStore);
+        }
         let (from, to) = (ts(&day_start(day)), ts(&day_start(day + Duration::days(1))));
-        let rows = sqlx::query(LEDGER_ENTRIES).bind(day.to_string()).bind(from).bind(to).fetch(&self.reader);
-        send_pages(rows, tx, ledger_entry_from).await
+        let paid = sqlx::query(PAID_PAYMENTS).bind(day.to_string()).fetch(&self.reader);
+        let other = sqlx::query(OTHER_ENTRIES).bind(from).bind(to).fetch(&self.reader);
+        send_merged(paid, other, tx).await
     }
 
     async fn ledger_counterpart(&self, key: (&str, EntryKind, &str)) -> Result<Option<Counterpart>, ReconError> {
@@ -237,9 +291,27 @@ impl ReconStore for SqliteStore {
         Ok(row.map(|r| counterpart_from(&r, Some(day))).transpose()?)
     }
 
-    async fn record_run(&self, run: &RunRow, breaks: &[BreakRow], events: &[NewEvent]) -> Result<(), ReconError> {
+    async fn record_run(
+        &self,
+        run: &RunRow,
+        breaks: &[BreakRow],
+        events: &[NewEvent],
+    ) -> Result<HashSet<Uuid>, ReconError> {
         let mut tx = self.writer.begin().await?;
-        write_log(&mut tx, events).await?;
+        let mut known = HashSet::new();
+        for chunk in breaks.chunks(RECON_CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new("SELECT break_id FROM recon_breaks WHERE break_id IN (");
+            let mut ids = qb.separated(", ");
+            for b in chunk {
+                ids.push_bind(b.break_id.to_string());
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&mut *tx).await? {
+                known.insert(r.uuid("break_id")?);
+            }
+        }
+        let (breaks, events) = fresh(breaks, events, &known);
+        write_log(&mut tx, &events).await?;
         let report = serde_json::to_string(&run.report).expect("a report serialises");
         sqlx::query(
             "INSERT INTO recon_runs (run_id, import_id, day, started_at, finished_at, bill_lines, breaks, report) \
@@ -278,7 +350,7 @@ impl ReconStore for SqliteStore {
             qb.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(known)
     }
 
     async fn runs(&self, limit: u32) -> Result<Vec<RunRow>, ReconError> {
@@ -347,7 +419,28 @@ impl ReconStore for SqliteStore {
             .await?;
         Ok(rows.iter().map(|r| resolution_from(r)).collect::<Result<_, _>>()?)
     }
+
+    async fn break_line(&self, b: &BreakRow) -> Result<Option<BillLine>, ReconError> {
+        let Some(line_no) = b.line_no else { return Ok(None) };
+        let row = sqlx::query(BREAK_LINE)
+            .bind(b.run_id.to_string())
+            .bind(&b.merchant_id)
+            .bind(b.kind.code())
+            .bind(&b.number)
+            .bind(line_no)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(row.map(|r| bill_line_from(&r)).transpose()?)
+    }
+
+    fn ledger_store(&self) -> Arc<dyn crate::LedgerStore> {
+        Arc::new(self.clone())
+    }
 }
+
+/// The bill line of a break: the line of its run's import, by the line's key.
+const BREAK_LINE: &str = "SELECT l.* FROM recon_bill_lines l JOIN recon_runs r ON r.import_id = l.import_id \
+    WHERE r.run_id = ?1 AND l.merchant_id = ?2 AND l.kind = ?3 AND l.number = ?4 AND l.line_no = ?5";
 
 /// Breaks per multi-row insert (13 columns, under SQLite's parameter limit).
 const RECON_CHUNK: usize = 1_000;
