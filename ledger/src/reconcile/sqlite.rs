@@ -2,6 +2,12 @@
 //! time), days as `YYYY-MM-DD`, UUIDs as text. The ledger's side of a day is two streams
 //! merged in key order: the paid payments straight from a covering index (no sort: the bulk
 //! of a day) and the rest (unpaid orders, refunds, reversals) sorted by SQLite.
+//!
+//! The two bulk streams (the bill's lines, the paid payments) are read a page at a time
+//! after the last key of the previous page, each page one JSON array built by SQLite
+//! (`json_group_array`) on one connection: sqlx's SQLite driver hands rows over from its
+//! worker thread one at a time and copies every column, which cost most of a day's
+//! reconciliation (see docs/BENCHMARKS.md).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,12 +35,94 @@ use crate::store::{NewEvent, StoreError};
 /// Rows per page sent to the matcher.
 const PAGE_ROWS: usize = 1_024;
 
-/// The day's paid payments, in key order straight from the covering index
-/// `history_day_paid` (migration 0008): no sort.
-const PAID_PAYMENTS: &str = "SELECT h.merchant_id, 'P' AS kind, h.out_trade_no AS number, h.out_trade_no, \
-    h.amount_fen, o.fee_fen, 'PAID' AS status, h.occurred_at \
-    FROM history h JOIN orders o ON o.merchant_id = h.merchant_id AND o.out_trade_no = h.out_trade_no \
-    WHERE h.day = ?1 AND h.status = 'PAID' AND h.amount_fen > 0 ORDER BY h.merchant_id, h.out_trade_no";
+/// One page of an import's lines after a key, as one JSON array: a page crosses from sqlx's
+/// worker thread as one value, not a row (and a column) at a time.
+const BILL_PAGE: &str = "SELECT json_group_array(json_array(merchant_id, kind, number, line_no, out_trade_no, \
+    channel_txn_id, device_id, trade_at, amount_fen, fee_mfen, rate_ppm) ORDER BY merchant_id, kind, number, line_no) \
+    FROM (SELECT * FROM recon_bill_lines WHERE import_id = ?1 AND (merchant_id, kind, number, line_no) > (?2, ?3, ?4, ?5) \
+    ORDER BY merchant_id, kind, number, line_no LIMIT ?6)";
+
+/// A bill line as [`BILL_PAGE`] gives it.
+type LineRow = (String, String, String, i64, String, String, String, String, i64, i64, Option<i64>);
+
+fn corrupt_page(what: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!("a page of {what} rows: {e}"))
+}
+
+fn bill_line_of(r: LineRow) -> Result<BillLine, StoreError> {
+    let (merchant_id, kind, number, line_no, out_trade_no, channel_txn_id, device_id, at, amount_fen, fee_mfen, rate) =
+        r;
+    let kind = EntryKind::from_code(&kind).ok_or_else(|| StoreError::Corrupt(format!("entry kind: {kind:?}")))?;
+    Ok(BillLine {
+        line_no: line_no as u64,
+        trade_at: crate::sqlite::parse_ts(&at)?,
+        merchant_id,
+        device_id,
+        channel_txn_id,
+        out_trade_no,
+        kind,
+        out_refund_no: if kind == EntryKind::Refund { number } else { String::new() },
+        amount_fen,
+        fee_mfen,
+        rate_ppm: rate,
+    })
+}
+
+/// One page of the day's paid payments after a key, in key order straight from the covering
+/// index `history_day_paid` (migration 0008, no sort), as one JSON array (see [`BILL_PAGE`]).
+const PAID_PAGE: &str =
+    "SELECT json_group_array(json_array(merchant_id, out_trade_no, amount_fen, fee_fen, occurred_at) \
+    ORDER BY merchant_id, out_trade_no) FROM (SELECT h.merchant_id, h.out_trade_no, h.amount_fen, o.fee_fen, \
+    h.occurred_at FROM history h JOIN orders o ON o.merchant_id = h.merchant_id AND o.out_trade_no = h.out_trade_no \
+    WHERE h.day = ?1 AND h.status = 'PAID' AND h.amount_fen > 0 AND (h.merchant_id, h.out_trade_no) > (?2, ?3) \
+    ORDER BY h.merchant_id, h.out_trade_no LIMIT ?4)";
+
+/// A paid payment as [`PAID_PAGE`] gives it.
+type PaidRow = (String, String, i64, i64, String);
+
+/// The day's paid payments, a page at a time.
+struct PaidPages {
+    day: String,
+    after: (String, String),
+    page: std::collections::VecDeque<LedgerEntry>,
+    done: bool,
+}
+
+impl PaidPages {
+    async fn next(&mut self, conn: &mut sqlx::SqliteConnection) -> Result<Option<LedgerEntry>, ReconError> {
+        if self.page.is_empty() && !self.done {
+            let page: String = sqlx::query_scalar(PAID_PAGE)
+                .bind(&self.day)
+                .bind(&self.after.0)
+                .bind(&self.after.1)
+                .bind(PAGE_ROWS as i64)
+                .fetch_one(&mut *conn)
+                .await?;
+            let rows: Vec<PaidRow> = serde_json::from_str(&page).map_err(|e| corrupt_page("payment", e))?;
+            self.done = rows.len() < PAGE_ROWS;
+            if let Some(last) = rows.last() {
+                self.after = (last.0.clone(), last.1.clone());
+            }
+            for (merchant_id, out_trade_no, amount_fen, fee_fen, at) in rows {
+                let occurred_at = crate::sqlite::parse_ts(&at)?;
+                let number = out_trade_no.clone();
+                let status = facepay_domain::OrderStatus::Paid;
+                let kind = EntryKind::Payment;
+                self.page.push_back(LedgerEntry {
+                    merchant_id,
+                    kind,
+                    number,
+                    out_trade_no,
+                    amount_fen,
+                    fee_fen,
+                    status,
+                    occurred_at,
+                });
+            }
+        }
+        Ok(self.page.pop_front())
+    }
+}
 
 /// The rest of the day's entries (unpaid orders, refunds, reversals), sorted by key: few
 /// rows on a normal day.
@@ -62,25 +150,6 @@ const BREAK_COLUMNS: &str = "SELECT b.*, EXISTS (SELECT 1 FROM recon_resolutions
 const CURRENT_IMPORTS: &str = "SELECT i.* FROM recon_imports i WHERE i.version = \
     (SELECT MAX(j.version) FROM recon_imports j WHERE j.account = i.account AND j.day = i.day)";
 
-/// Pulls the stream's rows into pages on `tx`; stops quietly if the receiver is gone.
-async fn send_pages<T>(
-    mut rows: impl Stream<Item = Result<SqliteRow, sqlx::Error>> + Unpin,
-    tx: mpsc::Sender<Vec<T>>,
-    parse: fn(&dyn Cells) -> Result<T, StoreError>,
-) -> Result<(), ReconError> {
-    let mut page = Vec::with_capacity(PAGE_ROWS);
-    while let Some(row) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut rows).poll_next(cx)).await {
-        page.push(parse(&row?)?);
-        if page.len() == PAGE_ROWS && tx.send(std::mem::take(&mut page)).await.is_err() {
-            return Ok(());
-        }
-    }
-    if !page.is_empty() {
-        let _ = tx.send(page).await;
-    }
-    Ok(())
-}
-
 /// The next row of `rows`, parsed.
 async fn next_entry(
     rows: &mut (impl Stream<Item = Result<SqliteRow, sqlx::Error>> + Unpin),
@@ -91,14 +160,16 @@ async fn next_entry(
     }
 }
 
-/// Merges two streams of entries, each sorted by key, into pages on `tx` (keys are unique
-/// across both: a paid payment is never unpaid). Stops quietly if the receiver is gone.
+/// Merges the paid payments and the other entries, each sorted by key, into pages on `tx`
+/// (keys are unique across both: a paid payment is never unpaid). Stops quietly if the
+/// receiver is gone.
 async fn send_merged(
-    mut a: impl Stream<Item = Result<SqliteRow, sqlx::Error>> + Unpin,
-    mut b: impl Stream<Item = Result<SqliteRow, sqlx::Error>> + Unpin,
+    mut paid: PaidPages,
+    conn: &mut sqlx::SqliteConnection,
+    mut other: impl Stream<Item = Result<SqliteRow, sqlx::Error>> + Unpin,
     tx: mpsc::Sender<Vec<LedgerEntry>>,
 ) -> Result<(), ReconError> {
-    let (mut next_a, mut next_b) = (next_entry(&mut a).await?, next_entry(&mut b).await?);
+    let (mut next_a, mut next_b) = (paid.next(conn).await?, next_entry(&mut other).await?);
     let mut page = Vec::with_capacity(PAGE_ROWS);
     loop {
         let take_a = match (&next_a, &next_b) {
@@ -107,8 +178,8 @@ async fn send_merged(
             (x, _) => x.is_some(),
         };
         let entry = match take_a {
-            true => std::mem::replace(&mut next_a, next_entry(&mut a).await?),
-            false => std::mem::replace(&mut next_b, next_entry(&mut b).await?),
+            true => std::mem::replace(&mut next_a, paid.next(conn).await?),
+            false => std::mem::replace(&mut next_b, next_entry(&mut other).await?),
         };
         page.extend(entry);
         if page.len() == PAGE_ROWS && tx.send(std::mem::take(&mut page)).await.is_err() {
@@ -235,12 +306,29 @@ impl ReconStore for SqliteStore {
         if self.reader.options().get_max_connections() < 2 {
             return Err(ReconError::InMemoryStore);
         }
-        let rows = sqlx::query(
-            "SELECT * FROM recon_bill_lines WHERE import_id = ? ORDER BY merchant_id, kind, number, line_no",
-        )
-        .bind(import_id.to_string())
-        .fetch(&self.reader);
-        send_pages(rows, tx, bill_line_from).await
+        let id = import_id.to_string();
+        let mut after = (String::new(), String::new(), String::new(), -1_i64);
+        // One connection for every page: its page cache stays warm, and one memory map of
+        // the file is touched instead of one per pooled connection.
+        let mut conn = self.reader.acquire().await?;
+        loop {
+            let page: String = sqlx::query_scalar(BILL_PAGE)
+                .bind(&id)
+                .bind(&after.0)
+                .bind(&after.1)
+                .bind(&after.2)
+                .bind(after.3)
+                .bind(PAGE_ROWS as i64)
+                .fetch_one(&mut *conn)
+                .await?;
+            let rows: Vec<LineRow> = serde_json::from_str(&page).map_err(|e| corrupt_page("bill", e))?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            after = (last.0.clone(), last.1.clone(), last.2.clone(), last.3);
+            let lines = rows.into_iter().map(bill_line_of).collect::<Result<Vec<_>, _>>()?;
+            if tx.send(lines).await.is_err() {
+                return Ok(());
+            }
+        }
     }
 
     async fn send_ledger_entries(&self, day: NaiveDate, tx: mpsc::Sender<Vec<LedgerEntry>>) -> Result<(), ReconError> {
@@ -248,9 +336,10 @@ impl ReconStore for SqliteStore {
             return Err(ReconError::InMemoryStore);
         }
         let (from, to) = (ts(&day_start(day)), ts(&day_start(day + Duration::days(1))));
-        let paid = sqlx::query(PAID_PAYMENTS).bind(day.to_string()).fetch(&self.reader);
+        let paid = PaidPages { day: day.to_string(), after: Default::default(), page: Default::default(), done: false };
         let other = sqlx::query(OTHER_ENTRIES).bind(from).bind(to).fetch(&self.reader);
-        send_merged(paid, other, tx).await
+        let mut conn = self.reader.acquire().await?;
+        send_merged(paid, &mut conn, other, tx).await
     }
 
     async fn ledger_counterpart(&self, key: (&str, EntryKind, &str)) -> Result<Option<Counterpart>, ReconError> {
