@@ -17,6 +17,10 @@
 //! matches the order. Idempotency: the command's event id is derived from the break
 //! (a retried resolution is answered from its stored outcome and posts nothing), and an
 //! order already paid is refused with `ORDER_PAID`.
+//!
+//! Not charged: the payer's daily caps (the payer is usually unknown after a timeout, and
+//! the caps guard facepay's own wallet debits) and the face code (spent by the declined
+//! attempt already).
 
 use chrono::{DateTime, Utc};
 use facepay_domain::{MerchantId, Money, OrderStatus, OutTradeNo, RefusalReason};
