@@ -45,6 +45,10 @@ pub struct DemoOptions {
     /// The pepper the fleet's device keys are made under (the configured one for the CLI, a
     /// random one by default).
     pub pepper: Pepper,
+    /// After the traffic, the day's bill is written, reconciled and its breaks resolved
+    /// (the late timeout success confirmed paid: that moves money). False keeps the store
+    /// exactly as the pipeline left it, for comparisons with another profile's run.
+    pub reconcile: bool,
 }
 
 impl Default for DemoOptions {
@@ -58,6 +62,7 @@ impl Default for DemoOptions {
             data_dir: PathBuf::from("facepay-data"),
             progress: true,
             pepper: random_pepper(),
+            reconcile: true,
         }
     }
 }
@@ -220,9 +225,12 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoSummary, App)> {
     bar.finish_and_clear();
     let sent = producer.await??;
     app.pipeline.outcomes = outcomes;
-    let reconciliation = crate::reconcile::demo(&app.store, &opts.data_dir).await?;
+    let reconciliation = match opts.reconcile {
+        true => Some(crate::reconcile::demo(&app.store, &opts.data_dir).await?),
+        false => None,
+    };
     let mut summary = summarise(opts, &app, tally, sent, db, started).await?;
-    summary.reconciliation = Some(reconciliation);
+    summary.reconciliation = reconciliation;
     Ok((summary, app))
 }
 
