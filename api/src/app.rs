@@ -8,13 +8,14 @@ use std::sync::{Arc, RwLock};
 use anyhow::{bail, Context};
 use facepay_ingest::faces::{FaceStore, Shard};
 use facepay_ingest::{Pipeline, PipelineConfig, SharedRegistry};
-use facepay_ledger::{Ledger, LedgerStore, PgStore, Policy, SqliteStore};
+use facepay_ledger::sweep::Sweeper;
+use facepay_ledger::{Delivery, Ledger, LedgerStore, PgStore, Policy, SqliteStore};
 use facepay_matcher::vault::{MasterKey, Vault};
 use facepay_matcher::{Gallery, MatchPolicy};
 use tokio::net::TcpListener;
 
 use facepay_domain::auth::Pepper;
-use facepay_domain::limits::KEY_PEPPER_BYTES_MIN;
+use facepay_domain::limits::{KEY_PEPPER_BYTES_MIN, SWEEP_INTERVAL_MS};
 use facepay_ingest::authenticity::DeviceVerifier;
 
 use crate::auth::Auth;
@@ -68,6 +69,9 @@ pub struct Config {
     /// `FACEPAY_KEY_PEPPER` (at least 32 bytes): the key of every stored API-key hash and of
     /// every device secret. Unset: read from (or created in) `<data dir>/key-pepper`.
     pub key_pepper: Pepper,
+    /// `FACEPAY_SWEEP_INTERVAL_MS`, default [`SWEEP_INTERVAL_MS`]: how often the ledger's
+    /// clock revokes orders unpaid after 45 s and expires 30-day holds; `0`: never.
+    pub sweep_interval: std::time::Duration,
 }
 
 impl Config {
@@ -104,6 +108,10 @@ impl Config {
             face_master_key,
             key_pepper,
             matcher_shard,
+            sweep_interval: std::time::Duration::from_millis(match var("FACEPAY_SWEEP_INTERVAL_MS") {
+                Some(ms) => ms.parse().context("FACEPAY_SWEEP_INTERVAL_MS must be a whole number of milliseconds")?,
+                None => SWEEP_INTERVAL_MS,
+            }),
         })
     }
 
@@ -117,7 +125,13 @@ impl Config {
             None => None,
         };
         let verifier = Arc::new(DeviceVerifier::new(self.key_pepper.clone()));
-        Ok(PipelineConfig { match_policy: self.match_policy, faces, verifier, ..PipelineConfig::default() })
+        Ok(PipelineConfig {
+            match_policy: self.match_policy,
+            faces,
+            verifier,
+            sweep_interval: self.sweep_interval,
+            ..PipelineConfig::default()
+        })
     }
 }
 
@@ -191,6 +205,31 @@ pub struct App {
     /// API keys and principals (over the same pepper as the pipeline's verifier).
     pub auth: Arc<Auth>,
     pub verifier: Arc<DeviceVerifier>,
+    /// The ledger's clock, sweeping while the app lives (`None`: sweeping is off).
+    pub sweeper: Option<SweeperTask>,
+}
+
+/// The periodic sweeper of an [`App`]: stopped when the app is dropped.
+pub struct SweeperTask {
+    pub sweeper: Sweeper,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SweeperTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SweeperTask {
+    /// Starts `sweeper` every `interval`; `None` for a zero interval (sweeping off).
+    pub fn start(sweeper: Sweeper, interval: std::time::Duration) -> Option<Self> {
+        if interval.is_zero() {
+            return None;
+        }
+        let task = tokio::spawn(sweeper.clone().run(interval, std::future::pending()));
+        Some(Self { sweeper, task })
+    }
 }
 
 impl App {
@@ -205,8 +244,10 @@ impl App {
         let verifier = config.verifier.clone();
         let auth = Arc::new(Auth::new(store.clone(), verifier.pepper().clone()));
         tokio::spawn(refresh_registry(std::sync::Arc::downgrade(&registry), store.clone()));
+        // The sweeper decides through the same ledger (and its cache) as the ledger stage.
+        let sweeper = SweeperTask::start(Sweeper::new(ledger.clone(), Delivery::default()), config.sweep_interval);
         let pipeline = Pipeline::start(ledger.clone(), registry.clone(), gallery, config);
-        Ok(Self { store, ledger, registry, pipeline, auth, verifier })
+        Ok(Self { store, ledger, registry, pipeline, auth, verifier, sweeper })
     }
 
     /// The HTTP state over this app's store, registry and pipeline input.

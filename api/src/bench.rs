@@ -127,6 +127,7 @@ fn commands(opts: &BenchOptions, start: DateTime<Utc>) -> Vec<Command> {
         .map(|i| Command {
             event_id: Uuid::from_u128(0xbe7c_0000_0000_0000_0000_0000_0000_0000 | i as u128),
             occurred_at: start + ChronoDuration::milliseconds(i as i64),
+            request_id: None,
             device: Some(device.clone()),
             kind: CommandKind::Pay {
                 device: device.clone(),
@@ -202,6 +203,7 @@ async fn round_in(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<
         .map(|p| Command {
             event_id: Uuid::from_u128(0xf00d_0000_0000_0000_0000_0000_0000_0000 | p as u128),
             occurred_at: start,
+            request_id: None,
             device: None,
             kind: CommandKind::Fund {
                 payer_id: PayerId::parse(format!("u-{p:06}")).expect("id"),

@@ -91,7 +91,7 @@ async fn fleet_events(fleet: &DemoOptions) -> anyhow::Result<(Vec<Signed>, Fleet
     while let Some(item) = rx.recv().await {
         let (bytes, signature) = match item {
             Inbound::Raw { bytes, signature, .. } => (bytes, signature),
-            Inbound::Checked(env) => (env.to_json(), None),
+            Inbound::Checked { envelope, .. } => (envelope.to_json(), None),
         };
         out.push((crate::simulate::device_key(&bytes), bytes, signature));
     }

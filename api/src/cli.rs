@@ -156,6 +156,25 @@ enum BenchWhat {
         #[arg(long, default_value_t = 10_000)]
         payments: usize,
     },
+    /// The read API under load with authentication on, over PostgreSQL holding a million
+    /// orders: order lookups and history pages per second, p50/p99, the history query's plan.
+    Api {
+        #[arg(long)]
+        json: bool,
+        /// The PostgreSQL server (default: FACEPAY_TEST_DATABASE_URL, else the local one).
+        #[arg(long)]
+        postgres: Option<String>,
+        #[arg(long, default_value_t = 1_000_000)]
+        orders: u64,
+        #[arg(long, default_value_t = 100)]
+        merchants: u64,
+        /// Concurrent clients, each with a merchant key of its own.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Length of each phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Payments decided and durably committed per second, against the raw insert ceiling.
     Ledger {
         #[arg(long)]
@@ -319,6 +338,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let fleet = demo::DemoOptions { payers, payments, progress: false, ..Default::default() };
             let opts = crate::bench_pipeline::PipelineBenchOptions { brokers, postgres, fleet, partitions };
             let report = crate::bench_pipeline::run(&opts).await?;
+            match json {
+                true => println!("{}", serde_json::to_string(&report)?),
+                false => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(())
+        }
+        Command::Bench { what: BenchWhat::Api { json, postgres, orders, merchants, connections, seconds } } => {
+            let postgres = postgres
+                .or_else(|| std::env::var("FACEPAY_TEST_DATABASE_URL").ok())
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string());
+            let opts = crate::bench_api::ApiBenchOptions {
+                postgres,
+                orders,
+                merchants: merchants.max(1),
+                connections: connections.max(1),
+                seconds: seconds.max(1),
+            };
+            let report = crate::bench_api::run(&opts).await?;
             match json {
                 true => println!("{}", serde_json::to_string(&report)?),
                 false => println!("{}", serde_json::to_string_pretty(&report)?),

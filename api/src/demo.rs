@@ -17,6 +17,9 @@ use facepay_domain::{
     OutOrderNo, OutRefundNo, OutTradeNo, OutcomeBody, PayerId, PhoneLast4, Score, StoreId,
 };
 use facepay_ingest::{Inbound, PipelineConfig};
+use facepay_ledger::model::HoldStatus;
+use facepay_ledger::sweep::Sweeper;
+use facepay_ledger::Delivery;
 use facepay_matcher::synthetic::SyntheticFaces;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
@@ -114,6 +117,9 @@ pub struct Payments {
     pub member_quick_pay: u64,
     /// Sum of successful payments, CNY.
     pub amount_paid: String,
+    /// Orders closed because they were still unpaid 45 s (event time) after creation: by a
+    /// later attempt or query on them, or by the ledger's clock (the sweeper).
+    pub revoked: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -162,6 +168,9 @@ pub struct HoldCounts {
     pub created: u64,
     pub completed: u64,
     pub cancelled: u64,
+    /// Holds left open that the ledger's clock expired 30 days (event time) after creation,
+    /// giving the held money back.
+    pub expired: u64,
     pub refused: BTreeMap<String, u64>,
 }
 
@@ -225,6 +234,9 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoSummary, App)> {
     bar.finish_and_clear();
     let sent = producer.await??;
     app.pipeline.outcomes = outcomes;
+    // The ledger's clock brought up to the last event: what the periodic sweep had not
+    // reached yet is swept now, so the summary does not depend on when it last ran.
+    Sweeper::new(app.ledger.clone(), Delivery::default()).sweep_all().await?;
     let reconciliation = match opts.reconcile {
         true => Some(crate::reconcile::demo(&app.store, &opts.data_dir).await?),
         false => None,
@@ -428,7 +440,9 @@ impl World {
                 |total| PayScoreOrderCompleted { out_order_no: out_order_no.clone(), total_amount: money(total) };
             let cancel = PayScoreOrderCancelled { out_order_no: out_order_no.clone() };
             let ops: Vec<EventBody> = match tx.rng.random_range(0..10) {
-                0..=5 => vec![EventBody::PayScoreOrderCompleted(complete(tx.rng.random_range(1..hold_fen)))],
+                // Left open: the ledger's clock expires it a month later.
+                0 => vec![],
+                1..=5 => vec![EventBody::PayScoreOrderCompleted(complete(tx.rng.random_range(1..hold_fen)))],
                 6 | 7 => vec![
                     EventBody::PayScoreOrderCancelled(cancel.clone()),
                     EventBody::PayScoreOrderCompleted(complete(100)),
@@ -444,7 +458,12 @@ impl World {
                 tx.send(origin.clone(), body).await?;
             }
         }
-        Ok(())
+        // A month later a payer tops up: the ledger's clock moves past the open holds' 30
+        // days, and the sweeper expires them (and revokes every order left unpaid).
+        tx.clock += ChronoDuration::days(31);
+        let payer_id = self.payers[tx.rng.random_range(0..self.payers.len())].clone();
+        let top_up = AccountFunded { payer_id, amount: money(10_000) };
+        tx.send(Origin::Platform, EventBody::AccountFunded(top_up)).await
     }
 
     /// Enrols every payer, funds their wallets, freezes a few, raises one merchant's limit
@@ -672,6 +691,9 @@ async fn summarise(
     started: Instant,
 ) -> anyhow::Result<DemoSummary> {
     let invariants = app.store.check_invariants().await?;
+    let live = app.store.load_all().await?;
+    let revoked = live.orders.values().filter(|o| o.status == OrderStatus::Revoked).count() as u64;
+    let expired = live.holds.values().filter(|h| h.status == HoldStatus::Expired).count() as u64;
     let replay = app.ledger.replay().await?;
     let audit = app.ledger.verify().await?;
     if let Some(b) = &audit.first_break {
@@ -689,6 +711,7 @@ async fn summarise(
             declined: tally.declined,
             member_quick_pay: tally.member_quick_pay,
             amount_paid: facepay_domain::money::fen_to_string(tally.paid_fen),
+            revoked,
         },
         retries: Retries { sent: sent.retries, replayed: tally.replayed },
         queries: Queries { sent: sent.queries, answered: tally.queries_answered },
@@ -702,7 +725,7 @@ async fn summarise(
         },
         refunds: LifecycleCounts { sent: sent.refunds, ..tally.refunds },
         reversals: LifecycleCounts { sent: sent.reversals, ..tally.reversals },
-        holds: HoldCounts { sent: sent.holds, ..tally.holds },
+        holds: HoldCounts { sent: sent.holds, expired, ..tally.holds },
         invariants: InvariantsReport {
             balanced: invariants.balanced,
             no_order_paid_twice: invariants.no_order_paid_twice,
@@ -767,13 +790,15 @@ impl DemoSummary {
         );
         let h = &self.holds;
         s += &format!(
-            "Pay Score            {:>8} sent: {} holds, {} completed, {} cancelled; refused: {}\n",
+            "Pay Score            {:>8} sent: {} holds, {} completed, {} cancelled, {} expired; refused: {}\n",
             h.sent,
             h.created,
             h.completed,
             h.cancelled,
+            h.expired,
             refused(&h.refused)
         );
+        s += &format!("revoked after 45 s   {:>8} (orders left unpaid)\n", self.payments.revoked);
         if let Some(r) = &self.reconciliation {
             s += &crate::reconcile::render_demo(r);
         }

@@ -15,6 +15,7 @@ use facepay_domain::limits::{EVENT_BYTES_MAX, INGEST_ENQUEUE_TIMEOUT_MS, PAGE_LI
 use facepay_domain::money::fen_to_string;
 use facepay_domain::{FieldError, FieldErrorKind, MerchantId, OrderStatus, OutTradeNo, PayerId, PaymentResult};
 use facepay_ingest::authenticity::{DeviceVerifier, Position};
+use facepay_ingest::kafka::REQUEST_ID_HEADER;
 use facepay_ingest::validate::{learn_key, rejection, validate, validate_signed};
 use facepay_ingest::{Inbound, SharedRegistry};
 use facepay_ledger::model::Keys;
@@ -58,7 +59,9 @@ impl Ingress {
         match self {
             Ingress::Pipeline(input) => {
                 let timeout = Duration::from_millis(INGEST_ENQUEUE_TIMEOUT_MS);
-                input.send_timeout(Inbound::Checked(envelope), timeout).await.map_err(|_| ApiError::Overloaded)
+                let request_id = crate::error::REQUEST_ID.try_with(Clone::clone).ok();
+                let inbound = Inbound::Checked { envelope, request_id };
+                input.send_timeout(inbound, timeout).await.map_err(|_| ApiError::Overloaded)
             }
             Ingress::Kafka { producer, topic, timeout } => {
                 let key = match &envelope.origin {
@@ -66,8 +69,10 @@ impl Ingress {
                     facepay_domain::Origin::Merchant(m) => m.to_string(),
                     facepay_domain::Origin::Platform => envelope.event_id.to_string(),
                 };
+                let request_id = crate::error::REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
                 let header = rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(signature) };
-                let headers = rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(header);
+                let request = rdkafka::message::Header { key: REQUEST_ID_HEADER, value: Some(request_id.as_str()) };
+                let headers = rdkafka::message::OwnedHeaders::new_with_capacity(2).insert(header).insert(request);
                 let record = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(body).headers(headers);
                 producer.send(record, *timeout).await.map(|_| ()).map_err(|(e, _)| {
                     tracing::warn!(error = %e, "the broker did not take an event; the device is told to retry");

@@ -23,6 +23,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod bench_api;
 pub mod bench_pipeline;
 pub mod cli;
 pub mod demo;

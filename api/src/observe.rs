@@ -14,13 +14,50 @@ use crate::error::REQUEST_ID;
 /// The header a request id travels in.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Longest request id taken from a caller.
-const REQUEST_ID_LEN_MAX: usize = 64;
+use facepay_domain::limits::REQUEST_ID_LEN_MAX;
 
 fn acceptable(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= REQUEST_ID_LEN_MAX
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// How log lines are written (`FACEPAY_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for a log pipeline (`json`).
+    Json,
+    /// Human-readable lines, for a terminal (`text`).
+    Text,
+}
+
+impl LogFormat {
+    /// `json` or `text`; unset: text on a terminal, JSON otherwise (a service manager's or
+    /// a container's log collector reads JSON).
+    pub fn from_env(var: Option<&str>, terminal: bool) -> anyhow::Result<Self> {
+        match var.map(str::trim) {
+            Some("json") => Ok(Self::Json),
+            Some("text") => Ok(Self::Text),
+            Some("") | None => Ok(if terminal { Self::Text } else { Self::Json }),
+            Some(other) => anyhow::bail!("FACEPAY_LOG_FORMAT must be json or text, not {other:?}"),
+        }
+    }
+}
+
+/// Installs the process's subscriber: `FACEPAY_LOG` filters (default `warn`),
+/// `FACEPAY_LOG_FORMAT` picks the format (see [`LogFormat::from_env`]); lines go to stderr.
+pub fn init_logging() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let var = std::env::var("FACEPAY_LOG_FORMAT").ok();
+    let format = LogFormat::from_env(var.as_deref(), std::io::stderr().is_terminal())?;
+    let filter = EnvFilter::try_from_env("FACEPAY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
 }
 
 /// The metrics server's router: `GET /metrics`, Prometheus text format.
@@ -69,4 +106,18 @@ pub async fn request_id(req: Request, next: Next) -> Response {
         resp.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogFormat;
+
+    #[test]
+    fn the_log_format_is_asked_for_or_follows_the_terminal() {
+        assert_eq!(LogFormat::from_env(Some("json"), true).unwrap(), LogFormat::Json);
+        assert_eq!(LogFormat::from_env(Some("text"), false).unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::from_env(None, true).unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::from_env(None, false).unwrap(), LogFormat::Json);
+        assert!(LogFormat::from_env(Some("xml"), true).is_err());
+    }
 }

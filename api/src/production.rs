@@ -13,7 +13,8 @@ use facepay_ingest::kafka::{self, KafkaConfig, TransportError, DEVICE_EVENTS};
 use facepay_ingest::matching::MatchStage;
 use facepay_ingest::PipelineConfig;
 use facepay_ingest::SharedRegistry;
-use facepay_ledger::{Ledger, LedgerStore, Policy};
+use facepay_ledger::sweep::Sweeper;
+use facepay_ledger::{Delivery, Ledger, LedgerStore, Policy};
 use facepay_matcher::Gallery;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -111,6 +112,18 @@ pub async fn start_with(
     }
     if roles.ledger {
         let ledger = Ledger::new(store.clone(), Policy::default()).uncached();
+        if !pipeline.sweep_interval.is_zero() {
+            // One process of the group sweeps at a time (a lease). Its ticks are the ledger's
+            // own, answered in the database for idempotency but not published: no device or
+            // merchant system sent them (the revocations and expiries are in the log).
+            let sweeper = Sweeper::new(ledger.clone(), Delivery::default());
+            let mut stop = rx.clone();
+            let interval = pipeline.sweep_interval;
+            tasks.spawn(async move {
+                sweeper.run(interval, async move { while stop.changed().await.is_ok() && !*stop.borrow() {} }).await;
+                Ok(())
+            });
+        }
         let (c, rx) = (cfg.clone(), rx.clone());
         tasks.spawn(supervised("ledger", rx.clone(), move || {
             kafka::run_ledger_stage(c.clone(), ledger.clone(), rx.clone())

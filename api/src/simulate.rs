@@ -84,7 +84,7 @@ async fn publish_all(
     while let Some(item) = output.recv().await {
         let (bytes, signature) = match item {
             Inbound::Raw { bytes, signature, .. } => (bytes, signature),
-            Inbound::Checked(env) => (env.to_json(), None),
+            Inbound::Checked { envelope, .. } => (envelope.to_json(), None),
         };
         let key = device_key(&bytes);
         let mut record = FutureRecord::to(&topic).key(key.as_str()).payload(bytes.as_slice());

@@ -277,6 +277,11 @@ async fn metrics_count_decisions_batches_and_refusals() {
     assert!(value("facepay_decisions_total{outcome=\"PAID\"}") >= 1);
     assert!(value("facepay_ledger_batch_size_count") >= 1);
     assert!(value("facepay_refused_input_total{reason=\"clock_skew\"}") >= 1, "{text}");
+    // The order's capture was matched: the matcher's latency histogram counted it.
+    assert!(value("facepay_match_seconds_count") >= 1, "{text}");
+    assert!(
+        text.contains("# TYPE facepay_broker_errors_total counter") && text.contains("# TYPE facepay_ingest_lag gauge")
+    );
 }
 
 #[tokio::test]

@@ -15,6 +15,8 @@ use facepay_api::production::{self, Roles};
 use facepay_api::simulate::{self, SimulateOptions};
 use facepay_ingest::kafka::{DEAD_LETTER, LEDGER_OUTCOMES};
 use facepay_ledger::postgres::PgStore;
+use facepay_ledger::sweep::Sweeper;
+use facepay_ledger::Delivery;
 use facepay_ledger::LedgerStore;
 
 fn fleet(dir: &std::path::Path) -> DemoOptions {
@@ -48,6 +50,10 @@ async fn the_fleet_through_kafka_gives_the_embedded_profiles_outcomes_and_projec
     let sent = simulate::kafka(&opts, &cfg, store.as_ref()).await.unwrap();
     assert_eq!(sent.events, embedded.events.inbound, "the same fleet sends the same events");
     support::settle(&database.url, store.as_ref(), sent.events, Duration::from_secs(120)).await;
+    // The ledger's clock brought up to the last event, as the embedded run's was (a tick the
+    // periodic sweep already sent is answered as a repeat).
+    let ledger = facepay_ledger::Ledger::new(store.clone(), Default::default()).uncached();
+    Sweeper::new(ledger, Delivery::default()).sweep_all().await.unwrap();
 
     // The same projections, entity by entity, and the same history.
     let (want, got) = (app.store.load_all().await.unwrap(), store.load_all().await.unwrap());
@@ -72,6 +78,15 @@ async fn the_fleet_through_kafka_gives_the_embedded_profiles_outcomes_and_projec
     let paid_first = paid.filter(|o| o["payload"]["replayed"] == false).count() as u64;
     assert_eq!(paid_first, embedded.payments.succeeded, "payments succeeded");
     assert_eq!(letters.len() as u64, embedded.rejected.sent, "rejections");
+
+    // The stages' consumers reported their lag per partition (librdkafka's statistics).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let lag =
+        format!("facepay_ingest_lag{{topic=\"{}\",partition=\"0\"}}", cfg.topic(facepay_ingest::kafka::DEVICE_EVENTS));
+    while !facepay_ingest::metrics::METRICS.render().contains(&lag) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(facepay_ingest::metrics::METRICS.render().contains(&lag), "{}", facepay_ingest::metrics::METRICS.render());
 
     let _ = prod.shutdown.send(true);
     let mut tasks = prod.tasks;

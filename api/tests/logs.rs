@@ -47,8 +47,17 @@ async fn logs_never_hold_secrets_embeddings_or_payer_ids() {
     let _ = app.get_as("/v1/rejected-events", Some(&bad)).await;
     let tampered = app.event("payment_query", json!({"out_trade_no": "Q-9"}), true);
     let _ = app.post_with(&tampered, None, Some(&format!("k=platform,t=0,v1={}", "a".repeat(64)))).await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // An event brought by a request with an id of the caller's: the id is in the decision's log.
+    let funding = app.event("account_funded", json!({"payer_id": "u-alice", "amount": "1.00"}), false);
+    let sent = app.http.post(format!("{}/v1/events", app.base)).bearer_auth(&app.keys.admin);
+    let sent = sent.header("x-request-id", "req-follow-7").json(&funding).send().await.unwrap();
+    assert_eq!(sent.status().as_u16(), 202);
+    assert_eq!(sent.headers()["x-request-id"], "req-follow-7");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let event_id = funding["event_id"].as_str().unwrap();
+    let decided = logs.lines().find(|l| l.contains("\"decided\"") && l.contains(event_id)).unwrap_or_default();
+    assert!(decided.contains("req-follow-7"), "the request id follows its event to the decision: {decided:?}");
     let answered = logs.lines().find(|l| l.contains("answered")).unwrap_or_default();
     assert!(answered.contains("request_id"), "requests are logged with their id: {answered}");
     let k = &app.keys;

@@ -33,6 +33,7 @@ fn commands() -> Vec<LedgerCommand> {
         out.push(LedgerCommand {
             event_id: id(0),
             occurred_at: at(0),
+            request_id: None,
             device: None,
             kind: CommandKind::Fund { payer_id: payer_id.clone(), amount: Money::from_fen(10_000).unwrap() },
         });
@@ -40,6 +41,7 @@ fn commands() -> Vec<LedgerCommand> {
             out.push(LedgerCommand {
                 event_id: id(k),
                 occurred_at: at(k),
+                request_id: None,
                 device: Some(device.clone()),
                 kind: CommandKind::Pay {
                     device: device.clone(),

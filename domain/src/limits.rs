@@ -32,6 +32,25 @@ pub const REVERSAL_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 /// (the channel's EXPIRED state after 30 days), releasing the held money.
 pub const HOLD_EXPIRY_MS: i64 = 30 * 24 * 3600 * 1000;
 
+/// How often the sweeper looks for orders and holds past their time (the ledger's clock).
+/// Revocation at 45 s is stamped with its due event time whatever the sweep's delay, so
+/// this bounds only how stale a projection may look, not what the ledger decides.
+pub const SWEEP_INTERVAL_MS: u64 = 1_000;
+
+/// Most orders and holds one sweep revokes or expires, in one ledger transaction: a backlog
+/// (a store that was off for a month) drains in bounded batches, one per interval.
+pub const SWEEP_BATCH_MAX: u32 = 256;
+
+/// The sweeper's clock runs this far behind the newest event time the ledger has recorded.
+/// Partitions are consumed at different speeds; an attempt sent at second 44 of an order's
+/// 45 may still be in a lagging partition when another partition's events move the clock on.
+/// Within this slack such an attempt is decided before the sweep revokes the order.
+pub const SWEEP_EVENT_TIME_LAG_MS: i64 = 15_000;
+
+/// The lease that makes one process at a time the sweeper (the others stand by); its length
+/// is several intervals, so a live holder renews it long before it lapses.
+pub const SWEEP_LEASE_MS: u64 = 10_000;
+
 /// Fee rates are integer parts per million of the amount (0.54 % = 5 400 ppm): exact, and
 /// finer than any rate the channel quotes (hundredths of a percent).
 pub const FEE_RATE_PPM_PER_UNIT: i64 = 1_000_000;
@@ -44,6 +63,10 @@ pub const FEE_RATE_MAX_PPM: i64 = 100_000;
 pub const FEE_RATE_DEFAULT_PPM: i64 = 0;
 
 // ---- Event contract ---------------------------------------------------------------------
+
+/// Longest request id taken from a caller's `x-request-id` (and carried with its event):
+/// enough for a UUID or a trace id, too short to smuggle a payload into the logs.
+pub const REQUEST_ID_LEN_MAX: usize = 64;
 
 /// The one schema version of the envelope this build reads and writes.
 pub const SCHEMA_VERSION: u16 = 1;
@@ -149,6 +172,10 @@ pub const OUTBOX_LEASE_MARGIN_MS: u64 = 1_000;
 /// How long a relay that just took the lease may spend reading the tail of the outbox topics
 /// for what its predecessor published but had not marked.
 pub const OUTBOX_RECOVERY_TIMEOUT_MS: u64 = 30_000;
+
+/// How often each consumer reports its statistics (the ingest lag per partition on
+/// `/metrics`): fresh enough for an alert, rare enough to cost nothing.
+pub const KAFKA_STATS_INTERVAL_MS: u64 = 5_000;
 
 /// Longest a consumer's fetch waits at the broker for data to arrive (librdkafka's default is
 /// 500 ms; a payer is waiting at the till, and an event crosses two topics before its outcome

@@ -28,8 +28,8 @@ use crate::wire::StageMessage;
 use facepay_domain::limits::{
     KAFKA_COMMITTED_TIMEOUT_MS, KAFKA_FETCH_WAIT_MAX_MS, KAFKA_GAP_REWIND_MAX, KAFKA_PARTITIONS_DEFAULT,
     KAFKA_READ_QUIET_MS, KAFKA_RECV_ERRORS_MAX, KAFKA_RECV_ERROR_PAUSE_MS, KAFKA_SEND_TIMEOUT_MS,
-    LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, MATCH_BATCH_MAX, OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS,
-    OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS, OUTBOX_RECOVERY_TIMEOUT_MS,
+    KAFKA_STATS_INTERVAL_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, MATCH_BATCH_MAX, OUTBOX_BATCH_MAX,
+    OUTBOX_IDLE_MS, OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS, OUTBOX_RECOVERY_TIMEOUT_MS, REQUEST_ID_LEN_MAX,
 };
 
 /// Topic suffixes; the configured prefix (default `facepay.`) goes in front.
@@ -37,6 +37,9 @@ pub const DEVICE_EVENTS: &str = "device-events";
 pub const LEDGER_COMMANDS: &str = "ledger-commands";
 pub const LEDGER_OUTCOMES: &str = "ledger-outcomes";
 pub const DEAD_LETTER: &str = "dead-letter";
+/// The record header that carries the id of the HTTP request that brought a device event in,
+/// from the device-events topic onto the ledger command (and into the decision's log line).
+pub const REQUEST_ID_HEADER: &str = "facepay-request-id";
 
 /// Where the broker is and how facepay uses it. Every name is configuration, documented in
 /// `docs/events.md` and the README.
@@ -163,9 +166,12 @@ impl KafkaConfig {
     }
 
     /// A consumer like [`KafkaConfig::consumer`] that logs every partition assignment (at
-    /// info: operators see where each partition went after a rebalance).
+    /// info: operators see where each partition went after a rebalance), reports its lag per
+    /// partition and counts the errors of its brokers (see [`crate::metrics`]).
     pub fn logged_consumer(&self, group: &str) -> Result<StreamConsumer<LogAssignments>, KafkaError> {
-        self.consumer_config(group).create_with_context(LogAssignments)
+        let mut c = self.consumer_config(group);
+        c.set("statistics.interval.ms", KAFKA_STATS_INTERVAL_MS.to_string());
+        c.create_with_context(LogAssignments)
     }
 
     /// An idempotent producer: the broker drops the duplicates its own retries would make,
@@ -179,10 +185,24 @@ impl KafkaConfig {
     }
 }
 
-/// Logs each partition assignment a consumer receives.
+/// Logs each partition assignment a consumer receives; turns its statistics into the ingest
+/// lag per partition and its errors into the broker-error count.
 pub struct LogAssignments;
 
-impl rdkafka::ClientContext for LogAssignments {}
+impl rdkafka::ClientContext for LogAssignments {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            // librdkafka lists partition -1 (internal) and reports -1 where it knows no lag.
+            let lags = t.partitions.iter().filter(|(p, s)| **p >= 0 && s.consumer_lag >= 0);
+            crate::metrics::METRICS.ingest_lag(topic, lags.map(|(p, s)| (*p, s.consumer_lag)).collect());
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::metrics::METRICS.broker_error();
+        tracing::warn!(%error, reason, "broker error");
+    }
+}
 
 impl rdkafka::consumer::ConsumerContext for LogAssignments {
     fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -249,7 +269,10 @@ async fn acknowledged(acks: Acks) -> Result<(), KafkaError> {
     for ack in acks {
         match ack.await {
             Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(e),
+            Ok(Err((e, _))) => {
+                crate::metrics::METRICS.broker_error();
+                return Err(e);
+            }
             Err(_) => return Err(KafkaError::Canceled),
         }
     }
@@ -320,6 +343,7 @@ impl RecvErrors {
             }
             Err(e) if self.0 + 1 < KAFKA_RECV_ERRORS_MAX => {
                 self.0 += 1;
+                crate::metrics::METRICS.broker_error();
                 tracing::warn!(error = %e, in_a_row = self.0, "consumer error; going on");
                 tokio::time::sleep(Duration::from_millis(KAFKA_RECV_ERROR_PAUSE_MS)).await;
                 Ok(None)
@@ -363,7 +387,7 @@ pub async fn run_match_stage(
 ) -> Result<(), TransportError> {
     // The stage's state (gallery, recent captures) outlives a run: a restarted run keeps it.
     let mut stage = stage.lock_owned().await;
-    let consumer = cfg.consumer(&cfg.match_group)?;
+    let consumer = cfg.logged_consumer(&cfg.match_group)?;
     consumer.subscribe(&[&cfg.topic(DEVICE_EVENTS)])?;
     let producer = cfg.producer()?;
     let commands = cfg.topic(LEDGER_COMMANDS);
@@ -503,8 +527,20 @@ fn stage_message(
             let event = crate::validate::rejection(bytes, "kafka", &err);
             StageMessage::Rejected((&Rejection { key, event }).into())
         }
-        Ok(env) => routed(stage, env),
+        Ok(env) => match routed(stage, env) {
+            StageMessage::Command(cmd) => {
+                StageMessage::Command(Command { request_id: header_text(msg, REQUEST_ID_HEADER), ..cmd })
+            }
+            other => other,
+        },
     }
+}
+
+/// The record header `key` as text, if the record has it (bounded: a request id is short).
+fn header_text(msg: &OwnedMessage, key: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let value = msg.headers()?.iter().find(|h| h.key == key)?.value?;
+    std::str::from_utf8(value).ok().filter(|v| v.len() <= REQUEST_ID_LEN_MAX).map(str::to_string)
 }
 
 /// The `facepay-signature` record header, if any.
@@ -675,7 +711,10 @@ async fn decide_items(
     let (commands, with) = delivery(cfg, topic, &all, done);
     crate::metrics::METRICS.batch(items.len());
     match ledger.handle_delivery(&commands, &with).await {
-        Ok(_) => return Ok(()),
+        Ok(outcomes) => {
+            commands.iter().zip(&outcomes).for_each(|(cmd, o)| crate::pipeline::decided(cmd, o));
+            return Ok(());
+        }
         // Fenced, or the database failing (not a refusal): nothing landed; the stage retries.
         Err(err) if !err.is_refusal() => {
             crate::metrics::METRICS.store_error();
@@ -686,7 +725,8 @@ async fn decide_items(
     let mut at = done.clone();
     for item in items {
         let (commands, with) = delivery(cfg, topic, &[item], &at);
-        ledger.handle_delivery(&commands, &with).await?;
+        let outcomes = ledger.handle_delivery(&commands, &with).await?;
+        commands.iter().zip(&outcomes).for_each(|(cmd, o)| crate::pipeline::decided(cmd, o));
         at.insert(item.partition, item.offset + 1);
     }
     Ok(())

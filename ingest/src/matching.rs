@@ -54,12 +54,16 @@ impl MatchStage {
                 occurred_at: env.occurred_at,
                 device: device.clone(),
                 kind: k,
+                request_id: None,
             })
         };
         match env.body {
             EventBody::FaceCaptured(c) => {
                 let Some(d) = env.origin.device() else { return applied(kind) };
-                let identity = match self.gallery.identify(&d.merchant_id, &c, &self.policy) {
+                let started = std::time::Instant::now();
+                let identified = self.gallery.identify(&d.merchant_id, &c, &self.policy);
+                crate::metrics::METRICS.matched(started.elapsed());
+                let identity = match identified {
                     Ok(id) => match id.payer_id {
                         Some(payer_id) => Identity::Resolved { payer_id, rule: id.rule.as_str().to_string() },
                         None => Identity::Unresolved { rule: id.rule.as_str().to_string() },

@@ -1,5 +1,6 @@
 //! Process metrics in the Prometheus text format: decisions by outcome, ledger batch sizes,
-//! refused input by reason, and store errors. Counters are process-wide (one pipeline per
+//! refused input by reason, matcher latency, ingest lag per partition, store and broker
+//! errors. Counters are process-wide (one pipeline per
 //! process); the API serves them on their own port (`FACEPAY_METRICS_ADDR`).
 
 use std::collections::BTreeMap;
@@ -12,24 +13,68 @@ use facepay_domain::OutcomeBody;
 /// Upper bounds of the batch-size histogram's buckets.
 const BATCH_BUCKETS: [u64; 6] = [1, 8, 32, 128, 512, 2048];
 
+/// Upper bounds of the matcher-latency histogram's buckets, in microseconds: an exact 1:N
+/// search of a large gallery takes milliseconds, a member search tens of microseconds.
+const MATCH_BUCKETS_US: [u64; 10] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000];
+
+/// A histogram over fixed bucket bounds (Prometheus's cumulative buckets).
+pub struct Histogram<const N: usize> {
+    bounds: [u64; N],
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    const fn new(bounds: [u64; N]) -> Self {
+        Self { bounds, buckets: [const { AtomicU64::new(0) }; N], count: AtomicU64::new(0), sum: AtomicU64::new(0) }
+    }
+
+    fn observe(&self, value: u64) {
+        for (bucket, bound) in self.buckets.iter().zip(self.bounds) {
+            if value <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Renders as `name`, dividing bounds and sum by `scale` (1e6 for microseconds → seconds).
+    fn render(&self, out: &mut String, name: &str, scale: f64) {
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bucket, bound) in self.buckets.iter().zip(self.bounds) {
+            let le = bound as f64 / scale;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", bucket.load(Ordering::Relaxed));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum.load(Ordering::Relaxed) as f64 / scale);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
 /// The process's metrics.
 pub struct Metrics {
     decisions: Mutex<BTreeMap<String, u64>>,
     refused_input: Mutex<BTreeMap<String, u64>>,
-    batch_buckets: [AtomicU64; BATCH_BUCKETS.len()],
-    batch_count: AtomicU64,
-    batch_sum: AtomicU64,
+    batch: Histogram<{ BATCH_BUCKETS.len() }>,
+    match_latency_us: Histogram<{ MATCH_BUCKETS_US.len() }>,
     store_errors: AtomicU64,
+    broker_errors: AtomicU64,
+    /// The last consumer lag each partition reported, by topic (a gauge).
+    ingest_lag: Mutex<BTreeMap<String, BTreeMap<i32, i64>>>,
 }
 
 /// The one instance.
 pub static METRICS: Metrics = Metrics {
     decisions: Mutex::new(BTreeMap::new()),
     refused_input: Mutex::new(BTreeMap::new()),
-    batch_buckets: [const { AtomicU64::new(0) }; BATCH_BUCKETS.len()],
-    batch_count: AtomicU64::new(0),
-    batch_sum: AtomicU64::new(0),
+    batch: Histogram::new(BATCH_BUCKETS),
+    match_latency_us: Histogram::new(MATCH_BUCKETS_US),
     store_errors: AtomicU64::new(0),
+    broker_errors: AtomicU64::new(0),
+    ingest_lag: Mutex::new(BTreeMap::new()),
 };
 
 fn bump(map: &Mutex<BTreeMap<String, u64>>, label: &str) {
@@ -55,14 +100,23 @@ impl Metrics {
 
     /// One ledger batch of `size` commands.
     pub fn batch(&self, size: usize) {
-        let size = size as u64;
-        for (bucket, bound) in self.batch_buckets.iter().zip(BATCH_BUCKETS) {
-            if size <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.batch_count.fetch_add(1, Ordering::Relaxed);
-        self.batch_sum.fetch_add(size, Ordering::Relaxed);
+        self.batch.observe(size as u64);
+    }
+
+    /// One identification (a face capture matched against the gallery) and how long it took.
+    pub fn matched(&self, took: std::time::Duration) {
+        self.match_latency_us.observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// One error of a broker (a connection lost, a produce or fetch that failed).
+    pub fn broker_error(&self) {
+        self.broker_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The consumer lag (messages not yet read) of each partition of `topic` this process
+    /// consumes, replacing what it reported before (a partition that moved away drops out).
+    pub fn ingest_lag(&self, topic: &str, lags: BTreeMap<i32, i64>) {
+        self.ingest_lag.lock().unwrap_or_else(|p| p.into_inner()).insert(topic.to_string(), lags);
     }
 
     /// One database failure a stage saw.
@@ -81,17 +135,18 @@ impl Metrics {
         };
         labelled(&mut out, "facepay_decisions_total", "outcome", &self.decisions);
         labelled(&mut out, "facepay_refused_input_total", "reason", &self.refused_input);
-        let _ = writeln!(out, "# TYPE facepay_ledger_batch_size histogram");
-        for (bucket, bound) in self.batch_buckets.iter().zip(BATCH_BUCKETS) {
-            let _ =
-                writeln!(out, "facepay_ledger_batch_size_bucket{{le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
-        }
-        let count = self.batch_count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "facepay_ledger_batch_size_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "facepay_ledger_batch_size_sum {}", self.batch_sum.load(Ordering::Relaxed));
-        let _ = writeln!(out, "facepay_ledger_batch_size_count {count}");
+        self.batch.render(&mut out, "facepay_ledger_batch_size", 1.0);
+        self.match_latency_us.render(&mut out, "facepay_match_seconds", 1e6);
         let _ = writeln!(out, "# TYPE facepay_store_errors_total counter");
         let _ = writeln!(out, "facepay_store_errors_total {}", self.store_errors.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# TYPE facepay_broker_errors_total counter");
+        let _ = writeln!(out, "facepay_broker_errors_total {}", self.broker_errors.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# TYPE facepay_ingest_lag gauge");
+        for (topic, lags) in self.ingest_lag.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for (partition, lag) in lags {
+                let _ = writeln!(out, "facepay_ingest_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}");
+            }
+        }
         out
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use facepay_domain::limits::{
     LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, LEDGER_BATCH_TRIES_MAX, STAGE_CHANNEL_CAPACITY,
-    STAGE_RESTART_BACKOFF_MAX_MS, STAGE_RESTART_BACKOFF_MIN_MS,
+    STAGE_RESTART_BACKOFF_MAX_MS, STAGE_RESTART_BACKOFF_MIN_MS, SWEEP_INTERVAL_MS,
 };
 use facepay_domain::{Envelope, EventBody, Outcome, OutcomeBody};
 use facepay_ledger::store::StoreError;
@@ -33,8 +33,9 @@ pub enum Inbound {
         /// The `facepay-signature` the bytes came with.
         signature: Option<String>,
     },
-    /// An event the HTTP path already parsed and checked (it answers 4xx itself).
-    Checked(Envelope),
+    /// An event the HTTP path already parsed and checked (it answers 4xx itself), with the
+    /// id of the request that brought it, logged with its decision.
+    Checked { envelope: Envelope, request_id: Option<String> },
 }
 
 /// Tunables of a pipeline; the defaults are the named limits.
@@ -51,6 +52,10 @@ pub struct PipelineConfig {
     pub channel_capacity: usize,
     /// Checks every raw event's signature (the pepper's device keys and the platform key).
     pub verifier: std::sync::Arc<DeviceVerifier>,
+    /// How often the ledger's clock revokes orders unpaid after 45 s and expires 30-day holds
+    /// (`FACEPAY_SWEEP_INTERVAL_MS`; zero: never, for runs that sweep by hand). See
+    /// [`facepay_ledger::sweep`].
+    pub sweep_interval: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -62,6 +67,7 @@ impl Default for PipelineConfig {
             batch_linger: Duration::from_millis(LEDGER_BATCH_LINGER_MS),
             channel_capacity: STAGE_CHANNEL_CAPACITY,
             verifier: std::sync::Arc::new(DeviceVerifier::ephemeral()),
+            sweep_interval: Duration::from_millis(SWEEP_INTERVAL_MS),
         }
     }
 }
@@ -133,7 +139,7 @@ fn answer(event_id: uuid::Uuid, device: Option<facepay_domain::DeviceRef>, body:
 
 async fn run_validate(
     mut rx: mpsc::Receiver<Inbound>,
-    tx: mpsc::Sender<Envelope>,
+    tx: mpsc::Sender<(Envelope, Option<String>)>,
     outcomes: mpsc::Sender<Outcome>,
     registry: SharedRegistry,
     store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
@@ -141,10 +147,10 @@ async fn run_validate(
 ) -> Result<(), PipelineError> {
     while let Some(inbound) = rx.recv().await {
         let envelope = match inbound {
-            Inbound::Checked(env) => env,
+            Inbound::Checked { envelope, request_id } => (envelope, request_id),
             Inbound::Raw { bytes, source, signature } => {
                 match checked(&bytes, signature, &registry, &store, &verifier).await? {
-                    Ok(env) => env,
+                    Ok(env) => (env, None),
                     Err(err) => {
                         let rejected = rejection(&bytes, source, &err);
                         tracing::info!(field = %err.field, reason = %err.kind, source, "event rejected");
@@ -185,18 +191,18 @@ async fn checked(
 async fn run_match(
     mut stage: MatchStage,
     faces: Option<FaceStore>,
-    mut rx: mpsc::Receiver<Envelope>,
+    mut rx: mpsc::Receiver<(Envelope, Option<String>)>,
     tx: mpsc::Sender<Command>,
     outcomes: mpsc::Sender<Outcome>,
 ) -> Result<(), PipelineError> {
-    while let Some(env) = rx.recv().await {
+    while let Some((env, request_id)) = rx.recv().await {
         if let Some(faces) = &faces {
             keep_face(faces, &env).await?;
         }
         let (event_id, device) = (env.event_id, env.origin.device().cloned());
         match stage.route(env) {
             Routed::Command(cmd) => {
-                if tx.send(cmd).await.is_err() {
+                if tx.send(Command { request_id, ..cmd }).await.is_err() {
                     break;
                 }
             }
@@ -244,12 +250,24 @@ async fn run_ledger(
             }
         }
         crate::metrics::METRICS.batch(batch.len());
-        for outcome in decide_batch(&ledger, &batch).await? {
-            crate::metrics::METRICS.decision(&outcome.body);
+        for (outcome, cmd) in decide_batch(&ledger, &batch).await?.into_iter().zip(&batch) {
+            decided(cmd, &outcome);
             let _ = outcomes.send(outcome).await;
         }
         batch.clear();
     }
+}
+
+/// Counts and logs one decision: with its event id and, when an HTTP request brought the
+/// event in, that request's id (the id a device or merchant was answered with at ingest).
+pub fn decided(cmd: &Command, outcome: &Outcome) {
+    crate::metrics::METRICS.decision(&outcome.body);
+    tracing::debug!(
+        event_id = %cmd.event_id,
+        request_id = cmd.request_id.as_deref().unwrap_or("-"),
+        kind = outcome.body.kind(),
+        "decided"
+    );
 }
 
 /// Decides `batch`, trying it again while the store fails for a reason of its own (it refuses

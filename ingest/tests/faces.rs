@@ -195,7 +195,7 @@ fn card(merchant: &MerchantId, i: usize, open: bool) -> Command {
         true => CommandKind::OpenMemberCard { merchant_id, payer_id, card_code, channel: CardChannel::CardPackage },
         false => CommandKind::CloseMemberCard { merchant_id, payer_id, card_code },
     };
-    Command { event_id: uuid::Uuid::new_v4(), occurred_at: Utc::now(), device: None, kind }
+    Command { event_id: uuid::Uuid::new_v4(), occurred_at: Utc::now(), device: None, kind, request_id: None }
 }
 
 async fn restart_restores_the_memberships(postgres: bool) {

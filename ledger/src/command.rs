@@ -19,6 +19,10 @@ pub struct Command {
     /// The device that sent it, when a device did: outcomes are addressed back to it.
     pub device: Option<DeviceRef>,
     pub kind: CommandKind,
+    /// The id of the HTTP request that brought the event in, when one did: logged with the
+    /// decision, so one id follows an event from ingest to outcome. Decides nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// What the matcher made of a payment's capture.
@@ -125,6 +129,10 @@ pub enum Lifecycle {
     /// A clock tick for one hold: releases it if it is past its expiry at this event's time
     /// (a scheduler sends these; complete and cancel check expiry themselves too).
     HoldExpire { merchant_id: MerchantId, out_order_no: OutOrderNo },
+    /// A clock tick for one order: revokes it if it is still unpaid 45 s after its creation
+    /// at this event's time, and does nothing otherwise (the sweeper sends these; payments
+    /// and queries check the 45 s themselves too).
+    RevokeIfDue { merchant_id: MerchantId, out_trade_no: OutTradeNo },
 }
 
 impl Lifecycle {
@@ -138,6 +146,7 @@ impl Lifecycle {
             Lifecycle::HoldComplete { .. } => "pay_score_order_completed",
             Lifecycle::HoldCancel { .. } => "pay_score_order_cancelled",
             Lifecycle::HoldExpire { .. } => "pay_score_order_expire",
+            Lifecycle::RevokeIfDue { .. } => "order_revoke_due",
         }
     }
 
@@ -146,7 +155,9 @@ impl Lifecycle {
     /// (it debits the wallet, whose decisions have a single writer), fee rates by merchant.
     pub fn partition_key(&self) -> String {
         match self {
-            Lifecycle::Reverse { merchant_id, out_trade_no } | Lifecycle::Refund { merchant_id, out_trade_no, .. } => {
+            Lifecycle::Reverse { merchant_id, out_trade_no }
+            | Lifecycle::Refund { merchant_id, out_trade_no, .. }
+            | Lifecycle::RevokeIfDue { merchant_id, out_trade_no } => {
                 format!("order:{merchant_id}:{out_trade_no}")
             }
             Lifecycle::SetFeeRate { merchant_id, .. } => format!("merchant:{merchant_id}"),

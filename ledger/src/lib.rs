@@ -16,6 +16,7 @@
 //! - [`credentials`]: API keys and the audit log of admin and finance actions.
 //! - [`audit`]: the hash chain over each stream's events, and its verifier.
 //! - [`service`]: batching, idempotent answers, projection writing, replay.
+//! - [`sweep`]: the ledger's clock: revokes orders unpaid after 45 s and expires 30-day holds.
 
 pub mod audit;
 pub mod command;
@@ -29,6 +30,7 @@ mod rows;
 pub mod service;
 pub mod sqlite;
 pub mod store;
+pub mod sweep;
 
 pub use command::{Command, CommandKind, Identity, Lifecycle};
 pub use core::{decide, DomainError, Policy};

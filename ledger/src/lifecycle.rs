@@ -6,7 +6,7 @@
 //! command's event time, so replaying the log decides exactly alike.
 
 use chrono::{DateTime, Utc};
-use facepay_domain::limits::{FEE_RATE_MAX_PPM, HOLD_EXPIRY_MS, REVERSAL_WINDOW_MS};
+use facepay_domain::limits::{FEE_RATE_MAX_PPM, HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS, REVERSAL_WINDOW_MS};
 use facepay_domain::{MerchantId, Money, OrderStatus, OutOrderNo, OutRefundNo, OutTradeNo, PayerId, RefusalReason};
 
 use crate::command::{Command, CommandKind, Lifecycle};
@@ -48,6 +48,10 @@ pub fn decide(state: &LedgerState, cmd: &Command, l: &Lifecycle) -> Result<Vec<L
         Lifecycle::HoldExpire { merchant_id, out_order_no } => {
             hold_end(state, cmd, (merchant_id, out_order_no), End::Tick)
         }
+        Lifecycle::RevokeIfDue { merchant_id, out_trade_no } => {
+            let key = (merchant_id.clone(), out_trade_no.clone());
+            Ok(revoke_if_due(state, &key, cmd.occurred_at).into_iter().collect())
+        }
     }
 }
 
@@ -88,6 +92,11 @@ fn reverse(
     };
     if (cmd.occurred_at - order.created_at).num_milliseconds() > REVERSAL_WINDOW_MS {
         return refuse(RefusalReason::ReversalWindowClosed);
+    }
+    // An unpaid order past its 45 s was closed by then (revoked), whether or not the clock's
+    // tick has been decided yet: the reversal finds it revoked and changes nothing more.
+    if let Some(revoked) = revoke_if_due(state, &(merchant_id.clone(), out_trade_no.clone()), cmd.occurred_at) {
+        return Ok(vec![revoked]);
     }
     let (refund_fen, fee_refund_fen, transfer) = match order.status {
         // Reversed already, or closed by the channel: the order is closed, nothing to do.
@@ -259,7 +268,11 @@ pub fn refusal_after(cmd: &Command, events: &[LedgerEvent]) -> Option<DomainErro
 pub fn apply(state: &mut LedgerState, event: &LedgerEvent, at: DateTime<Utc>) {
     match event {
         LedgerEvent::OrderRevoked { merchant_id, out_trade_no, .. } => {
-            set_status(state, &(merchant_id.clone(), out_trade_no.clone()), OrderStatus::Revoked, at);
+            // Revoked as of its deadline, whoever noticed it (the clock's tick, or a payment or
+            // query arriving later): the projection does not depend on which came first.
+            let key = (merchant_id.clone(), out_trade_no.clone());
+            let due = state.orders.get(&key).map_or(at, |o| o.created_at + ms(ORDER_REVOKE_AFTER_MS));
+            set_status(state, &key, OrderStatus::Revoked, due);
         }
         LedgerEvent::OrderReversed { merchant_id, out_trade_no, refund_fen, fee_refund_fen, .. } => {
             let key = (merchant_id.clone(), out_trade_no.clone());
@@ -313,10 +326,17 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, at: DateTime<Utc>) {
             end_hold(state, &(merchant_id.clone(), out_order_no.clone()), HoldStatus::Revoked, None, at);
         }
         LedgerEvent::HoldExpired { merchant_id, out_order_no, .. } => {
-            end_hold(state, &(merchant_id.clone(), out_order_no.clone()), HoldStatus::Expired, None, at);
+            // Expired as of its deadline, whoever noticed it (as a revocation above).
+            let key = (merchant_id.clone(), out_order_no.clone());
+            let due = state.holds.get(&key).map_or(at, |h| h.created_at + ms(HOLD_EXPIRY_MS));
+            end_hold(state, &key, HoldStatus::Expired, None, due);
         }
         _ => {}
     }
+}
+
+fn ms(millis: i64) -> chrono::Duration {
+    chrono::Duration::milliseconds(millis)
 }
 
 fn set_status(state: &mut LedgerState, key: &OrderKey, status: OrderStatus, at: DateTime<Utc>) {
@@ -339,7 +359,7 @@ fn end_hold(state: &mut LedgerState, key: &HoldKey, status: HoldStatus, total_fe
 /// by the postings, and the service does not cache entities it did not read.
 pub fn keys_read(l: &Lifecycle, keys: &mut Keys) {
     match l {
-        Lifecycle::Reverse { merchant_id, out_trade_no } => {
+        Lifecycle::Reverse { merchant_id, out_trade_no } | Lifecycle::RevokeIfDue { merchant_id, out_trade_no } => {
             keys.orders.insert((merchant_id.clone(), out_trade_no.clone()));
         }
         Lifecycle::Refund { merchant_id, out_trade_no, out_refund_no, .. } => {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use facepay_domain::limits::{
-    SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB, SQLITE_MMAP_BYTES, SQLITE_READ_CONNECTIONS_MAX,
+    HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS, SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB, SQLITE_MMAP_BYTES,
+    SQLITE_READ_CONNECTIONS_MAX,
 };
 use facepay_domain::{DeviceRef, FaceCode, MerchantId, OutTradeNo, PayerId, PhoneLast4};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -526,6 +527,21 @@ const INVARIANTS_SQL: &str = "SELECT \
         HAVING COUNT(*) > 1)) AS orders_paid_twice, \
     (SELECT COUNT(*) FROM balances WHERE account LIKE 'wallet:%' AND balance_fen < 0) AS overdrawn";
 
+/// The newest event time among the last events appended (by sequence, so it is an index
+/// read); the last few rather than the very last, as batches from several partitions
+/// interleave. Only events of the trade count: the clock's own (stamped with a past
+/// deadline) would turn it back, and reconciliation's (stamped when finance ran it) could
+/// throw it forward past a log of older events.
+const EVENT_TIME: &str = "SELECT max(occurred_at) FROM (SELECT occurred_at FROM events \
+     WHERE type NOT IN ('order_revoked', 'hold_expired') AND stream NOT LIKE 'recon:%' ORDER BY seq DESC LIMIT 64) t";
+
+/// Orders unpaid since before ?1, then holds open since before ?2, oldest first, each
+/// kind up to ?3 (the caller keeps the first ?3). Partial indexes of migration 0009.
+const DUE: &str = "SELECT * FROM (SELECT 'order' AS kind, merchant_id, out_trade_no AS no, created_at FROM orders \
+     WHERE status = 'DECLINED' AND created_at <= ?1 ORDER BY created_at LIMIT ?3) o \
+     UNION ALL SELECT * FROM (SELECT 'hold' AS kind, merchant_id, out_order_no AS no, created_at FROM holds \
+     WHERE status = 'CREATED' AND created_at <= ?2 ORDER BY created_at LIMIT ?3) h LIMIT ?3";
+
 #[async_trait]
 impl LedgerStore for SqliteStore {
     async fn load(&self, keys: &Keys) -> Result<LedgerState, StoreError> {
@@ -782,6 +798,24 @@ impl LedgerStore for SqliteStore {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(|r| rows::settlement_view_from(r)).collect()
+    }
+
+    // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
+    async fn event_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let newest: Option<String> = sqlx::query_scalar(EVENT_TIME).fetch_one(&self.reader).await?;
+        newest.map(|s| parse_ts(&s)).transpose()
+    }
+
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::sweep::Due>, StoreError> {
+        let orders_before = now - chrono::Duration::milliseconds(ORDER_REVOKE_AFTER_MS);
+        let holds_before = now - chrono::Duration::milliseconds(HOLD_EXPIRY_MS);
+        let rows = sqlx::query(DUE)
+            .bind(ts(&orders_before))
+            .bind(ts(&holds_before))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| rows::due_from(r)).collect()
     }
 
     // ---- Face gallery at rest (matcher; migration 0005) -------------------------------

@@ -285,6 +285,15 @@ pub trait LedgerStore: crate::credentials::CredentialStore + Send + Sync + 'stat
     /// The merchant's daily settlement, newest day first, at most `limit` days.
     async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError>;
 
+    // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
+
+    /// The newest event time among the last events recorded: where the ledger's clock
+    /// stands (`None`: no event yet).
+    async fn event_time(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Up to `limit` orders and holds past their deadline at `now` (orders still unpaid 45 s
+    /// after creation, holds still open 30 days after), oldest first within each kind.
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::sweep::Due>, StoreError>;
+
     // ---- Face gallery at rest (matcher; migration 0005) -------------------------------
     /// Appends `face`'s sealed template to the append-only log and makes its wrapped key the
     /// payer's one live key (replacing an earlier enrolment's), in one transaction.

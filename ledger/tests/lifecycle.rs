@@ -197,6 +197,26 @@ fn reversing_an_unpaid_order_closes_it_and_a_later_attempt_gets_orderreversed() 
 }
 
 #[test]
+fn reversing_an_unpaid_order_past_its_45_s_finds_it_revoked_whoever_came_first() {
+    // Given an unpaid order, when the reversal comes after 45 s, the order was revoked by
+    // then: the reversal records the revocation (if the clock's tick did not yet) and no more.
+    let mut w = World::new();
+    w.ok(pay_unresolved("m1", "o1", "60.00", 1));
+    let events = w.ok(reverse("m1", "o1").at_time(later(60)));
+    assert!(matches!(events.as_slice(), [LedgerEvent::OrderRevoked { .. }]));
+    let first = w.order("m1", "o1");
+    assert_eq!((first.status, first.updated_at), (OrderStatus::Revoked, later(45)));
+    // The same order, the tick first: the same projection.
+    let mut v = World::new();
+    v.ok(pay_unresolved("m1", "o1", "60.00", 1));
+    let due =
+        facepay_ledger::sweep::Due::Order { merchant_id: merchant("m1"), out_trade_no: otn("o1"), created_at: t0() };
+    v.ok(facepay_ledger::sweep::tick(&due));
+    assert_eq!(v.ok(reverse("m1", "o1").at_time(later(60))), vec![]);
+    assert_eq!(v.order("m1", "o1"), first);
+}
+
+#[test]
 fn reversing_twice_changes_nothing_the_second_time() {
     let mut w = paid_world(5_400);
     w.ok(reverse("m1", "o1"));
@@ -274,6 +294,45 @@ fn a_query_past_45_s_sees_the_order_revoked_and_a_paid_order_is_never_revoked() 
     let mut w = paid_world(0);
     assert_eq!(w.ok(query("m1", "o1").at_time(later(3_600))), vec![]);
     assert_eq!(w.order("m1", "o1").status, OrderStatus::Paid);
+}
+
+#[test]
+fn the_clocks_tick_revokes_an_order_at_its_deadline_and_nothing_else() {
+    use facepay_ledger::sweep::{tick, Due};
+    let mut w = World::new();
+    w.ok(pay_unresolved("m1", "o1", "60.00", 1));
+    let due = Due::Order { merchant_id: merchant("m1"), out_trade_no: otn("o1"), created_at: t0() };
+    let t = tick(&due);
+    // The tick is stamped with the deadline and named by the order: the same tick every time.
+    assert_eq!(t.occurred_at, later(45));
+    assert_eq!(t.event_id, tick(&due).event_id);
+    let other = Due::Order { merchant_id: merchant("m1"), out_trade_no: otn("o2"), created_at: t0() };
+    assert_ne!(t.event_id, tick(&other).event_id);
+    // A second early is a second too early; at the deadline the order is revoked, once.
+    assert_eq!(w.ok(t.clone().at_time(later(44))), vec![]);
+    assert!(matches!(w.ok(t.clone()).as_slice(), [LedgerEvent::OrderRevoked { .. }]));
+    assert_eq!(w.order("m1", "o1").status, OrderStatus::Revoked);
+    assert_eq!(w.ok(t), vec![]);
+    // A paid order is never revoked by the clock.
+    let mut w = paid_world(0);
+    let due = Due::Order { merchant_id: merchant("m1"), out_trade_no: otn("o1"), created_at: t0() };
+    assert_eq!(w.ok(tick(&due).at_time(later(3_600))), vec![]);
+    assert_eq!(w.order("m1", "o1").status, OrderStatus::Paid);
+}
+
+#[test]
+fn the_clocks_tick_expires_an_open_hold_after_30_days_and_leaves_an_ended_one() {
+    use facepay_ledger::sweep::{tick, Due};
+    let mut w = World::new();
+    w.ok(fund("p1", "100.00"));
+    w.ok(hold("m1", "h1", "p1", "30.00"));
+    let due = Due::Hold { merchant_id: merchant("m1"), out_order_no: ono("h1"), created_at: t0() };
+    let t = tick(&due);
+    assert_eq!(t.occurred_at, later(30 * 86_400));
+    assert_eq!(w.ok(t.clone().at_time(later(30 * 86_400 - 1))), vec![]);
+    assert!(matches!(w.ok(t.clone()).as_slice(), [LedgerEvent::HoldExpired { .. }]));
+    assert_eq!((w.balance(wallet("p1")), w.balance(Account::Hold(payer("p1")))), (10_000, 0));
+    assert_eq!(w.ok(t), vec![], "expired once");
 }
 
 #[test]

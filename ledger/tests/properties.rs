@@ -300,6 +300,83 @@ proptest! {
     }
 }
 
+/// What a command was answered, leaving out the clock's own events (a revocation or expiry
+/// that the command itself noticed, and that a tick may have recorded before it).
+fn answer(
+    state: &LedgerState,
+    cmd: &facepay_ledger::Command,
+    policy: &Policy,
+) -> (Result<Vec<LedgerEvent>, String>, Vec<LedgerEvent>) {
+    match decide(state, cmd, policy) {
+        Err(e) => (Err(e.code().to_string()), vec![]),
+        Ok(events) => {
+            let told = match refusal_after(cmd, &events) {
+                Some(e) => Err(e.code().to_string()),
+                None => Ok(events
+                    .iter()
+                    .filter(|e| !matches!(e, LedgerEvent::OrderRevoked { .. } | LedgerEvent::HoldExpired { .. }))
+                    .cloned()
+                    .collect()),
+            };
+            (told, events)
+        }
+    }
+}
+
+/// Decides the clock's tick of every order and hold past its deadline at `now`.
+fn sweep(state: &mut LedgerState, now: DateTime<Utc>, policy: &Policy) {
+    use facepay_ledger::sweep::{tick, Due};
+    let orders = state.orders.values().filter(|o| o.status == OrderStatus::Declined).map(|o| Due::Order {
+        merchant_id: o.merchant_id.clone(),
+        out_trade_no: o.out_trade_no.clone(),
+        created_at: o.created_at,
+    });
+    let holds =
+        state.holds.iter().filter(|(_, h)| h.status == facepay_ledger::model::HoldStatus::Created).map(
+            |((m, no), h)| Due::Hold { merchant_id: m.clone(), out_order_no: no.clone(), created_at: h.created_at },
+        );
+    let due: Vec<Due> = orders.chain(holds).filter(|d| d.due_at() <= now).collect();
+    for d in due {
+        let t = tick(&d);
+        for e in decide(state, &t, policy).expect("a tick is never refused for an entity that exists") {
+            apply(state, &e, t.occurred_at);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The ledger's clock changes no decision: sweeping before every command (as eagerly as
+    /// it could ever run) or never, every command is answered alike, and once the clock has
+    /// swept up to the last command the projections are equal.
+    #[test]
+    fn the_clock_changes_no_decision(ops in prop::collection::vec(op_strategy(), 1..120)) {
+        let policy = Policy::default();
+        let run = |eager: bool| {
+            let (mut state, mut answers, mut last) = (LedgerState::default(), Vec::new(), None);
+            for step in steps_from(&ops, false) {
+                if eager {
+                    sweep(&mut state, step.cmd.occurred_at, &policy);
+                }
+                let (told, events) = answer(&state, &step.cmd, &policy);
+                for e in &events {
+                    apply(&mut state, e, step.cmd.occurred_at);
+                }
+                answers.push(told);
+                last = Some(step.cmd.occurred_at);
+            }
+            if let Some(end) = last {
+                sweep(&mut state, end, &policy);
+            }
+            (state, answers)
+        };
+        let (lazy, eager) = (run(false), run(true));
+        prop_assert_eq!(&lazy.1, &eager.1, "answers");
+        prop_assert_eq!(&lazy.0, &eager.0, "projections");
+    }
+}
+
 /// The generator reaches the interesting cases: without this the properties could pass
 /// vacuously.
 #[test]

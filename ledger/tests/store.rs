@@ -800,6 +800,9 @@ on_both_stores!(tokio::test;
 on_both_stores!(tokio::test(flavor = "multi_thread", worker_threads = 4);
     complete_and_cancel_of_one_hold_race_to_exactly_one_outcome,
 );
+on_both_stores!(tokio::test;
+    the_clock_revokes_unpaid_orders_and_expires_open_holds_once,
+);
 
 fn life(l: facepay_ledger::Lifecycle) -> Command {
     command(CommandKind::Lifecycle(l))
@@ -1041,3 +1044,59 @@ async fn keys_and_the_audit_log_round_trip(backend: Backend) {
 }
 
 on_both_stores!(tokio::test; keys_and_the_audit_log_round_trip);
+
+/// `cmd` happening `after_ms` after t0 (event time).
+fn later(after_ms: i64, cmd: Command) -> Command {
+    Command { occurred_at: t0() + chrono::Duration::milliseconds(after_ms), ..cmd }
+}
+
+/// The ledger's clock: the sweeper revokes an order left unpaid 45 s and expires a hold
+/// left open 30 days, each once and stamped with its deadline, as the log's own time (not
+/// the wall clock) passes them; paid orders and ended holds are left alone.
+async fn the_clock_revokes_unpaid_orders_and_expires_open_holds_once(backend: Backend) {
+    use facepay_ledger::sweep::{tick, Sweeper};
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let sweeper = Sweeper::new(db.ledger.clone(), facepay_ledger::Delivery::default());
+    // Given an unpaid order, a paid one, an open hold and a cancelled one, all at t0.
+    db.batch(&[fund("p1", "100.00"), pay_unresolved("m1", "o1", "5.00", 1), pay("m1", "o2", "6.00", 2, "p1")]).await;
+    db.batch(&[hold_cmd("m1", "h1", "p1", "50.00"), hold_cmd("m1", "h2", "p1", "20.00"), cancel_cmd("m1", "h2")]).await;
+    assert_eq!(db.store.event_time().await.unwrap(), Some(t0()));
+    let raw = &db.raw;
+    let status = "SELECT COUNT(*) FROM orders WHERE out_trade_no = 'o1' AND status = 'REVOKED'";
+    // When the log's time is 50 s past t0 (less the clock's 15 s slack: 35 s), nothing is due.
+    db.batch(&[later(50_000, fund("p2", "1.00"))]).await;
+    assert_eq!(sweeper.sweep_all().await.unwrap().ticks, 0);
+    assert_eq!(raw.count(status).await, 0);
+    // When it is 61 s past (the clock at 46 s), the unpaid order is revoked, at 45 s exactly.
+    db.batch(&[later(61_000, fund("p2", "1.00"))]).await;
+    let report = sweeper.sweep_all().await.unwrap();
+    assert_eq!((report.orders_revoked, report.holds_expired, report.ticks), (1, 0, 1));
+    assert_eq!(raw.count(status).await, 1);
+    assert_eq!(raw.count("SELECT COUNT(*) FROM orders WHERE status = 'PAID'").await, 1);
+    // The revocation, stamped 45 s, was appended last: the clock still reads the trade's 61 s.
+    assert_eq!(db.store.event_time().await.unwrap(), Some(t0() + chrono::Duration::seconds(61)));
+    let revoked = db.store.order(&merchant("m1"), &otn("o1")).await.unwrap().unwrap();
+    assert_eq!(revoked.updated_at, t0() + chrono::Duration::seconds(45));
+    assert_eq!(live_hold_fen(&db).await, 5_000);
+    // When a month has passed, the open hold expires and its money is back in the wallet.
+    db.batch(&[later(31 * 86_400_000, fund("p2", "1.00"))]).await;
+    let report = sweeper.sweep_all().await.unwrap();
+    assert_eq!((report.orders_revoked, report.holds_expired, report.ticks), (0, 1, 1));
+    assert_eq!(raw.count("SELECT COUNT(*) FROM holds WHERE status = 'EXPIRED' AND out_order_no = 'h1'").await, 1);
+    assert_eq!(live_hold_fen(&db).await, 0);
+    let wallet = db.store.wallet(&payer("p1")).await.unwrap().unwrap().0;
+    assert_eq!(wallet, 10_000 - 600);
+    // Then sweeping again, or sending the same ticks again, decides nothing more.
+    assert_eq!(sweeper.sweep_all().await.unwrap().ticks, 0);
+    let due =
+        facepay_ledger::sweep::Due::Hold { merchant_id: merchant("m1"), out_order_no: ono("h1"), created_at: t0() };
+    db.batch(&[tick(&due), tick(&due)]).await;
+    let ends = "SELECT COUNT(*) FROM events WHERE type IN ('hold_expired', 'order_revoked')";
+    assert_eq!(raw.count(ends).await, 2);
+    db.assert_consistent().await;
+    assert!(db.ledger.verify().await.unwrap().ok);
+}
+
+async fn live_hold_fen(db: &Db) -> i64 {
+    db.store.load_all().await.unwrap().balance_fen(&Account::Hold(payer("p1")))
+}

@@ -68,6 +68,10 @@ async fn refunds_reversals_and_holds_run_through_the_pipeline() {
     assert_eq!(h.created + h.completed + h.cancelled + h.refused.values().sum::<u64>(), h.sent, "{h:?}");
     assert!(s.refunds.applied > 0 && s.reversals.applied > 0, "{:?} {:?}", s.refunds, s.reversals);
     assert!(h.created > 0 && h.completed > 0 && h.cancelled > 0, "{h:?}");
+    // The ledger's clock: the holds left open expired a month on, the unpaid orders were revoked.
+    let open = h.created - h.completed - h.cancelled;
+    assert!(h.expired > 0 && h.expired <= open, "{h:?}");
+    assert!(s.payments.revoked > 0, "{:?}", s.payments);
     for code in ["HOLD_CANCELLED", "HOLD_COMPLETED", "COMPLETION_ABOVE_HOLD"] {
         assert!(h.refused.contains_key(code), "the fleet meets {code}: {h:?}");
     }

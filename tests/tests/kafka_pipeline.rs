@@ -170,6 +170,7 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     let fund_again = facepay_ledger::Command {
         event_id: id(2),
         occurred_at: "2026-03-02T02:00:02Z".parse().unwrap(),
+        request_id: None,
         device: None,
         kind: facepay_ledger::CommandKind::Fund {
             payer_id: facepay_domain::PayerId::parse("u-k").unwrap(),

@@ -55,6 +55,7 @@ impl ConfirmPaid {
             occurred_at: at,
             device: None,
             kind: CommandKind::ConfirmPaid(self),
+            request_id: None,
         }
     }
 }

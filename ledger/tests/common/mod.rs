@@ -82,7 +82,7 @@ pub fn command(kind: CommandKind) -> Command {
         CommandKind::Pay { device, .. } => Some(device.clone()),
         _ => None,
     };
-    Command { event_id: event_id(), occurred_at: t0(), device, kind }
+    Command { event_id: event_id(), occurred_at: t0(), device, kind, request_id: None }
 }
 
 /// `payer_id` pays `amount` for `merchant`'s order `order` with capture `face_n`, on the
@@ -372,6 +372,11 @@ pub enum Op {
         m: usize,
         no: usize,
     },
+    /// The clock's tick for one order (revoked if still unpaid 45 s after creation).
+    OrderTick {
+        m: usize,
+        o: usize,
+    },
     /// Moves the clock on by this many days (past the 7-day reversal window and the 30-day
     /// hold expiry).
     WaitDays(u32),
@@ -410,6 +415,7 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (0..3usize, 0..NUMBERS, 0..LIFE_AMOUNTS.len()).prop_map(|(m, no, total)| Op::Complete { m, no, total }),
         1 => (0..3usize, 0..NUMBERS).prop_map(|(m, no)| Op::Cancel { m, no }),
         1 => (0..3usize, 0..NUMBERS).prop_map(|(m, no)| Op::Tick { m, no }),
+        1 => (0..3usize, 0..ORDERS.len()).prop_map(|(m, o)| Op::OrderTick { m, o }),
         1 => prop_oneof![Just(3u32), Just(8u32), Just(31u32)].prop_map(Op::WaitDays),
     ]
 }
@@ -438,6 +444,7 @@ fn lifecycle_of(op: &Op) -> Option<Lifecycle> {
         }
         Op::Cancel { m: mi, no } => Lifecycle::HoldCancel { merchant_id: m(mi), out_order_no: ono(no) },
         Op::Tick { m: mi, no } => Lifecycle::HoldExpire { merchant_id: m(mi), out_order_no: ono(no) },
+        Op::OrderTick { m: mi, o } => Lifecycle::RevokeIfDue { merchant_id: m(mi), out_trade_no: otn(ORDERS[o]) },
         _ => return None,
     })
 }
@@ -467,7 +474,7 @@ fn push(steps: &mut Vec<Step>, kind: CommandKind, step: StepKind, id: Uuid, when
         CommandKind::Pay { device, .. } => Some(device.clone()),
         _ => None,
     };
-    steps.push(Step { cmd: Command { event_id: id, occurred_at: when, device, kind }, kind: step });
+    steps.push(Step { cmd: Command { event_id: id, occurred_at: when, device, kind, request_id: None }, kind: step });
 }
 
 /// Turns ops into commands, deterministically. With `redeliver` false, `Redeliver` ops are

@@ -1,0 +1,255 @@
+//! `facepay bench api`: the read API under load, with authentication on, over PostgreSQL
+//! holding a million orders.
+//!
+//! A fresh database on the given server is filled with `orders` orders (and their history
+//! rows) spread over `merchants` merchants, straight through SQL (the read path is what is
+//! measured, not the ledger's write path). The API is served in this process on a loopback
+//! port; `connections` clients, each with its own merchant key (as a fleet's devices and
+//! back offices each hold theirs), send requests back to back for `seconds` per phase:
+//! 1. `GET /v1/merchants/{m}/orders/{no}` for random orders of their merchant;
+//! 2. `GET /v1/merchants/{m}/transactions?limit=20`, the newest page of their merchant's
+//!    history.
+//!
+//! The report gives requests/s and latency percentiles per phase, counts any answer that is
+//! not 200 (there must be none), and the `EXPLAIN` of the history query: an index scan, not
+//! a sequential scan. The load generator shares the machine's cores with the server, so the
+//! figures are a lower bound of what the server alone would do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use facepay_domain::auth::Role;
+use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
+use facepay_ingest::PipelineConfig;
+use facepay_ledger::{LedgerStore, PgStore};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use sqlx::Connection;
+
+use crate::app::App;
+use crate::auth::{Actor, Auth, NewKey};
+
+/// What `facepay bench api` is asked to do.
+#[derive(Debug, Clone)]
+pub struct ApiBenchOptions {
+    /// The PostgreSQL server (a role that may CREATE DATABASE).
+    pub postgres: String,
+    pub orders: u64,
+    pub merchants: u64,
+    pub connections: usize,
+    pub seconds: u64,
+}
+
+/// One phase's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    pub requests: u64,
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Answers other than 200 (must be zero).
+    pub not_ok: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiBenchReport {
+    pub orders: u64,
+    pub merchants: u64,
+    pub connections: usize,
+    pub seconds_per_phase: u64,
+    pub seed_s: f64,
+    pub order_lookup: PhaseReport,
+    pub history_page: PhaseReport,
+    /// `EXPLAIN` of the history page query (as the store sends it), first page and by cursor.
+    pub history_plan: Vec<String>,
+    /// True when neither plan has a sequential scan.
+    pub history_uses_index: bool,
+}
+
+pub async fn run(opts: &ApiBenchOptions) -> anyhow::Result<ApiBenchReport> {
+    let (url, db) = fresh_database(&opts.postgres).await?;
+    let report = measure(opts, &url).await;
+    drop_database(&opts.postgres, &db).await?;
+    report
+}
+
+async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchReport> {
+    let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(url).await?);
+    let started = Instant::now();
+    let merchants = seed(store.as_ref(), url, opts).await?;
+    let seed_s = started.elapsed().as_secs_f64();
+    let config = PipelineConfig { sweep_interval: Duration::ZERO, ..PipelineConfig::default() };
+    let app = App::start(store.clone(), config).await?;
+    let auth = Arc::new(Auth::new(store.clone(), app.verifier.pepper().clone()));
+    let mut keys = Vec::with_capacity(opts.connections);
+    for c in 0..opts.connections {
+        keys.push((
+            merchants[c % merchants.len()].clone(),
+            merchant_key(&auth, &merchants[c % merchants.len()]).await?,
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let mut state = app.http_state();
+    state.auth = auth;
+    let server = tokio::spawn(async move { axum::serve(listener, crate::http::router(state)).await });
+    let per_merchant = opts.orders / opts.merchants.max(1);
+    let order_lookup = phase(&base, &keys, opts.seconds, move |m, rng| {
+        format!("/v1/merchants/{m}/orders/B{:09}", rng.random_range(0..per_merchant))
+    })
+    .await?;
+    let history_page =
+        phase(&base, &keys, opts.seconds, |m, _| format!("/v1/merchants/{m}/transactions?limit=20")).await?;
+    server.abort();
+    let history_plan = explain(url, &merchants[0]).await?;
+    let history_uses_index = !history_plan.iter().any(|l| l.contains("Seq Scan"));
+    drop(app);
+    Ok(ApiBenchReport {
+        orders: opts.orders,
+        merchants: opts.merchants,
+        connections: opts.connections,
+        seconds_per_phase: opts.seconds,
+        seed_s,
+        order_lookup,
+        history_page,
+        history_plan,
+        history_uses_index,
+    })
+}
+
+/// Registers the merchants and writes `orders` paid orders with their history rows.
+async fn seed(store: &dyn LedgerStore, url: &str, opts: &ApiBenchOptions) -> anyhow::Result<Vec<MerchantId>> {
+    let merchants: Vec<MerchantId> =
+        (0..opts.merchants.max(1)).map(|m| MerchantId::parse(format!("19{:08}", m + 1))).collect::<Result<_, _>>()?;
+    for m in &merchants {
+        store.register_merchant(m, "bench").await?;
+        let device = DeviceRef {
+            merchant_id: m.clone(),
+            store_id: StoreId::parse("S01")?,
+            device_id: DeviceId::parse(format!("DEV-{m}"))?,
+        };
+        store.register_device(&device).await?;
+    }
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let n = i64::try_from(opts.orders)?;
+    let m = i64::try_from(opts.merchants.max(1))?;
+    // Order i belongs to merchant i % m, numbered i / m within it; one a minute from a start.
+    let common = "FROM generate_series(0, $1 - 1) AS i, \
+        LATERAL (SELECT '19' || lpad(((i % $2) + 1)::text, 8, '0') AS merchant_id, \
+                        'B' || lpad((i / $2)::text, 9, '0') AS out_trade_no, \
+                        100 + (i % 90000) AS amount_fen, \
+                        'u-' || lpad((i % 100000)::text, 6, '0') AS payer_id, \
+                        timestamptz '2026-03-02 00:00:00+00' + (i * interval '1 second') AS at) o";
+    sqlx::query(&format!(
+        "INSERT INTO orders (merchant_id, out_trade_no, amount_fen, status, payer_id, face_code, member_quick_pay, \
+         store_id, device_id, created_at, updated_at) SELECT merchant_id, out_trade_no, amount_fen, 'PAID', payer_id, \
+         lpad(i::text, 18, '1'), false, 'S01', 'DEV-' || merchant_id, at, at {common}"
+    ))
+    .bind(n)
+    .bind(m)
+    .execute(&mut conn)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO history (event_id, merchant_id, out_trade_no, amount_fen, status, payer_id, member_quick_pay, \
+         store_id, device_id, occurred_at, day) SELECT gen_random_uuid(), merchant_id, out_trade_no, amount_fen, \
+         'PAID', payer_id, false, 'S01', 'DEV-' || merchant_id, at, (at AT TIME ZONE 'Asia/Shanghai')::date {common}"
+    ))
+    .bind(n)
+    .bind(m)
+    .execute(&mut conn)
+    .await?;
+    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    Ok(merchants)
+}
+
+async fn merchant_key(auth: &Auth, merchant: &MerchantId) -> anyhow::Result<String> {
+    let spec = NewKey {
+        role: Role::Merchant,
+        merchant_id: Some(merchant.clone()),
+        store_id: None,
+        device_id: None,
+        label: "bench".into(),
+        expires_in_days: None,
+    };
+    Ok(auth.create_key(spec, &Actor::cli()).await.map_err(|e| anyhow::anyhow!("{e}"))?.1)
+}
+
+/// `keys.len()` clients sending `path(merchant, rng)` back to back for `seconds`.
+async fn phase(
+    base: &str,
+    keys: &[(MerchantId, String)],
+    seconds: u64,
+    path: impl Fn(&MerchantId, &mut rand_chacha::ChaCha8Rng) -> String + Send + Sync + Clone + 'static,
+) -> anyhow::Result<PhaseReport> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(keys.len()).build()?;
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut clients = tokio::task::JoinSet::new();
+    for (c, (merchant, key)) in keys.iter().cloned().enumerate() {
+        let (http, base, path) = (http.clone(), base.to_string(), path.clone());
+        clients.spawn(async move {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
+            let (mut latencies_us, mut not_ok) = (Vec::with_capacity(1 << 16), 0_u64);
+            while Instant::now() < until {
+                let url = format!("{base}{}", path(&merchant, &mut rng));
+                let sent = Instant::now();
+                let answer = http.get(&url).bearer_auth(&key).send().await;
+                let ok = match answer {
+                    Ok(r) => r.status().as_u16() == 200 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                not_ok += u64::from(!ok);
+            }
+            (latencies_us, not_ok)
+        });
+    }
+    let (mut all, mut not_ok) = (Vec::new(), 0);
+    while let Some(done) = clients.join_next().await {
+        let (l, n) = done?;
+        all.extend(l);
+        not_ok += n;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied();
+    let ms = |us: Option<u32>| f64::from(us.unwrap_or(0)) / 1000.0;
+    Ok(PhaseReport {
+        requests: all.len() as u64,
+        requests_per_s: all.len() as f64 / seconds.max(1) as f64,
+        p50_ms: ms(pct(0.50)),
+        p99_ms: ms(pct(0.99)),
+        max_ms: ms(all.last().copied()),
+        not_ok,
+    })
+}
+
+/// The plans of the history page query (as the store sends it), first page and by cursor.
+async fn explain(url: &str, merchant: &MerchantId) -> anyhow::Result<Vec<String>> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let mut lines = Vec::new();
+    for sql in [
+        "EXPLAIN SELECT * FROM history WHERE merchant_id = $1 ORDER BY id DESC LIMIT $2",
+        "EXPLAIN SELECT * FROM history WHERE merchant_id = $1 AND id < $3 ORDER BY id DESC LIMIT $2",
+    ] {
+        let mut q = sqlx::query_scalar::<_, String>(sql).bind(merchant.as_str()).bind(20_i64);
+        if sql.contains("$3") {
+            q = q.bind(500_000_i64);
+        }
+        lines.extend(q.fetch_all(&mut conn).await?);
+    }
+    Ok(lines)
+}
+
+async fn fresh_database(admin: &str) -> anyhow::Result<(String, String)> {
+    let db = format!("facepay_bench_api_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await?;
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    Ok((format!("{base}/{db}"), db))
+}
+
+async fn drop_database(admin: &str, db: &str) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn).await?;
+    Ok(())
+}
