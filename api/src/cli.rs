@@ -103,7 +103,7 @@ impl FleetArgs {
     fn options(&self, config: &Config, progress: bool) -> demo::DemoOptions {
         let FleetArgs { seed, merchants, devices, payers, payments } = *self;
         let (data_dir, pepper) = (config.data_dir.clone(), config.key_pepper.clone());
-        demo::DemoOptions { seed, merchants, devices, payers, payments, data_dir, progress, pepper }
+        demo::DemoOptions { seed, merchants, devices, payers, payments, data_dir, progress, pepper, reconcile: true }
     }
 }
 

@@ -278,9 +278,12 @@ fn recon_runs() {}
 fn recon_breaks() {}
 
 #[utoipa::path(post, path = "/v1/reconciliation/breaks/{break_id}/resolution", params(("break_id" = String, Path)),
-    request_body(content = String, content_type = "application/json", description = "{action, resolved_by, reason}"),
+    request_body(content = String, content_type = "application/json", description = "{action, resolved_by, reason}; \
+        confirmed_paid (a status_mismatch of a payment only) has the ledger settle the order first"),
     responses((status = 201, description = "the resolution, appended to the ledger and the audit log"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "confirmed_paid refused by the ledger: ORDER_PAID, \
+        ORDER_REVERSED, AMOUNT_MISMATCH or ORDER_NOT_FOUND; the break stays open"),
         (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn recon_resolve() {}

@@ -122,7 +122,7 @@ async fn import_and_run(
 ) -> Result<ReconcileReport, ReconError> {
     let at = req.at;
     let import = import_bill(recon.as_ref(), input, mapping, req).await?;
-    let RunOutcome { run, breaks } = run_reconciliation(recon, import.import.import_id, at).await?;
+    let RunOutcome { run, breaks, .. } = run_reconciliation(recon, import.import.import_id, at).await?;
     Ok(ReconcileReport { import, run, breaks })
 }
 
@@ -280,7 +280,9 @@ fn plant(day: NaiveDate, entries: &[LedgerEntry], previous: &[LedgerEntry]) -> (
         plant(Class::AmountMismatch);
     }
     // A late timeout success: the ledger declined (or still waits on) an order the channel paid.
-    let unpaid = entries.iter().find(|e| e.kind == EntryKind::Payment && e.status != OrderStatus::Paid);
+    let unpaid = entries
+        .iter()
+        .find(|e| e.kind == EntryKind::Payment && matches!(e.status, OrderStatus::Declined | OrderStatus::Revoked));
     if let Some(e) = unpaid {
         let mut late = e.to_bill_line(0, None);
         late.fee_mfen = 0;
@@ -349,6 +351,10 @@ impl From<ReconError> for ApiError {
             ReconError::ImportNotFound(_) => ApiError::NotFound("bill import"),
             ReconError::AlreadyResolved(id) => bad("break_id", format!("break {id} is already resolved")),
             e @ ReconError::TooManyBreaks { .. } => bad("body", e.to_string()),
+            ReconError::Refused { code, message } => ApiError::Refused {
+                code: facepay_domain::RefusalReason::from_code(&code).map_or("REFUSED", |r| r.code()),
+                message: format!("{code}: {message}"),
+            },
             e => ApiError::Internal(e.into()),
         }
     }

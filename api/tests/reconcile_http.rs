@@ -75,6 +75,10 @@ async fn a_bill_is_uploaded_reconciled_listed_and_its_breaks_resolved_once() {
     let audit: Value = http.get(format!("{}/v1/audit", app.base)).send().await.unwrap().json().await.unwrap();
     let resolved = audit.to_string();
     assert!(resolved.contains("break_resolved") && resolved.contains(break_id), "audited: {audit}");
+    let other = page2["items"][0]["break_id"].as_str().unwrap();
+    let confirm = json!({"action": "confirmed_paid", "resolved_by": "finance", "reason": "receipt seen"});
+    let wrong = http.post(url(&format!("breaks/{other}/resolution"))).json(&confirm).send().await.unwrap();
+    assert_eq!(wrong.status(), 400, "only a status mismatch of a payment is confirmed paid");
     let open: Value =
         http.get(url(&format!("breaks?run_id={run_id}&unresolved=true"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(open["items"].as_array().unwrap().len(), 1);

@@ -124,10 +124,14 @@ pub enum RefusalReason {
     HoldExpired,
     /// A fee rate outside 0 ..= 10 %.
     FeeRateOutOfRange,
+    /// A payment confirmed by the channel's bill for an order the ledger has paid already.
+    OrderPaid,
+    /// A payment confirmed by the channel's bill for another amount than the order's.
+    AmountMismatch,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 14] = [
+    pub const ALL: [RefusalReason; 16] = [
         Self::OrderNotFound,
         Self::OrderNotPaid,
         Self::OrderReversed,
@@ -142,6 +146,8 @@ impl RefusalReason {
         Self::HoldCancelled,
         Self::HoldExpired,
         Self::FeeRateOutOfRange,
+        Self::OrderPaid,
+        Self::AmountMismatch,
     ];
 
     /// facepay's stable code.
@@ -161,6 +167,8 @@ impl RefusalReason {
             Self::HoldCancelled => "HOLD_CANCELLED",
             Self::HoldExpired => "HOLD_EXPIRED",
             Self::FeeRateOutOfRange => "FEE_RATE_OUT_OF_RANGE",
+            Self::OrderPaid => "ORDER_PAID",
+            Self::AmountMismatch => "AMOUNT_MISMATCH",
         }
     }
 
@@ -181,6 +189,8 @@ impl RefusalReason {
             Self::HoldCancelled => "ORDER_CANCELED",
             Self::HoldExpired => "ORDER_EXPIRED",
             Self::FeeRateOutOfRange => "PARAM_ERROR",
+            Self::OrderPaid => "ORDERPAID",
+            Self::AmountMismatch => "PARAM_ERROR",
         }
     }
 

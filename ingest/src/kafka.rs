@@ -368,6 +368,7 @@ pub fn command_key(cmd: &facepay_ledger::Command) -> String {
         | K::CloseMemberCard { payer_id, .. } => format!("payer:{payer_id}"),
         K::SetMerchantLimit { merchant_id, .. } => format!("merchant:{merchant_id}"),
         K::Lifecycle(l) => l.partition_key(),
+        K::ConfirmPaid(c) => format!("order:{}:{}", c.merchant_id, c.out_trade_no),
         K::NotYetSupported { .. } => format!("event:{}", cmd.event_id),
     }
 }

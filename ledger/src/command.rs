@@ -79,6 +79,9 @@ pub enum CommandKind {
     },
     /// The rest of a payment's life: reversal, refunds, fees, Pay Score holds.
     Lifecycle(Lifecycle),
+    /// The channel's bill proves paid an order the ledger has unpaid: sent when finance
+    /// resolves such a break as `confirmed_paid` (see [`crate::reconcile::settle`]).
+    ConfirmPaid(crate::reconcile::settle::ConfirmPaid),
     /// A well-formed event whose handling is not in this build yet (reversal, refunds,
     /// Pay Score): refused with a reason and kept, never dropped.
     NotYetSupported {
@@ -100,6 +103,7 @@ impl CommandKind {
             CommandKind::CloseMemberCard { .. } => "member_card_closed",
             CommandKind::Lifecycle(l) => l.name(),
             CommandKind::NotYetSupported { kind } => kind,
+            CommandKind::ConfirmPaid(_) => "payment_confirmed_by_bill",
         }
     }
 }

@@ -110,6 +110,7 @@ pub fn decide(state: &LedgerState, cmd: &Command, policy: &Policy) -> Result<Vec
         }
         CommandKind::Lifecycle(l) => crate::lifecycle::decide(state, cmd, l),
         CommandKind::NotYetSupported { kind } => Err(DomainError::NotYetSupported { kind: kind.clone() }),
+        CommandKind::ConfirmPaid(c) => crate::reconcile::settle::decide(state, cmd, c),
     }
 }
 
@@ -259,6 +260,7 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, occurred_at: chrono::
                 m.closed_at = Some(occurred_at);
             }
         }
+        LedgerEvent::PaymentConfirmed { .. } => crate::reconcile::settle::apply(state, event, occurred_at),
         other => crate::lifecycle::apply(state, other, occurred_at),
     }
 }
@@ -334,6 +336,7 @@ pub fn keys_read(cmd: &Command, keys: &mut Keys) {
         }
         CommandKind::Lifecycle(l) => crate::lifecycle::keys_read(l, keys),
         CommandKind::NotYetSupported { .. } => {}
+        CommandKind::ConfirmPaid(c) => crate::reconcile::settle::keys_read(c, keys),
     }
 }
 
@@ -365,6 +368,7 @@ pub fn keys_written(event: &LedgerEvent, keys: &mut Keys) {
         | LedgerEvent::MemberCardClosed { merchant_id, payer_id, .. } => {
             keys.members.insert((merchant_id.clone(), payer_id.clone()));
         }
+        LedgerEvent::PaymentConfirmed { .. } => crate::reconcile::settle::keys_written(event, keys),
         other => crate::lifecycle::keys_written(other, keys),
     }
 }

@@ -262,6 +262,22 @@ pub enum LedgerEvent {
         ledger_amount_fen: Option<i64>,
         detail: String,
     },
+    /// The channel's bill proved paid an order the ledger had unpaid (a timeout), and
+    /// finance resolved the break as `confirmed_paid`: the order is paid from now on, and the
+    /// money the channel took outside facepay's wallets comes from the funding account
+    /// (see [`crate::reconcile::settle`]). The payment counts on `paid_at`'s day.
+    PaymentConfirmed {
+        attempt: Attempt,
+        payer_id: Option<PayerId>,
+        /// When the channel took the money (the bill's trade time).
+        paid_at: DateTime<Utc>,
+        /// The channel's transaction id, as the bill printed it.
+        channel_txn_id: String,
+        /// The break this settled.
+        break_id: Uuid,
+        fee_fen: i64,
+        transfer: Transfer,
+    },
     /// A break was resolved: how, by whom and why (when: the event's time).
     ReconBreakResolved {
         merchant_id: String,
@@ -294,6 +310,7 @@ impl LedgerEvent {
             LedgerEvent::HoldExpired { .. } => "hold_expired",
             LedgerEvent::ReconBreakRecorded { .. } => "recon_break_recorded",
             LedgerEvent::ReconBreakResolved { .. } => "recon_break_resolved",
+            LedgerEvent::PaymentConfirmed { .. } => "payment_confirmed",
         }
     }
 
@@ -324,6 +341,10 @@ impl LedgerEvent {
             | LedgerEvent::HoldExpired { payer_id, .. } => format!("payer:{payer_id}"),
             LedgerEvent::ReconBreakRecorded { merchant_id, .. }
             | LedgerEvent::ReconBreakResolved { merchant_id, .. } => format!("recon:{merchant_id}"),
+            LedgerEvent::PaymentConfirmed { attempt, payer_id, .. } => match payer_id {
+                Some(p) => format!("payer:{p}"),
+                None => format!("merchant:{}", attempt.merchant_id),
+            },
         }
     }
 
@@ -335,7 +356,8 @@ impl LedgerEvent {
             | LedgerEvent::HoldCreated { transfer, .. }
             | LedgerEvent::HoldCompleted { transfer, .. }
             | LedgerEvent::HoldCancelled { transfer, .. }
-            | LedgerEvent::HoldExpired { transfer, .. } => Some(transfer),
+            | LedgerEvent::HoldExpired { transfer, .. }
+            | LedgerEvent::PaymentConfirmed { transfer, .. } => Some(transfer),
             LedgerEvent::OrderReversed { transfer, .. } => transfer.as_ref(),
             _ => None,
         }
@@ -346,6 +368,10 @@ impl LedgerEvent {
     pub fn settlement(&self, occurred_at: DateTime<Utc>) -> Option<(SettlementKey, Settlement)> {
         let fees = |t: &Transfer| t.leg_fen(&Account::PlatformFees);
         let (merchant_id, s) = match self {
+            LedgerEvent::PaymentConfirmed { attempt, paid_at, transfer, .. } => {
+                let s = Settlement { gross_fen: attempt.amount.fen(), refunds_fen: 0, fees_fen: fees(transfer) };
+                return Some(((attempt.merchant_id.clone(), shanghai_day(*paid_at)), s));
+            }
             LedgerEvent::PaymentSucceeded { attempt, transfer, .. } => (
                 &attempt.merchant_id,
                 Settlement { gross_fen: attempt.amount.fen(), refunds_fen: 0, fees_fen: fees(transfer) },

@@ -386,9 +386,25 @@ pub fn history_row(e: &NewEvent) -> Option<HistoryRow> {
         LedgerEvent::PaymentDeclined { attempt, payer_id, reason, .. } => {
             (attempt, OrderStatus::Declined, Some(reason.code().to_string()), payer_id.clone(), false)
         }
+        LedgerEvent::PaymentConfirmed { attempt, payer_id, paid_at, .. } => {
+            // The payment belongs to the moment the channel took the money.
+            let row = history(e, attempt, OrderStatus::Paid, None, payer_id.clone(), false);
+            return Some(HistoryRow { occurred_at: *paid_at, day: shanghai_day(*paid_at), ..row });
+        }
         _ => return None,
     };
-    Some(HistoryRow {
+    Some(history(e, attempt, status, reason, payer_id, member_quick_pay))
+}
+
+fn history(
+    e: &NewEvent,
+    attempt: &crate::model::Attempt,
+    status: OrderStatus,
+    reason: Option<String>,
+    payer_id: Option<facepay_domain::PayerId>,
+    member_quick_pay: bool,
+) -> HistoryRow {
+    HistoryRow {
         id: 0,
         event_id: e.event_id,
         merchant_id: attempt.merchant_id.clone(),
@@ -402,7 +418,7 @@ pub fn history_row(e: &NewEvent) -> Option<HistoryRow> {
         device_id: attempt.device_id.to_string(),
         occurred_at: e.occurred_at,
         day: shanghai_day(e.occurred_at),
-    })
+    }
 }
 
 fn outcome(cmd: &Command, body: OutcomeBody) -> Outcome {

@@ -535,3 +535,74 @@ fn every_refusal_has_a_distinct_stable_code_and_a_channel_code() {
         assert_eq!(DomainError::Refused(r).code(), r.code());
     }
 }
+
+// ---- a timeout success confirmed by the channel's bill (issue 6) --------------------------
+
+fn confirm(m: &str, o: &str, amount: &str, break_n: u128) -> Command {
+    let c = facepay_ledger::reconcile::settle::ConfirmPaid {
+        merchant_id: merchant(m),
+        out_trade_no: otn(o),
+        amount: cny(amount),
+        paid_at: later(2),
+        channel_txn_id: "4200000000000000000000000001".into(),
+        break_id: uuid::Uuid::from_u128(break_n),
+    };
+    c.command(later(86_400))
+}
+
+/// m1 at 0.54 %; o1 60.00 declined with an unresolved identity (the network timed out).
+fn timeout_world() -> World {
+    let mut w = World::new();
+    w.ok(fee_rate("m1", 5_400));
+    w.ok(pay_unresolved("m1", "o1", "60.00", 1));
+    assert_eq!(w.order("m1", "o1").status, OrderStatus::Declined);
+    w
+}
+
+#[test]
+fn a_payment_the_bill_proves_is_settled_from_funding_with_the_merchants_fee() {
+    let mut w = timeout_world();
+    let events = w.ok(confirm("m1", "o1", "60.00", 1));
+    let [LedgerEvent::PaymentConfirmed { fee_fen, transfer, paid_at, .. }] = events.as_slice() else {
+        panic!("one confirmation: {events:?}")
+    };
+    assert_eq!((*fee_fen, *paid_at), (32, later(2)), "60.00 at 0.54 % is 0.32, counted when the channel took it");
+    assert_eq!(transfer.postings.iter().map(|p| p.amount_fen).sum::<i64>(), 0);
+    assert_eq!(w.balance(Account::Funding), -6_000);
+    assert_eq!(w.balance(settlement("m1")), 6_000 - 32);
+    assert_eq!(w.balance(Account::PlatformFees), 32);
+    w.assert_balanced();
+    let o = w.order("m1", "o1");
+    assert_eq!((o.status, o.fee_fen, o.reason), (OrderStatus::Paid, 32, None));
+    // The settlement counts it on the day the channel took the money, not the resolution's.
+    let day = facepay_domain::time::shanghai_day(later(2));
+    assert_eq!(w.state.settlement[&(merchant("m1"), day)].gross_fen, 6_000);
+}
+
+#[test]
+fn a_confirmation_of_an_order_already_paid_is_refused_and_posts_nothing() {
+    let mut w = timeout_world();
+    w.ok(confirm("m1", "o1", "60.00", 1));
+    w.refused(confirm("m1", "o1", "60.00", 2), RefusalReason::OrderPaid);
+    assert_eq!(DomainError::Refused(RefusalReason::OrderPaid).code(), "ORDER_PAID");
+    assert_eq!(w.balance(Account::PlatformFees), 32, "posted once");
+}
+
+#[test]
+fn a_confirmation_of_another_amount_an_unknown_or_a_reversed_order_is_refused() {
+    let mut w = timeout_world();
+    w.refused(confirm("m1", "o1", "61.00", 1), RefusalReason::AmountMismatch);
+    w.refused(confirm("m1", "o-none", "60.00", 1), RefusalReason::OrderNotFound);
+    w.ok(reverse("m1", "o1").at_time(later(20)));
+    w.refused(confirm("m1", "o1", "60.00", 1), RefusalReason::OrderReversed);
+}
+
+#[test]
+fn a_confirmation_of_a_revoked_order_pays_it() {
+    let mut w = timeout_world();
+    w.ok(query("m1", "o1").at_time(later(46)));
+    assert_eq!(w.order("m1", "o1").status, OrderStatus::Revoked);
+    w.ok(confirm("m1", "o1", "60.00", 1));
+    assert_eq!(w.order("m1", "o1").status, OrderStatus::Paid);
+    w.assert_balanced();
+}

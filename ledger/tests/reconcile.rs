@@ -9,7 +9,7 @@ use facepay_ledger::reconcile::bill::{
     parse_scaled, BillDigest, BillError, BillLine, BillReader, BillWriter, ColumnMapping, Layout,
 };
 use facepay_ledger::reconcile::classify::{
-    near_midnight, reconcile, settle_timing, Class, Counterpart, Finding, LedgerEntry, Report,
+    near_midnight, reconcile, settle_timing, Class, Counterpart, Finding, LedgerEntry, Report, TxnRescue,
 };
 use facepay_ledger::reconcile::EntryKind;
 use proptest::prelude::*;
@@ -339,6 +339,50 @@ fn a_second_line_with_the_same_key_is_a_duplicate() {
     let f = run(vec![e.to_bill_line(2, None), e.to_bill_line(3, None)], vec![e]);
     assert_eq!(classes(&f), [Class::Matched, Class::DuplicateLine]);
     assert_eq!(f[1].bill.as_ref().unwrap().line_no, 3);
+}
+
+/// The held findings of a merge, after the second look by channel transaction id.
+fn rescued(lines: Vec<BillLine>, entries: Vec<LedgerEntry>) -> Vec<Finding> {
+    let mut held: Vec<Finding> = run(lines, entries.clone()).into_iter().filter(|f| f.class.is_break()).collect();
+    let Some(mut rescue) = TxnRescue::new(&mut held) else { return held };
+    for e in &entries {
+        rescue.offer(&mut held, e);
+    }
+    rescue.finish(held)
+}
+
+#[test]
+fn a_line_whose_order_number_was_mangled_is_paired_by_its_channel_transaction_id() {
+    // Given O-1 printed as O-1X (same channel id, same money) and O-2 as O-2X with 1.00 more,
+    let (a, b) = (paid("O-1", 6_000), paid("O-2", 700));
+    let mut la = a.to_bill_line(2, None);
+    la.out_trade_no = "O-1X".into();
+    let mut lb = b.to_bill_line(3, None);
+    (lb.out_trade_no, lb.amount_fen) = ("O-2X".into(), 800);
+    // when the merge's leftovers are looked at again,
+    let f = rescued(vec![la, lb], vec![a, b]);
+    // then both lines are paired, the entries are no longer missing, and it says how.
+    assert_eq!(classes(&f), [Class::Matched, Class::AmountMismatch]);
+    assert!(f.iter().all(|f| f.by_txn_id && f.ledger.is_some()));
+    assert!(f[1].detail().contains("\"O-2X\" is the ledger's \"O-2\""), "{}", f[1].detail());
+}
+
+#[test]
+fn a_transaction_id_seen_twice_or_on_an_unpaid_order_is_a_duplicate_or_a_status_mismatch() {
+    let (a, unpaid) = (paid("O-1", 6_000), LedgerEntry { status: OrderStatus::Declined, ..paid("O-2", 700) });
+    let mut again = a.to_bill_line(3, None);
+    again.out_trade_no = "O-1-AGAIN".into(); // O-1 matched by its own line already
+    let mut late = unpaid.to_bill_line(4, None);
+    late.out_trade_no = "O-2X".into();
+    let mut late2 = late.clone();
+    (late2.line_no, late2.out_trade_no) = (5, "O-2Y".into());
+    let f = rescued(vec![a.to_bill_line(2, None), again, late, late2], vec![a, unpaid]);
+    let by_line: Vec<(u64, Class)> = f.iter().map(|f| (f.bill.as_ref().unwrap().line_no, f.class)).collect();
+    assert_eq!(by_line, [(3, Class::DuplicateLine), (4, Class::StatusMismatch), (5, Class::DuplicateLine)]);
+    // A line with an id the ledger has no order for stays missing.
+    let mut lost = paid("O-9", 100).to_bill_line(2, None);
+    lost.channel_txn_id = "4200000000999999999999999999".into();
+    assert_eq!(classes(&rescued(vec![lost], vec![])), [Class::MissingInLedger]);
 }
 
 #[test]

@@ -126,6 +126,9 @@ pub struct Finding {
     /// Missing on one side, and within the timing window of midnight: the shell looks in
     /// the neighbouring day before it counts this as a break.
     pub near_midnight: bool,
+    /// The line was paired by the channel's transaction id, not by its key (its order
+    /// number did not name the ledger's entry): see [`TxnRescue`].
+    pub by_txn_id: bool,
 }
 
 impl Finding {
@@ -156,6 +159,19 @@ impl Finding {
 
     /// A sentence for finance.
     pub fn detail(&self) -> String {
+        match (&self.bill, &self.ledger) {
+            (Some(b), Some(l)) if self.by_txn_id => format!(
+                "{}; paired by channel transaction id {}: the bill's order number {:?} is the ledger's {:?}",
+                self.class_detail(),
+                b.channel_txn_id,
+                b.out_trade_no,
+                l.out_trade_no
+            ),
+            _ => self.class_detail(),
+        }
+    }
+
+    fn class_detail(&self) -> String {
         let (b, l) = (self.bill.as_ref(), self.ledger.as_ref());
         let fen = |v: i64| facepay_domain::money::fen_to_string(v);
         match (self.class, b, l) {
@@ -172,7 +188,14 @@ impl Finding {
                 format!("bill line {} ({}) has no ledger entry", b.line_no, fen(b.amount_fen))
             }
             (Class::MissingInBill, _, Some(l)) => format!("ledger entry ({}) not in the bill", fen(l.amount_fen)),
+            (Class::DuplicateLine, Some(b), _) if self.by_txn_id => {
+                format!(
+                    "bill line {} repeats the channel transaction id {} of an earlier line",
+                    b.line_no, b.channel_txn_id
+                )
+            }
             (Class::DuplicateLine, Some(b), _) => format!("bill line {} repeats an earlier line's key", b.line_no),
+
             (c, _, _) => c.as_str().to_string(),
         }
     }
@@ -235,19 +258,26 @@ pub fn classify_group(day: NaiveDate, lines: Vec<BillLine>, entry: Option<Ledger
         return match entry {
             Some(e) if e.status == OrderStatus::Paid => {
                 let near_midnight = near_midnight(e.occurred_at, day);
-                vec![Finding { class: Class::MissingInBill, bill: None, ledger: Some(e), near_midnight }]
+                vec![Finding {
+                    class: Class::MissingInBill,
+                    bill: None,
+                    ledger: Some(e),
+                    near_midnight,
+                    by_txn_id: false,
+                }]
             }
             _ => vec![],
         };
     };
     let class = entry.as_ref().map_or(Class::MissingInLedger, |e| compare(&first, e));
     let near = entry.is_none() && near_midnight(first.trade_at, day);
-    let mut out = vec![Finding { class, bill: Some(first), ledger: entry, near_midnight: near }];
+    let mut out = vec![Finding { class, bill: Some(first), ledger: entry, near_midnight: near, by_txn_id: false }];
     out.extend(lines.map(|dup| Finding {
         class: Class::DuplicateLine,
         bill: Some(dup),
         ledger: None,
         near_midnight: false,
+        by_txn_id: false,
     }));
     out
 }
@@ -262,6 +292,82 @@ pub fn compare(b: &BillLine, e: &LedgerEntry) -> Class {
         Class::FeeMismatch
     } else {
         Class::Matched
+    }
+}
+
+/// A second chance, by the channel's transaction id (微信订单号), for the bill lines the
+/// merge found no ledger entry for (their order number missing from the ledger: mangled by
+/// the channel, or a lost event).
+///
+/// The ledger keeps no transaction id of its own: facepay is its own channel, and the id of
+/// an order's payment is derived from the merchant and the order number
+/// ([`channel_txn_id`]). So the shell streams the day's ledger entries again (only when
+/// there is a line to look for), and each payment entry whose derived id is a held line's
+/// id pairs with it:
+/// - the entry was missing in the bill: the two are compared as if matched by key
+///   (matched, amount, fee), and the entry's missing-in-bill finding is dropped;
+/// - the entry is unpaid in the ledger (declined, revoked): a status mismatch;
+/// - the entry was matched by another line: this line is a duplicate of that one.
+///
+/// Two held lines with one transaction id: the later is a duplicate. Memory: the held
+/// findings only (at most [`facepay_domain::limits::RECON_BREAKS_MAX`]).
+pub struct TxnRescue {
+    /// Held lines still looked for, by transaction id: their index in the held findings.
+    wanted: std::collections::HashMap<String, usize>,
+    /// Held missing-in-bill payments, by (merchant, order number).
+    open: std::collections::HashMap<(String, String), usize>,
+    /// Missing-in-bill findings now paired: dropped by [`TxnRescue::finish`].
+    paired: std::collections::HashSet<usize>,
+}
+
+impl TxnRescue {
+    /// `None` when no held line can be looked for (nothing to stream again).
+    pub fn new(held: &mut [Finding]) -> Option<Self> {
+        let mut rescue = Self { wanted: Default::default(), open: Default::default(), paired: Default::default() };
+        for (i, f) in held.iter_mut().enumerate() {
+            match (&f.bill, &f.ledger) {
+                (Some(b), None)
+                    if f.class == Class::MissingInLedger
+                        && b.kind == EntryKind::Payment
+                        && !b.channel_txn_id.is_empty() =>
+                {
+                    if rescue.wanted.contains_key(&b.channel_txn_id) {
+                        (f.class, f.by_txn_id, f.near_midnight) = (Class::DuplicateLine, true, false);
+                    } else {
+                        rescue.wanted.insert(b.channel_txn_id.clone(), i);
+                    }
+                }
+                (None, Some(l)) if l.kind == EntryKind::Payment => {
+                    rescue.open.insert((l.merchant_id.clone(), l.number.clone()), i);
+                }
+                _ => {}
+            }
+        }
+        (!rescue.wanted.is_empty()).then_some(rescue)
+    }
+
+    /// Offers one ledger entry of the day.
+    pub fn offer(&mut self, held: &mut [Finding], e: &LedgerEntry) {
+        if e.kind != EntryKind::Payment || self.wanted.is_empty() {
+            return;
+        }
+        let Some(i) = self.wanted.remove(&channel_txn_id(&e.merchant_id, &e.out_trade_no)) else { return };
+        let line = held[i].bill.take().expect("a wanted finding has its line");
+        let class = match self.open.remove(&(e.merchant_id.clone(), e.number.clone())) {
+            Some(j) => {
+                self.paired.insert(j);
+                compare(&line, e)
+            }
+            None if e.status != OrderStatus::Paid => Class::StatusMismatch,
+            None => Class::DuplicateLine,
+        };
+        let ledger = (class != Class::DuplicateLine).then(|| e.clone());
+        held[i] = Finding { class, bill: Some(line), ledger, near_midnight: false, by_txn_id: true };
+    }
+
+    /// The held findings, less the missing-in-bill ones a line was paired with.
+    pub fn finish(self, held: Vec<Finding>) -> Vec<Finding> {
+        held.into_iter().enumerate().filter(|(i, _)| !self.paired.contains(i)).map(|(_, f)| f).collect()
     }
 }
 
@@ -323,6 +429,9 @@ pub struct Report {
     pub breaks: u64,
     pub totals: BTreeMap<Class, ClassSums>,
     pub merchants: BTreeMap<String, BTreeMap<Class, ClassSums>>,
+    /// Findings whose line was paired by the channel's transaction id (any class).
+    #[serde(default)]
+    pub by_txn_id: u64,
 }
 
 impl Report {
@@ -330,8 +439,14 @@ impl Report {
         self.bill_lines += u64::from(f.bill.is_some());
         self.ledger_entries += u64::from(f.ledger.is_some());
         self.breaks += u64::from(f.class.is_break());
+        self.by_txn_id += u64::from(f.by_txn_id);
         self.totals.entry(f.class).or_default().add(f);
-        let merchant = self.merchants.entry(f.merchant_id().to_string()).or_default();
+        // Looked up before it is inserted: no key allocated per line.
+        let id = f.merchant_id();
+        if !self.merchants.contains_key(id) {
+            self.merchants.insert(id.to_string(), BTreeMap::new());
+        }
+        let merchant = self.merchants.get_mut(id).expect("inserted above");
         merchant.entry(f.class).or_default().add(f);
     }
 

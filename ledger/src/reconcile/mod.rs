@@ -6,10 +6,12 @@
 //!   the report that sums them.
 //! - [`store`]: imports, runs, breaks and resolutions in the database (SQLite and
 //!   PostgreSQL); breaks and resolutions are also appended to the ledger's event log.
+//! - [`settle`]: the pure core of the one resolution that moves money (`confirmed_paid`).
 
 pub mod bench;
 pub mod bill;
 pub mod classify;
+pub mod settle;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

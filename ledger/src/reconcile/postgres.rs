@@ -2,6 +2,9 @@
 //! columns; keys sort with `COLLATE "C"` (bytewise, as the matcher compares them); lines go
 //! in with one `UNNEST` insert per chunk.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures_core::Stream;
@@ -14,7 +17,7 @@ use super::bill::{BillError, BillLine};
 use super::classify::{day_start, Counterpart, LedgerEntry};
 use super::sqlite::unique_to;
 use super::store::{
-    account_of, bill_line_from, break_from, counterpart_from, import_from, ledger_entry_from, resolution_from,
+    account_of, bill_line_from, break_from, counterpart_from, fresh, import_from, ledger_entry_from, resolution_from,
     run_from, BreakFilter, BreakRow, ImportOutcome, ImportRequest, ImportRow, Parsed, ReconError, ReconStore,
     ResolutionRow, RunRow,
 };
@@ -47,6 +50,10 @@ const LEDGER_ENTRIES: &str = r#"SELECT merchant_id, kind, number, out_trade_no, 
      WHERE o.status = 'REVERSED' AND o.refunded_fen > 0 AND o.updated_at >= $2 AND o.updated_at < $3
      GROUP BY o.merchant_id, o.out_trade_no
 ) e WHERE amount_fen > 0 ORDER BY merchant_id COLLATE "C", kind COLLATE "C", number COLLATE "C""#;
+
+/// The bill line of a break: the line of its run's import, by the line's key.
+const BREAK_LINE: &str = "SELECT l.* FROM recon_bill_lines l JOIN recon_runs r ON r.import_id = l.import_id \
+    WHERE r.run_id = $1 AND l.merchant_id = $2 AND l.kind = $3 AND l.number = $4 AND l.line_no = $5";
 
 const BREAK_COLUMNS: &str = "SELECT b.*, EXISTS (SELECT 1 FROM recon_resolutions s WHERE s.break_id = b.break_id) \
     AS resolved FROM recon_breaks b";
@@ -242,9 +249,24 @@ impl ReconStore for PgStore {
         Ok(row.map(|r| counterpart_from(&r, Some(day))).transpose()?)
     }
 
-    async fn record_run(&self, run: &RunRow, breaks: &[BreakRow], events: &[NewEvent]) -> Result<(), ReconError> {
+    async fn record_run(
+        &self,
+        run: &RunRow,
+        breaks: &[BreakRow],
+        events: &[NewEvent],
+    ) -> Result<HashSet<Uuid>, ReconError> {
         let mut tx = self.pool.begin().await?;
-        write_log(&mut tx, events).await?;
+        let ids: Vec<Uuid> = breaks.iter().map(|b| b.break_id).collect();
+        let known: HashSet<Uuid> = sqlx::query("SELECT break_id FROM recon_breaks WHERE break_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.uuid("break_id"))
+            .collect::<Result<_, _>>()?;
+        let (breaks, events) = fresh(breaks, events, &known);
+        let breaks = breaks.as_slice();
+        write_log(&mut tx, &events).await?;
         let report = serde_json::to_string(&run.report).expect("a report serialises");
         sqlx::query(
             "INSERT INTO recon_runs (run_id, import_id, day, started_at, finished_at, bill_lines, breaks, report) \
@@ -285,7 +307,7 @@ impl ReconStore for PgStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(known)
     }
 
     async fn runs(&self, limit: u32) -> Result<Vec<RunRow>, ReconError> {
@@ -351,5 +373,22 @@ impl ReconStore for PgStore {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(|r| resolution_from(r)).collect::<Result<_, _>>()?)
+    }
+
+    async fn break_line(&self, b: &BreakRow) -> Result<Option<BillLine>, ReconError> {
+        let Some(line_no) = b.line_no else { return Ok(None) };
+        let row = sqlx::query(BREAK_LINE)
+            .bind(b.run_id)
+            .bind(&b.merchant_id)
+            .bind(b.kind.code())
+            .bind(&b.number)
+            .bind(line_no)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| bill_line_from(&r)).transpose()?)
+    }
+
+    fn ledger_store(&self) -> Arc<dyn crate::LedgerStore> {
+        Arc::new(self.clone())
     }
 }

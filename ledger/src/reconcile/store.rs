@@ -10,8 +10,12 @@
 //! - [`run_reconciliation`] merges the import's lines and the ledger's entries of the day,
 //!   both read sorted from the database, on a blocking thread; breaks are written with one
 //!   ledger event each, in one transaction with the run.
-//! - [`resolve_break`] appends a resolution (who, how, why) as a ledger event.
+//! - [`resolve_break`] appends a resolution (who, how, why) as a ledger event; as
+//!   `confirmed_paid` it first has the ledger settle the order ([`super::settle`]).
+//! - Runs are idempotent: a break's id comes from its import and what was found, so a
+//!   re-run of the same bill records only the breaks that are new.
 
+use std::collections::HashSet;
 use std::io::BufRead;
 use std::sync::Arc;
 
@@ -24,11 +28,13 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::bill::{BillDigest, BillError, BillLine, BillReader, ColumnMapping};
-use super::classify::{reconcile, settle_timing, Class, Counterpart, Finding, LedgerEntry, Report};
+use super::classify::{reconcile, settle_timing, Class, Counterpart, Finding, LedgerEntry, Report, TxnRescue};
+use super::settle::ConfirmPaid;
 use super::EntryKind;
 use crate::model::LedgerEvent;
 use crate::rows::Cells;
-use crate::store::{NewEvent, StoreError};
+use crate::store::{LedgerStore, NewEvent, StoreError};
+use crate::{Ledger, Policy};
 
 /// Why a reconciliation operation failed: bad input or a refused request (domain), apart
 /// from the database failing (infrastructure).
@@ -46,6 +52,10 @@ pub enum ReconError {
     Invalid(String),
     #[error("more than {max} breaks: the wrong bill or the wrong day?")]
     TooManyBreaks { max: usize },
+    /// The ledger refused what a resolution asked of it (`code`: the stable refusal code,
+    /// e.g. `ORDER_PAID`).
+    #[error("refused by the ledger: {code}: {message}")]
+    Refused { code: String, message: String },
     #[error("the embedded store in memory has one connection; reconciliation needs a database file")]
     InMemoryStore,
     #[error(transparent)]
@@ -221,8 +231,15 @@ pub trait ReconStore: Send + Sync + 'static {
         day: NaiveDate,
         key: (&str, EntryKind, &str),
     ) -> Result<Option<Counterpart>, ReconError>;
-    /// Writes the run, its breaks and their ledger events in one transaction.
-    async fn record_run(&self, run: &RunRow, breaks: &[BreakRow], events: &[NewEvent]) -> Result<(), ReconError>;
+    /// Writes the run, its breaks and their ledger events in one transaction. Breaks already
+    /// recorded (the same `break_id`: the same import found it before) are skipped with their
+    /// events; their ids are returned.
+    async fn record_run(
+        &self,
+        run: &RunRow,
+        breaks: &[BreakRow],
+        events: &[NewEvent],
+    ) -> Result<HashSet<Uuid>, ReconError>;
     async fn runs(&self, limit: u32) -> Result<Vec<RunRow>, ReconError>;
     async fn breaks(&self, filter: &BreakFilter) -> Result<Vec<BreakRow>, ReconError>;
     async fn break_row(&self, break_id: Uuid) -> Result<Option<BreakRow>, ReconError>;
@@ -230,6 +247,11 @@ pub trait ReconStore: Send + Sync + 'static {
     /// [`ReconError::AlreadyResolved`] if the break has one.
     async fn resolve(&self, resolution: &ResolutionRow, event: &NewEvent) -> Result<(), ReconError>;
     async fn resolutions(&self, limit: u32) -> Result<Vec<ResolutionRow>, ReconError>;
+    /// The bill line a break is about (none for a break of the ledger's side).
+    async fn break_line(&self, b: &BreakRow) -> Result<Option<BillLine>, ReconError>;
+    /// The same database as a ledger store: resolutions that move money go through the
+    /// ledger's pure core and its commit.
+    fn ledger_store(&self) -> Arc<dyn LedgerStore>;
 }
 
 /// Imports the bill read from `input` (a WeChat bill, or through `mapping` another CSV).
@@ -282,7 +304,11 @@ pub async fn import_bill(
 #[derive(Debug, Clone, Serialize)]
 pub struct RunOutcome {
     pub run: RunRow,
+    /// Every break this run found; those an earlier run of the same import had found already
+    /// are the rows recorded then (their run, their `resolved`), not recorded again.
     pub breaks: Vec<BreakRow>,
+    /// How many of `breaks` this run recorded (with one ledger event each).
+    pub new_breaks: usize,
 }
 
 /// Reconciles the import's bill against the ledger's entries of its day.
@@ -294,7 +320,10 @@ pub async fn run_reconciliation(
     let import = store.import_row(import_id).await?.ok_or(ReconError::ImportNotFound(import_id))?;
     let day = import.day;
     let covers = covered_kinds(&import.layout);
-    let (held, mut report) = merge_day(store.clone(), import_id, day, covers).await?;
+    let (mut held, mut report) = merge_day(store.clone(), import_id, day, covers).await?;
+    if let Some(rescue) = TxnRescue::new(&mut held) {
+        held = rescue_by_txn(store.clone(), day, covers, held, rescue).await?;
+    }
     let mut breaks = Vec::new();
     for mut f in held {
         if f.near_midnight {
@@ -308,8 +337,7 @@ pub async fn run_reconciliation(
     }
     let run_id = Uuid::new_v4();
     let finished_at = at.max(Utc::now());
-    let rows: Vec<BreakRow> =
-        breaks.iter().enumerate().map(|(i, f)| break_row(run_id, day, i, f, finished_at)).collect();
+    let rows: Vec<BreakRow> = breaks.iter().map(|f| break_row(run_id, import_id, day, f, finished_at)).collect();
     let events: Vec<NewEvent> = rows.iter().map(|b| break_event(b, finished_at)).collect();
     let run = RunRow {
         run_id,
@@ -321,8 +349,17 @@ pub async fn run_reconciliation(
         breaks: rows.len() as i64,
         report,
     };
-    store.record_run(&run, &rows, &events).await?;
-    Ok(RunOutcome { run, breaks: rows })
+    let known = store.record_run(&run, &rows, &events).await?;
+    let new_breaks = rows.len() - known.len();
+    let mut found = Vec::with_capacity(rows.len());
+    for row in rows {
+        // Found before by an earlier run of this import: served as recorded then.
+        match known.contains(&row.break_id) {
+            true => found.push(store.break_row(row.break_id).await?.unwrap_or(row)),
+            false => found.push(row),
+        }
+    }
+    Ok(RunOutcome { run, breaks: found, new_breaks })
 }
 
 /// Streams both sides into the pure merge on a blocking thread. Returns the findings held
@@ -360,6 +397,26 @@ async fn merge_day(
     Ok(out)
 }
 
+/// Streams the day's ledger entries again for the lines held without an entry, and pairs
+/// them by channel transaction id ([`TxnRescue`]).
+async fn rescue_by_txn(
+    store: Arc<dyn ReconStore>,
+    day: NaiveDate,
+    covers: fn(EntryKind) -> bool,
+    mut held: Vec<Finding>,
+    mut rescue: TxnRescue,
+) -> Result<Vec<Finding>, ReconError> {
+    let (tx, mut rx) = mpsc::channel::<Vec<LedgerEntry>>(4);
+    let producer = tokio::spawn(async move { store.send_ledger_entries(day, tx).await });
+    while let Some(page) = rx.recv().await {
+        for e in page.iter().filter(|e| covers(e.kind)) {
+            rescue.offer(&mut held, e);
+        }
+    }
+    producer.await.map_err(|e| ReconError::Invalid(format!("the ledger reader failed: {e}")))??;
+    Ok(rescue.finish(held))
+}
+
 /// The kinds of entry a bill of this layout prints: a SUCCESS bill only payments, a REFUND
 /// bill only refunds and reversals; the ledger's other entries are not looked for in it.
 pub fn covered_kinds(layout: &str) -> fn(EntryKind) -> bool {
@@ -384,8 +441,16 @@ async fn counterpart(store: &dyn ReconStore, f: &Finding, day: NaiveDate) -> Res
     Ok(None)
 }
 
-fn break_row(run_id: Uuid, day: NaiveDate, i: usize, f: &Finding, at: DateTime<Utc>) -> BreakRow {
-    let break_id = Uuid::new_v5(&run_id, format!("break:{i}").as_bytes());
+/// The break's id: derived from the import and what was found (class, key, bill line), so
+/// that running the same bill again finds the same break instead of a new one.
+pub fn break_id(import_id: Uuid, f: &Finding) -> Uuid {
+    let line = f.bill.as_ref().map_or_else(|| "ledger".to_string(), |b| b.line_no.to_string());
+    let what = format!("break:{}:{}:{}:{}:{line}", f.class.as_str(), f.merchant_id(), f.kind().code(), f.number());
+    Uuid::new_v5(&import_id, what.as_bytes())
+}
+
+fn break_row(run_id: Uuid, import_id: Uuid, day: NaiveDate, f: &Finding, at: DateTime<Utc>) -> BreakRow {
+    let break_id = break_id(import_id, f);
     BreakRow {
         break_id,
         run_id,
@@ -442,6 +507,9 @@ pub async fn resolve_break(
     if b.resolved {
         return Err(ReconError::AlreadyResolved(break_id));
     }
+    if action == Action::ConfirmedPaid {
+        confirm_paid(store, &b, at).await?;
+    }
     let row = ResolutionRow {
         break_id,
         action,
@@ -464,6 +532,39 @@ pub async fn resolve_break(
     };
     store.resolve(&row, &event).await?;
     Ok(row)
+}
+
+/// Settles a status-mismatch break through the ledger: the bill's line proves the order
+/// paid; the ledger decides ([`super::settle`]) and commits the payment, or refuses it (its
+/// stable code in [`ReconError::Refused`]). Resolving the same break again sends the same
+/// command (its id comes from the break) and posts nothing more.
+async fn confirm_paid(store: &dyn ReconStore, b: &BreakRow, at: DateTime<Utc>) -> Result<(), ReconError> {
+    if b.class != Class::StatusMismatch || b.kind != EntryKind::Payment {
+        let what = format!("{} of a {:?}", b.class.as_str(), b.kind);
+        return Err(ReconError::Invalid(format!(
+            "confirmed_paid settles a status_mismatch of a payment, not a {what}"
+        )));
+    }
+    let line = store.break_line(b).await?.ok_or_else(|| ReconError::Invalid("the break's bill line is gone".into()))?;
+    let invalid = |what: &str| ReconError::Invalid(format!("the bill line's {what} is not a valid one"));
+    let confirm = ConfirmPaid {
+        merchant_id: facepay_domain::MerchantId::parse(line.merchant_id.clone()).map_err(|_| invalid("merchant"))?,
+        out_trade_no: facepay_domain::OutTradeNo::parse(line.out_trade_no.clone())
+            .map_err(|_| invalid("out_trade_no"))?,
+        amount: facepay_domain::Money::from_fen(line.amount_fen).ok_or_else(|| invalid("amount"))?,
+        paid_at: line.trade_at,
+        channel_txn_id: line.channel_txn_id.clone(),
+        break_id: b.break_id,
+    };
+    // A ledger of its own, reading every entity from the store: the API and the CLI hold no
+    // handle on the pipeline's ledger (whose cache does not see this write; see
+    // docs/events.md, Reconciliation).
+    let ledger = Ledger::new(store.ledger_store(), Policy::default()).uncached();
+    let outcomes = ledger.handle_batch(&[confirm.command(at)]).await?;
+    match outcomes.into_iter().next().map(|o| o.body) {
+        Some(facepay_domain::OutcomeBody::Refused { code, message, .. }) => Err(ReconError::Refused { code, message }),
+        _ => Ok(()),
+    }
 }
 
 // ---- rows, shared by both backends ----------------------------------------------------
@@ -575,6 +676,16 @@ pub(crate) fn resolution_from(r: &dyn Cells) -> Result<ResolutionRow, StoreError
         resolved_at: r.at("resolved_at")?,
         event_id: r.uuid("event_id")?,
     })
+}
+
+/// The breaks (and their events) not among `known`: what a run records.
+pub(crate) fn fresh(breaks: &[BreakRow], events: &[NewEvent], known: &HashSet<Uuid>) -> (Vec<BreakRow>, Vec<NewEvent>) {
+    let new_break = |e: &&NewEvent| match &e.event {
+        LedgerEvent::ReconBreakRecorded { break_id, .. } => !known.contains(break_id),
+        _ => true,
+    };
+    let rows = breaks.iter().filter(|b| !known.contains(&b.break_id)).cloned().collect();
+    (rows, events.iter().filter(new_break).cloned().collect())
 }
 
 /// The digest's account, or the request's when the bill has no rows.
