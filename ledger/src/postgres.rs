@@ -581,6 +581,10 @@ impl LedgerStore for PgStore {
         rows.iter().map(|r| rows::history_from(r)).collect()
     }
 
+    async fn log_position(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM events").fetch_one(&self.pool).await?)
+    }
+
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, event_id, cause_event_id, occurred_at, payload::text AS payload, prev_hash, hash \

@@ -24,9 +24,10 @@ pub struct Ledger {
     policy: Policy,
     /// The entities recent batches read or wrote, as committed. Held (locked) from loading a
     /// batch's state to its commit, so batches handled concurrently (through clones of this
-    /// ledger) cannot decide on the same stale state. Valid because this ledger is its
-    /// store's only writer: the embedded profile has one ledger stage, and the production
-    /// profile gives each payer a single writer.
+    /// ledger) cannot decide on the same stale state. Valid while this ledger is its store's
+    /// only writer (the embedded profile has one ledger stage); each batch checks that the
+    /// log has not grown behind its back (a reconciliation resolution, a CLI, another
+    /// process) and forgets everything if it has.
     cache: Arc<tokio::sync::Mutex<Cache>>,
     /// False when other processes write the same store (the Kafka profile's scale-out):
     /// then every batch reads its entities from the store.
@@ -40,6 +41,8 @@ struct Cache {
     state: LedgerState,
     /// Every key whose entity `state` holds, or knows to be absent.
     known: Keys,
+    /// The log position (highest event sequence number) `state` reflects; `None`: unknown.
+    position: Option<i64>,
 }
 
 impl Cache {
@@ -205,6 +208,14 @@ impl Ledger {
 
     async fn try_batch(&self, commands: &[Command], delivery: &Delivery) -> Result<Vec<Outcome>, StoreError> {
         let mut cache = self.cache.lock().await;
+        let position = match self.cache_enabled {
+            true => Some(self.store.log_position().await?),
+            false => None,
+        };
+        if position.is_some() && cache.position != position {
+            // Someone else appended to the log since this cache was last right: forget it.
+            *cache = Cache::default();
+        }
         let mut answered = self.store.answered(&keys_of(commands, delivery)).await?;
         let mut keys = Keys::default();
         commands.iter().for_each(|c| keys_read(c, &mut keys));
@@ -242,11 +253,15 @@ impl Ledger {
             *cache = Cache::default();
             return Err(err);
         }
-        if self.cache_enabled {
+        if let Some(before) = position {
             let unread = batch.projections.keys.minus(&keys);
             keys.extend(&batch.projections.keys);
             cache.committed(&batch.projections.state, &keys);
             cache.forget(&unread);
+            // Right only if this batch's events were the only ones appended meanwhile.
+            let after = self.store.log_position().await?;
+            let ours = i64::try_from(batch.events.len()).unwrap_or(i64::MAX);
+            cache.position = (after == before + ours).then_some(after);
         }
         Ok(outcomes)
     }

@@ -600,6 +600,10 @@ impl LedgerStore for SqliteStore {
         rows.iter().map(|r| rows::history_from(r)).collect()
     }
 
+    async fn log_position(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM events").fetch_one(&self.writer).await?)
+    }
+
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, event_id, cause_event_id, occurred_at, payload, prev_hash, hash FROM events WHERE seq > ? \

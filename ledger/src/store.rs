@@ -255,6 +255,9 @@ pub trait LedgerStore: crate::credentials::CredentialStore + Send + Sync + 'stat
     async fn load_all(&self) -> Result<LedgerState, StoreError>;
     /// The whole history projection, oldest first.
     async fn history_all(&self) -> Result<Vec<HistoryRow>, StoreError>;
+    /// The highest sequence number in the log (0 when it is empty): a writer caching what it
+    /// read notices by it that someone else appended.
+    async fn log_position(&self) -> Result<i64, StoreError>;
     /// Up to `limit` events after `after_seq`, in log order.
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
     async fn check_invariants(&self) -> Result<Invariants, StoreError>;

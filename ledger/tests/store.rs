@@ -802,6 +802,7 @@ on_both_stores!(tokio::test(flavor = "multi_thread", worker_threads = 4);
 );
 on_both_stores!(tokio::test;
     the_clock_revokes_unpaid_orders_and_expires_open_holds_once,
+    a_cached_ledger_notices_another_writer_and_does_not_spend_twice,
 );
 
 fn life(l: facepay_ledger::Lifecycle) -> Command {
@@ -1099,4 +1100,23 @@ async fn the_clock_revokes_unpaid_orders_and_expires_open_holds_once(backend: Ba
 
 async fn live_hold_fen(db: &Db) -> i64 {
     db.store.load_all().await.unwrap().balance_fen(&Account::Hold(payer("p1")))
+}
+
+/// The embedded ledger caches what it read; another writer of the same store (a
+/// reconciliation resolution, a CLI, a second process) must not leave it deciding on stale
+/// balances: a payer's 100.00 spent elsewhere is not spent again.
+async fn a_cached_ledger_notices_another_writer_and_does_not_spend_twice(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    // Given the cached ledger has read the payer's wallet (100.00) ...
+    db.batch(&[fund("p1", "100.00")]).await;
+    assert_eq!(result(&db.batch(&[pay("m1", "o1", "0.01", 1, "p1")]).await[0]).status, OrderStatus::Paid);
+    // ... when another writer spends the rest of it ...
+    let other = Ledger::new(db.store.clone(), Policy::default()).uncached();
+    let spent = other.handle_batch(&[pay("m1", "o2", "99.99", 2, "p1")]).await.unwrap();
+    assert_eq!(result(&spent[0].body).status, OrderStatus::Paid);
+    // ... then the cached ledger sees the wallet empty, not its cached 99.99.
+    let again = db.batch(&[pay("m1", "o3", "50.00", 3, "p1")]).await;
+    assert_eq!(result(&again[0]).reason, Some(DeclineReason::InsufficientBalance));
+    assert_eq!(db.store.wallet(&payer("p1")).await.unwrap().unwrap().0, 0);
+    db.assert_consistent().await;
 }
