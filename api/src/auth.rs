@@ -69,7 +69,9 @@ impl Principal {
     /// 403 for a key scoped to one store, on a route that serves the whole merchant.
     pub fn whole_merchant(&self) -> Result<(), ApiError> {
         match (self.role, &self.store_id) {
-            (Role::Merchant, Some(_)) => Err(ApiError::Forbidden("a store key sees its store's orders only")),
+            (Role::Merchant, Some(_)) => {
+                Err(ApiError::Forbidden("a store key sees its store's orders and transactions only"))
+            }
             _ => Ok(()),
         }
     }

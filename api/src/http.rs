@@ -278,7 +278,12 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-fn history_filter(q: HistoryQuery, auth: &Auth, merchant: &MerchantId) -> Result<HistoryFilter, ApiError> {
+fn history_filter(
+    q: HistoryQuery,
+    auth: &Auth,
+    merchant: &MerchantId,
+    p: &Principal,
+) -> Result<HistoryFilter, ApiError> {
     let bad = |f: &str, m: &str| ApiError::BadRequest(FieldError::new(f, FieldErrorKind::Invalid, m));
     let day = q
         .date
@@ -296,18 +301,22 @@ fn history_filter(q: HistoryQuery, auth: &Auth, merchant: &MerchantId) -> Result
     if limit == 0 || limit > PAGE_LIMIT_MAX {
         return Err(bad("limit", &format!("between 1 and {PAGE_LIMIT_MAX}")));
     }
-    Ok(HistoryFilter { day, status, before_id, limit })
+    // A store-scoped key sees its store's rows only.
+    Ok(HistoryFilter { day, status, before_id, store_id: p.store_id.clone(), limit })
 }
 
-/// `GET /v1/merchants/{merchant_id}/transactions`: newest first, by cursor.
+/// `GET /v1/merchants/{merchant_id}/transactions`: newest first, by cursor; a store-scoped
+/// merchant key gets its store's rows.
 async fn transactions(
     State(st): State<AppState>,
     p: Principal,
     Path(merchant): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Page<HistoryItem>>, ApiError> {
-    let merchant = merchant_route(&p, merchant)?;
-    let filter = history_filter(q, &st.auth, &merchant)?;
+    p.require(&[Role::Merchant, Role::Finance])?;
+    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
+    p.sees_merchant(&merchant)?;
+    let filter = history_filter(q, &st.auth, &merchant, &p)?;
     let rows = st.store.history(&merchant, &filter).await?;
     let next_cursor = (rows.len() == filter.limit as usize)
         .then(|| rows.last().map(|r| st.auth.sign_cursor(&merchant, r.id)))

@@ -47,7 +47,7 @@ async fn every_route_times_every_role_and_tenant() {
     ];
     let routes: [(String, [u16; 9]); 8] = [
         (format!("/v1/merchants/{m}/orders/ORDER-1"), [403, 200, 200, 200, 200, 404, 404, 401, 401]),
-        (format!("/v1/merchants/{m}/transactions"), [403, 200, 200, 403, 403, 404, 403, 401, 401]),
+        (format!("/v1/merchants/{m}/transactions"), [403, 200, 200, 200, 403, 404, 403, 401, 401]),
         (format!("/v1/merchants/{m}/members"), [403, 200, 200, 403, 403, 404, 403, 401, 401]),
         (format!("/v1/merchants/{m}/settlement"), [403, 200, 200, 403, 403, 404, 403, 401, 401]),
         ("/v1/payers/u-alice/balance".into(), [200, 200, 403, 403, 403, 403, 403, 401, 401]),
@@ -296,4 +296,26 @@ async fn a_revoked_device_key_stops_signing_at_once() {
     assert_eq!((status, body["code"].as_str()), (401, Some("bad_signature")), "{body}");
     let (status, _) = app.get_as(&format!("/v1/merchants/{MERCHANT}/orders/R-1"), Some(&app.keys.device)).await;
     assert_eq!(status, 401, "nor read as a bearer key");
+}
+
+#[tokio::test]
+async fn a_store_key_sees_its_stores_transactions_only() {
+    use facepay_ledger::store::HistoryFilter;
+    let app = with_an_order().await;
+    let (status, page) = app.get_as(&format!("/v1/merchants/{MERCHANT}/transactions"), Some(&app.keys.store)).await;
+    assert_eq!(status, 200, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert!(!items.is_empty() && items.iter().all(|i| i["store_id"] == "S01"), "{page}");
+    // The filter is the store's: another store of the same merchant has none of these rows.
+    let merchant = facepay_domain::MerchantId::parse(MERCHANT).unwrap();
+    let of = |store: &str| HistoryFilter {
+        store_id: Some(facepay_domain::StoreId::parse(store).unwrap()),
+        limit: 50,
+        ..Default::default()
+    };
+    assert_eq!(app.store.history(&merchant, &of("S01")).await.unwrap().len(), items.len());
+    assert!(app.store.history(&merchant, &of("S02")).await.unwrap().is_empty());
+    // Merchant-wide views stay closed to it.
+    let (status, _) = app.get_as(&format!("/v1/merchants/{MERCHANT}/settlement"), Some(&app.keys.store)).await;
+    assert_eq!(status, 403);
 }

@@ -490,7 +490,7 @@ async fn load_everything(pool: &PgPool) -> Result<LedgerState, StoreError> {
     Ok(st)
 }
 
-fn history_query<'a>(merchant: &'a MerchantId, f: &HistoryFilter) -> QueryBuilder<'a, Postgres> {
+fn history_query<'a>(merchant: &'a MerchantId, f: &'a HistoryFilter) -> QueryBuilder<'a, Postgres> {
     let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM history WHERE merchant_id = ");
     qb.push_bind(merchant.as_str());
     if let Some(d) = f.day {
@@ -501,6 +501,9 @@ fn history_query<'a>(merchant: &'a MerchantId, f: &HistoryFilter) -> QueryBuilde
     }
     if let Some(before) = f.before_id {
         qb.push(" AND id < ").push_bind(before);
+    }
+    if let Some(store) = &f.store_id {
+        qb.push(" AND store_id = ").push_bind(store.as_str());
     }
     qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
     qb

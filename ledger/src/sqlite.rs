@@ -651,6 +651,9 @@ impl LedgerStore for SqliteStore {
         if let Some(before) = f.before_id {
             qb.push(" AND id < ").push_bind(before);
         }
+        if let Some(store) = &f.store_id {
+            qb.push(" AND store_id = ").push_bind(store.as_str());
+        }
         qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter().map(|r| rows::history_from(r)).collect()

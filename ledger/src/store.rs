@@ -173,6 +173,8 @@ pub struct HistoryFilter {
     pub status: Option<OrderStatus>,
     /// Only rows older than this cursor (the `id` of the last row of the previous page).
     pub before_id: Option<i64>,
+    /// Only rows of this store of the merchant (what a store-scoped key sees).
+    pub store_id: Option<facepay_domain::StoreId>,
     pub limit: u32,
 }
 
