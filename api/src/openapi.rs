@@ -130,6 +130,91 @@ struct SettlementPage {
     next_cursor: Option<String>,
 }
 
+/// An API key as listed: never its secret.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Key {
+    key_id: String,
+    /// `merchant`, `finance`, `device` or `admin`.
+    role: String,
+    merchant_id: Option<String>,
+    store_id: Option<String>,
+    device_id: Option<String>,
+    label: String,
+    created_by: String,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    revoked_at: Option<String>,
+}
+
+/// A key just created, with its token: shown this once, only its hash is kept.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct CreatedKey {
+    key: Key,
+    /// `fpk_<key id>_<secret>`.
+    token: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct KeysPage {
+    items: Vec<Key>,
+    next_cursor: Option<String>,
+}
+
+/// One admin or finance action.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AuditEntry {
+    seq: i64,
+    #[schema(value_type = String, format = DateTime)]
+    at: String,
+    /// The acting key's id, or `cli`.
+    principal: String,
+    role: String,
+    /// `key_created`, `key_revoked`, `merchant_limit_changed`, `account_frozen`, …
+    action: String,
+    subject: String,
+    /// Anything else (never a secret).
+    #[schema(value_type = Object)]
+    detail: serde_json::Value,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AuditPage {
+    items: Vec<AuditEntry>,
+    next_cursor: Option<String>,
+}
+
+/// Input refused with its reason (the raw bytes stay in the store).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Rejected {
+    #[schema(value_type = String, format = DateTime)]
+    received_at: String,
+    /// `http`, `bus`, `kafka` or `ledger`.
+    source: String,
+    #[schema(format = "uuid")]
+    event_id: Option<String>,
+    kind: Option<String>,
+    reason_code: String,
+    field: Option<String>,
+    message: String,
+    raw_truncated: bool,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RejectedPage {
+    items: Vec<Rejected>,
+    next_cursor: Option<String>,
+}
+
 /// A payer's wallet.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -149,7 +234,8 @@ struct Balance {
         Money is a decimal string (CNY), timestamps RFC 3339. Every failure answers ErrorBody."),
     paths(ingest, order, transactions, members, settlement, balance, rejected, create_key, list_keys, revoke_key, audit,
         recon_upload, recon_bills, recon_runs, recon_breaks, recon_resolve, recon_resolutions, health),
-    components(schemas(ErrorBody, Accepted, Order, HistoryPage, MembersPage, SettlementPage, Balance)),
+    components(schemas(ErrorBody, Accepted, Order, HistoryPage, MembersPage, SettlementPage, Balance, CreatedKey,
+        KeysPage, AuditPage, RejectedPage)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]
@@ -213,19 +299,19 @@ fn settlement() {}
 fn balance() {}
 
 #[utoipa::path(get, path = "/v1/rejected-events", params(("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "refused input with its reasons"), (status = 401, body = ErrorBody),
+    responses((status = 200, body = RejectedPage, description = "refused input with its reasons"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn rejected() {}
 
 #[utoipa::path(post, path = "/v1/keys",
-    responses((status = 201, description = "the key and its token, shown once"), (status = 401, body = ErrorBody),
+    responses((status = 201, body = CreatedKey, description = "the key and its token, shown once"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn create_key() {}
 
 #[utoipa::path(get, path = "/v1/keys",
-    responses((status = 200, description = "every key, never a secret"), (status = 401, body = ErrorBody),
+    responses((status = 200, body = KeysPage, description = "every key, never a secret"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn list_keys() {}
@@ -237,7 +323,7 @@ fn list_keys() {}
 fn revoke_key() {}
 
 #[utoipa::path(get, path = "/v1/audit", params(("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "admin and finance actions, newest first"), (status = 401, body = ErrorBody),
+    responses((status = 200, body = AuditPage, description = "admin and finance actions, newest first"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn audit() {}
