@@ -28,6 +28,7 @@ use sqlx::Connection;
 
 use crate::app::App;
 use crate::auth::{Actor, Auth, NewKey};
+use crate::bench_pipeline::{drop_database, fresh_database};
 
 /// What `facepay bench api` is asked to do.
 #[derive(Debug, Clone)]
@@ -68,7 +69,7 @@ pub struct ApiBenchReport {
 }
 
 pub async fn run(opts: &ApiBenchOptions) -> anyhow::Result<ApiBenchReport> {
-    let (url, db) = fresh_database(&opts.postgres).await?;
+    let (url, db) = fresh_database(&opts.postgres, "facepay_bench_api").await?;
     let report = measure(opts, &url).await;
     drop_database(&opts.postgres, &db).await?;
     report
@@ -255,18 +256,4 @@ async fn explain(url: &str, merchant: &MerchantId) -> anyhow::Result<Vec<String>
         lines.extend(q.fetch_all(&mut conn).await?);
     }
     Ok(lines)
-}
-
-async fn fresh_database(admin: &str) -> anyhow::Result<(String, String)> {
-    let db = format!("facepay_bench_api_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin).await?;
-    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await?;
-    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-    Ok((format!("{base}/{db}"), db))
-}
-
-async fn drop_database(admin: &str, db: &str) -> anyhow::Result<()> {
-    let mut conn = sqlx::PgConnection::connect(admin).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn).await?;
-    Ok(())
 }

@@ -176,7 +176,7 @@ async fn facepay_run(
     rate: Option<f64>,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
     let cfg = fresh_config(opts);
-    let (url, db) = fresh_database(&opts.postgres).await?;
+    let (url, db) = fresh_database(&opts.postgres, "facepay_bench_pipe").await?;
     let result = async {
         let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&url).await?);
         for d in fleet_devices(&opts.fleet) {
@@ -227,15 +227,17 @@ fn event_id(bytes: &[u8]) -> Option<String> {
     Some(v.get("event_id")?.as_str()?.to_string())
 }
 
-async fn fresh_database(admin: &str) -> anyhow::Result<(String, String)> {
-    let db = format!("facepay_bench_pipe_{}", uuid::Uuid::new_v4().simple());
+/// A database of its own on the server of `admin` (a role that may CREATE DATABASE), named
+/// `<prefix>_<uuid>`: its URL and name.
+pub(crate) async fn fresh_database(admin: &str, prefix: &str) -> anyhow::Result<(String, String)> {
+    let db = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(admin).await?;
     sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await?;
     let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
     Ok((format!("{base}/{db}"), db))
 }
 
-async fn drop_database(admin: &str, db: &str) -> anyhow::Result<()> {
+pub(crate) async fn drop_database(admin: &str, db: &str) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect(admin).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn).await?;
     Ok(())
