@@ -211,7 +211,6 @@ pub struct App {
 
 /// The periodic sweeper of an [`App`]: stopped when the app is dropped.
 pub struct SweeperTask {
-    pub sweeper: Sweeper,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -227,8 +226,7 @@ impl SweeperTask {
         if interval.is_zero() {
             return None;
         }
-        let task = tokio::spawn(sweeper.clone().run(interval, std::future::pending()));
-        Some(Self { sweeper, task })
+        Some(Self { task: tokio::spawn(sweeper.run(interval, std::future::pending())) })
     }
 }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use facepay_domain::auth::Role;
 use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
 use facepay_ingest::PipelineConfig;
+use facepay_ledger::store::HistoryFilter;
 use facepay_ledger::{LedgerStore, PgStore};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -76,7 +77,8 @@ pub async fn run(opts: &ApiBenchOptions) -> anyhow::Result<ApiBenchReport> {
 }
 
 async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchReport> {
-    let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(url).await?);
+    let pg = PgStore::open(url).await?;
+    let store: Arc<dyn LedgerStore> = Arc::new(pg.clone());
     let started = Instant::now();
     let merchants = seed(store.as_ref(), url, opts).await?;
     let seed_s = started.elapsed().as_secs_f64();
@@ -103,7 +105,7 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
     let history_page =
         phase(&base, &keys, opts.seconds, |m, _| format!("/v1/merchants/{m}/transactions?limit=20")).await?;
     server.abort();
-    let history_plan = explain(url, &merchants[0]).await?;
+    let history_plan = explain(&pg, &merchants[0]).await?;
     let history_uses_index = !history_plan.iter().any(|l| l.contains("Seq Scan"));
     drop(app);
     Ok(ApiBenchReport {
@@ -241,19 +243,11 @@ async fn client(
     Ok((latencies_us, not_ok))
 }
 
-/// The plans of the history page query (as the store sends it), first page and by cursor.
-async fn explain(url: &str, merchant: &MerchantId) -> anyhow::Result<Vec<String>> {
-    let mut conn = sqlx::PgConnection::connect(url).await?;
-    let mut lines = Vec::new();
-    for sql in [
-        "EXPLAIN SELECT * FROM history WHERE merchant_id = $1 ORDER BY id DESC LIMIT $2",
-        "EXPLAIN SELECT * FROM history WHERE merchant_id = $1 AND id < $3 ORDER BY id DESC LIMIT $2",
-    ] {
-        let mut q = sqlx::query_scalar::<_, String>(sql).bind(merchant.as_str()).bind(20_i64);
-        if sql.contains("$3") {
-            q = q.bind(500_000_i64);
-        }
-        lines.extend(q.fetch_all(&mut conn).await?);
-    }
+/// The plans of the history page query as the store sends it, first page and by cursor.
+async fn explain(store: &PgStore, merchant: &MerchantId) -> anyhow::Result<Vec<String>> {
+    let first = HistoryFilter { limit: 20, ..HistoryFilter::default() };
+    let next = HistoryFilter { before_id: Some(500_000), ..first.clone() };
+    let mut lines = store.explain_history(merchant, &first).await?;
+    lines.extend(store.explain_history(merchant, &next).await?);
     Ok(lines)
 }

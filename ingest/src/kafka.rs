@@ -519,8 +519,8 @@ fn stage_message(
     // backlog is not stale input.
     let reference = msg.timestamp().to_millis().map_or_else(|| chrono::Utc::now().timestamp(), |ms| ms / 1000);
     let position = crate::authenticity::Position::Record { partition: msg.partition(), offset: msg.offset() };
-    let header = signature_header(msg);
-    match crate::validate::validate_signed(bytes, header, registry, verifier, reference, position) {
+    let signature = header(msg, facepay_domain::auth::SIGNATURE_HEADER);
+    match crate::validate::validate_signed(bytes, signature, registry, verifier, reference, position) {
         Err(err) => {
             tracing::info!(field = %err.field, reason = %err.kind, "device event rejected");
             let key = crate::wire::source_key(msg.topic(), msg.partition(), msg.offset());
@@ -529,29 +529,19 @@ fn stage_message(
         }
         Ok(env) => match routed(stage, env) {
             StageMessage::Command(cmd) => {
-                StageMessage::Command(Command { request_id: header_text(msg, REQUEST_ID_HEADER), ..cmd })
+                // Bounded: a request id is short.
+                let request_id = header(msg, REQUEST_ID_HEADER).filter(|v| v.len() <= REQUEST_ID_LEN_MAX);
+                StageMessage::Command(Command { request_id: request_id.map(str::to_string), ..cmd })
             }
             other => other,
         },
     }
 }
 
-/// The record header `key` as text, if the record has it (bounded: a request id is short).
-fn header_text(msg: &OwnedMessage, key: &str) -> Option<String> {
+/// The record header `key` as text, if the record has it.
+fn header<'m>(msg: &'m OwnedMessage, key: &str) -> Option<&'m str> {
     use rdkafka::message::Headers;
-    let value = msg.headers()?.iter().find(|h| h.key == key)?.value?;
-    std::str::from_utf8(value).ok().filter(|v| v.len() <= REQUEST_ID_LEN_MAX).map(str::to_string)
-}
-
-/// The `facepay-signature` record header, if any.
-fn signature_header(msg: &OwnedMessage) -> Option<&str> {
-    use rdkafka::message::Headers;
-    let headers = msg.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == facepay_domain::auth::SIGNATURE_HEADER)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
+    std::str::from_utf8(msg.headers()?.iter().find(|h| h.key == key)?.value?).ok()
 }
 
 /// What the matcher makes of one valid event, as a message for the ledger stage.

@@ -490,8 +490,9 @@ async fn load_everything(pool: &PgPool) -> Result<LedgerState, StoreError> {
     Ok(st)
 }
 
-fn history_query<'a>(merchant: &'a MerchantId, f: &'a HistoryFilter) -> QueryBuilder<'a, Postgres> {
-    let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM history WHERE merchant_id = ");
+/// The history page query; `head` is `""` to run it, `"EXPLAIN "` for its plan.
+fn history_query<'a>(head: &str, merchant: &'a MerchantId, f: &'a HistoryFilter) -> QueryBuilder<'a, Postgres> {
+    let mut qb = QueryBuilder::<Postgres>::new(format!("{head}SELECT * FROM history WHERE merchant_id = "));
     qb.push_bind(merchant.as_str());
     if let Some(d) = f.day {
         qb.push(" AND day = ").push_bind(d);
@@ -509,6 +510,15 @@ fn history_query<'a>(merchant: &'a MerchantId, f: &'a HistoryFilter) -> QueryBui
     qb
 }
 
+impl PgStore {
+    /// The plan PostgreSQL picks for the history page query with `f` (`facepay bench api`
+    /// shows it: pages come from an index, not a sequential scan).
+    pub async fn explain_history(&self, merchant: &MerchantId, f: &HistoryFilter) -> Result<Vec<String>, StoreError> {
+        let rows = history_query("EXPLAIN ", merchant, f).build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
+    }
+}
+
 fn member_view(r: &PgRow) -> Result<MemberView, StoreError> {
     let ((_, payer_id), m) = rows::member_from(r)?;
     Ok(MemberView {
@@ -519,14 +529,6 @@ fn member_view(r: &PgRow) -> Result<MemberView, StoreError> {
         closed_at: m.closed_at,
     })
 }
-
-/// The newest event time among the last events appended (by sequence, so it is an index
-/// read); the last few rather than the very last, as batches from several partitions
-/// interleave. Only events of the trade count: the clock's own (stamped with a past
-/// deadline) would turn it back, and reconciliation's (stamped when finance ran it) could
-/// throw it forward past a log of older events.
-const EVENT_TIME: &str = "SELECT max(occurred_at) FROM (SELECT occurred_at FROM events \
-     WHERE type NOT IN ('order_revoked', 'hold_expired') AND stream NOT LIKE 'recon:%' ORDER BY seq DESC LIMIT 64) t";
 
 /// Orders unpaid since before $1, then holds open since before $2, oldest first, each
 /// kind up to $3 (the caller keeps the first $3). Partial indexes of migration 0009.
@@ -628,7 +630,7 @@ impl LedgerStore for PgStore {
     }
 
     async fn history(&self, merchant: &MerchantId, f: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows = history_query(merchant, f).build().fetch_all(&self.pool).await?;
+        let rows = history_query("", merchant, f).build().fetch_all(&self.pool).await?;
         rows.iter().map(|r| rows::history_from(r)).collect()
     }
 
@@ -768,7 +770,7 @@ impl LedgerStore for PgStore {
 
     // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
     async fn event_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(sqlx::query_scalar(EVENT_TIME).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar(crate::sweep::EVENT_TIME_SQL).fetch_one(&self.pool).await?)
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::sweep::Due>, StoreError> {

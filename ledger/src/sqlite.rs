@@ -527,14 +527,6 @@ const INVARIANTS_SQL: &str = "SELECT \
         HAVING COUNT(*) > 1)) AS orders_paid_twice, \
     (SELECT COUNT(*) FROM balances WHERE account LIKE 'wallet:%' AND balance_fen < 0) AS overdrawn";
 
-/// The newest event time among the last events appended (by sequence, so it is an index
-/// read); the last few rather than the very last, as batches from several partitions
-/// interleave. Only events of the trade count: the clock's own (stamped with a past
-/// deadline) would turn it back, and reconciliation's (stamped when finance ran it) could
-/// throw it forward past a log of older events.
-const EVENT_TIME: &str = "SELECT max(occurred_at) FROM (SELECT occurred_at FROM events \
-     WHERE type NOT IN ('order_revoked', 'hold_expired') AND stream NOT LIKE 'recon:%' ORDER BY seq DESC LIMIT 64) t";
-
 /// Orders unpaid since before ?1, then holds open since before ?2, oldest first, each
 /// kind up to ?3 (the caller keeps the first ?3). Partial indexes of migration 0009.
 const DUE: &str = "SELECT * FROM (SELECT 'order' AS kind, merchant_id, out_trade_no AS no, created_at FROM orders \
@@ -809,7 +801,7 @@ impl LedgerStore for SqliteStore {
 
     // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
     async fn event_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let newest: Option<String> = sqlx::query_scalar(EVENT_TIME).fetch_one(&self.reader).await?;
+        let newest: Option<String> = sqlx::query_scalar(crate::sweep::EVENT_TIME_SQL).fetch_one(&self.reader).await?;
         newest.map(|s| parse_ts(&s)).transpose()
     }
 

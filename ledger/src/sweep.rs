@@ -42,6 +42,14 @@ const TICK_NAMESPACE: Uuid = Uuid::from_u128(0x6661_6365_7061_7900_7377_6565_700
 /// device or merchant system sent (counts of answered inbound events leave them out).
 pub const TICK_KINDS: [&str; 2] = ["order_revoke_due", "pay_score_order_expire"];
 
+/// The clock's reading, the same SQL on both stores: the newest event time among the last
+/// events appended (by sequence, so it is an index read); the last few rather than the very
+/// last, as batches from several partitions interleave. Only events of the trade count: the
+/// clock's own (stamped with a past deadline) would turn it back, and reconciliation's
+/// (stamped when finance ran it) could throw it forward past a log of older events.
+pub(crate) const EVENT_TIME_SQL: &str = "SELECT max(occurred_at) FROM (SELECT occurred_at FROM events \
+     WHERE type NOT IN ('order_revoked', 'hold_expired') AND stream NOT LIKE 'recon:%' ORDER BY seq DESC LIMIT 64) t";
+
 /// The sweeper's lease: one process at a time sweeps.
 pub const SWEEP_LEASE: &str = "sweeper";
 
