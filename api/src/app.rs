@@ -207,6 +207,8 @@ pub struct App {
     pub verifier: Arc<DeviceVerifier>,
     /// The ledger's clock, sweeping while the app lives (`None`: sweeping is off).
     pub sweeper: Option<SweeperTask>,
+    /// Order lookups of the API, read together (one reader per app).
+    pub orders: facepay_ledger::lookup::OrderLookup,
 }
 
 /// The periodic sweeper of an [`App`]: stopped when the app is dropped.
@@ -245,7 +247,8 @@ impl App {
         // The sweeper decides through the same ledger (and its cache) as the ledger stage.
         let sweeper = SweeperTask::start(Sweeper::new(ledger.clone(), Delivery::default()), config.sweep_interval);
         let pipeline = Pipeline::start(ledger.clone(), registry.clone(), gallery, config);
-        Ok(Self { store, ledger, registry, pipeline, auth, verifier, sweeper })
+        let orders = facepay_ledger::lookup::OrderLookup::spawn(store.clone());
+        Ok(Self { store, ledger, registry, pipeline, auth, verifier, sweeper, orders })
     }
 
     /// The HTTP state over this app's store, registry and pipeline input.
@@ -256,6 +259,7 @@ impl App {
             input: crate::http::Ingress::Pipeline(self.pipeline.input.clone()),
             auth: self.auth.clone(),
             verifier: self.verifier.clone(),
+            orders: self.orders.clone(),
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Device signatures (the same checks the validate stage runs).
     pub verifier: Arc<DeviceVerifier>,
+    /// Order lookups, read together: the route devices poll after a timeout.
+    pub orders: facepay_ledger::lookup::OrderLookup,
 }
 
 /// Where the HTTP ingest path puts an accepted event.
@@ -241,7 +243,7 @@ async fn order(
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
     p.sees_merchant(&merchant)?;
     let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
-    let order = st.store.order(&merchant, &out_trade_no).await?.ok_or(ApiError::NotFound("order"))?;
+    let order = st.orders.order((merchant.clone(), out_trade_no)).await?.ok_or(ApiError::NotFound("order"))?;
     p.sees_store(&order.store_id)?;
     let mut result = facepay_ledger::core::order_result(&order, false);
     result.payer_id = result.payer_id.map(|payer| st.auth.payer_for(&p, &merchant, payer));

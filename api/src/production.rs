@@ -137,7 +137,8 @@ pub async fn start_with(
         Ingress::Kafka { producer: cfg.producer()?, topic: cfg.topic(DEVICE_EVENTS), timeout: cfg.send_timeout };
     tasks.spawn(refresh_registry(store.clone(), registry.clone(), rx));
     let auth = Arc::new(crate::auth::Auth::new(store.clone(), pipeline.verifier.pepper().clone()));
-    let http = AppState { store, registry, input, auth, verifier: pipeline.verifier.clone() };
+    let orders = facepay_ledger::lookup::OrderLookup::spawn(store.clone());
+    let http = AppState { store, registry, input, auth, verifier: pipeline.verifier.clone(), orders };
     Ok(Production { http, shutdown, tasks })
 }
 

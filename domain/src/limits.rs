@@ -132,6 +132,17 @@ pub const PG_POOL_CONNECTIONS_MAX: u32 = 8;
 /// How long a PostgreSQL operation waits for a pooled connection before failing.
 pub const PG_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 
+/// Order lookups (`GET …/orders/{no}`, a device asking for a payment's result) waiting
+/// while earlier ones are read are read together, in one query: at most this many per query.
+pub const ORDER_LOOKUP_BATCH_MAX: usize = 256;
+
+/// Order-lookup queries in flight at once (of the pool's connections; the rest stay free for
+/// the ledger's commits and the other routes).
+pub const ORDER_LOOKUP_QUERIES_MAX: usize = 4;
+
+/// Order lookups queued for the next query; a full queue makes callers wait their turn.
+pub const ORDER_LOOKUP_QUEUE_MAX: usize = 4_096;
+
 /// Default and largest page of a list endpoint.
 pub const PAGE_LIMIT_DEFAULT: u32 = 50;
 pub const PAGE_LIMIT_MAX: u32 = 500;

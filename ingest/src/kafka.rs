@@ -321,7 +321,9 @@ impl TransportError {
     pub fn is_transient(&self) -> bool {
         match self {
             TransportError::Kafka(_) => true,
-            TransportError::Store(StoreError::Database(_) | StoreError::Conflict(_) | StoreError::Fenced(_)) => true,
+            TransportError::Store(
+                StoreError::Database(_) | StoreError::Conflict(_) | StoreError::Fenced(_) | StoreError::Unavailable(_),
+            ) => true,
             TransportError::Store(StoreError::Corrupt(_) | StoreError::Migration(_)) => false,
             TransportError::Encoding(_) | TransportError::Config(_) | TransportError::Faces(_) => false,
         }

@@ -115,7 +115,9 @@ pub fn decide(state: &LedgerState, cmd: &Command, policy: &Policy) -> Result<Vec
 }
 
 /// The id of the transfer a command causes: derived from the inbound event id, so a
-/// redelivered event can never post under a fresh id. (A command posts one transfer at most.)
+/// redelivered event can never post under a fresh id. (A command posts one transfer of its
+/// own at most; the hold expiries it posts first have ids of their own, see
+/// [`crate::lifecycle::expire_due_holds`].)
 pub(crate) fn txn_id(cmd: &Command) -> Uuid {
     Uuid::new_v5(&cmd.event_id, b"txn:0")
 }
@@ -178,37 +180,59 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Vec<Le
     let Some(payer_id) = payer.clone() else {
         return decline(DeclineReason::IdentityUnresolved, true);
     };
-    let day = shanghai_day(cmd.occurred_at);
-    let usage = state.daily(&payer_id, day);
-    if state.captures.contains_key(face_code) {
+    // The payer's holds past their 30 days are released first, whether or not the clock has
+    // swept them yet: the decision never depends on when the sweep ran.
+    let expiries = crate::lifecycle::expire_due_holds(state, cmd, &payer_id);
+    let released_fen = crate::lifecycle::released_fen(&expiries);
+    let decision = match payment_decline(state, cmd, &attempt, &payer_id, released_fen, policy) {
+        Some(reason) => decline(reason, existing.is_none() || reason != DeclineReason::CaptureUsed),
+        None => payment_success(state, cmd, attempt, payer_id),
+    };
+    [expiries, decision].concat()
+}
+
+/// Why a payment by a known payer is declined, checked in the documented order; `None`: it
+/// succeeds. `released_fen` is what expired holds give back to the wallet first.
+fn payment_decline(
+    state: &LedgerState,
+    cmd: &Command,
+    attempt: &Attempt,
+    payer_id: &PayerId,
+    released_fen: i64,
+    policy: &Policy,
+) -> Option<DeclineReason> {
+    let amount_fen = attempt.amount.fen();
+    let usage = state.daily(payer_id, shanghai_day(cmd.occurred_at));
+    if state.captures.contains_key(&attempt.face_code) {
         // A spent capture on an existing order (a late duplicate of an earlier attempt)
-        // must not overwrite what the order's latest attempt decided.
-        return decline(DeclineReason::CaptureUsed, existing.is_none());
-    }
-    let reason = if state.is_frozen(&payer_id) {
+        // must not overwrite what the order's latest attempt decided (see the caller).
+        Some(DeclineReason::CaptureUsed)
+    } else if state.is_frozen(payer_id) {
         Some(DeclineReason::PayerFrozen)
-    } else if amount.fen() > state.single_limit_fen(&attempt.merchant_id) {
+    } else if amount_fen > state.single_limit_fen(&attempt.merchant_id) {
         Some(DeclineReason::OverSingleLimit)
-    } else if usage.amount_fen + amount.fen() > policy.daily_amount_cap_fen {
+    } else if usage.amount_fen + amount_fen > policy.daily_amount_cap_fen {
         Some(DeclineReason::DailyAmountCap)
     } else if usage.count >= policy.daily_count_cap {
         Some(DeclineReason::DailyCountCap)
-    } else if state.balance_fen(&Account::Wallet(payer_id.clone())) < amount.fen() {
+    } else if state.balance_fen(&Account::Wallet(payer_id.clone())) + released_fen < amount_fen {
         Some(DeclineReason::InsufficientBalance)
     } else {
         None
-    };
-    if let Some(reason) = reason {
-        return decline(reason, true);
     }
-    let fee_fen = fee_fen(amount.fen(), state.fee_rate_ppm(&attempt.merchant_id));
+}
+
+fn payment_success(state: &LedgerState, cmd: &Command, attempt: Attempt, payer_id: PayerId) -> Vec<LedgerEvent> {
+    let amount_fen = attempt.amount.fen();
+    let fee_fen = fee_fen(amount_fen, state.fee_rate_ppm(&attempt.merchant_id));
     let legs = vec![
-        (Account::Wallet(payer_id.clone()), -amount.fen()),
-        (Account::Settlement(attempt.merchant_id.clone()), amount.fen() - fee_fen),
+        (Account::Wallet(payer_id.clone()), -amount_fen),
+        (Account::Settlement(attempt.merchant_id.clone()), amount_fen - fee_fen),
         (Account::PlatformFees, fee_fen),
     ];
     let transfer = Transfer::legs(txn_id(cmd), legs).expect("a payment moves money");
     let member_quick_pay = state.is_member(&attempt.merchant_id, &payer_id);
+    let day = shanghai_day(cmd.occurred_at);
     vec![LedgerEvent::PaymentSucceeded { attempt, payer_id, member_quick_pay, day, fee_fen, transfer }]
 }
 
@@ -337,6 +361,17 @@ pub fn keys_read(cmd: &Command, keys: &mut Keys) {
         CommandKind::Lifecycle(l) => crate::lifecycle::keys_read(l, keys),
         CommandKind::NotYetSupported { .. } => {}
         CommandKind::ConfirmPaid(c) => crate::reconcile::settle::keys_read(c, keys),
+    }
+}
+
+/// The payer whose wallet `cmd`'s decision checks (a payment's, a new hold's): the store
+/// must load that payer's holds past their expiry with the batch, since the decision
+/// releases them first. Keys alone cannot name them: the holds are found by payer and time.
+pub fn wallet_checked(cmd: &Command) -> Option<&PayerId> {
+    match &cmd.kind {
+        CommandKind::Pay { identity: Identity::Resolved { payer_id, .. }, .. } => Some(payer_id),
+        CommandKind::Lifecycle(crate::command::Lifecycle::HoldCreate { payer_id, .. }) => Some(payer_id),
+        _ => None,
     }
 }
 

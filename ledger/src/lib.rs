@@ -16,6 +16,7 @@
 //! - [`credentials`]: API keys and the audit log of admin and finance actions.
 //! - [`audit`]: the hash chain over each stream's events, and its verifier.
 //! - [`service`]: batching, idempotent answers, projection writing, replay.
+//! - [`lookup`]: order lookups read together, a query per batch of waiting callers.
 //! - [`sweep`]: the ledger's clock: revokes orders unpaid after 45 s and expires 30-day holds.
 
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod command;
 pub mod core;
 pub mod credentials;
 pub mod lifecycle;
+pub mod lookup;
 pub mod model;
 pub mod postgres;
 pub mod reconcile;

@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use facepay_domain::limits::{FEE_RATE_MAX_PPM, HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS, REVERSAL_WINDOW_MS};
 use facepay_domain::{MerchantId, Money, OrderStatus, OutOrderNo, OutRefundNo, OutTradeNo, PayerId, RefusalReason};
 
+use uuid::Uuid;
+
 use crate::command::{Command, CommandKind, Lifecycle};
 use crate::core::{fee_fen, order_revoked_by_time, txn_id, DomainError};
 use crate::model::{
@@ -181,18 +183,52 @@ fn hold_create(
     if state.is_frozen(payer_id) {
         return refuse(RefusalReason::PayerFrozen);
     }
-    if state.balance_fen(&Account::Wallet(payer_id.clone())) < amount.fen() {
+    // As a payment: the payer's expired holds give their money back first.
+    let expiries = expire_due_holds(state, cmd, payer_id);
+    if state.balance_fen(&Account::Wallet(payer_id.clone())) + released_fen(&expiries) < amount.fen() {
         return refuse(RefusalReason::InsufficientBalance);
     }
     let transfer =
         Transfer::between(txn_id(cmd), Account::Wallet(payer_id.clone()), Account::Hold(payer_id.clone()), amount);
-    Ok(vec![LedgerEvent::HoldCreated {
+    let created = LedgerEvent::HoldCreated {
         merchant_id: merchant_id.clone(),
         out_order_no: out_order_no.clone(),
         payer_id: payer_id.clone(),
         amount,
         transfer,
-    }])
+    };
+    Ok([expiries, vec![created]].concat())
+}
+
+/// The expiry of each of `payer`'s holds in `state` that is past its 30 days at the
+/// command's time (oldest key first). A command whose decision reads the payer's wallet
+/// posts these first, so that it decides alike whether or not the clock has swept them:
+/// the store loads every such hold for it (see [`crate::store::LedgerStore::holds_due`]).
+pub fn expire_due_holds(state: &LedgerState, cmd: &Command, payer: &PayerId) -> Vec<LedgerEvent> {
+    let due = state.holds.iter().filter(|(_, h)| h.payer_id == *payer && hold_expired_by_time(h, cmd.occurred_at));
+    due.map(|((merchant_id, out_order_no), h)| {
+        // One transfer per hold, each under its own id derived from the command's event.
+        let id = Uuid::new_v5(&cmd.event_id, format!("expire:{merchant_id}:{out_order_no}").as_bytes());
+        let legs = vec![(Account::Hold(payer.clone()), -h.hold_fen), (Account::Wallet(payer.clone()), h.hold_fen)];
+        LedgerEvent::HoldExpired {
+            merchant_id: merchant_id.clone(),
+            out_order_no: out_order_no.clone(),
+            payer_id: payer.clone(),
+            transfer: Transfer::legs(id, legs).expect("a hold holds money"),
+        }
+    })
+    .collect()
+}
+
+/// What `expiries` give back to the payer's wallet.
+pub fn released_fen(expiries: &[LedgerEvent]) -> i64 {
+    let released = |e: &LedgerEvent| match e {
+        LedgerEvent::HoldExpired { transfer, .. } => {
+            transfer.postings.iter().filter(|p| matches!(p.account, Account::Wallet(_))).map(|p| p.amount_fen).sum()
+        }
+        _ => 0,
+    };
+    expiries.iter().map(released).sum()
 }
 
 /// How a hold is asked to end.

@@ -19,7 +19,7 @@ use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
-use crate::model::{Account, Keys, LedgerState};
+use crate::model::{Account, HoldKey, Keys, LedgerState};
 use crate::rows::{self, id, log_rows, Cells, Fill, PROJECTIONS};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
@@ -616,6 +616,12 @@ impl LedgerStore for PgStore {
         })
     }
 
+    async fn orders(&self, keys: &[crate::model::OrderKey]) -> Result<Vec<crate::model::Order>, StoreError> {
+        let (m, o): (Vec<&str>, Vec<&str>) = keys.iter().map(|(m, o)| (m.as_str(), o.as_str())).unzip();
+        let rows = sqlx::query(BY_ORDER).bind(m).bind(o).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| rows::order_from(r)).collect()
+    }
+
     async fn order(
         &self,
         merchant: &MerchantId,
@@ -783,6 +789,21 @@ impl LedgerStore for PgStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| rows::due_from(r)).collect()
+    }
+
+    async fn holds_due(&self, payers: &[PayerId], created_before: DateTime<Utc>) -> Result<Vec<HoldKey>, StoreError> {
+        if payers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT merchant_id, out_order_no FROM holds \
+             WHERE status = 'CREATED' AND created_at <= $2 AND payer_id = ANY($1::text[])",
+        )
+        .bind(payers.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        .bind(created_before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| rows::hold_key_from(r)).collect()
     }
 
     // ---- Face gallery at rest (matcher; migration 0005) -------------------------------

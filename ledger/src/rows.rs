@@ -12,8 +12,8 @@ use facepay_domain::{
 use uuid::Uuid;
 
 use crate::model::{
-    Account, CaptureUse, DailyUsage, Hold, HoldStatus, LedgerEvent, LedgerState, Member, Order, Refund, Settlement,
-    SettlementKey,
+    Account, CaptureUse, DailyUsage, Hold, HoldKey, HoldStatus, LedgerEvent, LedgerState, Member, Order, Refund,
+    Settlement, SettlementKey,
 };
 use crate::store::{ConsumerOffset, HistoryRow, NewEvent, OutboxMessage, RejectedEvent, StoreError, StoredEvent};
 
@@ -235,11 +235,16 @@ pub(crate) fn fill_refund(st: &mut LedgerState, r: &dyn Cells) -> Result<(), Sto
     Ok(())
 }
 
-pub(crate) fn fill_hold(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
-    let key = (
+/// A hold's key, from its `merchant_id` and `out_order_no` columns.
+pub(crate) fn hold_key_from(r: &dyn Cells) -> Result<HoldKey, StoreError> {
+    Ok((
         id("merchant", r.text("merchant_id")?, MerchantId::parse)?,
         id("out_order_no", r.text("out_order_no")?, OutOrderNo::parse)?,
-    );
+    ))
+}
+
+pub(crate) fn fill_hold(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    let key = hold_key_from(r)?;
     let status = r.text("status")?;
     let hold = Hold {
         payer_id: id("payer", r.text("payer_id")?, PayerId::parse)?,

@@ -1,17 +1,18 @@
 //! The ledger service: decides commands in batches and commits each batch atomically.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::Utc;
-use facepay_domain::limits::{LEDGER_CACHE_ENTITIES_MAX, REPLAY_PAGE_EVENTS_MAX};
+use facepay_domain::limits::{HOLD_EXPIRY_MS, LEDGER_CACHE_ENTITIES_MAX, REPLAY_PAGE_EVENTS_MAX};
 use facepay_domain::time::shanghai_day;
-use facepay_domain::{OrderStatus, Outcome, OutcomeBody};
+use facepay_domain::{OrderStatus, Outcome, OutcomeBody, PayerId};
 use uuid::Uuid;
 
 use crate::command::{Command, CommandKind};
-use crate::core::{apply, decide, keys_read, keys_written, payment_result, Policy};
+use crate::core::{apply, decide, keys_read, keys_written, payment_result, wallet_checked, Policy};
 use crate::lifecycle::refusal_after;
-use crate::model::{Keys, LedgerEvent, LedgerState};
+use crate::model::{HoldKey, Keys, LedgerEvent, LedgerState};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryRow, InboundRecord, LedgerStore, NewEvent, OutboxMessage, RejectedEvent,
     StoreError,
@@ -219,6 +220,7 @@ impl Ledger {
         let mut answered = self.store.answered(&keys_of(commands, delivery)).await?;
         let mut keys = Keys::default();
         commands.iter().for_each(|c| keys_read(c, &mut keys));
+        keys.holds.extend(self.holds_due(commands).await?);
         let mut state = match self.cache_enabled {
             true => cache.state_of(&keys, self.store.as_ref()).await?,
             false => self.store.load(&keys).await?,
@@ -264,6 +266,17 @@ impl Ledger {
             cache.position = Some(before.saturating_add(ours));
         }
         Ok(outcomes)
+    }
+
+    /// The open holds that a command of `commands` may find expired (created 30 days or
+    /// more before the batch's latest event time) among the payers whose wallet they check.
+    async fn holds_due(&self, commands: &[Command]) -> Result<Vec<HoldKey>, StoreError> {
+        let payers: BTreeSet<&PayerId> = commands.iter().filter_map(wallet_checked).collect();
+        let Some(latest) = commands.iter().filter(|c| wallet_checked(c).is_some()).map(|c| c.occurred_at).max() else {
+            return Ok(Vec::new());
+        };
+        let payers: Vec<PayerId> = payers.into_iter().cloned().collect();
+        self.store.holds_due(&payers, latest - chrono::Duration::milliseconds(HOLD_EXPIRY_MS)).await
     }
 
     /// Decides one command into `batch`, applying its events to `state`.

@@ -18,7 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use crate::model::{Account, CaptureUse, DailyUsage, Keys, LedgerState, Member, Order};
+use crate::model::{Account, CaptureUse, DailyUsage, HoldKey, Keys, LedgerState, Member, Order};
 use crate::rows::{self, corrupt, id, log_rows, Cells, PROJECTIONS};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
@@ -622,6 +622,18 @@ impl LedgerStore for SqliteStore {
         })
     }
 
+    async fn orders(&self, keys: &[crate::model::OrderKey]) -> Result<Vec<Order>, StoreError> {
+        let pairs = keys.iter().map(|(m, o)| (m.to_string(), o.to_string())).collect();
+        let mut found = Vec::with_capacity(keys.len());
+        let sql = "SELECT * FROM orders WHERE (merchant_id, out_trade_no)";
+        load_by_pair(&self.reader, sql, pairs, |r| {
+            found.push(rows::order_from(r)?);
+            Ok(())
+        })
+        .await?;
+        Ok(found)
+    }
+
     async fn order(&self, merchant: &MerchantId, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError> {
         let row = sqlx::query("SELECT * FROM orders WHERE merchant_id = ? AND out_trade_no = ?")
             .bind(merchant.as_str())
@@ -815,6 +827,27 @@ impl LedgerStore for SqliteStore {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(|r| rows::due_from(r)).collect()
+    }
+
+    async fn holds_due(&self, payers: &[PayerId], created_before: DateTime<Utc>) -> Result<Vec<HoldKey>, StoreError> {
+        let mut due = Vec::new();
+        // One parameter is the time; the rest are payers.
+        for chunk in payers.chunks(chunk_rows(1) - 1) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT merchant_id, out_order_no FROM holds WHERE status = 'CREATED' AND created_at <= ",
+            );
+            qb.push_bind(ts(&created_before)).push(" AND payer_id IN (");
+            let mut sep = qb.separated(", ");
+            for p in chunk {
+                sep.push_bind(p.to_string());
+            }
+            qb.push(")");
+            // The writer: it must see the last batch's commit.
+            for row in qb.build().fetch_all(&self.writer).await? {
+                due.push(rows::hold_key_from(&row)?);
+            }
+        }
+        Ok(due)
     }
 
     // ---- Face gallery at rest (matcher; migration 0005) -------------------------------

@@ -9,7 +9,7 @@ use facepay_domain::{DeviceRef, MerchantId, OrderStatus, OutTradeNo, PayerId, Ph
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::model::{Keys, LedgerEvent, LedgerState, Order};
+use crate::model::{HoldKey, Keys, LedgerEvent, LedgerState, Order};
 
 /// Infrastructure failures, apart from domain refusals: the caller retries or stops, it never
 /// turns these into a decision.
@@ -27,6 +27,10 @@ pub enum StoreError {
     /// batch landed; re-read the stored offsets and resume from there.
     #[error("fenced: {0}")]
     Fenced(String),
+    /// A read shared by several callers failed (the text is the failure) or its reader has
+    /// stopped: transient, ask again.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -47,7 +51,9 @@ impl StoreError {
                     _ => db.code().is_some_and(|c| c.starts_with("22")),
                 }
             }
-            StoreError::Database(_) | StoreError::Migration(_) | StoreError::Fenced(_) => false,
+            StoreError::Database(_) | StoreError::Migration(_) | StoreError::Fenced(_) | StoreError::Unavailable(_) => {
+                false
+            }
             StoreError::Corrupt(_) | StoreError::Conflict(_) => true,
         }
     }
@@ -265,6 +271,8 @@ pub trait LedgerStore: crate::credentials::CredentialStore + Send + Sync + 'stat
     async fn check_invariants(&self) -> Result<Invariants, StoreError>;
 
     async fn order(&self, merchant: &MerchantId, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError>;
+    /// The orders of `keys` that exist, read in one query (see [`crate::lookup`]).
+    async fn orders(&self, keys: &[crate::model::OrderKey]) -> Result<Vec<Order>, StoreError>;
     async fn history(&self, merchant: &MerchantId, filter: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError>;
     async fn members(&self, merchant: &MerchantId) -> Result<Vec<MemberView>, StoreError>;
     /// The payer's wallet balance and frozen flag, if the payer is known to the ledger.
@@ -298,6 +306,10 @@ pub trait LedgerStore: crate::credentials::CredentialStore + Send + Sync + 'stat
     /// Up to `limit` orders and holds past their deadline at `now` (orders still unpaid 45 s
     /// after creation, holds still open 30 days after), oldest first within each kind.
     async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::sweep::Due>, StoreError>;
+    /// The keys of `payers`' holds still open and created at or before `created_before`:
+    /// the holds a batch's payments may find expired and must release first, loaded with the
+    /// batch (partial index of migration 0010).
+    async fn holds_due(&self, payers: &[PayerId], created_before: DateTime<Utc>) -> Result<Vec<HoldKey>, StoreError>;
 
     // ---- Face gallery at rest (matcher; migration 0005) -------------------------------
     /// Appends `face`'s sealed template to the append-only log and makes its wrapped key the

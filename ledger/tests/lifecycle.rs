@@ -526,6 +526,52 @@ fn a_clock_tick_expires_a_forgotten_hold() {
 }
 
 #[test]
+fn a_payment_after_30_days_releases_the_payers_expired_holds_first_whether_or_not_the_clock_ran() {
+    // Given p1 with 100.00 free and 200.00 held by m1 since t0, and the clock not yet run,
+    let mut w = held_world();
+    w.ok(hold("m2", "h2", "p1", "50.00").at_time(t0() + Duration::days(10)));
+    // when p1 pays 250.00 31 days later,
+    let events = w.ok(pay("m1", "o1", "250.00", 1, "p1").at_time(t0() + Duration::days(31)));
+    // then the expired hold (and only it) is released first and the payment succeeds on it.
+    assert!(
+        matches!(
+            events.as_slice(),
+            [LedgerEvent::HoldExpired { out_order_no, .. }, LedgerEvent::PaymentSucceeded { .. }] if *out_order_no == ono("h1")
+        ),
+        "{events:?}"
+    );
+    assert_eq!(w.state.holds[&(merchant("m1"), ono("h1"))].status, HoldStatus::Expired);
+    assert_eq!(w.state.holds[&(merchant("m2"), ono("h2"))].status, HoldStatus::Created);
+    assert_eq!((w.balance(wallet("p1")), w.balance(hold_account("p1"))), (0, 5_000));
+    // The clock's later tick finds nothing left to do.
+    assert_eq!(w.ok(expire("m1", "h1").at_time(t0() + Duration::days(32))), vec![]);
+    w.assert_balanced();
+}
+
+#[test]
+fn a_new_hold_after_30_days_releases_the_payers_expired_hold_first() {
+    let mut w = held_world();
+    let events = w.ok(hold("m1", "h2", "p1", "250.00").at_time(t0() + Duration::days(30)));
+    assert!(
+        matches!(events.as_slice(), [LedgerEvent::HoldExpired { .. }, LedgerEvent::HoldCreated { .. }]),
+        "{events:?}"
+    );
+    assert_eq!((w.balance(wallet("p1")), w.balance(hold_account("p1"))), (5_000, 25_000));
+    w.assert_balanced();
+}
+
+#[test]
+fn a_declined_payment_still_releases_the_expired_hold_and_each_release_has_its_own_transfer() {
+    let mut w = held_world();
+    w.ok(hold("m2", "h2", "p1", "100.00"));
+    let events = w.ok(pay("m1", "o1", "400.01", 1, "p1").at_time(t0() + Duration::days(30)));
+    let ids: std::collections::BTreeSet<_> = events.iter().filter_map(|e| e.transfer()).map(|t| t.txn_id).collect();
+    assert_eq!(ids.len(), 2, "two expiries, two transfers: {events:?}");
+    assert!(matches!(events.last(), Some(LedgerEvent::PaymentDeclined { .. })));
+    assert_eq!((w.balance(wallet("p1")), w.balance(hold_account("p1"))), (30_000, 0));
+}
+
+#[test]
 fn every_refusal_has_a_distinct_stable_code_and_a_channel_code() {
     let codes: std::collections::BTreeSet<_> = RefusalReason::ALL.iter().map(|r| r.code()).collect();
     assert_eq!(codes.len(), RefusalReason::ALL.len());

@@ -109,6 +109,20 @@ impl Fold {
             }
             _ => (false, events),
         };
+        // A payment or a new hold first releases the payer's holds past their 30 days.
+        let checks_wallet = facepay_ledger::core::wallet_checked(cmd).is_some();
+        let expired =
+            events.iter().take_while(|e| checks_wallet && matches!(e, LedgerEvent::HoldExpired { .. })).count();
+        let (expiries, events) = (events[..expired].to_vec(), events[expired..].to_vec());
+        let mut released_fen = 0;
+        for e in &expiries {
+            let LedgerEvent::HoldExpired { merchant_id, out_order_no, payer_id, transfer } = e else { unreachable!() };
+            let hold = &before.holds[&(merchant_id.clone(), out_order_no.clone())];
+            prop_assert!(facepay_ledger::lifecycle::hold_expired_by_time(hold, cmd.occurred_at), "{:?}", hold);
+            prop_assert_eq!(&hold.payer_id, payer_id);
+            prop_assert_eq!(facepay_ledger::core::wallet_checked(cmd), Some(payer_id));
+            released_fen += transfer.postings.iter().filter(|p| p.amount_fen > 0).map(|p| p.amount_fen).sum::<i64>();
+        }
 
         match &cmd.kind {
             CommandKind::Pay { device, out_trade_no, amount, face_code, identity } => {
@@ -141,7 +155,8 @@ impl Fold {
                             prop_assert!(!before.is_frozen(payer_id));
                             prop_assert!(amount.fen() <= before.single_limit_fen(&attempt.merchant_id));
                             prop_assert!(!before.captures.contains_key(face_code));
-                            prop_assert!(before.balance_fen(&Account::Wallet(payer_id.clone())) >= amount.fen());
+                            let wallet_fen = before.balance_fen(&Account::Wallet(payer_id.clone())) + released_fen;
+                            prop_assert!(wallet_fen >= amount.fen());
                             prop_assert!(before.orders.get(&key).is_none_or(|o| o.status != OrderStatus::Paid));
                             prop_assert_eq!(*day, shanghai_day(cmd.occurred_at));
                             prop_assert_eq!(attempt.amount, *amount);
@@ -323,9 +338,8 @@ fn answer(
     }
 }
 
-/// Decides the clock's tick of every order (and, with `holds`, every hold) past its deadline
-/// at `now`.
-fn sweep(state: &mut LedgerState, now: DateTime<Utc>, policy: &Policy, holds: bool) {
+/// Decides the clock's tick of every order and every hold past its deadline at `now`.
+fn sweep(state: &mut LedgerState, now: DateTime<Utc>, policy: &Policy) {
     use facepay_ledger::sweep::{tick, Due};
     let orders = state.orders.values().filter(|o| o.status == OrderStatus::Declined).map(|o| Due::Order {
         merchant_id: o.merchant_id.clone(),
@@ -333,7 +347,7 @@ fn sweep(state: &mut LedgerState, now: DateTime<Utc>, policy: &Policy, holds: bo
         created_at: o.created_at,
     });
     let holds =
-        state.holds.iter().filter(|(_, h)| holds && h.status == facepay_ledger::model::HoldStatus::Created).map(
+        state.holds.iter().filter(|(_, h)| h.status == facepay_ledger::model::HoldStatus::Created).map(
             |((m, no), h)| Due::Hold { merchant_id: m.clone(), out_order_no: no.clone(), created_at: h.created_at },
         );
     let due: Vec<Due> = orders.chain(holds).filter(|d| d.due_at() <= now).collect();
@@ -348,12 +362,10 @@ fn sweep(state: &mut LedgerState, now: DateTime<Utc>, policy: &Policy, holds: bo
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// The clock's revocations change no decision: revoking due orders before every command
-    /// (as eagerly as the clock could ever run) or never, every command is answered alike,
-    /// and once the clock has swept everything up to the last command the projections are
-    /// equal. (Hold expiry is left out of the eager sweep on purpose: it gives the holder's
-    /// money back, so a later payment of that payer may succeed where, with no sweep, it was
-    /// declined. Payments do not yet release a payer's expired holds themselves.)
+    /// The clock changes no decision: revoking due orders and expiring due holds before every
+    /// command (as eagerly as the clock could ever run) or never, every command is answered
+    /// alike (a payment releases its payer's expired holds itself), and once the clock has
+    /// swept everything up to the last command the projections are equal.
     #[test]
     fn the_clock_changes_no_decision(ops in prop::collection::vec(op_strategy(), 1..120)) {
         let policy = Policy::default();
@@ -361,7 +373,7 @@ proptest! {
             let (mut state, mut answers, mut last) = (LedgerState::default(), Vec::new(), None);
             for step in steps_from(&ops, false) {
                 if eager {
-                    sweep(&mut state, step.cmd.occurred_at, &policy, false);
+                    sweep(&mut state, step.cmd.occurred_at, &policy);
                 }
                 let (told, events) = answer(&state, &step.cmd, &policy);
                 for e in &events {
@@ -371,7 +383,7 @@ proptest! {
                 last = Some(step.cmd.occurred_at);
             }
             if let Some(end) = last {
-                sweep(&mut state, end, &policy, true);
+                sweep(&mut state, end, &policy);
             }
             (state, answers)
         };

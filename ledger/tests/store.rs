@@ -803,6 +803,10 @@ on_both_stores!(tokio::test(flavor = "multi_thread", worker_threads = 4);
 on_both_stores!(tokio::test;
     the_clock_revokes_unpaid_orders_and_expires_open_holds_once,
     a_cached_ledger_notices_another_writer_and_does_not_spend_twice,
+    a_payment_a_month_after_a_hold_releases_it_without_the_clock,
+);
+on_both_stores!(tokio::test(flavor = "multi_thread", worker_threads = 4);
+    batched_order_lookups_answer_each_caller_its_own_order,
 );
 
 fn life(l: facepay_ledger::Lifecycle) -> Command {
@@ -1096,6 +1100,59 @@ async fn the_clock_revokes_unpaid_orders_and_expires_open_holds_once(backend: Ba
     assert_eq!(raw.count(ends).await, 2);
     db.assert_consistent().await;
     assert!(db.ledger.verify().await.unwrap().ok);
+}
+
+/// A payment a month after a hold does not wait for the clock: the batch loads the payer's
+/// holds past their 30 days (however the cache stands) and releases them first, once.
+async fn a_payment_a_month_after_a_hold_releases_it_without_the_clock(backend: Backend) {
+    use facepay_ledger::sweep::Sweeper;
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    // Given p1 holds 80.00 of 100.00 since t0, and a hold of 10.00 of p2's ...
+    db.batch(&[fund("p1", "100.00"), fund("p2", "10.00"), hold_cmd("m1", "h1", "p1", "80.00")]).await;
+    db.batch(&[hold_cmd("m1", "h2", "p2", "10.00")]).await;
+    // ... when a ledger that never read the hold takes p1's payment of 90.00 a month later,
+    let fresh = Ledger::new(db.store.clone(), Policy::default());
+    let month = 31 * 86_400_000;
+    let paid = fresh.handle_batch(&[later(month, pay("m1", "o1", "90.00", 1, "p1"))]).await.unwrap();
+    // then the hold is released first and the payment succeeds; p2's hold is not touched.
+    assert_eq!(result(&paid[0].body).status, OrderStatus::Paid);
+    let expired = "SELECT COUNT(*) FROM holds WHERE status = 'EXPIRED'";
+    assert_eq!(db.raw.count(expired).await, 1);
+    assert_eq!(db.store.wallet(&payer("p1")).await.unwrap().unwrap().0, 1_000);
+    assert_eq!(live_hold_fen(&db).await, 0);
+    // And the clock, when it runs, expires only p2's hold: p1's was released once.
+    let sweeper = Sweeper::new(db.ledger.clone(), facepay_ledger::Delivery::default());
+    db.batch(&[later(month, fund("p3", "1.00"))]).await;
+    assert_eq!(sweeper.sweep_all().await.unwrap().holds_expired, 1);
+    assert_eq!(db.raw.count(expired).await, 2);
+    assert_eq!(db.raw.count("SELECT COUNT(*) FROM events WHERE type = 'hold_expired'").await, 2);
+    db.assert_consistent().await;
+}
+
+/// Order lookups read together answer each caller exactly what the store holds for its own
+/// key (missing ones, keys asked twice, many callers at once) and never an older state than
+/// the one committed before the lookup was asked.
+async fn batched_order_lookups_answer_each_caller_its_own_order(backend: Backend) {
+    use facepay_ledger::lookup::OrderLookup;
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let mut cmds = vec![fund("p1", "1000.00")];
+    cmds.extend((0..40).map(|i| pay("m1", &format!("o{i}"), "1.00", i + 1, "p1")));
+    db.batch(&cmds).await;
+    let lookup = OrderLookup::spawn(db.store.clone());
+    let asks = (0..600).map(|i| {
+        let (lookup, no) = (lookup.clone(), format!("o{}", i % 50));
+        async move { (no.clone(), lookup.order((merchant("m1"), otn(&no))).await.unwrap()) }
+    });
+    for (no, order) in futures_join_all(asks).await {
+        let expected = db.store.order(&merchant("m1"), &otn(&no)).await.unwrap();
+        assert_eq!(order, expected, "{no}");
+        let n: u64 = no[1..].parse().unwrap();
+        assert_eq!(order.is_some(), n < 40, "{no}");
+    }
+    // A lookup asked after a commit sees it.
+    db.batch(&[pay("m1", "o45", "2.00", 99, "p1")]).await;
+    let seen = lookup.order((merchant("m1"), otn("o45"))).await.unwrap().expect("committed before the lookup");
+    assert_eq!((seen.status, seen.amount_fen), (OrderStatus::Paid, 200));
 }
 
 async fn live_hold_fen(db: &Db) -> i64 {
