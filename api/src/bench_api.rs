@@ -40,6 +40,10 @@ pub struct ApiBenchOptions {
     pub merchants: u64,
     pub connections: usize,
     pub seconds: u64,
+    /// Serve for an outside load generator instead of running the phases: write
+    /// `DIR/clients.lua` (the merchants and their keys) and `DIR/base` (the URL), then serve
+    /// until ctrl-c (`scripts/bench-api-wrk.sh` drives wrk against it).
+    pub external: Option<std::path::PathBuf>,
 }
 
 /// One phase's figures.
@@ -61,8 +65,12 @@ pub struct ApiBenchReport {
     pub connections: usize,
     pub seconds_per_phase: u64,
     pub seed_s: f64,
-    pub order_lookup: PhaseReport,
-    pub history_page: PhaseReport,
+    /// `None` when an outside load generator measured the phases (`external`).
+    pub order_lookup: Option<PhaseReport>,
+    /// Order lookups per database query in the lookup phase: how many waiting lookups the
+    /// API read together (see `facepay_ledger::lookup`).
+    pub lookups_per_query: f64,
+    pub history_page: Option<PhaseReport>,
     /// `EXPLAIN` of the history page query (as the store sends it), first page and by cursor.
     pub history_plan: Vec<String>,
     /// True when neither plan has a sequential scan.
@@ -96,14 +104,27 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
     let base = format!("http://{}", listener.local_addr()?);
     let mut state = app.http_state();
     state.auth = auth;
+    let lookups = state.orders.clone();
     let server = tokio::spawn(async move { axum::serve(listener, crate::http::router(state)).await });
     let per_merchant = opts.orders / opts.merchants.max(1);
-    let order_lookup = phase(&base, &keys, opts.seconds, move |m, rng| {
-        format!("/v1/merchants/{m}/orders/B{:09}", rng.random_range(0..per_merchant))
-    })
-    .await?;
-    let history_page =
-        phase(&base, &keys, opts.seconds, |m, _| format!("/v1/merchants/{m}/transactions?limit=20")).await?;
+    let (order_lookup, history_page) = match &opts.external {
+        Some(dir) => {
+            serve_outside_load(dir, &base, &keys, per_merchant).await?;
+            (None, None)
+        }
+        None => {
+            let orders = phase(&base, &keys, opts.seconds, move |m, rng| {
+                format!("/v1/merchants/{m}/orders/B{:09}", rng.random_range(0..per_merchant))
+            })
+            .await?;
+            let history =
+                phase(&base, &keys, opts.seconds, |m, _| format!("/v1/merchants/{m}/transactions?limit=20")).await?;
+            (Some(orders), Some(history))
+        }
+    };
+    // Only the order phase looks orders up.
+    let (looked_up, queries) = lookups.stats();
+    let lookups_per_query = looked_up as f64 / queries.max(1) as f64;
     server.abort();
     let history_plan = explain(&pg, &merchants[0]).await?;
     let history_uses_index = !history_plan.iter().any(|l| l.contains("Seq Scan"));
@@ -115,6 +136,7 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
         seconds_per_phase: opts.seconds,
         seed_s,
         order_lookup,
+        lookups_per_query,
         history_page,
         history_plan,
         history_uses_index,
@@ -164,6 +186,27 @@ async fn seed(store: &dyn LedgerStore, url: &str, opts: &ApiBenchOptions) -> any
     .await?;
     sqlx::query("ANALYZE").execute(&mut conn).await?;
     Ok(merchants)
+}
+
+/// Tells an outside load generator where to send what, and serves until ctrl-c.
+async fn serve_outside_load(
+    dir: &std::path::Path,
+    base: &str,
+    keys: &[(MerchantId, String)],
+    per_merchant: u64,
+) -> anyhow::Result<()> {
+    use std::fmt::Write;
+    let mut lua = format!("per_merchant = {per_merchant}\nclients = {{\n");
+    for (merchant, key) in keys {
+        writeln!(lua, "  {{ \"{merchant}\", \"{key}\" }},")?;
+    }
+    lua.push_str("}\n");
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("clients.lua"), lua)?;
+    // Last: its presence says the server is ready.
+    std::fs::write(dir.join("base"), base)?;
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }
 
 async fn merchant_key(auth: &Auth, merchant: &MerchantId) -> anyhow::Result<String> {

@@ -174,6 +174,10 @@ enum BenchWhat {
         /// Length of each phase.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Serve for an outside load generator (wrk: `scripts/bench-api-wrk.sh`) until ctrl-c,
+        /// writing `DIR/clients.lua` and `DIR/base`, instead of running the phases in process.
+        #[arg(long)]
+        external: Option<std::path::PathBuf>,
     },
     /// Payments decided and durably committed per second, against the raw insert ceiling.
     Ledger {
@@ -344,7 +348,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { what: BenchWhat::Api { json, postgres, orders, merchants, connections, seconds } } => {
+        Command::Bench {
+            what: BenchWhat::Api { json, postgres, orders, merchants, connections, seconds, external },
+        } => {
             let postgres = postgres
                 .or_else(|| std::env::var("FACEPAY_TEST_DATABASE_URL").ok())
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string());
@@ -354,6 +360,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 merchants: merchants.max(1),
                 connections: connections.max(1),
                 seconds: seconds.max(1),
+                external,
             };
             let report = crate::bench_api::run(&opts).await?;
             match json {

@@ -14,6 +14,7 @@
 //! - [`bench_pipeline`]: `facepay bench pipeline`: Kafka in, committed outcomes out.
 //! - [`reconcile`]: `facepay reconcile`, `facepay bench reconcile`, the demo's bill, the
 //!   reconciliation routes.
+//! - [`recon_view`]: the reconciliation routes' answers, money as decimal strings.
 //! - [`production`]: the production profile: the stages over Kafka topics.
 //! - [`simulate`]: `facepay simulate --kafka`, the demo's fleet published to Kafka.
 //! - [`usual_design`]: the usual one-transaction-per-payment design, for the benchmark.
@@ -33,6 +34,7 @@ pub mod http;
 pub mod observe;
 pub mod openapi;
 pub mod production;
+pub mod recon_view;
 pub mod reconcile;
 pub mod simulate;
 pub mod usual_design;

@@ -227,6 +227,214 @@ struct Balance {
     frozen: bool,
 }
 
+// ---- Reconciliation (finance): money in fen (and milli-fen for the bill's 5-decimal fees)
+// as stored, and as decimal strings of CNY beside it.
+
+/// An imported bill.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Import {
+    #[schema(format = "uuid")]
+    import_id: String,
+    /// The channel account (商户号) the bill is filed under.
+    account: String,
+    #[schema(value_type = String, format = Date)]
+    day: String,
+    /// 1 for the first file of the day; a corrected file supersedes with the next.
+    version: i64,
+    content_sha256: String,
+    /// `all`, `success`, `refund`, `legacy` or `generic` (a column mapping).
+    layout: String,
+    file_name: String,
+    line_count: i64,
+    settle_fen: i64,
+    refund_fen: i64,
+    /// The bill's fee total in thousandths of a fen.
+    fee_mfen: i64,
+    #[schema(value_type = String, format = DateTime)]
+    imported_at: String,
+    #[schema(example = "60.00")]
+    settle: String,
+    refund: String,
+    /// Five places, as the bill gives fees.
+    #[schema(example = "0.32000")]
+    fee: String,
+}
+
+/// An import's outcome: new, or the very file imported before (nothing written).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ImportOutcome {
+    import: Import,
+    already_imported: bool,
+    /// The import this one supersedes (the same account and day, the previous version).
+    #[schema(format = "uuid")]
+    supersedes: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ImportsPage {
+    items: Vec<Import>,
+    next_cursor: Option<String>,
+}
+
+/// Count and sums of one class of findings.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ClassSums {
+    count: i64,
+    bill_fen: i64,
+    ledger_fen: i64,
+    bill: String,
+    ledger: String,
+}
+
+/// A run's report: counts and sums by class (matched and timing differences included), in
+/// total and per merchant.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RunReport {
+    bill_lines: i64,
+    ledger_entries: i64,
+    breaks: i64,
+    /// Findings whose line was paired by the channel's transaction id.
+    by_txn_id: i64,
+    /// By class (`matched`, `timing_difference`, `missing_in_ledger`, …).
+    totals: std::collections::BTreeMap<String, ClassSums>,
+    /// By merchant, then by class.
+    merchants: std::collections::BTreeMap<String, std::collections::BTreeMap<String, ClassSums>>,
+}
+
+/// One reconciliation run of a bill's day.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Run {
+    #[schema(format = "uuid")]
+    run_id: String,
+    #[schema(format = "uuid")]
+    import_id: String,
+    #[schema(value_type = String, format = Date)]
+    day: String,
+    #[schema(value_type = String, format = DateTime)]
+    started_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    finished_at: String,
+    bill_lines: i64,
+    breaks: i64,
+    report: RunReport,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RunsPage {
+    items: Vec<Run>,
+    next_cursor: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum BreakClass {
+    Matched,
+    TimingDifference,
+    MissingInLedger,
+    MissingInBill,
+    AmountMismatch,
+    FeeMismatch,
+    StatusMismatch,
+    DuplicateLine,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum EntryKind {
+    Payment,
+    Refund,
+    Reversal,
+}
+
+/// A difference between the bill and the ledger, as recorded in the ledger.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Break {
+    #[schema(format = "uuid")]
+    break_id: String,
+    #[schema(format = "uuid")]
+    run_id: String,
+    #[schema(value_type = String, format = Date)]
+    day: String,
+    merchant_id: String,
+    class: BreakClass,
+    kind: EntryKind,
+    /// The order or refund number.
+    number: String,
+    /// The bill's line, when the break has one.
+    line_no: Option<i64>,
+    bill_amount_fen: Option<i64>,
+    ledger_amount_fen: Option<i64>,
+    detail: String,
+    /// The ledger event that records the break.
+    #[schema(format = "uuid")]
+    event_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    recorded_at: String,
+    resolved: bool,
+    bill_amount: Option<String>,
+    ledger_amount: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct BreaksPage {
+    items: Vec<Break>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ResolutionAction {
+    Accepted,
+    ConfirmedPaid,
+    RefundIssued,
+    LedgerCorrected,
+    BillDisputed,
+}
+
+/// How a break was settled, by whom (the person named, through the finance key) and why.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Resolution {
+    #[schema(format = "uuid")]
+    break_id: String,
+    action: ResolutionAction,
+    resolved_by: String,
+    reason: String,
+    #[schema(value_type = String, format = DateTime)]
+    resolved_at: String,
+    #[schema(format = "uuid")]
+    event_id: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ResolutionsPage {
+    items: Vec<Resolution>,
+    next_cursor: Option<String>,
+}
+
+/// `201` to a bill upload: the import, the run of its day and the run's breaks.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ReconcileResult {
+    import: ImportOutcome,
+    run: Run,
+    breaks: Vec<Break>,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "facepay", description = "Face-payment fleets: ingest, orders, history, members, settlement, keys, audit, \
@@ -235,7 +443,8 @@ struct Balance {
     paths(ingest, order, transactions, members, settlement, balance, rejected, create_key, list_keys, revoke_key, audit,
         recon_upload, recon_bills, recon_runs, recon_breaks, recon_resolve, recon_resolutions, health),
     components(schemas(ErrorBody, Accepted, Order, HistoryPage, MembersPage, SettlementPage, Balance, CreatedKey,
-        KeysPage, AuditPage, RejectedPage)),
+        KeysPage, AuditPage, RejectedPage, ReconcileResult, ImportsPage, RunsPage, BreaksPage, Resolution,
+        ResolutionsPage)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]
@@ -336,20 +545,20 @@ fn health() {}
     params(("date" = String, Query, description = "YYYY-MM-DD"), ("mapping" = Option<String>, Query,
         description = "a generic CSV's columns: field=Header,…"), ("file_name" = Option<String>, Query)),
     request_body(content = String, content_type = "text/csv", description = "the channel's daily bill"),
-    responses((status = 201, description = "imported (or recognised by its hash) and reconciled: the run's report"),
+    responses((status = 201, body = ReconcileResult, description = "imported (or recognised by its hash) and reconciled: the run's report"),
         (status = 400, body = ErrorBody, description = "a bad bill, naming line and column"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn recon_upload() {}
 
 #[utoipa::path(get, path = "/v1/reconciliation/bills", params(("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "imported bills, newest first"), (status = 401, body = ErrorBody),
+    responses((status = 200, body = ImportsPage, description = "imported bills, newest first"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn recon_bills() {}
 
 #[utoipa::path(get, path = "/v1/reconciliation/runs", params(("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "runs with their reports (counts and sums by class, per merchant)"),
+    responses((status = 200, body = RunsPage, description = "runs with their reports (counts and sums by class, per merchant)"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn recon_runs() {}
@@ -358,7 +567,7 @@ fn recon_runs() {}
     params(("run_id" = Option<String>, Query), ("date" = Option<String>, Query), ("class" = Option<String>, Query),
         ("merchant_id" = Option<String>, Query), ("unresolved" = Option<bool>, Query), ("cursor" = Option<String>, Query),
         ("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "a page of breaks"), (status = 400, body = ErrorBody),
+    responses((status = 200, body = BreaksPage, description = "a page of breaks"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn recon_breaks() {}
@@ -366,7 +575,7 @@ fn recon_breaks() {}
 #[utoipa::path(post, path = "/v1/reconciliation/breaks/{break_id}/resolution", params(("break_id" = String, Path)),
     request_body(content = String, content_type = "application/json", description = "{action, resolved_by, reason}; \
         confirmed_paid (a status_mismatch of a payment only) has the ledger settle the order first"),
-    responses((status = 201, description = "the resolution, appended to the ledger and the audit log"),
+    responses((status = 201, body = Resolution, description = "the resolution, appended to the ledger and the audit log"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "confirmed_paid refused by the ledger: ORDER_PAID, \
         ORDER_REVERSED, AMOUNT_MISMATCH or ORDER_NOT_FOUND; the break stays open"),
@@ -375,7 +584,7 @@ fn recon_breaks() {}
 fn recon_resolve() {}
 
 #[utoipa::path(get, path = "/v1/reconciliation/resolutions", params(("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "resolutions, newest first"), (status = 401, body = ErrorBody),
+    responses((status = 200, body = ResolutionsPage, description = "resolutions, newest first"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[allow(dead_code)]
 fn recon_resolutions() {}

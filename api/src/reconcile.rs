@@ -20,7 +20,7 @@ use facepay_ledger::reconcile::bill::{BillLine, BillWriter, ColumnMapping, Layou
 use facepay_ledger::reconcile::classify::{day_start, Class, LedgerEntry};
 use facepay_ledger::reconcile::store::{
     import_bill, resolve_break, run_reconciliation, Action, BreakFilter, BreakRow, ImportOutcome, ImportRequest,
-    ImportRow, ReconError, ReconStore, ResolutionRow, RunOutcome, RunRow,
+    ReconError, ReconStore, ResolutionRow, RunOutcome, RunRow,
 };
 use facepay_ledger::reconcile::EntryKind;
 use facepay_ledger::LedgerStore;
@@ -31,6 +31,7 @@ use crate::app::{open_store, Config};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::recon_view::{BreakView, ImportView, ReconcileView, RunView};
 use facepay_domain::auth::Role;
 
 /// The channel account (商户号) of the bills facepay writes.
@@ -382,7 +383,7 @@ async fn upload(
     p: Principal,
     Query(q): Query<UploadQuery>,
     body: Bytes,
-) -> Result<(StatusCode, Json<ReconcileReport>), ApiError> {
+) -> Result<(StatusCode, Json<ReconcileView>), ApiError> {
     p.require(&[Role::Finance])?;
     let day = q.date.parse::<NaiveDate>().map_err(|_| bad("date", "YYYY-MM-DD is required"))?;
     let mapping = q.mapping.as_deref().map(ColumnMapping::parse).transpose().map_err(|m| bad("mapping", m))?;
@@ -391,7 +392,7 @@ async fn upload(
     let report = import_and_run(recon_api(&st)?, Cursor::new(body), mapping, req).await?;
     let detail = serde_json::json!({ "date": day.to_string() });
     audit(&st, &p, "bill_imported", &day.to_string(), detail).await?;
-    Ok((StatusCode::CREATED, Json(report)))
+    Ok((StatusCode::CREATED, Json(report.into())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -410,18 +411,20 @@ async fn imports(
     State(st): State<AppState>,
     p: Principal,
     Query(q): Query<LimitQuery>,
-) -> Result<Json<Items<ImportRow>>, ApiError> {
+) -> Result<Json<Items<ImportView>>, ApiError> {
     p.require(&[Role::Finance])?;
-    Ok(Json(Items { items: recon_api(&st)?.imports(limit_of(q.limit)).await?, next_cursor: None }))
+    let items = recon_api(&st)?.imports(limit_of(q.limit)).await?;
+    Ok(Json(Items { items: items.into_iter().map(Into::into).collect(), next_cursor: None }))
 }
 
 async fn runs(
     State(st): State<AppState>,
     p: Principal,
     Query(q): Query<LimitQuery>,
-) -> Result<Json<Items<RunRow>>, ApiError> {
+) -> Result<Json<Items<RunView>>, ApiError> {
     p.require(&[Role::Finance])?;
-    Ok(Json(Items { items: recon_api(&st)?.runs(limit_of(q.limit)).await?, next_cursor: None }))
+    let items = recon_api(&st)?.runs(limit_of(q.limit)).await?;
+    Ok(Json(Items { items: items.into_iter().map(Into::into).collect(), next_cursor: None }))
 }
 
 async fn resolutions(
@@ -449,7 +452,7 @@ async fn breaks(
     State(st): State<AppState>,
     p: Principal,
     Query(q): Query<BreaksQuery>,
-) -> Result<Json<Items<BreakRow>>, ApiError> {
+) -> Result<Json<Items<BreakView>>, ApiError> {
     p.require(&[Role::Finance])?;
     let uuid =
         |f: &str, v: Option<String>| v.map(|s| s.parse::<Uuid>().map_err(|_| bad(f, "a UUID is required"))).transpose();
@@ -465,7 +468,7 @@ async fn breaks(
     let items = recon_api(&st)?.breaks(&filter).await?;
     let next_cursor =
         (items.len() == filter.limit as usize).then(|| items.last().map(|b| b.break_id.to_string())).flatten();
-    Ok(Json(Items { items, next_cursor }))
+    Ok(Json(Items { items: items.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
 #[derive(Debug, Deserialize)]

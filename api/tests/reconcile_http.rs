@@ -6,6 +6,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::app::spawn_app;
+use support::spec::{answer_schema, conforms};
 
 const SAMPLE: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注
 `2026-03-02 09:15:07,`wx0000000000000001,`1900000001,`1900000101,`DEV-0042,`4200000000202603020000000001,`S01-20260302-000001,`o-payer-0001,`MICROPAY,`SUCCESS,`OTHERS,`CNY,`60.00,`0.00,`0,`0,`0.00,`0.00,`,`,`groceries,`,`0.32000,`0.54%,`60.00,`0.00,`
@@ -90,4 +91,26 @@ async fn a_bill_is_uploaded_reconciled_listed_and_its_breaks_resolved_once() {
     assert!(e["message"].as_str().unwrap().contains("line 2, column 13 (应结订单金额)"), "{e}");
     let unknown_class = http.get(url("breaks?class=nonsense")).send().await.unwrap();
     assert_eq!(unknown_class.status(), 400);
+
+    // Every answer has the shape the spec gives it, money as decimal strings too.
+    assert_eq!(report["import"]["import"]["fee"], "0.05000");
+    assert_eq!(page1["items"][0]["bill_amount"].as_str().map(str::len), Some(5), "{page1}");
+    let spec: Value = serde_json::from_str(&facepay_api::openapi::spec_json()).unwrap();
+    let bills: Value = http.get(url("bills")).send().await.unwrap().json().await.unwrap();
+    let one_resolution = list["items"][0].clone();
+    let answers = [
+        ("post", "/v1/reconciliation/bills", report),
+        ("get", "/v1/reconciliation/bills", bills),
+        ("get", "/v1/reconciliation/runs", runs),
+        ("get", "/v1/reconciliation/breaks", page1),
+        ("get", "/v1/reconciliation/resolutions", list),
+        ("post", "/v1/reconciliation/breaks/{break_id}/resolution", one_resolution),
+    ];
+    for (method, path, body) in answers {
+        let schema = answer_schema(&spec, method, path);
+        assert!(!schema.is_null(), "{method} {path} has a body schema");
+        if let Err(why) = conforms(&spec, schema, &body, path) {
+            panic!("{method} {path}: {why}\n{body}");
+        }
+    }
 }

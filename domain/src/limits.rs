@@ -138,7 +138,7 @@ pub const ORDER_LOOKUP_BATCH_MAX: usize = 256;
 
 /// Order-lookup queries in flight at once (of the pool's connections; the rest stay free for
 /// the ledger's commits and the other routes).
-pub const ORDER_LOOKUP_QUERIES_MAX: usize = 4;
+pub const ORDER_LOOKUP_QUERIES_MAX: usize = 2;
 
 /// Order lookups queued for the next query; a full queue makes callers wait their turn.
 pub const ORDER_LOOKUP_QUEUE_MAX: usize = 4_096;

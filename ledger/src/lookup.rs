@@ -9,6 +9,7 @@
 //! sees an order older than its question.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use facepay_domain::limits::{ORDER_LOOKUP_BATCH_MAX, ORDER_LOOKUP_QUERIES_MAX, ORDER_LOOKUP_QUEUE_MAX};
@@ -27,14 +28,28 @@ struct Asked {
 #[derive(Clone)]
 pub struct OrderLookup {
     queue: mpsc::Sender<Asked>,
+    stats: Arc<Stats>,
+}
+
+/// How well lookups are batched: lookups answered and the queries that read them.
+#[derive(Debug, Default)]
+struct Stats {
+    lookups: AtomicU64,
+    queries: AtomicU64,
 }
 
 impl OrderLookup {
     /// Starts the reader on the current tokio runtime.
     pub fn spawn(store: Arc<dyn LedgerStore>) -> Self {
         let (queue, asked) = mpsc::channel(ORDER_LOOKUP_QUEUE_MAX);
-        tokio::spawn(read_batches(store, asked));
-        Self { queue }
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(read_batches(store, asked, stats.clone()));
+        Self { queue, stats }
+    }
+
+    /// Lookups answered and queries sent so far (their ratio is the mean batch).
+    pub fn stats(&self) -> (u64, u64) {
+        (self.stats.lookups.load(Ordering::Relaxed), self.stats.queries.load(Ordering::Relaxed))
     }
 
     /// The order `key`, as the store holds it now.
@@ -47,7 +62,7 @@ impl OrderLookup {
 }
 
 /// Takes whatever is queued whenever a query slot is free, and reads it in one query.
-async fn read_batches(store: Arc<dyn LedgerStore>, mut asked: mpsc::Receiver<Asked>) {
+async fn read_batches(store: Arc<dyn LedgerStore>, mut asked: mpsc::Receiver<Asked>, stats: Arc<Stats>) {
     let slots = Arc::new(Semaphore::new(ORDER_LOOKUP_QUERIES_MAX));
     loop {
         // The slot first: while every slot is busy, lookups pile up for the next batch.
@@ -56,6 +71,8 @@ async fn read_batches(store: Arc<dyn LedgerStore>, mut asked: mpsc::Receiver<Ask
         if asked.recv_many(&mut batch, ORDER_LOOKUP_BATCH_MAX).await == 0 {
             return;
         }
+        stats.queries.fetch_add(1, Ordering::Relaxed);
+        stats.lookups.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let store = store.clone();
         tokio::spawn(async move {
             answer_batch(store.as_ref(), batch).await;

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses its own part of this
 
 pub mod app;
+pub mod spec;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
