@@ -368,8 +368,11 @@ struct Break {
     merchant_id: String,
     class: BreakClass,
     kind: EntryKind,
-    /// The order or refund number.
+    /// The order or refund number, as the bill names it.
     number: String,
+    /// The ledger's own number of the order or refund, when the break has a ledger side
+    /// (another than `number` when the line was paired by the channel's transaction id).
+    ledger_number: Option<String>,
     /// The bill's line, when the break has one.
     line_no: Option<i64>,
     bill_amount_fen: Option<i64>,

@@ -449,6 +449,32 @@ async fn lines_are_paired_by_channel_transaction_id_when_their_order_number_is_n
     assert_eq!(run.run.report.ledger_entries, entries.len() as u64, "every entry classified once");
 }
 
+/// A timeout success whose bill line names the order by another number (paired by the
+/// channel's transaction id) is settled on the ledger's own order when confirmed paid.
+async fn a_status_mismatch_paired_by_transaction_id_is_confirmed_paid_on_the_ledgers_order(backend: Backend) {
+    // Given O-5 declined in the ledger, and the channel's line of it under the number O-5X,
+    let Some(db) = open(backend).await else { return };
+    trade(&db).await;
+    let entries = entries(&db, day()).await;
+    let mut lines = clean_bill(&entries);
+    let i = lines.iter().position(|l| l.out_trade_no == "O-5").unwrap();
+    lines[i].out_trade_no = "O-5X".into();
+    let run = reconcile(&db, &import(&db, day(), bill_bytes(Layout::All, &lines)).await.unwrap()).await;
+    assert_eq!(run.breaks.len(), 1, "{:?}", run.breaks);
+    let b = run.breaks[0].clone();
+    assert_eq!((b.class, b.number.as_str(), b.ledger_number.as_deref()), (Class::StatusMismatch, "O-5X", Some("O-5")));
+    assert_eq!(db.recon.break_row(b.break_id).await.unwrap().unwrap().ledger_number.as_deref(), Some("O-5"));
+    // when finance resolves it as confirmed_paid,
+    resolve_break(db.recon.as_ref(), b.break_id, Action::ConfirmedPaid, "cashier 7", "receipt seen", t0())
+        .await
+        .unwrap();
+    // then the ledger's O-5 is paid, once.
+    assert_eq!(entries_of(&db, "O-5").await.status, OrderStatus::Paid);
+    assert_eq!(logged(&db, "payment_confirmed").await, 1);
+    let replay = db.ledger.replay().await.unwrap();
+    assert!(replay.matches, "{:?}", replay.differences);
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),+ $(,)?) => {$(
         mod $name {
@@ -470,6 +496,7 @@ on_both_stores!(
     breaks_and_resolutions_are_ledger_events,
     imports_are_idempotent_superseded_and_all_or_nothing,
     a_timeout_success_confirmed_paid_is_settled_once_and_then_matches,
+    a_status_mismatch_paired_by_transaction_id_is_confirmed_paid_on_the_ledgers_order,
     running_the_same_bill_again_records_no_new_break,
     lines_are_paired_by_channel_transaction_id_when_their_order_number_is_not_the_ledgers,
 );

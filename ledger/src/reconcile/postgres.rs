@@ -286,9 +286,10 @@ impl ReconStore for PgStore {
             let c = |f: fn(&BreakRow) -> String| breaks.iter().map(f).collect::<Vec<String>>();
             sqlx::query(
                 "INSERT INTO recon_breaks (break_id, run_id, day, merchant_id, class, kind, number, line_no, \
-                 bill_amount_fen, ledger_amount_fen, detail, event_id, recorded_at) \
+                 bill_amount_fen, ledger_amount_fen, detail, event_id, recorded_at, ledger_number) \
                  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::date[], $4::text[], $5::text[], $6::text[], \
-                 $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::uuid[], $13::timestamptz[])",
+                 $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::uuid[], $13::timestamptz[], \
+                 $14::text[])",
             )
             .bind(breaks.iter().map(|b| b.break_id).collect::<Vec<_>>())
             .bind(breaks.iter().map(|b| b.run_id).collect::<Vec<_>>())
@@ -303,6 +304,7 @@ impl ReconStore for PgStore {
             .bind(c(|b| b.detail.clone()))
             .bind(breaks.iter().map(|b| b.event_id).collect::<Vec<_>>())
             .bind(breaks.iter().map(|b| b.recorded_at).collect::<Vec<_>>())
+            .bind(breaks.iter().map(|b| b.ledger_number.clone()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }

@@ -419,7 +419,7 @@ impl ReconStore for SqliteStore {
         for chunk in breaks.chunks(RECON_CHUNK) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO recon_breaks (break_id, run_id, day, merchant_id, class, kind, number, line_no, \
-                 bill_amount_fen, ledger_amount_fen, detail, event_id, recorded_at) ",
+                 bill_amount_fen, ledger_amount_fen, detail, event_id, recorded_at, ledger_number) ",
             );
             qb.push_values(chunk, |mut s, b| {
                 s.push_bind(b.break_id.to_string())
@@ -434,7 +434,8 @@ impl ReconStore for SqliteStore {
                     .push_bind(b.ledger_amount_fen)
                     .push_bind(b.detail.as_str())
                     .push_bind(b.event_id.to_string())
-                    .push_bind(ts(&b.recorded_at));
+                    .push_bind(ts(&b.recorded_at))
+                    .push_bind(b.ledger_number.as_deref());
             });
             qb.build().execute(&mut *tx).await?;
         }
@@ -531,7 +532,7 @@ impl ReconStore for SqliteStore {
 const BREAK_LINE: &str = "SELECT l.* FROM recon_bill_lines l JOIN recon_runs r ON r.import_id = l.import_id \
     WHERE r.run_id = ?1 AND l.merchant_id = ?2 AND l.kind = ?3 AND l.number = ?4 AND l.line_no = ?5";
 
-/// Breaks per multi-row insert (13 columns, under SQLite's parameter limit).
+/// Breaks per multi-row insert (14 columns, under SQLite's parameter limit).
 const RECON_CHUNK: usize = 1_000;
 
 /// A unique violation while resolving means a resolution (or its event) is already there.

@@ -136,6 +136,10 @@ pub struct BreakRow {
     pub class: Class,
     pub kind: EntryKind,
     pub number: String,
+    /// The ledger's own order or refund number, when the break has a ledger side: not
+    /// `number` when the line was paired by the channel's transaction id (the bill names the
+    /// order otherwise). `confirmed_paid` settles this order.
+    pub ledger_number: Option<String>,
     pub line_no: Option<i64>,
     pub bill_amount_fen: Option<i64>,
     pub ledger_amount_fen: Option<i64>,
@@ -459,6 +463,7 @@ fn break_row(run_id: Uuid, import_id: Uuid, day: NaiveDate, f: &Finding, at: Dat
         class: f.class,
         kind: f.kind(),
         number: f.number().to_string(),
+        ledger_number: f.ledger.as_ref().map(|l| l.number.clone()),
         line_no: f.bill.as_ref().map(|b| b.line_no as i64),
         bill_amount_fen: f.bill.as_ref().map(|b| b.amount_fen),
         ledger_amount_fen: f.ledger.as_ref().map(|l| l.amount_fen),
@@ -547,10 +552,11 @@ async fn confirm_paid(store: &dyn ReconStore, b: &BreakRow, at: DateTime<Utc>) -
     }
     let line = store.break_line(b).await?.ok_or_else(|| ReconError::Invalid("the break's bill line is gone".into()))?;
     let invalid = |what: &str| ReconError::Invalid(format!("the bill line's {what} is not a valid one"));
+    // The ledger's order: the bill may name it by another number (paired by transaction id).
+    let order_no = b.ledger_number.clone().unwrap_or_else(|| line.out_trade_no.clone());
     let confirm = ConfirmPaid {
         merchant_id: facepay_domain::MerchantId::parse(line.merchant_id.clone()).map_err(|_| invalid("merchant"))?,
-        out_trade_no: facepay_domain::OutTradeNo::parse(line.out_trade_no.clone())
-            .map_err(|_| invalid("out_trade_no"))?,
+        out_trade_no: facepay_domain::OutTradeNo::parse(order_no).map_err(|_| invalid("out_trade_no"))?,
         amount: facepay_domain::Money::from_fen(line.amount_fen).ok_or_else(|| invalid("amount"))?,
         paid_at: line.trade_at,
         channel_txn_id: line.channel_txn_id.clone(),
@@ -656,6 +662,7 @@ pub(crate) fn break_from(r: &dyn Cells) -> Result<BreakRow, StoreError> {
         class: Class::parse(&class).ok_or_else(|| corrupt("break class", &class))?,
         kind: kind_from(r)?,
         number: r.text("number")?,
+        ledger_number: r.opt_text("ledger_number")?,
         line_no: r.opt_int("line_no")?,
         bill_amount_fen: r.opt_int("bill_amount_fen")?,
         ledger_amount_fen: r.opt_int("ledger_amount_fen")?,
