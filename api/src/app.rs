@@ -253,14 +253,14 @@ impl App {
 
     /// The HTTP state over this app's store, registry and pipeline input.
     pub fn http_state(&self) -> AppState {
-        AppState {
+        AppState::new(crate::http::Shared {
             store: self.store.clone(),
             registry: self.registry.clone(),
             input: crate::http::Ingress::Pipeline(self.pipeline.input.clone()),
             auth: self.auth.clone(),
             verifier: self.verifier.clone(),
             orders: self.orders.clone(),
-        }
+        })
     }
 }
 

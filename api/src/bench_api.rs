@@ -92,7 +92,7 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
     let seed_s = started.elapsed().as_secs_f64();
     let config = PipelineConfig { sweep_interval: Duration::ZERO, ..PipelineConfig::default() };
     let app = App::start(store.clone(), config).await?;
-    let auth = Arc::new(Auth::new(store.clone(), app.verifier.pepper().clone()));
+    let auth = app.auth.clone();
     let mut keys = Vec::with_capacity(opts.connections);
     for c in 0..opts.connections {
         keys.push((
@@ -102,8 +102,7 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let mut state = app.http_state();
-    state.auth = auth;
+    let state = app.http_state();
     let lookups = state.orders.clone();
     let server = tokio::spawn(async move { axum::serve(listener, crate::http::router(state)).await });
     let per_merchant = opts.orders / opts.merchants.max(1);

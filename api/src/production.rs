@@ -138,7 +138,8 @@ pub async fn start_with(
     tasks.spawn(refresh_registry(store.clone(), registry.clone(), rx));
     let auth = Arc::new(crate::auth::Auth::new(store.clone(), pipeline.verifier.pepper().clone()));
     let orders = facepay_ledger::lookup::OrderLookup::spawn(store.clone());
-    let http = AppState { store, registry, input, auth, verifier: pipeline.verifier.clone(), orders };
+    let verifier = pipeline.verifier.clone();
+    let http = AppState::new(crate::http::Shared { store, registry, input, auth, verifier, orders });
     Ok(Production { http, shutdown, tasks })
 }
 
