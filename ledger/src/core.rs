@@ -182,8 +182,7 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Vec<Le
     };
     // The payer's holds past their 30 days are released first, whether or not the clock has
     // swept them yet: the decision never depends on when the sweep ran.
-    let expiries = crate::lifecycle::expire_due_holds(state, cmd, &payer_id);
-    let released_fen = crate::lifecycle::released_fen(&expiries);
+    let (expiries, released_fen) = crate::lifecycle::expire_due_holds(state, cmd, &payer_id);
     let decision = match payment_decline(state, cmd, &attempt, &payer_id, released_fen, policy) {
         Some(reason) => decline(reason, existing.is_none() || reason != DeclineReason::CaptureUsed),
         None => payment_success(state, cmd, attempt, payer_id),

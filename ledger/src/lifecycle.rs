@@ -184,8 +184,8 @@ fn hold_create(
         return refuse(RefusalReason::PayerFrozen);
     }
     // As a payment: the payer's expired holds give their money back first.
-    let expiries = expire_due_holds(state, cmd, payer_id);
-    if state.balance_fen(&Account::Wallet(payer_id.clone())) + released_fen(&expiries) < amount.fen() {
+    let (expiries, released_fen) = expire_due_holds(state, cmd, payer_id);
+    if state.balance_fen(&Account::Wallet(payer_id.clone())) + released_fen < amount.fen() {
         return refuse(RefusalReason::InsufficientBalance);
     }
     let transfer =
@@ -201,34 +201,46 @@ fn hold_create(
 }
 
 /// The expiry of each of `payer`'s holds in `state` that is past its 30 days at the
-/// command's time (oldest key first). A command whose decision reads the payer's wallet
-/// posts these first, so that it decides alike whether or not the clock has swept them:
-/// the store loads every such hold for it (see [`crate::store::LedgerStore::holds_due`]).
-pub fn expire_due_holds(state: &LedgerState, cmd: &Command, payer: &PayerId) -> Vec<LedgerEvent> {
-    let due = state.holds.iter().filter(|(_, h)| h.payer_id == *payer && hold_expired_by_time(h, cmd.occurred_at));
-    due.map(|((merchant_id, out_order_no), h)| {
-        // One transfer per hold, each under its own id derived from the command's event.
-        let id = Uuid::new_v5(&cmd.event_id, format!("expire:{merchant_id}:{out_order_no}").as_bytes());
-        let legs = vec![(Account::Hold(payer.clone()), -h.hold_fen), (Account::Wallet(payer.clone()), h.hold_fen)];
-        LedgerEvent::HoldExpired {
-            merchant_id: merchant_id.clone(),
-            out_order_no: out_order_no.clone(),
-            payer_id: payer.clone(),
-            transfer: Transfer::legs(id, legs).expect("a hold holds money"),
-        }
-    })
-    .collect()
+/// command's time (oldest key first), and what they give back to the wallet. A command whose
+/// decision reads the payer's wallet posts these first, so that it decides alike whether or
+/// not the clock has swept them: the store loads every such hold for it (see
+/// [`crate::store::LedgerStore::holds_due`]).
+pub fn expire_due_holds(state: &LedgerState, cmd: &Command, payer: &PayerId) -> (Vec<LedgerEvent>, i64) {
+    let due: Vec<_> =
+        state.holds.iter().filter(|(_, h)| h.payer_id == *payer && hold_expired_by_time(h, cmd.occurred_at)).collect();
+    let released_fen = due.iter().map(|(_, h)| h.hold_fen).sum();
+    let expiries = due
+        .into_iter()
+        .map(|((merchant_id, out_order_no), h)| {
+            // One transfer per hold, each under its own id derived from the command's event.
+            let id = Uuid::new_v5(&cmd.event_id, format!("expire:{merchant_id}:{out_order_no}").as_bytes());
+            expired(merchant_id, out_order_no, h, id)
+        })
+        .collect();
+    (expiries, released_fen)
 }
 
-/// What `expiries` give back to the payer's wallet.
-pub fn released_fen(expiries: &[LedgerEvent]) -> i64 {
-    let released = |e: &LedgerEvent| match e {
-        LedgerEvent::HoldExpired { transfer, .. } => {
-            transfer.postings.iter().filter(|p| matches!(p.account, Account::Wallet(_))).map(|p| p.amount_fen).sum()
-        }
-        _ => 0,
-    };
-    expiries.iter().map(released).sum()
+/// The transfer that ends `hold` (of `merchant_id`): `to_merchant_fen` of it to the merchant
+/// less `fee_fen`, the fee to the platform, the rest back to the payer's wallet.
+fn release(id: Uuid, merchant_id: &MerchantId, hold: &Hold, to_merchant_fen: i64, fee_fen: i64) -> Transfer {
+    let payer = &hold.payer_id;
+    let legs = vec![
+        (Account::Hold(payer.clone()), -hold.hold_fen),
+        (Account::Wallet(payer.clone()), hold.hold_fen - to_merchant_fen),
+        (Account::Settlement(merchant_id.clone()), to_merchant_fen - fee_fen),
+        (Account::PlatformFees, fee_fen),
+    ];
+    Transfer::legs(id, legs).expect("a hold holds money")
+}
+
+/// The expiry of `hold`: all of it back to the payer.
+fn expired(merchant_id: &MerchantId, out_order_no: &OutOrderNo, hold: &Hold, id: Uuid) -> LedgerEvent {
+    LedgerEvent::HoldExpired {
+        merchant_id: merchant_id.clone(),
+        out_order_no: out_order_no.clone(),
+        payer_id: hold.payer_id.clone(),
+        transfer: release(id, merchant_id, hold, 0, 0),
+    }
 }
 
 /// How a hold is asked to end.
@@ -253,22 +265,14 @@ fn hold_end(
     let Some(hold) = state.holds.get(&(merchant_id.clone(), out_order_no.clone())) else {
         return refuse(RefusalReason::OrderNotFound);
     };
-    let payer = &hold.payer_id;
-    let release = |to_merchant: i64, fee: i64| {
-        let legs = vec![
-            (Account::Hold(payer.clone()), -hold.hold_fen),
-            (Account::Wallet(payer.clone()), hold.hold_fen - to_merchant),
-            (Account::Settlement(merchant_id.clone()), to_merchant - fee),
-            (Account::PlatformFees, fee),
-        ];
-        Transfer::legs(txn_id(cmd), legs).expect("a hold holds money")
-    };
-    let (merchant_id, out_order_no, payer_id) = (merchant_id.clone(), out_order_no.clone(), payer.clone());
     if hold_expired_by_time(hold, cmd.occurred_at) {
         // Expiry comes first: complete and cancel of an expired hold post its expiry and
         // are then refused (see `refusal_after`).
-        return Ok(vec![LedgerEvent::HoldExpired { merchant_id, out_order_no, payer_id, transfer: release(0, 0) }]);
+        return Ok(vec![expired(merchant_id, out_order_no, hold, txn_id(cmd))]);
     }
+    let release =
+        |to_merchant_fen: i64, fee_fen: i64| release(txn_id(cmd), merchant_id, hold, to_merchant_fen, fee_fen);
+    let (merchant_id, out_order_no, payer_id) = (merchant_id.clone(), out_order_no.clone(), hold.payer_id.clone());
     match (hold.status, end) {
         (_, End::Tick) => Ok(vec![]),
         (HoldStatus::Done, _) => refuse(RefusalReason::HoldCompleted),

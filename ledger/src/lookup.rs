@@ -8,7 +8,6 @@
 //! Every answer is read from the store after the lookup was asked (no cache): a device never
 //! sees an order older than its question.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -82,13 +81,9 @@ async fn read_batches(store: Arc<dyn LedgerStore>, mut asked: mpsc::Receiver<Ask
 }
 
 async fn answer_batch(store: &dyn LedgerStore, batch: Vec<Asked>) {
-    let mut keys: Vec<OrderKey> = batch.iter().map(|a| a.key.clone()).collect();
-    keys.sort();
-    keys.dedup();
+    let keys: Vec<OrderKey> = batch.iter().map(|a| a.key.clone()).collect();
     match store.orders(&keys).await {
         Ok(found) => {
-            let found: HashMap<OrderKey, Order> =
-                found.into_iter().map(|o| ((o.merchant_id.clone(), o.out_trade_no.clone()), o)).collect();
             for a in batch {
                 // The caller may have given up (its request timed out): nothing to tell then.
                 let _ = a.answer.send(Ok(found.get(&a.key).cloned()));

@@ -616,10 +616,12 @@ impl LedgerStore for PgStore {
         })
     }
 
-    async fn orders(&self, keys: &[crate::model::OrderKey]) -> Result<Vec<crate::model::Order>, StoreError> {
-        let (m, o): (Vec<&str>, Vec<&str>) = keys.iter().map(|(m, o)| (m.as_str(), o.as_str())).unzip();
-        let rows = sqlx::query(BY_ORDER).bind(m).bind(o).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| rows::order_from(r)).collect()
+    async fn orders(
+        &self,
+        keys: &[crate::model::OrderKey],
+    ) -> Result<std::collections::BTreeMap<crate::model::OrderKey, crate::model::Order>, StoreError> {
+        let keys = Keys { orders: keys.iter().cloned().collect(), ..Keys::default() };
+        Ok(load_keys(&self.pool, &keys).await?.orders)
     }
 
     async fn order(

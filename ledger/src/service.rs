@@ -271,11 +271,13 @@ impl Ledger {
     /// The open holds that a command of `commands` may find expired (created 30 days or
     /// more before the batch's latest event time) among the payers whose wallet they check.
     async fn holds_due(&self, commands: &[Command]) -> Result<Vec<HoldKey>, StoreError> {
-        let payers: BTreeSet<&PayerId> = commands.iter().filter_map(wallet_checked).collect();
-        let Some(latest) = commands.iter().filter(|c| wallet_checked(c).is_some()).map(|c| c.occurred_at).max() else {
-            return Ok(Vec::new());
-        };
-        let payers: Vec<PayerId> = payers.into_iter().cloned().collect();
+        let (mut payers, mut latest) = (BTreeSet::new(), None);
+        for (payer, at) in commands.iter().filter_map(|c| Some((wallet_checked(c)?, c.occurred_at))) {
+            payers.insert(payer.clone());
+            latest = latest.max(Some(at));
+        }
+        let Some(latest) = latest else { return Ok(Vec::new()) };
+        let payers: Vec<PayerId> = payers.into_iter().collect();
         self.store.holds_due(&payers, latest - chrono::Duration::milliseconds(HOLD_EXPIRY_MS)).await
     }
 

@@ -622,16 +622,13 @@ impl LedgerStore for SqliteStore {
         })
     }
 
-    async fn orders(&self, keys: &[crate::model::OrderKey]) -> Result<Vec<Order>, StoreError> {
-        let pairs = keys.iter().map(|(m, o)| (m.to_string(), o.to_string())).collect();
-        let mut found = Vec::with_capacity(keys.len());
-        let sql = "SELECT * FROM orders WHERE (merchant_id, out_trade_no)";
-        load_by_pair(&self.reader, sql, pairs, |r| {
-            found.push(rows::order_from(r)?);
-            Ok(())
-        })
-        .await?;
-        Ok(found)
+    async fn orders(
+        &self,
+        keys: &[crate::model::OrderKey],
+    ) -> Result<std::collections::BTreeMap<crate::model::OrderKey, Order>, StoreError> {
+        // The readers: a lookup need not wait behind the ledger's writes.
+        let keys = Keys { orders: keys.iter().cloned().collect(), ..Keys::default() };
+        Ok(load_keys(&self.reader, &keys).await?.orders)
     }
 
     async fn order(&self, merchant: &MerchantId, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError> {

@@ -271,8 +271,12 @@ pub trait LedgerStore: crate::credentials::CredentialStore + Send + Sync + 'stat
     async fn check_invariants(&self) -> Result<Invariants, StoreError>;
 
     async fn order(&self, merchant: &MerchantId, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError>;
-    /// The orders of `keys` that exist, read in one query (see [`crate::lookup`]).
-    async fn orders(&self, keys: &[crate::model::OrderKey]) -> Result<Vec<Order>, StoreError>;
+    /// The orders of `keys` that exist, read together from the readers' side (see
+    /// [`crate::lookup`]).
+    async fn orders(
+        &self,
+        keys: &[crate::model::OrderKey],
+    ) -> Result<std::collections::BTreeMap<crate::model::OrderKey, Order>, StoreError>;
     async fn history(&self, merchant: &MerchantId, filter: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError>;
     async fn members(&self, merchant: &MerchantId) -> Result<Vec<MemberView>, StoreError>;
     /// The payer's wallet balance and frozen flag, if the payer is known to the ledger.
