@@ -201,7 +201,8 @@ enum BenchWhat {
         payers: usize,
     },
     /// Face search over a synthetic gallery: batched and single-query exact search (f32 and
-    /// f16), recall of f16 against f32, and the IVF index against exact search.
+    /// f16), recall of f16 against f32, and the approximate indexes (binary codes, IVF)
+    /// against exact search.
     Matcher {
         #[arg(long)]
         json: bool,
@@ -226,6 +227,12 @@ enum BenchWhat {
         /// Lists each row is stored in.
         #[arg(long, default_value_t = 1)]
         spill: usize,
+        /// Also build and measure the binary-code index with codes of this many bits (0: none).
+        #[arg(long, default_value_t = 0)]
+        codes_bits: usize,
+        /// Candidates per query the code index reranks exactly.
+        #[arg(long, default_value_t = 64)]
+        rerank: usize,
         /// Write DIR/gallery.f32 and DIR/queries.f32 (raw little-endian f32) for faiss.
         #[arg(long)]
         export: Option<std::path::PathBuf>,
@@ -388,8 +395,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
-            what: BenchWhat::Matcher { json, gallery, queries, k, seed, single, ivf_lists, nprobe, spill, export },
+            what:
+                BenchWhat::Matcher {
+                    json,
+                    gallery,
+                    queries,
+                    k,
+                    seed,
+                    single,
+                    ivf_lists,
+                    nprobe,
+                    spill,
+                    codes_bits,
+                    rerank,
+                    export,
+                },
         } => {
+            let codes = (codes_bits > 0).then_some(facepay_matcher::codes::CodeOptions {
+                bits: codes_bits,
+                rerank: rerank.max(1),
+                ..Default::default()
+            });
             let ivf = (ivf_lists > 0).then_some(facepay_matcher::ivf::IvfOptions {
                 nlist: ivf_lists,
                 spill: spill.max(1),
@@ -403,6 +429,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 single,
                 ivf,
                 nprobe: nprobe.into_iter().map(|n| n.max(1)).collect(),
+                codes,
                 export,
             };
             bench_matcher(opts, json).await

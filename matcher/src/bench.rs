@@ -1,5 +1,6 @@
 //! The matcher benchmark behind `facepay bench matcher`: exact batched and single-query
-//! search over a synthetic gallery, f32 against f16, and the IVF index against exact search.
+//! search over a synthetic gallery, f32 against f16, and the approximate indexes (binary
+//! codes, IVF) against exact search.
 //!
 //! The gallery is the enrolment captures of `gallery` synthetic identities; the queries are
 //! later captures of random enrolled identities (the workload of a till). Recall@1 of a
@@ -14,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::codes::{CodeIndex, CodeOptions};
 use crate::flat::{FlatIndex, Precision, TensorError};
 use crate::ivf::{IvfIndex, IvfOptions};
 use crate::synthetic::SyntheticFaces;
@@ -32,6 +34,8 @@ pub struct BenchOptions {
     pub ivf: Option<IvfOptions>,
     /// Lists probed per IVF query: each value is measured on the one index.
     pub nprobe: Vec<usize>,
+    /// Build and measure the binary-code index too.
+    pub codes: Option<CodeOptions>,
     /// Write `gallery.f32` and `queries.f32` (raw little-endian f32) here.
     pub export: Option<PathBuf>,
 }
@@ -46,6 +50,7 @@ impl Default for BenchOptions {
             single: 1_000,
             ivf: None,
             nprobe: vec![32],
+            codes: None,
             export: None,
         }
     }
@@ -87,6 +92,28 @@ pub struct BenchReport {
     pub ivf_recall_at_1: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ivf: Vec<IvfReport>,
+    /// The binary-code index against exact f32 search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codes: Option<CodesReport>,
+}
+
+/// The binary-code index (sign codes, Hamming scan, exact rerank) against exact search.
+#[derive(Debug, Clone, Serialize)]
+pub struct CodesReport {
+    pub bits: usize,
+    pub rerank: usize,
+    pub build_s: f64,
+    /// Codes and hyperplanes; the rerank reads the gallery's own f32 rows.
+    pub codes_bytes: usize,
+    /// All queries in one batched search.
+    pub approx_queries_per_s: f64,
+    /// `approx_queries_per_s / batch_queries_per_s` (exact f32, batched).
+    pub speedup_over_exact: f64,
+    /// Share of queries (batched and single) whose best row equals exact f32's.
+    pub approx_recall_at_1: f64,
+    /// One query at a time.
+    pub approx_single_query_p50_ms: f64,
+    pub approx_single_query_p99_ms: f64,
 }
 
 /// The approximate index against exact search.
@@ -125,7 +152,6 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, TensorError> {
     }
     let exact = FlatIndex::new(&gallery, dim, Precision::F32)?;
     let half = FlatIndex::new(&gallery, dim, Precision::F16)?;
-    let ivf_input = opts.ivf.map(|_| gallery);
 
     let t = Instant::now();
     let truth = exact.search_batch(&queries, opts.k)?;
@@ -140,9 +166,13 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, TensorError> {
     let agree = |a: &[Vec<Hit>], b: &[Vec<Hit>]| a.iter().zip(b).filter(|(x, y)| top1(x) == top1(y)).count();
     let single_ok = agree(&singles, &truth[..single]) == single;
     let f16_agree = agree(&batch16, &truth) + agree(&singles16, &truth[..single]);
-    let ivf = match (opts.ivf, ivf_input) {
-        (Some(o), Some(rows)) => run_ivf(&rows, &queries, &truth, batch_s, o, opts)?,
-        _ => Vec::new(),
+    let ivf = match opts.ivf {
+        Some(o) => run_ivf(&gallery, &queries, &truth, batch_s, o, opts)?,
+        None => Vec::new(),
+    };
+    let codes = match opts.codes {
+        Some(o) => Some(run_codes(&gallery, &queries, &truth, batch_s, o, opts)?),
+        None => None,
     };
     let chosen = ivf.iter().find(|r| r.ivf_recall_at_1 >= 0.99).or(ivf.last());
     assert!(single_ok, "the single-query path disagrees with the batched one");
@@ -168,6 +198,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, TensorError> {
         ivf_queries_per_s: chosen.map(|r| r.ivf_queries_per_s),
         ivf_recall_at_1: chosen.map(|r| r.ivf_recall_at_1),
         ivf,
+        codes,
     })
 }
 
@@ -177,11 +208,20 @@ fn top1(hits: &[Hit]) -> Option<usize> {
 
 /// p50 and p99 in ms of one-at-a-time searches, and their answers.
 fn time_single(index: &FlatIndex, queries: &[f32], k: usize) -> Result<(f64, f64, Vec<Vec<Hit>>), TensorError> {
+    time_each(queries, index.dim(), |q| index.search_one(q, k))
+}
+
+/// p50 and p99 in ms of `search` over each query alone, and its answers.
+fn time_each(
+    queries: &[f32],
+    dim: usize,
+    mut search: impl FnMut(&[f32]) -> Result<Vec<Hit>, TensorError>,
+) -> Result<(f64, f64, Vec<Vec<Hit>>), TensorError> {
     let mut ms = Vec::new();
     let mut answers = Vec::new();
-    for q in queries.chunks_exact(index.dim()) {
+    for q in queries.chunks_exact(dim) {
         let t = Instant::now();
-        answers.push(index.search_one(q, k)?);
+        answers.push(search(q)?);
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);
@@ -219,6 +259,39 @@ fn run_ivf(
         });
     }
     Ok(reports)
+}
+
+/// Builds the code index over `rows` and measures it batched and one query at a time.
+fn run_codes(
+    rows: &[f32],
+    queries: &[f32],
+    truth: &[Vec<Hit>],
+    batch_s: f64,
+    o: CodeOptions,
+    opts: &BenchOptions,
+) -> Result<CodesReport, TensorError> {
+    let dim = facepay_domain::limits::EMBEDDING_DIM;
+    let t = Instant::now();
+    let index = CodeIndex::build(rows, dim, &o)?;
+    let build_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let found = index.search_batch(rows, queries, opts.k)?;
+    let approx_s = t.elapsed().as_secs_f64();
+    let single = opts.single.min(opts.queries);
+    let (p50, p99, singles) =
+        time_each(&queries[..single * dim], dim, |q| Ok(index.search_batch(rows, q, opts.k)?.remove(0)))?;
+    let agree = |a: &[Vec<Hit>]| a.iter().zip(truth).filter(|(x, y)| top1(x) == top1(y)).count();
+    Ok(CodesReport {
+        bits: index.bits(),
+        rerank: o.rerank,
+        build_s,
+        codes_bytes: index.bytes(),
+        approx_queries_per_s: opts.queries as f64 / approx_s,
+        speedup_over_exact: batch_s / approx_s,
+        approx_recall_at_1: (agree(&found) + agree(&singles)) as f64 / (opts.queries + single) as f64,
+        approx_single_query_p50_ms: p50,
+        approx_single_query_p99_ms: p99,
+    })
 }
 
 /// Writes the gallery and queries as raw little-endian f32 for other engines (faiss).

@@ -7,7 +7,9 @@
 //! once, in place (a tensor copy would double the memory of a changing gallery). Subset
 //! searches (members, one phone bucket) take SIMD dot products over the rows they name. The
 //! best two scores are kept by a [`TopK`] of 2; nothing is sorted. Batched searches over a
-//! frozen gallery use [`crate::FlatIndex`] (candle matmul).
+//! frozen gallery use [`crate::FlatIndex`] (candle matmul), or from
+//! [`MatchPolicy::approx_gallery_min`] payers on [`crate::codes::CodeIndex`] (binary codes,
+//! exact rerank).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -17,6 +19,7 @@ use facepay_domain::event::FaceCaptured;
 use facepay_domain::limits::EMBEDDING_DIM;
 use facepay_domain::{Embedding, MerchantId, PayerId, PhoneLast4};
 
+use crate::codes::{CodeIndex, CodeOptions};
 use crate::flat::{scan, FlatIndex, Precision, TensorError};
 use crate::kernels;
 use crate::policy::{Identification, MatchPolicy, MatchRule};
@@ -77,6 +80,9 @@ pub struct Gallery {
     /// `rows` as a candle tensor for batched searches, built on the first batch after a
     /// change (enrolment comes in bursts) and dropped by every change.
     batch_index: OnceLock<FlatIndex>,
+    /// Binary codes of `rows` for batched searches of a gallery of at least
+    /// [`MatchPolicy::approx_gallery_min`]; built and dropped like `batch_index`.
+    batch_codes: OnceLock<CodeIndex>,
 }
 
 impl Default for Gallery {
@@ -94,6 +100,7 @@ impl fmt::Debug for Gallery {
             .field("merchants", &self.members.len())
             .field("phone_buckets", &self.phone_buckets.len())
             .field("batch_index", &self.batch_index.get().is_some())
+            .field("batch_codes", &self.batch_codes.get().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +117,7 @@ impl Gallery {
             members: HashMap::new(),
             phone_buckets: HashMap::new(),
             batch_index: OnceLock::new(),
+            batch_codes: OnceLock::new(),
         }
     }
 
@@ -124,7 +132,7 @@ impl Gallery {
 
     /// Enrols `payer`'s template; re-enrolling replaces their template and phone digits.
     pub fn enroll(&mut self, payer: PayerId, embedding: &Embedding, phone_last4: Option<PhoneLast4>) {
-        self.batch_index = OnceLock::new();
+        self.drop_batch_indexes();
         if let Some(&row) = self.row_of.get(&payer) {
             self.row_mut(row).copy_from_slice(embedding.as_slice());
             let old = std::mem::replace(&mut self.phones[row], phone_last4);
@@ -150,7 +158,7 @@ impl Gallery {
         let Some(row) = self.row_of.remove(payer) else {
             return false;
         };
-        self.batch_index = OnceLock::new();
+        self.drop_batch_indexes();
         let last = self.payers.len() - 1;
         if row != last {
             self.rows.copy_within(last * self.dim..(last + 1) * self.dim, row * self.dim);
@@ -213,6 +221,9 @@ impl Gallery {
             .collect();
         let mut found = match queries.is_empty() {
             true => Vec::new(),
+            false if self.len() >= policy.approx_gallery_min => {
+                self.batch_codes()?.search_batch(&self.rows, &queries, 2)?
+            }
             false => self.batch_index()?.search_batch(&queries, 2)?,
         }
         .into_iter();
@@ -254,6 +265,21 @@ impl Gallery {
             None => (search_all(query), MatchRule::GlobalHit),
         };
         self.decide_global(&found, rule, policy)
+    }
+
+    /// The binary codes of the gallery for batched searches of a large one.
+    fn batch_codes(&self) -> Result<&CodeIndex, MatcherError> {
+        if let Some(index) = self.batch_codes.get() {
+            return Ok(index);
+        }
+        let index = CodeIndex::build(&self.rows, self.dim, &CodeOptions::default())?;
+        Ok(self.batch_codes.get_or_init(|| index))
+    }
+
+    /// A change to the rows makes both batch indexes stale.
+    fn drop_batch_indexes(&mut self) {
+        self.batch_index = OnceLock::new();
+        self.batch_codes = OnceLock::new();
     }
 
     /// The tensor copy of the gallery for batched searches.

@@ -16,7 +16,11 @@
 //!   and [`Gallery::identify`]; [`MatcherError`].
 //! - [`flat`]: [`flat::FlatIndex`], exact batched (candle matmul + top-k) and single-query
 //!   (memory-bound scan) search over a candle tensor, f32 or f16.
-//! - [`ivf`]: [`ivf::IvfIndex`], the approximate inverted-file index (candle k-means).
+//! - [`codes`]: [`codes::CodeIndex`], the approximate index for galleries of a million and
+//!   more: binary sign codes (random hyperplanes) scanned by Hamming distance with AVX-512
+//!   `VPOPCNTQ`, the nearest few reranked exactly.
+//! - [`ivf`]: [`ivf::IvfIndex`], an inverted-file index (candle k-means); measured and not
+//!   accepted: its cells miss the genuine template on faces (see docs/BENCHMARKS.md).
 //! - [`topk`]: [`topk::TopK`], top-k selection without sorting.
 //! - [`kernels`]: SIMD inner-product kernels of the scans.
 //! - [`bench`]: the measurements behind `facepay bench matcher`.
@@ -26,6 +30,7 @@
 //!   tests and benchmarks.
 
 pub mod bench;
+pub mod codes;
 pub mod flat;
 pub mod gallery;
 pub mod ivf;

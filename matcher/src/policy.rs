@@ -29,6 +29,16 @@ pub struct MatchPolicy {
     /// at all: the false-match chance grows as P_N ≈ N·P_1, so at this size the payer must
     /// narrow the gallery with their phone digits ([`MatchRule::NeedsPhoneConfirmation`]).
     pub phone_required_gallery_min: usize,
+    /// From this many enrolled payers on, the batched global search takes its candidates from
+    /// the binary-code index ([`crate::codes::CodeIndex`]: Hamming scan, exact rerank) instead
+    /// of exact search, which no longer answers a till in time at that size. Every score is
+    /// still exact; a genuine template the codes miss yields `no_match`, never another payer.
+    /// The margin is against the best other candidate: a look-alike close enough to matter
+    /// is close in the codes too, while a distant runner-up may be left out (the margin then
+    /// reads larger than exact search's, and the decision is the same).
+    /// With the defaults it is never reached (the phone digits are required first); it
+    /// matters where the risk policy raises `phone_required_gallery_min`.
+    pub approx_gallery_min: usize,
 }
 
 impl Default for MatchPolicy {
@@ -40,6 +50,7 @@ impl Default for MatchPolicy {
             global_threshold: 0.55,
             global_margin_min: 0.10,
             phone_required_gallery_min: 1_000_000,
+            approx_gallery_min: 1_000_000,
         }
     }
 }
@@ -56,14 +67,15 @@ pub struct PolicyError {
 impl MatchPolicy {
     /// The environment variables [`MatchPolicy::from_env`] reads, each overriding one
     /// default: liveness_min, member_threshold, member_margin_min, global_threshold,
-    /// global_margin_min, phone_required_gallery_min.
-    pub const ENV_VARS: [&'static str; 6] = [
+    /// global_margin_min, phone_required_gallery_min, approx_gallery_min.
+    pub const ENV_VARS: [&'static str; 7] = [
         "FACEPAY_MATCH_LIVENESS_MIN",
         "FACEPAY_MATCH_MEMBER_THRESHOLD",
         "FACEPAY_MATCH_MEMBER_MARGIN_MIN",
         "FACEPAY_MATCH_GLOBAL_THRESHOLD",
         "FACEPAY_MATCH_GLOBAL_MARGIN_MIN",
         "FACEPAY_MATCH_PHONE_REQUIRED_GALLERY_MIN",
+        "FACEPAY_MATCH_APPROX_GALLERY_MIN",
     ];
 
     /// The defaults, overridden by whichever of [`Self::ENV_VARS`] are set (and non-empty).
@@ -74,7 +86,7 @@ impl MatchPolicy {
     /// [`Self::from_env`] over any lookup (for tests and config files).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, PolicyError> {
         let mut p = Self::default();
-        let [liveness, member, member_margin, global, global_margin, phone_min] = Self::ENV_VARS;
+        let [liveness, member, member_margin, global, global_margin, phone_min, approx_min] = Self::ENV_VARS;
         let cosine = |var: &'static str, lo: f32, default: f32| -> Result<f32, PolicyError> {
             let Some(v) = get(var) else { return Ok(default) };
             let x: f32 = v.trim().parse().map_err(|_| PolicyError { var, reason: format!("not a number: {v:?}") })?;
@@ -88,12 +100,12 @@ impl MatchPolicy {
         p.member_margin_min = cosine(member_margin, 0.0, p.member_margin_min)?;
         p.global_threshold = cosine(global, -1.0, p.global_threshold)?;
         p.global_margin_min = cosine(global_margin, 0.0, p.global_margin_min)?;
-        if let Some(v) = get(phone_min) {
-            p.phone_required_gallery_min = v
-                .trim()
-                .parse()
-                .map_err(|_| PolicyError { var: phone_min, reason: format!("not a whole number: {v:?}") })?;
-        }
+        let count = |var: &'static str, default: usize| -> Result<usize, PolicyError> {
+            let Some(v) = get(var) else { return Ok(default) };
+            v.trim().parse().map_err(|_| PolicyError { var, reason: format!("not a whole number: {v:?}") })
+        };
+        p.phone_required_gallery_min = count(phone_min, p.phone_required_gallery_min)?;
+        p.approx_gallery_min = count(approx_min, p.approx_gallery_min)?;
         Ok(p)
     }
 }

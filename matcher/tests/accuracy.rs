@@ -120,3 +120,24 @@ fn given_100000_identities_when_searched_at_default_thresholds_then_far_0_and_ta
     assert_eq!(a.wrong_payer, 0, "{a:?}");
     assert!(a.tar() >= 0.99, "{a:?}");
 }
+
+/// From `approx_gallery_min` on, the batched global search takes its candidates from the
+/// binary codes: on the same probes it decides exactly as exact search, with exact scores.
+/// The margin is against the best other candidate, so it is never below the exact margin;
+/// it is larger when the runner-up was a stranger the codes left out.
+#[test]
+fn given_the_code_index_when_searched_then_every_decision_equals_exact_search() {
+    let (a, g, probes) = measure(2_000, 500, 500);
+    let at = MerchantId::parse("1900000101").expect("valid id");
+    let batch: Vec<_> = probes.iter().map(|c| (&at, c)).collect();
+    let exact = g.identify_batch(&batch, &MatchPolicy::default()).unwrap();
+    let policy = MatchPolicy { approx_gallery_min: 1, ..MatchPolicy::default() };
+    let approx = g.identify_batch(&batch, &policy).unwrap();
+    for (e, x) in exact.iter().zip(&approx) {
+        assert_eq!((e.rule, &e.payer_id), (x.rule, &x.payer_id));
+        if e.rule.is_hit() {
+            assert!((e.score - x.score).abs() < 1e-4 && x.margin > e.margin - 1e-4, "{e:?} {x:?}");
+        }
+    }
+    assert_eq!(approx.iter().filter(|x| x.rule.is_hit()).count(), a.correct);
+}
