@@ -137,8 +137,12 @@ pub const PG_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 pub const ORDER_LOOKUP_BATCH_MAX: usize = 256;
 
 /// Order-lookup queries in flight at once (of the pool's connections; the rest stay free for
-/// the ledger's commits and the other routes).
-pub const ORDER_LOOKUP_QUERIES_MAX: usize = 2;
+/// the ledger's commits and the other routes). One: while it runs, the lookups that arrive
+/// pile up for the next query, ~19 per query at 48 clients, and a query costs PostgreSQL
+/// about the same for 8 keys as for 19. Measured on 2 cores (docs/BENCHMARKS.md): 25–27k
+/// lookups/s with one, 16–20k with two, less with three or four. A server with more cores
+/// may want two.
+pub const ORDER_LOOKUP_QUERIES_MAX: usize = 1;
 
 /// Order lookups queued for the next query; a full queue makes callers wait their turn.
 pub const ORDER_LOOKUP_QUEUE_MAX: usize = 4_096;
