@@ -11,8 +11,8 @@
 //! 52–75 of 256 bits differ) and the nearest stranger (cosine ≈ 0.25 at best: ≈ 107).
 //!
 //! 256 bits (the default) are 32 bytes a row, 1/64 of the f32 row: a 1 M gallery's codes
-//! take 32 MB. The scan keeps each query's `rerank` nearest codes (a [`TopK`] over negated
-//! distances); the rerank computes their exact cosines from the caller's f32 rows, so every
+//! take 32 MB. The scan keeps each query's `rerank` nearest codes (appended while within
+//! the current limit, the best selected in linear time when twice as many piled up); the rerank computes their exact cosines from the caller's f32 rows, so every
 //! score returned is exact and only the candidate set is approximate: a genuine template
 //! the codes miss leaves strangers' scores, far below any threshold. Recall@1 against exact
 //! search is measured by `facepay bench matcher --codes-bits 256` (docs/BENCHMARKS.md).
@@ -61,6 +61,60 @@ pub struct CodeOptions {
 impl Default for CodeOptions {
     fn default() -> Self {
         Self { bits: 256, rerank: 64, seed: 1 }
+    }
+}
+
+/// A query's nearest codes so far: candidates within the current limit are appended, and
+/// when twice `keep` have piled up the best `keep` are selected (`select_nth_unstable`,
+/// linear) and the limit tightens to the worst of them. Amortised O(1) per candidate,
+/// where an insertion into a sorted list costs O(keep).
+#[derive(Debug, Clone)]
+struct Nearest {
+    keep: usize,
+    /// Distances above this cannot be among the `keep` nearest any more.
+    max: u64,
+    /// (distance, row); at most `2 * keep`.
+    found: Vec<(u64, usize)>,
+}
+
+impl Nearest {
+    fn new(keep: usize) -> Self {
+        Self { keep: keep.max(1), max: u64::MAX, found: Vec::with_capacity(2 * keep.max(1)) }
+    }
+
+    #[inline]
+    fn limit(&self) -> u64 {
+        self.max
+    }
+
+    #[inline]
+    fn offer(&mut self, distance: u64, row: usize) {
+        if distance <= self.max {
+            self.found.push((distance, row));
+            if self.found.len() >= 2 * self.keep {
+                self.prune();
+            }
+        }
+    }
+
+    /// Keeps the `keep` nearest (ties to the lower row, as exact search breaks them).
+    fn prune(&mut self) {
+        if self.found.len() > self.keep {
+            self.found.select_nth_unstable(self.keep - 1);
+            self.found.truncate(self.keep);
+            self.max = self.found[self.keep - 1].0;
+        }
+    }
+
+    fn merge(&mut self, other: Nearest) {
+        other.found.into_iter().for_each(|(d, row)| self.offer(d, row));
+    }
+
+    /// The `keep` nearest, nearest first.
+    fn finish(mut self) -> Vec<(u64, usize)> {
+        self.found.sort_unstable();
+        self.found.truncate(self.keep);
+        self.found
     }
 }
 
@@ -157,8 +211,8 @@ impl CodeIndex {
             .zip(queries.par_chunks(dim))
             .map(|(found, query)| {
                 let mut top = TopK::new(k);
-                for h in found.hits() {
-                    top.offer(kernels::dot(&rows[h.row * dim..(h.row + 1) * dim], query), h.row);
+                for (_, row) in found.finish() {
+                    top.offer(kernels::dot(&rows[row * dim..(row + 1) * dim], query), row);
                 }
                 top.into_hits()
             })
@@ -168,17 +222,17 @@ impl CodeIndex {
     /// The `rerank` nearest codes of each query code: the groups are split into one range per
     /// worker; each worker scans its range block by block, every query over each block while
     /// the block sits in L2; the workers' selections are then merged per query.
-    fn scan(&self, query_codes: &[u64], n_queries: usize) -> Vec<TopK> {
+    fn scan(&self, query_codes: &[u64], n_queries: usize) -> Vec<Nearest> {
         let group_words = self.words * GROUP_ROWS;
         let groups = self.codes.len() / group_words;
         let parts = rayon::current_num_threads().max(1) * 2;
         let per_part = groups.div_ceil(parts).max(1);
-        let partial: Vec<Vec<TopK>> = self
+        let partial: Vec<Vec<Nearest>> = self
             .codes
             .par_chunks(per_part * group_words)
             .enumerate()
             .map(|(p, part)| {
-                let mut tops = vec![TopK::new(self.rerank); n_queries];
+                let mut tops = vec![Nearest::new(self.rerank); n_queries];
                 for (b, block) in part.chunks(SCAN_BLOCK_GROUPS * group_words).enumerate() {
                     let first_row = (p * per_part + b * SCAN_BLOCK_GROUPS) * GROUP_ROWS;
                     scan_block(block, query_codes, first_row, self.len, &mut tops);
@@ -187,9 +241,9 @@ impl CodeIndex {
             })
             .collect();
         let mut parts = partial.into_iter();
-        let mut tops = parts.next().unwrap_or_else(|| vec![TopK::new(self.rerank); n_queries]);
+        let mut tops = parts.next().unwrap_or_else(|| vec![Nearest::new(self.rerank); n_queries]);
         for part in parts {
-            tops.iter_mut().zip(&part).for_each(|(top, other)| top.merge(other));
+            tops.iter_mut().zip(part).for_each(|(top, other)| top.merge(other));
         }
         tops
     }
@@ -199,7 +253,7 @@ impl CodeIndex {
 /// code is within the selection's current worst distance from the query's code; `queries`
 /// holds one code per selection in `tops`. Rows `first_row..`; those from `len` on are
 /// padding and skipped.
-fn scan_block(block: &[u64], queries: &[u64], first_row: usize, len: usize, tops: &mut [TopK]) {
+fn scan_block(block: &[u64], queries: &[u64], first_row: usize, len: usize, tops: &mut [Nearest]) {
     let words = queries.len() / tops.len().max(1);
     #[cfg(target_arch = "x86_64")]
     if has_avx512_popcnt() {
@@ -219,28 +273,17 @@ fn has_avx512_popcnt() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vpopcntdq"))
 }
 
-/// Largest distance still worth offering to `top`.
-#[inline]
-fn limit(top: &TopK) -> u64 {
-    let t = top.threshold();
-    if t == f32::NEG_INFINITY {
-        u64::MAX
-    } else {
-        (-t) as u64
-    }
-}
-
 /// [`scan_block`] without SIMD: the same distances, one lane at a time.
-fn scan_block_portable(block: &[u64], query: &[u64], first_row: usize, len: usize, top: &mut TopK) {
+fn scan_block_portable(block: &[u64], query: &[u64], first_row: usize, len: usize, top: &mut Nearest) {
     let words = query.len();
-    let mut max = limit(top);
+    let mut max = top.limit();
     for (g, group) in block.chunks_exact(words * GROUP_ROWS).enumerate() {
         for r in 0..GROUP_ROWS {
             let d: u32 = query.iter().enumerate().map(|(j, q)| (group[j * GROUP_ROWS + r] ^ q).count_ones()).sum();
             let row = first_row + g * GROUP_ROWS + r;
             if u64::from(d) <= max && row < len {
-                top.offer(-(d as f32), row);
-                max = limit(top);
+                top.offer(u64::from(d), row);
+                max = top.limit();
             }
         }
     }
@@ -250,8 +293,7 @@ fn scan_block_portable(block: &[u64], query: &[u64], first_row: usize, len: usiz
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{limit, GROUP_ROWS};
-    use crate::topk::TopK;
+    use super::{Nearest, GROUP_ROWS};
 
     /// 8 distances per group and query: per word, XOR the group's register with the
     /// broadcast query word, count bits per lane, add. Common code widths get a kernel of
@@ -263,7 +305,7 @@ mod x86 {
         words: usize,
         first_row: usize,
         len: usize,
-        tops: &mut [TopK],
+        tops: &mut [Nearest],
     ) {
         // Queries per pass: as many as the 32 registers hold with the group's word.
         let per_pass = match words {
@@ -291,11 +333,11 @@ mod x86 {
         queries: &[u64],
         first_row: usize,
         len: usize,
-        tops: &mut [TopK],
+        tops: &mut [Nearest],
     ) {
         let q: [[__m512i; W]; Q] =
             std::array::from_fn(|i| std::array::from_fn(|j| _mm512_set1_epi64(queries[i * W + j] as i64)));
-        let mut max: [u64; Q] = std::array::from_fn(|i| limit(&tops[i]));
+        let mut max: [u64; Q] = std::array::from_fn(|i| tops[i].limit());
         let mut max_v = max.map(|m| _mm512_set1_epi64(m as i64));
         for (g, group) in block.chunks_exact(W * GROUP_ROWS).enumerate() {
             let mut acc = [_mm512_setzero_si512(); Q];
@@ -316,9 +358,9 @@ mod x86 {
 
     /// Codes of any width.
     #[target_feature(enable = "avx512f,avx512vpopcntdq")]
-    unsafe fn scan_any(block: &[u64], query: &[u64], first_row: usize, len: usize, top: &mut TopK) {
+    unsafe fn scan_any(block: &[u64], query: &[u64], first_row: usize, len: usize, top: &mut Nearest) {
         let words = query.len();
-        let mut max = limit(top);
+        let mut max = top.limit();
         let mut max_v = _mm512_set1_epi64(max as i64);
         for (g, group) in block.chunks_exact(words * GROUP_ROWS).enumerate() {
             let mut acc = _mm512_setzero_si512();
@@ -335,13 +377,13 @@ mod x86 {
 
     /// Offers the group's rows (from `first_row`) within `max` and before `len`; the new limit.
     #[target_feature(enable = "avx512f")]
-    unsafe fn offer(acc: __m512i, mut max: u64, first_row: usize, len: usize, top: &mut TopK) -> u64 {
+    unsafe fn offer(acc: __m512i, mut max: u64, first_row: usize, len: usize, top: &mut Nearest) -> u64 {
         let mut d = [0u64; GROUP_ROWS];
         _mm512_storeu_si512(d.as_mut_ptr() as *mut __m512i, acc);
         for (r, &d) in d.iter().enumerate() {
             if d <= max && first_row + r < len {
-                top.offer(-(d as f32), first_row + r);
-                max = limit(top);
+                top.offer(d, first_row + r);
+                max = top.limit();
             }
         }
         max
@@ -372,19 +414,21 @@ mod tests {
             let codes = index.project(&rows).unwrap();
             let qcodes = index.project(&queries).unwrap();
             let found = index.scan(&qcodes, 7);
-            for (q, top) in qcodes.chunks(words).zip(&found) {
+            for (q, top) in qcodes.chunks(words).zip(found) {
                 let mut expected = TopK::new(10);
                 for (row, code) in codes.chunks(words).enumerate() {
                     let d: u32 = code.iter().zip(q).map(|(a, b)| (a ^ b).count_ones()).sum();
                     expected.offer(-(d as f32), row);
                 }
-                assert_eq!(top.hits(), expected.hits(), "{bits} bits");
-                let mut portable = TopK::new(10);
+                let expected: Vec<(u64, usize)> = expected.hits().iter().map(|h| (-h.score as u64, h.row)).collect();
+                let top = top.finish();
+                assert_eq!(top, expected, "{bits} bits");
+                let mut portable = Nearest::new(10);
                 for (b, block) in index.codes.chunks(SCAN_BLOCK_GROUPS * words * GROUP_ROWS).enumerate() {
                     scan_block_portable(block, q, b * SCAN_BLOCK_GROUPS * GROUP_ROWS, index.len(), &mut portable);
                 }
-                assert_eq!(portable.hits(), expected.hits(), "the portable kernel agrees");
-                assert!(top.hits().iter().all(|h| h.row < 1003), "padding is never offered");
+                assert_eq!(portable.finish(), expected, "the portable kernel agrees");
+                assert!(top.iter().all(|&(_, row)| row < 1003), "padding is never offered");
             }
         }
     }
