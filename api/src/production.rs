@@ -99,11 +99,16 @@ pub async fn start_with(
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     if roles.matcher {
-        let gallery = match &pipeline.faces {
-            Some(faces) => faces.load().await.context("loading the face gallery")?,
-            None => Gallery::new(),
+        let (gallery, recent) = match &pipeline.faces {
+            Some(faces) => (
+                faces.load().await.context("loading the face gallery")?,
+                faces.recent_captures(chrono::Utc::now()).await.context("restoring the recent captures")?,
+            ),
+            None => (Gallery::new(), Vec::new()),
         };
-        let stage = Arc::new(tokio::sync::Mutex::new(MatchStage::new(gallery, pipeline.match_policy)));
+        let mut stage = MatchStage::new(gallery, pipeline.match_policy);
+        stage.restore_captures(recent);
+        let stage = Arc::new(tokio::sync::Mutex::new(stage));
         let (c, r, rx, faces) = (cfg.clone(), registry.clone(), rx.clone(), pipeline.faces.clone());
         let verifier = pipeline.verifier.clone();
         tasks.spawn(supervised("matcher", rx.clone(), move || {

@@ -105,6 +105,11 @@ pub const LEDGER_BATCH_LINGER_MS: u64 = 2;
 /// is single-use, and its payment follows within seconds on the same device).
 pub const MATCH_MEMORY_CAPTURES_MAX: usize = 100_000;
 
+/// How far back a restarted matcher restores the captures it had identified (kept in the
+/// store per batch, migration 0012), and how long the store keeps them: a payment follows
+/// its capture within seconds, and an order still unpaid 45 s after creation is revoked.
+pub const MATCH_CAPTURE_MEMO_WINDOW_MS: u64 = 10 * 60 * 1000;
+
 /// How long an HTTP ingest request may wait for room in the pipeline before answering 503.
 pub const INGEST_ENQUEUE_TIMEOUT_MS: u64 = 2_000;
 

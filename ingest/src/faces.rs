@@ -5,13 +5,18 @@
 //! payer id), so N matcher processes split a large gallery between them, each loading and
 //! searching only its own payers (a capture then goes to every shard and the best answer
 //! across shards wins; routing captures is the transport's business).
+//!
+//! The matcher's recent captures are kept here too ([`FaceStore::remember_captures`]): what
+//! each face code resolved to, so that a matcher restarted between a capture and its
+//! payment still pays from the payer the capture identified.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use facepay_domain::{Embedding, PayerId, PhoneLast4};
-use facepay_ledger::store::StoredFace;
-use facepay_ledger::{LedgerStore, StoreError};
+use facepay_domain::limits::{MATCH_CAPTURE_MEMO_WINDOW_MS, MATCH_MEMORY_CAPTURES_MAX};
+use facepay_domain::{Embedding, FaceCode, PayerId, PhoneLast4};
+use facepay_ledger::store::{CaptureMemo, StoredFace};
+use facepay_ledger::{Identity, LedgerStore, StoreError};
 use facepay_matcher::vault::{Sealed, Vault, VaultError};
 use facepay_matcher::Gallery;
 
@@ -46,6 +51,10 @@ impl Shard {
     pub fn owns(&self, payer: &PayerId) -> bool {
         shard_hash(payer) % self.count.max(1) == self.index
     }
+}
+
+fn memo_window() -> chrono::Duration {
+    chrono::Duration::milliseconds(i64::try_from(MATCH_CAPTURE_MEMO_WINDOW_MS).unwrap_or(i64::MAX))
 }
 
 /// The stable hash that places a payer in a shard: 32-bit FNV-1a of the payer id.
@@ -95,6 +104,44 @@ impl FaceStore {
             ciphertext,
         };
         Ok(self.store.face_enrol(&face, at).await?)
+    }
+
+    /// Keeps what `captures` resolved to, identified `at`, and forgets those older than
+    /// [`MATCH_CAPTURE_MEMO_WINDOW_MS`]: a restarted matcher restores them with
+    /// [`Self::recent_captures`].
+    pub async fn remember_captures(
+        &self,
+        captures: Vec<(FaceCode, Identity)>,
+        at: DateTime<Utc>,
+    ) -> Result<(), FaceStoreError> {
+        let memos: Vec<CaptureMemo> = captures
+            .into_iter()
+            .map(|(face_code, identity)| {
+                let (payer_id, rule) = match identity {
+                    Identity::Resolved { payer_id, rule } => (Some(payer_id), rule),
+                    Identity::Unresolved { rule } => (None, rule),
+                };
+                CaptureMemo { face_code, payer_id, rule, captured_at: at }
+            })
+            .collect();
+        Ok(self.store.captures_remember(&memos, at - memo_window()).await?)
+    }
+
+    /// The captures identified within [`MATCH_CAPTURE_MEMO_WINDOW_MS`] of `now`, oldest first
+    /// (at most [`MATCH_MEMORY_CAPTURES_MAX`], the newest).
+    pub async fn recent_captures(&self, now: DateTime<Utc>) -> Result<Vec<(FaceCode, Identity)>, FaceStoreError> {
+        let limit = u32::try_from(MATCH_MEMORY_CAPTURES_MAX).unwrap_or(u32::MAX);
+        let memos = self.store.captures_recent(now - memo_window(), limit).await?;
+        Ok(memos
+            .into_iter()
+            .map(|m| {
+                let identity = match m.payer_id {
+                    Some(payer_id) => Identity::Resolved { payer_id, rule: m.rule },
+                    None => Identity::Unresolved { rule: m.rule },
+                };
+                (m.face_code, identity)
+            })
+            .collect())
     }
 
     /// Destroys `payer`'s data key: every template of theirs in the log becomes unreadable.

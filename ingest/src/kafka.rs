@@ -425,6 +425,15 @@ pub async fn run_match_stage(
             let (key, payload) = (out.key(), serde_json::to_vec(&out)?);
             enqueue(&producer, FutureRecord::to(&commands).key(key.as_str()).payload(payload.as_slice()), &mut acks)?;
         }
+        // The batch's captures are kept before its offsets are committed: a restart after
+        // the commit restores them (`FaceStore::recent_captures`), one before it routes them again.
+        let identified = stage.take_identified();
+        if let (Some(faces), false) = (&faces, identified.is_empty()) {
+            faces.remember_captures(identified, chrono::Utc::now()).await.map_err(|e| match e {
+                crate::faces::FaceStoreError::Store(s) => TransportError::Store(s),
+                other => TransportError::Faces(other.to_string()),
+            })?;
+        }
         acknowledged(acks).await?;
         guard.processed(&batch);
         commit_hints(&consumer, &batch);

@@ -18,6 +18,9 @@ pub struct MatchStage {
     /// payment follows its capture within seconds on the same device.
     captures: HashMap<FaceCode, Identity>,
     capture_order: VecDeque<FaceCode>,
+    /// Captures identified since [`MatchStage::take_identified`] last ran, for the caller to
+    /// keep in the store so that a restart does not forget them. Bounded like `captures`.
+    identified: Vec<(FaceCode, Identity)>,
     /// The payers whose faces this process holds; enrolments of others are left to their
     /// shard's process.
     shard: Shard,
@@ -34,7 +37,14 @@ pub enum Routed {
 
 impl MatchStage {
     pub fn new(gallery: Gallery, policy: MatchPolicy) -> Self {
-        Self { gallery, policy, captures: HashMap::new(), capture_order: VecDeque::new(), shard: Shard::ALL }
+        Self {
+            gallery,
+            policy,
+            captures: HashMap::new(),
+            capture_order: VecDeque::new(),
+            identified: Vec::new(),
+            shard: Shard::ALL,
+        }
     }
 
     /// Serves only `shard` of the gallery.
@@ -73,6 +83,9 @@ impl MatchStage {
                         Identity::Unresolved { rule: "matcher_error".to_string() }
                     }
                 };
+                if self.identified.len() < MATCH_MEMORY_CAPTURES_MAX {
+                    self.identified.push((c.face_code.clone(), identity.clone()));
+                }
                 self.remember(c.face_code, identity);
                 applied(kind)
             }
@@ -168,6 +181,16 @@ impl MatchStage {
             (body, _) => CommandKind::NotYetSupported { kind: body.kind().to_string() },
         };
         command(k)
+    }
+
+    /// The captures identified since the last call, in order (to be kept in the store).
+    pub fn take_identified(&mut self) -> Vec<(FaceCode, Identity)> {
+        std::mem::take(&mut self.identified)
+    }
+
+    /// Remembers captures identified before a restart (oldest first), as if just routed.
+    pub fn restore_captures(&mut self, captures: impl IntoIterator<Item = (FaceCode, Identity)>) {
+        captures.into_iter().for_each(|(face_code, identity)| self.remember(face_code, identity));
     }
 
     fn remember(&mut self, face_code: FaceCode, identity: Identity) {

@@ -1,6 +1,7 @@
 //! The gallery at rest, on SQLite and PostgreSQL: a restart restores the gallery exactly,
 //! deletion makes a payer unmatchable and every stored ciphertext of theirs undecryptable
-//! (crypto-shredding), and shards split the payers.
+//! (crypto-shredding), shards split the payers, and a restarted matcher keeps its recent
+//! captures.
 //!
 //! PostgreSQL runs on a database of its own on `FACEPAY_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); unreachable, the variant says so and passes
@@ -11,10 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use facepay_domain::event::FaceCaptured;
-use facepay_domain::{CardChannel, CardCode, Embedding, FaceCode, MerchantId, PayerId, PhoneLast4, Score};
+use facepay_domain::event::{FaceCaptured, PaymentRequested};
+use facepay_domain::{
+    CardChannel, CardCode, DeviceId, DeviceRef, Embedding, Envelope, EventBody, FaceCode, MerchantId, Money, Origin,
+    OutTradeNo, PayerId, PhoneLast4, Score, StoreId,
+};
 use facepay_ingest::faces::{FaceStore, Shard};
-use facepay_ledger::{Command, CommandKind, Ledger, LedgerStore, PgStore, Policy, SqliteStore};
+use facepay_ingest::matching::{MatchStage, Routed};
+use facepay_ledger::{Command, CommandKind, Identity, Ledger, LedgerStore, PgStore, Policy, SqliteStore};
 use facepay_matcher::synthetic::SyntheticFaces;
 use facepay_matcher::vault::{MasterKey, Vault};
 use facepay_matcher::{Gallery, MatchPolicy, MatchRule};
@@ -232,8 +237,80 @@ async fn restart_restores_the_memberships(postgres: bool) {
     assert_eq!(id.unwrap().rule, MatchRule::MemberHit);
 }
 
+/// A device event at the shop's till.
+fn at_till(body: EventBody) -> Envelope {
+    let device = DeviceRef {
+        merchant_id: MerchantId::parse("1900000101").unwrap(),
+        store_id: StoreId::parse("store-1").unwrap(),
+        device_id: DeviceId::parse("till-1").unwrap(),
+    };
+    Envelope {
+        event_id: uuid::Uuid::new_v4(),
+        schema_version: facepay_domain::limits::SCHEMA_VERSION,
+        occurred_at: Utc::now(),
+        origin: Origin::Device(device),
+        body,
+    }
+}
+
+/// The identity the stage's payment command carries for the capture `face_code`.
+fn paid_by(stage: &mut MatchStage, face_code: &str) -> Identity {
+    let pay = PaymentRequested {
+        out_trade_no: OutTradeNo::parse(format!("T{face_code}")).unwrap(),
+        amount: Money::from_fen(1_00).unwrap(),
+        face_code: FaceCode::parse(face_code).unwrap(),
+    };
+    match stage.route(at_till(EventBody::PaymentRequested(pay))) {
+        Routed::Command(Command { kind: CommandKind::Pay { identity, .. }, .. }) => identity,
+        other => panic!("not a payment: {other:?}"),
+    }
+}
+
+/// A matcher restarted between a capture and its payment still pays from the payer the
+/// capture identified; captures older than the window are not restored.
+async fn restart_between_capture_and_payment_keeps_the_identity(postgres: bool) {
+    let Some(home) = home(postgres).await else { return };
+    let (key, hex) = MasterKey::generate();
+    let synthetic = SyntheticFaces::new(83, PAYERS);
+    let faces = FaceStore::new(open(&home).await, Vault::new(key), Shard::ALL);
+    populate(&faces, &synthetic).await;
+    let mut stage = MatchStage::new(faces.load().await.unwrap(), MatchPolicy::default());
+    let mut seen = capture(expected(&synthetic, 3), None);
+    seen.face_code = FaceCode::parse("134567890123450003").unwrap();
+    let mut stranger = capture(synthetic.nth_stranger(1), None);
+    stranger.face_code = FaceCode::parse("134567890123450099").unwrap();
+    for c in [seen, stranger] {
+        stage.route(at_till(EventBody::FaceCaptured(c)));
+    }
+    let identified = stage.take_identified();
+    assert_eq!(identified.len(), 2);
+    assert!(stage.take_identified().is_empty(), "taken once");
+    faces.remember_captures(identified, Utc::now()).await.unwrap();
+    // An old capture, from before the window: forgotten by the next write and never restored.
+    let old = Utc::now() - chrono::Duration::hours(1);
+    let stale = (FaceCode::parse("134567890123450050").unwrap(), Identity::Unresolved { rule: "no_match".into() });
+    faces.remember_captures(vec![stale], old).await.unwrap();
+
+    // The restart: a new process, store and stage.
+    let faces = FaceStore::new(open(&home).await, Vault::new(MasterKey::from_hex(&hex).unwrap()), Shard::ALL);
+    let mut restarted = MatchStage::new(faces.load().await.unwrap(), MatchPolicy::default());
+    let recent = faces.recent_captures(Utc::now()).await.unwrap();
+    assert_eq!(recent.len(), 2, "{recent:?}");
+    restarted.restore_captures(recent);
+    assert_eq!(
+        paid_by(&mut restarted, "134567890123450003"),
+        Identity::Resolved { payer_id: payer(3), rule: "global_hit".into() }
+    );
+    assert_eq!(paid_by(&mut restarted, "134567890123450099"), Identity::Unresolved { rule: "no_match".into() });
+    assert_eq!(paid_by(&mut restarted, "134567890123450050"), Identity::Unresolved { rule: "unknown_capture".into() });
+    // Without the restore, the payment would find no capture (what used to happen).
+    let mut forgetful = MatchStage::new(faces.load().await.unwrap(), MatchPolicy::default());
+    assert_eq!(paid_by(&mut forgetful, "134567890123450003"), Identity::Unresolved { rule: "unknown_capture".into() });
+}
+
 on_both_stores!(
     restart_restores_the_gallery_and_deletion_shreds,
     shards_split_the_payers,
-    restart_restores_the_memberships
+    restart_restores_the_memberships,
+    restart_between_capture_and_payment_keeps_the_identity
 );

@@ -83,6 +83,18 @@ pub(crate) fn order_from(r: &dyn Cells) -> Result<Order, StoreError> {
     })
 }
 
+pub(crate) fn capture_memo_from(r: &dyn Cells) -> Result<crate::store::CaptureMemo, StoreError> {
+    Ok(crate::store::CaptureMemo {
+        face_code: id("face_code", r.text("face_code")?, FaceCode::parse)?,
+        payer_id: opt_payer(r)?,
+        rule: r.text("rule")?,
+        captured_at: r.at("captured_at")?,
+    })
+}
+
+/// Rows per multi-row insert of capture memos (4 values each).
+pub(crate) const CAPTURE_MEMOS_PER_INSERT: usize = 1_000;
+
 pub(crate) fn member_from(r: &dyn Cells) -> Result<((MerchantId, PayerId), Member), StoreError> {
     let channel = r.text("channel")?;
     let key =

@@ -921,6 +921,51 @@ impl LedgerStore for SqliteStore {
             .await?;
         rows.iter().map(|r| Ok((parse_uuid(&r.try_get::<String, _>("key_id")?)?, r.try_get("ciphertext")?))).collect()
     }
+
+    async fn captures_remember(
+        &self,
+        captures: &[crate::store::CaptureMemo],
+        forget_before: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for chunk in captures.chunks(rows::CAPTURE_MEMOS_PER_INSERT) {
+            let mut qb =
+                QueryBuilder::<Sqlite>::new("INSERT INTO capture_memos (face_code, payer_id, rule, captured_at) ");
+            qb.push_values(chunk, |mut b, c| {
+                b.push_bind(c.face_code.as_str())
+                    .push_bind(c.payer_id.as_ref().map(|p| p.as_str().to_string()))
+                    .push_bind(c.rule.as_str())
+                    .push_bind(ts(&c.captured_at));
+            });
+            qb.push(
+                " ON CONFLICT (face_code) DO UPDATE SET payer_id = excluded.payer_id, rule = excluded.rule, \
+                 captured_at = excluded.captured_at",
+            );
+            qb.build().execute(&mut *tx).await?;
+        }
+        sqlx::query("DELETE FROM capture_memos WHERE captured_at < ?")
+            .bind(ts(&forget_before))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn captures_recent(
+        &self,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::store::CaptureMemo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT * FROM capture_memos WHERE captured_at >= ? ORDER BY captured_at DESC, face_code \
+             LIMIT ?) ORDER BY captured_at, face_code",
+        )
+        .bind(ts(&since))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| rows::capture_memo_from(r)).collect()
+    }
 }
 
 crate::credentials::credential_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, writer, |_: usize| "?"

@@ -215,6 +215,20 @@ pub struct Registry {
     pub device_keys: HashMap<facepay_domain::auth::KeyId, crate::credentials::Credential>,
 }
 
+/// What a face capture resolved to, kept by the matcher until its payment comes (migration
+/// 0012): a matcher that restarts between a capture and its payment still knows whom the
+/// capture identified, instead of declining the payment as an unknown capture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureMemo {
+    pub face_code: facepay_domain::FaceCode,
+    /// The payer it resolved to (none: unresolved, `rule` says why).
+    pub payer_id: Option<PayerId>,
+    /// The match rule that decided (`global_hit`, `no_match`, …).
+    pub rule: String,
+    /// When the matcher identified it (the server's clock): restores look back a window.
+    pub captured_at: DateTime<Utc>,
+}
+
 /// A payer's sealed face template as the store keeps it (the matcher's gallery at rest):
 /// the ciphertext and the wrapped data key that opens it. Only byte counts are printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -327,6 +341,14 @@ pub trait LedgerStore: crate::credentials::CredentialStore + Send + Sync + 'stat
     /// Every template ciphertext ever stored for `payer` with its key id (the log keeps them
     /// after deletion): for audits of the shredding.
     async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError>;
+
+    // ---- The matcher's recent captures (migration 0012) ------------------------------
+    /// Keeps what `captures` resolved to (a face code seen again is overwritten) and forgets
+    /// every capture identified before `forget_before`, in one transaction.
+    async fn captures_remember(&self, captures: &[CaptureMemo], forget_before: DateTime<Utc>)
+        -> Result<(), StoreError>;
+    /// The captures identified at or after `since`, oldest first, at most `limit` (the newest).
+    async fn captures_recent(&self, since: DateTime<Utc>, limit: u32) -> Result<Vec<CaptureMemo>, StoreError>;
 
     /// Reconciliation over the same database (issue 6; migration 0006), if the store has it.
     fn recon(&self) -> Option<std::sync::Arc<dyn crate::reconcile::store::ReconStore>> {
