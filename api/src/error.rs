@@ -46,6 +46,10 @@ pub enum ApiError {
     /// The pipeline is full: 503 with Retry-After, so devices back off instead of piling on.
     #[error("the pipeline is busy; retry shortly")]
     Overloaded,
+    /// The store failed in a way that passes ([`StoreError::is_transient`]: connection
+    /// lost, pool exhausted, busy): 503 with Retry-After; logged, answered quietly.
+    #[error("the store is unavailable for a moment; retry shortly")]
+    Unavailable(#[source] StoreError),
     /// Anything else: 500, logged in full, answered quietly.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -53,7 +57,11 @@ pub enum ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.into())
+        if e.is_transient() {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(e.into())
+        }
     }
 }
 
@@ -84,7 +92,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +106,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } | ApiError::Refused { code, .. } => (*code).into(),
             ApiError::RateLimited { .. } => "rate_limited".into(),
             ApiError::Overloaded => "overloaded".into(),
+            ApiError::Unavailable(_) => "unavailable".into(),
             ApiError::Internal(_) => "internal".into(),
         }
     }
@@ -105,8 +114,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(e) = &self {
-            tracing::error!(error = ?e, "internal error");
+        match &self {
+            ApiError::Internal(e) => tracing::error!(error = ?e, "internal error"),
+            ApiError::Unavailable(e) => tracing::warn!(error = %e, "store unavailable; the caller is told to retry"),
+            _ => {}
         }
         let field = match &self {
             ApiError::BadRequest(e) => Some(e.field.clone()),
@@ -120,7 +131,7 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status(), Json(body)).into_response();
         let retry_after = match &self {
             ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            ApiError::Overloaded => Some(1),
+            ApiError::Overloaded | ApiError::Unavailable(_) => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after {
@@ -130,5 +141,43 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: StoreError) -> (StatusCode, Option<String>, ErrorBody) {
+        let resp = ApiError::from(e).into_response();
+        let status = resp.status();
+        let retry = resp.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_string());
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, retry, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_that_passes_is_a_quiet_503_with_retry_after() {
+        for e in [
+            StoreError::Database(sqlx::Error::PoolTimedOut),
+            StoreError::Database(sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))),
+            StoreError::Unavailable("connection refused to 10.0.0.7".into()),
+        ] {
+            let (status, retry, body) = answer(e).await;
+            assert_eq!(
+                (status, retry.as_deref(), body.code.as_str()),
+                (StatusCode::SERVICE_UNAVAILABLE, Some("1"), "unavailable")
+            );
+            assert!(!body.message.contains("10.0.0.7"), "quiet: {}", body.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_that_stays_is_a_quiet_500() {
+        for e in [StoreError::Corrupt("orders row 7: bad status \"X\"".into()), StoreError::Conflict("x".into())] {
+            let (status, retry, body) = answer(e).await;
+            assert_eq!((status, retry, body.code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, None, "internal"));
+            assert_eq!(body.message, "internal error");
+        }
     }
 }

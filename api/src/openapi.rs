@@ -448,7 +448,7 @@ struct ReconcileResult {
     components(schemas(ErrorBody, Accepted, Order, HistoryPage, MembersPage, SettlementPage, Balance, CreatedKey,
         KeysPage, AuditPage, RejectedPage, ReconcileResult, ImportsPage, RunsPage, BreaksPage, Resolution,
         ResolutionsPage)),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &StoreUnavailable),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -460,6 +460,26 @@ impl Modify for Bearer {
         let components = api.components.get_or_insert_with(Default::default);
         let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("fpk_<key id>_<secret>").build();
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Every operation may answer 503 with Retry-After when the store fails for a moment (see
+/// `ApiError::Unavailable`); added to each operation that does not list a 503 already.
+struct StoreUnavailable;
+
+impl Modify for StoreUnavailable {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let response = ResponseBuilder::new()
+            .description("unavailable for a moment (the store or the pipeline): retry after `Retry-After` seconds")
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build();
+        for item in api.paths.paths.values_mut() {
+            let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for op in ops.into_iter().flatten() {
+                op.responses.responses.entry("503".to_string()).or_insert_with(|| response.clone().into());
+            }
+        }
     }
 }
 

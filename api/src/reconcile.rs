@@ -356,6 +356,7 @@ impl From<ReconError> for ApiError {
                 code: facepay_domain::RefusalReason::from_code(&code).map_or("REFUSED", |r| r.code()),
                 message: format!("{code}: {message}"),
             },
+            ReconError::Store(s) => s.into(),
             e => ApiError::Internal(e.into()),
         }
     }

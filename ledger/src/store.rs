@@ -59,6 +59,38 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// True for a failure that passes by itself: the pool timed out or closed, the
+    /// connection was lost, the server is shutting down or out of resources, a serialization
+    /// conflict or deadlock, SQLite busy or locked, or a shared read that failed for one of
+    /// those. An HTTP caller is told to retry (503 with Retry-After) instead of a 500.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) | StoreError::Fenced(_) => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                    // PostgreSQL: connection exceptions (08), insufficient resources (53),
+                    // shutdown or not yet accepting (57P0x), serialization failure and
+                    // deadlock (40001, 40P01). SQLite: BUSY (5) and LOCKED (6), extended too.
+                    let sqlite_busy = c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6));
+                    c.starts_with("08")
+                        || c.starts_with("53")
+                        || c.starts_with("57P0")
+                        || c == "40001"
+                        || c == "40P01"
+                        || sqlite_busy
+                }),
+                _ => false,
+            },
+            StoreError::Migration(_) | StoreError::Corrupt(_) | StoreError::Conflict(_) => false,
+        }
+    }
+}
+
 /// One event to append, with what caused it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
