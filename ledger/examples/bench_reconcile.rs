@@ -1,6 +1,9 @@
 //! The reconciliation benchmark without the rest of the binary (a quicker release build):
 //! `cargo run --release -p facepay-ledger --example bench_reconcile -- [LINES]`. The same code
-//! as `facepay bench reconcile --json`.
+//! as `facepay bench reconcile --json`, with the same allocator.
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
