@@ -274,3 +274,58 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
         r.unwrap().unwrap();
     }
 }
+
+/// A matcher stopped between a face capture and its payment, and started again, still pays
+/// from the payer the capture identified: the capture's identity was kept in the store with
+/// its batch (`capture_memos`) and restored at start-up. Before, the restarted matcher had
+/// forgotten the capture and the payment was declined as an unknown capture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matcher_restarted_between_a_capture_and_its_payment_still_knows_the_payer() {
+    use facepay_ingest::authenticity::DeviceVerifier;
+    use facepay_ingest::faces::{FaceStore, Shard};
+    use facepay_matcher::vault::{MasterKey, Vault};
+
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pepper, signer) = store(dir.path()).await;
+    let cfg = config(&brokers);
+    let (key, hex) = MasterKey::generate();
+    let pipeline = |key: MasterKey| facepay_ingest::PipelineConfig {
+        verifier: Arc::new(DeviceVerifier::new(pepper.clone())),
+        faces: Some(FaceStore::new(store.clone(), Vault::new(key), Shard::ALL)),
+        ..Default::default()
+    };
+    let producer = cfg.producer().unwrap();
+    let topic = cfg.topic(DEVICE_EVENTS);
+    let send = |bytes: Vec<u8>| {
+        let (producer, topic, signature) = (producer.clone(), topic.clone(), signer.sign(&bytes));
+        async move { kafka::publish_signed(&producer, &topic, "DEV-K1", &bytes, signature.as_deref()).await.unwrap() }
+    };
+    let stop = |prod: production::Production| async move {
+        let _ = prod.shutdown.send(true);
+        let mut tasks = prod.tasks;
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap();
+        }
+    };
+
+    let first = production::start_with(store.clone(), cfg.clone(), Roles::ALL, pipeline(key)).await.unwrap();
+    send(event(21, "face_enrolled", json!({"payer_id": "u-r", "embedding": face()}), false)).await;
+    send(event(22, "account_funded", json!({"payer_id": "u-r", "amount": "100.00"}), false)).await;
+    let capture = json!({"face_code": "100000000000000021", "embedding": face(), "liveness": 0.99});
+    send(event(23, "face_captured", capture, true)).await;
+    outcomes(&cfg, &[id(22), id(23)]).await;
+    stop(first).await;
+
+    let second =
+        production::start_with(store.clone(), cfg.clone(), Roles::ALL, pipeline(MasterKey::from_hex(&hex).unwrap()))
+            .await
+            .unwrap();
+    let pay = json!({"out_trade_no": "K-R1", "amount": "25.00", "face_code": "100000000000000021"});
+    send(event(24, "payment_requested", pay, true)).await;
+    let got = outcomes(&cfg, &[id(24)]).await;
+    assert_eq!(got[0]["payload"]["status"], "PAID", "{:?}", got[0]);
+    let (balance_fen, _) = store.wallet(&facepay_domain::PayerId::parse("u-r").unwrap()).await.unwrap().unwrap();
+    assert_eq!(balance_fen, 10_000 - 2_500);
+    stop(second).await;
+}
