@@ -106,7 +106,13 @@ pub async fn start_with(
             ),
             None => (Gallery::new(), Vec::new()),
         };
+        // With a face store the stage's captures are kept per batch and restored here;
+        // the embedded pipeline does not keep them (its bus loses queued events with the
+        // process anyway, so no payment would be left to use them).
         let mut stage = MatchStage::new(gallery, pipeline.match_policy);
+        if pipeline.faces.is_some() {
+            stage = stage.keeping_identified();
+        }
         stage.restore_captures(recent);
         let stage = Arc::new(tokio::sync::Mutex::new(stage));
         let (c, r, rx, faces) = (cfg.clone(), registry.clone(), rx.clone(), pipeline.faces.clone());

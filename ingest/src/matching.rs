@@ -19,8 +19,9 @@ pub struct MatchStage {
     captures: HashMap<FaceCode, Identity>,
     capture_order: VecDeque<FaceCode>,
     /// Captures identified since [`MatchStage::take_identified`] last ran, for the caller to
-    /// keep in the store so that a restart does not forget them. Bounded like `captures`.
-    identified: Vec<(FaceCode, Identity)>,
+    /// keep in the store so that a restart does not forget them; `None` unless asked for
+    /// ([`MatchStage::keeping_identified`]). Bounded like `captures`.
+    identified: Option<Vec<(FaceCode, Identity)>>,
     /// The payers whose faces this process holds; enrolments of others are left to their
     /// shard's process.
     shard: Shard,
@@ -42,9 +43,16 @@ impl MatchStage {
             policy,
             captures: HashMap::new(),
             capture_order: VecDeque::new(),
-            identified: Vec::new(),
+            identified: None,
             shard: Shard::ALL,
         }
+    }
+
+    /// Collects the captures it identifies for [`Self::take_identified`] (a stage whose
+    /// caller keeps them in the store).
+    pub fn keeping_identified(mut self) -> Self {
+        self.identified = Some(Vec::new());
+        self
     }
 
     /// Serves only `shard` of the gallery.
@@ -83,8 +91,8 @@ impl MatchStage {
                         Identity::Unresolved { rule: "matcher_error".to_string() }
                     }
                 };
-                if self.identified.len() < MATCH_MEMORY_CAPTURES_MAX {
-                    self.identified.push((c.face_code.clone(), identity.clone()));
+                if let Some(kept) = self.identified.as_mut().filter(|k| k.len() < MATCH_MEMORY_CAPTURES_MAX) {
+                    kept.push((c.face_code.clone(), identity.clone()));
                 }
                 self.remember(c.face_code, identity);
                 applied(kind)
@@ -183,9 +191,10 @@ impl MatchStage {
         command(k)
     }
 
-    /// The captures identified since the last call, in order (to be kept in the store).
+    /// The captures identified since the last call, in order (to be kept in the store);
+    /// always empty unless [`Self::keeping_identified`].
     pub fn take_identified(&mut self) -> Vec<(FaceCode, Identity)> {
-        std::mem::take(&mut self.identified)
+        self.identified.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Remembers captures identified before a restart (oldest first), as if just routed.

@@ -200,12 +200,7 @@ async fn run_match(
             keep_face(faces, &env).await?;
         }
         let (event_id, device) = (env.event_id, env.origin.device().cloned());
-        let routed = stage.route(env);
-        // Not kept in the store here: the in-process bus loses its queued events with the
-        // process anyway, so a restart has no payment in flight to give them to (the Kafka
-        // matcher stage keeps them; see `kafka::run_match_stage`).
-        drop(stage.take_identified());
-        match routed {
+        match stage.route(env) {
             Routed::Command(cmd) => {
                 if tx.send(Command { request_id, ..cmd }).await.is_err() {
                     break;

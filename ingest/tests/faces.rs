@@ -274,7 +274,7 @@ async fn restart_between_capture_and_payment_keeps_the_identity(postgres: bool) 
     let synthetic = SyntheticFaces::new(83, PAYERS);
     let faces = FaceStore::new(open(&home).await, Vault::new(key), Shard::ALL);
     populate(&faces, &synthetic).await;
-    let mut stage = MatchStage::new(faces.load().await.unwrap(), MatchPolicy::default());
+    let mut stage = MatchStage::new(faces.load().await.unwrap(), MatchPolicy::default()).keeping_identified();
     let mut seen = capture(expected(&synthetic, 3), None);
     seen.face_code = FaceCode::parse("134567890123450003").unwrap();
     let mut stranger = capture(synthetic.nth_stranger(1), None);

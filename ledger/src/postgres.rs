@@ -247,6 +247,10 @@ const UPSERT_PAYERS: &str = "INSERT INTO payers (payer_id, frozen) SELECT * FROM
 const UPSERT_LIMITS: &str = "INSERT INTO merchant_limits (merchant_id, single_limit_fen) \
     SELECT * FROM UNNEST($1::text[], $2::int8[]) \
     ON CONFLICT (merchant_id) DO UPDATE SET single_limit_fen = EXCLUDED.single_limit_fen";
+const UPSERT_CAPTURE_MEMOS: &str = "INSERT INTO capture_memos (face_code, payer_id, rule, captured_at) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
+    ON CONFLICT (face_code) DO UPDATE SET payer_id = excluded.payer_id, rule = excluded.rule, \
+    captured_at = excluded.captured_at";
 const INSERT_CAPTURES: &str = "INSERT INTO captures (face_code, merchant_id, out_trade_no) \
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT (face_code) DO NOTHING";
 
@@ -889,21 +893,13 @@ impl LedgerStore for PgStore {
         forget_before: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for chunk in captures.chunks(rows::CAPTURE_MEMOS_PER_INSERT) {
-            let mut qb =
-                QueryBuilder::<Postgres>::new("INSERT INTO capture_memos (face_code, payer_id, rule, captured_at) ");
-            qb.push_values(chunk, |mut b, c| {
-                b.push_bind(c.face_code.as_str())
-                    .push_bind(c.payer_id.as_ref().map(|p| p.as_str().to_string()))
-                    .push_bind(c.rule.as_str())
-                    .push_bind(c.captured_at);
-            });
-            qb.push(
-                " ON CONFLICT (face_code) DO UPDATE SET payer_id = excluded.payer_id, rule = excluded.rule, \
-                 captured_at = excluded.captured_at",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
+        sqlx::query(UPSERT_CAPTURE_MEMOS)
+            .bind(col(captures, |c| c.face_code.as_str()))
+            .bind(col(captures, |c| c.payer_id.as_ref().map(|p| p.as_str())))
+            .bind(col(captures, |c| c.rule.as_str()))
+            .bind(col(captures, |c| c.captured_at))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM capture_memos WHERE captured_at < $1").bind(forget_before).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())

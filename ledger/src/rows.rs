@@ -92,9 +92,6 @@ pub(crate) fn capture_memo_from(r: &dyn Cells) -> Result<crate::store::CaptureMe
     })
 }
 
-/// Rows per multi-row insert of capture memos (4 values each).
-pub(crate) const CAPTURE_MEMOS_PER_INSERT: usize = 1_000;
-
 pub(crate) fn member_from(r: &dyn Cells) -> Result<((MerchantId, PayerId), Member), StoreError> {
     let channel = r.text("channel")?;
     let key =

@@ -928,21 +928,16 @@ impl LedgerStore for SqliteStore {
         forget_before: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        for chunk in captures.chunks(rows::CAPTURE_MEMOS_PER_INSERT) {
-            let mut qb =
-                QueryBuilder::<Sqlite>::new("INSERT INTO capture_memos (face_code, payer_id, rule, captured_at) ");
-            qb.push_values(chunk, |mut b, c| {
-                b.push_bind(c.face_code.as_str())
-                    .push_bind(c.payer_id.as_ref().map(|p| p.as_str().to_string()))
-                    .push_bind(c.rule.as_str())
-                    .push_bind(ts(&c.captured_at));
-            });
-            qb.push(
-                " ON CONFLICT (face_code) DO UPDATE SET payer_id = excluded.payer_id, rule = excluded.rule, \
-                 captured_at = excluded.captured_at",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
+        let head = "INSERT INTO capture_memos (face_code, payer_id, rule, captured_at) ";
+        let tail = " ON CONFLICT (face_code) DO UPDATE SET payer_id = excluded.payer_id, rule = excluded.rule, \
+                    captured_at = excluded.captured_at";
+        insert_rows(&mut tx, head, tail, 4, captures, |mut b, c| {
+            b.push_bind(c.face_code.as_str())
+                .push_bind(c.payer_id.as_ref().map(|p| p.as_str()))
+                .push_bind(c.rule.as_str())
+                .push_bind(ts(&c.captured_at));
+        })
+        .await?;
         sqlx::query("DELETE FROM capture_memos WHERE captured_at < ?")
             .bind(ts(&forget_before))
             .execute(&mut *tx)

@@ -57,9 +57,7 @@ impl StoreError {
             StoreError::Corrupt(_) | StoreError::Conflict(_) => true,
         }
     }
-}
 
-impl StoreError {
     /// True for a failure that passes by itself: the pool timed out or closed, the
     /// connection was lost, the server is shutting down or out of resources, a serialization
     /// conflict or deadlock, SQLite busy or locked, or a shared read that failed for one of

@@ -249,7 +249,7 @@ impl CodeIndex {
     }
 }
 
-/// Offers to each query's selection (as the negated distance) every row of `block` whose
+/// Offers to each query's selection every row of `block` whose
 /// code is within the selection's current worst distance from the query's code; `queries`
 /// holds one code per selection in `tops`. Rows `first_row..`; those from `len` on are
 /// padding and skipped.
