@@ -308,7 +308,21 @@ async fn restart_between_capture_and_payment_keeps_the_identity(postgres: bool) 
     assert_eq!(paid_by(&mut forgetful, "134567890123450003"), Identity::Unresolved { rule: "unknown_capture".into() });
 }
 
+/// A face code identified twice in one batch (a device that sent its capture again) is kept
+/// once, as last identified, instead of failing the batch's write (which would stop the
+/// matcher stage on the same batch again and again).
+async fn a_face_code_twice_in_one_batch_is_kept_as_last_identified(postgres: bool) {
+    let Some(home) = home(postgres).await else { return };
+    let faces = FaceStore::new(open(&home).await, Vault::new(MasterKey::generate().0), Shard::ALL);
+    let code = FaceCode::parse("134567890123450007").unwrap();
+    let first = Identity::Unresolved { rule: "no_match".into() };
+    let again = Identity::Resolved { payer_id: payer(7), rule: "global_hit".into() };
+    faces.remember_captures(vec![(code.clone(), first), (code.clone(), again.clone())], Utc::now()).await.unwrap();
+    assert_eq!(faces.recent_captures(Utc::now()).await.unwrap(), vec![(code, again)]);
+}
+
 on_both_stores!(
+    a_face_code_twice_in_one_batch_is_kept_as_last_identified,
     restart_restores_the_gallery_and_deletion_shreds,
     shards_split_the_payers,
     restart_restores_the_memberships,

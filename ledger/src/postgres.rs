@@ -892,6 +892,14 @@ impl LedgerStore for PgStore {
         captures: &[crate::store::CaptureMemo],
         forget_before: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // One row per face code, the last given: PostgreSQL refuses to update a row twice in
+        // one statement, as a device that sends its capture again within a batch would ask.
+        let mut last: HashMap<&str, &crate::store::CaptureMemo> = HashMap::with_capacity(captures.len());
+        captures.iter().for_each(|c| {
+            last.insert(c.face_code.as_str(), c);
+        });
+        let captures: Vec<&crate::store::CaptureMemo> = last.into_values().collect();
+        let captures = captures.as_slice();
         let mut tx = self.pool.begin().await?;
         sqlx::query(UPSERT_CAPTURE_MEMOS)
             .bind(col(captures, |c| c.face_code.as_str()))
