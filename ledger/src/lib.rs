@@ -13,6 +13,8 @@
 //! - [`lifecycle`]: the same for what follows a payment: reversal, refunds, fees, Pay Score holds.
 //! - [`store`]: the store trait, its rows and its errors.
 //! - [`sqlite`]: the embedded store; [`postgres`]: the production store, behind the same trait.
+//! - `sqlite_raw`: prepared statements on SQLite's own handle for a bill's bulk rows (the
+//!   crate's only `unsafe`).
 //! - [`credentials`]: API keys and the audit log of admin and finance actions.
 //! - [`audit`]: the hash chain over each stream's events, and its verifier.
 //! - [`service`]: batching, idempotent answers, projection writing, replay.
@@ -31,6 +33,7 @@ pub mod reconcile;
 mod rows;
 pub mod service;
 pub mod sqlite;
+mod sqlite_raw;
 pub mod store;
 pub mod sweep;
 

@@ -3,11 +3,12 @@
 //! merged in key order: the paid payments straight from a covering index (no sort: the bulk
 //! of a day) and the rest (unpaid orders, refunds, reversals) sorted by SQLite.
 //!
-//! The two bulk streams (the bill's lines, the paid payments) are read a page at a time
-//! after the last key of the previous page, each page one JSON array built by SQLite
-//! (`json_group_array`) on one connection: sqlx's SQLite driver hands rows over from its
-//! worker thread one at a time and copies every column, which cost most of a day's
-//! reconciliation (see docs/BENCHMARKS.md).
+//! The bulk paths (a bill's lines written at import, then read back in key order with the
+//! day's paid payments) step prepared statements on the connection's own handle
+//! (`crate::sqlite_raw`), a chunk or a page at a time: sqlx's SQLite driver copies every
+//! bound value and every column across its worker thread, which cost most of a day's
+//! reconciliation (see docs/BENCHMARKS.md). Pages are read after the last key of the
+//! previous page, on one connection per stream.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,55 +31,163 @@ use super::store::{
 use super::EntryKind;
 use crate::rows::Cells;
 use crate::sqlite::{ts, write_log, SqliteStore};
+use crate::sqlite_raw as raw;
 use crate::store::{NewEvent, StoreError};
 
 /// Rows per page sent to the matcher.
 const PAGE_ROWS: usize = 1_024;
 
-/// One page of an import's lines after a key, as one JSON array: a page crosses from sqlx's
-/// worker thread as one value, not a row (and a column) at a time.
-const BILL_PAGE: &str = "SELECT json_group_array(json_array(merchant_id, kind, number, line_no, out_trade_no, \
-    channel_txn_id, device_id, trade_at, amount_fen, fee_mfen, rate_ppm) ORDER BY merchant_id, kind, number, line_no) \
-    FROM (SELECT * FROM recon_bill_lines WHERE import_id = ?1 AND (merchant_id, kind, number, line_no) > (?2, ?3, ?4, ?5) \
-    ORDER BY merchant_id, kind, number, line_no LIMIT ?6)";
+/// One page of an import's lines after a key, in key order straight from the table's key.
+const BILL_PAGE: &str =
+    "SELECT merchant_id, kind, number, line_no, out_trade_no, channel_txn_id, device_id, trade_at, \
+    amount_fen, fee_mfen, rate_ppm FROM recon_bill_lines \
+    WHERE import_id = ?1 AND (merchant_id, kind, number, line_no) > (?2, ?3, ?4, ?5) \
+    ORDER BY merchant_id, kind, number, line_no LIMIT ?6";
 
-/// A bill line as [`BILL_PAGE`] gives it.
-type LineRow = (String, String, String, i64, String, String, String, String, i64, i64, Option<i64>);
-
-fn corrupt_page(what: &str, e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(format!("a page of {what} rows: {e}"))
+/// Reads one page of rows with `sql` on the connection's own handle (see `crate::sqlite_raw`):
+/// `bind` sets its parameters, `row` turns the current row into a `T`.
+async fn read_page<T>(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    bind: impl FnOnce(&mut raw::Statement<'_>) -> Result<(), sqlx::Error>,
+    mut row: impl FnMut(&raw::Statement<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut locked = conn.lock_handle().await?;
+    let handle = raw::Handle::new(&mut locked);
+    raw::blocking(|| {
+        let mut stmt = handle.prepare(sql)?;
+        bind(&mut stmt)?;
+        let mut rows = Vec::with_capacity(PAGE_ROWS);
+        while stmt.step()? == raw::Step::Row {
+            rows.push(row(&stmt)?);
+        }
+        Ok(rows)
+    })
 }
 
-fn bill_line_of(r: LineRow) -> Result<BillLine, StoreError> {
-    let (merchant_id, kind, number, line_no, out_trade_no, channel_txn_id, device_id, at, amount_fen, fee_mfen, rate) =
-        r;
+/// The current row of [`BILL_PAGE`].
+fn bill_line_of(s: &raw::Statement<'_>) -> Result<BillLine, StoreError> {
+    let kind = s.column_text(1)?;
     let kind = EntryKind::from_code(&kind).ok_or_else(|| StoreError::Corrupt(format!("entry kind: {kind:?}")))?;
+    let number = s.column_text(2)?;
     Ok(BillLine {
-        line_no: line_no as u64,
-        trade_at: crate::sqlite::parse_ts(&at)?,
-        merchant_id,
-        device_id,
-        channel_txn_id,
-        out_trade_no,
+        merchant_id: s.column_text(0)?,
+        line_no: u64::try_from(s.column_i64(3)).map_err(|e| StoreError::Corrupt(format!("line number: {e}")))?,
+        out_trade_no: s.column_text(4)?,
+        channel_txn_id: s.column_text(5)?,
+        device_id: s.column_text(6)?,
+        trade_at: crate::sqlite::parse_ts(&s.column_text(7)?)?,
         kind,
         out_refund_no: if kind == EntryKind::Refund { number } else { String::new() },
-        amount_fen,
-        fee_mfen,
-        rate_ppm: rate,
+        amount_fen: s.column_i64(8),
+        fee_mfen: s.column_i64(9),
+        rate_ppm: s.column_opt_i64(10),
     })
 }
 
 /// One page of the day's paid payments after a key, in key order straight from the covering
-/// index `history_day_paid` (migration 0008, no sort), as one JSON array (see [`BILL_PAGE`]).
-const PAID_PAGE: &str =
-    "SELECT json_group_array(json_array(merchant_id, out_trade_no, amount_fen, fee_fen, occurred_at) \
-    ORDER BY merchant_id, out_trade_no) FROM (SELECT h.merchant_id, h.out_trade_no, h.amount_fen, o.fee_fen, \
-    h.occurred_at FROM history h JOIN orders o ON o.merchant_id = h.merchant_id AND o.out_trade_no = h.out_trade_no \
-    WHERE h.day = ?1 AND h.status = 'PAID' AND h.amount_fen > 0 AND (h.merchant_id, h.out_trade_no) > (?2, ?3) \
-    ORDER BY h.merchant_id, h.out_trade_no LIMIT ?4)";
+/// index `history_day_paid` (migration 0008, no sort). Their fees are on `orders`: see
+/// [`read_paid_page`].
+const PAID_PAGE: &str = "SELECT merchant_id, out_trade_no, amount_fen, occurred_at FROM history \
+    WHERE day = ?1 AND status = 'PAID' AND amount_fen > 0 AND (merchant_id, out_trade_no) > (?2, ?3) \
+    ORDER BY merchant_id, out_trade_no LIMIT ?4";
 
-/// A paid payment as [`PAID_PAGE`] gives it.
-type PaidRow = (String, String, i64, i64, String);
+/// The orders between a page's first and last key, in key order, at most `?5` of them.
+const ORDER_FEES: &str = "SELECT merchant_id, out_trade_no, fee_fen FROM orders \
+    WHERE (merchant_id, out_trade_no) >= (?1, ?2) AND (merchant_id, out_trade_no) <= (?3, ?4) \
+    ORDER BY merchant_id, out_trade_no LIMIT ?5";
+
+/// One order's fee, for what [`ORDER_FEES`]'s window did not reach.
+const ORDER_FEE: &str = "SELECT fee_fen FROM orders WHERE merchant_id = ?1 AND out_trade_no = ?2";
+
+/// Most orders scanned for one page's fees before the rest are looked up one at a time: a
+/// day's order numbers are usually dense in their key range, but need not be.
+const ORDER_FEES_SCAN_MAX: usize = 4 * PAGE_ROWS;
+
+/// A page row's fee before its order is found (fees are never negative: `orders` checks it).
+const FEE_UNKNOWN: i64 = -1;
+
+/// The current row of [`PAID_PAGE`]; its fee comes later.
+fn paid_of(s: &raw::Statement<'_>) -> Result<LedgerEntry, StoreError> {
+    let out_trade_no = s.column_text(1)?;
+    Ok(LedgerEntry {
+        merchant_id: s.column_text(0)?,
+        kind: EntryKind::Payment,
+        number: out_trade_no.clone(),
+        out_trade_no,
+        amount_fen: s.column_i64(2),
+        fee_fen: FEE_UNKNOWN,
+        status: facepay_domain::OrderStatus::Paid,
+        occurred_at: crate::sqlite::parse_ts(&s.column_text(3)?)?,
+    })
+}
+
+/// A page of paid payments with their fees. The fees are joined in Rust by walking the
+/// orders of the page's key range next to the page (both in key order): one range scan
+/// instead of a B-tree seek per payment, which was most of the ledger side's time
+/// (docs/BENCHMARKS.md). A payment with no order keeps [`FEE_UNKNOWN`] (the caller drops it,
+/// as an inner join would, after paging on it).
+async fn read_paid_page(
+    conn: &mut sqlx::SqliteConnection,
+    day: &str,
+    after: &(String, String),
+) -> Result<Vec<LedgerEntry>, StoreError> {
+    let mut locked = conn.lock_handle().await?;
+    let handle = raw::Handle::new(&mut locked);
+    raw::blocking(|| {
+        let mut page = handle.prepare(PAID_PAGE)?;
+        page.bind_text(1, day)?;
+        page.bind_text(2, &after.0)?;
+        page.bind_text(3, &after.1)?;
+        page.bind_i64(4, PAGE_ROWS as i64)?;
+        let mut rows = Vec::with_capacity(PAGE_ROWS);
+        while page.step()? == raw::Step::Row {
+            rows.push(paid_of(&page)?);
+        }
+        fees_by_range(&handle, &mut rows)?;
+        fees_by_key(&handle, &mut rows)?;
+        Ok(rows)
+    })
+}
+
+/// Sets the fee of each row found in one bounded scan of the orders in the rows' key range.
+fn fees_by_range(handle: &raw::Handle<'_>, rows: &mut [LedgerEntry]) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return Ok(()) };
+    let mut scan = handle.prepare(ORDER_FEES)?;
+    scan.bind_text(1, &first.merchant_id)?;
+    scan.bind_text(2, &first.out_trade_no)?;
+    scan.bind_text(3, &last.merchant_id)?;
+    scan.bind_text(4, &last.out_trade_no)?;
+    scan.bind_i64(5, ORDER_FEES_SCAN_MAX as i64)?;
+    let mut next = rows.iter_mut().peekable();
+    while next.peek().is_some() && scan.step()? == raw::Step::Row {
+        let key = (scan.column_str(0)?, scan.column_str(1)?);
+        while let Some(row) = next.next_if(|r| (r.merchant_id.as_str(), r.out_trade_no.as_str()) <= key) {
+            if (row.merchant_id.as_str(), row.out_trade_no.as_str()) == key {
+                row.fee_fen = scan.column_i64(2);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Looks up, one at a time, the fees the range scan did not reach.
+fn fees_by_key(handle: &raw::Handle<'_>, rows: &mut [LedgerEntry]) -> Result<(), StoreError> {
+    let mut missing = rows.iter_mut().filter(|r| r.fee_fen == FEE_UNKNOWN).peekable();
+    if missing.peek().is_none() {
+        return Ok(());
+    }
+    let mut one = handle.prepare(ORDER_FEE)?;
+    for row in missing {
+        one.bind_text(1, &row.merchant_id)?;
+        one.bind_text(2, &row.out_trade_no)?;
+        if one.step()? == raw::Step::Row {
+            row.fee_fen = one.column_i64(0);
+        }
+        one.reset()?;
+    }
+    Ok(())
+}
 
 /// The day's paid payments, a page at a time.
 struct PaidPages {
@@ -90,35 +199,14 @@ struct PaidPages {
 
 impl PaidPages {
     async fn next(&mut self, conn: &mut sqlx::SqliteConnection) -> Result<Option<LedgerEntry>, ReconError> {
-        if self.page.is_empty() && !self.done {
-            let page: String = sqlx::query_scalar(PAID_PAGE)
-                .bind(&self.day)
-                .bind(&self.after.0)
-                .bind(&self.after.1)
-                .bind(PAGE_ROWS as i64)
-                .fetch_one(&mut *conn)
-                .await?;
-            let rows: Vec<PaidRow> = serde_json::from_str(&page).map_err(|e| corrupt_page("payment", e))?;
+        // A loop: a page can be all payments without an order, and empty once they are dropped.
+        while self.page.is_empty() && !self.done {
+            let rows = read_paid_page(conn, &self.day, &self.after).await?;
             self.done = rows.len() < PAGE_ROWS;
             if let Some(last) = rows.last() {
-                self.after = (last.0.clone(), last.1.clone());
+                self.after = (last.merchant_id.clone(), last.out_trade_no.clone());
             }
-            for (merchant_id, out_trade_no, amount_fen, fee_fen, at) in rows {
-                let occurred_at = crate::sqlite::parse_ts(&at)?;
-                let number = out_trade_no.clone();
-                let status = facepay_domain::OrderStatus::Paid;
-                let kind = EntryKind::Payment;
-                self.page.push_back(LedgerEntry {
-                    merchant_id,
-                    kind,
-                    number,
-                    out_trade_no,
-                    amount_fen,
-                    fee_fen,
-                    status,
-                    occurred_at,
-                });
-            }
+            self.page.extend(rows.into_iter().filter(|r| r.fee_fen != FEE_UNKNOWN));
         }
         Ok(self.page.pop_front())
     }
@@ -192,33 +280,74 @@ async fn send_merged(
     Ok(())
 }
 
+/// A bill line's row, its parameters in [`bind_line`]'s order.
+const INSERT_LINE: &str = "INSERT INTO recon_bill_lines (import_id, merchant_id, kind, number, line_no, out_trade_no, \
+    channel_txn_id, device_id, trade_at, amount_fen, fee_mfen, rate_ppm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Writes a chunk of lines with one prepared statement stepped once a line on the
+/// connection's own handle (see `crate::sqlite_raw`): 2.5x the rate of sqlx's multi-row
+/// INSERT, which copies every bound value twice.
 async fn insert_lines(tx: &mut Transaction<'static, Sqlite>, id: &str, lines: &[BillLine]) -> Result<(), ReconError> {
-    let mut qb = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO recon_bill_lines (import_id, merchant_id, kind, number, line_no, out_trade_no, channel_txn_id, \
-         device_id, trade_at, amount_fen, fee_mfen, rate_ppm) ",
-    );
-    qb.push_values(lines, |mut s, l| {
-        s.push_bind(id)
-            .push_bind(l.merchant_id.as_str())
-            .push_bind(l.kind.code())
-            .push_bind(l.number())
-            .push_bind(l.line_no as i64)
-            .push_bind(l.out_trade_no.as_str())
-            .push_bind(l.channel_txn_id.as_str())
-            .push_bind(l.device_id.as_str())
-            .push_bind(ts(&l.trade_at))
-            .push_bind(l.amount_fen)
-            .push_bind(l.fee_mfen)
-            .push_bind(l.rate_ppm);
-    });
-    qb.build().execute(&mut **tx).await?;
+    let mut locked = tx.lock_handle().await.map_err(StoreError::from)?;
+    let handle = raw::Handle::new(&mut locked);
+    raw::blocking(|| {
+        let mut insert = handle.prepare(INSERT_LINE)?;
+        insert.bind_text(1, id)?;
+        for l in lines {
+            bind_line(&mut insert, l)?;
+            insert.step()?;
+            insert.reset()?;
+        }
+        Ok::<_, sqlx::Error>(())
+    })
+    .map_err(StoreError::from)?;
     Ok(())
+}
+
+fn bind_line(s: &mut raw::Statement<'_>, l: &BillLine) -> Result<(), sqlx::Error> {
+    let line_no = i64::try_from(l.line_no).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    s.bind_text(2, &l.merchant_id)?;
+    s.bind_text(3, l.kind.code())?;
+    s.bind_text(4, l.number())?;
+    s.bind_i64(5, line_no)?;
+    s.bind_text(6, &l.out_trade_no)?;
+    s.bind_text(7, &l.channel_txn_id)?;
+    s.bind_text(8, &l.device_id)?;
+    s.bind_text(9, &ts(&l.trade_at))?;
+    s.bind_i64(10, l.amount_fen)?;
+    s.bind_i64(11, l.fee_mfen)?;
+    s.bind_opt_i64(12, l.rate_ppm)
 }
 
 async fn import_by_hash(tx: &mut Transaction<'static, Sqlite>, sha: &str) -> Result<Option<ImportRow>, ReconError> {
     let row =
         sqlx::query("SELECT * FROM recon_imports WHERE content_sha256 = ?").bind(sha).fetch_optional(&mut **tx).await?;
     Ok(row.map(|r| import_from(&r)).transpose()?)
+}
+
+impl SqliteStore {
+    /// Commits an import without checkpointing it on the way: a bill's pages are the bulk of
+    /// the WAL, and copying them into the database on the committing call cost as long again
+    /// as the commit. The commit is as durable (the WAL is synced); the checkpoint runs on a
+    /// read connection, alongside what comes next (the day's reconciliation, reading).
+    async fn commit_checkpoint_later(&self, mut tx: Transaction<'static, Sqlite>) -> Result<(), ReconError> {
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(&mut *tx).await?;
+        sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut *tx).await?;
+        let committed = tx.commit().await;
+        // The writer's usual checkpoints come back whatever the commit did (a pool of one:
+        // this is the same connection).
+        let restored = sqlx::query(&format!("PRAGMA wal_autocheckpoint = {pages}")).execute(&self.writer).await;
+        committed?;
+        restored?;
+        let reader = self.reader.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&reader).await {
+                // The writer's next commit checkpoints instead.
+                tracing::debug!(error = %e, "checkpoint after a bill import");
+            }
+        });
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -284,7 +413,7 @@ impl ReconStore for SqliteStore {
         .bind(ts(&row.imported_at))
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit_checkpoint_later(tx).await?;
         Ok(ImportOutcome { import: row, already_imported: false, supersedes: prev.map(|p| p.import_id) })
     }
 
@@ -307,24 +436,27 @@ impl ReconStore for SqliteStore {
             return Err(ReconError::InMemoryStore);
         }
         let id = import_id.to_string();
-        let mut after = (String::new(), String::new(), String::new(), -1_i64);
+        let mut after = (String::new(), "", String::new(), -1_i64);
         // One connection for every page: its page cache stays warm, and one memory map of
         // the file is touched instead of one per pooled connection.
         let mut conn = self.reader.acquire().await?;
         loop {
-            let page: String = sqlx::query_scalar(BILL_PAGE)
-                .bind(&id)
-                .bind(&after.0)
-                .bind(&after.1)
-                .bind(&after.2)
-                .bind(after.3)
-                .bind(PAGE_ROWS as i64)
-                .fetch_one(&mut *conn)
-                .await?;
-            let rows: Vec<LineRow> = serde_json::from_str(&page).map_err(|e| corrupt_page("bill", e))?;
-            let Some(last) = rows.last() else { return Ok(()) };
-            after = (last.0.clone(), last.1.clone(), last.2.clone(), last.3);
-            let lines = rows.into_iter().map(bill_line_of).collect::<Result<Vec<_>, _>>()?;
+            let lines = read_page(
+                &mut conn,
+                BILL_PAGE,
+                |s| {
+                    s.bind_text(1, &id)?;
+                    s.bind_text(2, &after.0)?;
+                    s.bind_text(3, after.1)?;
+                    s.bind_text(4, &after.2)?;
+                    s.bind_i64(5, after.3)?;
+                    s.bind_i64(6, PAGE_ROWS as i64)
+                },
+                bill_line_of,
+            )
+            .await?;
+            let Some(last) = lines.last() else { return Ok(()) };
+            after = (last.merchant_id.clone(), last.kind.code(), last.number().to_string(), last.line_no as i64);
             if tx.send(lines).await.is_err() {
                 return Ok(());
             }
@@ -542,5 +674,50 @@ pub(crate) fn unique_to(e: StoreError, break_id: Uuid) -> ReconError {
             ReconError::AlreadyResolved(break_id)
         }
         _ => ReconError::Store(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paid orders of `day` (`B…0`, fee = i % 7), five orders of another day after each in key
+    /// order (`B…1`–`B…5`), and, before them in key order, paid history rows with no order at all (`A…`, a page and more).
+    const SETUP: &str = "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < 18000) \
+        INSERT INTO orders (merchant_id, out_trade_no, amount_fen, status, payer_id, face_code, member_quick_pay, \
+        store_id, device_id, created_at, updated_at, fee_fen) \
+        SELECT 'M1', printf('B%06d%d', i / 6, i % 6), 1000, 'PAID', 'p', 'f', 0, 'S', 'D', ?1, ?1, \
+        CASE i % 6 WHEN 0 THEN (i / 6) % 7 ELSE 9 END FROM k";
+    const HISTORY: &str = "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?1) \
+        INSERT INTO history (event_id, merchant_id, out_trade_no, amount_fen, status, payer_id, member_quick_pay, \
+        store_id, device_id, occurred_at, day) \
+        SELECT printf('%s-%d', ?2, i), 'M1', printf(?3, i), 1000, 'PAID', 'p', 0, 'S', 'D', ?4, ?5 FROM k";
+
+    /// The fees are joined by walking each page's key range of `orders`; where other days'
+    /// orders crowd that range past the scan's cap, the rest are looked up one at a time, and
+    /// payments without an order are dropped without ending the stream early.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paid_pages_carry_each_orders_fee_through_crowded_ranges_and_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("fees.db").display())).await.unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 3, 3).unwrap();
+        let at = "2026-03-03T08:00:00.000000Z";
+        sqlx::query(SETUP).bind(at).execute(&store.writer).await.unwrap();
+        for (n, tag, key) in [(3_000, "b", "B%06d0"), (1_100, "a", "A%06d")] {
+            let q = sqlx::query(HISTORY).bind(n).bind(tag).bind(key).bind(at).bind(day.to_string());
+            q.execute(&store.writer).await.unwrap();
+        }
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader = tokio::spawn(async move { store.send_ledger_entries(day, tx).await });
+        let mut got = Vec::new();
+        while let Some(page) = rx.recv().await {
+            got.extend(page.into_iter().map(|e| (e.number, e.fee_fen)));
+        }
+        reader.await.unwrap().unwrap();
+        let want: Vec<(String, i64)> = (0..3_000).map(|i| (format!("B{i:06}0"), i64::from(i % 7))).collect();
+        assert_eq!(got, want);
+        // The window covers at most ORDER_FEES_SCAN_MAX orders: a page of 1 024 of this day's
+        // spans 6 144 here, so both paths ran.
+        const { assert!(6 * PAGE_ROWS > ORDER_FEES_SCAN_MAX) };
     }
 }

@@ -396,8 +396,15 @@ async fn merge_day(
         Ok::<_, ReconError>((held, report))
     });
     let merge = async { merge.await.map_err(|e| ReconError::Invalid(format!("the matcher failed: {e}")))? };
-    let (_, _, out) =
-        tokio::try_join!(store.send_bill_lines(import_id, btx), store.send_ledger_entries(day, ltx), merge)?;
+    // Each side on its own task: a reader may block its worker thread for a page at a time
+    // (the embedded store steps SQLite in place), and the two must not wait on each other.
+    let bills = store.clone();
+    let bill = tokio::spawn(async move { bills.send_bill_lines(import_id, btx).await });
+    let ledger = tokio::spawn(async move { store.send_ledger_entries(day, ltx).await });
+    let joined = |e: tokio::task::JoinError| ReconError::Invalid(format!("a reader failed: {e}"));
+    let bill = async { bill.await.map_err(joined)? };
+    let ledger = async { ledger.await.map_err(joined)? };
+    let (_, _, out) = tokio::try_join!(bill, ledger, merge)?;
     Ok(out)
 }
 
