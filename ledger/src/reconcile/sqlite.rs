@@ -693,6 +693,43 @@ mod tests {
         store_id, device_id, occurred_at, day) \
         SELECT printf('%s-%d', ?2, i), 'M1', printf(?3, i), 1000, 'PAID', 'p', 0, 'S', 'D', ?4, ?5 FROM k";
 
+    /// Migration 0013 rebuilds `recon_bill_lines`: a database with lines from before it keeps
+    /// every one of them, and the new table refuses an unknown kind as the old one did.
+    #[tokio::test]
+    async fn bill_lines_survive_the_0013_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).unwrap();
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+        for entry in std::fs::read_dir(&all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.as_str() < "0013" {
+                std::fs::copy(&path, old.join(&name)).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+        let import = "INSERT INTO recon_imports VALUES ('i1', 'a', '2026-03-03', 1, hex(zeroblob(32)), 'all', 'f', 2, 1, 0, 0, 'at')";
+        sqlx::query(import).execute(&pool).await.unwrap();
+        for (kind, n) in [("P", 2), ("R", 3)] {
+            let line = "INSERT INTO recon_bill_lines VALUES ('i1', 'm', ?, 'n', ?, 'o', 't', 'd', 'at', 5, -1, NULL)";
+            sqlx::query(line).bind(kind).bind(n).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let store = SqliteStore::open(&url).await.unwrap();
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT kind, line_no, fee_mfen FROM recon_bill_lines ORDER BY line_no")
+                .fetch_all(&store.writer)
+                .await
+                .unwrap();
+        assert_eq!(rows, [("P".into(), 2, -1), ("R".into(), 3, -1)]);
+        let bad = "INSERT INTO recon_bill_lines VALUES ('i1', 'm', 'X', 'n', 4, 'o', 't', 'd', 'at', 5, 0, NULL)";
+        let e = sqlx::query(bad).execute(&store.writer).await.expect_err("an unknown kind");
+        assert!(StoreError::from(e).is_refusal());
+    }
+
     /// The fees are joined by walking each page's key range of `orders`; where other days'
     /// orders crowd that range past the scan's cap, the rest are looked up one at a time, and
     /// payments without an order are dropped without ending the stream early.
