@@ -894,10 +894,8 @@ impl LedgerStore for PgStore {
     ) -> Result<(), StoreError> {
         // One row per face code, the last given: PostgreSQL refuses to update a row twice in
         // one statement, as a device that sends its capture again within a batch would ask.
-        let mut last: HashMap<&str, &crate::store::CaptureMemo> = HashMap::with_capacity(captures.len());
-        captures.iter().for_each(|c| {
-            last.insert(c.face_code.as_str(), c);
-        });
+        let last: HashMap<&str, &crate::store::CaptureMemo> =
+            captures.iter().map(|c| (c.face_code.as_str(), c)).collect();
         let captures: Vec<&crate::store::CaptureMemo> = last.into_values().collect();
         let captures = captures.as_slice();
         let mut tx = self.pool.begin().await?;

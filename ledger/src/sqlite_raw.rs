@@ -170,6 +170,18 @@ impl Statement<'_> {
         }
     }
 
+    /// Steps the statement to its end, turning each row into a `T` with `row`.
+    pub(crate) fn rows<T, E: From<sqlx::Error>>(
+        &mut self,
+        mut row: impl FnMut(&Self) -> Result<T, E>,
+    ) -> Result<Vec<T>, E> {
+        let mut rows = Vec::new();
+        while self.step()? == Step::Row {
+            rows.push(row(self)?);
+        }
+        Ok(rows)
+    }
+
     /// Makes the statement ready to run again; the bindings stay.
     pub(crate) fn reset(&mut self) -> Result<(), sqlx::Error> {
         // SAFETY: live statement.
@@ -221,12 +233,18 @@ impl Drop for Statement<'_> {
     }
 }
 
-/// Runs `f` where blocking is allowed: in place on a multi-threaded runtime (the other
-/// workers keep serving), else directly. Each call here is bounded by a page of rows.
-pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+/// Locks `conn` away from sqlx's worker and runs `f` on its handle, where blocking is
+/// allowed: in place on a multi-threaded runtime (the other workers keep serving), else
+/// directly. Each caller bounds its `f` by a chunk or a page of rows.
+pub(crate) async fn with_handle<T, E: From<sqlx::Error>>(
+    conn: &mut sqlx::SqliteConnection,
+    f: impl FnOnce(&Handle<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut locked = conn.lock_handle().await?;
+    let handle = Handle::new(&mut locked);
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| f(&handle)),
+        _ => f(&handle),
     }
 }
 
@@ -245,8 +263,7 @@ mod tests {
     /// Runs `f` on a locked writer connection.
     async fn on_writer<T>(s: &SqliteStore, f: impl FnOnce(&Handle<'_>) -> T) -> T {
         let mut conn = s.writer.acquire().await.expect("a connection");
-        let mut locked = conn.lock_handle().await.expect("the handle");
-        f(&Handle::new(&mut locked))
+        with_handle(&mut conn, |h| Ok::<_, sqlx::Error>(f(h))).await.expect("the handle")
     }
 
     #[tokio::test]

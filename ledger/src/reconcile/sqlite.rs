@@ -44,27 +44,6 @@ const BILL_PAGE: &str =
     WHERE import_id = ?1 AND (merchant_id, kind, number, line_no) > (?2, ?3, ?4, ?5) \
     ORDER BY merchant_id, kind, number, line_no LIMIT ?6";
 
-/// Reads one page of rows with `sql` on the connection's own handle (see `crate::sqlite_raw`):
-/// `bind` sets its parameters, `row` turns the current row into a `T`.
-async fn read_page<T>(
-    conn: &mut sqlx::SqliteConnection,
-    sql: &str,
-    bind: impl FnOnce(&mut raw::Statement<'_>) -> Result<(), sqlx::Error>,
-    mut row: impl FnMut(&raw::Statement<'_>) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError> {
-    let mut locked = conn.lock_handle().await?;
-    let handle = raw::Handle::new(&mut locked);
-    raw::blocking(|| {
-        let mut stmt = handle.prepare(sql)?;
-        bind(&mut stmt)?;
-        let mut rows = Vec::with_capacity(PAGE_ROWS);
-        while stmt.step()? == raw::Step::Row {
-            rows.push(row(&stmt)?);
-        }
-        Ok(rows)
-    })
-}
-
 /// The current row of [`BILL_PAGE`].
 fn bill_line_of(s: &raw::Statement<'_>) -> Result<BillLine, StoreError> {
     let kind = s.column_text(1)?;
@@ -132,22 +111,18 @@ async fn read_paid_page(
     day: &str,
     after: &(String, String),
 ) -> Result<Vec<LedgerEntry>, StoreError> {
-    let mut locked = conn.lock_handle().await?;
-    let handle = raw::Handle::new(&mut locked);
-    raw::blocking(|| {
+    raw::with_handle(conn, |handle| {
         let mut page = handle.prepare(PAID_PAGE)?;
         page.bind_text(1, day)?;
         page.bind_text(2, &after.0)?;
         page.bind_text(3, &after.1)?;
         page.bind_i64(4, PAGE_ROWS as i64)?;
-        let mut rows = Vec::with_capacity(PAGE_ROWS);
-        while page.step()? == raw::Step::Row {
-            rows.push(paid_of(&page)?);
-        }
-        fees_by_range(&handle, &mut rows)?;
-        fees_by_key(&handle, &mut rows)?;
+        let mut rows = page.rows(paid_of)?;
+        fees_by_range(handle, &mut rows)?;
+        fees_by_key(handle, &mut rows)?;
         Ok(rows)
     })
+    .await
 }
 
 /// Sets the fee of each row found in one bounded scan of the orders in the rows' key range.
@@ -285,12 +260,10 @@ const INSERT_LINE: &str = "INSERT INTO recon_bill_lines (import_id, merchant_id,
     channel_txn_id, device_id, trade_at, amount_fen, fee_mfen, rate_ppm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Writes a chunk of lines with one prepared statement stepped once a line on the
-/// connection's own handle (see `crate::sqlite_raw`): 2.5x the rate of sqlx's multi-row
-/// INSERT, which copies every bound value twice.
+/// connection's own handle (see `crate::sqlite_raw`): sqlx's multi-row INSERT copied every
+/// bound value on its way to its worker thread.
 async fn insert_lines(tx: &mut Transaction<'static, Sqlite>, id: &str, lines: &[BillLine]) -> Result<(), ReconError> {
-    let mut locked = tx.lock_handle().await.map_err(StoreError::from)?;
-    let handle = raw::Handle::new(&mut locked);
-    raw::blocking(|| {
+    raw::with_handle(tx, |handle| {
         let mut insert = handle.prepare(INSERT_LINE)?;
         insert.bind_text(1, id)?;
         for l in lines {
@@ -298,9 +271,9 @@ async fn insert_lines(tx: &mut Transaction<'static, Sqlite>, id: &str, lines: &[
             insert.step()?;
             insert.reset()?;
         }
-        Ok::<_, sqlx::Error>(())
+        Ok::<_, StoreError>(())
     })
-    .map_err(StoreError::from)?;
+    .await?;
     Ok(())
 }
 
@@ -441,19 +414,16 @@ impl ReconStore for SqliteStore {
         // the file is touched instead of one per pooled connection.
         let mut conn = self.reader.acquire().await?;
         loop {
-            let lines = read_page(
-                &mut conn,
-                BILL_PAGE,
-                |s| {
-                    s.bind_text(1, &id)?;
-                    s.bind_text(2, &after.0)?;
-                    s.bind_text(3, after.1)?;
-                    s.bind_text(4, &after.2)?;
-                    s.bind_i64(5, after.3)?;
-                    s.bind_i64(6, PAGE_ROWS as i64)
-                },
-                bill_line_of,
-            )
+            let lines = raw::with_handle(&mut conn, |handle| {
+                let mut page = handle.prepare(BILL_PAGE)?;
+                page.bind_text(1, &id)?;
+                page.bind_text(2, &after.0)?;
+                page.bind_text(3, after.1)?;
+                page.bind_text(4, &after.2)?;
+                page.bind_i64(5, after.3)?;
+                page.bind_i64(6, PAGE_ROWS as i64)?;
+                page.rows(bill_line_of)
+            })
             .await?;
             let Some(last) = lines.last() else { return Ok(()) };
             after = (last.merchant_id.clone(), last.kind.code(), last.number().to_string(), last.line_no as i64);
