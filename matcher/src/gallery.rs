@@ -22,7 +22,7 @@ use facepay_domain::{Embedding, MerchantId, PayerId, PhoneLast4};
 use crate::codes::{CodeIndex, CodeOptions};
 use crate::flat::{scan, FlatIndex, Precision, TensorError};
 use crate::kernels;
-use crate::policy::{Identification, MatchPolicy, MatchRule};
+use crate::policy::{CaptureFacts, Candidate, Identification, MatchPolicy, Partial};
 use crate::topk::TopK;
 
 /// A search could not be computed. Never carries embedding values.
@@ -40,23 +40,6 @@ struct Best2(TopK);
 impl Best2 {
     fn new() -> Self {
         Self(TopK::new(2))
-    }
-
-    fn best(&self) -> Option<(f32, usize)> {
-        self.0.hits().first().map(|h| (h.score, h.row))
-    }
-
-    fn score(&self) -> f32 {
-        self.best().map_or(0.0, |(s, _)| s)
-    }
-
-    /// Best minus runner-up; the best itself with one candidate, 0 with none.
-    fn margin(&self) -> f32 {
-        match self.0.hits() {
-            [] => 0.0,
-            [only] => only.score,
-            [best, second, ..] => best.score - second.score,
-        }
     }
 }
 
@@ -247,24 +230,45 @@ impl Gallery {
         policy: &MatchPolicy,
         search_all: impl FnOnce(&[f32]) -> Best2,
     ) -> Identification {
-        if capture.liveness.get() < policy.liveness_min {
-            return Identification::miss(MatchRule::LivenessFailed, 0.0, 0.0);
+        let query = capture.embedding.as_slice();
+        policy.decide(
+            facts(capture),
+            self.len(),
+            || self.candidates(self.search_members(merchant, query)),
+            || match capture.phone_last4 {
+                Some(phone) => self.candidates(self.search_bucket(&phone, query)),
+                None => self.candidates(search_all(query)),
+            },
+        )
+    }
+
+    /// What this gallery, one shard of the whole, finds for `capture` taken at `merchant`:
+    /// every tier the policy may reach, searched here, for a gather to
+    /// [merge](Partial::merge) with the other shards' answers and decide on
+    /// ([`MatchPolicy::decide_merged`]). Nothing is searched for a capture that fails the
+    /// liveness check, and no global search is run where this shard alone is too large for
+    /// one (the whole gallery is larger still).
+    pub fn partial(&self, merchant: &MerchantId, capture: &FaceCaptured, policy: &MatchPolicy) -> Partial {
+        let facts = facts(capture);
+        let mut partial =
+            Partial { facts, gallery_len: self.len() as u64, members: Vec::new(), others: Vec::new() };
+        if facts.liveness < policy.liveness_min {
+            return partial;
         }
         let query = capture.embedding.as_slice();
-        let members = self.search_members(merchant, query);
-        if let Some(hit) =
-            self.accept(&members, policy.member_threshold, policy.member_margin_min, MatchRule::MemberHit)
-        {
-            return hit;
-        }
-        let (found, rule) = match capture.phone_last4 {
-            Some(phone) => (self.search_bucket(&phone, query), MatchRule::PhoneNarrowedHit),
-            None if self.len() >= policy.phone_required_gallery_min => {
-                return Identification::miss(MatchRule::NeedsPhoneConfirmation, members.score(), members.margin());
-            }
-            None => (search_all(query), MatchRule::GlobalHit),
+        partial.members = self.candidates(self.search_members(merchant, query));
+        partial.others = match capture.phone_last4 {
+            Some(phone) => self.candidates(self.search_bucket(&phone, query)),
+            None if self.len() >= policy.phone_required_gallery_min => Vec::new(),
+            None => self.candidates(self.search_all(query)),
         };
-        self.decide_global(&found, rule, policy)
+        partial
+    }
+
+    /// The payers of `found`, best first.
+    fn candidates(&self, found: Best2) -> Vec<Candidate> {
+        let hits = found.0.into_hits();
+        hits.into_iter().map(|h| Candidate { payer_id: self.payers[h.row].clone(), score: h.score }).collect()
     }
 
     /// The binary codes of the gallery for batched searches of a large one.
@@ -289,33 +293,6 @@ impl Gallery {
         }
         let index = FlatIndex::new(&self.rows, self.dim, Precision::F32)?;
         Ok(self.batch_index.get_or_init(|| index))
-    }
-
-    /// The global (or phone-narrowed) verdict: a hit; above the threshold but too close to
-    /// the runner-up: ask for the phone digits (global) or refuse as ambiguous (the digits
-    /// were given already); below the threshold: no match.
-    fn decide_global(&self, found: &Best2, rule: MatchRule, policy: &MatchPolicy) -> Identification {
-        if let Some(hit) = self.accept(found, policy.global_threshold, policy.global_margin_min, rule) {
-            return hit;
-        }
-        let rule = match (found.score() >= policy.global_threshold, rule) {
-            (false, _) => MatchRule::NoMatch,
-            (true, MatchRule::GlobalHit) => MatchRule::NeedsPhoneConfirmation,
-            (true, _) => MatchRule::Ambiguous,
-        };
-        Identification::miss(rule, found.score(), found.margin())
-    }
-
-    /// A hit under `rule` if the best passes `threshold` with at least `margin_min` lead.
-    fn accept(&self, found: &Best2, threshold: f32, margin_min: f32, rule: MatchRule) -> Option<Identification> {
-        let (score, row) = found.best()?;
-        let margin = found.margin();
-        (score >= threshold && margin >= margin_min).then(|| Identification {
-            payer_id: Some(self.payers[row].clone()),
-            rule,
-            score,
-            margin,
-        })
     }
 
     /// Best two among the enrolled members of `merchant`.
@@ -376,29 +353,7 @@ impl Gallery {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn given_scores_when_offered_then_best_two_and_margin_are_kept() {
-        let mut found = Best2::new();
-        assert_eq!((found.score(), found.margin()), (0.0, 0.0));
-        found.0.offer(0.3, 0);
-        assert_eq!((found.score(), found.margin()), (0.3, 0.3), "one candidate: margin is the best");
-        found.0.offer(0.7, 1);
-        found.0.offer(0.5, 2);
-        found.0.offer(0.1, 3);
-        assert_eq!(found.best(), Some((0.7, 1)));
-        assert!((found.margin() - 0.2).abs() < 1e-6);
-    }
-
-    #[test]
-    fn given_a_tie_when_offered_in_any_order_then_the_lower_row_wins_with_zero_margin() {
-        for order in [[4, 2], [2, 4]] {
-            let mut found = Best2::new();
-            order.iter().for_each(|&row| found.0.offer(0.6, row));
-            assert_eq!((found.best(), found.margin()), (Some((0.6, 2)), 0.0));
-        }
-    }
+/// What the policy reads of `capture` besides its searches.
+fn facts(capture: &FaceCaptured) -> CaptureFacts {
+    CaptureFacts { liveness: capture.liveness.get(), phone_given: capture.phone_last4.is_some() }
 }

@@ -5,6 +5,7 @@
 //! and the ArcFace-family operating points quoted in the face-matching reference.
 
 use facepay_domain::PayerId;
+use serde::{Deserialize, Serialize};
 
 /// The thresholds [`crate::Gallery::identify`] applies, in order: liveness, member search,
 /// global search (narrowed by phone digits when the payer typed them).
@@ -175,6 +176,146 @@ impl Identification {
     }
 }
 
+/// One candidate of a search: a payer and the cosine of their template with the capture.
+/// Never the template itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub payer_id: PayerId,
+    pub score: f32,
+}
+
+/// How many candidates of each tier a search keeps: the policy reads the best and the
+/// runner-up, nothing further down.
+pub const TIER_CANDIDATES_MAX: usize = 2;
+
+/// The facts of a capture the policy reads besides its searches.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CaptureFacts {
+    /// The camera's liveness score.
+    pub liveness: f32,
+    /// Whether the payer typed the last 4 phone digits (the second tier is then their bucket).
+    pub phone_given: bool,
+}
+
+/// What one part of the gallery (a shard) found for one capture: the best candidates of each
+/// tier and how many payers it holds. Partials of every shard, [merged](Partial::merge), hold
+/// exactly what one search of the whole gallery would have found, so
+/// [`MatchPolicy::decide_merged`] decides as an unsharded matcher does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    pub facts: CaptureFacts,
+    /// Payers enrolled in this part: the policy's size rule
+    /// ([`MatchPolicy::phone_required_gallery_min`]) is about the whole gallery.
+    pub gallery_len: u64,
+    /// Best [`TIER_CANDIDATES_MAX`] of the merchant's members here, best first.
+    pub members: Vec<Candidate>,
+    /// Best [`TIER_CANDIDATES_MAX`] of the phone bucket (digits given) or of everyone here
+    /// (not given), best first; empty where the policy runs no such search.
+    pub others: Vec<Candidate>,
+}
+
+impl Partial {
+    /// The union of several parts' answers for one capture: the best candidates of each tier
+    /// across them all (ties broken by payer id, so the order of arrival does not matter),
+    /// and the sum of their sizes. `None` for no parts, or parts that disagree on the capture.
+    pub fn merge(parts: impl IntoIterator<Item = Partial>) -> Option<Partial> {
+        let mut parts = parts.into_iter();
+        let mut merged = parts.next()?;
+        for part in parts {
+            if part.facts != merged.facts {
+                return None;
+            }
+            merged.gallery_len += part.gallery_len;
+            merged.members.extend(part.members);
+            merged.others.extend(part.others);
+        }
+        best_first(&mut merged.members);
+        best_first(&mut merged.others);
+        Some(merged)
+    }
+}
+
+/// Sorts `candidates` best first (ties by payer id) and keeps the best [`TIER_CANDIDATES_MAX`].
+fn best_first(candidates: &mut Vec<Candidate>) {
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.payer_id.cmp(&b.payer_id)));
+    candidates.truncate(TIER_CANDIDATES_MAX);
+}
+
+/// Best score of a tier (0.0 with no candidate).
+fn score(found: &[Candidate]) -> f32 {
+    found.first().map_or(0.0, |c| c.score)
+}
+
+/// Best minus runner-up; the best itself with one candidate, 0.0 with none.
+fn margin(found: &[Candidate]) -> f32 {
+    match found {
+        [] => 0.0,
+        [only] => only.score,
+        [best, second, ..] => best.score - second.score,
+    }
+}
+
+impl MatchPolicy {
+    /// The policy over one capture, in order: liveness; the merchant's members (member
+    /// threshold and margin, no phone needed); then the phone bucket when the digits were
+    /// given, else everyone if the gallery of `gallery_len` payers is small enough for the
+    /// risk policy; a global search that passes the threshold without its margin asks for
+    /// the phone digits. Each tier's search runs only when the policy reaches it; each gives
+    /// its best candidates, best first.
+    pub fn decide(
+        &self,
+        facts: CaptureFacts,
+        gallery_len: usize,
+        members: impl FnOnce() -> Vec<Candidate>,
+        others: impl FnOnce() -> Vec<Candidate>,
+    ) -> Identification {
+        if facts.liveness < self.liveness_min {
+            return Identification::miss(MatchRule::LivenessFailed, 0.0, 0.0);
+        }
+        let members = members();
+        let (member_best, member_lead) = (score(&members), margin(&members));
+        if let Some(hit) = accept(members, self.member_threshold, self.member_margin_min, MatchRule::MemberHit) {
+            return hit;
+        }
+        let rule = match facts.phone_given {
+            true => MatchRule::PhoneNarrowedHit,
+            false if gallery_len >= self.phone_required_gallery_min => {
+                return Identification::miss(MatchRule::NeedsPhoneConfirmation, member_best, member_lead);
+            }
+            false => MatchRule::GlobalHit,
+        };
+        let found = others();
+        let (best, lead) = (score(&found), margin(&found));
+        if let Some(hit) = accept(found, self.global_threshold, self.global_margin_min, rule) {
+            return hit;
+        }
+        let rule = match (best >= self.global_threshold, rule) {
+            (false, _) => MatchRule::NoMatch,
+            (true, MatchRule::GlobalHit) => MatchRule::NeedsPhoneConfirmation,
+            (true, _) => MatchRule::Ambiguous,
+        };
+        Identification::miss(rule, best, lead)
+    }
+
+    /// [`Self::decide`] over the [merged](Partial::merge) partials of every shard.
+    pub fn decide_merged(&self, merged: Partial) -> Identification {
+        let len = usize::try_from(merged.gallery_len).unwrap_or(usize::MAX);
+        self.decide(merged.facts, len, || merged.members, || merged.others)
+    }
+}
+
+/// A hit under `rule` if the best of `found` passes `threshold` with at least `margin_min` lead.
+fn accept(found: Vec<Candidate>, threshold: f32, margin_min: f32, rule: MatchRule) -> Option<Identification> {
+    let (score, margin) = (score(&found), margin(&found));
+    let best = found.into_iter().next()?;
+    (score >= threshold && margin >= margin_min).then_some(Identification {
+        payer_id: Some(best.payer_id),
+        rule,
+        score,
+        margin,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +354,42 @@ mod tests {
         assert_eq!(err.var, "FACEPAY_MATCH_MEMBER_MARGIN_MIN");
         let err = MatchPolicy::from_lookup(env(&[("FACEPAY_MATCH_LIVENESS_MIN", "high")])).unwrap_err();
         assert!(err.to_string().starts_with("FACEPAY_MATCH_LIVENESS_MIN: not a number"), "{err}");
+    }
+
+    fn candidates(scores: &[(&str, f32)]) -> Vec<Candidate> {
+        let payer = |p: &str| PayerId::parse(p).unwrap();
+        scores.iter().map(|&(p, score)| Candidate { payer_id: payer(p), score }).collect()
+    }
+
+    #[test]
+    fn given_candidates_then_score_and_margin_read_the_best_two() {
+        assert_eq!((score(&[]), margin(&[])), (0.0, 0.0));
+        assert_eq!((score(&candidates(&[("a", 0.3)])), margin(&candidates(&[("a", 0.3)]))), (0.3, 0.3));
+        let two = candidates(&[("a", 0.7), ("b", 0.5)]);
+        assert_eq!(score(&two), 0.7);
+        assert!((margin(&two) - 0.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn given_partials_when_merged_then_best_two_per_tier_in_any_order_ties_by_payer_and_sizes_add() {
+        let facts = CaptureFacts { liveness: 0.99, phone_given: false };
+        let part = |len, members: &[(&str, f32)], others: &[(&str, f32)]| Partial {
+            facts,
+            gallery_len: len,
+            members: candidates(members),
+            others: candidates(others),
+        };
+        let a = part(10, &[("m1", 0.6)], &[("g1", 0.9), ("g2", 0.4)]);
+        let b = part(7, &[("m2", 0.6), ("m3", 0.1)], &[("g3", 0.5)]);
+        for parts in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
+            let merged = Partial::merge(parts).unwrap();
+            assert_eq!(merged.gallery_len, 17);
+            assert_eq!(merged.members, candidates(&[("m1", 0.6), ("m2", 0.6)]));
+            assert_eq!(merged.others, candidates(&[("g1", 0.9), ("g3", 0.5)]));
+        }
+        let other_capture = Partial { facts: CaptureFacts { liveness: 0.5, phone_given: false }, ..b };
+        assert_eq!(Partial::merge([a, other_capture]), None, "parts of different captures never merge");
+        assert_eq!(Partial::merge(Vec::new()), None);
     }
 
     #[test]
