@@ -95,6 +95,12 @@ impl Config {
             None => Shard::ALL,
             Some(s) => parse_shard(&s).context("FACEPAY_MATCHER_SHARD must be i/N with i < N")?,
         };
+        // Split over processes, each shard's part of the gallery must be kept (sealed) and
+        // reach the others' decisions through Kafka.
+        anyhow::ensure!(
+            matcher_shard.count <= 1 || (face_master_key.is_some() && var("FACEPAY_KAFKA_BROKERS").is_some()),
+            "FACEPAY_MATCHER_SHARD of more than one shard needs FACEPAY_FACE_MASTER_KEY and FACEPAY_KAFKA_BROKERS"
+        );
         Ok(Self {
             database_url: Secret::new(database_url),
             kafka_brokers: var("FACEPAY_KAFKA_BROKERS"),

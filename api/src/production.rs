@@ -9,6 +9,8 @@ use anyhow::Context;
 use facepay_domain::limits::{
     REGISTRY_REFRESH_MS, STAGE_HEALTHY_MS, STAGE_RESTART_BACKOFF_MAX_MS, STAGE_RESTART_BACKOFF_MIN_MS,
 };
+use facepay_ingest::faces::{FaceStore, Shard};
+use facepay_ingest::gather::Gather;
 use facepay_ingest::kafka::{self, KafkaConfig, TransportError, DEVICE_EVENTS};
 use facepay_ingest::matching::MatchStage;
 use facepay_ingest::PipelineConfig;
@@ -109,17 +111,31 @@ pub async fn start_with(
         // With a face store the stage's captures are kept per batch and restored here;
         // the embedded pipeline does not keep them (its bus loses queued events with the
         // process anyway, so no payment would be left to use them).
-        let mut stage = MatchStage::new(gallery, pipeline.match_policy);
+        let shard = pipeline.faces.as_ref().map_or(Shard::ALL, FaceStore::shard);
+        let mut stage = MatchStage::new(gallery, pipeline.match_policy).with_shard(shard);
         if pipeline.faces.is_some() {
             stage = stage.keeping_identified();
         }
         stage.restore_captures(recent);
         let stage = Arc::new(tokio::sync::Mutex::new(stage));
-        let (c, r, rx, faces) = (cfg.clone(), registry.clone(), rx.clone(), pipeline.faces.clone());
+        let (c, r, stop, faces) = (cfg.clone(), registry.clone(), rx.clone(), pipeline.faces.clone());
         let verifier = pipeline.verifier.clone();
         tasks.spawn(supervised("matcher", rx.clone(), move || {
-            kafka::run_match_stage(c.clone(), r.clone(), stage.clone(), faces.clone(), verifier.clone(), rx.clone())
+            kafka::run_match_stage(c.clone(), r.clone(), stage.clone(), faces.clone(), verifier.clone(), stop.clone())
         }));
+        if shard.count > 1 {
+            // Every shard's process also takes part in the gather's group, which merges the
+            // shards' partial answers into each capture's decision.
+            let mut gather = Gather::new(pipeline.match_policy);
+            if let Some(faces) = &pipeline.faces {
+                gather.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
+            }
+            let gather = Arc::new(tokio::sync::Mutex::new(gather));
+            let (c, rx, faces) = (cfg.clone(), rx.clone(), pipeline.faces.clone());
+            tasks.spawn(supervised("gather", rx.clone(), move || {
+                kafka::run_gather_stage(c.clone(), gather.clone(), faces.clone(), rx.clone())
+            }));
+        }
     }
     if roles.ledger {
         let ledger = Ledger::new(store.clone(), Policy::default()).uncached();

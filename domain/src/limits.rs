@@ -105,6 +105,21 @@ pub const LEDGER_BATCH_LINGER_MS: u64 = 2;
 /// is single-use, and its payment follows within seconds on the same device).
 pub const MATCH_MEMORY_CAPTURES_MAX: usize = 100_000;
 
+/// How long the matcher's gather waits for every shard's partial answer to a capture whose
+/// payment has arrived. Past it the payment is declined as unresolved (retryable: the device
+/// captures again), never paid on a partial view of the gallery. Shards answer within a batch
+/// (milliseconds); this covers a shard's restart, not a shard that is down.
+pub const MATCH_GATHER_WAIT_MS: u64 = 3_000;
+
+/// Most captures the gather tracks while their shards' partials come in; past it the oldest
+/// is given up (as after [`MATCH_GATHER_WAIT_MS`]).
+pub const MATCH_GATHER_PENDING_MAX: usize = 50_000;
+
+/// Most messages the gather holds back behind payments that wait for partials (a device's
+/// later messages wait behind its payment, so they keep their order); past it the oldest
+/// waiting capture is given up.
+pub const MATCH_GATHER_HELD_MAX: usize = 10_000;
+
 /// How far back a restarted matcher restores the captures it had identified (kept in the
 /// store per batch, migration 0012), and how long the store keeps them: a payment follows
 /// its capture within seconds, and an order still unpaid 45 s after creation is revoked.

@@ -3,8 +3,8 @@
 //!
 //! Sharding: payer `p` belongs to shard `shard_hash(p) % count` (a stable FNV-1a hash of the
 //! payer id), so N matcher processes split a large gallery between them, each loading and
-//! searching only its own payers (a capture then goes to every shard and the best answer
-//! across shards wins; routing captures is the transport's business).
+//! searching only its own payers; every shard answers each capture with a partial, and the
+//! gather ([`crate::gather`]) decides on their union.
 //!
 //! The matcher's recent captures are kept here too ([`FaceStore::remember_captures`]): what
 //! each face code resolved to, so that a matcher restarted between a capture and its

@@ -37,6 +37,8 @@ pub const DEVICE_EVENTS: &str = "device-events";
 pub const LEDGER_COMMANDS: &str = "ledger-commands";
 pub const LEDGER_OUTCOMES: &str = "ledger-outcomes";
 pub const DEAD_LETTER: &str = "dead-letter";
+/// The matcher shards' partial answers and the lead shard's routed events, for the gather.
+pub const MATCH_PARTIALS: &str = "match-partials";
 /// The record header that carries the id of the HTTP request that brought a device event in,
 /// from the device-events topic onto the ledger command (and into the decision's log line).
 pub const REQUEST_ID_HEADER: &str = "facepay-request-id";
@@ -50,7 +52,9 @@ pub struct KafkaConfig {
     /// `FACEPAY_KAFKA_TOPIC_PREFIX`, default `facepay.`; lets several deployments (or test
     /// runs) share one cluster.
     pub topic_prefix: String,
-    /// `FACEPAY_KAFKA_MATCH_GROUP`, default `facepay-match`: the validate + match stage.
+    /// `FACEPAY_KAFKA_MATCH_GROUP`, default `facepay-match`: the validate + match stage. With
+    /// the gallery split over shards, shard `i` consumes in `<group>-shard-<i>` (every shard
+    /// sees every event) and the gather in `<group>-gather`.
     pub match_group: String,
     /// `FACEPAY_KAFKA_LEDGER_GROUP`, default `facepay-ledger`: the ledger stage. Also the
     /// key of the offsets stored in the database.
@@ -135,6 +139,19 @@ impl KafkaConfig {
         c
     }
 
+    /// The consumer group of the matcher stage serving `shard`.
+    pub fn match_group_of(&self, shard: crate::faces::Shard) -> String {
+        match shard.count > 1 {
+            true => format!("{}-shard-{}", self.match_group, shard.index),
+            false => self.match_group.clone(),
+        }
+    }
+
+    /// The consumer group of the matcher's gather.
+    pub fn gather_group(&self) -> String {
+        format!("{}-gather", self.match_group)
+    }
+
     /// The full name of topic `suffix`.
     pub fn topic(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.topic_prefix)
@@ -217,8 +234,10 @@ impl rdkafka::consumer::ConsumerContext for LogAssignments {
 /// auto-creation off, and some brokers have none).
 pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = cfg.client().create()?;
-    let names: Vec<String> =
-        [DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES, DEAD_LETTER].iter().map(|s| cfg.topic(s)).collect();
+    let names: Vec<String> = [DEVICE_EVENTS, MATCH_PARTIALS, LEDGER_COMMANDS, LEDGER_OUTCOMES, DEAD_LETTER]
+        .iter()
+        .map(|s| cfg.topic(s))
+        .collect();
     let topics: Vec<NewTopic> =
         names.iter().map(|n| NewTopic::new(n, cfg.partitions, TopicReplication::Fixed(1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -379,6 +398,11 @@ pub fn command_key(cmd: &facepay_ledger::Command) -> String {
 /// matcher's own answers, rejections) out to the ledger-commands topic, where the ledger
 /// stage keeps each exactly once. This stage itself is at-least-once: after a crash it
 /// repeats what it had not committed, and the ledger recognises the repeats.
+///
+/// With the gallery split over shards, this is shard `i`'s stage (in its own group, so every
+/// shard sees every event): its output goes to the match-partials topic instead, keyed as the
+/// device event was: each capture's partial answer, and from the lead shard (0) everything
+/// else, for [`run_gather_stage`] to pass on.
 pub async fn run_match_stage(
     cfg: KafkaConfig,
     registry: crate::SharedRegistry,
@@ -389,10 +413,10 @@ pub async fn run_match_stage(
 ) -> Result<(), TransportError> {
     // The stage's state (gallery, recent captures) outlives a run: a restarted run keeps it.
     let mut stage = stage.lock_owned().await;
-    let consumer = cfg.logged_consumer(&cfg.match_group)?;
+    let consumer = cfg.logged_consumer(&cfg.match_group_of(stage.shard()))?;
     consumer.subscribe(&[&cfg.topic(DEVICE_EVENTS)])?;
     let producer = cfg.producer()?;
-    let commands = cfg.topic(LEDGER_COMMANDS);
+    let out = Outputs { commands: cfg.topic(LEDGER_COMMANDS), partials: cfg.topic(MATCH_PARTIALS) };
     let mut errors = RecvErrors::default();
     let mut guard = SkipGuard::default();
     loop {
@@ -415,29 +439,160 @@ pub async fn run_match_stage(
         // Route in order, send all, then wait: one round trip per batch, not per event.
         let mut acks = Acks::with_capacity(batch.len());
         for msg in &batch {
-            let out = stage_message(&registry, &verifier, &mut stage, msg);
+            let (routed, partial) = stage_message(&registry, &verifier, &mut stage, msg);
             // Only enrolments and deletions touch the face store: parse those again, no other.
-            if let (Some(faces), StageMessage::Answer(a)) = (&faces, &out) {
+            if let (Some(faces), StageMessage::Answer(a)) = (&faces, &routed) {
                 if matches!(a.body.kind(), "face_enrolled" | "face_deleted") {
                     keep_face(faces, msg).await?;
                 }
             }
-            let (key, payload) = (out.key(), serde_json::to_vec(&out)?);
-            enqueue(&producer, FutureRecord::to(&commands).key(key.as_str()).payload(payload.as_slice()), &mut acks)?;
+            out.send(&producer, stage.shard(), msg, routed, partial, &mut acks)?;
         }
         // The batch's captures are kept before its offsets are committed: a restart after
         // the commit restores them (`FaceStore::recent_captures`), one before it routes them again.
         let identified = stage.take_identified();
         if let (Some(faces), false) = (&faces, identified.is_empty()) {
-            faces.remember_captures(identified, chrono::Utc::now()).await.map_err(|e| match e {
-                crate::faces::FaceStoreError::Store(s) => TransportError::Store(s),
-                other => TransportError::Faces(other.to_string()),
-            })?;
+            remember(faces, identified).await?;
         }
         acknowledged(acks).await?;
         guard.processed(&batch);
         commit_hints(&consumer, &batch);
     }
+}
+
+/// Keeps the captures a matcher decided in the store (see [`crate::faces::FaceStore`]).
+async fn remember(
+    faces: &crate::faces::FaceStore,
+    identified: Vec<(facepay_domain::FaceCode, facepay_ledger::Identity)>,
+) -> Result<(), TransportError> {
+    faces.remember_captures(identified, chrono::Utc::now()).await.map_err(|e| match e {
+        crate::faces::FaceStoreError::Store(s) => TransportError::Store(s),
+        other => TransportError::Faces(other.to_string()),
+    })
+}
+
+/// Where the matcher stage's output goes.
+struct Outputs {
+    commands: String,
+    partials: String,
+}
+
+impl Outputs {
+    /// Enqueues what the stage made of `msg`: unsharded, `routed` to the ledger; sharded,
+    /// the capture's `partial` and (lead shard only) `routed` to the gather, keyed as `msg`.
+    fn send(
+        &self,
+        producer: &FutureProducer,
+        shard: crate::faces::Shard,
+        msg: &OwnedMessage,
+        routed: StageMessage,
+        partial: Option<crate::gather::GatherMessage>,
+        acks: &mut Acks,
+    ) -> Result<(), TransportError> {
+        if shard.count <= 1 {
+            let (key, payload) = (routed.key(), serde_json::to_vec(&routed)?);
+            let record = FutureRecord::to(&self.commands).key(key.as_str()).payload(payload.as_slice());
+            return Ok(enqueue(producer, record, acks)?);
+        }
+        let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
+        let lead = (shard.index == 0).then(|| crate::gather::GatherMessage::Routed(Box::new(routed)));
+        for out in partial.into_iter().chain(lead) {
+            let payload = serde_json::to_vec(&out)?;
+            enqueue(producer, FutureRecord::to(&self.partials).key(key.as_str()).payload(payload.as_slice()), acks)?;
+        }
+        Ok(())
+    }
+}
+
+/// The matcher's gather (the gallery split over shards): the match-partials topic in; each
+/// capture decided from all its shards' partials ([`crate::gather::Gather`]); payments with
+/// their identity and everything else the lead shard routed out to the ledger-commands
+/// topic. At-least-once like the shards: offsets are committed (as a hint) only below what
+/// it still holds, its decisions are kept in the store before that (with a face store), and
+/// the ledger recognises repeats.
+pub async fn run_gather_stage(
+    cfg: KafkaConfig,
+    gather: std::sync::Arc<tokio::sync::Mutex<crate::gather::Gather>>,
+    faces: Option<crate::faces::FaceStore>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), TransportError> {
+    let mut gather = gather.lock_owned().await;
+    let topic = cfg.topic(MATCH_PARTIALS);
+    let consumer = cfg.logged_consumer(&cfg.gather_group())?;
+    consumer.subscribe(&[&topic])?;
+    let producer = cfg.producer()?;
+    let commands = cfg.topic(LEDGER_COMMANDS);
+    let mut errors = RecvErrors::default();
+    let mut guard = SkipGuard::default();
+    loop {
+        let deadline = gather.next_deadline().map(tokio::time::Instant::from_std);
+        let first = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            msg = consumer.recv() => Some(msg),
+            _ = sleep_until(deadline) => None,
+        };
+        let mut batch = Vec::new();
+        if let Some(first) = first {
+            let Some(first) = errors.check(first).await? else { continue };
+            batch.push(first.detach());
+        }
+        while !batch.is_empty() && batch.len() < MATCH_BATCH_MAX {
+            match tokio::time::timeout(cfg.batch_linger, consumer.recv()).await {
+                Ok(msg) => match errors.check(msg).await? {
+                    Some(msg) => batch.push(msg.detach()),
+                    None => break,
+                },
+                Err(_) => break,
+            }
+        }
+        guard.check(&consumer, &topic, &mut batch);
+        if let Ok(assigned) = consumer.assignment() {
+            gather.retain_partitions(&assigned.elements().iter().map(|e| e.partition()).collect());
+        }
+        let now = std::time::Instant::now();
+        let mut out: Vec<StageMessage> =
+            batch.iter().flat_map(|m| gather.offer(gather_message(m), position(m), now)).collect();
+        out.extend(gather.expire(now));
+        let mut acks = Acks::with_capacity(out.len());
+        for routed in &out {
+            let (key, payload) = (routed.key(), serde_json::to_vec(routed)?);
+            enqueue(&producer, FutureRecord::to(&commands).key(key.as_str()).payload(payload.as_slice()), &mut acks)?;
+        }
+        let identified = gather.take_identified();
+        if let (Some(faces), false) = (&faces, identified.is_empty()) {
+            remember(faces, identified).await?;
+        }
+        acknowledged(acks).await?;
+        guard.processed(&batch);
+        let pinned = gather.pinned();
+        batch.retain(|m| pinned.get(&m.partition()).is_none_or(|&p| m.offset() < p));
+        commit_hints(&consumer, &batch);
+    }
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Where `m` sits, for the gather.
+fn position(m: &OwnedMessage) -> crate::gather::Position {
+    crate::gather::Position { partition: m.partition(), offset: m.offset() }
+}
+
+/// A match-partials message, decoded; bytes that are not one become a rejection the ledger
+/// keeps (with the reason), so nothing on the topic is dropped unseen.
+fn gather_message(m: &OwnedMessage) -> crate::gather::GatherMessage {
+    let bytes = m.payload().unwrap_or_default();
+    serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        let err = FieldError::new(".", FieldErrorKind::Malformed, e.to_string());
+        let key = crate::wire::source_key(m.topic(), m.partition(), m.offset());
+        let event = crate::validate::rejection(bytes, "kafka-gather", &err);
+        crate::gather::GatherMessage::Routed(Box::new(StageMessage::Rejected((&Rejection { key, event }).into())))
+    })
 }
 
 /// The matcher stage's guard against records the broker skipped (tansu 0.6 answers a fetch
@@ -518,13 +673,14 @@ async fn keep_face(faces: &crate::faces::FaceStore, msg: &OwnedMessage) -> Resul
     })
 }
 
-/// What the matcher stage makes of one device-events message.
+/// What the matcher stage makes of one device-events message, and, split over shards, its
+/// partial answer to a capture.
 fn stage_message(
     registry: &crate::SharedRegistry,
     verifier: &crate::authenticity::DeviceVerifier,
     stage: &mut crate::matching::MatchStage,
     msg: &OwnedMessage,
-) -> StageMessage {
+) -> (StageMessage, Option<crate::gather::GatherMessage>) {
     let bytes = msg.payload().unwrap_or_default();
     // The clock window is judged against when the broker took the message, not now: a
     // backlog is not stale input.
@@ -536,16 +692,20 @@ fn stage_message(
             tracing::info!(field = %err.field, reason = %err.kind, "device event rejected");
             let key = crate::wire::source_key(msg.topic(), msg.partition(), msg.offset());
             let event = crate::validate::rejection(bytes, "kafka", &err);
-            StageMessage::Rejected((&Rejection { key, event }).into())
+            (StageMessage::Rejected((&Rejection { key, event }).into()), None)
         }
-        Ok(env) => match routed(stage, env) {
-            StageMessage::Command(cmd) => {
-                // Bounded: a request id is short.
-                let request_id = header(msg, REQUEST_ID_HEADER).filter(|v| v.len() <= REQUEST_ID_LEN_MAX);
-                StageMessage::Command(Command { request_id: request_id.map(str::to_string), ..cmd })
-            }
-            other => other,
-        },
+        Ok(env) => {
+            let partial = if stage.shard().count > 1 { stage.partial(&env) } else { None };
+            let routed = match routed(stage, env) {
+                StageMessage::Command(cmd) => {
+                    // Bounded: a request id is short.
+                    let request_id = header(msg, REQUEST_ID_HEADER).filter(|v| v.len() <= REQUEST_ID_LEN_MAX);
+                    StageMessage::Command(Command { request_id: request_id.map(str::to_string), ..cmd })
+                }
+                other => other,
+            };
+            (routed, partial)
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`validate`]: parsing and registry checks; rejection records.
 //! - [`faces`]: the gallery at rest (sealed templates, crypto-shredding, shards).
 //! - [`matching`]: the matcher stage: captures → identities, events → commands.
+//! - [`gather`]: matcher scale-out: the shards' partial answers merged into one decision.
 //! - [`pipeline`]: the stages, their channels and their shutdown.
 //! - [`kafka`]: the same stages over Kafka topics (the production profile).
 //! - [`wire`]: what the matcher stage sends the ledger stage over Kafka.
@@ -18,6 +19,7 @@
 
 pub mod authenticity;
 pub mod faces;
+pub mod gather;
 pub mod kafka;
 pub mod matching;
 pub mod metrics;
@@ -37,6 +39,9 @@ pub mod topics {
     pub const LEDGER_COMMANDS: &str = "facepay.ledger-commands";
     /// Ledger outcomes for devices and downstream systems.
     pub const LEDGER_OUTCOMES: &str = "facepay.ledger-outcomes";
+    /// The matcher shards' partial answers and the lead shard's routed events, keyed by
+    /// device, for the gather (only when the gallery is split over shards).
+    pub const MATCH_PARTIALS: &str = "facepay.match-partials";
     /// Rejected input, with its reason.
     pub const DEAD_LETTER: &str = "facepay.dead-letter";
 }

@@ -10,6 +10,9 @@ use facepay_matcher::{Gallery, MatchPolicy};
 
 use crate::faces::Shard;
 
+/// The identity a payment carries from a shard to the gather, which replaces it.
+pub const AWAITING_SHARDS: &str = "awaiting_shards";
+
 /// The matcher stage's state: the gallery and the recent captures awaiting their payment.
 pub struct MatchStage {
     gallery: Gallery,
@@ -61,7 +64,24 @@ impl MatchStage {
         self
     }
 
-    /// Routes one event.
+    /// The part of the gallery this stage serves.
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// This shard's partial answer for a capture taken at a device (for the gather); `None`
+    /// for any other event.
+    pub fn partial(&self, env: &Envelope) -> Option<crate::gather::GatherMessage> {
+        let (EventBody::FaceCaptured(c), Some(d)) = (&env.body, env.origin.device()) else { return None };
+        let started = std::time::Instant::now();
+        let partial = self.gallery.partial(&d.merchant_id, c, &self.policy);
+        crate::metrics::METRICS.matched(started.elapsed());
+        Some(crate::gather::partial_of(self.shard, c.face_code.clone(), partial))
+    }
+
+    /// Routes one event. Split over shards ([`Self::with_shard`] of more than one), a capture
+    /// is only answered (its [`Self::partial`] goes to the gather) and a payment's identity is
+    /// left to the gather.
     pub fn route(&mut self, env: Envelope) -> Routed {
         let applied = |kind: &str| Routed::Done(OutcomeBody::Applied { kind: kind.to_string() });
         let kind = env.body.kind();
@@ -76,6 +96,8 @@ impl MatchStage {
             })
         };
         match env.body {
+            // Split over shards, a capture is decided by the gather, from every shard's partial.
+            EventBody::FaceCaptured(_) if self.shard.count > 1 => applied(kind),
             EventBody::FaceCaptured(c) => {
                 let Some(d) = env.origin.device() else { return applied(kind) };
                 let started = std::time::Instant::now();
@@ -108,11 +130,14 @@ impl MatchStage {
                 applied(kind)
             }
             EventBody::PaymentRequested(p) => {
-                let identity = self
-                    .captures
-                    .get(&p.face_code)
-                    .cloned()
-                    .unwrap_or(Identity::Unresolved { rule: "unknown_capture".to_string() });
+                let identity = match self.shard.count > 1 {
+                    true => Identity::Unresolved { rule: AWAITING_SHARDS.to_string() },
+                    false => self
+                        .captures
+                        .get(&p.face_code)
+                        .cloned()
+                        .unwrap_or(Identity::Unresolved { rule: crate::gather::UNKNOWN_CAPTURE.to_string() }),
+                };
                 match device.clone() {
                     Some(d) => command(CommandKind::Pay {
                         device: d,

@@ -22,7 +22,7 @@ use facepay_domain::{Embedding, MerchantId, PayerId, PhoneLast4};
 use crate::codes::{CodeIndex, CodeOptions};
 use crate::flat::{scan, FlatIndex, Precision, TensorError};
 use crate::kernels;
-use crate::policy::{CaptureFacts, Candidate, Identification, MatchPolicy, Partial};
+use crate::policy::{Candidate, CaptureFacts, Identification, MatchPolicy, Partial};
 use crate::topk::TopK;
 
 /// A search could not be computed. Never carries embedding values.
@@ -250,8 +250,7 @@ impl Gallery {
     /// one (the whole gallery is larger still).
     pub fn partial(&self, merchant: &MerchantId, capture: &FaceCaptured, policy: &MatchPolicy) -> Partial {
         let facts = facts(capture);
-        let mut partial =
-            Partial { facts, gallery_len: self.len() as u64, members: Vec::new(), others: Vec::new() };
+        let mut partial = Partial { facts, gallery_len: self.len() as u64, members: Vec::new(), others: Vec::new() };
         if facts.liveness < policy.liveness_min {
             return partial;
         }

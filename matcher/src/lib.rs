@@ -10,8 +10,10 @@
 //! Templates are biometric data: no type here prints, logs or returns embedding values.
 //!
 //! # Layout
-//! - [`policy`]: [`MatchPolicy`] (the thresholds), [`MatchRule`] and [`Identification`],
-//!   the answer of a search.
+//! - [`policy`]: [`MatchPolicy`] (the thresholds) and its decision over the candidates of
+//!   each tier, [`MatchRule`] and [`Identification`], the answer of a search;
+//!   [`policy::Partial`], one shard's candidates, merged across shards into the whole
+//!   gallery's.
 //! - [`gallery`]: [`Gallery`], the enrolled templates, member lists and phone buckets,
 //!   and [`Gallery::identify`]; [`MatcherError`].
 //! - [`flat`]: [`flat::FlatIndex`], exact batched (candle matmul + top-k) and single-query

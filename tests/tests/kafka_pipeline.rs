@@ -329,3 +329,121 @@ async fn a_matcher_restarted_between_a_capture_and_its_payment_still_knows_the_p
     assert_eq!(balance_fen, 10_000 - 2_500);
     stop(second).await;
 }
+
+/// A unit face along `axes` (weights normalised by the parser).
+fn face_of(axes: &[(usize, f32)]) -> Vec<f32> {
+    let mut v = vec![0.0; EMBEDDING_DIM];
+    axes.iter().for_each(|&(i, w)| v[i] = w);
+    v
+}
+
+/// The first payer id `u-<n>` whose face belongs to shard `index` of 2.
+fn payer_on(index: u32, skip: usize) -> String {
+    use facepay_ingest::faces::Shard;
+    let shard = Shard { index, count: 2 };
+    (0..)
+        .map(|n| format!("u-{n}"))
+        .filter(|p| shard.owns(&facepay_domain::PayerId::parse(p).unwrap()))
+        .nth(skip)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both_and_never_on_one() {
+    use facepay_ingest::authenticity::DeviceVerifier;
+    use facepay_ingest::faces::{FaceStore, Shard};
+    use facepay_matcher::vault::{MasterKey, Vault};
+
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pepper, signer) = store(dir.path()).await;
+    let cfg = config(&brokers);
+    let (_, hex) = MasterKey::generate();
+    let shard = |index: u32| facepay_ingest::PipelineConfig {
+        verifier: Arc::new(DeviceVerifier::new(pepper.clone())),
+        faces: Some(FaceStore::new(
+            store.clone(),
+            Vault::new(MasterKey::from_hex(&hex).unwrap()),
+            Shard { index, count: 2 },
+        )),
+        ..Default::default()
+    };
+    let producer = cfg.producer().unwrap();
+    let topic = cfg.topic(DEVICE_EVENTS);
+    let send = |bytes: Vec<u8>| {
+        let (producer, topic, signature) = (producer.clone(), topic.clone(), signer.sign(&bytes));
+        async move { kafka::publish_signed(&producer, &topic, "DEV-K1", &bytes, signature.as_deref()).await.unwrap() }
+    };
+    let stop = |prod: production::Production| async move {
+        let _ = prod.shutdown.send(true);
+        let mut tasks = prod.tasks;
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap();
+        }
+    };
+    let lead = Roles { matcher: true, ledger: true, relay: true, api: false };
+    let first = production::start_with(store.clone(), cfg.clone(), lead, shard(0)).await.unwrap();
+    let only_matcher = Roles { matcher: true, ledger: false, relay: false, api: false };
+    let second = production::start_with(store.clone(), cfg.clone(), only_matcher, shard(1)).await.unwrap();
+
+    // A member whose face only shard 1 holds; look-alikes split over the two shards; a
+    // payer on shard 0 alone. Each is funded with 100.00.
+    let (member, twin0, twin1, solo) = (payer_on(1, 0), payer_on(0, 0), payer_on(1, 1), payer_on(0, 1));
+    let faces = [
+        (&member, face_of(&[(7, 1.0)])),
+        (&twin0, face_of(&[(11, 1.0)])),
+        (&twin1, face_of(&[(11, 1.0), (12, 0.1)])),
+        (&solo, face_of(&[(20, 1.0)])),
+    ];
+    for (n, (payer, embedding)) in faces.iter().enumerate() {
+        let n = 100 + 2 * n as u128;
+        send(event(n, "face_enrolled", json!({"payer_id": payer, "embedding": embedding}), false)).await;
+        send(event(n + 1, "account_funded", json!({"payer_id": payer, "amount": "100.00"}), false)).await;
+    }
+    let card = json!({"payer_id": member, "card_code": "card-001", "channel": "card_package"});
+    send(event(110, "member_card_opened", card, true)).await;
+    outcomes(&cfg, &[id(107), id(110)]).await;
+    // Both shards are consuming once each has kept its own payers' faces.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while store.face_gallery(0, 2).await.unwrap().len() + store.face_gallery(1, 2).await.unwrap().len() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "the shards never kept their faces");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pay = |n: u128, code: &str, embedding: Vec<f32>| {
+        let capture = json!({"face_code": code, "embedding": embedding, "liveness": 0.99});
+        let payment = json!({"out_trade_no": format!("K-S{n}"), "amount": "10.00", "face_code": code});
+        [event(n, "face_captured", capture, true), event(n + 1, "payment_requested", payment, true)]
+    };
+    for bytes in
+        [pay(120, "100000000000000120", face_of(&[(7, 1.0)])), pay(122, "100000000000000122", face_of(&[(11, 1.0)]))]
+            .into_iter()
+            .flatten()
+    {
+        send(bytes).await;
+    }
+    let got = outcomes(&cfg, &[id(110), id(121), id(123)]).await;
+    let by = |n: u128| got.iter().find(|v| v["in_reply_to"] == id(n).to_string()).unwrap().clone();
+    assert_eq!(by(121)["payload"]["status"], "PAID", "the member on shard 1 pays: {:?}", by(121));
+    assert_eq!(by(123)["payload"]["status"], "DECLINED", "look-alikes on both shards: {:?}", by(123));
+    let wallet = |p: &str| {
+        let (store, payer) = (store.clone(), facepay_domain::PayerId::parse(p).unwrap());
+        async move { store.wallet(&payer).await.unwrap().unwrap().0 }
+    };
+    assert_eq!(wallet(&member).await, 9_000, "paid from the member's wallet");
+    assert_eq!((wallet(&twin0).await, wallet(&twin1).await), (10_000, 10_000), "neither look-alike pays");
+
+    // Shard 1 stops: a capture of shard 0's own payer is never paid on shard 0's view alone.
+    stop(second).await;
+    for bytes in pay(130, "100000000000000130", face_of(&[(20, 1.0)])) {
+        send(bytes).await;
+    }
+    let got = outcomes(&cfg, &[id(131)]).await;
+    assert_eq!(got[0]["payload"]["status"], "DECLINED", "{:?}", got[0]);
+    assert_eq!(wallet(&solo).await, 10_000, "nothing paid without shard 1's answer");
+    let memos = store.captures_recent(chrono::Utc::now() - chrono::Duration::minutes(5), 100).await.unwrap();
+    let rule = |code: &str| memos.iter().find(|m| m.face_code.as_str() == code).map(|m| m.rule.clone());
+    assert_eq!(rule("100000000000000120").as_deref(), Some("member_hit"));
+    assert_eq!(rule("100000000000000122").as_deref(), Some("needs_phone_confirmation"));
+    assert_eq!(rule("100000000000000130").as_deref(), Some("shards_incomplete"));
+    stop(first).await;
+}
