@@ -17,9 +17,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use facepay_domain::limits::{
-    MATCH_GATHER_HELD_MAX, MATCH_GATHER_PENDING_MAX, MATCH_GATHER_WAIT_MS, MATCH_MEMORY_CAPTURES_MAX,
-};
+use facepay_domain::limits::{MATCH_GATHER_HELD_MAX, MATCH_GATHER_PENDING_MAX, MATCH_GATHER_WAIT_MS};
 use facepay_domain::{DeviceRef, FaceCode};
 use facepay_ledger::{CommandKind, Identity};
 use facepay_matcher::policy::Partial;
@@ -27,6 +25,7 @@ use facepay_matcher::MatchPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::faces::Shard;
+use crate::matching::CaptureMemory;
 use crate::wire::StageMessage;
 
 /// One message on the match-partials topic, keyed like the device event it came of.
@@ -84,9 +83,8 @@ pub struct Gather {
     pending: HashMap<FaceCode, Pending>,
     /// Pending captures, oldest first (some may be decided already: skipped when met).
     pending_order: VecDeque<FaceCode>,
-    /// Face code → what its capture resolved to. Bounded: oldest forgotten first.
-    identities: HashMap<FaceCode, Identity>,
-    identity_order: VecDeque<FaceCode>,
+    /// What each decided capture resolved to, for its payment.
+    identities: CaptureMemory,
     /// Decided since [`Gather::take_identified`], for the caller to keep in the store.
     identified: Vec<(FaceCode, Identity)>,
     /// Per device, its messages held in arrival order; the first is a payment that waits.
@@ -101,8 +99,7 @@ impl Gather {
             wait: Duration::from_millis(MATCH_GATHER_WAIT_MS),
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
-            identities: HashMap::new(),
-            identity_order: VecDeque::new(),
+            identities: CaptureMemory::default(),
             identified: Vec::new(),
             held: HashMap::new(),
             held_count: 0,
@@ -117,7 +114,7 @@ impl Gather {
 
     /// Remembers captures decided before a restart (oldest first).
     pub fn restore_captures(&mut self, captures: impl IntoIterator<Item = (FaceCode, Identity)>) {
-        captures.into_iter().for_each(|(face_code, identity)| self.remember(face_code, identity));
+        captures.into_iter().for_each(|(face_code, identity)| self.identities.remember(face_code, identity));
     }
 
     /// Takes one message that arrived `now` from `at`; returns what may go to the ledger now,
@@ -185,7 +182,7 @@ impl Gather {
     }
 
     fn partial(&mut self, p: ShardPartial, at: Position, now: Instant) -> Vec<StageMessage> {
-        if self.identities.contains_key(&p.face_code) || p.shard >= p.shards {
+        if self.identities.contains(&p.face_code) || p.shard >= p.shards {
             return Vec::new(); // A repeat after the decision, or a shard out of range.
         }
         if !self.pending.contains_key(&p.face_code) {
@@ -264,7 +261,7 @@ impl Gather {
 
     fn decided(&mut self, face_code: FaceCode, identity: Identity) -> Vec<StageMessage> {
         self.identified.push((face_code.clone(), identity.clone()));
-        self.remember(face_code, identity);
+        self.identities.remember(face_code, identity);
         self.release()
     }
 
@@ -299,17 +296,6 @@ impl Gather {
             }
         }
         Vec::new()
-    }
-
-    fn remember(&mut self, face_code: FaceCode, identity: Identity) {
-        if self.identities.insert(face_code.clone(), identity).is_none() {
-            self.identity_order.push_back(face_code);
-        }
-        while self.identity_order.len() > MATCH_MEMORY_CAPTURES_MAX {
-            if let Some(old) = self.identity_order.pop_front() {
-                self.identities.remove(&old);
-            }
-        }
     }
 }
 

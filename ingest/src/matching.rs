@@ -17,10 +17,8 @@ pub const AWAITING_SHARDS: &str = "awaiting_shards";
 pub struct MatchStage {
     gallery: Gallery,
     policy: MatchPolicy,
-    /// Face code → what its capture resolved to. Bounded: oldest forgotten first, since a
-    /// payment follows its capture within seconds on the same device.
-    captures: HashMap<FaceCode, Identity>,
-    capture_order: VecDeque<FaceCode>,
+    /// What each recent capture resolved to, for its payment.
+    captures: CaptureMemory,
     /// Captures identified since [`MatchStage::take_identified`] last ran, for the caller to
     /// keep in the store so that a restart does not forget them; `None` unless asked for
     /// ([`MatchStage::keeping_identified`]). Bounded like `captures`.
@@ -41,14 +39,7 @@ pub enum Routed {
 
 impl MatchStage {
     pub fn new(gallery: Gallery, policy: MatchPolicy) -> Self {
-        Self {
-            gallery,
-            policy,
-            captures: HashMap::new(),
-            capture_order: VecDeque::new(),
-            identified: None,
-            shard: Shard::ALL,
-        }
+        Self { gallery, policy, captures: CaptureMemory::default(), identified: None, shard: Shard::ALL }
     }
 
     /// Collects the captures it identifies for [`Self::take_identified`] (a stage whose
@@ -116,7 +107,7 @@ impl MatchStage {
                 if let Some(kept) = self.identified.as_mut().filter(|k| k.len() < MATCH_MEMORY_CAPTURES_MAX) {
                     kept.push((c.face_code.clone(), identity.clone()));
                 }
-                self.remember(c.face_code, identity);
+                self.captures.remember(c.face_code, identity);
                 applied(kind)
             }
             EventBody::FaceEnrolled(e) => {
@@ -224,16 +215,35 @@ impl MatchStage {
 
     /// Remembers captures identified before a restart (oldest first), as if just routed.
     pub fn restore_captures(&mut self, captures: impl IntoIterator<Item = (FaceCode, Identity)>) {
-        captures.into_iter().for_each(|(face_code, identity)| self.remember(face_code, identity));
+        captures.into_iter().for_each(|(face_code, identity)| self.captures.remember(face_code, identity));
+    }
+}
+
+/// Face code → what its capture resolved to. Bounded by [`MATCH_MEMORY_CAPTURES_MAX`]:
+/// oldest forgotten first, since a payment follows its capture within seconds on the same
+/// device.
+#[derive(Default)]
+pub(crate) struct CaptureMemory {
+    identities: HashMap<FaceCode, Identity>,
+    order: VecDeque<FaceCode>,
+}
+
+impl CaptureMemory {
+    pub(crate) fn get(&self, face_code: &FaceCode) -> Option<&Identity> {
+        self.identities.get(face_code)
     }
 
-    fn remember(&mut self, face_code: FaceCode, identity: Identity) {
-        if self.captures.insert(face_code.clone(), identity).is_none() {
-            self.capture_order.push_back(face_code);
+    pub(crate) fn contains(&self, face_code: &FaceCode) -> bool {
+        self.identities.contains_key(face_code)
+    }
+
+    pub(crate) fn remember(&mut self, face_code: FaceCode, identity: Identity) {
+        if self.identities.insert(face_code.clone(), identity).is_none() {
+            self.order.push_back(face_code);
         }
-        while self.capture_order.len() > MATCH_MEMORY_CAPTURES_MAX {
-            if let Some(old) = self.capture_order.pop_front() {
-                self.captures.remove(&old);
+        while self.order.len() > MATCH_MEMORY_CAPTURES_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.identities.remove(&old);
             }
         }
     }

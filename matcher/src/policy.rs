@@ -134,6 +134,17 @@ pub enum MatchRule {
 }
 
 impl MatchRule {
+    /// Every rule.
+    pub const ALL: [MatchRule; 7] = [
+        MatchRule::MemberHit,
+        MatchRule::GlobalHit,
+        MatchRule::PhoneNarrowedHit,
+        MatchRule::NeedsPhoneConfirmation,
+        MatchRule::Ambiguous,
+        MatchRule::NoMatch,
+        MatchRule::LivenessFailed,
+    ];
+
     /// The snake_case name used in logs, metrics and API answers.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -322,15 +333,7 @@ mod tests {
 
     #[test]
     fn given_every_rule_when_named_then_names_are_distinct_snake_case() {
-        let rules = [
-            MatchRule::MemberHit,
-            MatchRule::GlobalHit,
-            MatchRule::PhoneNarrowedHit,
-            MatchRule::NeedsPhoneConfirmation,
-            MatchRule::Ambiguous,
-            MatchRule::NoMatch,
-            MatchRule::LivenessFailed,
-        ];
+        let rules = MatchRule::ALL;
         let names: std::collections::HashSet<_> = rules.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), rules.len());
         assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));

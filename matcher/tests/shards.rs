@@ -100,15 +100,7 @@ fn given_a_gallery_split_in_shards_when_partials_are_merged_then_every_decision_
             *rules.entry(got.rule).or_default() += 1;
         }
     }
-    for rule in [
-        MatchRule::MemberHit,
-        MatchRule::GlobalHit,
-        MatchRule::PhoneNarrowedHit,
-        MatchRule::NeedsPhoneConfirmation,
-        MatchRule::Ambiguous,
-        MatchRule::NoMatch,
-        MatchRule::LivenessFailed,
-    ] {
+    for rule in MatchRule::ALL {
         assert!(rules.get(&rule).copied().unwrap_or(0) > 0, "no probe reached {rule:?}: {rules:?}");
     }
 }

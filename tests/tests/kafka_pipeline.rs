@@ -115,6 +115,21 @@ async fn drained(store: &dyn LedgerStore) {
     }
 }
 
+/// Publishes one device event of DEV-K1, signed; waits for the broker's ack.
+async fn publish(producer: &rdkafka::producer::FutureProducer, topic: &str, signer: &FleetSigner, bytes: Vec<u8>) {
+    let signature = signer.sign(&bytes);
+    kafka::publish_signed(producer, topic, "DEV-K1", &bytes, signature.as_deref()).await.unwrap()
+}
+
+/// Stops a started process gracefully and checks every stage ended cleanly.
+async fn stop(prod: production::Production) {
+    let _ = prod.shutdown.send(true);
+    let mut tasks = prod.tasks;
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+}
+
 fn id(n: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(0xca11 << 64 | n)
 }
@@ -206,11 +221,7 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     assert_eq!(per_event.len(), 6, "one outcome for each of the 6 good events: {per_event:?}");
     assert!(per_event.values().all(|n| *n == 1), "{per_event:?}");
 
-    let _ = prod.shutdown.send(true);
-    let mut tasks = prod.tasks;
-    while let Some(r) = tasks.join_next().await {
-        r.unwrap().unwrap();
-    }
+    stop(prod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,11 +279,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
     let (balance_fen, _) = store.wallet(&facepay_domain::PayerId::parse("u-p").unwrap()).await.unwrap().unwrap();
     assert_eq!(balance_fen, 500);
 
-    let _ = prod.shutdown.send(true);
-    let mut tasks = prod.tasks;
-    while let Some(r) = tasks.join_next().await {
-        r.unwrap().unwrap();
-    }
+    stop(prod).await;
 }
 
 /// A matcher stopped between a face capture and its payment, and started again, still pays
@@ -297,17 +304,7 @@ async fn a_matcher_restarted_between_a_capture_and_its_payment_still_knows_the_p
     };
     let producer = cfg.producer().unwrap();
     let topic = cfg.topic(DEVICE_EVENTS);
-    let send = |bytes: Vec<u8>| {
-        let (producer, topic, signature) = (producer.clone(), topic.clone(), signer.sign(&bytes));
-        async move { kafka::publish_signed(&producer, &topic, "DEV-K1", &bytes, signature.as_deref()).await.unwrap() }
-    };
-    let stop = |prod: production::Production| async move {
-        let _ = prod.shutdown.send(true);
-        let mut tasks = prod.tasks;
-        while let Some(r) = tasks.join_next().await {
-            r.unwrap().unwrap();
-        }
-    };
+    let send = |bytes: Vec<u8>| publish(&producer, &topic, &signer, bytes);
 
     let first = production::start_with(store.clone(), cfg.clone(), Roles::ALL, pipeline(key)).await.unwrap();
     send(event(21, "face_enrolled", json!({"payer_id": "u-r", "embedding": face()}), false)).await;
@@ -370,17 +367,7 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
     };
     let producer = cfg.producer().unwrap();
     let topic = cfg.topic(DEVICE_EVENTS);
-    let send = |bytes: Vec<u8>| {
-        let (producer, topic, signature) = (producer.clone(), topic.clone(), signer.sign(&bytes));
-        async move { kafka::publish_signed(&producer, &topic, "DEV-K1", &bytes, signature.as_deref()).await.unwrap() }
-    };
-    let stop = |prod: production::Production| async move {
-        let _ = prod.shutdown.send(true);
-        let mut tasks = prod.tasks;
-        while let Some(r) = tasks.join_next().await {
-            r.unwrap().unwrap();
-        }
-    };
+    let send = |bytes: Vec<u8>| publish(&producer, &topic, &signer, bytes);
     let lead = Roles { matcher: true, ledger: true, relay: true, api: false };
     let first = production::start_with(store.clone(), cfg.clone(), lead, shard(0)).await.unwrap();
     let only_matcher = Roles { matcher: true, ledger: false, relay: false, api: false };
