@@ -101,22 +101,19 @@ pub async fn start_with(
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     if roles.matcher {
-        let (gallery, recent) = match &pipeline.faces {
-            Some(faces) => (
-                faces.load().await.context("loading the face gallery")?,
-                faces.recent_captures(chrono::Utc::now()).await.context("restoring the recent captures")?,
-            ),
-            None => (Gallery::new(), Vec::new()),
+        let gallery = match &pipeline.faces {
+            Some(faces) => faces.load().await.context("loading the face gallery")?,
+            None => Gallery::new(),
         };
-        // With a face store the stage's captures are kept per batch and restored here;
-        // the embedded pipeline does not keep them (its bus loses queued events with the
-        // process anyway, so no payment would be left to use them).
+        // With a face store the stage's captures are kept per batch, and restored whenever
+        // the stage is given partitions (at start-up and after a rebalance); the embedded
+        // pipeline does not keep them (its bus loses queued events with the process anyway,
+        // so no payment would be left to use them).
         let shard = pipeline.faces.as_ref().map_or(Shard::ALL, FaceStore::shard);
         let mut stage = MatchStage::new(gallery, pipeline.match_policy).with_shard(shard);
         if pipeline.faces.is_some() {
             stage = stage.keeping_identified();
         }
-        stage.restore_captures(recent);
         let stage = Arc::new(tokio::sync::Mutex::new(stage));
         let (c, r, stop, faces) = (cfg.clone(), registry.clone(), rx.clone(), pipeline.faces.clone());
         let verifier = pipeline.verifier.clone();
@@ -126,11 +123,7 @@ pub async fn start_with(
         if shard.count > 1 {
             // Every shard's process also takes part in the gather's group, which merges the
             // shards' partial answers into each capture's decision.
-            let mut gather = Gather::new(pipeline.match_policy);
-            if let Some(faces) = &pipeline.faces {
-                gather.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
-            }
-            let gather = Arc::new(tokio::sync::Mutex::new(gather));
+            let gather = Arc::new(tokio::sync::Mutex::new(Gather::new(pipeline.match_policy)));
             let (c, rx, faces) = (cfg.clone(), rx.clone(), pipeline.faces.clone());
             tasks.spawn(supervised("gather", rx.clone(), move || {
                 kafka::run_gather_stage(c.clone(), gather.clone(), faces.clone(), rx.clone())

@@ -419,6 +419,7 @@ pub async fn run_match_stage(
     let out = Outputs { commands: cfg.topic(LEDGER_COMMANDS), partials: cfg.topic(MATCH_PARTIALS) };
     let mut errors = RecvErrors::default();
     let mut guard = SkipGuard::default();
+    let mut assigned = Assigned::default();
     loop {
         let first = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
@@ -436,6 +437,9 @@ pub async fn run_match_stage(
             }
         }
         guard.check(&consumer, &cfg.topic(DEVICE_EVENTS), &mut batch);
+        if let (true, Some(faces)) = (assigned.grew(&consumer), &faces) {
+            stage.restore_captures(recent(faces).await?);
+        }
         // Route in order, send all, then wait: one round trip per batch, not per event.
         let mut acks = Acks::with_capacity(batch.len());
         for msg in &batch {
@@ -458,6 +462,34 @@ pub async fn run_match_stage(
         guard.processed(&batch);
         commit_hints(&consumer, &batch);
     }
+}
+
+/// The partitions a consumer holds, to notice when it is given new ones.
+#[derive(Default)]
+struct Assigned(std::collections::HashSet<i32>);
+
+impl Assigned {
+    /// Whether the consumer now holds a partition it did not hold at the last call (the
+    /// first assignment, or a rebalance). The captures decided by the partition's previous
+    /// holder below the offset this one resumes from were kept in the store before that
+    /// offset was committed: restored then, their payments still find them.
+    fn grew<C: rdkafka::consumer::ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) -> bool {
+        let Ok(list) = consumer.assignment() else { return false };
+        let now: std::collections::HashSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
+        let grew = !now.is_subset(&self.0);
+        self.0 = now;
+        grew
+    }
+}
+
+/// The captures decided within the memo window, from the store.
+async fn recent(
+    faces: &crate::faces::FaceStore,
+) -> Result<Vec<(facepay_domain::FaceCode, facepay_ledger::Identity)>, TransportError> {
+    faces.recent_captures(chrono::Utc::now()).await.map_err(|e| match e {
+        crate::faces::FaceStoreError::Store(s) => TransportError::Store(s),
+        other => TransportError::Faces(other.to_string()),
+    })
 }
 
 /// Keeps the captures a matcher decided in the store (see [`crate::faces::FaceStore`]).
@@ -524,6 +556,7 @@ pub async fn run_gather_stage(
     let commands = cfg.topic(LEDGER_COMMANDS);
     let mut errors = RecvErrors::default();
     let mut guard = SkipGuard::default();
+    let mut assigned = Assigned::default();
     loop {
         let deadline = gather.next_deadline().map(tokio::time::Instant::from_std);
         let first = tokio::select! {
@@ -546,9 +579,10 @@ pub async fn run_gather_stage(
             }
         }
         guard.check(&consumer, &topic, &mut batch);
-        if let Ok(assigned) = consumer.assignment() {
-            gather.retain_partitions(&assigned.elements().iter().map(|e| e.partition()).collect());
+        if let (true, Some(faces)) = (assigned.grew(&consumer), &faces) {
+            gather.restore_captures(recent(faces).await?);
         }
+        gather.retain_partitions(&assigned.0);
         let now = std::time::Instant::now();
         let mut out: Vec<StageMessage> =
             batch.iter().flat_map(|m| gather.offer(gather_message(m), position(m), now)).collect();
