@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use facepay_domain::limits::SIMULATE_ACKS_MAX;
-use facepay_ingest::kafka::{self, KafkaConfig, DEAD_LETTER, DEVICE_EVENTS, LEDGER_OUTCOMES};
+use facepay_ingest::kafka::{self, KafkaConfig, DEAD_LETTER, DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES};
 use facepay_ingest::Inbound;
 use facepay_ledger::{LedgerStore, PgStore};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -53,18 +53,31 @@ pub struct PipelineBenchReport {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Where the latency phase's time goes, from the records' producer timestamps (ms,
+    /// p50 and p99): device event → its ledger command (the matcher stage), ledger command →
+    /// its published outcome (the ledger's batch and commit, the outbox, the relay).
+    pub hops_ms: Hops,
     pub store: &'static str,
+}
+
+/// Percentiles of each hop of an event through the pipeline.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Hops {
+    pub match_p50: f64,
+    pub match_p99: f64,
+    pub ledger_to_outcome_p50: f64,
+    pub ledger_to_outcome_p99: f64,
 }
 
 /// Runs the three phases.
 pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchReport> {
     let (events, signer) = fleet_events(&opts.fleet).await?;
     let broker_events_per_s = broker_baseline(opts, &events).await?;
-    let (saturated, _) = facepay_run(opts, &events, &signer, None).await?;
+    let (saturated, _, _) = facepay_run(opts, &events, &signer, None).await?;
     let offered = saturated / 2.0;
-    let (_, mut latencies) = facepay_run(opts, &events, &signer, Some(offered)).await?;
+    let (_, mut latencies, hops_ms) = facepay_run(opts, &events, &signer, Some(offered)).await?;
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied();
+    let at = |q: f64| quantile(&latencies, q);
     Ok(PipelineBenchReport {
         events: events.len(),
         partitions: opts.partitions,
@@ -72,14 +85,19 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
         broker_events_per_s,
         ratio_of_broker: saturated / broker_events_per_s,
         offered_events_per_s: offered,
-        p50_ms: at(0.50).unwrap_or(0.0),
-        p99_ms: at(0.99).unwrap_or(0.0),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
         max_ms: latencies.last().copied().unwrap_or(0.0),
+        hops_ms,
         store: "PostgreSQL",
     })
 }
 
-/// The demo fleet's events, as (key, bytes), in order.
+/// The `q` quantile of sorted `values` (0 for none).
+fn quantile(values: &[f64], q: f64) -> f64 {
+    values.get(((values.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0)
+}
+
 /// The demo fleet's events, signed, as (key, bytes, signature), in order; and the fleet's
 /// keys, to install in each run's database.
 async fn fleet_events(fleet: &DemoOptions) -> anyhow::Result<(Vec<Signed>, FleetSigner)> {
@@ -174,7 +192,7 @@ async fn facepay_run(
     events: &[Signed],
     signer: &FleetSigner,
     rate: Option<f64>,
-) -> anyhow::Result<(f64, Vec<f64>)> {
+) -> anyhow::Result<(f64, Vec<f64>, Hops)> {
     let cfg = fresh_config(opts);
     let (url, db) = fresh_database(&opts.postgres, "facepay_bench_pipe").await?;
     let result = async {
@@ -192,8 +210,9 @@ async fn facepay_run(
         let ids: HashMap<String, usize> =
             events.iter().enumerate().filter_map(|(i, (_, b, _))| Some((event_id(b)?, i))).collect();
         let producer = cfg.producer()?;
-        let began = Instant::now();
         let topic = cfg.topic(DEVICE_EVENTS);
+        warm_up(opts, signer, &producer, &topic, &reader).await?;
+        let began = Instant::now();
         let (sent_at, answers) =
             tokio::join!(publish(&producer, &topic, events, rate), read_answers(&reader, events.len()));
         let (sent_at, answers) = (sent_at?, answers?);
@@ -203,11 +222,76 @@ async fn facepay_run(
             .iter()
             .filter_map(|(id, at)| Some(at.duration_since(sent_at[*ids.get(id)?]).as_secs_f64() * 1e3))
             .collect();
-        anyhow::Ok((events.len() as f64 / elapsed, latencies))
+        let hops = match rate {
+            Some(_) => hops(&cfg).await?,
+            None => Hops::default(),
+        };
+        anyhow::Ok((events.len() as f64 / elapsed, latencies, hops))
     }
     .await;
     drop_database(&opts.postgres, &db).await?;
     result
+}
+
+/// Each event's hops, from the producer timestamps of its device event, its ledger command
+/// and its outcome on the topics (ms).
+async fn hops(cfg: &KafkaConfig) -> anyhow::Result<Hops> {
+    let topics = [DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES].map(|t| cfg.topic(t));
+    let (cfg, names) = (cfg.clone(), topics.to_vec());
+    let messages = tokio::task::spawn_blocking(move || kafka::read_partitions(&cfg, &names, None)).await??;
+    let mut at: [HashMap<String, i64>; 3] = Default::default();
+    for m in &messages {
+        let (Some(i), Some(ms)) = (topics.iter().position(|t| t == m.topic()), m.timestamp().to_millis()) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+        let id = [&v["event_id"], &v["payload"]["event_id"], &v["payload"]["in_reply_to"], &v["in_reply_to"]]
+            .into_iter()
+            .find_map(|f| f.as_str());
+        if let Some(id) = id {
+            at[i].entry(id.to_string()).or_insert(ms);
+        }
+    }
+    let (mut matched, mut ledger): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    for (id, &sent) in &at[0] {
+        if let (Some(&command), Some(&outcome)) = (at[1].get(id), at[2].get(id)) {
+            matched.push((command - sent) as f64);
+            ledger.push((outcome - command) as f64);
+        }
+    }
+    matched.sort_by(|a, b| a.total_cmp(b));
+    ledger.sort_by(|a, b| a.total_cmp(b));
+    Ok(Hops {
+        match_p50: quantile(&matched, 0.5),
+        match_p99: quantile(&matched, 0.99),
+        ledger_to_outcome_p50: quantile(&ledger, 0.5),
+        ledger_to_outcome_p99: quantile(&ledger, 0.99),
+    })
+}
+
+/// Sends one payment query through the pipeline and waits for its answer, so that the
+/// measured run starts once every stage has joined its consumer group and holds its
+/// partitions: a group's join (seconds) is start-up, not the latency of an event.
+async fn warm_up(
+    opts: &PipelineBenchOptions,
+    signer: &FleetSigner,
+    producer: &FutureProducer,
+    topic: &str,
+    reader: &StreamConsumer,
+) -> anyhow::Result<()> {
+    let device = fleet_devices(&opts.fleet).into_iter().next().ok_or_else(|| anyhow::anyhow!("no device"))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let bytes = serde_json::to_vec(&serde_json::json!({
+        "event_id": id, "schema_version": 1, "type": "payment_query",
+        "occurred_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "merchant_id": device.merchant_id.as_str(), "store_id": device.store_id.as_str(),
+        "device_id": device.device_id.as_str(), "payload": {"out_trade_no": "BENCH-WARM-UP"},
+    }))?;
+    let (key, signature) = (crate::simulate::device_key(&bytes), signer.sign(&bytes));
+    let signed = [(key, bytes, signature)];
+    publish(producer, topic, &signed, None).await?;
+    while read_answers(reader, 1).await?.first().is_some_and(|(answered, _)| *answered != id) {}
+    Ok(())
 }
 
 /// Reads `n` answers (outcomes and dead letters); each outcome's event id and arrival.

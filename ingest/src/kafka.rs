@@ -427,8 +427,11 @@ pub async fn run_match_stage(
         };
         let Some(first) = errors.check(first).await? else { continue };
         let mut batch = vec![first.detach()];
+        // The linger runs from the batch's first event, not from each: a steady stream would
+        // otherwise hold a batch open until it is full (hundreds of ms at half load).
+        let deadline = tokio::time::Instant::now() + cfg.batch_linger;
         while batch.len() < MATCH_BATCH_MAX {
-            match tokio::time::timeout(cfg.batch_linger, consumer.recv()).await {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
                 Ok(msg) => match errors.check(msg).await? {
                     Some(msg) => batch.push(msg.detach()),
                     None => break,
@@ -569,8 +572,9 @@ pub async fn run_gather_stage(
             let Some(first) = errors.check(first).await? else { continue };
             batch.push(first.detach());
         }
+        let deadline = tokio::time::Instant::now() + cfg.batch_linger;
         while !batch.is_empty() && batch.len() < MATCH_BATCH_MAX {
-            match tokio::time::timeout(cfg.batch_linger, consumer.recv()).await {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
                 Ok(msg) => match errors.check(msg).await? {
                     Some(msg) => batch.push(msg.detach()),
                     None => break,
