@@ -25,7 +25,7 @@ use facepay_matcher::MatchPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::faces::Shard;
-use crate::matching::CaptureMemory;
+use crate::matching::{CaptureMemory, UNKNOWN_CAPTURE};
 use crate::wire::StageMessage;
 
 /// One message on the match-partials topic, keyed like the device event it came of.
@@ -59,8 +59,6 @@ pub struct Position {
 
 /// The rule of a capture whose shards did not all answer in time.
 pub const SHARDS_INCOMPLETE: &str = "shards_incomplete";
-/// The rule of a payment whose capture this gather never saw.
-pub const UNKNOWN_CAPTURE: &str = "unknown_capture";
 
 /// A capture whose partials are still coming in.
 struct Pending {

@@ -333,6 +333,15 @@ pub enum TransportError {
     Faces(String),
 }
 
+impl From<crate::faces::FaceStoreError> for TransportError {
+    fn from(e: crate::faces::FaceStoreError) -> Self {
+        match e {
+            crate::faces::FaceStoreError::Store(s) => TransportError::Store(s),
+            other => TransportError::Faces(other.to_string()),
+        }
+    }
+}
+
 impl TransportError {
     /// True for failures of a service that may come back (the database or the broker down,
     /// a connection lost): the stage is restarted after a pause. False for what a restart
@@ -372,6 +381,29 @@ impl RecvErrors {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Adds to `batch`, which holds a batch's first message, what arrives within `linger` of
+/// now, up to `max` messages. The linger runs from the first message, not from each: a
+/// steady stream would otherwise hold a batch open until it is full.
+async fn fill_batch<C: rdkafka::consumer::ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    errors: &mut RecvErrors,
+    batch: &mut Vec<OwnedMessage>,
+    linger: Duration,
+    max: usize,
+) -> Result<(), TransportError> {
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(msg) => match errors.check(msg).await? {
+                Some(msg) => batch.push(msg.detach()),
+                None => break,
+            },
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// The partition key of a ledger command: its payer, so one payer's decisions have a single
@@ -427,21 +459,10 @@ pub async fn run_match_stage(
         };
         let Some(first) = errors.check(first).await? else { continue };
         let mut batch = vec![first.detach()];
-        // The linger runs from the batch's first event, not from each: a steady stream would
-        // otherwise hold a batch open until it is full (hundreds of ms at half load).
-        let deadline = tokio::time::Instant::now() + cfg.batch_linger;
-        while batch.len() < MATCH_BATCH_MAX {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(msg) => match errors.check(msg).await? {
-                    Some(msg) => batch.push(msg.detach()),
-                    None => break,
-                },
-                Err(_) => break,
-            }
-        }
+        fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;
         guard.check(&consumer, &cfg.topic(DEVICE_EVENTS), &mut batch);
         if let (true, Some(faces)) = (assigned.grew(&consumer), &faces) {
-            stage.restore_captures(recent(faces).await?);
+            stage.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
         }
         // Route in order, send all, then wait: one round trip per batch, not per event.
         let mut acks = Acks::with_capacity(batch.len());
@@ -459,7 +480,7 @@ pub async fn run_match_stage(
         // the commit restores them (`FaceStore::recent_captures`), one before it routes them again.
         let identified = stage.take_identified();
         if let (Some(faces), false) = (&faces, identified.is_empty()) {
-            remember(faces, identified).await?;
+            faces.remember_captures(identified, chrono::Utc::now()).await?;
         }
         acknowledged(acks).await?;
         guard.processed(&batch);
@@ -483,27 +504,6 @@ impl Assigned {
         self.0 = now;
         grew
     }
-}
-
-/// The captures decided within the memo window, from the store.
-async fn recent(
-    faces: &crate::faces::FaceStore,
-) -> Result<Vec<(facepay_domain::FaceCode, facepay_ledger::Identity)>, TransportError> {
-    faces.recent_captures(chrono::Utc::now()).await.map_err(|e| match e {
-        crate::faces::FaceStoreError::Store(s) => TransportError::Store(s),
-        other => TransportError::Faces(other.to_string()),
-    })
-}
-
-/// Keeps the captures a matcher decided in the store (see [`crate::faces::FaceStore`]).
-async fn remember(
-    faces: &crate::faces::FaceStore,
-    identified: Vec<(facepay_domain::FaceCode, facepay_ledger::Identity)>,
-) -> Result<(), TransportError> {
-    faces.remember_captures(identified, chrono::Utc::now()).await.map_err(|e| match e {
-        crate::faces::FaceStoreError::Store(s) => TransportError::Store(s),
-        other => TransportError::Faces(other.to_string()),
-    })
 }
 
 /// Where the matcher stage's output goes.
@@ -571,20 +571,11 @@ pub async fn run_gather_stage(
         if let Some(first) = first {
             let Some(first) = errors.check(first).await? else { continue };
             batch.push(first.detach());
-        }
-        let deadline = tokio::time::Instant::now() + cfg.batch_linger;
-        while !batch.is_empty() && batch.len() < MATCH_BATCH_MAX {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(msg) => match errors.check(msg).await? {
-                    Some(msg) => batch.push(msg.detach()),
-                    None => break,
-                },
-                Err(_) => break,
-            }
+            fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;
         }
         guard.check(&consumer, &topic, &mut batch);
         if let (true, Some(faces)) = (assigned.grew(&consumer), &faces) {
-            gather.restore_captures(recent(faces).await?);
+            gather.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
         }
         gather.retain_partitions(&assigned.0);
         let now = std::time::Instant::now();
@@ -598,7 +589,7 @@ pub async fn run_gather_stage(
         }
         let identified = gather.take_identified();
         if let (Some(faces), false) = (&faces, identified.is_empty()) {
-            remember(faces, identified).await?;
+            faces.remember_captures(identified, chrono::Utc::now()).await?;
         }
         acknowledged(acks).await?;
         guard.processed(&batch);
@@ -624,13 +615,18 @@ fn position(m: &OwnedMessage) -> crate::gather::Position {
 /// A match-partials message, decoded; bytes that are not one become a rejection the ledger
 /// keeps (with the reason), so nothing on the topic is dropped unseen.
 fn gather_message(m: &OwnedMessage) -> crate::gather::GatherMessage {
+    serde_json::from_slice(m.payload().unwrap_or_default())
+        .unwrap_or_else(|e| crate::gather::GatherMessage::Routed(Box::new(undecodable(m, "kafka-gather", &e))))
+}
+
+/// A message of facepay's own on `m`'s topic that did not decode: a rejection, kept by the
+/// ledger with its reason and raw bytes (`source` names the stage that read it).
+fn undecodable(m: &OwnedMessage, source: &str, e: &serde_json::Error) -> StageMessage {
     let bytes = m.payload().unwrap_or_default();
-    serde_json::from_slice(bytes).unwrap_or_else(|e| {
-        let err = FieldError::new(".", FieldErrorKind::Malformed, e.to_string());
-        let key = crate::wire::source_key(m.topic(), m.partition(), m.offset());
-        let event = crate::validate::rejection(bytes, "kafka-gather", &err);
-        crate::gather::GatherMessage::Routed(Box::new(StageMessage::Rejected((&Rejection { key, event }).into())))
-    })
+    let err = FieldError::new(".", FieldErrorKind::Malformed, e.to_string());
+    let key = crate::wire::source_key(m.topic(), m.partition(), m.offset());
+    let event = crate::validate::rejection(bytes, source, &err);
+    StageMessage::Rejected((&Rejection { key, event }).into())
 }
 
 /// The matcher stage's guard against records the broker skipped (tansu 0.6 answers a fetch
@@ -733,7 +729,7 @@ fn stage_message(
             (StageMessage::Rejected((&Rejection { key, event }).into()), None)
         }
         Ok(env) => {
-            let partial = if stage.shard().count > 1 { stage.partial(&env) } else { None };
+            let partial = stage.partial(&env);
             let routed = match routed(stage, env) {
                 StageMessage::Command(cmd) => {
                     // Bounded: a request id is short.
@@ -789,16 +785,7 @@ pub async fn run_ledger_stage(
         };
         let Some(first) = errors.check(first).await? else { continue };
         let mut batch = vec![first.detach()];
-        let deadline = tokio::time::Instant::now() + cfg.batch_linger;
-        while batch.len() < cfg.batch_max {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(msg) => match errors.check(msg).await? {
-                    Some(msg) => batch.push(msg.detach()),
-                    None => break,
-                },
-                Err(_) => break,
-            }
-        }
+        fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, cfg.batch_max).await?;
         for msg in &batch {
             if seen.insert(msg.partition()) {
                 tracing::info!(partition = msg.partition(), "ledger stage consumes a partition");
@@ -868,12 +855,8 @@ fn fresh_items(batch: &[OwnedMessage], done: &HashMap<i32, i64>) -> Vec<Item> {
         .filter(|m| m.offset() >= done.get(&m.partition()).copied().unwrap_or(0))
         .map(|m| {
             let bytes = m.payload().unwrap_or_default();
-            let message = serde_json::from_slice::<StageMessage>(bytes).unwrap_or_else(|e| {
-                let err = FieldError::new(".", FieldErrorKind::Malformed, e.to_string());
-                let key = crate::wire::source_key(m.topic(), m.partition(), m.offset());
-                let event = crate::validate::rejection(bytes, "kafka-ledger", &err);
-                StageMessage::Rejected((&Rejection { key, event }).into())
-            });
+            let message =
+                serde_json::from_slice::<StageMessage>(bytes).unwrap_or_else(|e| undecodable(m, "kafka-ledger", &e));
             Item { partition: m.partition(), offset: m.offset(), message }
         })
         .collect()

@@ -12,6 +12,8 @@ use crate::faces::Shard;
 
 /// The identity a payment carries from a shard to the gather, which replaces it.
 pub const AWAITING_SHARDS: &str = "awaiting_shards";
+/// The rule of a payment whose capture the matcher never saw (or has forgotten).
+pub const UNKNOWN_CAPTURE: &str = "unknown_capture";
 
 /// The matcher stage's state: the gallery and the recent captures awaiting their payment.
 pub struct MatchStage {
@@ -60,10 +62,17 @@ impl MatchStage {
         self.shard
     }
 
+    /// Whether the gallery is split over shards, so that the gather decides captures.
+    fn sharded(&self) -> bool {
+        self.shard.count > 1
+    }
+
     /// This shard's partial answer for a capture taken at a device (for the gather); `None`
-    /// for any other event.
+    /// for any other event, and unsharded (the stage decides captures itself).
     pub fn partial(&self, env: &Envelope) -> Option<crate::gather::GatherMessage> {
-        let (EventBody::FaceCaptured(c), Some(d)) = (&env.body, env.origin.device()) else { return None };
+        let (EventBody::FaceCaptured(c), Some(d), true) = (&env.body, env.origin.device(), self.sharded()) else {
+            return None;
+        };
         let started = std::time::Instant::now();
         let partial = self.gallery.partial(&d.merchant_id, c, &self.policy);
         crate::metrics::METRICS.matched(started.elapsed());
@@ -88,7 +97,7 @@ impl MatchStage {
         };
         match env.body {
             // Split over shards, a capture is decided by the gather, from every shard's partial.
-            EventBody::FaceCaptured(_) if self.shard.count > 1 => applied(kind),
+            EventBody::FaceCaptured(_) if self.sharded() => applied(kind),
             EventBody::FaceCaptured(c) => {
                 let Some(d) = env.origin.device() else { return applied(kind) };
                 let started = std::time::Instant::now();
@@ -121,13 +130,13 @@ impl MatchStage {
                 applied(kind)
             }
             EventBody::PaymentRequested(p) => {
-                let identity = match self.shard.count > 1 {
+                let identity = match self.sharded() {
                     true => Identity::Unresolved { rule: AWAITING_SHARDS.to_string() },
                     false => self
                         .captures
                         .get(&p.face_code)
                         .cloned()
-                        .unwrap_or(Identity::Unresolved { rule: crate::gather::UNKNOWN_CAPTURE.to_string() }),
+                        .unwrap_or(Identity::Unresolved { rule: UNKNOWN_CAPTURE.to_string() }),
                 };
                 match device.clone() {
                     Some(d) => command(CommandKind::Pay {

@@ -22,8 +22,8 @@ use facepay_domain::{Embedding, MerchantId, PayerId, PhoneLast4};
 use crate::codes::{CodeIndex, CodeOptions};
 use crate::flat::{scan, FlatIndex, Precision, TensorError};
 use crate::kernels;
-use crate::policy::{Candidate, CaptureFacts, Identification, MatchPolicy, Partial};
-use crate::topk::TopK;
+use crate::policy::{Candidate, CaptureFacts, Identification, MatchPolicy, Partial, TIER_CANDIDATES_MAX};
+use crate::topk::{Hit, TopK};
 
 /// A search could not be computed. Never carries embedding values.
 #[derive(Debug, thiserror::Error)]
@@ -31,16 +31,6 @@ pub enum MatcherError {
     /// candle refused a tensor operation (allocation, shape); names the operation.
     #[error(transparent)]
     Tensor(#[from] TensorError),
-}
-
-/// The best and second-best score over a set of rows.
-#[derive(Clone)]
-struct Best2(TopK);
-
-impl Best2 {
-    fn new() -> Self {
-        Self(TopK::new(2))
-    }
 }
 
 /// The enrolled templates and what narrows a search over them. `Send + Sync`; wrap it in a
@@ -205,19 +195,15 @@ impl Gallery {
         let mut found = match queries.is_empty() {
             true => Vec::new(),
             false if self.len() >= policy.approx_gallery_min => {
-                self.batch_codes()?.search_batch(&self.rows, &queries, 2)?
+                self.batch_codes()?.search_batch(&self.rows, &queries, TIER_CANDIDATES_MAX)?
             }
-            false => self.batch_index()?.search_batch(&queries, 2)?,
+            false => self.batch_index()?.search_batch(&queries, TIER_CANDIDATES_MAX)?,
         }
         .into_iter();
         let mut answers = Vec::with_capacity(captures.len());
         for (merchant, capture) in captures {
             let hits = if global(capture) { found.next().unwrap_or_default() } else { Vec::new() };
-            answers.push(self.decide(merchant, capture, policy, |_| {
-                let mut best = Best2::new();
-                hits.iter().for_each(|h| best.0.offer(h.score, h.row));
-                best
-            }));
+            answers.push(self.decide(merchant, capture, policy, |_| hits));
         }
         Ok(answers)
     }
@@ -228,18 +214,25 @@ impl Gallery {
         merchant: &MerchantId,
         capture: &FaceCaptured,
         policy: &MatchPolicy,
-        search_all: impl FnOnce(&[f32]) -> Best2,
+        search_all: impl FnOnce(&[f32]) -> Vec<Hit>,
     ) -> Identification {
         let query = capture.embedding.as_slice();
         policy.decide(
             facts(capture),
             self.len(),
             || self.candidates(self.search_members(merchant, query)),
-            || match capture.phone_last4 {
-                Some(phone) => self.candidates(self.search_bucket(&phone, query)),
-                None => self.candidates(search_all(query)),
-            },
+            || self.second_tier(capture, search_all),
         )
+    }
+
+    /// The second tier's candidates: the phone bucket when the digits were given, else
+    /// `search_all`.
+    fn second_tier(&self, capture: &FaceCaptured, search_all: impl FnOnce(&[f32]) -> Vec<Hit>) -> Vec<Candidate> {
+        let query = capture.embedding.as_slice();
+        self.candidates(match capture.phone_last4 {
+            Some(phone) => self.search_bucket(&phone, query),
+            None => search_all(query),
+        })
     }
 
     /// What this gallery, one shard of the whole, finds for `capture` taken at `merchant`:
@@ -254,19 +247,16 @@ impl Gallery {
         if facts.liveness < policy.liveness_min {
             return partial;
         }
-        let query = capture.embedding.as_slice();
-        partial.members = self.candidates(self.search_members(merchant, query));
-        partial.others = match capture.phone_last4 {
-            Some(phone) => self.candidates(self.search_bucket(&phone, query)),
-            None if self.len() >= policy.phone_required_gallery_min => Vec::new(),
-            None => self.candidates(self.search_all(query)),
-        };
+        partial.members = self.candidates(self.search_members(merchant, capture.embedding.as_slice()));
+        let too_large = capture.phone_last4.is_none() && self.len() >= policy.phone_required_gallery_min;
+        if !too_large {
+            partial.others = self.second_tier(capture, |query| self.search_all(query));
+        }
         partial
     }
 
     /// The payers of `found`, best first.
-    fn candidates(&self, found: Best2) -> Vec<Candidate> {
-        let hits = found.0.into_hits();
+    fn candidates(&self, hits: Vec<Hit>) -> Vec<Candidate> {
         hits.into_iter().map(|h| Candidate { payer_id: self.payers[h.row].clone(), score: h.score }).collect()
     }
 
@@ -295,34 +285,30 @@ impl Gallery {
     }
 
     /// Best two among the enrolled members of `merchant`.
-    fn search_members(&self, merchant: &MerchantId, query: &[f32]) -> Best2 {
+    fn search_members(&self, merchant: &MerchantId, query: &[f32]) -> Vec<Hit> {
         let rows = self.members.get(merchant).into_iter().flatten().filter_map(|p| self.row_of.get(p).copied());
         self.search_rows(rows, query)
     }
 
     /// Best two among the payers enrolled with `phone`.
-    fn search_bucket(&self, phone: &PhoneLast4, query: &[f32]) -> Best2 {
+    fn search_bucket(&self, phone: &PhoneLast4, query: &[f32]) -> Vec<Hit> {
         let rows = self.phone_buckets.get(phone).into_iter().flatten().filter_map(|p| self.row_of.get(p).copied());
         self.search_rows(rows, query)
     }
 
     /// Best two among `rows`, by plain dot products.
-    fn search_rows(&self, rows: impl Iterator<Item = usize>, query: &[f32]) -> Best2 {
-        let mut found = Best2::new();
+    fn search_rows(&self, rows: impl Iterator<Item = usize>, query: &[f32]) -> Vec<Hit> {
+        let mut found = TopK::new(TIER_CANDIDATES_MAX);
         for row in rows {
-            found.0.offer(kernels::dot(self.row(row), query), row);
+            found.offer(kernels::dot(self.row(row), query), row);
         }
-        found
+        found.into_hits()
     }
 
     /// Best two over the whole gallery: the memory-bound parallel scan of
     /// [`crate::flat`] over the contiguous rows.
-    fn search_all(&self, query: &[f32]) -> Best2 {
-        let mut found = Best2::new();
-        for h in scan(&self.rows, self.dim, query, 2, kernels::scores_f32) {
-            found.0.offer(h.score, h.row);
-        }
-        found
+    fn search_all(&self, query: &[f32]) -> Vec<Hit> {
+        scan(&self.rows, self.dim, query, TIER_CANDIDATES_MAX, kernels::scores_f32)
     }
 
     fn row(&self, row: usize) -> &[f32] {

@@ -130,6 +130,22 @@ async fn stop(prod: production::Production) {
     }
 }
 
+/// Pipeline settings with a face store for `shard`, sealed under the master key `hex`.
+fn sealed(
+    store: &Arc<dyn LedgerStore>,
+    pepper: &Pepper,
+    hex: &str,
+    shard: facepay_ingest::faces::Shard,
+) -> facepay_ingest::PipelineConfig {
+    use facepay_matcher::vault::{MasterKey, Vault};
+    let vault = Vault::new(MasterKey::from_hex(hex).unwrap());
+    facepay_ingest::PipelineConfig {
+        verifier: Arc::new(facepay_ingest::authenticity::DeviceVerifier::new(pepper.clone())),
+        faces: Some(facepay_ingest::faces::FaceStore::new(store.clone(), vault, shard)),
+        ..Default::default()
+    }
+}
+
 fn id(n: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(0xca11 << 64 | n)
 }
@@ -284,29 +300,27 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
 
 /// A matcher stopped between a face capture and its payment, and started again, still pays
 /// from the payer the capture identified: the capture's identity was kept in the store with
-/// its batch (`capture_memos`) and restored at start-up. Before, the restarted matcher had
+/// its batch (`capture_memos`) and restored when the restarted stage was given its
+/// partitions. Before, the restarted matcher had
 /// forgotten the capture and the payment was declined as an unknown capture.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matcher_restarted_between_a_capture_and_its_payment_still_knows_the_payer() {
-    use facepay_ingest::authenticity::DeviceVerifier;
-    use facepay_ingest::faces::{FaceStore, Shard};
-    use facepay_matcher::vault::{MasterKey, Vault};
+    use facepay_ingest::faces::Shard;
+    use facepay_matcher::vault::MasterKey;
 
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (store, pepper, signer) = store(dir.path()).await;
     let cfg = config(&brokers);
-    let (key, hex) = MasterKey::generate();
-    let pipeline = |key: MasterKey| facepay_ingest::PipelineConfig {
-        verifier: Arc::new(DeviceVerifier::new(pepper.clone())),
-        faces: Some(FaceStore::new(store.clone(), Vault::new(key), Shard::ALL)),
-        ..Default::default()
-    };
+    let (_, hex) = MasterKey::generate();
     let producer = cfg.producer().unwrap();
     let topic = cfg.topic(DEVICE_EVENTS);
     let send = |bytes: Vec<u8>| publish(&producer, &topic, &signer, bytes);
 
-    let first = production::start_with(store.clone(), cfg.clone(), Roles::ALL, pipeline(key)).await.unwrap();
+    let first =
+        production::start_with(store.clone(), cfg.clone(), Roles::ALL, sealed(&store, &pepper, &hex, Shard::ALL))
+            .await
+            .unwrap();
     send(event(21, "face_enrolled", json!({"payer_id": "u-r", "embedding": face()}), false)).await;
     send(event(22, "account_funded", json!({"payer_id": "u-r", "amount": "100.00"}), false)).await;
     let capture = json!({"face_code": "100000000000000021", "embedding": face(), "liveness": 0.99});
@@ -315,7 +329,7 @@ async fn a_matcher_restarted_between_a_capture_and_its_payment_still_knows_the_p
     stop(first).await;
 
     let second =
-        production::start_with(store.clone(), cfg.clone(), Roles::ALL, pipeline(MasterKey::from_hex(&hex).unwrap()))
+        production::start_with(store.clone(), cfg.clone(), Roles::ALL, sealed(&store, &pepper, &hex, Shard::ALL))
             .await
             .unwrap();
     let pay = json!({"out_trade_no": "K-R1", "amount": "25.00", "face_code": "100000000000000021"});
@@ -347,24 +361,15 @@ fn payer_on(index: u32, skip: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both_and_never_on_one() {
-    use facepay_ingest::authenticity::DeviceVerifier;
-    use facepay_ingest::faces::{FaceStore, Shard};
-    use facepay_matcher::vault::{MasterKey, Vault};
+    use facepay_ingest::faces::Shard;
+    use facepay_matcher::vault::MasterKey;
 
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (store, pepper, signer) = store(dir.path()).await;
     let cfg = config(&brokers);
     let (_, hex) = MasterKey::generate();
-    let shard = |index: u32| facepay_ingest::PipelineConfig {
-        verifier: Arc::new(DeviceVerifier::new(pepper.clone())),
-        faces: Some(FaceStore::new(
-            store.clone(),
-            Vault::new(MasterKey::from_hex(&hex).unwrap()),
-            Shard { index, count: 2 },
-        )),
-        ..Default::default()
-    };
+    let shard = |index: u32| sealed(&store, &pepper, &hex, Shard { index, count: 2 });
     let producer = cfg.producer().unwrap();
     let topic = cfg.topic(DEVICE_EVENTS);
     let send = |bytes: Vec<u8>| publish(&producer, &topic, &signer, bytes);
