@@ -189,3 +189,35 @@ async fn fees_refunds_holds_and_settlement_over_http() {
     );
     assert_eq!(day["net"], "69.63");
 }
+
+/// A matcher split over shards needs the sealed gallery and the broker: `facepay serve`
+/// refuses to start embedded with `FACEPAY_MATCHER_SHARD` of more than one shard, naming what
+/// is missing, instead of running a shard that would never decide a capture.
+#[test]
+fn serve_refuses_a_sharded_matcher_without_a_face_key_and_a_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_facepay"))
+        .arg("serve")
+        .env("FACEPAY_MATCHER_SHARD", "1/2")
+        .env("FACEPAY_DATA_DIR", dir.path())
+        .env("FACEPAY_HTTP_ADDR", "127.0.0.1:0")
+        .env_remove("FACEPAY_DATABASE_URL")
+        .env_remove("FACEPAY_FACE_MASTER_KEY")
+        .env_remove("FACEPAY_KAFKA_BROKERS")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A serve that accepted the setting would run on: give it a bounded time to refuse.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("facepay serve started with a sharded matcher and nothing to shard it with");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs FACEPAY_FACE_MASTER_KEY and FACEPAY_KAFKA_BROKERS"), "{stderr}");
+}

@@ -1122,3 +1122,30 @@ pub fn read_partitions(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes on the match-partials topic that are not a gather message are not dropped: they
+    /// go on to the ledger as a rejection with their reason, place and raw bytes.
+    #[test]
+    fn an_undecodable_gather_message_becomes_a_kept_rejection() {
+        let bytes = b"{\"type\": \"partial\", \"payload\": 7}".to_vec();
+        let m = OwnedMessage::new(
+            Some(bytes.clone()),
+            Some(b"DEV-1".to_vec()),
+            "facepay.match-partials".into(),
+            rdkafka::Timestamp::NotAvailable,
+            3,
+            41,
+            None,
+        );
+        let crate::gather::GatherMessage::Routed(routed) = gather_message(&m) else { panic!("not a rejection") };
+        let StageMessage::Rejected(r) = *routed else { panic!("not a rejection: {routed:?}") };
+        let kept = r.into_rejection();
+        assert_eq!(kept.key, crate::wire::source_key("facepay.match-partials", 3, 41));
+        assert_eq!((kept.event.source.as_str(), kept.event.reason_code.as_str()), ("kafka-gather", "malformed"));
+        assert_eq!(kept.event.raw, bytes);
+    }
+}
