@@ -195,8 +195,11 @@ const INSERT_EVENTS: &str = "INSERT INTO events \
     SELECT e, c, s, t, v, o, r, p::jsonb, ph, h FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
     $5::int8[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[]) \
     AS u (e, c, s, t, v, o, r, p, ph, h)";
-const LAST_HASHES: &str = "SELECT DISTINCT ON (stream) stream, hash FROM events \
-    WHERE stream = ANY($1) AND hash IS NOT NULL ORDER BY stream, seq DESC";
+/// One descent of `events_stream` per stream (a `DISTINCT ON` over `stream = ANY(...)` read
+/// and sorted every event of every stream named).
+const LAST_HASHES: &str = "SELECT s AS stream, h.hash FROM UNNEST($1::text[]) AS s \
+    CROSS JOIN LATERAL (SELECT hash FROM events WHERE stream = s AND hash IS NOT NULL \
+    ORDER BY seq DESC LIMIT 1) h";
 const INSERT_POSTINGS: &str = "INSERT INTO postings (txn_id, leg, account, amount_fen) \
     SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::int8[])";
 const INSERT_TXNS: &str = "INSERT INTO ledger_transactions (txn_id, event_id, leg_count, posted_at) \
@@ -562,7 +565,7 @@ impl LedgerStore for PgStore {
         write_history(&mut tx, &batch.history).await?;
         write_answers(&mut tx, &batch.inbound, &batch.rejected).await?;
         write_transport(&mut tx, &batch.offsets, &batch.outbox).await?;
-        // The deferred checks (balanced transactions, postings with their transaction) run here.
+        // The deferred check (every posting has its transaction row) runs here.
         tx.commit().await?;
         Ok(())
     }

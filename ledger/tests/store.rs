@@ -345,10 +345,8 @@ async fn the_schema_refuses_to_rewrite_history_or_post_unbalanced(backend: Backe
          FROM events ORDER BY seq LIMIT 1",
         raw.lit("2026-03-02T04:00:00Z", "timestamptz")
     );
-    // SQLite refuses an unbalanced transaction when its row is inserted; PostgreSQL checks
-    // every transaction written when the database transaction commits.
-    let (at_seal, at_commit) = (2, 3);
-    let unbalanced_at = if backend == Backend::Sqlite { at_seal } else { at_commit };
+    // Both schemas refuse an unbalanced transaction when its row (the seal) is inserted.
+    let unbalanced_at = 2;
 
     // Postings summing to -1 cannot be sealed by a transaction row.
     let err = raw.script(&[posting(0, "wallet:p1", 100), posting(1, "funding:external", -101), seal.clone()]).await;
@@ -362,8 +360,7 @@ async fn the_schema_refuses_to_rewrite_history_or_post_unbalanced(backend: Backe
 
     // Nor a transaction row without its postings.
     let (step, err) = raw.script(std::slice::from_ref(&seal)).await.unwrap_err();
-    let expected_step = if backend == Backend::Sqlite { 0 } else { 1 };
-    assert!(err.contains("sum to zero") && step == expected_step, "step {step}: {err}");
+    assert!(err.contains("sum to zero") && step == 0, "step {step}: {err}");
 
     // A balanced pair is sealed (the checks above refuse for their reason, not for any
     // insert), and a posting added after the seal is refused.
@@ -371,6 +368,16 @@ async fn the_schema_refuses_to_rewrite_history_or_post_unbalanced(backend: Backe
         [posting(0, "wallet:p1", 100), posting(1, "funding:external", -100), seal.clone(), posting(2, "wallet:p1", 5)];
     let (step, err) = raw.script(&stmts).await.unwrap_err();
     assert!(err.contains("sealed") && step == 3, "step {step}: {err}");
+
+    // Nor can a balanced pair be sealed by a transaction row that names no event of the log.
+    let orphan_seal = format!(
+        "INSERT INTO ledger_transactions (txn_id, event_id, leg_count, posted_at) VALUES ({txn}, {}, 2, {})",
+        raw.lit(&Uuid::new_v4().to_string(), "uuid"),
+        raw.lit("2026-03-02T04:00:00Z", "timestamptz")
+    );
+    let (_, err) =
+        raw.script(&[posting(0, "wallet:p1", 100), posting(1, "funding:external", -100), orphan_seal]).await.unwrap_err();
+    assert!(err.to_lowercase().contains("foreign key") || err.contains("names no event"), "{err}");
 
     // A zero leg is refused by itself.
     let err = raw.exec(&posting(0, "wallet:p1", 0)).await.unwrap_err();
