@@ -1,5 +1,6 @@
 //! `facepay bench ledger`: payments decided and durably committed per second on the SQLite or
-//! PostgreSQL store, against the raw ceiling of inserting the same rows with no logic, and (on
+//! PostgreSQL store, against the raw ceiling of writing the same rows in the same batches with
+//! no logic (every row the ledger wrote; and, apart, the log's rows alone), and (on
 //! PostgreSQL) against the usual design: one transaction per payment with `SELECT … FOR
 //! UPDATE` on the payer's balance row ([`crate::usual_design`]).
 //! `facepay bench matcher`: face search, measured by [`facepay_matcher::bench`].
@@ -43,11 +44,17 @@ pub struct BenchReport {
     pub payers: usize,
     /// Payments decided (load, decide, apply) and committed with projections, per second.
     pub payments_per_s: f64,
-    /// The same event, posting and transaction rows, in the same batches, with no logic and
-    /// no projections.
+    /// The same rows in the same batches with no logic: each batch the ledger committed
+    /// (events, postings, transactions, projections, history, answers) written again, as
+    /// it was, into a fresh store: no reads, no decisions.
     pub ceiling_payments_per_s: f64,
     /// `payments_per_s / ceiling_payments_per_s`.
     pub ratio_of_ceiling: f64,
+    /// The log's rows alone (events, postings, transactions) in the same batches: no
+    /// projections, no history, no answers.
+    pub log_ceiling_payments_per_s: f64,
+    /// `payments_per_s / log_ceiling_payments_per_s`.
+    pub ratio_of_log_ceiling: f64,
     /// PostgreSQL only: the same payments through the usual design (one transaction per
     /// payment, the payer's balance row locked), on as many connections as the store's pool.
     pub usual_design_payments_per_s: Option<f64>,
@@ -70,6 +77,7 @@ struct Round {
     usual_payments_per_s: Option<f64>,
     payments_per_s: f64,
     ceiling_payments_per_s: f64,
+    log_ceiling_payments_per_s: f64,
     p99_ms: f64,
     ceiling_p99_ms: f64,
     succeeded: usize,
@@ -89,6 +97,7 @@ pub async fn ledger(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let pick = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
     let payments_per_s = pick(|r| r.payments_per_s);
     let ceiling_payments_per_s = pick(|r| r.ceiling_payments_per_s);
+    let log_ceiling_payments_per_s = pick(|r| r.log_ceiling_payments_per_s);
     let usual = opts.postgres.as_ref().map(|_| pick(|r| r.usual_payments_per_s.unwrap_or(0.0)));
     Ok(BenchReport {
         rounds: rounds.len(),
@@ -98,6 +107,8 @@ pub async fn ledger(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         payments_per_s,
         ceiling_payments_per_s,
         ratio_of_ceiling: payments_per_s / ceiling_payments_per_s,
+        log_ceiling_payments_per_s,
+        ratio_of_log_ceiling: payments_per_s / log_ceiling_payments_per_s,
         usual_design_payments_per_s: usual,
         times_usual_design: usual.map(|u| payments_per_s / u),
         usual_design_payments: usual.map(|_| opts.payments.min(USUAL_DESIGN_PAYMENTS_MAX)),
@@ -144,7 +155,7 @@ fn commands(opts: &BenchOptions, start: DateTime<Utc>) -> Vec<Command> {
 }
 
 /// The phases of a round, each on a store of its own (the usual design on PostgreSQL only).
-const PHASES: [&str; 3] = ["ledger", "ceiling", "usual"];
+const PHASES: [&str; 4] = ["ledger", "ceiling", "usual", "log"];
 
 /// Most payments the usual-design phase runs (it is one round trip per statement).
 pub const USUAL_DESIGN_PAYMENTS_MAX: usize = 20_000;
@@ -197,7 +208,8 @@ async fn round_in(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<
     // Each payer gets a generous daily cap's worth of funds; the caps apply per day, and the
     // commands spread over one day, so most payments succeed and post.
     let policy = Policy { daily_amount_cap_fen: i64::MAX / 4, daily_count_cap: u32::MAX };
-    let ledger = Ledger::new(store.clone(), policy);
+    let recorded = facepay_ledger::CommitRecorder::default();
+    let ledger = Ledger::new(store.clone(), policy).recording(recorded.clone());
     let start: DateTime<Utc> = "2026-03-02T00:00:00Z".parse()?;
     let funding: Vec<Command> = (0..opts.payers)
         .map(|p| Command {
@@ -223,7 +235,9 @@ async fn round_in(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let elapsed = began.elapsed().as_secs_f64();
-    let (ceiling_elapsed, ceiling_latencies, succeeded) = ceiling(dir, &store, opts).await?;
+    let batches = std::mem::take(&mut *recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let (ceiling_elapsed, ceiling_latencies) = ceiling(dir, opts, batches, funding.len().div_ceil(opts.batch)).await?;
+    let (log_elapsed, succeeded) = log_ceiling(dir, &store, opts).await?;
     let usual_payments_per_s = match &opts.postgres {
         Some(admin) => {
             let url = fresh_database(admin, dir, PHASES[2]).await?;
@@ -236,19 +250,44 @@ async fn round_in(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<
         usual_payments_per_s,
         payments_per_s: opts.payments as f64 / elapsed,
         ceiling_payments_per_s: opts.payments as f64 / ceiling_elapsed,
+        log_ceiling_payments_per_s: opts.payments as f64 / log_elapsed,
         p99_ms: p99_ms(latencies),
         ceiling_p99_ms: p99_ms(ceiling_latencies),
         succeeded,
     })
 }
 
-/// Re-inserts the payment events the ledger wrote (with their postings), batch for batch,
-/// into a fresh store with no logic: the ceiling.
+/// Writes every batch the ledger committed again, as it was, into a fresh store: the same
+/// rows in the same batches with no logic (the first `untimed` batches, the funding, set the
+/// store up). The time and each timed batch's commit latency.
 async fn ceiling(
+    dir: &std::path::Path,
+    opts: &BenchOptions,
+    batches: Vec<CommitBatch>,
+    untimed: usize,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let raw = fresh_store(opts, dir, PHASES[1]).await?;
+    for batch in &batches[..untimed] {
+        raw.commit(batch).await?;
+    }
+    let mut latencies = Vec::new();
+    let began = Instant::now();
+    for batch in &batches[untimed..] {
+        let t = Instant::now();
+        raw.commit(batch).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((began.elapsed().as_secs_f64(), latencies))
+}
+
+/// Re-inserts the payment events the ledger wrote (with their postings), batch for batch,
+/// into a fresh store with no logic and no projections: the log's ceiling. Its time, and
+/// how many payments succeeded.
+async fn log_ceiling(
     dir: &std::path::Path,
     decided: &Arc<dyn LedgerStore>,
     opts: &BenchOptions,
-) -> anyhow::Result<(f64, Vec<f64>, usize)> {
+) -> anyhow::Result<(f64, usize)> {
     let mut events = Vec::new();
     let mut after = 0;
     loop {
@@ -259,16 +298,13 @@ async fn ceiling(
     }
     let payments: Vec<_> = events.split_off(opts.payers.min(events.len()));
     let succeeded = payments.iter().filter(|e| e.event.kind() == "payment_succeeded").count();
-    let raw = fresh_store(opts, dir, PHASES[1]).await?;
+    let raw = fresh_store(opts, dir, PHASES[3]).await?;
     raw.commit_raw(&CommitBatch { events, ..Default::default() }).await?;
-    let mut latencies = Vec::new();
     let began = Instant::now();
     for chunk in payments.chunks(opts.batch) {
-        let t = Instant::now();
         raw.commit_raw(&CommitBatch { events: chunk.to_vec(), ..Default::default() }).await?;
-        latencies.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok((began.elapsed().as_secs_f64(), latencies, succeeded))
+    Ok((began.elapsed().as_secs_f64(), succeeded))
 }
 
 /// `facepay bench matcher`: exact batched and single-query search, f16 against f32, and the

@@ -130,6 +130,8 @@ pub async fn start_with(
             }));
         }
     }
+    // The ledger stage's commits wake this process's relay (another process's relay polls).
+    let outbox_written = Arc::new(tokio::sync::Notify::new());
     if roles.ledger {
         let ledger = Ledger::new(store.clone(), Policy::default()).uncached();
         if !pipeline.sweep_interval.is_zero() {
@@ -144,14 +146,16 @@ pub async fn start_with(
                 Ok(())
             });
         }
-        let (c, rx) = (cfg.clone(), rx.clone());
+        let (c, rx, written) = (cfg.clone(), rx.clone(), outbox_written.clone());
         tasks.spawn(supervised("ledger", rx.clone(), move || {
-            kafka::run_ledger_stage(c.clone(), ledger.clone(), rx.clone())
+            kafka::run_ledger_stage(c.clone(), ledger.clone(), written.clone(), rx.clone())
         }));
     }
     if roles.relay {
-        let (c, s, rx) = (cfg.clone(), store.clone(), rx.clone());
-        tasks.spawn(supervised("relay", rx.clone(), move || kafka::run_outbox_relay(c.clone(), s.clone(), rx.clone())));
+        let (c, s, rx, written) = (cfg.clone(), store.clone(), rx.clone(), outbox_written.clone());
+        tasks.spawn(supervised("relay", rx.clone(), move || {
+            kafka::run_outbox_relay(c.clone(), s.clone(), written.clone(), rx.clone())
+        }));
     }
     let input =
         Ingress::Kafka { producer: cfg.producer()?, topic: cfg.topic(DEVICE_EVENTS), timeout: cfg.send_timeout };

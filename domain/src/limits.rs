@@ -237,7 +237,8 @@ pub const SIMULATE_ACKS_MAX: usize = 10_000;
 /// acknowledgements and commits (a hint) past them.
 pub const MATCH_BATCH_MAX: usize = 512;
 
-/// How long the outbox relay sleeps when it finds nothing to publish.
+/// How long the outbox relay sleeps when it finds nothing to publish, unless a ledger stage of
+/// its own process wakes it sooner with a commit (another process's commits wait for this).
 pub const OUTBOX_IDLE_MS: u64 = 20;
 
 /// First pause before a production stage that failed on its database or broker starts again;

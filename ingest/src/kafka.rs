@@ -766,10 +766,12 @@ fn routed(stage: &mut crate::matching::MatchStage, env: facepay_domain::Envelope
 /// Stage 3 over Kafka: ledger commands in, batches decided and committed with their
 /// consumer offsets, outcomes into the outbox. A message below the offset the database
 /// holds for its partition was already committed (by this process or a predecessor) and is
-/// skipped.
+/// skipped. Each committed batch wakes `outbox_written`'s waiter: this process's relay, which
+/// then publishes at once instead of at its next poll.
 pub async fn run_ledger_stage(
     cfg: KafkaConfig,
     ledger: facepay_ledger::Ledger,
+    outbox_written: std::sync::Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     let topic = cfg.topic(LEDGER_COMMANDS);
@@ -815,6 +817,7 @@ pub async fn run_ledger_stage(
                 }
                 result => result?,
             }
+            outbox_written.notify_one();
         }
         commit_hints(&consumer, &batch);
     }
@@ -964,10 +967,13 @@ pub const OUTBOX_ID_HEADER: &str = "facepay-outbox-id";
 /// acknowledgements, then marks them published. A relay that dies between the two leaves at
 /// most one batch published but unmarked; its successor, once the lease lapses, reads the
 /// tail of each outbox partition (the last [`OUTBOX_BATCH_MAX`] messages: nobody else
-/// published since) and marks what it finds before publishing anything.
+/// published since) and marks what it finds before publishing anything. With nothing
+/// pending it looks again after [`OUTBOX_IDLE_MS`], or as soon as a ledger stage of this
+/// process says it committed (`outbox_written`).
 pub async fn run_outbox_relay(
     cfg: KafkaConfig,
     store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
+    outbox_written: std::sync::Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     cfg.check().map_err(TransportError::Config)?;
@@ -989,6 +995,7 @@ pub async fn run_outbox_relay(
         };
         tokio::select! {
             _ = shutdown.changed() => return Ok(()),
+            _ = outbox_written.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

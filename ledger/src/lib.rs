@@ -41,6 +41,6 @@ pub use command::{Command, CommandKind, Identity, Lifecycle};
 pub use core::{decide, DomainError, Policy};
 pub use model::{Account, LedgerEvent, LedgerState};
 pub use postgres::PgStore;
-pub use service::{Delivery, Ledger, OutboxTopics, Rejection};
+pub use service::{CommitRecorder, Delivery, Ledger, OutboxTopics, Rejection};
 pub use sqlite::SqliteStore;
 pub use store::{LedgerStore, StoreError};

@@ -33,7 +33,13 @@ pub struct Ledger {
     /// False when other processes write the same store (the Kafka profile's scale-out):
     /// then every batch reads its entities from the store.
     cache_enabled: bool,
+    /// Where a copy of every committed batch goes, when someone asked ([`Ledger::recording`]):
+    /// `facepay bench ledger` writes the very same batches again with no logic (its ceiling).
+    recorder: Option<CommitRecorder>,
 }
+
+/// Batches a ledger committed, in order (see [`Ledger::recording`]).
+pub type CommitRecorder = Arc<std::sync::Mutex<Vec<CommitBatch>>>;
 
 /// A write-through copy of committed entities, so a batch reads from the store only what
 /// no recent batch has read. Emptied when it outgrows [`LEDGER_CACHE_ENTITIES_MAX`].
@@ -146,7 +152,14 @@ pub struct ReplayReport {
 
 impl Ledger {
     pub fn new(store: Arc<dyn LedgerStore>, policy: Policy) -> Self {
-        Self { store, policy, cache: Arc::default(), cache_enabled: true }
+        Self { store, policy, cache: Arc::default(), cache_enabled: true, recorder: None }
+    }
+
+    /// The same ledger, keeping a copy of every batch it commits in `into`: for the
+    /// benchmark's ceiling, which writes the same rows in the same batches with no logic.
+    pub fn recording(mut self, into: CommitRecorder) -> Self {
+        self.recorder = Some(into);
+        self
     }
 
     /// The same ledger, reading every batch's entities from the store: for stores that other
@@ -209,18 +222,23 @@ impl Ledger {
 
     async fn try_batch(&self, commands: &[Command], delivery: &Delivery) -> Result<Vec<Outcome>, StoreError> {
         let mut cache = self.cache.lock().await;
-        let position = match self.cache_enabled {
-            true => Some(self.store.log_position().await?),
-            false => None,
+        let position = async {
+            match self.cache_enabled {
+                true => self.store.log_position().await.map(Some),
+                false => Ok(None),
+            }
         };
+        // Three independent reads, on three of the pool's connections at once.
+        let answer_keys = keys_of(commands, delivery);
+        let (position, mut answered, due) =
+            tokio::try_join!(position, self.store.answered(&answer_keys), self.holds_due(commands))?;
         if position.is_some() && cache.position != position {
             // Someone else appended to the log since this cache was last right: forget it.
             *cache = Cache::default();
         }
-        let mut answered = self.store.answered(&keys_of(commands, delivery)).await?;
         let mut keys = Keys::default();
         commands.iter().for_each(|c| keys_read(c, &mut keys));
-        keys.holds.extend(self.holds_due(commands).await?);
+        keys.holds.extend(due);
         let mut state = match self.cache_enabled {
             true => cache.state_of(&keys, self.store.as_ref()).await?,
             false => self.store.load(&keys).await?,
@@ -264,6 +282,9 @@ impl Ledger {
             // else's (or a gap in the sequence) shows as a mismatch at the next batch.
             let ours = i64::try_from(batch.events.len()).unwrap_or(i64::MAX);
             cache.position = Some(before.saturating_add(ours));
+        }
+        if let Some(recorder) = &self.recorder {
+            recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(batch);
         }
         Ok(outcomes)
     }

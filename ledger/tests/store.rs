@@ -375,8 +375,10 @@ async fn the_schema_refuses_to_rewrite_history_or_post_unbalanced(backend: Backe
         raw.lit(&Uuid::new_v4().to_string(), "uuid"),
         raw.lit("2026-03-02T04:00:00Z", "timestamptz")
     );
-    let (_, err) =
-        raw.script(&[posting(0, "wallet:p1", 100), posting(1, "funding:external", -100), orphan_seal]).await.unwrap_err();
+    let (_, err) = raw
+        .script(&[posting(0, "wallet:p1", 100), posting(1, "funding:external", -100), orphan_seal])
+        .await
+        .unwrap_err();
     assert!(err.to_lowercase().contains("foreign key") || err.contains("names no event"), "{err}");
 
     // A zero leg is refused by itself.
