@@ -981,21 +981,23 @@ pub async fn run_outbox_relay(
     let mut lease = Lease::new(&cfg);
     let idle = Duration::from_millis(OUTBOX_IDLE_MS);
     loop {
-        let wait = match lease.renew(store.as_ref()).await? {
-            Held::No => cfg.outbox_lease / 10,
+        // A relay without the lease only tries again later: a commit does not wake it (that
+        // would be a lease write per ledger batch, for nothing).
+        let (wait, woken_by_commits) = match lease.renew(store.as_ref()).await? {
+            Held::No => (cfg.outbox_lease / 10, false),
             Held::Newly => {
                 let marked = recover(&cfg, store.as_ref()).await?;
                 tracing::info!(marked, "outbox relay took the lease; marked what its predecessor had published");
                 continue;
             }
             Held::Yes => match publish_batch(&producer, store.as_ref()).await? {
-                0 => idle,
+                0 => (idle, true),
                 _ => continue,
             },
         };
         tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            _ = outbox_written.notified() => {}
+            _ = outbox_written.notified(), if woken_by_commits => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
