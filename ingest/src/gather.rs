@@ -25,7 +25,7 @@ use facepay_matcher::MatchPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::faces::Shard;
-use crate::matching::{CaptureMemory, UNKNOWN_CAPTURE};
+use crate::matching::CaptureMemory;
 use crate::wire::StageMessage;
 
 /// One message on the match-partials topic, keyed like the device event it came of.
@@ -247,11 +247,7 @@ impl Gather {
     fn resolved(&self, mut msg: StageMessage) -> StageMessage {
         if let StageMessage::Command(c) = &mut msg {
             if let CommandKind::Pay { face_code, identity, .. } = &mut c.kind {
-                *identity = self
-                    .identities
-                    .get(face_code)
-                    .cloned()
-                    .unwrap_or(Identity::Unresolved { rule: UNKNOWN_CAPTURE.to_string() });
+                *identity = self.identities.identity_of(face_code);
             }
         }
         msg
@@ -314,6 +310,7 @@ pub fn partial_of(shard: Shard, face_code: FaceCode, partial: Partial) -> Gather
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matching::UNKNOWN_CAPTURE;
     use facepay_domain::{DeviceId, MerchantId, Money, OutTradeNo, PayerId, StoreId};
     use facepay_ledger::{Command, Lifecycle};
     use facepay_matcher::policy::{Candidate, CaptureFacts};

@@ -461,7 +461,7 @@ pub async fn run_match_stage(
         let mut batch = vec![first.detach()];
         fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;
         guard.check(&consumer, &cfg.topic(DEVICE_EVENTS), &mut batch);
-        if let (true, Some(faces)) = (assigned.grew(&consumer), &faces) {
+        if let (true, Some(faces)) = (assigned.update(&consumer).grew, &faces) {
             stage.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
         }
         // Route in order, send all, then wait: one round trip per batch, not per event.
@@ -492,17 +492,26 @@ pub async fn run_match_stage(
 #[derive(Default)]
 struct Assigned(std::collections::HashSet<i32>);
 
+/// How a consumer's partitions changed since the last look.
+#[derive(Default)]
+struct Moved {
+    /// It holds a partition it did not (the first assignment, or a rebalance). The captures
+    /// decided by the partition's previous holder below the offset this one resumes from
+    /// were kept in the store before that offset was committed: restored then, their
+    /// payments still find them.
+    grew: bool,
+    /// It no longer holds a partition it did: what came from there is another's now.
+    shrank: bool,
+}
+
 impl Assigned {
-    /// Whether the consumer now holds a partition it did not hold at the last call (the
-    /// first assignment, or a rebalance). The captures decided by the partition's previous
-    /// holder below the offset this one resumes from were kept in the store before that
-    /// offset was committed: restored then, their payments still find them.
-    fn grew<C: rdkafka::consumer::ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) -> bool {
-        let Ok(list) = consumer.assignment() else { return false };
+    /// Takes the consumer's current partitions; how they changed since the last call.
+    fn update<C: rdkafka::consumer::ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) -> Moved {
+        let Ok(list) = consumer.assignment() else { return Moved::default() };
         let now: std::collections::HashSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
-        let grew = !now.is_subset(&self.0);
+        let moved = Moved { grew: !now.is_subset(&self.0), shrank: !self.0.is_subset(&now) };
         self.0 = now;
-        grew
+        moved
     }
 }
 
@@ -525,9 +534,7 @@ impl Outputs {
         acks: &mut Acks,
     ) -> Result<(), TransportError> {
         if shard.count <= 1 {
-            let (key, payload) = (routed.key(), serde_json::to_vec(&routed)?);
-            let record = FutureRecord::to(&self.commands).key(key.as_str()).payload(payload.as_slice());
-            return Ok(enqueue(producer, record, acks)?);
+            return enqueue_command(producer, &self.commands, &routed, acks);
         }
         let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
         let lead = (shard.index == 0).then(|| crate::gather::GatherMessage::Routed(Box::new(routed)));
@@ -560,6 +567,7 @@ pub async fn run_gather_stage(
     let mut errors = RecvErrors::default();
     let mut guard = SkipGuard::default();
     let mut assigned = Assigned::default();
+    let mut shrank_before = false;
     loop {
         let deadline = gather.next_deadline().map(tokio::time::Instant::from_std);
         let first = tokio::select! {
@@ -574,18 +582,23 @@ pub async fn run_gather_stage(
             fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;
         }
         guard.check(&consumer, &topic, &mut batch);
-        if let (true, Some(faces)) = (assigned.grew(&consumer), &faces) {
+        let moved = assigned.update(&consumer);
+        if let (true, Some(faces)) = (moved.grew, &faces) {
             gather.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
         }
-        gather.retain_partitions(&assigned.0);
+        // Forgotten at the batch that sees a partition go, and again at the next: that batch
+        // may still hold records the partition's fetch had delivered before it went.
+        if moved.shrank || shrank_before {
+            gather.retain_partitions(&assigned.0);
+        }
+        shrank_before = moved.shrank;
         let now = std::time::Instant::now();
         let mut out: Vec<StageMessage> =
             batch.iter().flat_map(|m| gather.offer(gather_message(m), position(m), now)).collect();
         out.extend(gather.expire(now));
         let mut acks = Acks::with_capacity(out.len());
         for routed in &out {
-            let (key, payload) = (routed.key(), serde_json::to_vec(routed)?);
-            enqueue(&producer, FutureRecord::to(&commands).key(key.as_str()).payload(payload.as_slice()), &mut acks)?;
+            enqueue_command(&producer, &commands, routed, &mut acks)?;
         }
         let identified = gather.take_identified();
         if let (Some(faces), false) = (&faces, identified.is_empty()) {
@@ -597,6 +610,17 @@ pub async fn run_gather_stage(
         batch.retain(|m| pinned.get(&m.partition()).is_none_or(|&p| m.offset() < p));
         commit_hints(&consumer, &batch);
     }
+}
+
+/// Enqueues `routed` on the ledger-commands topic `topic`, under its own key.
+fn enqueue_command(
+    producer: &FutureProducer,
+    topic: &str,
+    routed: &StageMessage,
+    acks: &mut Acks,
+) -> Result<(), TransportError> {
+    let (key, payload) = (routed.key(), serde_json::to_vec(routed)?);
+    Ok(enqueue(producer, FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice()), acks)?)
 }
 
 /// Sleeps until `deadline`; forever without one.
@@ -622,10 +646,14 @@ fn gather_message(m: &OwnedMessage) -> crate::gather::GatherMessage {
 /// A message of facepay's own on `m`'s topic that did not decode: a rejection, kept by the
 /// ledger with its reason and raw bytes (`source` names the stage that read it).
 fn undecodable(m: &OwnedMessage, source: &str, e: &serde_json::Error) -> StageMessage {
-    let bytes = m.payload().unwrap_or_default();
-    let err = FieldError::new(".", FieldErrorKind::Malformed, e.to_string());
+    kept_rejection(m, source, &FieldError::new(".", FieldErrorKind::Malformed, e.to_string()))
+}
+
+/// `m` refused for `err`: a rejection for the ledger to keep, keyed by where `m` sits, with
+/// its raw bytes (`source` names the stage that read it).
+fn kept_rejection(m: &OwnedMessage, source: &str, err: &FieldError) -> StageMessage {
     let key = crate::wire::source_key(m.topic(), m.partition(), m.offset());
-    let event = crate::validate::rejection(bytes, source, &err);
+    let event = crate::validate::rejection(m.payload().unwrap_or_default(), source, err);
     StageMessage::Rejected((&Rejection { key, event }).into())
 }
 
@@ -724,9 +752,7 @@ fn stage_message(
     match crate::validate::validate_signed(bytes, signature, registry, verifier, reference, position) {
         Err(err) => {
             tracing::info!(field = %err.field, reason = %err.kind, "device event rejected");
-            let key = crate::wire::source_key(msg.topic(), msg.partition(), msg.offset());
-            let event = crate::validate::rejection(bytes, "kafka", &err);
-            (StageMessage::Rejected((&Rejection { key, event }).into()), None)
+            (kept_rejection(msg, "kafka", &err), None)
         }
         Ok(env) => {
             let partial = stage.partial(&env);

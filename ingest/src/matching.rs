@@ -132,11 +132,7 @@ impl MatchStage {
             EventBody::PaymentRequested(p) => {
                 let identity = match self.sharded() {
                     true => Identity::Unresolved { rule: AWAITING_SHARDS.to_string() },
-                    false => self
-                        .captures
-                        .get(&p.face_code)
-                        .cloned()
-                        .unwrap_or(Identity::Unresolved { rule: UNKNOWN_CAPTURE.to_string() }),
+                    false => self.captures.identity_of(&p.face_code),
                 };
                 match device.clone() {
                     Some(d) => command(CommandKind::Pay {
@@ -238,8 +234,10 @@ pub(crate) struct CaptureMemory {
 }
 
 impl CaptureMemory {
-    pub(crate) fn get(&self, face_code: &FaceCode) -> Option<&Identity> {
-        self.identities.get(face_code)
+    /// What the capture `face_code` resolved to; [`UNKNOWN_CAPTURE`] if it is not (or no
+    /// longer) remembered.
+    pub(crate) fn identity_of(&self, face_code: &FaceCode) -> Identity {
+        self.identities.get(face_code).cloned().unwrap_or(Identity::Unresolved { rule: UNKNOWN_CAPTURE.to_string() })
     }
 
     pub(crate) fn contains(&self, face_code: &FaceCode) -> bool {

@@ -130,19 +130,44 @@ async fn stop(prod: production::Production) {
     }
 }
 
-/// Pipeline settings with a face store for `shard`, sealed under the master key `hex`.
-fn sealed(
-    store: &Arc<dyn LedgerStore>,
-    pepper: &Pepper,
-    hex: &str,
-    shard: facepay_ingest::faces::Shard,
-) -> facepay_ingest::PipelineConfig {
-    use facepay_matcher::vault::{MasterKey, Vault};
-    let vault = Vault::new(MasterKey::from_hex(hex).unwrap());
-    facepay_ingest::PipelineConfig {
-        verifier: Arc::new(facepay_ingest::authenticity::DeviceVerifier::new(pepper.clone())),
-        faces: Some(facepay_ingest::faces::FaceStore::new(store.clone(), vault, shard)),
-        ..Default::default()
+/// What the face tests share: a store with the test's device, its pepper and signer, a
+/// fresh configuration, a face master key, and a producer onto the device-events topic.
+struct FaceRun {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn LedgerStore>,
+    pepper: Pepper,
+    signer: FleetSigner,
+    cfg: KafkaConfig,
+    /// The face master key, as hex.
+    hex: String,
+    producer: rdkafka::producer::FutureProducer,
+    topic: String,
+}
+
+impl FaceRun {
+    async fn new(brokers: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, pepper, signer) = store(dir.path()).await;
+        let cfg = config(brokers);
+        let (_, hex) = facepay_matcher::vault::MasterKey::generate();
+        let (producer, topic) = (cfg.producer().unwrap(), cfg.topic(DEVICE_EVENTS));
+        Self { _dir: dir, store, pepper, signer, cfg, hex: hex.to_string(), producer, topic }
+    }
+
+    /// Pipeline settings with a face store for `shard`, sealed under the run's master key.
+    fn sealed(&self, shard: facepay_ingest::faces::Shard) -> facepay_ingest::PipelineConfig {
+        use facepay_matcher::vault::{MasterKey, Vault};
+        let vault = Vault::new(MasterKey::from_hex(&self.hex).unwrap());
+        facepay_ingest::PipelineConfig {
+            verifier: Arc::new(facepay_ingest::authenticity::DeviceVerifier::new(self.pepper.clone())),
+            faces: Some(facepay_ingest::faces::FaceStore::new(self.store.clone(), vault, shard)),
+            ..Default::default()
+        }
+    }
+
+    /// Publishes one device event of DEV-K1, signed; waits for the broker's ack.
+    async fn send(&self, bytes: Vec<u8>) {
+        publish(&self.producer, &self.topic, &self.signer, bytes).await
     }
 }
 
@@ -306,35 +331,24 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matcher_restarted_between_a_capture_and_its_payment_still_knows_the_payer() {
     use facepay_ingest::faces::Shard;
-    use facepay_matcher::vault::MasterKey;
 
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (store, pepper, signer) = store(dir.path()).await;
-    let cfg = config(&brokers);
-    let (_, hex) = MasterKey::generate();
-    let producer = cfg.producer().unwrap();
-    let topic = cfg.topic(DEVICE_EVENTS);
-    let send = |bytes: Vec<u8>| publish(&producer, &topic, &signer, bytes);
+    let run = FaceRun::new(&brokers).await;
+    let (store, cfg) = (&run.store, &run.cfg);
+    let send = |bytes: Vec<u8>| run.send(bytes);
 
-    let first =
-        production::start_with(store.clone(), cfg.clone(), Roles::ALL, sealed(&store, &pepper, &hex, Shard::ALL))
-            .await
-            .unwrap();
+    let first = production::start_with(store.clone(), cfg.clone(), Roles::ALL, run.sealed(Shard::ALL)).await.unwrap();
     send(event(21, "face_enrolled", json!({"payer_id": "u-r", "embedding": face()}), false)).await;
     send(event(22, "account_funded", json!({"payer_id": "u-r", "amount": "100.00"}), false)).await;
     let capture = json!({"face_code": "100000000000000021", "embedding": face(), "liveness": 0.99});
     send(event(23, "face_captured", capture, true)).await;
-    outcomes(&cfg, &[id(22), id(23)]).await;
+    outcomes(cfg, &[id(22), id(23)]).await;
     stop(first).await;
 
-    let second =
-        production::start_with(store.clone(), cfg.clone(), Roles::ALL, sealed(&store, &pepper, &hex, Shard::ALL))
-            .await
-            .unwrap();
+    let second = production::start_with(store.clone(), cfg.clone(), Roles::ALL, run.sealed(Shard::ALL)).await.unwrap();
     let pay = json!({"out_trade_no": "K-R1", "amount": "25.00", "face_code": "100000000000000021"});
     send(event(24, "payment_requested", pay, true)).await;
-    let got = outcomes(&cfg, &[id(24)]).await;
+    let got = outcomes(cfg, &[id(24)]).await;
     assert_eq!(got[0]["payload"]["status"], "PAID", "{:?}", got[0]);
     let (balance_fen, _) = store.wallet(&facepay_domain::PayerId::parse("u-r").unwrap()).await.unwrap().unwrap();
     assert_eq!(balance_fen, 10_000 - 2_500);
@@ -362,17 +376,12 @@ fn payer_on(index: u32, skip: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both_and_never_on_one() {
     use facepay_ingest::faces::Shard;
-    use facepay_matcher::vault::MasterKey;
 
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (store, pepper, signer) = store(dir.path()).await;
-    let cfg = config(&brokers);
-    let (_, hex) = MasterKey::generate();
-    let shard = |index: u32| sealed(&store, &pepper, &hex, Shard { index, count: 2 });
-    let producer = cfg.producer().unwrap();
-    let topic = cfg.topic(DEVICE_EVENTS);
-    let send = |bytes: Vec<u8>| publish(&producer, &topic, &signer, bytes);
+    let run = FaceRun::new(&brokers).await;
+    let (store, cfg) = (&run.store, &run.cfg);
+    let shard = |index: u32| run.sealed(Shard { index, count: 2 });
+    let send = |bytes: Vec<u8>| run.send(bytes);
     let lead = Roles { matcher: true, ledger: true, relay: true, api: false };
     let first = production::start_with(store.clone(), cfg.clone(), lead, shard(0)).await.unwrap();
     let only_matcher = Roles { matcher: true, ledger: false, relay: false, api: false };
@@ -394,7 +403,7 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
     }
     let card = json!({"payer_id": member, "card_code": "card-001", "channel": "card_package"});
     send(event(110, "member_card_opened", card, true)).await;
-    outcomes(&cfg, &[id(107), id(110)]).await;
+    outcomes(cfg, &[id(107), id(110)]).await;
     // Both shards are consuming once each has kept its own payers' faces.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while store.face_gallery(0, 2).await.unwrap().len() + store.face_gallery(1, 2).await.unwrap().len() < 4 {
@@ -413,7 +422,7 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
     {
         send(bytes).await;
     }
-    let got = outcomes(&cfg, &[id(110), id(121), id(123)]).await;
+    let got = outcomes(cfg, &[id(110), id(121), id(123)]).await;
     let by = |n: u128| got.iter().find(|v| v["in_reply_to"] == id(n).to_string()).unwrap().clone();
     assert_eq!(by(121)["payload"]["status"], "PAID", "the member on shard 1 pays: {:?}", by(121));
     assert_eq!(by(123)["payload"]["status"], "DECLINED", "look-alikes on both shards: {:?}", by(123));
@@ -429,7 +438,7 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
     for bytes in pay(130, "100000000000000130", face_of(&[(20, 1.0)])) {
         send(bytes).await;
     }
-    let got = outcomes(&cfg, &[id(131)]).await;
+    let got = outcomes(cfg, &[id(131)]).await;
     assert_eq!(got[0]["payload"]["status"], "DECLINED", "{:?}", got[0]);
     assert_eq!(wallet(&solo).await, 10_000, "nothing paid without shard 1's answer");
     let memos = store.captures_recent(chrono::Utc::now() - chrono::Duration::minutes(5), 100).await.unwrap();
