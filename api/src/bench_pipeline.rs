@@ -7,13 +7,16 @@
 //! 2. facepay saturated: the demo fleet's events published as fast as the broker takes them;
 //!    events per second from the first publish to the last outcome read back;
 //! 3. facepay at a fixed offered load (half the saturating rate): each outcome's latency from
-//!    the publish of its event to its arrival on the outcomes topic (p50, p99).
+//!    the publish of its event to its arrival on the outcomes topic (p50, p99);
+//! 4. the broker chain: the same events carried by the broker alone through the pipeline's
+//!    three topics, forwarded batch by batch with no decoding and no database, flat out and
+//!    at phase 3's load: what the topics alone cost, apart from facepay's own work.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use facepay_domain::limits::SIMULATE_ACKS_MAX;
+use facepay_domain::limits::{MATCH_BATCH_MAX, SIMULATE_ACKS_MAX};
 use facepay_ingest::kafka::{self, KafkaConfig, DEAD_LETTER, DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES};
 use facepay_ingest::Inbound;
 use facepay_ledger::{LedgerStore, PgStore};
@@ -57,6 +60,17 @@ pub struct PipelineBenchReport {
     /// p50 and p99): device event → its ledger command (the matcher stage), ledger command →
     /// its published outcome (the ledger's batch and commit, the outbox, the relay).
     pub hops_ms: Hops,
+    /// The broker alone carrying each event through the pipeline's three topics (device
+    /// events → ledger commands → outcomes), forwarded batch by batch as the stages do but
+    /// with no decoding and no database: the most a pipeline of three topics moves on this
+    /// broker and machine.
+    pub broker_chain_events_per_s: f64,
+    /// `events_per_s / broker_chain_events_per_s`.
+    pub ratio_of_broker_chain: f64,
+    /// The chain's latency (publish → arrival on the third topic) at `offered_events_per_s`:
+    /// the part of `p50_ms` / `p99_ms` that the topics alone take.
+    pub broker_chain_p50_ms: f64,
+    pub broker_chain_p99_ms: f64,
     pub store: &'static str,
 }
 
@@ -76,7 +90,10 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
     let (saturated, _, _) = facepay_run(opts, &events, &signer, None).await?;
     let offered = saturated / 2.0;
     let (_, mut latencies, hops_ms) = facepay_run(opts, &events, &signer, Some(offered)).await?;
+    let (chain_events_per_s, _) = broker_chain(opts, &events, None).await?;
+    let (_, mut chained) = broker_chain(opts, &events, Some(offered)).await?;
     latencies.sort_by(|a, b| a.total_cmp(b));
+    chained.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| quantile(&latencies, q);
     Ok(PipelineBenchReport {
         events: events.len(),
@@ -89,6 +106,10 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
         p99_ms: at(0.99),
         max_ms: latencies.last().copied().unwrap_or(0.0),
         hops_ms,
+        broker_chain_events_per_s: chain_events_per_s,
+        ratio_of_broker_chain: saturated / chain_events_per_s,
+        broker_chain_p50_ms: quantile(&chained, 0.50),
+        broker_chain_p99_ms: quantile(&chained, 0.99),
         store: "PostgreSQL",
     })
 }
@@ -171,6 +192,10 @@ async fn broker_baseline(opts: &PipelineBenchOptions, events: &[Signed]) -> anyh
     let consumer: StreamConsumer = cfg.consumer(&format!("{}-reader", cfg.match_group))?;
     consumer.subscribe(&[&topic])?;
     let producer = cfg.producer()?;
+    // One record through first: the consumer group's join (seconds) is not the broker's
+    // throughput (until 2026-11-28 it was inside the clock, lowering this figure).
+    publish(&producer, &topic, &warm_up_record(), None).await?;
+    read_ids(&consumer, 1, Read::Events).await?;
     let began = Instant::now();
     let (published, read) = tokio::join!(publish(&producer, &topic, events, None), async {
         let mut n = 0;
@@ -207,21 +232,16 @@ async fn facepay_run(
         let prod = crate::production::start_with(store, cfg.clone(), crate::production::Roles::ALL, pipeline).await?;
         let reader: StreamConsumer = cfg.consumer(&format!("{}-reader", cfg.ledger_group))?;
         reader.subscribe(&[&cfg.topic(LEDGER_OUTCOMES), &cfg.topic(DEAD_LETTER)])?;
-        let ids: HashMap<String, usize> =
-            events.iter().enumerate().filter_map(|(i, (_, b, _))| Some((event_id(b)?, i))).collect();
         let producer = cfg.producer()?;
         let topic = cfg.topic(DEVICE_EVENTS);
         warm_up(opts, signer, &producer, &topic, &reader).await?;
         let began = Instant::now();
         let (sent_at, answers) =
-            tokio::join!(publish(&producer, &topic, events, rate), read_answers(&reader, events.len()));
+            tokio::join!(publish(&producer, &topic, events, rate), read_ids(&reader, events.len(), Read::Answers));
         let (sent_at, answers) = (sent_at?, answers?);
         let elapsed = began.elapsed().as_secs_f64();
         let _ = prod.shutdown.send(true);
-        let latencies = answers
-            .iter()
-            .filter_map(|(id, at)| Some(at.duration_since(sent_at[*ids.get(id)?]).as_secs_f64() * 1e3))
-            .collect();
+        let latencies = latencies_ms(events, &sent_at, &answers);
         let hops = match rate {
             Some(_) => hops(&cfg).await?,
             None => Hops::default(),
@@ -290,20 +310,118 @@ async fn warm_up(
     let (key, signature) = (crate::simulate::device_key(&bytes), signer.sign(&bytes));
     let signed = [(key, bytes, signature)];
     publish(producer, topic, &signed, None).await?;
-    while read_answers(reader, 1).await?.first().is_some_and(|(answered, _)| *answered != id) {}
+    while read_ids(reader, 1, Read::Answers).await?.first().is_some_and(|(answered, _)| *answered != id) {}
     Ok(())
 }
 
-/// Reads `n` answers (outcomes and dead letters); each outcome's event id and arrival.
-async fn read_answers(reader: &StreamConsumer, n: usize) -> anyhow::Result<Vec<(String, Instant)>> {
+/// What [`read_ids`] reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Read {
+    /// facepay's outcomes and dead letters: JSON, each naming its event in `in_reply_to`.
+    Answers,
+    /// Device events as published (the broker chain's): named by `event_id`; the fleet's
+    /// poison messages are not JSON and name nothing (counted, with no latency).
+    Events,
+}
+
+/// Reads `n` records; each one's event id and arrival.
+async fn read_ids(reader: &StreamConsumer, n: usize, what: Read) -> anyhow::Result<Vec<(String, Instant)>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let msg = tokio::time::timeout(Duration::from_secs(120), reader.recv()).await??;
         let at = Instant::now();
-        let v: serde_json::Value = serde_json::from_slice(msg.payload().unwrap_or_default())?;
-        out.push((v["in_reply_to"].as_str().unwrap_or_default().to_string(), at));
+        let bytes = msg.payload().unwrap_or_default();
+        let id = match what {
+            Read::Events => event_id(bytes).unwrap_or_default(),
+            Read::Answers => {
+                let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+                    let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+                    anyhow::anyhow!("{topic}/{partition}@{offset}: not an answer: {e}")
+                })?;
+                v["in_reply_to"].as_str().unwrap_or_default().to_string()
+            }
+        };
+        out.push((id, at));
     }
     Ok(out)
+}
+
+/// Each arrival's latency (ms) from the publish of the event it names.
+fn latencies_ms(events: &[Signed], sent_at: &[Instant], arrived: &[(String, Instant)]) -> Vec<f64> {
+    let ids: HashMap<String, usize> =
+        events.iter().enumerate().filter_map(|(i, (_, b, _))| Some((event_id(b)?, i))).collect();
+    arrived
+        .iter()
+        .filter_map(|(id, at)| Some(at.duration_since(*sent_at.get(*ids.get(id)?)?).as_secs_f64() * 1e3))
+        .collect()
+}
+
+/// The broker chain: `events` published to the device-events topic and carried by two
+/// [`forward`]ers through the ledger-commands topic to the outcomes topic, read back there.
+/// Events per second (from the first publish to the last arrival) and each one's latency.
+async fn broker_chain(
+    opts: &PipelineBenchOptions,
+    events: &[Signed],
+    rate: Option<f64>,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let cfg = fresh_config(opts);
+    kafka::ensure_topics(&cfg).await?;
+    let [first, middle, last] = [DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES].map(|t| cfg.topic(t));
+    let hops = [
+        tokio::spawn(forward(cfg.clone(), format!("{}-hop-1", cfg.match_group), first.clone(), middle.clone())),
+        tokio::spawn(forward(cfg.clone(), format!("{}-hop-2", cfg.match_group), middle, last.clone())),
+    ];
+    let result = async {
+        let reader: StreamConsumer = cfg.consumer(&format!("{}-reader", cfg.ledger_group))?;
+        reader.subscribe(&[&last])?;
+        let producer = cfg.producer()?;
+        // One record through first, so that the clock starts with every group joined.
+        publish(&producer, &first, &warm_up_record(), None).await?;
+        read_ids(&reader, 1, Read::Events).await?;
+        let began = Instant::now();
+        let (sent_at, arrived) =
+            tokio::join!(publish(&producer, &first, events, rate), read_ids(&reader, events.len(), Read::Events));
+        let (sent_at, arrived) = (sent_at?, arrived?);
+        let events_per_s = events.len() as f64 / began.elapsed().as_secs_f64();
+        anyhow::Ok((events_per_s, latencies_ms(events, &sent_at, &arrived)))
+    }
+    .await;
+    hops.iter().for_each(tokio::task::JoinHandle::abort);
+    result
+}
+
+/// A record sent through the broker before its clock starts.
+fn warm_up_record() -> [Signed; 1] {
+    [("warm-up".to_string(), br#"{"event_id":"warm-up"}"#.to_vec(), None)]
+}
+
+/// One hop of the broker chain: every record of `from` produced again to `to` under its key,
+/// batch by batch as a stage does (what arrives within the stages' linger of the batch's
+/// first record, up to [`MATCH_BATCH_MAX`]; all sent, then all acknowledged), with no
+/// decoding and no database. Runs until aborted.
+async fn forward(cfg: KafkaConfig, group: String, from: String, to: String) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = cfg.consumer(&group)?;
+    consumer.subscribe(&[&from])?;
+    let producer = cfg.producer()?;
+    loop {
+        let mut batch = vec![consumer.recv().await?.detach()];
+        let deadline = tokio::time::Instant::now() + cfg.batch_linger;
+        while batch.len() < MATCH_BATCH_MAX {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(msg) => batch.push(msg?.detach()),
+                Err(_) => break,
+            }
+        }
+        let mut acks = Vec::with_capacity(batch.len());
+        for m in &batch {
+            let record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&to).key(m.key().unwrap_or_default()).payload(m.payload().unwrap_or_default());
+            acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        }
+        for ack in acks {
+            ack.await?.map_err(|(e, _)| e)?;
+        }
+    }
 }
 
 fn event_id(bytes: &[u8]) -> Option<String> {

@@ -214,7 +214,9 @@ pub const KAFKA_STATS_INTERVAL_MS: u64 = 5_000;
 
 /// Longest a consumer's fetch waits at the broker for data to arrive (librdkafka's default is
 /// 500 ms; a payer is waiting at the till, and an event crosses two topics before its outcome
-/// lands on a third). A broker that has data answers at once either way.
+/// lands on a third). A broker with data for the fetch answers at once (`fetch.min.bytes`
+/// 1). The default of `FACEPAY_KAFKA_FETCH_WAIT_MS`; on tansu 0.6 here, 2 ms instead made
+/// no difference outside the noise (docs/BENCHMARKS.md, session 10).
 pub const KAFKA_FETCH_WAIT_MAX_MS: u64 = 10;
 
 /// How far back (in records) the ledger stage reads a partition again when the broker skipped

@@ -66,6 +66,11 @@ pub struct KafkaConfig {
     pub batch_max: usize,
     /// How long the ledger waits for a batch to fill once it has one command.
     pub batch_linger: Duration,
+    /// `FACEPAY_KAFKA_FETCH_WAIT_MS`, default [`KAFKA_FETCH_WAIT_MAX_MS`]: longest a
+    /// consumer's fetch waits at the broker for data. On a broker that holds a fetch open
+    /// until the wait ends, each topic an event crosses can cost up to this much; lower it
+    /// for latency there, at the price of more fetch requests on the broker.
+    pub fetch_wait: Duration,
     /// `FACEPAY_KAFKA_SEND_TIMEOUT_MS`: how long a produce may take, retries included.
     pub send_timeout: Duration,
     /// `FACEPAY_OUTBOX_LEASE_MS`: the outbox relay's lease; at least twice the send timeout
@@ -89,6 +94,7 @@ impl KafkaConfig {
             partitions: KAFKA_PARTITIONS_DEFAULT,
             batch_max: LEDGER_BATCH_MAX,
             batch_linger: Duration::from_millis(LEDGER_BATCH_LINGER_MS),
+            fetch_wait: Duration::from_millis(KAFKA_FETCH_WAIT_MAX_MS),
             send_timeout: Duration::from_millis(KAFKA_SEND_TIMEOUT_MS),
             outbox_lease: Duration::from_millis(OUTBOX_LEASE_MS),
             instance_id: None,
@@ -128,6 +134,9 @@ impl KafkaConfig {
         }
         if let Some(v) = var("FACEPAY_LEDGER_BATCH_MAX").and_then(|v| v.parse().ok()) {
             c.batch_max = v;
+        }
+        if let Some(v) = var("FACEPAY_KAFKA_FETCH_WAIT_MS").and_then(|v| v.parse().ok()) {
+            c.fetch_wait = Duration::from_millis(v);
         }
         if let Some(v) = var("FACEPAY_KAFKA_SEND_TIMEOUT_MS").and_then(|v| v.parse().ok()) {
             c.send_timeout = Duration::from_millis(v);
@@ -170,7 +179,7 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            .set("fetch.wait.max.ms", KAFKA_FETCH_WAIT_MAX_MS.to_string());
+            .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string());
         if let Some(id) = &self.instance_id {
             c.set("group.instance.id", format!("{id}-{group}"));
         }
@@ -1161,6 +1170,17 @@ pub fn read_partitions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every consumer takes its fetch wait from the configuration (`FACEPAY_KAFKA_FETCH_WAIT_MS`),
+    /// not librdkafka's 500 ms default.
+    #[test]
+    fn consumers_wait_for_a_fetch_as_configured() {
+        let mut cfg = KafkaConfig::new("127.0.0.1:9092");
+        let wait = |cfg: &KafkaConfig| cfg.consumer_config("g").get("fetch.wait.max.ms").map(str::to_string);
+        assert_eq!(wait(&cfg), Some(KAFKA_FETCH_WAIT_MAX_MS.to_string()));
+        cfg.fetch_wait = Duration::from_millis(3);
+        assert_eq!(wait(&cfg), Some("3".to_string()));
+    }
 
     /// Bytes on the match-partials topic that are not a gather message are not dropped: they
     /// go on to the ledger as a rejection with their reason, place and raw bytes.
