@@ -189,13 +189,9 @@ async fn broker_baseline(opts: &PipelineBenchOptions, events: &[Signed]) -> anyh
     let cfg = fresh_config(opts);
     kafka::ensure_topics(&cfg).await?;
     let topic = cfg.topic(DEVICE_EVENTS);
-    let consumer: StreamConsumer = cfg.consumer(&format!("{}-reader", cfg.match_group))?;
-    consumer.subscribe(&[&topic])?;
-    let producer = cfg.producer()?;
-    // One record through first: the consumer group's join (seconds) is not the broker's
-    // throughput (until 2026-11-28 it was inside the clock, lowering this figure).
-    publish(&producer, &topic, &warm_up_record(), None).await?;
-    read_ids(&consumer, 1, Read::Events).await?;
+    // Until 2026-11-28 the clock ran from before the consumer group's join (seconds),
+    // lowering this figure.
+    let (consumer, producer) = warmed_up(&cfg, &topic, &topic).await?;
     let began = Instant::now();
     let (published, read) = tokio::join!(publish(&producer, &topic, events, None), async {
         let mut n = 0;
@@ -372,12 +368,7 @@ async fn broker_chain(
         tokio::spawn(forward(cfg.clone(), format!("{}-hop-2", cfg.match_group), middle, last.clone())),
     ];
     let result = async {
-        let reader: StreamConsumer = cfg.consumer(&format!("{}-reader", cfg.ledger_group))?;
-        reader.subscribe(&[&last])?;
-        let producer = cfg.producer()?;
-        // One record through first, so that the clock starts with every group joined.
-        publish(&producer, &first, &warm_up_record(), None).await?;
-        read_ids(&reader, 1, Read::Events).await?;
+        let (reader, producer) = warmed_up(&cfg, &first, &last).await?;
         let began = Instant::now();
         let (sent_at, arrived) =
             tokio::join!(publish(&producer, &first, events, rate), read_ids(&reader, events.len(), Read::Events));
@@ -390,9 +381,17 @@ async fn broker_chain(
     result
 }
 
-/// A record sent through the broker before its clock starts.
-fn warm_up_record() -> [Signed; 1] {
-    [("warm-up".to_string(), br#"{"event_id":"warm-up"}"#.to_vec(), None)]
+/// A producer, and a reader of `last` that has read back one record sent to `first`: a
+/// broker phase's clock starts once every consumer group on the way has joined (seconds of
+/// start-up, not throughput).
+async fn warmed_up(cfg: &KafkaConfig, first: &str, last: &str) -> anyhow::Result<(StreamConsumer, FutureProducer)> {
+    let reader: StreamConsumer = cfg.consumer(&format!("{}-reader", cfg.ledger_group))?;
+    reader.subscribe(&[last])?;
+    let producer = cfg.producer()?;
+    let record = [("warm-up".to_string(), br#"{"event_id":"warm-up"}"#.to_vec(), None)];
+    publish(&producer, first, &record, None).await?;
+    read_ids(&reader, 1, Read::Events).await?;
+    Ok((reader, producer))
 }
 
 /// One hop of the broker chain: every record of `from` produced again to `to` under its key,
