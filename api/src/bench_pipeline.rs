@@ -311,7 +311,7 @@ async fn warm_up(
 }
 
 /// What [`read_ids`] reads.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Read {
     /// facepay's outcomes and dead letters: JSON, each naming its event in `in_reply_to`.
     Answers,
@@ -395,22 +395,18 @@ async fn warmed_up(cfg: &KafkaConfig, first: &str, last: &str) -> anyhow::Result
 }
 
 /// One hop of the broker chain: every record of `from` produced again to `to` under its key,
-/// batch by batch as a stage does (what arrives within the stages' linger of the batch's
-/// first record, up to [`MATCH_BATCH_MAX`]; all sent, then all acknowledged), with no
-/// decoding and no database. Runs until aborted.
+/// batch by batch as a stage does (the stages' own [`kafka::fill_batch`], up to
+/// [`MATCH_BATCH_MAX`]; all sent, then all acknowledged), with no decoding and no database.
+/// Runs until aborted.
 async fn forward(cfg: KafkaConfig, group: String, from: String, to: String) -> anyhow::Result<()> {
     let consumer: StreamConsumer = cfg.consumer(&group)?;
     consumer.subscribe(&[&from])?;
     let producer = cfg.producer()?;
+    let mut errors = kafka::RecvErrors::default();
     loop {
-        let mut batch = vec![consumer.recv().await?.detach()];
-        let deadline = tokio::time::Instant::now() + cfg.batch_linger;
-        while batch.len() < MATCH_BATCH_MAX {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(msg) => batch.push(msg?.detach()),
-                Err(_) => break,
-            }
-        }
+        let Some(first) = errors.check(consumer.recv().await).await? else { continue };
+        let mut batch = vec![first.detach()];
+        kafka::fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;
         let mut acks = Vec::with_capacity(batch.len());
         for m in &batch {
             let record: FutureRecord<'_, [u8], [u8]> =

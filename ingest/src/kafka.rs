@@ -371,10 +371,12 @@ impl TransportError {
 /// rebalance, a partition end) through `recv`: a stage logs it and goes on, and gives up only
 /// after [`KAFKA_RECV_ERRORS_MAX`] in a row, so the process exits and another takes over.
 #[derive(Default)]
-struct RecvErrors(u32);
+pub struct RecvErrors(u32);
 
 impl RecvErrors {
-    async fn check<M>(&mut self, msg: Result<M, KafkaError>) -> Result<Option<M>, TransportError> {
+    /// `msg` if it is one; `None` after a passing error (logged, counted, paused on); the
+    /// error itself once [`KAFKA_RECV_ERRORS_MAX`] came in a row.
+    pub async fn check<M>(&mut self, msg: Result<M, KafkaError>) -> Result<Option<M>, TransportError> {
         match msg {
             Ok(m) => {
                 self.0 = 0;
@@ -395,7 +397,7 @@ impl RecvErrors {
 /// Adds to `batch`, which holds a batch's first message, what arrives within `linger` of
 /// now, up to `max` messages. The linger runs from the first message, not from each: a
 /// steady stream would otherwise hold a batch open until it is full.
-async fn fill_batch<C: rdkafka::consumer::ConsumerContext + 'static>(
+pub async fn fill_batch<C: rdkafka::consumer::ConsumerContext + 'static>(
     consumer: &StreamConsumer<C>,
     errors: &mut RecvErrors,
     batch: &mut Vec<OwnedMessage>,
