@@ -1,17 +1,17 @@
 //! Admin and finance routes: API keys (create, list, revoke) and the audit log.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use facepay_domain::auth::{KeyId, Role};
-use facepay_domain::limits::{AUDIT_PAGE_MAX, PAGE_LIMIT_DEFAULT};
+use facepay_domain::auth::KeyId;
 use facepay_domain::{FieldError, FieldErrorKind};
 use facepay_ledger::credentials::{AuditEntry, Credential};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{NewKey, Principal};
+use crate::auth::{AdminOnly, Authorized, FinanceOrAdmin, NewKey};
 use crate::error::ApiError;
-use crate::http::{AppState, Page};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::{page_limit, AppState, Page};
 
 /// A key just created: its token is shown here once and never again.
 #[derive(Serialize)]
@@ -23,27 +23,27 @@ pub struct CreatedKey {
 /// `POST /v1/keys` (admin): 201 with the token, 422 when the scope contradicts the registry.
 pub async fn create_key(
     State(st): State<AppState>,
-    p: Principal,
-    Json(spec): Json<NewKey>,
+    p: Authorized<AdminOnly>,
+    ApiJson(spec): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    p.require(&[Role::Admin])?;
     let (key, token) = st.auth.create_key(spec, &p.actor()).await?;
     Ok((StatusCode::CREATED, Json(CreatedKey { key, token })))
 }
 
 /// `GET /v1/keys` (admin): every key, newest first, never a secret or a hash.
-pub async fn list_keys(State(st): State<AppState>, p: Principal) -> Result<Json<Page<Credential>>, ApiError> {
-    p.require(&[Role::Admin])?;
+pub async fn list_keys(
+    State(st): State<AppState>,
+    _: Authorized<AdminOnly>,
+) -> Result<Json<Page<Credential>>, ApiError> {
     Ok(Json(Page { items: st.store.key_list().await?, next_cursor: None }))
 }
 
 /// `DELETE /v1/keys/{key_id}` (admin): 204, or 404 when no live key has that id.
 pub async fn revoke_key(
     State(st): State<AppState>,
-    p: Principal,
-    Path(key_id): Path<String>,
+    p: Authorized<AdminOnly>,
+    ApiPath(key_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    p.require(&[Role::Admin])?;
     let key_id = KeyId::parse(key_id).map_err(|e| FieldError::new("key_id", e.kind, e.message))?;
     match st.auth.revoke(&key_id, &p.actor()).await? {
         true => {
@@ -51,7 +51,7 @@ pub async fn revoke_key(
             st.registry.write().unwrap_or_else(|e| e.into_inner()).device_keys.remove(&key_id);
             Ok(StatusCode::NO_CONTENT)
         }
-        false => Err(ApiError::NotFound("key")),
+        false => Err(ApiError::NotFound),
     }
 }
 
@@ -65,13 +65,12 @@ pub struct AuditQuery {
 /// `GET /v1/audit` (admin, finance): admin and finance actions, newest first.
 pub async fn audit(
     State(st): State<AppState>,
-    p: Principal,
-    Query(q): Query<AuditQuery>,
+    _: Authorized<FinanceOrAdmin>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Page<AuditEntry>>, ApiError> {
-    p.require(&[Role::Admin, Role::Finance])?;
     let bad = || FieldError::new("cursor", FieldErrorKind::Invalid, "a cursor from next_cursor");
-    let before = q.cursor.map(|c| c.parse::<i64>().map_err(|_| bad())).transpose()?;
-    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT).clamp(1, AUDIT_PAGE_MAX);
+    let before = q.cursor.map(|c| c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(bad)).transpose()?;
+    let limit = page_limit(q.limit)?;
     let items = st.store.audit_list(before, limit).await?;
     let next_cursor = (items.len() == limit as usize).then(|| items.last().map(|e| e.seq.to_string())).flatten();
     Ok(Json(Page { items, next_cursor }))

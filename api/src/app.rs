@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use facepay_domain::auth::Pepper;
 use facepay_domain::limits::{KEY_PEPPER_BYTES_MIN, SWEEP_INTERVAL_MS};
+use facepay_domain::time::SharedClock;
 use facepay_ingest::authenticity::DeviceVerifier;
 
 use crate::auth::Auth;
@@ -215,6 +216,8 @@ pub struct App {
     pub sweeper: Option<SweeperTask>,
     /// Order lookups of the API, read together (one reader per app).
     pub orders: facepay_ledger::lookup::OrderLookup,
+    /// The platform's clock (the system's, or a simulation's).
+    pub clock: SharedClock,
 }
 
 /// The periodic sweeper of an [`App`]: stopped when the app is dropped.
@@ -247,14 +250,15 @@ impl App {
             Some(faces) => faces.load().await?,
             None => Gallery::new(),
         };
-        let verifier = config.verifier.clone();
+        let (verifier, clock) = (config.verifier.clone(), config.clock.clone());
         let auth = Arc::new(Auth::new(store.clone(), verifier.pepper().clone()));
         tokio::spawn(refresh_registry(std::sync::Arc::downgrade(&registry), store.clone()));
         // The sweeper decides through the same ledger (and its cache) as the ledger stage.
-        let sweeper = SweeperTask::start(Sweeper::new(ledger.clone(), Delivery::default()), config.sweep_interval);
+        let sweeper = Sweeper::new(ledger.clone(), Delivery::default(), clock.clone());
+        let sweeper = SweeperTask::start(sweeper, config.sweep_interval);
         let pipeline = Pipeline::start(ledger.clone(), registry.clone(), gallery, config);
         let orders = facepay_ledger::lookup::OrderLookup::spawn(store.clone());
-        Ok(Self { store, ledger, registry, pipeline, auth, verifier, sweeper, orders })
+        Ok(Self { store, ledger, registry, pipeline, auth, verifier, sweeper, orders, clock })
     }
 
     /// The HTTP state over this app's store, registry and pipeline input.
@@ -266,6 +270,7 @@ impl App {
             auth: self.auth.clone(),
             verifier: self.verifier.clone(),
             orders: self.orders.clone(),
+            clock: self.clock.clone(),
         })
     }
 }
@@ -287,9 +292,11 @@ async fn refresh_registry(
     }
 }
 
-/// Serves the API on `listener` until the process is stopped.
+/// Serves the API on `listener` until the process is stopped (each request knows its
+/// source address: the throttle of failed authentication is per address).
 pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! handler says which roles it serves and whose data the principal may see.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,9 +17,11 @@ use axum::http::request::Parts;
 use chrono::Utc;
 use facepay_domain::auth::{device_secret, secret_hash, secret_matches, ApiToken, KeyId, Pepper, Role, SecretBytes};
 use facepay_domain::limits::{
-    API_KEY_SECRET_BYTES, API_KEY_TTL_DAYS_DEFAULT, API_KEY_TTL_DAYS_MAX, KEY_CACHE_MAX, KEY_CACHE_TTL_MS,
+    API_KEY_SECRET_BYTES, API_KEY_TTL_DAYS_DEFAULT, API_KEY_TTL_DAYS_MAX, AUTH_FAILURES_PER_ADDR_BURST,
+    AUTH_FAILURES_PER_ADDR_PER_SEC, KEY_CACHE_MAX, KEY_CACHE_TTL_MS, KEY_LABEL_LEN_MAX, RATE_LIMITER_KEYS_MAX,
     RATE_LIMIT_BURST, RATE_LIMIT_PER_SEC,
 };
+use facepay_domain::rate::RateLimiter;
 use facepay_domain::{DeviceId, MerchantId, PayerId, StoreId};
 use facepay_ledger::credentials::{AuditEntry, Credential};
 use facepay_ledger::{LedgerStore, StoreError};
@@ -53,7 +56,7 @@ impl Principal {
         match self.role {
             Role::Finance | Role::Admin => Ok(()),
             Role::Merchant | Role::Device if self.merchant_id.as_ref() == Some(merchant) => Ok(()),
-            Role::Merchant | Role::Device => Err(ApiError::NotFound("resource")),
+            Role::Merchant | Role::Device => Err(ApiError::NotFound),
         }
     }
 
@@ -61,7 +64,7 @@ impl Principal {
     /// device key sees its store only).
     pub fn sees_store(&self, store: &StoreId) -> Result<(), ApiError> {
         match &self.store_id {
-            Some(own) if own != store => Err(ApiError::NotFound("resource")),
+            Some(own) if own != store => Err(ApiError::NotFound),
             _ => Ok(()),
         }
     }
@@ -139,72 +142,59 @@ impl From<KeyError> for ApiError {
     }
 }
 
-/// A token bucket per key, in thousandths of a request.
-struct Buckets {
-    per_sec: u64,
-    burst: u64,
-    by_key: HashMap<KeyId, (u64, Instant)>,
-}
-
-impl Buckets {
-    /// Takes one request from `key`'s bucket, or says how many seconds until one is there.
-    fn take(&mut self, key: &KeyId, now: Instant) -> Result<(), u64> {
-        if self.by_key.len() >= KEY_CACHE_MAX && !self.by_key.contains_key(key) {
-            self.by_key.clear();
-        }
-        let (per_sec, full) = (self.per_sec.max(1) * 1000, self.burst.max(1) * 1000);
-        let (tokens, at) = self.by_key.entry(key.clone()).or_insert((full, now));
-        let refill = now.saturating_duration_since(*at).as_millis() as u64 * per_sec / 1000;
-        *tokens = (*tokens + refill).min(full);
-        *at = now;
-        if *tokens >= 1000 {
-            *tokens -= 1000;
-            return Ok(());
-        }
-        Err(((1000 - *tokens) / per_sec + 1).max(1))
-    }
-}
-
 /// Authentication for the API. One per process, shared by every request.
 pub struct Auth {
     pepper: Pepper,
     store: Arc<dyn LedgerStore>,
     cache: Mutex<HashMap<KeyId, (Instant, Credential)>>,
-    buckets: Mutex<Buckets>,
+    /// Each key's request budget.
+    per_key: RateLimiter<KeyId>,
+    /// Each source address's budget of failed authentications (see [`throttle`]).
+    failures: RateLimiter<IpAddr>,
     cursor_key: SecretBytes,
 }
 
 impl Auth {
     pub fn new(store: Arc<dyn LedgerStore>, pepper: Pepper) -> Self {
         let cursor_key = device_secret(&pepper, &KeyId::platform());
-        let buckets =
-            Buckets { per_sec: RATE_LIMIT_PER_SEC.into(), burst: RATE_LIMIT_BURST.into(), by_key: HashMap::new() };
-        Self { pepper, store, cache: Mutex::new(HashMap::new()), buckets: Mutex::new(buckets), cursor_key }
+        let per_key = RateLimiter::new(RATE_LIMIT_PER_SEC, RATE_LIMIT_BURST, KEY_CACHE_MAX);
+        let failures =
+            RateLimiter::new(AUTH_FAILURES_PER_ADDR_PER_SEC, AUTH_FAILURES_PER_ADDR_BURST, RATE_LIMITER_KEYS_MAX);
+        Self { pepper, store, cache: Mutex::new(HashMap::new()), per_key, failures, cursor_key }
     }
 
     /// The same, with another rate limit per key (tests, or a deployment's own figure).
-    pub fn with_rate_limit(self, per_sec: u32, burst: u32) -> Self {
-        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        b.per_sec = per_sec.into();
-        b.burst = burst.into();
-        drop(b);
+    pub fn with_rate_limit(mut self, per_sec: u32, burst: u32) -> Self {
+        self.per_key = RateLimiter::new(per_sec, burst, KEY_CACHE_MAX);
         self
     }
 
-    /// The principal behind `authorization` (the header's value), rate limit charged.
+    /// The same, with another budget of failed authentications per source address.
+    pub fn with_failure_limit(mut self, per_sec: u32, burst: u32) -> Self {
+        self.failures = RateLimiter::new(per_sec, burst, RATE_LIMITER_KEYS_MAX);
+        self
+    }
+
+    /// The principal behind `authorization` (the header's value), rate limit charged. Every
+    /// failure is the same [`ApiError::Unauthenticated`]: no key, a malformed one, an unknown
+    /// id, a wrong secret, a revoked or expired key (the reason is logged, not answered).
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
-        let raw = authorization.ok_or(ApiError::Unauthorized("an API key is required (Authorization: Bearer)"))?;
-        let token = raw.strip_prefix("Bearer ").ok_or(ApiError::Unauthorized("use Authorization: Bearer <key>"))?;
-        let token = ApiToken::parse(token.trim()).map_err(|_| ApiError::Unauthorized("not a facepay key"))?;
-        let key = self.credential(&token.key_id).await?.ok_or(ApiError::Unauthorized("unknown key"))?;
+        let failed = |reason: &'static str| {
+            tracing::debug!(reason, "authentication failed");
+            ApiError::Unauthenticated
+        };
+        let raw = authorization.ok_or_else(|| failed("no Authorization header"))?;
+        let token = raw.strip_prefix("Bearer ").ok_or_else(|| failed("not a Bearer token"))?;
+        let token = ApiToken::parse(token.trim()).map_err(|_| failed("not a facepay key"))?;
+        let key = self.credential(&token.key_id).await?.ok_or_else(|| failed("unknown key id"))?;
         let stored = hex::decode(&key.secret_hash).unwrap_or_default();
         if !secret_matches(&self.pepper, &token.secret, &stored) {
-            return Err(ApiError::Unauthorized("unknown key"));
+            return Err(failed("wrong secret"));
         }
         if !key.live_at(Utc::now()) {
-            return Err(ApiError::Unauthorized("the key is revoked or expired"));
+            return Err(failed("revoked or expired"));
         }
-        let taken = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).take(&key.key_id, Instant::now());
+        let taken = self.per_key.take(&key.key_id, Instant::now());
         taken.map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
         Ok(Principal {
             key_id: key.key_id,
@@ -326,10 +316,15 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A key's scope must match its role and the registry.
+/// A key's scope must match its role and the registry; its label is short.
 fn check_scope(spec: &NewKey, registry: &facepay_ledger::store::Registry) -> Result<(), KeyError> {
     let refuse = |m: &str| Err(KeyError::Refused(m.to_string()));
+    if spec.label.chars().count() > KEY_LABEL_LEN_MAX {
+        return refuse("a label is at most 200 characters");
+    }
     let merchant_known = spec.merchant_id.as_ref().is_some_and(|m| registry.merchants.contains_key(m));
+    let store_known =
+        |m: &MerchantId, s: &StoreId| registry.devices.values().any(|d| d.merchant_id == *m && d.store_id == *s);
     match spec.role {
         Role::Admin | Role::Finance
             if spec.merchant_id.is_some() || spec.store_id.is_some() || spec.device_id.is_some() =>
@@ -339,7 +334,10 @@ fn check_scope(spec: &NewKey, registry: &facepay_ledger::store::Registry) -> Res
         Role::Admin | Role::Finance => Ok(()),
         Role::Merchant if !merchant_known => refuse("a merchant key needs a registered merchant_id"),
         Role::Merchant if spec.device_id.is_some() => refuse("a merchant key is not scoped to a device"),
-        Role::Merchant => Ok(()),
+        Role::Merchant => match (&spec.merchant_id, &spec.store_id) {
+            (Some(m), Some(s)) if !store_known(m, s) => refuse("a store key needs a store of the merchant's"),
+            _ => Ok(()),
+        },
         Role::Device => {
             let bound = spec.device_id.as_ref().and_then(|d| registry.devices.get(d));
             match bound {
@@ -353,6 +351,86 @@ fn check_scope(spec: &NewKey, registry: &facepay_ledger::store::Registry) -> Res
                 None => refuse("a device key needs a registered device_id with its merchant_id and store_id"),
             }
         }
+    }
+}
+
+/// The source address of a request (from the connection; unspecified when the server was
+/// not given it, as in tests that call the router directly).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The throttle of failed authentication, before anything else: a source address whose
+/// budget of failures ([`AUTH_FAILURES_PER_ADDR_PER_SEC`]) is spent is answered 429 with
+/// `Retry-After` and nothing is done; every 401 answered spends one, and is counted
+/// (`facepay_unauthenticated_total{source="http"}`). Nothing an unauthenticated caller
+/// sends is written anywhere.
+pub async fn throttle(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let addr = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    if let Err(retry_after_secs) = st.auth.failures.has_room(&addr, Instant::now()) {
+        facepay_ingest::metrics::METRICS.unauthenticated("http_throttled");
+        return ApiError::RateLimited { retry_after_secs }.into_response();
+    }
+    req.extensions_mut().insert(ClientAddr(addr));
+    let resp = next.run(req).await;
+    if resp.status() == axum::http::StatusCode::UNAUTHORIZED {
+        facepay_ingest::metrics::METRICS.unauthenticated("http");
+        let _ = st.auth.failures.take(&addr, Instant::now());
+    }
+    resp
+}
+
+/// Roles a route serves, for [`Authorized`].
+pub trait Roles {
+    const ROLES: &'static [Role];
+}
+
+macro_rules! roles {
+    ($($name:ident => [$($role:ident),+]),* $(,)?) => {
+        $(
+            #[doc = concat!("The roles of a route: ", $(stringify!($role), " "),+)]
+            pub struct $name;
+            impl Roles for $name {
+                const ROLES: &'static [Role] = &[$(Role::$role),+];
+            }
+        )*
+    };
+}
+
+roles! {
+    AdminOnly => [Admin],
+    FinanceOnly => [Finance],
+    FinanceOrAdmin => [Finance, Admin],
+    MerchantOrFinance => [Merchant, Finance],
+    OrderReaders => [Merchant, Device, Finance],
+}
+
+/// A principal of one of `R`'s roles: authenticated and its role checked before any other
+/// extractor runs (a route's query, path and body are read only for a caller it serves, so
+/// a wrong role is a 403 whatever it sent).
+pub struct Authorized<R>(pub Principal, std::marker::PhantomData<R>);
+
+impl<R> std::ops::Deref for Authorized<R> {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl<R: Roles> FromRequestParts<AppState> for Authorized<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        principal.require(R::ROLES)?;
+        Ok(Authorized(principal, std::marker::PhantomData))
     }
 }
 

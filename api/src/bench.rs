@@ -137,7 +137,8 @@ fn commands(opts: &BenchOptions, start: DateTime<Utc>) -> Vec<Command> {
     (0..opts.payments)
         .map(|i| Command {
             event_id: Uuid::from_u128(0xbe7c_0000_0000_0000_0000_0000_0000_0000 | i as u128),
-            occurred_at: start + ChronoDuration::milliseconds(i as i64),
+            accepted_at: start + ChronoDuration::milliseconds(i as i64),
+            claimed_at: None,
             request_id: None,
             device: Some(device.clone()),
             kind: CommandKind::Pay {
@@ -214,7 +215,8 @@ async fn round_in(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<
     let funding: Vec<Command> = (0..opts.payers)
         .map(|p| Command {
             event_id: Uuid::from_u128(0xf00d_0000_0000_0000_0000_0000_0000_0000 | p as u128),
-            occurred_at: start,
+            accepted_at: start,
+            claimed_at: None,
             request_id: None,
             device: None,
             kind: CommandKind::Fund {

@@ -27,7 +27,7 @@ use serde::Serialize;
 use sqlx::Connection;
 use tokio::sync::mpsc;
 
-use crate::demo::{fleet_devices, send_fleet, DemoOptions};
+use crate::demo::{fleet_devices, send_fleet, DemoOptions, FleetTime};
 use crate::fleet_keys::FleetSigner;
 use facepay_domain::auth::SIGNATURE_HEADER;
 use facepay_ingest::authenticity::DeviceVerifier;
@@ -125,7 +125,7 @@ async fn fleet_events(fleet: &DemoOptions) -> anyhow::Result<(Vec<Signed>, Fleet
     let (tx, mut rx) = mpsc::channel(facepay_domain::limits::STAGE_CHANNEL_CAPACITY);
     let (fleet2, signer) = (fleet.clone(), FleetSigner::new(&fleet.pepper, &fleet_devices(fleet))?);
     let signer2 = signer.clone();
-    let sender = tokio::spawn(async move { send_fleet(&fleet2, signer2, tx).await });
+    let sender = tokio::spawn(async move { send_fleet(&fleet2, signer2, tx, FleetTime::Live).await });
     let mut out = Vec::new();
     while let Some(item) = rx.recv().await {
         let (bytes, signature) = match item {

@@ -332,7 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = facepay_ingest::kafka::KafkaConfig::from_env(brokers.as_str());
             let store = open_store(&config.database_url).await?;
             let fleet = fleet.options(&config, false);
-            let opts = crate::simulate::SimulateOptions { fleet, rate_per_s: rate };
+            let opts = crate::simulate::SimulateOptions { fleet, rate_per_s: rate, time: crate::demo::FleetTime::Live };
             let report = crate::simulate::kafka(&opts, &cfg, store.as_ref()).await?;
             match json {
                 true => println!("{}", serde_json::to_string(&report)?),

@@ -9,9 +9,11 @@ use std::time::Instant;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use facepay_domain::event::{
     AccountFrozen, AccountFunded, FaceCaptured, FaceEnrolled, MemberCardOpened, MerchantFeeRateChanged,
-    MerchantLimitChanged, PayScoreOrderCancelled, PayScoreOrderCompleted, PayScoreOrderCreated, PaymentQuery,
-    PaymentRequested, RefundRequested, ReverseRequested,
+    MerchantLimitChanged, PayScoreAuthorised, PayScoreOrderCancelled, PayScoreOrderCompleted, PayScoreOrderCreated,
+    PaymentQuery, PaymentRequested, RefundRequested, ReverseRequested,
 };
+use facepay_domain::limits::SWEEP_INTERVAL_MS;
+use facepay_domain::time::{Clock, ManualClock};
 use facepay_domain::{
     CardChannel, CardCode, DeviceId, DeviceRef, Envelope, EventBody, FaceCode, MerchantId, Money, OrderStatus, Origin,
     OutOrderNo, OutRefundNo, OutTradeNo, OutcomeBody, PayerId, PhoneLast4, Score, StoreId,
@@ -28,7 +30,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::app::{open_store, sqlite_url, App, Secret};
+use crate::app::{open_store, sqlite_url, App, Secret, SweeperTask};
 use crate::fleet_keys::FleetSigner;
 use facepay_domain::auth::Pepper;
 use facepay_ingest::authenticity::DeviceVerifier;
@@ -165,10 +167,12 @@ pub struct LifecycleCounts {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct HoldCounts {
     pub sent: u64,
+    /// Payers who authorised a merchant's Pay Score by face.
+    pub authorised: u64,
     pub created: u64,
     pub completed: u64,
     pub cancelled: u64,
-    /// Holds left open that the ledger's clock expired 30 days (event time) after creation,
+    /// Holds left open that the ledger's clock expired 30 days (platform time) after creation,
     /// giving the held money back.
     pub expired: u64,
     pub refused: BTreeMap<String, u64>,
@@ -206,12 +210,23 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoSummary, App)> {
     }
     let signer = FleetSigner::enrol(store.as_ref(), &opts.pepper, &world.devices).await?;
     let verifier = Arc::new(DeviceVerifier::new(opts.pepper.clone()));
-    let mut app = App::start(store, PipelineConfig { verifier, ..PipelineConfig::default() }).await?;
+    // The simulated day runs on a clock the demo drives, one step per event: the platform
+    // accepts each event at the simulated moment it was sent. The ledger's clock sweeps once
+    // the day is over (below), so the counts do not depend on when a periodic sweep ran.
+    let clock = ManualClock::starting_at(world.start);
+    let config = PipelineConfig {
+        verifier,
+        clock: clock.shared(),
+        sweep_interval: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let mut app = App::start(store, config).await?;
     let input = app.pipeline.input.clone();
     let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, mpsc::channel(1).1);
     let (sent_tx, mut sent_rx) = tokio::sync::oneshot::channel();
+    let time = FleetTime::Driven(clock.clone());
     let producer = tokio::spawn(async move {
-        let sent = world.send_all(input, signer).await;
+        let sent = world.send_all(input, signer, time).await;
         let _ = sent_tx.send(sent.as_ref().map(|s| s.total).unwrap_or(0));
         sent
     });
@@ -234,15 +249,19 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoSummary, App)> {
     bar.finish_and_clear();
     let sent = producer.await??;
     app.pipeline.outcomes = outcomes;
-    // The ledger's clock brought up to the last event: what the periodic sweep had not
-    // reached yet is swept now, so the summary does not depend on when it last ran.
-    Sweeper::new(app.ledger.clone(), Delivery::default()).sweep_all().await?;
+    // The ledger's clock brought up to the simulation's last moment.
+    let sweeper = Sweeper::new(app.ledger.clone(), Delivery::default(), app.clock.clone());
+    sweeper.sweep_all().await?;
     let reconciliation = match opts.reconcile {
         true => Some(crate::reconcile::demo(&app.store, &opts.data_dir).await?),
         false => None,
     };
     let mut summary = summarise(opts, &app, tally, sent, db, started).await?;
     summary.reconciliation = reconciliation;
+    // The simulated day is over: from here the platform's clock is the system's (`--serve`
+    // takes live requests), and the ledger's clock sweeps periodically.
+    clock.release();
+    app.sweeper = SweeperTask::start(sweeper, std::time::Duration::from_millis(SWEEP_INTERVAL_MS));
     Ok((summary, app))
 }
 
@@ -263,6 +282,9 @@ fn progress_bar(opts: &DemoOptions) -> ProgressBar {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SentCounts {
     pub total: u64,
+    /// Events the fleet could not sign (garbage, a device it does not have): refused before
+    /// authentication, kept and answered nowhere (but the in-process bus's `unauthenticated`).
+    pub unsigned: u64,
     pub retries: u64,
     pub queries: u64,
     pub bad: u64,
@@ -314,30 +336,73 @@ struct Last {
     order: Option<(DeviceRef, OutTradeNo, Money)>,
 }
 
+/// Whose time a fleet's events carry.
+#[derive(Debug, Clone)]
+pub enum FleetTime {
+    /// A simulated day (the demo): each event a step after the last, and the platform's clock
+    /// driven along with it, so the platform accepts each at its simulated moment.
+    Driven(ManualClock),
+    /// The present (events for a running `facepay serve`): each event is sent now.
+    Live,
+}
+
 struct Sender {
     input: mpsc::Sender<Inbound>,
     signer: FleetSigner,
     counts: SentCounts,
-    clock: DateTime<Utc>,
+    time: FleetTime,
+    /// The simulated moment of the last event (driven time only).
+    sim: DateTime<Utc>,
     step: ChronoDuration,
     rng: ChaCha8Rng,
 }
 
 impl Sender {
-    async fn send(&mut self, origin: Origin, body: EventBody) -> anyhow::Result<()> {
-        let event_id = Uuid::from_u128(self.rng.random());
-        self.clock += self.step;
-        let env = Envelope::new(event_id, self.clock, origin, body);
-        self.raw(env.to_json()).await
+    /// The moment of the next event: a step later on a driven clock (which moves with it),
+    /// now on a live one.
+    fn tick(&mut self) -> DateTime<Utc> {
+        match &self.time {
+            FleetTime::Driven(clock) => {
+                self.sim += self.step;
+                clock.advance_to(self.sim);
+                clock.now()
+            }
+            FleetTime::Live => Utc::now(),
+        }
     }
 
-    async fn raw(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+    /// Lets `gap` of simulated time pass (nothing on a live clock).
+    fn skip(&mut self, gap: ChronoDuration) {
+        self.sim += gap;
+    }
+
+    async fn send(&mut self, origin: Origin, body: EventBody) -> anyhow::Result<()> {
+        let event_id = Uuid::from_u128(self.rng.random());
+        let at = self.tick();
+        let env = Envelope::new(event_id, at, origin, body);
+        self.raw(env.to_json(), at).await
+    }
+
+    /// Sends `bytes` as sent at `at`: signed then by its device (or the platform), and taken
+    /// in by the bus at the platform's `at`.
+    async fn raw(&mut self, bytes: Vec<u8>, at: DateTime<Utc>) -> anyhow::Result<()> {
         self.counts.total += 1;
-        let signature = self.signer.sign(&bytes);
+        let signature = self.signer.sign_at(&bytes, at.timestamp());
+        self.counts.unsigned += u64::from(signature.is_none());
         self.input
-            .send(Inbound::Raw { bytes, source: "bus", signature })
+            .send(Inbound::Raw { bytes, source: "bus", signature, accepted_at: at })
             .await
             .map_err(|_| anyhow::anyhow!("pipeline closed"))
+    }
+
+    /// A capture of payer `i`'s face at `device` under `code` (sent), for what it authorises.
+    async fn capture(&mut self, world: &World, device: &DeviceRef, i: usize, code: u64) -> anyhow::Result<FaceCode> {
+        let face_code = FaceCode::parse(format!("{code:018}")).expect("18 digits");
+        let embedding = world.faces.capture(i, &mut self.rng);
+        let liveness = Score::try_from(0.97).expect("in range");
+        let body = FaceCaptured { face_code: face_code.clone(), embedding, liveness, phone_last4: None };
+        self.send(Origin::Device(device.clone()), EventBody::FaceCaptured(body)).await?;
+        Ok(face_code)
     }
 }
 
@@ -376,12 +441,18 @@ impl World {
         }
     }
 
-    async fn send_all(self, input: mpsc::Sender<Inbound>, signer: FleetSigner) -> anyhow::Result<SentCounts> {
+    async fn send_all(
+        self,
+        input: mpsc::Sender<Inbound>,
+        signer: FleetSigner,
+        time: FleetTime,
+    ) -> anyhow::Result<SentCounts> {
         // Two simulated days of trade, so the daily caps turn over once.
         let events_estimate = (self.payers.len() * 3 + self.payments * 2).max(1) as i64;
         let step = ChronoDuration::milliseconds((2 * 86_400_000 / events_estimate).max(1));
         let rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed);
-        let mut tx = Sender { input, signer, counts: SentCounts::default(), clock: self.start, step, rng };
+        let counts = SentCounts::default();
+        let mut tx = Sender { input, signer, counts, time, sim: self.start, step, rng };
         let members = self.setup(&mut tx).await?;
         let mut last = Last::default();
         let mut orders = Vec::with_capacity(self.payments);
@@ -427,43 +498,57 @@ impl World {
             }
         }
         for k in 0..n {
-            let device = self.devices[tx.rng.random_range(0..self.devices.len())].clone();
-            let out_order_no = OutOrderNo::parse(format!("PS-{k:06}")).expect("id");
-            let payer_id = self.payers[tx.rng.random_range(0..self.payers.len())].clone();
-            let hold_fen = tx.rng.random_range(5_000..20_000);
-            let origin = Origin::Device(device);
-            let create =
-                PayScoreOrderCreated { out_order_no: out_order_no.clone(), payer_id, hold_amount: money(hold_fen) };
-            tx.counts.holds += 1;
-            tx.send(origin.clone(), EventBody::PayScoreOrderCreated(create)).await?;
-            let complete =
-                |total| PayScoreOrderCompleted { out_order_no: out_order_no.clone(), total_amount: money(total) };
-            let cancel = PayScoreOrderCancelled { out_order_no: out_order_no.clone() };
-            let ops: Vec<EventBody> = match tx.rng.random_range(0..10) {
-                // Left open: the ledger's clock expires it a month later.
-                0 => vec![],
-                1..=5 => vec![EventBody::PayScoreOrderCompleted(complete(tx.rng.random_range(1..hold_fen)))],
-                6 | 7 => vec![
-                    EventBody::PayScoreOrderCancelled(cancel.clone()),
-                    EventBody::PayScoreOrderCompleted(complete(100)),
-                ],
-                8 => vec![EventBody::PayScoreOrderCompleted(complete(hold_fen + 1))],
-                _ => vec![
-                    EventBody::PayScoreOrderCompleted(complete(hold_fen)),
-                    EventBody::PayScoreOrderCancelled(cancel),
-                ],
-            };
-            for body in ops {
-                tx.counts.holds += 1;
-                tx.send(origin.clone(), body).await?;
-            }
+            self.pay_score_order(tx, k).await?;
         }
         // A month later a payer tops up: the ledger's clock moves past the open holds' 30
         // days, and the sweeper expires them (and revokes every order left unpaid).
-        tx.clock += ChronoDuration::days(31);
+        tx.skip(ChronoDuration::days(31));
         let payer_id = self.payers[tx.rng.random_range(0..self.payers.len())].clone();
         let top_up = AccountFunded { payer_id, amount: money(10_000) };
         tx.send(Origin::Platform, EventBody::AccountFunded(top_up)).await
+    }
+
+    /// One Pay Score order of a payer at a device, authorised by face: four payers in five
+    /// have authorised the merchant's Pay Score by face first (the rest are refused
+    /// `PAY_SCORE_NOT_AUTHORISED`); then the order is created by a new capture and
+    /// completed, cancelled, left open (the ledger's clock expires it a month later), or
+    /// ended wrongly.
+    async fn pay_score_order(&self, tx: &mut Sender, k: usize) -> anyhow::Result<()> {
+        let device = self.devices[tx.rng.random_range(0..self.devices.len())].clone();
+        let out_order_no = OutOrderNo::parse(format!("PS-{k:06}")).expect("id");
+        let payer = tx.rng.random_range(0..self.payers.len());
+        let hold_fen = tx.rng.random_range(5_000..20_000);
+        let origin = Origin::Device(device.clone());
+        let code = 300_000_000_000_000_000_u64 + 2 * k as u64;
+        if tx.rng.random_bool(0.8) {
+            let face_code = tx.capture(self, &device, payer, code).await?;
+            tx.counts.holds += 1;
+            tx.send(origin.clone(), EventBody::PayScoreAuthorised(PayScoreAuthorised { face_code })).await?;
+        }
+        let face_code = tx.capture(self, &device, payer, code + 1).await?;
+        let create =
+            PayScoreOrderCreated { out_order_no: out_order_no.clone(), face_code, hold_amount: money(hold_fen) };
+        tx.counts.holds += 1;
+        tx.send(origin.clone(), EventBody::PayScoreOrderCreated(create)).await?;
+        let complete =
+            |total| PayScoreOrderCompleted { out_order_no: out_order_no.clone(), total_amount: money(total) };
+        let cancel = PayScoreOrderCancelled { out_order_no: out_order_no.clone() };
+        let ops: Vec<EventBody> = match tx.rng.random_range(0..10) {
+            // Left open: the ledger's clock expires it a month later.
+            0 => vec![],
+            1..=5 => vec![EventBody::PayScoreOrderCompleted(complete(tx.rng.random_range(1..hold_fen)))],
+            6 | 7 => vec![
+                EventBody::PayScoreOrderCancelled(cancel.clone()),
+                EventBody::PayScoreOrderCompleted(complete(100)),
+            ],
+            8 => vec![EventBody::PayScoreOrderCompleted(complete(hold_fen + 1))],
+            _ => vec![EventBody::PayScoreOrderCompleted(complete(hold_fen)), EventBody::PayScoreOrderCancelled(cancel)],
+        };
+        for body in ops {
+            tx.counts.holds += 1;
+            tx.send(origin.clone(), body).await?;
+        }
+        Ok(())
     }
 
     /// Enrols every payer, funds their wallets, freezes a few, raises one merchant's limit
@@ -496,15 +581,17 @@ impl World {
         let body = MerchantLimitChanged { single_limit: money(500_000) };
         tx.send(Origin::Merchant(first.clone()), EventBody::MerchantLimitChanged(body)).await?;
         let mut members: BTreeMap<MerchantId, Vec<usize>> = BTreeMap::new();
-        for (i, payer) in self.payers.iter().enumerate() {
+        for i in 0..self.payers.len() {
             if !tx.rng.random_bool(0.1) {
                 continue;
             }
+            // The payer opens the card by face at one of the merchant's devices.
             let device = self.devices[tx.rng.random_range(0..self.devices.len())].clone();
             let channel = if tx.rng.random_bool(0.5) { CardChannel::CardPackage } else { CardChannel::MiniProgram };
             let card_code = CardCode::parse(format!("C{i:08}")).expect("id");
             members.entry(device.merchant_id.clone()).or_default().push(i);
-            let body = MemberCardOpened { payer_id: payer.clone(), card_code, channel };
+            let face_code = tx.capture(self, &device, i, 200_000_000_000_000_000_u64 + i as u64).await?;
+            let body = MemberCardOpened { face_code, card_code, channel };
             tx.send(Origin::Device(device), EventBody::MemberCardOpened(body)).await?;
         }
         Ok(members)
@@ -522,8 +609,9 @@ impl World {
         let sc = scenario(tx.rng.random::<f64>());
         if sc == Scenario::BadInput {
             tx.counts.bad += 1;
-            let bytes = bad_event(i, &device, &mut tx.rng);
-            return tx.raw(bytes).await;
+            let at = tx.tick();
+            let bytes = bad_event(i, &device, &mut tx.rng, at);
+            return tx.raw(bytes, at).await;
         }
         let (payer, heavy) = self.pick_payer(&mut tx.rng, members.get(&device.merchant_id));
         let mut amount_fen = match (sc, heavy) {
@@ -588,7 +676,7 @@ impl World {
 }
 
 /// A bad event of one of the kinds devices get wrong, in rotation.
-fn bad_event(i: usize, device: &DeviceRef, rng: &mut ChaCha8Rng) -> Vec<u8> {
+fn bad_event(i: usize, device: &DeviceRef, rng: &mut ChaCha8Rng, at: DateTime<Utc>) -> Vec<u8> {
     let pay = PaymentRequested {
         out_trade_no: OutTradeNo::parse(format!("BAD-{i:08}")).expect("id"),
         amount: money(1_000),
@@ -596,7 +684,7 @@ fn bad_event(i: usize, device: &DeviceRef, rng: &mut ChaCha8Rng) -> Vec<u8> {
     };
     let env = Envelope::new(
         Uuid::from_u128(rng.random()),
-        "2026-03-02T00:00:00Z".parse().expect("time"),
+        at,
         Origin::Device(device.clone()),
         EventBody::PaymentRequested(pay),
     );
@@ -660,6 +748,7 @@ impl Tally {
             OutcomeBody::Applied { kind } => match kind.as_str() {
                 "refund_requested" => self.refunds.applied += 1,
                 "reverse_requested" => self.reversals.applied += 1,
+                "pay_score_authorised" => self.holds.authorised += 1,
                 "pay_score_order_created" => self.holds.created += 1,
                 "pay_score_order_completed" => self.holds.completed += 1,
                 "pay_score_order_cancelled" => self.holds.cancelled += 1,
@@ -669,7 +758,7 @@ impl Tally {
                 let map = match kind.as_str() {
                     "refund_requested" => &mut self.refunds.refused,
                     "reverse_requested" => &mut self.reversals.refused,
-                    k if k.starts_with("pay_score_order") => &mut self.holds.refused,
+                    k if k.starts_with("pay_score") => &mut self.holds.refused,
                     _ => {
                         *self.refused.entry(code.clone()).or_default() += 1;
                         return;
@@ -790,8 +879,9 @@ impl DemoSummary {
         );
         let h = &self.holds;
         s += &format!(
-            "Pay Score            {:>8} sent: {} holds, {} completed, {} cancelled, {} expired; refused: {}\n",
+            "Pay Score            {:>8} sent: {} authorised, {} holds, {} completed, {} cancelled, {} expired; refused: {}\n",
             h.sent,
+            h.authorised,
             h.created,
             h.completed,
             h.cancelled,
@@ -821,12 +911,14 @@ pub fn fleet_devices(opts: &DemoOptions) -> Vec<DeviceRef> {
     World::new(opts).devices
 }
 
-/// Sends the demo's events for `opts` into `input`, exactly as the demo does (the same seed,
-/// the same events, in the same order); for `facepay simulate` and the benchmarks.
+/// Sends the demo's events for `opts` into `input`, as the demo does (the same seed, the
+/// same events, in the same order), each at the moment `time` says; for `facepay simulate`
+/// and the benchmarks ([`FleetTime::Live`]: sent now, for a running `facepay serve`).
 pub async fn send_fleet(
     opts: &DemoOptions,
     signer: FleetSigner,
     input: mpsc::Sender<Inbound>,
+    time: FleetTime,
 ) -> anyhow::Result<SentCounts> {
-    World::new(opts).send_all(input, signer).await
+    World::new(opts).send_all(input, signer, time).await
 }

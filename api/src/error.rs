@@ -1,5 +1,8 @@
 //! The one HTTP error type: it owns the mapping to status codes and the one error body,
-//! `{code, message, field?, request_id}`.
+//! `{code, message, field?, request_id}`. axum's own rejections come through it too: the
+//! extractors in [`crate::extract`] turn theirs into an [`ApiError`], and
+//! [`json_errors`] gives any other non-2xx answer (an unknown route, a wrong method, a body
+//! over its limit) the same body, so no failure is ever plain text or empty.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,19 +24,26 @@ pub fn request_id() -> String {
 /// Every failure an HTTP handler can return.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// A request field is malformed or refers to nothing: 400, naming the field. Signature
-    /// failures of an event are 401, a replayed event id 409.
+    /// A request field is malformed or refers to nothing: 400, naming the field. A replayed
+    /// event id is 409, an event its signer may not send 403.
     #[error("{0}")]
     BadRequest(#[from] FieldError),
-    /// No key, or a key that is unknown, revoked or expired: 401.
-    #[error("{0}")]
-    Unauthorized(&'static str),
+    /// No key or signature, or one that is unknown, revoked, expired, wrong or stale: 401,
+    /// always the same body, so a caller learns nothing of the registry or the keys.
+    #[error("authentication failed")]
+    Unauthenticated,
     /// A valid key whose role may not do this: 403.
     #[error("{0}")]
     Forbidden(&'static str),
-    /// No such resource, or one of another tenant: 404.
-    #[error("{0} not found")]
-    NotFound(&'static str),
+    /// No such resource, or one the principal may not see: 404, always the same body.
+    #[error("not found")]
+    NotFound,
+    /// A body of another type than the route reads: 415.
+    #[error("the body must be {0}")]
+    UnsupportedMediaType(&'static str),
+    /// A body over its route's limit: 413.
+    #[error("the body is larger than {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
     /// A repeated request that contradicts the first (idempotency): 409.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -84,11 +94,14 @@ impl ApiError {
             ApiError::BadRequest(e) => match e.kind {
                 FieldErrorKind::BadSignature | FieldErrorKind::ClockSkew => StatusCode::UNAUTHORIZED,
                 FieldErrorKind::Replayed => StatusCode::CONFLICT,
+                FieldErrorKind::WrongOrigin => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_REQUEST,
             },
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -100,9 +113,11 @@ impl ApiError {
     fn code(&self) -> String {
         match self {
             ApiError::BadRequest(e) => e.kind.as_str().to_string(),
-            ApiError::Unauthorized(_) => "unauthorized".into(),
+            ApiError::Unauthenticated => "unauthorized".into(),
             ApiError::Forbidden(_) => "forbidden".into(),
-            ApiError::NotFound(_) => "not_found".into(),
+            ApiError::NotFound => "not_found".into(),
+            ApiError::PayloadTooLarge { .. } => "payload_too_large".into(),
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type".into(),
             ApiError::Conflict { code, .. } | ApiError::Refused { code, .. } => (*code).into(),
             ApiError::RateLimited { .. } => "rate_limited".into(),
             ApiError::Overloaded => "overloaded".into(),
@@ -137,11 +152,50 @@ impl IntoResponse for ApiError {
         if let Some(secs) = retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if matches!(self, ApiError::Unauthorized(_)) {
+        if matches!(self, ApiError::Unauthenticated) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
+}
+
+/// The code of a failure answered by the framework rather than a handler, by its status.
+fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+/// The outermost layer: a request target over [`URI_LEN_MAX`](facepay_domain::limits::URI_LEN_MAX)
+/// is a 414 before anything reads it; an answer that is neither a success nor already an
+/// [`ErrorBody`] (the router's 404 and 405, a body limit's 413, anything a layer answered by
+/// itself) is given the one error body, with a message that says only what its status says.
+/// Headers (`Allow`, `Retry-After`) stay.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = match req.uri().to_string().len() > facepay_domain::limits::URI_LEN_MAX {
+        true => StatusCode::URI_TOO_LONG.into_response(),
+        false => next.run(req).await,
+    };
+    let status = resp.status();
+    let json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.is_success() || status.is_informational() || status.is_redirection() || json {
+        return resp;
+    }
+    let (mut parts, _) = resp.into_parts();
+    let message = status.canonical_reason().unwrap_or("the request failed").to_lowercase();
+    let body = ErrorBody { code: code_of(status).into(), message, field: None, request_id: request_id() };
+    let bytes = serde_json::to_vec(&body).expect("an error body serialises");
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 #[cfg(test)]

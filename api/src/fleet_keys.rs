@@ -71,8 +71,13 @@ impl FleetSigner {
 
     /// The `facepay-signature` for `bytes`, signed now: by its device's key when it names a
     /// device of this fleet, by the platform when it names none; `None` when it cannot be
-    /// read at all (it will be refused as malformed anyway).
+    /// read at all (it will be refused anyway).
     pub fn sign(&self, bytes: &[u8]) -> Option<String> {
+        self.sign_at(bytes, Utc::now().timestamp())
+    }
+
+    /// As [`Self::sign`], signed at `signed_at` (unix seconds): a simulated moment.
+    pub fn sign_at(&self, bytes: &[u8], signed_at: i64) -> Option<String> {
         let head: Head = serde_json::from_slice(bytes).ok()?;
         let event_id = head.event_id?;
         let (key_id, secret) = match head.device_id {
@@ -82,6 +87,6 @@ impl FleetSigner {
             }
             None => (KeyId::platform(), &self.platform),
         };
-        Some(EventSignature::sign(key_id, secret, Utc::now().timestamp(), event_id, bytes).header())
+        Some(EventSignature::sign(key_id, secret, signed_at, event_id, bytes).header())
     }
 }

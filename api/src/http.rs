@@ -3,20 +3,21 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
-use facepay_domain::auth::{EventSignature, KeyId, Role, SIGNATURE_HEADER};
+use facepay_domain::auth::{AcceptStamp, EventSignature, KeyId, Role, ACCEPTED_HEADER, SIGNATURE_HEADER};
 use facepay_domain::limits::{EVENT_BYTES_MAX, INGEST_ENQUEUE_TIMEOUT_MS, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 use facepay_domain::money::fen_to_string;
+use facepay_domain::time::SharedClock;
 use facepay_domain::{FieldError, FieldErrorKind, MerchantId, OrderStatus, OutTradeNo, PayerId, PaymentResult};
-use facepay_ingest::authenticity::{DeviceVerifier, Position};
+use facepay_ingest::authenticity::{DeviceVerifier, Position, Refusal};
 use facepay_ingest::kafka::REQUEST_ID_HEADER;
-use facepay_ingest::validate::{learn_key, rejection, validate, validate_signed};
+use facepay_ingest::validate::{learn_key, validate, validate_signed};
 use facepay_ingest::{Inbound, SharedRegistry};
 use facepay_ledger::model::Keys;
 use facepay_ledger::store::{HistoryFilter, HistoryRow, MemberView, RejectedEvent};
@@ -25,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-use crate::auth::{Auth, Principal};
+use crate::auth::{Auth, Authorized, FinanceOrAdmin, MerchantOrFinance, OrderReaders, Principal};
 use crate::error::ApiError;
+use crate::extract::{read_body, ApiPath, ApiQuery};
 
 /// What every handler shares, behind one `Arc`: axum clones the state for each request,
 /// and cloning (then dropping) each field's handle was 4 % of the API's CPU under load.
@@ -58,6 +60,8 @@ pub struct Shared {
     pub verifier: Arc<DeviceVerifier>,
     /// Order lookups, read together: the route devices poll after a timeout.
     pub orders: facepay_ledger::lookup::OrderLookup,
+    /// The platform's clock: an event's accept time.
+    pub clock: SharedClock,
 }
 
 /// Where the HTTP ingest path puts an accepted event.
@@ -73,8 +77,15 @@ pub enum Ingress {
 
 impl Ingress {
     /// Puts an event in: the parsed envelope in-process; over Kafka the very bytes it came as,
-    /// with their signature, so the matcher checks them again.
-    async fn accept(&self, envelope: facepay_domain::Envelope, body: &[u8], signature: &str) -> Result<(), ApiError> {
+    /// with their signature, so the matcher checks them again, and the platform's stamp of
+    /// when it accepted them (`stamp`), so the matcher judges them on that time.
+    async fn accept(
+        &self,
+        envelope: facepay_domain::Envelope,
+        body: &[u8],
+        signature: &str,
+        stamp: &str,
+    ) -> Result<(), ApiError> {
         match self {
             Ingress::Pipeline(input) => {
                 let timeout = Duration::from_millis(INGEST_ENQUEUE_TIMEOUT_MS);
@@ -91,7 +102,11 @@ impl Ingress {
                 let request_id = crate::error::REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
                 let header = rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(signature) };
                 let request = rdkafka::message::Header { key: REQUEST_ID_HEADER, value: Some(request_id.as_str()) };
-                let headers = rdkafka::message::OwnedHeaders::new_with_capacity(2).insert(header).insert(request);
+                let accepted = rdkafka::message::Header { key: ACCEPTED_HEADER, value: Some(stamp) };
+                let headers = rdkafka::message::OwnedHeaders::new_with_capacity(3)
+                    .insert(header)
+                    .insert(request)
+                    .insert(accepted);
                 let record = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(body).headers(headers);
                 producer.send(record, *timeout).await.map(|_| ()).map_err(|(e, _)| {
                     tracing::warn!(error = %e, "the broker did not take an event; the device is told to retry");
@@ -102,7 +117,10 @@ impl Ingress {
     }
 }
 
-/// The router of the whole API.
+/// The router of the whole API. From the outside in: request ids, the one error body for
+/// every failure ([`crate::error::json_errors`]), the throttle of failed authentication
+/// ([`crate::auth::throttle`]), the request timeout; then each route's role check before it
+/// reads anything else ([`Authorized`]).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -118,7 +136,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(crate::admin::audit))
         .layer(DefaultBodyLimit::max(EVENT_BYTES_MAX))
         .merge(crate::reconcile::routes())
+        .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::from_fn(request_timeout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::throttle))
+        .layer(axum::middleware::from_fn(crate::error::json_errors))
         .layer(axum::middleware::from_fn(crate::observe::request_id))
         .with_state(state)
 }
@@ -143,87 +164,94 @@ struct Accepted {
     status: &'static str,
 }
 
-/// `POST /v1/events`: one event. A device event is authenticated by its device's signature
-/// (`facepay-signature`); platform and merchant events need an admin key and are audited.
-/// 202 when it is in the pipeline (ask for the order's result afterwards); 400 naming the
-/// field, 401 for a bad signature or clock, 409 for a replayed event id (each kept).
+/// `POST /v1/events`: one event, accepted at the platform's clock. A device event is
+/// authenticated by its device's signature (`facepay-signature`) before anything else is
+/// read of it; platform and merchant events need an admin key (checked before the body is
+/// read) and are audited. 202 when it is in the pipeline (ask for the order's result
+/// afterwards); 401 (one body) for anything unauthenticated; 400 naming the field, 403 for
+/// an event its signer may not send, 409 for a replayed event id (each kept).
 async fn ingest(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let (envelope, signature) = match headers.contains_key(axum::http::header::AUTHORIZATION) {
-        true => admin_event(&st, &headers, &body).await?,
-        false => device_event(&st, &headers, &body).await?,
+    let accepted_at = st.clock.now();
+    let (envelope, body, signature) = match headers.contains_key(axum::http::header::AUTHORIZATION) {
+        true => admin_event(&st, &headers, body, accepted_at).await?,
+        false => device_event(&st, &headers, body, accepted_at).await?,
     };
     let event_id = envelope.event_id;
     tracing::Span::current().record("event_id", tracing::field::display(event_id));
-    st.input.accept(envelope, &body, &signature).await?;
+    let stamp = AcceptStamp::sign(st.verifier.platform_secret(), accepted_at.timestamp_millis(), &body).header();
+    st.input.accept(envelope, &body, &signature, &stamp).await?;
     tracing::info!(%event_id, "event accepted");
     Ok((StatusCode::ACCEPTED, Json(Accepted { event_id, status: "accepted" })))
 }
 
-/// A device's event: its signature is its credential. Unsigned input with no key is not
-/// kept (anyone could send it); a signed event that fails is kept with its reason.
+/// A device's event: its signature is its credential, checked first. An unauthenticated
+/// event is answered 401 and kept nowhere; an authenticated sender's bad event is kept with
+/// its reason (within the sender's budget).
 async fn device_event(
     st: &AppState,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(facepay_domain::Envelope, String), ApiError> {
-    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    let Some(header) = header else {
-        return Err(ApiError::Unauthorized("a device event needs its facepay-signature; anything else an API key"));
-    };
+    body: Body,
+    accepted_at: DateTime<Utc>,
+) -> Result<(facepay_domain::Envelope, Bytes, String), ApiError> {
+    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).ok_or(ApiError::Unauthenticated)?;
+    let body = read_body(body, EVENT_BYTES_MAX).await?;
     learn_key(Some(header), &st.registry, st.store.as_ref()).await?;
     // Over Kafka the matcher checks replays (it tells a redelivery from a replay).
     let position = match st.input {
         Ingress::Pipeline(_) => Position::Fresh,
         Ingress::Kafka { .. } => Position::Unchecked,
     };
-    let now = Utc::now().timestamp();
-    match validate_signed(body, Some(header), &st.registry, &st.verifier, now, position) {
-        Ok(env) => Ok((env, header.to_string())),
-        Err(err) => {
-            tracing::info!(field = %err.field, reason = %err.kind, "event refused");
-            facepay_ingest::metrics::METRICS.refused_input(err.kind.as_str());
-            st.store.reject(&rejection(body, "http", &err)).await?;
-            Err(ApiError::BadRequest(err))
+    match validate_signed(&body, Some(header), &st.registry, &st.verifier, accepted_at, position) {
+        Ok(env) => Ok((env, body, header.to_string())),
+        Err(refusal) => {
+            facepay_ingest::pipeline::refused(&body, "http", &refusal, st.store.as_ref()).await?;
+            Err(match refusal {
+                Refusal::Unauthenticated(_) => ApiError::Unauthenticated,
+                Refusal::Invalid { error, .. } => ApiError::BadRequest(error),
+            })
         }
     }
 }
 
-/// A platform or merchant event from an admin key: audited, then signed by the platform for
-/// the bus.
+/// A platform or merchant event from an admin key (checked before the body is read):
+/// audited, then signed by the platform for the bus.
 async fn admin_event(
     st: &AppState,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(facepay_domain::Envelope, String), ApiError> {
+    body: Body,
+    accepted_at: DateTime<Utc>,
+) -> Result<(facepay_domain::Envelope, Bytes, String), ApiError> {
     let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let principal = st.auth.authenticate(auth).await?;
     principal.require(&[Role::Admin])?;
-    let envelope = match validate(body, &st.registry) {
+    let body = read_body(body, EVENT_BYTES_MAX).await?;
+    let envelope = match validate(&body, &st.registry, accepted_at) {
+        Ok(env) if env.origin.device().is_some() => {
+            return Err(ApiError::Forbidden("device events are signed by their device, not sent with a key"))
+        }
         Ok(env) => env,
-        Err(err) => {
-            st.store.reject(&rejection(body, "http", &err)).await?;
-            return Err(ApiError::BadRequest(err));
+        Err(error) => {
+            let refusal = Refusal::Invalid { keep: st.verifier.may_keep(&principal.key_id), error };
+            facepay_ingest::pipeline::refused(&body, "http", &refusal, st.store.as_ref()).await?;
+            return Err(ApiError::BadRequest(refusal.error().clone()));
         }
     };
-    if envelope.origin.device().is_some() {
-        return Err(ApiError::Forbidden("device events are signed by their device, not sent with a key"));
-    }
-    let subject = subject_of(body);
+    let subject = subject_of(&body);
     let entry =
         principal.actor().entry(envelope.body.kind(), &subject, serde_json::json!({ "event_id": envelope.event_id }));
     st.store.audit_append(&entry).await?;
     let sig = EventSignature::sign(
         KeyId::platform(),
         st.verifier.platform_secret(),
-        Utc::now().timestamp(),
+        accepted_at.timestamp(),
         envelope.event_id,
-        body,
+        &body,
     );
-    Ok((envelope, sig.header()))
+    Ok((envelope, body, sig.header()))
 }
 
 /// What an admin event is about, for the audit log: its payer or merchant.
@@ -253,14 +281,13 @@ pub struct OrderBody {
 /// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}`: what a device asks after a timeout.
 async fn order(
     State(st): State<AppState>,
-    p: Principal,
-    Path((merchant, out_trade_no)): Path<(String, String)>,
+    p: Authorized<OrderReaders>,
+    ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
 ) -> Result<Json<OrderBody>, ApiError> {
-    p.require(&[Role::Merchant, Role::Device, Role::Finance])?;
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
     p.sees_merchant(&merchant)?;
     let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
-    let order = st.orders.order((merchant.clone(), out_trade_no)).await?.ok_or(ApiError::NotFound("order"))?;
+    let order = st.orders.order((merchant.clone(), out_trade_no)).await?.ok_or(ApiError::NotFound)?;
     p.sees_store(&order.store_id)?;
     let mut result = facepay_ledger::core::order_result(&order, false);
     result.payer_id = result.payer_id.map(|payer| st.auth.payer_for(&p, &merchant, payer));
@@ -316,10 +343,7 @@ fn history_filter(
         .cursor
         .map(|c| auth.open_cursor(merchant, &c).ok_or_else(|| bad("cursor", "a cursor from next_cursor")))
         .transpose()?;
-    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    if limit == 0 || limit > PAGE_LIMIT_MAX {
-        return Err(bad("limit", &format!("between 1 and {PAGE_LIMIT_MAX}")));
-    }
+    let limit = page_limit(q.limit)?;
     // A store-scoped key sees its store's rows only.
     Ok(HistoryFilter { day, status, before_id, store_id: p.store_id.clone(), limit })
 }
@@ -328,11 +352,10 @@ fn history_filter(
 /// merchant key gets its store's rows.
 async fn transactions(
     State(st): State<AppState>,
-    p: Principal,
-    Path(merchant): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    p: Authorized<MerchantOrFinance>,
+    ApiPath(merchant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Page<HistoryItem>>, ApiError> {
-    p.require(&[Role::Merchant, Role::Finance])?;
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
     p.sees_merchant(&merchant)?;
     let filter = history_filter(q, &st.auth, &merchant, &p)?;
@@ -353,8 +376,8 @@ async fn transactions(
 /// `GET /v1/merchants/{merchant_id}/members`.
 async fn members(
     State(st): State<AppState>,
-    p: Principal,
-    Path(merchant): Path<String>,
+    p: Authorized<MerchantOrFinance>,
+    ApiPath(merchant): ApiPath<String>,
 ) -> Result<Json<Page<MemberView>>, ApiError> {
     let merchant = merchant_route(&p, merchant)?;
     let mut items = st.store.members(&merchant).await?;
@@ -367,7 +390,6 @@ async fn members(
 /// A merchant-wide route: merchant (whole-merchant keys) and finance; another tenant's
 /// merchant id answers 404.
 fn merchant_route(p: &Principal, merchant: String) -> Result<MerchantId, ApiError> {
-    p.require(&[Role::Merchant, Role::Finance])?;
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
     p.sees_merchant(&merchant)?;
     p.whole_merchant()?;
@@ -387,12 +409,11 @@ struct BalanceBody {
 /// `GET /v1/payers/{payer_id}/balance`.
 async fn balance(
     State(st): State<AppState>,
-    p: Principal,
-    Path(payer): Path<String>,
+    _: Authorized<FinanceOrAdmin>,
+    ApiPath(payer): ApiPath<String>,
 ) -> Result<Json<BalanceBody>, ApiError> {
-    p.require(&[Role::Finance, Role::Admin])?;
     let payer_id = field("payer_id", PayerId::parse(payer))?;
-    let (balance_fen, frozen) = st.store.wallet(&payer_id).await?.ok_or(ApiError::NotFound("payer"))?;
+    let (balance_fen, frozen) = st.store.wallet(&payer_id).await?.ok_or(ApiError::NotFound)?;
     let hold = Account::Hold(payer_id.clone());
     let keys = Keys { accounts: [hold.clone()].into(), ..Keys::default() };
     let held_fen = st.store.load(&keys).await?.balance_fen(&hold);
@@ -412,12 +433,12 @@ struct SettlementItem {
 /// newest first (`limit` days).
 async fn settlement(
     State(st): State<AppState>,
-    p: Principal,
-    Path(merchant): Path<String>,
-    Query(q): Query<LimitQuery>,
+    p: Authorized<MerchantOrFinance>,
+    ApiPath(merchant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Page<SettlementItem>>, ApiError> {
     let merchant = merchant_route(&p, merchant)?;
-    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT).clamp(1, PAGE_LIMIT_MAX);
+    let limit = page_limit(q.limit)?;
     let items = st
         .store
         .settlement(&merchant, limit)
@@ -439,13 +460,22 @@ pub(crate) struct LimitQuery {
     pub(crate) limit: Option<u32>,
 }
 
+/// A page size: [`PAGE_LIMIT_DEFAULT`] when absent, else 1 to [`PAGE_LIMIT_MAX`] (400 outside).
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(PAGE_LIMIT_DEFAULT) {
+        l @ 1..=PAGE_LIMIT_MAX => Ok(l),
+        _ => {
+            Err(FieldError::new("limit", FieldErrorKind::OutOfRange, format!("between 1 and {PAGE_LIMIT_MAX}")).into())
+        }
+    }
+}
+
 /// `GET /v1/rejected-events`: the newest rejections with their reasons (raw bodies omitted).
 async fn rejected(
     State(st): State<AppState>,
-    p: Principal,
-    Query(q): Query<LimitQuery>,
+    _: Authorized<FinanceOrAdmin>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Page<RejectedEvent>>, ApiError> {
-    p.require(&[Role::Finance, Role::Admin])?;
-    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT).clamp(1, PAGE_LIMIT_MAX);
+    let limit = page_limit(q.limit)?;
     Ok(Json(Page { items: st.store.rejected(limit).await?, next_cursor: None }))
 }

@@ -8,7 +8,9 @@
 //! - [`admin`]: the admin and finance routes (keys, audit log).
 //! - [`observe`]: request ids, log masking, the metrics server.
 //! - [`openapi`]: the OpenAPI 3.1 description (`api/openapi.json`).
-//! - [`error`]: [`error::ApiError`], the one HTTP error, owning the status mapping.
+//! - [`error`]: [`error::ApiError`], the one HTTP error, owning the status mapping; the
+//!   layer that gives every non-2xx answer its body.
+//! - [`extract`]: `Json`, `Query` and `Path` whose rejections are [`error::ApiError`]s.
 //! - [`demo`]: `facepay demo`, a simulated fleet.
 //! - [`bench`]: `facepay bench ledger`, a benchmark that prints JSON.
 //! - [`bench_pipeline`]: `facepay bench pipeline`: Kafka in, committed outcomes out.
@@ -29,6 +31,7 @@ pub mod bench_pipeline;
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod extract;
 pub mod fleet_keys;
 pub mod http;
 pub mod observe;

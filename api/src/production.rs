@@ -116,9 +116,10 @@ pub async fn start_with(
         }
         let stage = Arc::new(tokio::sync::Mutex::new(stage));
         let (c, r, stop, faces) = (cfg.clone(), registry.clone(), rx.clone(), pipeline.faces.clone());
-        let verifier = pipeline.verifier.clone();
+        let (verifier, clock) = (pipeline.verifier.clone(), pipeline.clock.clone());
         tasks.spawn(supervised("matcher", rx.clone(), move || {
-            kafka::run_match_stage(c.clone(), r.clone(), stage.clone(), faces.clone(), verifier.clone(), stop.clone())
+            let (stage, faces, verifier, clock) = (stage.clone(), faces.clone(), verifier.clone(), clock.clone());
+            kafka::run_match_stage(c.clone(), r.clone(), stage, faces, verifier, clock, stop.clone())
         }));
         if shard.count > 1 {
             // Every shard's process also takes part in the gather's group, which merges the
@@ -138,7 +139,7 @@ pub async fn start_with(
             // One process of the group sweeps at a time (a lease). Its ticks are the ledger's
             // own, answered in the database for idempotency but not published: no device or
             // merchant system sent them (the revocations and expiries are in the log).
-            let sweeper = Sweeper::new(ledger.clone(), Delivery::default());
+            let sweeper = Sweeper::new(ledger.clone(), Delivery::default(), pipeline.clock.clone());
             let mut stop = rx.clone();
             let interval = pipeline.sweep_interval;
             tasks.spawn(async move {
@@ -163,7 +164,8 @@ pub async fn start_with(
     let auth = Arc::new(crate::auth::Auth::new(store.clone(), pipeline.verifier.pepper().clone()));
     let orders = facepay_ledger::lookup::OrderLookup::spawn(store.clone());
     let verifier = pipeline.verifier.clone();
-    let http = AppState::new(crate::http::Shared { store, registry, input, auth, verifier, orders });
+    let clock = pipeline.clock.clone();
+    let http = AppState::new(crate::http::Shared { store, registry, input, auth, verifier, orders, clock });
     Ok(Production { http, shutdown, tasks })
 }
 

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{Duration, NaiveDate, Utc};
-use facepay_domain::limits::{BILL_UPLOAD_BYTES_MAX, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
+use facepay_domain::limits::BILL_UPLOAD_BYTES_MAX;
 use facepay_domain::money::fen_to_string;
 use facepay_domain::{FieldError, FieldErrorKind, OrderStatus};
 use facepay_ledger::reconcile::bill::{BillLine, BillWriter, ColumnMapping, Layout};
@@ -28,11 +28,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::{open_store, Config};
-use crate::auth::Principal;
+use crate::auth::{Authorized, FinanceOnly, Principal};
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::{page_limit, AppState};
 use crate::recon_view::{BreakView, ImportView, ReconcileView, RunView};
-use facepay_domain::auth::Role;
 
 /// The channel account (商户号) of the bills facepay writes.
 pub const DEMO_ACCOUNT: &str = "1900000001";
@@ -348,8 +348,7 @@ impl From<ReconError> for ApiError {
         match e {
             ReconError::Bill(b) => bad("body", b.to_string()),
             ReconError::Invalid(m) => bad("body", m),
-            ReconError::BreakNotFound(_) => ApiError::NotFound("break"),
-            ReconError::ImportNotFound(_) => ApiError::NotFound("bill import"),
+            ReconError::BreakNotFound(_) | ReconError::ImportNotFound(_) => ApiError::NotFound,
             ReconError::AlreadyResolved(id) => bad("break_id", format!("break {id} is already resolved")),
             e @ ReconError::TooManyBreaks { .. } => bad("body", e.to_string()),
             ReconError::Refused { code, message } => ApiError::Refused {
@@ -363,11 +362,7 @@ impl From<ReconError> for ApiError {
 }
 
 fn recon_api(st: &AppState) -> Result<Arc<dyn ReconStore>, ApiError> {
-    st.store.recon().ok_or(ApiError::NotFound("reconciliation"))
-}
-
-fn limit_of(limit: Option<u32>) -> u32 {
-    limit.unwrap_or(PAGE_LIMIT_DEFAULT).clamp(1, PAGE_LIMIT_MAX)
+    st.store.recon().ok_or(ApiError::NotFound)
 }
 
 #[derive(Debug, Deserialize)]
@@ -381,18 +376,17 @@ struct UploadQuery {
 /// reconciles its day.
 async fn upload(
     State(st): State<AppState>,
-    p: Principal,
-    Query(q): Query<UploadQuery>,
+    p: Authorized<FinanceOnly>,
+    ApiQuery(q): ApiQuery<UploadQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReconcileView>), ApiError> {
-    p.require(&[Role::Finance])?;
     let day = q.date.parse::<NaiveDate>().map_err(|_| bad("date", "YYYY-MM-DD is required"))?;
     let mapping = q.mapping.as_deref().map(ColumnMapping::parse).transpose().map_err(|m| bad("mapping", m))?;
     let file_name = q.file_name.unwrap_or_else(|| format!("upload-{day}.csv"));
     let req = ImportRequest { day, file_name, account: "default".into(), at: Utc::now() };
     let report = import_and_run(recon_api(&st)?, Cursor::new(body), mapping, req).await?;
     let detail = serde_json::json!({ "date": day.to_string() });
-    audit(&st, &p, "bill_imported", &day.to_string(), detail).await?;
+    audit(&st, &p.0, "bill_imported", &day.to_string(), detail).await?;
     Ok((StatusCode::CREATED, Json(report.into())))
 }
 
@@ -410,31 +404,28 @@ struct Items<T> {
 
 async fn imports(
     State(st): State<AppState>,
-    p: Principal,
-    Query(q): Query<LimitQuery>,
+    _: Authorized<FinanceOnly>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Items<ImportView>>, ApiError> {
-    p.require(&[Role::Finance])?;
-    let items = recon_api(&st)?.imports(limit_of(q.limit)).await?;
+    let items = recon_api(&st)?.imports(page_limit(q.limit)?).await?;
     Ok(Json(Items { items: items.into_iter().map(Into::into).collect(), next_cursor: None }))
 }
 
 async fn runs(
     State(st): State<AppState>,
-    p: Principal,
-    Query(q): Query<LimitQuery>,
+    _: Authorized<FinanceOnly>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Items<RunView>>, ApiError> {
-    p.require(&[Role::Finance])?;
-    let items = recon_api(&st)?.runs(limit_of(q.limit)).await?;
+    let items = recon_api(&st)?.runs(page_limit(q.limit)?).await?;
     Ok(Json(Items { items: items.into_iter().map(Into::into).collect(), next_cursor: None }))
 }
 
 async fn resolutions(
     State(st): State<AppState>,
-    p: Principal,
-    Query(q): Query<LimitQuery>,
+    _: Authorized<FinanceOnly>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Items<ResolutionRow>>, ApiError> {
-    p.require(&[Role::Finance])?;
-    Ok(Json(Items { items: recon_api(&st)?.resolutions(limit_of(q.limit)).await?, next_cursor: None }))
+    Ok(Json(Items { items: recon_api(&st)?.resolutions(page_limit(q.limit)?).await?, next_cursor: None }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -451,10 +442,9 @@ struct BreaksQuery {
 /// `GET /v1/reconciliation/breaks?run_id=&date=&class=&merchant_id=&unresolved=&cursor=&limit=`
 async fn breaks(
     State(st): State<AppState>,
-    p: Principal,
-    Query(q): Query<BreaksQuery>,
+    _: Authorized<FinanceOnly>,
+    ApiQuery(q): ApiQuery<BreaksQuery>,
 ) -> Result<Json<Items<BreakView>>, ApiError> {
-    p.require(&[Role::Finance])?;
     let uuid =
         |f: &str, v: Option<String>| v.map(|s| s.parse::<Uuid>().map_err(|_| bad(f, "a UUID is required"))).transpose();
     let filter = BreakFilter {
@@ -464,7 +454,7 @@ async fn breaks(
         merchant_id: q.merchant_id,
         unresolved: q.unresolved.unwrap_or(false),
         after: uuid("cursor", q.cursor)?,
-        limit: limit_of(q.limit),
+        limit: page_limit(q.limit)?,
     };
     let items = recon_api(&st)?.breaks(&filter).await?;
     let next_cursor =
@@ -482,11 +472,10 @@ struct ResolveBody {
 /// `POST /v1/reconciliation/breaks/{break_id}/resolution`: `{action, resolved_by, reason}`.
 async fn resolve(
     State(st): State<AppState>,
-    p: Principal,
-    UrlPath(break_id): UrlPath<String>,
-    Json(body): Json<ResolveBody>,
+    p: Authorized<FinanceOnly>,
+    ApiPath(break_id): ApiPath<String>,
+    ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<(StatusCode, Json<ResolutionRow>), ApiError> {
-    p.require(&[Role::Finance])?;
     let break_id = break_id.parse::<Uuid>().map_err(|_| bad("break_id", "a UUID is required"))?;
     let action = Action::parse(&body.action).ok_or_else(|| bad("action", "not a resolution action"))?;
     let recon = recon_api(&st)?;
@@ -494,7 +483,7 @@ async fn resolve(
     let by = format!("{} (key {})", body.resolved_by, p.key_id);
     let row = resolve_break(recon.as_ref(), break_id, action, &by, &body.reason, Utc::now()).await?;
     let detail = serde_json::json!({ "action": body.action, "resolved_by": body.resolved_by, "reason": body.reason });
-    audit(&st, &p, "break_resolved", &break_id.to_string(), detail).await?;
+    audit(&st, &p.0, "break_resolved", &break_id.to_string(), detail).await?;
     Ok((StatusCode::CREATED, Json(row)))
 }
 

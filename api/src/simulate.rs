@@ -16,9 +16,9 @@ use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::demo::{fleet_devices, send_fleet, DemoOptions};
+use crate::demo::{fleet_devices, send_fleet, DemoOptions, FleetTime};
 use crate::fleet_keys::FleetSigner;
-use facepay_domain::auth::SIGNATURE_HEADER;
+use facepay_domain::auth::{AcceptStamp, ACCEPTED_HEADER, SIGNATURE_HEADER};
 
 /// What `simulate` publishes and how fast.
 #[derive(Debug, Clone)]
@@ -26,6 +26,11 @@ pub struct SimulateOptions {
     pub fleet: DemoOptions,
     /// Events per second to offer; `None`: as fast as the broker takes them.
     pub rate_per_s: Option<u64>,
+    /// Whose time: [`FleetTime::Live`] (the CLI: events sent now, accepted when the matcher
+    /// reads them, as from real devices); a driven clock replays the demo's simulated days,
+    /// each event stamped with its simulated accept time under the platform's MAC, as the
+    /// HTTP ingest stamps what it passes on (tests comparing the two profiles).
+    pub time: FleetTime,
 }
 
 /// What `simulate` did (`--json` prints it).
@@ -33,6 +38,9 @@ pub struct SimulateOptions {
 pub struct SimulateReport {
     pub events: u64,
     pub bad_events: u64,
+    /// Of the bad events, those the fleet could not sign: refused before authentication, so
+    /// kept and answered nowhere.
+    pub unsigned_events: u64,
     pub elapsed_ms: u128,
     pub events_per_s: f64,
     pub topic: String,
@@ -56,25 +64,39 @@ pub async fn kafka(
     let started = Instant::now();
     let (input, output) = mpsc::channel(STAGE_CHANNEL_CAPACITY);
     let fleet = opts.fleet.clone();
-    let sender = tokio::spawn(async move { send_fleet(&fleet, signer, input).await });
-    let published = publish_all(cfg, output, opts.rate_per_s).await?;
+    let time = opts.time.clone();
+    let sender = tokio::spawn(async move { send_fleet(&fleet, signer, input, time).await });
+    let platform = facepay_domain::auth::platform_secret(&opts.fleet.pepper);
+    let stamp = matches!(opts.time, FleetTime::Driven(_)).then_some(&platform);
+    let published = publish_all(cfg, output, opts.rate_per_s, stamp).await?;
     let sent = sender.await??;
     anyhow::ensure!(published == sent.total, "published {published} of {} events", sent.total);
     let elapsed = started.elapsed();
     Ok(SimulateReport {
         events: published,
         bad_events: sent.bad,
+        unsigned_events: sent.unsigned,
         elapsed_ms: elapsed.as_millis(),
         events_per_s: published as f64 / elapsed.as_secs_f64().max(1e-9),
         topic: cfg.topic(DEVICE_EVENTS),
     })
 }
 
-/// Publishes everything `output` yields, paced to `rate_per_s`; how many.
+impl SimulateReport {
+    /// The events facepay answers (with an outcome or a dead letter) and keeps: all but the
+    /// unsigned ones.
+    pub fn answerable(&self) -> u64 {
+        self.events - self.unsigned_events
+    }
+}
+
+/// Publishes everything `output` yields, paced to `rate_per_s`, each stamped with its accept
+/// time under `stamp` (the platform's secret) when given; how many.
 async fn publish_all(
     cfg: &KafkaConfig,
     mut output: mpsc::Receiver<Inbound>,
     rate_per_s: Option<u64>,
+    stamp: Option<&facepay_domain::auth::SecretBytes>,
 ) -> anyhow::Result<u64> {
     let producer = cfg.producer()?;
     let topic = cfg.topic(DEVICE_EVENTS);
@@ -82,16 +104,19 @@ async fn publish_all(
     let mut acks = Vec::with_capacity(SIMULATE_ACKS_MAX);
     let mut published = 0_u64;
     while let Some(item) = output.recv().await {
-        let (bytes, signature) = match item {
-            Inbound::Raw { bytes, signature, .. } => (bytes, signature),
-            Inbound::Checked { envelope, .. } => (envelope.to_json(), None),
+        let (bytes, signature, accepted_at) = match item {
+            Inbound::Raw { bytes, signature, accepted_at, .. } => (bytes, signature, accepted_at),
+            Inbound::Checked { envelope, .. } => (envelope.to_json(), None, envelope.accepted_at),
         };
         let key = device_key(&bytes);
-        let mut record = FutureRecord::to(&topic).key(key.as_str()).payload(bytes.as_slice());
-        if let Some(sig) = &signature {
-            let header = rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(sig.as_str()) };
-            record = record.headers(rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(header));
+        let stamped = stamp.map(|p| AcceptStamp::sign(p, accepted_at.timestamp_millis(), &bytes).header());
+        let mut headers = rdkafka::message::OwnedHeaders::new_with_capacity(2);
+        for (key, value) in [(SIGNATURE_HEADER, signature.as_deref()), (ACCEPTED_HEADER, stamped.as_deref())] {
+            if let Some(value) = value {
+                headers = headers.insert(rdkafka::message::Header { key, value: Some(value) });
+            }
         }
+        let record = FutureRecord::to(&topic).key(key.as_str()).payload(bytes.as_slice()).headers(headers);
         acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
         published += 1;
         if acks.len() >= SIMULATE_ACKS_MAX {

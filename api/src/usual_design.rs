@@ -77,9 +77,9 @@ async fn pay(pool: &PgPool, cmd: &Command) -> anyhow::Result<()> {
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-    let day = shanghai_day(cmd.occurred_at);
+    let day = shanghai_day(cmd.accepted_at);
     let status = if balance >= amount_fen && amount_fen <= 100_000 { "PAID" } else { "DECLINED" };
-    insert_payment(&mut tx, merchant, order, payer_id.as_str(), amount_fen, status, cmd.occurred_at).await?;
+    insert_payment(&mut tx, merchant, order, payer_id.as_str(), amount_fen, status, cmd.accepted_at).await?;
     if status == "PAID" {
         post(&mut tx, merchant, order, &payer_account, &format!("merchant:{merchant}"), amount_fen).await?;
         sqlx::query(

@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::app::{now, signature, spawn_app, spawn_app_with, TestApp, DEVICE, MERCHANT, OTHER_MERCHANT};
+use support::app::{signature, spawn_app, spawn_app_with, TestApp, DEVICE, MERCHANT, OTHER_MERCHANT};
 
 /// One paid order of MERCHANT (payer u-alice), for the routes to find.
 async fn with_an_order() -> TestApp {
@@ -12,8 +12,7 @@ async fn with_an_order() -> TestApp {
     app.payer("u-alice", 1, "100.00").await;
     app.pay(1, "100000000000000001", "ORDER-1", "60.00").await;
     app.eventually(&format!("/v1/merchants/{MERCHANT}/orders/ORDER-1")).await;
-    let open = json!({"payer_id": "u-alice", "card_code": "C0001", "channel": "mini_program"});
-    assert_eq!(app.post(&app.event("member_card_opened", open, true)).await.0, 202);
+    app.open_card(1, "100000000000000002", "C0001").await;
     app
 }
 
@@ -147,31 +146,33 @@ async fn device_signatures_clock_and_replays() {
     let ev = |app: &TestApp| app.event("payment_query", json!({"out_trade_no": "Q-1"}), true);
 
     let good = ev(&app);
-    assert_eq!(app.post_signed(&good, &app.keys.device, now()).await.0, 202);
-    let (status, body) = app.post_signed(&good, &app.keys.device, now()).await;
+    assert_eq!(app.post_signed(&good, &app.keys.device, app.now()).await.0, 202);
+    let (status, body) = app.post_signed(&good, &app.keys.device, app.now()).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("replayed")), "{body}");
 
+    // A stale signing time or a tampered body is not authentication: the one 401 body.
     let skewed = ev(&app);
-    let (status, body) = app.post_signed(&skewed, &app.keys.device, now() - 301).await;
-    assert_eq!((status, body["code"].as_str(), body["field"].as_str()), (401, Some("clock_skew"), Some("signature.t")));
-    assert_eq!(app.post_signed(&ev(&app), &app.keys.device, now() + 290).await.0, 202, "inside the window");
+    let (status, body) = app.post_signed(&skewed, &app.keys.device, app.now() - 301).await;
+    assert_eq!((status, body["code"].as_str(), body["field"].as_str()), (401, Some("unauthorized"), None));
+    assert_eq!(app.post_signed(&ev(&app), &app.keys.device, app.now() + 290).await.0, 202, "inside the window");
 
     let tampered = ev(&app);
     let bytes = serde_json::to_vec(&tampered).unwrap();
-    let sig = signature(&app.keys.device, &bytes, now());
+    let sig = signature(&app.keys.device, &bytes, app.now());
     let mut changed = tampered.clone();
     changed["payload"]["out_trade_no"] = "Q-2".into();
     let (status, body) = app.post_with(&changed, None, Some(&sig)).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("bad_signature")), "{body}");
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{body}");
 
-    // Another merchant's device key cannot speak for this merchant's device.
-    let (status, body) = app.post_signed(&ev(&app), &app.keys.other_device, now()).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("bad_signature")), "{body}");
-    // Nor can a device claim another merchant (the registry binds it).
+    // Another merchant's device key cannot speak for this merchant's device: its sender is
+    // known (the other device), so the refusal is kept.
+    let (status, body) = app.post_signed(&ev(&app), &app.keys.other_device, app.now()).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("wrong_origin")), "{body}");
+    // Nor can a device claim another merchant.
     let mut foreign = ev(&app);
     foreign["merchant_id"] = OTHER_MERCHANT.into();
-    let (status, body) = app.post_signed(&foreign, &app.keys.device, now()).await;
-    assert_eq!((status, body["field"].as_str()), (400, Some("device_id")), "{body}");
+    let (status, body) = app.post_signed(&foreign, &app.keys.device, app.now()).await;
+    assert_eq!((status, body["code"].as_str(), body["field"].as_str()), (403, Some("wrong_origin"), Some("device_id")));
     // Unsigned and keyless: 401, and not kept (anyone could send it).
     let (status, _) = app.post_with(&ev(&app), None, None).await;
     assert_eq!(status, 401);
@@ -180,7 +181,7 @@ async fn device_signatures_clock_and_replays() {
     let mut reasons: Vec<&str> =
         kept["items"].as_array().unwrap().iter().map(|r| r["reason_code"].as_str().unwrap()).collect();
     reasons.sort();
-    assert_eq!(reasons, ["bad_signature", "bad_signature", "clock_skew", "replayed", "unknown"], "{kept}");
+    assert_eq!(reasons, ["replayed", "wrong_origin", "wrong_origin"], "only authenticated senders' refusals: {kept}");
     assert!(kept["items"].as_array().unwrap().iter().all(|r| r["source"] == "http"));
     let _ = DEVICE;
 }
@@ -288,12 +289,12 @@ async fn metrics_count_decisions_batches_and_refusals() {
 async fn a_revoked_device_key_stops_signing_at_once() {
     let app = spawn_app().await;
     let ev = |app: &TestApp| app.event("payment_query", json!({"out_trade_no": "R-1"}), true);
-    assert_eq!(app.post_signed(&ev(&app), &app.keys.device, now()).await.0, 202);
+    assert_eq!(app.post_signed(&ev(&app), &app.keys.device, app.now()).await.0, 202);
     let key_id = &app.keys.device[4..28];
     let r = app.http.delete(format!("{}/v1/keys/{key_id}", app.base)).bearer_auth(&app.keys.admin).send().await;
     assert_eq!(r.unwrap().status().as_u16(), 204);
-    let (status, body) = app.post_signed(&ev(&app), &app.keys.device, now()).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("bad_signature")), "{body}");
+    let (status, body) = app.post_signed(&ev(&app), &app.keys.device, app.now()).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{body}");
     let (status, _) = app.get_as(&format!("/v1/merchants/{MERCHANT}/orders/R-1"), Some(&app.keys.device)).await;
     assert_eq!(status, 401, "nor read as a bearer key");
 }

@@ -77,7 +77,7 @@ async fn crash(whole: bool) {
     let sent = load.await.unwrap().unwrap();
 
     // Let the last process finish: every event answered, the outbox drained.
-    support::settle(&db, store.as_ref(), sent.events, Duration::from_secs(180)).await;
+    support::settle(&db, store.as_ref(), sent.answerable(), Duration::from_secs(180)).await;
     let logs_tail = format!("\n--- ledger ---\n{}\n--- matcher ---\n{}", tail(&ledger_log), tail(&match_log));
     support::assert_exactly_once(&db, store.clone(), &cfg, &sent, &logs_tail).await;
     let text = std::fs::read_to_string(&ledger_log).unwrap();

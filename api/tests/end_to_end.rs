@@ -10,9 +10,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use facepay_api::demo::{self, DemoOptions};
+use facepay_api::demo::{self, DemoOptions, FleetTime};
 use facepay_api::production::{self, Roles};
 use facepay_api::simulate::{self, SimulateOptions};
+use facepay_domain::time::ManualClock;
 use facepay_ingest::kafka::{DEAD_LETTER, LEDGER_OUTCOMES};
 use facepay_ledger::postgres::PgStore;
 use facepay_ledger::sweep::Sweeper;
@@ -43,17 +44,27 @@ async fn the_fleet_through_kafka_gives_the_embedded_profiles_outcomes_and_projec
     let (embedded, app) = demo::run(&opts).await.unwrap();
     assert!(embedded.invariants_hold());
 
+    // The Kafka profile replays the same simulated days: the fleet's clock drives the
+    // platform's, each event stamped with its simulated accept time (as the HTTP ingest
+    // stamps what it passes on), and the ledger's clock sweeps once the days are over, as the
+    // embedded run's did.
     let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open(&database.url).await.unwrap());
     let cfg = support::config(&brokers, 1);
-    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL, &opts.pepper).await.unwrap();
-    let opts = SimulateOptions { fleet: opts, rate_per_s: None };
+    let clock = ManualClock::starting_at("2026-03-02T00:00:00Z".parse().unwrap());
+    let verifier = Arc::new(facepay_ingest::authenticity::DeviceVerifier::new(opts.pepper.clone()));
+    let pipeline = facepay_ingest::PipelineConfig {
+        verifier,
+        clock: clock.shared(),
+        sweep_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let prod = production::start_with(store.clone(), cfg.clone(), Roles::ALL, pipeline).await.unwrap();
+    let opts = SimulateOptions { fleet: opts, rate_per_s: None, time: FleetTime::Driven(clock.clone()) };
     let sent = simulate::kafka(&opts, &cfg, store.as_ref()).await.unwrap();
     assert_eq!(sent.events, embedded.events.inbound, "the same fleet sends the same events");
-    support::settle(&database.url, store.as_ref(), sent.events, Duration::from_secs(120)).await;
-    // The ledger's clock brought up to the last event, as the embedded run's was (a tick the
-    // periodic sweep already sent is answered as a repeat).
+    support::settle(&database.url, store.as_ref(), sent.answerable(), Duration::from_secs(120)).await;
     let ledger = facepay_ledger::Ledger::new(store.clone(), Default::default()).uncached();
-    Sweeper::new(ledger, Delivery::default()).sweep_all().await.unwrap();
+    Sweeper::new(ledger, Delivery::default(), clock.shared()).sweep_all().await.unwrap();
 
     // The same projections, entity by entity, and the same history.
     let (want, got) = (app.store.load_all().await.unwrap(), store.load_all().await.unwrap());
@@ -73,11 +84,15 @@ async fn the_fleet_through_kafka_gives_the_embedded_profiles_outcomes_and_projec
     // The same outcomes: one per good event, with the embedded run's counts.
     let outcomes = support::read_all(&cfg, &cfg.topic(LEDGER_OUTCOMES)).await;
     let letters = support::read_all(&cfg, &cfg.topic(DEAD_LETTER)).await;
-    assert_eq!(outcomes.len() as u64 + letters.len() as u64, sent.events);
+    // Bad events that fail authentication are kept nowhere and answered nowhere (the
+    // embedded bus answers them `unauthenticated`, naming nothing).
+    let unauthenticated = embedded.rejected.by_reason.get("unauthenticated").copied().unwrap_or(0);
+    assert!(unauthenticated > 0, "the fleet sends some unsigned garbage");
+    assert_eq!(outcomes.len() as u64 + letters.len() as u64 + unauthenticated, sent.events);
     let paid = outcomes.iter().filter(|o| o["type"] == "payment_result" && o["payload"]["status"] == "PAID");
     let paid_first = paid.filter(|o| o["payload"]["replayed"] == false).count() as u64;
     assert_eq!(paid_first, embedded.payments.succeeded, "payments succeeded");
-    assert_eq!(letters.len() as u64, embedded.rejected.sent, "rejections");
+    assert_eq!(letters.len() as u64, embedded.rejected.kept, "rejections kept");
 
     // The stages' consumers reported their lag per partition (librdkafka's statistics).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -67,8 +67,7 @@ async fn history_pages_newest_first_with_filters() {
 async fn members_are_listed_and_pay_by_quick_pay() {
     let app = spawn_app().await;
     app.payer("u-carol", 3, "100.00").await;
-    let open = json!({"payer_id": "u-carol", "card_code": "C0001", "channel": "mini_program"});
-    assert_eq!(app.post(&app.event("member_card_opened", open, true)).await.0, 202);
+    app.open_card(3, "100000000000000300", "C0001").await;
     app.pay(3, "100000000000000301", "M-1", "5.00").await;
     let order = app.eventually(&format!("/v1/merchants/{MERCHANT}/orders/M-1")).await;
     assert_eq!(order["member_quick_pay"], true);
@@ -109,16 +108,17 @@ async fn bad_events_get_a_400_naming_the_field_and_are_kept() {
     let mut ghost = app.event("payment_query", json!({"out_trade_no": "X1"}), true);
     ghost["device_id"] = "DEV-GHOST".into();
     let (status, body) = app.post(&ghost).await;
-    assert_eq!((status, body["field"].as_str()), (400, Some("device_id")));
+    assert_eq!((status, body["field"].as_str()), (403, Some("device_id")), "not this key's device: {body}");
     let capture = json!({"face_code": "100000000000000009", "embedding": [0.5, 0.5], "liveness": 0.9});
     let (status, body) = app.post(&app.event("face_captured", capture, true)).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("wrong_dimension")));
+    // Bytes that cannot be authenticated are refused before they are read, and not kept.
     let any_signature = "k=platform,t=0,v1=".to_string() + &"0".repeat(64);
-    let (status, _) = app.post_bytes(b"{oops".to_vec(), None, Some(&any_signature)).await;
-    assert_eq!(status, 400, "malformed before anything else");
+    let (status, body) = app.post_bytes(b"{oops".to_vec(), None, Some(&any_signature)).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "authentication first");
 
     let (_, kept) = app.get("/v1/rejected-events?limit=100").await;
-    assert_eq!(kept["items"].as_array().unwrap().len(), cases.len() + 3, "every refusal is kept");
+    assert_eq!(kept["items"].as_array().unwrap().len(), cases.len() + 2, "every authenticated refusal is kept");
     assert!(!kept.to_string().contains("0.5,0.5"), "raw bodies are not served");
 }
 
@@ -169,7 +169,12 @@ async fn fees_refunds_holds_and_settlement_over_http() {
 
     let refund = json!({"out_trade_no": "F-1", "out_refund_no": "RF-1", "amount": "20.00"});
     assert_eq!(app.post(&app.event("refund_requested", refund, true)).await.0, 202);
-    let hold = json!({"out_order_no": "PS-1", "payer_id": "u-dora", "hold_amount": "50.00"});
+    // The payer authorises the merchant's Pay Score by face, then orders by face.
+    app.capture(4, "100000000000000402").await;
+    let authorise = json!({"face_code": "100000000000000402"});
+    assert_eq!(app.post(&app.event("pay_score_authorised", authorise, true)).await.0, 202);
+    app.capture(4, "100000000000000403").await;
+    let hold = json!({"out_order_no": "PS-1", "face_code": "100000000000000403", "hold_amount": "50.00"});
     assert_eq!(app.post(&app.event("pay_score_order_created", hold, true)).await.0, 202);
     // 300 − 60 + 20 back − 50 held (the balance and the hold are read one after the other).
     until(&app, "/v1/payers/u-dora/balance", |b| b["held"] == "50.00" && b["balance"] == "210.00").await;

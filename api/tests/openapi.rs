@@ -26,8 +26,7 @@ async fn real_answers_have_the_shapes_the_spec_gives_them() {
     let spec: Value = serde_json::from_str(&facepay_api::openapi::spec_json()).unwrap();
     let app = spawn_app().await;
     app.payer("u-alice", 1, "100.00").await;
-    let open = json!({"payer_id": "u-alice", "card_code": "C0001", "channel": "mini_program"});
-    assert_eq!(app.post(&app.event("member_card_opened", open, true)).await.0, 202);
+    app.open_card(1, "100000000000000002", "C0001").await;
     // The pipeline decides in order: once the order is answered, the card is open too.
     app.pay(1, "100000000000000001", "ORDER-1", "60.00").await;
     let accepted = app.post(&app.event("payment_query", json!({"out_trade_no": "ORDER-1"}), true)).await;

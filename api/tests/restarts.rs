@@ -63,7 +63,7 @@ async fn postgres_restarted_mid_run_the_service_rides_it_out_and_loses_nothing()
     eprintln!("PostgreSQL was down for {DOWN_S} s");
     let sent = load.await.unwrap().unwrap();
 
-    support::settle(&db, store.as_ref(), sent.events, Duration::from_secs(120)).await;
+    support::settle(&db, store.as_ref(), sent.answerable(), Duration::from_secs(120)).await;
     let logs_tail = format!("\n--- serve ---\n{}", tail(&log));
     assert!(serve.0.try_wait().unwrap().is_none(), "the service is still running{logs_tail}");
     let text = std::fs::read_to_string(&log).unwrap();

@@ -30,20 +30,14 @@ fn commands() -> Vec<LedgerCommand> {
     for p in 0..PAYERS {
         let payer_id = PayerId::parse(format!("u-s{p:03}")).unwrap();
         let id = |k: usize| uuid::Uuid::from_u128(0x5ca1e << 64 | (p * 100 + k) as u128);
-        out.push(LedgerCommand {
-            event_id: id(0),
-            occurred_at: at(0),
-            request_id: None,
-            device: None,
-            kind: CommandKind::Fund { payer_id: payer_id.clone(), amount: Money::from_fen(10_000).unwrap() },
-        });
+        let fund = CommandKind::Fund { payer_id: payer_id.clone(), amount: Money::from_fen(10_000).unwrap() };
+        out.push(LedgerCommand::new(id(0), at(0), None, fund));
         for k in 1..=PAYMENTS_EACH {
-            out.push(LedgerCommand {
-                event_id: id(k),
-                occurred_at: at(k),
-                request_id: None,
-                device: Some(device.clone()),
-                kind: CommandKind::Pay {
+            out.push(LedgerCommand::new(
+                id(k),
+                at(k),
+                Some(device.clone()),
+                CommandKind::Pay {
                     device: device.clone(),
                     out_trade_no: OutTradeNo::parse(format!("S-{p}-{k}")).unwrap(),
                     amount: Money::from_fen(700).unwrap(),
@@ -51,7 +45,7 @@ fn commands() -> Vec<LedgerCommand> {
                         .unwrap(),
                     identity: Identity::Resolved { payer_id: payer_id.clone(), rule: "global_hit".into() },
                 },
-            });
+            ));
         }
     }
     out

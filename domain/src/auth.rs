@@ -248,6 +248,42 @@ impl EventSignature {
     }
 }
 
+/// The record header the platform's HTTP ingest puts on each event it passes to the
+/// device-events topic: when it accepted the event, under the platform's MAC.
+pub const ACCEPTED_HEADER: &str = "facepay-accepted";
+
+/// When the platform accepted an event, under its MAC over the time and the exact body
+/// (`<unix ms>.<hex MAC>`): the matcher takes the accept time of an event the HTTP path passed
+/// on, so a backlog between the two is not mistaken for a late event. A device cannot make
+/// one: it has not the platform's secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptStamp {
+    pub accepted_at_ms: i64,
+    pub mac: [u8; 32],
+}
+
+impl AcceptStamp {
+    pub fn sign(platform: &SecretBytes, accepted_at_ms: i64, body: &[u8]) -> Self {
+        let head = format!("facepay-accepted-v1\n{accepted_at_ms}\n");
+        Self { accepted_at_ms, mac: mac(&platform.0, &[head.as_bytes(), body]) }
+    }
+
+    /// The accept time, if `header` is the platform's stamp of `body`.
+    pub fn verify(header: &str, platform: &SecretBytes, body: &[u8]) -> Option<i64> {
+        let (ms, given) = header.split_once('.')?;
+        let ms: i64 = ms.parse().ok()?;
+        let given = hex::decode(given).ok()?;
+        let mut m = <HmacSha256 as Mac>::new_from_slice(&platform.0).expect("HMAC takes any key length");
+        m.update(format!("facepay-accepted-v1\n{ms}\n").as_bytes());
+        m.update(body);
+        m.verify_slice(&given).is_ok().then_some(ms)
+    }
+
+    pub fn header(&self) -> String {
+        format!("{}.{}", self.accepted_at_ms, hex::encode(self.mac))
+    }
+}
+
 /// Masks a payer-facing identifier for logs: the first 4 characters, then `***`.
 pub fn mask(id: &str) -> String {
     let head: String = id.chars().take(4).collect();

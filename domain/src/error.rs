@@ -51,6 +51,11 @@ pub enum FieldErrorKind {
     ClockSkew,
     /// An event id already seen from another message.
     Replayed,
+    /// An `occurred_at` further than `DEVICE_CLOCK_SKEW_MAX_MS` from the accept time.
+    OccurredAtSkew,
+    /// An event its signer may not send: another device's, or a device event signed by the
+    /// platform (and the reverse).
+    WrongOrigin,
 }
 
 impl FieldErrorKind {
@@ -73,6 +78,8 @@ impl FieldErrorKind {
             Self::BadSignature => "bad_signature",
             Self::ClockSkew => "clock_skew",
             Self::Replayed => "replayed",
+            Self::OccurredAtSkew => "occurred_at_skew",
+            Self::WrongOrigin => "wrong_origin",
         }
     }
 }

@@ -4,6 +4,13 @@
 //! `{event_id, type, schema_version, occurred_at, merchant_id?, store_id?, device_id?, payload}`.
 //! [`parse_event`] is the only way in: it returns a typed [`Envelope`] or a [`FieldError`]
 //! naming the field at fault.
+//!
+//! Whose is each field to decide: the sender's `occurred_at` is a claim, kept and checked
+//! against the moment facepay accepted the event ([`Envelope::accepted_at`], the platform's
+//! time), which every time rule uses. No device event names a payer: a payment, a Pay Score
+//! order or authorisation and a member card are each authorised by a face capture
+//! (`face_code`), resolved to a payer by the matcher. The audit of every type is in
+//! `docs/events.md` ("Whose is each field").
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,7 +21,7 @@ use crate::error::{FieldError, FieldErrorKind};
 use crate::ids::{
     CardCode, DeviceId, FaceCode, MerchantId, OutOrderNo, OutRefundNo, OutTradeNo, PayerId, PhoneLast4, StoreId,
 };
-use crate::limits::{EVENT_BYTES_MAX, SCHEMA_VERSION};
+use crate::limits::{DEVICE_CLOCK_SKEW_MAX_MS, EVENT_BYTES_MAX, SCHEMA_VERSION};
 use crate::money::Money;
 
 /// Where an event comes from: the most specific of device, merchant or platform that the
@@ -61,8 +68,13 @@ pub struct Envelope {
     pub event_id: Uuid,
     /// The envelope version the sender wrote; this build reads [`SCHEMA_VERSION`].
     pub schema_version: u16,
-    /// Event time, set by the sender. Daily caps and time rules use it, so replay decides alike.
+    /// The sender's claim of when the event happened: kept, checked to lie within
+    /// [`DEVICE_CLOCK_SKEW_MAX_MS`] of [`Envelope::accepted_at`], and deciding nothing.
     pub occurred_at: DateTime<Utc>,
+    /// When facepay accepted the event, by the platform's clock (the HTTP accept, or the
+    /// ingest stage's read of a Kafka record): the time every rule is judged on. Never on the
+    /// wire from a sender.
+    pub accepted_at: DateTime<Utc>,
     pub origin: Origin,
     pub body: EventBody,
 }
@@ -101,6 +113,7 @@ pub enum EventBody {
     PayScoreOrderCreated(PayScoreOrderCreated),
     PayScoreOrderCompleted(PayScoreOrderCompleted),
     PayScoreOrderCancelled(PayScoreOrderCancelled),
+    PayScoreAuthorised(PayScoreAuthorised),
     FaceEnrolled(FaceEnrolled),
     FaceDeleted(FaceDeleted),
     AccountFunded(AccountFunded),
@@ -132,6 +145,7 @@ impl EventBody {
             EventBody::PayScoreOrderCreated(_) => "pay_score_order_created",
             EventBody::PayScoreOrderCompleted(_) => "pay_score_order_completed",
             EventBody::PayScoreOrderCancelled(_) => "pay_score_order_cancelled",
+            EventBody::PayScoreAuthorised(_) => "pay_score_authorised",
             EventBody::FaceEnrolled(_) => "face_enrolled",
             EventBody::FaceDeleted(_) => "face_deleted",
             EventBody::AccountFunded(_) => "account_funded",
@@ -197,27 +211,29 @@ pub struct RefundRequested {
     pub amount: Money,
 }
 
-/// A payer opened the merchant's member card by face.
+/// A payer opened the merchant's member card by face: the capture `face_code` (sent before
+/// it by the same device) says who, as for a payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberCardOpened {
-    /// The UnionID the face resolved to.
-    pub payer_id: PayerId,
+    pub face_code: FaceCode,
     pub card_code: CardCode,
     pub channel: CardChannel,
 }
 
-/// A payer closed (removed) the merchant's member card.
+/// A payer closed (removed) the merchant's member card, by face.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberCardClosed {
-    pub payer_id: PayerId,
+    pub face_code: FaceCode,
     pub card_code: CardCode,
 }
 
-/// A Pay Score service order ("use first, pay later"): a hold on the payer's wallet.
+/// A Pay Score service order ("use first, pay later"): a hold on the wallet of the payer the
+/// capture `face_code` resolves to, who must have authorised the merchant's Pay Score
+/// ([`PayScoreAuthorised`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayScoreOrderCreated {
     pub out_order_no: OutOrderNo,
-    pub payer_id: PayerId,
+    pub face_code: FaceCode,
     /// The hold's cap (the channel's `risk_fund`).
     pub hold_amount: Money,
 }
@@ -233,6 +249,13 @@ pub struct PayScoreOrderCompleted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayScoreOrderCancelled {
     pub out_order_no: OutOrderNo,
+}
+
+/// The payer the capture `face_code` resolves to authorises the merchant's Pay Score orders
+/// ("刷脸授权开通支付分"): the consent every later order of that merchant needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayScoreAuthorised {
+    pub face_code: FaceCode,
 }
 
 /// A payer's face template joins the gallery.
@@ -313,9 +336,9 @@ impl Serialize for Envelope {
 }
 
 impl Envelope {
-    /// A new envelope of the current schema version.
+    /// A new envelope of the current schema version, accepted when it says it occurred.
     pub fn new(event_id: Uuid, occurred_at: DateTime<Utc>, origin: Origin, body: EventBody) -> Self {
-        Self { event_id, schema_version: SCHEMA_VERSION, occurred_at, origin, body }
+        Self { event_id, schema_version: SCHEMA_VERSION, occurred_at, accepted_at: occurred_at, origin, body }
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -340,9 +363,11 @@ struct RawEnvelope {
     payload: serde_json::Value,
 }
 
-/// Parses one inbound event. Every failure names its field: `payload.amount`,
-/// `device_id`, `type`, or `.` for a body that is not JSON at all.
-pub fn parse_event(bytes: &[u8]) -> Result<Envelope, FieldError> {
+/// Parses one inbound event that facepay accepted at `accepted_at` (its own clock). Every
+/// failure names its field: `payload.amount`, `device_id`, `type`, `.` for a body that is not
+/// JSON at all, or `occurred_at` for a claimed time further than [`DEVICE_CLOCK_SKEW_MAX_MS`]
+/// from the accept time.
+pub fn parse_event(bytes: &[u8], accepted_at: DateTime<Utc>) -> Result<Envelope, FieldError> {
     if bytes.len() > EVENT_BYTES_MAX {
         return Err(FieldError::new(
             ".",
@@ -361,13 +386,30 @@ pub fn parse_event(bytes: &[u8]) -> Result<Envelope, FieldError> {
     }
     let body = parse_body(&raw.kind, raw.payload)?;
     let origin = origin_of(raw.merchant_id, raw.store_id, raw.device_id, body.origin_level())?;
+    check_skew(raw.occurred_at, accepted_at)?;
     Ok(Envelope {
         event_id: raw.event_id,
         schema_version: raw.schema_version,
         occurred_at: raw.occurred_at,
+        accepted_at,
         origin,
         body,
     })
+}
+
+/// Refuses a claimed `occurred_at` further than [`DEVICE_CLOCK_SKEW_MAX_MS`] from the accept
+/// time, either way.
+fn check_skew(occurred_at: DateTime<Utc>, accepted_at: DateTime<Utc>) -> Result<(), FieldError> {
+    let skew_ms = (occurred_at - accepted_at).num_milliseconds();
+    if skew_ms.abs() <= DEVICE_CLOCK_SKEW_MAX_MS {
+        return Ok(());
+    }
+    let message = format!(
+        "occurred_at is {}s from the time facepay accepted the event; at most ±{}s",
+        skew_ms / 1000,
+        DEVICE_CLOCK_SKEW_MAX_MS / 1000
+    );
+    Err(FieldError::new("occurred_at", FieldErrorKind::OccurredAtSkew, message))
 }
 
 /// Deserialises `payload` as the struct of event type `kind`, tracking the field path.
@@ -394,6 +436,7 @@ fn parse_body(kind: &str, payload: serde_json::Value) -> Result<EventBody, Field
         "pay_score_order_created" => PayScoreOrderCreated,
         "pay_score_order_completed" => PayScoreOrderCompleted,
         "pay_score_order_cancelled" => PayScoreOrderCancelled,
+        "pay_score_authorised" => PayScoreAuthorised,
         "face_enrolled" => FaceEnrolled,
         "face_deleted" => FaceDeleted,
         "account_funded" => AccountFunded,

@@ -69,7 +69,7 @@ pub fn events() -> Vec<Envelope> {
         (
             d(),
             EventBody::MemberCardOpened(MemberCardOpened {
-                payer_id: payer(),
+                face_code: face(),
                 card_code: CardCode::parse("C00000042").expect("card"),
                 channel: CardChannel::CardPackage,
             }),
@@ -77,15 +77,16 @@ pub fn events() -> Vec<Envelope> {
         (
             d(),
             EventBody::MemberCardClosed(MemberCardClosed {
-                payer_id: payer(),
+                face_code: face(),
                 card_code: CardCode::parse("C00000042").expect("card"),
             }),
         ),
+        (d(), EventBody::PayScoreAuthorised(PayScoreAuthorised { face_code: face() })),
         (
             d(),
             EventBody::PayScoreOrderCreated(PayScoreOrderCreated {
                 out_order_no: order_no(),
-                payer_id: payer(),
+                face_code: face(),
                 hold_amount: m("200.00"),
             }),
         ),

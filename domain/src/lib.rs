@@ -11,7 +11,8 @@
 //! - [`embedding`]: face templates (never printed) and capture scores.
 //! - [`event`]: the inbound envelope and the mission's events, and their parser.
 //! - [`outcome`]: the ledger's answers, decline reasons and their channel codes.
-//! - [`time`]: Asia/Shanghai calendar days.
+//! - [`time`]: the platform's [`time::Clock`] and Asia/Shanghai calendar days.
+//! - [`rate`]: token buckets per key (request budgets, throttles).
 //! - [`examples`]: one example of every event and outcome (the documentation's source).
 //! - [`auth`]: credentials (key ids, tokens, hashes) and device event signatures.
 //! - [`error`]: [`FieldError`], the one parse error.
@@ -25,6 +26,7 @@ pub mod ids;
 pub mod limits;
 pub mod money;
 pub mod outcome;
+pub mod rate;
 pub mod time;
 
 pub use embedding::{Embedding, Score};

@@ -22,7 +22,8 @@ pub const DAILY_COUNT_CAP_DEFAULT: u32 = 100;
 // ---- A payment's life after the decision -----------------------------------------------
 
 /// An order still unpaid this long after its creation is revoked (the channel's 45 s): a
-/// later attempt on it gets ORDERCLOSED. Judged on event time, so replay decides alike.
+/// later attempt on it gets ORDERCLOSED. Judged on the platform's accept time of each
+/// command, which is stored with its events, so replay decides alike.
 pub const ORDER_REVOKE_AFTER_MS: i64 = 45_000;
 
 /// How old an order may be and still be reversed (the channel's 7 days).
@@ -33,18 +34,18 @@ pub const REVERSAL_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 pub const HOLD_EXPIRY_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// How often the sweeper looks for orders and holds past their time (the ledger's clock).
-/// Revocation at 45 s is stamped with its due event time whatever the sweep's delay, so
-/// this bounds only how stale a projection may look, not what the ledger decides.
+/// Revocation at 45 s is stamped with its due time whatever the sweep's delay, so this
+/// bounds only how stale a projection may look, not what the ledger decides.
 pub const SWEEP_INTERVAL_MS: u64 = 1_000;
 
 /// Most orders and holds one sweep revokes or expires, in one ledger transaction: a backlog
 /// (a store that was off for a month) drains in bounded batches, one per interval.
 pub const SWEEP_BATCH_MAX: u32 = 256;
 
-/// The sweeper's clock runs this far behind the newest event time the ledger has recorded.
-/// Partitions are consumed at different speeds; an attempt sent at second 44 of an order's
-/// 45 may still be in a lagging partition when another partition's events move the clock on.
-/// Within this slack such an attempt is decided before the sweep revokes the order.
+/// The sweeper's clock runs this far behind the platform's clock. Partitions are consumed at
+/// different speeds; an attempt accepted at second 44 of an order's 45 may still be in a
+/// lagging partition when the sweep runs. Within this slack such an attempt is decided
+/// before the sweep revokes the order.
 pub const SWEEP_EVENT_TIME_LAG_MS: i64 = 15_000;
 
 /// The lease that makes one process at a time the sweeper (the others stand by); its length
@@ -68,6 +69,12 @@ pub const FEE_RATE_DEFAULT_PPM: i64 = 0;
 /// enough for a UUID or a trace id, too short to smuggle a payload into the logs.
 pub const REQUEST_ID_LEN_MAX: usize = 64;
 
+/// How far a sender's `occurred_at` may lie from the moment facepay accepted the event,
+/// either way. Further, the event is refused (`occurred_at_skew`): a device clock that far
+/// off is broken or lying. Within it, the claim is kept and decides nothing: every time rule
+/// runs on the accept time.
+pub const DEVICE_CLOCK_SKEW_MAX_MS: i64 = 5 * 60 * 1000;
+
 /// The one schema version of the envelope this build reads and writes.
 pub const SCHEMA_VERSION: u16 = 1;
 
@@ -84,9 +91,26 @@ pub const OUT_TRADE_NO_LEN_MAX: usize = 32;
 /// Longest merchant, store, device, payer or card identifier.
 pub const ID_LEN_MAX: usize = 64;
 
-/// How much of a rejected event's raw body is kept, in bytes (the rest is cut, and the cut
-/// is recorded), so a flood of huge garbage cannot fill the disk.
-pub const REJECTED_RAW_BYTES_MAX: usize = 16 * 1024;
+/// How much of a rejected event's raw body is kept, in bytes, once its embeddings and phone
+/// digits are redacted (the rest is cut, and the cut is recorded): a bad event without its
+/// 6 KiB embedding is well under this, and a flood of garbage cannot fill the disk.
+pub const REJECTED_RAW_BYTES_MAX: usize = 4 * 1024;
+
+/// Rejections kept per second for one authenticated sender (a device key, an admin key),
+/// sustained, and the burst above it: a broken or hostile device cannot fill the
+/// rejected-events table or push others' rejections out of finance's view. Past it, its bad
+/// events are still refused and counted (`facepay_rejections_unkept_total`), not kept.
+pub const REJECTIONS_KEPT_PER_KEY_PER_SEC: u32 = 1;
+pub const REJECTIONS_KEPT_PER_KEY_BURST: u32 = 60;
+
+/// Failed authentications (no or bad key, bad or stale signature) a source address may make
+/// per second, sustained, and the burst above it; past it every request from that address is
+/// answered 429 with `Retry-After` before any work is done.
+pub const AUTH_FAILURES_PER_ADDR_PER_SEC: u32 = 2;
+pub const AUTH_FAILURES_PER_ADDR_BURST: u32 = 20;
+
+/// Most keys (device keys, source addresses) a rate limiter tracks at once.
+pub const RATE_LIMITER_KEYS_MAX: usize = 100_000;
 
 // ---- Pipeline ---------------------------------------------------------------------------
 
@@ -124,6 +148,11 @@ pub const MATCH_GATHER_HELD_MAX: usize = 10_000;
 /// store per batch, migration 0012), and how long the store keeps them: a payment follows
 /// its capture within seconds, and an order still unpaid 45 s after creation is revoked.
 pub const MATCH_CAPTURE_MEMO_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// How often a matcher with a face store reads the ledger's open member cards again, so its
+/// member lists follow what the ledger decided (a card is opened by face, and split over
+/// shards the capture is resolved by whichever process's gather holds it).
+pub const MATCH_MEMBERS_REFRESH_MS: u64 = 5_000;
 
 /// How long an HTTP ingest request may wait for room in the pipeline before answering 503.
 pub const INGEST_ENQUEUE_TIMEOUT_MS: u64 = 2_000;
@@ -292,8 +321,8 @@ pub const RECON_NOTE_LEN_MAX: usize = 512;
 
 // ---- API authentication (issue 7) ------------------------------------------------------
 
-/// How far a device's signing time may be from the receiver's clock (HTTP) or from the
-/// moment the broker took the message (Kafka), either way: ±5 minutes.
+/// How far a device's signing time may be from the moment facepay accepted the event (the
+/// platform's clock), either way: ±5 minutes.
 pub const SIGNATURE_WINDOW_SECS: i64 = 300;
 
 /// Random bytes in an API key's secret part (256 bits: a keyed hash suffices, no password
@@ -325,6 +354,12 @@ pub const RATE_LIMIT_PER_SEC: u32 = 2_000;
 
 /// Requests a key may burst above its sustained rate.
 pub const RATE_LIMIT_BURST: u32 = 4_000;
+
+/// Longest label of an API key, in characters.
+pub const KEY_LABEL_LEN_MAX: usize = 200;
+
+/// Longest request target (path and query) the API reads, in bytes; longer is a 414.
+pub const URI_LEN_MAX: usize = 8 * 1024;
 
 /// Most entries served by one page of the audit log.
 pub const AUDIT_PAGE_MAX: u32 = 500;

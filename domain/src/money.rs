@@ -63,17 +63,29 @@ impl TryFrom<Decimal> for Money {
 impl FromStr for Money {
     type Err = ValueError;
 
+    /// Only the canonical form: `^[0-9]+(\.[0-9]{1,2})?$` with no leading zero (`"0.50"`,
+    /// `"12.3"`, `"7"`). `"60."`, `".5"`, `"060.00"`, `"1e3"` are refused as `invalid`, a
+    /// third decimal as `too_many_decimals`, a well-formed negative or zero as `not_positive`.
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        let well_formed = !s.is_empty()
-            && s.len() <= 24
-            && s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
-            && s.bytes().filter(|b| *b == b'.').count() <= 1;
-        if !well_formed {
-            return Err(ValueError::new(FieldErrorKind::Invalid, "a decimal string like \"12.30\" is required"));
+        let invalid = || ValueError::new(FieldErrorKind::Invalid, "a decimal string like \"12.30\" is required");
+        let (negative, unsigned) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let (whole, cents) = match unsigned.split_once('.') {
+            Some((w, c)) => (w, Some(c)),
+            None => (unsigned, None),
+        };
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        let canonical_whole = digits(whole) && whole.len() <= 20 && (whole == "0" || !whole.starts_with('0'));
+        if !canonical_whole || cents.is_some_and(|c| !digits(c)) {
+            return Err(invalid());
         }
-        let value = Decimal::from_str(s)
-            .map_err(|_| ValueError::new(FieldErrorKind::Invalid, "a decimal string like \"12.30\" is required"))?;
-        Money::try_from(value)
+        if cents.is_some_and(|c| c.len() > 2) {
+            return Err(ValueError::new(FieldErrorKind::TooManyDecimals, "CNY has at most 2 decimal places"));
+        }
+        let value = Decimal::from_str(unsigned).map_err(|_| invalid())?;
+        Money::try_from(if negative { -value } else { value })
     }
 }
 
@@ -112,7 +124,16 @@ mod tests {
         assert_eq!("12.34".parse::<Money>().unwrap().fen(), 1234);
         assert_eq!("12.3".parse::<Money>().unwrap().to_string(), "12.30");
         assert_eq!("7".parse::<Money>().unwrap().fen(), 700);
-        assert_eq!("12.340".parse::<Money>().unwrap().fen(), 1234);
+        assert_eq!("0.50".parse::<Money>().unwrap().fen(), 50);
+    }
+
+    #[test]
+    fn only_the_canonical_form_is_money() {
+        let kind = |s: &str| s.parse::<Money>().unwrap_err().kind;
+        for s in ["60.", ".5", "060.00", "00.50", "+5", " 5", "5 ", "1,000.00", "1.2.3", "-", "-.5", "١٢"] {
+            assert_eq!(kind(s), FieldErrorKind::Invalid, "{s:?}");
+        }
+        assert_eq!(kind("12.340"), FieldErrorKind::TooManyDecimals);
     }
 
     #[test]

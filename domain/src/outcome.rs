@@ -128,10 +128,17 @@ pub enum RefusalReason {
     OrderPaid,
     /// A payment confirmed by the channel's bill for another amount than the order's.
     AmountMismatch,
+    /// A face-authorised operation (member card, Pay Score) whose capture did not resolve to
+    /// a payer (no match, failed liveness, ambiguous, or a face code the matcher never saw).
+    IdentityUnresolved,
+    /// A face-authorised operation whose face code was already spent.
+    CaptureUsed,
+    /// A Pay Score order for a payer who has not authorised the merchant's Pay Score.
+    PayScoreNotAuthorised,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 16] = [
+    pub const ALL: [RefusalReason; 19] = [
         Self::OrderNotFound,
         Self::OrderNotPaid,
         Self::OrderReversed,
@@ -148,6 +155,9 @@ impl RefusalReason {
         Self::FeeRateOutOfRange,
         Self::OrderPaid,
         Self::AmountMismatch,
+        Self::IdentityUnresolved,
+        Self::CaptureUsed,
+        Self::PayScoreNotAuthorised,
     ];
 
     /// facepay's stable code.
@@ -169,6 +179,9 @@ impl RefusalReason {
             Self::FeeRateOutOfRange => "FEE_RATE_OUT_OF_RANGE",
             Self::OrderPaid => "ORDER_PAID",
             Self::AmountMismatch => "AMOUNT_MISMATCH",
+            Self::IdentityUnresolved => "IDENTITY_UNRESOLVED",
+            Self::CaptureUsed => "CAPTURE_USED",
+            Self::PayScoreNotAuthorised => "PAY_SCORE_NOT_AUTHORISED",
         }
     }
 
@@ -191,6 +204,9 @@ impl RefusalReason {
             Self::FeeRateOutOfRange => "PARAM_ERROR",
             Self::OrderPaid => "ORDERPAID",
             Self::AmountMismatch => "PARAM_ERROR",
+            Self::IdentityUnresolved => "AUTH_CODE_INVALID",
+            Self::CaptureUsed => "AUTH_CODE_ERROR",
+            Self::PayScoreNotAuthorised => "NO_AUTH",
         }
     }
 

@@ -1,8 +1,18 @@
 //! Parse, don't validate: every bad field is refused with its name and cause.
 
-use facepay_domain::limits::EMBEDDING_DIM;
-use facepay_domain::{parse_event, EventBody, FieldErrorKind, Origin};
+use chrono::{DateTime, Utc};
+use facepay_domain::limits::{DEVICE_CLOCK_SKEW_MAX_MS, EMBEDDING_DIM};
+use facepay_domain::{Envelope, EventBody, FieldError, FieldErrorKind, Origin};
 use serde_json::{json, Value};
+
+/// When facepay accepted the events below: a second after they say they occurred.
+fn accepted() -> DateTime<Utc> {
+    "2026-03-02T01:15:08Z".parse().unwrap()
+}
+
+fn parse_event(bytes: &[u8]) -> Result<Envelope, FieldError> {
+    facepay_domain::parse_event(bytes, accepted())
+}
 
 fn payment(amount: Value, out_trade_no: &str) -> Value {
     json!({
@@ -31,6 +41,22 @@ fn a_good_payment_parses_and_round_trips() {
     assert!(matches!(env.origin, Origin::Device(_)));
     let again = parse_event(&env.to_json()).unwrap();
     assert_eq!(again, env);
+    assert_eq!(env.accepted_at, accepted(), "the platform's time, not the sender's");
+}
+
+#[test]
+fn an_occurred_at_far_from_the_accept_time_is_refused_either_way() {
+    let at = |t: &str| {
+        let mut v = payment(json!("1.00"), "A1");
+        v["occurred_at"] = json!(t);
+        v
+    };
+    for t in ["2001-01-01T00:00:00Z", "2030-06-01T00:00:00Z", "2026-03-02T01:20:09Z", "2026-03-02T01:10:07Z"] {
+        assert_eq!(err(at(t)), ("occurred_at".into(), FieldErrorKind::OccurredAtSkew), "{t}");
+    }
+    let edge = accepted() + chrono::Duration::milliseconds(DEVICE_CLOCK_SKEW_MAX_MS);
+    let env = parse_event(at(&edge.to_rfc3339()).to_string().as_bytes()).expect("within the window");
+    assert_eq!((env.occurred_at, env.accepted_at), (edge, accepted()), "the claim is kept, the accept time rules");
 }
 
 #[test]

@@ -1,26 +1,38 @@
 //! Device authenticity: every inbound event is signed, and checked here, in the validate
 //! stage that the HTTP path, the in-process bus and the Kafka matcher all go through.
 //!
-//! A device event must carry a `facepay-signature` (see [`facepay_domain::auth`]) made with a
-//! live device key of **that** device (so of its merchant and store); platform and merchant
-//! events (enrolments, funding, freezes, limits) must carry the platform's signature. The
-//! signing time must lie within [`SIGNATURE_WINDOW_SECS`] of the reference time (the
-//! receiver's clock over HTTP and on the in-process bus, the broker's timestamp of the message
-//! over Kafka, so a backlog is not mistaken for stale input). An event id seen before from
-//! another message is a replay. Each refusal is a [`FieldError`] (`bad_signature`,
-//! `clock_skew`, `replayed`) and is kept, like any bad input, with its reason.
+//! **Authentication comes first**, before the event is parsed or the registry consulted:
+//! [`DeviceVerifier::authenticate`] reads only the signature header and the body's
+//! `event_id`, finds the key (a live device key, or the platform's), checks the MAC over the
+//! exact bytes, then the signing time against the accept time (the platform's clock, within
+//! [`SIGNATURE_WINDOW_SECS`]). Every failure there is [`Refusal::Unauthenticated`]: nothing
+//! of it is kept or revealed (the HTTP path answers one 401 body, whatever the registry
+//! holds), it is only counted. Once the sender is known, a bad event is
+//! [`Refusal::Invalid`]: kept with its reason, as long as that sender's budget of kept
+//! rejections lasts ([`REJECTIONS_KEPT_PER_KEY_PER_SEC`]).
 //!
-//! The replay memory is per process and bounded ([`REPLAY_CACHE_MAX`], and entries older
-//! than twice the window are dropped: outside the window a replay fails the clock check).
-//! Whatever slips past it (another process, a restart) still changes nothing: the ledger
-//! answers a repeated event id from the stored outcome.
+//! A device key may only speak for its own device: an event naming another device, store or
+//! merchant is refused (`wrong_origin`), as is a device event signed by the platform or a
+//! platform event signed by a device. An event id seen before from another message is a
+//! replay. The replay memory is per process and bounded ([`REPLAY_CACHE_MAX`], and entries
+//! older than twice the window are dropped: outside the window a replay fails the clock
+//! check). Whatever slips past it (another process, a restart) still changes nothing: the
+//! ledger answers a repeated event id from the stored outcome.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Instant;
 
-use facepay_domain::auth::{device_secret, platform_secret, EventSignature, Pepper, SecretBytes, PLATFORM_KEY_ID};
-use facepay_domain::limits::{REPLAY_CACHE_MAX, SIGNATURE_WINDOW_SECS};
-use facepay_domain::{Envelope, FieldError, FieldErrorKind, Origin};
+use chrono::{DateTime, Utc};
+use facepay_domain::auth::{
+    device_secret, platform_secret, EventSignature, KeyId, Pepper, SecretBytes, PLATFORM_KEY_ID,
+};
+use facepay_domain::limits::{
+    RATE_LIMITER_KEYS_MAX, REJECTIONS_KEPT_PER_KEY_BURST, REJECTIONS_KEPT_PER_KEY_PER_SEC, REPLAY_CACHE_MAX,
+    SIGNATURE_WINDOW_SECS,
+};
+use facepay_domain::rate::RateLimiter;
+use facepay_domain::{DeviceRef, Envelope, FieldError, FieldErrorKind, Origin};
 use facepay_ledger::store::Registry;
 use uuid::Uuid;
 
@@ -35,12 +47,70 @@ pub enum Position {
     Unchecked,
 }
 
-/// Checks signatures, clocks and replays. One per process, shared.
+/// Who signed an event whose signature checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// The platform (its own events, and admin-posted ones it signed for the bus).
+    Platform,
+    /// A device key, bound to this device of this store of this merchant.
+    Device { key_id: KeyId, device: DeviceRef },
+}
+
+impl Signer {
+    /// The key the sender signed with (the key of its rejection budget).
+    pub fn key_id(&self) -> KeyId {
+        match self {
+            Signer::Platform => KeyId::platform(),
+            Signer::Device { key_id, .. } => key_id.clone(),
+        }
+    }
+
+    /// Refuses an event this signer may not send: a device key speaks for its own device
+    /// only; the platform sends platform and merchant events only.
+    pub fn may_send(&self, envelope: &Envelope) -> Result<(), FieldError> {
+        let wrong = |m: &str| FieldError::new("device_id", FieldErrorKind::WrongOrigin, m);
+        match (self, &envelope.origin) {
+            (Signer::Device { device, .. }, Origin::Device(d)) if d == device => Ok(()),
+            (Signer::Device { .. }, Origin::Device(_)) => Err(wrong("the event names another device than its key's")),
+            (Signer::Device { .. }, _) => Err(wrong("a device key signs its own device's events only")),
+            (Signer::Platform, Origin::Device(_)) => Err(wrong("a device event is signed by its device's key")),
+            (Signer::Platform, _) => Ok(()),
+        }
+    }
+}
+
+/// A sender whose signature checked out, and when it signed (unix seconds).
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub signer: Signer,
+    pub signed_at: i64,
+}
+
+/// Why an event was not taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// No valid, fresh signature: nothing of it is kept or revealed, it is only counted.
+    Unauthenticated(FieldError),
+    /// An authenticated sender's bad event: kept with its reason unless `keep` is false (the
+    /// sender's budget of kept rejections is spent: refused and counted only).
+    Invalid { error: FieldError, keep: bool },
+}
+
+impl Refusal {
+    pub fn error(&self) -> &FieldError {
+        match self {
+            Refusal::Unauthenticated(e) | Refusal::Invalid { error: e, .. } => e,
+        }
+    }
+}
+
+/// Checks signatures, clocks and replays, and budgets kept rejections. One per process.
 pub struct DeviceVerifier {
     pepper: Pepper,
     platform: SecretBytes,
     window_secs: i64,
     seen: Mutex<Seen>,
+    kept: RateLimiter<KeyId>,
 }
 
 impl std::fmt::Debug for DeviceVerifier {
@@ -55,14 +125,22 @@ struct Seen {
     order: VecDeque<(i64, Uuid)>,
 }
 
-fn refuse(kind: FieldErrorKind, message: &str) -> FieldError {
+fn unauthenticated(kind: FieldErrorKind, message: &str) -> FieldError {
     FieldError::new("signature", kind, message)
+}
+
+/// Just the event id of a body, for checking its signature before anything else is read.
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    event_id: Uuid,
 }
 
 impl DeviceVerifier {
     pub fn new(pepper: Pepper) -> Self {
         let platform = platform_secret(&pepper);
-        Self { pepper, platform, window_secs: SIGNATURE_WINDOW_SECS, seen: Mutex::new(Seen::default()) }
+        let kept =
+            RateLimiter::new(REJECTIONS_KEPT_PER_KEY_PER_SEC, REJECTIONS_KEPT_PER_KEY_BURST, RATE_LIMITER_KEYS_MAX);
+        Self { pepper, platform, window_secs: SIGNATURE_WINDOW_SECS, seen: Mutex::new(Seen::default()), kept }
     }
 
     /// A verifier with a random pepper: nothing signed elsewhere passes it.
@@ -80,79 +158,69 @@ impl DeviceVerifier {
         &self.platform
     }
 
-    /// Checks `envelope`'s signature `header` over `body` against `registry`'s device keys,
-    /// at `reference` (unix seconds), and remembers its id unless `position` says not to.
-    pub fn verify(
+    /// Who signed `body`, by its signature `header`, at `accepted_at` (the platform's time):
+    /// a live key of `registry` or the platform's, a MAC over these very bytes, and a signing
+    /// time within the window. Reads nothing of the body but its `event_id`.
+    pub fn authenticate(
         &self,
-        envelope: &Envelope,
         body: &[u8],
         header: Option<&str>,
         registry: &Registry,
-        reference: i64,
-        position: Position,
-    ) -> Result<(), FieldError> {
-        let header = header.ok_or_else(|| refuse(FieldErrorKind::BadSignature, "the event is not signed"))?;
-        let sig = EventSignature::parse(header).map_err(|e| refuse(FieldErrorKind::BadSignature, &e.message))?;
-        let secret = self.secret_for(envelope, &sig, registry, reference)?;
-        if (sig.signed_at - reference).abs() > self.window_secs {
-            let message =
-                format!("signed {}s from now; the window is ±{}s", sig.signed_at - reference, self.window_secs);
+        accepted_at: DateTime<Utc>,
+    ) -> Result<Authenticated, FieldError> {
+        let bad = |m: &str| unauthenticated(FieldErrorKind::BadSignature, m);
+        let header = header.ok_or_else(|| bad("the event is not signed"))?;
+        let sig = EventSignature::parse(header).map_err(|e| bad(&e.message))?;
+        let event_id = serde_json::from_slice::<IdOnly>(body).map_err(|_| bad("no event_id to check"))?.event_id;
+        let (signer, secret) = self.signer_of(&sig.key_id, registry, accepted_at).ok_or_else(|| bad("unknown key"))?;
+        if !sig.verify(&secret, event_id, body) {
+            return Err(bad("the signature does not match the body"));
+        }
+        let skew = sig.signed_at - accepted_at.timestamp();
+        if skew.abs() > self.window_secs {
+            let message = format!("signed {skew}s from now; the window is ±{}s", self.window_secs);
             return Err(FieldError::new("signature.t", FieldErrorKind::ClockSkew, message));
         }
-        if !sig.verify(&secret, envelope.event_id, body) {
-            return Err(refuse(FieldErrorKind::BadSignature, "the signature does not match the body"));
-        }
-        match position {
-            Position::Unchecked => Ok(()),
-            Position::Fresh => self.remember(envelope.event_id, sig.signed_at, None, reference),
-            Position::Record { partition, offset } => {
-                self.remember(envelope.event_id, sig.signed_at, Some((partition, offset)), reference)
-            }
-        }
+        Ok(Authenticated { signer, signed_at: sig.signed_at })
     }
 
-    /// The secret `sig` must be made with: the platform's for platform and merchant events,
-    /// else the device key's, which must be live and this device's.
-    fn secret_for(
-        &self,
-        envelope: &Envelope,
-        sig: &EventSignature,
-        registry: &Registry,
-        reference: i64,
-    ) -> Result<SecretBytes, FieldError> {
-        let device = match (&envelope.origin, sig.key_id.as_str() == PLATFORM_KEY_ID) {
-            (Origin::Device(d), false) => d,
-            (Origin::Device(_), true) => {
-                return Err(refuse(FieldErrorKind::BadSignature, "a device event needs its device's key"))
-            }
-            (_, true) => return Ok(self.platform.clone()),
-            (_, false) => return Err(refuse(FieldErrorKind::BadSignature, "only the platform signs this event")),
+    /// The signer a key id names and its secret: the platform, or a device key live at `at`
+    /// and bound to a device.
+    fn signer_of(&self, key_id: &KeyId, registry: &Registry, at: DateTime<Utc>) -> Option<(Signer, SecretBytes)> {
+        if key_id.as_str() == PLATFORM_KEY_ID {
+            return Some((Signer::Platform, self.platform.clone()));
+        }
+        let key = registry.device_keys.get(key_id).filter(|k| k.live_at(at))?;
+        let device = DeviceRef {
+            merchant_id: key.merchant_id.clone()?,
+            store_id: key.store_id.clone()?,
+            device_id: key.device_id.clone()?,
         };
-        let key = registry
-            .device_keys
-            .get(&sig.key_id)
-            .ok_or_else(|| refuse(FieldErrorKind::BadSignature, "unknown or revoked key"))?;
-        let now = chrono::DateTime::from_timestamp(reference, 0).unwrap_or_default();
-        if !key.live_at(now) {
-            return Err(refuse(FieldErrorKind::BadSignature, "the key is revoked or expired"));
-        }
-        let same = key.device_id.as_ref() == Some(&device.device_id)
-            && key.merchant_id.as_ref() == Some(&device.merchant_id)
-            && key.store_id.as_ref() == Some(&device.store_id);
-        if !same {
-            return Err(refuse(FieldErrorKind::BadSignature, "the key belongs to another device"));
-        }
-        Ok(device_secret(&self.pepper, &sig.key_id))
+        Some((Signer::Device { key_id: key_id.clone(), device }, device_secret(&self.pepper, key_id)))
     }
 
-    fn remember(&self, id: Uuid, signed_at: i64, at: Option<(i32, i64)>, reference: i64) -> Result<(), FieldError> {
+    /// Whether one more rejection from `key` may be kept (its budget per second).
+    pub fn may_keep(&self, key: &KeyId) -> bool {
+        self.kept.take(key, Instant::now()).is_ok()
+    }
+
+    /// Remembers `id` (signed at `signed_at`, unix seconds) unless `position` says not to;
+    /// an id already received from another message is a replay.
+    pub fn remember(&self, id: Uuid, signed_at: i64, position: Position, now: i64) -> Result<(), FieldError> {
+        let at = match position {
+            Position::Unchecked => return Ok(()),
+            Position::Fresh => None,
+            Position::Record { partition, offset } => Some((partition, offset)),
+        };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         match seen.by_id.get(&id) {
             Some(first) if at.is_some() && *first == at => return Ok(()),
-            Some(_) => return Err(refuse(FieldErrorKind::Replayed, "this event id was already received")),
+            Some(_) => {
+                return Err(FieldError::new("event_id", FieldErrorKind::Replayed, "this event id was already received"))
+            }
             None => {}
         }
-        let horizon = reference - 2 * self.window_secs;
+        let horizon = now - 2 * self.window_secs;
         while let Some(&(t, old)) = seen.order.front() {
             if t >= horizon && seen.order.len() < REPLAY_CACHE_MAX {
                 break;

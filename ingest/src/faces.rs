@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use facepay_domain::limits::{MATCH_CAPTURE_MEMO_WINDOW_MS, MATCH_MEMORY_CAPTURES_MAX};
-use facepay_domain::{Embedding, FaceCode, PayerId, PhoneLast4};
+use facepay_domain::{Embedding, FaceCode, MerchantId, PayerId, PhoneLast4};
 use facepay_ledger::store::{CaptureMemo, StoredFace};
 use facepay_ledger::{Identity, LedgerStore, StoreError};
 use facepay_matcher::vault::{Sealed, Vault, VaultError};
@@ -170,14 +170,24 @@ impl FaceStore {
     /// opened in an event the ledger has not decided yet is marked when the matcher reads that
     /// event again (it resumes from its last committed offset).
     async fn restore_members(&self, gallery: &mut Gallery) -> Result<(), FaceStoreError> {
+        gallery.set_members(self.members().await?);
+        Ok(())
+    }
+
+    /// The open member cards of this shard's payers, as the ledger keeps them: what the
+    /// gallery's member lists must say (the matcher refreshes them from here every
+    /// `MATCH_MEMBERS_REFRESH_MS`, so they follow the ledger's decisions, and reach every
+    /// shard whichever process's gather resolved the card's capture).
+    pub async fn members(&self) -> Result<Vec<(MerchantId, PayerId)>, FaceStoreError> {
+        let mut open = Vec::new();
         for merchant in self.store.registry().await?.merchants.keys() {
             for card in self.store.members(merchant).await? {
                 if card.closed_at.is_none() && self.shard.owns(&card.payer_id) {
-                    gallery.add_member(merchant, &card.payer_id);
+                    open.push((merchant.clone(), card.payer_id));
                 }
             }
         }
-        Ok(())
+        Ok(open)
     }
 
     /// Opens every template the log still holds for `payer`; after a deletion none opens.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use facepay_domain::limits::{MATCH_GATHER_HELD_MAX, MATCH_GATHER_PENDING_MAX, MATCH_GATHER_WAIT_MS};
 use facepay_domain::{DeviceRef, FaceCode};
-use facepay_ledger::{CommandKind, Identity};
+use facepay_ledger::Identity;
 use facepay_matcher::policy::Partial;
 use facepay_matcher::MatchPolicy;
 use serde::{Deserialize, Serialize};
@@ -112,7 +112,7 @@ impl Gather {
 
     /// Remembers captures decided before a restart (oldest first).
     pub fn restore_captures(&mut self, captures: impl IntoIterator<Item = (FaceCode, Identity)>) {
-        captures.into_iter().for_each(|(face_code, identity)| self.identities.remember(face_code, identity));
+        captures.into_iter().for_each(|(face_code, identity)| self.identities.restore(face_code, identity));
     }
 
     /// Takes one message that arrived `now` from `at`; returns what may go to the ledger now,
@@ -232,21 +232,22 @@ impl Gather {
         Vec::new()
     }
 
-    /// Whether `msg` is a payment whose capture's partials are not all in.
+    /// Whether `msg` is authorised by a capture (a payment, a member card, Pay Score) whose
+    /// partials are not all in.
     fn waits(&self, msg: &StageMessage) -> bool {
         match msg {
-            StageMessage::Command(c) => match &c.kind {
-                CommandKind::Pay { face_code, .. } => self.pending.contains_key(face_code),
-                _ => false,
-            },
+            StageMessage::Command(c) => {
+                c.kind.capture().is_some_and(|(face_code, _)| self.pending.contains_key(face_code))
+            }
             _ => false,
         }
     }
 
-    /// `msg` with its payment's identity filled in from the capture's decision.
+    /// `msg` with the identity of the capture that authorises it filled in from the capture's
+    /// decision (the ledger spends the capture: a second use is refused there).
     fn resolved(&self, mut msg: StageMessage) -> StageMessage {
         if let StageMessage::Command(c) = &mut msg {
-            if let CommandKind::Pay { face_code, identity, .. } = &mut c.kind {
+            if let Some((face_code, identity)) = c.kind.capture_mut() {
                 *identity = self.identities.identity_of(face_code);
             }
         }
@@ -255,7 +256,7 @@ impl Gather {
 
     fn decided(&mut self, face_code: FaceCode, identity: Identity) -> Vec<StageMessage> {
         self.identified.push((face_code.clone(), identity.clone()));
-        self.identities.remember(face_code, identity);
+        self.identities.remember(face_code, identity, None);
         self.release()
     }
 
@@ -312,7 +313,7 @@ mod tests {
     use super::*;
     use crate::matching::UNKNOWN_CAPTURE;
     use facepay_domain::{DeviceId, MerchantId, Money, OutTradeNo, PayerId, StoreId};
-    use facepay_ledger::{Command, Lifecycle};
+    use facepay_ledger::{Command, CommandKind, Lifecycle};
     use facepay_matcher::policy::{Candidate, CaptureFacts};
 
     const CODE: &str = "134567890123456789";
@@ -341,13 +342,12 @@ mod tests {
     }
 
     fn command(n: u128, dev: &str, kind: CommandKind) -> GatherMessage {
-        GatherMessage::Routed(Box::new(StageMessage::Command(Command {
-            event_id: uuid::Uuid::from_u128(n),
-            occurred_at: chrono::Utc::now(),
-            device: Some(device(dev)),
+        GatherMessage::Routed(Box::new(StageMessage::Command(Command::new(
+            uuid::Uuid::from_u128(n),
+            chrono::Utc::now(),
+            Some(device(dev)),
             kind,
-            request_id: None,
-        })))
+        ))))
     }
 
     fn pay(n: u128, dev: &str) -> GatherMessage {

@@ -425,17 +425,21 @@ pub fn command_key(cmd: &facepay_ledger::Command) -> String {
         K::Pay { identity: Identity::Resolved { payer_id, .. }, .. } => format!("payer:{payer_id}"),
         K::Pay { device, out_trade_no, .. } => format!("order:{}:{out_trade_no}", device.merchant_id),
         K::Query { merchant_id, out_trade_no } => format!("order:{merchant_id}:{out_trade_no}"),
-        K::Fund { payer_id, .. }
-        | K::Freeze { payer_id }
-        | K::Unfreeze { payer_id }
-        | K::OpenMemberCard { payer_id, .. }
-        | K::CloseMemberCard { payer_id, .. } => format!("payer:{payer_id}"),
+        K::Fund { payer_id, .. } | K::Freeze { payer_id } | K::Unfreeze { payer_id } => format!("payer:{payer_id}"),
+        K::OpenMemberCard { identity: Identity::Resolved { payer_id, .. }, .. }
+        | K::CloseMemberCard { identity: Identity::Resolved { payer_id, .. }, .. } => format!("payer:{payer_id}"),
+        K::OpenMemberCard { merchant_id, .. } | K::CloseMemberCard { merchant_id, .. } => {
+            format!("merchant:{merchant_id}")
+        }
         K::SetMerchantLimit { merchant_id, .. } => format!("merchant:{merchant_id}"),
         K::Lifecycle(l) => l.partition_key(),
         K::ConfirmPaid(c) => format!("order:{}:{}", c.merchant_id, c.out_trade_no),
         K::NotYetSupported { .. } => format!("event:{}", cmd.event_id),
     }
 }
+
+/// How often the matcher stage reads the ledger's member cards again (with a face store).
+const MATCH_MEMBERS_REFRESH: Duration = Duration::from_millis(facepay_domain::limits::MATCH_MEMBERS_REFRESH_MS);
 
 /// Stage 1 + 2 over Kafka: device events in; everything made of them (commands, the
 /// matcher's own answers, rejections) out to the ledger-commands topic, where the ledger
@@ -452,6 +456,7 @@ pub async fn run_match_stage(
     stage: std::sync::Arc<tokio::sync::Mutex<crate::matching::MatchStage>>,
     faces: Option<crate::faces::FaceStore>,
     verifier: std::sync::Arc<crate::authenticity::DeviceVerifier>,
+    clock: facepay_domain::time::SharedClock,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     // The stage's state (gallery, recent captures) outlives a run: a restarted run keeps it.
@@ -463,6 +468,7 @@ pub async fn run_match_stage(
     let mut errors = RecvErrors::default();
     let mut guard = SkipGuard::default();
     let mut assigned = Assigned::default();
+    let mut members_read = tokio::time::Instant::now();
     loop {
         let first = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
@@ -472,17 +478,24 @@ pub async fn run_match_stage(
         let mut batch = vec![first.detach()];
         fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;
         guard.check(&consumer, &cfg.topic(DEVICE_EVENTS), &mut batch);
+        // The member lists follow the ledger's cards (opened and closed by face, decided
+        // wherever the capture was resolved).
+        if let (true, Some(faces)) = (members_read.elapsed() >= MATCH_MEMBERS_REFRESH, &faces) {
+            stage.set_members(faces.members().await?);
+            members_read = tokio::time::Instant::now();
+        }
         if let (true, Some(faces)) = (assigned.update(&consumer).grew, &faces) {
             stage.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
         }
         // Route in order, send all, then wait: one round trip per batch, not per event.
         let mut acks = Acks::with_capacity(batch.len());
         for msg in &batch {
-            let (routed, partial) = stage_message(&registry, &verifier, &mut stage, msg);
+            let accepted_at = accepted_at(msg, &verifier, clock.as_ref());
+            let (routed, partial) = stage_message(&registry, &verifier, &mut stage, msg, accepted_at);
             // Only enrolments and deletions touch the face store: parse those again, no other.
-            if let (Some(faces), StageMessage::Answer(a)) = (&faces, &routed) {
+            if let (Some(faces), Some(StageMessage::Answer(a))) = (&faces, &routed) {
                 if matches!(a.body.kind(), "face_enrolled" | "face_deleted") {
-                    keep_face(faces, msg).await?;
+                    keep_face(faces, msg, accepted_at).await?;
                 }
             }
             out.send(&producer, stage.shard(), msg, routed, partial, &mut acks)?;
@@ -540,15 +553,18 @@ impl Outputs {
         producer: &FutureProducer,
         shard: crate::faces::Shard,
         msg: &OwnedMessage,
-        routed: StageMessage,
+        routed: Option<StageMessage>,
         partial: Option<crate::gather::GatherMessage>,
         acks: &mut Acks,
     ) -> Result<(), TransportError> {
         if shard.count <= 1 {
-            return enqueue_command(producer, &self.commands, &routed, acks);
+            return match routed {
+                Some(routed) => enqueue_command(producer, &self.commands, &routed, acks),
+                None => Ok(()),
+            };
         }
         let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
-        let lead = (shard.index == 0).then(|| crate::gather::GatherMessage::Routed(Box::new(routed)));
+        let lead = routed.filter(|_| shard.index == 0).map(|r| crate::gather::GatherMessage::Routed(Box::new(r)));
         for out in partial.into_iter().chain(lead) {
             let payload = serde_json::to_vec(&out)?;
             enqueue(producer, FutureRecord::to(&self.partials).key(key.as_str()).payload(payload.as_slice()), acks)?;
@@ -738,32 +754,68 @@ fn committed_offset<C: rdkafka::consumer::ConsumerContext>(
 
 /// Stores an enrolment (sealed) or a deletion (key shredded) carried by `msg`, so a restarted
 /// matcher loads what it answered. At-least-once: a repeat stores the face again, harmlessly.
-async fn keep_face(faces: &crate::faces::FaceStore, msg: &OwnedMessage) -> Result<(), TransportError> {
-    let Ok(env) = facepay_domain::parse_event(msg.payload().unwrap_or_default()) else { return Ok(()) };
+async fn keep_face(
+    faces: &crate::faces::FaceStore,
+    msg: &OwnedMessage,
+    accepted_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), TransportError> {
+    let Ok(env) = facepay_domain::parse_event(msg.payload().unwrap_or_default(), accepted_at) else { return Ok(()) };
     crate::pipeline::keep_face(faces, &env).await.map_err(|e| match e {
         crate::PipelineError::Store(s) => TransportError::Store(s),
         other => TransportError::Faces(other.to_string()),
     })
 }
 
-/// What the matcher stage makes of one device-events message, and, split over shards, its
-/// partial answer to a capture.
+/// When the platform accepted a device-events record: the HTTP ingest's stamp when the record
+/// carries one under the platform's MAC, else the broker's log-append time when the topic
+/// keeps one, else now (this stage's read). Never a time a device chose (a record's create
+/// time is its producer's), and never ahead of this stage's clock.
+fn accepted_at(
+    msg: &OwnedMessage,
+    verifier: &crate::authenticity::DeviceVerifier,
+    clock: &dyn facepay_domain::time::Clock,
+) -> chrono::DateTime<chrono::Utc> {
+    let now = clock.now();
+    let stamped = header(msg, facepay_domain::auth::ACCEPTED_HEADER).and_then(|h| {
+        facepay_domain::auth::AcceptStamp::verify(h, verifier.platform_secret(), msg.payload().unwrap_or_default())
+    });
+    let appended = match msg.timestamp() {
+        rdkafka::Timestamp::LogAppendTime(ms) => Some(ms),
+        _ => None,
+    };
+    stamped.or(appended).and_then(chrono::DateTime::from_timestamp_millis).map_or(now, |at| at.min(now))
+}
+
+/// What the matcher stage makes of one device-events message accepted at `accepted_at`, and,
+/// split over shards, its partial answer to a capture. Nothing for a message that fails
+/// authentication (only counted) or an authenticated sender's rejection past its budget.
 fn stage_message(
     registry: &crate::SharedRegistry,
     verifier: &crate::authenticity::DeviceVerifier,
     stage: &mut crate::matching::MatchStage,
     msg: &OwnedMessage,
-) -> (StageMessage, Option<crate::gather::GatherMessage>) {
+    accepted_at: chrono::DateTime<chrono::Utc>,
+) -> (Option<StageMessage>, Option<crate::gather::GatherMessage>) {
+    use crate::authenticity::Refusal;
     let bytes = msg.payload().unwrap_or_default();
-    // The clock window is judged against when the broker took the message, not now: a
-    // backlog is not stale input.
-    let reference = msg.timestamp().to_millis().map_or_else(|| chrono::Utc::now().timestamp(), |ms| ms / 1000);
     let position = crate::authenticity::Position::Record { partition: msg.partition(), offset: msg.offset() };
     let signature = header(msg, facepay_domain::auth::SIGNATURE_HEADER);
-    match crate::validate::validate_signed(bytes, signature, registry, verifier, reference, position) {
-        Err(err) => {
-            tracing::info!(field = %err.field, reason = %err.kind, "device event rejected");
-            (kept_rejection(msg, "kafka", &err), None)
+    match crate::validate::validate_signed(bytes, signature, registry, verifier, accepted_at, position) {
+        Err(refusal) => {
+            let err = refusal.error();
+            crate::metrics::METRICS.refused_input(err.kind.as_str());
+            tracing::info!(field = %err.field, reason = %err.kind, "device event refused");
+            match refusal {
+                Refusal::Invalid { keep: true, error } => (Some(kept_rejection(msg, "kafka", &error)), None),
+                Refusal::Invalid { keep: false, .. } => {
+                    crate::metrics::METRICS.rejection_unkept();
+                    (None, None)
+                }
+                Refusal::Unauthenticated(_) => {
+                    crate::metrics::METRICS.unauthenticated("kafka");
+                    (None, None)
+                }
+            }
         }
         Ok(env) => {
             let partial = stage.partial(&env);
@@ -775,7 +827,7 @@ fn stage_message(
                 }
                 other => other,
             };
-            (routed, partial)
+            (Some(routed), partial)
         }
     }
 }

@@ -1,5 +1,9 @@
 //! Stage 2: the matcher. Face captures are identified against the gallery and remembered;
-//! a payment picks up its capture's identity; everything else becomes a ledger command.
+//! whatever a capture authorises (a payment, a member card, a Pay Score authorisation or
+//! order) picks up its identity. The ledger spends a capture on its first use and refuses
+//! any other (`CAPTURE_USED`); the gallery's member lists follow a card only on its
+//! capture's first use here, so a spent face code never makes anyone a member. Everything
+//! else becomes a ledger command.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -89,7 +93,8 @@ impl MatchStage {
         let command = |k: CommandKind| {
             Routed::Command(Command {
                 event_id: env.event_id,
-                occurred_at: env.occurred_at,
+                accepted_at: env.accepted_at,
+                claimed_at: Some(env.occurred_at),
                 device: device.clone(),
                 kind: k,
                 request_id: None,
@@ -116,7 +121,7 @@ impl MatchStage {
                 if let Some(kept) = self.identified.as_mut().filter(|k| k.len() < MATCH_MEMORY_CAPTURES_MAX) {
                     kept.push((c.face_code.clone(), identity.clone()));
                 }
-                self.captures.remember(c.face_code, identity);
+                self.captures.remember(c.face_code, identity, Some(d.device_id.clone()));
                 applied(kind)
             }
             EventBody::FaceEnrolled(e) => {
@@ -130,10 +135,7 @@ impl MatchStage {
                 applied(kind)
             }
             EventBody::PaymentRequested(p) => {
-                let identity = match self.sharded() {
-                    true => Identity::Unresolved { rule: AWAITING_SHARDS.to_string() },
-                    false => self.captures.identity_of(&p.face_code),
-                };
+                let (identity, _) = self.spend(&p.face_code, device.as_ref());
                 match device.clone() {
                     Some(d) => command(CommandKind::Pay {
                         device: d,
@@ -149,6 +151,16 @@ impl MatchStage {
         }
     }
 
+    /// What the capture `face_code` resolved to, for a use by `device`, and whether this is
+    /// its first use here. Split over shards, the gather decides it instead (and nothing is a
+    /// first use here).
+    fn spend(&mut self, face_code: &FaceCode, device: Option<&facepay_domain::DeviceRef>) -> (Identity, bool) {
+        match self.sharded() {
+            true => (Identity::Unresolved { rule: AWAITING_SHARDS.to_string() }, false),
+            false => self.captures.spend(face_code, device.map(|d| &d.device_id)),
+        }
+    }
+
     fn command_for(
         &mut self,
         origin: &facepay_domain::Origin,
@@ -156,22 +168,15 @@ impl MatchStage {
         command: impl Fn(CommandKind) -> Routed,
     ) -> Routed {
         let merchant = origin.merchant_id().cloned();
+        if let (Some(merchant_id), Some((k, first_use))) = (&merchant, self.face_authorised(origin, &body)) {
+            if first_use {
+                self.follow_members(merchant_id, &k);
+            }
+            return command(k);
+        }
         let k = match (body, merchant) {
             (EventBody::PaymentQuery(q), Some(merchant_id)) => {
                 CommandKind::Query { merchant_id, out_trade_no: q.out_trade_no }
-            }
-            (EventBody::MemberCardOpened(m), Some(merchant_id)) => {
-                self.gallery.add_member(&merchant_id, &m.payer_id);
-                CommandKind::OpenMemberCard {
-                    merchant_id,
-                    payer_id: m.payer_id,
-                    card_code: m.card_code,
-                    channel: m.channel,
-                }
-            }
-            (EventBody::MemberCardClosed(m), Some(merchant_id)) => {
-                self.gallery.remove_member(&merchant_id, &m.payer_id);
-                CommandKind::CloseMemberCard { merchant_id, payer_id: m.payer_id, card_code: m.card_code }
             }
             (EventBody::MerchantLimitChanged(l), Some(merchant_id)) => {
                 CommandKind::SetMerchantLimit { merchant_id, single_limit: l.single_limit }
@@ -187,12 +192,6 @@ impl MatchStage {
                 out_trade_no: r.out_trade_no,
                 out_refund_no: r.out_refund_no,
                 amount: r.amount,
-            }),
-            (EventBody::PayScoreOrderCreated(h), Some(merchant_id)) => CommandKind::Lifecycle(Lifecycle::HoldCreate {
-                merchant_id,
-                out_order_no: h.out_order_no,
-                payer_id: h.payer_id,
-                amount: h.hold_amount,
             }),
             (EventBody::PayScoreOrderCompleted(h), Some(merchant_id)) => {
                 CommandKind::Lifecycle(Lifecycle::HoldComplete {
@@ -212,24 +211,95 @@ impl MatchStage {
         command(k)
     }
 
+    /// The command of an event a capture authorises (member cards, Pay Score), with the
+    /// capture's identity, and whether this is the capture's first use; `None` for any
+    /// other event.
+    fn face_authorised(&mut self, origin: &facepay_domain::Origin, body: &EventBody) -> Option<(CommandKind, bool)> {
+        let merchant_id = origin.merchant_id()?.clone();
+        let face_code = match body {
+            EventBody::MemberCardOpened(m) => &m.face_code,
+            EventBody::MemberCardClosed(m) => &m.face_code,
+            EventBody::PayScoreAuthorised(a) => &a.face_code,
+            EventBody::PayScoreOrderCreated(h) => &h.face_code,
+            _ => return None,
+        };
+        let (face_code, (identity, first_use)) = (face_code.clone(), self.spend(face_code, origin.device()));
+        let k = match body {
+            EventBody::MemberCardOpened(m) => CommandKind::OpenMemberCard {
+                merchant_id,
+                face_code,
+                identity,
+                card_code: m.card_code.clone(),
+                channel: m.channel,
+            },
+            EventBody::MemberCardClosed(m) => {
+                CommandKind::CloseMemberCard { merchant_id, face_code, identity, card_code: m.card_code.clone() }
+            }
+            EventBody::PayScoreAuthorised(_) => {
+                CommandKind::Lifecycle(Lifecycle::PayScoreAuthorise { merchant_id, face_code, identity })
+            }
+            EventBody::PayScoreOrderCreated(h) => CommandKind::Lifecycle(Lifecycle::HoldCreate {
+                merchant_id,
+                out_order_no: h.out_order_no.clone(),
+                face_code,
+                identity,
+                amount: h.hold_amount,
+            }),
+            _ => return None,
+        };
+        Some((k, first_use))
+    }
+
+    /// Keeps the gallery's member lists with the cards opened and closed by a resolved face
+    /// (split over shards the identity is the gather's: the owning shard learns the card from
+    /// the store at its next start).
+    fn follow_members(&mut self, merchant_id: &facepay_domain::MerchantId, k: &CommandKind) {
+        match k {
+            CommandKind::OpenMemberCard { identity: Identity::Resolved { payer_id, .. }, .. } => {
+                self.gallery.add_member(merchant_id, payer_id)
+            }
+            CommandKind::CloseMemberCard { identity: Identity::Resolved { payer_id, .. }, .. } => {
+                self.gallery.remove_member(merchant_id, payer_id)
+            }
+            _ => {}
+        }
+    }
+
     /// The captures identified since the last call, in order (to be kept in the store);
     /// always empty unless [`Self::keeping_identified`].
     pub fn take_identified(&mut self) -> Vec<(FaceCode, Identity)> {
         self.identified.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// Remembers captures identified before a restart (oldest first), as if just routed.
+    /// Sets the gallery's member lists to `members` (the ledger's open cards of this shard's
+    /// payers, read from the store).
+    pub fn set_members(&mut self, members: Vec<(facepay_domain::MerchantId, facepay_domain::PayerId)>) {
+        self.gallery.set_members(members);
+    }
+
+    /// Remembers captures identified before a restart (oldest first): their payments still
+    /// find them; they open no card in the gallery (their first use may be behind us).
     pub fn restore_captures(&mut self, captures: impl IntoIterator<Item = (FaceCode, Identity)>) {
-        captures.into_iter().for_each(|(face_code, identity)| self.captures.remember(face_code, identity));
+        captures.into_iter().for_each(|(face_code, identity)| self.captures.restore(face_code, identity));
     }
 }
 
-/// Face code → what its capture resolved to. Bounded by [`MATCH_MEMORY_CAPTURES_MAX`]:
-/// oldest forgotten first, since a payment follows its capture within seconds on the same
-/// device.
+/// The rule of a capture used by another device than the one that took it: nobody's.
+pub const CAPTURE_OF_ANOTHER_DEVICE: &str = "capture_of_another_device";
+
+/// What a remembered capture resolved to, who took it, and whether something used it.
+struct Capture {
+    identity: Identity,
+    /// The device that captured it (`None`: restored after a restart, device unknown).
+    device: Option<facepay_domain::DeviceId>,
+    used: bool,
+}
+
+/// Face code → its [`Capture`]. Bounded by [`MATCH_MEMORY_CAPTURES_MAX`]: oldest forgotten
+/// first, since a payment follows its capture within seconds on the same device.
 #[derive(Default)]
 pub(crate) struct CaptureMemory {
-    identities: HashMap<FaceCode, Identity>,
+    identities: HashMap<FaceCode, Capture>,
     order: VecDeque<FaceCode>,
 }
 
@@ -237,15 +307,52 @@ impl CaptureMemory {
     /// What the capture `face_code` resolved to; [`UNKNOWN_CAPTURE`] if it is not (or no
     /// longer) remembered.
     pub(crate) fn identity_of(&self, face_code: &FaceCode) -> Identity {
-        self.identities.get(face_code).cloned().unwrap_or(Identity::Unresolved { rule: UNKNOWN_CAPTURE.to_string() })
+        match self.identities.get(face_code) {
+            Some(c) => c.identity.clone(),
+            None => Identity::Unresolved { rule: UNKNOWN_CAPTURE.to_string() },
+        }
+    }
+
+    /// What the capture `face_code` resolved to for a use by `device`, and whether this is its
+    /// first use (it is marked used). A capture is its own device's: another device's use of
+    /// it resolves to nobody ([`CAPTURE_OF_ANOTHER_DEVICE`]) and spends nothing. A capture
+    /// restored after a restart counts as used: its use may have come before the restart.
+    pub(crate) fn spend(
+        &mut self,
+        face_code: &FaceCode,
+        device: Option<&facepay_domain::DeviceId>,
+    ) -> (Identity, bool) {
+        match self.identities.get_mut(face_code) {
+            Some(c) if c.device.is_some() && c.device.as_ref() != device => {
+                (Identity::Unresolved { rule: CAPTURE_OF_ANOTHER_DEVICE.to_string() }, false)
+            }
+            Some(c) => (c.identity.clone(), !std::mem::replace(&mut c.used, true)),
+            None => (Identity::Unresolved { rule: UNKNOWN_CAPTURE.to_string() }, false),
+        }
     }
 
     pub(crate) fn contains(&self, face_code: &FaceCode) -> bool {
         self.identities.contains_key(face_code)
     }
 
-    pub(crate) fn remember(&mut self, face_code: FaceCode, identity: Identity) {
-        if self.identities.insert(face_code.clone(), identity).is_none() {
+    /// Remembers a capture just identified at `device` (unused).
+    pub(crate) fn remember(
+        &mut self,
+        face_code: FaceCode,
+        identity: Identity,
+        device: Option<facepay_domain::DeviceId>,
+    ) {
+        self.keep(face_code, Capture { identity, device, used: false });
+    }
+
+    /// Remembers a capture identified before a restart (its device and use unknown: any
+    /// device's, used).
+    pub(crate) fn restore(&mut self, face_code: FaceCode, identity: Identity) {
+        self.keep(face_code, Capture { identity, device: None, used: true });
+    }
+
+    fn keep(&mut self, face_code: FaceCode, capture: Capture) {
+        if self.identities.insert(face_code.clone(), capture).is_none() {
             self.order.push_back(face_code);
         }
         while self.order.len() > MATCH_MEMORY_CAPTURES_MAX {

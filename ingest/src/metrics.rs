@@ -58,6 +58,8 @@ impl<const N: usize> Histogram<N> {
 pub struct Metrics {
     decisions: Mutex<BTreeMap<String, u64>>,
     refused_input: Mutex<BTreeMap<String, u64>>,
+    unauthenticated: Mutex<BTreeMap<String, u64>>,
+    rejections_unkept: AtomicU64,
     batch: Histogram<{ BATCH_BUCKETS.len() }>,
     match_latency_us: Histogram<{ MATCH_BUCKETS_US.len() }>,
     store_errors: AtomicU64,
@@ -70,6 +72,8 @@ pub struct Metrics {
 pub static METRICS: Metrics = Metrics {
     decisions: Mutex::new(BTreeMap::new()),
     refused_input: Mutex::new(BTreeMap::new()),
+    unauthenticated: Mutex::new(BTreeMap::new()),
+    rejections_unkept: AtomicU64::new(0),
     batch: Histogram::new(BATCH_BUCKETS),
     match_latency_us: Histogram::new(MATCH_BUCKETS_US),
     store_errors: AtomicU64::new(0),
@@ -96,6 +100,17 @@ impl Metrics {
     /// One input refused by the validate stage, by reason code.
     pub fn refused_input(&self, reason: &str) {
         bump(&self.refused_input, reason);
+    }
+
+    /// One request or message that failed authentication (nothing of it is kept), by where it
+    /// came from: `http`, `http_throttled` (refused 429 before any work), `kafka`, `bus`.
+    pub fn unauthenticated(&self, source: &str) {
+        bump(&self.unauthenticated, source);
+    }
+
+    /// One authenticated sender's rejection refused but not kept: its budget was spent.
+    pub fn rejection_unkept(&self) {
+        self.rejections_unkept.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One ledger batch of `size` commands.
@@ -135,6 +150,9 @@ impl Metrics {
         };
         labelled(&mut out, "facepay_decisions_total", "outcome", &self.decisions);
         labelled(&mut out, "facepay_refused_input_total", "reason", &self.refused_input);
+        labelled(&mut out, "facepay_unauthenticated_total", "source", &self.unauthenticated);
+        let _ = writeln!(out, "# TYPE facepay_rejections_unkept_total counter");
+        let _ = writeln!(out, "facepay_rejections_unkept_total {}", self.rejections_unkept.load(Ordering::Relaxed));
         self.batch.render(&mut out, "facepay_ledger_batch_size", 1.0);
         self.match_latency_us.render(&mut out, "facepay_match_seconds", 1e6);
         let _ = writeln!(out, "# TYPE facepay_store_errors_total counter");

@@ -11,6 +11,7 @@ use facepay_domain::limits::{
     LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, LEDGER_BATCH_TRIES_MAX, STAGE_CHANNEL_CAPACITY,
     STAGE_RESTART_BACKOFF_MAX_MS, STAGE_RESTART_BACKOFF_MIN_MS, SWEEP_INTERVAL_MS,
 };
+use facepay_domain::time::SharedClock;
 use facepay_domain::{Envelope, EventBody, Outcome, OutcomeBody};
 use facepay_ledger::store::StoreError;
 use facepay_ledger::{Command, Ledger};
@@ -18,7 +19,7 @@ use facepay_matcher::{Gallery, MatchPolicy};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::authenticity::{DeviceVerifier, Position};
+use crate::authenticity::{DeviceVerifier, Position, Refusal};
 use crate::faces::{FaceStore, FaceStoreError, Shard};
 use crate::matching::{MatchStage, Routed};
 use crate::validate::{learn_key, rejection, validate_signed, SharedRegistry};
@@ -32,6 +33,8 @@ pub enum Inbound {
         source: &'static str,
         /// The `facepay-signature` the bytes came with.
         signature: Option<String>,
+        /// When the platform took them in (its clock, at the edge that put them here).
+        accepted_at: chrono::DateTime<Utc>,
     },
     /// An event the HTTP path already parsed and checked (it answers 4xx itself), with the
     /// id of the request that brought it, logged with its decision.
@@ -56,6 +59,9 @@ pub struct PipelineConfig {
     /// (`FACEPAY_SWEEP_INTERVAL_MS`; zero: never, for runs that sweep by hand). See
     /// [`facepay_ledger::sweep`].
     pub sweep_interval: Duration,
+    /// The platform's clock: accept times, signature windows, the ledger's sweeps. The
+    /// system clock, but for a simulation that drives its own (the demo's past day).
+    pub clock: SharedClock,
 }
 
 impl Default for PipelineConfig {
@@ -68,6 +74,7 @@ impl Default for PipelineConfig {
             channel_capacity: STAGE_CHANNEL_CAPACITY,
             verifier: std::sync::Arc::new(DeviceVerifier::ephemeral()),
             sweep_interval: Duration::from_millis(SWEEP_INTERVAL_MS),
+            clock: facepay_domain::time::system_clock(),
         }
     }
 }
@@ -148,20 +155,13 @@ async fn run_validate(
     while let Some(inbound) = rx.recv().await {
         let envelope = match inbound {
             Inbound::Checked { envelope, request_id } => (envelope, request_id),
-            Inbound::Raw { bytes, source, signature } => {
-                match checked(&bytes, signature, &registry, &store, &verifier).await? {
+            Inbound::Raw { bytes, source, signature, accepted_at } => {
+                match checked(&bytes, signature, &registry, &store, &verifier, accepted_at).await? {
                     Ok(env) => (env, None),
-                    Err(err) => {
-                        let rejected = rejection(&bytes, source, &err);
-                        tracing::info!(field = %err.field, reason = %err.kind, source, "event rejected");
-                        crate::metrics::METRICS.refused_input(err.kind.as_str());
-                        store.reject(&rejected).await?;
-                        let body = OutcomeBody::Refused {
-                            kind: rejected.kind.clone().unwrap_or_default(),
-                            code: err.kind.as_str().to_string(),
-                            message: err.to_string(),
-                        };
-                        let _ = outcomes.send(answer(rejected.event_id.unwrap_or_default(), None, body)).await;
+                    Err(refusal) => {
+                        let body = refused(&bytes, source, &refusal, store.as_ref()).await?;
+                        let event_id = body.1.unwrap_or_default();
+                        let _ = outcomes.send(answer(event_id, None, body.0)).await;
                         continue;
                     }
                 }
@@ -182,10 +182,40 @@ async fn checked(
     registry: &SharedRegistry,
     store: &std::sync::Arc<dyn facepay_ledger::LedgerStore>,
     verifier: &DeviceVerifier,
-) -> Result<Result<Envelope, facepay_domain::FieldError>, PipelineError> {
+    accepted_at: chrono::DateTime<Utc>,
+) -> Result<Result<Envelope, Refusal>, PipelineError> {
     learn_key(signature.as_deref(), registry, store.as_ref()).await?;
-    let now = Utc::now().timestamp();
-    Ok(validate_signed(bytes, signature.as_deref(), registry, verifier, now, Position::Fresh))
+    Ok(validate_signed(bytes, signature.as_deref(), registry, verifier, accepted_at, Position::Fresh))
+}
+
+/// Counts a refusal and keeps it if its sender is authenticated (and within its budget);
+/// the answer for the bus, and the refused event's id if it could be read. An
+/// unauthenticated one is only counted: its answer names nothing of it.
+pub async fn refused(
+    bytes: &[u8],
+    source: &str,
+    refusal: &Refusal,
+    store: &dyn facepay_ledger::LedgerStore,
+) -> Result<(OutcomeBody, Option<uuid::Uuid>), StoreError> {
+    let err = refusal.error();
+    crate::metrics::METRICS.refused_input(err.kind.as_str());
+    tracing::info!(field = %err.field, reason = %err.kind, source, "event refused");
+    let Refusal::Invalid { keep, .. } = refusal else {
+        crate::metrics::METRICS.unauthenticated(source);
+        let body = OutcomeBody::Refused { kind: String::new(), code: "unauthenticated".into(), message: String::new() };
+        return Ok((body, None));
+    };
+    let rejected = rejection(bytes, source, err);
+    match keep {
+        true => store.reject(&rejected).await?,
+        false => crate::metrics::METRICS.rejection_unkept(),
+    }
+    let body = OutcomeBody::Refused {
+        kind: rejected.kind.clone().unwrap_or_default(),
+        code: err.kind.as_str().to_string(),
+        message: err.to_string(),
+    };
+    Ok((body, rejected.event_id))
 }
 
 async fn run_match(
@@ -219,7 +249,7 @@ async fn run_match(
 pub(crate) async fn keep_face(faces: &FaceStore, env: &Envelope) -> Result<(), PipelineError> {
     let done = match &env.body {
         EventBody::FaceEnrolled(e) if faces.shard().owns(&e.payer_id) => {
-            faces.enrol(&e.payer_id, &e.embedding, e.phone_last4, env.occurred_at).await.map(|_| ())
+            faces.enrol(&e.payer_id, &e.embedding, e.phone_last4, env.accepted_at).await.map(|_| ())
         }
         EventBody::FaceDeleted(e) => faces.delete(&e.payer_id).await.map(|_| ()),
         _ => Ok(()),

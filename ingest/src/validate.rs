@@ -1,39 +1,52 @@
-//! Stage 1: bytes in, a well-formed event from a registered device out, or a rejection kept
-//! with its reason. [`validate_signed`] adds the signature check (see [`crate::authenticity`]).
+//! Stage 1: bytes in, a well-formed event from an authenticated sender out, or a refusal.
+//! [`validate_signed`] authenticates first (see [`crate::authenticity`]), then parses, then
+//! checks the origin against the signer and the registry; [`rejection`] is what is kept of
+//! an authenticated sender's bad event, with its embeddings and phone digits redacted.
 
 use std::sync::{Arc, RwLock};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use facepay_domain::limits::REJECTED_RAW_BYTES_MAX;
 use facepay_domain::{parse_event, Envelope, FieldError, FieldErrorKind, Origin};
 use facepay_ledger::store::{Registry, RejectedEvent};
+use sha2::{Digest, Sha256};
 
-use crate::authenticity::{DeviceVerifier, Position};
+use crate::authenticity::{DeviceVerifier, Position, Refusal};
 
 /// The fleet registry, shared by the validation stage and the HTTP ingest path.
 pub type SharedRegistry = Arc<RwLock<Registry>>;
 
-/// Parses `bytes` and checks the origin against the registry: the device must exist and be
-/// bound to the merchant and store the event names.
-pub fn validate(bytes: &[u8], registry: &SharedRegistry) -> Result<Envelope, FieldError> {
-    let envelope = parse_event(bytes)?;
+/// Parses `bytes`, accepted at `accepted_at`, and checks the origin against the registry: the
+/// device must exist and be bound to the merchant and store the event names (for events
+/// whose sender is already authenticated another way: an admin key).
+pub fn validate(bytes: &[u8], registry: &SharedRegistry, accepted_at: DateTime<Utc>) -> Result<Envelope, FieldError> {
+    let envelope = parse_event(bytes, accepted_at)?;
     check_origin(&envelope, registry)?;
     Ok(envelope)
 }
 
-/// [`validate`], then the event's signature `header` over `bytes` (see
-/// [`crate::authenticity`]): the one check every inbound path runs.
+/// The one check every inbound path runs: the signature `header` over `bytes` first (an
+/// [`Refusal::Unauthenticated`] reads nothing else), then the event itself, its origin
+/// against the signer and the registry, and replays (by `position`).
 pub fn validate_signed(
     bytes: &[u8],
     header: Option<&str>,
     registry: &SharedRegistry,
     verifier: &DeviceVerifier,
-    reference: i64,
+    accepted_at: DateTime<Utc>,
     position: Position,
-) -> Result<Envelope, FieldError> {
-    let envelope = validate(bytes, registry)?;
-    let registry = registry.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-    verifier.verify(&envelope, bytes, header, &registry, reference, position)?;
+) -> Result<Envelope, Refusal> {
+    let authenticated = {
+        let registry = registry.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        verifier.authenticate(bytes, header, &registry, accepted_at).map_err(Refusal::Unauthenticated)?
+    };
+    let invalid = |error| Refusal::Invalid { error, keep: verifier.may_keep(&authenticated.signer.key_id()) };
+    let envelope = parse_event(bytes, accepted_at).map_err(invalid)?;
+    authenticated.signer.may_send(&envelope).map_err(invalid)?;
+    check_origin(&envelope, registry).map_err(invalid)?;
+    verifier
+        .remember(envelope.event_id, authenticated.signed_at, position, accepted_at.timestamp())
+        .map_err(invalid)?;
     Ok(envelope)
 }
 
@@ -82,11 +95,12 @@ pub fn check_origin(envelope: &Envelope, registry: &SharedRegistry) -> Result<()
     }
 }
 
-/// A rejection record for `bytes`, with as much of the event as could be read.
+/// A rejection record for `bytes`, with as much of the event as could be read. Biometric
+/// and personal fields are never kept in plain text (see [`redacted`]).
 pub fn rejection(bytes: &[u8], source: &str, err: &FieldError) -> RejectedEvent {
     let head: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
     let text = |key: &str| head.as_ref().and_then(|v| v.get(key)).and_then(|v| v.as_str()).map(str::to_string);
-    let cut = bytes.len().min(REJECTED_RAW_BYTES_MAX);
+    let (raw, raw_truncated) = redacted(bytes, head.clone());
     RejectedEvent {
         received_at: Utc::now(),
         source: source.to_string(),
@@ -95,7 +109,68 @@ pub fn rejection(bytes: &[u8], source: &str, err: &FieldError) -> RejectedEvent 
         reason_code: err.kind.as_str().to_string(),
         field: Some(err.field.clone()),
         message: err.message.clone(),
-        raw: bytes[..cut].to_vec(),
-        raw_truncated: cut < bytes.len(),
+        raw,
+        raw_truncated,
+    }
+}
+
+/// Fields whose values are never kept in plain text: face templates and phone digits.
+const REDACTED_FIELDS: [&str; 2] = ["embedding", "phone_last4"];
+
+/// What is kept of a refused body, at most [`REJECTED_RAW_BYTES_MAX`] bytes, and whether it
+/// was cut. JSON holding a [`REDACTED_FIELDS`] value, at any depth: each such value becomes
+/// `{"redacted": "sha256:<hex of its JSON text>", "bytes": <its length>}` (the rest written
+/// again); JSON without one: its very bytes. Anything else: its digits masked (`#`), since a
+/// broken body may still hold an embedding or a number.
+pub fn redacted(bytes: &[u8], parsed: Option<serde_json::Value>) -> (Vec<u8>, bool) {
+    let kept = match parsed {
+        Some(mut value) => match redact_value(&mut value) {
+            true => serde_json::to_vec(&value).unwrap_or_default(),
+            false => bytes.to_vec(),
+        },
+        None => bytes.iter().map(|b| if b.is_ascii_digit() { b'#' } else { *b }).collect(),
+    };
+    let cut = kept.len().min(REJECTED_RAW_BYTES_MAX);
+    (kept[..cut].to_vec(), cut < kept.len())
+}
+
+/// Redacts `value`'s [`REDACTED_FIELDS`] in place; whether it held any.
+fn redact_value(value: &mut serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Object(map) => map.iter_mut().fold(false, |found, (key, v)| {
+            if !REDACTED_FIELDS.contains(&key.as_str()) {
+                return redact_value(v) | found;
+            }
+            let text = v.to_string();
+            let digest = hex::encode(Sha256::digest(text.as_bytes()));
+            *v = serde_json::json!({ "redacted": format!("sha256:{digest}"), "bytes": text.len() });
+            true
+        }),
+        serde_json::Value::Array(items) => items.iter_mut().fold(false, |found, v| redact_value(v) | found),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeddings_and_phone_digits_are_redacted_at_any_depth() {
+        let body = serde_json::json!({"type": "face_captured", "payload": {"embedding": [0.25, 0.5],
+            "phone_last4": "0042", "nested": [{"embedding": [1.5]}]}});
+        let (raw, cut) = redacted(body.to_string().as_bytes(), Some(body));
+        let text = String::from_utf8(raw).unwrap();
+        assert!(!cut);
+        for secret in ["0.25", "0042", "1.5"] {
+            assert!(!text.contains(secret), "{secret} kept in {text}");
+        }
+        assert_eq!(text.matches("sha256:").count(), 3, "{text}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_keeps_no_digit() {
+        let (raw, _) = redacted(b"{\"embedding\": [0.1, 0.2", None);
+        assert_eq!(String::from_utf8(raw).unwrap(), "{\"embedding\": [#.#, #.#");
     }
 }

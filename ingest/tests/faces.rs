@@ -192,15 +192,24 @@ macro_rules! on_both_stores {
     )+};
 }
 
-/// A member card, opened (or closed) through the ledger, as the pipeline does it.
+/// A member card, opened (or closed) through the ledger by payer `i`'s face, as the pipeline
+/// does it.
 fn card(merchant: &MerchantId, i: usize, open: bool) -> Command {
-    let (merchant_id, payer_id, card_code) =
-        (merchant.clone(), payer(i), CardCode::parse(format!("card-{i:03}")).unwrap());
+    let (merchant_id, card_code) = (merchant.clone(), CardCode::parse(format!("card-{i:03}")).unwrap());
+    let identity = Identity::Resolved { payer_id: payer(i), rule: "global_hit".into() };
+    let face_code =
+        FaceCode::parse(format!("{:018}", 200_000_000_000_000_000_u64 + 10 * i as u64 + u64::from(open))).unwrap();
     let kind = match open {
-        true => CommandKind::OpenMemberCard { merchant_id, payer_id, card_code, channel: CardChannel::CardPackage },
-        false => CommandKind::CloseMemberCard { merchant_id, payer_id, card_code },
+        true => CommandKind::OpenMemberCard {
+            merchant_id,
+            face_code,
+            identity,
+            card_code,
+            channel: CardChannel::CardPackage,
+        },
+        false => CommandKind::CloseMemberCard { merchant_id, face_code, identity, card_code },
     };
-    Command { event_id: uuid::Uuid::new_v4(), occurred_at: Utc::now(), device: None, kind, request_id: None }
+    Command::new(uuid::Uuid::new_v4(), Utc::now(), None, kind)
 }
 
 async fn restart_restores_the_memberships(postgres: bool) {
@@ -244,13 +253,7 @@ fn at_till(body: EventBody) -> Envelope {
         store_id: StoreId::parse("store-1").unwrap(),
         device_id: DeviceId::parse("till-1").unwrap(),
     };
-    Envelope {
-        event_id: uuid::Uuid::new_v4(),
-        schema_version: facepay_domain::limits::SCHEMA_VERSION,
-        occurred_at: Utc::now(),
-        origin: Origin::Device(device),
-        body,
-    }
+    Envelope::new(uuid::Uuid::new_v4(), Utc::now(), Origin::Device(device), body)
 }
 
 /// The identity the stage's payment command carries for the capture `face_code`.

@@ -14,8 +14,16 @@ pub struct Command {
     /// The inbound event's id: the key of transport-level idempotency (a redelivered event
     /// is answered from the stored outcome) and the seed of the ids of the events it causes.
     pub event_id: Uuid,
-    /// Event time. Daily caps count Asia/Shanghai days of this instant, so replay decides alike.
-    pub occurred_at: DateTime<Utc>,
+    /// The platform's time of the command: when facepay accepted the inbound event (a
+    /// clock tick: its deadline). Every time rule is judged on it (daily caps count its
+    /// Asia/Shanghai day), and it is stored with the events it causes, so replay decides
+    /// alike. Never a sender's claim.
+    #[serde(alias = "occurred_at")]
+    pub accepted_at: DateTime<Utc>,
+    /// The sender's `occurred_at`, when a sender claimed one: kept with a payment's attempt
+    /// for the record, deciding nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<DateTime<Utc>>,
     /// The device that sent it, when a device did: outcomes are addressed back to it.
     pub device: Option<DeviceRef>,
     pub kind: CommandKind,
@@ -23,6 +31,13 @@ pub struct Command {
     /// decision, so one id follows an event from ingest to outcome. Decides nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+impl Command {
+    /// A command of the platform's own (no sender's claim of time, no HTTP request).
+    pub fn new(event_id: Uuid, accepted_at: DateTime<Utc>, device: Option<DeviceRef>, kind: CommandKind) -> Self {
+        Self { event_id, accepted_at, claimed_at: None, device, kind, request_id: None }
+    }
 }
 
 /// What the matcher made of a payment's capture.
@@ -34,6 +49,16 @@ pub enum Identity {
     /// It did not: `rule` says why (`no_match`, `liveness_failed`, `ambiguous`, …, or
     /// `unknown_capture` when the matcher never saw the face code).
     Unresolved { rule: String },
+}
+
+impl Identity {
+    /// The payer the capture resolved to, if it did.
+    pub fn payer(&self) -> Option<&PayerId> {
+        match self {
+            Identity::Resolved { payer_id, .. } => Some(payer_id),
+            Identity::Unresolved { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,15 +91,19 @@ pub enum CommandKind {
         merchant_id: MerchantId,
         single_limit: Money,
     },
+    /// The payer the capture `face_code` resolves to opens the merchant's member card.
     OpenMemberCard {
         merchant_id: MerchantId,
-        payer_id: PayerId,
+        face_code: FaceCode,
+        identity: Identity,
         card_code: CardCode,
         channel: CardChannel,
     },
+    /// The payer the capture `face_code` resolves to closes the merchant's member card.
     CloseMemberCard {
         merchant_id: MerchantId,
-        payer_id: PayerId,
+        face_code: FaceCode,
+        identity: Identity,
         card_code: CardCode,
     },
     /// The rest of a payment's life: reversal, refunds, fees, Pay Score holds.
@@ -90,6 +119,35 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
+    /// The capture that authorises this command and what it resolved to (payments, member
+    /// cards, Pay Score authorisations and orders): the matcher fills the identity in.
+    pub fn capture_mut(&mut self) -> Option<(&FaceCode, &mut Identity)> {
+        match self {
+            CommandKind::Pay { face_code, identity, .. }
+            | CommandKind::OpenMemberCard { face_code, identity, .. }
+            | CommandKind::CloseMemberCard { face_code, identity, .. }
+            | CommandKind::Lifecycle(
+                Lifecycle::HoldCreate { face_code, identity, .. }
+                | Lifecycle::PayScoreAuthorise { face_code, identity, .. },
+            ) => Some((face_code, identity)),
+            _ => None,
+        }
+    }
+
+    /// The capture that authorises this command, if one does.
+    pub fn capture(&self) -> Option<(&FaceCode, &Identity)> {
+        match self {
+            CommandKind::Pay { face_code, identity, .. }
+            | CommandKind::OpenMemberCard { face_code, identity, .. }
+            | CommandKind::CloseMemberCard { face_code, identity, .. }
+            | CommandKind::Lifecycle(
+                Lifecycle::HoldCreate { face_code, identity, .. }
+                | Lifecycle::PayScoreAuthorise { face_code, identity, .. },
+            ) => Some((face_code, identity)),
+            _ => None,
+        }
+    }
+
     /// The inbound event type this command came from.
     pub fn name(&self) -> &str {
         match self {
@@ -120,8 +178,17 @@ pub enum Lifecycle {
     Refund { merchant_id: MerchantId, out_trade_no: OutTradeNo, out_refund_no: OutRefundNo, amount: Money },
     /// The merchant's contracted fee rate, in parts per million of each amount.
     SetFeeRate { merchant_id: MerchantId, fee_rate_ppm: u32 },
-    /// Put a hold of `amount` on the payer's wallet for a Pay Score order.
-    HoldCreate { merchant_id: MerchantId, out_order_no: OutOrderNo, payer_id: PayerId, amount: Money },
+    /// Put a hold of `amount` on the wallet of the payer the capture `face_code` resolves to,
+    /// for a Pay Score order; the payer must have authorised the merchant's Pay Score.
+    HoldCreate {
+        merchant_id: MerchantId,
+        out_order_no: OutOrderNo,
+        face_code: FaceCode,
+        identity: Identity,
+        amount: Money,
+    },
+    /// The payer the capture `face_code` resolves to authorises the merchant's Pay Score.
+    PayScoreAuthorise { merchant_id: MerchantId, face_code: FaceCode, identity: Identity },
     /// Complete the Pay Score order with the actual `total` (≤ the hold).
     HoldComplete { merchant_id: MerchantId, out_order_no: OutOrderNo, total: Money },
     /// Cancel the Pay Score order before completion: the whole hold is released.
@@ -143,6 +210,7 @@ impl Lifecycle {
             Lifecycle::Refund { .. } => "refund_requested",
             Lifecycle::SetFeeRate { .. } => "merchant_fee_rate_changed",
             Lifecycle::HoldCreate { .. } => "pay_score_order_created",
+            Lifecycle::PayScoreAuthorise { .. } => "pay_score_authorised",
             Lifecycle::HoldComplete { .. } => "pay_score_order_completed",
             Lifecycle::HoldCancel { .. } => "pay_score_order_cancelled",
             Lifecycle::HoldExpire { .. } => "pay_score_order_expire",
@@ -161,7 +229,12 @@ impl Lifecycle {
                 format!("order:{merchant_id}:{out_trade_no}")
             }
             Lifecycle::SetFeeRate { merchant_id, .. } => format!("merchant:{merchant_id}"),
-            Lifecycle::HoldCreate { payer_id, .. } => format!("payer:{payer_id}"),
+            Lifecycle::HoldCreate { identity: Identity::Resolved { payer_id, .. }, .. }
+            | Lifecycle::PayScoreAuthorise { identity: Identity::Resolved { payer_id, .. }, .. } => {
+                format!("payer:{payer_id}")
+            }
+            Lifecycle::HoldCreate { merchant_id, out_order_no, .. } => format!("hold:{merchant_id}:{out_order_no}"),
+            Lifecycle::PayScoreAuthorise { merchant_id, .. } => format!("merchant:{merchant_id}"),
             Lifecycle::HoldComplete { merchant_id, out_order_no, .. }
             | Lifecycle::HoldCancel { merchant_id, out_order_no }
             | Lifecycle::HoldExpire { merchant_id, out_order_no } => format!("hold:{merchant_id}:{out_order_no}"),

@@ -8,7 +8,7 @@ use facepay_domain::limits::{
     DAILY_AMOUNT_CAP_DEFAULT_FEN, DAILY_COUNT_CAP_DEFAULT, FEE_RATE_PPM_PER_UNIT, ORDER_REVOKE_AFTER_MS,
 };
 use facepay_domain::time::shanghai_day;
-use facepay_domain::{DeclineReason, OrderStatus, PayerId, PaymentResult, RefusalReason};
+use facepay_domain::{DeclineReason, FaceCode, MerchantId, OrderStatus, PayerId, PaymentResult, RefusalReason};
 use uuid::Uuid;
 
 use crate::command::{Command, CommandKind, Identity};
@@ -66,7 +66,7 @@ pub fn decide(state: &LedgerState, cmd: &Command, policy: &Policy) -> Result<Vec
         CommandKind::Pay { .. } => Ok(decide_payment(state, cmd, policy)),
         CommandKind::Query { merchant_id, out_trade_no } => {
             let key = (merchant_id.clone(), out_trade_no.clone());
-            Ok(crate::lifecycle::revoke_if_due(state, &key, cmd.occurred_at).into_iter().collect())
+            Ok(crate::lifecycle::revoke_if_due(state, &key, cmd.accepted_at).into_iter().collect())
         }
         CommandKind::Fund { payer_id, amount } => {
             let transfer = Transfer::between(txn_id(cmd), Account::Funding, Account::Wallet(payer_id.clone()), *amount);
@@ -83,34 +83,51 @@ pub fn decide(state: &LedgerState, cmd: &Command, policy: &Policy) -> Result<Vec
             merchant_id: merchant_id.clone(),
             single_limit: *single_limit,
         }]),
-        CommandKind::OpenMemberCard { merchant_id, payer_id, card_code, channel } => {
-            match state.members.get(&(merchant_id.clone(), payer_id.clone())) {
-                Some(m) if m.closed_at.is_none() && m.card_code == *card_code => Ok(vec![]),
-                Some(m) if m.closed_at.is_none() => Err(DomainError::MemberCardAlreadyOpen),
-                _ => Ok(vec![LedgerEvent::MemberCardOpened {
-                    merchant_id: merchant_id.clone(),
-                    payer_id: payer_id.clone(),
-                    card_code: card_code.clone(),
-                    channel: *channel,
-                }]),
-            }
-        }
-        CommandKind::CloseMemberCard { merchant_id, payer_id, card_code } => {
-            match state.members.get(&(merchant_id.clone(), payer_id.clone())) {
-                Some(m) if m.closed_at.is_none() && m.card_code == *card_code => {
-                    Ok(vec![LedgerEvent::MemberCardClosed {
-                        merchant_id: merchant_id.clone(),
-                        payer_id: payer_id.clone(),
-                        card_code: card_code.clone(),
-                    }])
-                }
-                Some(m) if m.closed_at.is_none() => Err(DomainError::CardCodeMismatch),
-                _ => Err(DomainError::MemberCardNotOpen),
-            }
-        }
+        CommandKind::OpenMemberCard { .. } | CommandKind::CloseMemberCard { .. } => decide_card(state, &cmd.kind),
         CommandKind::Lifecycle(l) => crate::lifecycle::decide(state, cmd, l),
         CommandKind::NotYetSupported { kind } => Err(DomainError::NotYetSupported { kind: kind.clone() }),
         CommandKind::ConfirmPaid(c) => crate::reconcile::settle::decide(state, cmd, c),
+    }
+}
+
+/// The payer a face-authorised command's capture resolved to, or its refusal.
+pub(crate) fn authorised_payer(identity: &Identity) -> Result<&PayerId, DomainError> {
+    identity.payer().ok_or(DomainError::Refused(RefusalReason::IdentityUnresolved))
+}
+
+/// Refuses a face-authorised command whose capture is spent (a face code authorises once).
+pub(crate) fn fresh_capture(state: &LedgerState, face_code: &FaceCode) -> Result<(), DomainError> {
+    match state.captures.contains_key(face_code) {
+        true => Err(DomainError::Refused(RefusalReason::CaptureUsed)),
+        false => Ok(()),
+    }
+}
+
+/// Opens or closes a member card, for the payer the command's capture resolved to. The same
+/// card asked to open again changes nothing (and spends nothing).
+fn decide_card(state: &LedgerState, kind: &CommandKind) -> Result<Vec<LedgerEvent>, DomainError> {
+    let (CommandKind::OpenMemberCard { merchant_id, face_code, identity, card_code, .. }
+    | CommandKind::CloseMemberCard { merchant_id, face_code, identity, card_code }) = kind
+    else {
+        unreachable!("decide_card is only called for member cards")
+    };
+    let payer_id = authorised_payer(identity)?;
+    let open = state.members.get(&(merchant_id.clone(), payer_id.clone())).filter(|m| m.closed_at.is_none());
+    let (merchant_id, payer_id, card_code, face_code) =
+        (merchant_id.clone(), payer_id.clone(), card_code.clone(), Some(face_code.clone()));
+    match (kind, open) {
+        (CommandKind::OpenMemberCard { .. }, Some(m)) if m.card_code == card_code => Ok(vec![]),
+        (CommandKind::OpenMemberCard { .. }, Some(_)) => Err(DomainError::MemberCardAlreadyOpen),
+        (CommandKind::OpenMemberCard { channel, .. }, None) => {
+            fresh_capture(state, face_code.as_ref().expect("set above"))?;
+            Ok(vec![LedgerEvent::MemberCardOpened { merchant_id, payer_id, card_code, channel: *channel, face_code }])
+        }
+        (_, Some(m)) if m.card_code == card_code => {
+            fresh_capture(state, face_code.as_ref().expect("set above"))?;
+            Ok(vec![LedgerEvent::MemberCardClosed { merchant_id, payer_id, card_code, face_code }])
+        }
+        (_, Some(_)) => Err(DomainError::CardCodeMismatch),
+        (_, None) => Err(DomainError::MemberCardNotOpen),
     }
 }
 
@@ -145,6 +162,7 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Vec<Le
         out_trade_no: out_trade_no.clone(),
         amount: *amount,
         face_code: face_code.clone(),
+        claimed_at: cmd.claimed_at,
     };
     let payer = match identity {
         Identity::Resolved { payer_id, .. } => Some(payer_id.clone()),
@@ -166,7 +184,7 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Vec<Le
             OrderStatus::Paid => return decline(DeclineReason::OrderPaid, false),
             OrderStatus::Reversed => return decline(DeclineReason::OrderReversed, false),
             OrderStatus::Revoked => return decline(DeclineReason::OrderClosed, false),
-            OrderStatus::Declined if order_revoked_by_time(order, cmd.occurred_at) => {
+            OrderStatus::Declined if order_revoked_by_time(order, cmd.accepted_at) => {
                 let revoked = LedgerEvent::OrderRevoked {
                     merchant_id: order.merchant_id.clone(),
                     out_trade_no: order.out_trade_no.clone(),
@@ -201,7 +219,7 @@ fn payment_decline(
     policy: &Policy,
 ) -> Option<DeclineReason> {
     let amount_fen = attempt.amount.fen();
-    let usage = state.daily(payer_id, shanghai_day(cmd.occurred_at));
+    let usage = state.daily(payer_id, shanghai_day(cmd.accepted_at));
     if state.captures.contains_key(&attempt.face_code) {
         // A spent capture on an existing order (a late duplicate of an earlier attempt)
         // must not overwrite what the order's latest attempt decided (see the caller).
@@ -231,7 +249,7 @@ fn payment_success(state: &LedgerState, cmd: &Command, attempt: Attempt, payer_i
     ];
     let transfer = Transfer::legs(txn_id(cmd), legs).expect("a payment moves money");
     let member_quick_pay = state.is_member(&attempt.merchant_id, &payer_id);
-    let day = shanghai_day(cmd.occurred_at);
+    let day = shanghai_day(cmd.accepted_at);
     vec![LedgerEvent::PaymentSucceeded { attempt, payer_id, member_quick_pay, day, fee_fen, transfer }]
 }
 
@@ -273,15 +291,21 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, occurred_at: chrono::
         LedgerEvent::MerchantLimitChanged { merchant_id, single_limit } => {
             state.limits_fen.insert(merchant_id.clone(), single_limit.fen());
         }
-        LedgerEvent::MemberCardOpened { merchant_id, payer_id, card_code, channel } => {
+        LedgerEvent::MemberCardOpened { merchant_id, payer_id, card_code, channel, face_code } => {
             let member =
                 Member { card_code: card_code.clone(), channel: *channel, opened_at: occurred_at, closed_at: None };
             state.members.insert((merchant_id.clone(), payer_id.clone()), member);
+            spend_capture(state, face_code.as_ref(), merchant_id, format!("card|{card_code}"));
         }
-        LedgerEvent::MemberCardClosed { merchant_id, payer_id, .. } => {
+        LedgerEvent::MemberCardClosed { merchant_id, payer_id, card_code, face_code } => {
             if let Some(m) = state.members.get_mut(&(merchant_id.clone(), payer_id.clone())) {
                 m.closed_at = Some(occurred_at);
             }
+            spend_capture(state, face_code.as_ref(), merchant_id, format!("card|{card_code}"));
+        }
+        LedgerEvent::PayScoreAuthorised { merchant_id, payer_id, face_code } => {
+            state.pay_score.insert((merchant_id.clone(), payer_id.clone()), occurred_at);
+            spend_capture(state, Some(face_code), merchant_id, "pay_score_authorised".to_string());
         }
         LedgerEvent::PaymentConfirmed { .. } => crate::reconcile::settle::apply(state, event, occurred_at),
         other => crate::lifecycle::apply(state, other, occurred_at),
@@ -289,8 +313,20 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, occurred_at: chrono::
 }
 
 fn consume_capture(state: &mut LedgerState, attempt: &Attempt) {
-    let use_ = CaptureUse { merchant_id: attempt.merchant_id.clone(), out_trade_no: attempt.out_trade_no.clone() };
-    state.captures.entry(attempt.face_code.clone()).or_insert(use_);
+    spend_capture(state, Some(&attempt.face_code), &attempt.merchant_id, attempt.out_trade_no.to_string());
+}
+
+/// Records `face_code` as spent by `used_by` at `merchant_id` (the first use stands).
+pub(crate) fn spend_capture(
+    state: &mut LedgerState,
+    face_code: Option<&FaceCode>,
+    merchant_id: &MerchantId,
+    used_by: String,
+) {
+    if let Some(face_code) = face_code {
+        let use_ = CaptureUse { merchant_id: merchant_id.clone(), used_by };
+        state.captures.entry(face_code.clone()).or_insert(use_);
+    }
 }
 
 fn set_order(
@@ -334,7 +370,7 @@ pub fn keys_read(cmd: &Command, keys: &mut Keys) {
             if let Identity::Resolved { payer_id, .. } = identity {
                 keys.frozen.insert(payer_id.clone());
                 keys.accounts.insert(Account::Wallet(payer_id.clone()));
-                keys.daily.insert((payer_id.clone(), shanghai_day(cmd.occurred_at)));
+                keys.daily.insert((payer_id.clone(), shanghai_day(cmd.accepted_at)));
                 keys.members.insert((device.merchant_id.clone(), payer_id.clone()));
             }
             keys.accounts.insert(Account::Settlement(device.merchant_id.clone()));
@@ -353,9 +389,12 @@ pub fn keys_read(cmd: &Command, keys: &mut Keys) {
         CommandKind::SetMerchantLimit { merchant_id, .. } => {
             keys.limits.insert(merchant_id.clone());
         }
-        CommandKind::OpenMemberCard { merchant_id, payer_id, .. }
-        | CommandKind::CloseMemberCard { merchant_id, payer_id, .. } => {
-            keys.members.insert((merchant_id.clone(), payer_id.clone()));
+        CommandKind::OpenMemberCard { merchant_id, face_code, identity, .. }
+        | CommandKind::CloseMemberCard { merchant_id, face_code, identity, .. } => {
+            keys.captures.insert(face_code.clone());
+            if let Some(payer_id) = identity.payer() {
+                keys.members.insert((merchant_id.clone(), payer_id.clone()));
+            }
         }
         CommandKind::Lifecycle(l) => crate::lifecycle::keys_read(l, keys),
         CommandKind::NotYetSupported { .. } => {}
@@ -369,7 +408,7 @@ pub fn keys_read(cmd: &Command, keys: &mut Keys) {
 pub fn wallet_checked(cmd: &Command) -> Option<&PayerId> {
     match &cmd.kind {
         CommandKind::Pay { identity: Identity::Resolved { payer_id, .. }, .. } => Some(payer_id),
-        CommandKind::Lifecycle(crate::command::Lifecycle::HoldCreate { payer_id, .. }) => Some(payer_id),
+        CommandKind::Lifecycle(crate::command::Lifecycle::HoldCreate { identity, .. }) => identity.payer(),
         _ => None,
     }
 }
@@ -398,9 +437,14 @@ pub fn keys_written(event: &LedgerEvent, keys: &mut Keys) {
         LedgerEvent::MerchantLimitChanged { merchant_id, .. } => {
             keys.limits.insert(merchant_id.clone());
         }
-        LedgerEvent::MemberCardOpened { merchant_id, payer_id, .. }
-        | LedgerEvent::MemberCardClosed { merchant_id, payer_id, .. } => {
+        LedgerEvent::MemberCardOpened { merchant_id, payer_id, face_code, .. }
+        | LedgerEvent::MemberCardClosed { merchant_id, payer_id, face_code, .. } => {
             keys.members.insert((merchant_id.clone(), payer_id.clone()));
+            keys.captures.extend(face_code.clone());
+        }
+        LedgerEvent::PayScoreAuthorised { merchant_id, payer_id, face_code } => {
+            keys.pay_score.insert((merchant_id.clone(), payer_id.clone()));
+            keys.captures.insert(face_code.clone());
         }
         LedgerEvent::PaymentConfirmed { .. } => crate::reconcile::settle::keys_written(event, keys),
         other => crate::lifecycle::keys_written(other, keys),

@@ -7,12 +7,14 @@
 
 use chrono::{DateTime, Utc};
 use facepay_domain::limits::{FEE_RATE_MAX_PPM, HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS, REVERSAL_WINDOW_MS};
-use facepay_domain::{MerchantId, Money, OrderStatus, OutOrderNo, OutRefundNo, OutTradeNo, PayerId, RefusalReason};
+use facepay_domain::{
+    FaceCode, MerchantId, Money, OrderStatus, OutOrderNo, OutRefundNo, OutTradeNo, PayerId, RefusalReason,
+};
 
 use uuid::Uuid;
 
 use crate::command::{Command, CommandKind, Lifecycle};
-use crate::core::{fee_fen, order_revoked_by_time, txn_id, DomainError};
+use crate::core::{authorised_payer, fee_fen, fresh_capture, order_revoked_by_time, txn_id, DomainError};
 use crate::model::{
     Account, Hold, HoldKey, HoldStatus, Keys, LedgerEvent, LedgerState, Order, OrderKey, Refund, Transfer,
 };
@@ -38,8 +40,18 @@ pub fn decide(state: &LedgerState, cmd: &Command, l: &Lifecycle) -> Result<Vec<L
             }
             Ok(vec![LedgerEvent::MerchantFeeRateChanged { merchant_id: merchant_id.clone(), fee_rate_ppm: rate }])
         }
-        Lifecycle::HoldCreate { merchant_id, out_order_no, payer_id, amount } => {
-            hold_create(state, cmd, (merchant_id, out_order_no), payer_id, *amount)
+        Lifecycle::HoldCreate { merchant_id, out_order_no, face_code, identity, amount } => {
+            let payer_id = authorised_payer(identity)?;
+            hold_create(state, cmd, (merchant_id, out_order_no), (face_code, payer_id), *amount)
+        }
+        Lifecycle::PayScoreAuthorise { merchant_id, face_code, identity } => {
+            let payer_id = authorised_payer(identity)?;
+            if state.pay_score_authorised(merchant_id, payer_id) {
+                return Ok(vec![]);
+            }
+            fresh_capture(state, face_code)?;
+            let (merchant_id, payer_id, face_code) = (merchant_id.clone(), payer_id.clone(), face_code.clone());
+            Ok(vec![LedgerEvent::PayScoreAuthorised { merchant_id, payer_id, face_code }])
         }
         Lifecycle::HoldComplete { merchant_id, out_order_no, total } => {
             hold_end(state, cmd, (merchant_id, out_order_no), End::Complete(*total))
@@ -52,7 +64,7 @@ pub fn decide(state: &LedgerState, cmd: &Command, l: &Lifecycle) -> Result<Vec<L
         }
         Lifecycle::RevokeIfDue { merchant_id, out_trade_no } => {
             let key = (merchant_id.clone(), out_trade_no.clone());
-            Ok(revoke_if_due(state, &key, cmd.occurred_at).into_iter().collect())
+            Ok(revoke_if_due(state, &key, cmd.accepted_at).into_iter().collect())
         }
     }
 }
@@ -92,12 +104,12 @@ fn reverse(
     let Some(order) = state.orders.get(&(merchant_id.clone(), out_trade_no.clone())) else {
         return refuse(RefusalReason::OrderNotFound);
     };
-    if (cmd.occurred_at - order.created_at).num_milliseconds() > REVERSAL_WINDOW_MS {
+    if (cmd.accepted_at - order.created_at).num_milliseconds() > REVERSAL_WINDOW_MS {
         return refuse(RefusalReason::ReversalWindowClosed);
     }
     // An unpaid order past its 45 s was closed by then (revoked), whether or not the clock's
     // tick has been decided yet: the reversal finds it revoked and changes nothing more.
-    if let Some(revoked) = revoke_if_due(state, &(merchant_id.clone(), out_trade_no.clone()), cmd.occurred_at) {
+    if let Some(revoked) = revoke_if_due(state, &(merchant_id.clone(), out_trade_no.clone()), cmd.accepted_at) {
         return Ok(vec![revoked]);
     }
     let (refund_fen, fee_refund_fen, transfer) = match order.status {
@@ -167,11 +179,14 @@ fn refund(
     }])
 }
 
+/// A Pay Score order for `payer_id`, whom the capture `face_code` resolved to: idempotent per
+/// order number; the payer must have authorised the merchant's Pay Score, and the capture
+/// must be unspent (the order spends it).
 fn hold_create(
     state: &LedgerState,
     cmd: &Command,
     (merchant_id, out_order_no): (&MerchantId, &OutOrderNo),
-    payer_id: &PayerId,
+    (face_code, payer_id): (&FaceCode, &PayerId),
     amount: Money,
 ) -> Result<Vec<LedgerEvent>, DomainError> {
     if let Some(h) = state.holds.get(&(merchant_id.clone(), out_order_no.clone())) {
@@ -180,6 +195,10 @@ fn hold_create(
             false => refuse(RefusalReason::OutOrderNoUsed),
         };
     }
+    if !state.pay_score_authorised(merchant_id, payer_id) {
+        return refuse(RefusalReason::PayScoreNotAuthorised);
+    }
+    fresh_capture(state, face_code)?;
     if state.is_frozen(payer_id) {
         return refuse(RefusalReason::PayerFrozen);
     }
@@ -196,6 +215,7 @@ fn hold_create(
         payer_id: payer_id.clone(),
         amount,
         transfer,
+        face_code: Some(face_code.clone()),
     };
     Ok([expiries, vec![created]].concat())
 }
@@ -207,7 +227,7 @@ fn hold_create(
 /// [`crate::store::LedgerStore::holds_due`]).
 pub fn expire_due_holds(state: &LedgerState, cmd: &Command, payer: &PayerId) -> (Vec<LedgerEvent>, i64) {
     let due: Vec<_> =
-        state.holds.iter().filter(|(_, h)| h.payer_id == *payer && hold_expired_by_time(h, cmd.occurred_at)).collect();
+        state.holds.iter().filter(|(_, h)| h.payer_id == *payer && hold_expired_by_time(h, cmd.accepted_at)).collect();
     let released_fen = due.iter().map(|(_, h)| h.hold_fen).sum();
     let expiries = due
         .into_iter()
@@ -265,7 +285,7 @@ fn hold_end(
     let Some(hold) = state.holds.get(&(merchant_id.clone(), out_order_no.clone())) else {
         return refuse(RefusalReason::OrderNotFound);
     };
-    if hold_expired_by_time(hold, cmd.occurred_at) {
+    if hold_expired_by_time(hold, cmd.accepted_at) {
         // Expiry comes first: complete and cancel of an expired hold post its expiry and
         // are then refused (see `refusal_after`).
         return Ok(vec![expired(merchant_id, out_order_no, hold, txn_id(cmd))]);
@@ -348,7 +368,8 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, at: DateTime<Utc>) {
         LedgerEvent::MerchantFeeRateChanged { merchant_id, fee_rate_ppm } => {
             state.fee_rates_ppm.insert(merchant_id.clone(), *fee_rate_ppm);
         }
-        LedgerEvent::HoldCreated { merchant_id, out_order_no, payer_id, amount, .. } => {
+        LedgerEvent::HoldCreated { merchant_id, out_order_no, payer_id, amount, face_code, .. } => {
+            crate::core::spend_capture(state, face_code.as_ref(), merchant_id, format!("pay_score|{out_order_no}"));
             let hold = Hold {
                 payer_id: payer_id.clone(),
                 hold_fen: amount.fen(),
@@ -409,10 +430,20 @@ pub fn keys_read(l: &Lifecycle, keys: &mut Keys) {
         Lifecycle::SetFeeRate { merchant_id, .. } => {
             keys.fee_rates.insert(merchant_id.clone());
         }
-        Lifecycle::HoldCreate { merchant_id, out_order_no, payer_id, .. } => {
+        Lifecycle::HoldCreate { merchant_id, out_order_no, face_code, identity, .. } => {
             keys.holds.insert((merchant_id.clone(), out_order_no.clone()));
-            keys.frozen.insert(payer_id.clone());
-            keys.accounts.insert(Account::Wallet(payer_id.clone()));
+            keys.captures.insert(face_code.clone());
+            if let Some(payer_id) = identity.payer() {
+                keys.frozen.insert(payer_id.clone());
+                keys.accounts.insert(Account::Wallet(payer_id.clone()));
+                keys.pay_score.insert((merchant_id.clone(), payer_id.clone()));
+            }
+        }
+        Lifecycle::PayScoreAuthorise { merchant_id, face_code, identity } => {
+            keys.captures.insert(face_code.clone());
+            if let Some(payer_id) = identity.payer() {
+                keys.pay_score.insert((merchant_id.clone(), payer_id.clone()));
+            }
         }
         Lifecycle::HoldComplete { merchant_id, out_order_no, .. }
         | Lifecycle::HoldCancel { merchant_id, out_order_no }
@@ -436,6 +467,10 @@ pub fn keys_written(event: &LedgerEvent, keys: &mut Keys) {
         }
         LedgerEvent::MerchantFeeRateChanged { merchant_id, .. } => {
             keys.fee_rates.insert(merchant_id.clone());
+        }
+        LedgerEvent::HoldCreated { merchant_id, out_order_no, face_code: Some(face_code), .. } => {
+            keys.holds.insert((merchant_id.clone(), out_order_no.clone()));
+            keys.captures.insert(face_code.clone());
         }
         LedgerEvent::HoldCreated { merchant_id, out_order_no, .. }
         | LedgerEvent::HoldCompleted { merchant_id, out_order_no, .. }

@@ -133,6 +133,10 @@ pub struct Attempt {
     pub out_trade_no: OutTradeNo,
     pub amount: Money,
     pub face_code: FaceCode,
+    /// The device's own `occurred_at` of the payment request: its claim, kept for the record.
+    /// The payment's time is its event's (the platform's accept time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<DateTime<Utc>>,
 }
 
 /// The ledger's own events: the append-only log, the only source of truth. Projections are
@@ -175,16 +179,29 @@ pub enum LedgerEvent {
         merchant_id: MerchantId,
         single_limit: Money,
     },
+    /// The payer the capture `face_code` resolved to opened the merchant's member card (the
+    /// capture is spent). Logs from before face-authorised cards have no face code.
     MemberCardOpened {
         merchant_id: MerchantId,
         payer_id: PayerId,
         card_code: CardCode,
         channel: CardChannel,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        face_code: Option<FaceCode>,
     },
     MemberCardClosed {
         merchant_id: MerchantId,
         payer_id: PayerId,
         card_code: CardCode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        face_code: Option<FaceCode>,
+    },
+    /// The payer the capture `face_code` resolved to authorised the merchant's Pay Score
+    /// orders ("刷脸授权开通支付分"); the capture is spent.
+    PayScoreAuthorised {
+        merchant_id: MerchantId,
+        payer_id: PayerId,
+        face_code: FaceCode,
     },
     /// An order still unpaid 45 s (event time) after its creation was closed.
     OrderRevoked {
@@ -216,13 +233,17 @@ pub enum LedgerEvent {
         merchant_id: MerchantId,
         fee_rate_ppm: i64,
     },
-    /// A Pay Score order's hold moved from the payer's wallet to their hold account.
+    /// A Pay Score order's hold moved from the payer's wallet to their hold account; the
+    /// payer is whom the capture `face_code` resolved to (spent by it). Logs from before
+    /// face-authorised orders have no face code.
     HoldCreated {
         merchant_id: MerchantId,
         out_order_no: OutOrderNo,
         payer_id: PayerId,
         amount: Money,
         transfer: Transfer,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        face_code: Option<FaceCode>,
     },
     /// Completed with `total`: the merchant is paid (less the fee), the rest released.
     HoldCompleted {
@@ -300,6 +321,7 @@ impl LedgerEvent {
             LedgerEvent::MerchantLimitChanged { .. } => "merchant_limit_changed",
             LedgerEvent::MemberCardOpened { .. } => "member_card_opened",
             LedgerEvent::MemberCardClosed { .. } => "member_card_closed",
+            LedgerEvent::PayScoreAuthorised { .. } => "pay_score_authorised",
             LedgerEvent::OrderRevoked { .. } => "order_revoked",
             LedgerEvent::OrderReversed { .. } => "order_reversed",
             LedgerEvent::RefundSucceeded { .. } => "refund_succeeded",
@@ -329,6 +351,7 @@ impl LedgerEvent {
             | LedgerEvent::MemberCardOpened { merchant_id, .. }
             | LedgerEvent::MemberCardClosed { merchant_id, .. }
             | LedgerEvent::MerchantFeeRateChanged { merchant_id, .. } => format!("merchant:{merchant_id}"),
+            LedgerEvent::PayScoreAuthorised { payer_id, .. } => format!("payer:{payer_id}"),
             LedgerEvent::OrderRevoked { merchant_id, payer_id, .. }
             | LedgerEvent::OrderReversed { merchant_id, payer_id, .. } => match payer_id {
                 Some(p) => format!("payer:{p}"),
@@ -505,11 +528,13 @@ pub struct Member {
     pub closed_at: Option<DateTime<Utc>>,
 }
 
-/// Which order a face code was consumed by.
+/// What spent a face code (a capture authorises one thing, once).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureUse {
     pub merchant_id: MerchantId,
-    pub out_trade_no: OutTradeNo,
+    /// The order number of a payment; `card|<code>`, `pay_score|<order no>` or
+    /// `pay_score_authorised` for what else a capture authorises.
+    pub used_by: String,
 }
 
 /// A payer's successful face payments on one Asia/Shanghai day.
@@ -541,6 +566,8 @@ pub struct LedgerState {
     pub fee_rates_ppm: BTreeMap<MerchantId, i64>,
     pub refunds: BTreeMap<RefundKey, Refund>,
     pub holds: BTreeMap<HoldKey, Hold>,
+    /// When each payer authorised each merchant's Pay Score orders.
+    pub pay_score: BTreeMap<(MerchantId, PayerId), DateTime<Utc>>,
     /// Per merchant and day: a fold of the log that `decide` never reads. The stores add
     /// each batch's events to it (as balances), so it is never loaded per batch.
     pub settlement: BTreeMap<SettlementKey, Settlement>,
@@ -567,6 +594,11 @@ impl LedgerState {
         self.daily.get(&(payer.clone(), day)).copied().unwrap_or_default()
     }
 
+    /// True when the payer authorised the merchant's Pay Score orders.
+    pub fn pay_score_authorised(&self, merchant: &MerchantId, payer: &PayerId) -> bool {
+        self.pay_score.contains_key(&(merchant.clone(), payer.clone()))
+    }
+
     /// True when the payer holds an open member card of the merchant.
     pub fn is_member(&self, merchant: &MerchantId, payer: &PayerId) -> bool {
         self.members.get(&(merchant.clone(), payer.clone())).is_some_and(|m| m.closed_at.is_none())
@@ -587,6 +619,7 @@ pub struct Keys {
     pub fee_rates: BTreeSet<MerchantId>,
     pub refunds: BTreeSet<RefundKey>,
     pub holds: BTreeSet<HoldKey>,
+    pub pay_score: BTreeSet<(MerchantId, PayerId)>,
 }
 
 impl Keys {
@@ -601,6 +634,7 @@ impl Keys {
             && self.fee_rates.is_empty()
             && self.refunds.is_empty()
             && self.holds.is_empty()
+            && self.pay_score.is_empty()
     }
 }
 
@@ -617,6 +651,7 @@ macro_rules! for_each_entity {
         $m!(fee_rates, fee_rates_ppm);
         $m!(refunds, refunds);
         $m!(holds, holds);
+        $m!(pay_score, pay_score);
     };
 }
 

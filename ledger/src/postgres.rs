@@ -112,11 +112,13 @@ async fn fill_from(pool: &PgPool, st: &mut LedgerState, q: PgQuery<'_>, fill: Fi
 const BY_ACCOUNT: &str = "SELECT account, balance_fen FROM balances WHERE account = ANY($1)";
 const BY_PAYER: &str = "SELECT payer_id, frozen FROM payers WHERE payer_id = ANY($1)";
 const BY_LIMIT: &str = "SELECT merchant_id, single_limit_fen FROM merchant_limits WHERE merchant_id = ANY($1)";
-const BY_FACE: &str = "SELECT face_code, merchant_id, out_trade_no FROM captures WHERE face_code = ANY($1)";
+const BY_FACE: &str = "SELECT face_code, merchant_id, used_by FROM captures WHERE face_code = ANY($1)";
 const BY_ORDER: &str =
     "SELECT * FROM orders WHERE (merchant_id, out_trade_no) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
 const BY_MEMBER: &str =
     "SELECT * FROM members WHERE (merchant_id, payer_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
+const BY_PAY_SCORE: &str = "SELECT merchant_id, payer_id, authorised_at FROM pay_score_authorisations \
+    WHERE (merchant_id, payer_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
 const BY_DAILY: &str =
     "SELECT * FROM daily_usage WHERE (payer_id, day) IN (SELECT * FROM UNNEST($1::text[], $2::date[]))";
 
@@ -152,6 +154,11 @@ async fn load_keys(pool: &PgPool, keys: &Keys) -> Result<LedgerState, StoreError
     if !keys.daily.is_empty() {
         let (p, d): (Vec<String>, Vec<NaiveDate>) = keys.daily.iter().map(|(p, d)| (p.to_string(), *d)).unzip();
         fill_from(pool, &mut st, sqlx::query(BY_DAILY).bind(p).bind(d), rows::fill_daily).await?;
+    }
+    if !keys.pay_score.is_empty() {
+        let (m, p): (Vec<String>, Vec<String>) =
+            keys.pay_score.iter().map(|(m, p)| (m.to_string(), p.to_string())).unzip();
+        fill_from(pool, &mut st, sqlx::query(BY_PAY_SCORE).bind(m).bind(p), rows::fill_pay_score).await?;
     }
     load_lifecycle(pool, keys, &mut st).await?;
     Ok(st)
@@ -254,8 +261,10 @@ const UPSERT_CAPTURE_MEMOS: &str = "INSERT INTO capture_memos (face_code, payer_
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
     ON CONFLICT (face_code) DO UPDATE SET payer_id = excluded.payer_id, rule = excluded.rule, \
     captured_at = excluded.captured_at";
-const INSERT_CAPTURES: &str = "INSERT INTO captures (face_code, merchant_id, out_trade_no) \
+const INSERT_CAPTURES: &str = "INSERT INTO captures (face_code, merchant_id, used_by) \
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT (face_code) DO NOTHING";
+const INSERT_PAY_SCORE: &str = "INSERT INTO pay_score_authorisations (merchant_id, payer_id, authorised_at) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) ON CONFLICT (merchant_id, payer_id) DO NOTHING";
 
 /// The projections the batch touched (each key once: the keys are sets, and PostgreSQL
 /// refuses an upsert that touches a row twice); balances move by the batch's postings.
@@ -276,8 +285,14 @@ async fn write_projections(tx: &mut PgTx, batch: &CommitBatch) -> Result<(), Sto
     let q = sqlx::query(INSERT_CAPTURES)
         .bind(col(&captures, |(f, _)| f.as_str()))
         .bind(col(&captures, |(_, c)| c.merchant_id.as_str()))
-        .bind(col(&captures, |(_, c)| c.out_trade_no.as_str()));
+        .bind(col(&captures, |(_, c)| c.used_by.as_str()));
     exec(tx, captures.len(), q).await?;
+    let authorised: Vec<_> = keys.pay_score.iter().filter_map(|k| st.pay_score.get(k).map(|at| (k, *at))).collect();
+    let q = sqlx::query(INSERT_PAY_SCORE)
+        .bind(col(&authorised, |((m, _), _)| m.as_str()))
+        .bind(col(&authorised, |((_, p), _)| p.as_str()))
+        .bind(col(&authorised, |(_, at)| *at));
+    exec(tx, authorised.len(), q).await?;
     write_orders(tx, keys, st).await?;
     write_members_daily(tx, keys, st).await?;
     write_lifecycle(tx, batch).await
@@ -784,10 +799,6 @@ impl LedgerStore for PgStore {
     }
 
     // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
-    async fn event_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(sqlx::query_scalar(crate::sweep::EVENT_TIME_SQL).fetch_one(&self.pool).await?)
-    }
-
     async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::sweep::Due>, StoreError> {
         let orders_before = now - chrono::Duration::milliseconds(ORDER_REVOKE_AFTER_MS);
         let holds_before = now - chrono::Duration::milliseconds(HOLD_EXPIRY_MS);

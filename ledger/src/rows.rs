@@ -195,8 +195,14 @@ pub(crate) fn fill_limit(st: &mut LedgerState, r: &dyn Cells) -> Result<(), Stor
 pub(crate) fn fill_capture(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
     let face = id("face_code", r.text("face_code")?, FaceCode::parse)?;
     let merchant_id = id("merchant", r.text("merchant_id")?, MerchantId::parse)?;
-    let out_trade_no = id("out_trade_no", r.text("out_trade_no")?, OutTradeNo::parse)?;
-    st.captures.insert(face, CaptureUse { merchant_id, out_trade_no });
+    st.captures.insert(face, CaptureUse { merchant_id, used_by: r.text("used_by")? });
+    Ok(())
+}
+
+pub(crate) fn fill_pay_score(st: &mut LedgerState, r: &dyn Cells) -> Result<(), StoreError> {
+    let merchant_id = id("merchant", r.text("merchant_id")?, MerchantId::parse)?;
+    let payer_id = id("payer", r.text("payer_id")?, PayerId::parse)?;
+    st.pay_score.insert((merchant_id, payer_id), r.at("authorised_at")?);
     Ok(())
 }
 
@@ -304,17 +310,18 @@ pub(crate) fn settlement_view_from(r: &dyn Cells) -> Result<crate::store::Settle
 }
 
 /// Every projection table, as read whole by `load_all`.
-pub(crate) const PROJECTIONS: [(&str, Fill); 11] = [
+pub(crate) const PROJECTIONS: [(&str, Fill); 12] = [
     ("SELECT account, balance_fen FROM balances", fill_balance),
     ("SELECT payer_id, frozen FROM payers", fill_payer),
     ("SELECT merchant_id, single_limit_fen FROM merchant_limits", fill_limit),
-    ("SELECT face_code, merchant_id, out_trade_no FROM captures", fill_capture),
+    ("SELECT face_code, merchant_id, used_by FROM captures", fill_capture),
     ("SELECT * FROM orders", fill_order),
     ("SELECT * FROM members", fill_member),
     ("SELECT * FROM daily_usage", fill_daily),
     ("SELECT merchant_id, fee_rate_ppm FROM merchant_fee_rates", fill_fee_rate),
     ("SELECT * FROM refunds", fill_refund),
     ("SELECT * FROM holds", fill_hold),
+    ("SELECT merchant_id, payer_id, authorised_at FROM pay_score_authorisations", fill_pay_score),
     ("SELECT * FROM settlement", fill_settlement),
 ];
 

@@ -293,7 +293,7 @@ impl Ledger {
     /// more before the batch's latest event time) among the payers whose wallet they check.
     async fn holds_due(&self, commands: &[Command]) -> Result<Vec<HoldKey>, StoreError> {
         let (mut payers, mut latest) = (BTreeSet::new(), None);
-        for (payer, at) in commands.iter().filter_map(|c| Some((wallet_checked(c)?, c.occurred_at))) {
+        for (payer, at) in commands.iter().filter_map(|c| Some((wallet_checked(c)?, c.accepted_at))) {
             payers.insert(payer.clone());
             latest = latest.max(Some(at));
         }
@@ -312,12 +312,12 @@ impl Ledger {
             }
         };
         for (i, event) in events.iter().enumerate() {
-            apply(state, event, cmd.occurred_at);
+            apply(state, event, cmd.accepted_at);
             keys_written(event, &mut batch.projections.keys);
             let new = NewEvent {
                 event_id: Uuid::new_v5(&cmd.event_id, format!("event:{i}").as_bytes()),
                 cause_event_id: cmd.event_id,
-                occurred_at: cmd.occurred_at,
+                occurred_at: cmd.accepted_at,
                 event: event.clone(),
             };
             batch.history.extend(history_row(&new));
@@ -416,6 +416,7 @@ fn differences(
     check("merchant_fee_rates", replayed.fee_rates_ppm == live.fee_rates_ppm);
     check("refunds", replayed.refunds == live.refunds);
     check("holds", replayed.holds == live.holds);
+    check("pay_score_authorisations", replayed.pay_score == live.pay_score);
     check("settlement", replayed.settlement == live.settlement);
     // Writers in several processes interleave their inserts, so the history's ids need
     // not follow the log's order: compare the rows, not their order.

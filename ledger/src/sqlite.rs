@@ -218,7 +218,7 @@ async fn load_keys(pool: &SqlitePool, keys: &Keys) -> Result<LedgerState, StoreE
     load_by(pool, sql, keys.frozen.iter(), |p| p.to_string(), |r| rows::fill_payer(&mut st, r)).await?;
     let sql = "SELECT merchant_id, single_limit_fen FROM merchant_limits WHERE merchant_id";
     load_by(pool, sql, keys.limits.iter(), |m| m.to_string(), |r| rows::fill_limit(&mut st, r)).await?;
-    let sql = "SELECT face_code, merchant_id, out_trade_no FROM captures WHERE face_code";
+    let sql = "SELECT face_code, merchant_id, used_by FROM captures WHERE face_code";
     load_by(pool, sql, keys.captures.iter(), |f| f.to_string(), |r| rows::fill_capture(&mut st, r)).await?;
     let pairs = keys.orders.iter().map(|(m, o)| (m.to_string(), o.to_string())).collect();
     let sql = "SELECT * FROM orders WHERE (merchant_id, out_trade_no)";
@@ -229,6 +229,9 @@ async fn load_keys(pool: &SqlitePool, keys: &Keys) -> Result<LedgerState, StoreE
     let pairs = keys.daily.iter().map(|(p, d)| (p.to_string(), d.to_string())).collect();
     let sql = "SELECT * FROM daily_usage WHERE (payer_id, day)";
     load_by_pair(pool, sql, pairs, |r| rows::fill_daily(&mut st, r)).await?;
+    let pairs = keys.pay_score.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let sql = "SELECT merchant_id, payer_id, authorised_at FROM pay_score_authorisations WHERE (merchant_id, payer_id)";
+    load_by_pair(pool, sql, pairs, |r| rows::fill_pay_score(&mut st, r)).await?;
     load_lifecycle(pool, keys, &mut st).await?;
     Ok(st)
 }
@@ -347,9 +350,15 @@ async fn write_projections(tx: &mut Transaction<'static, Sqlite>, batch: &Commit
     .await?;
     let captures: Vec<(&FaceCode, &CaptureUse)> =
         keys.captures.iter().filter_map(|f| st.captures.get(f).map(|c| (f, c))).collect();
-    let head = "INSERT INTO captures (face_code, merchant_id, out_trade_no) ";
+    let head = "INSERT INTO captures (face_code, merchant_id, used_by) ";
     insert_rows(tx, head, " ON CONFLICT (face_code) DO NOTHING", 3, &captures, |mut s, (f, c)| {
-        s.push_bind(f.as_str()).push_bind(c.merchant_id.as_str()).push_bind(c.out_trade_no.as_str());
+        s.push_bind(f.as_str()).push_bind(c.merchant_id.as_str()).push_bind(c.used_by.as_str());
+    })
+    .await?;
+    let authorised: Vec<_> = keys.pay_score.iter().filter_map(|k| st.pay_score.get(k).map(|at| (k, at))).collect();
+    let head = "INSERT INTO pay_score_authorisations (merchant_id, payer_id, authorised_at) ";
+    insert_rows(tx, head, " ON CONFLICT (merchant_id, payer_id) DO NOTHING", 3, &authorised, |mut s, ((m, p), at)| {
+        s.push_bind(m.as_str()).push_bind(p.as_str()).push_bind(ts(at));
     })
     .await?;
     write_orders(tx, keys, st).await?;
@@ -846,11 +855,6 @@ impl LedgerStore for SqliteStore {
     }
 
     // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
-    async fn event_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let newest: Option<String> = sqlx::query_scalar(crate::sweep::EVENT_TIME_SQL).fetch_one(&self.reader).await?;
-        newest.map(|s| parse_ts(&s)).transpose()
-    }
-
     async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::sweep::Due>, StoreError> {
         let orders_before = now - chrono::Duration::milliseconds(ORDER_REVOKE_AFTER_MS);
         let holds_before = now - chrono::Duration::milliseconds(HOLD_EXPIRY_MS);

@@ -348,9 +348,6 @@ pub trait LedgerStore: crate::credentials::CredentialStore + Send + Sync + 'stat
 
     // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
 
-    /// The newest event time among the last events recorded: where the ledger's clock
-    /// stands (`None`: no event yet).
-    async fn event_time(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Up to `limit` orders and holds past their deadline at `now` (orders still unpaid 45 s
     /// after creation, holds still open 30 days after), oldest first within each kind.
     async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::sweep::Due>, StoreError>;

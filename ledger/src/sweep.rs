@@ -5,19 +5,20 @@
 //! their own event time), so the sweeper changes no decision: it only makes the projections
 //! say so, and gives the held money back, when nobody touches the order or the hold again.
 //!
-//! Replay gives the same result because each tick is an ordinary command whose event time
-//! is the deadline itself (`created_at + 45 s`, `created_at + 30 days`), not the moment the
-//! sweep happened to run, and whose event id is derived from the order or hold it concerns:
+//! Replay gives the same result because each tick is an ordinary command whose time is the
+//! deadline itself (`created_at + 45 s`, `created_at + 30 days`), not the moment the sweep
+//! happened to run, and whose event id is derived from the order or hold it concerns:
 //! sweeping twice, or from two processes at once, decides once (the second is answered as a
-//! repeat). The sweep's "now" is the newest event time the ledger recorded for the trade
-//! (not its own ticks, nor reconciliation's records), less [`SWEEP_EVENT_TIME_LAG_MS`]:
-//! event time, as the rest of the ledger, not the wall clock; and it never runs backwards.
-//! A log of past events (the demo's simulated days, a replayed month) is swept as of its own
-//! time, and a store nobody writes to keeps its clock still.
+//! repeat). The sweep's "now" is the platform's clock ([`Clock`]) less
+//! [`SWEEP_EVENT_TIME_LAG_MS`], and it never runs backwards: nothing a device sends moves it
+//! (every event's time is the platform's accept time, and the sweep does not read events'
+//! times at all), and it never runs ahead of the platform. A simulation drives the platform's
+//! clock (the demo's past day), so its log is swept as of its own time.
 //!
 //! # Layout
 //! - [`Due`]: an order or hold past its deadline, as a store finds it.
-//! - [`tick`]: the pure part: the command a due entity gets.
+//! - [`tick`], [`due_in`]: the pure part: the command a due entity gets, and what is due in
+//!   a state held whole.
 //! - [`Sweeper`]: reads the clock, finds what is due, and decides the ticks through the
 //!   [`Ledger`], a bounded batch per sweep.
 
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 use facepay_domain::limits::{
     HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS, SWEEP_BATCH_MAX, SWEEP_EVENT_TIME_LAG_MS, SWEEP_LEASE_MS,
 };
+use facepay_domain::time::SharedClock;
 use facepay_domain::{MerchantId, OutOrderNo, OutTradeNo, OutcomeBody};
 use uuid::Uuid;
 
@@ -41,14 +43,6 @@ const TICK_NAMESPACE: Uuid = Uuid::from_u128(0x6661_6365_7061_7900_7377_6565_700
 /// The kinds of the ticks' answers in `inbound`: the ledger's own commands, not events any
 /// device or merchant system sent (counts of answered inbound events leave them out).
 pub const TICK_KINDS: [&str; 2] = ["order_revoke_due", "pay_score_order_expire"];
-
-/// The clock's reading, the same SQL on both stores: the newest event time among the last
-/// events appended (by sequence, so it is an index read); the last few rather than the very
-/// last, as batches from several partitions interleave. Only events of the trade count: the
-/// clock's own (stamped with a past deadline) would turn it back, and reconciliation's
-/// (stamped when finance ran it) could throw it forward past a log of older events.
-pub(crate) const EVENT_TIME_SQL: &str = "SELECT max(occurred_at) FROM (SELECT occurred_at FROM events \
-     WHERE type NOT IN ('order_revoked', 'hold_expired') AND stream NOT LIKE 'recon:%' ORDER BY seq DESC LIMIT 64) t";
 
 /// The sweeper's lease: one process at a time sweeps.
 pub const SWEEP_LEASE: &str = "sweeper";
@@ -72,6 +66,22 @@ impl Due {
     }
 }
 
+/// What is due at `now` in `state` (orders still unpaid, holds still open, past their
+/// deadlines): what a store's `due` query finds, for a state held whole (replays, tests).
+pub fn due_in(state: &crate::model::LedgerState, now: DateTime<Utc>) -> Vec<Due> {
+    use facepay_domain::OrderStatus;
+    let orders = state.orders.values().filter(|o| o.status == OrderStatus::Declined).map(|o| Due::Order {
+        merchant_id: o.merchant_id.clone(),
+        out_trade_no: o.out_trade_no.clone(),
+        created_at: o.created_at,
+    });
+    let holds =
+        state.holds.iter().filter(|(_, h)| h.status == crate::model::HoldStatus::Created).map(|((m, no), h)| {
+            Due::Hold { merchant_id: m.clone(), out_order_no: no.clone(), created_at: h.created_at }
+        });
+    orders.chain(holds).filter(|d| d.due_at() <= now).collect()
+}
+
 /// The command that settles `due`: stamped with its deadline, and with an id that names the
 /// order or hold, so the same tick is recognised however often it is sent.
 pub fn tick(due: &Due) -> Command {
@@ -85,18 +95,13 @@ pub fn tick(due: &Due) -> Command {
             Lifecycle::HoldExpire { merchant_id: merchant_id.clone(), out_order_no: out_order_no.clone() },
         ),
     };
-    Command {
-        event_id: Uuid::new_v5(&TICK_NAMESPACE, name.as_bytes()),
-        occurred_at: due.due_at(),
-        device: None,
-        kind: CommandKind::Lifecycle(kind),
-        request_id: None,
-    }
+    Command::new(Uuid::new_v5(&TICK_NAMESPACE, name.as_bytes()), due.due_at(), None, CommandKind::Lifecycle(kind))
 }
 
-/// The sweep's clock for a ledger whose newest recorded event time is `newest`.
-pub fn clock(newest: DateTime<Utc>) -> DateTime<Utc> {
-    newest - chrono::Duration::milliseconds(SWEEP_EVENT_TIME_LAG_MS)
+/// The sweep's "now" when the platform's clock reads `now`: an attempt accepted just inside
+/// an order's 45 s may still wait in a lagging partition, and is decided before the sweep.
+pub fn clock(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::milliseconds(SWEEP_EVENT_TIME_LAG_MS)
 }
 
 /// What one sweep did.
@@ -119,23 +124,24 @@ pub struct Sweeper {
     delivery: Delivery,
     /// This process's name on the lease.
     holder: String,
+    /// The platform's clock.
+    platform: SharedClock,
     /// The newest clock reading so far (ms since the epoch): the clock never runs backwards.
     newest_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Sweeper {
-    pub fn new(ledger: Ledger, delivery: Delivery) -> Self {
+    pub fn new(ledger: Ledger, delivery: Delivery, platform: SharedClock) -> Self {
         let newest_ms = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
-        Self { ledger, delivery, holder: format!("sweeper-{}", Uuid::new_v4()), newest_ms }
+        Self { ledger, delivery, holder: format!("sweeper-{}", Uuid::new_v4()), platform, newest_ms }
     }
 
     /// One sweep: at most [`SWEEP_BATCH_MAX`] ticks, decided in one transaction.
     pub async fn sweep_once(&self) -> Result<SweepReport, StoreError> {
-        let store = self.ledger.store();
-        let Some(read) = store.event_time().await? else { return Ok(SweepReport::default()) };
-        let ms = self.newest_ms.fetch_max(read.timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
-        let newest = DateTime::from_timestamp_millis(ms.max(read.timestamp_millis())).unwrap_or(read);
-        let due = store.due(clock(newest), SWEEP_BATCH_MAX).await?;
+        let read = self.platform.now().timestamp_millis();
+        let ms = self.newest_ms.fetch_max(read, std::sync::atomic::Ordering::Relaxed).max(read);
+        let now = DateTime::from_timestamp_millis(ms).expect("a clock reading in range");
+        let due = self.ledger.store().due(clock(now), SWEEP_BATCH_MAX).await?;
         if due.is_empty() {
             return Ok(SweepReport::default());
         }

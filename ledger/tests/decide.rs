@@ -9,7 +9,7 @@ use facepay_domain::time::shanghai_day;
 use facepay_domain::{DeclineReason, OrderStatus, PaymentResult};
 use facepay_ledger::core::{apply, payment_result};
 use facepay_ledger::model::{Account, Transfer};
-use facepay_ledger::{decide, Command, DomainError, LedgerEvent, LedgerState, Policy};
+use facepay_ledger::{decide, Command, DomainError, Identity, LedgerEvent, LedgerState, Policy};
 
 // ---- the harness ------------------------------------------------------------------------
 
@@ -44,7 +44,7 @@ impl Given {
         let mut after = self.state;
         if let Ok(events) = &result {
             for e in events {
-                apply(&mut after, e, cmd.occurred_at);
+                apply(&mut after, e, cmd.accepted_at);
             }
         }
         Then { before, after, policy: self.policy, cmd, result }
@@ -101,7 +101,7 @@ impl Then {
         let LedgerEvent::PaymentSucceeded { attempt, payer_id, day, transfer, .. } = self.single() else {
             panic!("expected a payment, got {:?}", self.events())
         };
-        assert_eq!(*day, shanghai_day(self.cmd.occurred_at));
+        assert_eq!(*day, shanghai_day(self.cmd.accepted_at));
         let expected = Transfer::between(
             txn_of(&self.cmd),
             Account::Wallet(payer_id.clone()),
@@ -566,15 +566,17 @@ fn a_query_decides_nothing_and_reports_the_order() {
 
 #[test]
 fn opening_a_member_card_records_it_and_members_pay_quick() {
-    let t = given(&[funded("p1", "100.00")]).when(open_card("m1", "p1", "c1")).then_events(&[
+    let t = given(&[funded("p1", "100.00")]).when(open_card_with("m1", face(90), resolved("p1"), "c1")).then_events(&[
         LedgerEvent::MemberCardOpened {
             merchant_id: merchant("m1"),
             payer_id: payer("p1"),
             card_code: card("c1"),
             channel: facepay_domain::CardChannel::CardPackage,
+            face_code: Some(face(90)),
         },
     ]);
     assert!(t.after.is_member(&merchant("m1"), &payer("p1")));
+    assert!(t.after.captures.contains_key(&face(90)), "the capture that opened it is spent");
     let t = t.and_when(pay("m1", "o1", "10.00", 1, "p1")).then_paid().member_quick_pay(true);
     assert!(order_of(&t.after, "m1", "o1").member_quick_pay);
     // A member of m1 is not a member of m2.
@@ -596,9 +598,15 @@ fn opening_another_card_while_one_is_open_is_refused() {
 
 #[test]
 fn closing_a_card_ends_quick_pay() {
+    let closed = LedgerEvent::MemberCardClosed {
+        merchant_id: merchant("m1"),
+        payer_id: payer("p1"),
+        card_code: card("c1"),
+        face_code: Some(face(91)),
+    };
     let t = given(&[funded("p1", "100.00"), card_opened("m1", "p1", "c1")])
-        .when(close_card("m1", "p1", "c1"))
-        .then_events(&[card_closed("m1", "p1", "c1")]);
+        .when(close_card_with("m1", face(91), resolved("p1"), "c1"))
+        .then_events(&[closed]);
     assert!(!t.after.is_member(&merchant("m1"), &payer("p1")));
     assert!(t.after.members[&(merchant("m1"), payer("p1"))].closed_at.is_some());
     t.and_when(pay("m1", "o1", "10.00", 1, "p1")).then_paid().member_quick_pay(false);
@@ -617,6 +625,20 @@ fn closing_a_card_that_is_not_open_is_refused() {
 }
 
 #[test]
+fn a_card_is_opened_only_by_a_face_that_resolved_and_a_capture_not_spent() {
+    // An unresolved capture names nobody: refused, nothing recorded.
+    let unresolved = Identity::Unresolved { rule: "no_match".into() };
+    given(&[])
+        .when(open_card_with("m1", face(93), unresolved, "c1"))
+        .then_error(DomainError::Refused(facepay_domain::RefusalReason::IdentityUnresolved));
+    // A capture already spent on a payment cannot open a card (nor bind its payer to the
+    // merchant's member tier).
+    let t = given(&[funded("p1", "100.00")]).when(pay("m1", "o1", "10.00", 94, "p1")).then_paid();
+    t.and_when(open_card_with("m1", face(94), resolved("p1"), "c1"))
+        .then_error(DomainError::Refused(facepay_domain::RefusalReason::CaptureUsed));
+}
+
+#[test]
 fn closing_with_the_wrong_card_code_is_refused() {
     let t = given(&[card_opened("m1", "p1", "c1")])
         .when(close_card("m1", "p1", "c2"))
@@ -627,12 +649,13 @@ fn closing_with_the_wrong_card_code_is_refused() {
 #[test]
 fn a_closed_card_may_be_reopened_with_another_code() {
     let t = given(&[card_opened("m1", "p1", "c1"), card_closed("m1", "p1", "c1")])
-        .when(open_card("m1", "p1", "c2"))
+        .when(open_card_with("m1", face(92), resolved("p1"), "c2"))
         .then_events(&[LedgerEvent::MemberCardOpened {
             merchant_id: merchant("m1"),
             payer_id: payer("p1"),
             card_code: card("c2"),
             channel: facepay_domain::CardChannel::CardPackage,
+            face_code: Some(face(92)),
         }]);
     let m = &t.after.members[&(merchant("m1"), payer("p1"))];
     assert_eq!((m.card_code.clone(), m.closed_at), (card("c2"), None));

@@ -28,7 +28,7 @@ impl World {
     fn run(&mut self, cmd: Command) -> Result<Vec<LedgerEvent>, DomainError> {
         let events = decide(&self.state, &cmd, &Policy::default())?;
         for e in &events {
-            apply(&mut self.state, e, cmd.occurred_at);
+            apply(&mut self.state, e, cmd.accepted_at);
         }
         match refusal_after(&cmd, &events) {
             Some(err) => Err(err),
@@ -92,11 +92,13 @@ fn fee_rate(m: &str, ppm: u32) -> Command {
 fn ono(s: &str) -> OutOrderNo {
     OutOrderNo::parse(s).unwrap()
 }
+/// `p` creates `m`'s Pay Score order `no` by face (a fresh capture).
 fn hold(m: &str, no: &str, p: &str, amount: &str) -> Command {
     life(Lifecycle::HoldCreate {
         merchant_id: merchant(m),
         out_order_no: ono(no),
-        payer_id: payer(p),
+        face_code: fresh_face(),
+        identity: resolved(p),
         amount: cny(amount),
     })
 }
@@ -304,7 +306,7 @@ fn the_clocks_tick_revokes_an_order_at_its_deadline_and_nothing_else() {
     let due = Due::Order { merchant_id: merchant("m1"), out_trade_no: otn("o1"), created_at: t0() };
     let t = tick(&due);
     // The tick is stamped with the deadline and named by the order: the same tick every time.
-    assert_eq!(t.occurred_at, later(45));
+    assert_eq!(t.accepted_at, later(45));
     assert_eq!(t.event_id, tick(&due).event_id);
     let other = Due::Order { merchant_id: merchant("m1"), out_trade_no: otn("o2"), created_at: t0() };
     assert_ne!(t.event_id, tick(&other).event_id);
@@ -323,12 +325,11 @@ fn the_clocks_tick_revokes_an_order_at_its_deadline_and_nothing_else() {
 #[test]
 fn the_clocks_tick_expires_an_open_hold_after_30_days_and_leaves_an_ended_one() {
     use facepay_ledger::sweep::{tick, Due};
-    let mut w = World::new();
-    w.ok(fund("p1", "100.00"));
+    let mut w = authorised_world("100.00");
     w.ok(hold("m1", "h1", "p1", "30.00"));
     let due = Due::Hold { merchant_id: merchant("m1"), out_order_no: ono("h1"), created_at: t0() };
     let t = tick(&due);
-    assert_eq!(t.occurred_at, later(30 * 86_400));
+    assert_eq!(t.accepted_at, later(30 * 86_400));
     assert_eq!(w.ok(t.clone().at_time(later(30 * 86_400 - 1))), vec![]);
     assert!(matches!(w.ok(t.clone()).as_slice(), [LedgerEvent::HoldExpired { .. }]));
     assert_eq!((w.balance(wallet("p1")), w.balance(Account::Hold(payer("p1")))), (10_000, 0));
@@ -345,7 +346,7 @@ fn revocation_is_decided_on_event_time_so_replay_agrees() {
     let mut w = World::new();
     let mut log = Vec::new();
     for c in cmds {
-        let at = c.occurred_at;
+        let at = c.accepted_at;
         log.extend(w.ok(c).into_iter().map(|e| (at, e)));
     }
     let mut replayed = LedgerState::default();
@@ -419,9 +420,17 @@ fn refunds_of_unpaid_reversed_or_unknown_orders_are_refused() {
 
 // ---- Pay Score holds ----------------------------------------------------------------------
 
-fn held_world() -> World {
+/// A world where p1 has `amount` and authorised m1's and m2's Pay Score.
+fn authorised_world(amount: &str) -> World {
     let mut w = World::new();
-    w.ok(fund("p1", "300.00"));
+    w.ok(fund("p1", amount));
+    w.ok(authorise_pay_score("m1", "p1"));
+    w.ok(authorise_pay_score("m2", "p1"));
+    w
+}
+
+fn held_world() -> World {
+    let mut w = authorised_world("300.00");
     w.ok(fee_rate("m1", 6_000));
     w.ok(hold("m1", "h1", "p1", "200.00"));
     w
@@ -497,8 +506,7 @@ fn creating_a_hold_is_idempotent_and_its_number_cannot_be_reused() {
 
 #[test]
 fn a_frozen_payer_cannot_take_a_hold() {
-    let mut w = World::new();
-    w.ok(fund("p1", "300.00"));
+    let mut w = authorised_world("300.00");
     w.ok(freeze("p1"));
     w.refused(hold("m1", "h1", "p1", "1.00"), RefusalReason::PayerFrozen);
 }
@@ -651,4 +659,70 @@ fn a_confirmation_of_a_revoked_order_pays_it() {
     w.ok(confirm("m1", "o1", "60.00", 1));
     assert_eq!(w.order("m1", "o1").status, OrderStatus::Paid);
     w.assert_balanced();
+}
+
+// ---- Pay Score authorisation: by face, once, per merchant -----------------------------------
+
+#[test]
+fn a_hold_needs_the_payers_authorisation_of_that_merchants_pay_score() {
+    // Given p1 with money who authorised m1's Pay Score only,
+    let mut w = World::new();
+    w.ok(fund("p1", "300.00"));
+    w.refused(hold("m1", "h1", "p1", "10.00"), RefusalReason::PayScoreNotAuthorised);
+    let events = w.ok(authorise_pay_score("m1", "p1"));
+    assert!(matches!(events.as_slice(), [LedgerEvent::PayScoreAuthorised { .. }]));
+    // then m1 may hold p1's money, and m2 may not.
+    w.ok(hold("m1", "h1", "p1", "10.00"));
+    w.refused(hold("m2", "h2", "p1", "10.00"), RefusalReason::PayScoreNotAuthorised);
+    assert_eq!(RefusalReason::PayScoreNotAuthorised.code(), "PAY_SCORE_NOT_AUTHORISED");
+    // Authorising again changes nothing.
+    assert_eq!(w.ok(authorise_pay_score("m1", "p1")), vec![]);
+}
+
+#[test]
+fn a_hold_or_an_authorisation_whose_capture_did_not_resolve_is_refused() {
+    let mut w = authorised_world("300.00");
+    let unresolved = || facepay_ledger::Identity::Unresolved { rule: "no_match".into() };
+    let mut h = hold("m1", "h1", "p1", "10.00");
+    if let CommandKind::Lifecycle(Lifecycle::HoldCreate { identity, .. }) = &mut h.kind {
+        *identity = unresolved();
+    }
+    w.refused(h, RefusalReason::IdentityUnresolved);
+    let a = life(Lifecycle::PayScoreAuthorise {
+        merchant_id: merchant("m3"),
+        face_code: fresh_face(),
+        identity: unresolved(),
+    });
+    w.refused(a, RefusalReason::IdentityUnresolved);
+    assert_eq!(RefusalReason::IdentityUnresolved.channel_code(), "AUTH_CODE_INVALID");
+}
+
+#[test]
+fn a_capture_authorises_once_whatever_it_was_spent_on() {
+    // Given a capture spent on a payment,
+    let mut w = authorised_world("300.00");
+    w.ok(pay("m1", "o1", "10.00", 7, "p1"));
+    // when it is offered again for a hold, a card or an authorisation, each is refused.
+    let mut h = hold("m1", "h1", "p1", "10.00");
+    if let CommandKind::Lifecycle(Lifecycle::HoldCreate { face_code, .. }) = &mut h.kind {
+        *face_code = face(7);
+    }
+    w.refused(h, RefusalReason::CaptureUsed);
+    let card = open_card_with("m1", face(7), resolved("p1"), "c1");
+    assert_eq!(w.run(card), Err(DomainError::Refused(RefusalReason::CaptureUsed)));
+    let a = life(Lifecycle::PayScoreAuthorise {
+        merchant_id: merchant("m3"),
+        face_code: face(7),
+        identity: resolved("p1"),
+    });
+    w.refused(a, RefusalReason::CaptureUsed);
+    // And a capture spent on a hold cannot pay.
+    let h = hold("m1", "h2", "p1", "10.00");
+    let spent = h.kind.capture().unwrap().0.clone();
+    w.ok(h);
+    let mut p = pay("m1", "o2", "10.00", 0, "p1");
+    if let CommandKind::Pay { face_code, .. } = &mut p.kind {
+        *face_code = spent;
+    }
+    assert!(matches!(w.ok(p).as_slice(), [LedgerEvent::PaymentDeclined { reason: DeclineReason::CaptureUsed, .. }]));
 }

@@ -87,8 +87,8 @@ impl Fold {
             (kind, Err(e)) => return Err(TestCaseError::fail(format!("{kind:?} refused: {e:?}"))),
         };
         for e in &events {
-            apply(&mut self.state, e, cmd.occurred_at);
-            self.record(e, cmd.occurred_at);
+            apply(&mut self.state, e, cmd.accepted_at);
+            self.record(e, cmd.accepted_at);
         }
         if matches!(cmd.kind, CommandKind::Lifecycle(_)) && !events.is_empty() {
             self.life_events += 1;
@@ -118,7 +118,7 @@ impl Fold {
         for e in &expiries {
             let LedgerEvent::HoldExpired { merchant_id, out_order_no, payer_id, transfer } = e else { unreachable!() };
             let hold = &before.holds[&(merchant_id.clone(), out_order_no.clone())];
-            prop_assert!(facepay_ledger::lifecycle::hold_expired_by_time(hold, cmd.occurred_at), "{:?}", hold);
+            prop_assert!(facepay_ledger::lifecycle::hold_expired_by_time(hold, cmd.accepted_at), "{:?}", hold);
             prop_assert_eq!(&hold.payer_id, payer_id);
             prop_assert_eq!(facepay_ledger::core::wallet_checked(cmd), Some(payer_id));
             released_fen += transfer.postings.iter().filter(|p| p.amount_fen > 0).map(|p| p.amount_fen).sum::<i64>();
@@ -158,7 +158,7 @@ impl Fold {
                             let wallet_fen = before.balance_fen(&Account::Wallet(payer_id.clone())) + released_fen;
                             prop_assert!(wallet_fen >= amount.fen());
                             prop_assert!(before.orders.get(&key).is_none_or(|o| o.status != OrderStatus::Paid));
-                            prop_assert_eq!(*day, shanghai_day(cmd.occurred_at));
+                            prop_assert_eq!(*day, shanghai_day(cmd.accepted_at));
                             prop_assert_eq!(attempt.amount, *amount);
                             let legs: Vec<(Account, i64)> =
                                 transfer.postings.iter().map(|p| (p.account.clone(), p.amount_fen)).collect();
@@ -305,7 +305,7 @@ proptest! {
             for step in steps_from(&ops, false) {
                 let events = decide(&state, &step.cmd, &policy).unwrap_or_default();
                 for e in &events {
-                    apply(&mut state, e, step.cmd.occurred_at);
+                    apply(&mut state, e, step.cmd.accepted_at);
                 }
                 all.extend(events);
             }
@@ -340,21 +340,11 @@ fn answer(
 
 /// Decides the clock's tick of every order and every hold past its deadline at `now`.
 fn sweep(state: &mut LedgerState, now: DateTime<Utc>, policy: &Policy) {
-    use facepay_ledger::sweep::{tick, Due};
-    let orders = state.orders.values().filter(|o| o.status == OrderStatus::Declined).map(|o| Due::Order {
-        merchant_id: o.merchant_id.clone(),
-        out_trade_no: o.out_trade_no.clone(),
-        created_at: o.created_at,
-    });
-    let holds =
-        state.holds.iter().filter(|(_, h)| h.status == facepay_ledger::model::HoldStatus::Created).map(
-            |((m, no), h)| Due::Hold { merchant_id: m.clone(), out_order_no: no.clone(), created_at: h.created_at },
-        );
-    let due: Vec<Due> = orders.chain(holds).filter(|d| d.due_at() <= now).collect();
-    for d in due {
+    use facepay_ledger::sweep::{due_in, tick};
+    for d in due_in(state, now) {
         let t = tick(&d);
         for e in decide(state, &t, policy).expect("a tick is never refused for an entity that exists") {
-            apply(state, &e, t.occurred_at);
+            apply(state, &e, t.accepted_at);
         }
     }
 }
@@ -373,14 +363,14 @@ proptest! {
             let (mut state, mut answers, mut last) = (LedgerState::default(), Vec::new(), None);
             for step in steps_from(&ops, false) {
                 if eager {
-                    sweep(&mut state, step.cmd.occurred_at, &policy);
+                    sweep(&mut state, step.cmd.accepted_at, &policy);
                 }
                 let (told, events) = answer(&state, &step.cmd, &policy);
                 for e in &events {
-                    apply(&mut state, e, step.cmd.occurred_at);
+                    apply(&mut state, e, step.cmd.accepted_at);
                 }
                 answers.push(told);
-                last = Some(step.cmd.occurred_at);
+                last = Some(step.cmd.accepted_at);
             }
             if let Some(end) = last {
                 sweep(&mut state, end, &policy);

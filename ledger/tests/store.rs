@@ -485,7 +485,7 @@ fn funding_events(payer: &str) -> Vec<NewEvent> {
     let stamp = |(i, event)| NewEvent {
         event_id: Uuid::new_v5(&cmd.event_id, format!("event:{i}").as_bytes()),
         cause_event_id: cmd.event_id,
-        occurred_at: cmd.occurred_at,
+        occurred_at: cmd.accepted_at,
         event,
     };
     events.into_iter().enumerate().map(stamp).collect()
@@ -650,7 +650,7 @@ fn expected_body(state: &mut LedgerState, cmd: &Command, policy: &Policy) -> (Ou
         }
     };
     for e in &events {
-        apply(state, e, cmd.occurred_at);
+        apply(state, e, cmd.accepted_at);
     }
     let body = match (&cmd.kind, facepay_ledger::lifecycle::refusal_after(cmd, &events)) {
         (_, Some(e)) => {
@@ -664,7 +664,7 @@ fn expected_body(state: &mut LedgerState, cmd: &Command, policy: &Policy) -> (Ou
         .map(|(i, event)| NewEvent {
             event_id: Uuid::new_v5(&cmd.event_id, format!("event:{i}").as_bytes()),
             cause_event_id: cmd.event_id,
-            occurred_at: cmd.occurred_at,
+            occurred_at: cmd.accepted_at,
             event,
         })
         .collect();
@@ -839,7 +839,8 @@ fn hold_cmd(m: &str, no: &str, p: &str, amount: &str) -> Command {
     life(facepay_ledger::Lifecycle::HoldCreate {
         merchant_id: merchant(m),
         out_order_no: ono(no),
-        payer_id: payer(p),
+        face_code: fresh_face(),
+        identity: resolved(p),
         amount: cny(amount),
     })
 }
@@ -863,6 +864,7 @@ async fn refunds_reversals_fees_and_holds_are_projected_with_their_events(backen
     let Some(db) = open(backend, Policy::default()).await else { return };
     let rate = life(facepay_ledger::Lifecycle::SetFeeRate { merchant_id: merchant("m1"), fee_rate_ppm: 5_400 });
     db.batch(&[fund("p1", "500.00"), rate, pay("m1", "o1", "60.00", 1, "p1"), pay("m1", "o2", "10.00", 2, "p1")]).await;
+    db.batch(&[authorise_pay_score("m1", "p1")]).await;
     let bodies = db
         .batch(&[
             refund_cmd("m1", "o1", "r1", "20.00"),
@@ -912,7 +914,7 @@ async fn refunds_reversals_fees_and_holds_are_projected_with_their_events(backen
 async fn complete_and_cancel_of_one_hold_race_to_exactly_one_outcome(backend: Backend) {
     let Some(db) = open(backend, Policy::default()).await else { return };
     const HOLDS: usize = 24;
-    db.batch(&[fund("p1", "1000.00")]).await;
+    db.batch(&[fund("p1", "1000.00"), authorise_pay_score("m1", "p1")]).await;
     let creates: Vec<Command> = (0..HOLDS).map(|i| hold_cmd("m1", &format!("h{i}"), "p1", "10.00")).collect();
     db.batch(&creates).await;
     let (a, b) = (
@@ -1059,41 +1061,44 @@ async fn keys_and_the_audit_log_round_trip(backend: Backend) {
 
 on_both_stores!(tokio::test; keys_and_the_audit_log_round_trip);
 
-/// `cmd` happening `after_ms` after t0 (event time).
+/// `cmd` accepted `after_ms` after t0 (the platform's time).
 fn later(after_ms: i64, cmd: Command) -> Command {
-    Command { occurred_at: t0() + chrono::Duration::milliseconds(after_ms), ..cmd }
+    Command { accepted_at: t0() + chrono::Duration::milliseconds(after_ms), ..cmd }
 }
 
 /// The ledger's clock: the sweeper revokes an order left unpaid 45 s and expires a hold
-/// left open 30 days, each once and stamped with its deadline, as the log's own time (not
-/// the wall clock) passes them; paid orders and ended holds are left alone.
+/// left open 30 days, each once and stamped with its deadline, as the platform's clock
+/// passes them (whether or not anything is written meanwhile); paid orders and ended holds
+/// are left alone.
 async fn the_clock_revokes_unpaid_orders_and_expires_open_holds_once(backend: Backend) {
+    use facepay_domain::time::ManualClock;
     use facepay_ledger::sweep::{tick, Sweeper};
     let Some(db) = open(backend, Policy::default()).await else { return };
-    let sweeper = Sweeper::new(db.ledger.clone(), facepay_ledger::Delivery::default());
+    let clock = ManualClock::starting_at(t0());
+    let sweeper = Sweeper::new(db.ledger.clone(), facepay_ledger::Delivery::default(), clock.shared());
     // Given an unpaid order, a paid one, an open hold and a cancelled one, all at t0.
     db.batch(&[fund("p1", "100.00"), pay_unresolved("m1", "o1", "5.00", 1), pay("m1", "o2", "6.00", 2, "p1")]).await;
+    db.batch(&[authorise_pay_score("m1", "p1")]).await;
     db.batch(&[hold_cmd("m1", "h1", "p1", "50.00"), hold_cmd("m1", "h2", "p1", "20.00"), cancel_cmd("m1", "h2")]).await;
-    assert_eq!(db.store.event_time().await.unwrap(), Some(t0()));
     let raw = &db.raw;
     let status = "SELECT COUNT(*) FROM orders WHERE out_trade_no = 'o1' AND status = 'REVOKED'";
-    // When the log's time is 50 s past t0 (less the clock's 15 s slack: 35 s), nothing is due.
-    db.batch(&[later(50_000, fund("p2", "1.00"))]).await;
+    // When the platform's clock reads 50 s past t0 (less the sweep's 15 s slack: 35 s),
+    // nothing is due.
+    clock.advance_to(t0() + chrono::Duration::seconds(50));
     assert_eq!(sweeper.sweep_all().await.unwrap().ticks, 0);
     assert_eq!(raw.count(status).await, 0);
-    // When it is 61 s past (the clock at 46 s), the unpaid order is revoked, at 45 s exactly.
-    db.batch(&[later(61_000, fund("p2", "1.00"))]).await;
+    // When it reads 61 s past (the sweep at 46 s), the unpaid order is revoked, at 45 s
+    // exactly, though nothing was written since t0.
+    clock.advance_to(t0() + chrono::Duration::seconds(61));
     let report = sweeper.sweep_all().await.unwrap();
     assert_eq!((report.orders_revoked, report.holds_expired, report.ticks), (1, 0, 1));
     assert_eq!(raw.count(status).await, 1);
     assert_eq!(raw.count("SELECT COUNT(*) FROM orders WHERE status = 'PAID'").await, 1);
-    // The revocation, stamped 45 s, was appended last: the clock still reads the trade's 61 s.
-    assert_eq!(db.store.event_time().await.unwrap(), Some(t0() + chrono::Duration::seconds(61)));
     let revoked = db.store.order(&merchant("m1"), &otn("o1")).await.unwrap().unwrap();
     assert_eq!(revoked.updated_at, t0() + chrono::Duration::seconds(45));
     assert_eq!(live_hold_fen(&db).await, 5_000);
     // When a month has passed, the open hold expires and its money is back in the wallet.
-    db.batch(&[later(31 * 86_400_000, fund("p2", "1.00"))]).await;
+    clock.advance_to(t0() + chrono::Duration::days(31));
     let report = sweeper.sweep_all().await.unwrap();
     assert_eq!((report.orders_revoked, report.holds_expired, report.ticks), (0, 1, 1));
     assert_eq!(raw.count("SELECT COUNT(*) FROM holds WHERE status = 'EXPIRED' AND out_order_no = 'h1'").await, 1);
@@ -1117,7 +1122,8 @@ async fn a_payment_a_month_after_a_hold_releases_it_without_the_clock(backend: B
     use facepay_ledger::sweep::Sweeper;
     let Some(db) = open(backend, Policy::default()).await else { return };
     // Given p1 holds 80.00 of 100.00 since t0, and a hold of 10.00 of p2's ...
-    db.batch(&[fund("p1", "100.00"), fund("p2", "10.00"), hold_cmd("m1", "h1", "p1", "80.00")]).await;
+    db.batch(&[fund("p1", "100.00"), fund("p2", "10.00"), authorise_pay_score("m1", "p1")]).await;
+    db.batch(&[authorise_pay_score("m1", "p2"), hold_cmd("m1", "h1", "p1", "80.00")]).await;
     db.batch(&[hold_cmd("m1", "h2", "p2", "10.00")]).await;
     // ... when a ledger that never read the hold takes p1's payment of 90.00 a month later,
     let fresh = Ledger::new(db.store.clone(), Policy::default());
@@ -1130,8 +1136,8 @@ async fn a_payment_a_month_after_a_hold_releases_it_without_the_clock(backend: B
     assert_eq!(db.store.wallet(&payer("p1")).await.unwrap().unwrap().0, 1_000);
     assert_eq!(live_hold_fen(&db).await, 0);
     // And the clock, when it runs, expires only p2's hold: p1's was released once.
-    let sweeper = Sweeper::new(db.ledger.clone(), facepay_ledger::Delivery::default());
-    db.batch(&[later(month, fund("p3", "1.00"))]).await;
+    let clock = facepay_domain::time::ManualClock::starting_at(t0() + chrono::Duration::milliseconds(month));
+    let sweeper = Sweeper::new(db.ledger.clone(), facepay_ledger::Delivery::default(), clock.shared());
     assert_eq!(sweeper.sweep_all().await.unwrap().holds_expired, 1);
     assert_eq!(db.raw.count(expired).await, 2);
     assert_eq!(db.raw.count("SELECT COUNT(*) FROM events WHERE type = 'hold_expired'").await, 2);

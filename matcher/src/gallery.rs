@@ -149,6 +149,14 @@ impl Gallery {
         self.members.entry(merchant.clone()).or_default().insert(payer.clone());
     }
 
+    /// Replaces every merchant's member list with `members` (merchant, payer pairs).
+    pub fn set_members(&mut self, members: impl IntoIterator<Item = (MerchantId, PayerId)>) {
+        self.members.clear();
+        for (merchant, payer) in members {
+            self.add_member(&merchant, &payer);
+        }
+    }
+
     /// Ends `payer`'s membership of `merchant`; nothing happens if there was none.
     pub fn remove_member(&mut self, merchant: &MerchantId, payer: &PayerId) {
         if let Some(set) = self.members.get_mut(merchant) {

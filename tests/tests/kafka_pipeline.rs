@@ -48,7 +48,7 @@ fn event(n: u128, kind: &str, payload: Value, device: bool) -> Vec<u8> {
     let mut v = json!({
         "event_id": uuid::Uuid::from_u128(0xca11 << 64 | n).to_string(),
         "type": kind, "schema_version": 1,
-        "occurred_at": format!("2026-03-02T02:00:{:02}Z", n % 60),
+        "occurred_at": chrono::Utc::now().to_rfc3339(),
         "payload": payload,
     });
     if device {
@@ -223,16 +223,15 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     assert_eq!(by(5)["payload"]["replayed"], true, "the exact retry is answered from the stored outcome");
 
     // A command delivered twice (a producer retry, a rebalance) posts once.
-    let fund_again = facepay_ledger::Command {
-        event_id: id(2),
-        occurred_at: "2026-03-02T02:00:02Z".parse().unwrap(),
-        request_id: None,
-        device: None,
-        kind: facepay_ledger::CommandKind::Fund {
+    let fund_again = facepay_ledger::Command::new(
+        id(2),
+        chrono::Utc::now(),
+        None,
+        facepay_ledger::CommandKind::Fund {
             payer_id: facepay_domain::PayerId::parse("u-k").unwrap(),
             amount: "100.00".parse().unwrap(),
         },
-    };
+    );
     let cmd_topic = cfg.topic(LEDGER_COMMANDS);
     let again = serde_json::to_vec(&StageMessage::Command(fund_again)).unwrap();
     kafka::publish(&producer, &cmd_topic, "payer:u-k", &again).await.unwrap();
@@ -279,17 +278,17 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
     wrong_version["schema_version"] = 2.into();
     let oversize =
         event(2, "account_funded", json!({"payer_id": "u-p", "amount": "1.00", "pad": "x".repeat(70_000)}), false);
-    let poison: [(&str, Vec<u8>); 3] = [
-        ("malformed", b"\xff\xfe not json at all".to_vec()),
-        ("unsupported_version", serde_json::to_vec(&wrong_version).unwrap()),
-        ("too_long", oversize),
-    ];
+    // Signed by the platform: refused for what they are, kept with their reason.
+    let poison: [(&str, Vec<u8>); 2] =
+        [("unsupported_version", serde_json::to_vec(&wrong_version).unwrap()), ("too_long", oversize)];
     let device_topic = cfg.topic(DEVICE_EVENTS);
     for (_, bytes) in &poison {
         kafka::publish_signed(&producer, &device_topic, "poison", bytes, signer.sign(bytes).as_deref()).await.unwrap();
     }
-    // A well-formed event without a signature, and one signed by the device for another
-    // event id (a forgery), are refused and kept like any bad input.
+    // Bytes nobody could sign, a well-formed event without a signature, and one signed by the
+    // device for another event id (a forgery) fail authentication: refused, counted, and
+    // kept and published nowhere (whoever sent them is unknown).
+    kafka::publish_signed(&producer, &device_topic, "poison", b"\xff\xfe not json at all", None).await.unwrap();
     let unsigned = event(4, "account_funded", json!({"payer_id": "u-p", "amount": "9.00"}), false);
     kafka::publish_signed(&producer, &device_topic, "poison", &unsigned, None).await.unwrap();
     let forged = event(5, "payment_query", json!({"out_trade_no": "P-1"}), true);
@@ -304,11 +303,10 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
     assert_eq!(got[0]["type"], "applied", "the good event behind the poison was applied: {got:?}");
     drained(store.as_ref()).await;
     let letters = read_all(&cfg, &cfg.topic(DEAD_LETTER)).await;
-    assert_eq!(letters.len(), 6, "one dead letter per poison message: {letters:?}");
+    assert_eq!(letters.len(), 3, "one dead letter per authenticated poison message: {letters:?}");
     let rejected = store.rejected(100).await.unwrap();
-    assert_eq!(rejected.len(), 6, "{rejected:?}");
-    let unsigned_kept = rejected.iter().filter(|r| r.reason_code == "bad_signature" && r.source == "kafka").count();
-    assert_eq!(unsigned_kept, 2, "the unsigned and the forged event: {rejected:?}");
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
+    assert!(rejected.iter().all(|r| r.reason_code != "bad_signature"), "nothing unauthenticated kept: {rejected:?}");
     for (reason, bytes) in &poison {
         assert!(letters.iter().any(|l| l["reason_code"] == *reason), "{reason} in {letters:?}");
         let kept = rejected.iter().find(|r| r.reason_code == *reason && r.source == "kafka");
@@ -401,9 +399,16 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
         send(event(n, "face_enrolled", json!({"payer_id": payer, "embedding": embedding}), false)).await;
         send(event(n + 1, "account_funded", json!({"payer_id": payer, "amount": "100.00"}), false)).await;
     }
-    let card = json!({"payer_id": member, "card_code": "card-001", "channel": "card_package"});
+    // The member opens the merchant's card by face: the gather resolves the capture from both
+    // shards' partials, the ledger opens the card, and shard 1 (which holds the member's
+    // face) reads the ledger's cards into its member list.
+    let capture = json!({"face_code": "100000000000000109", "embedding": face_of(&[(7, 1.0)]), "liveness": 0.99});
+    send(event(109, "face_captured", capture, true)).await;
+    let card = json!({"face_code": "100000000000000109", "card_code": "card-001", "channel": "card_package"});
     send(event(110, "member_card_opened", card, true)).await;
-    outcomes(cfg, &[id(107), id(110)]).await;
+    let opened = outcomes(cfg, &[id(107), id(110)]).await;
+    assert!(opened.iter().all(|o| o["type"] == "applied"), "{opened:?}");
+    tokio::time::sleep(Duration::from_millis(facepay_domain::limits::MATCH_MEMBERS_REFRESH_MS + 500)).await;
     // Both shards are consuming once each has kept its own payers' faces.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while store.face_gallery(0, 2).await.unwrap().len() + store.face_gallery(1, 2).await.unwrap().len() < 4 {

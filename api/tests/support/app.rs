@@ -8,6 +8,7 @@ use facepay_api::app::{open_store, sqlite_url, App, Secret};
 use facepay_api::auth::{Actor, Auth, NewKey};
 use facepay_domain::auth::{ApiToken, EventSignature, Role, SIGNATURE_HEADER};
 use facepay_domain::limits::EMBEDDING_DIM;
+use facepay_domain::time::{Clock, ManualClock};
 use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
 use facepay_ingest::authenticity::DeviceVerifier;
 use facepay_ingest::PipelineConfig;
@@ -33,6 +34,8 @@ pub struct Keys {
 
 pub struct TestApp {
     pub base: String,
+    /// The platform's clock, driven by the test: each [`TestApp::event`] is a second later.
+    pub clock: ManualClock,
     pub http: reqwest::Client,
     pub store: Arc<dyn LedgerStore>,
     pub auth: Arc<Auth>,
@@ -71,7 +74,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(Auth) -> Auth) -> TestApp {
         store.register_device(d).await.unwrap();
     }
     let verifier = Arc::new(DeviceVerifier::new(facepay_api::demo::random_pepper()));
-    let mut app = App::start(store.clone(), PipelineConfig { verifier, ..PipelineConfig::default() }).await.unwrap();
+    let clock = ManualClock::starting_at("2026-03-02T02:00:00Z".parse().unwrap());
+    let config = PipelineConfig { verifier, clock: clock.shared(), ..PipelineConfig::default() };
+    let mut app = App::start(store.clone(), config).await.unwrap();
     let auth = Arc::new(configure(Auth::new(store.clone(), app.verifier.pepper().clone())));
     app.auth = auth.clone();
     let keys = Keys {
@@ -92,7 +97,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(Auth) -> Auth) -> TestApp {
         let _keep = app;
         axum::serve(listener, facepay_api::http::router(state)).await.unwrap();
     });
-    TestApp { base, http: reqwest::Client::new(), store, auth, keys, _dir: dir, seq: 0.into() }
+    TestApp { base, clock, http: reqwest::Client::new(), store, auth, keys, _dir: dir, seq: 0.into() }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -107,18 +112,21 @@ pub fn signature(token: &str, body: &[u8], signed_at: i64) -> String {
     EventSignature::sign(token.key_id, &token.secret, signed_at, event_id, body).header()
 }
 
-pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 impl TestApp {
+    /// The platform's time now, unix seconds (what a device with a good clock signs with).
+    pub fn now(&self) -> i64 {
+        self.clock.now().timestamp()
+    }
+
+    /// An event a second after the last, occurring (by its sender's word) at that moment.
     pub fn event(&self, kind: &str, payload: Value, device: bool) -> Value {
         let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.clock.advance_to(self.clock.now() + chrono::Duration::seconds(1));
         let mut v = json!({
             "event_id": uuid::Uuid::from_u128(0xa11 << 64 | n as u128).to_string(),
             "type": kind,
             "schema_version": 1,
-            "occurred_at": format!("2026-03-02T02:{:02}:{:02}Z", n / 60 % 60, n % 60),
+            "occurred_at": self.clock.now().to_rfc3339(),
             "payload": payload,
         });
         if device {
@@ -133,7 +141,7 @@ impl TestApp {
     /// else with the admin key.
     pub async fn post(&self, body: &Value) -> (u16, Value) {
         match body.get("device_id").is_some() {
-            true => self.post_signed(body, &self.keys.device, now()).await,
+            true => self.post_signed(body, &self.keys.device, self.now()).await,
             false => self.post_with(body, Some(&self.keys.admin), None).await,
         }
     }
@@ -197,11 +205,23 @@ impl TestApp {
         );
     }
 
-    pub async fn pay(&self, payer_axis: usize, face_code: &str, out_trade_no: &str, amount: &str) {
+    /// The device captures the face on `payer_axis` under `face_code`.
+    pub async fn capture(&self, payer_axis: usize, face_code: &str) {
         let capture = json!({"face_code": face_code, "embedding": face(payer_axis), "liveness": 0.99});
         assert_eq!(self.post(&self.event("face_captured", capture, true)).await.0, 202);
+    }
+
+    pub async fn pay(&self, payer_axis: usize, face_code: &str, out_trade_no: &str, amount: &str) {
+        self.capture(payer_axis, face_code).await;
         let pay = json!({"out_trade_no": out_trade_no, "amount": amount, "face_code": face_code});
         assert_eq!(self.post(&self.event("payment_requested", pay, true)).await.0, 202);
+    }
+
+    /// The payer on `payer_axis` opens the merchant's member card `card_code` by face.
+    pub async fn open_card(&self, payer_axis: usize, face_code: &str, card_code: &str) {
+        self.capture(payer_axis, face_code).await;
+        let open = json!({"face_code": face_code, "card_code": card_code, "channel": "mini_program"});
+        assert_eq!(self.post(&self.event("member_card_opened", open, true)).await.0, 202);
     }
 }
 

@@ -50,13 +50,7 @@ impl ConfirmPaid {
     /// The command that settles break `break_id`: its event id is derived from the break, so
     /// resolving the same break again is recognised as the same command.
     pub fn command(self, at: DateTime<Utc>) -> Command {
-        Command {
-            event_id: Uuid::new_v5(&self.break_id, b"confirmed_paid"),
-            occurred_at: at,
-            device: None,
-            kind: CommandKind::ConfirmPaid(self),
-            request_id: None,
-        }
+        Command::new(Uuid::new_v5(&self.break_id, b"confirmed_paid"), at, None, CommandKind::ConfirmPaid(self))
     }
 }
 
@@ -89,6 +83,7 @@ pub fn decide(state: &LedgerState, cmd: &Command, c: &ConfirmPaid) -> Result<Vec
         out_trade_no: order.out_trade_no.clone(),
         amount: c.amount,
         face_code: order.face_code.clone(),
+        claimed_at: None,
     };
     Ok(vec![LedgerEvent::PaymentConfirmed {
         attempt,

@@ -42,6 +42,19 @@ pub fn face(n: u64) -> FaceCode {
     FaceCode::parse(format!("{:018}", 100_000_000_000_000_000 + n)).unwrap()
 }
 
+static NEXT_FACE: AtomicU64 = AtomicU64::new(500_000_000);
+
+/// A face code no other builder call hands out (for the captures that authorise member
+/// cards and Pay Score, when a test does not name one).
+pub fn fresh_face() -> FaceCode {
+    face(NEXT_FACE.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A capture resolved to `payer_id`.
+pub fn resolved(payer_id: &str) -> Identity {
+    Identity::Resolved { payer_id: payer(payer_id), rule: "top1".into() }
+}
+
 pub fn cny(s: &str) -> Money {
     s.parse().unwrap()
 }
@@ -82,7 +95,7 @@ pub fn command(kind: CommandKind) -> Command {
         CommandKind::Pay { device, .. } => Some(device.clone()),
         _ => None,
     };
-    Command { event_id: event_id(), occurred_at: t0(), device, kind, request_id: None }
+    Command::new(event_id(), t0(), device, kind)
 }
 
 /// `payer_id` pays `amount` for `merchant`'s order `order` with capture `face_n`, on the
@@ -128,21 +141,53 @@ pub fn set_limit(merchant_id: &str, limit: &str) -> Command {
     command(CommandKind::SetMerchantLimit { merchant_id: merchant(merchant_id), single_limit: cny(limit) })
 }
 
+/// `payer_id` opens `merchant_id`'s member card `code` by face (a fresh capture).
 pub fn open_card(merchant_id: &str, payer_id: &str, code: &str) -> Command {
+    open_card_with(merchant_id, fresh_face(), resolved(payer_id), code)
+}
+
+/// A card opening authorised by the capture `face_code`, which resolved to `identity`.
+pub fn open_card_with(merchant_id: &str, face_code: FaceCode, identity: Identity, code: &str) -> Command {
     command(CommandKind::OpenMemberCard {
         merchant_id: merchant(merchant_id),
-        payer_id: payer(payer_id),
+        face_code,
+        identity,
         card_code: card(code),
         channel: CardChannel::CardPackage,
     })
 }
 
+/// `payer_id` closes `merchant_id`'s member card `code` by face (a fresh capture).
 pub fn close_card(merchant_id: &str, payer_id: &str, code: &str) -> Command {
+    close_card_with(merchant_id, fresh_face(), resolved(payer_id), code)
+}
+
+/// A card closing authorised by the capture `face_code`, which resolved to `identity`.
+pub fn close_card_with(merchant_id: &str, face_code: FaceCode, identity: Identity, code: &str) -> Command {
     command(CommandKind::CloseMemberCard {
         merchant_id: merchant(merchant_id),
-        payer_id: payer(payer_id),
+        face_code,
+        identity,
         card_code: card(code),
     })
+}
+
+/// `payer_id` authorises `merchant_id`'s Pay Score by face (a fresh capture).
+pub fn authorise_pay_score(merchant_id: &str, payer_id: &str) -> Command {
+    command(CommandKind::Lifecycle(Lifecycle::PayScoreAuthorise {
+        merchant_id: merchant(merchant_id),
+        face_code: fresh_face(),
+        identity: resolved(payer_id),
+    }))
+}
+
+/// `payer_id`'s consent to `merchant_id`'s Pay Score, as an event (for `given`).
+pub fn pay_score_authorised(merchant_id: &str, payer_id: &str) -> LedgerEvent {
+    LedgerEvent::PayScoreAuthorised {
+        merchant_id: merchant(merchant_id),
+        payer_id: payer(payer_id),
+        face_code: fresh_face(),
+    }
 }
 
 /// Command tweaks.
@@ -158,7 +203,7 @@ impl CommandExt for Command {
     }
 
     fn at_time(mut self, when: DateTime<Utc>) -> Self {
-        self.occurred_at = when;
+        self.accepted_at = when;
         self
     }
 
@@ -205,6 +250,7 @@ pub fn card_opened(merchant_id: &str, payer_id: &str, code: &str) -> LedgerEvent
         payer_id: payer(payer_id),
         card_code: card(code),
         channel: CardChannel::MiniProgram,
+        face_code: None,
     }
 }
 
@@ -213,6 +259,7 @@ pub fn card_closed(merchant_id: &str, payer_id: &str, code: &str) -> LedgerEvent
         merchant_id: merchant(merchant_id),
         payer_id: payer(payer_id),
         card_code: card(code),
+        face_code: None,
     }
 }
 
@@ -225,6 +272,7 @@ pub fn attempt(merchant_id: &str, order: &str, amount: &str, face_n: u64) -> Att
         out_trade_no: otn(order),
         amount: cny(amount),
         face_code: face(face_n),
+        claimed_at: None,
     }
 }
 
@@ -352,11 +400,18 @@ pub enum Op {
         m: usize,
         rate: usize,
     },
+    /// A Pay Score order, authorised by a capture of its own (the same capture for the same
+    /// merchant, number and payer: a retry spends nothing more).
     Hold {
         m: usize,
         no: usize,
         p: usize,
         amount: usize,
+    },
+    /// A payer authorises a merchant's Pay Score by face.
+    Authorise {
+        m: usize,
+        p: usize,
     },
     Complete {
         m: usize,
@@ -387,6 +442,10 @@ pub const LIFE_AMOUNTS: [&str; 5] = ["0.01", "0.33", "10.00", "50.00", "300.00"]
 /// Fee rates in ppm: none, 0.38 %, 0.54 %, 0.60 %, 10 % (the most), and one refused.
 pub const FEE_RATES: [u32; 6] = [0, 3_800, 5_400, 6_000, 100_000, 100_001];
 pub const NUMBERS: usize = 3;
+/// Face codes of the captures behind Pay Score orders and authorisations: apart from the
+/// payments' pool and fresh codes.
+const HOLD_FACES: u64 = 800_000_000;
+const AUTH_FACES: u64 = 900_000_000;
 
 pub fn op_strategy() -> impl Strategy<Value = Op> {
     let face = prop_oneof![(0..FACE_POOL).prop_map(FaceChoice::Pool), Just(FaceChoice::Fresh), Just(FaceChoice::Fresh)];
@@ -412,6 +471,7 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (0..3usize, 0..FEE_RATES.len()).prop_map(|(m, rate)| Op::SetFee { m, rate }),
         2 => (0..3usize, 0..NUMBERS, 0..5usize, 0..LIFE_AMOUNTS.len())
             .prop_map(|(m, no, p, amount)| Op::Hold { m, no, p, amount }),
+        2 => (0..3usize, 0..5usize).prop_map(|(m, p)| Op::Authorise { m, p }),
         2 => (0..3usize, 0..NUMBERS, 0..LIFE_AMOUNTS.len()).prop_map(|(m, no, total)| Op::Complete { m, no, total }),
         1 => (0..3usize, 0..NUMBERS).prop_map(|(m, no)| Op::Cancel { m, no }),
         1 => (0..3usize, 0..NUMBERS).prop_map(|(m, no)| Op::Tick { m, no }),
@@ -436,8 +496,14 @@ fn lifecycle_of(op: &Op) -> Option<Lifecycle> {
         Op::Hold { m: mi, no, p, amount } => Lifecycle::HoldCreate {
             merchant_id: m(mi),
             out_order_no: ono(no),
-            payer_id: payer(PAYERS[p]),
+            face_code: face(HOLD_FACES + (mi * NUMBERS + no) as u64 * 100 + p as u64),
+            identity: Identity::Resolved { payer_id: payer(PAYERS[p]), rule: "top1".into() },
             amount: cny(LIFE_AMOUNTS[amount]),
+        },
+        Op::Authorise { m: mi, p } => Lifecycle::PayScoreAuthorise {
+            merchant_id: m(mi),
+            face_code: face(AUTH_FACES + (mi * 10 + p) as u64),
+            identity: Identity::Resolved { payer_id: payer(PAYERS[p]), rule: "top1".into() },
         },
         Op::Complete { m: mi, no, total } => {
             Lifecycle::HoldComplete { merchant_id: m(mi), out_order_no: ono(no), total: cny(LIFE_AMOUNTS[total]) }
@@ -474,7 +540,7 @@ fn push(steps: &mut Vec<Step>, kind: CommandKind, step: StepKind, id: Uuid, when
         CommandKind::Pay { device, .. } => Some(device.clone()),
         _ => None,
     };
-    steps.push(Step { cmd: Command { event_id: id, occurred_at: when, device, kind, request_id: None }, kind: step });
+    steps.push(Step { cmd: Command::new(id, when, device, kind), kind: step });
 }
 
 /// Turns ops into commands, deterministically. With `redeliver` false, `Redeliver` ops are
@@ -561,7 +627,8 @@ pub fn steps_from(ops: &[Op], redeliver: bool) -> Vec<Step> {
             Op::Open { m, p, code } => {
                 let kind = CommandKind::OpenMemberCard {
                     merchant_id: merchant(MERCHANTS[*m]),
-                    payer_id: payer(PAYERS[*p]),
+                    face_code: next_face(FaceChoice::Fresh),
+                    identity: Identity::Resolved { payer_id: payer(PAYERS[*p]), rule: "top1".into() },
                     card_code: card(&format!("c{code}")),
                     channel: CardChannel::MiniProgram,
                 };
@@ -570,7 +637,8 @@ pub fn steps_from(ops: &[Op], redeliver: bool) -> Vec<Step> {
             Op::Close { m, p, code } => {
                 let kind = CommandKind::CloseMemberCard {
                     merchant_id: merchant(MERCHANTS[*m]),
-                    payer_id: payer(PAYERS[*p]),
+                    face_code: next_face(FaceChoice::Fresh),
+                    identity: Identity::Resolved { payer_id: payer(PAYERS[*p]), rule: "top1".into() },
                     card_code: card(&format!("c{code}")),
                 };
                 push(&mut steps, kind, StepKind::Fresh, next_id(), clock);
