@@ -117,10 +117,15 @@ pub struct NewKey {
     pub merchant_id: Option<MerchantId>,
     pub store_id: Option<StoreId>,
     pub device_id: Option<DeviceId>,
-    #[serde(default)]
+    /// Absent and `null` are both no label.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub label: String,
     /// Days until it expires (default [`API_KEY_TTL_DAYS_DEFAULT`]).
     pub expires_in_days: Option<i64>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(<Option<String> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Why a key could not be created.

@@ -627,6 +627,12 @@ impl World {
         if let (Scenario::AmountChanged, Some((d, no, m))) = (sc, &last.order) {
             (device, out_trade_no, amount_fen) = (d.clone(), no.clone(), m.fen() + 1);
         }
+        // A reused capture is offered again at the device that took it (another device's
+        // use of it resolves to nobody).
+        if let (Scenario::ReusedCapture, Some((d, _, _))) = (sc, &last.order) {
+            out_trade_no = OutTradeNo::parse(format!("{}-{i:08}", d.merchant_id)).expect("id");
+            device = d.clone();
+        }
         let face_code = match (sc, &last.face_code) {
             (Scenario::ReusedCapture, Some(code)) => code.clone(),
             _ => {

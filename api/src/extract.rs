@@ -29,11 +29,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         serde_path_to_error::deserialize(de).map(ApiJson).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
-            match inner.classify() {
-                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                    FieldError::new(".", FieldErrorKind::Malformed, "the body is not valid JSON").into()
-                }
-                _ => FieldError::new(field, FieldErrorKind::Invalid, without_position(&inner.to_string())).into(),
+            // serde_json reports some shape errors (a number where an enum goes) as syntax:
+            // only a body that is not JSON at all is malformed.
+            let not_json = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err();
+            match not_json {
+                true => FieldError::new(".", FieldErrorKind::Malformed, "the body is not valid JSON").into(),
+                false => FieldError::new(field, FieldErrorKind::Invalid, without_position(&inner.to_string())).into(),
             }
         })
     }

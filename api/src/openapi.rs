@@ -438,17 +438,114 @@ struct ReconcileResult {
     breaks: Vec<Break>,
 }
 
+/// A new API key (admin).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct NewKeyRequest {
+    role: KeyRole,
+    /// Merchant and device keys: the merchant (registered).
+    #[schema(pattern = r"^[0-9A-Za-z_-]{1,64}$")]
+    merchant_id: Option<String>,
+    /// A store key of a merchant, or a device key: one of the merchant's stores.
+    #[schema(pattern = r"^[0-9A-Za-z_-]{1,64}$")]
+    store_id: Option<String>,
+    /// Device keys: the device (registered, bound to that merchant and store).
+    #[schema(pattern = r"^[0-9A-Za-z_-]{1,64}$")]
+    device_id: Option<String>,
+    #[schema(max_length = 200)]
+    label: Option<String>,
+    /// Days until it expires (default 365).
+    #[schema(minimum = 1, maximum = 1095)]
+    expires_in_days: Option<i64>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum KeyRole {
+    Merchant,
+    Finance,
+    Device,
+    Admin,
+}
+
+/// How finance settles a break.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ResolveRequest {
+    action: ResolutionAction,
+    /// The person who decided (kept with the finance key that sent it).
+    #[schema(min_length = 1, max_length = 120)]
+    resolved_by: String,
+    #[schema(min_length = 1, max_length = 128)]
+    reason: String,
+}
+
+/// One inbound event (`docs/events.md` has every type and its payload). Sent with an admin
+/// key: platform and merchant events; device events are signed by their device
+/// (`facepay-signature`) and sent with no key.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct EventRequest {
+    #[schema(format = "uuid")]
+    event_id: String,
+    #[schema(rename = "type")]
+    kind: EventKind,
+    #[schema(minimum = 1, maximum = 1)]
+    schema_version: i64,
+    /// The sender's claim of when it happened: within 5 minutes of when facepay accepts it
+    /// (`occurred_at_skew` otherwise). Every rule runs on the accept time.
+    #[schema(value_type = String, format = DateTime)]
+    occurred_at: String,
+    #[schema(pattern = r"^[0-9A-Za-z_-]{1,64}$")]
+    merchant_id: Option<String>,
+    #[schema(pattern = r"^[0-9A-Za-z_-]{1,64}$")]
+    store_id: Option<String>,
+    #[schema(pattern = r"^[0-9A-Za-z_-]{1,64}$")]
+    device_id: Option<String>,
+    /// The type's fields.
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum EventKind {
+    FaceCaptured,
+    PaymentRequested,
+    PaymentQuery,
+    ReverseRequested,
+    RefundRequested,
+    MemberCardOpened,
+    MemberCardClosed,
+    PayScoreAuthorised,
+    PayScoreOrderCreated,
+    PayScoreOrderCompleted,
+    PayScoreOrderCancelled,
+    FaceEnrolled,
+    FaceDeleted,
+    AccountFunded,
+    AccountFrozen,
+    AccountUnfrozen,
+    MerchantLimitChanged,
+    MerchantFeeRateChanged,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "facepay", description = "Face-payment fleets: ingest, orders, history, members, settlement, keys, audit, \
         reconciliation of the channel's daily bill (finance keys). \
-        Money is a decimal string (CNY), timestamps RFC 3339. Every failure answers ErrorBody."),
+        Money is a decimal string (CNY), timestamps RFC 3339. Every failure answers ErrorBody: a bad parameter or body 400 \
+        naming the field, no or a bad key 401 (always the same body; too many failures from one address: 429), a key \
+        whose role may not call the operation 403 (before anything else is read), anything the caller may not see 404, \
+        a body too large 413, of another type 415, the key's budget spent 429, a moment's unavailability 503."),
     paths(ingest, order, transactions, members, settlement, balance, rejected, create_key, list_keys, revoke_key, audit,
         recon_upload, recon_bills, recon_runs, recon_breaks, recon_resolve, recon_resolutions, health),
     components(schemas(ErrorBody, Accepted, Order, HistoryPage, MembersPage, SettlementPage, Balance, CreatedKey,
         KeysPage, AuditPage, RejectedPage, ReconcileResult, ImportsPage, RunsPage, BreaksPage, Resolution,
-        ResolutionsPage)),
-    modifiers(&Bearer, &StoreUnavailable),
+        ResolutionsPage, NewKeyRequest, ResolveRequest, EventRequest)),
+    modifiers(&Bearer, &EveryAuthenticatedOperation),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -463,21 +560,39 @@ impl Modify for Bearer {
     }
 }
 
-/// Every operation may answer 503 with Retry-After when the store fails for a moment (see
-/// `ApiError::Unavailable`); added to each operation that does not list a 503 already.
-struct StoreUnavailable;
+/// What every operation but `/health` may answer, added to each that does not list it: 401
+/// (no or a bad key), 403 (a role the operation does not serve), 429 (the key's budget, or
+/// the address's budget of failed authentication, is spent: `Retry-After`), 503 (the store
+/// or the pipeline unavailable for a moment: `Retry-After`).
+struct EveryAuthenticatedOperation;
 
-impl Modify for StoreUnavailable {
+impl Modify for EveryAuthenticatedOperation {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-        let response = ResponseBuilder::new()
-            .description("unavailable for a moment (the store or the pipeline): retry after `Retry-After` seconds")
-            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
-            .build();
-        for item in api.paths.paths.values_mut() {
+        let answer = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        let common = [
+            ("401", answer("no key, or a key or signature that does not authenticate (always this body)")),
+            ("403", answer("the key's role may not call this operation")),
+            ("429", answer("too many requests: retry after `Retry-After` seconds")),
+            ("503", answer("unavailable for a moment (the store or the pipeline): retry after `Retry-After` seconds")),
+        ];
+        for (path, item) in api.paths.paths.iter_mut() {
+            if path == "/health" {
+                continue;
+            }
             let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for op in ops.into_iter().flatten() {
-                op.responses.responses.entry("503".to_string()).or_insert_with(|| response.clone().into());
+                for (status, response) in &common {
+                    op.responses.responses.entry(status.to_string()).or_insert_with(|| response.clone().into());
+                }
             }
         }
     }
@@ -488,75 +603,92 @@ pub fn spec_json() -> String {
     ApiDoc::openapi().to_pretty_json().expect("the spec serialises")
 }
 
+// ---- The operations. Identifier patterns are the domain's (`domain/src/ids.rs`); a value
+// outside them is a 400 naming the parameter. 401, 403, 429 and 503 are added to every
+// operation by `EveryAuthenticatedOperation`.
+
 #[utoipa::path(post, path = "/v1/events", security((), ("bearer" = [])),
     params(("facepay-signature" = Option<String>, Header, description = "device events: k=<key id>,t=<unix s>,v1=<hex HMAC>")),
-    responses((status = 202, body = Accepted, description = "accepted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    request_body(content = EventRequest, content_type = "application/json"),
+    responses((status = 202, body = Accepted, description = "accepted"),
+        (status = 400, body = ErrorBody, description = "a bad field, named (kept with its reason)"),
+        (status = 403, body = ErrorBody, description = "an event its sender may not send (a device event with a key, \
+            another device's event: `wrong_origin`)"),
+        (status = 409, body = ErrorBody, description = "an event id received before (`replayed`)"),
+        (status = 413, body = ErrorBody, description = "larger than 64 KiB")))]
 #[allow(dead_code)]
 fn ingest() {}
 
 #[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}",
-    params(("merchant_id" = String, Path), ("out_trade_no" = String, Path)),
-    responses((status = 200, body = Order, description = "the order's result"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    params(("merchant_id" = String, Path, pattern = r"^[0-9A-Za-z_-]{1,64}$"),
+        ("out_trade_no" = String, Path, pattern = r"^[0-9A-Za-z_|*-]{1,32}$")),
+    responses((status = 200, body = Order, description = "the order's result"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such order, or one the key may not see")))]
 #[allow(dead_code)]
 fn order() {}
 
 #[utoipa::path(get, path = "/v1/merchants/{merchant_id}/transactions",
-    params(("merchant_id" = String, Path), ("date" = Option<String>, Query), ("status" = Option<String>, Query),
-        ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    params(("merchant_id" = String, Path, pattern = r"^[0-9A-Za-z_-]{1,64}$"),
+        ("date" = Option<String>, Query, format = Date, description = "an Asia/Shanghai day"),
+        ("status" = Option<OrderStatus>, Query),
+        ("cursor" = Option<String>, Query, pattern = r"^[1-9][0-9]{0,17}\.[0-9a-f]{32}$",
+            description = "the `next_cursor` of the previous page (signed for the merchant: any other is a 400)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500)),
     responses((status = 200, body = HistoryPage, description = "a page of history, newest first"), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 429, body = ErrorBody)))]
+        (status = 404, body = ErrorBody, description = "a merchant the key may not see")))]
 #[allow(dead_code)]
 fn transactions() {}
 
-#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/members", params(("merchant_id" = String, Path)),
-    responses((status = 200, body = MembersPage, description = "member cards"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/members",
+    params(("merchant_id" = String, Path, pattern = r"^[0-9A-Za-z_-]{1,64}$")),
+    responses((status = 200, body = MembersPage, description = "member cards"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "a merchant the key may not see")))]
 #[allow(dead_code)]
 fn members() {}
 
 #[utoipa::path(get, path = "/v1/merchants/{merchant_id}/settlement",
-    params(("merchant_id" = String, Path), ("limit" = Option<u32>, Query)),
-    responses((status = 200, body = SettlementPage, description = "money per day, newest first"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    params(("merchant_id" = String, Path, pattern = r"^[0-9A-Za-z_-]{1,64}$"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500)),
+    responses((status = 200, body = SettlementPage, description = "money per day, newest first"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "a merchant the key may not see")))]
 #[allow(dead_code)]
 fn settlement() {}
 
-#[utoipa::path(get, path = "/v1/payers/{payer_id}/balance", params(("payer_id" = String, Path)),
-    responses((status = 200, body = Balance, description = "balance, held, frozen"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/payers/{payer_id}/balance",
+    params(("payer_id" = String, Path, pattern = r"^[0-9A-Za-z_-]{1,64}$")),
+    responses((status = 200, body = Balance, description = "balance, held, frozen"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such payer")))]
 #[allow(dead_code)]
 fn balance() {}
 
-#[utoipa::path(get, path = "/v1/rejected-events", params(("limit" = Option<u32>, Query)),
-    responses((status = 200, body = RejectedPage, description = "refused input with its reasons"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/rejected-events", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 500)),
+    responses((status = 200, body = RejectedPage, description = "refused input with its reasons"), (status = 400, body = ErrorBody)))]
 #[allow(dead_code)]
 fn rejected() {}
 
-#[utoipa::path(post, path = "/v1/keys",
-    responses((status = 201, body = CreatedKey, description = "the key and its token, shown once"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/keys", request_body(content = NewKeyRequest, content_type = "application/json"),
+    responses((status = 201, body = CreatedKey, description = "the key and its token, shown once"),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "a scope the registry does not hold (an unknown merchant, store or \
+            device) or a role it does not fit")))]
 #[allow(dead_code)]
 fn create_key() {}
 
 #[utoipa::path(get, path = "/v1/keys",
-    responses((status = 200, body = KeysPage, description = "every key, never a secret"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = KeysPage, description = "every key, never a secret")))]
 #[allow(dead_code)]
 fn list_keys() {}
 
-#[utoipa::path(delete, path = "/v1/keys/{key_id}", params(("key_id" = String, Path)),
-    responses((status = 204, description = "revoked"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/keys/{key_id}", params(("key_id" = String, Path, pattern = r"^[0-9a-f]{24}$")),
+    responses((status = 204, description = "revoked"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no live key has this id")))]
 #[allow(dead_code)]
 fn revoke_key() {}
 
-#[utoipa::path(get, path = "/v1/audit", params(("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query)),
-    responses((status = 200, body = AuditPage, description = "admin and finance actions, newest first"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/audit",
+    params(("cursor" = Option<String>, Query, pattern = r"^[1-9][0-9]{0,17}$", description = "the `next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500)),
+    responses((status = 200, body = AuditPage, description = "admin and finance actions, newest first"), (status = 400, body = ErrorBody)))]
 #[allow(dead_code)]
 fn audit() {}
 
@@ -565,49 +697,50 @@ fn audit() {}
 fn health() {}
 
 #[utoipa::path(post, path = "/v1/reconciliation/bills",
-    params(("date" = String, Query, description = "YYYY-MM-DD"), ("mapping" = Option<String>, Query,
-        description = "a generic CSV's columns: field=Header,…"), ("file_name" = Option<String>, Query)),
+    params(("date" = String, Query, format = Date, description = "the bill's Asia/Shanghai day"),
+        ("mapping" = Option<String>, Query, description = "a generic CSV's columns: field=Header,…"),
+        ("file_name" = Option<String>, Query)),
     request_body(content = String, content_type = "text/csv", description = "the channel's daily bill"),
     responses((status = 201, body = ReconcileResult, description = "imported (or recognised by its hash) and reconciled: the run's report"),
-        (status = 400, body = ErrorBody, description = "a bad bill, naming line and column"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+        (status = 400, body = ErrorBody, description = "a bad bill, naming line and column"),
+        (status = 413, body = ErrorBody, description = "larger than 64 MiB")))]
 #[allow(dead_code)]
 fn recon_upload() {}
 
-#[utoipa::path(get, path = "/v1/reconciliation/bills", params(("limit" = Option<u32>, Query)),
-    responses((status = 200, body = ImportsPage, description = "imported bills, newest first"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/reconciliation/bills", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 500)),
+    responses((status = 200, body = ImportsPage, description = "imported bills, newest first"), (status = 400, body = ErrorBody)))]
 #[allow(dead_code)]
 fn recon_bills() {}
 
-#[utoipa::path(get, path = "/v1/reconciliation/runs", params(("limit" = Option<u32>, Query)),
+#[utoipa::path(get, path = "/v1/reconciliation/runs", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 500)),
     responses((status = 200, body = RunsPage, description = "runs with their reports (counts and sums by class, per merchant)"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+        (status = 400, body = ErrorBody)))]
 #[allow(dead_code)]
 fn recon_runs() {}
 
 #[utoipa::path(get, path = "/v1/reconciliation/breaks",
-    params(("run_id" = Option<String>, Query), ("date" = Option<String>, Query), ("class" = Option<String>, Query),
-        ("merchant_id" = Option<String>, Query), ("unresolved" = Option<bool>, Query), ("cursor" = Option<String>, Query),
-        ("limit" = Option<u32>, Query)),
-    responses((status = 200, body = BreaksPage, description = "a page of breaks"), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    params(("run_id" = Option<String>, Query, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), ("date" = Option<String>, Query, format = Date),
+        ("class" = Option<BreakClass>, Query), ("merchant_id" = Option<String>, Query, pattern = r"^[0-9A-Za-z_-]{1,64}$"),
+        ("unresolved" = Option<bool>, Query), ("cursor" = Option<String>, Query, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500)),
+    responses((status = 200, body = BreaksPage, description = "a page of breaks"), (status = 400, body = ErrorBody)))]
 #[allow(dead_code)]
 fn recon_breaks() {}
 
-#[utoipa::path(post, path = "/v1/reconciliation/breaks/{break_id}/resolution", params(("break_id" = String, Path)),
-    request_body(content = String, content_type = "application/json", description = "{action, resolved_by, reason}; \
-        confirmed_paid (a status_mismatch of a payment only) has the ledger settle the order first"),
+#[utoipa::path(post, path = "/v1/reconciliation/breaks/{break_id}/resolution", params(("break_id" = String, Path, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    request_body(content = ResolveRequest, content_type = "application/json", description = "confirmed_paid (a \
+        status_mismatch of a payment only) has the ledger settle the order first"),
     responses((status = 201, body = Resolution, description = "the resolution, appended to the ledger and the audit log"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 400, body = ErrorBody, description = "a bad field, a break already resolved, or an action its class does \
+            not take"),
+        (status = 404, body = ErrorBody, description = "no such break"), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "confirmed_paid refused by the ledger: ORDER_PAID, \
-        ORDER_REVERSED, AMOUNT_MISMATCH or ORDER_NOT_FOUND; the break stays open"),
-        (status = 429, body = ErrorBody)))]
+        ORDER_REVERSED, AMOUNT_MISMATCH or ORDER_NOT_FOUND; the break stays open")))]
 #[allow(dead_code)]
 fn recon_resolve() {}
 
-#[utoipa::path(get, path = "/v1/reconciliation/resolutions", params(("limit" = Option<u32>, Query)),
-    responses((status = 200, body = ResolutionsPage, description = "resolutions, newest first"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/reconciliation/resolutions", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 500)),
+    responses((status = 200, body = ResolutionsPage, description = "resolutions, newest first"), (status = 400, body = ErrorBody)))]
 #[allow(dead_code)]
 fn recon_resolutions() {}

@@ -451,7 +451,11 @@ async fn breaks(
         run_id: uuid("run_id", q.run_id)?,
         day: q.date.map(|d| d.parse::<NaiveDate>().map_err(|_| bad("date", "YYYY-MM-DD"))).transpose()?,
         class: q.class.map(|c| Class::parse(&c).ok_or_else(|| bad("class", "not a break class"))).transpose()?,
-        merchant_id: q.merchant_id,
+        merchant_id: q
+            .merchant_id
+            .map(|m| facepay_domain::MerchantId::parse(m).map(String::from))
+            .transpose()
+            .map_err(|e| ApiError::BadRequest(FieldError::new("merchant_id", e.kind, e.message)))?,
         unresolved: q.unresolved.unwrap_or(false),
         after: uuid("cursor", q.cursor)?,
         limit: page_limit(q.limit)?,

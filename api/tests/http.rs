@@ -144,18 +144,6 @@ async fn a_retried_http_post_of_the_same_event_funds_once() {
     assert_eq!(balance["balance"], "15.00", "the redelivered event posted nothing");
 }
 
-/// Polls `path` until `done` holds for its body, at most 5 s.
-async fn until(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..500 {
-        let (status, body) = app.get(path).await;
-        if status == 200 && done(&body) {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{path} never reached the expected state");
-}
-
 #[tokio::test]
 async fn fees_refunds_holds_and_settlement_over_http() {
     let app = spawn_app().await;
@@ -177,10 +165,10 @@ async fn fees_refunds_holds_and_settlement_over_http() {
     let hold = json!({"out_order_no": "PS-1", "face_code": "100000000000000403", "hold_amount": "50.00"});
     assert_eq!(app.post(&app.event("pay_score_order_created", hold, true)).await.0, 202);
     // 300 − 60 + 20 back − 50 held (the balance and the hold are read one after the other).
-    until(&app, "/v1/payers/u-dora/balance", |b| b["held"] == "50.00" && b["balance"] == "210.00").await;
+    app.until("/v1/payers/u-dora/balance", |b| b["held"] == "50.00" && b["balance"] == "210.00").await;
     let complete = json!({"out_order_no": "PS-1", "total_amount": "30.00"});
     assert_eq!(app.post(&app.event("pay_score_order_completed", complete, true)).await.0, 202);
-    until(&app, "/v1/payers/u-dora/balance", |b| b["held"] == "0.00" && b["balance"] == "230.00").await;
+    app.until("/v1/payers/u-dora/balance", |b| b["held"] == "0.00" && b["balance"] == "230.00").await;
     let order = app.eventually(&format!("/v1/merchants/{MERCHANT}/orders/F-1")).await;
     assert_eq!(order["refunded"], "20.00");
 

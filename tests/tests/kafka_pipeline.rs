@@ -453,3 +453,85 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
     assert_eq!(rule("100000000000000130").as_deref(), Some("shards_incomplete"));
     stop(first).await;
 }
+
+/// Issue 19's findings 1 to 3 over the device-events topic: a device's claimed time is
+/// refused far from the accept time and decides no day; a device event naming a payer is
+/// refused; a Pay Score order by face needs the payer's authorisation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_kafka_a_devices_claimed_time_and_named_payer_decide_nothing() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pepper, signer) = store(dir.path()).await;
+    let cfg = config(&brokers);
+    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL, &pepper).await.unwrap();
+    let producer = cfg.producer().unwrap();
+    let topic = cfg.topic(DEVICE_EVENTS);
+    let claiming = |n: u128, kind: &str, payload: Value, claim: Option<&str>| {
+        let mut v: Value = serde_json::from_slice(&event(n, kind, payload, true)).unwrap();
+        if let Some(c) = claim {
+            v["occurred_at"] = c.into();
+        }
+        serde_json::to_vec(&v).unwrap()
+    };
+    let capture = |n: u128, code: &str| {
+        claiming(n, "face_captured", json!({"face_code": code, "embedding": face(), "liveness": 0.99}), None)
+    };
+    let pay = |n: u128, order: &str, code: &str, claim: Option<&str>| {
+        let payload = json!({"out_trade_no": order, "amount": "900.00", "face_code": code});
+        claiming(n, "payment_requested", payload, claim)
+    };
+    // One key: the platform's events first, then the device's, in order.
+    let sends = vec![
+        event(200, "face_enrolled", json!({"payer_id": "u-v", "embedding": face()}), false),
+        event(201, "account_funded", json!({"payer_id": "u-v", "amount": "5000.00"}), false),
+        capture(202, "100000000000000202"),
+        pay(203, "V-1", "100000000000000202", None),
+        capture(204, "100000000000000204"),
+        pay(205, "V-2", "100000000000000204", None),
+        capture(206, "100000000000000206"),
+        pay(207, "V-3", "100000000000000206", Some("2001-01-01T00:00:00Z")),
+        claiming(208, "payment_query", json!({"out_trade_no": "V-1"}), Some("2030-06-01T00:00:00Z")),
+        claiming(
+            209,
+            "pay_score_order_created",
+            json!({"out_order_no": "PS-V", "payer_id": "u-v", "hold_amount": "100.00"}),
+            None,
+        ),
+        claiming(
+            210,
+            "member_card_opened",
+            json!({"payer_id": "u-v", "card_code": "C-V", "channel": "card_package"}),
+            None,
+        ),
+        capture(211, "100000000000000211"),
+        claiming(
+            212,
+            "pay_score_order_created",
+            json!({"out_order_no": "PS-W", "face_code": "100000000000000211", "hold_amount": "100.00"}),
+            None,
+        ),
+        claiming(213, "payment_query", json!({"out_trade_no": "V-2"}), None),
+    ];
+    for bytes in &sends {
+        kafka::publish_signed(&producer, &topic, "DEV-K1", bytes, signer.sign(bytes).as_deref()).await.unwrap();
+    }
+    let got = outcomes(&cfg, &[id(203), id(205), id(212), id(213)]).await;
+    let by = |n: u128| got.iter().find(|v| v["in_reply_to"] == id(n).to_string()).unwrap().clone();
+    assert_eq!(by(203)["payload"]["status"], "PAID", "{got:?}");
+    assert_eq!(by(205)["payload"]["reason"], "DAILY_AMOUNT_CAP", "{got:?}");
+    assert_eq!(by(212)["payload"]["code"], "PAY_SCORE_NOT_AUTHORISED", "{got:?}");
+    drained(store.as_ref()).await;
+    let letters = read_all(&cfg, &cfg.topic(DEAD_LETTER)).await;
+    let reason = |n: u128| {
+        let l = letters.iter().find(|l| l["event_id"] == id(n).to_string());
+        l.map(|l| (l["reason_code"].as_str().unwrap().to_string(), l["field"].as_str().unwrap_or_default().to_string()))
+    };
+    assert_eq!(reason(207), Some(("occurred_at_skew".into(), "occurred_at".into())), "{letters:?}");
+    assert_eq!(reason(208), Some(("occurred_at_skew".into(), "occurred_at".into())), "{letters:?}");
+    assert_eq!(reason(209), Some(("missing".into(), "payload.face_code".into())), "{letters:?}");
+    assert_eq!(reason(210), Some(("missing".into(), "payload.face_code".into())), "{letters:?}");
+    let (balance_fen, _) = store.wallet(&facepay_domain::PayerId::parse("u-v").unwrap()).await.unwrap().unwrap();
+    assert_eq!(balance_fen, 500_000 - 90_000, "one payment of 900.00, nothing held, nothing else");
+    assert!(store.members(&MerchantId::parse(MERCHANT).unwrap()).await.unwrap().is_empty());
+    stop(prod).await;
+}

@@ -194,6 +194,23 @@ impl TestApp {
         panic!("{path} never answered 200");
     }
 
+    /// Polls `path` (as finance) until `done` holds for its body, at most 5 s.
+    pub async fn until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..500 {
+            let (status, body) = self.get(path).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{path} never reached the expected state");
+    }
+
+    /// Moves the platform's clock on by `seconds`.
+    pub fn wait(&self, seconds: i64) {
+        self.clock.advance_to(self.clock.now() + chrono::Duration::seconds(seconds));
+    }
+
     /// Enrols and funds `payer` with a face of all `value`s (distinct payers use distinct axes).
     pub async fn payer(&self, payer: &str, axis: usize, fund: &str) {
         let assert_accepted = |(s, b): (u16, Value)| assert_eq!(s, 202, "{b}");
