@@ -4,8 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::app::{spawn_app, TestApp, MERCHANT};
+use serde_json::json;
+use support::app::{spawn_app, MERCHANT};
 
 #[tokio::test]
 async fn health_answers() {
