@@ -269,6 +269,16 @@ async fn finding_6_every_failure_has_the_one_error_body_and_roles_come_first() {
             None,
         ),
         (h.post(url("/v1/events")).bearer_auth(&k.admin).body(vec![b' '; 70_000]), 413, "payload_too_large", None),
+        (
+            h.post(url("/v1/events")).bearer_auth(&k.admin).json(&app.event(
+                "payment_query",
+                json!({"out_trade_no": "Q"}),
+                true,
+            )),
+            403,
+            "forbidden",
+            None,
+        ),
         (h.get(url("/v1/rejected-events?limit=-1")).bearer_auth(&k.finance), 400, "invalid", Some("limit")),
         (h.get(url("/v1/rejected-events?limit=abc")).bearer_auth(&k.finance), 400, "invalid", Some("limit")),
         (h.get(url("/v1/rejected-events?limit=0")).bearer_auth(&k.finance), 400, "out_of_range", Some("limit")),

@@ -144,7 +144,7 @@ pub fn fee_fen(amount_fen: i64, rate_ppm: i64) -> i64 {
     (amount_fen * rate_ppm + FEE_RATE_PPM_PER_UNIT / 2) / FEE_RATE_PPM_PER_UNIT
 }
 
-/// True when an unpaid order has outlived its 45 s at `now` (event time).
+/// True when an unpaid order has outlived its 45 s at `now` (the platform's time of the command).
 pub fn order_revoked_by_time(order: &Order, now: DateTime<Utc>) -> bool {
     order.status == OrderStatus::Declined && (now - order.created_at).num_milliseconds() >= ORDER_REVOKE_AFTER_MS
 }

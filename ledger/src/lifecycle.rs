@@ -3,7 +3,8 @@
 //! returns events or a refusal; `apply` folds the events; nothing here does I/O.
 //!
 //! Time rules (45 s revocation, 7-day reversal window, 30-day hold expiry) are judged on the
-//! command's event time, so replaying the log decides exactly alike.
+//! command's platform time (`accepted_at`: when facepay accepted the event, never a device's
+//! claim), stored with its events, so replaying the log decides exactly alike.
 
 use chrono::{DateTime, Utc};
 use facepay_domain::limits::{FEE_RATE_MAX_PPM, HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS, REVERSAL_WINDOW_MS};
@@ -271,7 +272,7 @@ enum End {
     Tick,
 }
 
-/// True when a created hold has outlived its 30 days at `now` (event time).
+/// True when a created hold has outlived its 30 days at `now` (the platform's time).
 pub fn hold_expired_by_time(hold: &Hold, now: DateTime<Utc>) -> bool {
     hold.status == HoldStatus::Created && (now - hold.created_at).num_milliseconds() >= HOLD_EXPIRY_MS
 }

@@ -203,7 +203,7 @@ pub enum LedgerEvent {
         payer_id: PayerId,
         face_code: FaceCode,
     },
-    /// An order still unpaid 45 s (event time) after its creation was closed.
+    /// An order still unpaid 45 s (platform time) after its creation was closed.
     OrderRevoked {
         merchant_id: MerchantId,
         out_trade_no: OutTradeNo,
@@ -261,7 +261,7 @@ pub enum LedgerEvent {
         payer_id: PayerId,
         transfer: Transfer,
     },
-    /// Untouched for 30 days (event time): the whole hold went back to the wallet.
+    /// Untouched for 30 days (platform time): the whole hold went back to the wallet.
     HoldExpired {
         merchant_id: MerchantId,
         out_order_no: OutOrderNo,

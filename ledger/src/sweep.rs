@@ -2,7 +2,7 @@
 //! Score holds untouched for 30 days, without anyone having to ask.
 //!
 //! Payments, queries, completions and cancellations check these deadlines themselves (on
-//! their own event time), so the sweeper changes no decision: it only makes the projections
+//! their own platform time), so the sweeper changes no decision: it only makes the projections
 //! say so, and gives the held money back, when nobody touches the order or the hold again.
 //!
 //! Replay gives the same result because each tick is an ordinary command whose time is the
