@@ -65,6 +65,13 @@ fn face() -> Vec<f32> {
     v
 }
 
+/// A face nobody enrolls.
+fn other_face() -> Vec<f32> {
+    let mut v = vec![0.0; EMBEDDING_DIM];
+    v[300] = 1.0;
+    v
+}
+
 /// A store with the test's merchant and device, and a signer holding the device's key (and
 /// the platform's) under a fresh pepper.
 async fn store(dir: &std::path::Path) -> (Arc<dyn LedgerStore>, Pepper, FleetSigner) {
@@ -511,11 +518,21 @@ async fn over_kafka_a_devices_claimed_time_and_named_payer_decide_nothing() {
             None,
         ),
         claiming(213, "payment_query", json!({"out_trade_no": "V-2"}), None),
+        // An order left unpaid (a face nobody enrolled), then a forward-dated event.
+        claiming(
+            214,
+            "face_captured",
+            json!({"face_code": "100000000000000214", "embedding": other_face(), "liveness": 0.99}),
+            None,
+        ),
+        pay(215, "V-4", "100000000000000214", None),
+        claiming(216, "payment_query", json!({"out_trade_no": "V-4"}), Some("2030-06-01T00:00:00Z")),
+        claiming(217, "payment_query", json!({"out_trade_no": "V-4"}), None),
     ];
     for bytes in &sends {
         kafka::publish_signed(&producer, &topic, "DEV-K1", bytes, signer.sign(bytes).as_deref()).await.unwrap();
     }
-    let got = outcomes(&cfg, &[id(203), id(205), id(212), id(213)]).await;
+    let got = outcomes(&cfg, &[id(203), id(205), id(212), id(213), id(215), id(217)]).await;
     let by = |n: u128| got.iter().find(|v| v["in_reply_to"] == id(n).to_string()).unwrap().clone();
     assert_eq!(by(203)["payload"]["status"], "PAID", "{got:?}");
     assert_eq!(by(205)["payload"]["reason"], "DAILY_AMOUNT_CAP", "{got:?}");
@@ -530,6 +547,13 @@ async fn over_kafka_a_devices_claimed_time_and_named_payer_decide_nothing() {
     assert_eq!(reason(208), Some(("occurred_at_skew".into(), "occurred_at".into())), "{letters:?}");
     assert_eq!(reason(209), Some(("missing".into(), "payload.face_code".into())), "{letters:?}");
     assert_eq!(reason(210), Some(("missing".into(), "payload.face_code".into())), "{letters:?}");
+    assert_eq!(reason(216), Some(("occurred_at_skew".into(), "occurred_at".into())), "{letters:?}");
+    // The forward-dated event moved no clock: the unpaid order waits out its 45 s (the
+    // sweeper runs every second on the platform's clock).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (merchant, no) = (MerchantId::parse(MERCHANT).unwrap(), facepay_domain::OutTradeNo::parse("V-4").unwrap());
+    let order = store.order(&merchant, &no).await.unwrap().unwrap();
+    assert_eq!(order.status, facepay_domain::OrderStatus::Declined);
     let (balance_fen, _) = store.wallet(&facepay_domain::PayerId::parse("u-v").unwrap()).await.unwrap().unwrap();
     assert_eq!(balance_fen, 500_000 - 90_000, "one payment of 900.00, nothing held, nothing else");
     assert!(store.members(&MerchantId::parse(MERCHANT).unwrap()).await.unwrap().is_empty());
