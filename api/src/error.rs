@@ -180,7 +180,8 @@ fn code_of(status: StatusCode) -> &'static str {
 /// itself) is given the one error body, with a message that says only what its status says.
 /// Headers (`Allow`, `Retry-After`) stay.
 pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let resp = match req.uri().to_string().len() > facepay_domain::limits::URI_LEN_MAX {
+    let target_len = req.uri().path().len() + req.uri().query().map_or(0, |q| q.len() + 1);
+    let resp = match target_len > facepay_domain::limits::URI_LEN_MAX {
         true => StatusCode::URI_TOO_LONG.into_response(),
         false => next.run(req).await,
     };

@@ -118,34 +118,32 @@ pub enum CommandKind {
     },
 }
 
+/// The face code and identity of the kinds a capture authorises, borrowed as `$kind` is.
+macro_rules! capture_of {
+    ($kind:expr) => {
+        match $kind {
+            CommandKind::Pay { face_code, identity, .. }
+            | CommandKind::OpenMemberCard { face_code, identity, .. }
+            | CommandKind::CloseMemberCard { face_code, identity, .. }
+            | CommandKind::Lifecycle(
+                Lifecycle::HoldCreate { face_code, identity, .. }
+                | Lifecycle::PayScoreAuthorise { face_code, identity, .. },
+            ) => Some((&*face_code, identity)),
+            _ => None,
+        }
+    };
+}
+
 impl CommandKind {
     /// The capture that authorises this command and what it resolved to (payments, member
     /// cards, Pay Score authorisations and orders): the matcher fills the identity in.
     pub fn capture_mut(&mut self) -> Option<(&FaceCode, &mut Identity)> {
-        match self {
-            CommandKind::Pay { face_code, identity, .. }
-            | CommandKind::OpenMemberCard { face_code, identity, .. }
-            | CommandKind::CloseMemberCard { face_code, identity, .. }
-            | CommandKind::Lifecycle(
-                Lifecycle::HoldCreate { face_code, identity, .. }
-                | Lifecycle::PayScoreAuthorise { face_code, identity, .. },
-            ) => Some((face_code, identity)),
-            _ => None,
-        }
+        capture_of!(self)
     }
 
     /// The capture that authorises this command, if one does.
     pub fn capture(&self) -> Option<(&FaceCode, &Identity)> {
-        match self {
-            CommandKind::Pay { face_code, identity, .. }
-            | CommandKind::OpenMemberCard { face_code, identity, .. }
-            | CommandKind::CloseMemberCard { face_code, identity, .. }
-            | CommandKind::Lifecycle(
-                Lifecycle::HoldCreate { face_code, identity, .. }
-                | Lifecycle::PayScoreAuthorise { face_code, identity, .. },
-            ) => Some((face_code, identity)),
-            _ => None,
-        }
+        capture_of!(self)
     }
 
     /// The inbound event type this command came from.

@@ -182,16 +182,31 @@ fn id(n: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(0xca11 << 64 | n)
 }
 
+/// A run of the production stages over a SQLite store with the test's device, on topics of
+/// its own, and a producer to its device-events topic.
+struct Started {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn LedgerStore>,
+    signer: FleetSigner,
+    cfg: KafkaConfig,
+    prod: production::Production,
+    producer: rdkafka::producer::FutureProducer,
+    topic: String,
+}
+
+async fn started(brokers: &str) -> Started {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, pepper, signer) = store(dir.path()).await;
+    let cfg = config(brokers);
+    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL, &pepper).await.unwrap();
+    let (producer, topic) = (cfg.producer().unwrap(), cfg.topic(DEVICE_EVENTS));
+    Started { _dir: dir, store, signer, cfg, prod, producer, topic }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_events_through_kafka_are_decided_once_and_answered_through_the_outbox() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (store, pepper, signer) = store(dir.path()).await;
-    let cfg = config(&brokers);
-    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL, &pepper).await.unwrap();
-
-    let producer = cfg.producer().unwrap();
-    let topic = cfg.topic(DEVICE_EVENTS);
+    let Started { _dir, store, signer, cfg, prod, producer, topic } = started(&brokers).await;
     let sends = [
         event(1, "face_enrolled", json!({"payer_id": "u-k", "embedding": face()}), false),
         event(2, "account_funded", json!({"payer_id": "u-k", "amount": "100.00"}), false),
@@ -467,12 +482,7 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_kafka_a_devices_claimed_time_and_named_payer_decide_nothing() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (store, pepper, signer) = store(dir.path()).await;
-    let cfg = config(&brokers);
-    let prod = production::start(store.clone(), cfg.clone(), Roles::ALL, &pepper).await.unwrap();
-    let producer = cfg.producer().unwrap();
-    let topic = cfg.topic(DEVICE_EVENTS);
+    let Started { _dir, store, signer, cfg, prod, producer, topic } = started(&brokers).await;
     let claiming = |n: u128, kind: &str, payload: Value, claim: Option<&str>| {
         let mut v: Value = serde_json::from_slice(&event(n, kind, payload, true)).unwrap();
         if let Some(c) = claim {
