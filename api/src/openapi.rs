@@ -560,10 +560,11 @@ impl Modify for Bearer {
     }
 }
 
-/// What every operation but `/health` may answer, added to each that does not list it: 401
-/// (no or a bad key), 403 (a role the operation does not serve), 429 (the key's budget, or
-/// the address's budget of failed authentication, is spent: `Retry-After`), 503 (the store
-/// or the pipeline unavailable for a moment: `Retry-After`).
+/// What every operation may answer, added to each that does not list it: 414 (a request
+/// target over `URI_LEN_MAX`) and 429 (the address's budget of failed authentication spent);
+/// and every operation but `/health`: 401 (no or a bad key), 403 (a role the operation does
+/// not serve), 429 (the key's budget too), 503 (the store or the pipeline unavailable for a
+/// moment: `Retry-After`).
 struct EveryAuthenticatedOperation;
 
 impl Modify for EveryAuthenticatedOperation {
@@ -584,13 +585,16 @@ impl Modify for EveryAuthenticatedOperation {
             ("429", answer("too many requests: retry after `Retry-After` seconds")),
             ("503", answer("unavailable for a moment (the store or the pipeline): retry after `Retry-After` seconds")),
         ];
+        let anyone = [
+            ("414", answer("a request target over 8 KiB")),
+            ("429", answer("too many failed authentications from this address: retry after `Retry-After` seconds")),
+        ];
         for (path, item) in api.paths.paths.iter_mut() {
-            if path == "/health" {
-                continue;
-            }
+            let public = path == "/health";
             let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for op in ops.into_iter().flatten() {
-                for (status, response) in &common {
+                let answers = common.iter().filter(|_| !public).chain(anyone.iter());
+                for (status, response) in answers {
                     op.responses.responses.entry(status.to_string()).or_insert_with(|| response.clone().into());
                 }
             }
