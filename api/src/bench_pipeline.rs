@@ -132,7 +132,7 @@ async fn fleet_events(fleet: &DemoOptions) -> anyhow::Result<(Vec<Signed>, Fleet
             Inbound::Raw { bytes, signature, .. } => (bytes, signature),
             Inbound::Checked { envelope, .. } => (envelope.to_json(), None),
         };
-        out.push((crate::simulate::device_key(&bytes), bytes, signature));
+        out.push((facepay_ingest::kafka::device_event_key_of(&bytes), bytes, signature));
     }
     sender.await??;
     Ok((out, signer))
@@ -303,7 +303,7 @@ async fn warm_up(
         "merchant_id": device.merchant_id.as_str(), "store_id": device.store_id.as_str(),
         "device_id": device.device_id.as_str(), "payload": {"out_trade_no": "BENCH-WARM-UP"},
     }))?;
-    let (key, signature) = (crate::simulate::device_key(&bytes), signer.sign(&bytes));
+    let (key, signature) = (facepay_ingest::kafka::device_event_key_of(&bytes), signer.sign(&bytes));
     let signed = [(key, bytes, signature)];
     publish(producer, topic, &signed, None).await?;
     while read_ids(reader, 1, Read::Answers).await?.first().is_some_and(|(answered, _)| *answered != id) {}

@@ -10,13 +10,13 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
-use facepay_domain::auth::{AcceptStamp, EventSignature, KeyId, Role, ACCEPTED_HEADER, SIGNATURE_HEADER};
+use facepay_domain::auth::{AcceptStamp, EventSignature, KeyId, Role, SIGNATURE_HEADER};
 use facepay_domain::limits::{EVENT_BYTES_MAX, INGEST_ENQUEUE_TIMEOUT_MS, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 use facepay_domain::money::fen_to_string;
 use facepay_domain::time::SharedClock;
 use facepay_domain::{FieldError, FieldErrorKind, MerchantId, OrderStatus, OutTradeNo, PayerId, PaymentResult};
 use facepay_ingest::authenticity::{DeviceVerifier, Position, Refusal};
-use facepay_ingest::kafka::REQUEST_ID_HEADER;
+use facepay_ingest::kafka::{device_event_headers, device_event_key};
 use facepay_ingest::validate::{learn_key, validate, validate_signed};
 use facepay_ingest::{Inbound, SharedRegistry};
 use facepay_ledger::model::Keys;
@@ -94,19 +94,15 @@ impl Ingress {
                 input.send_timeout(inbound, timeout).await.map_err(|_| ApiError::Overloaded)
             }
             Ingress::Kafka { producer, topic, timeout } => {
-                let key = match &envelope.origin {
-                    facepay_domain::Origin::Device(d) => d.device_id.to_string(),
-                    facepay_domain::Origin::Merchant(m) => m.to_string(),
-                    facepay_domain::Origin::Platform => envelope.event_id.to_string(),
-                };
+                let (device, merchant) = (envelope.origin.device(), envelope.origin.merchant_id());
+                let event_id = envelope.event_id.to_string();
+                let key = device_event_key(
+                    device.map(|d| d.device_id.as_str()),
+                    merchant.map(|m| m.as_str()),
+                    Some(event_id.as_str()),
+                );
                 let request_id = crate::error::REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
-                let header = rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(signature) };
-                let request = rdkafka::message::Header { key: REQUEST_ID_HEADER, value: Some(request_id.as_str()) };
-                let accepted = rdkafka::message::Header { key: ACCEPTED_HEADER, value: Some(stamp) };
-                let headers = rdkafka::message::OwnedHeaders::new_with_capacity(3)
-                    .insert(header)
-                    .insert(request)
-                    .insert(accepted);
+                let headers = device_event_headers(Some(signature), Some(stamp), Some(request_id.as_str()));
                 let record = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(body).headers(headers);
                 producer.send(record, *timeout).await.map(|_| ()).map_err(|(e, _)| {
                     tracing::warn!(error = %e, "the broker did not take an event; the device is told to retry");

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use facepay_domain::limits::{REGISTRY_REFRESH_MS, SIMULATE_ACKS_MAX, STAGE_CHANNEL_CAPACITY};
-use facepay_ingest::kafka::{self, KafkaConfig, DEVICE_EVENTS};
+use facepay_ingest::kafka::{self, device_event_headers, device_event_key_of, KafkaConfig, DEVICE_EVENTS};
 use facepay_ingest::Inbound;
 use facepay_ledger::LedgerStore;
 use rdkafka::producer::FutureRecord;
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::demo::{fleet_devices, send_fleet, DemoOptions, FleetTime};
 use crate::fleet_keys::FleetSigner;
-use facepay_domain::auth::{AcceptStamp, ACCEPTED_HEADER, SIGNATURE_HEADER};
+use facepay_domain::auth::AcceptStamp;
 
 /// What `simulate` publishes and how fast.
 #[derive(Debug, Clone)]
@@ -108,14 +108,9 @@ async fn publish_all(
             Inbound::Raw { bytes, signature, accepted_at, .. } => (bytes, signature, accepted_at),
             Inbound::Checked { envelope, .. } => (envelope.to_json(), None, envelope.accepted_at),
         };
-        let key = device_key(&bytes);
+        let key = device_event_key_of(&bytes);
         let stamped = stamp.map(|p| AcceptStamp::sign(p, accepted_at.timestamp_millis(), &bytes).header());
-        let mut headers = rdkafka::message::OwnedHeaders::new_with_capacity(2);
-        for (key, value) in [(SIGNATURE_HEADER, signature.as_deref()), (ACCEPTED_HEADER, stamped.as_deref())] {
-            if let Some(value) = value {
-                headers = headers.insert(rdkafka::message::Header { key, value: Some(value) });
-            }
-        }
+        let headers = device_event_headers(signature.as_deref(), stamped.as_deref(), None);
         let record = FutureRecord::to(&topic).key(key.as_str()).payload(bytes.as_slice()).headers(headers);
         acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
         published += 1;
@@ -140,11 +135,4 @@ async fn wait_acks(acks: Vec<rdkafka::producer::DeliveryFuture>) -> anyhow::Resu
         }
     }
     Ok(())
-}
-
-/// The key a device would publish under: its device id; bytes with none get an empty key.
-pub fn device_key(bytes: &[u8]) -> String {
-    let value: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
-    let field = |k: &str| value.as_ref().and_then(|v| v.get(k)).and_then(|d| d.as_str());
-    field("device_id").or(field("merchant_id")).or(field("event_id")).unwrap_or_default().to_string()
 }

@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use facepay_domain::{DeviceId, DeviceRef, FaceCode, MerchantId, Money, OutTradeNo, PayerId, StoreId};
-use facepay_ingest::kafka::{self, command_key, LEDGER_COMMANDS};
+use facepay_ingest::kafka::{self, LEDGER_COMMANDS};
+use facepay_ingest::wire::command_key;
 use facepay_ingest::wire::StageMessage;
 use facepay_ledger::{Command as LedgerCommand, CommandKind, Identity};
 use support::{answered, spawn, tail, Stop};

@@ -24,8 +24,8 @@ use facepay_matcher::policy::Partial;
 use facepay_matcher::MatchPolicy;
 use serde::{Deserialize, Serialize};
 
+use crate::captures::CaptureMemory;
 use crate::faces::Shard;
-use crate::matching::CaptureMemory;
 use crate::wire::StageMessage;
 
 /// One message on the match-partials topic, keyed like the device event it came of.
@@ -311,7 +311,7 @@ pub fn partial_of(shard: Shard, face_code: FaceCode, partial: Partial) -> Gather
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matching::UNKNOWN_CAPTURE;
+    use crate::captures::UNKNOWN_CAPTURE;
     use facepay_domain::{DeviceId, MerchantId, Money, OutTradeNo, PayerId, StoreId};
     use facepay_ledger::{Command, CommandKind, Lifecycle};
     use facepay_matcher::policy::{Candidate, CaptureFacts};

@@ -10,14 +10,15 @@
 //! - [`metrics`]: decisions, batch sizes, refusals, store errors (Prometheus text).
 //! - [`validate`]: parsing and registry checks; rejection records.
 //! - [`faces`]: the gallery at rest (sealed templates, crypto-shredding, shards).
+//! - [`captures`]: the captures the matcher remembers until what they authorise comes.
 //! - [`matching`]: the matcher stage: captures → identities, events → commands.
 //! - [`gather`]: matcher scale-out: the shards' partial answers merged into one decision.
 //! - [`pipeline`]: the stages, their channels and their shutdown.
 //! - [`kafka`]: the same stages over Kafka topics (the production profile).
-//! - [`wire`]: what the matcher stage sends the ledger stage over Kafka.
-//! - [`topics`]: the names the stage boundaries will carry as Kafka topics.
+//! - [`wire`]: what the matcher stage sends the ledger stage over Kafka, and its keys.
 
 pub mod authenticity;
+pub mod captures;
 pub mod faces;
 pub mod gather;
 pub mod kafka;
@@ -29,19 +30,3 @@ pub mod wire;
 
 pub use pipeline::{Inbound, Pipeline, PipelineConfig, PipelineError};
 pub use validate::SharedRegistry;
-
-/// The stage boundaries as topics (the production profile's Kafka transport uses these names;
-/// the embedded profile's channels stand in the same places).
-pub mod topics {
-    /// Device events, keyed by device so one device's events stay in order.
-    pub const DEVICE_EVENTS: &str = "facepay.device-events";
-    /// Ledger commands (matched events), keyed by payer: one writer per payer.
-    pub const LEDGER_COMMANDS: &str = "facepay.ledger-commands";
-    /// Ledger outcomes for devices and downstream systems.
-    pub const LEDGER_OUTCOMES: &str = "facepay.ledger-outcomes";
-    /// The matcher shards' partial answers and the lead shard's routed events, keyed by
-    /// device, for the gather (only when the gallery is split over shards).
-    pub const MATCH_PARTIALS: &str = "facepay.match-partials";
-    /// Rejected input, with its reason.
-    pub const DEAD_LETTER: &str = "facepay.dead-letter";
-}

@@ -159,9 +159,11 @@ async fn run_validate(
                 match checked(&bytes, signature, &registry, &store, &verifier, accepted_at).await? {
                     Ok(env) => (env, None),
                     Err(refusal) => {
-                        let body = refused(&bytes, source, &refusal, store.as_ref()).await?;
-                        let event_id = body.1.unwrap_or_default();
-                        let _ = outcomes.send(answer(event_id, None, body.0)).await;
+                        if let Refusal::Unauthenticated(_) = refusal {
+                            crate::metrics::METRICS.unauthenticated(source);
+                        }
+                        let (body, event_id) = refused(&bytes, source, &refusal, store.as_ref()).await?;
+                        let _ = outcomes.send(answer(event_id.unwrap_or_default(), None, body)).await;
                         continue;
                     }
                 }
@@ -188,9 +190,10 @@ async fn checked(
     Ok(validate_signed(bytes, signature.as_deref(), registry, verifier, accepted_at, Position::Fresh))
 }
 
-/// Counts a refusal and keeps it if its sender is authenticated (and within its budget);
-/// the answer for the bus, and the refused event's id if it could be read. An
-/// unauthenticated one is only counted: its answer names nothing of it.
+/// Counts a refusal by its reason and keeps it if its sender is authenticated (and within
+/// its budget); the answer for the bus, and the refused event's id if it could be read. An
+/// unauthenticated one is kept nowhere, and its answer names nothing of it (the caller counts
+/// it where it came from: the HTTP layer counts every 401 it answers).
 pub async fn refused(
     bytes: &[u8],
     source: &str,
@@ -201,7 +204,6 @@ pub async fn refused(
     crate::metrics::METRICS.refused_input(err.kind.as_str());
     tracing::info!(field = %err.field, reason = %err.kind, source, "event refused");
     let Refusal::Invalid { keep, .. } = refusal else {
-        crate::metrics::METRICS.unauthenticated(source);
         let body = OutcomeBody::Refused { kind: String::new(), code: "unauthenticated".into(), message: String::new() };
         return Ok((body, None));
     };

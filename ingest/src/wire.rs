@@ -29,7 +29,7 @@ impl StageMessage {
     /// The partition key: a command's payer (one writer per payer), else the event's key.
     pub fn key(&self) -> String {
         match self {
-            StageMessage::Command(cmd) => crate::kafka::command_key(cmd),
+            StageMessage::Command(cmd) => command_key(cmd),
             StageMessage::Answer(o) => format!("event:{}", o.in_reply_to),
             StageMessage::Rejected(r) => format!("rejected:{}", r.key),
         }
@@ -94,4 +94,25 @@ impl WireRejection {
 /// The key a rejected message is kept once by: its topic, partition and offset.
 pub fn source_key(topic: &str, partition: i32, offset: i64) -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("kafka:{topic}/{partition}/{offset}").as_bytes())
+}
+
+/// The partition key of a ledger command: its payer, so one payer's decisions have a single
+/// writer; commands with no payer go by order or merchant.
+pub fn command_key(cmd: &facepay_ledger::Command) -> String {
+    use facepay_ledger::{CommandKind as K, Identity};
+    match &cmd.kind {
+        K::Pay { identity: Identity::Resolved { payer_id, .. }, .. } => format!("payer:{payer_id}"),
+        K::Pay { device, out_trade_no, .. } => format!("order:{}:{out_trade_no}", device.merchant_id),
+        K::Query { merchant_id, out_trade_no } => format!("order:{merchant_id}:{out_trade_no}"),
+        K::Fund { payer_id, .. } | K::Freeze { payer_id } | K::Unfreeze { payer_id } => format!("payer:{payer_id}"),
+        K::OpenMemberCard { identity: Identity::Resolved { payer_id, .. }, .. }
+        | K::CloseMemberCard { identity: Identity::Resolved { payer_id, .. }, .. } => format!("payer:{payer_id}"),
+        K::OpenMemberCard { merchant_id, .. } | K::CloseMemberCard { merchant_id, .. } => {
+            format!("merchant:{merchant_id}")
+        }
+        K::SetMerchantLimit { merchant_id, .. } => format!("merchant:{merchant_id}"),
+        K::Lifecycle(l) => l.partition_key(),
+        K::ConfirmPaid(c) => format!("order:{}:{}", c.merchant_id, c.out_trade_no),
+        K::NotYetSupported { .. } => format!("event:{}", cmd.event_id),
+    }
 }

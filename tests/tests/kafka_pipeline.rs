@@ -122,10 +122,11 @@ async fn drained(store: &dyn LedgerStore) {
     }
 }
 
-/// Publishes one device event of DEV-K1, signed; waits for the broker's ack.
+/// Publishes one event, signed (by DEV-K1, or the platform), under the one key rule; waits
+/// for the broker's ack.
 async fn publish(producer: &rdkafka::producer::FutureProducer, topic: &str, signer: &FleetSigner, bytes: Vec<u8>) {
     let signature = signer.sign(&bytes);
-    kafka::publish_signed(producer, topic, "DEV-K1", &bytes, signature.as_deref()).await.unwrap()
+    kafka::publish_signed(producer, topic, &bytes, signature.as_deref()).await.unwrap()
 }
 
 /// Stops a started process gracefully and checks every stage ended cleanly.
@@ -155,7 +156,10 @@ impl FaceRun {
     async fn new(brokers: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (store, pepper, signer) = store(dir.path()).await;
-        let cfg = config(brokers);
+        // One partition: the platform's events (keyed by their own ids) and the device's reach
+        // the stages in the order sent.
+        let mut cfg = config(brokers);
+        cfg.partitions = 1;
         let (_, hex) = facepay_matcher::vault::MasterKey::generate();
         let (producer, topic) = (cfg.producer().unwrap(), cfg.topic(DEVICE_EVENTS));
         Self { _dir: dir, store, pepper, signer, cfg, hex: hex.to_string(), producer, topic }
@@ -172,7 +176,7 @@ impl FaceRun {
         }
     }
 
-    /// Publishes one device event of DEV-K1, signed; waits for the broker's ack.
+    /// Publishes one event, signed; waits for the broker's ack.
     async fn send(&self, bytes: Vec<u8>) {
         publish(&self.producer, &self.topic, &self.signer, bytes).await
     }
@@ -194,10 +198,13 @@ struct Started {
     topic: String,
 }
 
+/// One partition per topic: the platform's events (keyed by their own ids) and the device's
+/// reach the stages in the order sent.
 async fn started(brokers: &str) -> Started {
     let dir = tempfile::tempdir().unwrap();
     let (store, pepper, signer) = store(dir.path()).await;
-    let cfg = config(brokers);
+    let mut cfg = config(brokers);
+    cfg.partitions = 1;
     let prod = production::start(store.clone(), cfg.clone(), Roles::ALL, &pepper).await.unwrap();
     let (producer, topic) = (cfg.producer().unwrap(), cfg.topic(DEVICE_EVENTS));
     Started { _dir: dir, store, signer, cfg, prod, producer, topic }
@@ -235,9 +242,9 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
             true,
         ),
     ];
-    // One device's events share a key, so they stay in order; platform events go first.
+    // One partition: the platform's events first, then the device's, in order.
     for bytes in &sends {
-        kafka::publish_signed(&producer, &topic, "DEV-K1", bytes, signer.sign(bytes).as_deref()).await.unwrap();
+        kafka::publish_signed(&producer, &topic, bytes, signer.sign(bytes).as_deref()).await.unwrap();
     }
     let got = outcomes(&cfg, &[id(2), id(4), id(5)]).await;
     let by = |n: u128| got.iter().find(|v| v["in_reply_to"] == id(n).to_string()).unwrap().clone();
@@ -258,7 +265,7 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     let again = serde_json::to_vec(&StageMessage::Command(fund_again)).unwrap();
     kafka::publish(&producer, &cmd_topic, "payer:u-k", &again).await.unwrap();
     let marker = event(7, "account_funded", json!({"payer_id": "u-k", "amount": "0.01"}), false);
-    kafka::publish_signed(&producer, &topic, "payer:u-k", &marker, signer.sign(&marker).as_deref()).await.unwrap();
+    kafka::publish_signed(&producer, &topic, &marker, signer.sign(&marker).as_deref()).await.unwrap();
     outcomes(&cfg, &[id(7)]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (balance_fen, _) = store.wallet(&facepay_domain::PayerId::parse("u-k").unwrap()).await.unwrap().unwrap();
@@ -305,21 +312,21 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
         [("unsupported_version", serde_json::to_vec(&wrong_version).unwrap()), ("too_long", oversize)];
     let device_topic = cfg.topic(DEVICE_EVENTS);
     for (_, bytes) in &poison {
-        kafka::publish_signed(&producer, &device_topic, "poison", bytes, signer.sign(bytes).as_deref()).await.unwrap();
+        kafka::publish_signed(&producer, &device_topic, bytes, signer.sign(bytes).as_deref()).await.unwrap();
     }
     // Bytes nobody could sign, a well-formed event without a signature, and one signed by the
     // device for another event id (a forgery) fail authentication: refused, counted, and
     // kept and published nowhere (whoever sent them is unknown).
-    kafka::publish_signed(&producer, &device_topic, "poison", b"\xff\xfe not json at all", None).await.unwrap();
+    kafka::publish_signed(&producer, &device_topic, b"\xff\xfe not json at all", None).await.unwrap();
     let unsigned = event(4, "account_funded", json!({"payer_id": "u-p", "amount": "9.00"}), false);
-    kafka::publish_signed(&producer, &device_topic, "poison", &unsigned, None).await.unwrap();
+    kafka::publish_signed(&producer, &device_topic, &unsigned, None).await.unwrap();
     let forged = event(5, "payment_query", json!({"out_trade_no": "P-1"}), true);
     let other_sig = signer.sign(&event(6, "payment_query", json!({"out_trade_no": "P-1"}), true));
-    kafka::publish_signed(&producer, &device_topic, "poison", &forged, other_sig.as_deref()).await.unwrap();
+    kafka::publish_signed(&producer, &device_topic, &forged, other_sig.as_deref()).await.unwrap();
     // Garbage straight on the ledger's own topic is kept too.
     kafka::publish(&producer, &cfg.topic(LEDGER_COMMANDS), "poison", b"{\"type\": \"nonsense\"}").await.unwrap();
     let good = event(3, "account_funded", json!({"payer_id": "u-p", "amount": "5.00"}), false);
-    kafka::publish_signed(&producer, &device_topic, "poison", &good, signer.sign(&good).as_deref()).await.unwrap();
+    kafka::publish_signed(&producer, &device_topic, &good, signer.sign(&good).as_deref()).await.unwrap();
 
     let got = outcomes(&cfg, &[id(3)]).await;
     assert_eq!(got[0]["type"], "applied", "the good event behind the poison was applied: {got:?}");
@@ -497,7 +504,7 @@ async fn over_kafka_a_devices_claimed_time_and_named_payer_decide_nothing() {
         let payload = json!({"out_trade_no": order, "amount": "900.00", "face_code": code});
         claiming(n, "payment_requested", payload, claim)
     };
-    // One key: the platform's events first, then the device's, in order.
+    // One partition: the platform's events first, then the device's, in order.
     let sends = vec![
         event(200, "face_enrolled", json!({"payer_id": "u-v", "embedding": face()}), false),
         event(201, "account_funded", json!({"payer_id": "u-v", "amount": "5000.00"}), false),
@@ -540,7 +547,7 @@ async fn over_kafka_a_devices_claimed_time_and_named_payer_decide_nothing() {
         claiming(217, "payment_query", json!({"out_trade_no": "V-4"}), None),
     ];
     for bytes in &sends {
-        kafka::publish_signed(&producer, &topic, "DEV-K1", bytes, signer.sign(bytes).as_deref()).await.unwrap();
+        kafka::publish_signed(&producer, &topic, bytes, signer.sign(bytes).as_deref()).await.unwrap();
     }
     let got = outcomes(&cfg, &[id(203), id(205), id(212), id(213), id(215), id(217)]).await;
     let by = |n: u128| got.iter().find(|v| v["in_reply_to"] == id(n).to_string()).unwrap().clone();

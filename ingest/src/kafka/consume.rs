@@ -1,0 +1,255 @@
+//! Consuming: batches under a linger, errors in a row, commit hints, the guard against records
+//! a broker skipped, reading partitions to their end, and messages kept as rejections.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::message::OwnedMessage;
+use std::collections::{BTreeMap, HashMap};
+
+use facepay_domain::{FieldError, FieldErrorKind};
+use facepay_ledger::Rejection;
+
+use crate::wire::StageMessage;
+
+use super::*;
+use facepay_domain::limits::{
+    KAFKA_COMMITTED_TIMEOUT_MS, KAFKA_GAP_REWIND_MAX, KAFKA_READ_QUIET_MS, KAFKA_RECV_ERRORS_MAX,
+    KAFKA_RECV_ERROR_PAUSE_MS, OUTBOX_RECOVERY_TIMEOUT_MS,
+};
+
+/// Marks everything up to the last message of each partition in `batch` consumed, as a
+/// hint for where the group resumes (the ledger's offsets in the database are the truth).
+pub(super) fn commit_hints<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    batch: &[OwnedMessage],
+) {
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let slot = next.entry((m.topic().to_string(), m.partition())).or_insert(0);
+        *slot = (*slot).max(m.offset() + 1);
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        if tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(offset)).is_err() {
+            return;
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "offset commit hint failed");
+    }
+}
+
+/// Consumer errors in a row. librdkafka reports passing trouble (a broker restart, a
+/// rebalance, a partition end) through `recv`: a stage logs it and goes on, and gives up only
+/// after [`KAFKA_RECV_ERRORS_MAX`] in a row, so the process exits and another takes over.
+#[derive(Default)]
+pub struct RecvErrors(u32);
+
+impl RecvErrors {
+    /// `msg` if it is one; `None` after a passing error (logged, counted, paused on); the
+    /// error itself once [`KAFKA_RECV_ERRORS_MAX`] came in a row.
+    pub async fn check<M>(&mut self, msg: Result<M, KafkaError>) -> Result<Option<M>, TransportError> {
+        match msg {
+            Ok(m) => {
+                self.0 = 0;
+                Ok(Some(m))
+            }
+            Err(e) if self.0 + 1 < KAFKA_RECV_ERRORS_MAX => {
+                self.0 += 1;
+                crate::metrics::METRICS.broker_error();
+                tracing::warn!(error = %e, in_a_row = self.0, "consumer error; going on");
+                tokio::time::sleep(Duration::from_millis(KAFKA_RECV_ERROR_PAUSE_MS)).await;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Adds to `batch`, which holds a batch's first message, what arrives within `linger` of
+/// now, up to `max` messages. The linger runs from the first message, not from each: a
+/// steady stream would otherwise hold a batch open until it is full.
+pub async fn fill_batch<C: rdkafka::consumer::ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    errors: &mut RecvErrors,
+    batch: &mut Vec<OwnedMessage>,
+    linger: Duration,
+    max: usize,
+) -> Result<(), TransportError> {
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(msg) => match errors.check(msg).await? {
+                Some(msg) => batch.push(msg.detach()),
+                None => break,
+            },
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// The matcher stage's guard against records the broker skipped (tansu 0.6 answers a fetch
+/// from the middle of a record batch, as a restart after a commit hint asks for, with the
+/// next batch): a partition whose first record is neither the next one this stage expects
+/// nor the group's committed offset, but past it, is read again from before that offset,
+/// and what lies below it (routed already) is passed over. Once per committed offset: a gap
+/// still there after that is the log's own.
+#[derive(Default)]
+pub(super) struct SkipGuard {
+    /// The next offset of each partition, after the records this stage routed.
+    next: HashMap<i32, i64>,
+    /// The committed offset each partition was last read again from, and below which its
+    /// records are passed over.
+    floor: HashMap<i32, i64>,
+}
+
+impl SkipGuard {
+    pub(super) fn check<C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &StreamConsumer<C>,
+        topic: &str,
+        batch: &mut Vec<OwnedMessage>,
+    ) {
+        batch.retain(|m| self.floor.get(&m.partition()).is_none_or(|&f| m.offset() >= f));
+        let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in batch.iter() {
+            let slot = first.entry(m.partition()).or_insert(m.offset());
+            *slot = (*slot).min(m.offset());
+        }
+        for (p, offset) in first {
+            if self.next.get(&p) == Some(&offset) {
+                continue;
+            }
+            let Some(committed) = committed_offset(consumer, topic, p) else { continue };
+            if offset <= committed || self.floor.get(&p) == Some(&committed) {
+                continue;
+            }
+            tracing::warn!(partition = p, committed, "the broker skipped records; reading the partition again");
+            let back = rdkafka::Offset::Offset((committed - KAFKA_GAP_REWIND_MAX).max(0));
+            if let Err(e) = consumer.seek(topic, p, back, Duration::from_secs(5)) {
+                tracing::info!(partition = p, error = %e, "seek back failed (the partition likely moved away)");
+            }
+            self.floor.insert(p, committed);
+            batch.retain(|m| m.partition() != p);
+        }
+    }
+
+    pub(super) fn processed(&mut self, batch: &[OwnedMessage]) {
+        for m in batch {
+            self.next.insert(m.partition(), m.offset() + 1);
+        }
+    }
+}
+
+/// The group's committed offset of `topic`'s partition `p`, if it has one.
+fn committed_offset<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    p: i32,
+) -> Option<i64> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, p);
+    let committed = consumer.committed_offsets(tpl, Duration::from_millis(KAFKA_COMMITTED_TIMEOUT_MS));
+    match committed.ok()?.find_partition(topic, p)?.offset() {
+        rdkafka::Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// The record header `key` as text, if the record has it.
+pub(super) fn header<'m>(msg: &'m OwnedMessage, key: &str) -> Option<&'m str> {
+    use rdkafka::message::Headers;
+    std::str::from_utf8(msg.headers()?.iter().find(|h| h.key == key)?.value?).ok()
+}
+
+/// Every message now in `topics`, read partition by partition up to the current end: from the
+/// start, or only the last `window` messages of each partition. Blocking (a plain consumer
+/// with its partitions assigned, no group); gives up after [`OUTBOX_RECOVERY_TIMEOUT_MS`].
+pub fn read_partitions(
+    cfg: &KafkaConfig,
+    topics: &[String],
+    window: Option<i64>,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer = cfg.consumer_config("facepay-reader").create()?;
+    let timeout = Duration::from_millis(OUTBOX_RECOVERY_TIMEOUT_MS);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            let from = window.map_or(low, |w| low.max(high - w));
+            if from < high {
+                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(from))?;
+                ends.insert((topic.clone(), p.id()), high);
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let quiet = Duration::from_millis(KAFKA_READ_QUIET_MS);
+    let mut out = Vec::new();
+    let mut last_message = std::time::Instant::now();
+    // To the reported ends, then on until the broker has had nothing more for a while: some
+    // brokers report a high watermark short of a batch's last records (tansu 0.6 does).
+    while !ends.is_empty() || last_message.elapsed() < quiet {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut));
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(50)) else { continue };
+        let msg = msg?.detach();
+        last_message = std::time::Instant::now();
+        let end = (msg.topic().to_string(), msg.partition());
+        if ends.get(&end).is_some_and(|last| msg.offset() + 1 >= *last) {
+            ends.remove(&end);
+        }
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+/// A message of facepay's own on `m`'s topic that did not decode: a rejection, kept by the
+/// ledger with its reason and raw bytes (`source` names the stage that read it).
+pub(super) fn undecodable(m: &OwnedMessage, source: &str, e: &serde_json::Error) -> StageMessage {
+    kept_rejection(m, source, &FieldError::new(".", FieldErrorKind::Malformed, e.to_string()))
+}
+
+/// `m` refused for `err`: a rejection for the ledger to keep, keyed by where `m` sits, with
+/// its raw bytes (`source` names the stage that read it).
+pub(super) fn kept_rejection(m: &OwnedMessage, source: &str, err: &FieldError) -> StageMessage {
+    let key = crate::wire::source_key(m.topic(), m.partition(), m.offset());
+    let event = crate::validate::rejection(m.payload().unwrap_or_default(), source, err);
+    StageMessage::Rejected((&Rejection { key, event }).into())
+}
+
+/// The partitions a consumer holds, to notice when it is given new ones.
+#[derive(Default)]
+pub(super) struct Assigned(pub(super) std::collections::HashSet<i32>);
+
+/// How a consumer's partitions changed since the last look.
+#[derive(Default)]
+pub(super) struct Moved {
+    /// It holds a partition it did not (the first assignment, or a rebalance). The captures
+    /// decided by the partition's previous holder below the offset this one resumes from
+    /// were kept in the store before that offset was committed: restored then, their
+    /// payments still find them.
+    pub(super) grew: bool,
+    /// It no longer holds a partition it did: what came from there is another's now.
+    pub(super) shrank: bool,
+}
+
+impl Assigned {
+    /// Takes the consumer's current partitions; how they changed since the last call.
+    pub(super) fn update<C: rdkafka::consumer::ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) -> Moved {
+        let Ok(list) = consumer.assignment() else { return Moved::default() };
+        let now: std::collections::HashSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
+        let moved = Moved { grew: !now.is_subset(&self.0), shrank: !self.0.is_subset(&now) };
+        self.0 = now;
+        moved
+    }
+}

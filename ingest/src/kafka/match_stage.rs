@@ -1,0 +1,218 @@
+//! Stages 1 + 2 over Kafka: device events in, validated (accepted at the platform's time),
+//! matched, and out to the ledger-commands topic (or, split over shards, the match-partials).
+
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use facepay_ledger::Command;
+
+use crate::wire::StageMessage;
+
+use super::*;
+use facepay_domain::limits::{MATCH_BATCH_MAX, REQUEST_ID_LEN_MAX};
+
+/// How often the matcher stage reads the ledger's member cards again (with a face store).
+const MATCH_MEMBERS_REFRESH: Duration = Duration::from_millis(facepay_domain::limits::MATCH_MEMBERS_REFRESH_MS);
+
+/// Stage 1 + 2 over Kafka: device events in; everything made of them (commands, the
+/// matcher's own answers, rejections) out to the ledger-commands topic, where the ledger
+/// stage keeps each exactly once. This stage itself is at-least-once: after a crash it
+/// repeats what it had not committed, and the ledger recognises the repeats.
+///
+/// With the gallery split over shards, this is shard `i`'s stage (in its own group, so every
+/// shard sees every event): its output goes to the match-partials topic instead, keyed as the
+/// device event was: each capture's partial answer, and from the lead shard (0) everything
+/// else, for [`run_gather_stage`] to pass on.
+pub async fn run_match_stage(
+    cfg: KafkaConfig,
+    registry: crate::SharedRegistry,
+    stage: std::sync::Arc<tokio::sync::Mutex<crate::matching::MatchStage>>,
+    faces: Option<crate::faces::FaceStore>,
+    verifier: std::sync::Arc<crate::authenticity::DeviceVerifier>,
+    clock: facepay_domain::time::SharedClock,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), TransportError> {
+    // The stage's state (gallery, recent captures) outlives a run: a restarted run keeps it.
+    let mut stage = stage.lock_owned().await;
+    let consumer = cfg.logged_consumer(&cfg.match_group_of(stage.shard()))?;
+    consumer.subscribe(&[&cfg.topic(DEVICE_EVENTS)])?;
+    let producer = cfg.producer()?;
+    let out = Outputs { commands: cfg.topic(LEDGER_COMMANDS), partials: cfg.topic(MATCH_PARTIALS) };
+    let mut errors = RecvErrors::default();
+    let mut guard = SkipGuard::default();
+    let mut assigned = Assigned::default();
+    let mut members_read = tokio::time::Instant::now();
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            msg = consumer.recv() => msg,
+        };
+        let Some(first) = errors.check(first).await? else { continue };
+        let mut batch = vec![first.detach()];
+        fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;
+        guard.check(&consumer, &cfg.topic(DEVICE_EVENTS), &mut batch);
+        // The member lists follow the ledger's cards (opened and closed by face, decided
+        // wherever the capture was resolved).
+        if let (true, Some(faces)) = (members_read.elapsed() >= MATCH_MEMBERS_REFRESH, &faces) {
+            stage.set_members(faces.members().await?);
+            members_read = tokio::time::Instant::now();
+        }
+        if let (true, Some(faces)) = (assigned.update(&consumer).grew, &faces) {
+            stage.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
+        }
+        // Route in order, send all, then wait: one round trip per batch, not per event.
+        let mut acks = Acks::with_capacity(batch.len());
+        for msg in &batch {
+            let accepted_at = accepted_at(msg, &verifier, clock.as_ref());
+            let (routed, partial) = stage_message(&registry, &verifier, &mut stage, msg, accepted_at);
+            // Only enrolments and deletions touch the face store: parse those again, no other.
+            if let (Some(faces), Some(StageMessage::Answer(a))) = (&faces, &routed) {
+                if matches!(a.body.kind(), "face_enrolled" | "face_deleted") {
+                    keep_face(faces, msg, accepted_at).await?;
+                }
+            }
+            out.send(&producer, stage.shard(), msg, routed, partial, &mut acks)?;
+        }
+        // The batch's captures are kept before its offsets are committed: a restart after
+        // the commit restores them (`FaceStore::recent_captures`), one before it routes them again.
+        let identified = stage.take_identified();
+        if let (Some(faces), false) = (&faces, identified.is_empty()) {
+            faces.remember_captures(identified, chrono::Utc::now()).await?;
+        }
+        acknowledged(acks).await?;
+        guard.processed(&batch);
+        commit_hints(&consumer, &batch);
+    }
+}
+
+/// Where the matcher stage's output goes.
+struct Outputs {
+    commands: String,
+    partials: String,
+}
+
+impl Outputs {
+    /// Enqueues what the stage made of `msg`: unsharded, `routed` to the ledger; sharded,
+    /// the capture's `partial` and (lead shard only) `routed` to the gather, keyed as `msg`.
+    fn send(
+        &self,
+        producer: &FutureProducer,
+        shard: crate::faces::Shard,
+        msg: &OwnedMessage,
+        routed: Option<StageMessage>,
+        partial: Option<crate::gather::GatherMessage>,
+        acks: &mut Acks,
+    ) -> Result<(), TransportError> {
+        if shard.count <= 1 {
+            return match routed {
+                Some(routed) => enqueue_command(producer, &self.commands, &routed, acks),
+                None => Ok(()),
+            };
+        }
+        let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
+        let lead = routed.filter(|_| shard.index == 0).map(|r| crate::gather::GatherMessage::Routed(Box::new(r)));
+        for out in partial.into_iter().chain(lead) {
+            let payload = serde_json::to_vec(&out)?;
+            enqueue(producer, FutureRecord::to(&self.partials).key(key.as_str()).payload(payload.as_slice()), acks)?;
+        }
+        Ok(())
+    }
+}
+
+/// Stores an enrolment (sealed) or a deletion (key shredded) carried by `msg`, so a restarted
+/// matcher loads what it answered. At-least-once: a repeat stores the face again, harmlessly.
+async fn keep_face(
+    faces: &crate::faces::FaceStore,
+    msg: &OwnedMessage,
+    accepted_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), TransportError> {
+    let Ok(env) = facepay_domain::parse_event(msg.payload().unwrap_or_default(), accepted_at) else { return Ok(()) };
+    crate::pipeline::keep_face(faces, &env).await.map_err(|e| match e {
+        crate::PipelineError::Store(s) => TransportError::Store(s),
+        other => TransportError::Faces(other.to_string()),
+    })
+}
+
+/// When the platform accepted a device-events record: the HTTP ingest's stamp when the record
+/// carries one under the platform's MAC, else the broker's log-append time when the topic
+/// keeps one, else now (this stage's read). Never a time a device chose (a record's create
+/// time is its producer's), and never ahead of this stage's clock.
+fn accepted_at(
+    msg: &OwnedMessage,
+    verifier: &crate::authenticity::DeviceVerifier,
+    clock: &dyn facepay_domain::time::Clock,
+) -> chrono::DateTime<chrono::Utc> {
+    let now = clock.now();
+    let stamped = header(msg, facepay_domain::auth::ACCEPTED_HEADER).and_then(|h| {
+        facepay_domain::auth::AcceptStamp::verify(h, verifier.platform_secret(), msg.payload().unwrap_or_default())
+    });
+    let appended = match msg.timestamp() {
+        rdkafka::Timestamp::LogAppendTime(ms) => Some(ms),
+        _ => None,
+    };
+    stamped.or(appended).and_then(chrono::DateTime::from_timestamp_millis).map_or(now, |at| at.min(now))
+}
+
+/// What the matcher stage makes of one device-events message accepted at `accepted_at`, and,
+/// split over shards, its partial answer to a capture. Nothing for a message that fails
+/// authentication (only counted) or an authenticated sender's rejection past its budget.
+fn stage_message(
+    registry: &crate::SharedRegistry,
+    verifier: &crate::authenticity::DeviceVerifier,
+    stage: &mut crate::matching::MatchStage,
+    msg: &OwnedMessage,
+    accepted_at: chrono::DateTime<chrono::Utc>,
+) -> (Option<StageMessage>, Option<crate::gather::GatherMessage>) {
+    use crate::authenticity::Refusal;
+    let bytes = msg.payload().unwrap_or_default();
+    let position = crate::authenticity::Position::Record { partition: msg.partition(), offset: msg.offset() };
+    let signature = header(msg, facepay_domain::auth::SIGNATURE_HEADER);
+    match crate::validate::validate_signed(bytes, signature, registry, verifier, accepted_at, position) {
+        Err(refusal) => {
+            let err = refusal.error();
+            crate::metrics::METRICS.refused_input(err.kind.as_str());
+            tracing::info!(field = %err.field, reason = %err.kind, "device event refused");
+            match refusal {
+                Refusal::Invalid { keep: true, error } => (Some(kept_rejection(msg, "kafka", &error)), None),
+                Refusal::Invalid { keep: false, .. } => {
+                    crate::metrics::METRICS.rejection_unkept();
+                    (None, None)
+                }
+                Refusal::Unauthenticated(_) => {
+                    crate::metrics::METRICS.unauthenticated("kafka");
+                    (None, None)
+                }
+            }
+        }
+        Ok(env) => {
+            let partial = stage.partial(&env);
+            let routed = match routed(stage, env) {
+                StageMessage::Command(cmd) => {
+                    // Bounded: a request id is short.
+                    let request_id = header(msg, REQUEST_ID_HEADER).filter(|v| v.len() <= REQUEST_ID_LEN_MAX);
+                    StageMessage::Command(Command { request_id: request_id.map(str::to_string), ..cmd })
+                }
+                other => other,
+            };
+            (Some(routed), partial)
+        }
+    }
+}
+
+/// What the matcher makes of one valid event, as a message for the ledger stage.
+fn routed(stage: &mut crate::matching::MatchStage, env: facepay_domain::Envelope) -> StageMessage {
+    let (event_id, device) = (env.event_id, env.origin.device().cloned());
+    match stage.route(env) {
+        crate::matching::Routed::Command(cmd) => StageMessage::Command(cmd),
+        crate::matching::Routed::Done(body) => StageMessage::Answer(facepay_domain::Outcome {
+            in_reply_to: event_id,
+            decided_at: chrono::Utc::now(),
+            device,
+            body,
+        }),
+    }
+}
