@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context};
 use facepay_ingest::faces::{FaceStore, Shard};
+use facepay_ingest::validate::refresh_registry;
 use facepay_ingest::{Pipeline, PipelineConfig, SharedRegistry};
 use facepay_ledger::sweep::Sweeper;
 use facepay_ledger::{Delivery, Ledger, LedgerStore, PgStore, Policy, SqliteStore};
@@ -252,7 +253,8 @@ impl App {
         };
         let (verifier, clock) = (config.verifier.clone(), config.clock.clone());
         let auth = Arc::new(Auth::new(store.clone(), verifier.pepper().clone()));
-        tokio::spawn(refresh_registry(std::sync::Arc::downgrade(&registry), store.clone()));
+        let refresher = refresh_registry(Arc::downgrade(&registry), store.clone(), std::future::pending());
+        tokio::spawn(refresher);
         // The sweeper decides through the same ledger (and its cache) as the ledger stage.
         let sweeper = Sweeper::new(ledger.clone(), Delivery::default(), clock.clone());
         let sweeper = SweeperTask::start(sweeper, config.sweep_interval);
@@ -272,23 +274,6 @@ impl App {
             orders: self.orders.clone(),
             clock: self.clock.clone(),
         })
-    }
-}
-
-/// Re-reads the registry (devices, device keys and their revocations, e.g. by `facepay keys
-/// revoke` from another process) every `REGISTRY_REFRESH_MS`, while the app lives.
-async fn refresh_registry(
-    registry: std::sync::Weak<RwLock<facepay_ledger::store::Registry>>,
-    store: Arc<dyn LedgerStore>,
-) {
-    let period = std::time::Duration::from_millis(facepay_domain::limits::REGISTRY_REFRESH_MS);
-    loop {
-        tokio::time::sleep(period).await;
-        let Some(shared) = registry.upgrade() else { return };
-        match store.registry().await {
-            Ok(fresh) => *shared.write().unwrap_or_else(|p| p.into_inner()) = fresh,
-            Err(e) => tracing::warn!(error = %e, "registry refresh failed; keeping the last one"),
-        }
     }
 }
 

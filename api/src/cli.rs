@@ -261,7 +261,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { stages } => {
-            let roles = crate::production::Roles::chosen(stages.as_deref())?;
+            let roles = crate::production::roles_chosen(stages.as_deref())?;
             let store = open_store(&config.database_url).await?;
             match &config.kafka_brokers {
                 Some(brokers) => serve_production(store, brokers, roles, &config).await,

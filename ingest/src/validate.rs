@@ -70,6 +70,29 @@ pub async fn learn_key(
     Ok(())
 }
 
+/// Re-reads the registry (devices, device keys and their revocations, e.g. by `facepay keys
+/// revoke` from another process) every `REGISTRY_REFRESH_MS`, while `registry` lives (its
+/// last owner dropped ends it) and until `stop` resolves. A failed read keeps the last one.
+pub async fn refresh_registry(
+    registry: std::sync::Weak<RwLock<Registry>>,
+    store: Arc<dyn facepay_ledger::LedgerStore>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let period = std::time::Duration::from_millis(facepay_domain::limits::REGISTRY_REFRESH_MS);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let Some(shared) = registry.upgrade() else { return };
+        match store.registry().await {
+            Ok(fresh) => *shared.write().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Err(e) => tracing::warn!(error = %e, "registry refresh failed; keeping the last one"),
+        }
+    }
+}
+
 /// Checks an already-parsed envelope's origin against the registry.
 pub fn check_origin(envelope: &Envelope, registry: &SharedRegistry) -> Result<(), FieldError> {
     let registry = registry.read().unwrap_or_else(|poisoned| poisoned.into_inner());

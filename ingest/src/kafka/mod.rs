@@ -17,6 +17,8 @@
 //! - [`gather_stage`]: matcher scale-out's gather (partials → decisions).
 //! - [`ledger_stage`]: decide and commit with the consumer offsets (commands → outbox).
 //! - [`relay`]: the outbox relay (outbox → outcomes and dead letters, once).
+//! - [`stages`]: which stages a process runs, started and supervised (the production
+//!   profile's topology; [`crate::pipeline`] is the embedded one).
 //!
 //! The partition keys of what the matcher sends the ledger are [`crate::wire`]'s.
 
@@ -28,6 +30,7 @@ pub mod ledger_stage;
 pub mod match_stage;
 pub mod produce;
 pub mod relay;
+pub mod stages;
 pub mod topology;
 
 pub use config::*;
@@ -38,4 +41,5 @@ pub use ledger_stage::*;
 pub use match_stage::*;
 pub use produce::*;
 pub use relay::*;
+pub use stages::{start, Roles, StageStopped, Stages, STAGE_NAMES};
 pub use topology::*;
