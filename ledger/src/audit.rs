@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::sqlite::ts;
 use crate::store::{NewEvent, StoredEvent};
+use crate::timestamp::ts;
 
 /// The `prev_hash` of a stream's first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

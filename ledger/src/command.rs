@@ -110,7 +110,7 @@ pub enum CommandKind {
     Lifecycle(Lifecycle),
     /// The channel's bill proves paid an order the ledger has unpaid: sent when finance
     /// resolves such a break as `confirmed_paid` (see [`crate::reconcile::settle`]).
-    ConfirmPaid(crate::reconcile::settle::ConfirmPaid),
+    ConfirmPaid(ConfirmPaid),
     /// A well-formed event whose handling is not in this build yet (reversal, refunds,
     /// Pay Score): refused with a reason and kept, never dropped.
     NotYetSupported {
@@ -237,5 +237,28 @@ impl Lifecycle {
             | Lifecycle::HoldCancel { merchant_id, out_order_no }
             | Lifecycle::HoldExpire { merchant_id, out_order_no } => format!("hold:{merchant_id}:{out_order_no}"),
         }
+    }
+}
+
+/// The channel's bill proves an order paid that the ledger has unpaid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmPaid {
+    pub merchant_id: MerchantId,
+    pub out_trade_no: OutTradeNo,
+    /// The amount the bill shows paid: must be the order's.
+    pub amount: Money,
+    /// When the channel took the money (the bill line's trade time).
+    pub paid_at: DateTime<Utc>,
+    /// The channel's transaction id of the payment (微信订单号), as the bill prints it.
+    pub channel_txn_id: String,
+    /// The break this settles.
+    pub break_id: Uuid,
+}
+
+impl ConfirmPaid {
+    /// The command that settles break `break_id`: its event id is derived from the break, so
+    /// resolving the same break again is recognised as the same command.
+    pub fn command(self, at: DateTime<Utc>) -> Command {
+        Command::new(Uuid::new_v5(&self.break_id, b"confirmed_paid"), at, None, CommandKind::ConfirmPaid(self))
     }
 }

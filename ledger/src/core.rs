@@ -3,16 +3,14 @@
 //! Both are synchronous and free of I/O, so every rule is tested with given/when/then on
 //! plain values, and replay is a fold of `apply`.
 
-use chrono::{DateTime, Utc};
-use facepay_domain::limits::{
-    DAILY_AMOUNT_CAP_DEFAULT_FEN, DAILY_COUNT_CAP_DEFAULT, FEE_RATE_PPM_PER_UNIT, ORDER_REVOKE_AFTER_MS,
-};
+use facepay_domain::limits::{DAILY_AMOUNT_CAP_DEFAULT_FEN, DAILY_COUNT_CAP_DEFAULT};
 use facepay_domain::time::shanghai_day;
-use facepay_domain::{DeclineReason, FaceCode, MerchantId, OrderStatus, PayerId, PaymentResult, RefusalReason};
-use uuid::Uuid;
+use facepay_domain::{DeclineReason, OrderStatus, PayerId, PaymentResult};
 
 use crate::command::{Command, CommandKind, Identity};
-use crate::model::{Account, Attempt, CaptureUse, Keys, LedgerEvent, LedgerState, Member, Order, Transfer};
+use crate::model::{Account, Attempt, Keys, LedgerEvent, LedgerState, Member, Order, Transfer};
+use crate::rules::{authorised_payer, fresh_capture, spend_capture, txn_id};
+pub use crate::rules::{fee_fen, order_revoked_by_time, DomainError};
 
 /// The payer-side caps, from configuration (defaults: the channel's community-stated caps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,36 +24,6 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self { daily_amount_cap_fen: DAILY_AMOUNT_CAP_DEFAULT_FEN, daily_count_cap: DAILY_COUNT_CAP_DEFAULT }
-    }
-}
-
-/// A command refused with nothing recorded in the ledger (the refusal itself is kept in the
-/// rejected-events table). Payment declines are not errors: they are events.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DomainError {
-    #[error("the payer already holds an open member card of this merchant")]
-    MemberCardAlreadyOpen,
-    #[error("the payer holds no open member card of this merchant")]
-    MemberCardNotOpen,
-    #[error("the card code is not the one the payer holds")]
-    CardCodeMismatch,
-    #[error("{kind} is not handled by this build yet")]
-    NotYetSupported { kind: String },
-    /// A refund, reversal, fee rate or Pay Score operation refused (channel code in the text).
-    #[error("refused: {} (channel code {})", .0.code(), .0.channel_code())]
-    Refused(RefusalReason),
-}
-
-impl DomainError {
-    /// Stable code, as stored and served.
-    pub fn code(&self) -> &'static str {
-        match self {
-            DomainError::MemberCardAlreadyOpen => "MEMBER_CARD_ALREADY_OPEN",
-            DomainError::MemberCardNotOpen => "MEMBER_CARD_NOT_OPEN",
-            DomainError::CardCodeMismatch => "CARD_CODE_MISMATCH",
-            DomainError::NotYetSupported { .. } => "NOT_YET_SUPPORTED",
-            DomainError::Refused(r) => r.code(),
-        }
     }
 }
 
@@ -90,19 +58,6 @@ pub fn decide(state: &LedgerState, cmd: &Command, policy: &Policy) -> Result<Vec
     }
 }
 
-/// The payer a face-authorised command's capture resolved to, or its refusal.
-pub(crate) fn authorised_payer(identity: &Identity) -> Result<&PayerId, DomainError> {
-    identity.payer().ok_or(DomainError::Refused(RefusalReason::IdentityUnresolved))
-}
-
-/// Refuses a face-authorised command whose capture is spent (a face code authorises once).
-pub(crate) fn fresh_capture(state: &LedgerState, face_code: &FaceCode) -> Result<(), DomainError> {
-    match state.captures.contains_key(face_code) {
-        true => Err(DomainError::Refused(RefusalReason::CaptureUsed)),
-        false => Ok(()),
-    }
-}
-
 /// Opens or closes a member card, for the payer the command's capture resolved to. The same
 /// card asked to open again changes nothing (and spends nothing).
 fn decide_card(state: &LedgerState, kind: &CommandKind) -> Result<Vec<LedgerEvent>, DomainError> {
@@ -129,24 +84,6 @@ fn decide_card(state: &LedgerState, kind: &CommandKind) -> Result<Vec<LedgerEven
         (_, Some(_)) => Err(DomainError::CardCodeMismatch),
         (_, None) => Err(DomainError::MemberCardNotOpen),
     }
-}
-
-/// The id of the transfer a command causes: derived from the inbound event id, so a
-/// redelivered event can never post under a fresh id. (A command posts one transfer of its
-/// own at most; the hold expiries it posts first have ids of their own, see
-/// [`crate::lifecycle::expire_due_holds`].)
-pub(crate) fn txn_id(cmd: &Command) -> Uuid {
-    Uuid::new_v5(&cmd.event_id, b"txn:0")
-}
-
-/// The fee on `amount_fen` at `rate_ppm`, rounded half up to the fen (60.00 at 0.54 % → 0.32).
-pub fn fee_fen(amount_fen: i64, rate_ppm: i64) -> i64 {
-    (amount_fen * rate_ppm + FEE_RATE_PPM_PER_UNIT / 2) / FEE_RATE_PPM_PER_UNIT
-}
-
-/// True when an unpaid order has outlived its 45 s at `now` (the platform's time of the command).
-pub fn order_revoked_by_time(order: &Order, now: DateTime<Utc>) -> bool {
-    order.status == OrderStatus::Declined && (now - order.created_at).num_milliseconds() >= ORDER_REVOKE_AFTER_MS
 }
 
 /// A payment, decided in the documented order. Nothing for an exact retry (the stored outcome
@@ -314,19 +251,6 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, occurred_at: chrono::
 
 fn consume_capture(state: &mut LedgerState, attempt: &Attempt) {
     spend_capture(state, Some(&attempt.face_code), &attempt.merchant_id, attempt.out_trade_no.to_string());
-}
-
-/// Records `face_code` as spent by `used_by` at `merchant_id` (the first use stands).
-pub(crate) fn spend_capture(
-    state: &mut LedgerState,
-    face_code: Option<&FaceCode>,
-    merchant_id: &MerchantId,
-    used_by: String,
-) {
-    if let Some(face_code) = face_code {
-        let use_ = CaptureUse { merchant_id: merchant_id.clone(), used_by };
-        state.captures.entry(face_code.clone()).or_insert(use_);
-    }
 }
 
 fn set_order(

@@ -10,6 +10,7 @@
 //! - [`command`]: what the pipeline asks (`Pay`, `Query`, `Fund`, …).
 //! - [`model`]: ledger events, balanced transfers, accounts, and the state they fold into.
 //! - [`core`]: `decide` and `apply`: pure, synchronous, I/O-free.
+//! - [`rules`]: what every decision shares (refusals, fees, transfer ids, captures, the 45 s).
 //! - [`lifecycle`]: the same for what follows a payment: reversal, refunds, fees, Pay Score holds.
 //! - [`store`]: the store trait, its rows and its errors.
 //! - [`sqlite`]: the embedded store; [`postgres`]: the production store, behind the same trait.
@@ -17,6 +18,8 @@
 //!   crate's only `unsafe`).
 //! - [`credentials`]: API keys and the audit log of admin and finance actions.
 //! - [`audit`]: the hash chain over each stream's events, and its verifier.
+//! - `timestamp`: the one text form of an instant the ledger writes (hashed by the audit
+//!   chain, stored by the embedded store).
 //! - [`service`]: batching, idempotent answers, projection writing, replay.
 //! - [`lookup`]: order lookups read together, a query per batch of waiting callers.
 //! - [`sweep`]: the ledger's clock: revokes orders unpaid after 45 s and expires 30-day holds.
@@ -31,11 +34,13 @@ pub mod model;
 pub mod postgres;
 pub mod reconcile;
 mod rows;
+pub mod rules;
 pub mod service;
 pub mod sqlite;
 mod sqlite_raw;
 pub mod store;
 pub mod sweep;
+mod timestamp;
 
 pub use command::{Command, CommandKind, Identity, Lifecycle};
 pub use core::{decide, DomainError, Policy};

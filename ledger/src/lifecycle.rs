@@ -15,10 +15,10 @@ use facepay_domain::{
 use uuid::Uuid;
 
 use crate::command::{Command, CommandKind, Lifecycle};
-use crate::core::{authorised_payer, fee_fen, fresh_capture, order_revoked_by_time, txn_id, DomainError};
 use crate::model::{
     Account, Hold, HoldKey, HoldStatus, Keys, LedgerEvent, LedgerState, Order, OrderKey, Refund, Transfer,
 };
+use crate::rules::{authorised_payer, fee_fen, fresh_capture, order_revoked_by_time, txn_id, DomainError};
 
 fn refuse<T>(reason: RefusalReason) -> Result<T, DomainError> {
     Err(DomainError::Refused(reason))
@@ -370,7 +370,7 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, at: DateTime<Utc>) {
             state.fee_rates_ppm.insert(merchant_id.clone(), *fee_rate_ppm);
         }
         LedgerEvent::HoldCreated { merchant_id, out_order_no, payer_id, amount, face_code, .. } => {
-            crate::core::spend_capture(state, face_code.as_ref(), merchant_id, format!("pay_score|{out_order_no}"));
+            crate::rules::spend_capture(state, face_code.as_ref(), merchant_id, format!("pay_score|{out_order_no}"));
             let hold = Hold {
                 payer_id: payer_id.clone(),
                 hold_fen: amount.fen(),

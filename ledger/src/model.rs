@@ -723,3 +723,26 @@ impl LedgerState {
         for_each_entity!(put);
     }
 }
+
+/// An order or hold whose deadline has passed at the sweep's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// An order still unpaid (declined, awaiting the payer) created at `created_at`.
+    Order { merchant_id: MerchantId, out_trade_no: OutTradeNo, created_at: DateTime<Utc> },
+    /// A Pay Score hold neither completed nor cancelled, created at `created_at`.
+    Hold { merchant_id: MerchantId, out_order_no: OutOrderNo, created_at: DateTime<Utc> },
+}
+
+impl Due {
+    /// When the deadline fell: the tick's event time.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        match self {
+            Due::Order { created_at, .. } => {
+                *created_at + chrono::Duration::milliseconds(facepay_domain::limits::ORDER_REVOKE_AFTER_MS)
+            }
+            Due::Hold { created_at, .. } => {
+                *created_at + chrono::Duration::milliseconds(facepay_domain::limits::HOLD_EXPIRY_MS)
+            }
+        }
+    }
+}

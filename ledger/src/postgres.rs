@@ -799,7 +799,7 @@ impl LedgerStore for PgStore {
     }
 
     // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
-    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::sweep::Due>, StoreError> {
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::model::Due>, StoreError> {
         let orders_before = now - chrono::Duration::milliseconds(ORDER_REVOKE_AFTER_MS);
         let holds_before = now - chrono::Duration::milliseconds(HOLD_EXPIRY_MS);
         let rows = sqlx::query(DUE)

@@ -275,17 +275,17 @@ pub(crate) fn fill_hold(st: &mut LedgerState, r: &dyn Cells) -> Result<(), Store
 
 /// A row of [`crate::store::LedgerStore::due`]'s query: `kind` is `order` or `hold`, `no`
 /// the order's or the hold's number.
-pub(crate) fn due_from(r: &dyn Cells) -> Result<crate::sweep::Due, StoreError> {
+pub(crate) fn due_from(r: &dyn Cells) -> Result<crate::model::Due, StoreError> {
     let merchant_id = id("merchant", r.text("merchant_id")?, MerchantId::parse)?;
     let created_at = r.at("created_at")?;
     match r.text("kind")?.as_str() {
         "order" => {
             let out_trade_no = id("out_trade_no", r.text("no")?, OutTradeNo::parse)?;
-            Ok(crate::sweep::Due::Order { merchant_id, out_trade_no, created_at })
+            Ok(crate::model::Due::Order { merchant_id, out_trade_no, created_at })
         }
         "hold" => {
             let out_order_no = id("out_order_no", r.text("no")?, OutOrderNo::parse)?;
-            Ok(crate::sweep::Due::Hold { merchant_id, out_order_no, created_at })
+            Ok(crate::model::Due::Hold { merchant_id, out_order_no, created_at })
         }
         other => Err(corrupt("due kind", other, "unknown")),
     }

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use facepay_domain::limits::{
     HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS, SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB, SQLITE_MMAP_BYTES,
     SQLITE_READ_CONNECTIONS_MAX,
@@ -67,49 +67,14 @@ impl SqliteStore {
     }
 }
 
-/// The one timestamp format the embedded store writes: RFC 3339 in UTC with microseconds
-/// (`2026-03-03T08:00:00.123456Z`, always 27 bytes), which sorts as text in time order.
-/// Written by hand: chrono's formatter cost ~4 % of a bill import (a timestamp per line).
-pub(crate) fn ts(at: &DateTime<Utc>) -> String {
-    let (date, time) = (at.date_naive(), at.time());
-    let micros = time.nanosecond() / 1_000;
-    let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9_999);
-    let Some(year) = year.filter(|_| micros < 1_000_000) else {
-        // Outside four-digit years, or a leap second: chrono's own (same format otherwise).
-        return at.to_rfc3339_opts(SecondsFormat::Micros, true);
-    };
-    let mut b = *b"0000-00-00T00:00:00.000000Z";
-    let fields = [(0, 4, year), (5, 2, date.month()), (8, 2, date.day()), (11, 2, time.hour())];
-    let fields = fields.into_iter().chain([(14, 2, time.minute()), (17, 2, time.second()), (20, 6, micros)]);
-    for (at, width, mut v) in fields {
-        for i in (at..at + width).rev() {
-            b[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    }
-    String::from_utf8(b.to_vec()).expect("ASCII digits and separators")
-}
+pub(crate) use crate::timestamp::ts;
 
 /// Reads a stored timestamp: [`ts`]'s format directly, anything else RFC 3339 through chrono.
 pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    match parse_ts_canonical(s.as_bytes()) {
+    match crate::timestamp::parse_canonical(s.as_bytes()) {
         Some(t) => Ok(t),
         None => DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| corrupt("timestamp", s, e)),
     }
-}
-
-/// [`ts`]'s exact format, or `None` (then chrono decides, and names the error).
-fn parse_ts_canonical(b: &[u8]) -> Option<DateTime<Utc>> {
-    let shape = b.len() == 27 && b[26] == b'Z' && b[10] == b'T' && b[19] == b'.';
-    if !(shape && b[4] == b'-' && b[7] == b'-' && b[13] == b':' && b[16] == b':') {
-        return None;
-    }
-    let num = |from: usize, to: usize| {
-        b[from..to].iter().try_fold(0_u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-    };
-    let date = NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)?;
-    let time = date.and_hms_micro_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 26)?)?;
-    Some(time.and_utc())
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
@@ -855,7 +820,7 @@ impl LedgerStore for SqliteStore {
     }
 
     // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
-    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::sweep::Due>, StoreError> {
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::model::Due>, StoreError> {
         let orders_before = now - chrono::Duration::milliseconds(ORDER_REVOKE_AFTER_MS);
         let holds_before = now - chrono::Duration::milliseconds(HOLD_EXPIRY_MS);
         let rows = sqlx::query(DUE)
@@ -1018,10 +983,10 @@ mod tests {
         fn timestamps_format_as_chrono_does_and_read_back(secs in -62_135_596_800_i64..253_402_300_799, nanos in 0_u32..1_000_000_000) {
             let at = DateTime::from_timestamp(secs, nanos).expect("in range");
             let text = ts(&at);
-            prop_assert_eq!(&text, &at.to_rfc3339_opts(SecondsFormat::Micros, true));
+            prop_assert_eq!(&text, &at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
             let micros = DateTime::from_timestamp(secs, nanos / 1_000 * 1_000).expect("in range");
             prop_assert_eq!(parse_ts(&text).expect("reads back"), micros);
-            prop_assert_eq!(parse_ts_canonical(text.as_bytes()), Some(micros));
+            prop_assert_eq!(crate::timestamp::parse_canonical(text.as_bytes()), Some(micros));
         }
     }
 
@@ -1031,10 +996,10 @@ mod tests {
         assert_eq!(ts(&at), "2026-03-03T00:00:00.000000Z");
         assert_eq!(parse_ts("2026-03-03T00:00:00Z").expect("no fraction"), at);
         for bad in ["2026-02-30T00:00:00.000000Z", "2026-03-03T24:00:00.000000Z", "2026-03-03T00:00:00.00000xZ", ""] {
-            assert!(parse_ts_canonical(bad.as_bytes()).is_none(), "{bad}");
+            assert!(crate::timestamp::parse_canonical(bad.as_bytes()).is_none(), "{bad}");
             assert!(matches!(parse_ts(bad), Err(StoreError::Corrupt(_))), "{bad}");
         }
         let far = DateTime::from_timestamp(253_402_300_800, 0).expect("year 10000");
-        assert_eq!(ts(&far), far.to_rfc3339_opts(SecondsFormat::Micros, true));
+        assert_eq!(ts(&far), far.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     }
 }

@@ -350,7 +350,7 @@ pub trait LedgerStore: crate::credentials::CredentialStore + Send + Sync + 'stat
 
     /// Up to `limit` orders and holds past their deadline at `now` (orders still unpaid 45 s
     /// after creation, holds still open 30 days after), oldest first within each kind.
-    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::sweep::Due>, StoreError>;
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::model::Due>, StoreError>;
     /// The keys of `payers`' holds still open and created at or before `created_before`:
     /// the holds a batch's payments may find expired and must release first, loaded with the
     /// batch (partial index of migration 0010).

@@ -25,11 +25,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use facepay_domain::limits::{
-    HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS, SWEEP_BATCH_MAX, SWEEP_EVENT_TIME_LAG_MS, SWEEP_LEASE_MS,
-};
+use facepay_domain::limits::{SWEEP_BATCH_MAX, SWEEP_EVENT_TIME_LAG_MS, SWEEP_LEASE_MS};
 use facepay_domain::time::SharedClock;
-use facepay_domain::{MerchantId, OutOrderNo, OutTradeNo, OutcomeBody};
+use facepay_domain::OutcomeBody;
 use uuid::Uuid;
 
 use crate::command::{Command, CommandKind, Lifecycle};
@@ -47,24 +45,7 @@ pub const TICK_KINDS: [&str; 2] = ["order_revoke_due", "pay_score_order_expire"]
 /// The sweeper's lease: one process at a time sweeps.
 pub const SWEEP_LEASE: &str = "sweeper";
 
-/// An order or hold whose deadline has passed at the sweep's clock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Due {
-    /// An order still unpaid (declined, awaiting the payer) created at `created_at`.
-    Order { merchant_id: MerchantId, out_trade_no: OutTradeNo, created_at: DateTime<Utc> },
-    /// A Pay Score hold neither completed nor cancelled, created at `created_at`.
-    Hold { merchant_id: MerchantId, out_order_no: OutOrderNo, created_at: DateTime<Utc> },
-}
-
-impl Due {
-    /// When the deadline fell: the tick's event time.
-    pub fn due_at(&self) -> DateTime<Utc> {
-        match self {
-            Due::Order { created_at, .. } => *created_at + chrono::Duration::milliseconds(ORDER_REVOKE_AFTER_MS),
-            Due::Hold { created_at, .. } => *created_at + chrono::Duration::milliseconds(HOLD_EXPIRY_MS),
-        }
-    }
-}
+pub use crate::model::Due;
 
 /// What is due at `now` in `state` (orders still unpaid, holds still open, past their
 /// deadlines): what a store's `due` query finds, for a state held whole (replays, tests).

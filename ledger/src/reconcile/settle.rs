@@ -23,36 +23,13 @@
 //! attempt already).
 
 use chrono::{DateTime, Utc};
-use facepay_domain::{MerchantId, Money, OrderStatus, OutTradeNo, RefusalReason};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use facepay_domain::{OrderStatus, RefusalReason};
 
-use crate::command::{Command, CommandKind};
-use crate::core::{fee_fen, txn_id, DomainError};
+use crate::command::Command;
 use crate::model::{Account, Attempt, Keys, LedgerEvent, LedgerState, Transfer};
+use crate::rules::{fee_fen, txn_id, DomainError};
 
-/// The channel's bill proves an order paid that the ledger has unpaid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfirmPaid {
-    pub merchant_id: MerchantId,
-    pub out_trade_no: OutTradeNo,
-    /// The amount the bill shows paid: must be the order's.
-    pub amount: Money,
-    /// When the channel took the money (the bill line's trade time).
-    pub paid_at: DateTime<Utc>,
-    /// The channel's transaction id of the payment (微信订单号), as the bill prints it.
-    pub channel_txn_id: String,
-    /// The break this settles.
-    pub break_id: Uuid,
-}
-
-impl ConfirmPaid {
-    /// The command that settles break `break_id`: its event id is derived from the break, so
-    /// resolving the same break again is recognised as the same command.
-    pub fn command(self, at: DateTime<Utc>) -> Command {
-        Command::new(Uuid::new_v5(&self.break_id, b"confirmed_paid"), at, None, CommandKind::ConfirmPaid(self))
-    }
-}
+pub use crate::command::ConfirmPaid;
 
 /// Decides a confirmation: refused when the order is unknown, already paid, reversed, or
 /// of another amount; otherwise one [`LedgerEvent::PaymentConfirmed`].
