@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# PostgreSQL: the store suite (ledger/tests/store.rs) runs every test against SQLite and
+# PostgreSQL: the store suite (ledger/tests/ledger/store.rs) runs every test against SQLite and
 # against PostgreSQL, each PostgreSQL test on a database of its own, created on the server
 # of FACEPAY_TEST_DATABASE_URL and dropped afterwards. CI requires it.
 pg_url="${FACEPAY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
@@ -26,8 +26,8 @@ else
 fi
 # Kafka: the transport suites need a Kafka-API broker at FACEPAY_TEST_KAFKA_BROKERS (default
 # 127.0.0.1:9092); scripts/kafka.sh installs and starts tansu there. Each test run uses
-# topics and groups of its own. tests/tests/kafka_pipeline.rs (transport, poison messages);
-# with PostgreSQL too: api/tests/end_to_end.rs (Kafka equals embedded), scale_out.rs (two
+# topics and groups of its own. facepay/tests/facepay/e2e/: kafka_pipeline.rs (transport, poison
+# messages); with PostgreSQL too, one at a time: end_to_end.rs (Kafka equals embedded), scale_out.rs (two
 # processes), crash.rs (kill -9 six times under load), restarts.rs (PostgreSQL restarted
 # mid-run; needs pg_ctlcluster), broker_restart.rs (a tansu of its own on port 19092 with
 # sqlite storage, restarted mid-run; needs tansu installed).

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{AdminOnly, Authorized, FinanceOrAdmin, NewKey};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::http::{page_limit, AppState, Page};
+use crate::page::{page_limit, Page};
+use crate::state::AppState;
 
 /// A key just created: its token is shown here once and never again.
 #[derive(Serialize)]

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use chrono::Utc;
 use facepay_domain::auth::{device_secret, secret_hash, secret_matches, ApiToken, KeyId, Pepper, Role, SecretBytes};
@@ -28,7 +28,6 @@ use facepay_ledger::{LedgerStore, StoreError};
 use rand::RngCore;
 
 use crate::error::ApiError;
-use crate::http::AppState;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,7 +369,7 @@ pub struct ClientAddr(pub IpAddr);
 /// (`facepay_unauthenticated_total{source="http"}`). Nothing an unauthenticated caller
 /// sends is written anywhere.
 pub async fn throttle(
-    axum::extract::State(st): axum::extract::State<AppState>,
+    axum::extract::State(auth): axum::extract::State<Arc<Auth>>,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -379,7 +378,7 @@ pub async fn throttle(
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    if let Err(retry_after_secs) = st.auth.failures.has_room(&addr, Instant::now()) {
+    if let Err(retry_after_secs) = auth.failures.has_room(&addr, Instant::now()) {
         facepay_ingest::metrics::METRICS.unauthenticated("http_throttled");
         return ApiError::RateLimited { retry_after_secs }.into_response();
     }
@@ -387,7 +386,7 @@ pub async fn throttle(
     let resp = next.run(req).await;
     if resp.status() == axum::http::StatusCode::UNAUTHORIZED {
         facepay_ingest::metrics::METRICS.unauthenticated("http");
-        let _ = st.auth.failures.take(&addr, Instant::now());
+        let _ = auth.failures.take(&addr, Instant::now());
     }
     resp
 }
@@ -429,22 +428,28 @@ impl<R> std::ops::Deref for Authorized<R> {
     }
 }
 
-impl<R: Roles> FromRequestParts<AppState> for Authorized<R> {
+impl<R: Roles, S: Send + Sync> FromRequestParts<S> for Authorized<R>
+where
+    Arc<Auth>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let principal = Principal::from_request_parts(parts, state).await?;
         principal.require(R::ROLES)?;
         Ok(Authorized(principal, std::marker::PhantomData))
     }
 }
 
-impl FromRequestParts<AppState> for Principal {
+impl<S: Send + Sync> FromRequestParts<S> for Principal
+where
+    Arc<Auth>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let principal = state.auth.authenticate(header).await?;
+        let principal = Arc::<Auth>::from_ref(state).authenticate(header).await?;
         tracing::Span::current().record("principal", principal.key_id.as_str());
         Ok(principal)
     }

@@ -11,107 +11,21 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use facepay_domain::auth::{AcceptStamp, EventSignature, KeyId, Role, SIGNATURE_HEADER};
-use facepay_domain::limits::{EVENT_BYTES_MAX, INGEST_ENQUEUE_TIMEOUT_MS, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
+use facepay_domain::limits::EVENT_BYTES_MAX;
 use facepay_domain::money::fen_to_string;
-use facepay_domain::time::SharedClock;
 use facepay_domain::{FieldError, FieldErrorKind, MerchantId, OrderStatus, OutTradeNo, PayerId, PaymentResult};
-use facepay_ingest::authenticity::{DeviceVerifier, Position, Refusal};
-use facepay_ingest::kafka::{device_event_headers, device_event_key};
+use facepay_ingest::authenticity::{Position, Refusal};
 use facepay_ingest::validate::{learn_key, validate, validate_signed};
-use facepay_ingest::{Inbound, SharedRegistry};
 use facepay_ledger::model::Keys;
 use facepay_ledger::store::{HistoryFilter, HistoryRow, MemberView, RejectedEvent};
-use facepay_ledger::{Account, LedgerStore};
+use facepay_ledger::Account;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use tokio::sync::mpsc;
 
 use crate::auth::{Auth, Authorized, FinanceOrAdmin, MerchantOrFinance, OrderReaders, Principal};
 use crate::error::ApiError;
 use crate::extract::{read_body, ApiPath, ApiQuery};
-
-/// What every handler shares, behind one `Arc`: axum clones the state for each request,
-/// and cloning (then dropping) each field's handle was 4 % of the API's CPU under load.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The handlers' shared parts.
-pub struct Shared {
-    pub store: Arc<dyn LedgerStore>,
-    pub registry: SharedRegistry,
-    /// Where `POST /v1/events` puts what it accepts.
-    pub input: Ingress,
-    /// API keys, principals, rate limits, cursors.
-    pub auth: Arc<Auth>,
-    /// Device signatures (the same checks the validate stage runs).
-    pub verifier: Arc<DeviceVerifier>,
-    /// Order lookups, read together: the route devices poll after a timeout.
-    pub orders: facepay_ledger::lookup::OrderLookup,
-    /// The platform's clock: an event's accept time.
-    pub clock: SharedClock,
-}
-
-/// Where the HTTP ingest path puts an accepted event.
-#[derive(Clone)]
-pub enum Ingress {
-    /// The embedded pipeline's input channel.
-    Pipeline(mpsc::Sender<Inbound>),
-    /// The device-events topic (production): an event is accepted (202) only once the broker
-    /// has acknowledged it, so a 202 is never lost; a broker that does not answer within
-    /// `timeout` gets the device a 503 to retry.
-    Kafka { producer: rdkafka::producer::FutureProducer, topic: String, timeout: Duration },
-}
-
-impl Ingress {
-    /// Puts an event in: the parsed envelope in-process; over Kafka the very bytes it came as,
-    /// with their signature, so the matcher checks them again, and the platform's stamp of
-    /// when it accepted them (`stamp`), so the matcher judges them on that time.
-    async fn accept(
-        &self,
-        envelope: facepay_domain::Envelope,
-        body: &[u8],
-        signature: &str,
-        stamp: &str,
-    ) -> Result<(), ApiError> {
-        match self {
-            Ingress::Pipeline(input) => {
-                let timeout = Duration::from_millis(INGEST_ENQUEUE_TIMEOUT_MS);
-                let request_id = crate::error::REQUEST_ID.try_with(Clone::clone).ok();
-                let inbound = Inbound::Checked { envelope, request_id };
-                input.send_timeout(inbound, timeout).await.map_err(|_| ApiError::Overloaded)
-            }
-            Ingress::Kafka { producer, topic, timeout } => {
-                let (device, merchant) = (envelope.origin.device(), envelope.origin.merchant_id());
-                let event_id = envelope.event_id.to_string();
-                let key = device_event_key(
-                    device.map(|d| d.device_id.as_str()),
-                    merchant.map(|m| m.as_str()),
-                    Some(event_id.as_str()),
-                );
-                let request_id = crate::error::REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
-                let headers = device_event_headers(Some(signature), Some(stamp), Some(request_id.as_str()));
-                let record = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(body).headers(headers);
-                producer.send(record, *timeout).await.map(|_| ()).map_err(|(e, _)| {
-                    tracing::warn!(error = %e, "the broker did not take an event; the device is told to retry");
-                    ApiError::Overloaded
-                })
-            }
-        }
-    }
-}
+use crate::page::{page_limit, LimitQuery, Page};
+use crate::state::{AppState, Ingress};
 
 /// The router of the whole API. From the outside in: request ids, the one error body for
 /// every failure ([`crate::error::json_errors`]), the throttle of failed authentication
@@ -312,14 +226,6 @@ struct HistoryItem {
     amount: String,
 }
 
-#[derive(Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
 fn history_filter(
     q: HistoryQuery,
     auth: &Auth,
@@ -449,21 +355,6 @@ async fn settlement(
         })
         .collect();
     Ok(Json(Page { items, next_cursor: None }))
-}
-
-#[derive(Deserialize)]
-pub(crate) struct LimitQuery {
-    pub(crate) limit: Option<u32>,
-}
-
-/// A page size: [`PAGE_LIMIT_DEFAULT`] when absent, else 1 to [`PAGE_LIMIT_MAX`] (400 outside).
-pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
-    match limit.unwrap_or(PAGE_LIMIT_DEFAULT) {
-        l @ 1..=PAGE_LIMIT_MAX => Ok(l),
-        _ => {
-            Err(FieldError::new("limit", FieldErrorKind::OutOfRange, format!("between 1 and {PAGE_LIMIT_MAX}")).into())
-        }
-    }
 }
 
 /// `GET /v1/rejected-events`: the newest rejections with their reasons (raw bodies omitted).

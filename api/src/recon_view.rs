@@ -10,7 +10,7 @@ use facepay_ledger::reconcile::store::{BreakRow, ImportOutcome, ImportRow, RunRo
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::reconcile::ReconcileReport;
+use facepay_ledger::reconcile::store::ReconcileReport;
 
 /// Milli-fen (the bill's 5-decimal fees) as a decimal string of CNY with 5 places.
 pub fn mfen_to_string(mfen: i64) -> String {

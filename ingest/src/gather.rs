@@ -2,7 +2,7 @@
 //! N shards (`FACEPAY_MATCHER_SHARD=i/N`); each shard searches its part of the gallery for
 //! every capture and publishes a [`Partial`] answer, and the gather merges the N partials of a
 //! capture and applies the [`MatchPolicy`] to the union, which decides exactly as one search of
-//! the whole gallery would (`matcher/tests/shards.rs`).
+//! the whole gallery would (`matcher/tests/matcher/shards.rs`).
 //!
 //! Everything else the matcher makes of a device's events (its commands, answers and
 //! rejections) comes from shard 0, the lead, on the same topic and partition as the partials

@@ -11,7 +11,7 @@ use facepay_domain::auth::{KeyId, Role};
 use facepay_domain::{DeviceId, MerchantId, StoreId};
 use serde::Serialize;
 
-use crate::store::StoreError;
+use crate::store_error::StoreError;
 
 /// One credential's row. `secret_hash` is `HMAC-SHA256(pepper, secret)`, hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,7 +129,7 @@ macro_rules! credential_store {
                 &self,
                 key: &$crate::credentials::Credential,
                 audit: &$crate::credentials::AuditEntry,
-            ) -> Result<(), $crate::store::StoreError> {
+            ) -> Result<(), $crate::store_error::StoreError> {
                 use $crate::credentials::millis;
                 let ph: Vec<String> = (1..=11).map($p).collect();
                 let sql =
@@ -157,13 +157,13 @@ macro_rules! credential_store {
             async fn key_get(
                 &self,
                 key_id: &facepay_domain::auth::KeyId,
-            ) -> Result<Option<$crate::credentials::Credential>, $crate::store::StoreError> {
+            ) -> Result<Option<$crate::credentials::Credential>, $crate::store_error::StoreError> {
                 let sql = format!("SELECT {} FROM api_keys WHERE key_id = {}", $crate::credentials::KEY_COLUMNS, $p(1));
                 let row = sqlx::query(&sql).bind(key_id.as_str()).fetch_optional(&self.$pool).await?;
                 row.map(|r| Self::key_row(&r)).transpose()
             }
 
-            async fn key_list(&self) -> Result<Vec<$crate::credentials::Credential>, $crate::store::StoreError> {
+            async fn key_list(&self) -> Result<Vec<$crate::credentials::Credential>, $crate::store_error::StoreError> {
                 let sql = format!(
                     "SELECT {} FROM api_keys ORDER BY created_at DESC, key_id",
                     $crate::credentials::KEY_COLUMNS
@@ -176,7 +176,7 @@ macro_rules! credential_store {
                 key_id: &facepay_domain::auth::KeyId,
                 at: chrono::DateTime<chrono::Utc>,
                 audit: &$crate::credentials::AuditEntry,
-            ) -> Result<bool, $crate::store::StoreError> {
+            ) -> Result<bool, $crate::store_error::StoreError> {
                 let sql = format!(
                     "UPDATE api_keys SET revoked_at = {} WHERE key_id = {} AND revoked_at IS NULL",
                     $p(1),
@@ -200,7 +200,7 @@ macro_rules! credential_store {
                 &self,
             ) -> Result<
                 std::collections::HashMap<facepay_domain::auth::KeyId, $crate::credentials::Credential>,
-                $crate::store::StoreError,
+                $crate::store_error::StoreError,
             > {
                 let sql = format!(
                     "SELECT {} FROM api_keys WHERE role = 'device' AND revoked_at IS NULL",
@@ -213,7 +213,7 @@ macro_rules! credential_store {
             async fn audit_append(
                 &self,
                 entry: &$crate::credentials::AuditEntry,
-            ) -> Result<(), $crate::store::StoreError> {
+            ) -> Result<(), $crate::store_error::StoreError> {
                 let mut tx = self.$pool.begin().await?;
                 Self::audit_in(&mut tx, entry).await?;
                 tx.commit().await?;
@@ -224,7 +224,7 @@ macro_rules! credential_store {
                 &self,
                 before_seq: Option<i64>,
                 limit: u32,
-            ) -> Result<Vec<$crate::credentials::AuditEntry>, $crate::store::StoreError> {
+            ) -> Result<Vec<$crate::credentials::AuditEntry>, $crate::store_error::StoreError> {
                 use sqlx::Row;
                 let sql = format!(
                     "SELECT seq, at, principal, role, action, subject, detail FROM audit_log \
@@ -238,7 +238,7 @@ macro_rules! credential_store {
                     .fetch_all(&self.$pool)
                     .await?;
                 rows.iter()
-                    .map(|r| -> Result<$crate::credentials::AuditEntry, $crate::store::StoreError> {
+                    .map(|r| -> Result<$crate::credentials::AuditEntry, $crate::store_error::StoreError> {
                         let detail: String = r.try_get("detail")?;
                         Ok($crate::credentials::AuditEntry {
                             seq: r.try_get("seq")?,
@@ -255,7 +255,7 @@ macro_rules! credential_store {
         }
 
         impl $store {
-            fn key_row(r: &$row) -> Result<$crate::credentials::Credential, $crate::store::StoreError> {
+            fn key_row(r: &$row) -> Result<$crate::credentials::Credential, $crate::store_error::StoreError> {
                 use sqlx::Row;
                 $crate::credentials::credential_from($crate::credentials::KeyCells {
                     key_id: r.try_get("key_id")?,
@@ -275,7 +275,7 @@ macro_rules! credential_store {
             async fn audit_in(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 e: &$crate::credentials::AuditEntry,
-            ) -> Result<(), $crate::store::StoreError> {
+            ) -> Result<(), $crate::store_error::StoreError> {
                 let ph: Vec<String> = (1..=6).map($p).collect();
                 let sql = format!(
                     "INSERT INTO audit_log (at, principal, role, action, subject, detail) VALUES ({})",

@@ -12,8 +12,11 @@
 //! - [`core`]: `decide` and `apply`: pure, synchronous, I/O-free.
 //! - [`rules`]: what every decision shares (refusals, fees, transfer ids, captures, the 45 s).
 //! - [`lifecycle`]: the same for what follows a payment: reversal, refunds, fees, Pay Score holds.
-//! - [`store`]: the store trait, its rows and its errors.
+//! - [`store`]: the store trait, its rows and its errors (`store_error`).
+//! - [`stores`]: one database opened by URL, each role as the trait its callers take.
 //! - [`sqlite`]: the embedded store; [`postgres`]: the production store, behind the same trait.
+//! - `rows`: what both stores share apart from SQL: the rows a batch writes, built once, and
+//!   read rows parsed into the model over one `Cells` view of a row.
 //! - `sqlite_raw`: prepared statements on SQLite's own handle for a bill's bulk rows (the
 //!   crate's only `unsafe`).
 //! - [`credentials`]: API keys and the audit log of admin and finance actions.
@@ -23,6 +26,7 @@
 //! - [`service`]: batching, idempotent answers, projection writing, replay.
 //! - [`lookup`]: order lookups read together, a query per batch of waiting callers.
 //! - [`sweep`]: the ledger's clock: revokes orders unpaid after 45 s and expires 30-day holds.
+//! - [`reconcile`]: the channel's daily bill against the ledger (its own Layout).
 
 pub mod audit;
 pub mod command;
@@ -39,6 +43,8 @@ pub mod service;
 pub mod sqlite;
 mod sqlite_raw;
 pub mod store;
+mod store_error;
+pub mod stores;
 pub mod sweep;
 mod timestamp;
 
@@ -49,3 +55,4 @@ pub use postgres::PgStore;
 pub use service::{CommitRecorder, Delivery, Ledger, OutboxTopics, Rejection};
 pub use sqlite::SqliteStore;
 pub use store::{LedgerStore, StoreError};
+pub use stores::Stores;

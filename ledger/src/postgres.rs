@@ -533,7 +533,7 @@ fn history_query<'a>(head: &str, merchant: &'a MerchantId, f: &'a HistoryFilter)
 }
 
 impl PgStore {
-    /// The plan PostgreSQL picks for the history page query with `f` (`facepay bench api`
+    /// The plan PostgreSQL picks for the history page query with `f` (`facepay-bench api`
     /// shows it: pages come from an index, not a sequential scan).
     pub async fn explain_history(&self, merchant: &MerchantId, f: &HistoryFilter) -> Result<Vec<String>, StoreError> {
         let rows = history_query("EXPLAIN ", merchant, f).build().fetch_all(&self.pool).await?;
@@ -887,10 +887,6 @@ impl LedgerStore for PgStore {
                 })
             })
             .collect()
-    }
-
-    fn recon(&self) -> Option<std::sync::Arc<dyn crate::reconcile::store::ReconStore>> {
-        Some(std::sync::Arc::new(self.clone()))
     }
 
     async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {

@@ -34,7 +34,7 @@ pub struct Ledger {
     /// then every batch reads its entities from the store.
     cache_enabled: bool,
     /// Where a copy of every committed batch goes, when someone asked ([`Ledger::recording`]):
-    /// `facepay bench ledger` writes the very same batches again with no logic (its ceiling).
+    /// `facepay-bench ledger` writes the very same batches again with no logic (its ceiling).
     recorder: Option<CommitRecorder>,
 }
 

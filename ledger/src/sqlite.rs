@@ -916,10 +916,6 @@ impl LedgerStore for SqliteStore {
             .collect()
     }
 
-    fn recon(&self) -> Option<std::sync::Arc<dyn crate::reconcile::store::ReconStore>> {
-        Some(std::sync::Arc::new(self.clone()))
-    }
-
     async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {
         let rows = sqlx::query("SELECT key_id, ciphertext FROM face_templates WHERE payer_id = ? ORDER BY seq")
             .bind(payer.as_str())

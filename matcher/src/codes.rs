@@ -15,7 +15,7 @@
 //! the current limit, the best selected in linear time when twice as many piled up); the rerank computes their exact cosines from the caller's f32 rows, so every
 //! score returned is exact and only the candidate set is approximate: a genuine template
 //! the codes miss leaves strangers' scores, far below any threshold. Recall@1 against exact
-//! search is measured by `facepay bench matcher --codes-bits 256` (docs/BENCHMARKS.md).
+//! search is measured by `facepay-bench matcher --codes-bits 256` (docs/BENCHMARKS.md).
 //!
 //! Storage: codes are kept in groups of [`GROUP_ROWS`] = 8 rows, word-major within the group,
 //! so word `j` of the 8 rows is one 512-bit register: the AVX-512 kernel computes 8 distances

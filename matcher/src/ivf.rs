@@ -8,7 +8,7 @@
 //! with the SIMD kernels, queries in parallel.
 //!
 //! Synthetic faces are isotropic, the worst case for any partitioning, so the index is only
-//! trusted with a measured recall@1 against exact search (see `facepay bench matcher`).
+//! trusted with a measured recall@1 against exact search (see `facepay-bench matcher`).
 
 use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;

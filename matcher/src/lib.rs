@@ -25,13 +25,11 @@
 //!   accepted: its cells miss the genuine template on faces (see docs/BENCHMARKS.md).
 //! - [`topk`]: [`topk::TopK`], top-k selection without sorting.
 //! - [`kernels`]: SIMD inner-product kernels of the scans.
-//! - [`bench`]: the measurements behind `facepay bench matcher`.
 //! - [`vault`]: templates sealed at rest (ChaCha20-Poly1305, a data key per payer wrapped
 //!   by the master key; deletion shreds the key).
 //! - [`synthetic`]: [`synthetic::SyntheticFaces`], deterministic synthetic identities for
 //!   tests and benchmarks.
 
-pub mod bench;
 pub mod codes;
 pub mod flat;
 pub mod gallery;

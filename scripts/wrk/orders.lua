@@ -1,5 +1,5 @@
 -- wrk: GET an order by number, a random order of a random client's merchant, with that
--- client's merchant key (scripts/bench-api-wrk.sh; `facepay bench api --external` writes
+-- client's merchant key (scripts/bench-api-wrk.sh; `facepay-bench api --external` writes
 -- the clients file).
 --
 -- The requests are drawn at start-up (REQUESTS_PREBUILT random ones per wrk thread) and

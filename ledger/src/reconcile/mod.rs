@@ -8,7 +8,6 @@
 //!   PostgreSQL); breaks and resolutions are also appended to the ledger's event log.
 //! - [`settle`]: the pure core of the one resolution that moves money (`confirmed_paid`).
 
-pub mod bench;
 pub mod bill;
 pub mod classify;
 pub mod settle;

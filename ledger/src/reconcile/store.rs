@@ -428,6 +428,29 @@ async fn rescue_by_txn(
     Ok(rescue.finish(held))
 }
 
+/// A bill imported and its day reconciled: what `facepay reconcile` and the API's upload
+/// report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileReport {
+    pub import: ImportOutcome,
+    pub run: RunRow,
+    pub breaks: Vec<BreakRow>,
+}
+
+/// Imports the bill read from `input` ([`import_bill`]) and reconciles its day
+/// ([`run_reconciliation`]), both at `req.at`.
+pub async fn import_and_reconcile(
+    recon: Arc<dyn ReconStore>,
+    input: impl BufRead + Send + 'static,
+    mapping: Option<ColumnMapping>,
+    req: ImportRequest,
+) -> Result<ReconcileReport, ReconError> {
+    let at = req.at;
+    let import = import_bill(recon.as_ref(), input, mapping, req).await?;
+    let RunOutcome { run, breaks, .. } = run_reconciliation(recon, import.import.import_id, at).await?;
+    Ok(ReconcileReport { import, run, breaks })
+}
+
 /// The kinds of entry a bill of this layout prints: a SUCCESS bill only payments, a REFUND
 /// bill only refunds and reversals; the ledger's other entries are not looked for in it.
 pub fn covered_kinds(layout: &str) -> fn(EntryKind) -> bool {

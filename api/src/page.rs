@@ -1,0 +1,32 @@
+//! Pages of a list answer: the page size's bounds and the page's shape.
+
+use facepay_domain::limits::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
+use facepay_domain::{FieldError, FieldErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// A page of items, newest first where the list has an order.
+#[derive(Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `?limit=`: the page size asked for.
+#[derive(Deserialize)]
+pub(crate) struct LimitQuery {
+    pub(crate) limit: Option<u32>,
+}
+
+/// A page size: [`PAGE_LIMIT_DEFAULT`] when absent, else 1 to [`PAGE_LIMIT_MAX`] (400 outside).
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(PAGE_LIMIT_DEFAULT) {
+        l @ 1..=PAGE_LIMIT_MAX => Ok(l),
+        _ => {
+            Err(FieldError::new("limit", FieldErrorKind::OutOfRange, format!("between 1 and {PAGE_LIMIT_MAX}")).into())
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! `facepay-bench api`: the read API under load, with authentication on, over PostgreSQL
+//! holding a million orders.
+//!
+//! A fresh database on the given server is filled with `orders` orders (and their history
+//! rows) spread over `merchants` merchants, straight through SQL (the read path is what is
+//! measured, not the ledger's write path). The API is served in this process on a loopback
+//! port; `connections` clients, each with its own merchant key (as a fleet's devices and
+//! back offices each hold theirs), send requests back to back for `seconds` per phase:
+//! 1. `GET /v1/merchants/{m}/orders/{no}` for random orders of their merchant;
+//! 2. `GET /v1/merchants/{m}/transactions?limit=20`, the newest page of their merchant's
+//!    history.
+//!
+//! The report gives requests/s and latency percentiles per phase, counts any answer that is
+//! not 200 (there must be none), and the `EXPLAIN` of the history query: an index scan, not
+//! a sequential scan. The load generator shares the machine's cores with the server, so the
+//! figures are a lower bound of what the server alone would do.
+
+use std::time::{Duration, Instant};
+
+use facepay_domain::auth::Role;
+use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
+use facepay_ingest::PipelineConfig;
+use facepay_ledger::store::HistoryFilter;
+use facepay_ledger::{LedgerStore, PgStore, Stores};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use sqlx::Connection;
+
+use facepay::app::App;
+use facepay_api::auth::{Actor, Auth, NewKey};
+
+use crate::pipeline::{drop_database, fresh_database};
+
+/// What `facepay-bench api` is asked to do.
+#[derive(Debug, Clone)]
+pub struct ApiBenchOptions {
+    /// The PostgreSQL server (a role that may CREATE DATABASE).
+    pub postgres: String,
+    pub orders: u64,
+    pub merchants: u64,
+    pub connections: usize,
+    pub seconds: u64,
+    /// Serve for an outside load generator instead of running the phases: write
+    /// `DIR/clients.lua` (the merchants and their keys) and `DIR/base` (the URL), then serve
+    /// until ctrl-c (`scripts/bench-api-wrk.sh` drives wrk against it).
+    pub external: Option<std::path::PathBuf>,
+}
+
+/// One phase's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    pub requests: u64,
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Answers other than 200 (must be zero).
+    pub not_ok: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiBenchReport {
+    pub orders: u64,
+    pub merchants: u64,
+    pub connections: usize,
+    pub seconds_per_phase: u64,
+    pub seed_s: f64,
+    /// `None` when an outside load generator measured the phases (`external`).
+    pub order_lookup: Option<PhaseReport>,
+    /// Order lookups per database query in the lookup phase: how many waiting lookups the
+    /// API read together (see `facepay_ledger::lookup`).
+    pub lookups_per_query: f64,
+    pub history_page: Option<PhaseReport>,
+    /// `EXPLAIN` of the history page query (as the store sends it), first page and by cursor.
+    pub history_plan: Vec<String>,
+    /// True when neither plan has a sequential scan.
+    pub history_uses_index: bool,
+}
+
+pub async fn run(opts: &ApiBenchOptions) -> anyhow::Result<ApiBenchReport> {
+    let (url, db) = fresh_database(&opts.postgres, "facepay_bench_api").await?;
+    let report = measure(opts, &url).await;
+    drop_database(&opts.postgres, &db).await?;
+    report
+}
+
+async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchReport> {
+    let pg = PgStore::open(url).await?;
+    let stores = Stores::of(pg.clone());
+    let store = stores.ledger.clone();
+    let started = Instant::now();
+    let merchants = seed(store.as_ref(), url, opts).await?;
+    let seed_s = started.elapsed().as_secs_f64();
+    let config = PipelineConfig { sweep_interval: Duration::ZERO, ..PipelineConfig::default() };
+    let app = App::start(stores, config).await?;
+    let auth = app.auth.clone();
+    let mut keys = Vec::with_capacity(opts.connections);
+    for c in 0..opts.connections {
+        keys.push((
+            merchants[c % merchants.len()].clone(),
+            merchant_key(&auth, &merchants[c % merchants.len()]).await?,
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let state = app.http_state();
+    let lookups = state.orders.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, facepay_api::http::router(state)).await });
+    let per_merchant = opts.orders / opts.merchants.max(1);
+    let (order_lookup, history_page) = match &opts.external {
+        Some(dir) => {
+            serve_outside_load(dir, &base, &keys, per_merchant).await?;
+            (None, None)
+        }
+        None => {
+            let orders = phase(&base, &keys, opts.seconds, move |m, rng| {
+                format!("/v1/merchants/{m}/orders/B{:09}", rng.random_range(0..per_merchant))
+            })
+            .await?;
+            let history =
+                phase(&base, &keys, opts.seconds, |m, _| format!("/v1/merchants/{m}/transactions?limit=20")).await?;
+            (Some(orders), Some(history))
+        }
+    };
+    // Only the order phase looks orders up.
+    let (looked_up, queries) = lookups.stats();
+    let lookups_per_query = looked_up as f64 / queries.max(1) as f64;
+    server.abort();
+    let history_plan = explain(&pg, &merchants[0]).await?;
+    let history_uses_index = !history_plan.iter().any(|l| l.contains("Seq Scan"));
+    drop(app);
+    Ok(ApiBenchReport {
+        orders: opts.orders,
+        merchants: opts.merchants,
+        connections: opts.connections,
+        seconds_per_phase: opts.seconds,
+        seed_s,
+        order_lookup,
+        lookups_per_query,
+        history_page,
+        history_plan,
+        history_uses_index,
+    })
+}
+
+/// Registers the merchants and writes `orders` paid orders with their history rows.
+async fn seed(store: &dyn LedgerStore, url: &str, opts: &ApiBenchOptions) -> anyhow::Result<Vec<MerchantId>> {
+    let merchants: Vec<MerchantId> =
+        (0..opts.merchants.max(1)).map(|m| MerchantId::parse(format!("19{:08}", m + 1))).collect::<Result<_, _>>()?;
+    for m in &merchants {
+        store.register_merchant(m, "bench").await?;
+        let device = DeviceRef {
+            merchant_id: m.clone(),
+            store_id: StoreId::parse("S01")?,
+            device_id: DeviceId::parse(format!("DEV-{m}"))?,
+        };
+        store.register_device(&device).await?;
+    }
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let n = i64::try_from(opts.orders)?;
+    let m = i64::try_from(opts.merchants.max(1))?;
+    // Order i belongs to merchant i % m, numbered i / m within it; one a minute from a start.
+    let common = "FROM generate_series(0, $1 - 1) AS i, \
+        LATERAL (SELECT '19' || lpad(((i % $2) + 1)::text, 8, '0') AS merchant_id, \
+                        'B' || lpad((i / $2)::text, 9, '0') AS out_trade_no, \
+                        100 + (i % 90000) AS amount_fen, \
+                        'u-' || lpad((i % 100000)::text, 6, '0') AS payer_id, \
+                        timestamptz '2026-03-02 00:00:00+00' + (i * interval '1 second') AS at) o";
+    sqlx::query(&format!(
+        "INSERT INTO orders (merchant_id, out_trade_no, amount_fen, status, payer_id, face_code, member_quick_pay, \
+         store_id, device_id, created_at, updated_at) SELECT merchant_id, out_trade_no, amount_fen, 'PAID', payer_id, \
+         lpad(i::text, 18, '1'), false, 'S01', 'DEV-' || merchant_id, at, at {common}"
+    ))
+    .bind(n)
+    .bind(m)
+    .execute(&mut conn)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO history (event_id, merchant_id, out_trade_no, amount_fen, status, payer_id, member_quick_pay, \
+         store_id, device_id, occurred_at, day) SELECT gen_random_uuid(), merchant_id, out_trade_no, amount_fen, \
+         'PAID', payer_id, false, 'S01', 'DEV-' || merchant_id, at, (at AT TIME ZONE 'Asia/Shanghai')::date {common}"
+    ))
+    .bind(n)
+    .bind(m)
+    .execute(&mut conn)
+    .await?;
+    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    Ok(merchants)
+}
+
+/// Tells an outside load generator where to send what, and serves until ctrl-c.
+async fn serve_outside_load(
+    dir: &std::path::Path,
+    base: &str,
+    keys: &[(MerchantId, String)],
+    per_merchant: u64,
+) -> anyhow::Result<()> {
+    use std::fmt::Write;
+    let mut lua = format!("per_merchant = {per_merchant}\nclients = {{\n");
+    for (merchant, key) in keys {
+        writeln!(lua, "  {{ \"{merchant}\", \"{key}\" }},")?;
+    }
+    lua.push_str("}\n");
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("clients.lua"), lua)?;
+    // Last: its presence says the server is ready.
+    std::fs::write(dir.join("base"), base)?;
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+async fn merchant_key(auth: &Auth, merchant: &MerchantId) -> anyhow::Result<String> {
+    let spec = NewKey {
+        role: Role::Merchant,
+        merchant_id: Some(merchant.clone()),
+        store_id: None,
+        device_id: None,
+        label: "bench".into(),
+        expires_in_days: None,
+    };
+    Ok(auth.create_key(spec, &Actor::cli()).await.map_err(|e| anyhow::anyhow!("{e}"))?.1)
+}
+
+/// `keys.len()` clients, each on an HTTP/1.1 connection of its own, sending
+/// `path(merchant, rng)` back to back for `seconds`.
+async fn phase(
+    base: &str,
+    keys: &[(MerchantId, String)],
+    seconds: u64,
+    path: impl Fn(&MerchantId, &mut rand_chacha::ChaCha8Rng) -> String + Send + Sync + Clone + 'static,
+) -> anyhow::Result<PhaseReport> {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut clients = tokio::task::JoinSet::new();
+    for (c, (merchant, key)) in keys.iter().cloned().enumerate() {
+        let (addr, path) = (base.trim_start_matches("http://").to_string(), path.clone());
+        clients.spawn(async move {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
+            client(&addr, &format!("Bearer {key}"), until, move |r| path(&merchant, r), &mut rng).await
+        });
+    }
+    let (mut all, mut not_ok) = (Vec::new(), 0);
+    while let Some(done) = clients.join_next().await {
+        let (l, n) = done??;
+        all.extend(l);
+        not_ok += n;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied();
+    let ms = |us: Option<u32>| f64::from(us.unwrap_or(0)) / 1000.0;
+    Ok(PhaseReport {
+        requests: all.len() as u64,
+        requests_per_s: all.len() as f64 / seconds.max(1) as f64,
+        p50_ms: ms(pct(0.50)),
+        p99_ms: ms(pct(0.99)),
+        max_ms: ms(all.last().copied()),
+        not_ok,
+    })
+}
+
+/// One client: its latencies in microseconds, and how many answers were not 200.
+async fn client(
+    addr: &str,
+    authorization: &str,
+    until: Instant,
+    path: impl Fn(&mut rand_chacha::ChaCha8Rng) -> String,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> anyhow::Result<(Vec<u32>, u64)> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let (mut latencies_us, mut not_ok) = (Vec::with_capacity(1 << 16), 0_u64);
+    while Instant::now() < until {
+        let request = hyper::Request::get(path(rng))
+            .header(hyper::header::HOST, addr)
+            .header(hyper::header::AUTHORIZATION, authorization)
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
+        let sent = Instant::now();
+        let answer = sender.send_request(request).await?;
+        let ok = answer.status() == hyper::StatusCode::OK;
+        answer.into_body().collect().await?;
+        latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+        not_ok += u64::from(!ok);
+    }
+    Ok((latencies_us, not_ok))
+}
+
+/// The plans of the history page query as the store sends it, first page and by cursor.
+async fn explain(store: &PgStore, merchant: &MerchantId) -> anyhow::Result<Vec<String>> {
+    let first = HistoryFilter { limit: 20, ..HistoryFilter::default() };
+    let next = HistoryFilter { before_id: Some(500_000), ..first.clone() };
+    let mut lines = store.explain_history(merchant, &first).await?;
+    lines.extend(store.explain_history(merchant, &next).await?);
+    Ok(lines)
+}

@@ -1,0 +1,22 @@
+//! facepay's benchmarks, each printing a JSON report (`facepay-bench <name>`); the figures and
+//! the commands that made them are in docs/BENCHMARKS.md. Their own binary, so that the
+//! `facepay` binary links no load generator.
+//!
+//! # Layout
+//! - [`cli`]: the `facepay-bench` command line.
+//! - [`ledger`]: payments decided and committed per second against the raw-insert ceiling
+//!   and the usual design.
+//! - [`usual_design`]: the usual one-transaction-per-payment design, for comparison.
+//! - [`pipeline`]: device events through Kafka to committed outcomes, next to the broker.
+//! - [`api`]: the read API under load over a million orders (its own HTTP/1.1 load
+//!   generator).
+//! - [`reconcile`]: a million-line bill imported and reconciled.
+//! - [`matcher`]: face search over a synthetic gallery.
+
+pub mod api;
+pub mod cli;
+pub mod ledger;
+pub mod matcher;
+pub mod pipeline;
+pub mod reconcile;
+pub mod usual_design;

@@ -1,0 +1,9 @@
+//! The embedded app over real HTTP on port 0: authentication, the device, merchant and
+//! finance routes, the answers' shapes against the OpenAPI spec, and the attacks of
+//! docs/SECURITY.md.
+
+mod auth;
+mod http;
+mod openapi;
+mod reconcile_http;
+mod security;

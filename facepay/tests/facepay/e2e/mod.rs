@@ -1,0 +1,12 @@
+//! End to end: the embedded pipeline under a simulated fleet, and the production profile
+//! over a real Kafka-API broker and PostgreSQL: transport and poison messages, Kafka equal to
+//! embedded, two processes sharing the partitions, kill -9 under load, PostgreSQL and broker
+//! restarts.
+
+mod broker_restart;
+mod crash;
+mod embedded_pipeline;
+mod end_to_end;
+mod kafka_pipeline;
+mod restarts;
+mod scale_out;
