@@ -18,7 +18,7 @@ if [ ! -x "$RUN_DIR/venv/bin/schemathesis" ]; then
     python3 -m venv "$RUN_DIR/venv"
     "$RUN_DIR/venv/bin/pip" install --quiet schemathesis
 fi
-cargo build --release --manifest-path "$ROOT/Cargo.toml" -p facepay-api
+cargo build --release --manifest-path "$ROOT/Cargo.toml" -p facepay
 FACEPAY="$ROOT/target/release/facepay"
 export FACEPAY_DATA_DIR="$RUN_DIR/data" FACEPAY_HTTP_ADDR="$ADDR"
 rm -rf "$FACEPAY_DATA_DIR"
