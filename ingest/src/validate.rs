@@ -75,7 +75,7 @@ pub async fn learn_key(
 /// last owner dropped ends it) and until `stop` resolves. A failed read keeps the last one.
 pub async fn refresh_registry(
     registry: std::sync::Weak<RwLock<Registry>>,
-    store: Arc<dyn facepay_ledger::LedgerStore>,
+    store: Arc<dyn facepay_ledger::store::RegistryStore>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let period = std::time::Duration::from_millis(facepay_domain::limits::REGISTRY_REFRESH_MS);

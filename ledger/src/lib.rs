@@ -14,7 +14,9 @@
 //! - [`lifecycle`]: the same for what follows a payment: reversal, refunds, fees, Pay Score holds.
 //! - [`store`]: the store trait, its rows and its errors (`store_error`).
 //! - [`stores`]: one database opened by URL, each role as the trait its callers take.
-//! - [`sqlite`]: the embedded store; [`postgres`]: the production store, behind the same trait.
+//! - [`sqlite`]: the embedded store; [`postgres`]: the production store, behind the same
+//!   traits; `store_sql`: the SQL both run, written once (each backend keeps only what its
+//!   database does differently).
 //! - `rows`: what both stores share apart from SQL: the rows a batch writes, built once, and
 //!   read rows parsed into the model over one `Cells` view of a row.
 //! - `sqlite_raw`: prepared statements on SQLite's own handle for a bill's bulk rows (the
@@ -44,6 +46,7 @@ pub mod sqlite;
 mod sqlite_raw;
 pub mod store;
 mod store_error;
+mod store_sql;
 pub mod stores;
 pub mod sweep;
 mod timestamp;

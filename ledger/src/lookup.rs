@@ -15,7 +15,7 @@ use facepay_domain::limits::{ORDER_LOOKUP_BATCH_MAX, ORDER_LOOKUP_QUERIES_MAX, O
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::model::{Order, OrderKey};
-use crate::store::{LedgerStore, StoreError};
+use crate::store::{ProjectionReader, StoreError};
 
 /// One caller's lookup and where its answer goes.
 struct Asked {
@@ -39,7 +39,7 @@ struct Stats {
 
 impl OrderLookup {
     /// Starts the reader on the current tokio runtime.
-    pub fn spawn(store: Arc<dyn LedgerStore>) -> Self {
+    pub fn spawn(store: Arc<dyn ProjectionReader>) -> Self {
         let (queue, asked) = mpsc::channel(ORDER_LOOKUP_QUEUE_MAX);
         let stats = Arc::new(Stats::default());
         tokio::spawn(read_batches(store, asked, stats.clone()));
@@ -61,7 +61,7 @@ impl OrderLookup {
 }
 
 /// Takes whatever is queued whenever a query slot is free, and reads it in one query.
-async fn read_batches(store: Arc<dyn LedgerStore>, mut asked: mpsc::Receiver<Asked>, stats: Arc<Stats>) {
+async fn read_batches(store: Arc<dyn ProjectionReader>, mut asked: mpsc::Receiver<Asked>, stats: Arc<Stats>) {
     let slots = Arc::new(Semaphore::new(ORDER_LOOKUP_QUERIES_MAX));
     loop {
         // The slot first: while every slot is busy, lookups pile up for the next batch.
@@ -80,7 +80,7 @@ async fn read_batches(store: Arc<dyn LedgerStore>, mut asked: mpsc::Receiver<Ask
     }
 }
 
-async fn answer_batch(store: &dyn LedgerStore, batch: Vec<Asked>) {
+async fn answer_batch(store: &dyn ProjectionReader, batch: Vec<Asked>) {
     let keys: Vec<OrderKey> = batch.iter().map(|a| a.key.clone()).collect();
     match store.orders(&keys).await {
         Ok(found) => {

@@ -10,20 +10,19 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use facepay_domain::limits::{HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS, PG_ACQUIRE_TIMEOUT_MS, PG_POOL_CONNECTIONS_MAX};
-use facepay_domain::{DeviceRef, MerchantId, OutTradeNo, PayerId, PhoneLast4};
+use facepay_domain::limits::{PG_ACQUIRE_TIMEOUT_MS, PG_POOL_CONNECTIONS_MAX};
+use facepay_domain::{MerchantId, PayerId};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::query::Query;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::model::{Account, HoldKey, Keys, LedgerState};
-use crate::rows::{self, id, log_rows, Cells, Fill, PROJECTIONS};
+use crate::model::{Account, Keys, LedgerState};
+use crate::rows::{self, log_rows, Cells, Fill, PROJECTIONS};
 use crate::store::{
-    CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
-    NewEvent, OutboxMessage, Registry, RejectedEvent, SettlementView, StoreError, StoredEvent, StoredFace,
+    CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, NewEvent, OutboxMessage, RejectedEvent,
+    StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -60,18 +59,7 @@ impl PgStore {
 /// PostgreSQL's columns have their own types: `TIMESTAMPTZ`, `DATE`, `UUID`, `BOOLEAN`,
 /// `BYTEA`; every integer the stores read is a `BIGINT`.
 impl Cells for PgRow {
-    fn text(&self, col: &str) -> Result<String, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn int(&self, col: &str) -> Result<i64, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
+    crate::rows::cells_as_stored!();
     fn flag(&self, col: &str) -> Result<bool, StoreError> {
         Ok(self.try_get(col)?)
     }
@@ -88,9 +76,6 @@ impl Cells for PgRow {
         Ok(self.try_get(col)?)
     }
     fn opt_uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
         Ok(self.try_get(col)?)
     }
 }
@@ -466,20 +451,9 @@ const INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, key, payload, created_at
 
 /// The consumer offsets a batch reached and the messages it leaves for the transport.
 async fn write_transport(tx: &mut PgTx, o: &[ConsumerOffset], m: &[OutboxMessage]) -> Result<(), StoreError> {
-    // One compare-and-set per partition (a batch spans few): under READ COMMITTED a second
-    // writer of the same partition waits for the first, then finds the offset moved.
-    for o in rows::last_offsets(o) {
-        let sql = if o.expected.is_some() { rows::OFFSET_ADVANCE_SQL } else { rows::OFFSET_FIRST_SQL };
-        let q = sqlx::query(sql).bind(o.group_id.as_str()).bind(o.topic.as_str()).bind(o.partition).bind(o.next_offset);
-        let q = match o.expected {
-            Some(expected) => q.bind(expected),
-            None => q,
-        };
-        let done = q.execute(&mut **tx).await?;
-        if done.rows_affected() != 1 {
-            return Err(rows::fenced(o));
-        }
-    }
+    // Under READ COMMITTED a second writer of the same partition waits for the first, then
+    // finds the offset moved.
+    write_offsets(tx, o).await?;
     let q = sqlx::query(INSERT_OUTBOX)
         .bind(col(m, |m| m.topic.as_str()))
         .bind(col(m, |m| m.key.as_str()))
@@ -512,430 +486,107 @@ async fn load_everything(pool: &PgPool) -> Result<LedgerState, StoreError> {
     Ok(st)
 }
 
-/// The history page query; `head` is `""` to run it, `"EXPLAIN "` for its plan.
-fn history_query<'a>(head: &str, merchant: &'a MerchantId, f: &'a HistoryFilter) -> QueryBuilder<'a, Postgres> {
-    let mut qb = QueryBuilder::<Postgres>::new(format!("{head}SELECT * FROM history WHERE merchant_id = "));
-    qb.push_bind(merchant.as_str());
-    if let Some(d) = f.day {
-        qb.push(" AND day = ").push_bind(d);
-    }
-    if let Some(s) = f.status {
-        qb.push(" AND status = ").push_bind(s.as_str());
-    }
-    if let Some(before) = f.before_id {
-        qb.push(" AND id < ").push_bind(before);
-    }
-    if let Some(store) = &f.store_id {
-        qb.push(" AND store_id = ").push_bind(store.as_str());
-    }
-    qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
-    qb
-}
-
 impl PgStore {
     /// The plan PostgreSQL picks for the history page query with `f` (`facepay-bench api`
     /// shows it: pages come from an index, not a sequential scan).
     pub async fn explain_history(&self, merchant: &MerchantId, f: &HistoryFilter) -> Result<Vec<String>, StoreError> {
-        let rows = history_query("EXPLAIN ", merchant, f).build().fetch_all(&self.pool).await?;
+        let sql = format!("EXPLAIN {}", crate::store_sql::history_sql(f));
+        let rows = Self::history_query(&sql, merchant, f).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
     }
 }
 
-fn member_view(r: &PgRow) -> Result<MemberView, StoreError> {
-    let ((_, payer_id), m) = rows::member_from(r)?;
-    Ok(MemberView {
-        payer_id,
-        card_code: m.card_code.to_string(),
-        channel: m.channel.as_str().to_string(),
-        opened_at: m.opened_at,
-        closed_at: m.closed_at,
-    })
+// ---- what PostgreSQL does its own way (the rest: crate::store_sql) ---------------------
+
+/// An instant as PostgreSQL stores it: `timestamptz`.
+fn bind_at(at: &DateTime<Utc>) -> DateTime<Utc> {
+    *at
 }
 
-/// Orders unpaid since before $1, then holds open since before $2, oldest first, each
-/// kind up to $3 (the caller keeps the first $3). Partial indexes of migration 0009.
-const DUE: &str = "SELECT * FROM (SELECT 'order' AS kind, merchant_id, out_trade_no AS no, created_at FROM orders \
-     WHERE status = 'DECLINED' AND created_at <= $1 ORDER BY created_at LIMIT $3) o \
-     UNION ALL SELECT * FROM (SELECT 'hold' AS kind, merchant_id, out_order_no AS no, created_at FROM holds \
-     WHERE status = 'CREATED' AND created_at <= $2 ORDER BY created_at LIMIT $3) h LIMIT $3";
-
-#[async_trait]
-impl LedgerStore for PgStore {
-    async fn load(&self, keys: &Keys) -> Result<LedgerState, StoreError> {
-        load_keys(&self.pool, keys).await
-    }
-
-    async fn answered(&self, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
-        let rows = sqlx::query("SELECT event_id, outcome FROM inbound WHERE event_id = ANY($1)")
-            .bind(event_ids)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok((r.uuid("event_id")?, r.text("outcome")?))).collect()
-    }
-
-    async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        write_log(&mut tx, &batch.events).await?;
-        write_projections(&mut tx, batch).await?;
-        write_history(&mut tx, &batch.history).await?;
-        write_answers(&mut tx, &batch.inbound, &batch.rejected).await?;
-        write_transport(&mut tx, &batch.offsets, &batch.outbox).await?;
-        // The deferred check (every posting has its transaction row) runs here.
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn commit_raw(&self, batch: &CommitBatch) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        write_log(&mut tx, &batch.events).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn reject(&self, rejected: &RejectedEvent) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        write_answers(&mut tx, &[], std::slice::from_ref(rejected)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn load_all(&self) -> Result<LedgerState, StoreError> {
-        load_everything(&self.pool).await
-    }
-
-    async fn history_all(&self) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM history ORDER BY id").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| rows::history_from(r)).collect()
-    }
-
-    async fn log_position(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM events").fetch_one(&self.pool).await?)
-    }
-
-    async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, cause_event_id, occurred_at, payload::text AS payload, prev_hash, hash \
-             FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| rows::stored_event_from(r)).collect()
-    }
-
-    async fn check_invariants(&self) -> Result<Invariants, StoreError> {
-        let r = sqlx::query(INVARIANTS_SQL).fetch_one(&self.pool).await?;
-        let zero = |col: &str| -> Result<bool, StoreError> { Ok(r.try_get::<i64, _>(col)? == 0) };
-        Ok(Invariants {
-            balanced: zero("unbalanced_txns")?
-                && zero("postings_total")?
-                && zero("orphan_postings")?
-                && zero("drifted_balances")?
-                && zero("phantom_balances")?,
-            no_order_paid_twice: zero("orders_paid_twice")?,
-            no_overdraft: zero("overdrawn")?,
-        })
-    }
-
-    async fn orders(
-        &self,
-        keys: &[crate::model::OrderKey],
-    ) -> Result<std::collections::BTreeMap<crate::model::OrderKey, crate::model::Order>, StoreError> {
-        let keys = Keys { orders: keys.iter().cloned().collect(), ..Keys::default() };
-        Ok(load_keys(&self.pool, &keys).await?.orders)
-    }
-
-    async fn order(
-        &self,
-        merchant: &MerchantId,
-        out_trade_no: &OutTradeNo,
-    ) -> Result<Option<crate::model::Order>, StoreError> {
-        let row = sqlx::query("SELECT * FROM orders WHERE merchant_id = $1 AND out_trade_no = $2")
-            .bind(merchant.as_str())
-            .bind(out_trade_no.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(|r| rows::order_from(r)).transpose()
-    }
-
-    async fn history(&self, merchant: &MerchantId, f: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows = history_query("", merchant, f).build().fetch_all(&self.pool).await?;
-        rows.iter().map(|r| rows::history_from(r)).collect()
-    }
-
-    async fn members(&self, merchant: &MerchantId) -> Result<Vec<MemberView>, StoreError> {
-        // Byte order, as SQLite sorts, whatever the database's collation.
-        let rows =
-            sqlx::query("SELECT * FROM members WHERE merchant_id = $1 ORDER BY opened_at, payer_id COLLATE \"C\"")
-                .bind(merchant.as_str())
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(member_view).collect()
-    }
-
-    async fn wallet(&self, payer: &PayerId) -> Result<Option<(i64, bool)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT balance_fen FROM balances WHERE account = $1) AS balance_fen, \
-             (SELECT frozen FROM payers WHERE payer_id = $2) AS frozen",
-        )
-        .bind(Account::Wallet(payer.clone()).key())
-        .bind(payer.as_str())
-        .fetch_one(&self.pool)
-        .await?;
-        let balance: Option<i64> = row.try_get("balance_fen")?;
-        let frozen: Option<bool> = row.try_get("frozen")?;
-        if balance.is_none() && frozen.is_none() {
-            return Ok(None);
-        }
-        Ok(Some((balance.unwrap_or(0), frozen.unwrap_or(false))))
-    }
-
-    async fn rejected(&self, limit: u32) -> Result<Vec<RejectedEvent>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM rejected_events ORDER BY id DESC LIMIT $1")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| rows::rejected_from(r)).collect()
-    }
-
-    async fn register_merchant(&self, merchant: &MerchantId, name: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO merchants (merchant_id, name, created_at) VALUES ($1, $2, now()) ON CONFLICT DO NOTHING",
-        )
-        .bind(merchant.as_str())
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn register_device(&self, d: &DeviceRef) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO devices (device_id, merchant_id, store_id, created_at) VALUES ($1, $2, $3, now()) \
-             ON CONFLICT (device_id) DO NOTHING",
-        )
-        .bind(d.device_id.as_str())
-        .bind(d.merchant_id.as_str())
-        .bind(d.store_id.as_str())
-        .execute(&self.pool)
-        .await?;
-        if result.rows_affected() == 0 {
-            let registry = self.registry().await?;
-            if registry.devices.get(&d.device_id) != Some(d) {
-                return Err(StoreError::Conflict(format!("device {} is bound elsewhere", d.device_id)));
-            }
-        }
-        Ok(())
-    }
-
-    async fn registry(&self) -> Result<Registry, StoreError> {
-        let mut reg = Registry::default();
-        for r in sqlx::query("SELECT merchant_id, name FROM merchants").fetch_all(&self.pool).await? {
-            reg.merchants.insert(id("merchant", r.text("merchant_id")?, MerchantId::parse)?, r.text("name")?);
-        }
-        for r in sqlx::query("SELECT device_id, merchant_id, store_id FROM devices").fetch_all(&self.pool).await? {
-            let d = rows::device_from(&r)?;
-            reg.devices.insert(d.device_id.clone(), d);
-        }
-        reg.device_keys = crate::credentials::CredentialStore::device_keys(self).await?;
-        Ok(reg)
-    }
-
-    async fn offsets(&self, group_id: &str, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
-        let rows =
-            sqlx::query("SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2")
-                .bind(group_id)
-                .bind(topic)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(|r| Ok((r.try_get::<i32, _>("partition")?, r.try_get::<i64, _>("next_offset")?))).collect()
-    }
-
-    async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, topic, key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1")
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(|r| rows::outbox_from(r)).collect()
-    }
-
-    async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, StoreError> {
-        // The database's clock decides expiry: the one clock every process shares.
-        let row = sqlx::query(
-            "INSERT INTO leases (name, holder, expires_ms) \
-             VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms \
-             WHERE leases.holder = excluded.holder \
-                OR leases.expires_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
-             RETURNING holder",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(i64::try_from(lease_ms).unwrap_or(i64::MAX / 2))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.is_some())
-    }
-
-    async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
-            .bind(ids)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    // ---- the rest of a payment's life (issue 5) -------------------------------------------
-
-    async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM settlement WHERE merchant_id = $1 ORDER BY day DESC LIMIT $2")
-            .bind(merchant.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| rows::settlement_view_from(r)).collect()
-    }
-
-    // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
-    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::model::Due>, StoreError> {
-        let orders_before = now - chrono::Duration::milliseconds(ORDER_REVOKE_AFTER_MS);
-        let holds_before = now - chrono::Duration::milliseconds(HOLD_EXPIRY_MS);
-        let rows = sqlx::query(DUE)
-            .bind(orders_before)
-            .bind(holds_before)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| rows::due_from(r)).collect()
-    }
-
-    async fn holds_due(&self, payers: &[PayerId], created_before: DateTime<Utc>) -> Result<Vec<HoldKey>, StoreError> {
-        if payers.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(
-            "SELECT merchant_id, out_order_no FROM holds \
-             WHERE status = 'CREATED' AND created_at <= $2 AND payer_id = ANY($1::text[])",
-        )
-        .bind(payers.iter().map(|p| p.to_string()).collect::<Vec<_>>())
-        .bind(created_before)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| rows::hold_key_from(r)).collect()
-    }
-
-    // ---- Face gallery at rest (matcher; migration 0005) -------------------------------
-    async fn face_enrol(&self, face: &StoredFace, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let payer = face.payer_id.as_str();
-        sqlx::query("INSERT INTO face_templates (payer_id, key_id, ciphertext, enrolled_at) VALUES ($1, $2, $3, $4)")
-            .bind(payer)
-            .bind(face.key_id)
-            .bind(&face.ciphertext)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO face_keys (payer_id, key_id, shard_hash, phone_last4, wrapped_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (payer_id) DO UPDATE SET key_id = excluded.key_id, \
-             shard_hash = excluded.shard_hash, phone_last4 = excluded.phone_last4, \
-             wrapped_key = excluded.wrapped_key, created_at = excluded.created_at",
-        )
-        .bind(payer)
-        .bind(face.key_id)
-        .bind(i64::from(face.shard_hash))
-        .bind(face.phone_last4.as_ref().map(|p| p.as_str().to_string()))
-        .bind(&face.wrapped_key)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn face_delete(&self, payer: &PayerId) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM face_keys WHERE payer_id = $1").bind(payer.as_str()).execute(&self.pool).await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn face_gallery(&self, shard: u32, shards: u32) -> Result<Vec<StoredFace>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT k.payer_id, k.phone_last4, k.shard_hash, k.key_id, k.wrapped_key, t.ciphertext \
-             FROM face_keys k JOIN face_templates t ON t.key_id = k.key_id \
-             WHERE k.shard_hash % $1 = $2 ORDER BY k.payer_id",
-        )
-        .bind(i64::from(shards.max(1)))
-        .bind(i64::from(shard))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredFace {
-                    payer_id: id("payer id", r.try_get("payer_id")?, PayerId::parse)?,
-                    phone_last4: match r.try_get::<Option<String>, _>("phone_last4")? {
-                        Some(p) => Some(id("phone digits", p, |p| PhoneLast4::parse(&p))?),
-                        None => None,
-                    },
-                    shard_hash: u32::try_from(r.try_get::<i64, _>("shard_hash")?)
-                        .map_err(|e| rows::corrupt("shard hash", "out of range", e))?,
-                    key_id: r.try_get("key_id")?,
-                    wrapped_key: r.try_get("wrapped_key")?,
-                    ciphertext: r.try_get("ciphertext")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {
-        let rows = sqlx::query("SELECT key_id, ciphertext FROM face_templates WHERE payer_id = $1 ORDER BY seq")
-            .bind(payer.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("key_id")?, r.try_get("ciphertext")?))).collect()
-    }
-
-    async fn captures_remember(
-        &self,
-        captures: &[crate::store::CaptureMemo],
-        forget_before: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        // One row per face code, the last given: PostgreSQL refuses to update a row twice in
-        // one statement, as a device that sends its capture again within a batch would ask.
-        let last: HashMap<&str, &crate::store::CaptureMemo> =
-            captures.iter().map(|c| (c.face_code.as_str(), c)).collect();
-        let captures: Vec<&crate::store::CaptureMemo> = last.into_values().collect();
-        let captures = captures.as_slice();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(UPSERT_CAPTURE_MEMOS)
-            .bind(col(captures, |c| c.face_code.as_str()))
-            .bind(col(captures, |c| c.payer_id.as_ref().map(|p| p.as_str())))
-            .bind(col(captures, |c| c.rule.as_str()))
-            .bind(col(captures, |c| c.captured_at))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM capture_memos WHERE captured_at < $1").bind(forget_before).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn captures_recent(
-        &self,
-        since: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<crate::store::CaptureMemo>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT * FROM capture_memos WHERE captured_at >= $1 \
-             ORDER BY captured_at DESC, face_code COLLATE \"C\" LIMIT $2) m ORDER BY captured_at, face_code COLLATE \"C\"",
-        )
-        .bind(since)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| rows::capture_memo_from(r)).collect()
-    }
+/// A UUID as PostgreSQL stores it: `uuid`.
+fn bind_id(id: &Uuid) -> Uuid {
+    *id
 }
+
+/// The stored answers of those of `event_ids` already processed (one array parameter).
+async fn answered_rows(pool: &PgPool, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
+    let rows = sqlx::query("SELECT event_id, outcome FROM inbound WHERE event_id = ANY($1)")
+        .bind(event_ids)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| Ok((r.uuid("event_id")?, r.text("outcome")?))).collect()
+}
+
+/// A day as PostgreSQL stores it: `date`.
+fn bind_day(day: &NaiveDate) -> NaiveDate {
+    *day
+}
+
+/// The keys of `payers`' holds still open and created at or before `created_before`.
+async fn hold_keys_due(
+    pool: &PgPool,
+    payers: &[PayerId],
+    created_before: DateTime<Utc>,
+) -> Result<Vec<crate::model::HoldKey>, StoreError> {
+    if payers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT merchant_id, out_order_no FROM holds \
+         WHERE status = 'CREATED' AND created_at <= $2 AND payer_id = ANY($1::text[])",
+    )
+    .bind(payers.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+    .bind(created_before)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(|r| rows::hold_key_from(r)).collect()
+}
+
+/// Everything a batch writes, in its transaction (whose commit runs the deferred check:
+/// every posting has its transaction row).
+async fn write_batch(tx: &mut Transaction<'static, Postgres>, batch: &CommitBatch) -> Result<(), StoreError> {
+    write_log(tx, &batch.events).await?;
+    write_projections(tx, batch).await?;
+    write_history(tx, &batch.history).await?;
+    write_answers(tx, &batch.inbound, &batch.rejected).await?;
+    write_transport(tx, &batch.offsets, &batch.outbox).await
+}
+
+/// Keeps rejected events.
+async fn write_rejected(tx: &mut Transaction<'static, Postgres>, rejected: &[RejectedEvent]) -> Result<(), StoreError> {
+    write_answers(tx, &[], rejected).await
+}
+
+/// Marks these outbox messages published (one array parameter).
+async fn mark_published(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Upserts what `captures` resolved to, one row per face code (the last given: PostgreSQL
+/// refuses to update a row twice in one statement, as a device that sends its capture again
+/// within a batch would ask).
+async fn remember_captures(
+    tx: &mut Transaction<'static, Postgres>,
+    captures: &[crate::store::CaptureMemo],
+) -> Result<(), StoreError> {
+    let last: HashMap<&str, &crate::store::CaptureMemo> = captures.iter().map(|c| (c.face_code.as_str(), c)).collect();
+    let captures: Vec<&crate::store::CaptureMemo> = last.into_values().collect();
+    let captures = captures.as_slice();
+    sqlx::query(UPSERT_CAPTURE_MEMOS)
+        .bind(col(captures, |c| c.face_code.as_str()))
+        .bind(col(captures, |c| c.payer_id.as_ref().map(|p| p.as_str())))
+        .bind(col(captures, |c| c.rule.as_str()))
+        .bind(col(captures, |c| c.captured_at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+crate::store_sql::store_sql!(PgStore, db: Postgres, read: pool, write: pool, byte_order: " COLLATE \"C\"",
+    now_ms: "(extract(epoch FROM clock_timestamp()) * 1000)::bigint");
 
 crate::credentials::credential_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow, pool, |n: usize| format!("${n}"));

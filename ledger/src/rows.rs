@@ -52,6 +52,29 @@ pub(crate) trait Cells {
     fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError>;
 }
 
+/// The [`Cells`] both backends read as the database hands them over (text, integers,
+/// bytes), for an `impl Cells` of a row type with sqlx's `Row::try_get`.
+macro_rules! cells_as_stored {
+    () => {
+        fn text(&self, col: &str) -> Result<String, $crate::StoreError> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn opt_text(&self, col: &str) -> Result<Option<String>, $crate::StoreError> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn int(&self, col: &str) -> Result<i64, $crate::StoreError> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn opt_int(&self, col: &str) -> Result<Option<i64>, $crate::StoreError> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn bytes(&self, col: &str) -> Result<Vec<u8>, $crate::StoreError> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+    };
+}
+pub(crate) use cells_as_stored;
+
 fn status(s: String) -> Result<OrderStatus, StoreError> {
     OrderStatus::parse(&s).ok_or_else(|| corrupt("status", &s, "unknown"))
 }
@@ -107,6 +130,34 @@ pub(crate) fn member_from(r: &dyn Cells) -> Result<((MerchantId, PayerId), Membe
         closed_at: r.opt_at("closed_at")?,
     };
     Ok((key, member))
+}
+
+/// A member card as the API shows it.
+pub(crate) fn member_view_from(r: &dyn Cells) -> Result<crate::store::MemberView, StoreError> {
+    let ((_, payer_id), m) = member_from(r)?;
+    Ok(crate::store::MemberView {
+        payer_id,
+        card_code: m.card_code.to_string(),
+        channel: m.channel.as_str().to_string(),
+        opened_at: m.opened_at,
+        closed_at: m.closed_at,
+    })
+}
+
+/// A live face of the gallery at rest: the payer's live key and the template it seals.
+pub(crate) fn stored_face_from(r: &dyn Cells) -> Result<crate::store::StoredFace, StoreError> {
+    let phone_last4 = match r.opt_text("phone_last4")? {
+        Some(p) => Some(id("phone digits", p, |p| facepay_domain::PhoneLast4::parse(&p))?),
+        None => None,
+    };
+    Ok(crate::store::StoredFace {
+        payer_id: id("payer id", r.text("payer_id")?, PayerId::parse)?,
+        phone_last4,
+        shard_hash: u32::try_from(r.int("shard_hash")?).map_err(|e| corrupt("shard hash", "out of range", e))?,
+        key_id: r.uuid("key_id")?,
+        wrapped_key: r.bytes("wrapped_key")?,
+        ciphertext: r.bytes("ciphertext")?,
+    })
 }
 
 pub(crate) fn history_from(r: &dyn Cells) -> Result<HistoryRow, StoreError> {

@@ -7,22 +7,19 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use facepay_domain::limits::{
-    HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS, SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB, SQLITE_MMAP_BYTES,
-    SQLITE_READ_CONNECTIONS_MAX,
+    SQLITE_BUSY_TIMEOUT_MS, SQLITE_CACHE_KIB, SQLITE_MMAP_BYTES, SQLITE_READ_CONNECTIONS_MAX,
 };
-use facepay_domain::{DeviceRef, FaceCode, MerchantId, OutTradeNo, PayerId, PhoneLast4};
+use facepay_domain::{FaceCode, MerchantId, PayerId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use crate::model::{Account, CaptureUse, DailyUsage, HoldKey, Keys, LedgerState, Member, Order};
-use crate::rows::{self, corrupt, id, log_rows, Cells, PROJECTIONS};
+use crate::rows::{self, corrupt, log_rows, Cells, PROJECTIONS};
 use crate::store::{
-    CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, Invariants, LedgerStore, MemberView,
-    NewEvent, OutboxMessage, Registry, RejectedEvent, SettlementView, StoreError, StoredEvent, StoredFace,
+    CommitBatch, ConsumerOffset, HistoryRow, InboundRecord, NewEvent, OutboxMessage, RejectedEvent, StoreError,
 };
 
 /// Most bound parameters per statement (SQLite allows 32 766).
@@ -84,18 +81,7 @@ fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
 /// SQLite keeps timestamps as RFC 3339 text, days as `YYYY-MM-DD`, UUIDs as text and flags
 /// as integers.
 impl Cells for SqliteRow {
-    fn text(&self, col: &str) -> Result<String, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn int(&self, col: &str) -> Result<i64, StoreError> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.try_get(col)?)
-    }
+    crate::rows::cells_as_stored!();
     fn flag(&self, col: &str) -> Result<bool, StoreError> {
         Ok(self.try_get::<i64, _>(col)? != 0)
     }
@@ -114,9 +100,6 @@ impl Cells for SqliteRow {
     }
     fn opt_uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError> {
         self.opt_text(col)?.map(|s| parse_uuid(&s)).transpose()
-    }
-    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
-        Ok(self.try_get(col)?)
     }
 }
 
@@ -491,20 +474,7 @@ async fn write_transport(
     offsets: &[ConsumerOffset],
     outbox: &[OutboxMessage],
 ) -> Result<(), StoreError> {
-    for o in rows::last_offsets(offsets) {
-        let sql = if o.expected.is_some() { rows::OFFSET_ADVANCE_SQL } else { rows::OFFSET_FIRST_SQL };
-        let sql = sql.replace('$', "?"); // SQLite numbers its parameters ?N
-        let q =
-            sqlx::query(&sql).bind(o.group_id.as_str()).bind(o.topic.as_str()).bind(o.partition).bind(o.next_offset);
-        let q = match o.expected {
-            Some(expected) => q.bind(expected),
-            None => q,
-        };
-        let done = q.execute(&mut **tx).await?;
-        if done.rows_affected() != 1 {
-            return Err(rows::fenced(o));
-        }
-    }
+    write_offsets(tx, offsets).await?;
     let now = ts(&Utc::now());
     insert_rows(tx, "INSERT INTO outbox (topic, key, payload, created_at) ", "", 4, outbox, |mut s, m| {
         s.push_bind(m.topic.as_str()).push_bind(m.key.as_str()).push_bind(m.payload.as_slice()).push_bind(now.clone());
@@ -538,432 +508,111 @@ const INVARIANTS_SQL: &str = "SELECT \
         HAVING COUNT(*) > 1)) AS orders_paid_twice, \
     (SELECT COUNT(*) FROM balances WHERE account LIKE 'wallet:%' AND balance_fen < 0) AS overdrawn";
 
-/// Orders unpaid since before ?1, then holds open since before ?2, oldest first, each
-/// kind up to ?3 (the caller keeps the first ?3). Partial indexes of migration 0009.
-const DUE: &str = "SELECT * FROM (SELECT 'order' AS kind, merchant_id, out_trade_no AS no, created_at FROM orders \
-     WHERE status = 'DECLINED' AND created_at <= ?1 ORDER BY created_at LIMIT ?3) o \
-     UNION ALL SELECT * FROM (SELECT 'hold' AS kind, merchant_id, out_order_no AS no, created_at FROM holds \
-     WHERE status = 'CREATED' AND created_at <= ?2 ORDER BY created_at LIMIT ?3) h LIMIT ?3";
+// ---- what SQLite does its own way (the rest: crate::store_sql) -------------------------
 
-#[async_trait]
-impl LedgerStore for SqliteStore {
-    async fn load(&self, keys: &Keys) -> Result<LedgerState, StoreError> {
-        load_keys(&self.writer, keys).await
-    }
-
-    async fn answered(&self, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
-        let mut found = HashMap::new();
-        let sql = "SELECT event_id, outcome FROM inbound WHERE event_id";
-        load_by(
-            &self.writer,
-            sql,
-            event_ids.iter(),
-            |e| e.to_string(),
-            |r| {
-                found.insert(r.uuid("event_id")?, r.text("outcome")?);
-                Ok(())
-            },
-        )
-        .await?;
-        Ok(found)
-    }
-
-    async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        write_log(&mut tx, &batch.events).await?;
-        write_projections(&mut tx, batch).await?;
-        write_history(&mut tx, &batch.history).await?;
-        write_inbound(&mut tx, &batch.inbound).await?;
-        write_rejected(&mut tx, &batch.rejected).await?;
-        write_transport(&mut tx, &batch.offsets, &batch.outbox).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn commit_raw(&self, batch: &CommitBatch) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        write_log(&mut tx, &batch.events).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn reject(&self, rejected: &RejectedEvent) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        write_rejected(&mut tx, std::slice::from_ref(rejected)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn load_all(&self) -> Result<LedgerState, StoreError> {
-        load_everything(&self.reader).await
-    }
-
-    async fn history_all(&self) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM history ORDER BY id").fetch_all(&self.reader).await?;
-        rows.iter().map(|r| rows::history_from(r)).collect()
-    }
-
-    async fn log_position(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM events").fetch_one(&self.writer).await?)
-    }
-
-    async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, cause_event_id, occurred_at, payload, prev_hash, hash FROM events WHERE seq > ? \
-             ORDER BY seq LIMIT ?",
-        )
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(|r| rows::stored_event_from(r)).collect()
-    }
-
-    async fn check_invariants(&self) -> Result<Invariants, StoreError> {
-        let r = sqlx::query(INVARIANTS_SQL).fetch_one(&self.reader).await?;
-        let zero = |col: &str| -> Result<bool, StoreError> { Ok(r.try_get::<i64, _>(col)? == 0) };
-        Ok(Invariants {
-            balanced: zero("unbalanced_txns")?
-                && zero("postings_total")?
-                && zero("orphan_postings")?
-                && zero("drifted_balances")?
-                && zero("phantom_balances")?,
-            no_order_paid_twice: zero("orders_paid_twice")?,
-            no_overdraft: zero("overdrawn")?,
-        })
-    }
-
-    async fn orders(
-        &self,
-        keys: &[crate::model::OrderKey],
-    ) -> Result<std::collections::BTreeMap<crate::model::OrderKey, Order>, StoreError> {
-        // The readers: a lookup need not wait behind the ledger's writes.
-        let keys = Keys { orders: keys.iter().cloned().collect(), ..Keys::default() };
-        Ok(load_keys(&self.reader, &keys).await?.orders)
-    }
-
-    async fn order(&self, merchant: &MerchantId, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError> {
-        let row = sqlx::query("SELECT * FROM orders WHERE merchant_id = ? AND out_trade_no = ?")
-            .bind(merchant.as_str())
-            .bind(out_trade_no.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(|r| rows::order_from(r)).transpose()
-    }
-
-    async fn history(&self, merchant: &MerchantId, f: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM history WHERE merchant_id = ");
-        qb.push_bind(merchant.as_str());
-        if let Some(d) = f.day {
-            qb.push(" AND day = ").push_bind(d.to_string());
-        }
-        if let Some(s) = f.status {
-            qb.push(" AND status = ").push_bind(s.as_str());
-        }
-        if let Some(before) = f.before_id {
-            qb.push(" AND id < ").push_bind(before);
-        }
-        if let Some(store) = &f.store_id {
-            qb.push(" AND store_id = ").push_bind(store.as_str());
-        }
-        qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(|r| rows::history_from(r)).collect()
-    }
-
-    async fn members(&self, merchant: &MerchantId) -> Result<Vec<MemberView>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM members WHERE merchant_id = ? ORDER BY opened_at, payer_id")
-            .bind(merchant.as_str())
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let ((_, payer_id), m) = rows::member_from(r)?;
-                Ok(MemberView {
-                    payer_id,
-                    card_code: m.card_code.to_string(),
-                    channel: m.channel.as_str().to_string(),
-                    opened_at: m.opened_at,
-                    closed_at: m.closed_at,
-                })
-            })
-            .collect()
-    }
-
-    async fn wallet(&self, payer: &PayerId) -> Result<Option<(i64, bool)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT balance_fen FROM balances WHERE account = ?1) AS balance_fen, \
-             (SELECT frozen FROM payers WHERE payer_id = ?2) AS frozen",
-        )
-        .bind(Account::Wallet(payer.clone()).key())
-        .bind(payer.as_str())
-        .fetch_one(&self.reader)
-        .await?;
-        let balance: Option<i64> = row.try_get("balance_fen")?;
-        let frozen: Option<i64> = row.try_get("frozen")?;
-        if balance.is_none() && frozen.is_none() {
-            return Ok(None);
-        }
-        Ok(Some((balance.unwrap_or(0), frozen.unwrap_or(0) != 0)))
-    }
-
-    async fn rejected(&self, limit: u32) -> Result<Vec<RejectedEvent>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM rejected_events ORDER BY id DESC LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(|r| rows::rejected_from(r)).collect()
-    }
-
-    async fn register_merchant(&self, merchant: &MerchantId, name: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO merchants (merchant_id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(merchant.as_str())
-            .bind(name)
-            .bind(ts(&Utc::now()))
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    async fn register_device(&self, d: &DeviceRef) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO devices (device_id, merchant_id, store_id, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (device_id) DO NOTHING",
-        )
-        .bind(d.device_id.as_str())
-        .bind(d.merchant_id.as_str())
-        .bind(d.store_id.as_str())
-        .bind(ts(&Utc::now()))
-        .execute(&self.writer)
-        .await?;
-        if result.rows_affected() == 0 {
-            let registry = self.registry().await?;
-            if registry.devices.get(&d.device_id) != Some(d) {
-                return Err(StoreError::Conflict(format!("device {} is bound elsewhere", d.device_id)));
-            }
-        }
-        Ok(())
-    }
-
-    async fn registry(&self) -> Result<Registry, StoreError> {
-        let mut reg = Registry::default();
-        for r in sqlx::query("SELECT merchant_id, name FROM merchants").fetch_all(&self.writer).await? {
-            reg.merchants.insert(id("merchant", r.try_get("merchant_id")?, MerchantId::parse)?, r.try_get("name")?);
-        }
-        for r in sqlx::query("SELECT device_id, merchant_id, store_id FROM devices").fetch_all(&self.writer).await? {
-            let d = rows::device_from(&r)?;
-            reg.devices.insert(d.device_id.clone(), d);
-        }
-        reg.device_keys = crate::credentials::CredentialStore::device_keys(self).await?;
-        Ok(reg)
-    }
-
-    async fn offsets(&self, group_id: &str, topic: &str) -> Result<HashMap<i32, i64>, StoreError> {
-        let rows = sqlx::query("SELECT partition, next_offset FROM consumer_offsets WHERE group_id = ? AND topic = ?")
-            .bind(group_id)
-            .bind(topic)
-            .fetch_all(&self.writer)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get::<i32, _>("partition")?, r.try_get::<i64, _>("next_offset")?))).collect()
-    }
-
-    async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, topic, key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?")
-                .bind(i64::from(limit))
-                .fetch_all(&self.writer)
-                .await?;
-        rows.iter().map(|r| rows::outbox_from(r)).collect()
-    }
-
-    async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, StoreError> {
-        let now_ms = Utc::now().timestamp_millis();
-        let row = sqlx::query(
-            "INSERT INTO leases (name, holder, expires_ms) VALUES (?1, ?2, ?3 + ?4) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms \
-             WHERE leases.holder = excluded.holder OR leases.expires_ms < ?3 \
-             RETURNING holder",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now_ms)
-        .bind(i64::try_from(lease_ms).unwrap_or(i64::MAX / 2))
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(row.is_some())
-    }
-
-    async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let now = ts(&Utc::now());
-        for chunk in ids.chunks(chunk_rows(1)) {
-            let mut qb = QueryBuilder::<Sqlite>::new("UPDATE outbox SET published_at = ");
-            qb.push_bind(now.as_str()).push(" WHERE published_at IS NULL AND id IN (");
-            let mut sep = qb.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
-            }
-            qb.push(")");
-            qb.build().execute(&self.writer).await?;
-        }
-        Ok(())
-    }
-
-    // ---- the rest of a payment's life (issue 5) -------------------------------------------
-
-    async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM settlement WHERE merchant_id = ? ORDER BY day DESC LIMIT ?")
-            .bind(merchant.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(|r| rows::settlement_view_from(r)).collect()
-    }
-
-    // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
-    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::model::Due>, StoreError> {
-        let orders_before = now - chrono::Duration::milliseconds(ORDER_REVOKE_AFTER_MS);
-        let holds_before = now - chrono::Duration::milliseconds(HOLD_EXPIRY_MS);
-        let rows = sqlx::query(DUE)
-            .bind(ts(&orders_before))
-            .bind(ts(&holds_before))
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(|r| rows::due_from(r)).collect()
-    }
-
-    async fn holds_due(&self, payers: &[PayerId], created_before: DateTime<Utc>) -> Result<Vec<HoldKey>, StoreError> {
-        let mut due = Vec::new();
-        // One parameter is the time; the rest are payers.
-        for chunk in payers.chunks(chunk_rows(1) - 1) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT merchant_id, out_order_no FROM holds WHERE status = 'CREATED' AND created_at <= ",
-            );
-            qb.push_bind(ts(&created_before)).push(" AND payer_id IN (");
-            let mut sep = qb.separated(", ");
-            for p in chunk {
-                sep.push_bind(p.to_string());
-            }
-            qb.push(")");
-            // The writer: it must see the last batch's commit.
-            for row in qb.build().fetch_all(&self.writer).await? {
-                due.push(rows::hold_key_from(&row)?);
-            }
-        }
-        Ok(due)
-    }
-
-    // ---- Face gallery at rest (matcher; migration 0005) -------------------------------
-    async fn face_enrol(&self, face: &StoredFace, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let (payer, key_id, at) = (face.payer_id.as_str(), face.key_id.to_string(), ts(&at));
-        sqlx::query("INSERT INTO face_templates (payer_id, key_id, ciphertext, enrolled_at) VALUES (?, ?, ?, ?)")
-            .bind(payer)
-            .bind(&key_id)
-            .bind(&face.ciphertext)
-            .bind(&at)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO face_keys (payer_id, key_id, shard_hash, phone_last4, wrapped_key, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (payer_id) DO UPDATE SET key_id = excluded.key_id, \
-             shard_hash = excluded.shard_hash, phone_last4 = excluded.phone_last4, \
-             wrapped_key = excluded.wrapped_key, created_at = excluded.created_at",
-        )
-        .bind(payer)
-        .bind(&key_id)
-        .bind(i64::from(face.shard_hash))
-        .bind(face.phone_last4.as_ref().map(|p| p.as_str().to_string()))
-        .bind(&face.wrapped_key)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn face_delete(&self, payer: &PayerId) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM face_keys WHERE payer_id = ?").bind(payer.as_str()).execute(&self.writer).await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn face_gallery(&self, shard: u32, shards: u32) -> Result<Vec<StoredFace>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT k.payer_id, k.phone_last4, k.shard_hash, k.key_id, k.wrapped_key, t.ciphertext \
-             FROM face_keys k JOIN face_templates t ON t.key_id = k.key_id \
-             WHERE k.shard_hash % ? = ? ORDER BY k.payer_id",
-        )
-        .bind(i64::from(shards.max(1)))
-        .bind(i64::from(shard))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredFace {
-                    payer_id: id("payer id", r.try_get("payer_id")?, PayerId::parse)?,
-                    phone_last4: match r.try_get::<Option<String>, _>("phone_last4")? {
-                        Some(p) => Some(id("phone digits", p, |p| PhoneLast4::parse(&p))?),
-                        None => None,
-                    },
-                    shard_hash: u32::try_from(r.try_get::<i64, _>("shard_hash")?)
-                        .map_err(|e| corrupt("shard hash", "out of range", e))?,
-                    key_id: parse_uuid(&r.try_get::<String, _>("key_id")?)?,
-                    wrapped_key: r.try_get("wrapped_key")?,
-                    ciphertext: r.try_get("ciphertext")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {
-        let rows = sqlx::query("SELECT key_id, ciphertext FROM face_templates WHERE payer_id = ? ORDER BY seq")
-            .bind(payer.as_str())
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(|r| Ok((parse_uuid(&r.try_get::<String, _>("key_id")?)?, r.try_get("ciphertext")?))).collect()
-    }
-
-    async fn captures_remember(
-        &self,
-        captures: &[crate::store::CaptureMemo],
-        forget_before: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let head = "INSERT INTO capture_memos (face_code, payer_id, rule, captured_at) ";
-        let tail = " ON CONFLICT (face_code) DO UPDATE SET payer_id = excluded.payer_id, rule = excluded.rule, \
-                    captured_at = excluded.captured_at";
-        insert_rows(&mut tx, head, tail, 4, captures, |mut b, c| {
-            b.push_bind(c.face_code.as_str())
-                .push_bind(c.payer_id.as_ref().map(|p| p.as_str()))
-                .push_bind(c.rule.as_str())
-                .push_bind(ts(&c.captured_at));
-        })
-        .await?;
-        sqlx::query("DELETE FROM capture_memos WHERE captured_at < ?")
-            .bind(ts(&forget_before))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn captures_recent(
-        &self,
-        since: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<crate::store::CaptureMemo>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT * FROM capture_memos WHERE captured_at >= ? ORDER BY captured_at DESC, face_code \
-             LIMIT ?) ORDER BY captured_at, face_code",
-        )
-        .bind(ts(&since))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(|r| rows::capture_memo_from(r)).collect()
-    }
+/// An instant as SQLite stores it: canonical RFC 3339 text.
+fn bind_at(at: &DateTime<Utc>) -> String {
+    ts(at)
 }
+
+/// A UUID as SQLite stores it: its hyphenated text.
+fn bind_id(id: &Uuid) -> String {
+    id.to_string()
+}
+
+/// The stored answers of those of `event_ids` already processed (a list read in chunks).
+async fn answered_rows(pool: &SqlitePool, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
+    let mut found = HashMap::new();
+    let sql = "SELECT event_id, outcome FROM inbound WHERE event_id";
+    load_by(
+        pool,
+        sql,
+        event_ids.iter(),
+        |e| e.to_string(),
+        |r| {
+            found.insert(r.uuid("event_id")?, r.text("outcome")?);
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(found)
+}
+
+/// A day as SQLite stores it: `YYYY-MM-DD` text.
+fn bind_day(day: &NaiveDate) -> String {
+    day.to_string()
+}
+
+/// The keys of `payers`' holds still open and created at or before `created_before`.
+async fn hold_keys_due(
+    pool: &SqlitePool,
+    payers: &[PayerId],
+    created_before: DateTime<Utc>,
+) -> Result<Vec<HoldKey>, StoreError> {
+    let mut due = Vec::new();
+    // One parameter is the time; the rest are payers.
+    for chunk in payers.chunks(chunk_rows(1) - 1) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT merchant_id, out_order_no FROM holds WHERE status = 'CREATED' AND created_at <= ",
+        );
+        qb.push_bind(ts(&created_before)).push(" AND payer_id IN (");
+        let mut sep = qb.separated(", ");
+        for p in chunk {
+            sep.push_bind(p.to_string());
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(pool).await? {
+            due.push(rows::hold_key_from(&row)?);
+        }
+    }
+    Ok(due)
+}
+
+/// Everything a batch writes, in its transaction.
+async fn write_batch(tx: &mut Transaction<'static, Sqlite>, batch: &CommitBatch) -> Result<(), StoreError> {
+    write_log(tx, &batch.events).await?;
+    write_projections(tx, batch).await?;
+    write_history(tx, &batch.history).await?;
+    write_inbound(tx, &batch.inbound).await?;
+    write_rejected(tx, &batch.rejected).await?;
+    write_transport(tx, &batch.offsets, &batch.outbox).await
+}
+
+/// Marks these outbox messages published, a chunk of ids per statement.
+async fn mark_published(pool: &SqlitePool, ids: &[i64]) -> Result<(), StoreError> {
+    let now = ts(&Utc::now());
+    for chunk in ids.chunks(chunk_rows(1)) {
+        let mut qb = QueryBuilder::<Sqlite>::new("UPDATE outbox SET published_at = ");
+        qb.push_bind(now.as_str()).push(" WHERE published_at IS NULL AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        qb.build().execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// Upserts what `captures` resolved to (a face code seen again is overwritten).
+async fn remember_captures(
+    tx: &mut Transaction<'static, Sqlite>,
+    captures: &[crate::store::CaptureMemo],
+) -> Result<(), StoreError> {
+    let head = "INSERT INTO capture_memos (face_code, payer_id, rule, captured_at) ";
+    let tail = " ON CONFLICT (face_code) DO UPDATE SET payer_id = excluded.payer_id, rule = excluded.rule, \
+                captured_at = excluded.captured_at";
+    insert_rows(tx, head, tail, 4, captures, |mut b, c| {
+        b.push_bind(c.face_code.as_str())
+            .push_bind(c.payer_id.as_ref().map(|p| p.as_str()))
+            .push_bind(c.rule.as_str())
+            .push_bind(ts(&c.captured_at));
+    })
+    .await
+}
+
+crate::store_sql::store_sql!(SqliteStore, db: Sqlite, read: reader, write: writer, byte_order: "",
+    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)");
 
 crate::credentials::credential_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, writer, |_: usize| "?"
     .to_string());

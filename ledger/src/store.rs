@@ -212,94 +212,169 @@ impl std::fmt::Debug for StoredFace {
     }
 }
 
+/// The ledger's writer: what a batch of commands reads and commits, and the ledger's clock.
 #[async_trait]
-pub trait LedgerStore: crate::credentials::CredentialStore + Send + Sync + 'static {
+pub trait LedgerWriter: Send + Sync + 'static {
     /// The entities named by `keys` (absent ones stay absent).
     async fn load(&self, keys: &Keys) -> Result<LedgerState, StoreError>;
+
     /// The stored answers of those inbound events that were already processed.
     async fn answered(&self, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError>;
+
     /// Appends events, postings, transactions, projections, history, answers, rejections,
     /// consumer offsets and outbox messages, all in one database transaction.
     async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError>;
-    /// Appends only the events, postings and transactions of `batch`, with no projections:
-    /// the raw ceiling the benchmark measures decisions against.
-    async fn commit_raw(&self, batch: &CommitBatch) -> Result<(), StoreError>;
+
     /// Keeps one rejected event.
     async fn reject(&self, rejected: &RejectedEvent) -> Result<(), StoreError>;
 
-    /// Every projection, as a state (for replay's comparison).
-    async fn load_all(&self) -> Result<LedgerState, StoreError>;
-    /// The whole history projection, oldest first.
-    async fn history_all(&self) -> Result<Vec<HistoryRow>, StoreError>;
     /// The highest sequence number in the log (0 when it is empty): a writer caching what it
     /// read notices by it that someone else appended.
     async fn log_position(&self) -> Result<i64, StoreError>;
+
+    /// Up to `limit` orders and holds past their deadline at `now` (orders still unpaid 45 s
+    /// after creation, holds still open 30 days after), oldest first within each kind.
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::model::Due>, StoreError>;
+
+    /// The keys of `payers`' holds still open and created at or before `created_before`:
+    /// the holds a batch's payments may find expired and must release first, loaded with the
+    /// batch (partial index of migration 0010).
+    async fn holds_due(&self, payers: &[PayerId], created_before: DateTime<Utc>) -> Result<Vec<HoldKey>, StoreError>;
+}
+
+/// The event log and every projection, read whole: replay, verification, invariants.
+#[async_trait]
+pub trait LogReader: Send + Sync + 'static {
+    /// Every projection, as a state (for replay's comparison).
+    async fn load_all(&self) -> Result<LedgerState, StoreError>;
+
+    /// The whole history projection, oldest first.
+    async fn history_all(&self) -> Result<Vec<HistoryRow>, StoreError>;
+
     /// Up to `limit` events after `after_seq`, in log order.
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
-    async fn check_invariants(&self) -> Result<Invariants, StoreError>;
 
+    async fn check_invariants(&self) -> Result<Invariants, StoreError>;
+}
+
+/// The read side the API serves: orders, history, members, wallets, settlement, rejections.
+#[async_trait]
+pub trait ProjectionReader: Send + Sync + 'static {
     async fn order(&self, merchant: &MerchantId, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError>;
+
     /// The orders of `keys` that exist, read together from the readers' side (see
     /// [`crate::lookup`]).
     async fn orders(
         &self,
         keys: &[crate::model::OrderKey],
     ) -> Result<std::collections::BTreeMap<crate::model::OrderKey, Order>, StoreError>;
+
     async fn history(&self, merchant: &MerchantId, filter: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError>;
+
     async fn members(&self, merchant: &MerchantId) -> Result<Vec<MemberView>, StoreError>;
+
     /// The payer's wallet balance and frozen flag, if the payer is known to the ledger.
     async fn wallet(&self, payer: &PayerId) -> Result<Option<(i64, bool)>, StoreError>;
+
     async fn rejected(&self, limit: u32) -> Result<Vec<RejectedEvent>, StoreError>;
-
-    async fn register_merchant(&self, merchant: &MerchantId, name: &str) -> Result<(), StoreError>;
-    async fn register_device(&self, device: &DeviceRef) -> Result<(), StoreError>;
-    async fn registry(&self) -> Result<Registry, StoreError>;
-
-    /// The committed next offset of each partition of `topic` for `group_id`.
-    async fn offsets(&self, group_id: &str, topic: &str) -> Result<HashMap<i32, i64>, StoreError>;
-    /// Takes or renews the lease `name` for `holder` for `lease_ms` from now; true if
-    /// `holder` holds it now (it was free, lapsed, or already its own).
-    async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, StoreError>;
-    /// Up to `limit` unpublished outbox messages, oldest first, with their ids.
-    async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError>;
-    /// Marks these outbox messages published (the outbox is not the log: this is an update).
-    async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
-
-    // ---- the rest of a payment's life (issue 5) -------------------------------------------
 
     /// The merchant's daily settlement, newest day first, at most `limit` days.
     async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError>;
+}
 
-    // ---- The ledger's clock (the sweeper; migration 0009) ---------------------------------
+/// The fleet registry: merchants and their devices.
+#[async_trait]
+pub trait RegistryStore: Send + Sync + 'static {
+    async fn register_merchant(&self, merchant: &MerchantId, name: &str) -> Result<(), StoreError>;
 
-    /// Up to `limit` orders and holds past their deadline at `now` (orders still unpaid 45 s
-    /// after creation, holds still open 30 days after), oldest first within each kind.
-    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::model::Due>, StoreError>;
-    /// The keys of `payers`' holds still open and created at or before `created_before`:
-    /// the holds a batch's payments may find expired and must release first, loaded with the
-    /// batch (partial index of migration 0010).
-    async fn holds_due(&self, payers: &[PayerId], created_before: DateTime<Utc>) -> Result<Vec<HoldKey>, StoreError>;
+    async fn register_device(&self, device: &DeviceRef) -> Result<(), StoreError>;
 
-    // ---- Face gallery at rest (matcher; migration 0005) -------------------------------
+    async fn registry(&self) -> Result<Registry, StoreError>;
+}
+
+/// The Kafka transport's state kept with the ledger: consumer offsets, the outbox and its relay's lease.
+#[async_trait]
+pub trait TransportStore: Send + Sync + 'static {
+    /// The committed next offset of each partition of `topic` for `group_id`.
+    async fn offsets(&self, group_id: &str, topic: &str) -> Result<HashMap<i32, i64>, StoreError>;
+
+    /// Takes or renews the lease `name` for `holder` for `lease_ms` from now; true if
+    /// `holder` holds it now (it was free, lapsed, or already its own).
+    async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, StoreError>;
+
+    /// Up to `limit` unpublished outbox messages, oldest first, with their ids.
+    async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError>;
+
+    /// Marks these outbox messages published (the outbox is not the log: this is an update).
+    async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
+}
+
+/// The face gallery at rest (migration 0005): sealed templates and the keys that shred them.
+#[async_trait]
+pub trait FaceVault: Send + Sync + 'static {
     /// Appends `face`'s sealed template to the append-only log and makes its wrapped key the
     /// payer's one live key (replacing an earlier enrolment's), in one transaction.
     async fn face_enrol(&self, face: &StoredFace, at: DateTime<Utc>) -> Result<(), StoreError>;
+
     /// Destroys `payer`'s live key (crypto-shredding); `true` if there was one.
     async fn face_delete(&self, payer: &PayerId) -> Result<bool, StoreError>;
+
     /// The live faces of shard `shard` of `shards` (each payer's template of their live key),
     /// ordered by payer id.
     async fn face_gallery(&self, shard: u32, shards: u32) -> Result<Vec<StoredFace>, StoreError>;
+
     /// Every template ciphertext ever stored for `payer` with its key id (the log keeps them
     /// after deletion): for audits of the shredding.
     async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError>;
+}
 
-    // ---- The matcher's recent captures (migration 0012) ------------------------------
+/// The matcher's recent captures (migration 0012).
+#[async_trait]
+pub trait CaptureLog: Send + Sync + 'static {
     /// Keeps what `captures` resolved to (a face code seen again is overwritten) and forgets
     /// every capture identified before `forget_before`, in one transaction.
     async fn captures_remember(&self, captures: &[CaptureMemo], forget_before: DateTime<Utc>)
         -> Result<(), StoreError>;
+
     /// The captures identified at or after `since`, oldest first, at most `limit` (the newest).
     async fn captures_recent(&self, since: DateTime<Utc>, limit: u32) -> Result<Vec<CaptureMemo>, StoreError>;
+}
+
+/// The benchmark's ceiling: the log's rows of a batch written with no projections.
+#[async_trait]
+pub trait CeilingWriter: Send + Sync + 'static {
+    /// Appends only the events, postings and transactions of `batch`, with no projections:
+    /// the raw ceiling the benchmark measures decisions against.
+    async fn commit_raw(&self, batch: &CommitBatch) -> Result<(), StoreError>;
+}
+
+/// Every role of a database the ledger runs on, as one trait: what the wiring holds and
+/// hands out. A caller that needs one role takes that role's trait (an `Arc<dyn LedgerStore>`
+/// coerces to any of them).
+pub trait LedgerStore:
+    LedgerWriter
+    + LogReader
+    + ProjectionReader
+    + RegistryStore
+    + TransportStore
+    + FaceVault
+    + CaptureLog
+    + CeilingWriter
+    + crate::credentials::CredentialStore
+{
+}
+
+impl<S> LedgerStore for S where
+    S: LedgerWriter
+        + LogReader
+        + ProjectionReader
+        + RegistryStore
+        + TransportStore
+        + FaceVault
+        + CaptureLog
+        + CeilingWriter
+        + crate::credentials::CredentialStore
+{
 }
 
 /// One merchant's money of one Asia/Shanghai day, as served (fen).
@@ -310,4 +385,14 @@ pub struct SettlementView {
     pub refunds_fen: i64,
     pub fees_fen: i64,
     pub net_fen: i64,
+}
+
+/// The role traits, for callers that hold an `Arc<dyn LedgerStore>` and call its methods
+/// (a trait's methods are callable where the trait is in scope).
+pub mod prelude {
+    pub use super::{
+        CaptureLog, CeilingWriter, FaceVault, LedgerStore, LedgerWriter, LogReader, ProjectionReader, RegistryStore,
+        TransportStore,
+    };
+    pub use crate::credentials::CredentialStore;
 }

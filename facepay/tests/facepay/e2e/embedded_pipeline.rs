@@ -97,7 +97,7 @@ async fn after_a_restart_the_log_still_replays_to_the_projections() {
     let report = Ledger::new(store.clone(), Policy::default()).replay().await.unwrap();
     assert!(report.matches, "{:?}", report.differences);
     assert_eq!(report.events, s.events.ledger);
-    use facepay_ledger::LedgerStore;
+    use facepay_ledger::store::prelude::*;
     let inv = store.check_invariants().await.unwrap();
     assert!(inv.balanced && inv.no_order_paid_twice && inv.no_overdraft);
 }

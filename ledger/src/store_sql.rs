@@ -1,0 +1,559 @@
+//! The SQL both stores run, written once: [`store_sql!`] implements every role trait of
+//! [`crate::store`] for a backend, and each backend keeps only what its database truly does
+//! differently (bulk writes and list reads, the lease on the database's clock, the
+//! invariants' JSON functions, reading a row).
+//!
+//! The seam, at the macro's call site:
+//! - `read` and `write`: the pool fields that read and write (SQLite: a reader pool and
+//!   its one writer; PostgreSQL: one pool for both);
+//! - `byte_order`: the collation that sorts text by bytes, as SQLite does by default;
+//! - `now_ms`: the database's clock in Unix milliseconds, as SQL (the outbox relay's lease);
+//! - `db`: the sqlx database;
+//! - functions of the same name in the calling module: `bind_at`, `bind_day` and `bind_id`
+//!   (how an instant, a day and a UUID are bound), `load_keys`, `load_everything`,
+//!   `answered_rows`, `hold_keys_due`, `write_batch`, `write_rejected`, `write_log`,
+//!   `remember_captures`, `mark_published`; and the const `INVARIANTS_SQL`.
+//!
+//! SQL text uses `$n` placeholders: PostgreSQL's, which SQLite reads as numbered parameters.
+
+/// Orders unpaid since before $1, then holds open since before $2, oldest first, each kind
+/// up to $3 (the caller keeps the first $3). Partial indexes of migration 0009.
+pub(crate) const DUE: &str = "SELECT * FROM (SELECT 'order' AS kind, merchant_id, out_trade_no AS no, created_at \
+     FROM orders WHERE status = 'DECLINED' AND created_at <= $1 ORDER BY created_at LIMIT $3) o \
+     UNION ALL SELECT * FROM (SELECT 'hold' AS kind, merchant_id, out_order_no AS no, created_at FROM holds \
+     WHERE status = 'CREATED' AND created_at <= $2 ORDER BY created_at LIMIT $3) h LIMIT $3";
+
+/// A page of a merchant's history under `f`, newest first: only the filters `f` sets, so
+/// that each shape of the query gets its own plan (an index range, not a scan).
+pub(crate) fn history_sql(f: &crate::store::HistoryFilter) -> String {
+    let mut sql = String::from("SELECT * FROM history WHERE merchant_id = $1");
+    let mut n = 1;
+    let mut and = |column: &str, op: &str| {
+        n += 1;
+        sql.push_str(&format!(" AND {column} {op} ${n}"));
+    };
+    if f.day.is_some() {
+        and("day", "=");
+    }
+    if f.status.is_some() {
+        and("status", "=");
+    }
+    if f.before_id.is_some() {
+        and("id", "<");
+    }
+    if f.store_id.is_some() {
+        and("store_id", "=");
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
+    sql
+}
+
+/// Implements the role traits of [`crate::store`] for `$store` (see the module's seam).
+macro_rules! store_sql {
+    ($store:ty, db: $db:ty, read: $read:ident, write: $write:ident, byte_order: $byte_order:literal,
+     now_ms: $now_ms:literal) => {
+        $crate::store_sql::writer_sql!($store, db: $db, read: $read, write: $write);
+        $crate::store_sql::reader_sql!($store, db: $db, read: $read, byte_order: $byte_order);
+        $crate::store_sql::registry_sql!($store, write: $write);
+        $crate::store_sql::transport_sql!($store, write: $write, now_ms: $now_ms);
+        $crate::store_sql::faces_sql!($store, read: $read, write: $write, byte_order: $byte_order);
+    };
+}
+
+/// [`crate::store::LedgerWriter`] and [`crate::store::CeilingWriter`].
+macro_rules! writer_sql {
+    ($store:ty, db: $db:ty, read: $read:ident, write: $write:ident) => {
+        /// Advances the consumer offsets a batch reached: one compare-and-set per partition
+        /// (a batch spans few); a partition another writer moved since the batch was read
+        /// fences the batch ([`StoreError::Fenced`](crate::StoreError::Fenced)).
+        async fn write_offsets(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            offsets: &[$crate::store::ConsumerOffset],
+        ) -> Result<(), $crate::StoreError> {
+            for o in $crate::rows::last_offsets(offsets) {
+                let sql = if o.expected.is_some() {
+                    $crate::rows::OFFSET_ADVANCE_SQL
+                } else {
+                    $crate::rows::OFFSET_FIRST_SQL
+                };
+                let q = sqlx::query(sql)
+                    .bind(o.group_id.as_str())
+                    .bind(o.topic.as_str())
+                    .bind(o.partition)
+                    .bind(o.next_offset);
+                let q = match o.expected {
+                    Some(expected) => q.bind(expected),
+                    None => q,
+                };
+                let done = q.execute(&mut **tx).await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::rows::fenced(o));
+                }
+            }
+            Ok(())
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::LedgerWriter for $store {
+            async fn load(&self, keys: &$crate::model::Keys) -> Result<$crate::model::LedgerState, $crate::StoreError> {
+                load_keys(&self.$write, keys).await
+            }
+
+            async fn answered(
+                &self,
+                event_ids: &[uuid::Uuid],
+            ) -> Result<std::collections::HashMap<uuid::Uuid, String>, $crate::StoreError> {
+                answered_rows(&self.$write, event_ids).await
+            }
+
+            async fn commit(&self, batch: &$crate::store::CommitBatch) -> Result<(), $crate::StoreError> {
+                let mut tx = self.$write.begin().await?;
+                write_batch(&mut tx, batch).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn reject(&self, rejected: &$crate::store::RejectedEvent) -> Result<(), $crate::StoreError> {
+                let mut tx = self.$write.begin().await?;
+                write_rejected(&mut tx, std::slice::from_ref(rejected)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn log_position(&self) -> Result<i64, $crate::StoreError> {
+                Ok(sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM events").fetch_one(&self.$write).await?)
+            }
+
+            async fn due(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<$crate::model::Due>, $crate::StoreError> {
+                use facepay_domain::limits::{HOLD_EXPIRY_MS, ORDER_REVOKE_AFTER_MS};
+                let orders_before = now - chrono::Duration::milliseconds(ORDER_REVOKE_AFTER_MS);
+                let holds_before = now - chrono::Duration::milliseconds(HOLD_EXPIRY_MS);
+                let rows = sqlx::query($crate::store_sql::DUE)
+                    .bind(bind_at(&orders_before))
+                    .bind(bind_at(&holds_before))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter().map(|r| $crate::rows::due_from(r)).collect()
+            }
+
+            async fn holds_due(
+                &self,
+                payers: &[facepay_domain::PayerId],
+                created_before: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<$crate::model::HoldKey>, $crate::StoreError> {
+                // The writer: it must see the last batch's commit.
+                hold_keys_due(&self.$write, payers, created_before).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::CeilingWriter for $store {
+            async fn commit_raw(&self, batch: &$crate::store::CommitBatch) -> Result<(), $crate::StoreError> {
+                let mut tx = self.$write.begin().await?;
+                write_log(&mut tx, &batch.events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+/// [`crate::store::LogReader`] and [`crate::store::ProjectionReader`].
+macro_rules! reader_sql {
+    ($store:ty, db: $db:ty, read: $read:ident, byte_order: $byte_order:literal) => {
+        impl $store {
+            /// The history page query of `merchant` under `f` (its SQL: [`history_sql`]), bound.
+            ///
+            /// [`history_sql`]: $crate::store_sql::history_sql
+            fn history_query<'q>(
+                sql: &'q str,
+                merchant: &'q facepay_domain::MerchantId,
+                f: &'q $crate::store::HistoryFilter,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+                let mut q = sqlx::query(sql).bind(merchant.as_str());
+                if let Some(d) = f.day {
+                    q = q.bind(bind_day(&d));
+                }
+                if let Some(s) = f.status {
+                    q = q.bind(s.as_str());
+                }
+                if let Some(before) = f.before_id {
+                    q = q.bind(before);
+                }
+                if let Some(store) = &f.store_id {
+                    q = q.bind(store.as_str());
+                }
+                q.bind(i64::from(f.limit))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::LogReader for $store {
+            async fn load_all(&self) -> Result<$crate::model::LedgerState, $crate::StoreError> {
+                load_everything(&self.$read).await
+            }
+
+            async fn history_all(&self) -> Result<Vec<$crate::store::HistoryRow>, $crate::StoreError> {
+                let rows = sqlx::query("SELECT * FROM history ORDER BY id").fetch_all(&self.$read).await?;
+                rows.iter().map(|r| $crate::rows::history_from(r)).collect()
+            }
+
+            async fn events_after(
+                &self,
+                after_seq: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::StoredEvent>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT seq, event_id, cause_event_id, occurred_at, CAST(payload AS TEXT) AS payload, prev_hash, \
+                     hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after_seq)
+                .bind(i64::from(limit))
+                .fetch_all(&self.$read)
+                .await?;
+                rows.iter().map(|r| $crate::rows::stored_event_from(r)).collect()
+            }
+
+            async fn check_invariants(&self) -> Result<$crate::store::Invariants, $crate::StoreError> {
+                let r = sqlx::query(INVARIANTS_SQL).fetch_one(&self.$read).await?;
+                let zero = |col: &str| -> Result<bool, $crate::StoreError> {
+                    Ok(sqlx::Row::try_get::<i64, _>(&r, col)? == 0)
+                };
+                Ok($crate::store::Invariants {
+                    balanced: zero("unbalanced_txns")?
+                        && zero("postings_total")?
+                        && zero("orphan_postings")?
+                        && zero("drifted_balances")?
+                        && zero("phantom_balances")?,
+                    no_order_paid_twice: zero("orders_paid_twice")?,
+                    no_overdraft: zero("overdrawn")?,
+                })
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::ProjectionReader for $store {
+            async fn order(
+                &self,
+                merchant: &facepay_domain::MerchantId,
+                out_trade_no: &facepay_domain::OutTradeNo,
+            ) -> Result<Option<$crate::model::Order>, $crate::StoreError> {
+                let row = sqlx::query("SELECT * FROM orders WHERE merchant_id = $1 AND out_trade_no = $2")
+                    .bind(merchant.as_str())
+                    .bind(out_trade_no.as_str())
+                    .fetch_optional(&self.$read)
+                    .await?;
+                row.as_ref().map(|r| $crate::rows::order_from(r)).transpose()
+            }
+
+            async fn orders(
+                &self,
+                keys: &[$crate::model::OrderKey],
+            ) -> Result<std::collections::BTreeMap<$crate::model::OrderKey, $crate::model::Order>, $crate::StoreError>
+            {
+                // The readers: a lookup need not wait behind the ledger's writes.
+                let keys = $crate::model::Keys { orders: keys.iter().cloned().collect(), ..Default::default() };
+                Ok(load_keys(&self.$read, &keys).await?.orders)
+            }
+
+            async fn history(
+                &self,
+                merchant: &facepay_domain::MerchantId,
+                filter: &$crate::store::HistoryFilter,
+            ) -> Result<Vec<$crate::store::HistoryRow>, $crate::StoreError> {
+                let sql = $crate::store_sql::history_sql(filter);
+                let rows = Self::history_query(&sql, merchant, filter).fetch_all(&self.$read).await?;
+                rows.iter().map(|r| $crate::rows::history_from(r)).collect()
+            }
+
+            async fn members(
+                &self,
+                merchant: &facepay_domain::MerchantId,
+            ) -> Result<Vec<$crate::store::MemberView>, $crate::StoreError> {
+                let sql = concat!("SELECT * FROM members WHERE merchant_id = $1 ORDER BY opened_at, payer_id", $byte_order);
+                let rows = sqlx::query(sql).bind(merchant.as_str()).fetch_all(&self.$read).await?;
+                rows.iter().map(|r| $crate::rows::member_view_from(r)).collect()
+            }
+
+            async fn wallet(&self, payer: &facepay_domain::PayerId) -> Result<Option<(i64, bool)>, $crate::StoreError> {
+                use $crate::rows::Cells;
+                let row = sqlx::query(
+                    "SELECT (SELECT balance_fen FROM balances WHERE account = $1) AS balance_fen, \
+                     (SELECT CAST(CASE WHEN frozen THEN 1 ELSE 0 END AS BIGINT) FROM payers WHERE payer_id = $2) \
+                     AS frozen",
+                )
+                .bind($crate::Account::Wallet(payer.clone()).key())
+                .bind(payer.as_str())
+                .fetch_one(&self.$read)
+                .await?;
+                match (row.opt_int("balance_fen")?, row.opt_int("frozen")?) {
+                    (None, None) => Ok(None),
+                    (balance, frozen) => Ok(Some((balance.unwrap_or(0), frozen.unwrap_or(0) != 0))),
+                }
+            }
+
+            async fn rejected(&self, limit: u32) -> Result<Vec<$crate::store::RejectedEvent>, $crate::StoreError> {
+                let rows = sqlx::query("SELECT * FROM rejected_events ORDER BY id DESC LIMIT $1")
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter().map(|r| $crate::rows::rejected_from(r)).collect()
+            }
+
+            async fn settlement(
+                &self,
+                merchant: &facepay_domain::MerchantId,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::SettlementView>, $crate::StoreError> {
+                let rows = sqlx::query("SELECT * FROM settlement WHERE merchant_id = $1 ORDER BY day DESC LIMIT $2")
+                    .bind(merchant.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter().map(|r| $crate::rows::settlement_view_from(r)).collect()
+            }
+        }
+    };
+}
+
+/// [`crate::store::RegistryStore`].
+macro_rules! registry_sql {
+    ($store:ty, write: $write:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::store::RegistryStore for $store {
+            async fn register_merchant(
+                &self,
+                merchant: &facepay_domain::MerchantId,
+                name: &str,
+            ) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "INSERT INTO merchants (merchant_id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(merchant.as_str())
+                .bind(name)
+                .bind(bind_at(&chrono::Utc::now()))
+                .execute(&self.$write)
+                .await?;
+                Ok(())
+            }
+
+            async fn register_device(&self, d: &facepay_domain::DeviceRef) -> Result<(), $crate::StoreError> {
+                let result = sqlx::query(
+                    "INSERT INTO devices (device_id, merchant_id, store_id, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (device_id) DO NOTHING",
+                )
+                .bind(d.device_id.as_str())
+                .bind(d.merchant_id.as_str())
+                .bind(d.store_id.as_str())
+                .bind(bind_at(&chrono::Utc::now()))
+                .execute(&self.$write)
+                .await?;
+                if result.rows_affected() == 0 {
+                    let registry = self.registry().await?;
+                    if registry.devices.get(&d.device_id) != Some(d) {
+                        return Err($crate::StoreError::Conflict(format!("device {} is bound elsewhere", d.device_id)));
+                    }
+                }
+                Ok(())
+            }
+
+            async fn registry(&self) -> Result<$crate::store::Registry, $crate::StoreError> {
+                use $crate::rows::Cells;
+                let mut reg = $crate::store::Registry::default();
+                for r in sqlx::query("SELECT merchant_id, name FROM merchants").fetch_all(&self.$write).await? {
+                    let merchant =
+                        $crate::rows::id("merchant", r.text("merchant_id")?, facepay_domain::MerchantId::parse)?;
+                    reg.merchants.insert(merchant, r.text("name")?);
+                }
+                for r in
+                    sqlx::query("SELECT device_id, merchant_id, store_id FROM devices").fetch_all(&self.$write).await?
+                {
+                    let d = $crate::rows::device_from(&r)?;
+                    reg.devices.insert(d.device_id.clone(), d);
+                }
+                reg.device_keys = $crate::credentials::CredentialStore::device_keys(self).await?;
+                Ok(reg)
+            }
+        }
+    };
+}
+
+/// [`crate::store::TransportStore`].
+macro_rules! transport_sql {
+    ($store:ty, write: $write:ident, now_ms: $now_ms:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::TransportStore for $store {
+            async fn offsets(
+                &self,
+                group_id: &str,
+                topic: &str,
+            ) -> Result<std::collections::HashMap<i32, i64>, $crate::StoreError> {
+                use $crate::rows::Cells;
+                let rows = sqlx::query(
+                    "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
+                )
+                .bind(group_id)
+                .bind(topic)
+                .fetch_all(&self.$write)
+                .await?;
+                rows.iter().map(|r| Ok((sqlx::Row::try_get::<i32, _>(r, "partition")?, r.int("next_offset")?))).collect()
+            }
+
+            async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, $crate::StoreError> {
+                // The database's clock decides expiry: the one clock every process shares.
+                let sql = concat!(
+                    "INSERT INTO leases (name, holder, expires_ms) VALUES ($1, $2, ",
+                    $now_ms,
+                    " + $3) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                     expires_ms = excluded.expires_ms WHERE leases.holder = excluded.holder OR leases.expires_ms < ",
+                    $now_ms,
+                    " RETURNING holder"
+                );
+                let row = sqlx::query(sql)
+                    .bind(name)
+                    .bind(holder)
+                    .bind(i64::try_from(lease_ms).unwrap_or(i64::MAX / 2))
+                    .fetch_optional(&self.$write)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn outbox_pending(
+                &self,
+                limit: u32,
+            ) -> Result<Vec<(i64, $crate::store::OutboxMessage)>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, topic, key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.$write)
+                .await?;
+                rows.iter().map(|r| $crate::rows::outbox_from(r)).collect()
+            }
+
+            async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), $crate::StoreError> {
+                mark_published(&self.$write, ids).await
+            }
+        }
+    };
+}
+
+/// [`crate::store::FaceVault`] and [`crate::store::CaptureLog`].
+macro_rules! faces_sql {
+    ($store:ty, read: $read:ident, write: $write:ident, byte_order: $byte_order:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::FaceVault for $store {
+            async fn face_enrol(
+                &self,
+                face: &$crate::store::StoredFace,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::StoreError> {
+                let mut tx = self.$write.begin().await?;
+                let (payer, key_id, at) = (face.payer_id.as_str(), bind_id(&face.key_id), bind_at(&at));
+                sqlx::query(
+                    "INSERT INTO face_templates (payer_id, key_id, ciphertext, enrolled_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(payer)
+                .bind(&key_id)
+                .bind(&face.ciphertext)
+                .bind(&at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO face_keys (payer_id, key_id, shard_hash, phone_last4, wrapped_key, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (payer_id) DO UPDATE SET key_id = excluded.key_id, \
+                     shard_hash = excluded.shard_hash, phone_last4 = excluded.phone_last4, \
+                     wrapped_key = excluded.wrapped_key, created_at = excluded.created_at",
+                )
+                .bind(payer)
+                .bind(&key_id)
+                .bind(i64::from(face.shard_hash))
+                .bind(face.phone_last4.as_ref().map(|p| p.as_str().to_string()))
+                .bind(&face.wrapped_key)
+                .bind(&at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn face_delete(&self, payer: &facepay_domain::PayerId) -> Result<bool, $crate::StoreError> {
+                let done = sqlx::query("DELETE FROM face_keys WHERE payer_id = $1")
+                    .bind(payer.as_str())
+                    .execute(&self.$write)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn face_gallery(
+                &self,
+                shard: u32,
+                shards: u32,
+            ) -> Result<Vec<$crate::store::StoredFace>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT k.payer_id, k.phone_last4, k.shard_hash, k.key_id, k.wrapped_key, t.ciphertext \
+                     FROM face_keys k JOIN face_templates t ON t.key_id = k.key_id \
+                     WHERE k.shard_hash % $1 = $2 ORDER BY k.payer_id",
+                )
+                .bind(i64::from(shards.max(1)))
+                .bind(i64::from(shard))
+                .fetch_all(&self.$read)
+                .await?;
+                rows.iter().map(|r| $crate::rows::stored_face_from(r)).collect()
+            }
+
+            async fn face_ciphertexts(
+                &self,
+                payer: &facepay_domain::PayerId,
+            ) -> Result<Vec<(uuid::Uuid, Vec<u8>)>, $crate::StoreError> {
+                use $crate::rows::Cells;
+                let rows = sqlx::query("SELECT key_id, ciphertext FROM face_templates WHERE payer_id = $1 ORDER BY seq")
+                    .bind(payer.as_str())
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter().map(|r| Ok((r.uuid("key_id")?, r.bytes("ciphertext")?))).collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::CaptureLog for $store {
+            async fn captures_remember(
+                &self,
+                captures: &[$crate::store::CaptureMemo],
+                forget_before: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::StoreError> {
+                let mut tx = self.$write.begin().await?;
+                remember_captures(&mut tx, captures).await?;
+                sqlx::query("DELETE FROM capture_memos WHERE captured_at < $1")
+                    .bind(bind_at(&forget_before))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn captures_recent(
+                &self,
+                since: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::CaptureMemo>, $crate::StoreError> {
+                let sql = concat!(
+                    "SELECT * FROM (SELECT * FROM capture_memos WHERE captured_at >= $1 ORDER BY captured_at DESC, \
+                     face_code",
+                    $byte_order,
+                    " LIMIT $2) m ORDER BY captured_at, face_code",
+                    $byte_order
+                );
+                let rows = sqlx::query(sql).bind(bind_at(&since)).bind(i64::from(limit)).fetch_all(&self.$read).await?;
+                rows.iter().map(|r| $crate::rows::capture_memo_from(r)).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use {faces_sql, reader_sql, registry_sql, store_sql, transport_sql, writer_sql};
