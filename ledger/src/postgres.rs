@@ -499,12 +499,12 @@ impl PgStore {
 // ---- what PostgreSQL does its own way (the rest: crate::store_sql) ---------------------
 
 /// An instant as PostgreSQL stores it: `timestamptz`.
-fn bind_at(at: &DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn bind_at(at: &DateTime<Utc>) -> DateTime<Utc> {
     *at
 }
 
 /// A UUID as PostgreSQL stores it: `uuid`.
-fn bind_id(id: &Uuid) -> Uuid {
+pub(crate) fn bind_id(id: &Uuid) -> Uuid {
     *id
 }
 
@@ -518,7 +518,7 @@ async fn answered_rows(pool: &PgPool, event_ids: &[Uuid]) -> Result<HashMap<Uuid
 }
 
 /// A day as PostgreSQL stores it: `date`.
-fn bind_day(day: &NaiveDate) -> NaiveDate {
+pub(crate) fn bind_day(day: &NaiveDate) -> NaiveDate {
     *day
 }
 

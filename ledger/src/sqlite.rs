@@ -511,12 +511,12 @@ const INVARIANTS_SQL: &str = "SELECT \
 // ---- what SQLite does its own way (the rest: crate::store_sql) -------------------------
 
 /// An instant as SQLite stores it: canonical RFC 3339 text.
-fn bind_at(at: &DateTime<Utc>) -> String {
+pub(crate) fn bind_at(at: &DateTime<Utc>) -> String {
     ts(at)
 }
 
 /// A UUID as SQLite stores it: its hyphenated text.
-fn bind_id(id: &Uuid) -> String {
+pub(crate) fn bind_id(id: &Uuid) -> String {
     id.to_string()
 }
 
@@ -539,7 +539,7 @@ async fn answered_rows(pool: &SqlitePool, event_ids: &[Uuid]) -> Result<HashMap<
 }
 
 /// A day as SQLite stores it: `YYYY-MM-DD` text.
-fn bind_day(day: &NaiveDate) -> String {
+pub(crate) fn bind_day(day: &NaiveDate) -> String {
     day.to_string()
 }
 

@@ -6,11 +6,15 @@
 //!   the report that sums them.
 //! - [`store`]: imports, runs, breaks and resolutions in the database (SQLite and
 //!   PostgreSQL); breaks and resolutions are also appended to the ledger's event log.
+//! - `sql`: the reconciliation SQL both stores run, written once; `sqlite` and `postgres`:
+//!   what each does its own way (a bill's lines and a run's breaks in bulk, the day's
+//!   entries, locking an import's slot).
 //! - [`settle`]: the pure core of the one resolution that moves money (`confirmed_paid`).
 
 pub mod bill;
 pub mod classify;
 pub mod settle;
+mod sql;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! [`ReconStore`] for the embedded store: timestamps as RFC 3339 text (which sorts by
+//! [`BillStore`] for the embedded store (its [`ReconStore`](super::store::ReconStore) is the
+//! SQL both stores share: `reconcile/sql.rs`): timestamps as RFC 3339 text (which sorts by
 //! time), days as `YYYY-MM-DD`, UUIDs as text. The ledger's side of a day is two streams
 //! merged in key order: the paid payments straight from a covering index (no sort: the bulk
 //! of a day) and the rest (unpaid orders, refunds, reversals) sorted by SQLite.
@@ -11,7 +12,6 @@
 //! previous page, on one connection per stream.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{Duration, NaiveDate};
@@ -21,18 +21,14 @@ use sqlx::{QueryBuilder, Transaction};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::bill::{BillError, BillLine};
-use super::classify::{day_start, Counterpart, LedgerEntry};
-use super::store::{
-    account_of, bill_line_from, break_from, counterpart_from, fresh, import_from, ledger_entry_from, resolution_from,
-    run_from, BreakFilter, BreakRow, ImportOutcome, ImportRequest, ImportRow, Parsed, ReconError, ReconStore,
-    ResolutionRow, RunRow,
-};
+use super::bill::BillLine;
+use super::classify::{day_start, LedgerEntry};
+use super::store::{ledger_entry_from, BillStore, BreakRow, ReconError};
 use super::EntryKind;
 use crate::rows::Cells;
-use crate::sqlite::{ts, write_log, SqliteStore};
+use crate::sqlite::{bind_at, bind_day, bind_id, ts, write_log, SqliteStore};
 use crate::sqlite_raw as raw;
-use crate::store::{NewEvent, StoreError};
+use crate::store::StoreError;
 
 /// Rows per page sent to the matcher.
 const PAGE_ROWS: usize = 1_024;
@@ -207,12 +203,6 @@ const OTHER_ENTRIES: &str =
      GROUP BY o.merchant_id, o.out_trade_no
 ) WHERE amount_fen > 0 ORDER BY merchant_id, kind, number";
 
-const BREAK_COLUMNS: &str = "SELECT b.*, EXISTS (SELECT 1 FROM recon_resolutions s WHERE s.break_id = b.break_id) \
-    AS resolved FROM recon_breaks b";
-
-const CURRENT_IMPORTS: &str = "SELECT i.* FROM recon_imports i WHERE i.version = \
-    (SELECT MAX(j.version) FROM recon_imports j WHERE j.account = i.account AND j.day = i.day)";
-
 /// The next row of `rows`, parsed.
 async fn next_entry(
     rows: &mut (impl Stream<Item = Result<SqliteRow, sqlx::Error>> + Unpin),
@@ -262,10 +252,11 @@ const INSERT_LINE: &str = "INSERT INTO recon_bill_lines (import_id, merchant_id,
 /// Writes a chunk of lines with one prepared statement stepped once a line on the
 /// connection's own handle (see `crate::sqlite_raw`): sqlx's multi-row INSERT copied every
 /// bound value on its way to its worker thread.
-async fn insert_lines(tx: &mut Transaction<'static, Sqlite>, id: &str, lines: &[BillLine]) -> Result<(), ReconError> {
+async fn insert_lines(tx: &mut Transaction<'static, Sqlite>, id: Uuid, lines: &[BillLine]) -> Result<(), ReconError> {
+    let id = id.to_string();
     raw::with_handle(tx, |handle| {
         let mut insert = handle.prepare(INSERT_LINE)?;
-        insert.bind_text(1, id)?;
+        insert.bind_text(1, &id)?;
         for l in lines {
             bind_line(&mut insert, l)?;
             insert.step()?;
@@ -292,10 +283,54 @@ fn bind_line(s: &mut raw::Statement<'_>, l: &BillLine) -> Result<(), sqlx::Error
     s.bind_opt_i64(12, l.rate_ppm)
 }
 
-async fn import_by_hash(tx: &mut Transaction<'static, Sqlite>, sha: &str) -> Result<Option<ImportRow>, ReconError> {
-    let row =
-        sqlx::query("SELECT * FROM recon_imports WHERE content_sha256 = ?").bind(sha).fetch_optional(&mut **tx).await?;
-    Ok(row.map(|r| import_from(&r)).transpose()?)
+/// The breaks among `breaks` already recorded.
+async fn known_breaks(tx: &mut Transaction<'static, Sqlite>, breaks: &[BreakRow]) -> Result<HashSet<Uuid>, ReconError> {
+    let mut known = HashSet::new();
+    for chunk in breaks.chunks(RECON_CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT break_id FROM recon_breaks WHERE break_id IN (");
+        let mut ids = qb.separated(", ");
+        for b in chunk {
+            ids.push_bind(b.break_id.to_string());
+        }
+        qb.push(")");
+        for r in qb.build().fetch_all(&mut **tx).await? {
+            known.insert(r.uuid("break_id")?);
+        }
+    }
+    Ok(known)
+}
+
+/// Writes a run's breaks, a multi-row INSERT a chunk at a time.
+async fn insert_breaks(tx: &mut Transaction<'static, Sqlite>, breaks: &[BreakRow]) -> Result<(), ReconError> {
+    for chunk in breaks.chunks(RECON_CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO recon_breaks (break_id, run_id, day, merchant_id, class, kind, number, line_no, \
+             bill_amount_fen, ledger_amount_fen, detail, event_id, recorded_at, ledger_number) ",
+        );
+        qb.push_values(chunk, |mut s, b| {
+            s.push_bind(b.break_id.to_string())
+                .push_bind(b.run_id.to_string())
+                .push_bind(b.day.to_string())
+                .push_bind(b.merchant_id.as_str())
+                .push_bind(b.class.as_str())
+                .push_bind(b.kind.code())
+                .push_bind(b.number.as_str())
+                .push_bind(b.line_no)
+                .push_bind(b.bill_amount_fen)
+                .push_bind(b.ledger_amount_fen)
+                .push_bind(b.detail.as_str())
+                .push_bind(b.event_id.to_string())
+                .push_bind(ts(&b.recorded_at))
+                .push_bind(b.ledger_number.as_deref());
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Nothing to take: SQLite has one writer, so one importer at a time.
+async fn lock_import_slot(_: &mut Transaction<'static, Sqlite>, _: &str, _: NaiveDate) -> Result<(), ReconError> {
+    Ok(())
 }
 
 impl SqliteStore {
@@ -303,7 +338,7 @@ impl SqliteStore {
     /// the WAL, and copying them into the database on the committing call cost as long again
     /// as the commit. The commit is as durable (the WAL is synced); the checkpoint runs on a
     /// read connection, alongside what comes next (the day's reconciliation, reading).
-    async fn commit_checkpoint_later(&self, mut tx: Transaction<'static, Sqlite>) -> Result<(), ReconError> {
+    async fn commit_import(&self, mut tx: Transaction<'static, Sqlite>) -> Result<(), ReconError> {
         let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(&mut *tx).await?;
         sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut *tx).await?;
         let committed = tx.commit().await;
@@ -324,86 +359,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl ReconStore for SqliteStore {
-    async fn import(
-        &self,
-        req: &ImportRequest,
-        rx: &mut mpsc::Receiver<Result<Parsed, BillError>>,
-    ) -> Result<ImportOutcome, ReconError> {
-        let import_id = Uuid::new_v4();
-        let id = import_id.to_string();
-        let mut tx = self.writer.begin().await?;
-        let digest = loop {
-            match rx.recv().await {
-                Some(Ok(Parsed::Lines(lines))) => insert_lines(&mut tx, &id, &lines).await?,
-                Some(Ok(Parsed::Done(d))) => break d,
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(ReconError::Invalid("the parser stopped before the end of the bill".into())),
-            }
-        };
-        if let Some(existing) = import_by_hash(&mut tx, &digest.content_sha256).await? {
-            tx.rollback().await?;
-            return Ok(ImportOutcome { import: existing, already_imported: true, supersedes: None });
-        }
-        let account = account_of(&digest, req);
-        let prev =
-            sqlx::query("SELECT * FROM recon_imports WHERE account = ? AND day = ? ORDER BY version DESC LIMIT 1")
-                .bind(&account)
-                .bind(req.day.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| import_from(&r))
-                .transpose()?;
-        let row = ImportRow {
-            import_id,
-            account,
-            day: req.day,
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
-            content_sha256: digest.content_sha256.clone(),
-            layout: digest.layout.as_str().to_string(),
-            file_name: req.file_name.clone(),
-            line_count: digest.totals.lines as i64,
-            settle_fen: digest.totals.settle_fen,
-            refund_fen: digest.totals.refund_fen,
-            fee_mfen: digest.totals.fee_mfen,
-            imported_at: req.at,
-        };
-        sqlx::query(
-            "INSERT INTO recon_imports (import_id, account, day, version, content_sha256, layout, file_name, line_count, \
-             settle_fen, refund_fen, fee_mfen, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&row.account)
-        .bind(row.day.to_string())
-        .bind(row.version)
-        .bind(&row.content_sha256)
-        .bind(&row.layout)
-        .bind(&row.file_name)
-        .bind(row.line_count)
-        .bind(row.settle_fen)
-        .bind(row.refund_fen)
-        .bind(row.fee_mfen)
-        .bind(ts(&row.imported_at))
-        .execute(&mut *tx)
-        .await?;
-        self.commit_checkpoint_later(tx).await?;
-        Ok(ImportOutcome { import: row, already_imported: false, supersedes: prev.map(|p| p.import_id) })
-    }
-
-    async fn import_row(&self, import_id: Uuid) -> Result<Option<ImportRow>, ReconError> {
-        let row = sqlx::query("SELECT * FROM recon_imports WHERE import_id = ?")
-            .bind(import_id.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(|r| import_from(&r)).transpose()?)
-    }
-
-    async fn imports(&self, limit: u32) -> Result<Vec<ImportRow>, ReconError> {
-        let sql = format!("{CURRENT_IMPORTS} ORDER BY i.day DESC, i.account LIMIT ?");
-        let rows = sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(|r| import_from(r)).collect::<Result<_, _>>()?)
-    }
-
+impl BillStore for SqliteStore {
     async fn send_bill_lines(&self, import_id: Uuid, tx: mpsc::Sender<Vec<BillLine>>) -> Result<(), ReconError> {
         if self.reader.options().get_max_connections() < 2 {
             return Err(ReconError::InMemoryStore);
@@ -443,209 +399,12 @@ impl ReconStore for SqliteStore {
         let mut conn = self.reader.acquire().await?;
         send_merged(paid, &mut conn, other, tx).await
     }
-
-    async fn ledger_counterpart(&self, key: (&str, EntryKind, &str)) -> Result<Option<Counterpart>, ReconError> {
-        let sql = match key.1 {
-            EntryKind::Payment => {
-                "SELECT occurred_at AS at, amount_fen FROM history WHERE merchant_id = ? AND out_trade_no = ? \
-                 AND status = 'PAID' LIMIT 1"
-            }
-            EntryKind::Refund => {
-                "SELECT refunded_at AS at, amount_fen FROM refunds WHERE merchant_id = ? AND out_refund_no = ?"
-            }
-            EntryKind::Reversal => {
-                "SELECT updated_at AS at, refunded_fen AS amount_fen FROM orders WHERE merchant_id = ? \
-                 AND out_trade_no = ? AND status = 'REVERSED' AND refunded_fen > 0"
-            }
-        };
-        let row = sqlx::query(sql).bind(key.0).bind(key.2).fetch_optional(&self.reader).await?;
-        Ok(row.map(|r| counterpart_from(&r, None)).transpose()?)
-    }
-
-    async fn bill_counterpart(
-        &self,
-        day: NaiveDate,
-        key: (&str, EntryKind, &str),
-    ) -> Result<Option<Counterpart>, ReconError> {
-        let sql = format!(
-            "SELECT l.trade_at AS at, l.amount_fen FROM recon_bill_lines l WHERE l.import_id IN \
-             (SELECT import_id FROM ({CURRENT_IMPORTS} AND i.day = ?)) AND l.merchant_id = ? AND l.kind = ? \
-             AND l.number = ? LIMIT 1"
-        );
-        let row = sqlx::query(&sql)
-            .bind(day.to_string())
-            .bind(key.0)
-            .bind(key.1.code())
-            .bind(key.2)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(|r| counterpart_from(&r, Some(day))).transpose()?)
-    }
-
-    async fn record_run(
-        &self,
-        run: &RunRow,
-        breaks: &[BreakRow],
-        events: &[NewEvent],
-    ) -> Result<HashSet<Uuid>, ReconError> {
-        let mut tx = self.writer.begin().await?;
-        let mut known = HashSet::new();
-        for chunk in breaks.chunks(RECON_CHUNK) {
-            let mut qb = QueryBuilder::<Sqlite>::new("SELECT break_id FROM recon_breaks WHERE break_id IN (");
-            let mut ids = qb.separated(", ");
-            for b in chunk {
-                ids.push_bind(b.break_id.to_string());
-            }
-            qb.push(")");
-            for r in qb.build().fetch_all(&mut *tx).await? {
-                known.insert(r.uuid("break_id")?);
-            }
-        }
-        let (breaks, events) = fresh(breaks, events, &known);
-        write_log(&mut tx, &events).await?;
-        let report = serde_json::to_string(&run.report).expect("a report serialises");
-        sqlx::query(
-            "INSERT INTO recon_runs (run_id, import_id, day, started_at, finished_at, bill_lines, breaks, report) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(run.run_id.to_string())
-        .bind(run.import_id.to_string())
-        .bind(run.day.to_string())
-        .bind(ts(&run.started_at))
-        .bind(ts(&run.finished_at))
-        .bind(run.bill_lines)
-        .bind(run.breaks)
-        .bind(report)
-        .execute(&mut *tx)
-        .await?;
-        for chunk in breaks.chunks(RECON_CHUNK) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO recon_breaks (break_id, run_id, day, merchant_id, class, kind, number, line_no, \
-                 bill_amount_fen, ledger_amount_fen, detail, event_id, recorded_at, ledger_number) ",
-            );
-            qb.push_values(chunk, |mut s, b| {
-                s.push_bind(b.break_id.to_string())
-                    .push_bind(b.run_id.to_string())
-                    .push_bind(b.day.to_string())
-                    .push_bind(b.merchant_id.as_str())
-                    .push_bind(b.class.as_str())
-                    .push_bind(b.kind.code())
-                    .push_bind(b.number.as_str())
-                    .push_bind(b.line_no)
-                    .push_bind(b.bill_amount_fen)
-                    .push_bind(b.ledger_amount_fen)
-                    .push_bind(b.detail.as_str())
-                    .push_bind(b.event_id.to_string())
-                    .push_bind(ts(&b.recorded_at))
-                    .push_bind(b.ledger_number.as_deref());
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(known)
-    }
-
-    async fn runs(&self, limit: u32) -> Result<Vec<RunRow>, ReconError> {
-        let rows = sqlx::query("SELECT * FROM recon_runs ORDER BY started_at DESC LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows.iter().map(|r| run_from(r)).collect::<Result<_, _>>()?)
-    }
-
-    async fn breaks(&self, f: &BreakFilter) -> Result<Vec<BreakRow>, ReconError> {
-        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT * FROM ({BREAK_COLUMNS}) WHERE 1 = 1"));
-        if let Some(run) = f.run_id {
-            qb.push(" AND run_id = ").push_bind(run.to_string());
-        }
-        if let Some(day) = f.day {
-            qb.push(" AND day = ").push_bind(day.to_string());
-        }
-        if let Some(class) = f.class {
-            qb.push(" AND class = ").push_bind(class.as_str());
-        }
-        if let Some(m) = &f.merchant_id {
-            qb.push(" AND merchant_id = ").push_bind(m.clone());
-        }
-        if f.unresolved {
-            qb.push(" AND NOT resolved");
-        }
-        if let Some(after) = f.after {
-            qb.push(" AND break_id > ").push_bind(after.to_string());
-        }
-        qb.push(" ORDER BY break_id LIMIT ").push_bind(i64::from(f.limit));
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(|r| break_from(r)).collect::<Result<_, _>>()?)
-    }
-
-    async fn break_row(&self, break_id: Uuid) -> Result<Option<BreakRow>, ReconError> {
-        let sql = format!("{BREAK_COLUMNS} WHERE b.break_id = ?");
-        let row = sqlx::query(&sql).bind(break_id.to_string()).fetch_optional(&self.writer).await?;
-        Ok(row.map(|r| break_from(&r)).transpose()?)
-    }
-
-    async fn resolve(&self, r: &ResolutionRow, event: &NewEvent) -> Result<(), ReconError> {
-        let mut tx = self.writer.begin().await?;
-        write_log(&mut tx, std::slice::from_ref(event)).await.map_err(|e| unique_to(e, r.break_id))?;
-        let done = sqlx::query(
-            "INSERT INTO recon_resolutions (break_id, action, resolved_by, reason, resolved_at, event_id) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(r.break_id.to_string())
-        .bind(r.action.as_str())
-        .bind(&r.resolved_by)
-        .bind(&r.reason)
-        .bind(ts(&r.resolved_at))
-        .bind(r.event_id.to_string())
-        .execute(&mut *tx)
-        .await;
-        done.map_err(|e| unique_to(StoreError::Database(e), r.break_id))?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn resolutions(&self, limit: u32) -> Result<Vec<ResolutionRow>, ReconError> {
-        let rows = sqlx::query("SELECT * FROM recon_resolutions ORDER BY resolved_at DESC LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows.iter().map(|r| resolution_from(r)).collect::<Result<_, _>>()?)
-    }
-
-    async fn break_line(&self, b: &BreakRow) -> Result<Option<BillLine>, ReconError> {
-        let Some(line_no) = b.line_no else { return Ok(None) };
-        let row = sqlx::query(BREAK_LINE)
-            .bind(b.run_id.to_string())
-            .bind(&b.merchant_id)
-            .bind(b.kind.code())
-            .bind(&b.number)
-            .bind(line_no)
-            .fetch_optional(&self.writer)
-            .await?;
-        Ok(row.map(|r| bill_line_from(&r)).transpose()?)
-    }
-
-    fn ledger_store(&self) -> Arc<dyn crate::LedgerStore> {
-        Arc::new(self.clone())
-    }
 }
-
-/// The bill line of a break: the line of its run's import, by the line's key.
-const BREAK_LINE: &str = "SELECT l.* FROM recon_bill_lines l JOIN recon_runs r ON r.import_id = l.import_id \
-    WHERE r.run_id = ?1 AND l.merchant_id = ?2 AND l.kind = ?3 AND l.number = ?4 AND l.line_no = ?5";
 
 /// Breaks per multi-row insert (14 columns, under SQLite's parameter limit).
 const RECON_CHUNK: usize = 1_000;
 
-/// A unique violation while resolving means a resolution (or its event) is already there.
-pub(crate) fn unique_to(e: StoreError, break_id: Uuid) -> ReconError {
-    match &e {
-        StoreError::Database(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-            ReconError::AlreadyResolved(break_id)
-        }
-        _ => ReconError::Store(e),
-    }
-}
+crate::reconcile::sql::recon_sql!(SqliteStore, db: Sqlite, read: reader, write: writer);
 
 #[cfg(test)]
 mod tests {

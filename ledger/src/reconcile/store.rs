@@ -209,32 +209,25 @@ pub struct BreakFilter {
     pub limit: u32,
 }
 
-/// What a backend provides. Streams of sorted rows go through bounded channels, so memory
-/// stays bounded whatever the day's size.
+/// What each database does its own way in reconciliation: a bill's lines and the ledger's
+/// entries of a day read in bulk (and, through the hooks of `reconcile/sql.rs`, a bill's
+/// lines and a run's breaks written in bulk, an import committed). Streams of sorted rows go
+/// through bounded channels, so memory stays bounded whatever the day's size.
 #[async_trait]
-pub trait ReconStore: Send + Sync + 'static {
-    /// Writes the lines received from `rx` and then the import row, in one transaction
-    /// (rolled back on any error, or when the file was already imported).
-    async fn import(
-        &self,
-        req: &ImportRequest,
-        rx: &mut mpsc::Receiver<Result<Parsed, BillError>>,
-    ) -> Result<ImportOutcome, ReconError>;
-    async fn import_row(&self, import_id: Uuid) -> Result<Option<ImportRow>, ReconError>;
-    /// The current (highest-version) imports, newest day first.
-    async fn imports(&self, limit: u32) -> Result<Vec<ImportRow>, ReconError>;
+pub trait BillStore: Send + Sync + 'static {
     /// Sends the import's lines sorted by (merchant, kind, number, line), in pages.
     async fn send_bill_lines(&self, import_id: Uuid, tx: mpsc::Sender<Vec<BillLine>>) -> Result<(), ReconError>;
+
     /// Sends the ledger's entries of `day` sorted by (merchant, kind, number), in pages.
     async fn send_ledger_entries(&self, day: NaiveDate, tx: mpsc::Sender<Vec<LedgerEntry>>) -> Result<(), ReconError>;
-    /// The ledger's money-moving entry with this key, on whatever day.
-    async fn ledger_counterpart(&self, key: (&str, EntryKind, &str)) -> Result<Option<Counterpart>, ReconError>;
-    /// The line with this key in the current bills of `day`.
-    async fn bill_counterpart(
-        &self,
-        day: NaiveDate,
-        key: (&str, EntryKind, &str),
-    ) -> Result<Option<Counterpart>, ReconError>;
+}
+
+/// Reconciliation's store: imports, runs, breaks and resolutions (the SQL both databases
+/// run, written once: `reconcile/sql.rs`), over a [`BillStore`].
+#[async_trait]
+pub trait ReconStore: BillStore {
+    /// Writes the lines received from `rx` and then the import row, in one transaction
+    /// (rolled back on any error, or when the file was already imported).
     /// Writes the run, its breaks and their ledger events in one transaction. Breaks already
     /// recorded (the same `break_id`: the same import found it before) are skipped with their
     /// events; their ids are returned.
@@ -244,15 +237,43 @@ pub trait ReconStore: Send + Sync + 'static {
         breaks: &[BreakRow],
         events: &[NewEvent],
     ) -> Result<HashSet<Uuid>, ReconError>;
+
+    async fn import(
+        &self,
+        req: &ImportRequest,
+        rx: &mut mpsc::Receiver<Result<Parsed, BillError>>,
+    ) -> Result<ImportOutcome, ReconError>;
+
+    async fn import_row(&self, import_id: Uuid) -> Result<Option<ImportRow>, ReconError>;
+
+    /// The current (highest-version) imports, newest day first.
+    async fn imports(&self, limit: u32) -> Result<Vec<ImportRow>, ReconError>;
+
+    /// The ledger's money-moving entry with this key, on whatever day.
+    async fn ledger_counterpart(&self, key: (&str, EntryKind, &str)) -> Result<Option<Counterpart>, ReconError>;
+
+    /// The line with this key in the current bills of `day`.
+    async fn bill_counterpart(
+        &self,
+        day: NaiveDate,
+        key: (&str, EntryKind, &str),
+    ) -> Result<Option<Counterpart>, ReconError>;
+
     async fn runs(&self, limit: u32) -> Result<Vec<RunRow>, ReconError>;
+
     async fn breaks(&self, filter: &BreakFilter) -> Result<Vec<BreakRow>, ReconError>;
+
     async fn break_row(&self, break_id: Uuid) -> Result<Option<BreakRow>, ReconError>;
+
     /// Writes the resolution and its ledger event in one transaction;
     /// [`ReconError::AlreadyResolved`] if the break has one.
     async fn resolve(&self, resolution: &ResolutionRow, event: &NewEvent) -> Result<(), ReconError>;
+
     async fn resolutions(&self, limit: u32) -> Result<Vec<ResolutionRow>, ReconError>;
+
     /// The bill line a break is about (none for a break of the ledger's side).
     async fn break_line(&self, b: &BreakRow) -> Result<Option<BillLine>, ReconError>;
+
     /// The same database as a ledger store: resolutions that move money go through the
     /// ledger's pure core and its commit.
     fn ledger_store(&self) -> Arc<dyn LedgerStore>;
