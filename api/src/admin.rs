@@ -9,19 +9,25 @@ use facepay_ledger::credentials::{AuditEntry, Credential};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AdminOnly, Authorized, FinanceOrAdmin, NewKey};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::page::{page_limit, Page};
 use crate::state::AppState;
 
-/// A key just created: its token is shown here once and never again.
-#[derive(Serialize)]
+/// A key just created: its token is shown here once and never again (only its hash is kept).
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     pub key: Credential,
+    /// `fpk_<key id>_<secret>`.
     pub token: String,
 }
 
 /// `POST /v1/keys` (admin): 201 with the token, 422 when the scope contradicts the registry.
+#[utoipa::path(post, path = "/v1/keys", request_body(content = NewKey, content_type = "application/json"),
+    responses((status = 201, body = CreatedKey, description = "the key and its token, shown once"),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "a scope the registry does not hold (an unknown merchant, store or \
+            device) or a role it does not fit")))]
 pub async fn create_key(
     State(st): State<AppState>,
     p: Authorized<AdminOnly>,
@@ -32,6 +38,8 @@ pub async fn create_key(
 }
 
 /// `GET /v1/keys` (admin): every key, newest first, never a secret or a hash.
+#[utoipa::path(get, path = "/v1/keys",
+    responses((status = 200, body = Page<Credential>, description = "every key, never a secret")))]
 pub async fn list_keys(
     State(st): State<AppState>,
     _: Authorized<AdminOnly>,
@@ -40,6 +48,9 @@ pub async fn list_keys(
 }
 
 /// `DELETE /v1/keys/{key_id}` (admin): 204, or 404 when no live key has that id.
+#[utoipa::path(delete, path = "/v1/keys/{key_id}", params(("key_id" = KeyId, Path)),
+    responses((status = 204, description = "revoked"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no live key has this id")))]
 pub async fn revoke_key(
     State(st): State<AppState>,
     p: Authorized<AdminOnly>,
@@ -56,14 +67,20 @@ pub async fn revoke_key(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// The `next_cursor` of the previous page.
+    #[param(pattern = r"^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
 /// `GET /v1/audit` (admin, finance): admin and finance actions, newest first.
+#[utoipa::path(get, path = "/v1/audit", params(AuditQuery),
+    responses((status = 200, body = Page<AuditEntry>, description = "admin and finance actions, newest first"),
+        (status = 400, body = ErrorBody)))]
 pub async fn audit(
     State(st): State<AppState>,
     _: Authorized<FinanceOrAdmin>,

@@ -109,17 +109,23 @@ impl Actor {
     }
 }
 
-/// What a new key is for.
-#[derive(Debug, Clone, serde::Deserialize)]
+/// What a new key is for (its schema's bounds are the limits': a test of `crate::openapi`
+/// holds them together).
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 pub struct NewKey {
     pub role: Role,
+    /// Merchant and device keys: the merchant (registered).
     pub merchant_id: Option<MerchantId>,
+    /// A store key of a merchant, or a device key: one of the merchant's stores.
     pub store_id: Option<StoreId>,
+    /// Device keys: the device (registered, bound to that merchant and store).
     pub device_id: Option<DeviceId>,
     /// Absent and `null` are both no label.
     #[serde(default, deserialize_with = "null_as_empty")]
+    #[schema(max_length = 200)]
     pub label: String,
-    /// Days until it expires (default [`API_KEY_TTL_DAYS_DEFAULT`]).
+    /// Days until it expires (default 365).
+    #[schema(minimum = 1, maximum = 1095)]
     pub expires_in_days: Option<i64>,
 }
 

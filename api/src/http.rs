@@ -7,7 +7,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use facepay_domain::auth::{AcceptStamp, EventSignature, KeyId, Role, SIGNATURE_HEADER};
@@ -20,32 +19,42 @@ use facepay_ledger::model::Keys;
 use facepay_ledger::store::{HistoryFilter, HistoryRow, MemberView, RejectedEvent};
 use facepay_ledger::Account;
 use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Auth, Authorized, FinanceOrAdmin, MerchantOrFinance, OrderReaders, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{read_body, ApiPath, ApiQuery};
 use crate::page::{page_limit, LimitQuery, Page};
 use crate::state::{AppState, Ingress};
+
+/// Every route with its OpenAPI operation (each handler's `#[utoipa::path]`): what
+/// [`router`] serves and [`crate::openapi::spec`] describes.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ingest))
+        .routes(routes!(order))
+        .routes(routes!(transactions))
+        .routes(routes!(members))
+        .routes(routes!(settlement))
+        .routes(routes!(balance))
+        .routes(routes!(rejected))
+        .routes(routes!(crate::admin::create_key, crate::admin::list_keys))
+        .routes(routes!(crate::admin::revoke_key))
+        .routes(routes!(crate::admin::audit))
+        .layer(DefaultBodyLimit::max(EVENT_BYTES_MAX))
+        .merge(crate::reconcile::routes())
+}
 
 /// The router of the whole API. From the outside in: request ids, the one error body for
 /// every failure ([`crate::error::json_errors`]), the throttle of failed authentication
 /// ([`crate::auth::throttle`]), the request timeout; then each route's role check before it
 /// reads anything else ([`Authorized`]).
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/v1/events", post(ingest))
-        .route("/v1/merchants/{merchant_id}/orders/{out_trade_no}", get(order))
-        .route("/v1/merchants/{merchant_id}/transactions", get(transactions))
-        .route("/v1/merchants/{merchant_id}/members", get(members))
-        .route("/v1/merchants/{merchant_id}/settlement", get(settlement))
-        .route("/v1/payers/{payer_id}/balance", get(balance))
-        .route("/v1/rejected-events", get(rejected))
-        .route("/v1/keys", post(crate::admin::create_key).get(crate::admin::list_keys))
-        .route("/v1/keys/{key_id}", delete(crate::admin::revoke_key))
-        .route("/v1/audit", get(crate::admin::audit))
-        .layer(DefaultBodyLimit::max(EVENT_BYTES_MAX))
-        .merge(crate::reconcile::routes())
+    let (routes, _) = api_routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::from_fn(request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::throttle))
@@ -64,13 +73,16 @@ async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Ne
     }
 }
 
+#[utoipa::path(get, path = "/health", security(()), responses((status = 200, description = "alive")))]
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-#[derive(Serialize)]
+/// `202` to an event: it is in the pipeline; ask for the order's result afterwards.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Accepted {
     event_id: uuid::Uuid,
+    /// Always `accepted`.
     status: &'static str,
 }
 
@@ -80,6 +92,15 @@ struct Accepted {
 /// read) and are audited. 202 when it is in the pipeline (ask for the order's result
 /// afterwards); 401 (one body) for anything unauthenticated; 400 naming the field, 403 for
 /// an event its signer may not send, 409 for a replayed event id (each kept).
+#[utoipa::path(post, path = "/v1/events", security((), ("bearer" = [])),
+    params(("facepay-signature" = Option<String>, Header, description = "device events: k=<key id>,t=<unix s>,v1=<hex HMAC>")),
+    request_body(content = facepay_domain::EventRequest, content_type = "application/json"),
+    responses((status = 202, body = Accepted, description = "accepted"),
+        (status = 400, body = ErrorBody, description = "a bad field, named (kept with its reason)"),
+        (status = 403, body = ErrorBody, description = "an event its sender may not send (a device event with a key, \
+            another device's event: `wrong_origin`)"),
+        (status = 409, body = ErrorBody, description = "an event id received before (`replayed`)"),
+        (status = 413, body = ErrorBody, description = "larger than 64 KiB")))]
 async fn ingest(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -176,7 +197,7 @@ fn field<T>(name: &str, r: Result<T, facepay_domain::ValueError>) -> Result<T, A
 }
 
 /// An order as served: its result plus its times.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct OrderBody {
     #[serde(flatten)]
     pub result: PaymentResult,
@@ -189,6 +210,10 @@ pub struct OrderBody {
 }
 
 /// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}`: what a device asks after a timeout.
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}",
+    params(("merchant_id" = MerchantId, Path), ("out_trade_no" = OutTradeNo, Path)),
+    responses((status = 200, body = OrderBody, description = "the order's result"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such order, or one the key may not see")))]
 async fn order(
     State(st): State<AppState>,
     p: Authorized<OrderReaders>,
@@ -210,16 +235,23 @@ async fn order(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
-    /// Asia/Shanghai day, `YYYY-MM-DD`.
+    /// An Asia/Shanghai day.
+    #[param(value_type = Option<NaiveDate>)]
     date: Option<String>,
+    #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
+    /// The `next_cursor` of the previous page (signed for the merchant: any other is a 400).
+    #[param(pattern = r"^[1-9][0-9]{0,17}\.[0-9a-f]{32}$")]
     cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+/// One payment attempt in a merchant's history.
+#[derive(Serialize, utoipa::ToSchema)]
 struct HistoryItem {
     #[serde(flatten)]
     row: HistoryRow,
@@ -252,6 +284,10 @@ fn history_filter(
 
 /// `GET /v1/merchants/{merchant_id}/transactions`: newest first, by cursor; a store-scoped
 /// merchant key gets its store's rows.
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/transactions",
+    params(("merchant_id" = MerchantId, Path), HistoryQuery),
+    responses((status = 200, body = Page<HistoryItem>, description = "a page of history, newest first"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "a merchant the key may not see")))]
 async fn transactions(
     State(st): State<AppState>,
     p: Authorized<MerchantOrFinance>,
@@ -276,6 +312,9 @@ async fn transactions(
 }
 
 /// `GET /v1/merchants/{merchant_id}/members`.
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/members", params(("merchant_id" = MerchantId, Path)),
+    responses((status = 200, body = Page<MemberView>, description = "member cards"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "a merchant the key may not see")))]
 async fn members(
     State(st): State<AppState>,
     p: Authorized<MerchantOrFinance>,
@@ -298,7 +337,8 @@ fn merchant_route(p: &Principal, merchant: String) -> Result<MerchantId, ApiErro
     Ok(merchant)
 }
 
-#[derive(Serialize)]
+/// A payer's wallet.
+#[derive(Serialize, utoipa::ToSchema)]
 struct BalanceBody {
     payer_id: PayerId,
     /// The available balance (Pay Score holds are already taken out of it).
@@ -309,6 +349,9 @@ struct BalanceBody {
 }
 
 /// `GET /v1/payers/{payer_id}/balance`.
+#[utoipa::path(get, path = "/v1/payers/{payer_id}/balance", params(("payer_id" = PayerId, Path)),
+    responses((status = 200, body = BalanceBody, description = "balance, held, frozen"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such payer")))]
 async fn balance(
     State(st): State<AppState>,
     _: Authorized<FinanceOrAdmin>,
@@ -322,7 +365,8 @@ async fn balance(
     Ok(Json(BalanceBody { payer_id, balance: fen_to_string(balance_fen), held: fen_to_string(held_fen), frozen }))
 }
 
-#[derive(Serialize)]
+/// One Asia/Shanghai day of a merchant's money.
+#[derive(Serialize, utoipa::ToSchema)]
 struct SettlementItem {
     day: NaiveDate,
     gross: String,
@@ -333,6 +377,9 @@ struct SettlementItem {
 
 /// `GET /v1/merchants/{merchant_id}/settlement`: the merchant's money per Asia/Shanghai day,
 /// newest first (`limit` days).
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/settlement", params(("merchant_id" = MerchantId, Path), LimitQuery),
+    responses((status = 200, body = Page<SettlementItem>, description = "money per day, newest first"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "a merchant the key may not see")))]
 async fn settlement(
     State(st): State<AppState>,
     p: Authorized<MerchantOrFinance>,
@@ -358,6 +405,9 @@ async fn settlement(
 }
 
 /// `GET /v1/rejected-events`: the newest rejections with their reasons (raw bodies omitted).
+#[utoipa::path(get, path = "/v1/rejected-events", params(LimitQuery),
+    responses((status = 200, body = Page<RejectedEvent>, description = "refused input with its reasons"),
+        (status = 400, body = ErrorBody)))]
 async fn rejected(
     State(st): State<AppState>,
     _: Authorized<FinanceOrAdmin>,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 
 /// A page of items, newest first where the list has an order.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -15,9 +15,12 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// `?limit=`: the page size asked for.
-#[derive(Deserialize)]
+/// `?limit=`: the page size asked for (its bounds in the OpenAPI document are
+/// [`PAGE_LIMIT_MAX`]'s: a test of `crate::openapi` holds them together).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LimitQuery {
+    #[param(minimum = 1, maximum = 500)]
     pub(crate) limit: Option<u32>,
 }
 

@@ -1,6 +1,7 @@
 //! The reconciliation routes' answers: the engine's rows with their money also as decimal
 //! strings of CNY (as every other route serves money), fen kept beside them for finance's
-//! tools. Shapes documented in [`crate::openapi`]; the engine's own types stay as stored.
+//! tools (their schemas in the OpenAPI document are these types'); the engine's own types stay
+//! as stored.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,7 @@ pub fn mfen_to_string(mfen: i64) -> String {
     format!("{:.5}", rust_decimal::Decimal::new(mfen, 5))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ImportView {
     #[serde(flatten)]
     pub row: ImportRow,
@@ -34,7 +35,7 @@ impl From<ImportRow> for ImportView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ImportOutcomeView {
     pub import: ImportView,
     pub already_imported: bool,
@@ -47,7 +48,7 @@ impl From<ImportOutcome> for ImportOutcomeView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClassSumsView {
     #[serde(flatten)]
     pub sums: ClassSums,
@@ -64,7 +65,7 @@ fn sums_view(by_class: &BTreeMap<Class, ClassSums>) -> BTreeMap<Class, ClassSums
     by_class.iter().map(|(c, s)| (*c, view(s))).collect()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReportView {
     pub bill_lines: u64,
     pub ledger_entries: u64,
@@ -87,7 +88,7 @@ impl From<&Report> for ReportView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunView {
     pub run_id: Uuid,
     pub import_id: Uuid,
@@ -114,7 +115,7 @@ impl From<RunRow> for RunView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BreakView {
     #[serde(flatten)]
     pub row: BreakRow,
@@ -131,7 +132,7 @@ impl From<BreakRow> for BreakView {
 }
 
 /// `201` to a bill upload: the import, its run and the run's breaks.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReconcileView {
     pub import: ImportOutcomeView,
     pub run: RunView,

@@ -7,8 +7,7 @@ use std::io::Cursor;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{NaiveDate, Utc};
 use facepay_domain::limits::BILL_UPLOAD_BYTES_MAX;
 use facepay_domain::{FieldError, FieldErrorKind};
@@ -18,23 +17,26 @@ use facepay_ledger::reconcile::store::{
     import_and_reconcile, resolve_break, Action, BreakFilter, ImportRequest, ReconError, ResolutionRow,
 };
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Authorized, FinanceOnly, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::page::{page_limit, LimitQuery, Page};
 use crate::recon_view::{BreakView, ImportView, ReconcileView, RunView};
 use crate::state::AppState;
 
-/// The reconciliation routes, merged into the API's router (with a bill-sized body limit).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/reconciliation/bills", post(upload).get(imports))
-        .route("/v1/reconciliation/runs", get(runs))
-        .route("/v1/reconciliation/breaks", get(breaks))
-        .route("/v1/reconciliation/breaks/{break_id}/resolution", post(resolve))
-        .route("/v1/reconciliation/resolutions", get(resolutions))
+/// The reconciliation routes with their OpenAPI operations, merged into the API's router
+/// (with a bill-sized body limit).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload, imports))
+        .routes(routes!(runs))
+        .routes(routes!(breaks))
+        .routes(routes!(resolve))
+        .routes(routes!(resolutions))
         .layer(DefaultBodyLimit::max(BILL_UPLOAD_BYTES_MAX))
 }
 
@@ -60,15 +62,25 @@ impl From<ReconError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
+    /// The bill's Asia/Shanghai day.
+    #[param(value_type = NaiveDate)]
     date: String,
+    /// A generic CSV's columns: `field=Header,…`.
     mapping: Option<String>,
     file_name: Option<String>,
 }
 
 /// `POST /v1/reconciliation/bills?date=YYYY-MM-DD`: the bill as the body; imports it and
 /// reconciles its day.
+#[utoipa::path(post, path = "/v1/reconciliation/bills", params(UploadQuery),
+    request_body(content = String, content_type = "text/csv", description = "the channel's daily bill"),
+    responses((status = 201, body = ReconcileView, description = "imported (or recognised by its hash) and reconciled: \
+            the run's report"),
+        (status = 400, body = ErrorBody, description = "a bad bill, naming line and column"),
+        (status = 413, body = ErrorBody, description = "larger than 64 MiB")))]
 async fn upload(
     State(st): State<AppState>,
     p: Authorized<FinanceOnly>,
@@ -85,6 +97,10 @@ async fn upload(
     Ok((StatusCode::CREATED, Json(report.into())))
 }
 
+/// `GET /v1/reconciliation/bills`: imported bills, newest first.
+#[utoipa::path(get, path = "/v1/reconciliation/bills", params(LimitQuery),
+    responses((status = 200, body = Page<ImportView>, description = "imported bills, newest first"),
+        (status = 400, body = ErrorBody)))]
 async fn imports(
     State(st): State<AppState>,
     _: Authorized<FinanceOnly>,
@@ -94,6 +110,11 @@ async fn imports(
     Ok(Json(Page { items: items.into_iter().map(Into::into).collect(), next_cursor: None }))
 }
 
+/// `GET /v1/reconciliation/runs`: runs with their reports, newest first.
+#[utoipa::path(get, path = "/v1/reconciliation/runs", params(LimitQuery),
+    responses((status = 200, body = Page<RunView>, description = "runs with their reports (counts and sums by class, \
+            per merchant)"),
+        (status = 400, body = ErrorBody)))]
 async fn runs(
     State(st): State<AppState>,
     _: Authorized<FinanceOnly>,
@@ -103,6 +124,10 @@ async fn runs(
     Ok(Json(Page { items: items.into_iter().map(Into::into).collect(), next_cursor: None }))
 }
 
+/// `GET /v1/reconciliation/resolutions`: resolutions, newest first.
+#[utoipa::path(get, path = "/v1/reconciliation/resolutions", params(LimitQuery),
+    responses((status = 200, body = Page<ResolutionRow>, description = "resolutions, newest first"),
+        (status = 400, body = ErrorBody)))]
 async fn resolutions(
     State(st): State<AppState>,
     _: Authorized<FinanceOnly>,
@@ -111,18 +136,28 @@ async fn resolutions(
     Ok(Json(Page { items: st.recon.resolutions(page_limit(q.limit)?).await?, next_cursor: None }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct BreaksQuery {
+    #[param(value_type = Option<Uuid>)]
     run_id: Option<String>,
+    #[param(value_type = Option<NaiveDate>)]
     date: Option<String>,
+    #[param(value_type = Option<Class>)]
     class: Option<String>,
+    #[param(value_type = Option<facepay_domain::MerchantId>)]
     merchant_id: Option<String>,
     unresolved: Option<bool>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<Uuid>)]
     cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
 /// `GET /v1/reconciliation/breaks?run_id=&date=&class=&merchant_id=&unresolved=&cursor=&limit=`
+#[utoipa::path(get, path = "/v1/reconciliation/breaks", params(BreaksQuery),
+    responses((status = 200, body = Page<BreakView>, description = "a page of breaks"), (status = 400, body = ErrorBody)))]
 async fn breaks(
     State(st): State<AppState>,
     _: Authorized<FinanceOnly>,
@@ -149,14 +184,29 @@ async fn breaks(
     Ok(Json(Page { items: items.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
-#[derive(Debug, Deserialize)]
+/// How finance settles a break.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ResolveBody {
+    #[schema(value_type = Action)]
     action: String,
+    /// The person who decided (kept with the finance key that sent it).
+    #[schema(min_length = 1)]
     resolved_by: String,
+    #[schema(min_length = 1)]
     reason: String,
 }
 
 /// `POST /v1/reconciliation/breaks/{break_id}/resolution`: `{action, resolved_by, reason}`.
+#[utoipa::path(post, path = "/v1/reconciliation/breaks/{break_id}/resolution", params(("break_id" = Uuid, Path)),
+    request_body(content = ResolveBody, content_type = "application/json", description = "confirmed_paid (a \
+        status_mismatch of a payment only) has the ledger settle the order first"),
+    responses((status = 201, body = ResolutionRow, description = "the resolution, appended to the ledger and the audit log"),
+        (status = 400, body = ErrorBody, description = "a bad field, a break already resolved, or an action its class does \
+            not take"),
+        (status = 404, body = ErrorBody, description = "no such break"), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "confirmed_paid refused by the ledger: ORDER_PAID, \
+        ORDER_REVERSED, AMOUNT_MISMATCH or ORDER_NOT_FOUND; the break stays open")))]
 async fn resolve(
     State(st): State<AppState>,
     p: Authorized<FinanceOnly>,

@@ -30,7 +30,7 @@ pub const SIGNATURE_HEADER: &str = "facepay-signature";
 pub const PLATFORM_KEY_ID: &str = "platform";
 
 /// What a principal may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// One merchant's (or one store's) data.
@@ -100,6 +100,15 @@ impl KeyId {
         &self.0
     }
 }
+
+impl utoipa::PartialSchema for KeyId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new().schema_type(Type::String).pattern(Some(format!("^[0-9a-f]{{{}}}$", Self::HEX_LEN))).into()
+    }
+}
+
+impl utoipa::ToSchema for KeyId {}
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -346,12 +346,21 @@ impl Envelope {
     }
 }
 
-#[derive(Deserialize)]
-struct RawEnvelope {
+/// One inbound event as its sender writes it (`docs/events.md` has every type and its
+/// payload): what `parse_event` reads before it checks the type's payload and origin.
+/// Platform and merchant events are sent with an admin key; device events are signed by their
+/// device (`facepay-signature`) and sent with no key.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct EventRequest {
     event_id: Uuid,
+    /// One of `EVENT_TYPES`.
     #[serde(rename = "type")]
+    #[schema(schema_with = event_type_schema)]
     kind: String,
+    /// This build reads version 1 (`SCHEMA_VERSION`).
     schema_version: u16,
+    /// The sender's claim of when it happened: within 5 minutes of when facepay accepts it
+    /// (`occurred_at_skew` otherwise). Every rule runs on the accept time.
     occurred_at: DateTime<Utc>,
     #[serde(default)]
     merchant_id: Option<MerchantId>,
@@ -359,8 +368,16 @@ struct RawEnvelope {
     store_id: Option<StoreId>,
     #[serde(default)]
     device_id: Option<DeviceId>,
+    /// The type's fields.
     #[serde(default)]
+    #[schema(value_type = Object)]
     payload: serde_json::Value,
+}
+
+/// The schema of an event's `type`: one of [`EVENT_TYPES`].
+fn event_type_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(EVENT_TYPES.iter().copied())).build()
 }
 
 /// Parses one inbound event that facepay accepted at `accepted_at` (its own clock). Every
@@ -376,7 +393,7 @@ pub fn parse_event(bytes: &[u8], accepted_at: DateTime<Utc>) -> Result<Envelope,
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let raw: RawEnvelope = serde_path_to_error::deserialize(de).map_err(path_error)?;
+    let raw: EventRequest = serde_path_to_error::deserialize(de).map_err(path_error)?;
     if raw.schema_version != SCHEMA_VERSION {
         return Err(FieldError::new(
             "schema_version",
@@ -412,39 +429,45 @@ fn check_skew(occurred_at: DateTime<Utc>, accepted_at: DateTime<Utc>) -> Result<
     Err(FieldError::new("occurred_at", FieldErrorKind::OccurredAtSkew, message))
 }
 
-/// Deserialises `payload` as the struct of event type `kind`, tracking the field path.
-fn parse_body(kind: &str, payload: serde_json::Value) -> Result<EventBody, FieldError> {
-    fn de<T: serde::de::DeserializeOwned>(payload: serde_json::Value) -> Result<T, FieldError> {
-        serde_path_to_error::deserialize(payload).map_err(|e| path_error(e).within("payload"))
-    }
-    macro_rules! dispatch {
-        ($($name:literal => $variant:ident),* $(,)?) => {
+/// The event types, as named on the wire, each with its payload's struct: [`EVENT_TYPES`]
+/// and [`parse_body`] from one list.
+macro_rules! event_types {
+    ($($name:literal => $variant:ident),* $(,)?) => {
+        /// Every event type, as named on the wire.
+        pub const EVENT_TYPES: &[&str] = &[$($name),*];
+
+        /// Deserialises `payload` as the struct of event type `kind`, tracking the field path.
+        fn parse_body(kind: &str, payload: serde_json::Value) -> Result<EventBody, FieldError> {
+            fn de<T: serde::de::DeserializeOwned>(payload: serde_json::Value) -> Result<T, FieldError> {
+                serde_path_to_error::deserialize(payload).map_err(|e| path_error(e).within("payload"))
+            }
             match kind {
                 $($name => de::<$variant>(payload).map(EventBody::$variant),)*
                 _ => Err(FieldError::new("type", FieldErrorKind::UnknownType, format!("unknown event type {kind:?}"))),
             }
-        };
-    }
-    dispatch! {
-        "face_captured" => FaceCaptured,
-        "payment_requested" => PaymentRequested,
-        "payment_query" => PaymentQuery,
-        "reverse_requested" => ReverseRequested,
-        "refund_requested" => RefundRequested,
-        "member_card_opened" => MemberCardOpened,
-        "member_card_closed" => MemberCardClosed,
-        "pay_score_order_created" => PayScoreOrderCreated,
-        "pay_score_order_completed" => PayScoreOrderCompleted,
-        "pay_score_order_cancelled" => PayScoreOrderCancelled,
-        "pay_score_authorised" => PayScoreAuthorised,
-        "face_enrolled" => FaceEnrolled,
-        "face_deleted" => FaceDeleted,
-        "account_funded" => AccountFunded,
-        "account_frozen" => AccountFrozen,
-        "account_unfrozen" => AccountUnfrozen,
-        "merchant_limit_changed" => MerchantLimitChanged,
-        "merchant_fee_rate_changed" => MerchantFeeRateChanged,
-    }
+        }
+    };
+}
+
+event_types! {
+    "face_captured" => FaceCaptured,
+    "payment_requested" => PaymentRequested,
+    "payment_query" => PaymentQuery,
+    "reverse_requested" => ReverseRequested,
+    "refund_requested" => RefundRequested,
+    "member_card_opened" => MemberCardOpened,
+    "member_card_closed" => MemberCardClosed,
+    "pay_score_order_created" => PayScoreOrderCreated,
+    "pay_score_order_completed" => PayScoreOrderCompleted,
+    "pay_score_order_cancelled" => PayScoreOrderCancelled,
+    "pay_score_authorised" => PayScoreAuthorised,
+    "face_enrolled" => FaceEnrolled,
+    "face_deleted" => FaceDeleted,
+    "account_funded" => AccountFunded,
+    "account_frozen" => AccountFrozen,
+    "account_unfrozen" => AccountUnfrozen,
+    "merchant_limit_changed" => MerchantLimitChanged,
+    "merchant_fee_rate_changed" => MerchantFeeRateChanged,
 }
 
 fn origin_of(

@@ -31,8 +31,15 @@ fn trade_no_char(b: u8) -> bool {
     id_char(b) || b == b'|' || b == b'*'
 }
 
+/// The OpenAPI schema of an identifier: 1 to `len_max` characters of the regular
+/// expression class `class`.
+fn id_schema(class: &str, len_max: usize) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(format!("^[{class}]{{1,{len_max}}}$"))).into()
+}
+
 macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident, $len:expr, $allowed:expr, $alphabet:literal) => {
+    ($(#[$doc:meta])* $name:ident, $len:expr, $allowed:expr, $alphabet:literal, $class:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -69,41 +76,49 @@ macro_rules! string_id {
                 f.write_str(&self.0)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema($class, $len)
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 
 string_id!(
     /// A (sub-)merchant, e.g. `1900000101`.
-    MerchantId, ID_LEN_MAX, id_char, "0-9A-Za-z_-"
+    MerchantId, ID_LEN_MAX, id_char, "0-9A-Za-z_-", "0-9A-Za-z_-"
 );
 string_id!(
     /// A store of a merchant.
-    StoreId, ID_LEN_MAX, id_char, "0-9A-Za-z_-"
+    StoreId, ID_LEN_MAX, id_char, "0-9A-Za-z_-", "0-9A-Za-z_-"
 );
 string_id!(
     /// A certified face-payment device (the channel's `device_info`).
-    DeviceId, ID_LEN_MAX, id_char, "0-9A-Za-z_-"
+    DeviceId, ID_LEN_MAX, id_char, "0-9A-Za-z_-", "0-9A-Za-z_-"
 );
 string_id!(
     /// A payer, by the UnionID the face resolves to (stable across a developer's apps).
-    PayerId, ID_LEN_MAX, id_char, "0-9A-Za-z_-"
+    PayerId, ID_LEN_MAX, id_char, "0-9A-Za-z_-", "0-9A-Za-z_-"
 );
 string_id!(
     /// A member card's code in the merchant's card package.
-    CardCode, ID_LEN_MAX, id_char, "0-9A-Za-z_-"
+    CardCode, ID_LEN_MAX, id_char, "0-9A-Za-z_-", "0-9A-Za-z_-"
 );
 string_id!(
     /// The merchant's order number: at most 32 characters of `0-9A-Za-z_-|*`, unique per
     /// merchant (the channel's rule).
-    OutTradeNo, OUT_TRADE_NO_LEN_MAX, trade_no_char, "0-9A-Za-z_-|*"
+    OutTradeNo, OUT_TRADE_NO_LEN_MAX, trade_no_char, "0-9A-Za-z_-|*", "0-9A-Za-z_|*-"
 );
 string_id!(
     /// The merchant's refund number; same rule as [`OutTradeNo`].
-    OutRefundNo, OUT_TRADE_NO_LEN_MAX, trade_no_char, "0-9A-Za-z_-|*"
+    OutRefundNo, OUT_TRADE_NO_LEN_MAX, trade_no_char, "0-9A-Za-z_-|*", "0-9A-Za-z_|*-"
 );
 string_id!(
     /// A Pay Score service order number; same rule as [`OutTradeNo`].
-    OutOrderNo, OUT_TRADE_NO_LEN_MAX, trade_no_char, "0-9A-Za-z_-|*"
+    OutOrderNo, OUT_TRADE_NO_LEN_MAX, trade_no_char, "0-9A-Za-z_-|*", "0-9A-Za-z_|*-"
 );
 
 /// The one-time face code of a capture (the channel's `auth_code`): exactly 18 digits.

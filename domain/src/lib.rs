@@ -31,7 +31,7 @@ pub mod time;
 
 pub use embedding::{Embedding, Score};
 pub use error::{FieldError, FieldErrorKind, ValueError};
-pub use event::{parse_event, CardChannel, DeviceRef, Envelope, EventBody, Origin};
+pub use event::{parse_event, CardChannel, DeviceRef, Envelope, EventBody, EventRequest, Origin, EVENT_TYPES};
 pub use ids::{
     CardCode, DeviceId, FaceCode, MerchantId, OutOrderNo, OutRefundNo, OutTradeNo, PayerId, PhoneLast4, StoreId,
 };

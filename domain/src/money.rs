@@ -37,6 +37,17 @@ impl Money {
     }
 }
 
+/// A decimal string of CNY with at most two places (served with exactly two).
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let schema = ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"^[0-9]+(\.[0-9]{1,2})?$"));
+        schema.examples(["60.00"]).into()
+    }
+}
+
+impl utoipa::ToSchema for Money {}
+
 impl TryFrom<Decimal> for Money {
     type Error = ValueError;
 

@@ -12,7 +12,7 @@ use crate::money::Money;
 ///
 /// Declines are definite ("payment confirmed failed"): the device switches method or starts
 /// a new order, as the channel's code says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeclineReason {
     /// The capture did not resolve to a payer (no match, failed liveness, ambiguous, or a
@@ -216,7 +216,7 @@ impl RefusalReason {
 }
 
 /// An order's state as the ledger knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     /// Paid: the payer's wallet was debited and the merchant credited.
@@ -251,7 +251,7 @@ impl OrderStatus {
 }
 
 /// The answer to a payment request or query, as served to the device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentResult {
     pub merchant_id: MerchantId,
     pub out_trade_no: OutTradeNo,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::store_error::StoreError;
 
 /// One credential's row. `secret_hash` is `HMAC-SHA256(pepper, secret)`, hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Credential {
     pub key_id: KeyId,
     pub role: Role,
@@ -42,7 +42,7 @@ impl Credential {
 }
 
 /// One admin or finance action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Assigned by the store; 0 on a new entry.
     pub seq: i64,

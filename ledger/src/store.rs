@@ -45,7 +45,7 @@ pub struct InboundRecord {
 }
 
 /// A rejected inbound event, kept with its reason.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RejectedEvent {
     pub received_at: DateTime<Utc>,
     /// Where it came from: `http`, `bus`, `ledger`.
@@ -62,7 +62,7 @@ pub struct RejectedEvent {
 }
 
 /// One row of a merchant's transaction history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HistoryRow {
     /// Position in the history (the pagination cursor); assigned by the store.
     #[serde(skip)]
@@ -139,7 +139,7 @@ pub struct HistoryFilter {
 }
 
 /// A member of a merchant, as served.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MemberView {
     pub payer_id: PayerId,
     pub card_code: String,

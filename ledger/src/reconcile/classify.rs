@@ -63,7 +63,7 @@ impl LedgerEntry {
 }
 
 /// What reconciliation found for one line or entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     /// Both sides agree.
@@ -404,7 +404,7 @@ pub fn settle_timing(f: &mut Finding, day: NaiveDate, other: Option<Counterpart>
 }
 
 /// Count and sums of one class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClassSums {
     pub count: u64,
     /// Sum of the bill's amounts of these findings, in fen.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a line of the bill, or an entry of the ledger, is. The order (payment, refund,
 /// reversal) is the sort order of the codes `P`, `R`, `V`, as the database sorts them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     /// A payment (bill status SUCCESS), keyed by the order number.

@@ -87,7 +87,7 @@ pub struct ImportRequest {
 }
 
 /// An imported bill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ImportRow {
     pub import_id: Uuid,
     pub account: String,
@@ -127,7 +127,7 @@ pub struct RunRow {
 }
 
 /// One break, as kept and served.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BreakRow {
     pub break_id: Uuid,
     pub run_id: Uuid,
@@ -151,7 +151,7 @@ pub struct BreakRow {
 }
 
 /// How a break was settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// A known, harmless difference.
@@ -186,7 +186,7 @@ impl Action {
 }
 
 /// One resolution of a break.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ResolutionRow {
     pub break_id: Uuid,
     pub action: Action,

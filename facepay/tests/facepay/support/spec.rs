@@ -3,12 +3,15 @@
 use serde_json::Value;
 
 /// Checks `value` against `schema` (the subset of JSON Schema the spec uses: objects with
-/// properties and required ones, arrays, `$ref`, nullable `type` lists, string formats of
-/// money, dates and times); a path and reason for the first mismatch.
+/// properties and required ones, `allOf` of objects (a flattened field), arrays, `$ref`,
+/// nullable `type` lists, string formats of money, dates and times); a path and reason for
+/// the first mismatch.
 pub fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
     if let Some(r) = schema["$ref"].as_str() {
-        let name = r.rsplit('/').next().unwrap();
-        return conforms(spec, &spec["components"]["schemas"][name], value, at);
+        return conforms(spec, resolved(spec, r), value, at);
+    }
+    if let Some(parts) = schema["allOf"].as_array() {
+        return conforms(spec, &merged(spec, parts), value, at);
     }
     if let Some(options) = schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
         return match options.iter().any(|o| conforms(spec, o, value, at).is_ok()) {
@@ -72,6 +75,25 @@ pub fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result
         },
         _ => Ok(()),
     }
+}
+
+fn resolved<'a>(spec: &'a Value, reference: &str) -> &'a Value {
+    &spec["components"]["schemas"][reference.rsplit('/').next().unwrap()]
+}
+
+/// The one object an `allOf` of objects describes: every part's properties and required ones.
+fn merged(spec: &Value, parts: &[Value]) -> Value {
+    let (mut properties, mut required) = (serde_json::Map::new(), Vec::new());
+    for part in parts {
+        let part = part["$ref"].as_str().map_or(part, |r| resolved(spec, r));
+        let part = match part["allOf"].as_array() {
+            Some(inner) => merged(spec, inner),
+            None => part.clone(),
+        };
+        properties.extend(part["properties"].as_object().cloned().unwrap_or_default());
+        required.extend(part["required"].as_array().cloned().unwrap_or_default());
+    }
+    serde_json::json!({ "type": "object", "properties": properties, "required": required })
 }
 
 /// The 2xx body schema of `method path` in the spec.
