@@ -44,6 +44,11 @@ pub enum BillError {
     SummaryMismatch { line: u64, column: usize, name: String, stated: String, computed: String },
     #[error("line {line}: {message}")]
     Layout { line: u64, message: &'static str },
+    #[error(
+        "line {line}: its transaction time {trade_at} falls on {trade_day}, not on the bill's day {day} \
+         (nor within its midnights' timing window)"
+    )]
+    OffDay { line: u64, trade_at: String, trade_day: chrono::NaiveDate, day: chrono::NaiveDate },
     #[error("reading the bill: {0}")]
     Io(String),
 }
@@ -206,6 +211,16 @@ const SUMMARY: [&str; 7] =
     ["总交易单数", "应结订单总金额", "退款总金额", "充值券退款总金额", "手续费总金额", "订单总金额", "申请退款总金额"];
 const LEGACY_SUMMARY: [&str; 5] =
     ["总交易单数", "总交易额", "总退款金额", "总代金券或立减优惠退款金额", "手续费总金额"];
+
+/// The summary's totals of detail columns that decide nothing but must still add up: each
+/// summary name with the detail column it sums (2 places; a layout without the column sums
+/// to zero).
+const SUMMED_ONLY: [(&str, &str); 4] = [
+    ("订单总金额", "订单金额"),
+    ("申请退款总金额", "申请退款金额"),
+    ("充值券退款总金额", "充值券退款金额"),
+    ("总代金券或立减优惠退款金额", "代金券或立减优惠退款金额"),
+];
 
 /// What the importer needs from a detail line; every other column is carried by no one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -372,6 +387,8 @@ pub struct BillReader<R: BufRead> {
     width: usize,
     expect_summary: bool,
     totals: BillTotals,
+    /// For each of [`SUMMED_ONLY`]: its detail column, when the header has it, and its sum.
+    summed: [(Option<usize>, i64); SUMMED_ONLY.len()],
     account: Option<String>,
     done: bool,
 }
@@ -395,6 +412,7 @@ impl<R: BufRead> BillReader<R> {
             width: 0,
             expect_summary: mapping.is_none_or(|m| m.summary),
             totals: BillTotals::default(),
+            summed: [(None, 0); SUMMED_ONLY.len()],
             account: None,
             done: false,
         };
@@ -433,6 +451,9 @@ impl<R: BufRead> BillReader<R> {
         for f in FIELDS {
             let found = header.iter().position(|h| wechat_names(f).contains(&h.as_str()));
             self.columns.at[f as usize] = found.map(|i| (i, header[i].clone()));
+        }
+        for (k, (_, column)) in SUMMED_ONLY.iter().enumerate() {
+            self.summed[k].0 = header.iter().position(|h| h == column);
         }
         let mut required =
             vec![Field::TradeTime, Field::OutTradeNo, Field::TradeStatus, Field::SettleAmount, Field::Fee];
@@ -507,6 +528,11 @@ impl<R: BufRead> BillReader<R> {
             self.totals.fee_mfen += parsed.fee_mfen;
             self.totals.settle_fen += settle.unwrap_or(0);
             self.totals.refund_fen += refund.unwrap_or(0);
+            for ((column, sum), (_, name)) in self.summed.iter_mut().zip(SUMMED_ONLY) {
+                if let Some(i) = *column {
+                    *sum += scaled_at(&fields, i, name, line_no, 2, true)?;
+                }
+            }
             let account = self.columns.get(Field::Account).map_or("", |(i, _)| fields[*i]);
             if self.account.is_none() && !account.is_empty() {
                 self.account = Some(account.to_string());
@@ -527,7 +553,9 @@ impl<R: BufRead> BillReader<R> {
         }
         let totals = self.totals;
         for (i, (name, value)) in names.iter().zip(&values).enumerate() {
+            let summed = SUMMED_ONLY.iter().position(|(total, _)| total == name).map(|k| self.summed[k].1);
             let (places, computed) = match name.as_str() {
+                _ if summed.is_some() => (2, summed.unwrap_or(0)),
                 "总交易单数" => (0, totals.lines as i64),
                 "应结订单总金额" | "总交易额" => (2, totals.settle_fen),
                 "退款总金额" | "总退款金额" => (2, totals.refund_fen),
@@ -691,14 +719,26 @@ fn column_value(
     unsigned: bool,
 ) -> Result<Option<i64>, BillError> {
     let Some((i, name)) = cols.get(f) else { return Ok(None) };
-    let raw = fields[*i];
+    scaled_at(fields, *i, name, line_no, places, unsigned).map(Some)
+}
+
+/// Field `i` (named `name`) of a line as an integer of `places` decimals; empty is zero.
+fn scaled_at(
+    fields: &[&str],
+    i: usize,
+    name: &str,
+    line_no: u64,
+    places: u32,
+    unsigned: bool,
+) -> Result<i64, BillError> {
+    let raw = fields[i];
     if raw.is_empty() {
-        return Ok(Some(0));
+        return Ok(0);
     }
     let bad = |message| BillError::BadValue {
         line: line_no,
         column: i + 1,
-        name: name.clone(),
+        name: name.to_string(),
         value: raw.to_string(),
         message,
     };
@@ -706,7 +746,7 @@ fn column_value(
     if unsigned && v < 0 {
         return Err(bad("must not be negative"));
     }
-    Ok(Some(v))
+    Ok(v)
 }
 
 /// A decimal string (`-12.30`) as an integer of `places` decimals, exactly: no float.

@@ -105,6 +105,12 @@ macro_rules! recon_sql {
                 .fetch_optional(&mut **tx)
                 .await?;
             if let Some(existing) = by_hash.map(|r| import_from(&r)).transpose()? {
+                if existing.day != req.day {
+                    return Err($crate::reconcile::store::ReconError::Invalid(format!(
+                        "this file was imported as the bill of {} (import {}), not of {}",
+                        existing.day, existing.import_id, req.day
+                    )));
+                }
                 return Ok(ImportOutcome { import: existing, already_imported: true, supersedes: None });
             }
             let account = $crate::reconcile::store::account_of(digest, req);

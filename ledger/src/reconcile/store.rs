@@ -28,7 +28,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::bill::{BillDigest, BillError, BillLine, BillReader, ColumnMapping};
-use super::classify::{reconcile, settle_timing, Class, Counterpart, Finding, LedgerEntry, Report, TxnRescue};
+use super::classify::{
+    near_midnight, reconcile, settle_timing, Class, Counterpart, Finding, LedgerEntry, Report, TxnRescue,
+};
 use super::settle::ConfirmPaid;
 use super::EntryKind;
 use crate::model::LedgerEvent;
@@ -279,7 +281,8 @@ pub trait ReconStore: BillStore {
     fn ledger_store(&self) -> Arc<dyn LedgerStore>;
 }
 
-/// Imports the bill read from `input` (a WeChat bill, or through `mapping` another CSV).
+/// Imports the bill of `req.day` read from `input` (a WeChat bill, or through `mapping`
+/// another CSV): all of it, or nothing when a line is bad or falls on another day.
 pub async fn import_bill(
     store: &dyn ReconStore,
     input: impl BufRead + Send + 'static,
@@ -287,42 +290,57 @@ pub async fn import_bill(
     req: ImportRequest,
 ) -> Result<ImportOutcome, ReconError> {
     let (tx, mut rx) = mpsc::channel(4);
+    let day = req.day;
     let parser = tokio::task::spawn_blocking(move || {
         let send = |p: Result<Parsed, BillError>| tx.blocking_send(p).is_ok();
-        let reader = match &mapping {
-            None => BillReader::wechat(input),
-            Some(m) => BillReader::generic(input, m),
-        };
-        let mut reader = match reader {
-            Ok(r) => r,
-            Err(e) => {
-                send(Err(e));
-                return;
-            }
-        };
-        let mut chunk = Vec::with_capacity(RECON_IMPORT_CHUNK_ROWS);
-        loop {
-            match reader.next_line() {
-                Ok(Some(line)) => chunk.push(line),
-                Ok(None) => break,
-                Err(e) => {
-                    send(Err(e));
-                    return;
-                }
-            }
-            if chunk.len() == RECON_IMPORT_CHUNK_ROWS && !send(Ok(Parsed::Lines(std::mem::take(&mut chunk)))) {
-                return;
-            }
+        if let Err(e) = parse_bill(input, mapping.as_ref(), day, send) {
+            send(Err(e));
         }
-        if !chunk.is_empty() && !send(Ok(Parsed::Lines(chunk))) {
-            return;
-        }
-        let _ = send(reader.finish().map(Parsed::Done));
     });
     let outcome = store.import(&req, &mut rx).await;
     drop(rx);
     parser.await.map_err(|e| ReconError::Invalid(format!("the parser failed: {e}")))?;
     outcome
+}
+
+/// Reads a bill of `day` and sends its lines in chunks, then its digest. Stops quietly when
+/// the receiver is gone.
+fn parse_bill(
+    input: impl BufRead,
+    mapping: Option<&ColumnMapping>,
+    day: NaiveDate,
+    send: impl Fn(Result<Parsed, BillError>) -> bool,
+) -> Result<(), BillError> {
+    let mut reader = match mapping {
+        None => BillReader::wechat(input)?,
+        Some(m) => BillReader::generic(input, m)?,
+    };
+    let mut chunk = Vec::with_capacity(RECON_IMPORT_CHUNK_ROWS);
+    while let Some(line) = reader.next_line()? {
+        on_the_day(&line, day)?;
+        chunk.push(line);
+        if chunk.len() == RECON_IMPORT_CHUNK_ROWS && !send(Ok(Parsed::Lines(std::mem::take(&mut chunk)))) {
+            return Ok(());
+        }
+    }
+    if !chunk.is_empty() && !send(Ok(Parsed::Lines(chunk))) {
+        return Ok(());
+    }
+    send(Ok(Parsed::Done(reader.finish()?)));
+    Ok(())
+}
+
+/// A bill line belongs to the bill's day: its transaction time falls on `day` (Asia/Shanghai)
+/// or within the timing window of either of its midnights (the channel books a payment made
+/// at 23:59:59 on the next day at times).
+pub fn on_the_day(line: &BillLine, day: NaiveDate) -> Result<(), BillError> {
+    let trade_day = shanghai_day(line.trade_at);
+    if trade_day == day || near_midnight(line.trade_at, day) {
+        return Ok(());
+    }
+    let trade_at =
+        line.trade_at.with_timezone(&facepay_domain::time::shanghai()).format("%Y-%m-%d %H:%M:%S").to_string();
+    Err(BillError::OffDay { line: line.line_no, trade_at, trade_day, day })
 }
 
 /// A run's result: the run and its breaks.

@@ -149,6 +149,34 @@ fn a_summary_that_does_not_add_up_is_refused_naming_its_line_and_column() {
     assert!(matches!(err(bad.as_bytes()), BillError::SummaryMismatch { line: 5, column: 5, .. }));
 }
 
+/// Issue 22, fault 6: every total of the summary is checked, the ones that decide nothing too
+/// (订单总金额, 申请退款总金额, 充值券退款总金额).
+#[test]
+fn every_total_of_the_summary_must_add_up() {
+    let summary = "`2,`60.00,`50.00,`0.00,`0.05000,`60.00,`50.00";
+    for (i, (stated, column, name)) in [
+        ("`2,`60.00,`50.00,`0.00,`0.05000,`999999.99,`50.00", 6, "订单总金额"),
+        ("`2,`60.00,`50.00,`0.00,`0.05000,`60.00,`12345.67", 7, "申请退款总金额"),
+        ("`2,`60.00,`50.00,`77.00,`0.05000,`60.00,`50.00", 4, "充值券退款总金额"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bad = SAMPLE.replace(summary, stated);
+        match err(bad.as_bytes()) {
+            BillError::SummaryMismatch { line: 5, column: c, name: n, .. } => {
+                assert_eq!((c, n.as_str()), (column, name))
+            }
+            e => panic!("case {i}: {e}"),
+        }
+    }
+    // A detail column a total sums is read as money: a bad value names it.
+    let bad = SAMPLE.replacen("`60.00,`0.00,`\n", "`6O.00,`0.00,`\n", 1);
+    assert!(matches!(err(bad.as_bytes()), BillError::BadValue { line: 2, column: 25, .. }), "{}", err(bad.as_bytes()));
+    // The sums agree with the details: the sample itself reads.
+    assert!(read(SAMPLE.as_bytes()).is_ok());
+}
+
 #[test]
 fn a_truncated_file_is_refused() {
     let lines: Vec<&str> = SAMPLE.lines().collect();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::common::*;
 use chrono::NaiveDate;
 use facepay_domain::OrderStatus;
-use facepay_ledger::reconcile::bill::{channel_txn_id, BillLine, BillWriter, Layout};
+use facepay_ledger::reconcile::bill::{channel_txn_id, BillError, BillLine, BillWriter, Layout};
 use facepay_ledger::reconcile::classify::{Class, LedgerEntry};
 use facepay_ledger::reconcile::store::{
     import_bill, resolve_break, run_reconciliation, Action, BreakFilter, ImportOutcome, ImportRequest, ReconError,
@@ -296,6 +296,31 @@ async fn imports_are_idempotent_superseded_and_all_or_nothing(backend: Backend) 
     assert_eq!(found(&run).get(&Class::MissingInLedger), None, "the corrected bill lost its lost line");
 }
 
+/// Issue 22, fault 2: a bill is checked against its day. A bill of another day, or one line
+/// of another day inside the day's bill, refuses the whole import naming the line; a file
+/// imported for one day is not taken for another.
+async fn a_bill_is_refused_whole_when_a_line_is_not_of_its_day(backend: Backend) {
+    let Some(db) = open(backend).await else { return };
+    trade(&db).await;
+    let entries = entries(&db, day()).await;
+    let lines = clean_bill(&entries);
+    let e = import(&db, day() + chrono::Duration::days(7), bill_bytes(Layout::All, &lines)).await.unwrap_err();
+    assert!(matches!(&e, ReconError::Bill(BillError::OffDay { line: 2, .. })), "{e}");
+    assert!(e.to_string().contains("line 2:"), "the message names the line: {e}");
+    let mut stray = lines.clone();
+    stray[3].trade_at += chrono::Duration::days(7);
+    let e = import(&db, day(), bill_bytes(Layout::All, &stray)).await.unwrap_err();
+    assert!(matches!(&e, ReconError::Bill(BillError::OffDay { line: 5, .. })), "{e}");
+    assert_eq!(db.recon.imports(10).await.unwrap(), vec![], "nothing of a refused bill is kept");
+    // The cross-midnight window at the day's edges is the bill's.
+    import_next_day(&db, &entries).await;
+    // An empty bill of the day, then the same file for another day.
+    import(&db, day(), bill_bytes(Layout::All, &[])).await.unwrap();
+    let e = import(&db, day() + chrono::Duration::days(1), bill_bytes(Layout::All, &[])).await.unwrap_err();
+    assert!(matches!(&e, ReconError::Invalid(m) if m.contains(&format!("the bill of {}", day()))), "{e}");
+    assert_eq!(db.recon.imports(10).await.unwrap().len(), 2, "the next day's bill and the empty one");
+}
+
 /// The day's bill as the channel prints it, every line agreeing with the ledger except the
 /// timeout: O-5, declined in the ledger, paid on the channel (15.00, fee 0.08 at 0.54 %).
 fn clean_bill(entries: &[LedgerEntry]) -> Vec<BillLine> {
@@ -490,6 +515,7 @@ macro_rules! on_both_stores {
 }
 
 on_both_stores!(
+    a_bill_is_refused_whole_when_a_line_is_not_of_its_day,
     every_class_in_each_layout,
     breaks_and_resolutions_are_ledger_events,
     imports_are_idempotent_superseded_and_all_or_nothing,

@@ -87,6 +87,11 @@ async fn a_bill_is_uploaded_reconciled_listed_and_its_breaks_resolved_once() {
     assert_eq!(refused.status(), 400);
     let e: Value = refused.json().await.unwrap();
     assert!(e["message"].as_str().unwrap().contains("line 2, column 13 (应结订单金额)"), "{e}");
+    // Issue 22: a bill uploaded for another day is refused whole, naming its first line.
+    let other_day = http.post(url("bills?date=2026-03-09")).body(SAMPLE).send().await.unwrap();
+    assert_eq!(other_day.status(), 400);
+    let e: Value = other_day.json().await.unwrap();
+    assert!(e["message"].as_str().unwrap().contains("line 2: its transaction time 2026-03-02 09:15:07"), "{e}");
     let unknown_class = http.get(url("breaks?class=nonsense")).send().await.unwrap();
     assert_eq!(unknown_class.status(), 400);
 
