@@ -134,7 +134,7 @@ macro_rules! credential_store {
                 let ph: Vec<String> = (1..=11).map($p).collect();
                 let sql =
                     format!("INSERT INTO api_keys ({}) VALUES ({})", $crate::credentials::KEY_COLUMNS, ph.join(", "));
-                let mut tx = self.$pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 sqlx::query(&sql)
                     .bind(key.key_id.as_str())
                     .bind(key.role.as_str())
@@ -182,7 +182,7 @@ macro_rules! credential_store {
                     $p(1),
                     $p(2)
                 );
-                let mut tx = self.$pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let done = sqlx::query(&sql)
                     .bind($crate::credentials::millis(&at))
                     .bind(key_id.as_str())
@@ -214,7 +214,7 @@ macro_rules! credential_store {
                 &self,
                 entry: &$crate::credentials::AuditEntry,
             ) -> Result<(), $crate::store_error::StoreError> {
-                let mut tx = self.$pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 Self::audit_in(&mut tx, entry).await?;
                 tx.commit().await?;
                 Ok(())

@@ -54,6 +54,11 @@ impl PgStore {
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
+
+    /// A write transaction (PostgreSQL's row locks and unique keys order concurrent writers).
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
 }
 
 /// PostgreSQL's columns have their own types: `TIMESTAMPTZ`, `DATE`, `UUID`, `BOOLEAN`,

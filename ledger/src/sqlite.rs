@@ -62,6 +62,13 @@ impl SqliteStore {
         };
         Ok(Self { writer, reader })
     }
+
+    /// A write transaction that takes the database's write lock when it begins (`BEGIN
+    /// IMMEDIATE`): a writer of another process then waits its turn (the busy timeout)
+    /// instead of failing "database is locked" when its reads turn into a write.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
 }
 
 pub(crate) use crate::timestamp::ts;

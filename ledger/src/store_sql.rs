@@ -107,14 +107,14 @@ macro_rules! writer_sql {
             }
 
             async fn commit(&self, batch: &$crate::store::CommitBatch) -> Result<(), $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 write_batch(&mut tx, batch).await?;
                 tx.commit().await?;
                 Ok(())
             }
 
             async fn reject(&self, rejected: &$crate::store::RejectedEvent) -> Result<(), $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 write_rejected(&mut tx, std::slice::from_ref(rejected)).await?;
                 tx.commit().await?;
                 Ok(())
@@ -154,7 +154,7 @@ macro_rules! writer_sql {
         #[async_trait::async_trait]
         impl $crate::store::CeilingWriter for $store {
             async fn commit_raw(&self, batch: &$crate::store::CommitBatch) -> Result<(), $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 write_log(&mut tx, &batch.events).await?;
                 tx.commit().await?;
                 Ok(())
@@ -453,7 +453,7 @@ macro_rules! faces_sql {
                 face: &$crate::store::StoredFace,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let (payer, key_id, at) = (face.payer_id.as_str(), bind_id(&face.key_id), bind_at(&at));
                 sqlx::query(
                     "INSERT INTO face_templates (payer_id, key_id, ciphertext, enrolled_at) VALUES ($1, $2, $3, $4)",
@@ -527,7 +527,7 @@ macro_rules! faces_sql {
                 captures: &[$crate::store::CaptureMemo],
                 forget_before: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 remember_captures(&mut tx, captures).await?;
                 sqlx::query("DELETE FROM capture_memos WHERE captured_at < $1")
                     .bind(bind_at(&forget_before))

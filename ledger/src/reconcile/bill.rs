@@ -358,7 +358,9 @@ pub struct BillTotals {
 /// What a fully read bill was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillDigest {
-    /// SHA-256 of every byte of the file, hex: the import's identity.
+    /// SHA-256 of the file's content, hex: the import's identity. The content is its lines
+    /// without a byte-order mark, line endings or trailing whitespace, blank lines skipped:
+    /// the same bill however it was saved.
     pub content_sha256: String,
     pub layout: Layout,
     /// The bill's account (商户号 of its rows), when it has rows.
@@ -385,6 +387,8 @@ pub struct BillReader<R: BufRead> {
     layout: Layout,
     columns: Columns,
     width: usize,
+    /// The header's column names, to name a column in an error.
+    header: Vec<String>,
     expect_summary: bool,
     totals: BillTotals,
     /// For each of [`SUMMED_ONLY`]: its detail column, when the header has it, and its sum.
@@ -410,6 +414,7 @@ impl<R: BufRead> BillReader<R> {
             layout: Layout::Generic,
             columns: Columns::default(),
             width: 0,
+            header: Vec::new(),
             expect_summary: mapping.is_none_or(|m| m.summary),
             totals: BillTotals::default(),
             summed: [(None, 0); SUMMED_ONLY.len()],
@@ -428,6 +433,7 @@ impl<R: BufRead> BillReader<R> {
             None => r.map_wechat(&header)?,
             Some(m) => r.map_generic(&header, m)?,
         }
+        r.header = header;
         Ok(r)
     }
 
@@ -518,7 +524,7 @@ impl<R: BufRead> BillReader<R> {
                 return Ok(None);
             }
             if fields.len() != self.width {
-                return Err(BillError::FieldCount { line: line_no, expected: self.width, found: fields.len() });
+                return Err(field_count(self.layout, &self.header, text, line_no, fields.len()));
             }
             let parsed = parse_detail(&self.columns, &fields, line_no)?;
             // The summary's columns sum the raw columns.
@@ -606,6 +612,26 @@ impl<R: BufRead> BillReader<R> {
     }
 }
 
+/// Why a detail line has `found` fields where the header has `header.len()`: in a WeChat
+/// bill (every field after a backtick), a field without one is the rest of a value with a
+/// comma in it (`1,000.00`), named by its column; otherwise a line cut short or run long.
+fn field_count(layout: Layout, header: &[String], text: &str, line: u64, found: usize) -> BillError {
+    let split = match layout {
+        Layout::Generic => None,
+        _ => text.split(',').skip(1).position(|f| !f.trim().starts_with('`')),
+    };
+    match split {
+        Some(column) if column < header.len() => BillError::BadValue {
+            line,
+            column: column + 1,
+            name: header[column].clone(),
+            value: text.split(',').skip(column).take(2).collect::<Vec<_>>().join(","),
+            message: "a comma inside a value (amounts are written 1000.00, with no separator)",
+        },
+        _ => BillError::FieldCount { line, expected: header.len(), found },
+    }
+}
+
 /// The file's lines, hashed as they pass.
 struct LineSource<R: BufRead> {
     input: R,
@@ -626,17 +652,32 @@ impl<R: BufRead> LineSource<R> {
             return Ok(None);
         }
         self.line_no += 1;
-        self.hasher.update(&self.buf);
         if self.buf.len() > BILL_LINE_BYTES_MAX && self.buf.last() != Some(&b'\n') {
             return Err(BillError::LineTooLong { line: self.line_no, max: BILL_LINE_BYTES_MAX });
         }
         while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
             self.buf.pop();
         }
+        self.hash_content();
         let line = self.line_no;
         let text =
             std::str::from_utf8(&self.buf).map_err(|e| BillError::Encoding { line, byte: e.valid_up_to() + 1 })?;
         Ok(Some(if line == 1 { text.trim_start_matches('\u{feff}') } else { text }))
+    }
+
+    /// Adds the current line to the content's hash as the bill says it, not as it was saved:
+    /// without a byte-order mark or trailing whitespace, with one `\n` after it, and nothing
+    /// for a blank line. A re-save (BOM, CRLF, a trailing blank line) is the same bill.
+    fn hash_content(&mut self) {
+        let mut content = self.buf.as_slice();
+        while let Some(rest) = content.strip_prefix("\u{feff}".as_bytes()).filter(|_| self.line_no == 1) {
+            content = rest;
+        }
+        let content = content.trim_ascii_end();
+        if !content.is_empty() {
+            self.hasher.update(content);
+            self.hasher.update(b"\n");
+        }
     }
 }
 

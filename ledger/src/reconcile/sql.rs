@@ -168,7 +168,7 @@ macro_rules! recon_sql {
                 breaks: &[$crate::reconcile::store::BreakRow],
                 events: &[$crate::store::NewEvent],
             ) -> Result<std::collections::HashSet<uuid::Uuid>, $crate::reconcile::store::ReconError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let known = known_breaks(&mut tx, breaks).await?;
                 let (breaks, events) = $crate::reconcile::store::fresh(breaks, events, &known);
                 write_log(&mut tx, &events).await?;
@@ -199,7 +199,7 @@ macro_rules! recon_sql {
                 >,
             ) -> Result<$crate::reconcile::store::ImportOutcome, $crate::reconcile::store::ReconError> {
                 let import_id = uuid::Uuid::new_v4();
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let digest = receive_lines(&mut tx, import_id, rx).await?;
                 let outcome = import_row_of(&mut tx, req, import_id, &digest).await?;
                 if outcome.already_imported {
@@ -324,7 +324,7 @@ macro_rules! recon_sql {
                 event: &$crate::store::NewEvent,
             ) -> Result<(), $crate::reconcile::store::ReconError> {
                 use $crate::reconcile::sql::unique_to;
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 write_log(&mut tx, std::slice::from_ref(event)).await.map_err(|e| unique_to(e, r.break_id))?;
                 let done = sqlx::query(
                     "INSERT INTO recon_resolutions (break_id, action, resolved_by, reason, resolved_at, event_id) \

@@ -177,6 +177,31 @@ fn every_total_of_the_summary_must_add_up() {
     assert!(read(SAMPLE.as_bytes()).is_ok());
 }
 
+/// Issue 22, fault 8: a bill re-saved (a byte-order mark, CRLF line ends, trailing spaces,
+/// a blank line at the end) is the same bill: the same content hash. A changed value is not.
+#[test]
+fn a_re_saved_bill_has_the_same_identity() {
+    let digest = |text: &str| read(text.as_bytes()).unwrap().1.content_sha256;
+    let resaved = format!("\u{feff}{}\r\n", SAMPLE.replace('\n', "  \r\n"));
+    assert_eq!(digest(&resaved), digest(SAMPLE));
+    let changed = SAMPLE.replace("`groceries,", "`grocery,");
+    assert_ne!(digest(&changed), digest(SAMPLE));
+}
+
+/// Issue 22, fault 8: `1,000.00` names its column, not a field count.
+#[test]
+fn a_comma_inside_a_value_names_its_column() {
+    let bad = SAMPLE.replacen("`60.00,`0.00,`0,", "`1,000.00,`0.00,`0,", 1);
+    match err(bad.as_bytes()) {
+        BillError::BadValue { line, column, name, value, .. } => {
+            assert_eq!((line, column, name.as_str(), value.as_str()), (2, 13, "应结订单金额", "`1,000.00"));
+        }
+        e => panic!("{e}"),
+    }
+    let cut = SAMPLE.replacen("`60.00,`0.00,`0,", "`60.00,`0,", 1);
+    assert!(matches!(err(cut.as_bytes()), BillError::FieldCount { line: 2, expected: 27, found: 26 }));
+}
+
 #[test]
 fn a_truncated_file_is_refused() {
     let lines: Vec<&str> = SAMPLE.lines().collect();
@@ -235,11 +260,9 @@ fn text_after_the_summary_and_overlong_lines_are_refused() {
 }
 
 #[test]
-fn the_content_hash_names_the_file_exactly() {
+fn the_content_hash_names_the_bill() {
     let a = read(SAMPLE.as_bytes()).unwrap().1.content_sha256;
-    let b = read(format!("{SAMPLE}\n").as_bytes()).unwrap().1.content_sha256;
-    assert_eq!(a.len(), 64);
-    assert_ne!(a, b, "a blank line more is another file");
+    assert!(a.len() == 64 && a.bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
     assert_eq!(a, read(SAMPLE.as_bytes()).unwrap().1.content_sha256);
 }
 

@@ -37,24 +37,39 @@ struct Db {
     store: Arc<dyn LedgerStore>,
     recon: Arc<dyn ReconStore>,
     ledger: Ledger,
+    /// How another process would open the same database.
+    again: Again,
     _home: Home,
 }
 
+enum Again {
+    Sqlite(String),
+    Pg(Box<sqlx::postgres::PgConnectOptions>),
+}
+
+/// The same database opened again, as a second process would (its own connections).
+async fn second_process(db: &Db) -> Arc<dyn ReconStore> {
+    match &db.again {
+        Again::Sqlite(url) => Stores::of(SqliteStore::open(url).await.unwrap()).recon,
+        Again::Pg(options) => Stores::of(PgStore::open_with((**options).clone()).await.unwrap()).recon,
+    }
+}
+
 async fn open(backend: Backend) -> Option<Db> {
-    let (stores, home) = match backend {
+    let (stores, again, home) = match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("recon.db").display());
-            (Stores::of(SqliteStore::open(&url).await.unwrap()), Home::Dir(dir))
+            (Stores::of(SqliteStore::open(&url).await.unwrap()), Again::Sqlite(url), Home::Dir(dir))
         }
         Backend::Postgres => {
             let (database, options) = fresh_pg_database().await?;
-            let store = PgStore::open_with(options).await.unwrap();
-            (Stores::of(store), Home::Pg(Box::new(database)))
+            let store = PgStore::open_with(options.clone()).await.unwrap();
+            (Stores::of(store), Again::Pg(Box::new(options)), Home::Pg(Box::new(database)))
         }
     };
     let Stores { ledger: store, recon } = stores;
-    Some(Db { ledger: Ledger::new(store.clone(), Policy::default()), recon, store, _home: home })
+    Some(Db { ledger: Ledger::new(store.clone(), Policy::default()), recon, store, again, _home: home })
 }
 
 fn day() -> NaiveDate {
@@ -272,9 +287,12 @@ async fn imports_are_idempotent_superseded_and_all_or_nothing(backend: Backend) 
     let first = import(&db, day(), bytes.clone()).await.unwrap();
     assert!(!first.already_imported);
     assert_eq!((first.import.version, first.import.account.as_str()), (1, "1900000001"));
-    let again = import(&db, day(), bytes).await.unwrap();
+    let again = import(&db, day(), bytes.clone()).await.unwrap();
     assert!(again.already_imported, "the same file is not imported twice");
     assert_eq!(again.import.import_id, first.import.import_id);
+    let resaved = format!("\u{feff}{}", String::from_utf8(bytes).unwrap().replace('\n', "\r\n"));
+    let resaved = import(&db, day(), resaved.into_bytes()).await.unwrap();
+    assert!(resaved.already_imported, "a re-saved copy (BOM, CRLF) is the same bill");
     let mut corrected_lines = lines.clone();
     corrected_lines.retain(|l| l.out_trade_no != "O-LOST");
     let corrected = import(&db, day(), bill_bytes(Layout::All, &corrected_lines)).await.unwrap();
@@ -319,6 +337,31 @@ async fn a_bill_is_refused_whole_when_a_line_is_not_of_its_day(backend: Backend)
     let e = import(&db, day() + chrono::Duration::days(1), bill_bytes(Layout::All, &[])).await.unwrap_err();
     assert!(matches!(&e, ReconError::Invalid(m) if m.contains(&format!("the bill of {}", day()))), "{e}");
     assert_eq!(db.recon.imports(10).await.unwrap().len(), 2, "the next day's bill and the empty one");
+}
+
+/// Issue 22, fault 8: two processes resolving the same break at once: one resolves it, the
+/// other hears that it is resolved already (never "database is locked").
+async fn concurrent_resolutions_get_the_domain_answer(backend: Backend) {
+    let Some(db) = open(backend).await else { return };
+    trade(&db).await;
+    let entries = entries(&db, day()).await;
+    let (lines, _) = planted_bill(&entries, Layout::All);
+    let run = reconcile(&db, &import(&db, day(), bill_bytes(Layout::All, &lines)).await.unwrap()).await;
+    let other = second_process(&db).await;
+    let open_breaks = run.breaks.iter().filter(|b| b.class != Class::StatusMismatch).collect::<Vec<_>>();
+    assert!(open_breaks.len() >= 4, "{}", open_breaks.len());
+    for b in open_breaks {
+        let resolve = |store: Arc<dyn ReconStore>, who: &'static str| {
+            let id = b.break_id;
+            tokio::spawn(async move { resolve_break(store.as_ref(), id, Action::Accepted, who, "checked", t0()).await })
+        };
+        let (a, z) = (resolve(db.recon.clone(), "a"), resolve(other.clone(), "z"));
+        let answers = [a.await.unwrap(), z.await.unwrap()];
+        let done = answers.iter().filter(|r| r.is_ok()).count();
+        let already = answers.iter().filter(|r| matches!(r, Err(ReconError::AlreadyResolved(_)))).count();
+        assert_eq!((done, already), (1, 1), "{answers:?}");
+    }
+    assert!(db.ledger.verify().await.unwrap().ok, "one intact chain");
 }
 
 /// The day's bill as the channel prints it, every line agreeing with the ledger except the
@@ -516,6 +559,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     a_bill_is_refused_whole_when_a_line_is_not_of_its_day,
+    concurrent_resolutions_get_the_domain_answer,
     every_class_in_each_layout,
     breaks_and_resolutions_are_ledger_events,
     imports_are_idempotent_superseded_and_all_or_nothing,
