@@ -22,8 +22,8 @@ cargo build --release --manifest-path "$ROOT/Cargo.toml" -p facepay
 FACEPAY="$ROOT/target/release/facepay"
 export FACEPAY_DATA_DIR="$RUN_DIR/data" FACEPAY_HTTP_ADDR="$ADDR"
 rm -rf "$FACEPAY_DATA_DIR"
-# The demo's database lives in demo.db; the keys must be made in the same one.
-export FACEPAY_DATABASE_URL="sqlite://$FACEPAY_DATA_DIR/demo.db"
+# The demo's database is the data directory's (facepay.db): the keys are made in it too.
+unset FACEPAY_DATABASE_URL
 "$FACEPAY" demo --payments 500 --payers 100 --serve > "$RUN_DIR/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT

@@ -69,13 +69,30 @@ pub struct Config {
     pub sweep_interval: std::time::Duration,
 }
 
+/// The data directory's database when `FACEPAY_DATABASE_URL` is unset: every command's, the
+/// demo's too.
+pub const DATABASE_FILE: &str = "facepay.db";
+
 impl Config {
+    /// Where the database is, for a message: `FACEPAY_DATABASE_URL` without its credentials
+    /// or parameters.
+    pub fn database_shown(&self) -> String {
+        let url = self.database_url.expose();
+        let url = url.split('?').next().unwrap_or_default();
+        match url.split_once("://") {
+            Some((scheme, rest)) => {
+                format!("{scheme}://{}", rest.rsplit_once('@').map_or(rest, |(_, host)| host))
+            }
+            None => url.to_string(),
+        }
+    }
+
     pub fn from_env() -> anyhow::Result<Self> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let data_dir = PathBuf::from(var("FACEPAY_DATA_DIR").unwrap_or_else(|| "facepay-data".into()));
         let database_url = match var("FACEPAY_DATABASE_URL") {
             Some(url) => url,
-            None => sqlite_url(&data_dir.join("facepay.db")),
+            None => sqlite_url(&data_dir.join(DATABASE_FILE)),
         };
         let http_addr = var("FACEPAY_HTTP_ADDR")
             .unwrap_or_else(|| "127.0.0.1:8080".into())

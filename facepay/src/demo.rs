@@ -29,7 +29,8 @@ use crate::config::{sqlite_url, Secret};
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub fleet: FleetOptions,
-    /// The demo's database is created anew here (`demo.db`).
+    /// The demo's database is created anew here: `facepay.db`, the data directory's one
+    /// database, which every other command opens too (see [`fresh_demo_database`]).
     pub data_dir: PathBuf,
     pub progress: bool,
     /// The pepper the fleet's device keys are made under (the configured one for the CLI, a
@@ -167,14 +168,34 @@ pub struct EventCounts {
     pub ledger: u64,
 }
 
+/// Marks a data directory whose database the demo made (and may make anew).
+const DEMO_MARK: &str = "demo-made";
+
+/// The data directory's database (`facepay.db`: what `serve`, `reconcile` and every command
+/// open by default), removed for the demo to start afresh. Only a database the demo made is
+/// removed: a ledger made otherwise is refused, naming it.
+pub fn fresh_demo_database(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let db = data_dir.join(crate::config::DATABASE_FILE);
+    let mark = data_dir.join(DEMO_MARK);
+    if db.exists() && !mark.exists() {
+        anyhow::bail!(
+            "{} holds a ledger the demo did not make; the demo starts from an empty database: \
+             set FACEPAY_DATA_DIR to another directory",
+            db.display()
+        );
+    }
+    std::fs::write(&mark, "this directory's database was made by `facepay demo`, which may make it anew\n")?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    Ok(db)
+}
+
 /// Runs the demo to completion; returns the summary and the app, still running (for `--serve`).
 pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoSummary, App)> {
     let started = Instant::now();
     std::fs::create_dir_all(&opts.data_dir)?;
-    let db = opts.data_dir.join("demo.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
+    let db = fresh_demo_database(&opts.data_dir)?;
     let stores = open_store(&Secret::new(sqlite_url(&db))).await?;
     let store = stores.ledger.clone();
     let devices = fleet_devices(&opts.fleet);

@@ -55,7 +55,8 @@ pub struct ReconcileArgs {
 
 /// Runs `facepay reconcile`.
 pub async fn run_cli(args: ReconcileArgs, config: &Config) -> anyhow::Result<()> {
-    let recon = open_store(&config.database_url).await?.recon;
+    let stores = open_store(&config.database_url).await?;
+    let recon = stores.recon;
     if let Some(break_id) = args.resolve {
         let action = args.action.as_deref().and_then(Action::parse).ok_or_else(|| {
             anyhow::anyhow!("--action: one of accepted, confirmed_paid, refund_issued, ledger_corrected, bill_disputed")
@@ -70,6 +71,14 @@ pub async fn run_cli(args: ReconcileArgs, config: &Config) -> anyhow::Result<()>
             }
         }
         return Ok(());
+    }
+    if stores.ledger.events_after(0, 1).await?.is_empty() {
+        anyhow::bail!(
+            "the ledger in {} is empty: there is nothing to reconcile the bill against (facepay opens \
+             FACEPAY_DATABASE_URL, else FACEPAY_DATA_DIR/{}); nothing was imported",
+            config.database_shown(),
+            crate::config::DATABASE_FILE
+        );
     }
     let (path, day) = (args.bill.expect("clap requires --bill"), args.date.expect("clap requires --date"));
     let mapping = args.mapping.as_deref().map(ColumnMapping::parse).transpose().map_err(anyhow::Error::msg)?;

@@ -92,7 +92,7 @@ async fn the_same_seed_gives_the_same_day() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_the_log_still_replays_to_the_projections() {
     let (s, dir) = run(5).await;
-    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let url = format!("sqlite://{}", dir.path().join("facepay.db").display());
     let store = std::sync::Arc::new(facepay_ledger::SqliteStore::open(&url).await.unwrap());
     let report = Ledger::new(store.clone(), Policy::default()).replay().await.unwrap();
     assert!(report.matches, "{:?}", report.differences);

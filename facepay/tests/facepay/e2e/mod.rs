@@ -5,6 +5,7 @@
 
 mod broker_restart;
 mod crash;
+mod data_dir;
 mod embedded_pipeline;
 mod end_to_end;
 mod kafka_pipeline;

@@ -172,7 +172,10 @@ pub fn spawn(db: &str, cfg: &KafkaConfig, stages: &str, env: &[(&str, &str)], lo
 pub fn tail(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    let why = lines.iter().enumerate().filter(|(_, l)| l.contains("panicked") || l.starts_with("Error"));
+    let why = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("panicked") || l.starts_with("Error") || l.starts_with("error:"));
     let why: Vec<String> =
         why.flat_map(|(i, _)| lines[i..(i + 4).min(lines.len())].iter().map(|l| l.to_string())).collect();
     let end = lines[lines.len().saturating_sub(40)..].join("\n");
