@@ -81,10 +81,13 @@ pub enum Class {
     StatusMismatch,
     /// A second line with the key of an earlier one.
     DuplicateLine,
+    /// The channel billed the order (or refund) on another day too, whatever this day's
+    /// ledger says of it: charged twice.
+    BilledTwice,
 }
 
 impl Class {
-    pub const ALL: [Class; 8] = [
+    pub const ALL: [Class; 9] = [
         Class::Matched,
         Class::TimingDifference,
         Class::MissingInLedger,
@@ -93,6 +96,7 @@ impl Class {
         Class::FeeMismatch,
         Class::StatusMismatch,
         Class::DuplicateLine,
+        Class::BilledTwice,
     ];
 
     pub fn is_break(self) -> bool {
@@ -109,6 +113,7 @@ impl Class {
             Class::FeeMismatch => "fee_mismatch",
             Class::StatusMismatch => "status_mismatch",
             Class::DuplicateLine => "duplicate_line",
+            Class::BilledTwice => "billed_twice",
         }
     }
 
@@ -129,6 +134,8 @@ pub struct Finding {
     /// The line was paired by the channel's transaction id, not by its key (its order
     /// number did not name the ledger's entry): see [`TxnRescue`].
     pub by_txn_id: bool,
+    /// The other day whose bill has this line's key too ([`billed_twice`]).
+    pub also_billed_on: Option<NaiveDate>,
 }
 
 impl Finding {
@@ -195,6 +202,12 @@ impl Finding {
                 )
             }
             (Class::DuplicateLine, Some(b), _) => format!("bill line {} repeats an earlier line's key", b.line_no),
+            (Class::BilledTwice, Some(b), _) => format!(
+                "bill line {} ({}) is billed again in the bill of {}: charged twice",
+                b.line_no,
+                fen(b.amount_fen),
+                self.also_billed_on.map_or_else(|| "another day".to_string(), |d| d.to_string())
+            ),
 
             (c, _, _) => c.as_str().to_string(),
         }
@@ -264,6 +277,7 @@ pub fn classify_group(day: NaiveDate, lines: Vec<BillLine>, entry: Option<Ledger
                     ledger: Some(e),
                     near_midnight,
                     by_txn_id: false,
+                    also_billed_on: None,
                 }]
             }
             _ => vec![],
@@ -271,13 +285,21 @@ pub fn classify_group(day: NaiveDate, lines: Vec<BillLine>, entry: Option<Ledger
     };
     let class = entry.as_ref().map_or(Class::MissingInLedger, |e| compare(&first, e));
     let near = entry.is_none() && near_midnight(first.trade_at, day);
-    let mut out = vec![Finding { class, bill: Some(first), ledger: entry, near_midnight: near, by_txn_id: false }];
+    let mut out = vec![Finding {
+        class,
+        bill: Some(first),
+        ledger: entry,
+        near_midnight: near,
+        by_txn_id: false,
+        also_billed_on: None,
+    }];
     out.extend(lines.map(|dup| Finding {
         class: Class::DuplicateLine,
         bill: Some(dup),
         ledger: None,
         near_midnight: false,
         by_txn_id: false,
+        also_billed_on: None,
     }));
     out
 }
@@ -362,7 +384,8 @@ impl TxnRescue {
             None => Class::DuplicateLine,
         };
         let ledger = (class != Class::DuplicateLine).then(|| e.clone());
-        held[i] = Finding { class, bill: Some(line), ledger, near_midnight: false, by_txn_id: true };
+        held[i] =
+            Finding { class, bill: Some(line), ledger, near_midnight: false, by_txn_id: true, also_billed_on: None };
     }
 
     /// The held findings, less the missing-in-bill ones a line was paired with.
@@ -400,6 +423,23 @@ pub fn settle_timing(f: &mut Finding, day: NaiveDate, other: Option<Counterpart>
     let adjacent = (other.day - day).num_days().abs() == 1;
     if f.near_midnight && adjacent && amount == Some(other.amount_fen) {
         f.class = Class::TimingDifference;
+    }
+}
+
+/// True when the finding has a bill line within the timing window of either midnight of
+/// `day`: the lines the channel may have billed on the neighbouring day too.
+pub fn billed_near_midnight(f: &Finding, day: NaiveDate) -> bool {
+    f.bill.as_ref().is_some_and(|b| near_midnight(b.trade_at, day))
+}
+
+/// Marks a finding whose bill line the channel billed in another day's bill too (`other`:
+/// that day): the line matched this day's ledger, or the neighbouring day's across midnight,
+/// but the money was taken twice. A finding that is already a break stays the break it is.
+pub fn billed_twice(f: &mut Finding, other: Option<NaiveDate>) {
+    let (Some(day), Some(_)) = (other, &f.bill) else { return };
+    if matches!(f.class, Class::Matched | Class::TimingDifference) {
+        f.class = Class::BilledTwice;
+        f.also_billed_on = Some(day);
     }
 }
 

@@ -29,7 +29,8 @@ use uuid::Uuid;
 
 use super::bill::{BillDigest, BillError, BillLine, BillReader, ColumnMapping};
 use super::classify::{
-    near_midnight, reconcile, settle_timing, Class, Counterpart, Finding, LedgerEntry, Report, TxnRescue,
+    billed_near_midnight, billed_twice, near_midnight, reconcile, settle_timing, Class, Counterpart, Finding,
+    LedgerEntry, Report, TxnRescue,
 };
 use super::settle::ConfirmPaid;
 use super::EntryKind;
@@ -373,6 +374,10 @@ pub async fn run_reconciliation(
             let other = counterpart(store.as_ref(), &f, day).await?;
             settle_timing(&mut f, day, other);
         }
+        if billed_near_midnight(&f, day) {
+            let again = billed_elsewhere(store.as_ref(), &f, day).await?;
+            billed_twice(&mut f, again);
+        }
         report.add(&f);
         if f.class.is_break() {
             breaks.push(f);
@@ -422,7 +427,7 @@ async fn merge_day(
         let mut report = Report::default();
         let mut held = Vec::new();
         reconcile(day, bill, ledger, |f| {
-            if !(f.class.is_break() || f.near_midnight) {
+            if !(f.class.is_break() || f.near_midnight || billed_near_midnight(&f, day)) {
                 report.add(&f);
                 return Ok(());
             }
@@ -509,6 +514,21 @@ async fn counterpart(store: &dyn ReconStore, f: &Finding, day: NaiveDate) -> Res
     for other in [day + Duration::days(1), day - Duration::days(1)] {
         if let Some(c) = store.bill_counterpart(other, key).await? {
             return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+/// The neighbouring day whose current bill has the finding's line too, if one has.
+async fn billed_elsewhere(
+    store: &dyn ReconStore,
+    f: &Finding,
+    day: NaiveDate,
+) -> Result<Option<NaiveDate>, ReconError> {
+    let key = (f.merchant_id(), f.kind(), f.number());
+    for other in [day - Duration::days(1), day + Duration::days(1)] {
+        if store.bill_counterpart(other, key).await?.is_some() {
+            return Ok(Some(other));
         }
     }
     Ok(None)

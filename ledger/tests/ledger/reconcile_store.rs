@@ -195,11 +195,40 @@ fn found(run: &RunOutcome) -> BTreeMap<Class, u64> {
 }
 
 /// The next day's bill: the near-midnight payment, booked by the channel at 00:00:01.
-async fn import_next_day(db: &Db, entries: &[LedgerEntry]) {
+async fn import_next_day(db: &Db, entries: &[LedgerEntry]) -> ImportOutcome {
     let e = entries.iter().find(|e| e.number == "O-7").expect("the late payment is in the ledger");
     let mut l = e.to_bill_line(2, Some(5_400));
     l.trade_at = "2026-03-02T16:00:01Z".parse().unwrap();
-    import(db, next_day(), bill_bytes(Layout::All, &[l])).await.unwrap();
+    import(db, next_day(), bill_bytes(Layout::All, &[l])).await.unwrap()
+}
+
+/// Issue 22, fault 1: a payment the channel billed on two days (matched in the day's bill,
+/// again at 00:00:01 in the next day's) is a `billed_twice` break, whichever day is
+/// reconciled first: the near-midnight line is a timing difference only once.
+async fn a_payment_billed_on_two_days_is_a_break_whichever_day_comes_first(backend: Backend) {
+    for day_first in [true, false] {
+        let Some(db) = open(backend).await else { return };
+        trade(&db).await;
+        let entries = entries(&db, day()).await;
+        let day_bill = || async { import(&db, day(), bill_bytes(Layout::All, &clean_bill(&entries))).await.unwrap() };
+        let first = match day_first {
+            true => day_bill().await,
+            false => import_next_day(&db, &entries).await,
+        };
+        let before = reconcile(&db, &first).await;
+        assert_eq!(found(&before).get(&Class::BilledTwice), None, "one bill alone shows nothing twice");
+        let second = match day_first {
+            true => import_next_day(&db, &entries).await,
+            false => day_bill().await,
+        };
+        let after = reconcile(&db, &second).await;
+        assert_eq!(found(&after).get(&Class::BilledTwice), Some(&1), "day first: {day_first}");
+        let twice = after.breaks.iter().find(|b| b.class == Class::BilledTwice).unwrap();
+        assert_eq!(twice.number, "O-7");
+        let other = if day_first { day() } else { next_day() };
+        assert!(twice.detail.contains(&format!("billed again in the bill of {other}")), "{}", twice.detail);
+        assert_eq!(found(&after).get(&Class::TimingDifference), None, "not also a timing difference");
+    }
 }
 
 async fn every_class_in_each_layout(backend: Backend) {
@@ -559,6 +588,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     a_bill_is_refused_whole_when_a_line_is_not_of_its_day,
+    a_payment_billed_on_two_days_is_a_break_whichever_day_comes_first,
     concurrent_resolutions_get_the_domain_answer,
     every_class_in_each_layout,
     breaks_and_resolutions_are_ledger_events,
