@@ -20,14 +20,21 @@ pub(crate) const BREAK_COLUMNS: &str = "SELECT b.*, EXISTS (SELECT 1 FROM recon_
 pub(crate) const RUN_COLUMNS: &str = "SELECT run_id, import_id, day, started_at, finished_at, bill_lines, breaks, \
     CAST(report AS TEXT) AS report FROM recon_runs";
 
-/// The current import of each (account, day): its highest version.
+/// The current import of each (account, day): its highest version not refused. An import is
+/// refused while it has a refusal (its run found more breaks than a run may record) and no
+/// run that completed.
 pub(crate) const CURRENT_IMPORTS: &str = "SELECT i.* FROM recon_imports i WHERE i.version = \
-    (SELECT MAX(j.version) FROM recon_imports j WHERE j.account = i.account AND j.day = i.day)";
+    (SELECT MAX(j.version) FROM recon_imports j WHERE j.account = i.account AND j.day = i.day \
+     AND NOT (EXISTS (SELECT 1 FROM recon_import_refusals f WHERE f.import_id = j.import_id) \
+              AND NOT EXISTS (SELECT 1 FROM recon_runs r WHERE r.import_id = j.import_id)))";
 
 /// The bill line of a break: the line of its run's import, by the line's key.
 pub(crate) const BREAK_LINE: &str =
     "SELECT l.* FROM recon_bill_lines l JOIN recon_runs r ON r.import_id = l.import_id \
     WHERE r.run_id = $1 AND l.merchant_id = $2 AND l.kind = $3 AND l.number = $4 AND l.line_no = $5";
+
+/// A refusal's reason is cut to this many characters (the tables' bound).
+pub(crate) const REFUSAL_REASON_CHARS_MAX: usize = 512;
 
 /// Breaks under `f`, in id order: only the filters `f` sets.
 pub(crate) fn breaks_sql(f: &BreakFilter) -> String {
@@ -91,8 +98,35 @@ macro_rules! recon_sql {
             }
         }
 
-        /// After the bill's lines: the import row (the next version of its account and day),
-        /// or the earlier import of the same file.
+        /// The earlier import of the same file (the same content), if there is one: for the
+        /// same day only.
+        async fn same_file(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            req: &$crate::reconcile::store::ImportRequest,
+            digest: &$crate::reconcile::bill::BillDigest,
+        ) -> Result<Option<$crate::reconcile::store::ImportOutcome>, $crate::reconcile::store::ReconError> {
+            let by_hash = sqlx::query("SELECT * FROM recon_imports WHERE content_sha256 = $1")
+                .bind(&digest.content_sha256)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let Some(existing) = by_hash.map(|r| $crate::reconcile::store::import_from(&r)).transpose()? else {
+                return Ok(None);
+            };
+            if existing.day != req.day {
+                return Err($crate::reconcile::store::ReconError::Invalid(format!(
+                    "this file was imported as the bill of {} (import {}), not of {}",
+                    existing.day, existing.import_id, req.day
+                )));
+            }
+            Ok(Some($crate::reconcile::store::ImportOutcome {
+                import: existing,
+                already_imported: true,
+                supersedes: None,
+            }))
+        }
+
+        /// After the bill's lines: the import row (the next version of its account and day,
+        /// superseding the current one), or the earlier import of the same file.
         async fn import_row_of(
             tx: &mut sqlx::Transaction<'static, $db>,
             req: &$crate::reconcile::store::ImportRequest,
@@ -100,21 +134,21 @@ macro_rules! recon_sql {
             digest: &$crate::reconcile::bill::BillDigest,
         ) -> Result<$crate::reconcile::store::ImportOutcome, $crate::reconcile::store::ReconError> {
             use $crate::reconcile::store::{import_from, ImportOutcome, ImportRow};
-            let by_hash = sqlx::query("SELECT * FROM recon_imports WHERE content_sha256 = $1")
-                .bind(&digest.content_sha256)
-                .fetch_optional(&mut **tx)
-                .await?;
-            if let Some(existing) = by_hash.map(|r| import_from(&r)).transpose()? {
-                if existing.day != req.day {
-                    return Err($crate::reconcile::store::ReconError::Invalid(format!(
-                        "this file was imported as the bill of {} (import {}), not of {}",
-                        existing.day, existing.import_id, req.day
-                    )));
-                }
-                return Ok(ImportOutcome { import: existing, already_imported: true, supersedes: None });
+            if let Some(existing) = same_file(tx, req, digest).await? {
+                return Ok(existing);
             }
             let account = $crate::reconcile::store::account_of(digest, req);
             lock_import_slot(tx, &account, req.day).await?;
+            let current = sqlx::query(&format!(
+                "SELECT import_id FROM ({}) c WHERE c.account = $1 AND c.day = $2",
+                $crate::reconcile::sql::CURRENT_IMPORTS
+            ))
+            .bind(&account)
+            .bind(bind_day(&req.day))
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| $crate::rows::Cells::uuid(&r, "import_id"))
+            .transpose()?;
             let prev = sqlx::query(
                 "SELECT * FROM recon_imports WHERE account = $1 AND day = $2 ORDER BY version DESC LIMIT 1",
             )
@@ -157,11 +191,30 @@ macro_rules! recon_sql {
             .bind(bind_at(&row.imported_at))
             .execute(&mut **tx)
             .await?;
-            Ok(ImportOutcome { import: row, already_imported: false, supersedes: prev.map(|p| p.import_id) })
+            Ok(ImportOutcome { import: row, already_imported: false, supersedes: current })
         }
 
         #[async_trait::async_trait]
         impl $crate::reconcile::store::ReconStore for $store {
+            async fn refuse_import(
+                &self,
+                import_id: uuid::Uuid,
+                reason: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::reconcile::store::ReconError> {
+                let reason: String = reason.chars().take($crate::reconcile::sql::REFUSAL_REASON_CHARS_MAX).collect();
+                sqlx::query(
+                    "INSERT INTO recon_import_refusals (import_id, reason, refused_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (import_id) DO NOTHING",
+                )
+                .bind(bind_id(&import_id))
+                .bind(reason)
+                .bind(bind_at(&at))
+                .execute(&self.$write)
+                .await?;
+                Ok(())
+            }
+
             async fn record_run(
                 &self,
                 run: &$crate::reconcile::store::RunRow,

@@ -241,6 +241,10 @@ pub trait ReconStore: BillStore {
         events: &[NewEvent],
     ) -> Result<HashSet<Uuid>, ReconError>;
 
+    /// Marks an import refused (its run found more breaks than a run may record): it is not
+    /// its day's current bill until a run of it completes. Once per import.
+    async fn refuse_import(&self, import_id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<(), ReconError>;
+
     async fn import(
         &self,
         req: &ImportRequest,
@@ -482,7 +486,8 @@ pub struct ReconcileReport {
 }
 
 /// Imports the bill read from `input` ([`import_bill`]) and reconciles its day
-/// ([`run_reconciliation`]), both at `req.at`.
+/// ([`run_reconciliation`]), both at `req.at`. A run refused for too many breaks leaves the
+/// import refused: not its day's current bill (a later run of the same file may complete it).
 pub async fn import_and_reconcile(
     recon: Arc<dyn ReconStore>,
     input: impl BufRead + Send + 'static,
@@ -491,8 +496,16 @@ pub async fn import_and_reconcile(
 ) -> Result<ReconcileReport, ReconError> {
     let at = req.at;
     let import = import_bill(recon.as_ref(), input, mapping, req).await?;
-    let RunOutcome { run, breaks, .. } = run_reconciliation(recon, import.import.import_id, at).await?;
-    Ok(ReconcileReport { import, run, breaks })
+    let import_id = import.import.import_id;
+    match run_reconciliation(recon.clone(), import_id, at).await {
+        Ok(RunOutcome { run, breaks, .. }) => Ok(ReconcileReport { import, run, breaks }),
+        // Refused for what the bill is, not for a moment's trouble: the import does not stand.
+        Err(e @ ReconError::TooManyBreaks { .. }) => {
+            recon.refuse_import(import_id, &e.to_string(), at).await?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The kinds of entry a bill of this layout prints: a SUCCESS bill only payments, a REFUND

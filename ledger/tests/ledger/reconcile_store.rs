@@ -14,8 +14,8 @@ use facepay_domain::OrderStatus;
 use facepay_ledger::reconcile::bill::{channel_txn_id, BillError, BillLine, BillWriter, Layout};
 use facepay_ledger::reconcile::classify::{Class, LedgerEntry};
 use facepay_ledger::reconcile::store::{
-    import_bill, resolve_break, run_reconciliation, Action, BreakFilter, ImportOutcome, ImportRequest, ReconError,
-    ReconStore, RunOutcome,
+    import_and_reconcile, import_bill, resolve_break, run_reconciliation, Action, BreakFilter, ImportOutcome,
+    ImportRequest, ReconError, ReconStore, RunOutcome,
 };
 use facepay_ledger::reconcile::EntryKind;
 use facepay_ledger::{Command, CommandKind, Ledger, LedgerStore, Lifecycle, PgStore, Policy, SqliteStore, Stores};
@@ -393,6 +393,36 @@ async fn concurrent_resolutions_get_the_domain_answer(backend: Backend) {
     assert!(db.ledger.verify().await.unwrap().ok, "one intact chain");
 }
 
+/// Issue 22, fault 4: a bill whose run is refused (more breaks than a run may record) does
+/// not become its day's bill: the bill before it stays current, no run and no break is
+/// recorded, and the refusal is kept.
+async fn a_bill_refused_for_too_many_breaks_is_not_the_days_bill(backend: Backend) {
+    use facepay_domain::limits::RECON_BREAKS_MAX;
+    let Some(db) = open(backend).await else { return };
+    trade(&db).await;
+    let entries = entries(&db, day()).await;
+    let run = |bytes: Vec<u8>| {
+        let req = ImportRequest { day: day(), file_name: "bill.csv".into(), account: "default".into(), at: t0() };
+        import_and_reconcile(db.recon.clone(), std::io::Cursor::new(bytes), None, req)
+    };
+    let good = run(bill_bytes(Layout::All, &clean_bill(&entries))).await.unwrap();
+    let template = entries[0].to_bill_line(0, Some(5_400));
+    let unknown = (0..=RECON_BREAKS_MAX).map(|i| {
+        let mut l = template.clone();
+        l.out_trade_no = format!("GHOST-{i}");
+        l.channel_txn_id = channel_txn_id("M1", &l.out_trade_no);
+        l
+    });
+    let e = run(bill_bytes(Layout::All, &unknown.collect::<Vec<_>>())).await.unwrap_err();
+    assert!(matches!(e, ReconError::TooManyBreaks { .. }), "{e}");
+    let current = db.recon.imports(10).await.unwrap();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].import_id, good.import.import.import_id, "the earlier bill stays the day's");
+    assert_eq!(db.recon.runs(10).await.unwrap().len(), 1, "no run of the refused bill");
+    let breaks = db.recon.breaks(&BreakFilter { limit: 500, ..Default::default() }).await.unwrap();
+    assert_eq!(breaks.len(), good.breaks.len(), "no break of the refused bill");
+}
+
 /// The day's bill as the channel prints it, every line agreeing with the ledger except the
 /// timeout: O-5, declined in the ledger, paid on the channel (15.00, fee 0.08 at 0.54 %).
 fn clean_bill(entries: &[LedgerEntry]) -> Vec<BillLine> {
@@ -588,6 +618,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     a_bill_is_refused_whole_when_a_line_is_not_of_its_day,
+    a_bill_refused_for_too_many_breaks_is_not_the_days_bill,
     a_payment_billed_on_two_days_is_a_break_whichever_day_comes_first,
     concurrent_resolutions_get_the_domain_answer,
     every_class_in_each_layout,
