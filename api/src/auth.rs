@@ -125,6 +125,7 @@ pub struct NewKey {
     #[schema(max_length = 200)]
     pub label: String,
     /// Days until it expires (default 365).
+    #[serde(default, deserialize_with = "facepay_domain::json::optional_integral")]
     #[schema(minimum = 1, maximum = 1095)]
     pub expires_in_days: Option<i64>,
 }

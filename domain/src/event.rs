@@ -358,6 +358,7 @@ pub struct EventRequest {
     #[schema(schema_with = event_type_schema)]
     kind: String,
     /// This build reads version 1 (`SCHEMA_VERSION`).
+    #[serde(deserialize_with = "crate::json::integral")]
     schema_version: u16,
     /// The sender's claim of when it happened: within 5 minutes of when facepay accepts it
     /// (`occurred_at_skew` otherwise). Every rule runs on the accept time.

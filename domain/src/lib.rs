@@ -8,6 +8,7 @@
 //! - [`limits`]: every limit of the system, named in one place.
 //! - [`money`]: [`Money`], positive CNY at scale 2 over `rust_decimal`.
 //! - [`ids`]: merchant, store, device, payer, order and face-code identifiers.
+//! - [`json`]: JSON numbers as JSON Schema reads them (`617.0` is an integer).
 //! - [`embedding`]: face templates (never printed) and capture scores.
 //! - [`event`]: the inbound envelope and the mission's events, and their parser.
 //! - [`outcome`]: the ledger's answers, decline reasons and their channel codes.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod event;
 pub mod examples;
 pub mod ids;
+pub mod json;
 pub mod limits;
 pub mod money;
 pub mod outcome;
