@@ -20,13 +20,43 @@ pub(crate) const BREAK_COLUMNS: &str = "SELECT b.*, EXISTS (SELECT 1 FROM recon_
 pub(crate) const RUN_COLUMNS: &str = "SELECT run_id, import_id, day, started_at, finished_at, bill_lines, breaks, \
     CAST(report AS TEXT) AS report FROM recon_runs";
 
-/// The current import of each (account, day): its highest version not refused. An import is
-/// refused while it has a refusal (its run found more breaks than a run may record) and no
-/// run that completed.
-pub(crate) const CURRENT_IMPORTS: &str = "SELECT i.* FROM recon_imports i WHERE i.version = \
-    (SELECT MAX(j.version) FROM recon_imports j WHERE j.account = i.account AND j.day = i.day \
-     AND NOT (EXISTS (SELECT 1 FROM recon_import_refusals f WHERE f.import_id = j.import_id) \
-              AND NOT EXISTS (SELECT 1 FROM recon_runs r WHERE r.import_id = j.import_id)))";
+/// A bill's kind of document, from its layout: the ALL bill (and its older legacy layout),
+/// the SUCCESS bill, the REFUND bill, another channel's CSV. A version supersedes only the
+/// versions of its own kind: a day may have an ALL bill, or a SUCCESS and a REFUND bill.
+macro_rules! document_kind {
+    ($layout:literal) => {
+        concat!("(CASE WHEN ", $layout, " = 'legacy' THEN 'all' ELSE ", $layout, " END)")
+    };
+}
+
+/// The current imports: of each (account, day, kind of document), its highest version not
+/// refused. An import is refused while it has a refusal (its run found more breaks than a run
+/// may record) and no run that completed.
+macro_rules! current_imports {
+    () => {
+        concat!(
+            "SELECT i.* FROM recon_imports i WHERE i.version = (SELECT MAX(j.version) FROM recon_imports j \
+             WHERE j.account = i.account AND j.day = i.day AND ",
+            document_kind!("j.layout"),
+            " = ",
+            document_kind!("i.layout"),
+            " AND NOT (EXISTS (SELECT 1 FROM recon_import_refusals f WHERE f.import_id = j.import_id) \
+             AND NOT EXISTS (SELECT 1 FROM recon_runs r WHERE r.import_id = j.import_id)))"
+        )
+    };
+}
+
+/// See [`current_imports!`].
+pub(crate) const CURRENT_IMPORTS: &str = current_imports!();
+
+/// The current import of an account, day and kind of document (`$1`, `$2`, `$3`: a layout).
+pub(crate) const CURRENT_IMPORT_OF: &str = concat!(
+    current_imports!(),
+    " AND i.account = $1 AND i.day = $2 AND ",
+    document_kind!("i.layout"),
+    " = ",
+    document_kind!("$3")
+);
 
 /// The bill line of a break: the line of its run's import, by the line's key.
 pub(crate) const BREAK_LINE: &str =
@@ -139,16 +169,14 @@ macro_rules! recon_sql {
             }
             let account = $crate::reconcile::store::account_of(digest, req);
             lock_import_slot(tx, &account, req.day).await?;
-            let current = sqlx::query(&format!(
-                "SELECT import_id FROM ({}) c WHERE c.account = $1 AND c.day = $2",
-                $crate::reconcile::sql::CURRENT_IMPORTS
-            ))
-            .bind(&account)
-            .bind(bind_day(&req.day))
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| $crate::rows::Cells::uuid(&r, "import_id"))
-            .transpose()?;
+            let current = sqlx::query($crate::reconcile::sql::CURRENT_IMPORT_OF)
+                .bind(&account)
+                .bind(bind_day(&req.day))
+                .bind(digest.layout.as_str())
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| $crate::rows::Cells::uuid(&r, "import_id"))
+                .transpose()?;
             let prev = sqlx::query(
                 "SELECT * FROM recon_imports WHERE account = $1 AND day = $2 ORDER BY version DESC LIMIT 1",
             )

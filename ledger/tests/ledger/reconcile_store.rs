@@ -393,6 +393,28 @@ async fn concurrent_resolutions_get_the_domain_answer(backend: Backend) {
     assert!(db.ledger.verify().await.unwrap().ok, "one intact chain");
 }
 
+/// Issue 22, fault 3: the ALL, SUCCESS and REFUND bills of a day are documents of their own
+/// kinds: a REFUND bill does not supersede the ALL bill (whose near-midnight line still makes
+/// the day's late payment a timing difference); a corrected ALL bill supersedes the ALL bill.
+async fn a_bill_supersedes_only_a_bill_of_its_own_kind(backend: Backend) {
+    let Some(db) = open(backend).await else { return };
+    trade(&db).await;
+    let entries = entries(&db, day()).await;
+    let all = import_next_day(&db, &entries).await;
+    let refund = import(&db, next_day(), bill_bytes(Layout::Refund, &[])).await.unwrap();
+    assert_eq!(refund.supersedes, None, "a REFUND bill supersedes no ALL bill");
+    let current: Vec<Uuid> = db.recon.imports(10).await.unwrap().iter().map(|i| i.import_id).collect();
+    assert!(current.contains(&all.import.import_id) && current.contains(&refund.import.import_id), "{current:?}");
+    let (lines, _) = planted_bill(&entries, Layout::All);
+    let run = reconcile(&db, &import(&db, day(), bill_bytes(Layout::All, &lines)).await.unwrap()).await;
+    assert_eq!(found(&run).get(&Class::TimingDifference), Some(&1), "O-7 is in the next day's ALL bill");
+    let late = entries.iter().find(|e| e.number == "O-7").unwrap();
+    let mut corrected = late.to_bill_line(2, Some(5_400));
+    corrected.trade_at = "2026-03-02T16:00:02Z".parse().unwrap();
+    let again = import(&db, next_day(), bill_bytes(Layout::All, &[corrected])).await.unwrap();
+    assert_eq!(again.supersedes, Some(all.import.import_id), "a corrected ALL bill supersedes the ALL bill");
+}
+
 /// Issue 22, fault 4: a bill whose run is refused (more breaks than a run may record) does
 /// not become its day's bill: the bill before it stays current, no run and no break is
 /// recorded, and the refusal is kept.
@@ -618,6 +640,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     a_bill_is_refused_whole_when_a_line_is_not_of_its_day,
+    a_bill_supersedes_only_a_bill_of_its_own_kind,
     a_bill_refused_for_too_many_breaks_is_not_the_days_bill,
     a_payment_billed_on_two_days_is_a_break_whichever_day_comes_first,
     concurrent_resolutions_get_the_domain_answer,
