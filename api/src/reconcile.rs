@@ -184,10 +184,18 @@ async fn breaks(
     Ok(Json(Page { items: items.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
+/// The actions finance may send: every one but `superseded`.
+fn finance_actions() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let actions = Action::ALL.into_iter().filter(|a| *a != Action::Superseded).map(Action::as_str);
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(actions)).build()
+}
+
 /// How finance settles a break.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ResolveBody {
-    #[schema(value_type = Action)]
+    /// What finance decided (`superseded` is facepay's own, when a newer bill is reconciled).
+    #[schema(schema_with = finance_actions)]
     action: String,
     /// The person who decided (kept with the finance key that sent it).
     #[schema(min_length = 1)]

@@ -321,6 +321,9 @@ pub const RECON_BREAKS_MAX: usize = 100_000;
 /// Longest text of who resolved a break and why.
 pub const RECON_NOTE_LEN_MAX: usize = 512;
 
+/// Breaks of superseded bill versions closed per page when a newer version is reconciled.
+pub const RECON_CLOSE_PAGE_ROWS: u32 = 500;
+
 // ---- API authentication (issue 7) ------------------------------------------------------
 
 /// How far a device's signing time may be from the moment facepay accepted the event (the

@@ -13,8 +13,15 @@ use super::store::{BreakFilter, ReconError};
 use crate::store::StoreError;
 
 /// Each break with whether it has a resolution.
-pub(crate) const BREAK_COLUMNS: &str = "SELECT b.*, EXISTS (SELECT 1 FROM recon_resolutions s \
-    WHERE s.break_id = b.break_id) AS resolved FROM recon_breaks b";
+macro_rules! break_columns {
+    () => {
+        "SELECT b.*, EXISTS (SELECT 1 FROM recon_resolutions s WHERE s.break_id = b.break_id) AS resolved \
+         FROM recon_breaks b"
+    };
+}
+
+/// See [`break_columns!`].
+pub(crate) const BREAK_COLUMNS: &str = break_columns!();
 
 /// The runs, each report as JSON text.
 pub(crate) const RUN_COLUMNS: &str = "SELECT run_id, import_id, day, started_at, finished_at, bill_lines, breaks, \
@@ -56,6 +63,19 @@ pub(crate) const CURRENT_IMPORT_OF: &str = concat!(
     document_kind!("i.layout"),
     " = ",
     document_kind!("$3")
+);
+
+/// The unresolved breaks of the versions before `$4` of an account, day and kind of document
+/// (`$1`, `$2`, `$3`: a layout), at most `$5`.
+pub(crate) const SUPERSEDED_OPEN_BREAKS: &str = concat!(
+    "SELECT x.* FROM (",
+    break_columns!(),
+    ") x JOIN recon_runs r ON r.run_id = x.run_id JOIN recon_imports i ON i.import_id = r.import_id \
+     WHERE NOT x.resolved AND i.account = $1 AND i.day = $2 AND i.version < $4 AND ",
+    document_kind!("i.layout"),
+    " = ",
+    document_kind!("$3"),
+    " ORDER BY x.break_id LIMIT $5"
 );
 
 /// The bill line of a break: the line of its run's import, by the line's key.
@@ -224,6 +244,22 @@ macro_rules! recon_sql {
 
         #[async_trait::async_trait]
         impl $crate::reconcile::store::ReconStore for $store {
+            async fn superseded_open_breaks(
+                &self,
+                import: &$crate::reconcile::store::ImportRow,
+                limit: u32,
+            ) -> Result<Vec<$crate::reconcile::store::BreakRow>, $crate::reconcile::store::ReconError> {
+                let rows = sqlx::query($crate::reconcile::sql::SUPERSEDED_OPEN_BREAKS)
+                    .bind(&import.account)
+                    .bind(bind_day(&import.day))
+                    .bind(&import.layout)
+                    .bind(import.version)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.$read)
+                    .await?;
+                Ok(rows.iter().map(|r| $crate::reconcile::store::break_from(r)).collect::<Result<_, _>>()?)
+            }
+
             async fn refuse_import(
                 &self,
                 import_id: uuid::Uuid,

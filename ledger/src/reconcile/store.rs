@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use facepay_domain::limits::{RECON_BREAKS_MAX, RECON_IMPORT_CHUNK_ROWS, RECON_NOTE_LEN_MAX};
+use facepay_domain::limits::{RECON_BREAKS_MAX, RECON_CLOSE_PAGE_ROWS, RECON_IMPORT_CHUNK_ROWS, RECON_NOTE_LEN_MAX};
 use facepay_domain::time::shanghai_day;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -167,11 +167,20 @@ pub enum Action {
     LedgerCorrected,
     /// The channel's bill is wrong; taken up with the channel.
     BillDisputed,
+    /// A newer version of the bill was reconciled: its run's breaks stand for this one
+    /// (recorded by facepay, never sent by finance).
+    Superseded,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] =
-        [Action::Accepted, Action::ConfirmedPaid, Action::RefundIssued, Action::LedgerCorrected, Action::BillDisputed];
+    pub const ALL: [Action; 6] = [
+        Action::Accepted,
+        Action::ConfirmedPaid,
+        Action::RefundIssued,
+        Action::LedgerCorrected,
+        Action::BillDisputed,
+        Action::Superseded,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -180,6 +189,7 @@ impl Action {
             Action::RefundIssued => "refund_issued",
             Action::LedgerCorrected => "ledger_corrected",
             Action::BillDisputed => "bill_disputed",
+            Action::Superseded => "superseded",
         }
     }
 
@@ -240,6 +250,10 @@ pub trait ReconStore: BillStore {
         breaks: &[BreakRow],
         events: &[NewEvent],
     ) -> Result<HashSet<Uuid>, ReconError>;
+
+    /// The unresolved breaks of the versions `import` supersedes (the same account, day and
+    /// kind of document, a lower version), at most `limit`.
+    async fn superseded_open_breaks(&self, import: &ImportRow, limit: u32) -> Result<Vec<BreakRow>, ReconError>;
 
     /// Marks an import refused (its run found more breaks than a run may record): it is not
     /// its day's current bill until a run of it completes. Once per import.
@@ -402,6 +416,7 @@ pub async fn run_reconciliation(
         report,
     };
     let known = store.record_run(&run, &rows, &events).await?;
+    close_superseded(store.as_ref(), &import, finished_at).await?;
     let new_breaks = rows.len() - known.len();
     let mut found = Vec::with_capacity(rows.len());
     for row in rows {
@@ -610,6 +625,9 @@ pub async fn resolve_break(
             return Err(ReconError::Invalid(format!("{what}: 1 to {RECON_NOTE_LEN_MAX} bytes")));
         }
     }
+    if action == Action::Superseded {
+        return Err(ReconError::Invalid("superseded is recorded by facepay when a newer bill is reconciled".into()));
+    }
     let b = store.break_row(break_id).await?.ok_or(ReconError::BreakNotFound(break_id))?;
     if b.resolved {
         return Err(ReconError::AlreadyResolved(break_id));
@@ -617,28 +635,58 @@ pub async fn resolve_break(
     if action == Action::ConfirmedPaid {
         confirm_paid(store, &b, at).await?;
     }
+    let (row, event) = resolution(&b, action, resolved_by, reason, at);
+    store.resolve(&row, &event).await?;
+    Ok(row)
+}
+
+/// A break's resolution and the ledger event that records it (its id from the break: a
+/// break is resolved once).
+fn resolution(b: &BreakRow, action: Action, by: &str, reason: &str, at: DateTime<Utc>) -> (ResolutionRow, NewEvent) {
     let row = ResolutionRow {
-        break_id,
+        break_id: b.break_id,
         action,
-        resolved_by: resolved_by.to_string(),
+        resolved_by: by.to_string(),
         reason: reason.to_string(),
         resolved_at: at,
-        event_id: Uuid::new_v5(&break_id, b"resolved"),
+        event_id: Uuid::new_v5(&b.break_id, b"resolved"),
     };
     let event = NewEvent {
         event_id: row.event_id,
-        cause_event_id: break_id,
+        cause_event_id: b.break_id,
         occurred_at: at,
         event: LedgerEvent::ReconBreakResolved {
-            merchant_id: b.merchant_id,
-            break_id,
+            merchant_id: b.merchant_id.clone(),
+            break_id: b.break_id,
             action: action.as_str().to_string(),
             resolved_by: row.resolved_by.clone(),
             reason: row.reason.clone(),
         },
     };
-    store.resolve(&row, &event).await?;
-    Ok(row)
+    (row, event)
+}
+
+/// Closes the open breaks of the versions `import` supersedes (the same account, day and
+/// kind of document), as `superseded`: the new version's run stands for them, so an order is
+/// never open twice. A break finance resolves meanwhile stays as finance resolved it.
+async fn close_superseded(store: &dyn ReconStore, import: &ImportRow, at: DateTime<Utc>) -> Result<u64, ReconError> {
+    let reason =
+        format!("superseded by version {} of the bill of {} (import {})", import.version, import.day, import.import_id);
+    let mut closed = 0;
+    loop {
+        let open = store.superseded_open_breaks(import, RECON_CLOSE_PAGE_ROWS).await?;
+        for b in &open {
+            let (row, event) = resolution(b, Action::Superseded, "facepay", &reason, at);
+            match store.resolve(&row, &event).await {
+                Ok(()) => closed += 1,
+                Err(ReconError::AlreadyResolved(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if open.len() < RECON_CLOSE_PAGE_ROWS as usize {
+            return Ok(closed);
+        }
+    }
 }
 
 /// Settles a status-mismatch break through the ledger: the bill's line proves the order

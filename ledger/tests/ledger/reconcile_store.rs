@@ -415,6 +415,38 @@ async fn a_bill_supersedes_only_a_bill_of_its_own_kind(backend: Backend) {
     assert_eq!(again.supersedes, Some(all.import.import_id), "a corrected ALL bill supersedes the ALL bill");
 }
 
+/// Issue 22, fault 5: a corrected bill's run closes the open breaks of the version it
+/// supersedes (as `superseded`, with a ledger event each): an order is open once, not once
+/// per version; a break finance resolved stays as resolved.
+async fn a_corrected_bill_closes_the_breaks_of_the_version_it_supersedes(backend: Backend) {
+    let Some(db) = open(backend).await else { return };
+    trade(&db).await;
+    let entries = entries(&db, day()).await;
+    let (lines, _) = planted_bill(&entries, Layout::All);
+    let first = reconcile(&db, &import(&db, day(), bill_bytes(Layout::All, &lines)).await.unwrap()).await;
+    let accepted = first.breaks.iter().find(|b| b.class == Class::AmountMismatch).unwrap().break_id;
+    resolve_break(db.recon.as_ref(), accepted, Action::Accepted, "finance", "checked", t0()).await.unwrap();
+    let refused = resolve_break(db.recon.as_ref(), first.breaks[0].break_id, Action::Superseded, "x", "y", t0()).await;
+    assert!(matches!(refused, Err(ReconError::Invalid(_))), "superseded is facepay's: {refused:?}");
+    let mut corrected = lines.clone();
+    corrected.retain(|l| l.out_trade_no != "O-LOST");
+    let second = reconcile(&db, &import(&db, day(), bill_bytes(Layout::All, &corrected)).await.unwrap()).await;
+    let open = db.recon.breaks(&BreakFilter { unresolved: true, limit: 500, ..Default::default() }).await.unwrap();
+    let mut open_ids: Vec<Uuid> = open.iter().map(|b| b.break_id).collect();
+    let mut second_ids: Vec<Uuid> = second.breaks.iter().map(|b| b.break_id).collect();
+    open_ids.sort();
+    second_ids.sort();
+    assert_eq!(open_ids, second_ids, "only the corrected bill's breaks are open");
+    let timeouts = open.iter().filter(|b| b.number == "O-5").count();
+    assert_eq!(timeouts, 1, "the timeout order is open once");
+    let resolutions = db.recon.resolutions(100).await.unwrap();
+    let superseded = resolutions.iter().filter(|r| r.action == Action::Superseded).count();
+    assert_eq!(superseded, first.breaks.len() - 1, "every open break of the first version, once");
+    assert!(resolutions.iter().any(|r| r.break_id == accepted && r.action == Action::Accepted));
+    assert_eq!(logged(&db, "recon_break_resolved").await, first.breaks.len());
+    assert!(db.ledger.verify().await.unwrap().ok);
+}
+
 /// Issue 22, fault 4: a bill whose run is refused (more breaks than a run may record) does
 /// not become its day's bill: the bill before it stays current, no run and no break is
 /// recorded, and the refusal is kept.
@@ -480,12 +512,13 @@ async fn a_timeout_success_confirmed_paid_is_settled_once_and_then_matches(backe
     assert_eq!(run.breaks.len(), 1, "{:?}", run.breaks);
     let b = run.breaks[0].clone();
     assert_eq!((b.class, b.number.as_str()), (Class::StatusMismatch, "O-5"));
-    // and a corrected file of the day (one more line) that finds the same mismatch again,
-    let mut more = lines.clone();
+    // and the day's SUCCESS bill (another kind of document: it supersedes nothing), with one
+    // more line, that finds the same mismatch again,
+    let mut more: Vec<BillLine> = lines.iter().filter(|l| l.kind == EntryKind::Payment).cloned().collect();
     let mut lost = lines[0].clone();
     (lost.out_trade_no, lost.channel_txn_id) = ("O-LOST".into(), channel_txn_id("M1", "O-LOST"));
     more.push(lost);
-    let second = reconcile(&db, &import(&db, day(), bill_bytes(Layout::All, &more)).await.unwrap()).await;
+    let second = reconcile(&db, &import(&db, day(), bill_bytes(Layout::Success, &more)).await.unwrap()).await;
     let b2 = second.breaks.iter().find(|b| b.class == Class::StatusMismatch).unwrap().clone();
     let before = m1_day(&db).await;
     // when finance resolves the first as confirmed_paid,
@@ -640,6 +673,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     a_bill_is_refused_whole_when_a_line_is_not_of_its_day,
+    a_corrected_bill_closes_the_breaks_of_the_version_it_supersedes,
     a_bill_supersedes_only_a_bill_of_its_own_kind,
     a_bill_refused_for_too_many_breaks_is_not_the_days_bill,
     a_payment_billed_on_two_days_is_a_break_whichever_day_comes_first,

@@ -1,5 +1,7 @@
 -- Issue 22: a new break class, `billed_twice`: an order (or refund) the channel billed on
--- another day too (charged twice), found across days. SQLite cannot change a CHECK in place:
+-- another day too (charged twice), found across days; and a new resolution, `superseded`:
+-- a break of a bill version a newer version's run stands for, closed by facepay. SQLite
+-- cannot change a CHECK in place:
 -- recon_breaks is rebuilt with the same rows, key, constraints, index and triggers, and
 -- recon_resolutions (whose foreign key names it) with it. DROP TABLE fires no trigger.
 CREATE TABLE recon_breaks_0017 (
@@ -28,7 +30,7 @@ INSERT INTO recon_breaks_0017 SELECT break_id, run_id, day, merchant_id, class, 
 CREATE TABLE recon_resolutions_0017 (
     break_id    TEXT NOT NULL REFERENCES recon_breaks_0017 (break_id),
     action      TEXT NOT NULL CHECK (action IN ('accepted', 'confirmed_paid', 'refund_issued', 'ledger_corrected',
-                                                'bill_disputed')),
+                                                'bill_disputed', 'superseded')),
     resolved_by TEXT NOT NULL CHECK (length(resolved_by) BETWEEN 1 AND 512),
     reason      TEXT NOT NULL CHECK (length(reason) BETWEEN 1 AND 512),
     resolved_at TEXT NOT NULL,
