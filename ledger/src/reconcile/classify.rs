@@ -402,10 +402,27 @@ pub fn day_start(day: NaiveDate) -> DateTime<Utc> {
 
 /// True when `at` lies within the timing window of either midnight bounding `day`.
 pub fn near_midnight(at: DateTime<Utc>, day: NaiveDate) -> bool {
-    let window = Duration::seconds(RECON_TIMING_WINDOW_S);
-    let start = day_start(day);
-    let end = start + Duration::days(1);
-    (at - start).abs() <= window || (end - at).abs() <= window
+    Midnights::of(day).near(at)
+}
+
+/// The two midnights bounding a day, worked out once for the many lines of its bill.
+#[derive(Debug, Clone, Copy)]
+pub struct Midnights {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+impl Midnights {
+    pub fn of(day: NaiveDate) -> Self {
+        let start = day_start(day);
+        Self { start, end: start + Duration::days(1) }
+    }
+
+    /// Within the timing window of either midnight.
+    pub fn near(&self, at: DateTime<Utc>) -> bool {
+        let window = Duration::seconds(RECON_TIMING_WINDOW_S);
+        (at - self.start).abs() <= window || (self.end - at).abs() <= window
+    }
 }
 
 /// Where the counterpart of a near-midnight finding was found: its day and amount.
@@ -426,10 +443,10 @@ pub fn settle_timing(f: &mut Finding, day: NaiveDate, other: Option<Counterpart>
     }
 }
 
-/// True when the finding has a bill line within the timing window of either midnight of
-/// `day`: the lines the channel may have billed on the neighbouring day too.
-pub fn billed_near_midnight(f: &Finding, day: NaiveDate) -> bool {
-    f.bill.as_ref().is_some_and(|b| near_midnight(b.trade_at, day))
+/// True when the finding has a bill line within the timing window of either of the day's
+/// midnights: the lines the channel may have billed on the neighbouring day too.
+pub fn billed_near_midnight(f: &Finding, midnights: &Midnights) -> bool {
+    f.bill.as_ref().is_some_and(|b| midnights.near(b.trade_at))
 }
 
 /// Marks a finding whose bill line the channel billed in another day's bill too (`other`:

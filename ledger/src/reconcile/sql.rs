@@ -244,6 +244,17 @@ macro_rules! recon_sql {
 
         #[async_trait::async_trait]
         impl $crate::reconcile::store::ReconStore for $store {
+            async fn has_current_bill(
+                &self,
+                day: chrono::NaiveDate,
+            ) -> Result<bool, $crate::reconcile::store::ReconError> {
+                let sql = format!(
+                    "SELECT c.import_id FROM ({}) c WHERE c.day = $1 LIMIT 1",
+                    $crate::reconcile::sql::CURRENT_IMPORTS
+                );
+                Ok(sqlx::query(&sql).bind(bind_day(&day)).fetch_optional(&self.$read).await?.is_some())
+            }
+
             async fn superseded_open_breaks(
                 &self,
                 import: &$crate::reconcile::store::ImportRow,

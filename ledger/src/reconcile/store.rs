@@ -30,7 +30,7 @@ use uuid::Uuid;
 use super::bill::{BillDigest, BillError, BillLine, BillReader, ColumnMapping};
 use super::classify::{
     billed_near_midnight, billed_twice, near_midnight, reconcile, settle_timing, Class, Counterpart, Finding,
-    LedgerEntry, Report, TxnRescue,
+    LedgerEntry, Midnights, Report, TxnRescue,
 };
 use super::settle::ConfirmPaid;
 use super::EntryKind;
@@ -251,6 +251,9 @@ pub trait ReconStore: BillStore {
         events: &[NewEvent],
     ) -> Result<HashSet<Uuid>, ReconError>;
 
+    /// Whether `day` has a current bill (of any account and kind).
+    async fn has_current_bill(&self, day: NaiveDate) -> Result<bool, ReconError>;
+
     /// The unresolved breaks of the versions `import` supersedes (the same account, day and
     /// kind of document, a lower version), at most `limit`.
     async fn superseded_open_breaks(&self, import: &ImportRow, limit: u32) -> Result<Vec<BreakRow>, ReconError>;
@@ -387,13 +390,14 @@ pub async fn run_reconciliation(
         held = rescue_by_txn(store.clone(), day, covers, held, rescue).await?;
     }
     let mut breaks = Vec::new();
+    let neighbours = billed_neighbours(store.as_ref(), day).await?;
     for mut f in held {
         if f.near_midnight {
             let other = counterpart(store.as_ref(), &f, day).await?;
             settle_timing(&mut f, day, other);
         }
-        if billed_near_midnight(&f, day) {
-            let again = billed_elsewhere(store.as_ref(), &f, day).await?;
+        if !neighbours.is_empty() && billed_near_midnight(&f, &Midnights::of(day)) {
+            let again = billed_elsewhere(store.as_ref(), &f, &neighbours).await?;
             billed_twice(&mut f, again);
         }
         report.add(&f);
@@ -445,8 +449,9 @@ async fn merge_day(
         let ledger = std::iter::from_fn(move || lrx.blocking_recv()).flatten().filter(|e| covers(e.kind)).map(Ok);
         let mut report = Report::default();
         let mut held = Vec::new();
+        let midnights = Midnights::of(day);
         reconcile(day, bill, ledger, |f| {
-            if !(f.class.is_break() || f.near_midnight || billed_near_midnight(&f, day)) {
+            if !(f.class.is_break() || f.near_midnight || billed_near_midnight(&f, &midnights)) {
                 report.add(&f);
                 return Ok(());
             }
@@ -547,16 +552,28 @@ async fn counterpart(store: &dyn ReconStore, f: &Finding, day: NaiveDate) -> Res
     Ok(None)
 }
 
+/// The neighbouring days that have a current bill (looked up once a run: no line needs a
+/// lookup when neither has).
+async fn billed_neighbours(store: &dyn ReconStore, day: NaiveDate) -> Result<Vec<NaiveDate>, ReconError> {
+    let mut days = Vec::with_capacity(2);
+    for other in [day - Duration::days(1), day + Duration::days(1)] {
+        if store.has_current_bill(other).await? {
+            days.push(other);
+        }
+    }
+    Ok(days)
+}
+
 /// The neighbouring day whose current bill has the finding's line too, if one has.
 async fn billed_elsewhere(
     store: &dyn ReconStore,
     f: &Finding,
-    day: NaiveDate,
+    neighbours: &[NaiveDate],
 ) -> Result<Option<NaiveDate>, ReconError> {
     let key = (f.merchant_id(), f.kind(), f.number());
-    for other in [day - Duration::days(1), day + Duration::days(1)] {
-        if store.bill_counterpart(other, key).await?.is_some() {
-            return Ok(Some(other));
+    for other in neighbours {
+        if store.bill_counterpart(*other, key).await?.is_some() {
+            return Ok(Some(*other));
         }
     }
     Ok(None)
