@@ -393,6 +393,26 @@ async fn concurrent_resolutions_get_the_domain_answer(backend: Backend) {
     assert!(db.ledger.verify().await.unwrap().ok, "one intact chain");
 }
 
+/// Issue 22, faults 6 and 8: a bill whose summary's 订单总金额 does not add up, or with a
+/// value `1,000.00`, is refused naming line and column, and nothing of it is kept.
+async fn a_bill_with_a_bad_total_or_a_comma_in_a_value_is_refused_naming_it(backend: Backend) {
+    let Some(db) = open(backend).await else { return };
+    trade(&db).await;
+    let entries = entries(&db, day()).await;
+    let text = String::from_utf8(bill_bytes(Layout::All, &clean_bill(&entries))).unwrap();
+    let summary = text.lines().last().unwrap().to_string();
+    let mut totals: Vec<String> = summary.split(',').map(String::from).collect();
+    totals[5] = "`999999.99".into();
+    let bad_total = text.replace(&summary, &totals.join(","));
+    let e = import(&db, day(), bad_total.into_bytes()).await.unwrap_err();
+    assert!(matches!(&e, ReconError::Bill(BillError::SummaryMismatch { column: 6, .. })), "{e}");
+    let line2 = text.lines().nth(1).unwrap().to_string();
+    let comma = line2.replacen(",`", ",`1,000.00,`", 1);
+    let e = import(&db, day(), text.replace(&line2, &comma).into_bytes()).await.unwrap_err();
+    assert!(matches!(&e, ReconError::Bill(BillError::BadValue { line: 2, column: 2, .. })), "{e}");
+    assert!(db.recon.imports(10).await.unwrap().is_empty(), "nothing kept");
+}
+
 /// Issue 22, fault 3: the ALL, SUCCESS and REFUND bills of a day are documents of their own
 /// kinds: a REFUND bill does not supersede the ALL bill (whose near-midnight line still makes
 /// the day's late payment a timing difference); a corrected ALL bill supersedes the ALL bill.
@@ -673,6 +693,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     a_bill_is_refused_whole_when_a_line_is_not_of_its_day,
+    a_bill_with_a_bad_total_or_a_comma_in_a_value_is_refused_naming_it,
     a_corrected_bill_closes_the_breaks_of_the_version_it_supersedes,
     a_bill_supersedes_only_a_bill_of_its_own_kind,
     a_bill_refused_for_too_many_breaks_is_not_the_days_bill,

@@ -71,3 +71,23 @@ async fn the_demo_and_reconcile_share_the_ledger_and_the_demo_wipes_only_its_own
     let kept = stores(other.path()).await.ledger.registry().await.unwrap();
     assert!(kept.merchants.contains_key(&merchant), "the ledger is untouched");
 }
+
+/// The same refusal on PostgreSQL, naming the database without its user or parameters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_refuses_an_empty_postgres_ledger_naming_it_without_credentials() {
+    let Some((_, db)) = crate::support::services().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bill = dir.path().join("bill.csv");
+    std::fs::write(&bill, "交易时间,商户号\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facepay"))
+        .args(["reconcile", "--bill", bill.to_str().unwrap(), "--date", "2026-03-02"])
+        .env("FACEPAY_DATA_DIR", dir.path())
+        .env("FACEPAY_DATABASE_URL", format!("{}?application_name=t", db.url))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let host_and_name = db.url.rsplit_once('@').map_or(db.url.as_str(), |(_, h)| h);
+    assert!(err.contains(&format!("the ledger in postgres://{host_and_name} is empty")), "{err}");
+    assert!(!err.contains("postgres@") && !err.contains("application_name"), "no credentials, no parameters: {err}");
+}
