@@ -19,7 +19,6 @@ use facepay_ledger::model::Keys;
 use facepay_ledger::store::{HistoryFilter, HistoryRow, MemberView, RejectedEvent};
 use facepay_ledger::Account;
 use serde::{Deserialize, Serialize};
-use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -30,9 +29,9 @@ use crate::page::{page_limit, LimitQuery, Page};
 use crate::state::{AppState, Ingress};
 
 /// Every route with its OpenAPI operation (each handler's `#[utoipa::path]`): what
-/// [`router`] serves and [`crate::openapi::spec`] describes.
+/// [`router`] serves and `crate::openapi::spec` describes.
 pub fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+    OpenApiRouter::default()
         .routes(routes!(health))
         .routes(routes!(ingest))
         .routes(routes!(order))

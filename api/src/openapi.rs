@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
 
-/// The document's frame; the router adds the operations.
+/// The document's frame; the router's operations are merged into it ([`spec`]).
 #[derive(OpenApi)]
 #[openapi(
     info(title = "facepay", description = "Face-payment fleets: ingest, orders, history, members, settlement, keys, audit, \
@@ -28,7 +28,8 @@ pub struct ApiDoc;
 /// The whole document: the frame, the router's operations and their schemas, and the
 /// answers every operation may give.
 pub fn spec() -> utoipa::openapi::OpenApi {
-    let (_, mut api) = crate::http::api_routes().split_for_parts();
+    let (_, operations) = crate::http::api_routes().split_for_parts();
+    let mut api = ApiDoc::openapi().merge_from(operations);
     EveryAuthenticatedOperation.modify(&mut api);
     api
 }
