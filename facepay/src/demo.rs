@@ -191,6 +191,15 @@ pub fn fresh_demo_database(data_dir: &std::path::Path) -> anyhow::Result<PathBuf
     Ok(db)
 }
 
+/// Marks the data directory as served (`facepay serve`): its ledger is no longer the demo's
+/// to make anew, so a later demo there refuses instead of wiping what was served.
+pub fn served(data_dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(data_dir.join(DEMO_MARK)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Runs the demo to completion; returns the summary and the app, still running (for `--serve`).
 pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoSummary, App)> {
     let started = Instant::now();

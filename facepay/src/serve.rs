@@ -14,6 +14,7 @@ use crate::production::{self, Roles};
 /// `facepay serve`: PostgreSQL and Kafka when configured, embedded otherwise.
 pub async fn run(stages: Option<&str>, config: &Config) -> anyhow::Result<()> {
     let roles = production::roles_chosen(stages)?;
+    crate::demo::served(&config.data_dir)?;
     let stores = open_store(&config.database_url).await?;
     match &config.kafka_brokers {
         Some(brokers) => serve_production(stores, brokers, roles, config).await,

@@ -1,7 +1,7 @@
 //! One data directory, one database (issue 22, fault 7), through the real binary: the demo
 //! and `facepay reconcile` open the same ledger; `reconcile` refuses an empty ledger, naming
-//! the database it opened, and writes nothing; the demo never wipes a ledger it did not make;
-//! an error is one line, never a backtrace.
+//! the database it opened, and writes nothing; the demo never wipes a ledger it did not make
+//! or that `facepay serve` served; an error is one line, never a backtrace.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -61,6 +61,27 @@ async fn the_demo_and_reconcile_share_the_ledger_and_the_demo_wipes_only_its_own
     // The demo makes its own database anew; a ledger it did not make, it refuses to touch.
     let out = facepay(dir.path(), &demo);
     assert!(out.status.success(), "the demo runs again over its own database: {}", stderr(&out));
+    // Once served, the directory's ledger is no longer the demo's to remake.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_facepay"))
+        .arg("serve")
+        .env("FACEPAY_DATA_DIR", dir.path())
+        .env_remove("FACEPAY_DATABASE_URL")
+        .env("FACEPAY_HTTP_ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mark = dir.path().join("demo-made");
+    for _ in 0..200 {
+        if !mark.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let out = facepay(dir.path(), &demo);
+    assert_eq!(out.status.code(), Some(1), "a served directory is not remade: {}", stderr(&out));
     let other = tempfile::tempdir().unwrap();
     let made = stores(other.path()).await.ledger;
     let merchant = facepay_domain::MerchantId::parse("M-KEEP").unwrap();
