@@ -318,7 +318,7 @@ pub const RECON_TIMING_WINDOW_S: i64 = 300;
 /// rather than write millions of breaks (this also bounds a run's memory).
 pub const RECON_BREAKS_MAX: usize = 100_000;
 
-/// Longest text of who resolved a break and why.
+/// Longest text of who resolved a break and why (and of why an import was refused).
 pub const RECON_NOTE_LEN_MAX: usize = 512;
 
 /// Breaks of superseded bill versions closed per page when a newer version is reconciled.

@@ -632,6 +632,9 @@ fn field_count(layout: Layout, header: &[String], text: &str, line: u64, found: 
     }
 }
 
+/// The byte-order mark, UTF-8.
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
 /// The file's lines, hashed as they pass.
 struct LineSource<R: BufRead> {
     input: R,
@@ -658,22 +661,23 @@ impl<R: BufRead> LineSource<R> {
         while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
             self.buf.pop();
         }
-        self.hash_content();
         let line = self.line_no;
-        let text =
-            std::str::from_utf8(&self.buf).map_err(|e| BillError::Encoding { line, byte: e.valid_up_to() + 1 })?;
-        Ok(Some(if line == 1 { text.trim_start_matches('\u{feff}') } else { text }))
+        // Line 1 may start with byte-order marks: not part of the bill.
+        let mut bom = 0;
+        while line == 1 && self.buf[bom..].starts_with(BOM) {
+            bom += BOM.len();
+        }
+        self.hash_content(bom);
+        let text = std::str::from_utf8(&self.buf[bom..])
+            .map_err(|e| BillError::Encoding { line, byte: bom + e.valid_up_to() + 1 })?;
+        Ok(Some(text))
     }
 
-    /// Adds the current line to the content's hash as the bill says it, not as it was saved:
-    /// without a byte-order mark or trailing whitespace, with one `\n` after it, and nothing
+    /// Adds the current line, from byte `from`, to the content's hash as the bill says it,
+    /// not as it was saved: without trailing whitespace, with one `\n` after it, and nothing
     /// for a blank line. A re-save (BOM, CRLF, a trailing blank line) is the same bill.
-    fn hash_content(&mut self) {
-        let mut content = self.buf.as_slice();
-        while let Some(rest) = content.strip_prefix("\u{feff}".as_bytes()).filter(|_| self.line_no == 1) {
-            content = rest;
-        }
-        let content = content.trim_ascii_end();
+    fn hash_content(&mut self, from: usize) {
+        let content = self.buf[from..].trim_ascii_end();
         if !content.is_empty() {
             self.hasher.update(content);
             self.hasher.update(b"\n");

@@ -53,8 +53,19 @@ macro_rules! current_imports {
     };
 }
 
-/// See [`current_imports!`].
-pub(crate) const CURRENT_IMPORTS: &str = current_imports!();
+/// The current imports, newest day first, at most `$1`.
+pub(crate) const CURRENT_IMPORTS_PAGE: &str = concat!(current_imports!(), " ORDER BY i.day DESC, i.account LIMIT $1");
+
+/// One current import of day `$1`, if the day has any.
+pub(crate) const A_CURRENT_BILL_OF_DAY: &str =
+    concat!("SELECT c.import_id FROM (", current_imports!(), ") c WHERE c.day = $1 LIMIT 1");
+
+/// The line with key (`$2`, `$3`, `$4`) in a current import of day `$1`: its time and amount.
+pub(crate) const BILL_COUNTERPART: &str = concat!(
+    "SELECT l.trade_at AS at, l.amount_fen FROM recon_bill_lines l WHERE l.import_id IN (SELECT import_id FROM (",
+    current_imports!(),
+    " AND i.day = $1) c) AND l.merchant_id = $2 AND l.kind = $3 AND l.number = $4 LIMIT 1"
+);
 
 /// The current import of an account, day and kind of document (`$1`, `$2`, `$3`: a layout).
 pub(crate) const CURRENT_IMPORT_OF: &str = concat!(
@@ -82,9 +93,6 @@ pub(crate) const SUPERSEDED_OPEN_BREAKS: &str = concat!(
 pub(crate) const BREAK_LINE: &str =
     "SELECT l.* FROM recon_bill_lines l JOIN recon_runs r ON r.import_id = l.import_id \
     WHERE r.run_id = $1 AND l.merchant_id = $2 AND l.kind = $3 AND l.number = $4 AND l.line_no = $5";
-
-/// A refusal's reason is cut to this many characters (the tables' bound).
-pub(crate) const REFUSAL_REASON_CHARS_MAX: usize = 512;
 
 /// Breaks under `f`, in id order: only the filters `f` sets.
 pub(crate) fn breaks_sql(f: &BreakFilter) -> String {
@@ -248,11 +256,8 @@ macro_rules! recon_sql {
                 &self,
                 day: chrono::NaiveDate,
             ) -> Result<bool, $crate::reconcile::store::ReconError> {
-                let sql = format!(
-                    "SELECT c.import_id FROM ({}) c WHERE c.day = $1 LIMIT 1",
-                    $crate::reconcile::sql::CURRENT_IMPORTS
-                );
-                Ok(sqlx::query(&sql).bind(bind_day(&day)).fetch_optional(&self.$read).await?.is_some())
+                let sql = $crate::reconcile::sql::A_CURRENT_BILL_OF_DAY;
+                Ok(sqlx::query(sql).bind(bind_day(&day)).fetch_optional(&self.$read).await?.is_some())
             }
 
             async fn superseded_open_breaks(
@@ -277,7 +282,7 @@ macro_rules! recon_sql {
                 reason: &str,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::reconcile::store::ReconError> {
-                let reason: String = reason.chars().take($crate::reconcile::sql::REFUSAL_REASON_CHARS_MAX).collect();
+                let reason: String = reason.chars().take(facepay_domain::limits::RECON_NOTE_LEN_MAX).collect();
                 sqlx::query(
                     "INSERT INTO recon_import_refusals (import_id, reason, refused_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (import_id) DO NOTHING",
@@ -353,9 +358,8 @@ macro_rules! recon_sql {
                 &self,
                 limit: u32,
             ) -> Result<Vec<$crate::reconcile::store::ImportRow>, $crate::reconcile::store::ReconError> {
-                let sql =
-                    format!("{} ORDER BY i.day DESC, i.account LIMIT $1", $crate::reconcile::sql::CURRENT_IMPORTS);
-                let rows = sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.$read).await?;
+                let sql = $crate::reconcile::sql::CURRENT_IMPORTS_PAGE;
+                let rows = sqlx::query(sql).bind(i64::from(limit)).fetch_all(&self.$read).await?;
                 Ok(rows.iter().map(|r| $crate::reconcile::store::import_from(r)).collect::<Result<_, _>>()?)
             }
 
@@ -387,13 +391,7 @@ macro_rules! recon_sql {
                 day: chrono::NaiveDate,
                 key: (&str, $crate::reconcile::EntryKind, &str),
             ) -> Result<Option<$crate::reconcile::classify::Counterpart>, $crate::reconcile::store::ReconError> {
-                let sql = format!(
-                    "SELECT l.trade_at AS at, l.amount_fen FROM recon_bill_lines l WHERE l.import_id IN \
-                     (SELECT import_id FROM ({} AND i.day = $1) c) AND l.merchant_id = $2 AND l.kind = $3 \
-                     AND l.number = $4 LIMIT 1",
-                    $crate::reconcile::sql::CURRENT_IMPORTS
-                );
-                let row = sqlx::query(&sql)
+                let row = sqlx::query($crate::reconcile::sql::BILL_COUNTERPART)
                     .bind(bind_day(&day))
                     .bind(key.0)
                     .bind(key.1.code())

@@ -391,12 +391,13 @@ pub async fn run_reconciliation(
     }
     let mut breaks = Vec::new();
     let neighbours = billed_neighbours(store.as_ref(), day).await?;
+    let midnights = Midnights::of(day);
     for mut f in held {
         if f.near_midnight {
             let other = counterpart(store.as_ref(), &f, day).await?;
             settle_timing(&mut f, day, other);
         }
-        if !neighbours.is_empty() && billed_near_midnight(&f, &Midnights::of(day)) {
+        if !neighbours.is_empty() && billed_near_midnight(&f, &midnights) {
             let again = billed_elsewhere(store.as_ref(), &f, &neighbours).await?;
             billed_twice(&mut f, again);
         }
