@@ -165,7 +165,7 @@ async fn admin_event(
         }
         Ok(env) => env,
         Err(error) => {
-            let refusal = Refusal::Invalid { keep: st.verifier.may_keep(&principal.key_id), error };
+            let refusal = Refusal::Invalid { keep: st.verifier.may_keep(&principal.key_id), error, sender: None };
             facepay_ingest::pipeline::refused(&body, "http", &refusal, st.store.as_ref()).await?;
             return Err(ApiError::BadRequest(refusal.error().clone()));
         }

@@ -226,14 +226,26 @@ pub const KAFKA_RECV_ERROR_PAUSE_MS: u64 = 100;
 /// Most outbox messages the relay publishes per round trip to the database.
 pub const OUTBOX_BATCH_MAX: u32 = 512;
 
-/// How long the outbox relay's lease lasts (one relay publishes at a time). At least twice
-/// `KAFKA_SEND_TIMEOUT_MS` plus [`OUTBOX_LEASE_MARGIN_MS`]: the holder renews at half-time,
-/// so every send it starts ends (acknowledged or timed out) before the lease can lapse.
-/// Short enough that a crashed relay's successor starts soon.
-pub const OUTBOX_LEASE_MS: u64 = 30_000;
+/// How long the outbox relay's lease lasts (one relay publishes at a time). A crashed relay's
+/// successor takes over when it lapses, so it is short. At least
+/// [`OUTBOX_SEND_TIMEOUT_MS`] plus [`OUTBOX_LEASE_MARGIN_MS`] plus a renewal's worth: the
+/// holder renews whenever less than a send and the margin are left, so every send it starts
+/// ends (acknowledged or timed out) before the lease can lapse.
+pub const OUTBOX_LEASE_MS: u64 = 1_800;
 
-/// Slack on top of twice the send timeout that the relay's lease must have.
-pub const OUTBOX_LEASE_MARGIN_MS: u64 = 1_000;
+/// Slack on top of the relay's send timeout that its lease must still have when it sends.
+pub const OUTBOX_LEASE_MARGIN_MS: u64 = 500;
+
+/// How long the relay's producer may wait for the broker's acknowledgement of an outcome,
+/// retries included (shorter than [`KAFKA_SEND_TIMEOUT_MS`]: the relay's lease must outlast
+/// it). A send that times out fails the relay's run; the relay starts again, keeps its lease,
+/// and marks what did land before it publishes anything.
+pub const OUTBOX_SEND_TIMEOUT_MS: u64 = 800;
+
+/// Longest a dead relay's outcomes wait for its successor: the lease running out, a standby's
+/// poll (a tenth of the lease), and the successor reading the outbox topics' tails. The
+/// scale-out tests hold the relay to it.
+pub const OUTBOX_TAKEOVER_MS_MAX: u64 = 3_000;
 
 /// How long a relay that just took the lease may spend reading the tail of the outbox topics
 /// for what its predecessor published but had not marked.
@@ -285,6 +297,34 @@ pub const STAGE_RESTART_BACKOFF_MAX_MS: u64 = 5_000;
 /// Tries of one batch by the embedded ledger stage while its store fails (nothing is decided
 /// then), with the restart backoff between them; after the last the pipeline stops.
 pub const LEDGER_BATCH_TRIES_MAX: u32 = 12;
+
+/// Tries of one ledger batch whose commit met another writer's append to one of its streams
+/// (two ledger processes chaining the same merchant's declines): decided again each time from
+/// the store. Past it the conflict goes back to the caller as transient, never as a refusal.
+pub const LEDGER_CONFLICT_TRIES_MAX: u32 = 16;
+
+/// Longest random pause before a ledger batch is decided again after a write conflict.
+pub const LEDGER_CONFLICT_PAUSE_MS_MAX: u64 = 20;
+
+/// How long the gallery feed keeps a change (migration 0019): a matcher further behind than
+/// this (stopped for a day) reloads the whole gallery instead of following it.
+pub const GALLERY_FEED_KEEP_MS: u64 = 24 * 60 * 60 * 1_000;
+
+/// Most gallery changes a matcher applies per read of the feed.
+pub const GALLERY_FEED_BATCH_MAX: u32 = 1_024;
+
+/// How often a production stage renews its hold on its partitions and looks for partitions
+/// that moved (`ingest::kafka::ownership`): a process that starts takes its share within about
+/// two ticks.
+pub const OWNERSHIP_TICK_MS: u64 = 1_000;
+
+/// How long a stage's hold on a partition (and its membership) lasts unless renewed: a
+/// killed process's partitions move to the survivors when it lapses.
+pub const PARTITION_LEASE_MS: u64 = 6_000;
+
+/// Longest a killed process's partitions go unserved: its lease lapsing, then a survivor's
+/// next tick. The scale-out tests hold the stages to it.
+pub const FAILOVER_MS_MAX: u64 = PARTITION_LEASE_MS + 2 * OWNERSHIP_TICK_MS + 2_000;
 
 /// A stage that ran this long before failing starts again after the shortest pause.
 pub const STAGE_HEALTHY_MS: u64 = 30_000;

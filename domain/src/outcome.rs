@@ -284,6 +284,11 @@ pub enum OutcomeBody {
     /// The event was well-formed but refused, and kept with its reason (e.g. closing a card
     /// that is not open, or an event type whose handling is not in this build yet).
     Refused { kind: String, code: String, message: String },
+    /// The event was not taken: an authenticated device's event that is malformed or not its
+    /// to send, answered on the outcomes topic as the HTTP API answers it with a 400 (`code`
+    /// is the [`crate::FieldErrorKind`], `field` the dotted path at fault, `"."` for the whole
+    /// document). `kind` is the event's type when it could be read, else empty.
+    Rejected { kind: String, code: String, field: String, message: String },
 }
 
 impl OutcomeBody {
@@ -292,7 +297,9 @@ impl OutcomeBody {
         match self {
             OutcomeBody::PaymentResult(_) => "payment_requested",
             OutcomeBody::QueryResult(_) => "payment_query",
-            OutcomeBody::Applied { kind } | OutcomeBody::Refused { kind, .. } => kind,
+            OutcomeBody::Applied { kind } | OutcomeBody::Refused { kind, .. } | OutcomeBody::Rejected { kind, .. } => {
+                kind
+            }
         }
     }
 }

@@ -332,6 +332,7 @@ impl Tally {
                 "pay_score_order_cancelled" => self.holds.cancelled += 1,
                 _ => {}
             },
+            OutcomeBody::Rejected { code, .. } => *self.refused.entry(code.clone()).or_default() += 1,
             OutcomeBody::Refused { kind, code, .. } => {
                 let map = match kind.as_str() {
                     "refund_requested" => &mut self.refunds.refused,

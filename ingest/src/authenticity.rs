@@ -57,6 +57,14 @@ pub enum Signer {
 }
 
 impl Signer {
+    /// The device this signer speaks for, if it is a device.
+    pub fn device(&self) -> Option<&DeviceRef> {
+        match self {
+            Signer::Platform => None,
+            Signer::Device { device, .. } => Some(device),
+        }
+    }
+
     /// The key the sender signed with (the key of its rejection budget).
     pub fn key_id(&self) -> KeyId {
         match self {
@@ -92,8 +100,10 @@ pub enum Refusal {
     /// No valid, fresh signature: nothing of it is kept or revealed, it is only counted.
     Unauthenticated(FieldError),
     /// An authenticated sender's bad event: kept with its reason unless `keep` is false (the
-    /// sender's budget of kept rejections is spent: refused and counted only).
-    Invalid { error: FieldError, keep: bool },
+    /// sender's budget of kept rejections is spent: refused and counted only). `sender` is
+    /// the device whose key signed it (none for the platform or a key of another role): the
+    /// one to answer on the outcomes topic.
+    Invalid { error: FieldError, keep: bool, sender: Option<Box<DeviceRef>> },
 }
 
 impl Refusal {

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use facepay_domain::limits::{MATCH_CAPTURE_MEMO_WINDOW_MS, MATCH_MEMORY_CAPTURES_MAX};
+use facepay_domain::limits::{GALLERY_FEED_BATCH_MAX, MATCH_CAPTURE_MEMO_WINDOW_MS, MATCH_MEMORY_CAPTURES_MAX};
 use facepay_domain::{Embedding, FaceCode, MerchantId, PayerId, PhoneLast4};
 use facepay_ledger::store::{CaptureMemo, StoredFace};
 use facepay_ledger::{Identity, LedgerStore, StoreError};
@@ -32,6 +32,20 @@ pub enum FaceStoreError {
         #[source]
         source: VaultError,
     },
+}
+
+/// A payer whose face changed, with their live face now (embedding and phone digits), or
+/// `None` when it was deleted.
+pub type FaceChange = (PayerId, Option<(Embedding, Option<PhoneLast4>)>);
+
+/// What the gallery feed holds past a matcher's position.
+pub enum FeedRead {
+    /// The changed payers of this shard, each with their live face (`None`: deleted), and
+    /// the position they bring the reader to.
+    Changes { to: i64, faces: Vec<FaceChange> },
+    /// Changes past the position were pruned (the reader was away longer than the feed
+    /// keeps them): reload the whole gallery.
+    Gap,
 }
 
 /// Which part of the gallery this process serves.
@@ -149,6 +163,46 @@ impl FaceStore {
         Ok(self.store.face_delete(payer).await?)
     }
 
+    /// This shard's gallery as [`Self::load`] reads it, and the gallery feed's position it is
+    /// current to: read first, so a change that lands while the gallery loads is applied
+    /// again when the feed is followed (applying a change twice is harmless).
+    pub async fn load_following(&self) -> Result<(Gallery, i64), FaceStoreError> {
+        let head = self.store.face_feed_head().await?;
+        Ok((self.load().await?, head))
+    }
+
+    /// The changes to this shard's faces after `after` in the gallery feed: each changed
+    /// payer's live face opened (`None`: deleted), up to [`GALLERY_FEED_BATCH_MAX`] changes.
+    pub async fn changes_after(&self, after: i64) -> Result<FeedRead, FaceStoreError> {
+        let changes = self.store.face_feed_after(after, GALLERY_FEED_BATCH_MAX).await?;
+        let Some(&(to, _)) = changes.last() else { return Ok(FeedRead::Changes { to: after, faces: Vec::new() }) };
+        if changes[0].0 != after + 1 {
+            return Ok(FeedRead::Gap);
+        }
+        let mut payers: Vec<PayerId> = changes.into_iter().map(|(_, p)| p).filter(|p| self.shard.owns(p)).collect();
+        payers.sort();
+        payers.dedup();
+        let mut faces = Vec::with_capacity(payers.len());
+        for payer in payers {
+            let face = match self.store.face_of(&payer).await? {
+                Some(face) => Some(self.open(face)?),
+                None => None,
+            };
+            faces.push((payer, face));
+        }
+        Ok(FeedRead::Changes { to, faces })
+    }
+
+    /// A stored face opened: its embedding and phone digits.
+    fn open(&self, face: StoredFace) -> Result<(Embedding, Option<PhoneLast4>), FaceStoreError> {
+        let sealed = Sealed { key_id: face.key_id, wrapped_key: face.wrapped_key, ciphertext: face.ciphertext };
+        let embedding = self
+            .vault
+            .open(&face.payer_id, &sealed)
+            .map_err(|source| FaceStoreError::Vault { payer: face.payer_id.to_string(), source })?;
+        Ok((embedding, face.phone_last4))
+    }
+
     /// This shard's gallery, opened and enrolled into a fresh [`Gallery`], with the open
     /// memberships of its payers as the ledger keeps them (its member cards), so that a
     /// restarted matcher still searches a merchant's members first.
@@ -156,12 +210,9 @@ impl FaceStore {
         let mut gallery = Gallery::new();
         self.restore_members(&mut gallery).await?;
         for face in self.store.face_gallery(self.shard.index, self.shard.count.max(1)).await? {
-            let sealed = Sealed { key_id: face.key_id, wrapped_key: face.wrapped_key, ciphertext: face.ciphertext };
-            let embedding = self
-                .vault
-                .open(&face.payer_id, &sealed)
-                .map_err(|source| FaceStoreError::Vault { payer: face.payer_id.to_string(), source })?;
-            gallery.enroll(face.payer_id, &embedding, face.phone_last4);
+            let payer = face.payer_id.clone();
+            let (embedding, phone_last4) = self.open(face)?;
+            gallery.enroll(payer, &embedding, phone_last4);
         }
         Ok(gallery)
     }

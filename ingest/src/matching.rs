@@ -11,7 +11,7 @@ use facepay_ledger::{Command, CommandKind, Identity, Lifecycle};
 use facepay_matcher::{Gallery, MatchPolicy};
 
 use crate::captures::CaptureMemory;
-use crate::faces::Shard;
+use crate::faces::{FaceStore, FaceStoreError, FeedRead, Shard};
 
 /// The identity a payment carries from a shard to the gather, which replaces it.
 pub const AWAITING_SHARDS: &str = "awaiting_shards";
@@ -29,6 +29,9 @@ pub struct MatchStage {
     /// The payers whose faces this process holds; enrolments of others are left to their
     /// shard's process.
     shard: Shard,
+    /// The last change of the gallery feed applied to `gallery`, for a stage that follows it
+    /// ([`Self::following`]).
+    feed_position: Option<i64>,
 }
 
 /// What the stage made of one event.
@@ -42,7 +45,71 @@ pub enum Routed {
 
 impl MatchStage {
     pub fn new(gallery: Gallery, policy: MatchPolicy) -> Self {
-        Self { gallery, policy, captures: CaptureMemory::default(), identified: None, shard: Shard::ALL }
+        Self {
+            gallery,
+            policy,
+            captures: CaptureMemory::default(),
+            identified: None,
+            shard: Shard::ALL,
+            feed_position: None,
+        }
+    }
+
+    /// Follows the gallery feed from `position` (where the gallery it was made with is current
+    /// to): see [`crate::faces::follow`].
+    pub fn following(mut self, position: i64) -> Self {
+        self.feed_position = Some(position);
+        self
+    }
+
+    /// The gallery this stage identifies captures against.
+    pub fn gallery(&self) -> &Gallery {
+        &self.gallery
+    }
+
+    /// The last gallery change applied, if this stage follows the feed.
+    pub fn feed_position(&self) -> Option<i64> {
+        self.feed_position
+    }
+
+    /// Applies changed faces from the gallery feed (`None`: deleted), up to `position`.
+    pub fn apply_faces(&mut self, faces: Vec<crate::faces::FaceChange>, position: i64) {
+        for (payer, face) in faces {
+            match face {
+                Some((embedding, phone_last4)) => self.gallery.enroll(payer, &embedding, phone_last4),
+                None => {
+                    self.gallery.remove(&payer);
+                }
+            }
+        }
+        self.feed_position = Some(position);
+    }
+
+    /// Replaces the gallery with one reloaded from the store, current to `position`; the
+    /// member lists go with it.
+    pub fn replace_gallery(&mut self, gallery: Gallery, position: i64) {
+        self.gallery = gallery;
+        self.feed_position = Some(position);
+    }
+
+    /// Brings the gallery up to date with `faces`' gallery feed: every enrolment and deletion
+    /// another process stored since this stage last looked (after a gap, the whole gallery
+    /// reloaded). The matcher stage calls it before each batch, so a face enrolled through any
+    /// process is known to every matcher once the enrolment's answer is out.
+    pub async fn follow(&mut self, faces: &FaceStore) -> Result<(), FaceStoreError> {
+        let Some(after) = self.feed_position else { return Ok(()) };
+        match faces.changes_after(after).await? {
+            FeedRead::Changes { to, faces: changed } => self.apply_faces(changed, to),
+            FeedRead::Gap => {
+                tracing::warn!(
+                    after,
+                    "the gallery feed was pruned past this matcher's position; reloading the gallery"
+                );
+                let (gallery, head) = faces.load_following().await?;
+                self.replace_gallery(gallery, head);
+            }
+        }
+        Ok(())
     }
 
     /// Collects the captures it identifies for [`Self::take_identified`] (a stage whose

@@ -93,6 +93,7 @@ impl Metrics {
             OutcomeBody::QueryResult(_) => "QUERY",
             OutcomeBody::Applied { .. } => "APPLIED",
             OutcomeBody::Refused { .. } => "REFUSED",
+            OutcomeBody::Rejected { .. } => "REJECTED",
         };
         bump(&self.decisions, label);
     }

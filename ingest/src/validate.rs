@@ -40,7 +40,12 @@ pub fn validate_signed(
         let registry = registry.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         verifier.authenticate(bytes, header, &registry, accepted_at).map_err(Refusal::Unauthenticated)?
     };
-    let invalid = |error| Refusal::Invalid { error, keep: verifier.may_keep(&authenticated.signer.key_id()) };
+    // The budget is spent only by a refusal: `may_keep` takes a token.
+    let invalid = |error| Refusal::Invalid {
+        error,
+        keep: verifier.may_keep(&authenticated.signer.key_id()),
+        sender: authenticated.signer.device().cloned().map(Box::new),
+    };
     let envelope = parse_event(bytes, accepted_at).map_err(invalid)?;
     authenticated.signer.may_send(&envelope).map_err(invalid)?;
     check_origin(&envelope, registry).map_err(invalid)?;

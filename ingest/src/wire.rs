@@ -50,6 +50,9 @@ pub struct WireRejection {
     pub message: String,
     pub raw_hex: String,
     pub raw_truncated: bool,
+    /// The authenticated device to answer (see [`Rejection::answer_to`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_to: Option<facepay_domain::DeviceRef>,
 }
 
 impl From<&Rejection> for WireRejection {
@@ -66,6 +69,7 @@ impl From<&Rejection> for WireRejection {
             message: e.message.clone(),
             raw_hex: hex::encode(&e.raw),
             raw_truncated: e.raw_truncated,
+            answer_to: r.answer_to.clone(),
         }
     }
 }
@@ -87,6 +91,7 @@ impl WireRejection {
                 raw,
                 raw_truncated: self.raw_truncated,
             },
+            answer_to: self.answer_to,
         }
     }
 }

@@ -550,12 +550,44 @@ async fn hold_keys_due(
 /// Everything a batch writes, in its transaction (whose commit runs the deferred check:
 /// every posting has its transaction row).
 async fn write_batch(tx: &mut Transaction<'static, Postgres>, batch: &CommitBatch) -> Result<(), StoreError> {
+    orders_unchanged(tx, &batch.orders_read).await?;
     write_log(tx, &batch.events).await?;
     write_projections(tx, batch).await?;
     write_history(tx, &batch.history).await?;
     write_answers(tx, &batch.inbound, &batch.rejected).await?;
     write_transport(tx, &batch.offsets, &batch.outbox).await
 }
+
+/// Locks the orders `read` names (in key order, so two commits never wait on each other in a
+/// circle) and refuses the commit as a write conflict if one changed since it was read: of
+/// two processes deciding one order at once, the second decides again on what the first
+/// wrote. (SQLite needs no lock: one process decides there, its ledger stage and sweeper
+/// under one ledger's lock.)
+async fn orders_unchanged(
+    tx: &mut Transaction<'static, Postgres>,
+    read: &[(crate::model::OrderKey, Option<DateTime<Utc>>)],
+) -> Result<(), StoreError> {
+    if read.is_empty() {
+        return Ok(());
+    }
+    let (merchants, orders): (Vec<&str>, Vec<&str>) = read.iter().map(|((m, o), _)| (m.as_str(), o.as_str())).unzip();
+    let rows = sqlx::query(LOCK_ORDERS).bind(merchants).bind(orders).fetch_all(&mut **tx).await?;
+    let mut now: HashMap<(String, String), i64> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let at: DateTime<Utc> = r.try_get("updated_at")?;
+        now.insert((r.text("merchant_id")?, r.text("out_trade_no")?), at.timestamp_micros());
+    }
+    for ((m, o), at) in read {
+        if now.get(&(m.to_string(), o.to_string())).copied() != at.map(|a| a.timestamp_micros()) {
+            return Err(StoreError::WriteConflict(format!("order {m}/{o} changed since it was read")));
+        }
+    }
+    Ok(())
+}
+
+const LOCK_ORDERS: &str = "SELECT merchant_id, out_trade_no, updated_at FROM orders \
+    WHERE (merchant_id, out_trade_no) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) \
+    ORDER BY merchant_id, out_trade_no FOR UPDATE";
 
 /// Keeps rejected events.
 async fn write_rejected(tx: &mut Transaction<'static, Postgres>, rejected: &[RejectedEvent]) -> Result<(), StoreError> {

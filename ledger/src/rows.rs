@@ -502,3 +502,8 @@ pub(crate) fn fenced(o: &ConsumerOffset) -> StoreError {
         o.group_id, o.topic, o.partition, o.expected
     ))
 }
+
+/// The `payer_id` of a row.
+pub(crate) fn payer_of(r: &dyn Cells) -> Result<PayerId, StoreError> {
+    id("payer", r.text("payer_id")?, PayerId::parse)
+}

@@ -4,7 +4,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::Utc;
-use facepay_domain::limits::{HOLD_EXPIRY_MS, LEDGER_CACHE_ENTITIES_MAX, REPLAY_PAGE_EVENTS_MAX};
+use facepay_domain::limits::{
+    HOLD_EXPIRY_MS, LEDGER_CACHE_ENTITIES_MAX, LEDGER_CONFLICT_PAUSE_MS_MAX, LEDGER_CONFLICT_TRIES_MAX,
+    REPLAY_PAGE_EVENTS_MAX,
+};
 use facepay_domain::time::shanghai_day;
 use facepay_domain::{OrderStatus, Outcome, OutcomeBody, PayerId};
 use uuid::Uuid;
@@ -112,6 +115,10 @@ pub struct OutboxTopics {
 pub struct Rejection {
     pub key: Uuid,
     pub event: RejectedEvent,
+    /// The authenticated device that sent it, answered on the outcomes topic
+    /// ([`OutcomeBody::Rejected`]); none when its sender hears otherwise (an HTTP caller, in
+    /// its response) or is not a device.
+    pub answer_to: Option<facepay_domain::DeviceRef>,
 }
 
 impl Delivery {
@@ -122,6 +129,25 @@ impl Delivery {
         let key = o.device.as_ref().map_or_else(|| o.in_reply_to.to_string(), |d| d.device_id.to_string());
         let payload = serde_json::to_vec(o).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(Some(OutboxMessage { topic: topics.outcomes.clone(), key, payload }))
+    }
+
+    /// The outcome that tells the device which sent `r` that it was not taken, keyed as the
+    /// device's other outcomes: in reply to its event id when one could be read, else to the
+    /// rejection's key. Published once, with the rejection (kept once by its key).
+    fn rejection_answer(&self, r: &Rejection) -> Option<OutboxMessage> {
+        let e = &r.event;
+        let answer = Outcome {
+            in_reply_to: e.event_id.unwrap_or(r.key),
+            decided_at: e.received_at,
+            device: Some(r.answer_to.clone()?),
+            body: OutcomeBody::Rejected {
+                kind: e.kind.clone().unwrap_or_default(),
+                code: e.reason_code.clone(),
+                field: e.field.clone().unwrap_or_else(|| ".".into()),
+                message: e.message.clone(),
+            },
+        };
+        self.answer_message(&answer).ok().flatten()
     }
 
     /// The dead letter for `r`, keyed by its rejection key.
@@ -185,7 +211,7 @@ impl Ledger {
     /// refused is answered as refused and kept with the store's reason: a bad command cannot
     /// block its batch. Any other failure (the database down) is returned: nothing decided.
     pub async fn handle_delivery(&self, commands: &[Command], delivery: &Delivery) -> Result<Vec<Outcome>, StoreError> {
-        match self.try_batch(commands, delivery).await {
+        match self.try_until_no_conflict(commands, delivery).await {
             Ok(outcomes) => Ok(outcomes),
             Err(err @ StoreError::Fenced(_)) => Err(err),
             // With offsets, the transport retries one by one: only it knows each command's
@@ -213,9 +239,37 @@ impl Ledger {
                 refusal.rejected.push(Rejection {
                     key: Uuid::new_v5(&cmd.event_id, b"store-refused"),
                     event: rejection(cmd, "STORE_REFUSED", &err.to_string()),
+                    answer_to: None,
                 });
                 self.try_batch(&[], &refusal).await?;
                 Ok(vec![answer])
+            }
+        }
+    }
+
+    /// [`Ledger::try_batch`], decided again from the store when another writer got there
+    /// first ([`StoreError::is_write_conflict`], [`StoreError::is_once_violation`]): up to
+    /// [`LEDGER_CONFLICT_TRIES_MAX`] tries, a short random pause between them so two writers
+    /// do not collide again in step. Past the bound a write conflict is returned, still
+    /// transient (the caller retries later; it never becomes a refusal); an at-most-once rule
+    /// that fresh state still breaks is the store's refusal.
+    async fn try_until_no_conflict(
+        &self,
+        commands: &[Command],
+        delivery: &Delivery,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut tries = 1;
+        loop {
+            match self.try_batch(commands, delivery).await {
+                Err(err)
+                    if (err.is_write_conflict() || err.is_once_violation()) && tries < LEDGER_CONFLICT_TRIES_MAX =>
+                {
+                    tracing::debug!(error = %err, tries, "write conflict; deciding the batch again");
+                    let pause_ms = (Uuid::new_v4().as_u128() % u128::from(LEDGER_CONFLICT_PAUSE_MS_MAX + 1)) as u64;
+                    tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+                    tries += 1;
+                }
+                result => return result,
             }
         }
     }
@@ -243,7 +297,8 @@ impl Ledger {
             true => cache.state_of(&keys, self.store.as_ref()).await?,
             false => self.store.load(&keys).await?,
         };
-        let mut batch = CommitBatch::default();
+        let orders_read = keys.orders.iter().map(|k| (k.clone(), state.orders.get(k).map(|o| o.updated_at))).collect();
+        let mut batch = CommitBatch { orders_read, ..CommitBatch::default() };
         let mut outcomes = Vec::with_capacity(commands.len());
         for cmd in commands {
             // A repeat is answered again to its caller, but published only the first time.
@@ -426,7 +481,23 @@ fn differences(
         rows
     };
     check("history", sorted(history) == sorted(live_history));
+    out.extend(order_differences(replayed, live));
     out
+}
+
+/// The first few orders whose projection differs from the log, by key (merchant and order
+/// number: no payer data), with the status, refunded amount and last change each side says.
+fn order_differences(replayed: &LedgerState, live: &LedgerState) -> Vec<String> {
+    let keys: BTreeSet<_> = replayed.orders.keys().chain(live.orders.keys()).collect();
+    let say = |o: Option<&crate::model::Order>| o.map(|o| (o.status, o.refunded_fen, o.updated_at));
+    keys.into_iter()
+        .filter(|k| replayed.orders.get(*k) != live.orders.get(*k))
+        .take(3)
+        .map(|k| {
+            let (log, now) = (say(replayed.orders.get(k)), say(live.orders.get(k)));
+            format!("order {}/{}: the log says {log:?}, the projection {now:?}", k.0, k.1)
+        })
+        .collect()
 }
 
 /// The history row of a payment event.
@@ -537,4 +608,5 @@ fn keep_rejection(batch: &mut CommitBatch, delivery: &Delivery, r: &Rejection) {
     });
     batch.rejected.push(r.event.clone());
     batch.outbox.extend(delivery.dead_letter(r));
+    batch.outbox.extend(delivery.rejection_answer(r));
 }

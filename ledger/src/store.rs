@@ -95,6 +95,11 @@ pub struct CommitBatch {
     pub offsets: Vec<ConsumerOffset>,
     /// Messages to publish once the batch is durable (the transactional outbox).
     pub outbox: Vec<OutboxMessage>,
+    /// Each order the batch decided on, with its `updated_at` as read (`None`: absent). On
+    /// PostgreSQL, where several processes decide, the commit locks these rows first and is a
+    /// write conflict if any changed since (a payer's partition and an order's, or the
+    /// sweeper, deciding the same order at once): decided again, never overwritten.
+    pub orders_read: Vec<(crate::model::OrderKey, Option<DateTime<Utc>>)>,
 }
 
 /// The next offset to consume in one partition, for one consumer group.
@@ -302,6 +307,18 @@ pub trait TransportStore: Send + Sync + 'static {
     /// `holder` holds it now (it was free, lapsed, or already its own).
     async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, StoreError>;
 
+    /// The leases whose names start with `prefix` and have not lapsed: `(name, holder)`,
+    /// ordered by name.
+    async fn leases_live(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Gives up the lease `name` if `holder` holds it, so another may take it at once.
+    async fn lease_release(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Moves `group_id`'s next offset of each `(partition, next_offset)` of `topic` forward
+    /// to at least the given one, outside any ledger commit: for a stage that is
+    /// at-least-once (the matcher), whose position is only where a successor resumes.
+    async fn offsets_advance(&self, group_id: &str, topic: &str, next: &[(i32, i64)]) -> Result<(), StoreError>;
+
     /// Up to `limit` unpublished outbox messages, oldest first, with their ids.
     async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError>;
 
@@ -326,6 +343,19 @@ pub trait FaceVault: Send + Sync + 'static {
     /// Every template ciphertext ever stored for `payer` with its key id (the log keeps them
     /// after deletion): for audits of the shredding.
     async fn face_ciphertexts(&self, payer: &PayerId) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError>;
+
+    /// `payer`'s live face (their template of their live key), if they have one.
+    async fn face_of(&self, payer: &PayerId) -> Result<Option<StoredFace>, StoreError>;
+
+    /// The last change of the gallery feed (migration 0019): where a matcher that loads the
+    /// gallery now starts following it.
+    async fn face_feed_head(&self) -> Result<i64, StoreError>;
+
+    /// Up to `limit` changes of the gallery feed after `after`, in order: each the payer whose
+    /// face was enrolled or deleted. Changes commit in order, so none is missed by reading
+    /// past the last one seen; one pruned since shows as a gap (the first `seq` past
+    /// `after + 1`).
+    async fn face_feed_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, PayerId)>, StoreError>;
 }
 
 /// The matcher's recent captures (migration 0012).

@@ -423,6 +423,50 @@ macro_rules! transport_sql {
                 Ok(row.is_some())
             }
 
+            async fn leases_live(&self, prefix: &str) -> Result<Vec<(String, String)>, $crate::StoreError> {
+                use $crate::rows::Cells;
+                // A handful of rows: a plain comparison of each name's start (no LIKE: `_`
+                // would be a wildcard).
+                let sql = concat!(
+                    "SELECT name, holder FROM leases WHERE substr(name, 1, length($1)) = $1 AND expires_ms >= ",
+                    $now_ms,
+                    " ORDER BY name"
+                );
+                let rows = sqlx::query(sql).bind(prefix).fetch_all(&self.$write).await?;
+                rows.iter().map(|r| Ok((r.text("name")?, r.text("holder")?))).collect()
+            }
+
+            async fn lease_release(&self, name: &str, holder: &str) -> Result<(), $crate::StoreError> {
+                sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+                    .bind(name)
+                    .bind(holder)
+                    .execute(&self.$write)
+                    .await?;
+                Ok(())
+            }
+
+            async fn offsets_advance(
+                &self,
+                group_id: &str,
+                topic: &str,
+                next: &[(i32, i64)],
+            ) -> Result<(), $crate::StoreError> {
+                for &(partition, next_offset) in next {
+                    sqlx::query(
+                        "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset \
+                         WHERE consumer_offsets.next_offset < excluded.next_offset",
+                    )
+                    .bind(group_id)
+                    .bind(topic)
+                    .bind(partition)
+                    .bind(next_offset)
+                    .execute(&self.$write)
+                    .await?;
+                }
+                Ok(())
+            }
+
             async fn outbox_pending(
                 &self,
                 limit: u32,
@@ -441,6 +485,31 @@ macro_rules! transport_sql {
             }
         }
     };
+}
+
+/// Appends `$payer` to the gallery feed inside the transaction `$tx` (migration 0019): the
+/// next `seq`, taken under the head row's lock (held to commit, so changes commit in order),
+/// and forgets changes older than [`GALLERY_FEED_KEEP_MS`].
+macro_rules! gallery_changed {
+    ($tx:ident, $payer:expr) => {{
+        use sqlx::Row;
+        let now = chrono::Utc::now();
+        let head = sqlx::query("UPDATE gallery_feed_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+            .fetch_one(&mut *$tx)
+            .await?;
+        let seq: i64 = head.try_get("seq")?;
+        sqlx::query("INSERT INTO gallery_feed (seq, payer_id, changed_at) VALUES ($1, $2, $3)")
+            .bind(seq)
+            .bind($payer.as_str())
+            .bind(bind_at(&now))
+            .execute(&mut *$tx)
+            .await?;
+        let keep = chrono::Duration::milliseconds(facepay_domain::limits::GALLERY_FEED_KEEP_MS as i64);
+        sqlx::query("DELETE FROM gallery_feed WHERE changed_at < $1")
+            .bind(bind_at(&(now - keep)))
+            .execute(&mut *$tx)
+            .await?;
+    }};
 }
 
 /// [`crate::store::FaceVault`] and [`crate::store::CaptureLog`].
@@ -478,16 +547,54 @@ macro_rules! faces_sql {
                 .bind(&at)
                 .execute(&mut *tx)
                 .await?;
+                $crate::store_sql::gallery_changed!(tx, &face.payer_id);
                 tx.commit().await?;
                 Ok(())
             }
 
             async fn face_delete(&self, payer: &facepay_domain::PayerId) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
                 let done = sqlx::query("DELETE FROM face_keys WHERE payer_id = $1")
                     .bind(payer.as_str())
-                    .execute(&self.$write)
+                    .execute(&mut *tx)
                     .await?;
+                $crate::store_sql::gallery_changed!(tx, payer);
+                tx.commit().await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn face_of(
+                &self,
+                payer: &facepay_domain::PayerId,
+            ) -> Result<Option<$crate::store::StoredFace>, $crate::StoreError> {
+                let row = sqlx::query(
+                    "SELECT k.payer_id, k.phone_last4, k.shard_hash, k.key_id, k.wrapped_key, t.ciphertext \
+                     FROM face_keys k JOIN face_templates t ON t.key_id = k.key_id WHERE k.payer_id = $1",
+                )
+                .bind(payer.as_str())
+                .fetch_optional(&self.$read)
+                .await?;
+                row.as_ref().map(|r| $crate::rows::stored_face_from(r)).transpose()
+            }
+
+            async fn face_feed_head(&self) -> Result<i64, $crate::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT seq FROM gallery_feed_head WHERE id = 1").fetch_one(&self.$read).await?;
+                Ok(row.try_get::<i64, _>("seq")?)
+            }
+
+            async fn face_feed_after(
+                &self,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<(i64, facepay_domain::PayerId)>, $crate::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query("SELECT seq, payer_id FROM gallery_feed WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter().map(|r| Ok((r.try_get::<i64, _>("seq")?, $crate::rows::payer_of(r)?))).collect()
             }
 
             async fn face_gallery(
@@ -556,4 +663,4 @@ macro_rules! faces_sql {
     };
 }
 
-pub(crate) use {faces_sql, reader_sql, registry_sql, store_sql, transport_sql, writer_sql};
+pub(crate) use {faces_sql, gallery_changed, reader_sql, registry_sql, store_sql, transport_sql, writer_sql};

@@ -10,7 +10,7 @@ use rdkafka::producer::FutureProducer;
 
 use facepay_domain::limits::{
     KAFKA_FETCH_WAIT_MAX_MS, KAFKA_PARTITIONS_DEFAULT, KAFKA_SEND_TIMEOUT_MS, KAFKA_STATS_INTERVAL_MS,
-    LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS,
+    LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS, OUTBOX_SEND_TIMEOUT_MS,
 };
 
 /// Where the broker is and how facepay uses it. Every name is configuration, documented in
@@ -43,9 +43,11 @@ pub struct KafkaConfig {
     pub fetch_wait: Duration,
     /// `FACEPAY_KAFKA_SEND_TIMEOUT_MS`: how long a produce may take, retries included.
     pub send_timeout: Duration,
-    /// `FACEPAY_OUTBOX_LEASE_MS`: the outbox relay's lease; at least twice the send timeout
-    /// plus a margin (checked by [`KafkaConfig::check`]).
+    /// `FACEPAY_OUTBOX_LEASE_MS`: the outbox relay's lease; at least the relay's send timeout
+    /// plus twice [`OUTBOX_LEASE_MARGIN_MS`] (checked by [`KafkaConfig::check`]).
     pub outbox_lease: Duration,
+    /// `FACEPAY_OUTBOX_SEND_TIMEOUT_MS`: how long the relay's produce may take, retries included.
+    pub outbox_send_timeout: Duration,
     /// `FACEPAY_KAFKA_INSTANCE_ID`: a stable name for this process (e.g. a StatefulSet
     /// ordinal), used as the consumer groups' static membership id, so a process restarted
     /// under the same name takes its partitions back at once instead of waiting for the
@@ -67,23 +69,31 @@ impl KafkaConfig {
             fetch_wait: Duration::from_millis(KAFKA_FETCH_WAIT_MAX_MS),
             send_timeout: Duration::from_millis(KAFKA_SEND_TIMEOUT_MS),
             outbox_lease: Duration::from_millis(OUTBOX_LEASE_MS),
+            outbox_send_timeout: Duration::from_millis(OUTBOX_SEND_TIMEOUT_MS),
             instance_id: None,
         }
     }
 
     /// Refuses settings that break the relay's guarantee: a lease that could lapse while a
-    /// send its holder started is still in flight.
+    /// send its holder started is still in flight (the holder renews when less than a send and
+    /// a margin are left; a second margin keeps renewals from running back to back).
     pub fn check(&self) -> Result<(), String> {
-        let needed = 2 * self.send_timeout + Duration::from_millis(OUTBOX_LEASE_MARGIN_MS);
+        let margin = Duration::from_millis(OUTBOX_LEASE_MARGIN_MS);
+        let needed = self.outbox_send_timeout + 2 * margin;
         if self.outbox_lease < needed {
             return Err(format!(
-                "FACEPAY_OUTBOX_LEASE_MS ({} ms) must be at least twice FACEPAY_KAFKA_SEND_TIMEOUT_MS plus {} ms ({} ms)",
+                "FACEPAY_OUTBOX_LEASE_MS ({} ms) must be at least FACEPAY_OUTBOX_SEND_TIMEOUT_MS plus twice {} ms ({} ms)",
                 self.outbox_lease.as_millis(),
                 OUTBOX_LEASE_MARGIN_MS,
                 needed.as_millis()
             ));
         }
         Ok(())
+    }
+
+    /// How much of its lease the relay must have left to start a send.
+    pub fn outbox_lease_needed(&self) -> Duration {
+        self.outbox_send_timeout + Duration::from_millis(OUTBOX_LEASE_MARGIN_MS)
     }
 
     /// Reads the documented environment variables over the defaults.
@@ -113,6 +123,9 @@ impl KafkaConfig {
         }
         if let Some(v) = var("FACEPAY_OUTBOX_LEASE_MS").and_then(|v| v.parse().ok()) {
             c.outbox_lease = Duration::from_millis(v);
+        }
+        if let Some(v) = var("FACEPAY_OUTBOX_SEND_TIMEOUT_MS").and_then(|v| v.parse().ok()) {
+            c.outbox_send_timeout = Duration::from_millis(v);
         }
         c.instance_id = var("FACEPAY_KAFKA_INSTANCE_ID");
         c
@@ -173,8 +186,18 @@ impl KafkaConfig {
     /// An idempotent producer: the broker drops the duplicates its own retries would make,
     /// so a message is written at most once per send.
     pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
+        self.producer_timing_out(self.send_timeout)
+    }
+
+    /// The outbox relay's producer: as [`KafkaConfig::producer`], giving up on a send within
+    /// the relay's own timeout, which its lease outlasts.
+    pub fn relay_producer(&self) -> Result<FutureProducer, KafkaError> {
+        self.producer_timing_out(self.outbox_send_timeout)
+    }
+
+    fn producer_timing_out(&self, timeout: Duration) -> Result<FutureProducer, KafkaError> {
         self.client()
-            .set("message.timeout.ms", self.send_timeout.as_millis().to_string())
+            .set("message.timeout.ms", timeout.as_millis().to_string())
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
             .create()
@@ -189,8 +212,11 @@ impl rdkafka::ClientContext for LogAssignments {
     fn stats(&self, statistics: rdkafka::Statistics) {
         for (topic, t) in &statistics.topics {
             // librdkafka lists partition -1 (internal) and reports -1 where it knows no lag.
-            let lags = t.partitions.iter().filter(|(p, s)| **p >= 0 && s.consumer_lag >= 0);
-            crate::metrics::METRICS.ingest_lag(topic, lags.map(|(p, s)| (*p, s.consumer_lag)).collect());
+            // The lag is from the offset of the last record handed to the stage (stored): the
+            // stages own their partitions through the database and commit nothing to the
+            // broker, so its committed-offset lag is unknown.
+            let lags = t.partitions.iter().filter(|(p, s)| **p >= 0 && s.consumer_lag_stored >= 0);
+            crate::metrics::METRICS.ingest_lag(topic, lags.map(|(p, s)| (*p, s.consumer_lag_stored)).collect());
         }
     }
 

@@ -105,6 +105,9 @@ pub(super) struct SkipGuard {
     /// The committed offset each partition was last read again from, and below which its
     /// records are passed over.
     floor: HashMap<i32, i64>,
+    /// For a stage whose partitions are assigned by hand ([`OwnedPartitions`]): the offset
+    /// each was assigned from, in place of the group's committed offset.
+    assigned_from: Option<HashMap<i32, i64>>,
 }
 
 impl SkipGuard {
@@ -124,7 +127,11 @@ impl SkipGuard {
             if self.next.get(&p) == Some(&offset) {
                 continue;
             }
-            let Some(committed) = committed_offset(consumer, topic, p) else { continue };
+            let committed = match &self.assigned_from {
+                Some(from) => from.get(&p).copied(),
+                None => committed_offset(consumer, topic, p),
+            };
+            let Some(committed) = committed else { continue };
             if offset <= committed || self.floor.get(&p) == Some(&committed) {
                 continue;
             }
@@ -136,6 +143,11 @@ impl SkipGuard {
             self.floor.insert(p, committed);
             batch.retain(|m| m.partition() != p);
         }
+    }
+
+    /// The stage's partitions were assigned by hand, each from the offset in `from`.
+    pub(super) fn assigned(&mut self, from: HashMap<i32, i64>) {
+        self.assigned_from = Some(from);
     }
 
     pub(super) fn processed(&mut self, batch: &[OwnedMessage]) {
@@ -216,15 +228,21 @@ pub fn read_partitions(
 /// A message of facepay's own on `m`'s topic that did not decode: a rejection, kept by the
 /// ledger with its reason and raw bytes (`source` names the stage that read it).
 pub(super) fn undecodable(m: &OwnedMessage, source: &str, e: &serde_json::Error) -> StageMessage {
-    kept_rejection(m, source, &FieldError::new(".", FieldErrorKind::Malformed, e.to_string()))
+    kept_rejection(m, source, &FieldError::new(".", FieldErrorKind::Malformed, e.to_string()), None)
 }
 
 /// `m` refused for `err`: a rejection for the ledger to keep, keyed by where `m` sits, with
-/// its raw bytes (`source` names the stage that read it).
-pub(super) fn kept_rejection(m: &OwnedMessage, source: &str, err: &FieldError) -> StageMessage {
+/// its raw bytes redacted (`source` names the stage that read it), and answered to `sender`,
+/// the device that signed it.
+pub(super) fn kept_rejection(
+    m: &OwnedMessage,
+    source: &str,
+    err: &FieldError,
+    sender: Option<facepay_domain::DeviceRef>,
+) -> StageMessage {
     let key = crate::wire::source_key(m.topic(), m.partition(), m.offset());
     let event = crate::validate::rejection(m.payload().unwrap_or_default(), source, err);
-    StageMessage::Rejected((&Rejection { key, event }).into())
+    StageMessage::Rejected((&Rejection { key, event, answer_to: sender }).into())
 }
 
 /// The partitions a consumer holds, to notice when it is given new ones.

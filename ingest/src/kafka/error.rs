@@ -37,7 +37,11 @@ impl TransportError {
         match self {
             TransportError::Kafka(_) => true,
             TransportError::Store(
-                StoreError::Database(_) | StoreError::Conflict(_) | StoreError::Fenced(_) | StoreError::Unavailable(_),
+                StoreError::Database(_)
+                | StoreError::Conflict(_)
+                | StoreError::Fenced(_)
+                | StoreError::Unavailable(_)
+                | StoreError::WriteConflict(_),
             ) => true,
             TransportError::Store(StoreError::Corrupt(_) | StoreError::Migration(_)) => false,
             TransportError::Encoding(_) | TransportError::Config(_) | TransportError::Faces(_) => false,

@@ -17,30 +17,38 @@ use super::*;
 use facepay_domain::limits::KAFKA_GAP_REWIND_MAX;
 
 /// Stage 3 over Kafka: ledger commands in, batches decided and committed with their
-/// consumer offsets, outcomes into the outbox. A message below the offset the database
+/// consumer offsets, outcomes into the outbox. Its partitions are owned through the
+/// database ([`OwnedPartitions`]), each resumed from the offset stored with its last commit. A message below the offset the database
 /// holds for its partition was already committed (by this process or a predecessor) and is
 /// skipped. Each committed batch wakes `outbox_written`'s waiter: this process's relay, which
 /// then publishes at once instead of at its next poll.
 pub async fn run_ledger_stage(
     cfg: KafkaConfig,
     ledger: facepay_ledger::Ledger,
+    holder: String,
     outbox_written: std::sync::Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     let topic = cfg.topic(LEDGER_COMMANDS);
     let consumer = cfg.logged_consumer(&cfg.ledger_group)?;
-    consumer.subscribe(&[&topic])?;
+    let mut owned = OwnedPartitions::new(&cfg, &cfg.ledger_group, &topic, &holder, Resume::Committed);
     let mut seen = std::collections::BTreeSet::new();
     let mut rewound: HashMap<i32, i64> = HashMap::new();
     let mut errors = RecvErrors::default();
     loop {
         let first = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
-            msg = consumer.recv() => msg,
+            _ = shutdown.changed() => return owned.leave(ledger.store().as_ref()).await,
+            msg = consumer.recv() => Some(msg),
+            _ = owned.tick_due() => None,
         };
+        owned.maintain(&consumer, ledger.store().as_ref()).await?;
+        let Some(first) = first else { continue };
         let Some(first) = errors.check(first).await? else { continue };
         let mut batch = vec![first.detach()];
         fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, cfg.batch_max).await?;
+        // Records fetched before a partition moved away are its new holder's (the fence would
+        // refuse their commit anyway).
+        batch.retain(|m| owned.held().contains(&m.partition()));
         for msg in &batch {
             if seen.insert(msg.partition()) {
                 tracing::info!(partition = msg.partition(), "ledger stage consumes a partition");
@@ -72,7 +80,6 @@ pub async fn run_ledger_stage(
             }
             outbox_written.notify_one();
         }
-        commit_hints(&consumer, &batch);
     }
 }
 

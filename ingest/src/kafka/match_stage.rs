@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -18,10 +17,24 @@ use facepay_domain::limits::{MATCH_BATCH_MAX, REQUEST_ID_LEN_MAX};
 /// How often the matcher stage reads the ledger's member cards again (with a face store).
 const MATCH_MEMBERS_REFRESH: Duration = Duration::from_millis(facepay_domain::limits::MATCH_MEMBERS_REFRESH_MS);
 
+/// What the matcher stage works with besides its state: the fleet registry and the device
+/// verifier it checks events with, the platform's clock, the face store (with a master key),
+/// and the store where its partitions are owned, under this process's `holder` name.
+pub struct MatchDeps {
+    pub registry: crate::SharedRegistry,
+    pub verifier: std::sync::Arc<crate::authenticity::DeviceVerifier>,
+    pub clock: facepay_domain::time::SharedClock,
+    pub faces: Option<crate::faces::FaceStore>,
+    pub store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
+    pub holder: String,
+}
+
 /// Stage 1 + 2 over Kafka: device events in; everything made of them (commands, the
 /// matcher's own answers, rejections) out to the ledger-commands topic, where the ledger
-/// stage keeps each exactly once. This stage itself is at-least-once: after a crash it
-/// repeats what it had not committed, and the ledger recognises the repeats.
+/// stage keeps each exactly once. Its partitions are owned through the database
+/// ([`OwnedPartitions`]). This stage itself is at-least-once: its position is kept at each
+/// ownership tick, and after a crash its successor repeats what came after it; the ledger
+/// recognises the repeats.
 ///
 /// With the gallery split over shards, this is shard `i`'s stage (in its own group, so every
 /// shard sees every event): its output goes to the match-partials topic instead, keyed as the
@@ -29,64 +42,87 @@ const MATCH_MEMBERS_REFRESH: Duration = Duration::from_millis(facepay_domain::li
 /// else, for [`run_gather_stage`] to pass on.
 pub async fn run_match_stage(
     cfg: KafkaConfig,
-    registry: crate::SharedRegistry,
+    deps: std::sync::Arc<MatchDeps>,
     stage: std::sync::Arc<tokio::sync::Mutex<crate::matching::MatchStage>>,
-    faces: Option<crate::faces::FaceStore>,
-    verifier: std::sync::Arc<crate::authenticity::DeviceVerifier>,
-    clock: facepay_domain::time::SharedClock,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     // The stage's state (gallery, recent captures) outlives a run: a restarted run keeps it.
     let mut stage = stage.lock_owned().await;
-    let consumer = cfg.logged_consumer(&cfg.match_group_of(stage.shard()))?;
-    consumer.subscribe(&[&cfg.topic(DEVICE_EVENTS)])?;
+    let (group, topic) = (cfg.match_group_of(stage.shard()), cfg.topic(DEVICE_EVENTS));
+    let consumer = cfg.logged_consumer(&group)?;
+    let mut owned = OwnedPartitions::new(&cfg, &group, &topic, &deps.holder, Resume::Processed);
     let producer = cfg.producer()?;
     let out = Outputs { commands: cfg.topic(LEDGER_COMMANDS), partials: cfg.topic(MATCH_PARTIALS) };
-    let mut errors = RecvErrors::default();
-    let mut guard = SkipGuard::default();
-    let mut assigned = Assigned::default();
+    let (mut errors, mut guard) = (RecvErrors::default(), SkipGuard::default());
     let mut members_read = tokio::time::Instant::now();
     loop {
         let first = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
-            msg = consumer.recv() => msg,
+            _ = shutdown.changed() => return owned.leave(deps.store.as_ref()).await,
+            msg = consumer.recv() => Some(msg),
+            _ = owned.tick_due() => None,
         };
+        if owned.maintain(&consumer, deps.store.as_ref()).await? {
+            guard.assigned(owned.assigned_from().clone());
+            // The captures decided by a partition's previous holder below the offset this one
+            // resumes from were kept in the store before that offset was: restored, their
+            // payments still find them (at every change: a partition may go and come back).
+            if let Some(faces) = &deps.faces {
+                stage.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
+            }
+        }
+        let Some(first) = first else { continue };
         let Some(first) = errors.check(first).await? else { continue };
         let mut batch = vec![first.detach()];
         fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;
-        guard.check(&consumer, &cfg.topic(DEVICE_EVENTS), &mut batch);
-        // The member lists follow the ledger's cards (opened and closed by face, decided
-        // wherever the capture was resolved).
-        if let (true, Some(faces)) = (members_read.elapsed() >= MATCH_MEMBERS_REFRESH, &faces) {
-            stage.set_members(faces.members().await?);
-            members_read = tokio::time::Instant::now();
+        // Records fetched before a partition moved away are its new holder's to route.
+        batch.retain(|m| owned.held().contains(&m.partition()));
+        guard.check(&consumer, &topic, &mut batch);
+        if batch.is_empty() {
+            continue;
         }
-        if let (true, Some(faces)) = (assigned.update(&consumer).grew, &faces) {
-            stage.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
-        }
-        // Route in order, send all, then wait: one round trip per batch, not per event.
-        let mut acks = Acks::with_capacity(batch.len());
-        for msg in &batch {
-            let accepted_at = accepted_at(msg, &verifier, clock.as_ref());
-            let (routed, partial) = stage_message(&registry, &verifier, &mut stage, msg, accepted_at);
-            // Only enrolments and deletions touch the face store: parse those again, no other.
-            if let (Some(faces), Some(StageMessage::Answer(a))) = (&faces, &routed) {
-                if matches!(a.body.kind(), "face_enrolled" | "face_deleted") {
-                    keep_face(faces, msg, accepted_at).await?;
-                }
+        if let Some(faces) = &deps.faces {
+            // The member lists follow the ledger's cards (opened and closed by face, decided
+            // wherever the capture was resolved).
+            if members_read.elapsed() >= MATCH_MEMBERS_REFRESH {
+                stage.set_members(faces.members().await?);
+                members_read = tokio::time::Instant::now();
             }
-            out.send(&producer, stage.shard(), msg, routed, partial, &mut acks)?;
+            // Faces enrolled or deleted through other processes since the last batch.
+            stage.follow(faces).await?;
         }
-        // The batch's captures are kept before its offsets are committed: a restart after
-        // the commit restores them (`FaceStore::recent_captures`), one before it routes them again.
-        let identified = stage.take_identified();
-        if let (Some(faces), false) = (&faces, identified.is_empty()) {
-            faces.remember_captures(identified, chrono::Utc::now()).await?;
-        }
-        acknowledged(acks).await?;
+        route_batch(&deps, &producer, &out, &mut stage, &batch).await?;
         guard.processed(&batch);
-        commit_hints(&consumer, &batch);
+        owned.processed(&batch);
     }
+}
+
+/// Routes `batch` in order, sends all, then waits: one round trip per batch, not per event.
+/// The batch's captures are kept before the stage moves past it: a successor resumes after
+/// what was kept and restores them (`FaceStore::recent_captures`).
+async fn route_batch(
+    deps: &MatchDeps,
+    producer: &FutureProducer,
+    out: &Outputs,
+    stage: &mut crate::matching::MatchStage,
+    batch: &[OwnedMessage],
+) -> Result<(), TransportError> {
+    let mut acks = Acks::with_capacity(batch.len());
+    for msg in batch {
+        let accepted_at = accepted_at(msg, &deps.verifier, deps.clock.as_ref());
+        let (routed, partial) = stage_message(&deps.registry, &deps.verifier, stage, msg, accepted_at);
+        // Only enrolments and deletions touch the face store: parse those again, no other.
+        if let (Some(faces), Some(StageMessage::Answer(a))) = (&deps.faces, &routed) {
+            if matches!(a.body.kind(), "face_enrolled" | "face_deleted") {
+                keep_face(faces, msg, accepted_at).await?;
+            }
+        }
+        out.send(producer, stage.shard(), msg, routed, partial, &mut acks)?;
+    }
+    let identified = stage.take_identified();
+    if let (Some(faces), false) = (&deps.faces, identified.is_empty()) {
+        faces.remember_captures(identified, chrono::Utc::now()).await?;
+    }
+    Ok(acknowledged(acks).await?)
 }
 
 /// Where the matcher stage's output goes.
@@ -177,7 +213,9 @@ fn stage_message(
             crate::metrics::METRICS.refused_input(err.kind.as_str());
             tracing::info!(field = %err.field, reason = %err.kind, "device event refused");
             match refusal {
-                Refusal::Invalid { keep: true, error } => (Some(kept_rejection(msg, "kafka", &error)), None),
+                Refusal::Invalid { keep: true, error, sender } => {
+                    (Some(kept_rejection(msg, "kafka", &error, sender.map(|d| *d))), None)
+                }
                 Refusal::Invalid { keep: false, .. } => {
                     crate::metrics::METRICS.rejection_unkept();
                     (None, None)

@@ -1,7 +1,8 @@
 //! The Kafka transport of the production profile (rdkafka; any Kafka-API broker).
 //!
-//! Stage boundaries become topics ([`topology`]); each stage is a consumer group,
-//! so more `facepay` processes share the partitions. Delivery is at-least-once everywhere;
+//! Stage boundaries become topics ([`topology`]); the processes running a stage share its
+//! partitions: the matcher's and the ledger's through leases in the database
+//! ([`ownership`]), the sharded matcher's gather as a consumer group. Delivery is at-least-once everywhere;
 //! the effect is exactly once because the ledger stage stores its consumer offsets in the
 //! database in the same transaction as the writes they caused, skips what it has already
 //! committed, and answers a redelivered command from its stored outcome. Kafka's own offset
@@ -17,6 +18,8 @@
 //! - [`gather_stage`]: matcher scale-out's gather (partials → decisions).
 //! - [`ledger_stage`]: decide and commit with the consumer offsets (commands → outbox).
 //! - [`relay`]: the outbox relay (outbox → outcomes and dead letters, once).
+//! - [`ownership`]: the matcher's and the ledger's partitions divided among their processes
+//!   by leases in the database, assigned by hand (no broker group coordinator).
 //! - [`stages`]: which stages a process runs, started and supervised (the production
 //!   profile's topology; [`crate::pipeline`] is the embedded one).
 //!
@@ -28,6 +31,7 @@ pub mod error;
 pub mod gather_stage;
 pub mod ledger_stage;
 pub mod match_stage;
+pub mod ownership;
 pub mod produce;
 pub mod relay;
 pub mod stages;
@@ -39,6 +43,7 @@ pub use error::*;
 pub use gather_stage::*;
 pub use ledger_stage::*;
 pub use match_stage::*;
+pub use ownership::*;
 pub use produce::*;
 pub use relay::*;
 pub use stages::{start, Roles, StageStopped, Stages, STAGE_NAMES};

@@ -17,23 +17,27 @@ pub const RELAY_LEASE: &str = "outbox-relay";
 /// what its predecessor already published.
 pub const OUTBOX_ID_HEADER: &str = "facepay-outbox-id";
 
-/// Publishes the outbox exactly once: one relay at a time (a lease in the database) sends
-/// pending messages oldest first, each tagged with its outbox id, waits for the broker's
-/// acknowledgements, then marks them published. A relay that dies between the two leaves at
-/// most one batch published but unmarked; its successor, once the lease lapses, reads the
-/// tail of each outbox partition (the last [`OUTBOX_BATCH_MAX`] messages: nobody else
-/// published since) and marks what it finds before publishing anything. With nothing
-/// pending it looks again after [`OUTBOX_IDLE_MS`], or as soon as a ledger stage of this
-/// process says it committed (`outbox_written`).
+/// Publishes the outbox exactly once: one relay at a time (a lease in the database, held by
+/// `holder`, this process's name for its relay) sends pending messages oldest first, each
+/// tagged with its outbox id, waits for the broker's acknowledgements, then marks them
+/// published. A relay that dies between the two leaves at most one batch published but
+/// unmarked; whoever runs next under the lease (this process's relay restarted after a broker
+/// error, still holding the lease, or, once a dead process's lease lapses, another's) first
+/// reads the tail of each outbox partition (the last [`OUTBOX_BATCH_MAX`] messages: nobody
+/// else published since) and marks what it finds. With nothing pending it looks again after
+/// [`OUTBOX_IDLE_MS`], or as soon as a ledger stage of this process says it committed
+/// (`outbox_written`). A standby tries for the lease ten times per lease length, so a dead
+/// relay's outcomes wait at most [`facepay_domain::limits::OUTBOX_TAKEOVER_MS_MAX`].
 pub async fn run_outbox_relay(
     cfg: KafkaConfig,
     store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
+    holder: String,
     outbox_written: std::sync::Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     cfg.check().map_err(TransportError::Config)?;
-    let producer = cfg.producer()?;
-    let mut lease = Lease::new(&cfg);
+    let producer = cfg.relay_producer()?;
+    let mut lease = Lease::new(&cfg, holder);
     let idle = Duration::from_millis(OUTBOX_IDLE_MS);
     loop {
         // A relay without the lease only tries again later: a commit does not wake it (that
@@ -42,7 +46,7 @@ pub async fn run_outbox_relay(
             Held::No => (cfg.outbox_lease / 10, false),
             Held::Newly => {
                 let marked = recover(&cfg, store.as_ref()).await?;
-                tracing::info!(marked, "outbox relay took the lease; marked what its predecessor had published");
+                tracing::info!(marked, "outbox relay took the lease; marked what was published before");
                 continue;
             }
             Held::Yes => match publish_batch(&producer, store.as_ref()).await? {
@@ -51,7 +55,8 @@ pub async fn run_outbox_relay(
             },
         };
         tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
+            // Stopping, it gives the lease up: a standby takes over at its next try.
+            _ = shutdown.changed() => return Ok(store.lease_release(RELAY_LEASE, &lease.holder).await?),
             _ = outbox_written.notified(), if woken_by_commits => {}
             _ = tokio::time::sleep(wait) => {}
         }
@@ -86,22 +91,25 @@ enum Held {
     Yes,
 }
 
-/// This relay's view of the lease: renewed at half-time, so a send it starts always ends
-/// before the lease could lapse (the lease is more than twice the send timeout).
+/// This relay's view of the lease: renewed whenever less than a send and a margin are left,
+/// so a send it starts always ends before the lease could lapse. A new view (a relay run that
+/// starts again) answers [`Held::Newly`] even when the lease is still this holder's: its
+/// predecessor run may have stopped between a send and the mark.
 struct Lease {
     holder: String,
     length: Duration,
+    needed: Duration,
     held_until: Option<tokio::time::Instant>,
 }
 
 impl Lease {
-    fn new(cfg: &KafkaConfig) -> Self {
-        Self { holder: format!("relay-{}", uuid::Uuid::new_v4()), length: cfg.outbox_lease, held_until: None }
+    fn new(cfg: &KafkaConfig, holder: String) -> Self {
+        Self { holder, length: cfg.outbox_lease, needed: cfg.outbox_lease_needed(), held_until: None }
     }
 
     async fn renew(&mut self, store: &dyn facepay_ledger::LedgerStore) -> Result<Held, TransportError> {
         let now = tokio::time::Instant::now();
-        if self.held_until.is_some_and(|until| until > now + self.length / 2) {
+        if self.held_until.is_some_and(|until| until > now + self.needed) {
             return Ok(Held::Yes);
         }
         let length_ms = u64::try_from(self.length.as_millis()).unwrap_or(u64::MAX);

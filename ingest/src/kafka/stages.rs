@@ -21,7 +21,8 @@ use crate::matching::MatchStage;
 use crate::{PipelineConfig, SharedRegistry};
 
 use super::{
-    ensure_topics, run_gather_stage, run_ledger_stage, run_match_stage, run_outbox_relay, KafkaConfig, TransportError,
+    ensure_topics, run_gather_stage, run_ledger_stage, run_match_stage, run_outbox_relay, KafkaConfig, MatchDeps,
+    TransportError,
 };
 
 /// Which stages this process runs (`facepay serve --stages`, `FACEPAY_STAGES`).
@@ -90,21 +91,26 @@ pub async fn start(
 ) -> Result<Stages, TransportError> {
     cfg.check().map_err(TransportError::Config)?;
     ensure_topics(&cfg).await?;
+    // This process's one name in every lease it takes (its stages' partitions, the relay),
+    // kept across its stages' restarts.
+    let holder = format!("process-{}", uuid::Uuid::new_v4());
     let registry: SharedRegistry = Arc::new(RwLock::new(store.registry().await?));
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     if roles.matcher {
-        start_matcher(&mut tasks, &cfg, &registry, pipeline, &rx).await?;
+        start_matcher(&mut tasks, &cfg, (&store, &holder), &registry, pipeline, &rx).await?;
     }
     // The ledger stage's commits wake this process's relay (another process's relay polls).
     let outbox_written = Arc::new(tokio::sync::Notify::new());
     if roles.ledger {
-        start_ledger(&mut tasks, &cfg, &store, pipeline, &rx, &outbox_written);
+        start_ledger(&mut tasks, &cfg, (&store, &holder), pipeline, &rx, &outbox_written);
     }
     if roles.relay {
-        let (c, s, rx, written) = (cfg.clone(), store.clone(), rx.clone(), outbox_written);
+        // A relay that starts again after a broker error still holds the lease under this
+        // process's name, instead of waiting it out.
+        let (c, s, rx, written, holder) = (cfg.clone(), store.clone(), rx.clone(), outbox_written, holder.clone());
         tasks.spawn(supervised("relay", rx.clone(), move || {
-            run_outbox_relay(c.clone(), s.clone(), written.clone(), rx.clone())
+            run_outbox_relay(c.clone(), s.clone(), holder.clone(), written.clone(), rx.clone())
         }));
     }
     let (weak, stop) = (Arc::downgrade(&registry), stopped(rx));
@@ -120,13 +126,19 @@ pub async fn start(
 async fn start_matcher(
     tasks: &mut JoinSet<Result<(), StageStopped>>,
     cfg: &KafkaConfig,
+    (store, holder): (&Arc<dyn LedgerStore>, &str),
     registry: &SharedRegistry,
     pipeline: &PipelineConfig,
     rx: &watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
-    let gallery = match &pipeline.faces {
-        Some(faces) => faces.load().await?,
-        None => Gallery::new(),
+    // With a face store the stage follows the gallery feed from where its load is current:
+    // what any process enrols or deletes reaches this matcher while it runs.
+    let (gallery, feed_position) = match &pipeline.faces {
+        Some(faces) => {
+            let (gallery, position) = faces.load_following().await?;
+            (gallery, Some(position))
+        }
+        None => (Gallery::new(), None),
     };
     // With a face store the stage's captures are kept per batch, and restored whenever the
     // stage is given partitions (at start-up and after a rebalance); the embedded pipeline
@@ -134,15 +146,24 @@ async fn start_matcher(
     // would be left to use them).
     let shard = pipeline.faces.as_ref().map_or(Shard::ALL, FaceStore::shard);
     let mut stage = MatchStage::new(gallery, pipeline.match_policy).with_shard(shard);
+    if let Some(position) = feed_position {
+        stage = stage.following(position);
+    }
     if pipeline.faces.is_some() {
         stage = stage.keeping_identified();
     }
     let stage = Arc::new(tokio::sync::Mutex::new(stage));
-    let (c, r, stop, faces) = (cfg.clone(), registry.clone(), rx.clone(), pipeline.faces.clone());
-    let (verifier, clock) = (pipeline.verifier.clone(), pipeline.clock.clone());
+    let deps = Arc::new(MatchDeps {
+        registry: registry.clone(),
+        verifier: pipeline.verifier.clone(),
+        clock: pipeline.clock.clone(),
+        faces: pipeline.faces.clone(),
+        store: store.clone(),
+        holder: holder.to_string(),
+    });
+    let (c, stop) = (cfg.clone(), rx.clone());
     tasks.spawn(supervised("matcher", rx.clone(), move || {
-        let (stage, faces, verifier, clock) = (stage.clone(), faces.clone(), verifier.clone(), clock.clone());
-        run_match_stage(c.clone(), r.clone(), stage, faces, verifier, clock, stop.clone())
+        run_match_stage(c.clone(), deps.clone(), stage.clone(), stop.clone())
     }));
     if shard.count > 1 {
         let gather = Arc::new(tokio::sync::Mutex::new(Gather::new(pipeline.match_policy)));
@@ -161,7 +182,7 @@ async fn start_matcher(
 fn start_ledger(
     tasks: &mut JoinSet<Result<(), StageStopped>>,
     cfg: &KafkaConfig,
-    store: &Arc<dyn LedgerStore>,
+    (store, holder): (&Arc<dyn LedgerStore>, &str),
     pipeline: &PipelineConfig,
     rx: &watch::Receiver<bool>,
     outbox_written: &Arc<tokio::sync::Notify>,
@@ -175,9 +196,9 @@ fn start_ledger(
             Ok(())
         });
     }
-    let (c, rx, written) = (cfg.clone(), rx.clone(), outbox_written.clone());
+    let (c, rx, written, holder) = (cfg.clone(), rx.clone(), outbox_written.clone(), holder.to_string());
     tasks.spawn(supervised("ledger", rx.clone(), move || {
-        run_ledger_stage(c.clone(), ledger.clone(), written.clone(), rx.clone())
+        run_ledger_stage(c.clone(), ledger.clone(), holder.clone(), written.clone(), rx.clone())
     }));
 }
 

@@ -324,7 +324,53 @@ async fn a_face_code_twice_in_one_batch_is_kept_as_last_identified(postgres: boo
     assert_eq!(faces.recent_captures(Utc::now()).await.unwrap(), vec![(code, again)]);
 }
 
+/// Two matcher processes over one store: each follows the gallery feed, so a face enrolled,
+/// re-enrolled or deleted through one is known to the other at its next batch, while both
+/// run (before, the other knew it only after a restart). A shard follows only its payers.
+async fn a_face_enrolled_through_one_matcher_is_known_to_the_other_at_once(postgres: bool) {
+    let Some(home) = home(postgres).await else { return };
+    let (key, hex) = MasterKey::generate();
+    let synthetic = SyntheticFaces::new(91, PAYERS);
+    let vault = || Vault::new(MasterKey::from_hex(&hex).unwrap());
+    let (one, other) = (FaceStore::new(open(&home).await, Vault::new(key), Shard::ALL), {
+        FaceStore::new(open(&home).await, vault(), Shard::ALL)
+    });
+    let (gallery, position) = other.load_following().await.unwrap();
+    let mut stage = MatchStage::new(gallery, MatchPolicy::default()).following(position);
+    let who = |stage: &MatchStage, i: usize| {
+        let shop = MerchantId::parse("1900000101").unwrap();
+        let capture = capture(expected(&synthetic, i), None);
+        stage.gallery().identify(&shop, &capture, &MatchPolicy::default()).unwrap().payer_id
+    };
+    populate(&one, &synthetic).await;
+    assert_eq!(who(&stage, 3), None, "not followed yet");
+    stage.follow(&other).await.unwrap();
+    for i in (0..PAYERS).filter(|&i| i != 7) {
+        assert_eq!(who(&stage, i), Some(payer(i)), "payer {i} enrolled through the other matcher");
+    }
+    assert_eq!(who(&stage, 7), None, "payer 7 was deleted");
+    // A deletion later reaches it the same way.
+    one.delete(&payer(3)).await.unwrap();
+    stage.follow(&other).await.unwrap();
+    assert_eq!(who(&stage, 3), None, "deleted through the other matcher");
+    assert_eq!(
+        stage.feed_position(),
+        Some(position + PAYERS as i64 + 4),
+        "one change per write (4: a re-enrolment, three deletions)"
+    );
+    // A shard follows its own payers only.
+    let shard = Shard { index: 0, count: 2 };
+    let sharded = FaceStore::new(open(&home).await, vault(), shard);
+    let mut shard_stage = MatchStage::new(Gallery::new(), MatchPolicy::default()).with_shard(shard).following(0);
+    shard_stage.follow(&sharded).await.unwrap();
+    for i in (0..PAYERS).filter(|&i| i != 7 && i != 3) {
+        let known = who(&shard_stage, i).is_some();
+        assert_eq!(known, shard.owns(&payer(i)), "payer {i} in shard 0 of 2: {known}");
+    }
+}
+
 on_both_stores!(
+    a_face_enrolled_through_one_matcher_is_known_to_the_other_at_once,
     a_face_code_twice_in_one_batch_is_kept_as_last_identified,
     restart_restores_the_gallery_and_deletion_shreds,
     shards_split_the_payers,

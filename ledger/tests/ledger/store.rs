@@ -22,7 +22,7 @@ use facepay_ledger::{
     decide, Account, Command, CommandKind, Ledger, LedgerEvent, LedgerState, LedgerStore, PgStore, Policy, SqliteStore,
 };
 use proptest::prelude::*;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, PgPool, Row, SqlitePool};
 use tempfile::TempDir;
@@ -408,7 +408,10 @@ async fn the_invariant_checks_and_replay_notice_a_tampered_projection(backend: B
 
     raw.exec("UPDATE orders SET status = 'DECLINED'").await.unwrap();
     let report = db.ledger.replay().await.unwrap();
-    assert_eq!(report.differences, vec!["projection orders differs from the log".to_string()]);
+    assert_eq!(report.differences[0], "projection orders differs from the log");
+    // And names the order, with what each side says.
+    assert!(report.differences[1].starts_with("order m1/"), "{:?}", report.differences);
+    assert!(report.differences[1].contains("Paid") && report.differences[1].contains("Declined"));
 }
 
 async fn a_redelivered_event_in_the_same_batch_is_answered_once(backend: Backend) {
@@ -459,6 +462,117 @@ async fn postgres_stores_opened_together_migrate_once() {
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/postgres")).unwrap().count();
     assert_eq!(applied, files as i64, "each migration applied once");
     raw.close().await;
+}
+
+/// Two ledger processes (two stores, each with its own pool, as two `facepay serve` have)
+/// decide declines for one merchant at once, and both chain them on the merchant's audit
+/// stream. A collision of their appends is a write conflict, decided again: every payment is
+/// answered declined (none `STORE_REFUSED`), every order is recorded, the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_ledger_processes_appending_to_one_stream_refuse_nothing() {
+    const ROUNDS: usize = 60;
+    const BATCH: usize = 4;
+    let Some((_database, options)) = fresh_pg_database().await else { return };
+    let writer = |w: usize| {
+        let options = options.clone();
+        async move {
+            let ledger = ledger_process(options).await;
+            let mut bodies = Vec::new();
+            for r in 0..ROUNDS {
+                let face_n = |i: usize| (w * 100_000 + r * 10 + i) as u64;
+                let batch: Vec<Command> =
+                    (0..BATCH).map(|i| pay_unresolved("m1", &format!("w{w}-{r}-{i}"), "1.00", face_n(i))).collect();
+                let outcomes = ledger.handle_batch(&batch).await.expect("a conflict is retried, not returned");
+                bodies.extend(outcomes.into_iter().map(|o| o.body));
+            }
+            bodies
+        }
+    };
+    let (a, b) = tokio::join!(tokio::spawn(writer(0)), tokio::spawn(writer(1)));
+    let bodies: Vec<OutcomeBody> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    assert_eq!(bodies.len(), 2 * ROUNDS * BATCH);
+    for body in &bodies {
+        assert_eq!(result(body).reason, Some(DeclineReason::IdentityUnresolved), "{body:?}");
+    }
+    let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open_with(options).await.unwrap());
+    for (w, r, i) in (0..2).flat_map(|w| (0..ROUNDS).flat_map(move |r| (0..BATCH).map(move |i| (w, r, i)))) {
+        let order = store.order(&merchant("m1"), &otn(&format!("w{w}-{r}-{i}"))).await.unwrap();
+        assert_eq!(order.map(|o| o.status), Some(OrderStatus::Declined), "order w{w}-{r}-{i} recorded");
+    }
+    let verified = Ledger::new(store, Policy::default()).verify().await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+}
+
+/// An at-least-once matcher can route one event twice, to two partitions (its identity known
+/// to one process and not yet to another): two ledger processes then decide the same events
+/// at once. Each event is decided once; the slower process meets the first one's answer (a
+/// write conflict, decided again) and answers from it: no refusal, each payment posted once,
+/// and both processes answer each event alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_ledger_processes_deciding_the_same_events_decide_each_once() {
+    const ROUNDS: usize = 10; // 30 payments: under the payer's daily count cap
+    let Some((_database, options)) = fresh_pg_database().await else { return };
+    let first: Arc<dyn LedgerStore> = Arc::new(PgStore::open_with(options.clone()).await.unwrap());
+    Ledger::new(first.clone(), Policy::default()).handle_batch(&[fund("p1", "1000.00")]).await.unwrap();
+    let batches: Vec<Vec<Command>> = (0..ROUNDS)
+        .map(|r| (0..3).map(|i| pay("m1", &format!("o-{r}-{i}"), "1.00", (r * 10 + i) as u64, "p1")).collect())
+        .collect();
+    let writer = |batches: Vec<Vec<Command>>| {
+        let options = options.clone();
+        async move {
+            let ledger = ledger_process(options).await;
+            let mut bodies = Vec::new();
+            for batch in &batches {
+                let outcomes = ledger.handle_batch(batch).await.expect("a race is decided again, not refused");
+                bodies.extend(outcomes.into_iter().map(|o| o.body));
+            }
+            bodies
+        }
+    };
+    let (a, b) = tokio::join!(tokio::spawn(writer(batches.clone())), tokio::spawn(writer(batches)));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(result(x).status, OrderStatus::Paid, "{x:?}");
+        assert_eq!((result(x).status, &result(x).payer_id), (result(y).status, &result(y).payer_id), "{x:?} {y:?}");
+    }
+    let (balance_fen, _) = first.wallet(&payer("p1")).await.unwrap().unwrap();
+    assert_eq!(balance_fen, 100_000 - 100 * (ROUNDS as i64) * 3, "each payment posted once");
+    let verified = Ledger::new(first, Policy::default()).verify().await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+}
+
+/// Two ledger processes retry one declined order at once (a payer's partition and an order's
+/// both reach it, or the sweeper does): each commit locks the orders it decided on and is a
+/// write conflict if one changed since it was read, so the projection is the last decision
+/// in the log's order, never an older decision committed last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_ledger_processes_deciding_one_order_leave_the_projection_as_the_log_says() {
+    const RETRIES: usize = 30;
+    let Some((_database, options)) = fresh_pg_database().await else { return };
+    let writer = |w: usize| {
+        let options = options.clone();
+        async move {
+            let ledger = ledger_process(options).await;
+            for r in 0..RETRIES {
+                // The payer has no money: every attempt is declined, each one a new decision.
+                let when = format!("2026-03-02T04:{:02}:{:02}Z", r, w * 10 + 1);
+                let retry = pay("m1", "o1", "5.00", (w * 1_000 + r) as u64, "p1").at(&when);
+                ledger.handle_batch(&[retry]).await.expect("a race is decided again");
+            }
+        }
+    };
+    let (a, b) = tokio::join!(tokio::spawn(writer(0)), tokio::spawn(writer(1)));
+    a.unwrap();
+    b.unwrap();
+    let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open_with(options).await.unwrap());
+    let report = Ledger::new(store, Policy::default()).replay().await.unwrap();
+    assert!(report.matches, "{:?}", report.differences);
+}
+
+/// A ledger as a process of its own has it: its own pool on `options`' database, no cache.
+async fn ledger_process(options: PgConnectOptions) -> Ledger {
+    let store: Arc<dyn LedgerStore> = Arc::new(PgStore::open_with(options).await.unwrap());
+    Ledger::new(store, Policy::default()).uncached()
 }
 
 /// Runs futures concurrently on tasks of this runtime, in order of their results.

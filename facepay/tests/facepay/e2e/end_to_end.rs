@@ -82,14 +82,17 @@ async fn the_fleet_through_kafka_gives_the_embedded_profiles_outcomes_and_projec
     let want_history = history(app.store.history_all().await.unwrap());
     assert_eq!(history(store.history_all().await.unwrap()), want_history);
 
-    // The same outcomes: one per good event, with the embedded run's counts.
+    // The same outcomes: one per signed event (the bad ones `rejected`), with the embedded
+    // run's counts.
     let outcomes = crate::support::read_all(&cfg, &cfg.topic(LEDGER_OUTCOMES)).await;
     let letters = crate::support::read_all(&cfg, &cfg.topic(DEAD_LETTER)).await;
     // Bad events that fail authentication are kept nowhere and answered nowhere (the
     // embedded bus answers them `unauthenticated`, naming nothing).
     let unauthenticated = embedded.rejected.by_reason.get("unauthenticated").copied().unwrap_or(0);
     assert!(unauthenticated > 0, "the fleet sends some unsigned garbage");
-    assert_eq!(outcomes.len() as u64 + letters.len() as u64 + unauthenticated, sent.events);
+    assert_eq!(outcomes.len() as u64 + unauthenticated, sent.events);
+    let rejected = outcomes.iter().filter(|o| o["type"] == "rejected").count();
+    assert_eq!(rejected, letters.len(), "each signed bad event answered `rejected` and kept");
     let paid = outcomes.iter().filter(|o| o["type"] == "payment_result" && o["payload"]["status"] == "PAID");
     let paid_first = paid.filter(|o| o["payload"]["replayed"] == false).count() as u64;
     assert_eq!(paid_first, embedded.payments.succeeded, "payments succeeded");

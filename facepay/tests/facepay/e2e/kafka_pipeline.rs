@@ -250,10 +250,18 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     for bytes in &sends {
         kafka::publish_signed(&producer, &topic, bytes, signer.sign(bytes).as_deref()).await.unwrap();
     }
-    let got = outcomes(&cfg, &[id(2), id(4), id(5)]).await;
+    let got = outcomes(&cfg, &[id(2), id(4), id(5), id(6)]).await;
     let by = |n: u128| got.iter().find(|v| v["in_reply_to"] == id(n).to_string()).unwrap().clone();
     assert_eq!(by(4)["payload"]["status"], "PAID", "{:?}", by(4));
     assert_eq!(by(5)["payload"]["replayed"], true, "the exact retry is answered from the stored outcome");
+    // The bad event is answered too, to its device, with the reason and the field at fault.
+    assert_eq!(by(6)["type"], "rejected", "{:?}", by(6));
+    assert_eq!(
+        (&by(6)["payload"]["code"], &by(6)["payload"]["field"], &by(6)["device"]["device_id"]),
+        (&json!("too_many_decimals"), &json!("payload.amount"), &json!("DEV-K1")),
+        "{:?}",
+        by(6)
+    );
 
     // A command delivered twice (a producer retry, a rebalance) posts once.
     let fund_again = facepay_ledger::Command::new(
@@ -291,7 +299,7 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     for v in &all {
         *per_event.entry(v["in_reply_to"].as_str().unwrap().to_string()).or_default() += 1;
     }
-    assert_eq!(per_event.len(), 6, "one outcome for each of the 6 good events: {per_event:?}");
+    assert_eq!(per_event.len(), 7, "one outcome for each of the 6 good events and the bad one: {per_event:?}");
     assert!(per_event.values().all(|n| *n == 1), "{per_event:?}");
 
     stop(prod).await;
@@ -336,6 +344,10 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
     let got = outcomes(&cfg, &[id(3)]).await;
     assert_eq!(got[0]["type"], "applied", "the good event behind the poison was applied: {got:?}");
     drained(store.as_ref()).await;
+    // No device signed the poison: nobody is answered on the outcomes topic (the platform's
+    // rejections are the operators', in the dead letters; the unauthenticated are nobody's).
+    let answers = read_all(&cfg, &cfg.topic(LEDGER_OUTCOMES)).await;
+    assert_eq!(answers.len(), 1, "only the good event is answered: {answers:?}");
     let letters = read_all(&cfg, &cfg.topic(DEAD_LETTER)).await;
     assert_eq!(letters.len(), 3, "one dead letter per authenticated poison message: {letters:?}");
     let rejected = store.rejected(100).await.unwrap();
@@ -487,6 +499,72 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
     assert_eq!(rule("100000000000000120").as_deref(), Some("member_hit"));
     assert_eq!(rule("100000000000000122").as_deref(), Some("needs_phone_confirmation"));
     assert_eq!(rule("100000000000000130").as_deref(), Some("shards_incomplete"));
+    stop(first).await;
+}
+
+/// Issue 21, finding 1: every matcher follows the gallery while it runs. Two processes split
+/// the device events' two partitions (owned through the database); a face enrolled through the
+/// one holding partition 0 pays through the one holding partition 1 straight after the
+/// enrolment is answered, and a deletion through the first stops the second paying from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_face_enrolled_through_one_matcher_pays_through_the_other_at_once() {
+    use facepay_ingest::faces::Shard;
+
+    let Some(brokers) = brokers() else { return };
+    let mut run = FaceRun::new(&brokers).await;
+    run.cfg.partitions = 2;
+    let cfg = run.cfg.clone();
+    let roles = Roles { matcher: true, ledger: true, relay: true, api: false };
+    let first = production::start_with(run.stores.clone(), cfg.clone(), roles, run.sealed(Shard::ALL)).await.unwrap();
+    let second = production::start_with(run.stores.clone(), cfg.clone(), roles, run.sealed(Shard::ALL)).await.unwrap();
+    // Each process holds one of the device events' partitions.
+    let leases = format!("part:{}:{}:", cfg.match_group, run.topic);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = run.store.leases_live(&leases).await.unwrap();
+        let holders: std::collections::BTreeSet<&String> = held.iter().map(|(_, holder)| holder).collect();
+        if held.len() == 2 && holders.len() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the processes never split the partitions: {held:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let to = |partition: i32, bytes: Vec<u8>| {
+        let (producer, topic, signature) = (run.producer.clone(), run.topic.clone(), run.signer.sign(&bytes));
+        async move {
+            let headers = kafka::device_event_headers(signature.as_deref(), None, None);
+            let record = rdkafka::producer::FutureRecord::to(&topic).partition(partition).key("k").payload(&bytes);
+            producer.send(record.headers(headers), Duration::from_secs(10)).await.unwrap();
+        }
+    };
+    let pay = |n: u128| {
+        let (code, order) = (format!("10000000000000{n:04}"), format!("K-F{n}"));
+        let capture = json!({"face_code": code, "embedding": face(), "liveness": 0.99});
+        let payment = json!({"out_trade_no": order, "amount": "10.00", "face_code": code});
+        [event(n, "face_captured", capture, true), event(n + 1, "payment_requested", payment, true)]
+    };
+    to(0, event(200, "face_enrolled", json!({"payer_id": "u-f", "embedding": face()}), false)).await;
+    to(0, event(201, "account_funded", json!({"payer_id": "u-f", "amount": "100.00"}), false)).await;
+    let done = outcomes(&cfg, &[id(200), id(201)]).await;
+    assert!(done.iter().all(|o| o["type"] == "applied"), "{done:?}");
+    let answered = tokio::time::Instant::now();
+    for bytes in pay(210) {
+        to(1, bytes).await;
+    }
+    let paid = outcomes(&cfg, &[id(211)]).await;
+    assert_eq!(paid[0]["payload"]["status"], "PAID", "the other matcher knew the face: {:?}", paid[0]);
+    assert!(answered.elapsed() < Duration::from_secs(5), "paid {:?} after the enrolment", answered.elapsed());
+
+    to(0, event(220, "face_deleted", json!({"payer_id": "u-f"}), false)).await;
+    outcomes(&cfg, &[id(220)]).await;
+    for bytes in pay(230) {
+        to(1, bytes).await;
+    }
+    let declined = outcomes(&cfg, &[id(231)]).await;
+    assert_eq!(declined[0]["payload"]["status"], "DECLINED", "deleted through the other: {:?}", declined[0]);
+    let (balance_fen, _) = run.store.wallet(&facepay_domain::PayerId::parse("u-f").unwrap()).await.unwrap().unwrap();
+    assert_eq!(balance_fen, 9_000, "paid once, from the enrolled payer");
+    stop(second).await;
     stop(first).await;
 }
 

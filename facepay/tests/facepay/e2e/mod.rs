@@ -1,9 +1,10 @@
 //! End to end: the embedded pipeline under a simulated fleet, and the production profile
 //! over a real Kafka-API broker and PostgreSQL: transport and poison messages, Kafka equal to
-//! embedded, two processes sharing the partitions, kill -9 under load, PostgreSQL and broker
-//! restarts.
+//! embedded, two processes sharing the partitions, kill -9 under load, three processes killed
+//! in turn (chaos), PostgreSQL and broker restarts.
 
 mod broker_restart;
+mod chaos;
 mod crash;
 mod data_dir;
 mod embedded_pipeline;
