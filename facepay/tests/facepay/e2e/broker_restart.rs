@@ -92,6 +92,6 @@ async fn broker_restarted_mid_run_the_service_rides_it_out_and_loses_nothing() {
     let broker_log = data.path().join("tansu.log");
     let logs_tail = format!("\n--- serve ---\n{}\n--- tansu ---\n{}", tail(&log), tail(&broker_log));
     assert!(serve.0.try_wait().unwrap().is_none(), "the service is still running{logs_tail}");
-    crate::support::assert_exactly_once(&db, store.clone(), &cfg, &sent, &logs_tail).await;
     drop(serve);
+    crate::support::assert_exactly_once(&db, store.clone(), &cfg, &sent, &logs_tail).await;
 }

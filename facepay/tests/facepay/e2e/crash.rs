@@ -75,6 +75,8 @@ async fn crash(whole: bool) {
     // Let the last process finish: every event answered, the outbox drained.
     crate::support::settle(&db, store.as_ref(), sent.answerable(), Duration::from_secs(180)).await;
     let logs_tail = format!("\n--- ledger ---\n{}\n--- matcher ---\n{}", tail(&ledger_log), tail(&match_log));
+    drop(matcher);
+    drop(ledger);
     crate::support::assert_exactly_once(&db, store.clone(), &cfg, &sent, &logs_tail).await;
     let text = std::fs::read_to_string(&ledger_log).unwrap();
     for line in text.lines().filter(|l| l.contains("outbox relay took the lease")) {
@@ -82,6 +84,4 @@ async fn crash(whole: bool) {
     }
     let restarts = text.matches("stages started").count();
     assert_eq!(restarts, KILLS + 1, "the ledger process started once and after each kill{logs_tail}");
-    drop(matcher);
-    drop(ledger);
 }

@@ -68,10 +68,10 @@ async fn postgres_restarted_mid_run_the_service_rides_it_out_and_loses_nothing()
     assert!(serve.0.try_wait().unwrap().is_none(), "the service is still running{logs_tail}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("stage failed; restarting"), "the outage was seen and ridden out{logs_tail}");
+    drop(serve);
     crate::support::assert_exactly_once(&db, store.clone(), &cfg, &sent, &logs_tail).await;
     // An outage is no reason to refuse a payment: it is retried, never decided as refused.
     let refused = store.rejected(u32::MAX).await.unwrap();
     let refused: Vec<_> = refused.iter().filter(|r| r.reason_code == "STORE_REFUSED").collect();
     assert!(refused.is_empty(), "the outage refused commands: {refused:?}");
-    drop(serve);
 }

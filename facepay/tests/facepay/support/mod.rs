@@ -231,7 +231,9 @@ pub async fn settle(db: &str, store: &dyn facepay_ledger::LedgerStore, events: u
     }
 }
 
-/// Asserts what a run must leave, however it was disturbed: every event kept once; on the
+/// Asserts what a run must leave, however it was disturbed (every process stopped first: a
+/// running one goes on sweeping, and the log and the projections are read one after the
+/// other): every event kept once; on the
 /// topics one outcome per signed event and one dead letter per signed bad one, none twice; the ledger
 /// balanced, no order paid twice, no overdraft, replay equal to the live projections.
 pub async fn assert_exactly_once(
