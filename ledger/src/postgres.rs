@@ -558,10 +558,11 @@ async fn write_batch(tx: &mut Transaction<'static, Postgres>, batch: &CommitBatc
     write_transport(tx, &batch.offsets, &batch.outbox).await
 }
 
-/// Locks the orders `read` names (in key order, so two commits never wait on each other in a
-/// circle) and refuses the commit as a write conflict if one changed since it was read: of
-/// two processes deciding one order at once, the second decides again on what the first
-/// wrote. (SQLite needs no lock: one process decides there, its ledger stage and sweeper
+/// Takes a transaction lock on each order `read` names, whether or not its row exists yet
+/// (an advisory lock on a hash of its key, in hash order, so two commits never wait on each
+/// other in a circle), then refuses the commit as a write conflict if one changed since it was
+/// read: of two processes deciding one order at once, even one that did not exist, the second
+/// decides again on what the first wrote. (SQLite needs no lock: one process decides there, its ledger stage and sweeper
 /// under one ledger's lock.)
 async fn orders_unchanged(
     tx: &mut Transaction<'static, Postgres>,
@@ -571,7 +572,8 @@ async fn orders_unchanged(
         return Ok(());
     }
     let (merchants, orders): (Vec<&str>, Vec<&str>) = read.iter().map(|((m, o), _)| (m.as_str(), o.as_str())).unzip();
-    let rows = sqlx::query(LOCK_ORDERS).bind(merchants).bind(orders).fetch_all(&mut **tx).await?;
+    sqlx::query(LOCK_ORDERS).bind(&merchants).bind(&orders).fetch_all(&mut **tx).await?;
+    let rows = sqlx::query(BY_ORDER).bind(&merchants).bind(&orders).fetch_all(&mut **tx).await?;
     let mut now: HashMap<(String, String), i64> = HashMap::with_capacity(rows.len());
     for r in &rows {
         let at: DateTime<Utc> = r.try_get("updated_at")?;
@@ -585,9 +587,8 @@ async fn orders_unchanged(
     Ok(())
 }
 
-const LOCK_ORDERS: &str = "SELECT merchant_id, out_trade_no, updated_at FROM orders \
-    WHERE (merchant_id, out_trade_no) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) \
-    ORDER BY merchant_id, out_trade_no FOR UPDATE";
+const LOCK_ORDERS: &str = "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT \
+    hashtextextended(m || '/' || o, 0) AS h FROM UNNEST($1::text[], $2::text[]) AS k(m, o) ORDER BY h) locks";
 
 /// Keeps rejected events.
 async fn write_rejected(tx: &mut Transaction<'static, Postgres>, rejected: &[RejectedEvent]) -> Result<(), StoreError> {

@@ -297,8 +297,9 @@ impl Ledger {
             true => cache.state_of(&keys, self.store.as_ref()).await?,
             false => self.store.load(&keys).await?,
         };
-        let orders_read = keys.orders.iter().map(|k| (k.clone(), state.orders.get(k).map(|o| o.updated_at))).collect();
-        let mut batch = CommitBatch { orders_read, ..CommitBatch::default() };
+        let orders_read: Vec<_> =
+            keys.orders.iter().map(|k| (k.clone(), state.orders.get(k).map(|o| o.updated_at))).collect();
+        let mut batch = CommitBatch::default();
         let mut outcomes = Vec::with_capacity(commands.len());
         for cmd in commands {
             // A repeat is answered again to its caller, but published only the first time.
@@ -322,6 +323,10 @@ impl Ledger {
             }
         }
         batch.projections.state = state;
+        // Guarded at commit: the orders this batch writes, as it read them (a read-only look,
+        // a query's, overwrites nothing).
+        let written = &batch.projections.keys.orders;
+        batch.orders_read = orders_read.into_iter().filter(|(k, _)| written.contains(k)).collect();
         batch.offsets = delivery.offsets.clone();
         if let Err(err) = self.store.commit(&batch).await {
             // The commit's fate is unknown (it may have landed): trust the store alone.

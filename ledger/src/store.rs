@@ -95,8 +95,8 @@ pub struct CommitBatch {
     pub offsets: Vec<ConsumerOffset>,
     /// Messages to publish once the batch is durable (the transactional outbox).
     pub outbox: Vec<OutboxMessage>,
-    /// Each order the batch decided on, with its `updated_at` as read (`None`: absent). On
-    /// PostgreSQL, where several processes decide, the commit locks these rows first and is a
+    /// Each order the batch writes, with its `updated_at` as read (`None`: absent). On
+    /// PostgreSQL, where several processes decide, the commit locks these keys first and is a
     /// write conflict if any changed since (a payer's partition and an order's, or the
     /// sweeper, deciding the same order at once): decided again, never overwritten.
     pub orders_read: Vec<(crate::model::OrderKey, Option<DateTime<Utc>>)>,
