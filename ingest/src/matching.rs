@@ -73,7 +73,7 @@ impl MatchStage {
     }
 
     /// Applies changed faces from the gallery feed (`None`: deleted), up to `position`.
-    pub fn apply_faces(&mut self, faces: Vec<crate::faces::FaceChange>, position: i64) {
+    fn apply_faces(&mut self, faces: Vec<crate::faces::FaceChange>, position: i64) {
         for (payer, face) in faces {
             match face {
                 Some((embedding, phone_last4)) => self.gallery.enroll(payer, &embedding, phone_last4),
@@ -87,7 +87,7 @@ impl MatchStage {
 
     /// Replaces the gallery with one reloaded from the store, current to `position`; the
     /// member lists go with it.
-    pub fn replace_gallery(&mut self, gallery: Gallery, position: i64) {
+    fn replace_gallery(&mut self, gallery: Gallery, position: i64) {
         self.gallery = gallery;
         self.feed_position = Some(position);
     }

@@ -18,9 +18,9 @@ use facepay_domain::limits::KAFKA_GAP_REWIND_MAX;
 
 /// Stage 3 over Kafka: ledger commands in, batches decided and committed with their
 /// consumer offsets, outcomes into the outbox. Its partitions are owned through the
-/// database ([`OwnedPartitions`]), each resumed from the offset stored with its last commit. A message below the offset the database
-/// holds for its partition was already committed (by this process or a predecessor) and is
-/// skipped. Each committed batch wakes `outbox_written`'s waiter: this process's relay, which
+/// database ([`OwnedPartitions`]), each resumed from the offset stored with its last commit.
+/// A message below the offset the database holds for its partition was already committed (by
+/// this process or a predecessor) and is skipped. Each committed batch wakes `outbox_written`'s waiter: this process's relay, which
 /// then publishes at once instead of at its next poll.
 pub async fn run_ledger_stage(
     cfg: KafkaConfig,
