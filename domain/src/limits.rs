@@ -310,6 +310,13 @@ pub const LEDGER_CONFLICT_PAUSE_MS_MAX: u64 = 20;
 /// this (stopped for a day) reloads the whole gallery instead of following it.
 pub const GALLERY_FEED_KEEP_MS: u64 = 24 * 60 * 60 * 1_000;
 
+/// Tries of the face key file's erasure checkpoint (`wal_checkpoint(TRUNCATE)`) while other
+/// processes read the file; past them the deletion is retried by its caller.
+pub const FACE_KEYS_ERASE_TRIES_MAX: u32 = 20;
+
+/// Pause between two tries of the face key file's erasure checkpoint.
+pub const FACE_KEYS_ERASE_PAUSE_MS: u64 = 50;
+
 /// Most gallery changes a matcher applies per read of the feed.
 pub const GALLERY_FEED_BATCH_MAX: u32 = 1_024;
 

@@ -10,6 +10,7 @@ use facepay_sim::kafka::SimulateOptions;
 use crate::app::{check_profile, open_store};
 use crate::config::Config;
 use crate::demo::{self, DemoOptions};
+use crate::faces::{self, FacesWhat};
 use crate::keys::{self, KeysWhat};
 use crate::reconcile::{self, ReconcileArgs};
 use crate::serve;
@@ -84,6 +85,11 @@ enum Command {
         #[command(subcommand)]
         what: KeysWhat,
     },
+    /// The gallery at rest: `verify-erasure PAYER` audits a deleted face.
+    Faces {
+        #[command(subcommand)]
+        what: FacesWhat,
+    },
 }
 
 /// The simulated fleet: the same seed gives the same events.
@@ -120,6 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Register { merchant, name, store, device } => register(merchant, name, store, device, &config).await,
         Command::Simulate { kafka: _, json, rate, fleet } => simulate(json, rate, fleet, &config).await,
         Command::Keys { what } => keys::run(what, &config).await,
+        Command::Faces { what } => faces::run(what, &config).await,
     }
 }
 

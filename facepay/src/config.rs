@@ -12,6 +12,7 @@ use facepay_domain::limits::{KEY_PEPPER_BYTES_MIN, SWEEP_INTERVAL_MS};
 use facepay_ingest::authenticity::DeviceVerifier;
 use facepay_ingest::faces::{FaceStore, Shard};
 use facepay_ingest::PipelineConfig;
+use facepay_ledger::face_keys::FaceKeyFile;
 use facepay_ledger::LedgerStore;
 use facepay_matcher::vault::{MasterKey, Vault};
 use facepay_matcher::MatchPolicy;
@@ -58,6 +59,11 @@ pub struct Config {
     /// key. Set: the gallery is kept in the store, sealed, and loaded at start-up; unset: the
     /// gallery lives in memory only.
     pub face_master_key: Option<Secret>,
+    /// `FACEPAY_FACE_KEYS_PATH`: the face key file, where each payer's wrapped data key lives
+    /// apart from the ledger's tables (deleting one there is real; see docs/SECURITY.md).
+    /// Default: `face-keys.db` beside an SQLite database; with PostgreSQL it must be set
+    /// (every matcher process on the host shares it).
+    pub face_keys_path: Option<PathBuf>,
     /// `FACEPAY_MATCHER_SHARD` = `i/N`, default `0/1`: this process serves the payers with
     /// `shard_hash % N == i`.
     pub matcher_shard: Shard,
@@ -102,6 +108,11 @@ impl Config {
         if let Some(key) = &face_master_key {
             MasterKey::from_hex(key.expose()).context("FACEPAY_FACE_MASTER_KEY")?;
         }
+        let face_keys_path = var("FACEPAY_FACE_KEYS_PATH").map(PathBuf::from).or_else(|| beside_sqlite(&database_url));
+        anyhow::ensure!(
+            face_master_key.is_none() || face_keys_path.is_some(),
+            "FACEPAY_FACE_MASTER_KEY with PostgreSQL needs FACEPAY_FACE_KEYS_PATH (the face key file, on this host)"
+        );
         let key_pepper = key_pepper(var("FACEPAY_KEY_PEPPER"), &data_dir)?;
         let matcher_shard = match var("FACEPAY_MATCHER_SHARD") {
             None => Shard::ALL,
@@ -124,6 +135,7 @@ impl Config {
             data_dir,
             match_policy: MatchPolicy::from_env()?,
             face_master_key,
+            face_keys_path,
             key_pepper,
             matcher_shard,
             sweep_interval: std::time::Duration::from_millis(match var("FACEPAY_SWEEP_INTERVAL_MS") {
@@ -133,14 +145,16 @@ impl Config {
         })
     }
 
-    /// The pipeline settings this configuration asks for, the gallery at rest over `store`.
-    pub fn pipeline(&self, store: &Arc<dyn LedgerStore>) -> anyhow::Result<PipelineConfig> {
-        let faces = match &self.face_master_key {
-            Some(key) => {
+    /// The pipeline settings this configuration asks for, the gallery at rest over `store`
+    /// and the face key file.
+    pub async fn pipeline(&self, store: &Arc<dyn LedgerStore>) -> anyhow::Result<PipelineConfig> {
+        let faces = match (&self.face_master_key, &self.face_keys_path) {
+            (Some(key), Some(path)) => {
                 let vault = Vault::new(MasterKey::from_hex(key.expose())?);
-                Some(FaceStore::new(store.clone(), vault, self.matcher_shard))
+                let keys = FaceKeyFile::open(path).await?;
+                Some(FaceStore::new(store.clone(), keys, vault, self.matcher_shard))
             }
-            None => None,
+            _ => None,
         };
         let verifier = Arc::new(DeviceVerifier::new(self.key_pepper.clone()));
         Ok(PipelineConfig {
@@ -191,6 +205,17 @@ fn parse_shard(s: &str) -> Option<Shard> {
     let (index, count): (u32, u32) = (i.trim().parse().ok()?, n.trim().parse().ok()?);
     (index < count).then_some(Shard { index, count })
 }
+
+/// `face-keys.db` in the folder of the SQLite database at `url`, if it is one.
+fn beside_sqlite(url: &str) -> Option<PathBuf> {
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = Path::new(path.split('?').next()?);
+    (!path.as_os_str().is_empty() && !path.to_string_lossy().contains(":memory:"))
+        .then(|| path.parent().unwrap_or(Path::new("")).join(FACE_KEYS_FILE))
+}
+
+/// The face key file's name beside an SQLite database.
+pub const FACE_KEYS_FILE: &str = "face-keys.db";
 
 pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}", path.display())

@@ -1,6 +1,6 @@
 //! The `facepay` binary's library: its configuration, the wiring of one facepay, and its
 //! commands (`demo`, `serve`, `reconcile`, `replay`, `verify`, `register`, `simulate`,
-//! `keys`). The benchmarks are the `facepay-bench` binary's (crate `bench`).
+//! `keys`, `faces`). The benchmarks are the `facepay-bench` binary's (crate `bench`).
 //!
 //! # Layout
 //! - [`cli`]: the command line, one function per command.
@@ -14,11 +14,13 @@
 //!   pipeline, and its report.
 //! - [`reconcile`]: `facepay reconcile`, and the demo's day reconciled.
 //! - [`keys`]: `facepay keys`.
+//! - [`faces`]: `facepay faces verify-erasure`, the audit of a deleted face.
 
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod faces;
 pub mod keys;
 pub mod production;
 pub mod reconcile;

@@ -19,7 +19,7 @@ pub async fn run(stages: Option<&str>, config: &Config) -> anyhow::Result<()> {
     match &config.kafka_brokers {
         Some(brokers) => serve_production(stores, brokers, roles, config).await,
         None if roles == Roles::ALL => {
-            let pipeline = config.pipeline(&stores.ledger)?;
+            let pipeline = config.pipeline(&stores.ledger).await?;
             serve_app(App::start(stores, pipeline).await?, config).await
         }
         None => anyhow::bail!("--stages splits the stages over Kafka; set FACEPAY_KAFKA_BROKERS"),
@@ -44,7 +44,7 @@ pub async fn serve_app(mut app: App, config: &Config) -> anyhow::Result<()> {
 
 async fn serve_production(stores: Stores, brokers: &str, roles: Roles, config: &Config) -> anyhow::Result<()> {
     let cfg = KafkaConfig::from_env(brokers);
-    let pipeline = config.pipeline(&stores.ledger)?;
+    let pipeline = config.pipeline(&stores.ledger).await?;
     let mut prod = production::start_with(stores, cfg, roles, pipeline).await?;
     if let Some(addr) = config.metrics_addr {
         spawn_metrics(addr).await?;

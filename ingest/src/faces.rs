@@ -1,5 +1,7 @@
 //! The gallery at rest: enrolments and deletions go to the store sealed by the matcher's
-//! [`Vault`]; a matcher process loads its shard of the gallery at start-up.
+//! [`Vault`]; a matcher process loads its shard of the gallery at start-up. The sealed
+//! templates are in the ledger's append-only log; each payer's wrapped data key is in the
+//! face key file ([`FaceKeyFile`]), where deleting it is real.
 //!
 //! Sharding: payer `p` belongs to shard `shard_hash(p) % count` (a stable FNV-1a hash of the
 //! payer id), so N matcher processes split a large gallery between them, each loading and
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use facepay_domain::limits::{GALLERY_FEED_BATCH_MAX, MATCH_CAPTURE_MEMO_WINDOW_MS, MATCH_MEMORY_CAPTURES_MAX};
 use facepay_domain::{Embedding, FaceCode, MerchantId, PayerId, PhoneLast4};
+use facepay_ledger::face_keys::{FaceKeyFile, KeyFileError, KeyRecord, Trace};
 use facepay_ledger::store::{CaptureMemo, StoredFace};
 use facepay_ledger::{Identity, LedgerStore, StoreError};
 use facepay_matcher::vault::{Sealed, Vault, VaultError};
@@ -25,6 +28,12 @@ use facepay_matcher::Gallery;
 pub enum FaceStoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The key file's files could not be read for an erasure audit.
+    #[error("scanning the face key file: {0}")]
+    Scan(String),
+    /// The face key file failed, or a deletion's erasure is not final yet (retry it).
+    #[error(transparent)]
+    Keys(#[from] KeyFileError),
     /// A stored template did not open (wrong master key or tampered data); names the payer.
     #[error("face of payer {payer}: {source}")]
     Vault {
@@ -76,31 +85,61 @@ pub fn shard_hash(payer: &PayerId) -> u32 {
     payer.as_str().bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
-/// The store and the vault of one matcher process.
+/// What [`FaceStore::verify_erasure`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ErasureReport {
+    pub payer_id: String,
+    /// Everything below says the face is gone.
+    pub erased: bool,
+    /// The ledger still names a live face for the payer.
+    pub live_face: bool,
+    /// Keys of the payer the key file still holds.
+    pub keys_kept: u64,
+    /// Sealed templates of the payer in the append-only log (they stay; sealed).
+    pub templates_logged: usize,
+    /// Of those, how many still open.
+    pub templates_opening: usize,
+    /// The files searched.
+    pub key_files: Vec<String>,
+    /// Bytes of the payer's key records found in them.
+    pub traces: Vec<Trace>,
+}
+
+/// Legacy keys moved from the ledger's database to the key file per round.
+const LEGACY_KEYS_BATCH: u32 = 1_000;
+
+/// The store, the key file and the vault of one matcher process.
 #[derive(Clone)]
 pub struct FaceStore {
     store: Arc<dyn LedgerStore>,
+    keys: FaceKeyFile,
     vault: Arc<Vault>,
     shard: Shard,
 }
 
 impl std::fmt::Debug for FaceStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaceStore").field("shard", &self.shard).finish_non_exhaustive()
+        f.debug_struct("FaceStore").field("shard", &self.shard).field("keys", &self.keys).finish_non_exhaustive()
     }
 }
 
 impl FaceStore {
-    pub fn new(store: Arc<dyn LedgerStore>, vault: Vault, shard: Shard) -> Self {
-        Self { store, vault: Arc::new(vault), shard }
+    pub fn new(store: Arc<dyn LedgerStore>, keys: FaceKeyFile, vault: Vault, shard: Shard) -> Self {
+        Self { store, keys, vault: Arc::new(vault), shard }
     }
 
     pub fn shard(&self) -> Shard {
         self.shard
     }
 
-    /// Seals and stores `payer`'s template (a fresh data key; the previous one, if any, is
-    /// replaced and so shredded). The embedding was validated and normalised on parsing.
+    /// The face key file.
+    pub fn keys(&self) -> &FaceKeyFile {
+        &self.keys
+    }
+
+    /// Seals and stores `payer`'s template under a fresh data key: the key is kept first, the
+    /// template and its gallery change next, and then the payer's earlier keys are shredded
+    /// (a crash in between leaves an extra key, never a face without one).
     pub async fn enrol(
         &self,
         payer: &PayerId,
@@ -109,15 +148,13 @@ impl FaceStore {
         at: DateTime<Utc>,
     ) -> Result<(), FaceStoreError> {
         let Sealed { key_id, wrapped_key, ciphertext } = self.vault.seal(payer, embedding);
-        let face = StoredFace {
-            payer_id: payer.clone(),
-            phone_last4,
-            shard_hash: shard_hash(payer),
-            key_id,
-            wrapped_key,
-            ciphertext,
-        };
-        Ok(self.store.face_enrol(&face, at).await?)
+        let shard_hash = shard_hash(payer);
+        let key = KeyRecord { payer_id: payer.clone(), key_id, shard_hash, phone_last4, wrapped_key };
+        self.keys.put(&key, at).await?;
+        let face = StoredFace { payer_id: payer.clone(), shard_hash, key_id, ciphertext };
+        self.store.face_enrol(&face, at).await?;
+        self.keys.shred(payer, Some(key_id)).await?;
+        Ok(())
     }
 
     /// Keeps what `captures` resolved to, identified `at`, and forgets those older than
@@ -158,15 +195,39 @@ impl FaceStore {
             .collect())
     }
 
-    /// Destroys `payer`'s data key: every template of theirs in the log becomes unreadable.
+    /// Destroys `payer`'s data keys for good (see [`FaceKeyFile`]), then forgets their live
+    /// face and tells every matcher: every template of theirs in the log becomes noise.
+    /// Whether they had a face. Repeating it is harmless.
     pub async fn delete(&self, payer: &PayerId) -> Result<bool, FaceStoreError> {
-        Ok(self.store.face_delete(payer).await?)
+        let shredded = self.keys.shred(payer, None).await?;
+        let live = self.store.face_delete(payer).await?;
+        Ok(live || shredded > 0)
+    }
+
+    /// Moves wrapped keys the ledger's database still holds from before migration 0020 into
+    /// the key file, then deletes them there. How many were moved.
+    pub async fn move_legacy_keys(&self) -> Result<usize, FaceStoreError> {
+        let mut moved = 0;
+        loop {
+            let legacy = self.store.face_keys_legacy(LEGACY_KEYS_BATCH).await?;
+            if legacy.is_empty() {
+                return Ok(moved);
+            }
+            let now = Utc::now();
+            for key in &legacy {
+                self.keys.put(key, now).await?;
+            }
+            let ids: Vec<uuid::Uuid> = legacy.iter().map(|k| k.key_id).collect();
+            self.store.face_keys_legacy_forget(&ids).await?;
+            moved += legacy.len();
+        }
     }
 
     /// This shard's gallery as [`Self::load`] reads it, and the gallery feed's position it is
     /// current to: read first, so a change that lands while the gallery loads is applied
     /// again when the feed is followed (applying a change twice is harmless).
     pub async fn load_following(&self) -> Result<(Gallery, i64), FaceStoreError> {
+        self.move_legacy_keys().await?;
         let head = self.store.face_feed_head().await?;
         Ok((self.load().await?, head))
     }
@@ -185,7 +246,10 @@ impl FaceStore {
         let mut faces = Vec::with_capacity(payers.len());
         for payer in payers {
             let face = match self.store.face_of(&payer).await? {
-                Some(face) => Some(self.open(face)?),
+                Some(face) => match self.keys.get(face.key_id).await? {
+                    Some(key) => Some(self.open(face, key)?),
+                    None => None, // shredded: its deletion is on its way
+                },
                 None => None,
             };
             faces.push((payer, face));
@@ -193,14 +257,14 @@ impl FaceStore {
         Ok(FeedRead::Changes { to, faces })
     }
 
-    /// A stored face opened: its embedding and phone digits.
-    fn open(&self, face: StoredFace) -> Result<(Embedding, Option<PhoneLast4>), FaceStoreError> {
-        let sealed = Sealed { key_id: face.key_id, wrapped_key: face.wrapped_key, ciphertext: face.ciphertext };
+    /// A stored face opened with its key: its embedding and phone digits.
+    fn open(&self, face: StoredFace, key: KeyRecord) -> Result<(Embedding, Option<PhoneLast4>), FaceStoreError> {
+        let sealed = Sealed { key_id: face.key_id, wrapped_key: key.wrapped_key, ciphertext: face.ciphertext };
         let embedding = self
             .vault
             .open(&face.payer_id, &sealed)
             .map_err(|source| FaceStoreError::Vault { payer: face.payer_id.to_string(), source })?;
-        Ok((embedding, face.phone_last4))
+        Ok((embedding, key.phone_last4))
     }
 
     /// This shard's gallery, opened and enrolled into a fresh [`Gallery`], with the open
@@ -209,9 +273,14 @@ impl FaceStore {
     pub async fn load(&self) -> Result<Gallery, FaceStoreError> {
         let mut gallery = Gallery::new();
         self.restore_members(&mut gallery).await?;
-        for face in self.store.face_gallery(self.shard.index, self.shard.count.max(1)).await? {
+        let (index, count) = (self.shard.index, self.shard.count.max(1));
+        let mut keys: std::collections::HashMap<uuid::Uuid, KeyRecord> =
+            self.keys.shard(index, count).await?.into_iter().map(|k| (k.key_id, k)).collect();
+        for face in self.store.face_gallery(index, count).await? {
+            // A live face without its key: shredded, its deletion on its way.
+            let Some(key) = keys.remove(&face.key_id) else { continue };
             let payer = face.payer_id.clone();
-            let (embedding, phone_last4) = self.open(face)?;
+            let (embedding, phone_last4) = self.open(face, key)?;
             gallery.enroll(payer, &embedding, phone_last4);
         }
         Ok(gallery)
@@ -241,10 +310,37 @@ impl FaceStore {
         Ok(open)
     }
 
+    /// Whether `payer`'s face is gone for good: no live face, no key in the key file, none of
+    /// their logged templates opens, and no trace of any of their keys' records (payer id,
+    /// key ids) in the key file's files.
+    pub async fn verify_erasure(&self, payer: &PayerId) -> Result<ErasureReport, FaceStoreError> {
+        let live_face = self.store.face_of(payer).await?.is_some();
+        let keys_kept = self.keys.count_of(payer).await?;
+        let templates = self.open_all(payer).await?;
+        let logged = self.store.face_ciphertexts(payer).await?;
+        let mut needles = vec![("payer id".to_string(), payer.as_str().as_bytes().to_vec())];
+        needles.extend(logged.iter().map(|(key_id, _)| (format!("key id {key_id}"), key_id.to_string().into_bytes())));
+        let traces = self.keys.traces(&needles).map_err(|e| FaceStoreError::Scan(e.to_string()))?;
+        let templates_opening = templates.iter().filter(|t| t.is_ok()).count();
+        Ok(ErasureReport {
+            payer_id: payer.to_string(),
+            erased: !live_face && keys_kept == 0 && templates_opening == 0 && traces.is_empty(),
+            live_face,
+            keys_kept,
+            templates_logged: templates.len(),
+            templates_opening,
+            key_files: self.keys.files().iter().map(|f| f.display().to_string()).collect(),
+            traces,
+        })
+    }
+
     /// Opens every template the log still holds for `payer`; after a deletion none opens.
     pub async fn open_all(&self, payer: &PayerId) -> Result<Vec<Result<Embedding, VaultError>>, FaceStoreError> {
-        let live = self.store.face_gallery(self.shard.index, self.shard.count.max(1)).await?;
-        let wrapped = live.into_iter().find(|f| &f.payer_id == payer).map(|f| f.wrapped_key).unwrap_or_default();
+        let live = match self.store.face_of(payer).await? {
+            Some(face) => self.keys.get(face.key_id).await?,
+            None => None,
+        };
+        let wrapped = live.map(|k| k.wrapped_key).unwrap_or_default();
         let logged = self.store.face_ciphertexts(payer).await?;
         Ok(logged
             .into_iter()

@@ -22,6 +22,8 @@
 //! - `sqlite_raw`: prepared statements on SQLite's own handle for a bill's bulk rows (the
 //!   crate's only `unsafe`).
 //! - [`credentials`]: API keys and the audit log of admin and finance actions.
+//! - [`face_keys`]: each payer's wrapped data key, in a SQLite file of its own where deletion
+//!   is real (crypto-shredding that survives a look at the disk).
 //! - [`audit`]: the hash chain over each stream's events, and its verifier.
 //! - `timestamp`: the one text form of an instant the ledger writes (hashed by the audit
 //!   chain, stored by the embedded store).
@@ -34,6 +36,7 @@ pub mod audit;
 pub mod command;
 pub mod core;
 pub mod credentials;
+pub mod face_keys;
 pub mod lifecycle;
 pub mod lookup;
 pub mod model;

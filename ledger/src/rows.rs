@@ -146,17 +146,26 @@ pub(crate) fn member_view_from(r: &dyn Cells) -> Result<crate::store::MemberView
 
 /// A live face of the gallery at rest: the payer's live key and the template it seals.
 pub(crate) fn stored_face_from(r: &dyn Cells) -> Result<crate::store::StoredFace, StoreError> {
+    Ok(crate::store::StoredFace {
+        payer_id: id("payer id", r.text("payer_id")?, PayerId::parse)?,
+        shard_hash: u32::try_from(r.int("shard_hash")?).map_err(|e| corrupt("shard hash", "out of range", e))?,
+        key_id: r.uuid("key_id")?,
+        ciphertext: r.bytes("ciphertext")?,
+    })
+}
+
+/// A wrapped key of the ledger's `face_keys` from before migration 0020.
+pub(crate) fn legacy_key_from(r: &dyn Cells) -> Result<crate::face_keys::KeyRecord, StoreError> {
     let phone_last4 = match r.opt_text("phone_last4")? {
         Some(p) => Some(id("phone digits", p, |p| facepay_domain::PhoneLast4::parse(&p))?),
         None => None,
     };
-    Ok(crate::store::StoredFace {
+    Ok(crate::face_keys::KeyRecord {
         payer_id: id("payer id", r.text("payer_id")?, PayerId::parse)?,
-        phone_last4,
-        shard_hash: u32::try_from(r.int("shard_hash")?).map_err(|e| corrupt("shard hash", "out of range", e))?,
         key_id: r.uuid("key_id")?,
+        shard_hash: u32::try_from(r.int("shard_hash")?).map_err(|e| corrupt("shard hash", "out of range", e))?,
+        phone_last4,
         wrapped_key: r.bytes("wrapped_key")?,
-        ciphertext: r.bytes("ciphertext")?,
     })
 }
 

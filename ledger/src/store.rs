@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use facepay_domain::{DeviceRef, MerchantId, OrderStatus, OutTradeNo, PayerId, PhoneLast4};
+use facepay_domain::{DeviceRef, MerchantId, OrderStatus, OutTradeNo, PayerId};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -188,19 +188,16 @@ pub struct CaptureMemo {
     pub captured_at: DateTime<Utc>,
 }
 
-/// A payer's sealed face template as the store keeps it (the matcher's gallery at rest):
-/// the ciphertext and the wrapped data key that opens it. Only byte counts are printed.
+/// A payer's sealed face template as the ledger keeps it (the matcher's gallery at rest):
+/// the ciphertext and the id of the data key that opens it. The key itself is not here: it
+/// lives in the face key file ([`crate::face_keys`]). Only byte counts are printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredFace {
     pub payer_id: PayerId,
-    /// The digits the payer enrolled with, for the phone-narrowed search.
-    pub phone_last4: Option<PhoneLast4>,
     /// Stable hash of the payer id; shard `i` of `n` holds the payers with `shard_hash % n == i`.
     pub shard_hash: u32,
     /// The data key's id, bound into both seals.
     pub key_id: Uuid,
-    /// The payer's data key sealed under the master key; deleting it shreds the template.
-    pub wrapped_key: Vec<u8>,
     /// The template sealed under the data key.
     pub ciphertext: Vec<u8>,
 }
@@ -211,9 +208,8 @@ impl std::fmt::Debug for StoredFace {
             .field("payer_id", &self.payer_id)
             .field("shard_hash", &self.shard_hash)
             .field("key_id", &self.key_id)
-            .field("wrapped_key_bytes", &self.wrapped_key.len())
             .field("ciphertext_bytes", &self.ciphertext.len())
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -326,15 +322,24 @@ pub trait TransportStore: Send + Sync + 'static {
     async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
 }
 
-/// The face gallery at rest (migration 0005): sealed templates and the keys that shred them.
+/// The face gallery at rest (migrations 0005, 0020): sealed templates and which key opens
+/// each payer's live one (the keys are in the face key file, [`crate::face_keys`]).
 #[async_trait]
 pub trait FaceVault: Send + Sync + 'static {
-    /// Appends `face`'s sealed template to the append-only log and makes its wrapped key the
-    /// payer's one live key (replacing an earlier enrolment's), in one transaction.
+    /// Appends `face`'s sealed template to the append-only log and makes it the payer's live
+    /// one (replacing an earlier enrolment's), in one transaction with its gallery change.
     async fn face_enrol(&self, face: &StoredFace, at: DateTime<Utc>) -> Result<(), StoreError>;
 
-    /// Destroys `payer`'s live key (crypto-shredding); `true` if there was one.
+    /// Forgets `payer`'s live face (its key is shredded in the key file); `true` if there was
+    /// one. The gallery change is written either way.
     async fn face_delete(&self, payer: &PayerId) -> Result<bool, StoreError>;
+
+    /// Up to `limit` wrapped keys still in the ledger's database from before migration 0020,
+    /// for the matcher to move to the key file.
+    async fn face_keys_legacy(&self, limit: u32) -> Result<Vec<crate::face_keys::KeyRecord>, StoreError>;
+
+    /// Deletes these moved keys from the ledger's database.
+    async fn face_keys_legacy_forget(&self, key_ids: &[Uuid]) -> Result<(), StoreError>;
 
     /// The live faces of shard `shard` of `shards` (each payer's template of their live key),
     /// ordered by payer id.

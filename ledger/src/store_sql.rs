@@ -534,16 +534,13 @@ macro_rules! faces_sql {
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
-                    "INSERT INTO face_keys (payer_id, key_id, shard_hash, phone_last4, wrapped_key, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (payer_id) DO UPDATE SET key_id = excluded.key_id, \
-                     shard_hash = excluded.shard_hash, phone_last4 = excluded.phone_last4, \
-                     wrapped_key = excluded.wrapped_key, created_at = excluded.created_at",
+                    "INSERT INTO face_live (payer_id, key_id, shard_hash, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (payer_id) DO UPDATE SET key_id = excluded.key_id, \
+                     shard_hash = excluded.shard_hash, created_at = excluded.created_at",
                 )
                 .bind(payer)
                 .bind(&key_id)
                 .bind(i64::from(face.shard_hash))
-                .bind(face.phone_last4.as_ref().map(|p| p.as_str().to_string()))
-                .bind(&face.wrapped_key)
                 .bind(&at)
                 .execute(&mut *tx)
                 .await?;
@@ -554,7 +551,7 @@ macro_rules! faces_sql {
 
             async fn face_delete(&self, payer: &facepay_domain::PayerId) -> Result<bool, $crate::StoreError> {
                 let mut tx = self.begin_write().await?;
-                let done = sqlx::query("DELETE FROM face_keys WHERE payer_id = $1")
+                let done = sqlx::query("DELETE FROM face_live WHERE payer_id = $1")
                     .bind(payer.as_str())
                     .execute(&mut *tx)
                     .await?;
@@ -563,13 +560,38 @@ macro_rules! faces_sql {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn face_keys_legacy(
+                &self,
+                limit: u32,
+            ) -> Result<Vec<$crate::face_keys::KeyRecord>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT payer_id, phone_last4, shard_hash, key_id, wrapped_key FROM face_keys ORDER BY payer_id LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.$read)
+                .await?;
+                rows.iter().map(|r| $crate::rows::legacy_key_from(r)).collect()
+            }
+
+            async fn face_keys_legacy_forget(&self, key_ids: &[uuid::Uuid]) -> Result<(), $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
+                for key_id in key_ids {
+                    sqlx::query("DELETE FROM face_keys WHERE key_id = $1")
+                        .bind(bind_id(key_id))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn face_of(
                 &self,
                 payer: &facepay_domain::PayerId,
             ) -> Result<Option<$crate::store::StoredFace>, $crate::StoreError> {
                 let row = sqlx::query(
-                    "SELECT k.payer_id, k.phone_last4, k.shard_hash, k.key_id, k.wrapped_key, t.ciphertext \
-                     FROM face_keys k JOIN face_templates t ON t.key_id = k.key_id WHERE k.payer_id = $1",
+                    "SELECT k.payer_id, k.shard_hash, k.key_id, t.ciphertext \
+                     FROM face_live k JOIN face_templates t ON t.key_id = k.key_id WHERE k.payer_id = $1",
                 )
                 .bind(payer.as_str())
                 .fetch_optional(&self.$read)
@@ -603,8 +625,8 @@ macro_rules! faces_sql {
                 shards: u32,
             ) -> Result<Vec<$crate::store::StoredFace>, $crate::StoreError> {
                 let rows = sqlx::query(
-                    "SELECT k.payer_id, k.phone_last4, k.shard_hash, k.key_id, k.wrapped_key, t.ciphertext \
-                     FROM face_keys k JOIN face_templates t ON t.key_id = k.key_id \
+                    "SELECT k.payer_id, k.shard_hash, k.key_id, t.ciphertext \
+                     FROM face_live k JOIN face_templates t ON t.key_id = k.key_id \
                      WHERE k.shard_hash % $1 = $2 ORDER BY k.payer_id",
                 )
                 .bind(i64::from(shards.max(1)))

@@ -19,6 +19,7 @@ use facepay_domain::{
 };
 use facepay_ingest::faces::{FaceStore, Shard};
 use facepay_ingest::matching::{MatchStage, Routed};
+use facepay_ledger::face_keys::FaceKeyFile;
 use facepay_ledger::{Command, CommandKind, Identity, Ledger, LedgerStore, PgStore, Policy, SqliteStore};
 use facepay_matcher::synthetic::SyntheticFaces;
 use facepay_matcher::vault::{MasterKey, Vault};
@@ -30,12 +31,13 @@ const PAYERS: usize = 60;
 
 enum Home {
     Dir(#[allow(dead_code)] tempfile::TempDir),
-    Pg(Box<PgConnectOptions>, String),
+    /// The database, and a folder for the face key file.
+    Pg(Box<PgConnectOptions>, String, tempfile::TempDir),
 }
 
 impl Drop for Home {
     fn drop(&mut self) {
-        let Home::Pg(admin, name) = self else { return };
+        let Home::Pg(admin, name, _) = self else { return };
         let (admin, sql) = ((**admin).clone(), format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -55,8 +57,16 @@ async fn open(home: &Home) -> Arc<dyn LedgerStore> {
         Home::Dir(dir) => {
             Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.path().join("f.db").display())).await.unwrap())
         }
-        Home::Pg(admin, name) => Arc::new(PgStore::open_with(admin.clone().database(name)).await.unwrap()),
+        Home::Pg(admin, name, _) => Arc::new(PgStore::open_with(admin.clone().database(name)).await.unwrap()),
     }
+}
+
+/// Opens the face key file of `home` (again: a restart).
+async fn keys(home: &Home) -> FaceKeyFile {
+    let dir = match home {
+        Home::Dir(dir) | Home::Pg(_, _, dir) => dir.path(),
+    };
+    FaceKeyFile::open(&dir.join("face-keys.db")).await.unwrap()
 }
 
 async fn home(postgres: bool) -> Option<Home> {
@@ -74,7 +84,7 @@ async fn home(postgres: bool) -> Option<Home> {
     };
     let name = format!("facepay_t_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-    Some(Home::Pg(Box::new(admin), name))
+    Some(Home::Pg(Box::new(admin), name, tempfile::tempdir().unwrap()))
 }
 
 fn payer(i: usize) -> PayerId {
@@ -118,10 +128,15 @@ async fn restart_restores_the_gallery_and_deletion_shreds(postgres: bool) {
     let Some(home) = home(postgres).await else { return };
     let (key, hex) = MasterKey::generate();
     let synthetic = SyntheticFaces::new(77, PAYERS);
-    populate(&FaceStore::new(open(&home).await, Vault::new(key), Shard::ALL), &synthetic).await;
+    populate(&FaceStore::new(open(&home).await, keys(&home).await, Vault::new(key), Shard::ALL), &synthetic).await;
 
     // Restart: a new store handle and a vault from the configured key.
-    let faces = FaceStore::new(open(&home).await, Vault::new(MasterKey::from_hex(&hex).unwrap()), Shard::ALL);
+    let faces = FaceStore::new(
+        open(&home).await,
+        keys(&home).await,
+        Vault::new(MasterKey::from_hex(&hex).unwrap()),
+        Shard::ALL,
+    );
     let gallery = faces.load().await.unwrap();
     assert_eq!(gallery.len(), PAYERS - 1);
     let at = MerchantId::parse("1900000101").unwrap();
@@ -146,7 +161,7 @@ async fn restart_restores_the_gallery_and_deletion_shreds(postgres: bool) {
     assert_eq!(fives.len(), 2);
     assert!(fives[0].is_err() && fives[1].as_ref().ok() == Some(&synthetic.nth_capture(5, 9)));
     // The wrong master key refuses to load rather than load noise.
-    let wrong = FaceStore::new(open(&home).await, Vault::new(MasterKey::generate().0), Shard::ALL);
+    let wrong = FaceStore::new(open(&home).await, keys(&home).await, Vault::new(MasterKey::generate().0), Shard::ALL);
     let err = wrong.load().await.unwrap_err().to_string();
     assert!(err.contains("does not open"), "{err}");
 }
@@ -155,13 +170,13 @@ async fn shards_split_the_payers(postgres: bool) {
     let Some(home) = home(postgres).await else { return };
     let (key, hex) = MasterKey::generate();
     let synthetic = SyntheticFaces::new(78, PAYERS);
-    populate(&FaceStore::new(open(&home).await, Vault::new(key), Shard::ALL), &synthetic).await;
+    populate(&FaceStore::new(open(&home).await, keys(&home).await, Vault::new(key), Shard::ALL), &synthetic).await;
     let mut total = 0;
     let mut galleries: Vec<Gallery> = Vec::new();
     for index in 0..3 {
         let shard = Shard { index, count: 3 };
         let vault = Vault::new(MasterKey::from_hex(&hex).unwrap());
-        let g = FaceStore::new(open(&home).await, vault, shard).load().await.unwrap();
+        let g = FaceStore::new(open(&home).await, keys(&home).await, vault, shard).load().await.unwrap();
         total += g.len();
         galleries.push(g);
     }
@@ -217,7 +232,7 @@ async fn restart_restores_the_memberships(postgres: bool) {
     let (key, hex) = MasterKey::generate();
     let synthetic = SyntheticFaces::new(79, PAYERS);
     let store = open(&home).await;
-    populate(&FaceStore::new(store.clone(), Vault::new(key), Shard::ALL), &synthetic).await;
+    populate(&FaceStore::new(store.clone(), keys(&home).await, Vault::new(key), Shard::ALL), &synthetic).await;
     let (shop, other) = (MerchantId::parse("1900000101").unwrap(), MerchantId::parse("1900000102").unwrap());
     for m in [&shop, &other] {
         store.register_merchant(m, "shop").await.unwrap();
@@ -229,7 +244,12 @@ async fn restart_restores_the_memberships(postgres: bool) {
         let _ = ledger.handle_batch(&[c]).await.unwrap();
     }
 
-    let faces = FaceStore::new(open(&home).await, Vault::new(MasterKey::from_hex(&hex).unwrap()), Shard::ALL);
+    let faces = FaceStore::new(
+        open(&home).await,
+        keys(&home).await,
+        Vault::new(MasterKey::from_hex(&hex).unwrap()),
+        Shard::ALL,
+    );
     let gallery = faces.load().await.unwrap();
     let rule = |at: &MerchantId, i: usize| {
         gallery.identify(at, &capture(expected(&synthetic, i), None), &MatchPolicy::default()).unwrap().rule
@@ -240,7 +260,8 @@ async fn restart_restores_the_memberships(postgres: bool) {
     // A shard marks only its own payers' memberships (the others are not in its gallery).
     let owner = (0..2).find(|&s| Shard { index: s, count: 2 }.owns(&payer(3))).unwrap();
     let shard = Shard { index: owner, count: 2 };
-    let faces = FaceStore::new(open(&home).await, Vault::new(MasterKey::from_hex(&hex).unwrap()), shard);
+    let faces =
+        FaceStore::new(open(&home).await, keys(&home).await, Vault::new(MasterKey::from_hex(&hex).unwrap()), shard);
     let id =
         faces.load().await.unwrap().identify(&shop, &capture(expected(&synthetic, 3), None), &MatchPolicy::default());
     assert_eq!(id.unwrap().rule, MatchRule::MemberHit);
@@ -275,7 +296,7 @@ async fn restart_between_capture_and_payment_keeps_the_identity(postgres: bool) 
     let Some(home) = home(postgres).await else { return };
     let (key, hex) = MasterKey::generate();
     let synthetic = SyntheticFaces::new(83, PAYERS);
-    let faces = FaceStore::new(open(&home).await, Vault::new(key), Shard::ALL);
+    let faces = FaceStore::new(open(&home).await, keys(&home).await, Vault::new(key), Shard::ALL);
     populate(&faces, &synthetic).await;
     let mut stage = MatchStage::new(faces.load().await.unwrap(), MatchPolicy::default()).keeping_identified();
     let mut seen = capture(expected(&synthetic, 3), None);
@@ -295,7 +316,12 @@ async fn restart_between_capture_and_payment_keeps_the_identity(postgres: bool) 
     faces.remember_captures(vec![stale], old).await.unwrap();
 
     // The restart: a new process, store and stage.
-    let faces = FaceStore::new(open(&home).await, Vault::new(MasterKey::from_hex(&hex).unwrap()), Shard::ALL);
+    let faces = FaceStore::new(
+        open(&home).await,
+        keys(&home).await,
+        Vault::new(MasterKey::from_hex(&hex).unwrap()),
+        Shard::ALL,
+    );
     let mut restarted = MatchStage::new(faces.load().await.unwrap(), MatchPolicy::default());
     let recent = faces.recent_captures(Utc::now()).await.unwrap();
     assert_eq!(recent.len(), 2, "{recent:?}");
@@ -316,7 +342,7 @@ async fn restart_between_capture_and_payment_keeps_the_identity(postgres: bool) 
 /// matcher stage on the same batch again and again).
 async fn a_face_code_twice_in_one_batch_is_kept_as_last_identified(postgres: bool) {
     let Some(home) = home(postgres).await else { return };
-    let faces = FaceStore::new(open(&home).await, Vault::new(MasterKey::generate().0), Shard::ALL);
+    let faces = FaceStore::new(open(&home).await, keys(&home).await, Vault::new(MasterKey::generate().0), Shard::ALL);
     let code = FaceCode::parse("134567890123450007").unwrap();
     let first = Identity::Unresolved { rule: "no_match".into() };
     let again = Identity::Resolved { payer_id: payer(7), rule: "global_hit".into() };
@@ -332,8 +358,8 @@ async fn a_face_enrolled_through_one_matcher_is_known_to_the_other_at_once(postg
     let (key, hex) = MasterKey::generate();
     let synthetic = SyntheticFaces::new(91, PAYERS);
     let vault = || Vault::new(MasterKey::from_hex(&hex).unwrap());
-    let (one, other) = (FaceStore::new(open(&home).await, Vault::new(key), Shard::ALL), {
-        FaceStore::new(open(&home).await, vault(), Shard::ALL)
+    let (one, other) = (FaceStore::new(open(&home).await, keys(&home).await, Vault::new(key), Shard::ALL), {
+        FaceStore::new(open(&home).await, keys(&home).await, vault(), Shard::ALL)
     });
     let (gallery, position) = other.load_following().await.unwrap();
     let mut stage = MatchStage::new(gallery, MatchPolicy::default()).following(position);
@@ -360,7 +386,7 @@ async fn a_face_enrolled_through_one_matcher_is_known_to_the_other_at_once(postg
     );
     // A shard follows its own payers only.
     let shard = Shard { index: 0, count: 2 };
-    let sharded = FaceStore::new(open(&home).await, vault(), shard);
+    let sharded = FaceStore::new(open(&home).await, keys(&home).await, vault(), shard);
     let mut shard_stage = MatchStage::new(Gallery::new(), MatchPolicy::default()).with_shard(shard).following(0);
     shard_stage.follow(&sharded).await.unwrap();
     for i in (0..PAYERS).filter(|&i| i != 7 && i != 3) {
@@ -377,3 +403,38 @@ on_both_stores!(
     restart_restores_the_memberships,
     restart_between_capture_and_payment_keeps_the_identity
 );
+
+/// A database from before migration 0020 kept the wrapped keys in its own `face_keys`: the
+/// matcher's next start moves them to the key file and deletes them there, and the gallery
+/// it loads is whole.
+#[tokio::test]
+async fn keys_kept_in_the_ledger_before_migration_0020_move_to_the_key_file() {
+    let home = home(false).await.unwrap();
+    let (key, _) = MasterKey::generate();
+    let vault = Vault::new(key);
+    let synthetic = SyntheticFaces::new(91, 3);
+    let store = open(&home).await;
+    let Home::Dir(dir) = &home else { unreachable!() };
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("f.db").display())).await.unwrap();
+    for i in 0..3 {
+        let sealed = vault.seal(&payer(i), &synthetic.enrolment(i));
+        let (p, k) = (payer(i).as_str().to_string(), sealed.key_id.to_string());
+        let hash = i64::from(facepay_ingest::faces::shard_hash(&payer(i)));
+        let at = Utc::now().to_rfc3339();
+        for sql in [
+            "INSERT INTO face_templates (payer_id, key_id, ciphertext, enrolled_at) VALUES ($1, $2, $3, $5)",
+            "INSERT INTO face_keys (payer_id, key_id, shard_hash, phone_last4, wrapped_key, created_at) \
+             VALUES ($1, $2, $4, NULL, $3, $5)",
+            "INSERT INTO face_live (payer_id, key_id, shard_hash, created_at) VALUES ($1, $2, $4, $5)",
+        ] {
+            let blob = if sql.contains("face_keys") { &sealed.wrapped_key } else { &sealed.ciphertext };
+            sqlx::query(sql).bind(&p).bind(&k).bind(blob).bind(hash).bind(&at).execute(&mut conn).await.unwrap();
+        }
+    }
+    let faces = FaceStore::new(store.clone(), keys(&home).await, vault, Shard::ALL);
+    let (gallery, _) = faces.load_following().await.unwrap();
+    assert_eq!(gallery.len(), 3, "every legacy face loads");
+    assert!(store.face_keys_legacy(10).await.unwrap().is_empty(), "no key left in the ledger's database");
+    assert_eq!(faces.keys().count_of(&payer(1)).await.unwrap(), 1, "the key is in the key file");
+}

@@ -28,7 +28,8 @@ async fn three_processes_killed_in_turn_under_load_answer_every_event_once() {
         return;
     };
     let key = "5".repeat(64);
-    let env = [("FACEPAY_FACE_MASTER_KEY", key.as_str())];
+    let keys = logs.path().join("face-keys.db");
+    let env = [("FACEPAY_FACE_MASTER_KEY", key.as_str()), ("FACEPAY_FACE_KEYS_PATH", keys.to_str().unwrap())];
     let log = |i: usize| logs.path().join(format!("p{i}.log"));
     let start = |i: usize| spawn(&db, &cfg, "matcher,ledger,relay", &env, &log(i));
     let mut processes: Vec<Option<Facepay>> = (0..PROCESSES).map(|i| Some(start(i))).collect();

@@ -42,7 +42,13 @@ async fn crash(whole: bool) {
     // The restarted process is a new holder: it takes its predecessor's partitions when their
     // leases lapse (`PARTITION_LEASE_MS`), whatever the broker makes of the dead member.
     let key = "7".repeat(64);
-    let env = [FAST_LEASE[0], FAST_LEASE[1], ("FACEPAY_FACE_MASTER_KEY", key.as_str())];
+    let keys = logs.path().join("face-keys.db");
+    let env = [
+        FAST_LEASE[0],
+        FAST_LEASE[1],
+        ("FACEPAY_FACE_MASTER_KEY", key.as_str()),
+        ("FACEPAY_FACE_KEYS_PATH", keys.to_str().unwrap()),
+    ];
     let (stages, matcher) = match whole {
         true => ("matcher,ledger,relay", None),
         false => ("ledger,relay", Some(spawn(&db, &cfg, "matcher", &FAST_LEASE, &match_log))),

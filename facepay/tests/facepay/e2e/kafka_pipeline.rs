@@ -168,13 +168,15 @@ impl FaceRun {
         Self { _dir: dir, stores, store, pepper, signer, cfg, hex: hex.to_string(), producer, topic }
     }
 
-    /// Pipeline settings with a face store for `shard`, sealed under the run's master key.
-    fn sealed(&self, shard: facepay_ingest::faces::Shard) -> facepay_ingest::PipelineConfig {
+    /// Pipeline settings with a face store for `shard`, sealed under the run's master key,
+    /// its keys in the run's one face key file.
+    async fn sealed(&self, shard: facepay_ingest::faces::Shard) -> facepay_ingest::PipelineConfig {
         use facepay_matcher::vault::{MasterKey, Vault};
         let vault = Vault::new(MasterKey::from_hex(&self.hex).unwrap());
+        let keys = facepay_ledger::face_keys::FaceKeyFile::open(&self._dir.path().join("face-keys.db")).await.unwrap();
         facepay_ingest::PipelineConfig {
             verifier: Arc::new(facepay_ingest::authenticity::DeviceVerifier::new(self.pepper.clone())),
-            faces: Some(facepay_ingest::faces::FaceStore::new(self.store.clone(), vault, shard)),
+            faces: Some(facepay_ingest::faces::FaceStore::new(self.store.clone(), keys, vault, shard)),
             ..Default::default()
         }
     }
@@ -367,6 +369,56 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_table_and_the_parti
     stop(prod).await;
 }
 
+/// Refused biometric events, from the device and the platform, are answered and kept with
+/// their reason, and neither the dead letters, the outcomes nor the kept rows hold the
+/// embedding or the phone digits in plain text (issue 24).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_biometric_events_publish_and_keep_no_embedding() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (stores, pepper, signer) = store(dir.path()).await;
+    let store = stores.ledger.clone();
+    let mut cfg = config(&brokers);
+    cfg.partitions = 1;
+    let prod = production::start(stores, cfg.clone(), Roles::ALL, &pepper).await.unwrap();
+    let producer = cfg.producer().unwrap();
+    let values: Vec<f32> = (0..511).map(|i| (i as f32 * 0.61 + 0.3).cos() / 16.0).collect();
+    let bad = [
+        event(
+            11,
+            "face_captured",
+            json!({"face_code": "100000000000000911", "embedding": values, "liveness": 0.99}),
+            true,
+        ),
+        event(
+            12,
+            "face_captured",
+            json!({"face_code": "100000000000000912", "embedding": values, "liveness": 2.0, "phone_last4": "8642"}),
+            true,
+        ),
+        event(13, "face_enrolled", json!({"payer_id": "u-bad", "embedding": values, "phone_last4": "8642"}), false),
+    ];
+    for bytes in &bad {
+        let topic = cfg.topic(DEVICE_EVENTS);
+        kafka::publish_signed(&producer, &topic, bytes, signer.sign(bytes).as_deref()).await.unwrap();
+    }
+    let answers = outcomes(&cfg, &[id(11), id(12)]).await;
+    assert!(answers.iter().all(|a| a["type"] == "rejected"), "the device hears `rejected`: {answers:?}");
+    drained(store.as_ref()).await;
+    let letters = read_all(&cfg, &cfg.topic(DEAD_LETTER)).await;
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    let numbers = serde_json::to_string(&values[..4]).unwrap();
+    let needles = [numbers.trim_matches(['[', ']']).to_string(), "8642".to_string()];
+    let published: Vec<String> = letters.iter().chain(&answers).map(|v| v.to_string()).collect();
+    let kept: Vec<String> =
+        store.rejected(10).await.unwrap().iter().map(|r| String::from_utf8_lossy(&r.raw).into()).collect();
+    assert_eq!(kept.len(), 3);
+    for text in published.iter().chain(&kept) {
+        assert!(needles.iter().all(|n| !text.contains(n.as_str())), "in plain text: {text}");
+    }
+    stop(prod).await;
+}
+
 /// A matcher stopped between a face capture and its payment, and started again, still pays
 /// from the payer the capture identified: the capture's identity was kept in the store with
 /// its batch (`capture_memos`) and restored when the restarted stage was given its
@@ -381,8 +433,9 @@ async fn a_matcher_restarted_between_a_capture_and_its_payment_still_knows_the_p
     let (store, cfg) = (&run.store, &run.cfg);
     let send = |bytes: Vec<u8>| run.send(bytes);
 
-    let first =
-        production::start_with(run.stores.clone(), cfg.clone(), Roles::ALL, run.sealed(Shard::ALL)).await.unwrap();
+    let first = production::start_with(run.stores.clone(), cfg.clone(), Roles::ALL, run.sealed(Shard::ALL).await)
+        .await
+        .unwrap();
     send(event(21, "face_enrolled", json!({"payer_id": "u-r", "embedding": face()}), false)).await;
     send(event(22, "account_funded", json!({"payer_id": "u-r", "amount": "100.00"}), false)).await;
     let capture = json!({"face_code": "100000000000000021", "embedding": face(), "liveness": 0.99});
@@ -390,8 +443,9 @@ async fn a_matcher_restarted_between_a_capture_and_its_payment_still_knows_the_p
     outcomes(cfg, &[id(22), id(23)]).await;
     stop(first).await;
 
-    let second =
-        production::start_with(run.stores.clone(), cfg.clone(), Roles::ALL, run.sealed(Shard::ALL)).await.unwrap();
+    let second = production::start_with(run.stores.clone(), cfg.clone(), Roles::ALL, run.sealed(Shard::ALL).await)
+        .await
+        .unwrap();
     let pay = json!({"out_trade_no": "K-R1", "amount": "25.00", "face_code": "100000000000000021"});
     send(event(24, "payment_requested", pay, true)).await;
     let got = outcomes(cfg, &[id(24)]).await;
@@ -429,9 +483,9 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
     let shard = |index: u32| run.sealed(Shard { index, count: 2 });
     let send = |bytes: Vec<u8>| run.send(bytes);
     let lead = Roles { matcher: true, ledger: true, relay: true, api: false };
-    let first = production::start_with(run.stores.clone(), cfg.clone(), lead, shard(0)).await.unwrap();
+    let first = production::start_with(run.stores.clone(), cfg.clone(), lead, shard(0).await).await.unwrap();
     let only_matcher = Roles { matcher: true, ledger: false, relay: false, api: false };
-    let second = production::start_with(run.stores.clone(), cfg.clone(), only_matcher, shard(1)).await.unwrap();
+    let second = production::start_with(run.stores.clone(), cfg.clone(), only_matcher, shard(1).await).await.unwrap();
 
     // A member whose face only shard 1 holds; look-alikes split over the two shards; a
     // payer on shard 0 alone. Each is funded with 100.00.
@@ -515,8 +569,10 @@ async fn a_face_enrolled_through_one_matcher_pays_through_the_other_at_once() {
     run.cfg.partitions = 2;
     let cfg = run.cfg.clone();
     let roles = Roles { matcher: true, ledger: true, relay: true, api: false };
-    let first = production::start_with(run.stores.clone(), cfg.clone(), roles, run.sealed(Shard::ALL)).await.unwrap();
-    let second = production::start_with(run.stores.clone(), cfg.clone(), roles, run.sealed(Shard::ALL)).await.unwrap();
+    let first =
+        production::start_with(run.stores.clone(), cfg.clone(), roles, run.sealed(Shard::ALL).await).await.unwrap();
+    let second =
+        production::start_with(run.stores.clone(), cfg.clone(), roles, run.sealed(Shard::ALL).await).await.unwrap();
     // Each process holds one of the device events' partitions.
     let leases = format!("part:{}:{}:", cfg.match_group, run.topic);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

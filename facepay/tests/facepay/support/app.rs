@@ -12,8 +12,11 @@ use facepay_domain::limits::EMBEDDING_DIM;
 use facepay_domain::time::{Clock, ManualClock};
 use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
 use facepay_ingest::authenticity::DeviceVerifier;
+use facepay_ingest::faces::{FaceStore, Shard};
 use facepay_ingest::PipelineConfig;
+use facepay_ledger::face_keys::FaceKeyFile;
 use facepay_ledger::LedgerStore;
+use facepay_matcher::vault::{MasterKey, Vault};
 use serde_json::{json, Value};
 
 pub const MERCHANT: &str = "1900000101";
@@ -41,7 +44,11 @@ pub struct TestApp {
     pub store: Arc<dyn LedgerStore>,
     pub auth: Arc<Auth>,
     pub keys: Keys,
-    _dir: tempfile::TempDir,
+    /// The gallery at rest, when the app keeps faces sealed ([`spawn_sealed_app`]), and its
+    /// master key in hex.
+    pub faces: Option<(facepay_ingest::faces::FaceStore, String)>,
+    /// The data folder: the SQLite database (when it is the store) and the face key file.
+    pub dir: tempfile::TempDir,
     seq: std::sync::atomic::AtomicU64,
 }
 
@@ -67,8 +74,19 @@ async fn key(auth: &Auth, role: Role, device: Option<&DeviceRef>, merchant: Opti
 
 /// The app, with `configure` applied to its authentication (e.g. a low rate limit).
 pub async fn spawn_app_with(configure: impl FnOnce(Auth) -> Auth) -> TestApp {
+    spawn(configure, None, false).await
+}
+
+/// The app keeping faces sealed (a face master key, the face key file in its folder), over
+/// `database_url` (default: SQLite in its folder).
+pub async fn spawn_sealed_app(database_url: Option<&str>) -> TestApp {
+    spawn(|a| a, database_url, true).await
+}
+
+async fn spawn(configure: impl FnOnce(Auth) -> Auth, database_url: Option<&str>, sealed: bool) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let stores = open_store(&Secret::new(sqlite_url(&dir.path().join("api.db")))).await.unwrap();
+    let url = database_url.map_or_else(|| sqlite_url(&dir.path().join("api.db")), str::to_string);
+    let stores = open_store(&Secret::new(url)).await.unwrap();
     let store = stores.ledger.clone();
     let (mine, other) = (device_ref(MERCHANT, DEVICE), device_ref(OTHER_MERCHANT, OTHER_DEVICE));
     for d in [&mine, &other] {
@@ -77,7 +95,20 @@ pub async fn spawn_app_with(configure: impl FnOnce(Auth) -> Auth) -> TestApp {
     }
     let verifier = Arc::new(DeviceVerifier::new(facepay_sim::keys::random_pepper()));
     let clock = ManualClock::starting_at("2026-03-02T02:00:00Z".parse().unwrap());
-    let config = PipelineConfig { verifier, clock: clock.shared(), ..PipelineConfig::default() };
+    let faces = match sealed {
+        true => {
+            let keys = FaceKeyFile::open(&dir.path().join("face-keys.db")).await.unwrap();
+            let (master, hex) = MasterKey::generate();
+            Some((FaceStore::new(store.clone(), keys, Vault::new(master), Shard::ALL), hex.to_string()))
+        }
+        false => None,
+    };
+    let config = PipelineConfig {
+        verifier,
+        clock: clock.shared(),
+        faces: faces.as_ref().map(|(f, _)| f.clone()),
+        ..PipelineConfig::default()
+    };
     let mut app = App::start(stores, config).await.unwrap();
     let auth = Arc::new(configure(Auth::new(store.clone(), app.verifier.pepper().clone())));
     app.auth = auth.clone();
@@ -99,7 +130,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(Auth) -> Auth) -> TestApp {
         let _keep = app;
         axum::serve(listener, facepay_api::http::router(state)).await.unwrap();
     });
-    TestApp { base, clock, http: reqwest::Client::new(), store, auth, keys, _dir: dir, seq: 0.into() }
+    TestApp { base, clock, http: reqwest::Client::new(), store, auth, keys, faces, dir, seq: 0.into() }
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -71,6 +71,16 @@ pub async fn services() -> Option<(String, Database)> {
         eprintln!("skipped: no Kafka-API broker at {brokers} (scripts/kafka.sh start)");
         return None;
     }
+    Some((brokers, fresh_database(one_at_a_time).await?))
+}
+
+/// A fresh PostgreSQL database alone (no broker), or `None` (with a message) when it is
+/// missing and the environment does not require it.
+pub async fn postgres() -> Option<Database> {
+    fresh_database(one_at_a_time().await).await
+}
+
+async fn fresh_database(one_at_a_time: tokio::sync::MutexGuard<'static, ()>) -> Option<Database> {
     let admin = admin_url();
     let mut conn = match sqlx::PgConnection::connect(&admin).await {
         Ok(c) => c,
@@ -83,7 +93,7 @@ pub async fn services() -> Option<(String, Database)> {
     let name = format!("facepay_t_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
-    Some((brokers, Database { url: format!("{base}/{name}"), name, _one_at_a_time: one_at_a_time }))
+    Some(Database { url: format!("{base}/{name}"), name, _one_at_a_time: one_at_a_time })
 }
 
 /// Topics and groups of their own for one test run.
