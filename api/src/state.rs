@@ -99,8 +99,9 @@ impl Ingress {
                 );
                 let request_id = crate::error::REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
                 let headers = device_event_headers(Some(signature), Some(stamp), Some(request_id.as_str()));
-                let record = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(body).headers(headers);
-                producer.send(record, *timeout).await.map(|_| ()).map_err(|(e, _)| {
+                let record =
+                    rdkafka::producer::FutureRecord::to(topic).key(key.as_str()).payload(body).headers(headers);
+                facepay_ingest::kafka::sent_within(producer, record, *timeout).await.map_err(|e| {
                     tracing::warn!(error = %e, "the broker did not take an event; the device is told to retry");
                     ApiError::Overloaded
                 })

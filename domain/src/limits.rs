@@ -216,6 +216,14 @@ pub const KAFKA_PARTITIONS_DEFAULT: i32 = 8;
 /// How long a produce may wait for the broker's acknowledgement.
 pub const KAFKA_SEND_TIMEOUT_MS: u64 = 10_000;
 
+/// librdkafka's own deadline for a produced message (`message.timeout.ms`), far past every
+/// send timeout of ours: an idempotent producer whose in-flight message times out inside
+/// librdkafka bumps its epoch on its own (KIP-360), which a broker must support (tansu 0.6's
+/// sqlite storage does not: it panics, and its storage stays dead). Our deadlines are the
+/// callers' (`tokio::time::timeout`); a stage whose send misses one drops its producer (in
+/// flight purged) and starts again with a new one.
+pub const KAFKA_MESSAGE_TIMEOUT_MS: u64 = 300_000;
+
 /// Consumer errors in a row after which a Kafka stage gives up (the process exits; its
 /// partitions move to the others, and nothing is lost: offsets live in the database).
 pub const KAFKA_RECV_ERRORS_MAX: u32 = 50;

@@ -9,8 +9,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
 use facepay_domain::limits::{
-    KAFKA_FETCH_WAIT_MAX_MS, KAFKA_PARTITIONS_DEFAULT, KAFKA_SEND_TIMEOUT_MS, KAFKA_STATS_INTERVAL_MS,
-    LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS, OUTBOX_SEND_TIMEOUT_MS,
+    KAFKA_FETCH_WAIT_MAX_MS, KAFKA_MESSAGE_TIMEOUT_MS, KAFKA_PARTITIONS_DEFAULT, KAFKA_SEND_TIMEOUT_MS,
+    KAFKA_STATS_INTERVAL_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS,
+    OUTBOX_SEND_TIMEOUT_MS,
 };
 
 /// Where the broker is and how facepay uses it. Every name is configuration, documented in
@@ -184,20 +185,11 @@ impl KafkaConfig {
     }
 
     /// An idempotent producer: the broker drops the duplicates its own retries would make,
-    /// so a message is written at most once per send.
+    /// so a message is written at most once per send. Its callers time their sends out
+    /// themselves ([`KAFKA_MESSAGE_TIMEOUT_MS`] says why) and drop it when one does.
     pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
-        self.producer_timing_out(self.send_timeout)
-    }
-
-    /// The outbox relay's producer: as [`KafkaConfig::producer`], giving up on a send within
-    /// the relay's own timeout, which its lease outlasts.
-    pub fn relay_producer(&self) -> Result<FutureProducer, KafkaError> {
-        self.producer_timing_out(self.outbox_send_timeout)
-    }
-
-    fn producer_timing_out(&self, timeout: Duration) -> Result<FutureProducer, KafkaError> {
         self.client()
-            .set("message.timeout.ms", timeout.as_millis().to_string())
+            .set("message.timeout.ms", KAFKA_MESSAGE_TIMEOUT_MS.to_string())
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
             .create()

@@ -186,9 +186,18 @@ pub fn read_partitions(
     topics: &[String],
     window: Option<i64>,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
+    read_partitions_within(cfg, topics, window, Duration::from_millis(OUTBOX_RECOVERY_TIMEOUT_MS))
+}
+
+/// [`read_partitions`], giving up after `timeout`.
+pub fn read_partitions_within(
+    cfg: &KafkaConfig,
+    topics: &[String],
+    window: Option<i64>,
+    timeout: Duration,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
     use rdkafka::consumer::BaseConsumer;
     let consumer: BaseConsumer = cfg.consumer_config("facepay-reader").create()?;
-    let timeout = Duration::from_millis(OUTBOX_RECOVERY_TIMEOUT_MS);
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut ends: HashMap<(String, i32), i64> = HashMap::new();
     for topic in topics {

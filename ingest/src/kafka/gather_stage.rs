@@ -68,7 +68,7 @@ pub async fn run_gather_stage(
         if let (Some(faces), false) = (&faces, identified.is_empty()) {
             faces.remember_captures(identified, chrono::Utc::now()).await?;
         }
-        acknowledged(acks).await?;
+        acknowledged(acks, cfg.send_timeout).await?;
         guard.processed(&batch);
         let pinned = gather.pinned();
         batch.retain(|m| pinned.get(&m.partition()).is_none_or(|&p| m.offset() < p));

@@ -52,7 +52,11 @@ pub async fn run_match_stage(
     let consumer = cfg.logged_consumer(&group)?;
     let mut owned = OwnedPartitions::new(&cfg, &group, &topic, &deps.holder, Resume::Processed);
     let producer = cfg.producer()?;
-    let out = Outputs { commands: cfg.topic(LEDGER_COMMANDS), partials: cfg.topic(MATCH_PARTIALS) };
+    let out = Outputs {
+        commands: cfg.topic(LEDGER_COMMANDS),
+        partials: cfg.topic(MATCH_PARTIALS),
+        send_timeout: cfg.send_timeout,
+    };
     let (mut errors, mut guard) = (RecvErrors::default(), SkipGuard::default());
     let mut members_read = tokio::time::Instant::now();
     loop {
@@ -122,13 +126,15 @@ async fn route_batch(
     if let (Some(faces), false) = (&deps.faces, identified.is_empty()) {
         faces.remember_captures(identified, chrono::Utc::now()).await?;
     }
-    Ok(acknowledged(acks).await?)
+    Ok(acknowledged(acks, out.send_timeout).await?)
 }
 
 /// Where the matcher stage's output goes.
 struct Outputs {
     commands: String,
     partials: String,
+    /// How long a batch's sends may take in all.
+    send_timeout: std::time::Duration,
 }
 
 impl Outputs {

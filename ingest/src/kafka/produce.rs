@@ -11,10 +11,32 @@ use crate::wire::StageMessage;
 use super::*;
 use facepay_domain::limits::KAFKA_SEND_TIMEOUT_MS;
 
-/// Sends one message and waits for the broker's acknowledgement.
+/// Sends one message and waits for the broker's acknowledgement, at most
+/// [`KAFKA_SEND_TIMEOUT_MS`].
 pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) -> Result<(), KafkaError> {
-    let record = FutureRecord::to(topic).key(key).payload(payload);
-    producer.send(record, Duration::from_millis(KAFKA_SEND_TIMEOUT_MS)).await.map(|_| ()).map_err(|(e, _)| e)
+    sent_within(
+        producer,
+        FutureRecord::to(topic).key(key).payload(payload),
+        Duration::from_millis(KAFKA_SEND_TIMEOUT_MS),
+    )
+    .await
+}
+
+/// Sends `record` and waits for its acknowledgement, at most `within` (librdkafka's own
+/// deadline is far longer: see `KAFKA_MESSAGE_TIMEOUT_MS`).
+pub async fn sent_within(
+    producer: &FutureProducer,
+    record: FutureRecord<'_, str, [u8]>,
+    within: Duration,
+) -> Result<(), KafkaError> {
+    match tokio::time::timeout(within, producer.send(record, within)).await {
+        Ok(sent) => sent.map(|_| ()).map_err(|(e, _)| e),
+        Err(_) => Err(timed_out()),
+    }
+}
+
+fn timed_out() -> KafkaError {
+    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::MessageTimedOut)
 }
 
 /// The key of a device-events record, the one rule every producer of device events keys by:
@@ -65,8 +87,8 @@ pub async fn publish_signed(
 ) -> Result<(), KafkaError> {
     let key = device_event_key_of(payload);
     let record =
-        FutureRecord::to(topic).key(&key).payload(payload).headers(device_event_headers(signature, None, None));
-    producer.send(record, Duration::from_millis(KAFKA_SEND_TIMEOUT_MS)).await.map(|_| ()).map_err(|(e, _)| e)
+        FutureRecord::to(topic).key(key.as_str()).payload(payload).headers(device_event_headers(signature, None, None));
+    sent_within(producer, record, Duration::from_millis(KAFKA_SEND_TIMEOUT_MS)).await
 }
 
 /// Acknowledgements of sends in flight.
@@ -82,19 +104,24 @@ pub(super) fn enqueue(
     Ok(())
 }
 
-/// Waits for every acknowledgement in `acks`; the first failure fails them all.
-pub(super) async fn acknowledged(acks: Acks) -> Result<(), KafkaError> {
-    for ack in acks {
-        match ack.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {
-                crate::metrics::METRICS.broker_error();
-                return Err(e);
+/// Waits for every acknowledgement in `acks`, at most `within` in all; the first failure
+/// fails them all. After a failure the caller drops its producer (its run ends).
+pub(super) async fn acknowledged(acks: Acks, within: Duration) -> Result<(), KafkaError> {
+    let all = async {
+        for ack in acks {
+            match ack.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e),
+                Err(_) => return Err(KafkaError::Canceled),
             }
-            Err(_) => return Err(KafkaError::Canceled),
         }
+        Ok(())
+    };
+    let done = tokio::time::timeout(within, all).await.unwrap_or_else(|_| Err(timed_out()));
+    if done.is_err() {
+        crate::metrics::METRICS.broker_error();
     }
-    Ok(())
+    done
 }
 
 /// Enqueues `routed` on the ledger-commands topic `topic`, under its own key.

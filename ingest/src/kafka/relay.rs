@@ -36,7 +36,7 @@ pub async fn run_outbox_relay(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     cfg.check().map_err(TransportError::Config)?;
-    let producer = cfg.relay_producer()?;
+    let producer = cfg.producer()?;
     let mut lease = Lease::new(&cfg, holder);
     let idle = Duration::from_millis(OUTBOX_IDLE_MS);
     loop {
@@ -49,7 +49,7 @@ pub async fn run_outbox_relay(
                 tracing::info!(marked, "outbox relay took the lease; marked what was published before");
                 continue;
             }
-            Held::Yes => match publish_batch(&producer, store.as_ref()).await? {
+            Held::Yes => match publish_batch(&producer, store.as_ref(), cfg.outbox_send_timeout).await? {
                 0 => (idle, true),
                 _ => continue,
             },
@@ -67,6 +67,7 @@ pub async fn run_outbox_relay(
 async fn publish_batch(
     producer: &FutureProducer,
     store: &dyn facepay_ledger::LedgerStore,
+    within: Duration,
 ) -> Result<usize, TransportError> {
     let pending = store.outbox_pending(OUTBOX_BATCH_MAX).await?;
     let mut acks = Acks::with_capacity(pending.len());
@@ -77,7 +78,7 @@ async fn publish_batch(
         let record = FutureRecord::to(&m.topic).key(m.key.as_str()).payload(m.payload.as_slice()).headers(headers);
         enqueue(producer, record, &mut acks)?;
     }
-    acknowledged(acks).await?;
+    acknowledged(acks, within).await?;
     let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
     store.outbox_mark_published(&ids).await?;
     Ok(ids.len())

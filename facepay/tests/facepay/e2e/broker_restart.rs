@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{spawn, tail, FAST_LEASE};
+use crate::support::{spawn, tail};
 use facepay_ingest::kafka;
 use facepay_ledger::postgres::PgStore;
 use facepay_ledger::LedgerStore;
@@ -51,9 +51,10 @@ fn tansu_installed() -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu 0.6's sqlite engine panics after the restart ('more or less than one row', \
-            tansu-storage src/lite.rs:503) and its storage stays dead: 3 runs of 3 after device events \
-            began to carry signature headers (a likely trigger, not proven); run against a broker that survives its own restart with `-- --ignored`"]
+#[ignore = "tansu 0.6 on sqlite storage: after the restart a fresh reader gets no record of the \
+            outcomes topic from its start within 120 s (its watermarks say 13 607 are there), so publication \
+            once cannot be checked; the service rides the restart out (every event answered, no stage \
+            failure); run against a broker that serves its log after a restart with `-- --ignored`"]
 async fn broker_restarted_mid_run_the_service_rides_it_out_and_loses_nothing() {
     if !tansu_installed() {
         assert!(std::env::var("FACEPAY_REQUIRE_KAFKA").is_err(), "CI installs tansu (scripts/kafka.sh install)");
@@ -71,7 +72,10 @@ async fn broker_restarted_mid_run_the_service_rides_it_out_and_loses_nothing() {
     let cfg = crate::support::config(&brokers, 4);
     kafka::ensure_topics(&cfg).await.unwrap();
     let log = data.path().join("serve.log");
-    let mut serve = spawn(&db, &cfg, "matcher,ledger,relay", &FAST_LEASE, &log);
+    // tansu's sqlite storage takes seconds to acknowledge a batch under this load: sends may
+    // take their default time, and the relay's a few seconds (its lease outlasting them).
+    let slow_broker = [("FACEPAY_OUTBOX_SEND_TIMEOUT_MS", "5000"), ("FACEPAY_OUTBOX_LEASE_MS", "7000")];
+    let mut serve = spawn(&db, &cfg, "matcher,ledger,relay", &slow_broker, &log);
 
     // The devices publish a backlog (paced: tansu's sqlite engine refuses some flat-out
     // produces), and the broker goes down while facepay works through it (a device's own

@@ -208,7 +208,10 @@ pub async fn answered(db: &str) -> i64 {
 pub async fn read_all(cfg: &KafkaConfig, topic: &str) -> Vec<serde_json::Value> {
     use rdkafka::message::Message;
     let (cfg, topics) = (cfg.clone(), [topic.to_string()]);
-    let messages = tokio::task::spawn_blocking(move || facepay_ingest::kafka::read_partitions(&cfg, &topics, None));
+    // Whole topics, from a broker that may be slow to fetch (tansu on sqlite storage).
+    let within = Duration::from_secs(120);
+    let messages =
+        tokio::task::spawn_blocking(move || facepay_ingest::kafka::read_partitions_within(&cfg, &topics, None, within));
     let messages = messages.await.unwrap().unwrap();
     messages.iter().map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap()).collect()
 }
