@@ -138,8 +138,10 @@ impl FaceStore {
     }
 
     /// Seals and stores `payer`'s template under a fresh data key: the key is kept first, the
-    /// template and its gallery change next, and then the payer's earlier keys are shredded
-    /// (a crash in between leaves an extra key, never a face without one).
+    /// template and its gallery change next, and then the key of the template the ledger
+    /// replaced is shredded. Only a key the ledger replaced goes, so two enrolments of one
+    /// payer at once (two matchers) never shred each other's live key; a crash in between
+    /// leaves an extra key (shredded with the payer's face), never a face without one.
     pub async fn enrol(
         &self,
         payer: &PayerId,
@@ -152,8 +154,9 @@ impl FaceStore {
         let key = KeyRecord { payer_id: payer.clone(), key_id, shard_hash, phone_last4, wrapped_key };
         self.keys.put(&key, at).await?;
         let face = StoredFace { payer_id: payer.clone(), shard_hash, key_id, ciphertext };
-        self.store.face_enrol(&face, at).await?;
-        self.keys.shred(payer, Some(key_id)).await?;
+        if let Some(replaced) = self.store.face_enrol(&face, at).await? {
+            self.keys.shred_key(replaced).await?;
+        }
         Ok(())
     }
 
@@ -199,7 +202,7 @@ impl FaceStore {
     /// face and tells every matcher: every template of theirs in the log becomes noise.
     /// Whether they had a face. Repeating it is harmless.
     pub async fn delete(&self, payer: &PayerId) -> Result<bool, FaceStoreError> {
-        let shredded = self.keys.shred(payer, None).await?;
+        let shredded = self.keys.shred(payer).await?;
         let live = self.store.face_delete(payer).await?;
         Ok(live || shredded > 0)
     }

@@ -125,8 +125,9 @@ impl FaceKeyFile {
         KeyFileError::Sql { path: self.path.display().to_string(), source }
     }
 
-    /// Keeps `key` (a payer may briefly have two: an enrolment keeps its new key before it
-    /// shreds the old ones, so a crash in between loses no face).
+    /// Keeps `key` (a payer may briefly have two: an enrolment keeps its new key before the
+    /// ledger makes it live, and shreds the one it replaced after, so a crash in between loses
+    /// no face).
     pub async fn put(&self, key: &KeyRecord, at: DateTime<Utc>) -> Result<(), KeyFileError> {
         sqlx::query(
             "INSERT INTO face_keys (key_id, payer_id, shard_hash, phone_last4, wrapped_key, created_at) \
@@ -144,13 +145,22 @@ impl FaceKeyFile {
         Ok(())
     }
 
-    /// Erases every key of `payer` but `keep`: their rows zeroed and the WAL truncated. How
-    /// many there were.
-    pub async fn shred(&self, payer: &PayerId, keep: Option<Uuid>) -> Result<u64, KeyFileError> {
-        let keep = keep.map(|k| k.to_string()).unwrap_or_default();
-        let done = sqlx::query("DELETE FROM face_keys WHERE payer_id = $1 AND key_id <> $2")
+    /// Erases every key of `payer`: their rows zeroed and the WAL truncated. How many there
+    /// were.
+    pub async fn shred(&self, payer: &PayerId) -> Result<u64, KeyFileError> {
+        let done = sqlx::query("DELETE FROM face_keys WHERE payer_id = $1")
             .bind(payer.as_str())
-            .bind(keep)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.sql(e))?;
+        self.erase().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Erases the one key `key_id` (a template the ledger replaced: never live again).
+    pub async fn shred_key(&self, key_id: Uuid) -> Result<u64, KeyFileError> {
+        let done = sqlx::query("DELETE FROM face_keys WHERE key_id = $1")
+            .bind(key_id.to_string())
             .execute(&self.pool)
             .await
             .map_err(|e| self.sql(e))?;

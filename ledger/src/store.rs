@@ -328,7 +328,8 @@ pub trait TransportStore: Send + Sync + 'static {
 pub trait FaceVault: Send + Sync + 'static {
     /// Appends `face`'s sealed template to the append-only log and makes it the payer's live
     /// one (replacing an earlier enrolment's), in one transaction with its gallery change.
-    async fn face_enrol(&self, face: &StoredFace, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The key of the live template it replaced, if any: never live again, so its key may go.
+    async fn face_enrol(&self, face: &StoredFace, at: DateTime<Utc>) -> Result<Option<Uuid>, StoreError>;
 
     /// Forgets `payer`'s live face (its key is shredded in the key file); `true` if there was
     /// one. The gallery change is written either way.

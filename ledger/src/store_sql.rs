@@ -8,6 +8,8 @@
 //!   its one writer; PostgreSQL: one pool for both);
 //! - `byte_order`: the collation that sorts text by bytes, as SQLite does by default;
 //! - `now_ms`: the database's clock in Unix milliseconds, as SQL (the outbox relay's lease);
+//! - `for_update`: what locks a row read in a write transaction until it commits (SQLite:
+//!   nothing, its write transaction holds the whole database; PostgreSQL: `FOR UPDATE`);
 //! - `db`: the sqlx database;
 //! - functions of the same name in the calling module: `bind_at`, `bind_day` and `bind_id`
 //!   (how an instant, a day and a UUID are bound), `load_keys`, `load_everything`,
@@ -51,12 +53,13 @@ pub(crate) fn history_sql(f: &crate::store::HistoryFilter) -> String {
 /// Implements the role traits of [`crate::store`] for `$store` (see the module's seam).
 macro_rules! store_sql {
     ($store:ty, db: $db:ty, read: $read:ident, write: $write:ident, byte_order: $byte_order:literal,
-     now_ms: $now_ms:literal) => {
+     now_ms: $now_ms:literal, for_update: $for_update:literal) => {
         $crate::store_sql::writer_sql!($store, db: $db, read: $read, write: $write);
         $crate::store_sql::reader_sql!($store, db: $db, read: $read, byte_order: $byte_order);
         $crate::store_sql::registry_sql!($store, write: $write);
         $crate::store_sql::transport_sql!($store, write: $write, now_ms: $now_ms);
-        $crate::store_sql::faces_sql!($store, read: $read, write: $write, byte_order: $byte_order);
+        $crate::store_sql::faces_sql!($store, read: $read, write: $write, byte_order: $byte_order,
+            for_update: $for_update);
     };
 }
 
@@ -514,16 +517,25 @@ macro_rules! gallery_changed {
 
 /// [`crate::store::FaceVault`] and [`crate::store::CaptureLog`].
 macro_rules! faces_sql {
-    ($store:ty, read: $read:ident, write: $write:ident, byte_order: $byte_order:literal) => {
+    ($store:ty, read: $read:ident, write: $write:ident, byte_order: $byte_order:literal,
+     for_update: $for_update:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::FaceVault for $store {
             async fn face_enrol(
                 &self,
                 face: &$crate::store::StoredFace,
                 at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::StoreError> {
+            ) -> Result<Option<uuid::Uuid>, $crate::StoreError> {
+                use $crate::rows::Cells;
                 let mut tx = self.begin_write().await?;
                 let (payer, key_id, at) = (face.payer_id.as_str(), bind_id(&face.key_id), bind_at(&at));
+                // Locked to commit: a concurrent enrolment of the payer reads the key this one
+                // makes live, and replaces (and shreds) that one, not the key read here.
+                let replaced = sqlx::query(concat!("SELECT key_id FROM face_live WHERE payer_id = $1", $for_update))
+                    .bind(payer)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let replaced = replaced.as_ref().map(|r| r.uuid("key_id")).transpose()?;
                 sqlx::query(
                     "INSERT INTO face_templates (payer_id, key_id, ciphertext, enrolled_at) VALUES ($1, $2, $3, $4)",
                 )
@@ -546,7 +558,7 @@ macro_rules! faces_sql {
                 .await?;
                 $crate::store_sql::gallery_changed!(tx, &face.payer_id);
                 tx.commit().await?;
-                Ok(())
+                Ok(replaced.filter(|k| *k != face.key_id))
             }
 
             async fn face_delete(&self, payer: &facepay_domain::PayerId) -> Result<bool, $crate::StoreError> {

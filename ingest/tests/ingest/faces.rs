@@ -192,6 +192,28 @@ async fn shards_split_the_payers(postgres: bool) {
     }
 }
 
+/// Two matchers enrolling one payer at once (the same payer in two enrolment events, or one
+/// event delivered twice during a partition's handover) leave a live face that opens: each
+/// shreds only the key the ledger's commit replaced, never the other's live one.
+async fn two_enrolments_of_one_payer_at_once_keep_a_live_key(postgres: bool) {
+    let Some(home) = home(postgres).await else { return };
+    let (_, hex) = MasterKey::generate();
+    let synthetic = SyntheticFaces::new(93, 2);
+    let vault = || Vault::new(MasterKey::from_hex(&hex).unwrap());
+    let a = FaceStore::new(open(&home).await, keys(&home).await, vault(), Shard::ALL);
+    let b = FaceStore::new(open(&home).await, keys(&home).await, vault(), Shard::ALL);
+    for round in 0..20 {
+        let (x, y) = (synthetic.enrolment(0), synthetic.nth_capture(0, round));
+        let p = payer(0);
+        let (ra, rb) = tokio::join!(a.enrol(&p, &x, None, Utc::now()), b.enrol(&p, &y, None, Utc::now()));
+        ra.unwrap();
+        rb.unwrap();
+        let gallery = a.load().await.unwrap();
+        assert_eq!(gallery.len(), 1, "round {round}: the payer's live face opens");
+        assert_eq!(a.keys().count_of(&payer(0)).await.unwrap(), 1, "round {round}: the replaced keys are gone");
+    }
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),+ $(,)?) => {$(
         mod $name {
@@ -396,6 +418,7 @@ async fn a_face_enrolled_through_one_matcher_is_known_to_the_other_at_once(postg
 }
 
 on_both_stores!(
+    two_enrolments_of_one_payer_at_once_keep_a_live_key,
     a_face_enrolled_through_one_matcher_is_known_to_the_other_at_once,
     a_face_code_twice_in_one_batch_is_kept_as_last_identified,
     restart_restores_the_gallery_and_deletion_shreds,
