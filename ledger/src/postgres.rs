@@ -625,6 +625,6 @@ async fn remember_captures(
 }
 
 crate::store_sql::store_sql!(PgStore, db: Postgres, read: pool, write: pool, byte_order: " COLLATE \"C\"",
-    now_ms: "(extract(epoch FROM clock_timestamp()) * 1000)::bigint", for_update: " FOR UPDATE");
+    now_ms: "(extract(epoch FROM clock_timestamp()) * 1000)::bigint", lock_payer: "SELECT pg_advisory_xact_lock(24, hashtext($1))");
 
 crate::credentials::credential_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow, pool, |n: usize| format!("${n}"));

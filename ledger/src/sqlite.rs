@@ -619,7 +619,7 @@ async fn remember_captures(
 }
 
 crate::store_sql::store_sql!(SqliteStore, db: Sqlite, read: reader, write: writer, byte_order: "",
-    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)", for_update: "");
+    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)", lock_payer: "SELECT $1");
 
 crate::credentials::credential_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, writer, |_: usize| "?"
     .to_string());

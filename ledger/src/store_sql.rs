@@ -8,8 +8,9 @@
 //!   its one writer; PostgreSQL: one pool for both);
 //! - `byte_order`: the collation that sorts text by bytes, as SQLite does by default;
 //! - `now_ms`: the database's clock in Unix milliseconds, as SQL (the outbox relay's lease);
-//! - `for_update`: what locks a row read in a write transaction until it commits (SQLite:
-//!   nothing, its write transaction holds the whole database; PostgreSQL: `FOR UPDATE`);
+//! - `lock_payer`: a statement that holds payer `$1` until the write transaction commits
+//!   (SQLite: a no-op, its write transaction holds the whole database; PostgreSQL: an
+//!   advisory transaction lock, which also covers a payer with no row yet);
 //! - `db`: the sqlx database;
 //! - functions of the same name in the calling module: `bind_at`, `bind_day` and `bind_id`
 //!   (how an instant, a day and a UUID are bound), `load_keys`, `load_everything`,
@@ -53,13 +54,13 @@ pub(crate) fn history_sql(f: &crate::store::HistoryFilter) -> String {
 /// Implements the role traits of [`crate::store`] for `$store` (see the module's seam).
 macro_rules! store_sql {
     ($store:ty, db: $db:ty, read: $read:ident, write: $write:ident, byte_order: $byte_order:literal,
-     now_ms: $now_ms:literal, for_update: $for_update:literal) => {
+     now_ms: $now_ms:literal, lock_payer: $lock_payer:literal) => {
         $crate::store_sql::writer_sql!($store, db: $db, read: $read, write: $write);
         $crate::store_sql::reader_sql!($store, db: $db, read: $read, byte_order: $byte_order);
         $crate::store_sql::registry_sql!($store, write: $write);
         $crate::store_sql::transport_sql!($store, write: $write, now_ms: $now_ms);
         $crate::store_sql::faces_sql!($store, read: $read, write: $write, byte_order: $byte_order,
-            for_update: $for_update);
+            lock_payer: $lock_payer);
     };
 }
 
@@ -518,7 +519,7 @@ macro_rules! gallery_changed {
 /// [`crate::store::FaceVault`] and [`crate::store::CaptureLog`].
 macro_rules! faces_sql {
     ($store:ty, read: $read:ident, write: $write:ident, byte_order: $byte_order:literal,
-     for_update: $for_update:literal) => {
+     lock_payer: $lock_payer:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::FaceVault for $store {
             async fn face_enrol(
@@ -529,9 +530,10 @@ macro_rules! faces_sql {
                 use $crate::rows::Cells;
                 let mut tx = self.begin_write().await?;
                 let (payer, key_id, at) = (face.payer_id.as_str(), bind_id(&face.key_id), bind_at(&at));
-                // Locked to commit: a concurrent enrolment of the payer reads the key this one
-                // makes live, and replaces (and shreds) that one, not the key read here.
-                let replaced = sqlx::query(concat!("SELECT key_id FROM face_live WHERE payer_id = $1", $for_update))
+                // The payer held to commit: a concurrent enrolment of theirs reads the key this
+                // one makes live, and replaces (and shreds) that one, not the key read here.
+                sqlx::query($lock_payer).bind(payer).execute(&mut *tx).await?;
+                let replaced = sqlx::query("SELECT key_id FROM face_live WHERE payer_id = $1")
                     .bind(payer)
                     .fetch_optional(&mut *tx)
                     .await?;
