@@ -319,10 +319,10 @@ impl FaceStore {
     pub async fn verify_erasure(&self, payer: &PayerId) -> Result<ErasureReport, FaceStoreError> {
         let live_face = self.store.face_of(payer).await?.is_some();
         let keys_kept = self.keys.count_of(payer).await?;
-        let templates = self.open_all(payer).await?;
         let logged = self.store.face_ciphertexts(payer).await?;
         let mut needles = vec![("payer id".to_string(), payer.as_str().as_bytes().to_vec())];
         needles.extend(logged.iter().map(|(key_id, _)| (format!("key id {key_id}"), key_id.to_string().into_bytes())));
+        let templates = self.open_logged(payer, logged).await?;
         let traces = self.keys.traces(&needles).map_err(|e| FaceStoreError::Scan(e.to_string()))?;
         let templates_opening = templates.iter().filter(|t| t.is_ok()).count();
         Ok(ErasureReport {
@@ -339,12 +339,21 @@ impl FaceStore {
 
     /// Opens every template the log still holds for `payer`; after a deletion none opens.
     pub async fn open_all(&self, payer: &PayerId) -> Result<Vec<Result<Embedding, VaultError>>, FaceStoreError> {
+        let logged = self.store.face_ciphertexts(payer).await?;
+        self.open_logged(payer, logged).await
+    }
+
+    /// Opens each of `payer`'s `logged` templates with their live key, if they have one.
+    async fn open_logged(
+        &self,
+        payer: &PayerId,
+        logged: Vec<(uuid::Uuid, Vec<u8>)>,
+    ) -> Result<Vec<Result<Embedding, VaultError>>, FaceStoreError> {
         let live = match self.store.face_of(payer).await? {
             Some(face) => self.keys.get(face.key_id).await?,
             None => None,
         };
         let wrapped = live.map(|k| k.wrapped_key).unwrap_or_default();
-        let logged = self.store.face_ciphertexts(payer).await?;
         Ok(logged
             .into_iter()
             .map(|(key_id, ciphertext)| {

@@ -148,19 +148,18 @@ impl FaceKeyFile {
     /// Erases every key of `payer`: their rows zeroed and the WAL truncated. How many there
     /// were.
     pub async fn shred(&self, payer: &PayerId) -> Result<u64, KeyFileError> {
-        let done = sqlx::query("DELETE FROM face_keys WHERE payer_id = $1")
-            .bind(payer.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.sql(e))?;
-        self.erase().await?;
-        Ok(done.rows_affected())
+        self.shred_where("payer_id", payer.as_str()).await
     }
 
     /// Erases the one key `key_id` (a template the ledger replaced: never live again).
     pub async fn shred_key(&self, key_id: Uuid) -> Result<u64, KeyFileError> {
-        let done = sqlx::query("DELETE FROM face_keys WHERE key_id = $1")
-            .bind(key_id.to_string())
+        self.shred_where("key_id", &key_id.to_string()).await
+    }
+
+    /// Deletes the keys whose `column` is `value`, then [`Self::erase`]s; how many.
+    async fn shred_where(&self, column: &'static str, value: &str) -> Result<u64, KeyFileError> {
+        let done = sqlx::query(&format!("DELETE FROM face_keys WHERE {column} = $1"))
+            .bind(value)
             .execute(&self.pool)
             .await
             .map_err(|e| self.sql(e))?;
@@ -235,20 +234,8 @@ impl FaceKeyFile {
     }
 
     fn record(&self, r: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, KeyFileError> {
-        let corrupt = |what: String| KeyFileError::Corrupt { path: self.path.display().to_string(), what };
-        let text = |c: &str| r.try_get::<String, _>(c).map_err(|e| corrupt(format!("{c}: {e}")));
-        let phone: Option<String> = r.try_get("phone_last4").map_err(|e| corrupt(format!("phone_last4: {e}")))?;
-        let shard: i64 = r.try_get("shard_hash").map_err(|e| corrupt(format!("shard_hash: {e}")))?;
-        Ok(KeyRecord {
-            payer_id: PayerId::parse(&text("payer_id")?).map_err(|e| corrupt(format!("payer_id: {e}")))?,
-            key_id: Uuid::parse_str(&text("key_id")?).map_err(|e| corrupt(format!("key_id: {e}")))?,
-            shard_hash: u32::try_from(shard).map_err(|e| corrupt(format!("shard_hash: {e}")))?,
-            phone_last4: phone
-                .map(|p| PhoneLast4::parse(&p))
-                .transpose()
-                .map_err(|e| corrupt(format!("phone_last4: {e}")))?,
-            wrapped_key: r.try_get("wrapped_key").map_err(|e| corrupt(format!("wrapped_key: {e}")))?,
-        })
+        crate::rows::key_record_from(r)
+            .map_err(|e| KeyFileError::Corrupt { path: self.path.display().to_string(), what: e.to_string() })
     }
 }
 

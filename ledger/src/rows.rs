@@ -154,8 +154,9 @@ pub(crate) fn stored_face_from(r: &dyn Cells) -> Result<crate::store::StoredFace
     })
 }
 
-/// A wrapped key of the ledger's `face_keys` from before migration 0020.
-pub(crate) fn legacy_key_from(r: &dyn Cells) -> Result<crate::face_keys::KeyRecord, StoreError> {
+/// A payer's wrapped key: a row of the face key file, or of the ledger's `face_keys` from
+/// before migration 0020.
+pub(crate) fn key_record_from(r: &dyn Cells) -> Result<crate::face_keys::KeyRecord, StoreError> {
     let phone_last4 = match r.opt_text("phone_last4")? {
         Some(p) => Some(id("phone digits", p, |p| facepay_domain::PhoneLast4::parse(&p))?),
         None => None,

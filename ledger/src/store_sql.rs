@@ -584,7 +584,7 @@ macro_rules! faces_sql {
                 .bind(i64::from(limit))
                 .fetch_all(&self.$read)
                 .await?;
-                rows.iter().map(|r| $crate::rows::legacy_key_from(r)).collect()
+                rows.iter().map(|r| $crate::rows::key_record_from(r)).collect()
             }
 
             async fn face_keys_legacy_forget(&self, key_ids: &[uuid::Uuid]) -> Result<(), $crate::StoreError> {

@@ -117,30 +117,13 @@ async fn publish_all(
         acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
         published += 1;
         if acks.len() >= SIMULATE_ACKS_MAX {
-            wait_acks(std::mem::take(&mut acks), cfg.send_timeout).await?;
+            kafka::acknowledged(std::mem::take(&mut acks), cfg.send_timeout).await?;
         }
         if let Some(rate) = rate_per_s.filter(|r| *r > 0) {
             let due = started + Duration::from_secs_f64(published as f64 / rate as f64);
             tokio::time::sleep_until(due.into()).await;
         }
     }
-    wait_acks(acks, cfg.send_timeout).await?;
+    kafka::acknowledged(acks, cfg.send_timeout).await?;
     Ok(published)
-}
-
-/// Waits for `acks`, at most `within` in all (librdkafka's own deadline is far longer).
-async fn wait_acks(acks: Vec<rdkafka::producer::DeliveryFuture>, within: Duration) -> anyhow::Result<()> {
-    let all = async {
-        for ack in acks {
-            match ack.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e.into()),
-                Err(_) => anyhow::bail!("the producer was dropped"),
-            }
-        }
-        Ok(())
-    };
-    tokio::time::timeout(within, all)
-        .await
-        .map_err(|_| anyhow::anyhow!("the broker did not acknowledge within {within:?}"))?
 }

@@ -92,7 +92,7 @@ pub async fn publish_signed(
 }
 
 /// Acknowledgements of sends in flight.
-pub(super) type Acks = Vec<rdkafka::producer::DeliveryFuture>;
+pub type Acks = Vec<rdkafka::producer::DeliveryFuture>;
 
 /// Enqueues one message without waiting; its acknowledgement goes to `acks`.
 pub(super) fn enqueue(
@@ -106,7 +106,7 @@ pub(super) fn enqueue(
 
 /// Waits for every acknowledgement in `acks`, at most `within` in all; the first failure
 /// fails them all. After a failure the caller drops its producer (its run ends).
-pub(super) async fn acknowledged(acks: Acks, within: Duration) -> Result<(), KafkaError> {
+pub async fn acknowledged(acks: Acks, within: Duration) -> Result<(), KafkaError> {
     let all = async {
         for ack in acks {
             match ack.await {
