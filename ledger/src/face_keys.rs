@@ -41,6 +41,29 @@ pub struct KeyRecord {
     pub wrapped_key: Vec<u8>,
 }
 
+impl KeyRecord {
+    /// A key row's columns checked: the one parser of both tables that hold keys (this
+    /// file's, and the ledger's from before migration 0020).
+    pub(crate) fn from_columns(
+        payer_id: String,
+        key_id: Uuid,
+        shard_hash: i64,
+        phone_last4: Option<String>,
+        wrapped_key: Vec<u8>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            payer_id: PayerId::parse(payer_id).map_err(|e| format!("payer_id: {e}"))?,
+            key_id,
+            shard_hash: u32::try_from(shard_hash).map_err(|e| format!("shard_hash: {e}"))?,
+            phone_last4: phone_last4
+                .map(|p| PhoneLast4::parse(&p))
+                .transpose()
+                .map_err(|e| format!("phone_last4: {e}"))?,
+            wrapped_key,
+        })
+    }
+}
+
 impl std::fmt::Debug for KeyRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRecord")
@@ -234,8 +257,13 @@ impl FaceKeyFile {
     }
 
     fn record(&self, r: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, KeyFileError> {
-        crate::rows::key_record_from(r)
-            .map_err(|e| KeyFileError::Corrupt { path: self.path.display().to_string(), what: e.to_string() })
+        let corrupt = |what: String| KeyFileError::Corrupt { path: self.path.display().to_string(), what };
+        let column = |e: sqlx::Error| corrupt(e.to_string());
+        let key_id: String = r.try_get("key_id").map_err(column)?;
+        let key_id = Uuid::parse_str(&key_id).map_err(|e| corrupt(format!("key_id: {e}")))?;
+        let (payer, shard) = (r.try_get("payer_id").map_err(column)?, r.try_get("shard_hash").map_err(column)?);
+        let (phone, wrapped) = (r.try_get("phone_last4").map_err(column)?, r.try_get("wrapped_key").map_err(column)?);
+        KeyRecord::from_columns(payer, key_id, shard, phone, wrapped).map_err(corrupt)
     }
 }
 

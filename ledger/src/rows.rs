@@ -157,17 +157,10 @@ pub(crate) fn stored_face_from(r: &dyn Cells) -> Result<crate::store::StoredFace
 /// A payer's wrapped key: a row of the face key file, or of the ledger's `face_keys` from
 /// before migration 0020.
 pub(crate) fn key_record_from(r: &dyn Cells) -> Result<crate::face_keys::KeyRecord, StoreError> {
-    let phone_last4 = match r.opt_text("phone_last4")? {
-        Some(p) => Some(id("phone digits", p, |p| facepay_domain::PhoneLast4::parse(&p))?),
-        None => None,
-    };
-    Ok(crate::face_keys::KeyRecord {
-        payer_id: id("payer id", r.text("payer_id")?, PayerId::parse)?,
-        key_id: r.uuid("key_id")?,
-        shard_hash: u32::try_from(r.int("shard_hash")?).map_err(|e| corrupt("shard hash", "out of range", e))?,
-        phone_last4,
-        wrapped_key: r.bytes("wrapped_key")?,
-    })
+    let key_id = r.uuid("key_id")?;
+    let (payer, shard, phone) = (r.text("payer_id")?, r.int("shard_hash")?, r.opt_text("phone_last4")?);
+    crate::face_keys::KeyRecord::from_columns(payer, key_id, shard, phone, r.bytes("wrapped_key")?)
+        .map_err(|e| corrupt("face key", &key_id.to_string(), e))
 }
 
 pub(crate) fn history_from(r: &dyn Cells) -> Result<HistoryRow, StoreError> {
