@@ -12,11 +12,13 @@
 //!   generator).
 //! - [`reconcile`]: a million-line bill imported and reconciled.
 //! - [`matcher`]: face search over a synthetic gallery.
+//! - [`matcher_accuracy`]: the match policy's accuracy and the calibration of its thresholds.
 
 pub mod api;
 pub mod cli;
 pub mod ledger;
 pub mod matcher;
+pub mod matcher_accuracy;
 pub mod pipeline;
 pub mod reconcile;
 pub mod usual_design;

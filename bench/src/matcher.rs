@@ -1,6 +1,7 @@
 //! `facepay-bench matcher`: exact batched and single-query
-//! search over a synthetic gallery, f32 against f16, and the approximate indexes (binary
-//! codes, IVF) against exact search.
+//! search over a synthetic gallery, f32 against f16, the approximate indexes (binary
+//! codes, IVF) against exact search, and the match policy's accuracy
+//! ([`crate::matcher_accuracy`]); `--calibrate` prints the calibration instead.
 //!
 //! The gallery is the enrolment captures of `gallery` synthetic identities; the queries are
 //! later captures of random enrolled identities (the workload of a till). Recall@1 of a
@@ -20,6 +21,9 @@ use facepay_matcher::flat::{FlatIndex, Precision, TensorError};
 use facepay_matcher::ivf::{IvfIndex, IvfOptions};
 use facepay_matcher::synthetic::SyntheticFaces;
 use facepay_matcher::topk::Hit;
+use facepay_matcher::MatcherError;
+
+use crate::matcher_accuracy::{calibrate, measure_accuracy, AccuracyOptions, AccuracyReport, CalibrationReport};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct BenchOptions {
     pub codes: Option<CodeOptions>,
     /// Write `gallery.f32` and `queries.f32` (raw little-endian f32) here.
     pub export: Option<PathBuf>,
+    /// Measure the policy's accuracy too.
+    pub accuracy: Option<AccuracyOptions>,
 }
 
 impl Default for BenchOptions {
@@ -52,6 +58,7 @@ impl Default for BenchOptions {
             nprobe: vec![32],
             codes: None,
             export: None,
+            accuracy: None,
         }
     }
 }
@@ -95,6 +102,10 @@ pub struct BenchReport {
     /// The binary-code index against exact f32 search.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codes: Option<CodesReport>,
+    /// The match policy's accuracy on the calibration's population, and the member tier's
+    /// cost (keys at the top level).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<AccuracyReport>,
 }
 
 /// The binary-code index (sign codes, Hamming scan, exact rerank) against exact search.
@@ -174,6 +185,12 @@ pub fn measure(opts: &BenchOptions) -> Result<BenchReport, TensorError> {
         Some(o) => Some(run_codes(&gallery, &queries, &truth, batch_s, o, opts)?),
         None => None,
     };
+    let accuracy = match &opts.accuracy {
+        Some(o) => Some(measure_accuracy(o).map_err(|e| match e {
+            MatcherError::Tensor(t) => t,
+        })?),
+        None => None,
+    };
     let chosen = ivf.iter().find(|r| r.ivf_recall_at_1 >= 0.99).or(ivf.last());
     assert!(single_ok, "the single-query path disagrees with the batched one");
     Ok(BenchReport {
@@ -199,6 +216,7 @@ pub fn measure(opts: &BenchOptions) -> Result<BenchReport, TensorError> {
         ivf_recall_at_1: chosen.map(|r| r.ivf_recall_at_1),
         ivf,
         codes,
+        accuracy,
     })
 }
 
@@ -342,13 +360,43 @@ pub struct MatcherArgs {
     /// Write DIR/gallery.f32 and DIR/queries.f32 (raw little-endian f32) for faiss.
     #[arg(long)]
     pub export: Option<std::path::PathBuf>,
+    /// Print the calibration of the match policy's thresholds instead (score distributions
+    /// of genuine, stranger and look-alike pairs, and the thresholds they give).
+    #[arg(long)]
+    pub calibrate: bool,
+    /// Payers of the accuracy and calibration population (0: no accuracy measured).
+    #[arg(long, default_value_t = 100_000)]
+    pub payers: usize,
+    /// Genuine captures of the accuracy run.
+    #[arg(long, default_value_t = 100_000)]
+    pub genuine: usize,
+    /// Strangers of the accuracy run and the calibration.
+    #[arg(long, default_value_t = 10_000)]
+    pub impostors: usize,
+    /// Look-alikes of the accuracy run and the calibration.
+    #[arg(long, default_value_t = 100_000)]
+    pub lookalikes: usize,
+}
+
+/// What `facepay-bench matcher` prints: the search and accuracy figures, or the calibration.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum MatcherReport {
+    Bench(Box<BenchReport>),
+    Calibration(Box<CalibrationReport>),
 }
 
 /// `facepay-bench matcher`: exact batched and single-query search, f16 against f32, and the
 /// IVF index against exact search, over a synthetic gallery ([`measure`]).
-pub async fn run(args: MatcherArgs) -> anyhow::Result<BenchReport> {
+pub async fn run(args: MatcherArgs) -> anyhow::Result<MatcherReport> {
+    let calibrating = args.calibrate;
     let opts = args.options();
-    Ok(tokio::task::spawn_blocking(move || measure(&opts)).await??)
+    tokio::task::spawn_blocking(move || match (calibrating, &opts.accuracy) {
+        (true, Some(o)) => Ok(MatcherReport::Calibration(Box::new(calibrate(o)?))),
+        (true, None) => Err(anyhow::anyhow!("--calibrate needs --payers above 0")),
+        (false, _) => Ok(MatcherReport::Bench(Box::new(measure(&opts)?))),
+    })
+    .await?
 }
 
 impl MatcherArgs {
@@ -373,6 +421,13 @@ impl MatcherArgs {
             nprobe: self.nprobe.into_iter().map(|n| n.max(1)).collect(),
             codes,
             export: self.export,
+            accuracy: (self.payers > 0).then_some(AccuracyOptions {
+                payers: self.payers,
+                genuine: self.genuine.max(1),
+                impostors: self.impostors.max(1),
+                lookalikes: self.lookalikes.max(1),
+                seed: self.seed,
+            }),
         }
     }
 }

@@ -81,6 +81,46 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// Dimension of a face embedding (ArcFace-style models emit 512 floats).
 pub const EMBEDDING_DIM: usize = 512;
 
+// ---- Face matching ----------------------------------------------------------------------
+//
+// The cosines come from `facepay-bench matcher --calibrate` (docs/BENCHMARKS.md, "Issue 23:
+// calibration"): a population of 100 000 payers with log-normal capture quality and a
+// look-alike for each (face centre at cosine 0.45 to the twin's enrolled template). Each
+// accept threshold is the highest score any look-alike or impostor reached, plus
+// `MATCH_CALIBRATION_GUARD`, rounded up to the hundredth; the ask floor is the highest
+// impostor best-of-gallery plus the guard. They suit that model; a device's real face model
+// must be calibrated on its own data (FACEPAY_MATCH_* override each).
+
+/// What the calibration adds to the highest look-alike or impostor score it saw: the maximum
+/// of 100 000 draws sits about 4.3 standard deviations out, and the guard (about 1.7 more
+/// of the look-alike score's spread) keeps the next million comparisons below the threshold.
+pub const MATCH_CALIBRATION_GUARD: f32 = 0.05;
+
+/// Cosine a capture needs, without phone digits, to pay as the merchant's member or as the
+/// whole gallery's best candidate (clear of the runner-up by [`MATCH_MARGIN_MIN`]).
+pub const MATCH_ACCEPT_COSINE_MIN: f32 = 0.53;
+
+/// Cosine a capture taken with the payer's last 4 phone digits needs among the payers enrolled
+/// with them. Not lower than [`MATCH_ACCEPT_COSINE_MIN`]: the look-alike who knows the twin's
+/// digits is the case the digits cannot tell apart.
+pub const MATCH_PHONE_ACCEPT_COSINE_MIN: f32 = 0.53;
+
+/// Lead the best candidate needs over the runner-up of the whole gallery (or of the phone
+/// bucket) to pay; a smaller lead asks for the phone digits.
+pub const MATCH_MARGIN_MIN: f32 = 0.10;
+
+/// A best candidate at or above this cosine that may not pay (under the accept threshold, or
+/// not clear of the runner-up) asks for the phone digits instead of turning the payer away;
+/// below it, the face is unknown (`no_match`).
+pub const MATCH_ASK_COSINE_MIN: f32 = 0.31;
+
+/// Lowest liveness score of a capture that is searched at all.
+pub const MATCH_LIVENESS_MIN: f32 = 0.80;
+
+/// From this many enrolled payers on, a capture without phone digits may pay only as the
+/// merchant's member: the false-match chance grows as N·P₁, so everyone else is asked.
+pub const MATCH_PHONE_REQUIRED_GALLERY_MIN: usize = 1_000_000;
+
 /// Largest device event accepted, in bytes: a 512-float embedding in JSON is ~6 KiB, so
 /// 64 KiB leaves room without letting one request pin megabytes.
 pub const EVENT_BYTES_MAX: usize = 64 * 1024;

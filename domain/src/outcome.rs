@@ -8,6 +8,10 @@ use crate::event::DeviceRef;
 use crate::ids::{MerchantId, OutTradeNo, PayerId};
 use crate::money::Money;
 
+/// The matcher's rule for a capture it is unsure of: the payer is asked for the last 4 phone
+/// digits ([`DeclineReason::PhoneConfirmationRequired`]).
+pub const NEEDS_PHONE_CONFIRMATION: &str = "needs_phone_confirmation";
+
 /// Why a payment was declined: our stable code, each mapped to the channel's error code.
 ///
 /// Declines are definite ("payment confirmed failed"): the device switches method or starts
@@ -18,6 +22,10 @@ pub enum DeclineReason {
     /// The capture did not resolve to a payer (no match, failed liveness, ambiguous, or a
     /// face code the matcher never saw).
     IdentityUnresolved,
+    /// The matcher is unsure of the face (close to a payer, not close enough, or close to
+    /// two): the device asks the payer for the last 4 digits of their phone number and
+    /// captures again with them, on the same order.
+    PhoneConfirmationRequired,
     /// The face code was already used by an earlier payment, paid or not.
     CaptureUsed,
     /// The payer's account is frozen.
@@ -41,8 +49,9 @@ pub enum DeclineReason {
 }
 
 impl DeclineReason {
-    pub const ALL: [DeclineReason; 11] = [
+    pub const ALL: [DeclineReason; 12] = [
         Self::IdentityUnresolved,
+        Self::PhoneConfirmationRequired,
         Self::CaptureUsed,
         Self::PayerFrozen,
         Self::OverSingleLimit,
@@ -59,6 +68,7 @@ impl DeclineReason {
     pub fn code(self) -> &'static str {
         match self {
             Self::IdentityUnresolved => "IDENTITY_UNRESOLVED",
+            Self::PhoneConfirmationRequired => "PHONE_CONFIRMATION_REQUIRED",
             Self::CaptureUsed => "CAPTURE_USED",
             Self::PayerFrozen => "PAYER_FROZEN",
             Self::OverSingleLimit => "OVER_SINGLE_LIMIT",
@@ -75,7 +85,7 @@ impl DeclineReason {
     /// The channel's error code a device understands (WeChat Pay micropay).
     pub fn channel_code(self) -> &'static str {
         match self {
-            Self::IdentityUnresolved => "AUTH_CODE_INVALID",
+            Self::IdentityUnresolved | Self::PhoneConfirmationRequired => "AUTH_CODE_INVALID",
             Self::CaptureUsed => "AUTH_CODE_ERROR",
             Self::PayerFrozen | Self::OverSingleLimit | Self::DailyAmountCap | Self::DailyCountCap => "TRADE_ERROR",
             Self::InsufficientBalance => "NOTENOUGH",

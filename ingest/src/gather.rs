@@ -327,7 +327,8 @@ mod tests {
     }
 
     fn partial(shard: u32, best: &[(&str, f32)]) -> GatherMessage {
-        let others = best.iter().map(|&(p, score)| Candidate { payer_id: PayerId::parse(p).unwrap(), score });
+        let found =
+            best.iter().map(|&(p, score)| Candidate { payer_id: PayerId::parse(p).unwrap(), score, member: false });
         GatherMessage::Partial(ShardPartial {
             face_code: FaceCode::parse(CODE).unwrap(),
             shard,
@@ -335,8 +336,7 @@ mod tests {
             partial: Partial {
                 facts: CaptureFacts { liveness: 0.99, phone_given: false },
                 gallery_len: 100,
-                members: Vec::new(),
-                others: others.collect(),
+                candidates: found.collect(),
             },
         })
     }

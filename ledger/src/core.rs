@@ -4,6 +4,7 @@
 //! plain values, and replay is a fold of `apply`.
 
 use facepay_domain::limits::{DAILY_AMOUNT_CAP_DEFAULT_FEN, DAILY_COUNT_CAP_DEFAULT};
+use facepay_domain::outcome::NEEDS_PHONE_CONFIRMATION;
 use facepay_domain::time::shanghai_day;
 use facepay_domain::{DeclineReason, OrderStatus, PayerId, PaymentResult};
 
@@ -133,7 +134,13 @@ fn decide_payment(state: &LedgerState, cmd: &Command, policy: &Policy) -> Vec<Le
         }
     }
     let Some(payer_id) = payer.clone() else {
-        return decline(DeclineReason::IdentityUnresolved, true);
+        let reason = match identity {
+            Identity::Unresolved { rule } if rule == NEEDS_PHONE_CONFIRMATION => {
+                DeclineReason::PhoneConfirmationRequired
+            }
+            _ => DeclineReason::IdentityUnresolved,
+        };
+        return decline(reason, true);
     };
     // The payer's holds past their 30 days are released first, whether or not the clock has
     // swept them yet: the decision never depends on when the sweep ran.

@@ -4,8 +4,10 @@
 //! Templates live in one contiguous row-major `Vec<f32>` (N × [`EMBEDDING_DIM`]); removal
 //! moves the last row into the hole. A full search is a single query against the whole
 //! gallery, which is memory-bound: the parallel SIMD scan of [`crate::flat`] reads the rows
-//! once, in place (a tensor copy would double the memory of a changing gallery). Subset
-//! searches (members, one phone bucket) take SIMD dot products over the rows they name. The
+//! once, in place (a tensor copy would double the memory of a changing gallery). A phone
+//! bucket's search takes SIMD dot products over the rows it names. Members are not searched
+//! apart: the policy reads whether the whole gallery's best is a member (a set lookup), so a
+//! member costs no more than anyone else and rides the batched search. The
 //! best two scores are kept by a [`TopK`] of 2; nothing is sorted. Batched searches over a
 //! frozen gallery use [`crate::FlatIndex`] (candle matmul), or from
 //! [`MatchPolicy::approx_gallery_min`] payers on [`crate::codes::CodeIndex`] (binary codes,
@@ -167,12 +169,10 @@ impl Gallery {
         }
     }
 
-    /// Identifies the face of `capture` taken at `merchant`, applying `policy` in order:
-    /// liveness; the merchant's members (member threshold and margin, no phone needed);
-    /// then, with phone digits, the payers enrolled with them, else the whole gallery if it
-    /// is small enough for the risk policy; a global search that passes the threshold
-    /// without its margin asks for the phone digits. `score` and `margin` of the answer are
-    /// those of the last search run.
+    /// Identifies the face of `capture` taken at `merchant`, applying `policy`
+    /// ([`MatchPolicy::decide`]): liveness; then the payers enrolled with the typed phone
+    /// digits, or without them the whole gallery, its best candidates marked if members of
+    /// `merchant`. `score` and `margin` of the answer are those of that search.
     pub fn identify(
         &self,
         merchant: &MerchantId,
@@ -190,14 +190,12 @@ impl Gallery {
         captures: &[(&MerchantId, &FaceCaptured)],
         policy: &MatchPolicy,
     ) -> Result<Vec<Identification>, MatcherError> {
-        let global = |c: &FaceCaptured| {
-            c.liveness.get() >= policy.liveness_min
-                && c.phone_last4.is_none()
-                && self.len() < policy.phone_required_gallery_min
+        let global = |merchant: &MerchantId, c: &FaceCaptured| {
+            c.liveness.get() >= policy.liveness_min && c.phone_last4.is_none() && self.searches_all(merchant, policy)
         };
         let queries: Vec<f32> = captures
             .iter()
-            .filter(|(_, c)| global(c))
+            .filter(|(m, c)| global(m, c))
             .flat_map(|(_, c)| c.embedding.as_slice().iter().copied())
             .collect();
         let mut found = match queries.is_empty() {
@@ -210,7 +208,7 @@ impl Gallery {
         .into_iter();
         let mut answers = Vec::with_capacity(captures.len());
         for (merchant, capture) in captures {
-            let hits = if global(capture) { found.next().unwrap_or_default() } else { Vec::new() };
+            let hits = if global(merchant, capture) { found.next().unwrap_or_default() } else { Vec::new() };
             answers.push(self.decide(merchant, capture, policy, |_| hits));
         }
         Ok(answers)
@@ -224,48 +222,52 @@ impl Gallery {
         policy: &MatchPolicy,
         search_all: impl FnOnce(&[f32]) -> Vec<Hit>,
     ) -> Identification {
-        let query = capture.embedding.as_slice();
-        policy.decide(
-            facts(capture),
-            self.len(),
-            || self.candidates(self.search_members(merchant, query)),
-            || self.second_tier(capture, search_all),
-        )
+        policy.decide(facts(capture), self.len(), || self.search(merchant, capture, policy, search_all))
     }
 
-    /// The second tier's candidates: the phone bucket when the digits were given, else
-    /// `search_all`.
-    fn second_tier(&self, capture: &FaceCaptured, search_all: impl FnOnce(&[f32]) -> Vec<Hit>) -> Vec<Candidate> {
+    /// The candidates the policy decides on: the phone bucket's best when the digits were
+    /// given, else `search_all`'s over the whole gallery where the policy searches it; each
+    /// marked if a member of `merchant`.
+    fn search(
+        &self,
+        merchant: &MerchantId,
+        capture: &FaceCaptured,
+        policy: &MatchPolicy,
+        search_all: impl FnOnce(&[f32]) -> Vec<Hit>,
+    ) -> Vec<Candidate> {
         let query = capture.embedding.as_slice();
-        self.candidates(match capture.phone_last4 {
+        let hits = match capture.phone_last4 {
             Some(phone) => self.search_bucket(&phone, query),
-            None => search_all(query),
-        })
+            None if self.searches_all(merchant, policy) => search_all(query),
+            None => Vec::new(),
+        };
+        let members = self.members.get(merchant);
+        hits.into_iter()
+            .map(|h| {
+                let payer_id = self.payers[h.row].clone();
+                let member = members.is_some_and(|m| m.contains(&payer_id));
+                Candidate { payer_id, score: h.score, member }
+            })
+            .collect()
     }
 
-    /// What this gallery, one shard of the whole, finds for `capture` taken at `merchant`:
-    /// every tier the policy may reach, searched here, for a gather to
-    /// [merge](Partial::merge) with the other shards' answers and decide on
+    /// Whether a capture without digits at `merchant` is searched against the whole gallery.
+    fn searches_all(&self, merchant: &MerchantId, policy: &MatchPolicy) -> bool {
+        policy.searches_whole_gallery(self.len(), self.members.contains_key(merchant))
+    }
+
+    /// What this gallery, one shard of the whole, finds for `capture` taken at `merchant`,
+    /// for a gather to [merge](Partial::merge) with the other shards' answers and decide on
     /// ([`MatchPolicy::decide_merged`]). Nothing is searched for a capture that fails the
     /// liveness check, and no global search is run where this shard alone is too large for
-    /// one (the whole gallery is larger still).
+    /// one at a merchant with no members (the whole gallery is larger still).
     pub fn partial(&self, merchant: &MerchantId, capture: &FaceCaptured, policy: &MatchPolicy) -> Partial {
         let facts = facts(capture);
-        let mut partial = Partial { facts, gallery_len: self.len() as u64, members: Vec::new(), others: Vec::new() };
-        if facts.liveness < policy.liveness_min {
-            return partial;
-        }
-        partial.members = self.candidates(self.search_members(merchant, capture.embedding.as_slice()));
-        let too_large = capture.phone_last4.is_none() && self.len() >= policy.phone_required_gallery_min;
-        if !too_large {
-            partial.others = self.second_tier(capture, |query| self.search_all(query));
+        let mut partial = Partial { facts, gallery_len: self.len() as u64, candidates: Vec::new() };
+        if facts.liveness >= policy.liveness_min {
+            partial.candidates = self.search(merchant, capture, policy, |query| self.search_all(query));
         }
         partial
-    }
-
-    /// The payers of `found`, best first.
-    fn candidates(&self, hits: Vec<Hit>) -> Vec<Candidate> {
-        hits.into_iter().map(|h| Candidate { payer_id: self.payers[h.row].clone(), score: h.score }).collect()
     }
 
     /// The binary codes of the gallery for batched searches of a large one.
@@ -290,12 +292,6 @@ impl Gallery {
         }
         let index = FlatIndex::new(&self.rows, self.dim, Precision::F32)?;
         Ok(self.batch_index.get_or_init(|| index))
-    }
-
-    /// Best two among the enrolled members of `merchant`.
-    fn search_members(&self, merchant: &MerchantId, query: &[f32]) -> Vec<Hit> {
-        let rows = self.members.get(merchant).into_iter().flatten().filter_map(|p| self.row_of.get(p).copied());
-        self.search_rows(rows, query)
     }
 
     /// Best two among the payers enrolled with `phone`.

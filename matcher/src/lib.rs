@@ -2,16 +2,18 @@
 //! in-memory gallery of enrolled templates.
 //!
 //! A false match charges the wrong person, and its chance grows with the gallery:
-//! P_N ≈ N·P_1. So a search is narrowed before it is widened: the merchant's members
-//! first, then the payers enrolled with the phone digits the payer typed, and only then,
-//! for a gallery small enough, everyone. Every hit must also lead the runner-up by a
-//! margin; a close second makes the answer [`MatchRule::Ambiguous`], never a guess.
+//! P_N ≈ N·P_1. So a capture with the payer's last 4 phone digits is searched among the
+//! payers enrolled with them only; without digits the whole gallery is searched, and its best
+//! candidate pays as the merchant's member, or (for a gallery small enough) as anyone, only
+//! over a calibrated threshold and clear of the runner-up by a margin. An unsure face, close
+//! but not close enough or close to two, is asked for the digits
+//! ([`MatchRule::NeedsPhoneConfirmation`]), never guessed and never turned away.
 //!
 //! Templates are biometric data: no type here prints, logs or returns embedding values.
 //!
 //! # Layout
 //! - [`policy`]: [`MatchPolicy`] (the thresholds) and its decision over the candidates of
-//!   each tier, [`MatchRule`] and [`Identification`], the answer of a search;
+//!   a search, [`MatchRule`] and [`Identification`], the answer of a search;
 //!   [`policy::Partial`], one shard's candidates, merged across shards into the whole
 //!   gallery's.
 //! - [`gallery`]: [`Gallery`], the enrolled templates, member lists and phone buckets,
@@ -28,7 +30,8 @@
 //! - [`vault`]: templates sealed at rest (ChaCha20-Poly1305, a data key per payer wrapped
 //!   by the master key; deletion shreds the key).
 //! - [`synthetic`]: [`synthetic::SyntheticFaces`], deterministic synthetic identities for
-//!   tests and benchmarks.
+//!   tests and benchmarks, and the harder population (log-normal capture quality,
+//!   look-alikes, phone digits) the policy is calibrated on.
 
 pub mod codes;
 pub mod flat;

@@ -1,56 +1,68 @@
 //! The match policy: the thresholds, the rules they decide, and the answer of a search.
 //!
 //! The thresholds are configuration. They depend on the device's face model and must be
-//! calibrated on its real data; the defaults suit the synthetic model of [`crate::synthetic`]
-//! and the ArcFace-family operating points quoted in the face-matching reference.
+//! calibrated on its real data (`facepay-bench matcher --calibrate` shows how on a synthetic
+//! population, [`crate::synthetic::Quality::LogNormal`] with look-alikes); the defaults are
+//! that calibration's, kept in `facepay_domain::limits`.
+//!
+//! One search decides: the phone bucket when the payer typed the digits, else the whole
+//! gallery, its best candidates marked if members of the merchant. A member pays only when
+//! the whole gallery's best is that member, clear of the runner-up, so a twin who is not a
+//! member blocks them; typed digits that are not the member's never pay the member, since
+//! the member is then not in the searched bucket. An unsure face (between the ask floor and
+//! the accept threshold, or not clear of the runner-up) is asked for the digits.
 
-use facepay_domain::PayerId;
+use facepay_domain::{limits, PayerId};
 use serde::{Deserialize, Serialize};
 
-/// The thresholds [`crate::Gallery::identify`] applies, in order: liveness, member search,
-/// global search (narrowed by phone digits when the payer typed them).
+/// The thresholds [`crate::Gallery::identify`] applies, in order: liveness; then one search,
+/// of the payers enrolled with the typed phone digits, or of the whole gallery without them.
+/// Defaults: the calibrated constants of `facepay_domain::limits` (`MATCH_*`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatchPolicy {
     /// Captures scoring below this liveness are refused before any search: a photo or a
     /// mask must not even be compared, let alone pay.
     pub liveness_min: f32,
-    /// Cosine a merchant-member candidate needs. Lower than the global threshold because
-    /// the member gallery is small, and a false match's chance grows with gallery size.
+    /// Cosine the whole gallery's best candidate needs to pay as the merchant's member
+    /// ([`MatchRule::MemberHit`]), clear of the whole gallery's runner-up by
+    /// `margin_min`: a twin who is not a member still blocks it.
     pub member_threshold: f32,
-    /// Lead the best member needs over the second-best member, so that two look-alike
-    /// members are never guessed between.
-    pub member_margin_min: f32,
-    /// Cosine a candidate of the global (or phone-narrowed) gallery needs.
+    /// Cosine the whole gallery's best candidate needs to pay without phone digits.
     pub global_threshold: f32,
-    /// Lead the best global candidate needs over the runner-up; a smaller lead asks for the
-    /// phone digits ([`MatchRule::NeedsPhoneConfirmation`]), or, when they were given,
-    /// refuses ([`MatchRule::Ambiguous`]).
-    pub global_margin_min: f32,
-    /// From this many enrolled payers on, a global search without phone digits is not run
-    /// at all: the false-match chance grows as P_N ≈ N·P_1, so at this size the payer must
-    /// narrow the gallery with their phone digits ([`MatchRule::NeedsPhoneConfirmation`]).
+    /// Cosine the best payer enrolled with the typed phone digits needs to pay.
+    pub phone_threshold: f32,
+    /// Lead the best candidate needs over the runner-up of the search (whole gallery or phone
+    /// bucket) to pay. Without digits a smaller lead asks for them
+    /// ([`MatchRule::NeedsPhoneConfirmation`]); with them it refuses ([`MatchRule::Ambiguous`]).
+    pub margin_min: f32,
+    /// A best candidate at or above this cosine that may not pay asks for the phone digits
+    /// ([`MatchRule::NeedsPhoneConfirmation`]) instead of [`MatchRule::NoMatch`].
+    pub ask_floor: f32,
+    /// From this many enrolled payers on, a capture without phone digits pays only as the
+    /// merchant's member: the false-match chance grows as P_N ≈ N·P_1, so everyone else is
+    /// asked for the digits ([`MatchRule::NeedsPhoneConfirmation`]); the whole gallery is
+    /// then searched only at a merchant with members.
     pub phone_required_gallery_min: usize,
     /// From this many enrolled payers on, the batched global search takes its candidates from
     /// the binary-code index ([`crate::codes::CodeIndex`]: Hamming scan, exact rerank) instead
     /// of exact search, which no longer answers a till in time at that size. Every score is
-    /// still exact; a genuine template the codes miss yields `no_match`, never another payer.
+    /// still exact; a genuine template the codes miss yields no hit, never another payer.
     /// The margin is against the best other candidate: a look-alike close enough to matter
     /// is close in the codes too, while a distant runner-up may be left out (the margin then
     /// reads larger than exact search's, and the decision is the same).
-    /// With the defaults it is never reached (the phone digits are required first); it
-    /// matters where the risk policy raises `phone_required_gallery_min`.
     pub approx_gallery_min: usize,
 }
 
 impl Default for MatchPolicy {
     fn default() -> Self {
         Self {
-            liveness_min: 0.80,
-            member_threshold: 0.50,
-            member_margin_min: 0.08,
-            global_threshold: 0.55,
-            global_margin_min: 0.10,
-            phone_required_gallery_min: 1_000_000,
+            liveness_min: limits::MATCH_LIVENESS_MIN,
+            member_threshold: limits::MATCH_ACCEPT_COSINE_MIN,
+            global_threshold: limits::MATCH_ACCEPT_COSINE_MIN,
+            phone_threshold: limits::MATCH_PHONE_ACCEPT_COSINE_MIN,
+            margin_min: limits::MATCH_MARGIN_MIN,
+            ask_floor: limits::MATCH_ASK_COSINE_MIN,
+            phone_required_gallery_min: limits::MATCH_PHONE_REQUIRED_GALLERY_MIN,
             approx_gallery_min: 1_000_000,
         }
     }
@@ -67,16 +79,24 @@ pub struct PolicyError {
 
 impl MatchPolicy {
     /// The environment variables [`MatchPolicy::from_env`] reads, each overriding one
-    /// default: liveness_min, member_threshold, member_margin_min, global_threshold,
-    /// global_margin_min, phone_required_gallery_min, approx_gallery_min.
-    pub const ENV_VARS: [&'static str; 7] = [
+    /// default: liveness_min, member_threshold, global_threshold, phone_threshold,
+    /// margin_min, ask_floor, phone_required_gallery_min, approx_gallery_min.
+    pub const ENV_VARS: [&'static str; 8] = [
         "FACEPAY_MATCH_LIVENESS_MIN",
         "FACEPAY_MATCH_MEMBER_THRESHOLD",
-        "FACEPAY_MATCH_MEMBER_MARGIN_MIN",
         "FACEPAY_MATCH_GLOBAL_THRESHOLD",
-        "FACEPAY_MATCH_GLOBAL_MARGIN_MIN",
+        "FACEPAY_MATCH_PHONE_THRESHOLD",
+        "FACEPAY_MATCH_MARGIN_MIN",
+        "FACEPAY_MATCH_ASK_FLOOR",
         "FACEPAY_MATCH_PHONE_REQUIRED_GALLERY_MIN",
         "FACEPAY_MATCH_APPROX_GALLERY_MIN",
+    ];
+
+    /// Settings an earlier version read, refused by name so that a deployment relying on one
+    /// learns at start-up that it no longer applies.
+    pub const RETIRED_ENV_VARS: [(&'static str, &'static str); 2] = [
+        ("FACEPAY_MATCH_MEMBER_MARGIN_MIN", "retired: members need FACEPAY_MATCH_MARGIN_MIN over the whole gallery"),
+        ("FACEPAY_MATCH_GLOBAL_MARGIN_MIN", "renamed FACEPAY_MATCH_MARGIN_MIN"),
     ];
 
     /// The defaults, overridden by whichever of [`Self::ENV_VARS`] are set (and non-empty).
@@ -84,10 +104,14 @@ impl MatchPolicy {
         Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
     }
 
-    /// [`Self::from_env`] over any lookup (for tests and config files).
+    /// [`Self::from_env`] over any lookup (for tests and config files). The ask floor may not
+    /// exceed an accept threshold (a score that may not pay would then be turned away).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, PolicyError> {
+        if let Some((var, reason)) = Self::RETIRED_ENV_VARS.iter().find(|(var, _)| get(var).is_some()) {
+            return Err(PolicyError { var, reason: reason.to_string() });
+        }
         let mut p = Self::default();
-        let [liveness, member, member_margin, global, global_margin, phone_min, approx_min] = Self::ENV_VARS;
+        let [liveness, member, global, phone, margin, floor, phone_min, approx_min] = Self::ENV_VARS;
         let cosine = |var: &'static str, lo: f32, default: f32| -> Result<f32, PolicyError> {
             let Some(v) = get(var) else { return Ok(default) };
             let x: f32 = v.trim().parse().map_err(|_| PolicyError { var, reason: format!("not a number: {v:?}") })?;
@@ -98,9 +122,17 @@ impl MatchPolicy {
         };
         p.liveness_min = cosine(liveness, 0.0, p.liveness_min)?;
         p.member_threshold = cosine(member, -1.0, p.member_threshold)?;
-        p.member_margin_min = cosine(member_margin, 0.0, p.member_margin_min)?;
         p.global_threshold = cosine(global, -1.0, p.global_threshold)?;
-        p.global_margin_min = cosine(global_margin, 0.0, p.global_margin_min)?;
+        p.phone_threshold = cosine(phone, -1.0, p.phone_threshold)?;
+        p.margin_min = cosine(margin, 0.0, p.margin_min)?;
+        p.ask_floor = cosine(floor, -1.0, p.ask_floor)?;
+        let lowest = p.member_threshold.min(p.global_threshold);
+        if p.ask_floor > lowest {
+            return Err(PolicyError {
+                var: floor,
+                reason: format!("{} is above an accept threshold ({lowest})", p.ask_floor),
+            });
+        }
         let count = |var: &'static str, default: usize| -> Result<usize, PolicyError> {
             let Some(v) = get(var) else { return Ok(default) };
             v.trim().parse().map_err(|_| PolicyError { var, reason: format!("not a whole number: {v:?}") })
@@ -109,25 +141,32 @@ impl MatchPolicy {
         p.approx_gallery_min = count(approx_min, p.approx_gallery_min)?;
         Ok(p)
     }
+
+    /// Whether a capture without phone digits at a merchant with (`true`) or without members
+    /// needs the whole gallery searched: below [`Self::phone_required_gallery_min`] always,
+    /// from it on only for the members' sake.
+    pub fn searches_whole_gallery(&self, gallery_len: usize, merchant_has_members: bool) -> bool {
+        gallery_len < self.phone_required_gallery_min || merchant_has_members
+    }
 }
 
 /// The rule that decided an [`Identification`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MatchRule {
-    /// A member of the merchant matched, clear of the other members.
+    /// The whole gallery's best candidate is a member of the merchant, clear of the runner-up.
     MemberHit,
-    /// The global gallery matched, clear of the runner-up, without phone digits.
+    /// The whole gallery matched, clear of the runner-up, without phone digits.
     GlobalHit,
     /// The payers enrolled with the typed phone digits matched, clear of the runner-up.
     PhoneNarrowedHit,
-    /// Ask the payer for the last 4 phone digits and capture again: the gallery is too large
-    /// to search without them, or the global search found a candidate above the threshold
-    /// but not clear of the runner-up.
+    /// Ask the payer for the last 4 phone digits and capture again: the best candidate is
+    /// above the ask floor but may not pay (under the threshold, or not clear of the
+    /// runner-up), or the gallery is too large to pay a non-member without them.
     NeedsPhoneConfirmation,
     /// The phone-narrowed search found a candidate above the threshold but not clear of the
     /// runner-up with the same digits: refused (the payer pays another way).
     Ambiguous,
-    /// No candidate passed the threshold: an unknown face.
+    /// No candidate passed: an unknown face, or wrong or missing digits.
     NoMatch,
     /// The capture failed the liveness check; nothing was searched.
     LivenessFailed,
@@ -151,7 +190,7 @@ impl MatchRule {
             MatchRule::MemberHit => "member_hit",
             MatchRule::GlobalHit => "global_hit",
             MatchRule::PhoneNarrowedHit => "phone_narrowed_hit",
-            MatchRule::NeedsPhoneConfirmation => "needs_phone_confirmation",
+            MatchRule::NeedsPhoneConfirmation => facepay_domain::outcome::NEEDS_PHONE_CONFIRMATION,
             MatchRule::Ambiguous => "ambiguous",
             MatchRule::NoMatch => "no_match",
             MatchRule::LivenessFailed => "liveness_failed",
@@ -172,8 +211,8 @@ pub struct Identification {
     pub payer_id: Option<PayerId>,
     /// Which rule decided, for the device's next step and for audit.
     pub rule: MatchRule,
-    /// Best cosine of the last search run (0.0 if none ran or it had no candidate), kept
-    /// so thresholds can be calibrated from production decisions.
+    /// Best cosine of the search (0.0 if none ran or it had no candidate), kept so
+    /// thresholds can be calibrated from production decisions.
     pub score: f32,
     /// Best minus second-best cosine of that search (the best itself with one candidate,
     /// 0.0 with none): how clear the decision was.
@@ -187,48 +226,49 @@ impl Identification {
     }
 }
 
-/// One candidate of a search: a payer and the cosine of their template with the capture.
-/// Never the template itself.
+/// One candidate of a search: a payer, the cosine of their template with the capture, and
+/// whether they are a member of the merchant where the capture was taken. Never the template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     pub payer_id: PayerId,
     pub score: f32,
+    #[serde(default)]
+    pub member: bool,
 }
 
-/// How many candidates of each tier a search keeps: the policy reads the best and the
-/// runner-up, nothing further down.
+/// How many candidates a search keeps: the policy reads the best and the runner-up, nothing
+/// further down.
 pub const TIER_CANDIDATES_MAX: usize = 2;
 
-/// The facts of a capture the policy reads besides its searches.
+/// The facts of a capture the policy reads besides its search.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CaptureFacts {
     /// The camera's liveness score.
     pub liveness: f32,
-    /// Whether the payer typed the last 4 phone digits (the second tier is then their bucket).
+    /// Whether the payer typed the last 4 phone digits (the search is then their bucket).
     pub phone_given: bool,
 }
 
-/// What one part of the gallery (a shard) found for one capture: the best candidates of each
-/// tier and how many payers it holds. Partials of every shard, [merged](Partial::merge), hold
-/// exactly what one search of the whole gallery would have found, so
-/// [`MatchPolicy::decide_merged`] decides as an unsharded matcher does.
+/// What one part of the gallery (a shard) found for one capture: its best candidates and how
+/// many payers it holds. Partials of every shard, [merged](Partial::merge), hold exactly what
+/// one search of the whole gallery would have found, so [`MatchPolicy::decide_merged`]
+/// decides as an unsharded matcher does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Partial {
     pub facts: CaptureFacts,
     /// Payers enrolled in this part: the policy's size rule
     /// ([`MatchPolicy::phone_required_gallery_min`]) is about the whole gallery.
     pub gallery_len: u64,
-    /// Best [`TIER_CANDIDATES_MAX`] of the merchant's members here, best first.
-    pub members: Vec<Candidate>,
     /// Best [`TIER_CANDIDATES_MAX`] of the phone bucket (digits given) or of everyone here
-    /// (not given), best first; empty where the policy runs no such search.
-    pub others: Vec<Candidate>,
+    /// (not given), best first, each marked if a member of the merchant; empty where the
+    /// policy runs no search.
+    pub candidates: Vec<Candidate>,
 }
 
 impl Partial {
-    /// The union of several parts' answers for one capture: the best candidates of each tier
-    /// across them all (ties broken by payer id, so the order of arrival does not matter),
-    /// and the sum of their sizes. `None` for no parts, or parts that disagree on the capture.
+    /// The union of several parts' answers for one capture: the best candidates across them
+    /// all (ties broken by payer id, so the order of arrival does not matter), and the sum of
+    /// their sizes. `None` for no parts, or parts that disagree on the capture.
     pub fn merge(parts: impl IntoIterator<Item = Partial>) -> Option<Partial> {
         let mut parts = parts.into_iter();
         let mut merged = parts.next()?;
@@ -237,11 +277,9 @@ impl Partial {
                 return None;
             }
             merged.gallery_len += part.gallery_len;
-            merged.members.extend(part.members);
-            merged.others.extend(part.others);
+            merged.candidates.extend(part.candidates);
         }
-        best_first(&mut merged.members);
-        best_first(&mut merged.others);
+        best_first(&mut merged.candidates);
         Some(merged)
     }
 }
@@ -252,7 +290,7 @@ fn best_first(candidates: &mut Vec<Candidate>) {
     candidates.truncate(TIER_CANDIDATES_MAX);
 }
 
-/// Best score of a tier (0.0 with no candidate).
+/// Best score of a search (0.0 with no candidate).
 fn score(found: &[Candidate]) -> f32 {
     found.first().map_or(0.0, |c| c.score)
 }
@@ -267,64 +305,50 @@ fn margin(found: &[Candidate]) -> f32 {
 }
 
 impl MatchPolicy {
-    /// The policy over one capture, in order: liveness; the merchant's members (member
-    /// threshold and margin, no phone needed); then the phone bucket when the digits were
-    /// given, else everyone if the gallery of `gallery_len` payers is small enough for the
-    /// risk policy; a global search that passes the threshold without its margin asks for
-    /// the phone digits. Each tier's search runs only when the policy reaches it; each gives
-    /// its best candidates, best first.
+    /// The policy over one capture: liveness; then the best candidates `found` of the phone
+    /// bucket (digits given) or of the whole gallery of `gallery_len` payers (not given),
+    /// each marked if a member of the merchant. With digits, the best pays over the phone
+    /// threshold and margin, else is refused. Without them, the best pays as a member over the
+    /// member threshold, or as anyone over the global threshold while the gallery is small
+    /// enough, each clear of the whole gallery's runner-up; a best candidate above the ask
+    /// floor that may not pay asks for the digits. `found` runs only past liveness.
     pub fn decide(
         &self,
         facts: CaptureFacts,
         gallery_len: usize,
-        members: impl FnOnce() -> Vec<Candidate>,
-        others: impl FnOnce() -> Vec<Candidate>,
+        found: impl FnOnce() -> Vec<Candidate>,
     ) -> Identification {
         if facts.liveness < self.liveness_min {
             return Identification::miss(MatchRule::LivenessFailed, 0.0, 0.0);
         }
-        let members = members();
-        let (member_best, member_lead) = (score(&members), margin(&members));
-        if let Some(hit) = accept(members, self.member_threshold, self.member_margin_min, MatchRule::MemberHit) {
-            return hit;
-        }
-        let rule = match facts.phone_given {
-            true => MatchRule::PhoneNarrowedHit,
-            false if gallery_len >= self.phone_required_gallery_min => {
-                return Identification::miss(MatchRule::NeedsPhoneConfirmation, member_best, member_lead);
-            }
-            false => MatchRule::GlobalHit,
-        };
-        let found = others();
+        let found = found();
         let (best, lead) = (score(&found), margin(&found));
-        if let Some(hit) = accept(found, self.global_threshold, self.global_margin_min, rule) {
-            return hit;
+        let clear = lead >= self.margin_min;
+        let top = found.into_iter().next();
+        let hit = |rule, c: Candidate| Identification { payer_id: Some(c.payer_id), rule, score: best, margin: lead };
+        if facts.phone_given {
+            return match top {
+                Some(c) if best >= self.phone_threshold && clear => hit(MatchRule::PhoneNarrowedHit, c),
+                Some(_) if best >= self.phone_threshold => Identification::miss(MatchRule::Ambiguous, best, lead),
+                _ => Identification::miss(MatchRule::NoMatch, best, lead),
+            };
         }
-        let rule = match (best >= self.global_threshold, rule) {
-            (false, _) => MatchRule::NoMatch,
-            (true, MatchRule::GlobalHit) => MatchRule::NeedsPhoneConfirmation,
-            (true, _) => MatchRule::Ambiguous,
-        };
-        Identification::miss(rule, best, lead)
+        let too_large = gallery_len >= self.phone_required_gallery_min;
+        match top {
+            Some(c) if c.member && best >= self.member_threshold && clear => hit(MatchRule::MemberHit, c),
+            Some(c) if !too_large && best >= self.global_threshold && clear => hit(MatchRule::GlobalHit, c),
+            _ if too_large || best >= self.ask_floor => {
+                Identification::miss(MatchRule::NeedsPhoneConfirmation, best, lead)
+            }
+            _ => Identification::miss(MatchRule::NoMatch, best, lead),
+        }
     }
 
     /// [`Self::decide`] over the [merged](Partial::merge) partials of every shard.
     pub fn decide_merged(&self, merged: Partial) -> Identification {
         let len = usize::try_from(merged.gallery_len).unwrap_or(usize::MAX);
-        self.decide(merged.facts, len, || merged.members, || merged.others)
+        self.decide(merged.facts, len, || merged.candidates)
     }
-}
-
-/// A hit under `rule` if the best of `found` passes `threshold` with at least `margin_min` lead.
-fn accept(found: Vec<Candidate>, threshold: f32, margin_min: f32, rule: MatchRule) -> Option<Identification> {
-    let (score, margin) = (score(&found), margin(&found));
-    let best = found.into_iter().next()?;
-    (score >= threshold && margin >= margin_min).then_some(Identification {
-        payer_id: Some(best.payer_id),
-        rule,
-        score,
-        margin,
-    })
 }
 
 #[cfg(test)]
@@ -353,15 +377,19 @@ mod tests {
         .unwrap();
         assert_eq!((p.global_threshold, p.phone_required_gallery_min), (0.6, 5000));
         assert_eq!(p.member_threshold, MatchPolicy::default().member_threshold);
-        let err = MatchPolicy::from_lookup(env(&[("FACEPAY_MATCH_MEMBER_MARGIN_MIN", "-0.1")])).unwrap_err();
-        assert_eq!(err.var, "FACEPAY_MATCH_MEMBER_MARGIN_MIN");
+        let err = MatchPolicy::from_lookup(env(&[("FACEPAY_MATCH_MARGIN_MIN", "-0.1")])).unwrap_err();
+        assert_eq!(err.var, "FACEPAY_MATCH_MARGIN_MIN");
         let err = MatchPolicy::from_lookup(env(&[("FACEPAY_MATCH_LIVENESS_MIN", "high")])).unwrap_err();
         assert!(err.to_string().starts_with("FACEPAY_MATCH_LIVENESS_MIN: not a number"), "{err}");
+        let err = MatchPolicy::from_lookup(env(&[("FACEPAY_MATCH_ASK_FLOOR", "0.9")])).unwrap_err();
+        assert!(err.to_string().contains("above an accept threshold"), "{err}");
+        let err = MatchPolicy::from_lookup(env(&[("FACEPAY_MATCH_MEMBER_MARGIN_MIN", "0.08")])).unwrap_err();
+        assert!(err.reason.contains("retired"), "a setting that no longer applies is named: {err}");
     }
 
     fn candidates(scores: &[(&str, f32)]) -> Vec<Candidate> {
         let payer = |p: &str| PayerId::parse(p).unwrap();
-        scores.iter().map(|&(p, score)| Candidate { payer_id: payer(p), score }).collect()
+        scores.iter().map(|&(p, score)| Candidate { payer_id: payer(p), score, member: p.starts_with('m') }).collect()
     }
 
     #[test]
@@ -374,32 +402,65 @@ mod tests {
     }
 
     #[test]
-    fn given_partials_when_merged_then_best_two_per_tier_in_any_order_ties_by_payer_and_sizes_add() {
+    fn given_partials_when_merged_then_best_two_in_any_order_ties_by_payer_and_sizes_add() {
         let facts = CaptureFacts { liveness: 0.99, phone_given: false };
-        let part = |len, members: &[(&str, f32)], others: &[(&str, f32)]| Partial {
-            facts,
-            gallery_len: len,
-            members: candidates(members),
-            others: candidates(others),
-        };
-        let a = part(10, &[("m1", 0.6)], &[("g1", 0.9), ("g2", 0.4)]);
-        let b = part(7, &[("m2", 0.6), ("m3", 0.1)], &[("g3", 0.5)]);
+        let part = |len, found: &[(&str, f32)]| Partial { facts, gallery_len: len, candidates: candidates(found) };
+        let a = part(10, &[("g1", 0.9), ("m1", 0.6)]);
+        let b = part(7, &[("m2", 0.6), ("g3", 0.5)]);
         for parts in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
             let merged = Partial::merge(parts).unwrap();
             assert_eq!(merged.gallery_len, 17);
-            assert_eq!(merged.members, candidates(&[("m1", 0.6), ("m2", 0.6)]));
-            assert_eq!(merged.others, candidates(&[("g1", 0.9), ("g3", 0.5)]));
+            assert_eq!(merged.candidates, candidates(&[("g1", 0.9), ("m1", 0.6)]));
         }
         let other_capture = Partial { facts: CaptureFacts { liveness: 0.5, phone_given: false }, ..b };
         assert_eq!(Partial::merge([a, other_capture]), None, "parts of different captures never merge");
         assert_eq!(Partial::merge(Vec::new()), None);
     }
 
+    /// Given a policy with round thresholds, when the best candidates are these, then this rule.
+    fn rule(phone_given: bool, gallery_len: usize, found: &[(&str, f32)]) -> (MatchRule, Option<String>) {
+        let p = MatchPolicy {
+            member_threshold: 0.5,
+            global_threshold: 0.55,
+            phone_threshold: 0.5,
+            margin_min: 0.1,
+            ask_floor: 0.3,
+            phone_required_gallery_min: 1000,
+            ..MatchPolicy::default()
+        };
+        let id = p.decide(CaptureFacts { liveness: 0.99, phone_given }, gallery_len, || candidates(found));
+        (id.rule, id.payer_id.map(|p| p.to_string()))
+    }
+
     #[test]
-    fn given_default_policy_then_global_is_stricter_than_member() {
+    fn given_each_band_then_the_policy_pays_asks_or_turns_away() {
+        use MatchRule::*;
+        let paid = |r, p: &str| (r, Some(p.to_string()));
+        assert_eq!(rule(false, 10, &[("m1", 0.52), ("g2", 0.2)]), paid(MemberHit, "m1"));
+        assert_eq!(rule(false, 10, &[("g1", 0.52), ("m2", 0.2)]), (NeedsPhoneConfirmation, None), "in the band");
+        assert_eq!(rule(false, 10, &[("g1", 0.56), ("g2", 0.2)]), paid(GlobalHit, "g1"));
+        assert_eq!(rule(false, 10, &[("m1", 0.7), ("g2", 0.65)]), (NeedsPhoneConfirmation, None), "a twin blocks");
+        assert_eq!(
+            rule(false, 10, &[("g2", 0.7), ("m1", 0.65)]),
+            (NeedsPhoneConfirmation, None),
+            "a closer non-member"
+        );
+        assert_eq!(rule(false, 10, &[("g1", 0.29), ("g2", 0.1)]), (NoMatch, None), "under the ask floor");
+        assert_eq!(rule(false, 10, &[]), (NoMatch, None));
+        assert_eq!(rule(false, 1000, &[("g1", 0.9), ("g2", 0.1)]), (NeedsPhoneConfirmation, None), "too large");
+        assert_eq!(rule(false, 1000, &[("m1", 0.9), ("g2", 0.1)]), paid(MemberHit, "m1"), "members need no digits");
+        assert_eq!(rule(false, 1000, &[]), (NeedsPhoneConfirmation, None));
+        assert_eq!(rule(true, 10, &[("g1", 0.51), ("g2", 0.1)]), paid(PhoneNarrowedHit, "g1"));
+        assert_eq!(rule(true, 10, &[("g1", 0.6), ("g2", 0.55)]), (Ambiguous, None));
+        assert_eq!(rule(true, 10, &[("g1", 0.45)]), (NoMatch, None), "digits given: never asked twice");
+    }
+
+    #[test]
+    fn given_the_default_policy_then_the_calibrated_constants_hold_their_order() {
         let p = MatchPolicy::default();
-        assert!(p.global_threshold > p.member_threshold);
-        assert!(p.global_margin_min > p.member_margin_min);
+        assert!(p.ask_floor < p.member_threshold.min(p.global_threshold));
+        assert!(p.phone_threshold >= p.member_threshold, "the digits do not lower the bar a look-alike must clear");
         assert_eq!(p.phone_required_gallery_min, 1_000_000);
+        assert_eq!(MatchRule::NeedsPhoneConfirmation.as_str(), "needs_phone_confirmation");
     }
 }

@@ -10,6 +10,18 @@
 //! [`GENUINE_COSINE_MIN`]..=[`GENUINE_COSINE_MAX`] (mean ≈ 0.7) as real genuine scores
 //! spread. Impostor pairs have cosine mean 0, standard deviation 1/√d ≈ 0.044.
 //!
+//! That is [`Quality::Uniform`], the population of the demo and most tests. The calibration of
+//! the match policy (`facepay-bench matcher --calibrate`) uses a harder one,
+//! [`Quality::HARD`]: each capture draws its noise `u = dσ²` log-normally (median 0.43, so a
+//! median capture has cosine √(1/1.43) ≈ 0.84 with its centre and a median pair ≈ 0.70, and
+//! log standard deviation 0.30: most captures are clean and a tail is poor, as with bad light,
+//! motion or a poor enrolment), which puts about 0.4 % of genuine pairs under 0.55 and the
+//! lowest of 100 000 near 0.44. Each identity also has a **look-alike** who never enrolled:
+//! a face centre at cosine [`LOOKALIKE_COSINE`] (0.45) to the identity's *enrolled template*
+//! (so the template's own noise does not dilute the likeness), whose captures score up to
+//! about 0.47 against it over 100 000 look-alikes; and last 4 phone digits, uniform over
+//! 0000–9999.
+//!
 //! Nothing is stored: every centre and every numbered capture is drawn from its own ChaCha8
 //! stream keyed by (seed, identity, capture number), so a population of any size costs no
 //! memory, is generated in parallel, and is the same on every machine.
@@ -17,7 +29,7 @@
 use std::fmt;
 
 use facepay_domain::limits::EMBEDDING_DIM;
-use facepay_domain::Embedding;
+use facepay_domain::{Embedding, PhoneLast4};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -28,10 +40,46 @@ pub const GENUINE_COSINE_MIN: f32 = 0.6;
 /// Highest genuine-pair cosine of the model.
 pub const GENUINE_COSINE_MAX: f32 = 0.8;
 
+/// Cosine of a look-alike's face centre with the enrolled template of their twin.
+pub const LOOKALIKE_COSINE: f32 = 0.45;
+
 /// Stream tag of identity centres.
 const CENTRE: u64 = 0;
 /// Stream tag of numbered captures.
 const CAPTURE: u64 = 1;
+/// Stream tag of look-alike centres.
+const LOOKALIKE: u64 = 2;
+/// Stream tag of look-alikes' numbered captures.
+const LOOKALIKE_CAPTURE: u64 = 3;
+/// Stream tag of phone digits.
+const PHONE: u64 = 4;
+
+/// How each capture's noise is drawn (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Quality {
+    /// The capture's cosine with its centre uniform in √[`GENUINE_COSINE_MIN`]..=√[`GENUINE_COSINE_MAX`].
+    Uniform,
+    /// The capture's noise `u = dσ²` log-normal: `noise_median · e^(noise_log_sd · z)`, z ~ N(0, 1).
+    LogNormal { noise_median: f32, noise_log_sd: f32 },
+}
+
+impl Quality {
+    /// The calibration's population: a median pair cosine of 0.70 and a tail of poor captures.
+    pub const HARD: Quality = Quality::LogNormal { noise_median: 0.43, noise_log_sd: 0.30 };
+
+    /// σ of one capture, drawn from `rng`.
+    fn sigma(self, rng: &mut impl Rng) -> f32 {
+        match self {
+            Quality::Uniform => {
+                sigma_for_centre_cosine(rng.random_range(GENUINE_COSINE_MIN.sqrt()..=GENUINE_COSINE_MAX.sqrt()))
+            }
+            Quality::LogNormal { noise_median, noise_log_sd } => {
+                let z: f32 = rng.sample(StandardNormal);
+                (noise_median * (noise_log_sd * z).exp() / EMBEDDING_DIM as f32).sqrt()
+            }
+        }
+    }
+}
 
 /// A fixed population of synthetic identities.
 #[derive(Clone, Copy)]
@@ -41,12 +89,18 @@ pub struct SyntheticFaces {
     seed: u64,
     /// Number of identities.
     identities: usize,
+    /// How each capture's noise is drawn.
+    quality: Quality,
 }
 
 impl fmt::Debug for SyntheticFaces {
     /// Seed and size only: the centres stand for biometric templates and are never printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SyntheticFaces").field("seed", &self.seed).field("identities", &self.identities).finish()
+        f.debug_struct("SyntheticFaces")
+            .field("seed", &self.seed)
+            .field("identities", &self.identities)
+            .field("quality", &self.quality)
+            .finish()
     }
 }
 
@@ -54,7 +108,12 @@ impl SyntheticFaces {
     /// `identities` identities derived from `seed`: the same arguments give the same
     /// population on every machine.
     pub fn new(seed: u64, identities: usize) -> Self {
-        Self { seed, identities }
+        Self::with_quality(seed, identities, Quality::Uniform)
+    }
+
+    /// [`Self::new`] with captures of the given quality.
+    pub fn with_quality(seed: u64, identities: usize, quality: Quality) -> Self {
+        Self { seed, identities, quality }
     }
 
     /// Number of identities.
@@ -87,15 +146,39 @@ impl SyntheticFaces {
         self.capture(identity, &mut rng)
     }
 
-    /// A fresh capture of `identity`, noise drawn from `rng`, with its own σ: its cosine with
-    /// another capture lies in [`GENUINE_COSINE_MIN`]..=[`GENUINE_COSINE_MAX`].
+    /// A fresh capture of `identity`, noise drawn from `rng` with this population's
+    /// [`Quality`] (under [`Quality::Uniform`] its cosine with another capture lies in
+    /// [`GENUINE_COSINE_MIN`]..=[`GENUINE_COSINE_MAX`]).
     ///
     /// # Panics
     /// If `identity >= self.len()`.
     pub fn capture(&self, identity: usize, rng: &mut impl Rng) -> Embedding {
-        let r: f32 = rng.random_range(GENUINE_COSINE_MIN.sqrt()..=GENUINE_COSINE_MAX.sqrt());
-        let sigma = sigma_for_centre_cosine(r);
-        let mut v = self.centre_values(identity);
+        self.noisy(self.centre_values(identity), rng)
+    }
+
+    /// Capture number `n` of the look-alike of `identity`: someone who never enrolled, whose
+    /// face centre has cosine [`LOOKALIKE_COSINE`] with `identity`'s enrolled template.
+    pub fn lookalike_capture(&self, identity: usize, n: u64) -> Embedding {
+        let template: Vec<f32> = self.enrolment(identity).into();
+        let mut other = gaussian(&mut self.stream(LOOKALIKE, identity, 0));
+        let along: f32 = other.iter().zip(&template).map(|(o, t)| o * t).sum();
+        other.iter_mut().zip(&template).for_each(|(o, t)| *o -= along * t);
+        let other: Vec<f32> = embedding(other).into();
+        let c = LOOKALIKE_COSINE;
+        let centre = template.iter().zip(&other).map(|(t, o)| c * t + (1.0 - c * c).sqrt() * o).collect();
+        self.noisy(centre, &mut self.stream(LOOKALIKE_CAPTURE, identity, n))
+    }
+
+    /// The last 4 phone digits `identity` enrolled with, uniform over 0000–9999.
+    pub fn phone_last4(&self, identity: usize) -> PhoneLast4 {
+        let n: u16 = self.stream(PHONE, identity, 0).random_range(0..10_000);
+        PhoneLast4::parse(&format!("{n:04}")).expect("4 digits")
+    }
+
+    /// A capture of `centre` with this population's noise.
+    fn noisy(&self, centre: Vec<f32>, rng: &mut impl Rng) -> Embedding {
+        let sigma = self.quality.sigma(rng);
+        let mut v = centre;
         v.iter_mut().for_each(|x| *x += sigma * rng.sample::<f32, _>(StandardNormal));
         embedding(v)
     }
@@ -212,6 +295,25 @@ mod tests {
     fn given_faces_when_debug_printed_then_no_values_show() {
         let faces = SyntheticFaces::new(5, 2);
         let shown = format!("{faces:?}");
-        assert_eq!(shown, "SyntheticFaces { seed: 5, identities: 2 }");
+        assert_eq!(shown, "SyntheticFaces { seed: 5, identities: 2, quality: Uniform }");
+    }
+
+    #[test]
+    fn given_the_hard_population_then_genuine_pairs_have_a_poor_tail_and_look_alikes_stay_under_0_5() {
+        let faces = SyntheticFaces::with_quality(9, 2_000, Quality::HARD);
+        let genuine: Vec<f32> = (0..2_000).map(|i| cosine(&faces.enrolment(i), &faces.nth_capture(i, 1))).collect();
+        let (mean, _) = mean_sd(&genuine);
+        assert!((0.67..0.72).contains(&mean), "median-ish genuine cosine {mean}");
+        let poor = genuine.iter().filter(|&&c| c < 0.6).count();
+        assert!((10..200).contains(&poor), "a tail of poor pairs: {poor} of 2000 under 0.6");
+        let alike: Vec<f32> = (0..2_000).map(|i| cosine(&faces.enrolment(i), &faces.lookalike_capture(i, 1))).collect();
+        let (mean, _) = mean_sd(&alike);
+        assert!((0.35..0.40).contains(&mean), "look-alike cosine ≈ 0.45 × 0.84: {mean}");
+        assert!(alike.iter().all(|&c| c < 0.5), "{:?}", alike.iter().copied().fold(0.0f32, f32::max));
+        assert_eq!(faces.lookalike_capture(3, 1), faces.lookalike_capture(3, 1));
+        assert_ne!(faces.lookalike_capture(3, 1), faces.lookalike_capture(3, 2));
+        assert_eq!(faces.phone_last4(5), faces.phone_last4(5));
+        let buckets: std::collections::HashSet<_> = (0..2_000).map(|i| faces.phone_last4(i)).collect();
+        assert!(buckets.len() > 1_500, "digits spread: {} buckets", buckets.len());
     }
 }

@@ -196,6 +196,18 @@ fn an_unresolved_identity_is_declined_with_auth_code_invalid() {
 }
 
 #[test]
+fn an_unsure_face_asks_for_the_phone_digits_and_the_order_pays_on_the_next_capture() {
+    let mut unsure = pay_unresolved("m1", "o1", "10.00", 1);
+    if let facepay_ledger::CommandKind::Pay { identity, .. } = &mut unsure.kind {
+        *identity = Identity::Unresolved { rule: facepay_domain::outcome::NEEDS_PHONE_CONFIRMATION.into() };
+    }
+    let t = given(&[funded("p1", "100.00")]).when(unsure).then_declined(DeclineReason::PhoneConfirmationRequired);
+    assert_eq!(t.result_now().channel_code.as_deref(), Some("AUTH_CODE_INVALID"));
+    assert_eq!(t.result_now().reason.map(DeclineReason::code), Some("PHONE_CONFIRMATION_REQUIRED"));
+    t.and_when(pay("m1", "o1", "10.00", 2, "p1")).then_paid();
+}
+
+#[test]
 fn identity_is_checked_before_the_capture() {
     given(&[funded("p1", "100.00"), paid("m1", "o1", "10.00", 1, "p1")])
         .when(pay_unresolved("m1", "o2", "10.00", 1))
@@ -722,6 +734,7 @@ fn every_decline_reason_maps_to_its_channel_code() {
     let expected = [
         (IdentityUnresolved, "IDENTITY_UNRESOLVED", "AUTH_CODE_INVALID"),
         (CaptureUsed, "CAPTURE_USED", "AUTH_CODE_ERROR"),
+        (PhoneConfirmationRequired, "PHONE_CONFIRMATION_REQUIRED", "AUTH_CODE_INVALID"),
         (PayerFrozen, "PAYER_FROZEN", "TRADE_ERROR"),
         (OverSingleLimit, "OVER_SINGLE_LIMIT", "TRADE_ERROR"),
         (DailyAmountCap, "DAILY_AMOUNT_CAP", "TRADE_ERROR"),

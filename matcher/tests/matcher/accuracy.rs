@@ -141,3 +141,54 @@ fn given_the_code_index_when_searched_then_every_decision_equals_exact_search() 
     }
     assert_eq!(approx.iter().filter(|x| x.rule.is_hit()).count(), a.correct);
 }
+
+/// Issue 23 on the calibration's population ([`Quality::HARD`], 3 000 payers, the full figure
+/// is `facepay-bench matcher`): given every payer a member of the merchant, when each payer's
+/// look-alike is captured there (without digits, with wrong ones, with the twin's), then none
+/// pays; and genuine captures pay at once or after one phone confirmation, never to another.
+#[test]
+fn given_the_hard_population_then_no_look_alike_of_a_member_pays_and_unsure_payers_are_asked() {
+    use facepay_domain::PhoneLast4;
+    use facepay_matcher::synthetic::Quality;
+    const PAYERS: usize = 3_000;
+    let faces = SyntheticFaces::with_quality(20_261_206, PAYERS, Quality::HARD);
+    let mut g = Gallery::new();
+    let at = MerchantId::parse("1900000102").expect("valid id");
+    for i in 0..PAYERS {
+        g.enroll(payer(i), &faces.enrolment(i), Some(faces.phone_last4(i)));
+        g.add_member(&at, &payer(i));
+    }
+    let with = |e: Embedding, phone: Option<PhoneLast4>| FaceCaptured { phone_last4: phone, ..capture(e) };
+    let other = |p: PhoneLast4| PhoneLast4::parse(&format!("{:04}", (p.as_str().parse::<u16>().unwrap() + 1) % 10_000));
+    let policy = MatchPolicy::default();
+    let batch = |probes: &[FaceCaptured]| {
+        let batch: Vec<_> = probes.iter().map(|c| (&at, c)).collect();
+        g.identify_batch(&batch, &policy).expect("search runs")
+    };
+    let bare: Vec<_> = (0..PAYERS).map(|i| with(faces.lookalike_capture(i, 1), None)).collect();
+    let bare = batch(&bare);
+    assert!(bare.iter().all(|id| id.payer_id.is_none()), "a look-alike of a member paid");
+    let asked = bare.iter().filter(|id| id.rule == MatchRule::NeedsPhoneConfirmation).count();
+    assert!(asked > PAYERS * 9 / 10, "look-alikes are asked, not turned away: {asked}");
+    for i in 0..PAYERS {
+        let phone = faces.phone_last4(i);
+        for digits in [other(phone).unwrap(), phone] {
+            let id = g.identify(&at, &with(faces.lookalike_capture(i, 1), Some(digits)), &policy).unwrap();
+            assert_eq!(id.payer_id, None, "look-alike of {i} with {digits:?}: {id:?}");
+        }
+    }
+    let first = batch(&(0..PAYERS).map(|i| with(faces.nth_capture(i, 1), None)).collect::<Vec<_>>());
+    let (mut direct, mut after) = (0, 0);
+    for (i, id) in first.iter().enumerate() {
+        assert!(id.payer_id.is_none() || id.payer_id == Some(payer(i)), "{id:?}");
+        direct += usize::from(id.payer_id.is_some());
+        if id.rule == MatchRule::NeedsPhoneConfirmation {
+            let again = with(faces.nth_capture(i, 2), Some(faces.phone_last4(i)));
+            let id = g.identify(&at, &again, &policy).unwrap();
+            assert!(id.payer_id.is_none() || id.payer_id == Some(payer(i)), "{id:?}");
+            after += usize::from(id.payer_id.is_some());
+        }
+    }
+    assert!(direct >= PAYERS * 99 / 100, "paid at once: {direct} of {PAYERS}");
+    assert!(direct + after >= PAYERS * 999 / 1000, "at once or after the digits: {} of {PAYERS}", direct + after);
+}

@@ -68,14 +68,55 @@ fn close(a: f32, b: f32) -> bool {
 }
 
 #[test]
-fn given_a_member_when_captured_without_phone_then_member_hit_despite_look_alike() {
+fn given_a_member_clear_of_everyone_when_captured_without_phone_then_member_hit_even_in_a_huge_gallery() {
+    let mut g = twins_gallery();
+    g.add_member(&merchant("m1"), &payer("carol"));
+    let policy = MatchPolicy { phone_required_gallery_min: 1, ..MatchPolicy::default() };
+    let id = g.identify(&merchant("m1"), &capture(unit(&[(3, 0.8), (9, 0.6)]), None), &policy).expect("search runs");
+    assert_eq!((id.rule, id.payer_id.clone()), (MatchRule::MemberHit, Some(payer("carol"))));
+    assert!(close(id.score, 0.8) && close(id.margin, 0.8), "{id:?}");
+    let id = g.identify(&merchant("m2"), &capture(unit(&[(3, 0.8), (9, 0.6)]), None), &policy).expect("search runs");
+    assert_eq!((id.rule, id.payer_id), (MatchRule::NeedsPhoneConfirmation, None), "not a member at m2");
+}
+
+#[test]
+fn given_a_member_whose_enrolled_look_alike_is_not_a_member_then_the_twin_blocks_the_member_hit() {
     let mut g = twins_gallery();
     g.add_member(&merchant("m1"), &payer("alice"));
-    let policy = MatchPolicy { phone_required_gallery_min: 1, ..MatchPolicy::default() };
-    let id = g.identify(&merchant("m1"), &capture(alice_capture(), None), &policy).expect("search runs");
-    assert_eq!(id.rule, MatchRule::MemberHit);
-    assert_eq!(id.payer_id, Some(payer("alice")));
-    assert!(close(id.score, 0.8) && close(id.margin, 0.8), "{id:?}");
+    // Alice 0.80, Bob (not a member) 0.72: clear of the other members, not of the gallery.
+    let id = identify(&mut g, "m1", &capture(alice_capture(), None));
+    assert_eq!((id.rule, &id.payer_id), (MatchRule::NeedsPhoneConfirmation, &None));
+    assert!(close(id.score, 0.8) && close(id.margin, 0.08), "{id:?}");
+}
+
+/// Dave's template is axis 10; his look-alike, who never enrolled, scores 0.50 against it.
+fn look_alike_of_dave() -> Embedding {
+    unit(&[(10, 0.5), (11, 0.75f32.sqrt())])
+}
+
+#[test]
+fn given_a_look_alike_of_a_member_then_no_digits_wrong_digits_or_the_twins_digits_ever_pay() {
+    let mut g = twins_gallery();
+    g.enroll(payer("dave"), &unit(&[(10, 1.0)]), Some(phone("4321")));
+    g.add_member(&merchant("m1"), &payer("dave"));
+    let asked = identify(&mut g, "m1", &capture(look_alike_of_dave(), None));
+    assert_eq!((asked.rule, &asked.payer_id), (MatchRule::NeedsPhoneConfirmation, &None), "unsure: asked");
+    assert!(close(asked.score, 0.5), "{asked:?}");
+    for digits in ["0000", "1234", "4321"] {
+        let id = identify(&mut g, "m1", &capture(look_alike_of_dave(), Some(phone(digits))));
+        assert_eq!((id.rule, id.payer_id), (MatchRule::NoMatch, None), "digits {digits}");
+    }
+    // Dave himself, typing his digits after being asked, pays from the phone bucket.
+    let id = identify(&mut g, "m1", &capture(unit(&[(10, 0.6), (12, 0.8)]), Some(phone("4321"))));
+    assert_eq!((id.rule, id.payer_id), (MatchRule::PhoneNarrowedHit, Some(payer("dave"))));
+}
+
+#[test]
+fn given_typed_digits_that_are_not_the_members_then_the_member_never_pays() {
+    let mut g = twins_gallery();
+    g.add_member(&merchant("m1"), &payer("carol"));
+    let id = identify(&mut g, "m1", &capture(unit(&[(3, 1.0)]), Some(phone("5678"))));
+    assert_eq!((id.rule, id.payer_id), (MatchRule::NoMatch, None), "Carol enrolled with 1234");
 }
 
 #[test]
@@ -136,12 +177,14 @@ fn given_wrong_phone_digits_when_captured_then_no_match() {
 }
 
 #[test]
-fn given_a_stranger_when_captured_then_no_match() {
+fn given_a_stranger_when_captured_then_no_match_and_a_near_one_is_asked() {
     let mut g = twins_gallery();
-    let id = identify(&mut g, "m1", &capture(unit(&[(7, 0.5), (8, 0.5), (9, 0.5), (0, 0.5)]), None));
-    assert_eq!(id.rule, MatchRule::NoMatch);
-    assert_eq!(id.payer_id, None);
-    assert!(close(id.score, 0.5), "best considered is Alice at 0.5: {id:?}");
+    let far = unit(&[(7, 0.3), (8, 0.6), (9, 0.6), (0, 0.3), (13, 0.3), (14, 0.1)]);
+    let id = identify(&mut g, "m1", &capture(far, None));
+    assert_eq!((id.rule, &id.payer_id), (MatchRule::NoMatch, &None), "{id:?}");
+    assert!(close(id.score, 0.3), "best considered is Alice at 0.3: {id:?}");
+    let near = identify(&mut g, "m1", &capture(unit(&[(7, 0.5), (8, 0.5), (9, 0.5), (0, 0.5)]), None));
+    assert_eq!((near.rule, near.payer_id), (MatchRule::NeedsPhoneConfirmation, None), "0.5 is in the band");
 }
 
 #[test]

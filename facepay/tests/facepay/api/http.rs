@@ -212,3 +212,60 @@ fn serve_refuses_a_sharded_matcher_without_a_face_key_and_a_broker() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("needs FACEPAY_FACE_MASTER_KEY and FACEPAY_KAFKA_BROKERS"), "{stderr}");
 }
+
+/// A unit face `a` on `axis` and the rest on `other`: cosine `a` with the face on `axis`.
+fn face_near(axis: usize, a: f32, other: usize) -> Vec<f32> {
+    let mut v = vec![0.0; facepay_domain::limits::EMBEDDING_DIM];
+    (v[axis], v[other]) = (a, (1.0 - a * a).sqrt());
+    v
+}
+
+/// Issue 23 through the real pipeline: an unsure face is asked for the phone digits
+/// (`PHONE_CONFIRMATION_REQUIRED`), pays on the same order with the right digits and a new
+/// capture, never with wrong ones; a look-alike of a member is asked, and its twin's digits
+/// do not pay either.
+#[tokio::test]
+async fn an_unsure_face_is_asked_for_the_phone_digits_and_pays_with_the_right_ones_only() {
+    let app = spawn_app().await;
+    let enrol = |payer: &str, axis: usize, phone: &str| {
+        let body = json!({"payer_id": payer, "embedding": crate::support::app::face(axis), "phone_last4": phone});
+        app.event("face_enrolled", body, false)
+    };
+    for (payer, axis, phone) in [("u-dave", 7, "4321"), ("u-erin", 10, "1111")] {
+        assert_eq!(app.post(&enrol(payer, axis, phone)).await.0, 202);
+        let fund = json!({"payer_id": payer, "amount": "100.00"});
+        assert_eq!(app.post(&app.event("account_funded", fund, false)).await.0, 202);
+    }
+    app.open_card(10, "100000000000000700", "C0700").await;
+    let attempt = |code: &str, face: Vec<f32>, phone: Option<&str>, order: &str| {
+        let mut capture = json!({"face_code": code, "embedding": face, "liveness": 0.99});
+        if let Some(p) = phone {
+            capture["phone_last4"] = p.into();
+        }
+        let pay = json!({"out_trade_no": order, "amount": "5.00", "face_code": code});
+        (app.event("face_captured", capture, true), app.event("payment_requested", pay, true))
+    };
+    let order = |o: &str| format!("/v1/merchants/{MERCHANT}/orders/{o}");
+    let decided = |o: String, status: &'static str, reason: Option<&'static str>| {
+        let app = &app;
+        async move {
+            app.until(&o, |v| v["status"] == status && v["reason"].as_str() == reason).await;
+        }
+    };
+    for (code, face, phone, o, status, reason) in [
+        ("100000000000000701", face_near(7, 0.45, 8), None, "P-1", "DECLINED", Some("PHONE_CONFIRMATION_REQUIRED")),
+        ("100000000000000702", face_near(7, 0.62, 9), Some("0000"), "P-2", "DECLINED", Some("IDENTITY_UNRESOLVED")),
+        ("100000000000000703", face_near(7, 0.62, 9), Some("4321"), "P-1", "PAID", None),
+        ("100000000000000704", face_near(10, 0.50, 11), None, "P-3", "DECLINED", Some("PHONE_CONFIRMATION_REQUIRED")),
+        ("100000000000000705", face_near(10, 0.50, 12), Some("1111"), "P-3", "DECLINED", Some("IDENTITY_UNRESOLVED")),
+    ] {
+        let (capture, pay) = attempt(code, face, phone, o);
+        assert_eq!(app.post(&capture).await.0, 202);
+        assert_eq!(app.post(&pay).await.0, 202);
+        decided(order(o), status, reason).await;
+    }
+    let paid = app.eventually(&order("P-1")).await;
+    assert_eq!((paid["payer_id"].as_str(), paid["member_quick_pay"].as_bool()), (Some("u-dave"), Some(false)));
+    let (_, erin) = app.get("/v1/payers/u-erin/balance").await;
+    assert_eq!(erin["balance"], "100.00", "the member's look-alike paid nothing: {erin}");
+}

@@ -564,7 +564,8 @@ pub fn steps_from(ops: &[Op], redeliver: bool) -> Vec<Step> {
     let payment = |m: usize, dev: u32, o: usize, amount: usize, face_code: FaceCode, payer_idx: Option<usize>| {
         let identity = match payer_idx {
             Some(p) => Identity::Resolved { payer_id: payer(PAYERS[p]), rule: "top1".into() },
-            None => Identity::Unresolved { rule: "ambiguous".into() },
+            None if o.is_multiple_of(2) => Identity::Unresolved { rule: "ambiguous".into() },
+            None => Identity::Unresolved { rule: facepay_domain::outcome::NEEDS_PHONE_CONFIRMATION.into() },
         };
         CommandKind::Pay {
             device: device_of(MERCHANTS[m], dev),
