@@ -77,6 +77,13 @@ pub struct BenchReport {
     pub batch_queries_per_s: f64,
     /// The same over the f16 gallery.
     pub batch_f16_queries_per_s: f64,
+    /// The same on AMX (bf16 tiles, exact f32 rerank), where the CPU has it; the engine
+    /// the gallery's batches use there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_amx_queries_per_s: Option<f64>,
+    /// Queries whose AMX top-k rows equal exact f32's, all k in order (must be 1.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amx_recall_at_k: Option<f64>,
     /// One query at a time, f32 gallery (memory-bound scan).
     pub single_query_p50_ms: f64,
     pub single_query_p99_ms: f64,
@@ -171,6 +178,7 @@ pub fn measure(opts: &BenchOptions) -> Result<BenchReport, TensorError> {
     let batch16 = half.search_batch(&queries, opts.k)?;
     let batch16_s = t.elapsed().as_secs_f64();
 
+    let amx = time_amx(&gallery, &queries, &truth, opts.k);
     let single = opts.single.min(opts.queries);
     let (p50, p99, singles) = time_single(&exact, &queries[..single * dim], opts.k)?;
     let (p50_16, p99_16, singles16) = time_single(&half, &queries[..single * dim], opts.k)?;
@@ -203,6 +211,8 @@ pub fn measure(opts: &BenchOptions) -> Result<BenchReport, TensorError> {
         batch_s,
         batch_queries_per_s: opts.queries as f64 / batch_s,
         batch_f16_queries_per_s: opts.queries as f64 / batch16_s,
+        batch_amx_queries_per_s: amx.map(|(s, _)| opts.queries as f64 / s),
+        amx_recall_at_k: amx.map(|(_, r)| r),
         single_query_p50_ms: p50,
         single_query_p99_ms: p99,
         single_query_f16_p50_ms: p50_16,
@@ -218,6 +228,17 @@ pub fn measure(opts: &BenchOptions) -> Result<BenchReport, TensorError> {
         codes,
         accuracy,
     })
+}
+
+/// Seconds of one AMX batch over `queries` and the share of queries whose rows equal `truth`'s.
+fn time_amx(gallery: &[f32], queries: &[f32], truth: &[Vec<Hit>], k: usize) -> Option<(f64, f64)> {
+    let index = facepay_matcher::amx::AmxIndex::new(gallery, facepay_domain::limits::EMBEDDING_DIM)?;
+    let t = Instant::now();
+    let found = index.search_batch(gallery, queries, k);
+    let s = t.elapsed().as_secs_f64();
+    let rows = |h: &[Hit]| h.iter().map(|h| h.row).collect::<Vec<_>>();
+    let same = found.iter().zip(truth).filter(|(a, b)| rows(a) == rows(b)).count();
+    Some((s, same as f64 / truth.len().max(1) as f64))
 }
 
 fn top1(hits: &[Hit]) -> Option<usize> {

@@ -9,7 +9,8 @@
 //! apart: the policy reads whether the whole gallery's best is a member (a set lookup), so a
 //! member costs no more than anyone else and rides the batched search. The
 //! best two scores are kept by a [`TopK`] of 2; nothing is sorted. Batched searches over a
-//! frozen gallery use [`crate::FlatIndex`] (candle matmul), or from
+//! frozen gallery use AMX tiles where the CPU has them (`crate::amx`: bf16 products, exact
+//! f32 rerank), else [`crate::FlatIndex`] (candle matmul), or from
 //! [`MatchPolicy::approx_gallery_min`] payers on [`crate::codes::CodeIndex`] (binary codes,
 //! exact rerank).
 
@@ -54,7 +55,7 @@ pub struct Gallery {
     phone_buckets: HashMap<PhoneLast4, Vec<PayerId>>,
     /// `rows` as a candle tensor for batched searches, built on the first batch after a
     /// change (enrolment comes in bursts) and dropped by every change.
-    batch_index: OnceLock<FlatIndex>,
+    batch_index: OnceLock<BatchIndex>,
     /// Binary codes of `rows` for batched searches of a gallery of at least
     /// [`MatchPolicy::approx_gallery_min`]; built and dropped like `batch_index`.
     batch_codes: OnceLock<CodeIndex>,
@@ -203,7 +204,7 @@ impl Gallery {
             false if self.len() >= policy.approx_gallery_min => {
                 self.batch_codes()?.search_batch(&self.rows, &queries, TIER_CANDIDATES_MAX)?
             }
-            false => self.batch_index()?.search_batch(&queries, TIER_CANDIDATES_MAX)?,
+            false => self.batch_index()?.search_batch(&self.rows, &queries, TIER_CANDIDATES_MAX)?,
         }
         .into_iter();
         let mut answers = Vec::with_capacity(captures.len());
@@ -285,12 +286,12 @@ impl Gallery {
         self.batch_codes = OnceLock::new();
     }
 
-    /// The tensor copy of the gallery for batched searches.
-    fn batch_index(&self) -> Result<&FlatIndex, MatcherError> {
+    /// The frozen copy of the gallery for batched searches.
+    fn batch_index(&self) -> Result<&BatchIndex, MatcherError> {
         if let Some(index) = self.batch_index.get() {
             return Ok(index);
         }
-        let index = FlatIndex::new(&self.rows, self.dim, Precision::F32)?;
+        let index = BatchIndex::build(&self.rows, self.dim)?;
         Ok(self.batch_index.get_or_init(|| index))
     }
 
@@ -338,6 +339,33 @@ impl Gallery {
             if bucket.is_empty() {
                 self.phone_buckets.remove(&phone);
             }
+        }
+    }
+}
+
+/// The exact batched search over a frozen copy of the rows: AMX tiles where the CPU has them,
+/// else a candle tensor. Both answer exactly (scores in f32).
+enum BatchIndex {
+    #[cfg(target_arch = "x86_64")]
+    Amx(crate::amx::AmxIndex),
+    Flat(FlatIndex),
+}
+
+impl BatchIndex {
+    fn build(rows: &[f32], dim: usize) -> Result<Self, TensorError> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(index) = crate::amx::AmxIndex::new(rows, dim) {
+            return Ok(BatchIndex::Amx(index));
+        }
+        Ok(BatchIndex::Flat(FlatIndex::new(rows, dim, Precision::F32)?))
+    }
+
+    /// The best `k` of `rows` (the rows this index was built from) for each query.
+    fn search_batch(&self, rows: &[f32], queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>, TensorError> {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            BatchIndex::Amx(index) => Ok(index.search_batch(rows, queries, k)),
+            BatchIndex::Flat(index) => index.search_batch(queries, k),
         }
     }
 }

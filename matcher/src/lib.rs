@@ -20,6 +20,8 @@
 //!   and [`Gallery::identify`]; [`MatcherError`].
 //! - [`flat`]: [`flat::FlatIndex`], exact batched (candle matmul + top-k) and single-query
 //!   (memory-bound scan) search over a candle tensor, f32 or f16.
+//! - `amx`: `amx::AmxIndex`, exact batched search on Intel AMX (bf16 tile products pick
+//!   the candidates with a proven error bound, f32 scores them), used where the CPU has it.
 //! - [`codes`]: [`codes::CodeIndex`], the approximate index for galleries of a million and
 //!   more: binary sign codes (random hyperplanes) scanned by Hamming distance with AVX-512
 //!   `VPOPCNTQ`, the nearest few reranked exactly.
@@ -33,6 +35,8 @@
 //!   tests and benchmarks, and the harder population (log-normal capture quality,
 //!   look-alikes, phone digits) the policy is calibrated on.
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod codes;
 pub mod flat;
 pub mod gallery;
