@@ -96,6 +96,8 @@ pub struct Payments {
     /// Orders closed because they were still unpaid 45 s (event time) after creation: by a
     /// later attempt or query on them, or by the ledger's clock (the sweeper).
     pub revoked: u64,
+    /// Payments captured again with the payer's phone digits after a poor first capture.
+    pub phone_confirmations_sent: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -380,6 +382,7 @@ async fn summarise(
             member_quick_pay: tally.member_quick_pay,
             amount_paid: facepay_domain::money::fen_to_string(tally.paid_fen),
             revoked,
+            phone_confirmations_sent: sent.phone_confirmations,
         },
         retries: Retries { sent: sent.retries, replayed: tally.replayed },
         queries: Queries { sent: sent.queries, answered: tally.queries_answered },
@@ -432,6 +435,8 @@ impl DemoSummary {
         for (code, n) in &p.declined {
             s += &format!("  declined {:<22} {:>6}\n", code, n);
         }
+        s +=
+            &format!("phone confirmations  {:>8} captured again with the payer's digits\n", p.phone_confirmations_sent);
         s += &format!(
             "exact retries        {:>8} sent, {} answered from the stored outcome\n",
             self.retries.sent, self.retries.replayed

@@ -15,8 +15,8 @@ use facepay_domain::event::{
 };
 use facepay_domain::time::{Clock, ManualClock};
 use facepay_domain::{
-    CardChannel, CardCode, DeviceId, DeviceRef, Envelope, EventBody, FaceCode, MerchantId, Money, Origin, OutOrderNo,
-    OutRefundNo, OutTradeNo, PayerId, PhoneLast4, Score, StoreId,
+    CardChannel, CardCode, DeviceId, DeviceRef, Embedding, Envelope, EventBody, FaceCode, MerchantId, Money, Origin,
+    OutOrderNo, OutRefundNo, OutTradeNo, PayerId, Score, StoreId,
 };
 use facepay_ingest::Inbound;
 use facepay_matcher::synthetic::SyntheticFaces;
@@ -52,6 +52,9 @@ pub struct SentCounts {
     pub unsigned: u64,
     pub retries: u64,
     pub queries: u64,
+    /// Payments whose first capture was poor (the matcher unsure: asked for the phone
+    /// digits), captured again with the payer's digits on the same order.
+    pub phone_confirmations: u64,
     pub bad: u64,
     pub refunds: u64,
     pub reversals: u64,
@@ -78,6 +81,9 @@ enum Scenario {
     ReusedCapture,
     AmountChanged,
     TimeoutThenRetry,
+    /// A poor capture (the matcher asks for the phone digits), then the device captures again
+    /// with the payer's digits and pays the same order.
+    UnsureFace,
     BadInput,
 }
 
@@ -90,6 +96,7 @@ fn scenario(roll: f64) -> Scenario {
         r if r < 0.075 => Scenario::AmountChanged,
         r if r < 0.115 => Scenario::TimeoutThenRetry,
         r if r < 0.12 => Scenario::BadInput,
+        r if r < 0.13 => Scenario::UnsureFace,
         _ => Scenario::Normal,
     }
 }
@@ -320,7 +327,7 @@ impl World {
     /// and opens member cards. Returns each merchant's members.
     async fn setup(&self, tx: &mut Sender) -> anyhow::Result<BTreeMap<MerchantId, Vec<usize>>> {
         for (i, payer) in self.payers.iter().enumerate() {
-            let phone = PhoneLast4::parse(&format!("{:04}", tx.rng.random_range(0..10_000))).ok();
+            let phone = Some(self.faces.phone_last4(i));
             let body = FaceEnrolled { payer_id: payer.clone(), embedding: self.faces.enrolment(i), phone_last4: phone };
             tx.send(Origin::Platform, EventBody::FaceEnrolled(body)).await?;
             // One wallet in ten is nearly empty: insufficient balance shows up.
@@ -405,6 +412,7 @@ impl World {
                     FaceCode::parse(format!("{:018}", 100_000_000_000_000_000_u64 + i as u64)).expect("18 digits");
                 let embedding = match sc {
                     Scenario::UnknownFace => SyntheticFaces::stranger(&mut tx.rng),
+                    Scenario::UnsureFace => self.poor_capture(payer, &mut tx.rng),
                     _ => self.faces.capture(payer, &mut tx.rng),
                 };
                 let liveness = if sc == Scenario::LowLiveness { 0.3 } else { 0.97 };
@@ -420,6 +428,7 @@ impl World {
             face_code: face_code.clone(),
         };
         tx.send(Origin::Device(device.clone()), EventBody::PaymentRequested(pay.clone())).await?;
+        let retry = pay.clone();
         if sc == Scenario::TimeoutThenRetry {
             // The device saw no answer: it queries first, then retries the very same request.
             let query = PaymentQuery { out_trade_no: out_trade_no.clone() };
@@ -428,9 +437,35 @@ impl World {
             tx.send(Origin::Device(device.clone()), EventBody::PaymentRequested(pay)).await?;
             tx.counts.retries += 1;
         }
+        if sc == Scenario::UnsureFace {
+            // Asked for the digits: the payer types them, the device captures again.
+            let code = FaceCode::parse(format!("{:018}", 300_000_000_000_000_000_u64 + i as u64)).expect("18 digits");
+            let body = FaceCaptured {
+                face_code: code.clone(),
+                embedding: self.faces.capture(payer, &mut tx.rng),
+                liveness: Score::try_from(0.97).expect("in range"),
+                phone_last4: Some(self.faces.phone_last4(payer)),
+            };
+            tx.send(Origin::Device(device.clone()), EventBody::FaceCaptured(body)).await?;
+            let again = PaymentRequested { face_code: code, ..retry };
+            tx.send(Origin::Device(device.clone()), EventBody::PaymentRequested(again)).await?;
+            tx.counts.phone_confirmations += 1;
+        }
         last.face_code = Some(face_code);
         last.order = Some((device, out_trade_no, money(amount_fen)));
         Ok(())
+    }
+
+    /// A poor capture of `payer`: cosine 0.45 with the enrolled template, in the band where
+    /// the matcher asks for the phone digits (between its ask floor and accept threshold).
+    fn poor_capture(&self, payer: usize, rng: &mut ChaCha8Rng) -> Embedding {
+        let template: Vec<f32> = self.faces.enrolment(payer).into();
+        let noise: Vec<f32> = SyntheticFaces::stranger(rng).into();
+        let along: f32 = noise.iter().zip(&template).map(|(n, t)| n * t).sum();
+        let a = 0.45f32;
+        let mixed: Vec<f32> =
+            template.iter().zip(&noise).map(|(t, n)| a * t + (1.0 - a * a).sqrt() * (n - along * t)).collect();
+        Embedding::try_from(mixed).expect("a unit template and a unit direction")
     }
 
     /// A payer for this attempt: often one of the merchant's members, sometimes one of the

@@ -44,6 +44,10 @@ async fn a_fleet_runs_through_the_pipeline_and_every_invariant_holds() {
             s.payments.declined
         );
     }
+    // Every poor capture is asked for the phone digits, not turned away (issue 23).
+    let asked = s.payments.declined.get("PHONE_CONFIRMATION_REQUIRED").copied().unwrap_or(0);
+    assert!(s.payments.phone_confirmations_sent > 0, "{:?}", s.payments);
+    assert_eq!(asked, s.payments.phone_confirmations_sent, "{:?}", s.payments);
     assert!(s.retries.sent > 0);
     assert_eq!(s.retries.replayed, s.retries.sent, "every exact retry is answered from the stored outcome");
     assert_eq!(s.queries.answered, s.queries.sent);
