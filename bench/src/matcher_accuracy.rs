@@ -26,7 +26,7 @@ use facepay_domain::limits::{
 use facepay_domain::{Embedding, FaceCode, MerchantId, PayerId, PhoneLast4, Score};
 use facepay_matcher::flat::{FlatIndex, Precision};
 use facepay_matcher::synthetic::{Quality, SyntheticFaces};
-use facepay_matcher::{Gallery, Identification, MatchPolicy, MatchRule, MatcherError};
+use facepay_matcher::{BatchIndex, Gallery, Identification, MatchPolicy, MatchRule, MatcherError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -248,16 +248,9 @@ fn member_tier_cost(pop: &Population) -> Result<Cost, MatcherError> {
         .map(|n| (capture(pop.faces.nth_capture((n * MEMBER_EVERY) % pop.faces.len(), 3), None), shop()))
         .collect();
     let queries: Vec<f32> = members.iter().flat_map(|(c, _)| c.embedding.as_slice().iter().copied()).collect();
-    let index = FlatIndex::new(&pop.rows, EMBEDDING_DIM, Precision::F32)?;
-    let amx = facepay_matcher::amx::AmxIndex::new(&pop.rows, EMBEDDING_DIM);
     // The scan a batch is compared with runs on the engine the gallery's batches use.
-    let scan_batch_of = |queries: &[f32]| -> Result<(), MatcherError> {
-        match &amx {
-            Some(amx) => drop(amx.search_batch(&pop.rows, queries, 2)),
-            None => drop(index.search_batch(queries, 2)?),
-        }
-        Ok(())
-    };
+    let index = BatchIndex::build(&pop.rows, EMBEDDING_DIM)?;
+    let flat = FlatIndex::new(&pop.rows, EMBEDDING_DIM, Precision::F32)?;
     pop.identify(&members[..1])?; // builds the gallery's batch index, as the first batch after a change does
     let elsewhere: Vec<_> =
         members.iter().map(|(c, _)| (c.clone(), MerchantId::parse("1900000199").expect("valid id"))).collect();
@@ -270,7 +263,7 @@ fn member_tier_cost(pop: &Population) -> Result<Cost, MatcherError> {
         pop.identify(&elsewhere)?;
         plain_batch.push(t.elapsed().as_secs_f64() * 1e3 / COST_CAPTURES as f64);
         let t = Instant::now();
-        scan_batch_of(&queries)?;
+        index.search_batch(&pop.rows, &queries, 2)?;
         scan_batch.push(t.elapsed().as_secs_f64() * 1e3 / COST_CAPTURES as f64);
     }
     let (member_batch_ms, scan_batch_ms, plain_batch_ms) =
@@ -282,7 +275,7 @@ fn member_tier_cost(pop: &Population) -> Result<Cost, MatcherError> {
         pop.gallery.identify(m, c, &policy)?;
         single.0.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        index.search_one(q, 2)?;
+        flat.search_one(q, 2)?;
         single.1.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let (member_single, scan_single) = (percentiles(single.0), percentiles(single.1));

@@ -101,19 +101,6 @@ impl AmxIndex {
         Some(Self { dim, len, packed })
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Bytes of the bf16 tiles.
-    pub fn bytes(&self) -> usize {
-        self.packed.len() * 2
-    }
-
     /// The `k` best rows for each of the `queries` (row-major, unit vectors), best first,
     /// with exact f32 scores from `rows`, the f32 gallery this index was built from.
     pub fn search_batch(&self, rows: &[f32], queries: &[f32], k: usize) -> Vec<Vec<Hit>> {

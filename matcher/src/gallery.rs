@@ -53,8 +53,8 @@ pub struct Gallery {
     members: HashMap<MerchantId, HashSet<PayerId>>,
     /// Enrolled payers by phone digits, for the phone-narrowed search.
     phone_buckets: HashMap<PhoneLast4, Vec<PayerId>>,
-    /// `rows` as a candle tensor for batched searches, built on the first batch after a
-    /// change (enrolment comes in bursts) and dropped by every change.
+    /// A frozen copy of `rows` for batched searches ([`BatchIndex`]), built on the first
+    /// batch after a change (enrolment comes in bursts) and dropped by every change.
     batch_index: OnceLock<BatchIndex>,
     /// Binary codes of `rows` for batched searches of a gallery of at least
     /// [`MatchPolicy::approx_gallery_min`]; built and dropped like `batch_index`.
@@ -345,14 +345,15 @@ impl Gallery {
 
 /// The exact batched search over a frozen copy of the rows: AMX tiles where the CPU has them,
 /// else a candle tensor. Both answer exactly (scores in f32).
-enum BatchIndex {
+pub enum BatchIndex {
     #[cfg(target_arch = "x86_64")]
     Amx(crate::amx::AmxIndex),
     Flat(FlatIndex),
 }
 
 impl BatchIndex {
-    fn build(rows: &[f32], dim: usize) -> Result<Self, TensorError> {
+    /// The engine this machine runs batches on, over a copy of `rows` (row-major, `dim` wide).
+    pub fn build(rows: &[f32], dim: usize) -> Result<Self, TensorError> {
         #[cfg(target_arch = "x86_64")]
         if let Some(index) = crate::amx::AmxIndex::new(rows, dim) {
             return Ok(BatchIndex::Amx(index));
@@ -361,7 +362,7 @@ impl BatchIndex {
     }
 
     /// The best `k` of `rows` (the rows this index was built from) for each query.
-    fn search_batch(&self, rows: &[f32], queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>, TensorError> {
+    pub fn search_batch(&self, rows: &[f32], queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>, TensorError> {
         match self {
             #[cfg(target_arch = "x86_64")]
             BatchIndex::Amx(index) => Ok(index.search_batch(rows, queries, k)),

@@ -48,5 +48,5 @@ pub mod topk;
 pub mod vault;
 
 pub use flat::{FlatIndex, Precision};
-pub use gallery::{Gallery, MatcherError};
+pub use gallery::{BatchIndex, Gallery, MatcherError};
 pub use policy::{Identification, MatchPolicy, MatchRule};

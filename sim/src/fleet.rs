@@ -428,13 +428,12 @@ impl World {
             face_code: face_code.clone(),
         };
         tx.send(Origin::Device(device.clone()), EventBody::PaymentRequested(pay.clone())).await?;
-        let retry = pay.clone();
         if sc == Scenario::TimeoutThenRetry {
             // The device saw no answer: it queries first, then retries the very same request.
             let query = PaymentQuery { out_trade_no: out_trade_no.clone() };
             tx.send(Origin::Device(device.clone()), EventBody::PaymentQuery(query)).await?;
             tx.counts.queries += 1;
-            tx.send(Origin::Device(device.clone()), EventBody::PaymentRequested(pay)).await?;
+            tx.send(Origin::Device(device.clone()), EventBody::PaymentRequested(pay.clone())).await?;
             tx.counts.retries += 1;
         }
         if sc == Scenario::UnsureFace {
@@ -447,7 +446,7 @@ impl World {
                 phone_last4: Some(self.faces.phone_last4(payer)),
             };
             tx.send(Origin::Device(device.clone()), EventBody::FaceCaptured(body)).await?;
-            let again = PaymentRequested { face_code: code, ..retry };
+            let again = PaymentRequested { face_code: code, ..pay };
             tx.send(Origin::Device(device.clone()), EventBody::PaymentRequested(again)).await?;
             tx.counts.phone_confirmations += 1;
         }
