@@ -28,6 +28,8 @@
 //! - `timestamp`: the one text form of an instant the ledger writes (hashed by the audit
 //!   chain, stored by the embedded store).
 //! - [`service`]: batching, idempotent answers, projection writing, replay.
+//! - [`decided`]: which events a commit answered, told to other processes (PostgreSQL
+//!   `NOTIFY`), for devices waiting on their answer.
 //! - [`lookup`]: order lookups read together, a query per batch of waiting callers.
 //! - [`sweep`]: the ledger's clock: revokes orders unpaid after 45 s and expires 30-day holds.
 //! - [`reconcile`]: the channel's daily bill against the ledger (its own Layout).
@@ -36,6 +38,7 @@ pub mod audit;
 pub mod command;
 pub mod core;
 pub mod credentials;
+pub mod decided;
 pub mod face_keys;
 pub mod lifecycle;
 pub mod lookup;

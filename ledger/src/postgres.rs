@@ -22,7 +22,7 @@ use crate::model::{Account, Keys, LedgerState};
 use crate::rows::{self, log_rows, Cells, Fill, PROJECTIONS};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryFilter, HistoryRow, InboundRecord, NewEvent, OutboxMessage, RejectedEvent,
-    StoreError,
+    StoreError, StoredAnswer,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -425,8 +425,8 @@ async fn write_history(tx: &mut PgTx, h: &[HistoryRow]) -> Result<(), StoreError
     exec(tx, h.len(), q).await
 }
 
-const INSERT_INBOUND: &str = "INSERT INTO inbound (event_id, type, outcome, processed_at) \
-    SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])";
+const INSERT_INBOUND: &str = "INSERT INTO inbound (event_id, type, outcome, processed_at, device) \
+    SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])";
 const INSERT_REJECTED: &str = "INSERT INTO rejected_events (received_at, source, event_id, type, reason_code, field, \
     message, raw, raw_truncated) SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::uuid[], $4::text[], \
     $5::text[], $6::text[], $7::text[], $8::bytea[], $9::bool[])";
@@ -436,7 +436,8 @@ async fn write_answers(tx: &mut PgTx, i: &[InboundRecord], r: &[RejectedEvent]) 
         .bind(col(i, |i| i.event_id))
         .bind(col(i, |i| i.kind.as_str()))
         .bind(col(i, |i| i.outcome_json.as_str()))
-        .bind(col(i, |i| i.processed_at));
+        .bind(col(i, |i| i.processed_at))
+        .bind(col(i, |i| i.device.as_deref()));
     exec(tx, i.len(), q).await?;
     let q = sqlx::query(INSERT_REJECTED)
         .bind(col(r, |r| r.received_at))
@@ -514,12 +515,12 @@ pub(crate) fn bind_id(id: &Uuid) -> Uuid {
 }
 
 /// The stored answers of those of `event_ids` already processed (one array parameter).
-async fn answered_rows(pool: &PgPool, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
-    let rows = sqlx::query("SELECT event_id, outcome FROM inbound WHERE event_id = ANY($1)")
+async fn answered_rows(pool: &PgPool, event_ids: &[Uuid]) -> Result<HashMap<Uuid, StoredAnswer>, StoreError> {
+    let rows = sqlx::query("SELECT event_id, outcome, device, processed_at FROM inbound WHERE event_id = ANY($1)")
         .bind(event_ids)
         .fetch_all(pool)
         .await?;
-    rows.iter().map(|r| Ok((r.uuid("event_id")?, r.text("outcome")?))).collect()
+    rows.iter().map(|r| Ok((r.uuid("event_id")?, rows::stored_answer_from(r)?))).collect()
 }
 
 /// A day as PostgreSQL stores it: `date`.
@@ -555,7 +556,33 @@ async fn write_batch(tx: &mut Transaction<'static, Postgres>, batch: &CommitBatc
     write_projections(tx, batch).await?;
     write_history(tx, &batch.history).await?;
     write_answers(tx, &batch.inbound, &batch.rejected).await?;
-    write_transport(tx, &batch.offsets, &batch.outbox).await
+    write_transport(tx, &batch.offsets, &batch.outbox).await?;
+    notify_decided(tx, batch).await
+}
+
+/// A transport's commit (one with outbox messages) names the events it answered on
+/// [`crate::decided::DECIDED_CHANNEL`], delivered when it commits ([`crate::decided`]).
+/// Rejections are kept by their place on the bus, not an event id: not named.
+async fn notify_decided(tx: &mut Transaction<'static, Postgres>, batch: &CommitBatch) -> Result<(), StoreError> {
+    if batch.outbox.is_empty() {
+        return Ok(());
+    }
+    let answered = batch.inbound.iter().filter(|i| i.kind != "rejected").map(|i| i.event_id);
+    let payloads = crate::decided::payloads(answered);
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
+        .bind(crate::decided::DECIDED_CHANNEL)
+        .bind(&payloads)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A listener on [`crate::decided::DECIDED_CHANNEL`].
+async fn listen_decided(pool: &PgPool) -> Result<Option<crate::decided::DecidedListener>, StoreError> {
+    Ok(Some(crate::decided::DecidedListener::connect(pool).await?))
 }
 
 /// Takes a transaction lock on each order `read` names, whether or not its row exists yet

@@ -213,6 +213,14 @@ pub(crate) fn stored_event_from(r: &dyn Cells) -> Result<StoredEvent, StoreError
 }
 
 /// An outbox row, oldest-first lists sorted by the caller.
+pub(crate) fn stored_answer_from(r: &dyn Cells) -> Result<crate::store::StoredAnswer, StoreError> {
+    Ok(crate::store::StoredAnswer {
+        outcome_json: r.text("outcome")?,
+        device: r.opt_text("device")?,
+        processed_at: r.at("processed_at")?,
+    })
+}
+
 pub(crate) fn outbox_from(r: &dyn Cells) -> Result<(i64, OutboxMessage), StoreError> {
     let message = OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
     Ok((r.int("id")?, message))

@@ -17,8 +17,8 @@ use crate::core::{apply, decide, keys_read, keys_written, payment_result, wallet
 use crate::lifecycle::refusal_after;
 use crate::model::{HoldKey, Keys, LedgerEvent, LedgerState};
 use crate::store::{
-    CommitBatch, ConsumerOffset, HistoryRow, InboundRecord, LedgerStore, NewEvent, OutboxMessage, RejectedEvent,
-    StoreError,
+    device_key, CommitBatch, ConsumerOffset, HistoryRow, InboundRecord, LedgerStore, NewEvent, OutboxMessage,
+    RejectedEvent, StoreError, StoredAnswer,
 };
 
 /// Runs the pure core over batches of commands against a store.
@@ -304,7 +304,7 @@ impl Ledger {
         for cmd in commands {
             // A repeat is answered again to its caller, but published only the first time.
             if let Some(stored) = answered.get(&cmd.event_id) {
-                outcomes.push(outcome(cmd, redelivered(stored)?));
+                outcomes.push(outcome(cmd, redelivered(cmd, stored)?));
                 continue;
             }
             let body = self.decide_one(&mut state, cmd, &mut batch);
@@ -318,9 +318,7 @@ impl Ledger {
             }
         }
         for r in &delivery.rejected {
-            if answered.insert(r.key, String::new()).is_none() {
-                keep_rejection(&mut batch, delivery, r);
-            }
+            answered.entry(r.key).or_insert_with(|| keep_rejection(&mut batch, delivery, r));
         }
         batch.projections.state = state;
         // Guarded at commit: the orders this batch writes, as it read them (a read-only look,
@@ -557,10 +555,16 @@ fn refused(kind: &str, code: &str, message: &str) -> OutcomeBody {
     OutcomeBody::Refused { kind: kind.to_string(), code: code.to_string(), message: message.to_string() }
 }
 
-/// The stored answer to an event seen before, marked as a repeat.
-fn redelivered(stored: &str) -> Result<OutcomeBody, StoreError> {
+/// The stored answer to an event seen before, marked as a repeat; refused to a sender other
+/// than the one it answered (an event id is the sender's to choose, not a way to read another
+/// device's outcome).
+fn redelivered(cmd: &Command, stored: &StoredAnswer) -> Result<OutcomeBody, StoreError> {
+    if !stored.answered(cmd.device.as_ref()) {
+        let message = "this event id answered another sender's event; send a new one";
+        return Ok(refused(cmd.kind.name(), "EVENT_ID_IN_USE", message));
+    }
     let mut body: OutcomeBody =
-        serde_json::from_str(stored).map_err(|e| StoreError::Corrupt(format!("stored outcome: {e}")))?;
+        serde_json::from_str(&stored.outcome_json).map_err(|e| StoreError::Corrupt(format!("stored outcome: {e}")))?;
     if let OutcomeBody::PaymentResult(r) = &mut body {
         r.replayed = true;
     }
@@ -589,29 +593,41 @@ fn keys_of(commands: &[Command], delivery: &Delivery) -> Vec<Uuid> {
     commands.chain(answers).chain(delivery.rejected.iter().map(|r| r.key)).collect()
 }
 
-/// Records `answer` as the answer to its event and leaves it in the outbox; the stored JSON.
-fn keep(batch: &mut CommitBatch, delivery: &Delivery, answer: &Outcome) -> Result<String, StoreError> {
-    let json = serde_json::to_string(&answer.body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+/// Records `answer` as the answer to its event and leaves it in the outbox; what is stored.
+fn keep(batch: &mut CommitBatch, delivery: &Delivery, answer: &Outcome) -> Result<StoredAnswer, StoreError> {
+    let stored = StoredAnswer {
+        outcome_json: serde_json::to_string(&answer.body).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        device: answer.device.as_ref().map(device_key),
+        processed_at: Utc::now(),
+    };
     batch.inbound.push(InboundRecord {
         event_id: answer.in_reply_to,
         kind: answer.body.kind().to_string(),
-        outcome_json: json.clone(),
-        processed_at: Utc::now(),
+        outcome_json: stored.outcome_json.clone(),
+        processed_at: stored.processed_at,
+        device: stored.device.clone(),
     });
     batch.outbox.extend(delivery.answer_message(answer)?);
-    Ok(json)
+    Ok(stored)
 }
 
 /// Keeps rejection `r` (the rejected-events table, and the dead-letter topic through the
 /// outbox), marked by its key as seen.
-fn keep_rejection(batch: &mut CommitBatch, delivery: &Delivery, r: &Rejection) {
+fn keep_rejection(batch: &mut CommitBatch, delivery: &Delivery, r: &Rejection) -> StoredAnswer {
+    let stored = StoredAnswer {
+        outcome_json: serde_json::json!({ "rejected": r.event.reason_code }).to_string(),
+        device: r.answer_to.as_ref().map(device_key),
+        processed_at: Utc::now(),
+    };
     batch.inbound.push(InboundRecord {
         event_id: r.key,
         kind: "rejected".to_string(),
-        outcome_json: serde_json::json!({ "rejected": r.event.reason_code }).to_string(),
-        processed_at: Utc::now(),
+        outcome_json: stored.outcome_json.clone(),
+        processed_at: stored.processed_at,
+        device: stored.device.clone(),
     });
     batch.rejected.push(r.event.clone());
     batch.outbox.extend(delivery.dead_letter(r));
     batch.outbox.extend(delivery.rejection_answer(r));
+    stored
 }

@@ -20,6 +20,7 @@ use crate::model::{Account, CaptureUse, DailyUsage, HoldKey, Keys, LedgerState, 
 use crate::rows::{self, corrupt, log_rows, Cells, PROJECTIONS};
 use crate::store::{
     CommitBatch, ConsumerOffset, HistoryRow, InboundRecord, NewEvent, OutboxMessage, RejectedEvent, StoreError,
+    StoredAnswer,
 };
 
 /// Most bound parameters per statement (SQLite allows 32 766).
@@ -449,11 +450,13 @@ async fn write_history(tx: &mut Transaction<'static, Sqlite>, rows: &[HistoryRow
 }
 
 async fn write_inbound(tx: &mut Transaction<'static, Sqlite>, rows: &[InboundRecord]) -> Result<(), StoreError> {
-    insert_rows(tx, "INSERT INTO inbound (event_id, type, outcome, processed_at) ", "", 4, rows, |mut s, r| {
+    let head = "INSERT INTO inbound (event_id, type, outcome, processed_at, device) ";
+    insert_rows(tx, head, "", 5, rows, |mut s, r| {
         s.push_bind(r.event_id.to_string())
             .push_bind(r.kind.as_str())
             .push_bind(r.outcome_json.as_str())
-            .push_bind(ts(&r.processed_at));
+            .push_bind(ts(&r.processed_at))
+            .push_bind(r.device.as_deref());
     })
     .await
 }
@@ -528,21 +531,26 @@ pub(crate) fn bind_id(id: &Uuid) -> String {
 }
 
 /// The stored answers of those of `event_ids` already processed (a list read in chunks).
-async fn answered_rows(pool: &SqlitePool, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError> {
+async fn answered_rows(pool: &SqlitePool, event_ids: &[Uuid]) -> Result<HashMap<Uuid, StoredAnswer>, StoreError> {
     let mut found = HashMap::new();
-    let sql = "SELECT event_id, outcome FROM inbound WHERE event_id";
+    let sql = "SELECT event_id, outcome, device, processed_at FROM inbound WHERE event_id";
     load_by(
         pool,
         sql,
         event_ids.iter(),
         |e| e.to_string(),
         |r| {
-            found.insert(r.uuid("event_id")?, r.text("outcome")?);
+            found.insert(r.uuid("event_id")?, rows::stored_answer_from(r)?);
             Ok(())
         },
     )
     .await?;
     Ok(found)
+}
+
+/// SQLite tells no other process: one process decides there, and tells its own waiters.
+async fn listen_decided(_: &SqlitePool) -> Result<Option<crate::decided::DecidedListener>, StoreError> {
+    Ok(None)
 }
 
 /// A day as SQLite stores it: `YYYY-MM-DD` text.

@@ -42,6 +42,51 @@ pub struct InboundRecord {
     /// The JSON of the outcome body sent back.
     pub outcome_json: String,
     pub processed_at: DateTime<Utc>,
+    /// The device it answered ([`device_key`]); none for platform and merchant events.
+    pub device: Option<String>,
+}
+
+/// An inbound event's stored answer, as [`LedgerWriter::answered`] reads it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
+    /// The JSON of the outcome body.
+    pub outcome_json: String,
+    /// The device it answered ([`device_key`]); none for platform and merchant events.
+    pub device: Option<String>,
+    pub processed_at: DateTime<Utc>,
+}
+
+impl StoredAnswer {
+    /// Whether this answered an event of `device` (none: a platform or merchant event): an
+    /// event id that another sender uses again is never answered with this.
+    pub fn answered(&self, device: Option<&facepay_domain::DeviceRef>) -> bool {
+        self.device == device.map(device_key)
+    }
+
+    /// The outcome as it was published: in reply to `event_id`, to its device, decided when it
+    /// was kept.
+    pub fn outcome(&self, event_id: Uuid) -> Result<facepay_domain::Outcome, StoreError> {
+        let body = serde_json::from_str(&self.outcome_json)
+            .map_err(|e| StoreError::Corrupt(format!("stored outcome of {event_id}: {e}")))?;
+        let device = self.device.as_deref().map(device_from_key).transpose()?;
+        Ok(facepay_domain::Outcome { in_reply_to: event_id, decided_at: self.processed_at, device, body })
+    }
+}
+
+/// How an answer names its device: `merchant_id/store_id/device_id` (no id holds a `/`).
+pub fn device_key(d: &facepay_domain::DeviceRef) -> String {
+    format!("{}/{}/{}", d.merchant_id, d.store_id, d.device_id)
+}
+
+fn device_from_key(key: &str) -> Result<facepay_domain::DeviceRef, StoreError> {
+    let bad = |e: String| StoreError::Corrupt(format!("stored answer's device {key:?}: {e}"));
+    let mut parts = key.splitn(3, '/');
+    let mut next = || parts.next().map(str::to_string).ok_or_else(|| bad("fewer than three parts".into()));
+    Ok(facepay_domain::DeviceRef {
+        merchant_id: facepay_domain::MerchantId::parse(next()?).map_err(|e| bad(e.message))?,
+        store_id: facepay_domain::StoreId::parse(next()?).map_err(|e| bad(e.message))?,
+        device_id: facepay_domain::DeviceId::parse(next()?).map_err(|e| bad(e.message))?,
+    })
 }
 
 /// A rejected inbound event, kept with its reason.
@@ -220,7 +265,7 @@ pub trait LedgerWriter: Send + Sync + 'static {
     async fn load(&self, keys: &Keys) -> Result<LedgerState, StoreError>;
 
     /// The stored answers of those inbound events that were already processed.
-    async fn answered(&self, event_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, StoreError>;
+    async fn answered(&self, event_ids: &[Uuid]) -> Result<HashMap<Uuid, StoredAnswer>, StoreError>;
 
     /// Appends events, postings, transactions, projections, history, answers, rejections,
     /// consumer offsets and outbox messages, all in one database transaction.
@@ -320,6 +365,11 @@ pub trait TransportStore: Send + Sync + 'static {
 
     /// Marks these outbox messages published (the outbox is not the log: this is an update).
     async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
+
+    /// A listener to the ids of the events each transport commit answers, from whichever
+    /// process committed it ([`crate::decided`]); `None` where the database cannot tell other
+    /// processes (SQLite: one process decides there, and tells its own waiters itself).
+    async fn decided_listener(&self) -> Result<Option<crate::decided::DecidedListener>, StoreError>;
 }
 
 /// The face gallery at rest (migrations 0005, 0020): sealed templates and which key opens

@@ -15,7 +15,7 @@
 //! - functions of the same name in the calling module: `bind_at`, `bind_day` and `bind_id`
 //!   (how an instant, a day and a UUID are bound), `load_keys`, `load_everything`,
 //!   `answered_rows`, `hold_keys_due`, `write_batch`, `write_rejected`, `write_log`,
-//!   `remember_captures`, `mark_published`; and the const `INVARIANTS_SQL`.
+//!   `remember_captures`, `mark_published`, `listen_decided`; and the const `INVARIANTS_SQL`.
 //!
 //! SQL text uses `$n` placeholders: PostgreSQL's, which SQLite reads as numbered parameters.
 
@@ -106,7 +106,7 @@ macro_rules! writer_sql {
             async fn answered(
                 &self,
                 event_ids: &[uuid::Uuid],
-            ) -> Result<std::collections::HashMap<uuid::Uuid, String>, $crate::StoreError> {
+            ) -> Result<std::collections::HashMap<uuid::Uuid, $crate::store::StoredAnswer>, $crate::StoreError> {
                 answered_rows(&self.$write, event_ids).await
             }
 
@@ -486,6 +486,10 @@ macro_rules! transport_sql {
 
             async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), $crate::StoreError> {
                 mark_published(&self.$write, ids).await
+            }
+
+            async fn decided_listener(&self) -> Result<Option<$crate::decided::DecidedListener>, $crate::StoreError> {
+                listen_decided(&self.$write).await
             }
         }
     };

@@ -146,6 +146,7 @@ on_both_stores!(tokio::test;
     the_schema_refuses_to_rewrite_history_or_post_unbalanced,
     the_invariant_checks_and_replay_notice_a_tampered_projection,
     a_redelivered_event_in_the_same_batch_is_answered_once,
+    an_event_id_sent_again_by_another_device_is_refused_not_answered_with_the_first_outcome,
     offsets_and_outbox_land_with_their_batch_or_not_at_all,
     two_writers_paying_one_merchant_lose_no_update,
     a_consumer_that_lost_its_partition_is_fenced_off,
@@ -423,6 +424,26 @@ async fn a_redelivered_event_in_the_same_batch_is_answered_once(backend: Backend
     assert!(!result(&bodies[2]).replayed);
     assert!(result(&bodies[3]).replayed);
     assert_eq!((result(&bodies[3]).status, result(&bodies[3]).amount), (OrderStatus::Paid, cny("10.00")));
+    assert_eq!(db.store.wallet(&payer("p1")).await.unwrap(), Some((9_000, false)));
+    db.assert_consistent().await;
+}
+
+async fn an_event_id_sent_again_by_another_device_is_refused_not_answered_with_the_first_outcome(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let p = pay("m1", "o1", "10.00", 1, "p1");
+    let id = p.event_id;
+    db.batch(&[fund("p1", "100.00"), p.clone()]).await;
+    // Another merchant's device sends an event under the same event id.
+    let mut theirs = pay("m2", "o9", "1.00", 2, "p1");
+    (theirs.event_id, theirs.device) = (p.event_id, Some(device_of("m2", 1)));
+    let bodies = db.batch(&[theirs]).await;
+    assert!(matches!(&bodies[0], OutcomeBody::Refused { code, .. } if code == "EVENT_ID_IN_USE"), "{bodies:?}");
+    // The device that sent it is still answered from its stored outcome.
+    let bodies = db.batch(&[p]).await;
+    assert!(result(&bodies[0]).replayed);
+    assert_eq!(result(&bodies[0]).out_trade_no.as_str(), "o1");
+    let stored = db.store.answered(&[id]).await.unwrap();
+    assert!(stored[&id].answered(Some(&device_of("m1", 1))) && !stored[&id].answered(Some(&device_of("m2", 1))));
     assert_eq!(db.store.wallet(&payer("p1")).await.unwrap(), Some((9_000, false)));
     db.assert_consistent().await;
 }
