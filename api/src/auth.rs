@@ -271,6 +271,11 @@ impl Auth {
         if matches!(principal.role, Role::Finance | Role::Admin) {
             return payer;
         }
+        self.openid(merchant, payer)
+    }
+
+    /// The payer's openid at `merchant`: what the merchant's keys and devices see of a payer.
+    pub fn openid(&self, merchant: &MerchantId, payer: PayerId) -> PayerId {
         let mac = facepay_domain::auth::hmac_sha256(
             &self.cursor_key,
             &[b"openid:", merchant.as_str().as_bytes(), b":", payer.as_str().as_bytes()],

@@ -7,6 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use facepay_domain::auth::{AcceptStamp, EventSignature, KeyId, Role, SIGNATURE_HEADER};
@@ -89,44 +90,87 @@ struct Accepted {
 /// authenticated by its device's signature (`facepay-signature`) before anything else is
 /// read of it; platform and merchant events need an admin key (checked before the body is
 /// read) and are audited. 202 when it is in the pipeline (ask for the order's result
-/// afterwards); 401 (one body) for anything unauthenticated; 400 naming the field, 403 for
-/// an event its signer may not send, 409 for a replayed event id (each kept).
+/// afterwards); with `Prefer: wait=N` (N ≤ 10 s), 200 with the outcome when it is decided
+/// within N seconds (a device's event id sent again: its stored outcome, or the one to come).
+/// 401 (one body) for anything unauthenticated; 400 naming the field, 403 for an event its
+/// signer may not send, 409 for a replayed event id (each kept).
 #[utoipa::path(post, path = "/v1/events", security((), ("bearer" = [])),
-    params(("facepay-signature" = Option<String>, Header, description = "device events: k=<key id>,t=<unix s>,v1=<hex HMAC>")),
+    params(("facepay-signature" = Option<String>, Header, description = "device events: k=<key id>,t=<unix s>,v1=<hex HMAC>"),
+        ("prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): answer with the outcome if it is \
+            decided within N seconds (at most 10)")),
     request_body(content = facepay_domain::EventRequest, content_type = "application/json"),
-    responses((status = 202, body = Accepted, description = "accepted"),
+    responses((status = 200, body = crate::wait::Decided, description = "decided within the wait (`Prefer: wait`); \
+            `Preference-Applied: wait=N`",
+            headers(("preference-applied" = String, description = "`wait=N`: the wait honoured"))),
+        (status = 202, body = Accepted, description = "accepted (not decided within the wait, if one was asked)"),
         (status = 400, body = ErrorBody, description = "a bad field, named (kept with its reason)"),
         (status = 403, body = ErrorBody, description = "an event its sender may not send (a device event with a key, \
             another device's event: `wrong_origin`)"),
-        (status = 409, body = ErrorBody, description = "an event id received before (`replayed`)"),
+        (status = 409, body = ErrorBody, description = "an event id received before (`replayed`); with a wait, only \
+            an event id another sender used"),
         (status = 413, body = ErrorBody, description = "larger than 64 KiB")))]
-async fn ingest(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+async fn ingest(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let started = tokio::time::Instant::now();
     let accepted_at = st.clock.now();
-    let (envelope, body, signature) = match headers.contains_key(axum::http::header::AUTHORIZATION) {
+    let wait = crate::wait::preferred_wait(&headers);
+    let taken = match headers.contains_key(axum::http::header::AUTHORIZATION) {
         true => admin_event(&st, &headers, body, accepted_at).await?,
-        false => device_event(&st, &headers, body, accepted_at).await?,
+        false => device_event(&st, &headers, body, accepted_at, wait.is_some()).await?,
     };
-    let event_id = envelope.event_id;
+    let (envelope, body, signature) = match taken {
+        Taken::New { envelope, body, signature } => (envelope, body, signature),
+        Taken::Repeat { event_id, sender } => {
+            let wait = wait.unwrap_or_default();
+            return match crate::wait::repeated(&st, event_id, &sender, started + wait).await? {
+                Some(outcome) => crate::wait::decided(&st, outcome, wait),
+                None => Ok(accepted(event_id)),
+            };
+        }
+    };
+    let (event_id, sender) = (envelope.event_id, envelope.origin.device().cloned());
     tracing::Span::current().record("event_id", tracing::field::display(event_id));
+    // Registered before the event goes in: its decision cannot come before the waiter.
+    let waiter = wait.and_then(|_| st.waiters.register(event_id, sender.clone()));
+    if let (Some(_), Some(wait), Ingress::Kafka { .. }) = (&waiter, wait, &st.input) {
+        // Over Kafka replays are told further on: a device's retry of a decided event is
+        // answered here, from the stored outcome, and not sent on again.
+        if let Some(outcome) = crate::wait::stored(&st, event_id, sender.as_ref()).await? {
+            return crate::wait::decided(&st, outcome, wait);
+        }
+    }
     let stamp = AcceptStamp::sign(st.verifier.platform_secret(), accepted_at.timestamp_millis(), &body).header();
     st.input.accept(envelope, &body, &signature, &stamp).await?;
     tracing::info!(%event_id, "event accepted");
-    Ok((StatusCode::ACCEPTED, Json(Accepted { event_id, status: "accepted" })))
+    if let (Some(waiter), Some(wait)) = (waiter, wait) {
+        if let Some(outcome) = crate::wait::outcome_by(&st, waiter, event_id, sender.as_ref(), started + wait).await? {
+            return crate::wait::decided(&st, outcome, wait);
+        }
+    }
+    Ok(accepted(event_id))
+}
+
+fn accepted(event_id: uuid::Uuid) -> Response {
+    (StatusCode::ACCEPTED, Json(Accepted { event_id, status: "accepted" })).into_response()
+}
+
+/// What the ingest path took: a new event (its envelope, its bytes, the signature it goes on
+/// with), or, for a device that asked to wait, its own event id sent again.
+enum Taken {
+    New { envelope: facepay_domain::Envelope, body: Bytes, signature: String },
+    Repeat { event_id: uuid::Uuid, sender: facepay_domain::DeviceRef },
 }
 
 /// A device's event: its signature is its credential, checked first. An unauthenticated
 /// event is answered 401 and kept nowhere; an authenticated sender's bad event is kept with
-/// its reason (within the sender's budget).
+/// its reason (within the sender's budget). An event id it sent before is, when it waits
+/// (`waits`), a [`Taken::Repeat`] (a retry is not a fault: nothing is kept); else a 409.
 async fn device_event(
     st: &AppState,
     headers: &HeaderMap,
     body: Body,
     accepted_at: DateTime<Utc>,
-) -> Result<(facepay_domain::Envelope, Bytes, String), ApiError> {
+    waits: bool,
+) -> Result<Taken, ApiError> {
     let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).ok_or(ApiError::Unauthenticated)?;
     let body = read_body(body, EVENT_BYTES_MAX).await?;
     learn_key(Some(header), &st.registry, st.store.as_ref()).await?;
@@ -136,7 +180,13 @@ async fn device_event(
         Ingress::Kafka { .. } => Position::Unchecked,
     };
     match validate_signed(&body, Some(header), &st.registry, &st.verifier, accepted_at, position) {
-        Ok(env) => Ok((env, body, header.to_string())),
+        Ok(envelope) => Ok(Taken::New { envelope, body, signature: header.to_string() }),
+        Err(Refusal::Invalid { error, sender: Some(sender), .. })
+            if waits && error.kind == FieldErrorKind::Replayed =>
+        {
+            let event_id = event_id_of(&body).ok_or(ApiError::BadRequest(error))?;
+            Ok(Taken::Repeat { event_id, sender: *sender })
+        }
         Err(refusal) => {
             facepay_ingest::pipeline::refused(&body, "http", &refusal, st.store.as_ref()).await?;
             Err(match refusal {
@@ -147,6 +197,15 @@ async fn device_event(
     }
 }
 
+/// The `event_id` of an event's bytes.
+fn event_id_of(body: &[u8]) -> Option<uuid::Uuid> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        event_id: uuid::Uuid,
+    }
+    serde_json::from_slice::<IdOnly>(body).ok().map(|v| v.event_id)
+}
+
 /// A platform or merchant event from an admin key (checked before the body is read):
 /// audited, then signed by the platform for the bus.
 async fn admin_event(
@@ -154,7 +213,7 @@ async fn admin_event(
     headers: &HeaderMap,
     body: Body,
     accepted_at: DateTime<Utc>,
-) -> Result<(facepay_domain::Envelope, Bytes, String), ApiError> {
+) -> Result<Taken, ApiError> {
     let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let principal = st.auth.authenticate(auth).await?;
     principal.require(&[Role::Admin])?;
@@ -181,7 +240,7 @@ async fn admin_event(
         envelope.event_id,
         &body,
     );
-    Ok((envelope, body, sig.header()))
+    Ok(Taken::New { envelope, body, signature: sig.header() })
 }
 
 /// What an admin event is about, for the audit log: its payer or merchant.

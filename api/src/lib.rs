@@ -17,6 +17,8 @@
 //! - [`observe`]: request ids, log masking, logging, the metrics server.
 //! - [`openapi`]: the OpenAPI 3.1 description (`api/openapi.json`).
 //! - [`server`]: serving the router until a signal.
+//! - [`wait`]: the device's synchronous answer (`Prefer: wait`): waiting for an event's
+//!   outcome, a repeated event id, the `200` body.
 
 pub mod admin;
 pub mod auth;
@@ -30,3 +32,4 @@ pub mod recon_view;
 pub mod reconcile;
 pub mod server;
 pub mod state;
+pub mod wait;

@@ -58,6 +58,8 @@ pub struct Shared {
     pub orders: facepay_ledger::lookup::OrderLookup,
     /// The platform's clock: an event's accept time.
     pub clock: SharedClock,
+    /// Requests waiting for their event's outcome (`Prefer: wait`), this process's.
+    pub waiters: Arc<facepay_ingest::waiters::Waiters>,
 }
 
 /// Where the HTTP ingest path puts an accepted event.

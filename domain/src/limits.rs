@@ -242,8 +242,24 @@ pub const ORDER_LOOKUP_QUEUE_MAX: usize = 4_096;
 pub const PAGE_LIMIT_DEFAULT: u32 = 50;
 pub const PAGE_LIMIT_MAX: u32 = 500;
 
-/// Every HTTP request is answered or abandoned within this time.
-pub const HTTP_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Every HTTP request is answered or abandoned within this time: the longest wait a device
+/// may ask for ([`DEVICE_WAIT_MAX_S`]) and two seconds to take the event in and answer.
+pub const HTTP_REQUEST_TIMEOUT_MS: u64 = DEVICE_WAIT_MAX_S * 1_000 + 2_000;
+
+/// The longest `Prefer: wait=N` honoured on `POST /v1/events` (RFC 7240): a payer at the till
+/// is not kept longer; past it the device is answered 202 and queries its order.
+pub const DEVICE_WAIT_MAX_S: u64 = 10;
+
+/// Requests waiting for their event's outcome at once, per process; past it a device is
+/// answered 202 at once (its event is taken all the same). Each waiter is a map entry and a
+/// oneshot channel, a few hundred bytes: this bounds the memory, not the throughput (at
+/// 1 000 payments/s and 100 ms each, about 100 wait at a time).
+pub const DEVICE_WAITERS_MAX: usize = 4_096;
+
+/// Largest payload of one `NOTIFY` naming the events a ledger commit answered (PostgreSQL
+/// refuses more than 8 000 bytes): 32 hex digits and a comma per event, about 240 per
+/// notification; a larger batch sends several.
+pub const DECIDED_NOTIFY_BYTES_MAX: usize = 7_900;
 
 /// Largest events read per round trip while replaying the log.
 pub const REPLAY_PAGE_EVENTS_MAX: u32 = 5_000;
@@ -273,6 +289,12 @@ pub const KAFKA_RECV_ERROR_PAUSE_MS: u64 = 100;
 
 /// Most outbox messages the relay publishes per round trip to the database.
 pub const OUTBOX_BATCH_MAX: u32 = 512;
+
+/// Batches the outbox relay may have published and not yet marked: the one whose mark is
+/// being written while the next is sent (the mark is off the hot path). A relay that takes
+/// over reads this many batches back from the end of each outcome topic to mark what its
+/// predecessor published.
+pub const OUTBOX_UNMARKED_BATCHES_MAX: u32 = 2;
 
 /// How long the outbox relay's lease lasts (one relay publishes at a time). A crashed relay's
 /// successor takes over when it lapses, so it is short. At least

@@ -40,6 +40,8 @@ pub struct App {
     pub orders: facepay_ledger::lookup::OrderLookup,
     /// The platform's clock (the system's, or a simulation's).
     pub clock: SharedClock,
+    /// Requests waiting for their event's outcome (the pipeline hands each outcome to them).
+    pub waiters: Arc<facepay_ingest::waiters::Waiters>,
 }
 
 /// The periodic sweeper of an [`App`]: stopped when the app is dropped.
@@ -73,7 +75,7 @@ impl App {
             Some(faces) => faces.load().await?,
             None => Gallery::new(),
         };
-        let (verifier, clock) = (config.verifier.clone(), config.clock.clone());
+        let (verifier, clock, waiters) = (config.verifier.clone(), config.clock.clone(), config.waiters.clone());
         let auth = Arc::new(Auth::new(store.clone(), verifier.pepper().clone()));
         let refresher = refresh_registry(Arc::downgrade(&registry), store.clone(), std::future::pending());
         tokio::spawn(refresher);
@@ -82,7 +84,7 @@ impl App {
         let sweeper = SweeperTask::start(sweeper, config.sweep_interval);
         let pipeline = Pipeline::start(ledger.clone(), registry.clone(), gallery, config);
         let orders = facepay_ledger::lookup::OrderLookup::spawn(store.clone());
-        Ok(Self { store, recon, ledger, registry, pipeline, auth, verifier, sweeper, orders, clock })
+        Ok(Self { store, recon, ledger, registry, pipeline, auth, verifier, sweeper, orders, clock, waiters })
     }
 
     /// The HTTP state over this app's store, registry and pipeline input.
@@ -96,6 +98,7 @@ impl App {
             verifier: self.verifier.clone(),
             orders: self.orders.clone(),
             clock: self.clock.clone(),
+            waiters: self.waiters.clone(),
         })
     }
 }

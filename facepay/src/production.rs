@@ -60,6 +60,7 @@ pub async fn start_with(
     let auth = Arc::new(facepay_api::auth::Auth::new(store.clone(), pipeline.verifier.pepper().clone()));
     let orders = facepay_ledger::lookup::OrderLookup::spawn(store.clone());
     let (verifier, clock, registry) = (pipeline.verifier.clone(), pipeline.clock.clone(), stages.registry);
-    let http = AppState::new(Shared { store, recon, registry, input, auth, verifier, orders, clock });
+    let waiters = pipeline.waiters.clone();
+    let http = AppState::new(Shared { store, recon, registry, input, auth, verifier, orders, clock, waiters });
     Ok(Production { http, shutdown: stages.shutdown, tasks: stages.tasks })
 }

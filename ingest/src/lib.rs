@@ -15,6 +15,8 @@
 //! - [`gather`]: matcher scale-out: the shards' partial answers merged into one decision.
 //! - [`pipeline`]: the stages, their channels and their shutdown.
 //! - [`kafka`]: the same stages over Kafka topics (the production profile).
+//! - [`waiters`]: requests waiting for their event's outcome (`Prefer: wait`), and how each
+//!   process hears of the decisions.
 //! - [`wire`]: what the matcher stage sends the ledger stage over Kafka, and its keys.
 
 pub mod authenticity;
@@ -26,6 +28,7 @@ pub mod matching;
 pub mod metrics;
 pub mod pipeline;
 pub mod validate;
+pub mod waiters;
 pub mod wire;
 
 pub use pipeline::{Inbound, Pipeline, PipelineConfig, PipelineError};

@@ -1,4 +1,5 @@
-//! The stages, joined by bounded channels: validate → match → ledger → outcomes.
+//! The stages, joined by bounded channels: validate → match → ledger → outcomes (past the
+//! requests waiting for them, [`crate::waiters`]).
 //!
 //! Each arrow is one channel of [`STAGE_CHANNEL_CAPACITY`]; in the production profile each
 //! becomes a Kafka topic (see [`crate::topics`]). A stage ends when its input closes, so
@@ -62,6 +63,9 @@ pub struct PipelineConfig {
     /// The platform's clock: accept times, signature windows, the ledger's sweeps. The
     /// system clock, but for a simulation that drives its own (the demo's past day).
     pub clock: SharedClock,
+    /// This process's requests waiting for their event's outcome: every outcome the
+    /// pipeline (or, over Kafka, this process's ledger stage) makes is handed to them.
+    pub waiters: std::sync::Arc<crate::waiters::Waiters>,
 }
 
 impl Default for PipelineConfig {
@@ -75,6 +79,7 @@ impl Default for PipelineConfig {
             verifier: std::sync::Arc::new(DeviceVerifier::ephemeral()),
             sweep_interval: Duration::from_millis(SWEEP_INTERVAL_MS),
             clock: facepay_domain::time::system_clock(),
+            waiters: std::sync::Arc::default(),
         }
     }
 }
@@ -120,7 +125,8 @@ impl Pipeline {
         let (input, inbound_rx) = mpsc::channel(config.channel_capacity);
         let (valid_tx, valid_rx) = mpsc::channel(config.channel_capacity);
         let (command_tx, command_rx) = mpsc::channel(config.channel_capacity);
-        let (outcome_tx, outcomes) = mpsc::channel(config.channel_capacity);
+        let (outcome_tx, answered) = mpsc::channel(config.channel_capacity);
+        let (out_tx, outcomes) = mpsc::channel(config.channel_capacity);
         let store = ledger.store().clone();
         let shard = config.faces.as_ref().map_or(Shard::ALL, FaceStore::shard);
         let stage = MatchStage::new(gallery, config.match_policy).with_shard(shard);
@@ -135,6 +141,7 @@ impl Pipeline {
             )),
             tokio::spawn(run_match(stage, config.faces, valid_rx, command_tx, outcome_tx.clone())),
             tokio::spawn(run_ledger(ledger, command_rx, outcome_tx, config.batch_max, config.batch_linger)),
+            tokio::spawn(run_answer(answered, config.waiters, out_tx)),
         ];
         Self { input, outcomes, stages: Stages(stages) }
     }
@@ -242,6 +249,20 @@ async fn run_match(
                 let _ = outcomes.send(answer(event_id, device, body)).await;
             }
         }
+    }
+    Ok(())
+}
+
+/// Every outcome past the requests waiting for it, then out. Ends when every stage has.
+async fn run_answer(
+    mut rx: mpsc::Receiver<Outcome>,
+    waiters: std::sync::Arc<crate::waiters::Waiters>,
+    out: mpsc::Sender<Outcome>,
+) -> Result<(), PipelineError> {
+    while let Some(outcome) = rx.recv().await {
+        waiters.deliver(&outcome);
+        // A caller that dropped the outcomes still has waiters served.
+        let _ = out.send(outcome).await;
     }
     Ok(())
 }

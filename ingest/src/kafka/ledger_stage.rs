@@ -8,6 +8,7 @@ use rdkafka::message::Message;
 use rdkafka::message::OwnedMessage;
 use std::collections::{BTreeMap, HashMap};
 
+use facepay_domain::Outcome;
 use facepay_ledger::store::ConsumerOffset;
 use facepay_ledger::{Command, Delivery, Ledger, OutboxTopics, StoreError};
 
@@ -20,13 +21,14 @@ use facepay_domain::limits::KAFKA_GAP_REWIND_MAX;
 /// consumer offsets, outcomes into the outbox. Its partitions are owned through the
 /// database ([`OwnedPartitions`]), each resumed from the offset stored with its last commit.
 /// A message below the offset the database holds for its partition was already committed (by
-/// this process or a predecessor) and is skipped. Each committed batch wakes `outbox_written`'s waiter: this process's relay, which
-/// then publishes at once instead of at its next poll.
+/// this process or a predecessor) and is skipped. Each committed batch wakes this process's
+/// relay, which then publishes at once instead of at its next poll, and hands what it
+/// answered to this process's requests that wait for it ([`CommitListeners`]).
 pub async fn run_ledger_stage(
     cfg: KafkaConfig,
     ledger: facepay_ledger::Ledger,
     holder: String,
-    outbox_written: std::sync::Arc<tokio::sync::Notify>,
+    committed: CommitListeners,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     let topic = cfg.topic(LEDGER_COMMANDS);
@@ -70,7 +72,7 @@ pub async fn run_ledger_stage(
         }
         let items = fresh_items(&batch, &done);
         if !items.is_empty() {
-            match decide_items(&cfg, &topic, &ledger, &items, &done).await {
+            match decide_items(&cfg, &topic, &ledger, &items, &done, &committed.waiters).await {
                 Err(TransportError::Store(StoreError::Fenced(why))) => {
                     tracing::warn!(%why, "fenced off: another consumer committed; resuming from the stored offsets");
                     seek_to_stored(&consumer, &ledger, &cfg, &topic, &items).await?;
@@ -78,9 +80,17 @@ pub async fn run_ledger_stage(
                 }
                 result => result?,
             }
-            outbox_written.notify_one();
+            committed.outbox_written.notify_one();
         }
     }
+}
+
+/// Who in this process hears of a ledger stage's commits: the relay, woken to publish the
+/// outbox, and the requests waiting for what was answered.
+#[derive(Clone, Default)]
+pub struct CommitListeners {
+    pub outbox_written: std::sync::Arc<tokio::sync::Notify>,
+    pub waiters: std::sync::Arc<crate::waiters::Waiters>,
 }
 
 /// A partition of `batch` whose first record past the stored offset comes after it: records
@@ -151,13 +161,14 @@ async fn decide_items(
     ledger: &Ledger,
     items: &[Item],
     done: &HashMap<i32, i64>,
+    waiters: &crate::waiters::Waiters,
 ) -> Result<(), TransportError> {
     let all: Vec<&Item> = items.iter().collect();
     let (commands, with) = delivery(cfg, topic, &all, done);
     crate::metrics::METRICS.batch(items.len());
     match ledger.handle_delivery(&commands, &with).await {
         Ok(outcomes) => {
-            commands.iter().zip(&outcomes).for_each(|(cmd, o)| crate::pipeline::decided(cmd, o));
+            committed(&commands, &outcomes, &with, waiters);
             return Ok(());
         }
         // Fenced, or the database failing (not a refusal): nothing landed; the stage retries.
@@ -171,10 +182,17 @@ async fn decide_items(
     for item in items {
         let (commands, with) = delivery(cfg, topic, &[item], &at);
         let outcomes = ledger.handle_delivery(&commands, &with).await?;
-        commands.iter().zip(&outcomes).for_each(|(cmd, o)| crate::pipeline::decided(cmd, o));
+        committed(&commands, &outcomes, &with, waiters);
         at.insert(item.partition, item.offset + 1);
     }
     Ok(())
+}
+
+/// After a commit: each decision counted and logged, and every answer of the commit (the
+/// ledger's and the matcher's) handed to the requests waiting for it.
+fn committed(commands: &[Command], outcomes: &[Outcome], with: &Delivery, waiters: &crate::waiters::Waiters) {
+    commands.iter().zip(outcomes).for_each(|(cmd, o)| crate::pipeline::decided(cmd, o));
+    outcomes.iter().chain(&with.answers).for_each(|o| waiters.deliver(o));
 }
 
 /// The commands of `items`, and what goes with them into the same transaction.

@@ -8,7 +8,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::*;
-use facepay_domain::limits::{OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS};
+use facepay_domain::limits::{OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS, OUTBOX_UNMARKED_BATCHES_MAX};
 
 /// The lease a relay must hold to publish the outbox.
 pub const RELAY_LEASE: &str = "outbox-relay";
@@ -20,14 +20,15 @@ pub const OUTBOX_ID_HEADER: &str = "facepay-outbox-id";
 /// Publishes the outbox exactly once: one relay at a time (a lease in the database, held by
 /// `holder`, this process's name for its relay) sends pending messages oldest first, each
 /// tagged with its outbox id, waits for the broker's acknowledgements, then marks them
-/// published. A relay that dies between the two leaves at most one batch published but
-/// unmarked; whoever runs next under the lease (this process's relay restarted after a broker
-/// error, still holding the lease, or, once a dead process's lease lapses, another's) first
-/// reads the tail of each outbox partition (the last [`OUTBOX_BATCH_MAX`] messages: nobody
-/// else published since) and marks what it finds. With nothing pending it looks again after
-/// [`OUTBOX_IDLE_MS`], or as soon as a ledger stage of this process says it committed
-/// (`outbox_written`). A standby tries for the lease ten times per lease length, so a dead
-/// relay's outcomes wait at most [`facepay_domain::limits::OUTBOX_TAKEOVER_MS_MAX`].
+/// published; the mark of one batch is written while the next is read and sent, so at most
+/// [`OUTBOX_UNMARKED_BATCHES_MAX`] batches are published but unmarked at any moment. Whoever
+/// runs next under the lease (this process's relay restarted after a broker error, still
+/// holding the lease, or, once a dead process's lease lapses, another's) first reads that many
+/// batches back from the end of each outbox partition (nobody else published since) and marks
+/// what it finds. With nothing pending it looks again after [`OUTBOX_IDLE_MS`], or as soon as
+/// a ledger stage of this process says it committed (`outbox_written`). A standby tries for
+/// the lease ten times per lease length, so a dead relay's outcomes wait at most
+/// [`facepay_domain::limits::OUTBOX_TAKEOVER_MS_MAX`].
 pub async fn run_outbox_relay(
     cfg: KafkaConfig,
     store: std::sync::Arc<dyn facepay_ledger::LedgerStore>,
@@ -39,37 +40,77 @@ pub async fn run_outbox_relay(
     let producer = cfg.producer()?;
     let mut lease = Lease::new(&cfg, holder);
     let idle = Duration::from_millis(OUTBOX_IDLE_MS);
+    let mut sent = Sent::default();
     loop {
         // A relay without the lease only tries again later: a commit does not wake it (that
         // would be a lease write per ledger batch, for nothing).
         let (wait, woken_by_commits) = match lease.renew(store.as_ref()).await? {
-            Held::No => (cfg.outbox_lease / 10, false),
+            Held::No => {
+                sent.settle().await?;
+                (cfg.outbox_lease / 10, false)
+            }
             Held::Newly => {
+                sent.settle().await?;
+                sent = Sent::default();
                 let marked = recover(&cfg, store.as_ref()).await?;
                 tracing::info!(marked, "outbox relay took the lease; marked what was published before");
                 continue;
             }
-            Held::Yes => match publish_batch(&producer, store.as_ref(), cfg.outbox_send_timeout).await? {
-                0 => (idle, true),
+            Held::Yes => match publish_batch(&producer, &store, &mut sent, cfg.outbox_send_timeout).await? {
+                0 => {
+                    sent.settle().await?;
+                    (idle, true)
+                }
                 _ => continue,
             },
         };
         tokio::select! {
             // Stopping, it gives the lease up: a standby takes over at its next try.
-            _ = shutdown.changed() => return Ok(store.lease_release(RELAY_LEASE, &lease.holder).await?),
+            _ = shutdown.changed() => {
+                sent.settle().await?;
+                return Ok(store.lease_release(RELAY_LEASE, &lease.holder).await?);
+            }
             _ = outbox_written.notified(), if woken_by_commits => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-/// Sends the oldest pending batch, waits for it, marks it; how many messages it sent.
+/// The batch the relay sent whose mark is still being written: its ids (not pending any more,
+/// though the database does not say so yet) and the mark.
+#[derive(Default)]
+struct Sent {
+    ids: std::collections::HashSet<i64>,
+    marking: Option<tokio::task::JoinHandle<Result<(), facepay_ledger::StoreError>>>,
+}
+
+impl Sent {
+    /// Waits for the mark in flight.
+    async fn settle(&mut self) -> Result<(), TransportError> {
+        if let Some(mark) = self.marking.take() {
+            mark.await.map_err(|_| KafkaError::Canceled)??;
+        }
+        self.ids.clear();
+        Ok(())
+    }
+}
+
+/// Sends the oldest pending batch but the one being marked, waits for it, and starts its mark
+/// once the previous batch's has landed; how many messages it sent. (Pending is read by
+/// state, not past the last id sent: two ledger processes' commits may land out of id order.)
 async fn publish_batch(
     producer: &FutureProducer,
-    store: &dyn facepay_ledger::LedgerStore,
+    store: &std::sync::Arc<dyn facepay_ledger::LedgerStore>,
+    sent: &mut Sent,
     within: Duration,
 ) -> Result<usize, TransportError> {
-    let pending = store.outbox_pending(OUTBOX_BATCH_MAX).await?;
+    let limit = OUTBOX_BATCH_MAX + u32::try_from(sent.ids.len()).unwrap_or(u32::MAX);
+    let mut pending = store.outbox_pending(limit).await?;
+    pending.retain(|(id, _)| !sent.ids.contains(id));
+    pending.truncate(OUTBOX_BATCH_MAX as usize);
+    if pending.is_empty() {
+        return Ok(0);
+    }
     let mut acks = Acks::with_capacity(pending.len());
     for (id, m) in &pending {
         let id = id.to_string();
@@ -79,9 +120,13 @@ async fn publish_batch(
         enqueue(producer, record, &mut acks)?;
     }
     acknowledged(acks, within).await?;
+    // One mark in flight at a time: at most two batches published and not marked.
+    sent.settle().await?;
     let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
-    store.outbox_mark_published(&ids).await?;
-    Ok(ids.len())
+    sent.ids.extend(&ids);
+    let store = store.clone();
+    sent.marking = Some(tokio::spawn(async move { store.outbox_mark_published(&ids).await }));
+    Ok(pending.len())
 }
 
 /// Whether this relay holds the lease.
@@ -133,7 +178,7 @@ impl Lease {
 /// Marks published every outbox message found in the tail of the outbox topics; how many.
 async fn recover(cfg: &KafkaConfig, store: &dyn facepay_ledger::LedgerStore) -> Result<usize, TransportError> {
     use rdkafka::message::Headers;
-    let (cfg2, window) = (cfg.clone(), Some(i64::from(OUTBOX_BATCH_MAX)));
+    let (cfg2, window) = (cfg.clone(), Some(i64::from(OUTBOX_BATCH_MAX * OUTBOX_UNMARKED_BATCHES_MAX)));
     let topics = [cfg.topic(LEDGER_OUTCOMES), cfg.topic(DEAD_LETTER)];
     let tails = tokio::task::spawn_blocking(move || read_partitions(&cfg2, &topics, window))
         .await

@@ -21,8 +21,8 @@ use crate::matching::MatchStage;
 use crate::{PipelineConfig, SharedRegistry};
 
 use super::{
-    ensure_topics, run_gather_stage, run_ledger_stage, run_match_stage, run_outbox_relay, KafkaConfig, MatchDeps,
-    TransportError,
+    ensure_topics, run_gather_stage, run_ledger_stage, run_match_stage, run_outbox_relay, CommitListeners, KafkaConfig,
+    MatchDeps, TransportError,
 };
 
 /// Which stages this process runs (`facepay serve --stages`, `FACEPAY_STAGES`).
@@ -100,15 +100,25 @@ pub async fn start(
     if roles.matcher {
         start_matcher(&mut tasks, &cfg, (&store, &holder), &registry, pipeline, &rx).await?;
     }
-    // The ledger stage's commits wake this process's relay (another process's relay polls).
-    let outbox_written = Arc::new(tokio::sync::Notify::new());
+    // The ledger stage's commits wake this process's relay (another process's relay polls),
+    // and answer this process's waiting requests.
+    let committed = CommitListeners { waiters: pipeline.waiters.clone(), ..CommitListeners::default() };
     if roles.ledger {
-        start_ledger(&mut tasks, &cfg, (&store, &holder), pipeline, &rx, &outbox_written);
+        start_ledger(&mut tasks, &cfg, (&store, &holder), pipeline, &rx, &committed);
+    }
+    if roles.api {
+        // What other processes' ledger stages answer, for the requests waiting here.
+        let (s, waiters, stop) = (store.clone(), Arc::downgrade(&pipeline.waiters), stopped(rx.clone()));
+        tasks.spawn(async move {
+            crate::waiters::follow_decided(s, waiters, stop).await;
+            Ok(())
+        });
     }
     if roles.relay {
         // A relay that starts again after a broker error still holds the lease under this
         // process's name, instead of waiting it out.
-        let (c, s, rx, written, holder) = (cfg.clone(), store.clone(), rx.clone(), outbox_written, holder.clone());
+        let written = committed.outbox_written.clone();
+        let (c, s, rx, holder) = (cfg.clone(), store.clone(), rx.clone(), holder.clone());
         tasks.spawn(supervised("relay", rx.clone(), move || {
             run_outbox_relay(c.clone(), s.clone(), holder.clone(), written.clone(), rx.clone())
         }));
@@ -185,7 +195,7 @@ fn start_ledger(
     (store, holder): (&Arc<dyn LedgerStore>, &str),
     pipeline: &PipelineConfig,
     rx: &watch::Receiver<bool>,
-    outbox_written: &Arc<tokio::sync::Notify>,
+    committed: &CommitListeners,
 ) {
     let ledger = Ledger::new(store.clone(), Policy::default()).uncached();
     if !pipeline.sweep_interval.is_zero() {
@@ -196,9 +206,9 @@ fn start_ledger(
             Ok(())
         });
     }
-    let (c, rx, written, holder) = (cfg.clone(), rx.clone(), outbox_written.clone(), holder.to_string());
+    let (c, rx, committed, holder) = (cfg.clone(), rx.clone(), committed.clone(), holder.to_string());
     tasks.spawn(supervised("ledger", rx.clone(), move || {
-        run_ledger_stage(c.clone(), ledger.clone(), holder.clone(), written.clone(), rx.clone())
+        run_ledger_stage(c.clone(), ledger.clone(), holder.clone(), committed.clone(), rx.clone())
     }));
 }
 

@@ -7,3 +7,4 @@ mod http;
 mod openapi;
 mod reconcile_http;
 mod security;
+mod wait;

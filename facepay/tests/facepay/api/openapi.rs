@@ -2,7 +2,7 @@
 //! `api/openapi.json` is the generated one is a test of `facepay-api`'s own).
 
 use crate::support::app::{spawn_app, MERCHANT};
-use crate::support::spec::{answer_schema, conforms};
+use crate::support::spec::{answer_schema, answer_schema_of, conforms};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -14,6 +14,9 @@ async fn real_answers_have_the_shapes_the_spec_gives_them() {
     // The pipeline decides in order: once the order is answered, the card is open too.
     app.pay(1, "100000000000000001", "ORDER-1", "60.00").await;
     let accepted = app.post(&app.event("payment_query", json!({"out_trade_no": "ORDER-1"}), true)).await;
+    let query = app.event("payment_query", json!({"out_trade_no": "ORDER-1"}), true);
+    let (status, _, decided) = app.post_waiting(&query, "wait=5").await;
+    assert_eq!(status, 200, "{decided}");
     let order_path = format!("/v1/merchants/{MERCHANT}/orders/ORDER-1");
     let order = app.eventually(&order_path).await;
     let get = |path: String| {
@@ -33,12 +36,18 @@ async fn real_answers_have_the_shapes_the_spec_gives_them() {
     let spec_key = json!({"role": "merchant", "merchant_id": MERCHANT, "label": "till 3"});
     let created = app.http.post(format!("{}/v1/keys", app.base)).bearer_auth(&app.keys.admin).json(&spec_key);
     let created: Value = created.send().await.unwrap().json().await.unwrap();
+    for (status, body) in [("202", &accepted.1), ("200", &decided)] {
+        let schema = answer_schema_of(&spec, "post", "/v1/events", status);
+        assert!(!schema.is_null(), "post /v1/events {status} has a body schema");
+        if let Err(why) = conforms(&spec, schema, body, "/v1/events") {
+            panic!("post /v1/events {status}: {why}\n{body}");
+        }
+    }
     let answers: Vec<(&str, &str, Value)> = vec![
         ("post", "/v1/keys", created),
         ("get", "/v1/keys", admin("/v1/keys").await),
         ("get", "/v1/audit", admin("/v1/audit").await),
         ("get", "/v1/rejected-events", admin("/v1/rejected-events").await),
-        ("post", "/v1/events", accepted.1),
         ("get", "/v1/merchants/{merchant_id}/orders/{out_trade_no}", order),
         (
             "get",

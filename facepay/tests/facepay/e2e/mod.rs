@@ -7,6 +7,7 @@ mod broker_restart;
 mod chaos;
 mod crash;
 mod data_dir;
+mod device_wait;
 mod embedded_pipeline;
 mod end_to_end;
 mod erasure;

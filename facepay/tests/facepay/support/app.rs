@@ -74,16 +74,26 @@ async fn key(auth: &Auth, role: Role, device: Option<&DeviceRef>, merchant: Opti
 
 /// The app, with `configure` applied to its authentication (e.g. a low rate limit).
 pub async fn spawn_app_with(configure: impl FnOnce(Auth) -> Auth) -> TestApp {
-    spawn(configure, None, false).await
+    spawn(configure, None, false, Default::default()).await
+}
+
+/// The app with at most `max` requests waiting for their outcome (`Prefer: wait`).
+pub async fn spawn_app_waiting_at_most(max: usize) -> TestApp {
+    spawn(|a| a, None, false, Arc::new(facepay_ingest::waiters::Waiters::new(max))).await
 }
 
 /// The app keeping faces sealed (a face master key, the face key file in its folder), over
 /// `database_url` (default: SQLite in its folder).
 pub async fn spawn_sealed_app(database_url: Option<&str>) -> TestApp {
-    spawn(|a| a, database_url, true).await
+    spawn(|a| a, database_url, true, Default::default()).await
 }
 
-async fn spawn(configure: impl FnOnce(Auth) -> Auth, database_url: Option<&str>, sealed: bool) -> TestApp {
+async fn spawn(
+    configure: impl FnOnce(Auth) -> Auth,
+    database_url: Option<&str>,
+    sealed: bool,
+    waiters: Arc<facepay_ingest::waiters::Waiters>,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url.map_or_else(|| sqlite_url(&dir.path().join("api.db")), str::to_string);
     let stores = open_store(&Secret::new(url)).await.unwrap();
@@ -107,6 +117,7 @@ async fn spawn(configure: impl FnOnce(Auth) -> Auth, database_url: Option<&str>,
         verifier,
         clock: clock.shared(),
         faces: faces.as_ref().map(|(f, _)| f.clone()),
+        waiters,
         ..PipelineConfig::default()
     };
     let mut app = App::start(stores, config).await.unwrap();
@@ -199,6 +210,21 @@ impl TestApp {
         }
         let r = r.send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a device event signed by this device now with `Prefer: wait=<wait>`: the status,
+    /// the `Preference-Applied` header, the body.
+    pub async fn post_waiting(&self, body: &Value, wait: &str) -> (u16, Option<String>, Value) {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let sig = signature(&self.keys.device, &bytes, self.now());
+        self.post_waiting_bytes(bytes, &sig, wait).await
+    }
+
+    pub async fn post_waiting_bytes(&self, bytes: Vec<u8>, sig: &str, wait: &str) -> (u16, Option<String>, Value) {
+        let r = self.http.post(format!("{}/v1/events", self.base)).body(bytes);
+        let r = r.header(SIGNATURE_HEADER, sig).header("prefer", wait).send().await.unwrap();
+        let applied = r.headers().get("preference-applied").map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), applied, r.json().await.unwrap_or(Value::Null))
     }
 
     /// GET with the finance key (which reads everything).

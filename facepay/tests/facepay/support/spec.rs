@@ -102,3 +102,8 @@ pub fn answer_schema<'a>(spec: &'a Value, method: &str, path: &str) -> &'a Value
     let ok = ["200", "201", "202"].iter().map(|s| &responses[*s]).find(|r| !r.is_null()).unwrap();
     &ok["content"]["application/json"]["schema"]
 }
+
+/// The schema of the body `method path` answers with `status`.
+pub fn answer_schema_of<'a>(spec: &'a Value, method: &str, path: &str, status: &str) -> &'a Value {
+    &spec["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+}
