@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use facepay_sim::fleet::FleetOptions;
 use serde::Serialize;
 
-use crate::{api, ledger, matcher, pipeline, reconcile};
+use crate::{api, device, ledger, matcher, pipeline, reconcile};
 
 #[derive(Parser)]
 #[command(name = "facepay-bench", version, about = "facepay's benchmarks; each prints JSON")]
@@ -32,6 +32,30 @@ enum Bench {
         payers: usize,
         #[arg(long, default_value_t = 10_000)]
         payments: usize,
+    },
+    /// Simulated HTTP devices paying at a fixed rate, each payment answered synchronously
+    /// (`Prefer: wait=5`): payments/s, p50/p99 from each payment's scheduled start, timeouts.
+    Device {
+        #[arg(long)]
+        json: bool,
+        /// embedded (SQLite, in-process pipeline) or production (PostgreSQL and Kafka).
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "production"])]
+        profile: String,
+        /// The PostgreSQL server for the production profile (default: FACEPAY_TEST_DATABASE_URL,
+        /// else the local one); the broker is FACEPAY_KAFKA_BROKERS, else 127.0.0.1:9092.
+        #[arg(long)]
+        postgres: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        #[arg(long, default_value_t = 200)]
+        devices: usize,
+        /// Payments per second offered, all devices together.
+        #[arg(long, default_value_t = 1_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2_000)]
+        payers: usize,
     },
     /// The read API under load with authentication on, over PostgreSQL holding a million
     /// orders: order lookups and history pages per second, p50/p99, the history query's plan.
@@ -105,16 +129,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Reconcile(args) => print_report(args.json, &reconcile::bench(&args).await?),
         Bench::Pipeline { json, postgres, partitions, payers, payments } => {
             let opts = pipeline::PipelineBenchOptions {
-                brokers: std::env::var("FACEPAY_KAFKA_BROKERS")
-                    .ok()
-                    .filter(|b| !b.is_empty())
-                    .unwrap_or_else(|| "127.0.0.1:9092".to_string()),
+                brokers: brokers(),
                 postgres: postgres_or_default(postgres),
                 fleet: FleetOptions { payers, payments, ..FleetOptions::default() },
                 pepper: facepay_sim::keys::random_pepper(),
                 partitions,
             };
             print_report(json, &pipeline::run(&opts).await?)
+        }
+        Bench::Device { json, profile, postgres, partitions, devices, rate, seconds, payers } => {
+            let profile = match profile.as_str() {
+                "production" => device::Profile::Production {
+                    postgres: postgres_or_default(postgres),
+                    brokers: brokers(),
+                    partitions,
+                },
+                _ => device::Profile::Embedded,
+            };
+            let opts = device::DeviceBenchOptions {
+                profile,
+                devices: devices.max(1),
+                rate: rate.max(1.0),
+                seconds: seconds.max(1),
+                payers: payers.max(1),
+            };
+            print_report(json, &device::run(&opts).await?)
         }
         Bench::Api { json, postgres, orders, merchants, connections, seconds, external } => {
             let opts = api::ApiBenchOptions {
@@ -141,4 +180,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_report(json, &matcher::run(args).await?)
         }
     }
+}
+
+/// The broker: FACEPAY_KAFKA_BROKERS, else the local one.
+fn brokers() -> String {
+    std::env::var("FACEPAY_KAFKA_BROKERS")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:9092".to_string())
 }

@@ -10,12 +10,15 @@
 //! - [`pipeline`]: device events through Kafka to committed outcomes, next to the broker.
 //! - [`api`]: the read API under load over a million orders (its own HTTP/1.1 load
 //!   generator).
+//! - [`device`]: simulated HTTP devices paying at a fixed rate, answered synchronously
+//!   (`Prefer: wait`), on either profile.
 //! - [`reconcile`]: a million-line bill imported and reconciled.
 //! - [`matcher`]: face search over a synthetic gallery.
 //! - [`matcher_accuracy`]: the match policy's accuracy and the calibration of its thresholds.
 
 pub mod api;
 pub mod cli;
+pub mod device;
 pub mod ledger;
 pub mod matcher;
 pub mod matcher_accuracy;

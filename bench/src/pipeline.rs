@@ -74,6 +74,10 @@ pub struct PipelineBenchReport {
     /// the part of `p50_ms` / `p99_ms` that the topics alone take.
     pub broker_chain_p50_ms: f64,
     pub broker_chain_p99_ms: f64,
+    /// facepay's own latency over the topics': `p50_ms - broker_chain_p50_ms` and
+    /// `p99_ms - broker_chain_p99_ms`, at the same offered load.
+    pub added_p50_ms: f64,
+    pub added_p99_ms: f64,
     pub store: &'static str,
 }
 
@@ -113,12 +117,14 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
         ratio_of_broker_chain: saturated / chain_events_per_s,
         broker_chain_p50_ms: quantile(&chained, 0.50),
         broker_chain_p99_ms: quantile(&chained, 0.99),
+        added_p50_ms: at(0.50) - quantile(&chained, 0.50),
+        added_p99_ms: at(0.99) - quantile(&chained, 0.99),
         store: "PostgreSQL",
     })
 }
 
 /// The `q` quantile of sorted `values` (0 for none).
-fn quantile(values: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(values: &[f64], q: f64) -> f64 {
     values.get(((values.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0)
 }
 
