@@ -184,7 +184,7 @@ async fn device_event(
         Err(Refusal::Invalid { error, sender: Some(sender), .. })
             if waits && error.kind == FieldErrorKind::Replayed =>
         {
-            let event_id = event_id_of(&body).ok_or(ApiError::BadRequest(error))?;
+            let event_id = facepay_ingest::authenticity::event_id_of(&body).ok_or(ApiError::BadRequest(error))?;
             Ok(Taken::Repeat { event_id, sender: *sender })
         }
         Err(refusal) => {
@@ -195,15 +195,6 @@ async fn device_event(
             })
         }
     }
-}
-
-/// The `event_id` of an event's bytes.
-fn event_id_of(body: &[u8]) -> Option<uuid::Uuid> {
-    #[derive(Deserialize)]
-    struct IdOnly {
-        event_id: uuid::Uuid,
-    }
-    serde_json::from_slice::<IdOnly>(body).ok().map(|v| v.event_id)
 }
 
 /// A platform or merchant event from an admin key (checked before the body is read):

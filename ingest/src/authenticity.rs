@@ -145,6 +145,11 @@ struct IdOnly {
     event_id: Uuid,
 }
 
+/// The `event_id` of an event's bytes, read alone (nothing else of the body is parsed).
+pub fn event_id_of(body: &[u8]) -> Option<Uuid> {
+    serde_json::from_slice::<IdOnly>(body).ok().map(|v| v.event_id)
+}
+
 impl DeviceVerifier {
     pub fn new(pepper: Pepper) -> Self {
         let platform = platform_secret(&pepper);
@@ -181,7 +186,7 @@ impl DeviceVerifier {
         let bad = |m: &str| unauthenticated(FieldErrorKind::BadSignature, m);
         let header = header.ok_or_else(|| bad("the event is not signed"))?;
         let sig = EventSignature::parse(header).map_err(|e| bad(&e.message))?;
-        let event_id = serde_json::from_slice::<IdOnly>(body).map_err(|_| bad("no event_id to check"))?.event_id;
+        let event_id = event_id_of(body).ok_or_else(|| bad("no event_id to check"))?;
         let (signer, secret) = self.signer_of(&sig.key_id, registry, accepted_at).ok_or_else(|| bad("unknown key"))?;
         if !sig.verify(&secret, event_id, body) {
             return Err(bad("the signature does not match the body"));

@@ -435,9 +435,9 @@ async fn write_answers(tx: &mut PgTx, i: &[InboundRecord], r: &[RejectedEvent]) 
     let q = sqlx::query(INSERT_INBOUND)
         .bind(col(i, |i| i.event_id))
         .bind(col(i, |i| i.kind.as_str()))
-        .bind(col(i, |i| i.outcome_json.as_str()))
-        .bind(col(i, |i| i.processed_at))
-        .bind(col(i, |i| i.device.as_deref()));
+        .bind(col(i, |i| i.answer.outcome_json.as_str()))
+        .bind(col(i, |i| i.answer.processed_at))
+        .bind(col(i, |i| i.answer.device.as_deref()));
     exec(tx, i.len(), q).await?;
     let q = sqlx::query(INSERT_REJECTED)
         .bind(col(r, |r| r.received_at))

@@ -600,13 +600,8 @@ fn keep(batch: &mut CommitBatch, delivery: &Delivery, answer: &Outcome) -> Resul
         device: answer.device.as_ref().map(device_key),
         processed_at: Utc::now(),
     };
-    batch.inbound.push(InboundRecord {
-        event_id: answer.in_reply_to,
-        kind: answer.body.kind().to_string(),
-        outcome_json: stored.outcome_json.clone(),
-        processed_at: stored.processed_at,
-        device: stored.device.clone(),
-    });
+    let kind = answer.body.kind().to_string();
+    batch.inbound.push(InboundRecord { event_id: answer.in_reply_to, kind, answer: stored.clone() });
     batch.outbox.extend(delivery.answer_message(answer)?);
     Ok(stored)
 }
@@ -619,13 +614,7 @@ fn keep_rejection(batch: &mut CommitBatch, delivery: &Delivery, r: &Rejection) -
         device: r.answer_to.as_ref().map(device_key),
         processed_at: Utc::now(),
     };
-    batch.inbound.push(InboundRecord {
-        event_id: r.key,
-        kind: "rejected".to_string(),
-        outcome_json: stored.outcome_json.clone(),
-        processed_at: stored.processed_at,
-        device: stored.device.clone(),
-    });
+    batch.inbound.push(InboundRecord { event_id: r.key, kind: "rejected".to_string(), answer: stored.clone() });
     batch.rejected.push(r.event.clone());
     batch.outbox.extend(delivery.dead_letter(r));
     batch.outbox.extend(delivery.rejection_answer(r));

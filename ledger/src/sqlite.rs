@@ -454,9 +454,9 @@ async fn write_inbound(tx: &mut Transaction<'static, Sqlite>, rows: &[InboundRec
     insert_rows(tx, head, "", 5, rows, |mut s, r| {
         s.push_bind(r.event_id.to_string())
             .push_bind(r.kind.as_str())
-            .push_bind(r.outcome_json.as_str())
-            .push_bind(ts(&r.processed_at))
-            .push_bind(r.device.as_deref());
+            .push_bind(r.answer.outcome_json.as_str())
+            .push_bind(ts(&r.answer.processed_at))
+            .push_bind(r.answer.device.as_deref());
     })
     .await
 }

@@ -39,11 +39,8 @@ pub struct StoredEvent {
 pub struct InboundRecord {
     pub event_id: Uuid,
     pub kind: String,
-    /// The JSON of the outcome body sent back.
-    pub outcome_json: String,
-    pub processed_at: DateTime<Utc>,
-    /// The device it answered ([`device_key`]); none for platform and merchant events.
-    pub device: Option<String>,
+    /// What is stored as its answer.
+    pub answer: StoredAnswer,
 }
 
 /// An inbound event's stored answer, as [`LedgerWriter::answered`] reads it back.
