@@ -12,7 +12,7 @@ pg_hostport="${pg_url#*://}"; pg_hostport="${pg_hostport#*@}"; pg_hostport="${pg
 pg_host="${pg_hostport%:*}"; pg_port="${pg_hostport##*:}"
 [ "$pg_port" = "$pg_hostport" ] && pg_port=5432
 if [ "${CI:-}" = "true" ]; then
-    export FACEPAY_REQUIRE_POSTGRES=1 FACEPAY_REQUIRE_KAFKA=1
+    export FACEPAY_REQUIRE_POSTGRES=1 FACEPAY_REQUIRE_KAFKA=1 FACEPAY_REQUIRE_BROWSER=1
 fi
 
 echo "test.sh: embedded suites: all (SQLite, in-process pipeline, HTTP on port 0)"
@@ -42,4 +42,20 @@ else
     echo "test.sh:   to run it: scripts/kafka.sh start   (installs tansu from crates.io the first time, ~15 min)"
 fi
 
+# The console in a real browser (console-tests/): Chromium from Debian's packages and
+# Playwright from npm, installed by scripts/browser.sh install. CI requires them.
+browser_ready=0
+if scripts/browser.sh status >/dev/null 2>&1; then
+    browser_ready=1
+    echo "test.sh: browser suite: runs (Chromium + Playwright against facepay demo --serve: sign-in, pages, axe-core)"
+elif [ "${FACEPAY_REQUIRE_BROWSER:-}" = "1" ]; then
+    echo "test.sh: browser suite: REQUIRED (FACEPAY_REQUIRE_BROWSER=1) but Chromium or Playwright is missing; it will fail"
+else
+    echo "test.sh: browser suite: SKIPPED (Chromium or Playwright not installed)."
+    echo "test.sh:   to run it: scripts/browser.sh install   (Debian's chromium, npm packages from console-tests/package-lock.json)"
+fi
+
 cargo test --workspace --all-targets --locked
+if [ "$browser_ready" = 1 ] || [ "${FACEPAY_REQUIRE_BROWSER:-}" = "1" ]; then
+    scripts/browser.sh test
+fi

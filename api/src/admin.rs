@@ -33,8 +33,13 @@ pub async fn create_key(
     p: Authorized<AdminOnly>,
     ApiJson(spec): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    Ok((StatusCode::CREATED, Json(create(&st, &p, spec).await?)))
+}
+
+/// Creates a key, audited with `p`'s (the API, the console).
+pub(crate) async fn create(st: &AppState, p: &Authorized<AdminOnly>, spec: NewKey) -> Result<CreatedKey, ApiError> {
     let (key, token) = st.auth.create_key(spec, &p.actor()).await?;
-    Ok((StatusCode::CREATED, Json(CreatedKey { key, token })))
+    Ok(CreatedKey { key, token })
 }
 
 /// `GET /v1/keys` (admin): every key, newest first, never a secret or a hash.
@@ -42,9 +47,14 @@ pub async fn create_key(
     responses((status = 200, body = Page<Credential>, description = "every key, never a secret")))]
 pub async fn list_keys(
     State(st): State<AppState>,
-    _: Authorized<AdminOnly>,
+    p: Authorized<AdminOnly>,
 ) -> Result<Json<Page<Credential>>, ApiError> {
-    Ok(Json(Page { items: st.store.key_list().await?, next_cursor: None }))
+    Ok(Json(keys_page(&st, &p).await?))
+}
+
+/// Every key, newest first (the API, the console).
+pub(crate) async fn keys_page(st: &AppState, _: &Authorized<AdminOnly>) -> Result<Page<Credential>, ApiError> {
+    Ok(Page { items: st.store.key_list().await?, next_cursor: None })
 }
 
 /// `DELETE /v1/keys/{key_id}` (admin): 204, or 404 when no live key has that id.
@@ -56,25 +66,31 @@ pub async fn revoke_key(
     p: Authorized<AdminOnly>,
     ApiPath(key_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    revoke(&st, &p, key_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a live key, audited with `p`'s (the API, the console); 404 when none has the id.
+pub(crate) async fn revoke(st: &AppState, p: &Authorized<AdminOnly>, key_id: String) -> Result<(), ApiError> {
     let key_id = KeyId::parse(key_id).map_err(|e| FieldError::new("key_id", e.kind, e.message))?;
     match st.auth.revoke(&key_id, &p.actor()).await? {
         true => {
             // A device key stops signing here at once (other processes: at their next refresh).
             st.registry.write().unwrap_or_else(|e| e.into_inner()).device_keys.remove(&key_id);
-            Ok(StatusCode::NO_CONTENT)
+            Ok(())
         }
         false => Err(ApiError::NotFound),
     }
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
+#[derive(Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// The `next_cursor` of the previous page.
     #[param(pattern = r"^[1-9][0-9]{0,17}$")]
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
 }
 
 /// `GET /v1/audit` (admin, finance): admin and finance actions, newest first.
@@ -83,13 +99,22 @@ pub struct AuditQuery {
         (status = 400, body = ErrorBody)))]
 pub async fn audit(
     State(st): State<AppState>,
-    _: Authorized<FinanceOrAdmin>,
+    p: Authorized<FinanceOrAdmin>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Page<AuditEntry>>, ApiError> {
+    Ok(Json(audit_page(&st, &p, q).await?))
+}
+
+/// A page of the audit log, newest first (the API, the console).
+pub(crate) async fn audit_page(
+    st: &AppState,
+    _: &Authorized<FinanceOrAdmin>,
+    q: AuditQuery,
+) -> Result<Page<AuditEntry>, ApiError> {
     let bad = || FieldError::new("cursor", FieldErrorKind::Invalid, "a cursor from next_cursor");
     let before = q.cursor.map(|c| c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(bad)).transpose()?;
     let limit = page_limit(q.limit)?;
     let items = st.store.audit_list(before, limit).await?;
     let next_cursor = (items.len() == limit as usize).then(|| items.last().map(|e| e.seq.to_string())).flatten();
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Page { items, next_cursor })
 }

@@ -202,8 +202,21 @@ impl Auth {
         if !secret_matches(&self.pepper, &token.secret, &stored) {
             return Err(failed("wrong secret"));
         }
+        self.live_principal(key)
+    }
+
+    /// The principal of a key authenticated before (a console session holds its key's id,
+    /// never its secret): the key read again (through the cache, so a revocation or an
+    /// expiry ends the session within [`KEY_CACHE_TTL_MS`]), rate limit charged.
+    pub async fn principal_of(&self, key_id: &KeyId) -> Result<Principal, ApiError> {
+        let key = self.credential(key_id).await?.ok_or(ApiError::Unauthenticated)?;
+        self.live_principal(key)
+    }
+
+    fn live_principal(&self, key: Credential) -> Result<Principal, ApiError> {
         if !key.live_at(Utc::now()) {
-            return Err(failed("revoked or expired"));
+            tracing::debug!(reason = "revoked or expired", "authentication failed");
+            return Err(ApiError::Unauthenticated);
         }
         let taken = self.per_key.take(&key.key_id, Instant::now());
         taken.map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
@@ -433,6 +446,15 @@ roles! {
 /// a wrong role is a 403 whatever it sent).
 pub struct Authorized<R>(pub Principal, std::marker::PhantomData<R>);
 
+impl<R: Roles> Authorized<R> {
+    /// `principal` as a principal of one of `R`'s roles, or 403: how a principal that did not
+    /// come from a request's header (a console session's) passes the same role check.
+    pub fn check(principal: Principal) -> Result<Self, ApiError> {
+        principal.require(R::ROLES)?;
+        Ok(Authorized(principal, std::marker::PhantomData))
+    }
+}
+
 impl<R> std::ops::Deref for Authorized<R> {
     type Target = Principal;
     fn deref(&self) -> &Principal {
@@ -447,9 +469,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let principal = Principal::from_request_parts(parts, state).await?;
-        principal.require(R::ROLES)?;
-        Ok(Authorized(principal, std::marker::PhantomData))
+        Self::check(Principal::from_request_parts(parts, state).await?)
     }
 }
 

@@ -1,14 +1,13 @@
-//! The HTTP API: device results, merchant history and members, payer balances, ingest.
+//! The HTTP API: device results, merchant history and members, payer balances, ingest. The
+//! read functions behind the merchant routes (`history_page`, …) serve the console too.
 //! Every route but `/health` needs a principal (see [`crate::auth`]) of the roles it names.
-
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use facepay_domain::auth::{AcceptStamp, EventSignature, KeyId, Role, SIGNATURE_HEADER};
 use facepay_domain::limits::EVENT_BYTES_MAX;
@@ -30,7 +29,7 @@ use crate::page::{page_limit, LimitQuery, Page};
 use crate::state::{AppState, Ingress};
 
 /// Every route with its OpenAPI operation (each handler's `#[utoipa::path]`): what
-/// [`router`] serves and `crate::openapi::spec` describes.
+/// [`crate::server::router`] serves and `crate::openapi::spec` describes.
 pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(health))
@@ -39,6 +38,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(transactions))
         .routes(routes!(members))
         .routes(routes!(settlement))
+        .routes(routes!(glance))
         .routes(routes!(balance))
         .routes(routes!(rejected))
         .routes(routes!(crate::admin::create_key, crate::admin::list_keys))
@@ -46,31 +46,6 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::admin::audit))
         .layer(DefaultBodyLimit::max(EVENT_BYTES_MAX))
         .merge(crate::reconcile::routes())
-}
-
-/// The router of the whole API. From the outside in: request ids, the one error body for
-/// every failure ([`crate::error::json_errors`]), the throttle of failed authentication
-/// ([`crate::auth::throttle`]), the request timeout; then each route's role check before it
-/// reads anything else ([`Authorized`]).
-pub fn router(state: AppState) -> Router {
-    let (routes, _) = api_routes().split_for_parts();
-    routes
-        .fallback(|| async { ApiError::NotFound })
-        .layer(axum::middleware::from_fn(request_timeout))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::throttle))
-        .layer(axum::middleware::from_fn(crate::error::json_errors))
-        .layer(axum::middleware::from_fn(crate::observe::request_id))
-        .with_state(state)
-}
-
-/// Every request is answered, or abandoned with 503, within `HTTP_REQUEST_TIMEOUT_MS`.
-async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let limit = Duration::from_millis(facepay_domain::limits::HTTP_REQUEST_TIMEOUT_MS);
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::Overloaded.into_response(),
-    }
 }
 
 #[utoipa::path(get, path = "/health", security(()), responses((status = 200, description = "alive")))]
@@ -268,43 +243,54 @@ async fn order(
     p: Authorized<OrderReaders>,
     ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
 ) -> Result<Json<OrderBody>, ApiError> {
+    Ok(Json(order_view(&st, &p, merchant, out_trade_no).await?))
+}
+
+/// An order as `p` may see it (the API's order route, the console's order page): another
+/// tenant's or another store's order is 404, as one that does not exist.
+pub(crate) async fn order_view(
+    st: &AppState,
+    p: &Authorized<OrderReaders>,
+    merchant: String,
+    out_trade_no: String,
+) -> Result<OrderBody, ApiError> {
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
     p.sees_merchant(&merchant)?;
     let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
     let order = st.orders.order((merchant.clone(), out_trade_no)).await?.ok_or(ApiError::NotFound)?;
     p.sees_store(&order.store_id)?;
     let mut result = facepay_ledger::core::order_result(&order, false);
-    result.payer_id = result.payer_id.map(|payer| st.auth.payer_for(&p, &merchant, payer));
-    Ok(Json(OrderBody {
+    result.payer_id = result.payer_id.map(|payer| st.auth.payer_for(p, &merchant, payer));
+    Ok(OrderBody {
         result,
         created_at: order.created_at,
         updated_at: order.updated_at,
         fee: fen_to_string(order.fee_fen),
         refunded: fen_to_string(order.refunded_fen),
-    }))
+    })
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
+#[derive(Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-struct HistoryQuery {
+pub(crate) struct HistoryQuery {
     /// An Asia/Shanghai day.
     #[param(value_type = Option<NaiveDate>)]
-    date: Option<String>,
+    pub(crate) date: Option<String>,
     #[param(value_type = Option<OrderStatus>)]
-    status: Option<String>,
+    pub(crate) status: Option<String>,
     /// The `next_cursor` of the previous page (signed for the merchant: any other is a 400).
     #[param(pattern = r"^[1-9][0-9]{0,17}\.[0-9a-f]{32}$")]
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
 }
 
 /// One payment attempt in a merchant's history.
 #[derive(Serialize, utoipa::ToSchema)]
-struct HistoryItem {
+pub(crate) struct HistoryItem {
     #[serde(flatten)]
-    row: HistoryRow,
-    amount: String,
+    pub(crate) row: HistoryRow,
+    pub(crate) amount: String,
 }
 
 fn history_filter(
@@ -343,9 +329,20 @@ async fn transactions(
     ApiPath(merchant): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Page<HistoryItem>>, ApiError> {
+    Ok(Json(history_page(&st, &p, merchant, q).await?))
+}
+
+/// A page of `merchant`'s history as `p` may see it (the API's transactions route, the
+/// console's transactions page): newest first; a store-scoped key's store only.
+pub(crate) async fn history_page(
+    st: &AppState,
+    p: &Authorized<MerchantOrFinance>,
+    merchant: String,
+    q: HistoryQuery,
+) -> Result<Page<HistoryItem>, ApiError> {
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
     p.sees_merchant(&merchant)?;
-    let filter = history_filter(q, &st.auth, &merchant, &p)?;
+    let filter = history_filter(q, &st.auth, &merchant, p)?;
     let rows = st.store.history(&merchant, &filter).await?;
     let next_cursor = (rows.len() == filter.limit as usize)
         .then(|| rows.last().map(|r| st.auth.sign_cursor(&merchant, r.id)))
@@ -353,11 +350,11 @@ async fn transactions(
     let items = rows
         .into_iter()
         .map(|mut row| {
-            row.payer_id = row.payer_id.map(|payer| st.auth.payer_for(&p, &merchant, payer));
+            row.payer_id = row.payer_id.map(|payer| st.auth.payer_for(p, &merchant, payer));
             HistoryItem { amount: fen_to_string(row.amount_fen), row }
         })
         .collect();
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Page { items, next_cursor })
 }
 
 /// `GET /v1/merchants/{merchant_id}/members`.
@@ -369,12 +366,21 @@ async fn members(
     p: Authorized<MerchantOrFinance>,
     ApiPath(merchant): ApiPath<String>,
 ) -> Result<Json<Page<MemberView>>, ApiError> {
-    let merchant = merchant_route(&p, merchant)?;
+    Ok(Json(members_page(&st, &p, merchant).await?))
+}
+
+/// `merchant`'s member cards as `p` may see them (the API, the console).
+pub(crate) async fn members_page(
+    st: &AppState,
+    p: &Authorized<MerchantOrFinance>,
+    merchant: String,
+) -> Result<Page<MemberView>, ApiError> {
+    let merchant = merchant_route(p, merchant)?;
     let mut items = st.store.members(&merchant).await?;
     for m in &mut items {
-        m.payer_id = st.auth.payer_for(&p, &merchant, m.payer_id.clone());
+        m.payer_id = st.auth.payer_for(p, &merchant, m.payer_id.clone());
     }
-    Ok(Json(Page { items, next_cursor: None }))
+    Ok(Page { items, next_cursor: None })
 }
 
 /// A merchant-wide route: merchant (whole-merchant keys) and finance; another tenant's
@@ -416,12 +422,15 @@ async fn balance(
 
 /// One Asia/Shanghai day of a merchant's money.
 #[derive(Serialize, utoipa::ToSchema)]
-struct SettlementItem {
-    day: NaiveDate,
-    gross: String,
-    refunds: String,
-    fees: String,
-    net: String,
+pub(crate) struct SettlementItem {
+    pub(crate) day: NaiveDate,
+    pub(crate) gross: String,
+    pub(crate) refunds: String,
+    pub(crate) fees: String,
+    pub(crate) net: String,
+    /// The same in fen (the console's chart).
+    #[serde(skip)]
+    pub(crate) net_fen: i64,
 }
 
 /// `GET /v1/merchants/{merchant_id}/settlement`: the merchant's money per Asia/Shanghai day,
@@ -435,8 +444,18 @@ async fn settlement(
     ApiPath(merchant): ApiPath<String>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Page<SettlementItem>>, ApiError> {
-    let merchant = merchant_route(&p, merchant)?;
-    let limit = page_limit(q.limit)?;
+    Ok(Json(settlement_page(&st, &p, merchant, q.limit).await?))
+}
+
+/// `merchant`'s money per day as `p` may see it (the API, the console), newest first.
+pub(crate) async fn settlement_page(
+    st: &AppState,
+    p: &Authorized<MerchantOrFinance>,
+    merchant: String,
+    limit: Option<u32>,
+) -> Result<Page<SettlementItem>, ApiError> {
+    let merchant = merchant_route(p, merchant)?;
+    let limit = page_limit(limit)?;
     let items = st
         .store
         .settlement(&merchant, limit)
@@ -448,9 +467,88 @@ async fn settlement(
             refunds: fen_to_string(s.refunds_fen),
             fees: fen_to_string(s.fees_fen),
             net: fen_to_string(s.net_fen),
+            net_fen: s.net_fen,
         })
         .collect();
-    Ok(Json(Page { items, next_cursor: None }))
+    Ok(Page { items, next_cursor: None })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct GlanceQuery {
+    /// An Asia/Shanghai day (default: today, by the platform's clock).
+    #[param(value_type = Option<NaiveDate>)]
+    date: Option<String>,
+}
+
+/// A day of a merchant's payment attempts at a glance.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Glance {
+    pub(crate) day: NaiveDate,
+    /// Payment attempts decided that day.
+    pub(crate) attempts: i64,
+    /// Attempts that paid.
+    pub(crate) paid: i64,
+    /// What they paid, CNY.
+    pub(crate) paid_amount: String,
+    /// Paid attempts by a recognised member with no phone confirmation.
+    pub(crate) member_quick_pay: i64,
+    /// Declined attempts by reason, most first.
+    pub(crate) declines: Vec<DeclineCount>,
+}
+
+/// Declined attempts of one reason.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct DeclineCount {
+    pub(crate) reason: String,
+    pub(crate) attempts: i64,
+}
+
+/// `GET /v1/merchants/{merchant_id}/glance?date=`: one day of payment attempts counted by
+/// outcome (a store-scoped key: its store's).
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/glance", params(("merchant_id" = MerchantId, Path), GlanceQuery),
+    responses((status = 200, body = Glance, description = "the day at a glance"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "a merchant the key may not see")))]
+async fn glance(
+    State(st): State<AppState>,
+    p: Authorized<MerchantOrFinance>,
+    ApiPath(merchant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GlanceQuery>,
+) -> Result<Json<Glance>, ApiError> {
+    Ok(Json(glance_view(&st, &p, merchant, q.date).await?))
+}
+
+/// A day of `merchant`'s attempts as `p` may see them (the API, the console's overview).
+pub(crate) async fn glance_view(
+    st: &AppState,
+    p: &Authorized<MerchantOrFinance>,
+    merchant: String,
+    date: Option<String>,
+) -> Result<Glance, ApiError> {
+    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
+    p.sees_merchant(&merchant)?;
+    let bad = || ApiError::BadRequest(FieldError::new("date", FieldErrorKind::Invalid, "a day like 2026-03-02"));
+    let day = match date.filter(|d| !d.is_empty()) {
+        Some(d) => NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| bad())?,
+        None => facepay_domain::time::shanghai_day(st.clock.now()),
+    };
+    let rows = st.store.day_glance(&merchant, p.store_id.as_ref(), day).await?;
+    let paid = rows.iter().filter(|r| r.status == OrderStatus::Paid);
+    let mut declines: std::collections::BTreeMap<String, i64> = Default::default();
+    for r in rows.iter().filter(|r| r.status == OrderStatus::Declined) {
+        *declines.entry(r.reason.clone().unwrap_or_default()).or_default() += r.attempts;
+    }
+    let mut declines: Vec<DeclineCount> =
+        declines.into_iter().map(|(reason, attempts)| DeclineCount { reason, attempts }).collect();
+    declines.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.reason.cmp(&b.reason)));
+    Ok(Glance {
+        day,
+        attempts: rows.iter().map(|r| r.attempts).sum(),
+        paid: paid.clone().map(|r| r.attempts).sum(),
+        paid_amount: fen_to_string(paid.clone().map(|r| r.amount_fen).sum()),
+        member_quick_pay: paid.filter(|r| r.member_quick_pay).map(|r| r.attempts).sum(),
+        declines,
+    })
 }
 
 /// `GET /v1/rejected-events`: the newest rejections with their reasons (raw bodies omitted).
@@ -459,9 +557,17 @@ async fn settlement(
         (status = 400, body = ErrorBody)))]
 async fn rejected(
     State(st): State<AppState>,
-    _: Authorized<FinanceOrAdmin>,
+    p: Authorized<FinanceOrAdmin>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Page<RejectedEvent>>, ApiError> {
-    let limit = page_limit(q.limit)?;
-    Ok(Json(Page { items: st.store.rejected(limit).await?, next_cursor: None }))
+    Ok(Json(rejected_page(&st, &p, q.limit).await?))
+}
+
+/// The newest rejected events (the API, the console): finance and admin.
+pub(crate) async fn rejected_page(
+    st: &AppState,
+    _: &Authorized<FinanceOrAdmin>,
+    limit: Option<u32>,
+) -> Result<Page<RejectedEvent>, ApiError> {
+    Ok(Page { items: st.store.rejected(page_limit(limit)?).await?, next_cursor: None })
 }

@@ -9,6 +9,8 @@
 //! - [`reconcile`]: the reconciliation routes (finance).
 //! - [`recon_view`]: the reconciliation routes' answers, money as decimal strings.
 //! - [`admin`]: the admin and finance routes (keys, audit log).
+//! - [`console`]: the web console at `/console` (sessions, pages in zh-CN and en), reading
+//!   through the same functions as the routes above.
 //! - [`auth`]: API keys, principals, roles, rate limits, signed cursors, openids; the
 //!   throttle of failed authentication.
 //! - [`error`]: [`error::ApiError`], the one HTTP error, owning the status mapping; the
@@ -16,12 +18,13 @@
 //! - [`extract`]: `Json`, `Query` and `Path` whose rejections are [`error::ApiError`]s.
 //! - [`observe`]: request ids, log masking, logging, the metrics server.
 //! - [`openapi`]: the OpenAPI 3.1 description (`api/openapi.json`).
-//! - [`server`]: serving the router until a signal.
+//! - [`server`]: the whole router (the API and the console, with their layers), served until a signal.
 //! - [`wait`]: the device's synchronous answer (`Prefer: wait`): waiting for an event's
 //!   outcome, a repeated event id, the `200` body.
 
 pub mod admin;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod http;

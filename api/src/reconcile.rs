@@ -64,13 +64,13 @@ impl From<ReconError> for ApiError {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-struct UploadQuery {
+pub(crate) struct UploadQuery {
     /// The bill's Asia/Shanghai day.
     #[param(value_type = NaiveDate)]
-    date: String,
+    pub(crate) date: String,
     /// A generic CSV's columns: `field=Header,…`.
-    mapping: Option<String>,
-    file_name: Option<String>,
+    pub(crate) mapping: Option<String>,
+    pub(crate) file_name: Option<String>,
 }
 
 /// `POST /v1/reconciliation/bills?date=YYYY-MM-DD`: the bill as the body; imports it and
@@ -87,14 +87,24 @@ async fn upload(
     ApiQuery(q): ApiQuery<UploadQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReconcileView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(upload_bill(&st, &p, q, body).await?)))
+}
+
+/// Imports a bill and reconciles its day, audited with `p`'s key (the API, the console).
+pub(crate) async fn upload_bill(
+    st: &AppState,
+    p: &Authorized<FinanceOnly>,
+    q: UploadQuery,
+    body: Bytes,
+) -> Result<ReconcileView, ApiError> {
     let day = q.date.parse::<NaiveDate>().map_err(|_| bad("date", "YYYY-MM-DD is required"))?;
     let mapping = q.mapping.as_deref().map(ColumnMapping::parse).transpose().map_err(|m| bad("mapping", m))?;
     let file_name = q.file_name.unwrap_or_else(|| format!("upload-{day}.csv"));
     let req = ImportRequest { day, file_name, account: "default".into(), at: Utc::now() };
     let report = import_and_reconcile(st.recon.clone(), Cursor::new(body), mapping, req).await?;
     let detail = serde_json::json!({ "date": day.to_string() });
-    audit(&st, &p.0, "bill_imported", &day.to_string(), detail).await?;
-    Ok((StatusCode::CREATED, Json(report.into())))
+    audit(st, p, "bill_imported", &day.to_string(), detail).await?;
+    Ok(report.into())
 }
 
 /// `GET /v1/reconciliation/bills`: imported bills, newest first.
@@ -117,11 +127,20 @@ async fn imports(
         (status = 400, body = ErrorBody)))]
 async fn runs(
     State(st): State<AppState>,
-    _: Authorized<FinanceOnly>,
+    p: Authorized<FinanceOnly>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Page<RunView>>, ApiError> {
-    let items = st.recon.runs(page_limit(q.limit)?).await?;
-    Ok(Json(Page { items: items.into_iter().map(Into::into).collect(), next_cursor: None }))
+    Ok(Json(runs_page(&st, &p, q.limit).await?))
+}
+
+/// Reconciliation runs with their reports, newest first (the API, the console).
+pub(crate) async fn runs_page(
+    st: &AppState,
+    _: &Authorized<FinanceOnly>,
+    limit: Option<u32>,
+) -> Result<Page<RunView>, ApiError> {
+    let items = st.recon.runs(page_limit(limit)?).await?;
+    Ok(Page { items: items.into_iter().map(Into::into).collect(), next_cursor: None })
 }
 
 /// `GET /v1/reconciliation/resolutions`: resolutions, newest first.
@@ -136,23 +155,23 @@ async fn resolutions(
     Ok(Json(Page { items: st.recon.resolutions(page_limit(q.limit)?).await?, next_cursor: None }))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-struct BreaksQuery {
+pub(crate) struct BreaksQuery {
     #[param(value_type = Option<Uuid>)]
-    run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
     #[param(value_type = Option<NaiveDate>)]
-    date: Option<String>,
+    pub(crate) date: Option<String>,
     #[param(value_type = Option<Class>)]
-    class: Option<String>,
+    pub(crate) class: Option<String>,
     #[param(value_type = Option<facepay_domain::MerchantId>)]
-    merchant_id: Option<String>,
-    unresolved: Option<bool>,
+    pub(crate) merchant_id: Option<String>,
+    pub(crate) unresolved: Option<bool>,
     /// The `next_cursor` of the previous page.
     #[param(value_type = Option<Uuid>)]
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
 }
 
 /// `GET /v1/reconciliation/breaks?run_id=&date=&class=&merchant_id=&unresolved=&cursor=&limit=`
@@ -160,9 +179,18 @@ struct BreaksQuery {
     responses((status = 200, body = Page<BreakView>, description = "a page of breaks"), (status = 400, body = ErrorBody)))]
 async fn breaks(
     State(st): State<AppState>,
-    _: Authorized<FinanceOnly>,
+    p: Authorized<FinanceOnly>,
     ApiQuery(q): ApiQuery<BreaksQuery>,
 ) -> Result<Json<Page<BreakView>>, ApiError> {
+    Ok(Json(breaks_page(&st, &p, q).await?))
+}
+
+/// A page of breaks (the API, the console).
+pub(crate) async fn breaks_page(
+    st: &AppState,
+    _: &Authorized<FinanceOnly>,
+    q: BreaksQuery,
+) -> Result<Page<BreakView>, ApiError> {
     let uuid =
         |f: &str, v: Option<String>| v.map(|s| s.parse::<Uuid>().map_err(|_| bad(f, "a UUID is required"))).transpose();
     let filter = BreakFilter {
@@ -181,7 +209,7 @@ async fn breaks(
     let items = st.recon.breaks(&filter).await?;
     let next_cursor =
         (items.len() == filter.limit as usize).then(|| items.last().map(|b| b.break_id.to_string())).flatten();
-    Ok(Json(Page { items: items.into_iter().map(Into::into).collect(), next_cursor }))
+    Ok(Page { items: items.into_iter().map(Into::into).collect(), next_cursor })
 }
 
 /// The actions finance may send: every one but `superseded`.
@@ -193,15 +221,15 @@ fn finance_actions() -> utoipa::openapi::Object {
 
 /// How finance settles a break.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-struct ResolveBody {
+pub(crate) struct ResolveBody {
     /// What finance decided (`superseded` is facepay's own, when a newer bill is reconciled).
     #[schema(schema_with = finance_actions)]
-    action: String,
+    pub(crate) action: String,
     /// The person who decided (kept with the finance key that sent it).
     #[schema(min_length = 1)]
-    resolved_by: String,
+    pub(crate) resolved_by: String,
     #[schema(min_length = 1)]
-    reason: String,
+    pub(crate) reason: String,
 }
 
 /// `POST /v1/reconciliation/breaks/{break_id}/resolution`: `{action, resolved_by, reason}`.
@@ -221,6 +249,16 @@ async fn resolve(
     ApiPath(break_id): ApiPath<String>,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<(StatusCode, Json<ResolutionRow>), ApiError> {
+    Ok((StatusCode::CREATED, Json(resolve_one(&st, &p, break_id, body).await?)))
+}
+
+/// Resolves a break, audited with `p`'s key (the API, the console).
+pub(crate) async fn resolve_one(
+    st: &AppState,
+    p: &Authorized<FinanceOnly>,
+    break_id: String,
+    body: ResolveBody,
+) -> Result<ResolutionRow, ApiError> {
     let break_id = break_id.parse::<Uuid>().map_err(|_| bad("break_id", "a UUID is required"))?;
     let action = Action::parse(&body.action).ok_or_else(|| bad("action", "not a resolution action"))?;
     let recon = st.recon.clone();
@@ -228,8 +266,8 @@ async fn resolve(
     let by = format!("{} (key {})", body.resolved_by, p.key_id);
     let row = resolve_break(recon.as_ref(), break_id, action, &by, &body.reason, Utc::now()).await?;
     let detail = serde_json::json!({ "action": body.action, "resolved_by": body.resolved_by, "reason": body.reason });
-    audit(&st, &p.0, "break_resolved", &break_id.to_string(), detail).await?;
-    Ok((StatusCode::CREATED, Json(row)))
+    audit(st, p, "break_resolved", &break_id.to_string(), detail).await?;
+    Ok(row)
 }
 
 /// Appends a finance action to the audit log, with the key that did it.

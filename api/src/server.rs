@@ -1,11 +1,42 @@
-//! Serving the API: the router on a listener until a signal asks for a graceful stop.
+//! Serving the API and the console: the whole router with its layers, on a listener until
+//! a signal asks for a graceful stop.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::http::router;
+use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The router of the whole API, and the console at `/console`. From the outside in: request
+/// ids, the throttle of failed authentication ([`crate::auth::throttle`]), the request
+/// timeout; then for the API the one error body for every failure
+/// ([`crate::error::json_errors`]) and each route's role check before it reads anything else
+/// ([`crate::auth::Authorized`]); for the console its pages ([`crate::console`]).
+pub fn router(state: AppState) -> Router {
+    let (routes, _) = crate::http::api_routes().split_for_parts();
+    let api =
+        routes.fallback(|| async { ApiError::NotFound }).layer(axum::middleware::from_fn(crate::error::json_errors));
+    Router::new()
+        .nest("/console", crate::console::router())
+        .merge(api)
+        .layer(axum::middleware::from_fn(request_timeout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::throttle))
+        .layer(axum::middleware::from_fn(crate::observe::request_id))
+        .with_state(state)
+}
+
+/// Every request is answered, or abandoned with 503, within `HTTP_REQUEST_TIMEOUT_MS`.
+async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = Duration::from_millis(facepay_domain::limits::HTTP_REQUEST_TIMEOUT_MS);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Overloaded.into_response(),
+    }
+}
 
 /// Serves the API on `listener` until the process is stopped (each request knows its
 /// source address: the throttle of failed authentication is per address).

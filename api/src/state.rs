@@ -60,6 +60,8 @@ pub struct Shared {
     pub clock: SharedClock,
     /// Requests waiting for their event's outcome (`Prefer: wait`), this process's.
     pub waiters: Arc<facepay_ingest::waiters::Waiters>,
+    /// The console's signed-in browsers, this process's.
+    pub console: Arc<crate::console::session::Sessions>,
 }
 
 /// Where the HTTP ingest path puts an accepted event.

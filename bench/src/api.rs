@@ -8,7 +8,11 @@
 //! back offices each hold theirs), send requests back to back for `seconds` per phase:
 //! 1. `GET /v1/merchants/{m}/orders/{no}` for random orders of their merchant;
 //! 2. `GET /v1/merchants/{m}/transactions?limit=20`, the newest page of their merchant's
-//!    history.
+//!    history;
+//! 3. the console's pages (issue 26), each client signed in with its key (a session cookie):
+//!    the transactions page (the newest 50 rows, rendered), an order's page, and a day at a
+//!    glance (`/console/merchants/{m}?date=`, a day's attempts counted from the history's
+//!    (merchant, day) index).
 //!
 //! The report gives requests/s and latency percentiles per phase, counts any answer that is
 //! not 200 (there must be none), and the `EXPLAIN` of the history query: an index scan, not
@@ -71,6 +75,10 @@ pub struct ApiBenchReport {
     /// API read together (see `facepay_ledger::lookup`).
     pub lookups_per_query: f64,
     pub history_page: Option<PhaseReport>,
+    /// The console's pages, rendered (target: p99 ≤ 50 ms each).
+    pub console_transactions: Option<PhaseReport>,
+    pub console_order: Option<PhaseReport>,
+    pub console_overview: Option<PhaseReport>,
     /// `EXPLAIN` of the history page query (as the store sends it), first page and by cursor.
     pub history_plan: Vec<String>,
     /// True when neither plan has a sequential scan.
@@ -105,23 +113,46 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
     let base = format!("http://{}", listener.local_addr()?);
     let state = app.http_state();
     let lookups = state.orders.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, facepay_api::http::router(state)).await });
     let per_merchant = opts.orders / opts.merchants.max(1);
-    let (order_lookup, history_page) = match &opts.external {
-        Some(dir) => {
-            serve_outside_load(dir, &base, &keys, per_merchant).await?;
-            (None, None)
-        }
+    let bearer: Vec<Client> =
+        keys.iter().map(|(m, k)| (m.clone(), (hyper::header::AUTHORIZATION, format!("Bearer {k}")))).collect();
+    let signed_in: Vec<Client> = keys
+        .iter()
+        .map(|(m, k)| {
+            let key_id = facepay_domain::auth::ApiToken::parse(k).map(|t| t.key_id);
+            let (session, _) = state.console.start(key_id.map_err(|e| anyhow::anyhow!("{e}"))?);
+            Ok((m.clone(), (hyper::header::COOKIE, format!("fp_session={session}"))))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let server = tokio::spawn(async move { axum::serve(listener, facepay_api::server::router(state)).await });
+    let (mut order_lookup, mut history_page, mut console) = (None, None, [None, None, None]);
+    match &opts.external {
+        Some(dir) => serve_outside_load(dir, &base, &keys, per_merchant).await?,
         None => {
-            let orders = phase(&base, &keys, opts.seconds, move |m, rng| {
-                format!("/v1/merchants/{m}/orders/B{:09}", rng.random_range(0..per_merchant))
-            })
-            .await?;
-            let history =
-                phase(&base, &keys, opts.seconds, |m, _| format!("/v1/merchants/{m}/transactions?limit=20")).await?;
-            (Some(orders), Some(history))
+            let order_no =
+                move |rng: &mut rand_chacha::ChaCha8Rng| format!("B{:09}", rng.random_range(0..per_merchant));
+            let s = opts.seconds;
+            order_lookup =
+                Some(phase(&base, &bearer, s, move |m, r| format!("/v1/merchants/{m}/orders/{}", order_no(r))).await?);
+            history_page =
+                Some(phase(&base, &bearer, s, |m, _| format!("/v1/merchants/{m}/transactions?limit=20")).await?);
+            let days = (opts.orders / 86_400).max(1);
+            console = [
+                Some(phase(&base, &signed_in, s, |m, _| format!("/console/merchants/{m}/transactions")).await?),
+                Some(
+                    phase(&base, &signed_in, s, move |m, r| format!("/console/merchants/{m}/orders/{}", order_no(r)))
+                        .await?,
+                ),
+                Some(
+                    phase(&base, &signed_in, s, move |m, r| {
+                        format!("/console/merchants/{m}?date=2026-03-{:02}", 2 + r.random_range(0..days))
+                    })
+                    .await?,
+                ),
+            ];
         }
-    };
+    }
+    let [console_transactions, console_order, console_overview] = console;
     // Only the order phase looks orders up.
     let (looked_up, queries) = lookups.stats();
     let lookups_per_query = looked_up as f64 / queries.max(1) as f64;
@@ -138,6 +169,9 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
         order_lookup,
         lookups_per_query,
         history_page,
+        console_transactions,
+        console_order,
+        console_overview,
         history_plan,
         history_uses_index,
     })
@@ -221,25 +255,28 @@ async fn merchant_key(auth: &Auth, merchant: &MerchantId) -> anyhow::Result<Stri
     Ok(auth.create_key(spec, &Actor::cli()).await.map_err(|e| anyhow::anyhow!("{e}"))?.1)
 }
 
-/// `keys.len()` clients, each on an HTTP/1.1 connection of its own, sending
+/// A client: its merchant, and the header that says who it is (a key, or a console session).
+type Client = (MerchantId, (hyper::header::HeaderName, String));
+
+/// `clients.len()` clients, each on an HTTP/1.1 connection of its own, sending
 /// `path(merchant, rng)` back to back for `seconds`.
 async fn phase(
     base: &str,
-    keys: &[(MerchantId, String)],
+    clients: &[Client],
     seconds: u64,
     path: impl Fn(&MerchantId, &mut rand_chacha::ChaCha8Rng) -> String + Send + Sync + Clone + 'static,
 ) -> anyhow::Result<PhaseReport> {
     let until = Instant::now() + Duration::from_secs(seconds);
-    let mut clients = tokio::task::JoinSet::new();
-    for (c, (merchant, key)) in keys.iter().cloned().enumerate() {
+    let mut running = tokio::task::JoinSet::new();
+    for (c, (merchant, who)) in clients.iter().cloned().enumerate() {
         let (addr, path) = (base.trim_start_matches("http://").to_string(), path.clone());
-        clients.spawn(async move {
+        running.spawn(async move {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
-            client(&addr, &format!("Bearer {key}"), until, move |r| path(&merchant, r), &mut rng).await
+            client(&addr, &who, until, move |r| path(&merchant, r), &mut rng).await
         });
     }
     let (mut all, mut not_ok) = (Vec::new(), 0);
-    while let Some(done) = clients.join_next().await {
+    while let Some(done) = running.join_next().await {
         let (l, n) = done??;
         all.extend(l);
         not_ok += n;
@@ -260,7 +297,7 @@ async fn phase(
 /// One client: its latencies in microseconds, and how many answers were not 200.
 async fn client(
     addr: &str,
-    authorization: &str,
+    who: &(hyper::header::HeaderName, String),
     until: Instant,
     path: impl Fn(&mut rand_chacha::ChaCha8Rng) -> String,
     rng: &mut rand_chacha::ChaCha8Rng,
@@ -274,7 +311,7 @@ async fn client(
     while Instant::now() < until {
         let request = hyper::Request::get(path(rng))
             .header(hyper::header::HOST, addr)
-            .header(hyper::header::AUTHORIZATION, authorization)
+            .header(who.0.clone(), who.1.as_str())
             .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
         let sent = Instant::now();
         let answer = sender.send_request(request).await?;

@@ -171,7 +171,7 @@ async fn measure(
 ) -> anyhow::Result<DeviceBenchReport> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
-    let server = tokio::spawn(async move { axum::serve(listener, facepay_api::http::router(state)).await });
+    let server = tokio::spawn(async move { axum::serve(listener, facepay_api::server::router(state)).await });
     let faces = Arc::new(SyntheticFaces::new(11, opts.payers));
     enrol(&addr, &admin, &faces, opts.payers).await?;
     let began = Instant::now();

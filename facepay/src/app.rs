@@ -42,6 +42,8 @@ pub struct App {
     pub clock: SharedClock,
     /// Requests waiting for their event's outcome (the pipeline hands each outcome to them).
     pub waiters: Arc<facepay_ingest::waiters::Waiters>,
+    /// The console's sessions.
+    pub console: Arc<facepay_api::console::session::Sessions>,
 }
 
 /// The periodic sweeper of an [`App`]: stopped when the app is dropped.
@@ -84,7 +86,8 @@ impl App {
         let sweeper = SweeperTask::start(sweeper, config.sweep_interval);
         let pipeline = Pipeline::start(ledger.clone(), registry.clone(), gallery, config);
         let orders = facepay_ledger::lookup::OrderLookup::spawn(store.clone());
-        Ok(Self { store, recon, ledger, registry, pipeline, auth, verifier, sweeper, orders, clock, waiters })
+        let console = Arc::default();
+        Ok(Self { store, recon, ledger, registry, pipeline, auth, verifier, sweeper, orders, clock, waiters, console })
     }
 
     /// The HTTP state over this app's store, registry and pipeline input.
@@ -99,6 +102,7 @@ impl App {
             orders: self.orders.clone(),
             clock: self.clock.clone(),
             waiters: self.waiters.clone(),
+            console: self.console.clone(),
         })
     }
 }

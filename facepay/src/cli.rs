@@ -147,7 +147,10 @@ async fn run_demo(json: bool, keep_serving: bool, fleet: FleetArgs, config: &Con
     }
     anyhow::ensure!(summary.invariants_hold(), "an invariant failed; see the report");
     match keep_serving {
-        true => serve::serve_app(app, config).await,
+        true => {
+            let keys = demo::console_keys(&app).await?;
+            serve::serve_app(app, config, &keys).await
+        }
         false => Ok(()),
     }
 }

@@ -271,6 +271,40 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<(DemoSummary, App)> {
     Ok((summary, app))
 }
 
+/// Sign-in keys for the console, one per role, for `demo --serve` to print once: admin,
+/// finance, the first merchant's, a store key of that merchant's first store, and a device
+/// key of that store's first device. Each is audited as made by `cli`, and expires in a day.
+pub async fn console_keys(app: &App) -> anyhow::Result<Vec<(String, String)>> {
+    use facepay_api::auth::{Actor, NewKey};
+    use facepay_domain::auth::Role;
+    let first_device = {
+        let registry = app.registry.read().unwrap_or_else(|e| e.into_inner());
+        registry.devices.values().min_by(|a, b| a.device_id.as_str().cmp(b.device_id.as_str())).cloned()
+    };
+    let device = first_device.ok_or_else(|| anyhow::anyhow!("the demo registered no device"))?;
+    let key = |role, merchant: bool, store: bool, dev: bool, label: &str| NewKey {
+        role,
+        merchant_id: merchant.then(|| device.merchant_id.clone()),
+        store_id: store.then(|| device.store_id.clone()),
+        device_id: dev.then(|| device.device_id.clone()),
+        label: format!("demo console: {label}"),
+        expires_in_days: Some(1),
+    };
+    let specs = [
+        ("admin", key(Role::Admin, false, false, false, "admin")),
+        ("finance", key(Role::Finance, false, false, false, "finance")),
+        ("merchant", key(Role::Merchant, true, false, false, "merchant")),
+        ("store", key(Role::Merchant, true, true, false, "store")),
+        ("device", key(Role::Device, true, true, true, "device")),
+    ];
+    let mut keys = Vec::new();
+    for (name, spec) in specs {
+        let (_, token) = app.auth.create_key(spec, &Actor::cli()).await?;
+        keys.push((name.to_string(), token));
+    }
+    Ok(keys)
+}
+
 fn progress_bar(opts: &DemoOptions) -> ProgressBar {
     if !opts.progress {
         return ProgressBar::hidden();

@@ -20,19 +20,25 @@ pub async fn run(stages: Option<&str>, config: &Config) -> anyhow::Result<()> {
         Some(brokers) => serve_production(stores, brokers, roles, config).await,
         None if roles == Roles::ALL => {
             let pipeline = config.pipeline(&stores.ledger).await?;
-            serve_app(App::start(stores, pipeline).await?, config).await
+            serve_app(App::start(stores, pipeline).await?, config, &[]).await
         }
         None => anyhow::bail!("--stages splits the stages over Kafka; set FACEPAY_KAFKA_BROKERS"),
     }
 }
 
-/// Serves the API over an embedded app (its outcomes logged) until a signal.
-pub async fn serve_app(mut app: App, config: &Config) -> anyhow::Result<()> {
+/// Serves the API over an embedded app (its outcomes logged) until a signal; prints the
+/// API's and the console's addresses, and `sign_in` (role, token) for the console.
+pub async fn serve_app(mut app: App, config: &Config, sign_in: &[(String, String)]) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_addr {
         spawn_metrics(addr).await?;
     }
     let listener = TcpListener::bind(config.http_addr).await?;
-    println!("facepay API listening on http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    println!("facepay API listening on http://{addr}");
+    println!("console: http://{addr}/console");
+    for (role, token) in sign_in {
+        println!("console sign-in key ({role}): {token}");
+    }
     let mut outcomes = std::mem::replace(&mut app.pipeline.outcomes, tokio::sync::mpsc::channel(1).1);
     tokio::spawn(async move {
         while let Some(o) = outcomes.recv().await {

@@ -181,6 +181,16 @@ pub(crate) fn history_from(r: &dyn Cells) -> Result<HistoryRow, StoreError> {
     })
 }
 
+pub(crate) fn glance_from(r: &dyn Cells) -> Result<crate::store::GlanceRow, StoreError> {
+    Ok(crate::store::GlanceRow {
+        status: status(r.text("status")?)?,
+        reason: r.opt_text("reason")?,
+        member_quick_pay: r.flag("member_quick_pay")?,
+        attempts: r.int("attempts")?,
+        amount_fen: r.int("amount_fen")?,
+    })
+}
+
 pub(crate) fn rejected_from(r: &dyn Cells) -> Result<RejectedEvent, StoreError> {
     Ok(RejectedEvent {
         received_at: r.at("received_at")?,

@@ -323,6 +323,26 @@ pub trait ProjectionReader: Send + Sync + 'static {
 
     /// The merchant's daily settlement, newest day first, at most `limit` days.
     async fn settlement(&self, merchant: &MerchantId, limit: u32) -> Result<Vec<SettlementView>, StoreError>;
+
+    /// One Asia/Shanghai day of the merchant's payment attempts (of one store, if given),
+    /// counted and summed by status, decline reason and member quick pay: a day at a glance,
+    /// read from the history's (merchant, day) index.
+    async fn day_glance(
+        &self,
+        merchant: &MerchantId,
+        store: Option<&facepay_domain::StoreId>,
+        day: NaiveDate,
+    ) -> Result<Vec<GlanceRow>, StoreError>;
+}
+
+/// Payment attempts of one day that share a status, a reason and member quick pay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GlanceRow {
+    pub status: OrderStatus,
+    pub reason: Option<String>,
+    pub member_quick_pay: bool,
+    pub attempts: i64,
+    pub amount_fen: i64,
 }
 
 /// The fleet registry: merchants and their devices.

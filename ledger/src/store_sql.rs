@@ -321,6 +321,25 @@ macro_rules! reader_sql {
                     .await?;
                 rows.iter().map(|r| $crate::rows::settlement_view_from(r)).collect()
             }
+
+            async fn day_glance(
+                &self,
+                merchant: &facepay_domain::MerchantId,
+                store: Option<&facepay_domain::StoreId>,
+                day: chrono::NaiveDate,
+            ) -> Result<Vec<$crate::store::GlanceRow>, $crate::StoreError> {
+                let sql = "SELECT status, reason, member_quick_pay, COUNT(*) AS attempts, \
+                     CAST(SUM(amount_fen) AS BIGINT) AS amount_fen FROM history \
+                     WHERE merchant_id = $1 AND day = $2 AND ($3 = '' OR store_id = $3) \
+                     GROUP BY status, reason, member_quick_pay";
+                let rows = sqlx::query(sql)
+                    .bind(merchant.as_str())
+                    .bind(bind_day(&day))
+                    .bind(store.map_or("", |s| s.as_str()))
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter().map(|r| $crate::rows::glance_from(r)).collect()
+            }
         }
     };
 }

@@ -283,6 +283,32 @@ async fn batches_commit_decide_and_project_what_the_events_say(backend: Backend)
     );
     let paid_only = HistoryFilter { status: Some(OrderStatus::Paid), limit: 50, ..Default::default() };
     assert_eq!(s.history(&merchant("m1"), &paid_only).await.unwrap().len(), 2);
+    // The day at a glance counts the same rows by status, reason and member quick pay.
+    let day = history[0].day;
+    let mut glance: Vec<(OrderStatus, Option<String>, bool, i64, i64)> = s
+        .day_glance(&merchant("m1"), None, day)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.status, g.reason, g.member_quick_pay, g.attempts, g.amount_fen))
+        .collect();
+    glance.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+    let paid_fen: Vec<i64> = history.iter().filter(|h| h.status == OrderStatus::Paid).map(|h| h.amount_fen).collect();
+    let declined = |r: &str| history.iter().find(|h| h.reason.as_deref() == Some(r)).map(|h| h.amount_fen).unwrap();
+    let reason = |r: &str| Some(r.to_string());
+    assert_eq!(
+        glance,
+        vec![
+            (OrderStatus::Declined, reason("IDENTITY_UNRESOLVED"), false, 1, declined("IDENTITY_UNRESOLVED")),
+            (OrderStatus::Declined, reason("INSUFFICIENT_BALANCE"), false, 1, declined("INSUFFICIENT_BALANCE")),
+            (OrderStatus::Declined, reason("OUT_TRADE_NO_USED"), false, 1, declined("OUT_TRADE_NO_USED")),
+            (OrderStatus::Paid, None, false, 1, paid_fen[0]),
+            (OrderStatus::Paid, None, true, 1, paid_fen[1]),
+        ]
+    );
+    let elsewhere = facepay_domain::StoreId::parse("S-NONE").unwrap();
+    assert!(s.day_glance(&merchant("m1"), Some(&elsewhere), day).await.unwrap().is_empty(), "a store's own only");
+    assert!(s.day_glance(&merchant("m1"), None, day.succ_opt().unwrap()).await.unwrap().is_empty());
 
     let members = s.members(&merchant("m1")).await.unwrap();
     assert_eq!(members.len(), 1);

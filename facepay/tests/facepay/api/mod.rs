@@ -3,6 +3,7 @@
 //! docs/SECURITY.md.
 
 mod auth;
+mod console;
 mod http;
 mod openapi;
 mod reconcile_http;

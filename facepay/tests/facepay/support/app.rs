@@ -139,7 +139,7 @@ async fn spawn(
     let state = app.http_state();
     tokio::spawn(async move {
         let _keep = app;
-        axum::serve(listener, facepay_api::http::router(state)).await.unwrap();
+        axum::serve(listener, facepay_api::server::router(state)).await.unwrap();
     });
     TestApp { base, clock, http: reqwest::Client::new(), store, auth, keys, faces, dir, seq: 0.into() }
 }

@@ -1,0 +1,258 @@
+//! A merchant's pages: the day at a glance, transactions (filters, cursor pages), an order,
+//! members, settlement per day with its chart. Finance sees any merchant's (from the
+//! merchants list); a merchant's keys their own; a store key its store's attempts only.
+//! A device key may look up its merchant's orders.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use facepay_domain::auth::Role;
+use maud::html;
+use serde::Deserialize;
+
+use super::page::{at, cny, empty_row, encode, next_link, shell, table, Head::Num, Head::Text};
+use super::{respond, Console, ConsoleError};
+use crate::auth::{FinanceOnly, MerchantOrFinance, OrderReaders};
+use crate::extract::ApiQuery;
+use crate::http::{glance_view, history_page, members_page, order_view, settlement_page, HistoryQuery};
+use crate::state::AppState;
+
+/// Days of settlement the overview links and the settlement page draws.
+const SETTLEMENT_DAYS_SHOWN: u32 = 30;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/merchants", get(merchants))
+        .route("/merchants/{merchant}", get(overview))
+        .route("/merchants/{merchant}/transactions", get(transactions))
+        .route("/merchants/{merchant}/orders/{out_trade_no}", get(order))
+        .route("/merchants/{merchant}/members", get(members))
+        .route("/merchants/{merchant}/settlement", get(settlement))
+        .route("/orders", get(order_lookup))
+}
+
+/// `GET /console/merchants` (finance): every registered merchant.
+async fn merchants(State(st): State<AppState>, c: Console) -> Result<Response, ConsoleError> {
+    c.as_role::<FinanceOnly>()?;
+    let t = c.ctx.t();
+    let mut ids: Vec<String> = {
+        let registry = st.registry.read().unwrap_or_else(|e| e.into_inner());
+        registry.merchants.keys().map(|m| m.to_string()).collect()
+    };
+    ids.sort();
+    let body = html! {
+        ul class="cards" { @for m in &ids { li { a href={ "/console/merchants/" (encode(m)) } { (m) } } } }
+        @if ids.is_empty() { p { (t.none) } }
+    };
+    Ok(respond(shell(&c.ctx, t.merchants, body)))
+}
+
+#[derive(Deserialize)]
+struct DayQuery {
+    date: Option<String>,
+}
+
+/// `GET /console/merchants/{m}?date=`: a day at a glance (default today), and the recent days.
+async fn overview(
+    State(st): State<AppState>,
+    c: Console,
+    Path(merchant): Path<String>,
+    ApiQuery(q): ApiQuery<DayQuery>,
+) -> Result<Response, ConsoleError> {
+    let p = c.as_role::<MerchantOrFinance>()?;
+    let g = glance_view(&st, &p, merchant.clone(), q.date).await?;
+    // The recent days, for a whole-merchant key (a store key has no settlement).
+    let days = match p.store_id {
+        None => settlement_page(&st, &p, merchant.clone(), Some(7)).await?.items,
+        Some(_) => Vec::new(),
+    };
+    let t = c.ctx.t();
+    let share = match g.paid {
+        0 => "–".to_string(),
+        paid => {
+            let permille = g.member_quick_pay * 1000 / paid;
+            format!("{}.{} %", permille / 10, permille % 10)
+        }
+    };
+    let base = format!("/console/merchants/{}", encode(&merchant));
+    let body = html! {
+        form method="get" class="filters" {
+            label for="date" { (t.day) } input id="date" name="date" type="date" value=(g.day);
+            button type="submit" { (t.filter) }
+        }
+        dl class="figures" {
+            div { dt { (t.payments) } dd data-figure="attempts" { (g.paid) " / " (g.attempts) } }
+            div { dt { (t.paid_amount) } dd data-figure="paid" { (cny(&g.paid_amount)) } }
+            div { dt { (t.quick_pay_share) } dd data-figure="quick-pay" { (share) } }
+        }
+        h2 { (t.declines_by_reason) }
+        table { thead { tr { th scope="col" { (t.reason) } th scope="col" class="num" { (t.payments) } } }
+            tbody {
+                @for d in &g.declines { tr { td { code { (d.reason) } } td class="num" { (d.attempts) } } }
+                @if g.declines.is_empty() { (empty_row(t, 2)) }
+            }
+        }
+        @if !days.is_empty() {
+            h2 { (t.settlement) }
+            ul class="days" { @for d in &days { li { a href={ (base) "?date=" (d.day) } { (d.day) } " " (cny(&d.net)) } } }
+        }
+        p { a href={ (base) "/transactions?date=" (g.day) } { (t.transactions) " → " } }
+    };
+    let title = format!("{} · {}", t.overview, merchant);
+    Ok(respond(shell(&c.ctx, &title, body)))
+}
+
+/// `GET /console/merchants/{m}/transactions?date=&status=&cursor=`: the API's page of history.
+async fn transactions(
+    State(st): State<AppState>,
+    c: Console,
+    Path(merchant): Path<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Response, ConsoleError> {
+    let p = c.as_role::<MerchantOrFinance>()?;
+    let (date, status) = (q.date.clone().filter(|d| !d.is_empty()), q.status.clone().filter(|s| !s.is_empty()));
+    let query = HistoryQuery { date: date.clone(), status: status.clone(), ..q };
+    let page = history_page(&st, &p, merchant.clone(), query).await?;
+    let t = c.ctx.t();
+    let base = format!("/console/merchants/{}", encode(&merchant));
+    let statuses = ["PAID", "DECLINED", "REVERSED", "REVOKED"];
+    let body = html! {
+        form method="get" class="filters" {
+            label for="date" { (t.day) } input id="date" name="date" type="date" value=[date.as_deref()];
+            label for="status" { (t.status) }
+            select id="status" name="status" {
+                option value="" { (t.all) }
+                @for s in statuses { option value=(s) selected[status.as_deref() == Some(s)] { (s) } }
+            }
+            button type="submit" { (t.filter) }
+        }
+        table class="rows" {
+            thead { tr {
+                th scope="col" { (t.time) } th scope="col" { (t.out_trade_no) } th scope="col" class="num" { (t.amount) }
+                th scope="col" { (t.status) } th scope="col" { (t.reason) } th scope="col" { (t.payer) }
+                th scope="col" { (t.store) } th scope="col" { (t.device) } th scope="col" { (t.quick_pay) }
+            } }
+            tbody {
+                @for item in &page.items {
+                    @let r = &item.row;
+                    tr {
+                        td { (at(&r.occurred_at)) }
+                        td { a href={ (base) "/orders/" (encode(r.out_trade_no.as_str())) } { (r.out_trade_no) } }
+                        td class="num" { (cny(&item.amount)) }
+                        td { span class={ "status " (r.status.as_str()) } { (r.status.as_str()) } }
+                        td { @if let Some(reason) = &r.reason { code { (reason) } } }
+                        td { @if let Some(payer) = &r.payer_id { code { (payer) } } }
+                        td { (r.store_id) } td { (r.device_id) }
+                        td { @if r.member_quick_pay { (t.yes) } @else { (t.no) } }
+                    }
+                }
+                @if page.items.is_empty() { (empty_row(t, 9)) }
+            }
+        }
+        (next_link(t, &format!("{base}/transactions"), &[("date", date.clone()), ("status", status.clone())], page.next_cursor.as_deref()))
+        p { a href={ (base) "/transactions.csv?date=" (date.as_deref().map(encode).unwrap_or_default())
+            "&status=" (status.as_deref().unwrap_or_default()) } download { (t.export_csv) } }
+    };
+    let title = format!("{} · {}", t.transactions, merchant);
+    Ok(respond(shell(&c.ctx, &title, body)))
+}
+
+/// `GET /console/merchants/{m}/orders/{out_trade_no}`: the order as the API serves it, and its
+/// attempts from the history.
+async fn order(
+    State(st): State<AppState>,
+    c: Console,
+    Path((merchant, out_trade_no)): Path<(String, String)>,
+) -> Result<Response, ConsoleError> {
+    let p = c.as_role::<OrderReaders>()?;
+    let o = order_view(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
+    let t = c.ctx.t();
+    let r = &o.result;
+    let body = html! {
+        dl class="facts" {
+            dt { (t.merchant) } dd { (r.merchant_id) }
+            dt { (t.out_trade_no) } dd { (r.out_trade_no) }
+            dt { (t.amount) } dd data-figure="amount" { (cny(&r.amount.to_string())) }
+            dt { (t.status) } dd { span class={ "status " (r.status.as_str()) } data-figure="status" { (r.status.as_str()) } }
+            @if let Some(reason) = &r.reason { dt { (t.reason) } dd { code { (reason.code()) } } }
+            @if let Some(payer) = &r.payer_id { dt { (t.payer) } dd { code { (payer) } } }
+            dt { (t.quick_pay) } dd { @if r.member_quick_pay { (t.yes) } @else { (t.no) } }
+            dt { (t.fee) } dd { (cny(&o.fee)) }
+            dt { (t.refunded) } dd data-figure="refunded" { (cny(&o.refunded)) }
+            dt { (t.created) } dd { (at(&o.created_at)) }
+            dt { (t.updated) } dd { (at(&o.updated_at)) }
+        }
+    };
+    let title = format!("{} {}", t.order, out_trade_no);
+    Ok(respond(shell(&c.ctx, &title, body)))
+}
+
+/// `GET /console/merchants/{m}/members`.
+async fn members(
+    State(st): State<AppState>,
+    c: Console,
+    Path(merchant): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let p = c.as_role::<MerchantOrFinance>()?;
+    let page = members_page(&st, &p, merchant.clone()).await?;
+    let t = c.ctx.t();
+    let rows = (!page.items.is_empty()).then(|| {
+        html! { @for m in &page.items {
+            tr { td { code { (m.payer_id) } } td { (m.card_code) } td { (m.channel) } td { (at(&m.opened_at)) }
+                td { @if let Some(c) = &m.closed_at { (at(c)) } } }
+        } }
+    });
+    let heads = [Text(t.payer), Text(t.card), Text(t.channel), Text(t.opened), Text(t.closed)];
+    let body = table(t, &heads, rows);
+    let title = format!("{} · {}", t.members, merchant);
+    Ok(respond(shell(&c.ctx, &title, body)))
+}
+
+/// `GET /console/merchants/{m}/settlement`: the last days' money, a chart of net per day.
+async fn settlement(
+    State(st): State<AppState>,
+    c: Console,
+    Path(merchant): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let p = c.as_role::<MerchantOrFinance>()?;
+    let page = settlement_page(&st, &p, merchant.clone(), Some(SETTLEMENT_DAYS_SHOWN)).await?;
+    let t = c.ctx.t();
+    let bars: Vec<(String, i64)> = page.items.iter().rev().map(|d| (d.day.to_string(), d.net_fen)).collect();
+    let rows = (!page.items.is_empty()).then(|| {
+        html! { @for d in &page.items {
+            tr { td { (d.day) } td class="num" { (cny(&d.gross)) } td class="num" { (cny(&d.refunds)) }
+                td class="num" { (cny(&d.fees)) } td class="num" { (cny(&d.net)) } }
+        } }
+    });
+    let body = html! {
+        figure { (super::chart::bars(t.net_by_day, &bars)) figcaption { (t.net_by_day) } }
+        (table(t, &[Text(t.day), Num(t.gross), Num(t.refunds), Num(t.fees), Num(t.net)], rows))
+    };
+    let title = format!("{} · {}", t.settlement, merchant);
+    Ok(respond(shell(&c.ctx, &title, body)))
+}
+
+#[derive(Deserialize)]
+struct LookupQuery {
+    out_trade_no: Option<String>,
+}
+
+/// `GET /console/orders?out_trade_no=`: an order of the key's merchant, by its number.
+async fn order_lookup(c: Console, ApiQuery(q): ApiQuery<LookupQuery>) -> Result<Response, ConsoleError> {
+    c.as_role::<OrderReaders>()?;
+    let t = c.ctx.t();
+    let merchant = c.principal.merchant_id.as_ref().filter(|_| c.principal.role != Role::Finance);
+    if let (Some(m), Some(no)) = (merchant, q.out_trade_no.filter(|n| !n.is_empty())) {
+        return Ok(
+            Redirect::to(&format!("/console/merchants/{}/orders/{}", encode(m.as_str()), encode(&no))).into_response()
+        );
+    }
+    let body = html! {
+        form method="get" class="filters" {
+            label for="out_trade_no" { (t.out_trade_no) } input id="out_trade_no" name="out_trade_no" required;
+            button type="submit" { (t.order_lookup) }
+        }
+    };
+    Ok(respond(shell(&c.ctx, t.order_lookup, body)))
+}

@@ -1,0 +1,255 @@
+// The console in a real browser: Playwright (playwright-core) driving Debian's Chromium
+// against a `facepay demo --serve` of its own (a small demo day, port 0, a fresh data dir).
+// Sign-in per role, every page with the demo's data, filters and pages, a bill upload that
+// finds the demo's planted breaks, a key created and revoked, a cross-tenant URL, a form
+// without its CSRF token; axe-core on every page (no serious or critical violation);
+// screenshots of every page in zh-CN and en under target/console-screenshots/.
+// Run by scripts/browser.sh test (CHROMIUM_BIN, FACEPAY_BIN).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const AXE = require.resolve('axe-core/axe.min.js');
+const SHOTS = process.env.CONSOLE_SCREENSHOTS ?? 'target/console-screenshots';
+const DEMO_DAY = '2026-03-03';
+const STARTUP_MS = 300_000;
+
+let demo, base, keys = {}, summary, dataDir, browser;
+
+/** Starts the demo server; resolves with its address, keys and JSON summary. */
+function startDemo() {
+  dataDir = mkdtempSync(join(tmpdir(), 'facepay-console-'));
+  const env = { ...process.env, FACEPAY_DATA_DIR: dataDir, FACEPAY_HTTP_ADDR: '127.0.0.1:0', RUST_LOG: 'warn' };
+  const args = ['demo', '--json', '--serve', '--payments', '3000', '--payers', '400', '--seed', '7'];
+  demo = spawn(process.env.FACEPAY_BIN, args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`no console address within ${STARTUP_MS} ms:\n${out}`)), STARTUP_MS);
+    demo.on('exit', (code) => reject(new Error(`the demo exited (${code}):\n${out}`)));
+    demo.stdout.on('data', (chunk) => {
+      out += chunk;
+      for (const m of out.matchAll(/^console sign-in key \((\w+)\): (fpk_\S+)$/gm)) keys[m[1]] = m[2];
+      const addr = out.match(/^console: (http:\/\/\S+)\/console$/m);
+      if (addr && keys.device) {
+        clearTimeout(timer);
+        base = addr[1];
+        summary = JSON.parse(out.slice(0, out.indexOf('facepay API listening')));
+        resolve();
+      }
+    });
+  });
+}
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  await startDemo();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_BIN,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  demo?.kill('SIGTERM');
+});
+
+/** A signed-in page of a fresh browser context (its own cookies), in `lang`. */
+async function signedIn(role, lang = 'en') {
+  const context = await browser.newContext({ locale: lang, bypassCSP: false, viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  await page.goto(`${base}/console/sign-in`);
+  await page.fill('#token', keys[role]);
+  await Promise.all([page.waitForURL((u) => !u.pathname.endsWith('/sign-in')), page.click('button[type=submit]')]);
+  return { context, page };
+}
+
+/** axe-core on the page's document (a context of its own that may inject the script). */
+async function accessible(context, url, name) {
+  const cookies = await context.cookies();
+  const checker = await browser.newContext({ bypassCSP: true, locale: 'en' });
+  await checker.addCookies(cookies);
+  const page = await checker.newPage();
+  await page.goto(url);
+  await page.addScriptTag({ path: AXE });
+  const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ['violations'] }));
+  await checker.close();
+  const bad = result.violations.filter((v) => ['serious', 'critical'].includes(v.impact));
+  assert.deepEqual(bad.map((v) => `${v.id}: ${v.help} (${v.nodes.length})`), [], `${name}: accessibility`);
+}
+
+/** Every page of `pages` renders (200, its title), passes axe, and is photographed in both languages. */
+async function visit(role, pages) {
+  for (const lang of ['en', 'zh-CN']) {
+    const { context, page } = await signedIn(role, lang);
+    for (const [name, path] of pages) {
+      const resp = await page.goto(`${base}${path}`);
+      assert.equal(resp.status(), 200, `${role} ${name} ${lang}`);
+      assert.equal(await page.getAttribute('html', 'lang'), lang, `${name}: the page's language`);
+      await page.screenshot({ path: join(SHOTS, `${lang}-${role}-${name}.png`), fullPage: true });
+      if (lang === 'en') await accessible(context, `${base}${path}`, `${role} ${name}`);
+    }
+    await context.close();
+  }
+}
+
+test('each role signs in and lands on its own first page', async () => {
+  const homes = { admin: '/console/admin/keys', finance: '/console/finance/runs', device: '/console/orders' };
+  for (const role of ['admin', 'finance', 'merchant', 'store', 'device']) {
+    const { context, page } = await signedIn(role);
+    const path = new URL(page.url()).pathname;
+    if (homes[role]) assert.equal(path, homes[role], role);
+    else assert.match(path, /^\/console\/merchants\/[^/]+$/, role);
+    const cookie = (await context.cookies()).find((c) => c.name === 'fp_session');
+    assert.ok(cookie.httpOnly && cookie.sameSite === 'Strict', `${role}: the session cookie`);
+    const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
+    assert.ok(!stored.includes('fpk_'), `${role}: the key is nowhere in the browser's storage`);
+    await context.close();
+  }
+});
+
+test('a wrong key signs nobody in', async () => {
+  const context = await browser.newContext({ locale: 'en' });
+  const page = await context.newPage();
+  await page.goto(`${base}/console/sign-in`);
+  await page.fill('#token', `fpk_${'0'.repeat(24)}_${'1'.repeat(64)}`);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('.error');
+  assert.match(await page.textContent('.error'), /Sign-in failed/);
+  assert.ok(!(await context.cookies()).some((c) => c.name === 'fp_session'));
+  await context.close();
+});
+
+test("the merchant's pages show the demo's day, with filters and pages", async () => {
+  const { context, page } = await signedIn('merchant');
+  const m = new URL(page.url()).pathname;
+  await page.goto(`${base}${m}/transactions?date=${DEMO_DAY}&status=PAID&limit=20`);
+  const statuses = await page.$$eval('tbody .status', (s) => s.map((e) => e.textContent));
+  assert.equal(statuses.length, 20, 'a full page of paid attempts');
+  assert.ok(statuses.every((s) => s === 'PAID'), 'the status filter');
+  const firstOrder = await page.textContent('tbody tr td:nth-child(2) a');
+  await page.click('a[rel=next]');
+  const second = await page.$$eval('tbody tr td:nth-child(2) a', (a) => a.map((e) => e.textContent));
+  assert.ok(second.length > 0 && !second.includes(firstOrder), 'the next page holds other orders');
+  assert.ok(new URL(page.url()).searchParams.get('status') === 'PAID', 'the next page keeps the filter');
+  await page.click('tbody tr td:nth-child(2) a');
+  assert.equal(await page.textContent('[data-figure=status]'), 'PAID');
+  const orderPath = new URL(page.url()).pathname;
+  // The day's CSV export (streamed) adds up to what the API says of the day.
+  const csv = await context.request.get(`${base}${m}/transactions.csv?date=${DEMO_DAY}&status=PAID`);
+  assert.equal(csv.status(), 200);
+  const rows = (await csv.text()).trim().split('\n');
+  assert.equal(rows[0].split(',')[3], 'amount');
+  const fen = (s) => { const [y, f = ''] = s.split('.'); return Number(y) * 100 + Number(f.padEnd(2, '0')); };
+  const csvFen = rows.slice(1).reduce((sum, r) => sum + fen(r.split(',')[3]), 0);
+  const merchantId = m.split('/').pop();
+  const glance = await (await fetch(`${base}/v1/merchants/${merchantId}/glance?date=${DEMO_DAY}`,
+    { headers: { authorization: `Bearer ${keys.merchant}` } })).json();
+  assert.equal(rows.length - 1, glance.paid, 'one line per paid attempt');
+  assert.equal(csvFen, fen(glance.paid_amount), 'the export adds up to the API');
+  await page.goto(`${base}${m}/settlement`);
+  assert.ok((await page.$$('svg.chart rect')).length >= 1, 'the chart has its bars');
+  await context.close();
+  await visit('merchant', [
+    ['overview', `${m}?date=${DEMO_DAY}`], ['transactions', `${m}/transactions?date=${DEMO_DAY}`],
+    ['order', orderPath], ['members', `${m}/members`], ['settlement', `${m}/settlement`],
+  ]);
+  await visit('store', [['transactions', `${m}/transactions?date=${DEMO_DAY}`]]);
+  await visit('device', [['order-lookup', '/console/orders']]);
+});
+
+test('a merchant asking for another tenant gets the same 404 as for nothing', async () => {
+  const fin = await signedIn('finance');
+  await fin.page.goto(`${base}/console/merchants`);
+  const all = await fin.page.$$eval('ul.cards a', (a) => a.map((e) => e.textContent));
+  await fin.context.close();
+  const { context, page } = await signedIn('merchant');
+  const own = new URL(page.url()).pathname.split('/').pop();
+  const other = all.find((x) => x !== own);
+  assert.ok(other, 'the demo has another merchant');
+  const theirs = await page.goto(`${base}/console/merchants/${other}/transactions?date=${DEMO_DAY}`);
+  const theirsText = await page.textContent('main');
+  const nothing = await page.goto(`${base}/console/merchants/1900009999/transactions`);
+  assert.equal(theirs.status(), 404);
+  assert.equal(nothing.status(), 404);
+  assert.equal(theirsText, await page.textContent('main'));
+  assert.equal((await page.goto(`${base}/console/finance/breaks`)).status(), 404, 'a page of another role');
+  await context.close();
+});
+
+test("finance uploads the demo's bill and finds its planted breaks", async () => {
+  const { context, page } = await signedIn('finance');
+  const bill = join(dataDir, `bill-${DEMO_DAY}.csv`);
+  await page.fill('#date', DEMO_DAY);
+  await page.setInputFiles('#bill', bill);
+  await Promise.all([page.waitForURL(/\/console\/finance\/breaks\?run_id=/), page.click('form[enctype] button')]);
+  const uploadRun = new URL(page.url()).searchParams.get('run_id');
+  // The demo reconciled this bill before: its run (the oldest) holds the planted breaks.
+  await page.goto(`${base}/console/finance/runs`);
+  const runs = await page.$$eval('a[data-figure=breaks]', (a) => a.map((e) => e.getAttribute('href')));
+  assert.ok(runs.length >= 2 && runs[0].endsWith(uploadRun), 'the upload is the newest run');
+  await page.goto(`${base}${runs[runs.length - 1]}`);
+  // Every planted break, as its class, and no other (a timing difference is no break).
+  const planted = Object.fromEntries(Object.entries(summary.reconciliation.planted).filter(([c]) => c !== 'timing_difference'));
+  const found = {};
+  for (const c of await page.$$eval('tr[data-break] td:first-child code', (e) => e.map((x) => x.textContent))) {
+    found[c] = (found[c] ?? 0) + 1;
+  }
+  assert.ok(Object.keys(planted).length > 0, 'the demo planted breaks');
+  assert.deepEqual(found, planted);
+  await visit('finance', [
+    ['runs', '/console/finance/runs'], ['breaks', new URL(page.url()).pathname + new URL(page.url()).search],
+    ['merchants', '/console/merchants'], ['rejected', '/console/rejected'], ['audit', '/console/audit'],
+  ]);
+  await context.close();
+});
+
+test('an admin creates a key that signs in, then revokes it, which ends its session', async () => {
+  const { context, page } = await signedIn('admin');
+  await page.selectOption('#role', 'finance');
+  await page.fill('#label', 'browser test');
+  await page.click('form[action="/console/admin/keys"] button');
+  const token = (await page.textContent('code.token')).trim();
+  const keyId = await page.getAttribute('code.token', 'data-token');
+  assert.match(token, /^fpk_/);
+  keys.made = token;
+  const made = await signedIn('made');
+  assert.equal(new URL(made.page.url()).pathname, '/console/finance/runs');
+  await page.reload();
+  assert.equal(await page.$('code.token'), null, 'the token is shown once');
+  await page.click(`tr[data-key="${keyId}"] button`);
+  await made.page.reload();
+  assert.equal(new URL(made.page.url()).pathname, '/console/sign-in', 'the revoked key is signed out');
+  await made.context.close();
+  await context.close();
+  await visit('admin', [['keys', '/console/admin/keys']]);
+});
+
+test('a form posted without its CSRF token is refused and does nothing', async () => {
+  const { context, page } = await signedIn('admin');
+  const before = await page.$$eval('tr[data-key]', (r) => r.length);
+  const resp = await context.request.post(`${base}/console/admin/keys`, { form: { role: 'admin', label: 'forged' } });
+  assert.equal(resp.status(), 403);
+  await page.reload();
+  assert.equal(await page.$$eval('tr[data-key]', (r) => r.length), before, 'no key was made');
+  await context.close();
+});
+
+test('the sign-in page and the 404 page pass axe too', async () => {
+  const context = await browser.newContext({ locale: 'en' });
+  await accessible(context, `${base}/console/sign-in`, 'sign-in');
+  const page = await context.newPage();
+  await page.goto(`${base}/console/sign-in`);
+  await page.screenshot({ path: join(SHOTS, 'en-sign-in.png') });
+  await context.close();
+  const { context: signed } = await signedIn('merchant');
+  await accessible(signed, `${base}/console/no-such-page`, '404');
+  await signed.close();
+});

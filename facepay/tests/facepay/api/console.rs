@@ -1,0 +1,225 @@
+//! The console over real HTTP, as a browser without script would use it: sign-in and its
+//! cookie, the security headers, CSRF, tenant isolation, revocation, the pages' data, the
+//! languages. (The same in a real browser, with accessibility checks: console-tests/.)
+
+use std::collections::BTreeMap;
+
+use crate::support::app::{spawn_app, TestApp, MERCHANT, OTHER_MERCHANT};
+
+/// A cookie-keeping client that follows no redirect (each answer is asserted as sent).
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: BTreeMap<String, String>,
+    lang: &'static str,
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn location(&self) -> &str {
+        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// The value of the first hidden `csrf` field.
+    fn csrf(&self) -> String {
+        let at = self.body.find(r#"name="csrf" value=""#).expect("a csrf field") + r#"name="csrf" value=""#.len();
+        self.body[at..].split('"').next().unwrap().to_string()
+    }
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Browser { http, base: app.base.clone(), cookies: BTreeMap::new(), lang: "en" }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Answer {
+        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let resp = req.header("cookie", cookie).header("accept-language", self.lang).send().await.unwrap();
+        for set in resp.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            match v.is_empty() {
+                true => self.cookies.remove(k),
+                false => self.cookies.insert(k.to_string(), v.to_string()),
+            };
+        }
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        Answer { status, headers, body: resp.text().await.unwrap() }
+    }
+
+    async fn get(&mut self, path: &str) -> Answer {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let req = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.send(req).await
+    }
+
+    async fn sign_in(&mut self, token: &str) -> Answer {
+        let csrf = self.get("/console/sign-in").await.csrf();
+        self.post("/console/sign-in", &[("token", token), ("csrf", &csrf)]).await
+    }
+}
+
+async fn app_with_an_order() -> TestApp {
+    let app = spawn_app().await;
+    app.payer("u-alice", 1, "100.00").await;
+    app.pay(1, "100000000000000001", "ORDER-1", "60.00").await;
+    app.eventually(&format!("/v1/merchants/{MERCHANT}/orders/ORDER-1")).await;
+    app.open_card(1, "100000000000000002", "C0001").await;
+    app.until(&format!("/v1/merchants/{MERCHANT}/members"), |v| v.to_string().contains("C0001")).await;
+    app
+}
+
+#[tokio::test]
+async fn a_key_is_exchanged_for_an_http_only_strict_session_and_never_reaches_the_page() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    let signed = b.sign_in(&app.keys.merchant).await;
+    assert_eq!((signed.status, signed.location()), (303, "/console"));
+    let set: Vec<&str> = signed.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    let session = set.iter().find(|c| c.starts_with("fp_session=")).expect("a session cookie");
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict") && session.contains("Path=/console"));
+    let home = b.get("/console").await;
+    assert_eq!((home.status, home.location()), (303, format!("/console/merchants/{MERCHANT}").as_str()));
+    let page = b.get(&format!("/console/merchants/{MERCHANT}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let secret = app.keys.merchant.rsplit('_').next().unwrap();
+    assert!(!page.body.contains(secret), "the key's secret is never on a page");
+    let csp = page.headers.get("content-security-policy").unwrap().to_str().unwrap();
+    assert!(csp.starts_with("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.headers.get("x-frame-options").unwrap(), "DENY");
+    assert_eq!(page.headers.get("cache-control").unwrap(), "no-store");
+    assert!(!page.body.contains("<script"), "no script at all");
+    // Signed out: the session is gone, the old cookie opens nothing.
+    let old = b.cookies.clone();
+    let csrf = page.csrf();
+    assert_eq!(b.post("/console/sign-out", &[("csrf", &csrf)]).await.status, 303);
+    b.cookies = old;
+    assert_eq!(b.get("/console/merchants/x").await.location(), "/console/sign-in");
+}
+
+#[tokio::test]
+async fn a_wrong_key_and_a_sign_in_posted_from_elsewhere_start_no_session() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    let forged = format!("fpk_{}_{}", "0".repeat(24), "1".repeat(64));
+    let failed = b.sign_in(&forged).await;
+    assert_eq!(failed.status, 401);
+    assert!(failed.body.contains("Sign-in failed"), "{}", failed.body);
+    assert!(!b.cookies.contains_key("fp_session"));
+    // No sign-in cookie (another site's form): refused before the key is looked at.
+    let mut other = Browser::new(&app);
+    let posted = other.post("/console/sign-in", &[("token", &app.keys.admin), ("csrf", "x")]).await;
+    assert_eq!(posted.status, 403);
+    assert!(!other.cookies.contains_key("fp_session"));
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_is_refused_and_nothing_is_done() {
+    let app = spawn_app().await;
+    let before = app.get_as("/v1/keys", Some(&app.keys.admin)).await.1["items"].as_array().unwrap().len();
+    let mut b = Browser::new(&app);
+    b.sign_in(&app.keys.admin).await;
+    for csrf in [None, Some("0".repeat(64))] {
+        let mut form = vec![("role", "finance"), ("label", "forged")];
+        if let Some(c) = &csrf {
+            form.push(("csrf", c));
+        }
+        let refused = b.post("/console/admin/keys", &form).await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert!(refused.body.contains("expired"), "{}", refused.body);
+    }
+    let after = app.get_as("/v1/keys", Some(&app.keys.admin)).await.1["items"].as_array().unwrap().len();
+    assert_eq!(before, after, "no key was made");
+    // With it, the key is made and its token shown once.
+    let csrf = b.get("/console/admin/keys").await.csrf();
+    let made = b.post("/console/admin/keys", &[("csrf", &csrf), ("role", "finance"), ("label", "console")]).await;
+    assert_eq!((made.status, made.location()), (303, "/console/admin/keys"), "{}", made.body);
+    assert!(b.get("/console/admin/keys").await.body.contains(r#"class="token""#), "the token, once");
+    assert!(!b.get("/console/admin/keys").await.body.contains(r#"class="token""#), "and never again");
+}
+
+#[tokio::test]
+async fn another_tenants_page_a_page_of_another_role_and_no_page_are_the_same_404() {
+    let app = app_with_an_order().await;
+    let mut b = Browser::new(&app);
+    b.sign_in(&app.keys.merchant).await;
+    let mut bodies = Vec::new();
+    for path in [
+        format!("/console/merchants/{OTHER_MERCHANT}/transactions"),
+        format!("/console/merchants/{OTHER_MERCHANT}/orders/ORDER-1"),
+        "/console/finance/breaks".to_string(),
+        "/console/admin/keys".to_string(),
+        "/console/no-such-page".to_string(),
+    ] {
+        let a = b.get(&path).await;
+        assert_eq!(a.status, 404, "{path}");
+        bodies.push(a.body.replace(&path, ""));
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "one 404 page");
+    assert!(!bodies[0].contains("ORDER-1"));
+    // A store key sees its store's attempts, not the whole merchant's members.
+    let mut s = Browser::new(&app);
+    s.sign_in(&app.keys.store).await;
+    assert_eq!(s.get(&format!("/console/merchants/{MERCHANT}/members")).await.status, 404);
+    assert_eq!(s.get(&format!("/console/merchants/{MERCHANT}/transactions")).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_revoked_key_ends_its_sessions_at_once() {
+    let app = spawn_app().await;
+    let mut admin = Browser::new(&app);
+    admin.sign_in(&app.keys.admin).await;
+    let csrf = admin.get("/console/admin/keys").await.csrf();
+    admin.post("/console/admin/keys", &[("csrf", &csrf), ("role", "finance"), ("label", "soon gone")]).await;
+    let made = admin.get("/console/admin/keys").await;
+    let at = made.body.find("fpk_").unwrap();
+    let token: String = made.body[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let key_id = token.split('_').nth(1).unwrap().to_string();
+    let mut finance = Browser::new(&app);
+    assert_eq!(finance.sign_in(&token).await.status, 303);
+    assert_eq!(finance.get("/console/finance/runs").await.status, 200);
+    let csrf = admin.get("/console/admin/keys").await.csrf();
+    let revoked = admin.post(&format!("/console/admin/keys/{key_id}/revocation"), &[("csrf", &csrf)]).await;
+    assert_eq!(revoked.status, 303);
+    let after = finance.get("/console/finance/runs").await;
+    assert_eq!((after.status, after.location()), (303, "/console/sign-in"));
+    let audit = app.get_as("/v1/audit", Some(&app.keys.admin)).await.1.to_string();
+    assert!(audit.contains("console_signed_in") && audit.contains("key_revoked"), "{audit}");
+}
+
+#[tokio::test]
+async fn the_pages_show_what_the_api_serves_in_either_language() {
+    let app = app_with_an_order().await;
+    let mut b = Browser::new(&app);
+    b.sign_in(&app.keys.merchant).await;
+    let m = format!("/console/merchants/{MERCHANT}");
+    let list = b.get(&format!("{m}/transactions")).await;
+    assert!(list.body.contains("ORDER-1") && list.body.contains("¥60.00") && list.body.contains("Transactions"));
+    let order = b.get(&format!("{m}/orders/ORDER-1")).await;
+    assert!(order.body.contains(r#"data-figure="status">PAID"#), "{}", order.body);
+    let members = b.get(&format!("{m}/members")).await;
+    assert!(members.body.contains("C0001"));
+    assert!(!members.body.contains("u-alice"), "a merchant sees openids, not payer ids");
+    let settlement = b.get(&format!("{m}/settlement")).await;
+    assert!(settlement.body.contains("<svg") && settlement.body.contains("¥60.00"), "{}", settlement.body);
+    let day = app.get_as(&format!("/v1/merchants/{MERCHANT}/glance"), Some(&app.keys.merchant)).await.1;
+    let overview = b.get(&format!("{m}?date={}", day["day"].as_str().unwrap())).await;
+    assert!(overview.body.contains(r#"data-figure="paid"><span class="money">¥60.00"#), "{}", overview.body);
+    b.lang = "zh-CN,zh;q=0.9";
+    assert!(b.get(&format!("{m}/transactions")).await.body.contains("交易"));
+    let switched = b.get(&format!("/console/lang?to=en&back={m}/transactions")).await;
+    assert_eq!(switched.location(), format!("{m}/transactions"));
+    assert!(b.get(&format!("{m}/transactions")).await.body.contains("Transactions"), "the switch wins");
+    let elsewhere = b.get("/console/lang?to=en&back=//evil.example/").await;
+    assert_eq!(elsewhere.location(), "/console", "never a redirect off the console");
+}
