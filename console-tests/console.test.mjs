@@ -156,6 +156,13 @@ test("the merchant's pages show the demo's day, with filters and pages", async (
   assert.equal(csvFen, fen(glance.paid_amount), 'the export adds up to the API');
   await page.goto(`${base}${m}/settlement`);
   assert.ok((await page.$$('svg.chart rect')).length >= 1, 'the chart has its bars');
+  // The device filter: typed into the form, every row is that device's.
+  await page.goto(`${base}${m}/transactions?date=${DEMO_DAY}`);
+  const device = (await page.textContent('tbody tr td:nth-child(8)')).trim();
+  await page.fill('#device_id', device);
+  await Promise.all([page.waitForURL(/device_id=/), page.click('form.filters button')]);
+  const devices = await page.$$eval('tbody tr td:nth-child(8)', (d) => d.map((e) => e.textContent.trim()));
+  assert.ok(devices.length > 0 && devices.every((d) => d === device), 'the device filter');
   await context.close();
   await visit('merchant', [
     ['overview', `${m}?date=${DEMO_DAY}`], ['transactions', `${m}/transactions?date=${DEMO_DAY}`],

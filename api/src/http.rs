@@ -12,7 +12,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use facepay_domain::auth::{AcceptStamp, EventSignature, KeyId, Role, SIGNATURE_HEADER};
 use facepay_domain::limits::EVENT_BYTES_MAX;
 use facepay_domain::money::fen_to_string;
-use facepay_domain::{FieldError, FieldErrorKind, MerchantId, OrderStatus, OutTradeNo, PayerId, PaymentResult};
+use facepay_domain::{
+    DeviceId, FieldError, FieldErrorKind, MerchantId, OrderStatus, OutTradeNo, PayerId, PaymentResult, StoreId,
+};
 use facepay_ingest::authenticity::{Position, Refusal};
 use facepay_ingest::validate::{learn_key, validate, validate_signed};
 use facepay_ledger::model::Keys;
@@ -270,7 +272,7 @@ pub(crate) async fn order_view(
     })
 }
 
-#[derive(Default, Deserialize, utoipa::IntoParams)]
+#[derive(Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
     /// An Asia/Shanghai day.
@@ -283,6 +285,12 @@ pub(crate) struct HistoryQuery {
     pub(crate) cursor: Option<String>,
     #[param(minimum = 1, maximum = 500)]
     pub(crate) limit: Option<u32>,
+    /// Only this store's rows (a store-scoped key: its own store only; another is a 404).
+    #[param(value_type = Option<facepay_domain::StoreId>)]
+    pub(crate) store_id: Option<String>,
+    /// Only this device's rows.
+    #[param(value_type = Option<facepay_domain::DeviceId>)]
+    pub(crate) device_id: Option<String>,
 }
 
 /// One payment attempt in a merchant's history.
@@ -313,8 +321,16 @@ fn history_filter(
         .map(|c| auth.open_cursor(merchant, &c).ok_or_else(|| bad("cursor", "a cursor from next_cursor")))
         .transpose()?;
     let limit = page_limit(q.limit)?;
-    // A store-scoped key sees its store's rows only.
-    Ok(HistoryFilter { day, status, before_id, store_id: p.store_id.clone(), limit })
+    let asked = q.store_id.filter(|s| !s.is_empty()).map(|s| field("store_id", StoreId::parse(s))).transpose()?;
+    // A store-scoped key sees its store's rows only: another store is what does not exist.
+    let store_id = match (&p.store_id, asked) {
+        (Some(own), Some(asked)) if *own != asked => return Err(ApiError::NotFound),
+        (Some(own), _) => Some(own.clone()),
+        (None, asked) => asked,
+    };
+    let device_id =
+        q.device_id.filter(|d| !d.is_empty()).map(|d| field("device_id", DeviceId::parse(d))).transpose()?;
+    Ok(HistoryFilter { day, status, before_id, store_id, device_id, limit })
 }
 
 /// `GET /v1/merchants/{merchant_id}/transactions`: newest first, by cursor; a store-scoped

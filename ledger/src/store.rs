@@ -182,6 +182,8 @@ pub struct HistoryFilter {
     pub before_id: Option<i64>,
     /// Only rows of this store of the merchant (what a store-scoped key sees).
     pub store_id: Option<facepay_domain::StoreId>,
+    /// Only rows of this device.
+    pub device_id: Option<facepay_domain::DeviceId>,
     pub limit: u32,
 }
 

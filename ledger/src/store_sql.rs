@@ -47,6 +47,9 @@ pub(crate) fn history_sql(f: &crate::store::HistoryFilter) -> String {
     if f.store_id.is_some() {
         and("store_id", "=");
     }
+    if f.device_id.is_some() {
+        and("device_id", "=");
+    }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
     sql
 }
@@ -191,6 +194,9 @@ macro_rules! reader_sql {
                 }
                 if let Some(store) = &f.store_id {
                     q = q.bind(store.as_str());
+                }
+                if let Some(device) = &f.device_id {
+                    q = q.bind(device.as_str());
                 }
                 q.bind(i64::from(f.limit))
             }

@@ -13,6 +13,7 @@ use axum::Router;
 use facepay_domain::limits::PAGE_LIMIT_MAX;
 use futures_util::stream::{self, StreamExt};
 
+use super::page::{breaks_filters, history_filters};
 use super::{Console, ConsoleError};
 use crate::auth::{Authorized, FinanceOnly, MerchantOrFinance};
 use crate::extract::ApiQuery;
@@ -38,7 +39,7 @@ enum Next {
     Done,
 }
 
-/// `GET /console/merchants/{m}/transactions.csv?date=&status=`: every row of the filter.
+/// `GET /console/merchants/{m}/transactions.csv?date=&status=&store_id=&device_id=`: every row of the filter.
 async fn transactions_csv(
     State(st): State<AppState>,
     c: Console,
@@ -46,10 +47,9 @@ async fn transactions_csv(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ConsoleError> {
     let p = c.as_role::<MerchantOrFinance>()?;
-    let (date, status) = (q.date.filter(|d| !d.is_empty()), q.status.filter(|s| !s.is_empty()));
-    let name = format!("transactions-{merchant}-{}.csv", date.as_deref().unwrap_or("all"));
-    let query =
-        move |cursor| HistoryQuery { date: date.clone(), status: status.clone(), cursor, limit: Some(PAGE_LIMIT_MAX) };
+    let base = HistoryQuery { cursor: None, limit: Some(PAGE_LIMIT_MAX), ..history_filters(q) };
+    let name = format!("transactions-{merchant}-{}.csv", base.date.as_deref().unwrap_or("all"));
+    let query = move |cursor| HistoryQuery { cursor, ..base.clone() };
     // The first page is read before answering: a bad filter or another tenant is its error page.
     let first = history_page(&st, &p, merchant.clone(), query(None)).await?;
     let head =
@@ -79,16 +79,7 @@ async fn breaks_csv(
     ApiQuery(q): ApiQuery<BreaksQuery>,
 ) -> Result<Response, ConsoleError> {
     let p: Authorized<FinanceOnly> = c.as_role::<FinanceOnly>()?;
-    let keep = |v: Option<String>| v.filter(|v| !v.is_empty());
-    let base = BreaksQuery {
-        run_id: keep(q.run_id),
-        date: keep(q.date),
-        class: keep(q.class),
-        merchant_id: keep(q.merchant_id),
-        unresolved: q.unresolved,
-        cursor: None,
-        limit: Some(PAGE_LIMIT_MAX),
-    };
+    let base = BreaksQuery { cursor: None, limit: Some(PAGE_LIMIT_MAX), ..breaks_filters(q) };
     let query = move |cursor| BreaksQuery { cursor, ..base.clone() };
     let first = breaks_page(&st, &p, query(None)).await?;
     let head = Bytes::from(format!("{BREAKS_HEADER}{}", first.items.iter().map(break_line).collect::<String>()));

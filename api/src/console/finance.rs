@@ -14,7 +14,7 @@ use facepay_ledger::reconcile::store::Action;
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{at, cny, empty_row, next_link, shell, table, Head::Text};
+use super::page::{at, breaks_filters, cny, empty_row, next_link, shell, table, Head::Text};
 use super::session::same_secret;
 use super::{respond, Console, ConsoleError, Posted};
 use crate::admin::{audit_page, AuditQuery};
@@ -118,16 +118,10 @@ async fn breaks(
     ApiQuery(q): ApiQuery<BreaksQuery>,
 ) -> Result<Response, ConsoleError> {
     let p = c.as_role::<FinanceOnly>()?;
-    let keep = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
-    let (run_id, date, class, merchant) = (keep(&q.run_id), keep(&q.date), keep(&q.class), keep(&q.merchant_id));
-    let unresolved = q.unresolved.unwrap_or(false);
-    let query = BreaksQuery {
-        run_id: run_id.clone(),
-        date: date.clone(),
-        class: class.clone(),
-        merchant_id: merchant.clone(),
-        ..q
-    };
+    let query = breaks_filters(q);
+    let (run_id, date) = (query.run_id.clone(), query.date.clone());
+    let (class, merchant) = (query.class.clone(), query.merchant_id.clone());
+    let unresolved = query.unresolved.unwrap_or(false);
     let page = breaks_page(&st, &p, query).await?;
     let t = c.ctx.t();
     let body = html! {

@@ -11,7 +11,9 @@ use facepay_domain::auth::Role;
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{at, cny, empty_row, encode, next_link, shell, table, Head::Num, Head::Text};
+use super::page::{
+    at, cny, empty_row, encode, history_filters, next_link, query_string, shell, table, Head::Num, Head::Text,
+};
 use super::{respond, Console, ConsoleError};
 use crate::auth::{FinanceOnly, MerchantOrFinance, OrderReaders};
 use crate::extract::ApiQuery;
@@ -111,8 +113,9 @@ async fn transactions(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ConsoleError> {
     let p = c.as_role::<MerchantOrFinance>()?;
-    let (date, status) = (q.date.clone().filter(|d| !d.is_empty()), q.status.clone().filter(|s| !s.is_empty()));
-    let query = HistoryQuery { date: date.clone(), status: status.clone(), ..q };
+    let query = history_filters(q);
+    let (date, status) = (query.date.clone(), query.status.clone());
+    let (store, device) = (query.store_id.clone(), query.device_id.clone());
     let page = history_page(&st, &p, merchant.clone(), query).await?;
     let t = c.ctx.t();
     let base = format!("/console/merchants/{}", encode(&merchant));
@@ -125,6 +128,10 @@ async fn transactions(
                 option value="" { (t.all) }
                 @for s in statuses { option value=(s) selected[status.as_deref() == Some(s)] { (s) } }
             }
+            @if c.principal.store_id.is_none() {
+                label for="store_id" { (t.store) } input id="store_id" name="store_id" size="8" value=[store.as_deref()];
+            }
+            label for="device_id" { (t.device) } input id="device_id" name="device_id" size="10" value=[device.as_deref()];
             button type="submit" { (t.filter) }
         }
         table class="rows" {
@@ -150,9 +157,9 @@ async fn transactions(
                 @if page.items.is_empty() { (empty_row(t, 9)) }
             }
         }
-        (next_link(t, &format!("{base}/transactions"), &[("date", date.clone()), ("status", status.clone())], page.next_cursor.as_deref()))
-        p { a href={ (base) "/transactions.csv?date=" (date.as_deref().map(encode).unwrap_or_default())
-            "&status=" (status.as_deref().unwrap_or_default()) } download { (t.export_csv) } }
+        @let filters = [("date", date), ("status", status), ("store_id", store), ("device_id", device)];
+        (next_link(t, &format!("{base}/transactions"), &filters, page.next_cursor.as_deref()))
+        p { a href={ (base) "/transactions.csv?" (query_string(&filters)) } download { (t.export_csv) } }
     };
     let title = format!("{} · {}", t.transactions, merchant);
     Ok(respond(shell(&c.ctx, &title, body)))

@@ -9,6 +9,8 @@ use maud::{html, Markup, DOCTYPE};
 
 use super::text::{Lang, Text};
 use crate::auth::Principal;
+use crate::http::HistoryQuery;
+use crate::reconcile::BreaksQuery;
 
 /// Who is looking at a page, and in which language.
 pub struct Ctx {
@@ -148,6 +150,26 @@ pub enum Head {
 /// A query string's value, percent-encoded.
 pub fn encode(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// A form's filters as the API reads them: a field left empty is a filter not set.
+pub(crate) fn history_filters(q: HistoryQuery) -> HistoryQuery {
+    HistoryQuery {
+        date: set(q.date),
+        status: set(q.status),
+        store_id: set(q.store_id),
+        device_id: set(q.device_id),
+        ..q
+    }
+}
+
+/// The same for the breaks' filters.
+pub(crate) fn breaks_filters(q: BreaksQuery) -> BreaksQuery {
+    BreaksQuery { run_id: set(q.run_id), date: set(q.date), class: set(q.class), merchant_id: set(q.merchant_id), ..q }
+}
+
+fn set(v: Option<String>) -> Option<String> {
+    v.filter(|v| !v.is_empty())
 }
 
 /// The filters that are set, as a query string.

@@ -283,6 +283,13 @@ async fn batches_commit_decide_and_project_what_the_events_say(backend: Backend)
     );
     let paid_only = HistoryFilter { status: Some(OrderStatus::Paid), limit: 50, ..Default::default() };
     assert_eq!(s.history(&merchant("m1"), &paid_only).await.unwrap().len(), 2);
+    // By device: the rows of that device only, the same query with one more condition.
+    let device = facepay_domain::DeviceId::parse(history[0].device_id.clone()).unwrap();
+    let of_device = HistoryFilter { device_id: Some(device), limit: 50, ..Default::default() };
+    let same_device = history.iter().filter(|h| h.device_id == history[0].device_id).count();
+    assert_eq!(s.history(&merchant("m1"), &of_device).await.unwrap().len(), same_device);
+    let nobody = HistoryFilter { device_id: Some(facepay_domain::DeviceId::parse("DEV-NONE").unwrap()), ..of_device };
+    assert!(s.history(&merchant("m1"), &nobody).await.unwrap().is_empty());
     // The day at a glance counts the same rows by status, reason and member quick pay.
     let day = history[0].day;
     let mut glance: Vec<(OrderStatus, Option<String>, bool, i64, i64)> = s

@@ -314,6 +314,20 @@ async fn a_store_key_sees_its_stores_transactions_only() {
     };
     assert_eq!(app.store.history(&merchant, &of("S01")).await.unwrap().len(), items.len());
     assert!(app.store.history(&merchant, &of("S02")).await.unwrap().is_empty());
+    // Asking for its own store is its page; for another store, the same 404 as nothing.
+    let own = app.get_as(&format!("/v1/merchants/{MERCHANT}/transactions?store_id=S01"), Some(&app.keys.store)).await;
+    assert_eq!((own.0, own.1["items"].as_array().unwrap().len()), (200, items.len()));
+    let other = app.get_as(&format!("/v1/merchants/{MERCHANT}/transactions?store_id=S02"), Some(&app.keys.store)).await;
+    assert_eq!(other.0, 404, "{}", other.1);
+    // A whole-merchant key filters by store and by device.
+    let by = |q: &str| format!("/v1/merchants/{MERCHANT}/transactions?{q}");
+    let s02 = app.get_as(&by("store_id=S02"), Some(&app.keys.merchant)).await;
+    assert_eq!((s02.0, s02.1["items"].as_array().unwrap().len()), (200, 0));
+    let device = app.get_as(&by(&format!("device_id={DEVICE}")), Some(&app.keys.merchant)).await;
+    assert!(device.1["items"].as_array().unwrap().iter().all(|i| i["device_id"] == DEVICE), "{}", device.1);
+    assert!(!device.1["items"].as_array().unwrap().is_empty());
+    let bad = app.get_as(&by("device_id=%20"), Some(&app.keys.merchant)).await;
+    assert_eq!((bad.0, bad.1["field"].as_str()), (400, Some("device_id")), "{}", bad.1);
     // Merchant-wide views stay closed to it.
     let (status, _) = app.get_as(&format!("/v1/merchants/{MERCHANT}/settlement"), Some(&app.keys.store)).await;
     assert_eq!(status, 403);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::app::{spawn_app, TestApp, MERCHANT, OTHER_MERCHANT};
+use crate::support::app::{spawn_app, TestApp, DEVICE, MERCHANT, OTHER_MERCHANT};
 
 /// A cookie-keeping client that follows no redirect (each answer is asserted as sent).
 struct Browser {
@@ -205,6 +205,11 @@ async fn the_pages_show_what_the_api_serves_in_either_language() {
     let m = format!("/console/merchants/{MERCHANT}");
     let list = b.get(&format!("{m}/transactions")).await;
     assert!(list.body.contains("ORDER-1") && list.body.contains("¥60.00") && list.body.contains("Transactions"));
+    let elsewhere = b.get(&format!("{m}/transactions?store_id=S02&device_id=")).await;
+    assert!(elsewhere.status == 200 && !elsewhere.body.contains("ORDER-1"), "the store filter");
+    let csv = b.get(&format!("{m}/transactions.csv?device_id={DEVICE}")).await;
+    assert_eq!(csv.headers.get("content-type").unwrap(), "text/csv; charset=utf-8");
+    assert!(csv.body.starts_with("occurred_at,") && csv.body.contains(",ORDER-1,60.00,PAID,"), "{}", csv.body);
     let order = b.get(&format!("{m}/orders/ORDER-1")).await;
     assert!(order.body.contains(r#"data-figure="status">PAID"#), "{}", order.body);
     let members = b.get(&format!("{m}/members")).await;
