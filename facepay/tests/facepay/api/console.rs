@@ -228,3 +228,61 @@ async fn the_pages_show_what_the_api_serves_in_either_language() {
     let elsewhere = b.get("/console/lang?to=en&back=//evil.example/").await;
     assert_eq!(elsewhere.location(), "/console", "never a redirect off the console");
 }
+
+/// A multipart body of `fields` (name, file name, value), as a browser sends a form.
+fn multipart(fields: &[(&str, Option<&str>, &str)]) -> (String, String) {
+    let boundary = "----facepay-console-test";
+    let mut body = String::new();
+    for (name, file, value) in fields {
+        let file = file.map(|f| format!("; filename=\"{f}\"\r\nContent-Type: text/csv")).unwrap_or_default();
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn finance_uploads_a_bill_and_resolves_a_break_through_the_console_and_both_are_audited() {
+    let app = spawn_app().await;
+    let runs = || app.get_as("/v1/reconciliation/runs", Some(&app.keys.finance));
+    let mut b = Browser::new(&app);
+    b.sign_in(&app.keys.finance).await;
+    let csrf = b.get("/console/finance/runs").await.csrf();
+    let bill = super::reconcile_http::SAMPLE;
+    // Without its CSRF token first, the upload is refused and nothing is imported.
+    let (kind, forged) = multipart(&[("date", None, "2026-03-02"), ("bill", Some("b.csv"), bill)]);
+    let req = b.http.post(format!("{}/console/finance/bills", b.base)).header("content-type", &kind).body(forged);
+    assert_eq!(b.send(req).await.status, 403);
+    assert!(runs().await.1["items"].as_array().unwrap().is_empty(), "nothing imported");
+    let (kind, body) = multipart(&[("csrf", None, &csrf), ("date", None, "2026-03-02"), ("bill", Some("b.csv"), bill)]);
+    let req = b.http.post(format!("{}/console/finance/bills", b.base)).header("content-type", &kind).body(body);
+    let up = b.send(req).await;
+    assert_eq!(up.status, 303, "{}", up.body);
+    assert!(up.location().starts_with("/console/finance/breaks?run_id="), "{}", up.location());
+    let breaks = b.get(up.location()).await;
+    let at = breaks.body.find(r#"data-break=""#).expect("a break") + r#"data-break=""#.len();
+    let break_id = breaks.body[at..].split('"').next().unwrap().to_string();
+    let form = [
+        ("csrf", breaks.csrf()),
+        ("action", "accepted".to_string()),
+        ("resolved_by", "Li Na".to_string()),
+        ("reason", "test payment".to_string()),
+        ("back", up.location().to_string()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resolved = b.post(&format!("/console/finance/breaks/{break_id}/resolution"), &form).await;
+    assert_eq!((resolved.status, resolved.location()), (303, up.location()), "{}", resolved.body);
+    let after = b.get(up.location()).await;
+    let row = &after.body[after.body.find(&break_id).unwrap()..];
+    assert!(row[..row.find("</tr>").unwrap()].contains("Resolved"), "the row says so");
+    let again = b.post(&format!("/console/finance/breaks/{break_id}/resolution"), &form).await;
+    assert_eq!(again.status, 400, "a break is resolved once: {}", again.body);
+    let audit = app.get_as("/v1/audit", Some(&app.keys.admin)).await.1.to_string();
+    assert!(audit.contains("bill_imported") && audit.contains("break_resolved"), "{audit}");
+    let csv = b
+        .get(&format!("/console/finance/breaks.csv?run_id={}", &up.location()[up.location().find('=').unwrap() + 1..]))
+        .await;
+    assert!(csv.body.starts_with("break_id,") && csv.body.contains(&format!("{break_id},")), "{}", csv.body);
+}
