@@ -66,6 +66,8 @@ pub async fn submit(State(st): State<AppState>, headers: HeaderMap, Form(f): For
         }
         Err(e) => return ConsoleError::from(e).into_response(),
     };
+    // A session this browser held before (another key's, perhaps) ends here.
+    st.console.end(&headers);
     let (id, _) = st.console.start(principal.key_id.clone());
     let entry = principal.actor().entry("console_signed_in", principal.key_id.as_str(), serde_json::json!({}));
     if let Err(e) = st.store.audit_append(&entry).await {

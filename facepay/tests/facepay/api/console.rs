@@ -99,6 +99,13 @@ async fn a_key_is_exchanged_for_an_http_only_strict_session_and_never_reaches_th
     assert_eq!(page.headers.get("x-frame-options").unwrap(), "DENY");
     assert_eq!(page.headers.get("cache-control").unwrap(), "no-store");
     assert!(!page.body.contains("<script"), "no script at all");
+    // Signing in again (as another key) ends the session the browser held.
+    let before = b.cookies.clone();
+    assert_eq!(b.sign_in(&app.keys.finance).await.status, 303);
+    let mut stale = Browser::new(&app);
+    stale.cookies = before;
+    assert_eq!(stale.get("/console/merchants/x").await.location(), "/console/sign-in");
+    let page = b.get("/console/finance/runs").await;
     // Signed out: the session is gone, the old cookie opens nothing.
     let old = b.cookies.clone();
     let csrf = page.csrf();
