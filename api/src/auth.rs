@@ -341,7 +341,7 @@ pub fn mint(pepper: &Pepper, spec: NewKey, by: &Actor) -> Result<(Credential, Ap
 }
 
 /// Constant-time equality of two byte strings of the same length.
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

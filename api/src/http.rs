@@ -218,6 +218,12 @@ fn subject_of(body: &[u8]) -> String {
     payer.or(v.get("merchant_id").and_then(|m| m.as_str())).unwrap_or("platform").to_string()
 }
 
+/// A `date` query parameter: an Asia/Shanghai day, `YYYY-MM-DD`.
+fn day_param(d: String) -> Result<NaiveDate, ApiError> {
+    let bad = || FieldError::new("date", FieldErrorKind::Invalid, "a day like 2026-03-02");
+    NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| ApiError::BadRequest(bad()))
+}
+
 fn field<T>(name: &str, r: Result<T, facepay_domain::ValueError>) -> Result<T, ApiError> {
     r.map_err(|e| ApiError::BadRequest(FieldError::new(name, e.kind, e.message)))
 }
@@ -308,10 +314,7 @@ fn history_filter(
     p: &Principal,
 ) -> Result<HistoryFilter, ApiError> {
     let bad = |f: &str, m: &str| ApiError::BadRequest(FieldError::new(f, FieldErrorKind::Invalid, m));
-    let day = q
-        .date
-        .map(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| bad("date", "a day like 2026-03-02")))
-        .transpose()?;
+    let day = q.date.map(day_param).transpose()?;
     let status = q
         .status
         .map(|s| OrderStatus::parse(&s).ok_or_else(|| bad("status", "PAID, DECLINED, REVERSED or REVOKED")))
@@ -543,9 +546,8 @@ pub(crate) async fn glance_view(
 ) -> Result<Glance, ApiError> {
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
     p.sees_merchant(&merchant)?;
-    let bad = || ApiError::BadRequest(FieldError::new("date", FieldErrorKind::Invalid, "a day like 2026-03-02"));
     let day = match date.filter(|d| !d.is_empty()) {
-        Some(d) => NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| bad())?,
+        Some(d) => day_param(d)?,
         None => facepay_domain::time::shanghai_day(st.clock.now()),
     };
     let rows = st.store.day_glance(&merchant, p.store_id.as_ref(), day).await?;

@@ -121,7 +121,10 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
         .map(|(m, k)| {
             let key_id = facepay_domain::auth::ApiToken::parse(k).map(|t| t.key_id);
             let (session, _) = state.console.start(key_id.map_err(|e| anyhow::anyhow!("{e}"))?);
-            Ok((m.clone(), (hyper::header::COOKIE, format!("fp_session={session}"))))
+            Ok((
+                m.clone(),
+                (hyper::header::COOKIE, format!("{}={session}", facepay_api::console::session::SESSION_COOKIE)),
+            ))
         })
         .collect::<anyhow::Result<_>>()?;
     let server = tokio::spawn(async move { axum::serve(listener, facepay_api::server::router(state)).await });

@@ -11,8 +11,8 @@ use facepay_domain::{DeviceId, FieldError, MerchantId, StoreId};
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{at, empty_row, shell};
-use super::{respond, Console, ConsoleError, Posted};
+use super::page::{at, shell, table, Head::Text};
+use super::{respond, Console, ConsoleError, NoFields, Posted};
 use crate::admin::{create, keys_page, revoke, CreatedKey};
 use crate::auth::{AdminOnly, NewKey};
 use crate::error::ApiError;
@@ -31,6 +31,15 @@ async fn keys(State(st): State<AppState>, headers: HeaderMap, c: Console) -> Res
     let created = st.console.take_once(&headers);
     let t = c.ctx.t();
     let roles = [Role::Merchant, Role::Finance, Role::Device, Role::Admin];
+    let heads = [
+        Text(t.key_id),
+        Text(t.role),
+        Text(t.merchant),
+        Text(t.label),
+        Text(t.created),
+        Text(t.expires),
+        Text(t.revoked),
+    ];
     let body = html! {
         @if let Some(token) = &created {
             div class="notice" role="status" {
@@ -50,31 +59,23 @@ async fn keys(State(st): State<AppState>, headers: HeaderMap, c: Console) -> Res
             button type="submit" { (t.create_key) }
         }
         h2 { (t.keys) }
-        table class="rows" {
-            thead { tr { th scope="col" { (t.key_id) } th scope="col" { (t.role) } th scope="col" { (t.merchant) }
-                th scope="col" { (t.label) } th scope="col" { (t.created) } th scope="col" { (t.expires) }
-                th scope="col" { (t.revoked) } } }
-            tbody {
-                @for k in &page.items {
-                    tr data-key=(k.key_id) {
-                        td { code { (k.key_id) } } td { (k.role.as_str()) }
-                        td { @if let Some(m) = &k.merchant_id { (m) } @if let Some(s) = &k.store_id { " / " (s) }
-                            @if let Some(d) = &k.device_id { " / " (d) } }
-                        td { (k.label) } td { (at(&k.created_at)) } td { (at(&k.expires_at)) }
-                        td {
-                            @if let Some(r) = &k.revoked_at { (at(r)) }
-                            @else if k.key_id != c.principal.key_id {
-                                form method="post" action={ "/console/admin/keys/" (k.key_id) "/revocation" } {
-                                    (c.ctx.csrf_field())
-                                    button type="submit" class="danger" aria-label={ (t.revoke) " " (k.key_id) } { (t.revoke) }
-                                }
-                            }
+        (table(t, &heads, &page.items, |k| html! {
+            tr data-key=(k.key_id) {
+                td { code { (k.key_id) } } td { (k.role.as_str()) }
+                td { @if let Some(m) = &k.merchant_id { (m) } @if let Some(s) = &k.store_id { " / " (s) }
+                    @if let Some(d) = &k.device_id { " / " (d) } }
+                td { (k.label) } td { (at(&k.created_at)) } td { (at(&k.expires_at)) }
+                td {
+                    @if let Some(r) = &k.revoked_at { (at(r)) }
+                    @else if k.key_id != c.principal.key_id {
+                        form method="post" action={ "/console/admin/keys/" (k.key_id) "/revocation" } {
+                            (c.ctx.csrf_field())
+                            button type="submit" class="danger" aria-label={ (t.revoke) " " (k.key_id) } { (t.revoke) }
                         }
                     }
                 }
-                @if page.items.is_empty() { (empty_row(t, 7)) }
             }
-        }
+        }))
     };
     Ok(respond(shell(&c.ctx, t.keys, body)))
 }
@@ -132,14 +133,11 @@ async fn create_key(
     Ok(Redirect::to("/console/admin/keys").into_response())
 }
 
-#[derive(Deserialize)]
-struct Nothing {}
-
 /// `POST /console/admin/keys/{key_id}/revocation`.
 async fn revoke_key(
     State(st): State<AppState>,
     Path(key_id): Path<String>,
-    posted: Posted<Nothing>,
+    posted: Posted<NoFields>,
 ) -> Result<Response, ConsoleError> {
     let p = posted.console.as_role::<AdminOnly>()?;
     revoke(&st, &p, key_id).await?;

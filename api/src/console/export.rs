@@ -4,9 +4,11 @@
 //! memory. A store failure midway aborts the answer (the download fails) rather than ending
 //! it short as if complete.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -15,9 +17,11 @@ use futures_util::stream::{self, StreamExt};
 
 use super::page::{breaks_filters, history_filters};
 use super::{Console, ConsoleError};
-use crate::auth::{Authorized, FinanceOnly, MerchantOrFinance};
+use crate::auth::{FinanceOnly, MerchantOrFinance};
+use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::http::{history_page, HistoryItem, HistoryQuery};
+use crate::page::Page;
 use crate::recon_view::BreakView;
 use crate::reconcile::{breaks_page, BreaksQuery};
 use crate::state::AppState;
@@ -33,12 +37,6 @@ const TRANSACTIONS_HEADER: &str =
 const BREAKS_HEADER: &str =
     "break_id,run_id,day,merchant_id,class,kind,number,ledger_number,bill_line,bill_amount,ledger_amount,detail,resolved\n";
 
-/// What the next read of a stream starts from.
-enum Next {
-    After(String),
-    Done,
-}
-
 /// `GET /console/merchants/{m}/transactions.csv?date=&status=&store_id=&device_id=`: every row of the filter.
 async fn transactions_csv(
     State(st): State<AppState>,
@@ -46,30 +44,17 @@ async fn transactions_csv(
     Path(merchant): Path<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ConsoleError> {
-    let p = c.as_role::<MerchantOrFinance>()?;
+    let p = Arc::new(c.as_role::<MerchantOrFinance>()?);
     let base = HistoryQuery { cursor: None, limit: Some(PAGE_LIMIT_MAX), ..history_filters(q) };
     let name = format!("transactions-{merchant}-{}.csv", base.date.as_deref().unwrap_or("all"));
     let query = move |cursor| HistoryQuery { cursor, ..base.clone() };
     // The first page is read before answering: a bad filter or another tenant is its error page.
     let first = history_page(&st, &p, merchant.clone(), query(None)).await?;
-    let head =
-        Bytes::from(format!("{TRANSACTIONS_HEADER}{}", first.items.iter().map(transaction_line).collect::<String>()));
-    let next = first.next_cursor.map_or(Next::Done, Next::After);
-    let rest = stream::unfold((next, st, p), move |(next, st, p)| {
-        let (merchant, query) = (merchant.clone(), query.clone());
-        async move {
-            let Next::After(cursor) = next else { return None };
-            match history_page(&st, &p, merchant, query(Some(cursor))).await {
-                Ok(page) => {
-                    let lines: String = page.items.iter().map(transaction_line).collect();
-                    let next = page.next_cursor.map_or(Next::Done, Next::After);
-                    Some((Ok(Bytes::from(lines)), (next, st, p)))
-                }
-                Err(e) => Some((Err(aborted(e)), (Next::Done, st, p))),
-            }
-        }
-    });
-    Ok(csv(&name, head, rest))
+    let next = move |cursor| {
+        let (st, p, merchant, query) = (st.clone(), p.clone(), merchant.clone(), query(Some(cursor)));
+        async move { history_page(&st, &p, merchant, query).await }
+    };
+    Ok(csv(&name, TRANSACTIONS_HEADER, first, transaction_line, next))
 }
 
 /// `GET /console/finance/breaks.csv?run_id=&date=&class=&merchant_id=&unresolved=`.
@@ -78,43 +63,45 @@ async fn breaks_csv(
     c: Console,
     ApiQuery(q): ApiQuery<BreaksQuery>,
 ) -> Result<Response, ConsoleError> {
-    let p: Authorized<FinanceOnly> = c.as_role::<FinanceOnly>()?;
+    let p = Arc::new(c.as_role::<FinanceOnly>()?);
     let base = BreaksQuery { cursor: None, limit: Some(PAGE_LIMIT_MAX), ..breaks_filters(q) };
     let query = move |cursor| BreaksQuery { cursor, ..base.clone() };
     let first = breaks_page(&st, &p, query(None)).await?;
-    let head = Bytes::from(format!("{BREAKS_HEADER}{}", first.items.iter().map(break_line).collect::<String>()));
-    let next = first.next_cursor.map_or(Next::Done, Next::After);
-    let rest = stream::unfold((next, st, p), move |(next, st, p)| {
-        let query = query.clone();
+    let next = move |cursor| {
+        let (st, p, query) = (st.clone(), p.clone(), query(Some(cursor)));
+        async move { breaks_page(&st, &p, query).await }
+    };
+    Ok(csv("breaks.csv", BREAKS_HEADER, first, break_line, next))
+}
+
+/// A CSV download: `header`, the lines of `first`, then those of each page `next` reads by
+/// the previous page's cursor, written as they are read.
+fn csv<T, F, Fut>(name: &str, header: &str, first: Page<T>, line: fn(&T) -> String, next: F) -> Response
+where
+    T: Send + 'static,
+    F: Fn(String) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Page<T>, ApiError>> + Send + 'static,
+{
+    let lines = move |items: &[T]| items.iter().map(line).collect::<String>();
+    let head = Bytes::from(format!("{header}{}", lines(&first.items)));
+    let rest = stream::unfold(first.next_cursor, move |cursor| {
+        let read = cursor.map(&next);
         async move {
-            let Next::After(cursor) = next else { return None };
-            match breaks_page(&st, &p, query(Some(cursor))).await {
-                Ok(page) => {
-                    let lines: String = page.items.iter().map(break_line).collect();
-                    let next = page.next_cursor.map_or(Next::Done, Next::After);
-                    Some((Ok(Bytes::from(lines)), (next, st, p)))
-                }
-                Err(e) => Some((Err(aborted(e)), (Next::Done, st, p))),
+            match read?.await {
+                Ok(page) => Some((Ok(Bytes::from(lines(&page.items))), page.next_cursor)),
+                Err(e) => Some((Err(aborted(e)), None)),
             }
         }
     });
-    Ok(csv("breaks.csv", head, rest))
-}
-
-fn csv(
-    name: &str,
-    head: Bytes,
-    rest: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
-) -> Response {
     let body = Body::from_stream(stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(rest));
     let headers = [
-        (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-        (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+        (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
     ];
     (headers, body).into_response()
 }
 
-fn aborted(e: crate::error::ApiError) -> std::io::Error {
+fn aborted(e: ApiError) -> std::io::Error {
     tracing::warn!(error = %e, "a CSV export stopped midway; the download is aborted");
     std::io::Error::other("the export stopped")
 }

@@ -14,12 +14,10 @@ use facepay_ledger::reconcile::store::Action;
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{at, breaks_filters, cny, empty_row, next_link, shell, table, Head::Text};
-use super::session::same_secret;
+use super::page::{at, back_to, breaks_filters, cny, next_link, shell, table, Head::Num, Head::Text};
 use super::{respond, Console, ConsoleError, Posted};
 use crate::admin::{audit_page, AuditQuery};
 use crate::auth::{FinanceOnly, FinanceOrAdmin};
-use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::http::rejected_page;
 use crate::reconcile::{breaks_page, resolve_one, runs_page, upload_bill, BreaksQuery, ResolveBody, UploadQuery};
@@ -49,22 +47,15 @@ async fn runs(State(st): State<AppState>, c: Console) -> Result<Response, Consol
             button type="submit" { (t.upload_bill) }
         }
         h2 { (t.runs) }
-        table class="rows" {
-            thead { tr { th scope="col" { (t.bill_day) } th scope="col" { (t.time) } th scope="col" class="num" { (t.lines) }
-                th scope="col" class="num" { (t.breaks) } th scope="col" { (t.run_report) } } }
-            tbody {
-                @for r in &page.items {
-                    tr {
-                        td { (r.day) } td { (at(&r.finished_at)) } td class="num" { (r.bill_lines) }
-                        td class="num" { a href={ "/console/finance/breaks?run_id=" (r.run_id) } data-figure="breaks" { (r.breaks) } }
-                        td { @for (class, sums) in &r.report.totals {
-                            span class="tag" { (class.as_str()) " " (sums.sums.count) } " "
-                        } }
-                    }
-                }
-                @if page.items.is_empty() { (empty_row(t, 5)) }
+        (table(t, &[Text(t.bill_day), Text(t.time), Num(t.lines), Num(t.breaks), Text(t.run_report)], &page.items, |r| html! {
+            tr {
+                td { (r.day) } td { (at(&r.finished_at)) } td class="num" { (r.bill_lines) }
+                td class="num" { a href={ "/console/finance/breaks?run_id=" (r.run_id) } data-figure="breaks" { (r.breaks) } }
+                td { @for (class, sums) in &r.report.totals {
+                    span class="tag" { (class.as_str()) " " (sums.sums.count) } " "
+                } }
             }
-        }
+        }))
     };
     Ok(respond(shell(&c.ctx, t.runs, body)))
 }
@@ -73,38 +64,30 @@ async fn runs(State(st): State<AppState>, c: Console) -> Result<Response, Consol
 /// then shows the run's breaks. The CSRF field must come first; nothing is imported without it.
 async fn upload(State(st): State<AppState>, c: Console, mut parts: Multipart) -> Result<Response, ConsoleError> {
     let p = c.as_role::<FinanceOnly>()?;
-    let expected = c.ctx.who.as_ref().map(|(_, csrf)| csrf.clone()).unwrap_or_default();
+    let bad = |e: axum::extract::multipart::MultipartError| ConsoleError::bad_form(e.to_string());
     let (mut csrf_ok, mut date, mut bill, mut file_name) = (false, None, None::<Bytes>, None);
-    let bad = |m: String| {
-        ConsoleError::from(ApiError::BadRequest(facepay_domain::FieldError::new(
-            "form",
-            facepay_domain::FieldErrorKind::Invalid,
-            m,
-        )))
-    };
-    while let Some(field) = parts.next_field().await.map_err(|e| bad(e.to_string()))? {
+    while let Some(field) = parts.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_string();
-        if !csrf_ok && name != "csrf" {
-            return Err(ConsoleError::Csrf);
+        if !csrf_ok {
+            // The first field must be the session's token; nothing else is read before it.
+            let given = if name == "csrf" { field.text().await.map_err(bad)? } else { String::new() };
+            csrf_ok = c.csrf_is(&given);
+            if !csrf_ok {
+                return Err(ConsoleError::Csrf);
+            }
+            continue;
         }
         match name.as_str() {
-            "csrf" => {
-                csrf_ok =
-                    !expected.is_empty() && same_secret(&field.text().await.map_err(|e| bad(e.to_string()))?, &expected)
-            }
-            "date" => date = Some(field.text().await.map_err(|e| bad(e.to_string()))?),
+            "date" => date = Some(field.text().await.map_err(bad)?),
             "bill" => {
                 file_name = field.file_name().map(str::to_string);
-                bill = Some(field.bytes().await.map_err(|e| bad(e.to_string()))?);
+                bill = Some(field.bytes().await.map_err(bad)?);
             }
             _ => {}
         }
-        if !csrf_ok {
-            return Err(ConsoleError::Csrf);
-        }
     }
     let (Some(date), Some(bill)) = (date, bill) else {
-        return Err(bad("a bill day and a bill file are required".into()));
+        return Err(ConsoleError::bad_form("a bill day and a bill file are required"));
     };
     let q = UploadQuery { date, mapping: None, file_name };
     let report = upload_bill(&st, &p, q, bill).await?;
@@ -124,6 +107,15 @@ async fn breaks(
     let unresolved = query.unresolved.unwrap_or(false);
     let page = breaks_page(&st, &p, query).await?;
     let t = c.ctx.t();
+    let heads = [
+        Text(t.class),
+        Text(t.merchant),
+        Text(t.day),
+        Text(t.bill_side),
+        Text(t.ledger_side),
+        Text(t.detail),
+        Text(t.state),
+    ];
     let body = html! {
         form method="get" class="filters" {
             @if let Some(run) = &run_id { input type="hidden" name="run_id" value=(run); }
@@ -137,26 +129,16 @@ async fn breaks(
             label class="check" { input type="checkbox" name="unresolved" value="true" checked[unresolved]; (t.unresolved_only) }
             button type="submit" { (t.filter) }
         }
-        table class="rows breaks" {
-            thead { tr {
-                th scope="col" { (t.class) } th scope="col" { (t.merchant) } th scope="col" { (t.day) }
-                th scope="col" { (t.bill_side) } th scope="col" { (t.ledger_side) } th scope="col" { (t.detail) }
-                th scope="col" { (t.state) }
+        (table(t, &heads, &page.items, |b| {
+            let r = &b.row;
+            html! { tr data-break=(r.break_id) {
+                td { code { (r.class.as_str()) } } td { (r.merchant_id) } td { (r.day) }
+                td { @if let Some(line) = r.line_no { "#" (line) " " } (r.number) @if let Some(a) = &b.bill_amount { " " (cny(a)) } }
+                td { @if let Some(n) = &r.ledger_number { (n) } @if let Some(a) = &b.ledger_amount { " " (cny(a)) } }
+                td { (r.detail) }
+                td { @if r.resolved { (t.resolved) } @else { (resolve_form(&c, r.break_id, r.class)) } }
             } }
-            tbody {
-                @for b in &page.items {
-                    @let r = &b.row;
-                    tr data-break=(r.break_id) {
-                        td { code { (r.class.as_str()) } } td { (r.merchant_id) } td { (r.day) }
-                        td { @if let Some(line) = r.line_no { "#" (line) " " } (r.number) @if let Some(a) = &b.bill_amount { " " (cny(a)) } }
-                        td { @if let Some(n) = &r.ledger_number { (n) } @if let Some(a) = &b.ledger_amount { " " (cny(a)) } }
-                        td { (r.detail) }
-                        td { @if r.resolved { (t.resolved) } @else { (resolve_form(&c, r.break_id, r.class)) } }
-                    }
-                }
-                @if page.items.is_empty() { (empty_row(t, 7)) }
-            }
-        }
+        }))
         @let filters = [("run_id", run_id), ("date", date), ("class", class), ("merchant_id", merchant),
             ("unresolved", unresolved.then(|| "true".to_string()))];
         (next_link(t, "/console/finance/breaks", &filters, page.next_cursor.as_deref()))
@@ -205,7 +187,7 @@ async fn resolve(
     let f = posted.form;
     let body = ResolveBody { action: f.action, resolved_by: f.resolved_by, reason: f.reason };
     resolve_one(&st, &p, break_id, body).await?;
-    let back = f.back.filter(|b| b.starts_with("/console/finance/breaks") && !b.contains("//"));
+    let back = back_to(f.back, "/console/finance/breaks");
     Ok(Redirect::to(back.as_deref().unwrap_or("/console/finance/breaks")).into_response())
 }
 
@@ -214,14 +196,13 @@ async fn rejected(State(st): State<AppState>, c: Console) -> Result<Response, Co
     let p = c.as_role::<FinanceOrAdmin>()?;
     let page = rejected_page(&st, &p, None).await?;
     let t = c.ctx.t();
-    let rows = (!page.items.is_empty()).then(|| {
-        html! { @for r in &page.items {
+    let heads = [Text(t.time), Text(t.source), Text(t.kind), Text(t.reason), Text(t.field), Text(t.message)];
+    let body = table(t, &heads, &page.items, |r| {
+        html! {
             tr { td { (at(&r.received_at)) } td { (r.source) } td { @if let Some(k) = &r.kind { (k) } }
                 td { code { (r.reason_code) } } td { @if let Some(f) = &r.field { code { (f) } } } td { (r.message) } }
-        } }
+        }
     });
-    let heads = [Text(t.time), Text(t.source), Text(t.kind), Text(t.reason), Text(t.field), Text(t.message)];
-    let body = table(t, &heads, rows);
     Ok(respond(shell(&c.ctx, t.rejected, body)))
 }
 
@@ -234,15 +215,12 @@ async fn audit(
     let p = c.as_role::<FinanceOrAdmin>()?;
     let page = audit_page(&st, &p, q).await?;
     let t = c.ctx.t();
-    let rows = (!page.items.is_empty()).then(|| {
-        html! { @for e in &page.items {
-            tr { td { (at(&e.at)) } td { code { (e.principal) } } td { (e.role) } td { code { (e.action) } }
-                td { code { (e.subject) } } td { code class="json" { (e.detail) } } }
-        } }
-    });
     let heads = [Text(t.time), Text(t.principal), Text(t.role), Text(t.action), Text(t.subject), Text(t.detail)];
     let body = html! {
-        (table(t, &heads, rows))
+        (table(t, &heads, &page.items, |e| html! {
+            tr { td { (at(&e.at)) } td { code { (e.principal) } } td { (e.role) } td { code { (e.action) } }
+                td { code { (e.subject) } } td { code class="json" { (e.detail) } } }
+        }))
         (next_link(t, "/console/audit", &[], page.next_cursor.as_deref()))
     };
     Ok(respond(shell(&c.ctx, t.audit, body)))

@@ -11,9 +11,7 @@ use facepay_domain::auth::Role;
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{
-    at, cny, empty_row, encode, history_filters, next_link, query_string, shell, table, Head::Num, Head::Text,
-};
+use super::page::{at, cny, encode, history_filters, next_link, query_string, shell, table, Head::Num, Head::Text};
 use super::{respond, Console, ConsoleError};
 use crate::auth::{FinanceOnly, MerchantOrFinance, OrderReaders};
 use crate::extract::ApiQuery;
@@ -89,12 +87,9 @@ async fn overview(
             div { dt { (t.quick_pay_share) } dd data-figure="quick-pay" { (share) } }
         }
         h2 { (t.declines_by_reason) }
-        table { thead { tr { th scope="col" { (t.reason) } th scope="col" class="num" { (t.payments) } } }
-            tbody {
-                @for d in &g.declines { tr { td { code { (d.reason) } } td class="num" { (d.attempts) } } }
-                @if g.declines.is_empty() { (empty_row(t, 2)) }
-            }
-        }
+        (table(t, &[Text(t.reason), Num(t.payments)], &g.declines, |d| html! {
+            tr { td { code { (d.reason) } } td class="num" { (d.attempts) } }
+        }))
         @if !days.is_empty() {
             h2 { (t.settlement) }
             ul class="days" { @for d in &days { li { a href={ (base) "?date=" (d.day) } { (d.day) } " " (cny(&d.net)) } } }
@@ -120,6 +115,17 @@ async fn transactions(
     let t = c.ctx.t();
     let base = format!("/console/merchants/{}", encode(&merchant));
     let statuses = ["PAID", "DECLINED", "REVERSED", "REVOKED"];
+    let heads = [
+        Text(t.time),
+        Text(t.out_trade_no),
+        Num(t.amount),
+        Text(t.status),
+        Text(t.reason),
+        Text(t.payer),
+        Text(t.store),
+        Text(t.device),
+        Text(t.quick_pay),
+    ];
     let body = html! {
         form method="get" class="filters" {
             label for="date" { (t.day) } input id="date" name="date" type="date" value=[date.as_deref()];
@@ -134,29 +140,19 @@ async fn transactions(
             label for="device_id" { (t.device) } input id="device_id" name="device_id" size="10" value=[device.as_deref()];
             button type="submit" { (t.filter) }
         }
-        table class="rows" {
-            thead { tr {
-                th scope="col" { (t.time) } th scope="col" { (t.out_trade_no) } th scope="col" class="num" { (t.amount) }
-                th scope="col" { (t.status) } th scope="col" { (t.reason) } th scope="col" { (t.payer) }
-                th scope="col" { (t.store) } th scope="col" { (t.device) } th scope="col" { (t.quick_pay) }
+        (table(t, &heads, &page.items, |item| {
+            let r = &item.row;
+            html! { tr {
+                td { (at(&r.occurred_at)) }
+                td { a href={ (base) "/orders/" (encode(r.out_trade_no.as_str())) } { (r.out_trade_no) } }
+                td class="num" { (cny(&item.amount)) }
+                td { span class={ "status " (r.status.as_str()) } { (r.status.as_str()) } }
+                td { @if let Some(reason) = &r.reason { code { (reason) } } }
+                td { @if let Some(payer) = &r.payer_id { code { (payer) } } }
+                td { (r.store_id) } td { (r.device_id) }
+                td { @if r.member_quick_pay { (t.yes) } @else { (t.no) } }
             } }
-            tbody {
-                @for item in &page.items {
-                    @let r = &item.row;
-                    tr {
-                        td { (at(&r.occurred_at)) }
-                        td { a href={ (base) "/orders/" (encode(r.out_trade_no.as_str())) } { (r.out_trade_no) } }
-                        td class="num" { (cny(&item.amount)) }
-                        td { span class={ "status " (r.status.as_str()) } { (r.status.as_str()) } }
-                        td { @if let Some(reason) = &r.reason { code { (reason) } } }
-                        td { @if let Some(payer) = &r.payer_id { code { (payer) } } }
-                        td { (r.store_id) } td { (r.device_id) }
-                        td { @if r.member_quick_pay { (t.yes) } @else { (t.no) } }
-                    }
-                }
-                @if page.items.is_empty() { (empty_row(t, 9)) }
-            }
-        }
+        }))
         @let filters = [("date", date), ("status", status), ("store_id", store), ("device_id", device)];
         (next_link(t, &format!("{base}/transactions"), &filters, page.next_cursor.as_deref()))
         p { a href={ (base) "/transactions.csv?" (query_string(&filters)) } download { (t.export_csv) } }
@@ -165,8 +161,7 @@ async fn transactions(
     Ok(respond(shell(&c.ctx, &title, body)))
 }
 
-/// `GET /console/merchants/{m}/orders/{out_trade_no}`: the order as the API serves it, and its
-/// attempts from the history.
+/// `GET /console/merchants/{m}/orders/{out_trade_no}`: the order as the API serves it.
 async fn order(
     State(st): State<AppState>,
     c: Console,
@@ -204,14 +199,13 @@ async fn members(
     let p = c.as_role::<MerchantOrFinance>()?;
     let page = members_page(&st, &p, merchant.clone()).await?;
     let t = c.ctx.t();
-    let rows = (!page.items.is_empty()).then(|| {
-        html! { @for m in &page.items {
+    let heads = [Text(t.payer), Text(t.card), Text(t.channel), Text(t.opened), Text(t.closed)];
+    let body = table(t, &heads, &page.items, |m| {
+        html! {
             tr { td { code { (m.payer_id) } } td { (m.card_code) } td { (m.channel) } td { (at(&m.opened_at)) }
                 td { @if let Some(c) = &m.closed_at { (at(c)) } } }
-        } }
+        }
     });
-    let heads = [Text(t.payer), Text(t.card), Text(t.channel), Text(t.opened), Text(t.closed)];
-    let body = table(t, &heads, rows);
     let title = format!("{} · {}", t.members, merchant);
     Ok(respond(shell(&c.ctx, &title, body)))
 }
@@ -226,15 +220,13 @@ async fn settlement(
     let page = settlement_page(&st, &p, merchant.clone(), Some(SETTLEMENT_DAYS_SHOWN)).await?;
     let t = c.ctx.t();
     let bars: Vec<(String, i64)> = page.items.iter().rev().map(|d| (d.day.to_string(), d.net_fen)).collect();
-    let rows = (!page.items.is_empty()).then(|| {
-        html! { @for d in &page.items {
-            tr { td { (d.day) } td class="num" { (cny(&d.gross)) } td class="num" { (cny(&d.refunds)) }
-                td class="num" { (cny(&d.fees)) } td class="num" { (cny(&d.net)) } }
-        } }
-    });
+    let heads = [Text(t.day), Num(t.gross), Num(t.refunds), Num(t.fees), Num(t.net)];
     let body = html! {
         figure { (super::chart::bars(t.net_by_day, &bars)) figcaption { (t.net_by_day) } }
-        (table(t, &[Text(t.day), Num(t.gross), Num(t.refunds), Num(t.fees), Num(t.net)], rows))
+        (table(t, &heads, &page.items, |d| html! {
+            tr { td { (d.day) } td class="num" { (cny(&d.gross)) } td class="num" { (cny(&d.refunds)) }
+                td class="num" { (cny(&d.fees)) } td class="num" { (cny(&d.net)) } }
+        }))
     };
     let title = format!("{} · {}", t.settlement, merchant);
     Ok(respond(shell(&c.ctx, &title, body)))

@@ -93,6 +93,12 @@ impl Console {
     pub fn as_role<R: Roles>(&self) -> Result<Authorized<R>, ConsoleError> {
         Authorized::<R>::check(self.principal.clone()).map_err(ConsoleError::from)
     }
+
+    /// Whether `given` is this session's CSRF token (constant time).
+    pub fn csrf_is(&self, given: &str) -> bool {
+        let expected = self.ctx.who.as_ref().map_or("", |(_, csrf)| csrf.as_str());
+        !expected.is_empty() && crate::auth::subtle_eq(given.as_bytes(), expected.as_bytes())
+    }
 }
 
 impl FromRequestParts<AppState> for Console {
@@ -122,6 +128,10 @@ pub struct Posted<T> {
     pub form: T,
 }
 
+/// A form of no fields but its CSRF token (a button: sign out, revoke).
+#[derive(serde::Deserialize)]
+pub struct NoFields {}
+
 #[derive(serde::Deserialize)]
 struct CsrfField {
     csrf: String,
@@ -141,17 +151,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
         let bytes =
             axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit_bytes: limit })?;
         let csrf = serde_urlencoded::from_bytes::<CsrfField>(&bytes).map(|f| f.csrf).unwrap_or_default();
-        let expected = console.ctx.who.as_ref().map(|(_, c)| c.as_str()).unwrap_or_default();
-        if expected.is_empty() || !session::same_secret(&csrf, expected) {
+        if !console.csrf_is(&csrf) {
             return Err(ConsoleError::Csrf);
         }
-        let form = serde_urlencoded::from_bytes::<T>(&bytes).map_err(|e| {
-            ApiError::BadRequest(facepay_domain::FieldError::new(
-                "form",
-                facepay_domain::FieldErrorKind::Invalid,
-                e.to_string(),
-            ))
-        })?;
+        let form = serde_urlencoded::from_bytes::<T>(&bytes).map_err(|e| ConsoleError::bad_form(e.to_string()))?;
         Ok(Posted { console, form })
     }
 }
@@ -165,6 +168,14 @@ pub enum ConsoleError {
     Csrf,
     /// What the API would have answered; a role's refusal is the console's 404.
     Api(ApiError),
+}
+
+impl ConsoleError {
+    /// A form that could not be read: 400, saying why.
+    pub fn bad_form(message: impl Into<String>) -> Self {
+        let field = facepay_domain::FieldError::new("form", facepay_domain::FieldErrorKind::Invalid, message.into());
+        ConsoleError::Api(ApiError::BadRequest(field))
+    }
 }
 
 impl From<ApiError> for ConsoleError {

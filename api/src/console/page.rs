@@ -1,6 +1,6 @@
 //! The page every console answer is drawn in: the document, the header with the signed-in
 //! principal and its role's navigation, the language switch; and the small pieces pages
-//! share (money, times, a table's empty row, a form's CSRF field). Everything is escaped by
+//! share (money, times, tables, a form's CSRF field, filters and page links). Everything is escaped by
 //! `maud`; no page has inline script or style (the CSP forbids both).
 
 use chrono::{DateTime, Utc};
@@ -122,21 +122,19 @@ pub fn at(t: &DateTime<Utc>) -> Markup {
     html! { time datetime=(t.to_rfc3339()) { (local.format("%Y-%m-%d %H:%M:%S")) } }
 }
 
-/// A table's row saying it has no rows.
-pub fn empty_row(t: &Text, columns: usize) -> Markup {
-    html! { tr { td colspan=(columns) class="empty" { (t.none) } } }
-}
-
 /// A table: its column heads (a head given as `Num(…)` is a column of figures, aligned right)
-/// and its rows (`None`: no rows, said so).
-pub fn table(t: &Text, heads: &[Head], rows: Option<Markup>) -> Markup {
+/// and one row (`tr`) per item drawn by `row`; no items, a row that says so.
+pub fn table<T>(t: &Text, heads: &[Head], items: &[T], row: impl Fn(&T) -> Markup) -> Markup {
     html! {
         table class="rows" {
             thead { tr { @for h in heads { @match h {
                 Head::Text(name) => th scope="col" { (name) },
                 Head::Num(name) => th scope="col" class="num" { (name) },
             } } } }
-            tbody { @match rows { Some(rows) => (rows), None => (empty_row(t, heads.len())) } }
+            tbody {
+                @for item in items { (row(item)) }
+                @if items.is_empty() { tr { td colspan=(heads.len()) class="empty" { (t.none) } } }
+            }
         }
     }
 }
@@ -145,6 +143,12 @@ pub fn table(t: &Text, heads: &[Head], rows: Option<Markup>) -> Markup {
 pub enum Head {
     Text(&'static str),
     Num(&'static str),
+}
+
+/// `back`, a page to return to, if it is a console path under `prefix` (never a redirect off
+/// the console: no `//`, no backslash).
+pub fn back_to(back: Option<String>, prefix: &str) -> Option<String> {
+    back.filter(|b| b.starts_with(prefix) && !b.contains("//") && !b.contains('\\'))
 }
 
 /// A query string's value, percent-encoded.

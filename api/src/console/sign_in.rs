@@ -13,10 +13,10 @@ use axum::Form;
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{shell, Ctx};
-use super::session::{cookie, random_hex, same_secret, set_cookie, LANG_COOKIE, SESSION_COOKIE, SIGN_IN_COOKIE};
+use super::page::{back_to, shell, Ctx};
+use super::session::{cookie, random_hex, set_cookie, LANG_COOKIE, SESSION_COOKIE, SIGN_IN_COOKIE};
 use super::text::Lang;
-use super::{respond, ConsoleError, Posted};
+use super::{respond, ConsoleError, NoFields, Posted};
 use crate::state::AppState;
 
 const YEAR_S: u64 = 365 * 24 * 3600;
@@ -56,7 +56,7 @@ pub struct SignIn {
 /// `POST /console/sign-in`: the key for a session.
 pub async fn submit(State(st): State<AppState>, headers: HeaderMap, Form(f): Form<SignIn>) -> Response {
     let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or_default();
-    if expected.is_empty() || !same_secret(&f.csrf, expected) {
+    if expected.is_empty() || !crate::auth::subtle_eq(f.csrf.as_bytes(), expected.as_bytes()) {
         return ConsoleError::Csrf.into_response();
     }
     let principal = match st.auth.authenticate(Some(&format!("Bearer {}", f.token.trim()))).await {
@@ -81,11 +81,8 @@ pub async fn submit(State(st): State<AppState>, headers: HeaderMap, Form(f): For
     resp
 }
 
-#[derive(Deserialize)]
-pub struct Nothing {}
-
 /// `POST /console/sign-out`: ends the session (audited) and forgets its cookie.
-pub async fn sign_out(State(st): State<AppState>, headers: HeaderMap, posted: Posted<Nothing>) -> Response {
+pub async fn sign_out(State(st): State<AppState>, headers: HeaderMap, posted: Posted<NoFields>) -> Response {
     let p = &posted.console.principal;
     st.console.end(&headers);
     let entry = p.actor().entry("console_signed_out", p.key_id.as_str(), serde_json::json!({}));
@@ -108,7 +105,7 @@ pub struct Switch {
 /// (only a console path: never a redirect elsewhere).
 pub async fn switch_lang(headers: HeaderMap, Query(q): Query<Switch>) -> Response {
     let lang = Lang::parse(&q.to).unwrap_or(Lang::of(&headers));
-    let back = q.back.filter(|b| b.starts_with("/console") && !b.contains("//") && !b.contains('\\'));
+    let back = back_to(q.back, "/console");
     let mut resp = Redirect::to(back.as_deref().unwrap_or("/console")).into_response();
     let cookie = set_cookie(&headers, LANG_COOKIE, lang.tag(), Some(YEAR_S));
     resp.headers_mut().insert(header::SET_COOKIE, cookie.parse().expect("header"));
