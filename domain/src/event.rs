@@ -123,12 +123,28 @@ pub enum EventBody {
     MerchantFeeRateChanged(MerchantFeeRateChanged),
 }
 
-/// Which origin an event type demands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Which origins may send an event type: whose it is to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OriginLevel {
+    /// The platform's alone (no merchant, store or device named).
     Platform,
+    /// The merchant's, sent for it by the platform (an admin): never a device's.
     Merchant,
+    /// A device's, naming its merchant, store and device.
     Device,
+    /// The merchant's own, from one of its devices or from the merchant itself (the console's
+    /// refund).
+    MerchantOrDevice,
+}
+
+impl OriginLevel {
+    fn allows_device(self) -> bool {
+        matches!(self, OriginLevel::Device | OriginLevel::MerchantOrDevice)
+    }
+
+    fn allows_merchant(self) -> bool {
+        matches!(self, OriginLevel::Merchant | OriginLevel::MerchantOrDevice)
+    }
 }
 
 impl EventBody {
@@ -165,6 +181,7 @@ impl EventBody {
             | EventBody::AccountFrozen(_)
             | EventBody::AccountUnfrozen(_) => OriginLevel::Platform,
             EventBody::MerchantLimitChanged(_) | EventBody::MerchantFeeRateChanged(_) => OriginLevel::Merchant,
+            EventBody::RefundRequested(_) => OriginLevel::MerchantOrDevice,
             _ => OriginLevel::Device,
         }
     }
@@ -478,12 +495,20 @@ fn origin_of(
     level: OriginLevel,
 ) -> Result<Origin, FieldError> {
     let missing = |field: &str| FieldError::new(field, FieldErrorKind::Missing, "required for this event type");
+    let wrong = |field: &str, message: &str| FieldError::new(field, FieldErrorKind::WrongOrigin, message);
+    if !level.allows_device() && (store.is_some() || device.is_some()) {
+        let field = if device.is_some() { "device_id" } else { "store_id" };
+        return Err(wrong(field, "this event type is not a device's to send"));
+    }
     match (merchant, store, device) {
         (Some(merchant_id), Some(store_id), Some(device_id)) => {
             Ok(Origin::Device(DeviceRef { merchant_id, store_id, device_id }))
         }
+        (Some(m), None, None) if level.allows_merchant() => Ok(Origin::Merchant(m)),
         (None, None, None) if level == OriginLevel::Platform => Ok(Origin::Platform),
-        (Some(m), None, None) if level <= OriginLevel::Merchant => Ok(Origin::Merchant(m)),
+        (Some(_), None, None) if level == OriginLevel::Platform => {
+            Err(wrong("merchant_id", "a platform event names no merchant"))
+        }
         (None, _, _) => Err(missing("merchant_id")),
         (Some(_), None, _) => Err(missing("store_id")),
         (Some(_), Some(_), None) => Err(missing("device_id")),

@@ -109,3 +109,62 @@ fn embeddings_of_the_wrong_length_or_huge_values_are_refused() {
     let good = parse_event(capture(json!(vec![0.1; EMBEDDING_DIM])).to_string().as_bytes());
     assert!(good.is_ok());
 }
+
+/// An event of `kind` with `payload`, naming the origin fields given.
+fn named(kind: &str, payload: Value, origin: &[(&str, &str)]) -> Value {
+    let mut v = payment(json!("1.00"), "A1");
+    for f in ["merchant_id", "store_id", "device_id"] {
+        v.as_object_mut().unwrap().remove(f);
+    }
+    for (f, value) in origin {
+        v[*f] = json!(value);
+    }
+    v["type"] = json!(kind);
+    v["payload"] = payload;
+    v
+}
+
+#[test]
+fn each_event_type_names_only_the_origins_whose_it_is() {
+    let device = [("merchant_id", "1900000101"), ("store_id", "S01"), ("device_id", "DEV-0042")];
+    let merchant = [("merchant_id", "1900000101")];
+    let fund = json!({"payer_id": "u-1", "amount": "1.00"});
+    let limit = json!({"single_limit": "5000.00"});
+    let refund = json!({"out_trade_no": "A1", "out_refund_no": "R1", "amount": "1.00"});
+    // Given a device's own origin on platform and merchant events, when parsed: refused, so no
+    // device key can fund a wallet, enrol a face or change its merchant's limit or fee.
+    for (kind, payload) in [
+        ("account_funded", &fund),
+        ("account_frozen", &json!({"payer_id": "u-1"})),
+        ("face_deleted", &json!({"payer_id": "u-1"})),
+        ("merchant_limit_changed", &limit),
+        ("merchant_fee_rate_changed", &json!({"fee_rate_ppm": 0})),
+    ] {
+        assert_eq!(
+            err(named(kind, payload.clone(), &device)),
+            ("device_id".into(), FieldErrorKind::WrongOrigin),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        err(named("account_funded", fund.clone(), &merchant)),
+        ("merchant_id".into(), FieldErrorKind::WrongOrigin)
+    );
+    assert_eq!(
+        err(named("merchant_limit_changed", limit.clone(), &[])),
+        ("merchant_id".into(), FieldErrorKind::Missing)
+    );
+    assert_eq!(
+        err(named("payment_query", json!({"out_trade_no": "A1"}), &merchant)),
+        ("store_id".into(), FieldErrorKind::Missing)
+    );
+    // A refund is the merchant's: from its device, or from the merchant itself (the console).
+    let env = parse_event(named("refund_requested", refund.clone(), &merchant).to_string().as_bytes()).unwrap();
+    assert!(matches!(env.origin, Origin::Merchant(_)));
+    let env = parse_event(named("refund_requested", refund, &device).to_string().as_bytes()).unwrap();
+    assert!(matches!(env.origin, Origin::Device(_)));
+    assert!(matches!(
+        parse_event(named("account_funded", fund, &[]).to_string().as_bytes()).unwrap().origin,
+        Origin::Platform
+    ));
+}

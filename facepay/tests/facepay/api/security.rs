@@ -153,6 +153,33 @@ async fn finding_3_a_device_cannot_charge_or_bind_a_payer_it_names() {
     assert_eq!(members["items"].as_array().unwrap().len(), 0, "{members}");
 }
 
+/// Finding 3b: a device key signs its own device's events only; naming its own merchant,
+/// store and device on a platform or merchant event does not make that event its own.
+#[tokio::test]
+async fn finding_3b_a_device_cannot_fund_a_wallet_or_change_its_merchants_terms() {
+    let app = spawn_app().await;
+    app.payer("u-own", 3, "10.00").await;
+    for (kind, payload) in [
+        ("account_funded", json!({"payer_id": "u-own", "amount": "900.00"})),
+        ("account_unfrozen", json!({"payer_id": "u-own"})),
+        ("merchant_limit_changed", json!({"single_limit": "99999.00"})),
+        ("merchant_fee_rate_changed", json!({"fee_rate_ppm": 0})),
+    ] {
+        let (status, body) = app.post(&app.event(kind, payload, true)).await;
+        assert_eq!(
+            (status, body["code"].as_str(), body["field"].as_str()),
+            (403, Some("wrong_origin"), Some("device_id")),
+            "{kind}: {body}"
+        );
+    }
+    // Kept with their reason; the wallet has what the platform funded, no more.
+    let kept = app.until("/v1/rejected-events", |r| r["items"].as_array().is_some_and(|i| i.len() >= 4)).await;
+    assert_eq!(kept.to_string().matches("wrong_origin").count(), 4, "{kept}");
+    let marker = app.event("account_funded", json!({"payer_id": "u-own", "amount": "0.01"}), false);
+    assert_eq!(app.post(&marker).await.0, 202);
+    app.until("/v1/payers/u-own/balance", |b| b["balance"] == "10.01").await;
+}
+
 /// Finding 4: before authentication, nothing is revealed: whatever the registry holds for
 /// what the request names, the answer is the one 401 body.
 #[tokio::test]
