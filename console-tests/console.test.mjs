@@ -239,6 +239,69 @@ test('an admin creates a key that signs in, then revokes it, which ends its sess
   await visit('admin', [['keys', '/console/admin/keys']]);
 });
 
+/** The API's answer to `path` with `role`'s key. */
+async function api(role, path) {
+  return (await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${keys[role]}` } })).json();
+}
+
+test('a merchant refunds a paid order from its page, once however often the form goes', async () => {
+  const { context, page } = await signedIn('merchant');
+  const m = new URL(page.url()).pathname;
+  const merchantId = m.split('/').pop();
+  const paid = await api('merchant', `/v1/merchants/${merchantId}/transactions?date=${DEMO_DAY}&status=PAID&limit=50`);
+  const no = paid.items.map((i) => i.out_trade_no).find(Boolean);
+  const before = await api('merchant', `/v1/merchants/${merchantId}/orders/${encodeURIComponent(no)}`);
+  await page.goto(`${base}${m}/orders/${encodeURIComponent(no)}`);
+  const refundNo = await page.inputValue('#out_refund_no');
+  const csrf = await page.inputValue('form[action$="/refunds"] input[name=csrf]');
+  await page.fill('#amount', '0.01');
+  await Promise.all([page.waitForLoadState('load'), page.click('form[action$="/refunds"] button')]);
+  assert.equal(new URL(page.url()).pathname, `${m}/orders/${encodeURIComponent(no)}`, 'back on the order');
+  assert.ok(await page.$(`tr[data-refund="${refundNo}"]`), 'the refund is listed on the order');
+  // The same form again (a double click, a resend): the same refund.
+  const again = await context.request.post(`${base}${m}/orders/${encodeURIComponent(no)}/refunds`,
+    { form: { csrf, out_refund_no: refundNo, amount: '0.01' }, maxRedirects: 0 });
+  assert.equal(again.status(), 303);
+  const after = await api('merchant', `/v1/merchants/${merchantId}/orders/${encodeURIComponent(no)}`);
+  const fen = (s) => Math.round(Number(s) * 100);
+  assert.equal(fen(after.refunded) - fen(before.refunded), 1, 'one fen back, once');
+  await page.screenshot({ path: join(SHOTS, 'en-merchant-refunded-order.png'), fullPage: true });
+  await accessible(context, page.url(), 'refunded order');
+  await context.close();
+  await visit('merchant', [['devices', `${m}/fleet`]]);
+});
+
+test("an admin changes a merchant's limit and freezes and unfreezes a payer, each through the ledger", async () => {
+  const { context, page } = await signedIn('admin');
+  await page.click('nav a[href="/console/merchants"]');
+  await page.click('ul.cards li a[href$="/fleet"]');
+  const fleetPath = new URL(page.url()).pathname;
+  const merchantId = fleetPath.split('/')[3];
+  assert.ok((await page.$$('tr[data-device]')).length > 0, 'the merchant\'s devices');
+  assert.ok(!(await page.textContent('tbody')).includes('never'), 'every demo device was heard of');
+  await page.fill('#single_limit', '1500.00');
+  await Promise.all([page.waitForLoadState('load'), page.click('form[action$="/limit"] button')]);
+  assert.match(await page.textContent('[data-figure=single_limit]'), /1500\.00/);
+  const fleet = await api('admin', `/v1/merchants/${merchantId}/fleet`);
+  assert.equal(fleet.single_limit, '1500.00');
+  const paid = await api('finance', `/v1/merchants/${merchantId}/transactions?date=${DEMO_DAY}&status=PAID&limit=1`);
+  const payer = paid.items[0].payer_id;
+  await page.click('nav a[href="/console/admin/payers"]');
+  await page.fill('#payer_id', payer);
+  await Promise.all([page.waitForURL(/payer_id=/), page.click('form.filters button')]);
+  await Promise.all([page.waitForLoadState('load'), page.click('form[action$="/freeze"] button')]);
+  assert.equal((await api('admin', `/v1/payers/${payer}/balance`)).frozen, true);
+  assert.match(await page.textContent('[data-figure=frozen]'), /Frozen/);
+  await Promise.all([page.waitForLoadState('load'), page.click('form[action$="/unfreeze"] button')]);
+  assert.equal((await api('admin', `/v1/payers/${payer}/balance`)).frozen, false);
+  const audit = await api('admin', '/v1/audit?limit=50');
+  const actions = audit.items.map((e) => e.action);
+  for (const a of ['merchant_limit_changed', 'account_frozen', 'account_unfrozen']) assert.ok(actions.includes(a), a);
+  await context.close();
+  await visit('admin', [['merchants', '/console/merchants'], ['devices', fleetPath],
+    ['payer', `/console/admin/payers?payer_id=${encodeURIComponent(payer)}`]]);
+});
+
 test('a form posted without its CSRF token is refused and does nothing', async () => {
   const { context, page } = await signedIn('admin');
   const before = await page.$$eval('tr[data-key]', (r) => r.length);

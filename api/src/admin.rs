@@ -1,4 +1,5 @@
-//! Admin and finance routes: API keys (create, list, revoke) and the audit log.
+//! Admin and finance routes: API keys (create, list, revoke), the audit log, and the admin's
+//! platform and merchant events sent from the console.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -117,4 +118,20 @@ pub(crate) async fn audit_page(
     let items = st.store.audit_list(before, limit).await?;
     let next_cursor = (items.len() == limit as usize).then(|| items.last().map(|e| e.seq.to_string())).flatten();
     Ok(Page { items, next_cursor })
+}
+
+/// Sends a platform or merchant event `body` of `origin` for the admin `p` (the console's
+/// freeze, unfreeze, limit and fee-rate forms, as `POST /v1/events` with an admin key would):
+/// checked, audited under `subject`, signed by the platform, and waited for at most
+/// `CONSOLE_ACTION_WAIT_MS`. Whether it was applied by then; a refusal is the API's error.
+pub(crate) async fn send_admin_event(
+    st: &AppState,
+    p: &Authorized<AdminOnly>,
+    origin: facepay_domain::Origin,
+    body: facepay_domain::EventBody,
+    subject: &str,
+) -> Result<bool, ApiError> {
+    let envelope = facepay_domain::Envelope::new(uuid::Uuid::new_v4(), st.clock.now(), origin, body);
+    let wait = std::time::Duration::from_millis(facepay_domain::limits::CONSOLE_ACTION_WAIT_MS);
+    crate::http::applied(crate::http::send_for(st, p, envelope, subject, serde_json::json!({}), wait).await?)
 }

@@ -437,6 +437,8 @@ roles! {
     AdminOnly => [Admin],
     FinanceOnly => [Finance],
     FinanceOrAdmin => [Finance, Admin],
+    MerchantOnly => [Merchant],
+    FleetReaders => [Merchant, Finance, Admin],
     MerchantOrFinance => [Merchant, Finance],
     OrderReaders => [Merchant, Device, Finance],
 }

@@ -37,10 +37,12 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health))
         .routes(routes!(ingest))
         .routes(routes!(order))
+        .routes(routes!(crate::refund::create_refund, crate::refund::list_refunds))
         .routes(routes!(transactions))
         .routes(routes!(members))
         .routes(routes!(settlement))
         .routes(routes!(glance))
+        .routes(routes!(crate::fleet::fleet))
         .routes(routes!(balance))
         .routes(routes!(rejected))
         .routes(routes!(crate::admin::create_key, crate::admin::list_keys))
@@ -115,8 +117,7 @@ async fn ingest(State(st): State<AppState>, headers: HeaderMap, body: Body) -> R
             return crate::wait::decided(&st, outcome, wait);
         }
     }
-    let stamp = AcceptStamp::sign(st.verifier.platform_secret(), accepted_at.timestamp_millis(), &body).header();
-    st.input.accept(envelope, &body, &signature, &stamp).await?;
+    enter(&st, envelope, &body, &signature, accepted_at).await?;
     tracing::info!(%event_id, "event accepted");
     if let (Some(waiter), Some(wait)) = (waiter, wait) {
         if let Some(outcome) = crate::wait::outcome_by(&st, waiter, event_id, sender.as_ref(), started + wait).await? {
@@ -186,29 +187,104 @@ async fn admin_event(
     let principal = st.auth.authenticate(auth).await?;
     principal.require(&[Role::Admin])?;
     let body = read_body(body, EVENT_BYTES_MAX).await?;
-    let envelope = match validate(&body, &st.registry, accepted_at) {
+    let subject = subject_of(&body);
+    let (envelope, signature) =
+        platform_signed(st, &principal, &body, accepted_at, &subject, serde_json::json!({})).await?;
+    Ok(Taken::New { envelope, body, signature })
+}
+
+/// An event `principal` sends through the platform (an admin's platform or merchant event, a
+/// merchant's refund): parsed and checked as any event (a bad one kept with its reason, a
+/// device's event refused: a device signs its own), audited under `subject` with `detail`
+/// and the event id, then signed by the platform for the bus: the envelope and the signature.
+pub(crate) async fn platform_signed(
+    st: &AppState,
+    principal: &Principal,
+    body: &[u8],
+    accepted_at: DateTime<Utc>,
+    subject: &str,
+    mut detail: serde_json::Value,
+) -> Result<(facepay_domain::Envelope, String), ApiError> {
+    let envelope = match validate(body, &st.registry, accepted_at) {
         Ok(env) if env.origin.device().is_some() => {
             return Err(ApiError::Forbidden("device events are signed by their device, not sent with a key"))
         }
         Ok(env) => env,
         Err(error) => {
             let refusal = Refusal::Invalid { keep: st.verifier.may_keep(&principal.key_id), error, sender: None };
-            facepay_ingest::pipeline::refused(&body, "http", &refusal, st.store.as_ref()).await?;
+            facepay_ingest::pipeline::refused(body, "http", &refusal, st.store.as_ref()).await?;
             return Err(ApiError::BadRequest(refusal.error().clone()));
         }
     };
-    let subject = subject_of(&body);
-    let entry =
-        principal.actor().entry(envelope.body.kind(), &subject, serde_json::json!({ "event_id": envelope.event_id }));
+    detail["event_id"] = serde_json::json!(envelope.event_id);
+    let entry = principal.actor().entry(envelope.body.kind(), subject, detail);
     st.store.audit_append(&entry).await?;
     let sig = EventSignature::sign(
         KeyId::platform(),
         st.verifier.platform_secret(),
         accepted_at.timestamp(),
         envelope.event_id,
-        &body,
+        body,
     );
-    Ok(Taken::New { envelope, body, signature: sig.header() })
+    Ok((envelope, sig.header()))
+}
+
+/// Sends `envelope` for `principal` through the platform (checked, audited under `subject`
+/// with `detail`, signed: [`platform_signed`]) and waits at most `wait` for its outcome:
+/// `None` when it is not decided by then (or too many wait). An admin's action in the console
+/// and a merchant's refund are sent so.
+pub(crate) async fn send_for(
+    st: &AppState,
+    principal: &Principal,
+    envelope: facepay_domain::Envelope,
+    subject: &str,
+    detail: serde_json::Value,
+    wait: std::time::Duration,
+) -> Result<Option<facepay_domain::Outcome>, ApiError> {
+    let (event_id, accepted_at, bytes) = (envelope.event_id, envelope.accepted_at, Bytes::from(envelope.to_json()));
+    let (envelope, signature) = platform_signed(st, principal, &bytes, accepted_at, subject, detail).await?;
+    let waiter = st.waiters.register(event_id, None);
+    enter(st, envelope, &bytes, &signature, accepted_at).await?;
+    match waiter {
+        Some(waiter) => crate::wait::outcome_by(st, waiter, event_id, None, tokio::time::Instant::now() + wait).await,
+        None => Ok(None),
+    }
+}
+
+/// An outcome of an event sent for a principal ([`send_for`]) as the API answers it: applied
+/// (`true`), not decided yet (`false`), or the ledger's refusal: a refund number used for
+/// another refund is a conflict (409), any other refusal the domain's (422), with its code.
+pub(crate) fn applied(outcome: Option<facepay_domain::Outcome>) -> Result<bool, ApiError> {
+    use facepay_domain::{OutcomeBody, RefusalReason};
+    let (code, message) = match outcome.map(|o| o.body) {
+        None => return Ok(false),
+        Some(OutcomeBody::Applied { .. }) => return Ok(true),
+        Some(OutcomeBody::Refused { code, message, .. }) => (code, message),
+        Some(OutcomeBody::Rejected { field, message, .. }) => {
+            return Err(ApiError::BadRequest(FieldError::new(field, FieldErrorKind::Invalid, message)))
+        }
+        Some(other) => return Err(ApiError::Internal(anyhow::anyhow!("answered {:?}", other.kind()))),
+    };
+    match RefusalReason::ALL.into_iter().find(|r| r.code() == code) {
+        Some(RefusalReason::RefundNoUsed) => {
+            Err(ApiError::Conflict { code: RefusalReason::RefundNoUsed.code(), message })
+        }
+        Some(reason) => Err(ApiError::Refused { code: reason.code(), message }),
+        None => Err(ApiError::Internal(anyhow::anyhow!("refused with an unknown code {code:?}"))),
+    }
+}
+
+/// Puts an event into the pipeline with the platform's accept stamp.
+pub(crate) async fn enter(
+    st: &AppState,
+    envelope: facepay_domain::Envelope,
+    body: &Bytes,
+    signature: &str,
+    accepted_at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let stamp = AcceptStamp::sign(st.verifier.platform_secret(), accepted_at.timestamp_millis(), body).header();
+    st.input.accept(envelope, body, signature, &stamp).await?;
+    Ok(())
 }
 
 /// What an admin event is about, for the audit log: its payer or merchant.
@@ -224,7 +300,7 @@ fn day_param(d: String) -> Result<NaiveDate, ApiError> {
     NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| ApiError::BadRequest(bad()))
 }
 
-fn field<T>(name: &str, r: Result<T, facepay_domain::ValueError>) -> Result<T, ApiError> {
+pub(crate) fn field<T>(name: &str, r: Result<T, facepay_domain::ValueError>) -> Result<T, ApiError> {
     r.map_err(|e| ApiError::BadRequest(FieldError::new(name, e.kind, e.message)))
 }
 
@@ -239,6 +315,9 @@ pub struct OrderBody {
     pub fee: String,
     /// How much went back to the payer (refunds and reversal), CNY.
     pub refunded: String,
+    /// The same in fen (the console's refund form).
+    #[serde(skip)]
+    pub refunded_fen: i64,
 }
 
 /// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}`: what a device asks after a timeout.
@@ -275,6 +354,7 @@ pub(crate) async fn order_view(
         updated_at: order.updated_at,
         fee: fen_to_string(order.fee_fen),
         refunded: fen_to_string(order.refunded_fen),
+        refunded_fen: order.refunded_fen,
     })
 }
 
@@ -413,13 +493,13 @@ fn merchant_route(p: &Principal, merchant: String) -> Result<MerchantId, ApiErro
 
 /// A payer's wallet.
 #[derive(Serialize, utoipa::ToSchema)]
-struct BalanceBody {
-    payer_id: PayerId,
+pub(crate) struct BalanceBody {
+    pub(crate) payer_id: PayerId,
     /// The available balance (Pay Score holds are already taken out of it).
-    balance: String,
+    pub(crate) balance: String,
     /// Held for the payer's open Pay Score orders.
-    held: String,
-    frozen: bool,
+    pub(crate) held: String,
+    pub(crate) frozen: bool,
 }
 
 /// `GET /v1/payers/{payer_id}/balance`.
@@ -428,15 +508,24 @@ struct BalanceBody {
         (status = 404, body = ErrorBody, description = "no such payer")))]
 async fn balance(
     State(st): State<AppState>,
-    _: Authorized<FinanceOrAdmin>,
+    p: Authorized<FinanceOrAdmin>,
     ApiPath(payer): ApiPath<String>,
 ) -> Result<Json<BalanceBody>, ApiError> {
+    Ok(Json(balance_view(&st, &p, payer).await?))
+}
+
+/// A payer's wallet (the API's balance route, the console's payer page).
+pub(crate) async fn balance_view(
+    st: &AppState,
+    _: &Authorized<FinanceOrAdmin>,
+    payer: String,
+) -> Result<BalanceBody, ApiError> {
     let payer_id = field("payer_id", PayerId::parse(payer))?;
     let (balance_fen, frozen) = st.store.wallet(&payer_id).await?.ok_or(ApiError::NotFound)?;
     let hold = Account::Hold(payer_id.clone());
     let keys = Keys { accounts: [hold.clone()].into(), ..Keys::default() };
     let held_fen = st.store.load(&keys).await?.balance_fen(&hold);
-    Ok(Json(BalanceBody { payer_id, balance: fen_to_string(balance_fen), held: fen_to_string(held_fen), frozen }))
+    Ok(BalanceBody { payer_id, balance: fen_to_string(balance_fen), held: fen_to_string(held_fen), frozen })
 }
 
 /// One Asia/Shanghai day of a merchant's money.

@@ -8,6 +8,8 @@
 //! - [`page`]: pages of list answers, and the page size's bounds.
 //! - [`reconcile`]: the reconciliation routes (finance).
 //! - [`recon_view`]: the reconciliation routes' answers, money as decimal strings.
+//! - [`refund`]: the merchant's refund of a paid order (a `refund_requested` of the merchant).
+//! - [`fleet`]: a merchant's terms and devices, with what the ledger last heard of each.
 //! - [`admin`]: the admin and finance routes (keys, audit log).
 //! - [`console`]: the web console at `/console` (sessions, pages in zh-CN and en), reading
 //!   through the same functions as the routes above.
@@ -27,12 +29,14 @@ pub mod auth;
 pub mod console;
 pub mod error;
 pub mod extract;
+pub mod fleet;
 pub mod http;
 pub mod observe;
 pub mod openapi;
 pub mod page;
 pub mod recon_view;
 pub mod reconcile;
+pub mod refund;
 pub mod server;
 pub mod state;
 pub mod wait;

@@ -256,6 +256,24 @@ pub const DEVICE_WAIT_MAX_S: u64 = 10;
 /// 1 000 payments/s and 100 ms each, about 100 wait at a time).
 pub const DEVICE_WAITERS_MAX: usize = 4_096;
 
+/// How long the merchant's refund operation (the API's, the console's form) waits for the
+/// ledger's decision before it answers `PENDING` (the same request again is the same refund).
+pub const MERCHANT_REFUND_WAIT_MS: u64 = 5_000;
+
+/// How long an admin's action in the console (freeze, unfreeze, a merchant's limit or fee
+/// rate) waits for the ledger's decision before the page shows it as sent.
+pub const CONSOLE_ACTION_WAIT_MS: u64 = 5_000;
+
+/// The most refunds of one order the order's page lists (each refunds at least 0.01 CNY of at
+/// most 1000 CNY: 100 000 at the very most).
+pub const ORDER_REFUNDS_MAX: i64 = 1_000;
+
+/// The most devices of one merchant the fleet view lists (by store and device).
+pub const FLEET_DEVICES_MAX: i64 = 2_000;
+
+/// How far back the fleet view counts a device's refused, rejected and declined events.
+pub const FLEET_REFUSED_WINDOW_MS: i64 = 3_600_000;
+
 /// Largest payload of one `NOTIFY` naming the events a ledger commit answered (PostgreSQL
 /// refuses more than 8 000 bytes): 32 hex digits and a comma per event, about 240 per
 /// notification; a larger batch sends several.

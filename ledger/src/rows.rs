@@ -191,6 +191,25 @@ pub(crate) fn glance_from(r: &dyn Cells) -> Result<crate::store::GlanceRow, Stor
     })
 }
 
+pub(crate) fn refund_view_from(r: &dyn Cells) -> Result<crate::store::RefundView, StoreError> {
+    Ok(crate::store::RefundView {
+        out_refund_no: r.text("out_refund_no")?,
+        amount_fen: r.int("amount_fen")?,
+        fee_refund_fen: r.int("fee_refund_fen")?,
+        refunded_at: r.at("refunded_at")?,
+    })
+}
+
+pub(crate) fn device_activity_from(r: &dyn Cells) -> Result<crate::store::DeviceActivity, StoreError> {
+    Ok(crate::store::DeviceActivity {
+        device_id: r.text("device_id")?,
+        store_id: r.text("store_id")?,
+        registered_at: r.at("created_at")?,
+        last_event_at: r.opt_at("last_event_at")?,
+        refused_recently: r.int("refused_recently")?,
+    })
+}
+
 pub(crate) fn rejected_from(r: &dyn Cells) -> Result<RejectedEvent, StoreError> {
     Ok(RejectedEvent {
         received_at: r.at("received_at")?,

@@ -335,6 +335,52 @@ pub trait ProjectionReader: Send + Sync + 'static {
         store: Option<&facepay_domain::StoreId>,
         day: NaiveDate,
     ) -> Result<Vec<GlanceRow>, StoreError>;
+
+    /// The merchant's terms and registered devices (at most `FLEET_DEVICES_MAX`, by store and
+    /// device), each with when the ledger last answered one of its events and how many of its
+    /// events since `since` it refused, rejected or declined: read from the answers' (device,
+    /// time) index, one lookup per device.
+    async fn fleet(&self, merchant: &MerchantId, since: DateTime<Utc>) -> Result<Fleet, StoreError>;
+
+    /// An order's refunds, oldest first (at most `ORDER_REFUNDS_MAX`), from the refunds'
+    /// (merchant, order) index.
+    async fn order_refunds(
+        &self,
+        merchant: &MerchantId,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<Vec<RefundView>, StoreError>;
+}
+
+/// One refund of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundView {
+    pub out_refund_no: String,
+    pub amount_fen: i64,
+    pub fee_refund_fen: i64,
+    pub refunded_at: DateTime<Utc>,
+}
+
+/// A merchant's terms and its devices, as [`ProjectionReader::fleet`] reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// The merchant's single payment limit (the default, when it never changed).
+    pub single_limit_fen: i64,
+    /// The merchant's fee rate, parts per million (the default, when it never changed).
+    pub fee_rate_ppm: i64,
+    pub devices: Vec<DeviceActivity>,
+}
+
+/// A registered device and what the ledger last heard of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DeviceActivity {
+    pub device_id: String,
+    pub store_id: String,
+    pub registered_at: DateTime<Utc>,
+    /// When the ledger last answered one of its events (none: never heard of).
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Its events answered since the route's `since` (an hour ago) as refused, rejected or
+    /// declined.
+    pub refused_recently: i64,
 }
 
 /// Payment attempts of one day that share a status, a reason and member quick pay.

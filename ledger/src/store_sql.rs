@@ -346,6 +346,46 @@ macro_rules! reader_sql {
                     .await?;
                 rows.iter().map(|r| $crate::rows::glance_from(r)).collect()
             }
+
+            async fn fleet(
+                &self,
+                merchant: &facepay_domain::MerchantId,
+                since: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::store::Fleet, $crate::StoreError> {
+                use facepay_domain::limits::{FEE_RATE_DEFAULT_PPM, FLEET_DEVICES_MAX, SINGLE_PAYMENT_LIMIT_DEFAULT_FEN};
+                let terms = sqlx::query($crate::store_sql::MERCHANT_TERMS)
+                    .bind(merchant.as_str())
+                    .fetch_one(&self.$read)
+                    .await?;
+                let devices = sqlx::query($crate::store_sql::FLEET_DEVICES)
+                    .bind(merchant.as_str())
+                    .bind(bind_at(&since))
+                    .bind(FLEET_DEVICES_MAX)
+                    .fetch_all(&self.$read)
+                    .await?;
+                use $crate::rows::Cells;
+                Ok($crate::store::Fleet {
+                    single_limit_fen: terms.opt_int("single_limit_fen")?.unwrap_or(SINGLE_PAYMENT_LIMIT_DEFAULT_FEN),
+                    fee_rate_ppm: terms.opt_int("fee_rate_ppm")?.unwrap_or(FEE_RATE_DEFAULT_PPM),
+                    devices: devices.iter().map(|r| $crate::rows::device_activity_from(r)).collect::<Result<_, _>>()?,
+                })
+            }
+
+            async fn order_refunds(
+                &self,
+                merchant: &facepay_domain::MerchantId,
+                out_trade_no: &facepay_domain::OutTradeNo,
+            ) -> Result<Vec<$crate::store::RefundView>, $crate::StoreError> {
+                let sql = "SELECT out_refund_no, amount_fen, fee_refund_fen, refunded_at FROM refunds \
+                     WHERE merchant_id = $1 AND out_trade_no = $2 ORDER BY refunded_at, out_refund_no LIMIT $3";
+                let rows = sqlx::query(sql)
+                    .bind(merchant.as_str())
+                    .bind(out_trade_no.as_str())
+                    .bind(facepay_domain::limits::ORDER_REFUNDS_MAX)
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter().map(|r| $crate::rows::refund_view_from(r)).collect()
+            }
         }
     };
 }
@@ -729,3 +769,20 @@ macro_rules! faces_sql {
 }
 
 pub(crate) use {faces_sql, gallery_changed, reader_sql, registry_sql, store_sql, transport_sql, writer_sql};
+
+/// A merchant's single limit and fee rate, NULL where they never changed.
+pub(crate) const MERCHANT_TERMS: &str = "SELECT \
+     (SELECT single_limit_fen FROM merchant_limits WHERE merchant_id = $1) AS single_limit_fen, \
+     (SELECT CAST(fee_rate_ppm AS BIGINT) FROM merchant_fee_rates WHERE merchant_id = $1) AS fee_rate_ppm";
+
+/// A merchant's devices with their last answered event and their refused, rejected or
+/// declined events since $2: each a lookup in the answers' (device, processed_at) index.
+pub(crate) const FLEET_DEVICES: &str = "SELECT d.device_id, d.store_id, d.created_at, \
+     (SELECT MAX(i.processed_at) FROM inbound i \
+        WHERE i.device = d.merchant_id || '/' || d.store_id || '/' || d.device_id) AS last_event_at, \
+     (SELECT COUNT(*) FROM inbound i \
+        WHERE i.device = d.merchant_id || '/' || d.store_id || '/' || d.device_id AND i.processed_at > $2 \
+          AND (i.outcome LIKE '%\"type\":\"refused\"%' OR i.outcome LIKE '%\"type\":\"rejected\"%' \
+               OR i.outcome LIKE '{\"rejected\":%' \
+               OR i.outcome LIKE '%\"status\":\"DECLINED\"%')) AS refused_recently \
+     FROM devices d WHERE d.merchant_id = $1 ORDER BY d.store_id, d.device_id LIMIT $3";

@@ -5,17 +5,18 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use facepay_domain::auth::Role;
 use maud::html;
 use serde::Deserialize;
 
 use super::page::{at, cny, encode, history_filters, next_link, query_string, shell, table, Head::Num, Head::Text};
-use super::{respond, Console, ConsoleError};
-use crate::auth::{FinanceOnly, MerchantOrFinance, OrderReaders};
+use super::{respond, Console, ConsoleError, Posted};
+use crate::auth::{FinanceOrAdmin, MerchantOnly, MerchantOrFinance, OrderReaders};
 use crate::extract::ApiQuery;
 use crate::http::{glance_view, history_page, members_page, order_view, settlement_page, HistoryQuery};
+use crate::refund::RefundRequest;
 use crate::state::AppState;
 
 /// Days of settlement the overview links and the settlement page draws.
@@ -27,14 +28,17 @@ pub fn routes() -> Router<AppState> {
         .route("/merchants/{merchant}", get(overview))
         .route("/merchants/{merchant}/transactions", get(transactions))
         .route("/merchants/{merchant}/orders/{out_trade_no}", get(order))
+        .route("/merchants/{merchant}/orders/{out_trade_no}/refunds", post(refund))
         .route("/merchants/{merchant}/members", get(members))
         .route("/merchants/{merchant}/settlement", get(settlement))
         .route("/orders", get(order_lookup))
 }
 
-/// `GET /console/merchants` (finance): every registered merchant.
+/// `GET /console/merchants` (finance, admin): every registered merchant, with its day at a
+/// glance (finance) and its devices and terms.
 async fn merchants(State(st): State<AppState>, c: Console) -> Result<Response, ConsoleError> {
-    c.as_role::<FinanceOnly>()?;
+    c.as_role::<FinanceOrAdmin>()?;
+    let finance = c.principal.role == Role::Finance;
     let t = c.ctx.t();
     let mut ids: Vec<String> = {
         let registry = st.registry.read().unwrap_or_else(|e| e.into_inner());
@@ -42,7 +46,10 @@ async fn merchants(State(st): State<AppState>, c: Console) -> Result<Response, C
     };
     ids.sort();
     let body = html! {
-        ul class="cards" { @for m in &ids { li { a href={ "/console/merchants/" (encode(m)) } { (m) } } } }
+        ul class="cards" { @for m in &ids { li {
+            @if finance { a href={ "/console/merchants/" (encode(m)) } { (m) } " · " } @else { (m) " · " }
+            a href={ "/console/merchants/" (encode(m)) "/fleet" } { (t.devices) }
+        } } }
         @if ids.is_empty() { p { (t.none) } }
     };
     Ok(respond(shell(&c.ctx, t.merchants, body)))
@@ -169,6 +176,7 @@ async fn order(
 ) -> Result<Response, ConsoleError> {
     let p = c.as_role::<OrderReaders>()?;
     let o = order_view(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
+    let refunds = crate::refund::refunds_of(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
     let t = c.ctx.t();
     let r = &o.result;
     let body = html! {
@@ -184,6 +192,26 @@ async fn order(
             dt { (t.refunded) } dd data-figure="refunded" { (cny(&o.refunded)) }
             dt { (t.created) } dd { (at(&o.created_at)) }
             dt { (t.updated) } dd { (at(&o.updated_at)) }
+        }
+        @if !refunds.is_empty() {
+            h2 { (t.refunds) }
+            (table(t, &[Text(t.out_refund_no), Num(t.amount), Num(t.fee), Text(t.time)], &refunds, |f| html! {
+                tr data-refund=(f.out_refund_no) { td { code { (f.out_refund_no) } } td class="num" { (cny(&f.amount)) }
+                    td class="num" { (cny(&f.fee_refund)) } td { (at(&f.refunded_at)) } }
+            }))
+        }
+        @if c.principal.role == Role::Merchant && r.status == facepay_domain::OrderStatus::Paid && o.refunded_fen < r.amount.fen() {
+            h2 { (t.refund) }
+            form method="post" action={ "/console/merchants/" (encode(&merchant)) "/orders/" (encode(&out_trade_no)) "/refunds" } class="filters" {
+                (c.ctx.csrf_field())
+                label for="out_refund_no" { (t.out_refund_no) }
+                input id="out_refund_no" name="out_refund_no" required maxlength="32" value=(new_refund_no());
+                label for="amount" { (t.amount) }
+                input id="amount" name="amount" inputmode="decimal" required pattern=r"[0-9]+(\.[0-9]{1,2})?"
+                    value=(facepay_domain::money::fen_to_string(r.amount.fen() - o.refunded_fen));
+                button type="submit" { (t.refund) }
+            }
+            p class="hint" { (t.refund_hint) }
         }
     };
     let title = format!("{} {}", t.order, out_trade_no);
@@ -254,4 +282,24 @@ async fn order_lookup(c: Console, ApiQuery(q): ApiQuery<LookupQuery>) -> Result<
         }
     };
     Ok(respond(shell(&c.ctx, t.order_lookup, body)))
+}
+
+/// A refund number for the form, made when the page is drawn: a form posted twice (a double
+/// click, a reload) is the same refund.
+fn new_refund_no() -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("RF{}", &suffix[..20])
+}
+
+/// `POST /console/merchants/{m}/orders/{no}/refunds` (merchant keys): the API's refund, then
+/// back to the order.
+async fn refund(
+    State(st): State<AppState>,
+    Path((merchant, out_trade_no)): Path<(String, String)>,
+    posted: Posted<RefundRequest>,
+) -> Result<Response, ConsoleError> {
+    let p = posted.console.as_role::<MerchantOnly>()?;
+    crate::refund::refund(&st, &p, merchant.clone(), out_trade_no.clone(), posted.form).await?;
+    let to = format!("/console/merchants/{}/orders/{}", encode(&merchant), encode(&out_trade_no));
+    Ok(Redirect::to(&to).into_response())
 }

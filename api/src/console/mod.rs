@@ -11,7 +11,10 @@
 //! - [`text`]: the two languages.
 //! - [`page`]: the frame of every page and the pieces pages share.
 //! - [`sign_in`]: sign-in, sign-out, the language switch.
-//! - [`merchant`]: a merchant's overview, transactions, orders, members, settlement.
+//! - [`merchant`]: a merchant's overview, transactions, orders (with the merchant's refund),
+//!   members, settlement.
+//! - [`fleet`]: a merchant's devices and terms (an admin changes the terms); a payer's wallet,
+//!   frozen and unfrozen by an admin.
 //! - [`finance`]: reconciliation runs, bill upload, breaks and their resolution; the rejected
 //!   events and the audit log (with admin).
 //! - [`admin`]: API keys.
@@ -26,6 +29,7 @@ pub mod admin;
 pub mod chart;
 pub mod export;
 pub mod finance;
+pub mod fleet;
 pub mod merchant;
 pub mod page;
 pub mod session;
@@ -59,6 +63,7 @@ pub fn router() -> Router<AppState> {
         .merge(merchant::routes())
         .merge(finance::routes())
         .merge(admin::routes())
+        .merge(fleet::routes())
         .merge(export::routes())
         .fallback(|| async { ConsoleError::Api(ApiError::NotFound) })
         .layer(axum::middleware::from_fn(pages))

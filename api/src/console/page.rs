@@ -75,6 +75,7 @@ fn nav(t: &Text, p: &Principal) -> Markup {
             links.push((format!("{base}/members"), t.members));
             links.push((format!("{base}/settlement"), t.settlement));
         }
+        links.push((format!("{base}/fleet"), t.devices));
     }
     if p.role == Role::Finance {
         links.push(("/console/merchants".into(), t.merchants));
@@ -82,6 +83,8 @@ fn nav(t: &Text, p: &Principal) -> Markup {
         links.push(("/console/finance/breaks".into(), t.breaks));
     }
     if p.role == Role::Admin {
+        links.push(("/console/merchants".into(), t.merchants));
+        links.push(("/console/admin/payers".into(), t.payers));
         links.push(("/console/admin/keys".into(), t.keys));
     }
     if matches!(p.role, Role::Finance | Role::Admin) {

@@ -151,6 +151,7 @@ on_both_stores!(tokio::test;
     two_writers_paying_one_merchant_lose_no_update,
     a_consumer_that_lost_its_partition_is_fenced_off,
     one_relay_holds_the_outbox_lease_until_it_lapses_and_published_messages_never_return,
+    the_fleet_shows_each_devices_last_answer_and_its_refusals,
 );
 on_both_stores!(tokio::test(flavor = "multi_thread", worker_threads = 4);
     concurrent_batches_of_one_payer_do_not_double_spend,
@@ -1357,4 +1358,36 @@ async fn a_cached_ledger_notices_another_writer_and_does_not_spend_twice(backend
     assert_eq!(result(&again[0]).reason, Some(DeclineReason::InsufficientBalance));
     assert_eq!(db.store.wallet(&payer("p1")).await.unwrap().unwrap().0, 0);
     db.assert_consistent().await;
+}
+
+async fn the_fleet_shows_each_devices_last_answer_and_its_refusals(backend: Backend) {
+    use facepay_domain::limits::{FEE_RATE_DEFAULT_PPM, SINGLE_PAYMENT_LIMIT_DEFAULT_FEN};
+    // Given a merchant with two devices, one of which sent a payment and an unaffordable one.
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let (heard, silent) = (device_of("m1", 1), device_of("m1", 2));
+    db.store.register_merchant(&heard.merchant_id, "M").await.unwrap();
+    for d in [&heard, &silent] {
+        db.store.register_device(d).await.unwrap();
+    }
+    let from = |mut c: Command| {
+        c.device = Some(heard.clone());
+        c
+    };
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    db.batch(&[fund("p1", "10.00"), from(pay("m1", "o1", "5.00", 1, "p1")), from(pay("m1", "o2", "50.00", 2, "p1"))])
+        .await;
+    // When the fleet is read: the device heard of, with its one decline; the other never.
+    let fleet = db.store.fleet(&merchant("m1"), before).await.unwrap();
+    assert_eq!((fleet.single_limit_fen, fleet.fee_rate_ppm), (SINGLE_PAYMENT_LIMIT_DEFAULT_FEN, FEE_RATE_DEFAULT_PPM));
+    let seen: Vec<(&str, &str, bool, i64)> = fleet
+        .devices
+        .iter()
+        .map(|d| (d.store_id.as_str(), d.device_id.as_str(), d.last_event_at.is_some(), d.refused_recently))
+        .collect();
+    assert_eq!(seen, vec![("s1", "m1-d1", true, 1), ("s2", "m1-d2", false, 0)]);
+    assert!(fleet.devices[0].last_event_at.unwrap() >= before);
+    // Then a window that starts after them counts nothing; another merchant has no devices.
+    let after = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(db.store.fleet(&merchant("m1"), after).await.unwrap().devices[0].refused_recently, 0);
+    assert!(db.store.fleet(&merchant("m9"), before).await.unwrap().devices.is_empty());
 }

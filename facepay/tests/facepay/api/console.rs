@@ -293,3 +293,89 @@ async fn finance_uploads_a_bill_and_resolves_a_break_through_the_console_and_bot
         .await;
     assert!(csv.body.starts_with("break_id,") && csv.body.contains(&format!("{break_id},")), "{}", csv.body);
 }
+
+#[tokio::test]
+async fn a_merchant_refunds_through_the_order_page_once_however_often_the_form_is_posted() {
+    let app = app_with_an_order().await;
+    let mut b = Browser::new(&app);
+    assert_eq!(b.sign_in(&app.keys.merchant).await.status, 303);
+    let page = b.get(&format!("/console/merchants/{MERCHANT}/orders/ORDER-1")).await;
+    assert!(page.body.contains(r#"name="out_refund_no""#), "a paid order offers a refund");
+    let at = page.body.find(r#"name="out_refund_no" "#).unwrap();
+    let refund_no = page.body[at..].split("value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let path = format!("/console/merchants/{MERCHANT}/orders/ORDER-1/refunds");
+    // Without its CSRF token: refused, nothing refunded.
+    let forged = b.post(&path, &[("out_refund_no", &refund_no), ("amount", "10.00")]).await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(app.get("/v1/payers/u-alice/balance").await.1["balance"], "40.00");
+    // Posted twice (a double click): one refund.
+    for _ in 0..2 {
+        let done = b.post(&path, &[("csrf", &page.csrf()), ("out_refund_no", &refund_no), ("amount", "10.00")]).await;
+        assert_eq!(
+            (done.status, done.location()),
+            (303, format!("/console/merchants/{MERCHANT}/orders/ORDER-1").as_str())
+        );
+    }
+    assert_eq!(app.get("/v1/payers/u-alice/balance").await.1["balance"], "50.00");
+    let after = b.get(&format!("/console/merchants/{MERCHANT}/orders/ORDER-1")).await;
+    assert!(after.body.contains(r#"data-figure="refunded"><span class="money">¥10.00<"#), "{}", after.body);
+    // More than is left: the ledger's refusal, on a page, and nothing moves.
+    let over = b.post(&path, &[("csrf", &page.csrf()), ("out_refund_no", "RF-OVER"), ("amount", "50.01")]).await;
+    assert_eq!(over.status, 422, "{}", over.body);
+    assert!(over.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert_eq!(app.get("/v1/payers/u-alice/balance").await.1["balance"], "50.00");
+    // Finance may look at the order but not refund it.
+    let mut f = Browser::new(&app);
+    f.sign_in(&app.keys.finance).await;
+    let seen = f.get(&format!("/console/merchants/{MERCHANT}/orders/ORDER-1")).await;
+    assert!(!seen.body.contains(r#"name="out_refund_no""#));
+    let tried = f.post(&path, &[("csrf", &seen.csrf()), ("out_refund_no", "RF-F"), ("amount", "1.00")]).await;
+    assert_eq!(tried.status, 404);
+    assert_eq!(app.get("/v1/payers/u-alice/balance").await.1["balance"], "50.00");
+}
+
+#[tokio::test]
+async fn an_admin_freezes_a_payer_and_sets_a_merchants_terms_each_audited_and_decided_by_the_ledger() {
+    let app = app_with_an_order().await;
+    let mut a = Browser::new(&app);
+    assert_eq!(a.sign_in(&app.keys.admin).await.status, 303);
+    // The fleet: the merchant's device, heard of, with its terms.
+    let fleet = a.get(&format!("/console/merchants/{MERCHANT}/fleet")).await;
+    assert_eq!(fleet.status, 200, "{}", fleet.body);
+    assert!(fleet.body.contains(&format!(r#"data-device="{DEVICE}""#)), "{}", fleet.body);
+    assert!(fleet.body.contains(r#"data-figure="single_limit"><span class="money">¥1000.00<"#), "{}", fleet.body);
+    let (_, api) = app.get_as(&format!("/v1/merchants/{MERCHANT}/fleet"), Some(&app.keys.admin)).await;
+    let device = &api["devices"][0];
+    assert!(device["last_event_at"].is_string(), "{api}");
+    // Terms: a new limit and fee rate, through the ledger.
+    let limit = format!("/console/merchants/{MERCHANT}/limit");
+    assert_eq!(a.post(&limit, &[("csrf", &fleet.csrf()), ("single_limit", "2000.00")]).await.status, 303);
+    let fee = format!("/console/merchants/{MERCHANT}/fee-rate");
+    assert_eq!(a.post(&fee, &[("csrf", &fleet.csrf()), ("fee_rate_ppm", "5400")]).await.status, 303);
+    let too_high = a.post(&fee, &[("csrf", &fleet.csrf()), ("fee_rate_ppm", "100001")]).await;
+    assert_eq!(too_high.status, 422, "the ledger's refusal: {}", too_high.body);
+    let (_, api) = app.get_as(&format!("/v1/merchants/{MERCHANT}/fleet"), Some(&app.keys.admin)).await;
+    assert_eq!((api["single_limit"].as_str(), api["fee_rate_ppm"].as_i64()), (Some("2000.00"), Some(5400)), "{api}");
+    // A payer frozen and unfrozen.
+    let payer = a.get("/console/admin/payers?payer_id=u-alice").await;
+    assert!(payer.body.contains(r#"data-figure="balance"><span class="money">¥40.00<"#), "{}", payer.body);
+    let freeze = a.post("/console/admin/payers/u-alice/freeze", &[("csrf", &payer.csrf())]).await;
+    assert_eq!((freeze.status, freeze.location()), (303, "/console/admin/payers?payer_id=u-alice"));
+    assert_eq!(app.get("/v1/payers/u-alice/balance").await.1["frozen"], true);
+    assert_eq!(a.post("/console/admin/payers/u-alice/unfreeze", &[("csrf", &payer.csrf())]).await.status, 303);
+    assert_eq!(app.get("/v1/payers/u-alice/balance").await.1["frozen"], false);
+    // Each audited with the admin's key; a merchant may read its fleet but not change its terms.
+    let (_, audit) = app.get_as("/v1/audit", Some(&app.keys.admin)).await;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    for action in ["merchant_limit_changed", "merchant_fee_rate_changed", "account_frozen", "account_unfrozen"] {
+        assert!(actions.contains(&action), "{action}: {actions:?}");
+    }
+    let mut m = Browser::new(&app);
+    m.sign_in(&app.keys.merchant).await;
+    let own = m.get(&format!("/console/merchants/{MERCHANT}/fleet")).await;
+    assert!(own.status == 200 && !own.body.contains(r#"name="single_limit""#));
+    assert_eq!(m.post(&limit, &[("csrf", &own.csrf()), ("single_limit", "9000.00")]).await.status, 404);
+    assert_eq!(m.get(&format!("/console/merchants/{OTHER_MERCHANT}/fleet")).await.status, 404);
+    let (_, api) = app.get_as(&format!("/v1/merchants/{MERCHANT}/fleet"), Some(&app.keys.merchant)).await;
+    assert_eq!(api["single_limit"], "2000.00");
+}

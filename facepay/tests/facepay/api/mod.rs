@@ -7,5 +7,6 @@ mod console;
 mod http;
 mod openapi;
 mod reconcile_http;
+mod refund;
 mod security;
 mod wait;
