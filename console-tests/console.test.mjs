@@ -211,6 +211,20 @@ test("finance uploads the demo's bill and finds its planted breaks", async () =>
   }
   assert.ok(Object.keys(planted).length > 0, 'the demo planted breaks');
   assert.deepEqual(found, planted);
+  // The upload's own run: an open break resolved through its form, once, and audited.
+  await page.goto(`${base}/console/finance/breaks?run_id=${uploadRun}&unresolved=true`);
+  const open = await page.getAttribute('tr[data-break]:has(details) ', 'data-break');
+  assert.ok(open, 'the uploaded run has an open break');
+  const row = `tr[data-break="${open}"]`;
+  await page.click(`${row} summary`);
+  await page.selectOption(`${row} select[name=action]`, 'accepted');
+  await page.fill(`${row} input[name=resolved_by]`, 'browser test');
+  await page.fill(`${row} input[name=reason]`, 'checked against the channel');
+  await Promise.all([page.waitForLoadState('load'), page.click(`${row} form button`)]);
+  assert.equal(await page.$(`${row} details`), null, 'no longer open');
+  const audit = await (await fetch(`${base}/v1/audit?limit=20`, { headers: { authorization: `Bearer ${keys.finance}` } })).json();
+  assert.ok(audit.items.some((e) => e.subject === open || JSON.stringify(e.detail).includes(open)), 'the resolution is audited');
+  await page.goto(`${base}${runs[runs.length - 1]}`);
   await visit('finance', [
     ['runs', '/console/finance/runs'], ['breaks', new URL(page.url()).pathname + new URL(page.url()).search],
     ['merchants', '/console/merchants'], ['rejected', '/console/rejected'], ['audit', '/console/audit'],

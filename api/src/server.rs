@@ -11,10 +11,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The router of the whole API, and the console at `/console`. From the outside in: request
-/// ids, the throttle of failed authentication ([`crate::auth::throttle`]), the request
-/// timeout; then for the API the one error body for every failure
-/// ([`crate::error::json_errors`]) and each route's role check before it reads anything else
-/// ([`crate::auth::Authorized`]); for the console its pages ([`crate::console`]).
+/// ids, the console's pages for `/console` paths ([`crate::console::pages`]: outside the
+/// throttle and the timeout, so their 429 and 503 are pages too), the throttle of failed
+/// authentication ([`crate::auth::throttle`]), the request timeout; then for the API the one
+/// error body for every failure ([`crate::error::json_errors`]) and each route's role check
+/// before it reads anything else ([`crate::auth::Authorized`]).
 pub fn router(state: AppState) -> Router {
     let (routes, _) = crate::http::api_routes().split_for_parts();
     let api =
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .layer(axum::middleware::from_fn(request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::throttle))
+        .layer(axum::middleware::from_fn(crate::console::pages))
         .layer(axum::middleware::from_fn(crate::observe::request_id))
         .with_state(state)
 }

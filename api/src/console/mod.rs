@@ -66,7 +66,6 @@ pub fn router() -> Router<AppState> {
         .merge(fleet::routes())
         .merge(export::routes())
         .fallback(|| async { ConsoleError::Api(ApiError::NotFound) })
-        .layer(axum::middleware::from_fn(pages))
 }
 
 /// `/console`: the signed-in principal's first page.
@@ -224,10 +223,16 @@ impl IntoResponse for ConsoleError {
     }
 }
 
-/// The console's outer layer: an answer that is not a success, a redirect or a page of its
-/// own becomes a page in the visitor's language (axum's own rejections too); every answer
-/// gets the security headers.
-async fn pages(req: Request, next: axum::middleware::Next) -> Response {
+/// The console's pages around the whole router ([`crate::server::router`] puts it outside the
+/// throttle and the request timeout, so their 429 and 503 are pages too): a `/console` answer
+/// that is not a success, a redirect or a page of its own becomes a page in the visitor's
+/// language (axum's own rejections too), and every `/console` answer gets the security
+/// headers. Any other path passes untouched.
+pub async fn pages(req: Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    if path != "/console" && !path.starts_with("/console/") {
+        return next.run(req).await;
+    }
     let lang = Lang::of(req.headers());
     let mut resp = next.run(req).await;
     let status = resp.status();

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::app::{spawn_app, TestApp, DEVICE, MERCHANT, OTHER_MERCHANT};
+use crate::support::app::{spawn_app, spawn_app_with, TestApp, DEVICE, MERCHANT, OTHER_MERCHANT};
 
 /// A cookie-keeping client that follows no redirect (each answer is asserted as sent).
 struct Browser {
@@ -378,4 +378,33 @@ async fn an_admin_freezes_a_payer_and_sets_a_merchants_terms_each_audited_and_de
     assert_eq!(m.get(&format!("/console/merchants/{OTHER_MERCHANT}/fleet")).await.status, 404);
     let (_, api) = app.get_as(&format!("/v1/merchants/{MERCHANT}/fleet"), Some(&app.keys.merchant)).await;
     assert_eq!(api["single_limit"], "2000.00");
+}
+
+#[tokio::test]
+async fn failed_sign_ins_spend_the_addresses_budget_and_the_429_is_a_page_too() {
+    // Given an address with a budget of 20 failures.
+    let app = spawn_app_with(|a| a.with_failure_limit(2, 20)).await;
+    let mut b = Browser::new(&app);
+    let forged = format!("fpk_{}_{}", "ab".repeat(12), "1".repeat(64));
+    let mut statuses = BTreeMap::<u16, usize>::new();
+    for _ in 0..40 {
+        let form = b.get("/console/sign-in").await;
+        let status = match form.status {
+            200 => b.post("/console/sign-in", &[("token", &forged), ("csrf", &form.csrf())]).await.status,
+            other => other,
+        };
+        *statuses.entry(status).or_default() += 1;
+    }
+    assert!(statuses.get(&429).is_some_and(|n| *n >= 15), "{statuses:?}");
+    // Then every request of the address waits, and the answer is a page in its language.
+    let throttled = b.get("/console/sign-in").await;
+    assert_eq!(throttled.status, 429);
+    assert!(throttled.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        throttled.headers.get("retry-after").is_some() && throttled.headers.get("content-security-policy").is_some()
+    );
+    assert!(throttled.body.contains(r#"lang="en""#) && !b.cookies.contains_key("fp_session"));
+    // The API's own 429 stays JSON.
+    let (status, body) = app.get_as("/v1/audit", Some(&app.keys.admin)).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")));
 }
