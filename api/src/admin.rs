@@ -133,5 +133,5 @@ pub(crate) async fn send_admin_event(
 ) -> Result<bool, ApiError> {
     let envelope = facepay_domain::Envelope::new(uuid::Uuid::new_v4(), st.clock.now(), origin, body);
     let wait = std::time::Duration::from_millis(facepay_domain::limits::CONSOLE_ACTION_WAIT_MS);
-    crate::http::applied(crate::http::send_for(st, p, envelope, subject, serde_json::json!({}), wait).await?)
+    crate::platform::applied(crate::platform::send_for(st, p, envelope, subject, serde_json::json!({}), wait).await?)
 }

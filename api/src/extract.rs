@@ -88,3 +88,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 fn without_position(text: &str) -> String {
     text.rfind(" at line ").map_or(text, |i| &text[..i]).to_string()
 }
+
+/// A typed value read from a request field, or a 400 naming `name`.
+pub(crate) fn field<T>(name: &str, r: Result<T, facepay_domain::ValueError>) -> Result<T, ApiError> {
+    r.map_err(|e| ApiError::BadRequest(FieldError::new(name, e.kind, e.message)))
+}

@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::auth::{Authorized, FleetReaders};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::field;
 use crate::extract::ApiPath;
-use crate::http::field;
 use crate::state::AppState;
 
 /// A merchant's terms and devices.

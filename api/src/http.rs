@@ -9,14 +9,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
-use facepay_domain::auth::{AcceptStamp, EventSignature, KeyId, Role, SIGNATURE_HEADER};
+use facepay_domain::auth::{Role, SIGNATURE_HEADER};
 use facepay_domain::limits::EVENT_BYTES_MAX;
 use facepay_domain::money::fen_to_string;
 use facepay_domain::{
     DeviceId, FieldError, FieldErrorKind, MerchantId, OrderStatus, OutTradeNo, PayerId, PaymentResult, StoreId,
 };
 use facepay_ingest::authenticity::{Position, Refusal};
-use facepay_ingest::validate::{learn_key, validate, validate_signed};
+use facepay_ingest::validate::{learn_key, validate_signed};
 use facepay_ledger::model::Keys;
 use facepay_ledger::store::{HistoryFilter, HistoryRow, MemberView, RejectedEvent};
 use facepay_ledger::Account;
@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Auth, Authorized, FinanceOrAdmin, MerchantOrFinance, OrderReaders, Principal};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{read_body, ApiPath, ApiQuery};
+use crate::extract::{field, read_body, ApiPath, ApiQuery};
 use crate::page::{page_limit, LimitQuery, Page};
 use crate::state::{AppState, Ingress};
 
@@ -117,7 +117,7 @@ async fn ingest(State(st): State<AppState>, headers: HeaderMap, body: Body) -> R
             return crate::wait::decided(&st, outcome, wait);
         }
     }
-    enter(&st, envelope, &body, &signature, accepted_at).await?;
+    crate::platform::enter(&st, envelope, &body, &signature, accepted_at).await?;
     tracing::info!(%event_id, "event accepted");
     if let (Some(waiter), Some(wait)) = (waiter, wait) {
         if let Some(outcome) = crate::wait::outcome_by(&st, waiter, event_id, sender.as_ref(), started + wait).await? {
@@ -189,102 +189,8 @@ async fn admin_event(
     let body = read_body(body, EVENT_BYTES_MAX).await?;
     let subject = subject_of(&body);
     let (envelope, signature) =
-        platform_signed(st, &principal, &body, accepted_at, &subject, serde_json::json!({})).await?;
+        crate::platform::platform_signed(st, &principal, &body, accepted_at, &subject, serde_json::json!({})).await?;
     Ok(Taken::New { envelope, body, signature })
-}
-
-/// An event `principal` sends through the platform (an admin's platform or merchant event, a
-/// merchant's refund): parsed and checked as any event (a bad one kept with its reason, a
-/// device's event refused: a device signs its own), audited under `subject` with `detail`
-/// and the event id, then signed by the platform for the bus: the envelope and the signature.
-pub(crate) async fn platform_signed(
-    st: &AppState,
-    principal: &Principal,
-    body: &[u8],
-    accepted_at: DateTime<Utc>,
-    subject: &str,
-    mut detail: serde_json::Value,
-) -> Result<(facepay_domain::Envelope, String), ApiError> {
-    let envelope = match validate(body, &st.registry, accepted_at) {
-        Ok(env) if env.origin.device().is_some() => {
-            return Err(ApiError::Forbidden("device events are signed by their device, not sent with a key"))
-        }
-        Ok(env) => env,
-        Err(error) => {
-            let refusal = Refusal::Invalid { keep: st.verifier.may_keep(&principal.key_id), error, sender: None };
-            facepay_ingest::pipeline::refused(body, "http", &refusal, st.store.as_ref()).await?;
-            return Err(ApiError::BadRequest(refusal.error().clone()));
-        }
-    };
-    detail["event_id"] = serde_json::json!(envelope.event_id);
-    let entry = principal.actor().entry(envelope.body.kind(), subject, detail);
-    st.store.audit_append(&entry).await?;
-    let sig = EventSignature::sign(
-        KeyId::platform(),
-        st.verifier.platform_secret(),
-        accepted_at.timestamp(),
-        envelope.event_id,
-        body,
-    );
-    Ok((envelope, sig.header()))
-}
-
-/// Sends `envelope` for `principal` through the platform (checked, audited under `subject`
-/// with `detail`, signed: [`platform_signed`]) and waits at most `wait` for its outcome:
-/// `None` when it is not decided by then (or too many wait). An admin's action in the console
-/// and a merchant's refund are sent so.
-pub(crate) async fn send_for(
-    st: &AppState,
-    principal: &Principal,
-    envelope: facepay_domain::Envelope,
-    subject: &str,
-    detail: serde_json::Value,
-    wait: std::time::Duration,
-) -> Result<Option<facepay_domain::Outcome>, ApiError> {
-    let (event_id, accepted_at, bytes) = (envelope.event_id, envelope.accepted_at, Bytes::from(envelope.to_json()));
-    let (envelope, signature) = platform_signed(st, principal, &bytes, accepted_at, subject, detail).await?;
-    let waiter = st.waiters.register(event_id, None);
-    enter(st, envelope, &bytes, &signature, accepted_at).await?;
-    match waiter {
-        Some(waiter) => crate::wait::outcome_by(st, waiter, event_id, None, tokio::time::Instant::now() + wait).await,
-        None => Ok(None),
-    }
-}
-
-/// An outcome of an event sent for a principal ([`send_for`]) as the API answers it: applied
-/// (`true`), not decided yet (`false`), or the ledger's refusal: a refund number used for
-/// another refund is a conflict (409), any other refusal the domain's (422), with its code.
-pub(crate) fn applied(outcome: Option<facepay_domain::Outcome>) -> Result<bool, ApiError> {
-    use facepay_domain::{OutcomeBody, RefusalReason};
-    let (code, message) = match outcome.map(|o| o.body) {
-        None => return Ok(false),
-        Some(OutcomeBody::Applied { .. }) => return Ok(true),
-        Some(OutcomeBody::Refused { code, message, .. }) => (code, message),
-        Some(OutcomeBody::Rejected { field, message, .. }) => {
-            return Err(ApiError::BadRequest(FieldError::new(field, FieldErrorKind::Invalid, message)))
-        }
-        Some(other) => return Err(ApiError::Internal(anyhow::anyhow!("answered {:?}", other.kind()))),
-    };
-    match RefusalReason::ALL.into_iter().find(|r| r.code() == code) {
-        Some(RefusalReason::RefundNoUsed) => {
-            Err(ApiError::Conflict { code: RefusalReason::RefundNoUsed.code(), message })
-        }
-        Some(reason) => Err(ApiError::Refused { code: reason.code(), message }),
-        None => Err(ApiError::Internal(anyhow::anyhow!("refused with an unknown code {code:?}"))),
-    }
-}
-
-/// Puts an event into the pipeline with the platform's accept stamp.
-pub(crate) async fn enter(
-    st: &AppState,
-    envelope: facepay_domain::Envelope,
-    body: &Bytes,
-    signature: &str,
-    accepted_at: DateTime<Utc>,
-) -> Result<(), ApiError> {
-    let stamp = AcceptStamp::sign(st.verifier.platform_secret(), accepted_at.timestamp_millis(), body).header();
-    st.input.accept(envelope, body, signature, &stamp).await?;
-    Ok(())
 }
 
 /// What an admin event is about, for the audit log: its payer or merchant.
@@ -298,10 +204,6 @@ fn subject_of(body: &[u8]) -> String {
 fn day_param(d: String) -> Result<NaiveDate, ApiError> {
     let bad = || FieldError::new("date", FieldErrorKind::Invalid, "a day like 2026-03-02");
     NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| ApiError::BadRequest(bad()))
-}
-
-pub(crate) fn field<T>(name: &str, r: Result<T, facepay_domain::ValueError>) -> Result<T, ApiError> {
-    r.map_err(|e| ApiError::BadRequest(FieldError::new(name, e.kind, e.message)))
 }
 
 /// An order as served: its result plus its times.
@@ -377,6 +279,9 @@ pub(crate) struct HistoryQuery {
     /// Only this device's rows.
     #[param(value_type = Option<facepay_domain::DeviceId>)]
     pub(crate) device_id: Option<String>,
+    /// Only the attempts at this order: its whole life of decided attempts.
+    #[param(value_type = Option<OutTradeNo>)]
+    pub(crate) out_trade_no: Option<String>,
 }
 
 /// One payment attempt in a merchant's history.
@@ -413,7 +318,9 @@ fn history_filter(
     };
     let device_id =
         q.device_id.filter(|d| !d.is_empty()).map(|d| field("device_id", DeviceId::parse(d))).transpose()?;
-    Ok(HistoryFilter { day, status, before_id, store_id, device_id, limit })
+    let out_trade_no =
+        q.out_trade_no.filter(|o| !o.is_empty()).map(|o| field("out_trade_no", OutTradeNo::parse(o))).transpose()?;
+    Ok(HistoryFilter { day, status, before_id, store_id, device_id, out_trade_no, limit })
 }
 
 /// `GET /v1/merchants/{merchant_id}/transactions`: newest first, by cursor; a store-scoped

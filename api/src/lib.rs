@@ -8,6 +8,7 @@
 //! - [`page`]: pages of list answers, and the page size's bounds.
 //! - [`reconcile`]: the reconciliation routes (finance).
 //! - [`recon_view`]: the reconciliation routes' answers, money as decimal strings.
+//! - [`platform`]: events sent through the platform for a principal (admin events, refunds).
 //! - [`refund`]: the merchant's refund of a paid order (a `refund_requested` of the merchant).
 //! - [`fleet`]: a merchant's terms and devices, with what the ledger last heard of each.
 //! - [`admin`]: the admin and finance routes (keys, audit log).
@@ -34,6 +35,7 @@ pub mod http;
 pub mod observe;
 pub mod openapi;
 pub mod page;
+pub mod platform;
 pub mod recon_view;
 pub mod reconcile;
 pub mod refund;

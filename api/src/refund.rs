@@ -24,9 +24,10 @@ use uuid::Uuid;
 
 use crate::auth::{Authorized, MerchantOnly, OrderReaders};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::field;
 use crate::extract::{ApiJson, ApiPath};
-use crate::http::{applied, field, send_for};
 use crate::page::Page;
+use crate::platform::{applied, send_for};
 use crate::state::AppState;
 
 /// A refund the merchant asks for.

@@ -12,7 +12,13 @@
 //! 3. the console's pages (issue 26), each client signed in with its key (a session cookie):
 //!    the transactions page (the newest 50 rows, rendered), an order's page, and a day at a
 //!    glance (`/console/merchants/{m}?date=`, a day's attempts counted from the history's
-//!    (merchant, day) index).
+//!    covering (merchant, day) index);
+//! 4. the console's CSV export of one merchant's day of `csv_rows` attempts, once
+//!    ([`crate::csv_export`]).
+//!
+//! After seeding, `VACUUM (ANALYZE)` stands for autovacuum's pass over the new rows (the
+//! history's insert threshold is 1 %, migration 0023), so the glance's index-only scan reads
+//! no heap; its `EXPLAIN (ANALYZE, BUFFERS)` is in the report.
 //!
 //! The report gives requests/s and latency percentiles per phase, counts any answer that is
 //! not 200 (there must be none), and the `EXPLAIN` of the history query: an index scan, not
@@ -44,6 +50,8 @@ pub struct ApiBenchOptions {
     pub merchants: u64,
     pub connections: usize,
     pub seconds: u64,
+    /// Attempts of the one merchant-day the CSV export phase downloads (0: no such phase).
+    pub csv_rows: u64,
     /// Serve for an outside load generator instead of running the phases: write
     /// `DIR/clients.lua` (the merchants and their keys) and `DIR/base` (the URL), then serve
     /// until ctrl-c (`scripts/bench-api-wrk.sh` drives wrk against it).
@@ -79,6 +87,12 @@ pub struct ApiBenchReport {
     pub console_transactions: Option<PhaseReport>,
     pub console_order: Option<PhaseReport>,
     pub console_overview: Option<PhaseReport>,
+    /// The console's CSV export of one merchant's day of `csv_rows` attempts.
+    pub csv_export: Option<crate::csv_export::CsvExportReport>,
+    /// `EXPLAIN (ANALYZE, BUFFERS)` of the day at a glance for one merchant's day.
+    pub glance_plan: Vec<String>,
+    /// True when the glance is an index-only scan that fetched no heap row.
+    pub glance_index_only: bool,
     /// `EXPLAIN` of the history page query (as the store sends it), first page and by cursor.
     pub history_plan: Vec<String>,
     /// True when neither plan has a sequential scan.
@@ -98,6 +112,12 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
     let store = stores.ledger.clone();
     let started = Instant::now();
     let merchants = seed(store.as_ref(), url, opts).await?;
+    let big = MerchantId::parse("1999999999")?;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    if opts.csv_rows > 0 {
+        crate::csv_export::seed_day(store.as_ref(), &mut conn, &big, opts.csv_rows).await?;
+    }
+    sqlx::query("VACUUM (ANALYZE) history, orders").execute(&mut conn).await?;
     let seed_s = started.elapsed().as_secs_f64();
     let config = PipelineConfig { sweep_interval: Duration::ZERO, ..PipelineConfig::default() };
     let app = App::start(stores, config).await?;
@@ -127,7 +147,13 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
             ))
         })
         .collect::<anyhow::Result<_>>()?;
+    let big_cookie = {
+        let key = merchant_key(&auth, &big).await?;
+        let key_id = facepay_domain::auth::ApiToken::parse(&key).map_err(|e| anyhow::anyhow!("{e}"))?.key_id;
+        format!("{}={}", facepay_api::console::session::SESSION_COOKIE, state.console.start(key_id).0)
+    };
     let server = tokio::spawn(async move { axum::serve(listener, facepay_api::server::router(state)).await });
+    let mut csv_export = None;
     let (mut order_lookup, mut history_page, mut console) = (None, None, [None, None, None]);
     match &opts.external {
         Some(dir) => serve_outside_load(dir, &base, &keys, per_merchant).await?,
@@ -153,6 +179,9 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
                     .await?,
                 ),
             ];
+            if opts.csv_rows > 0 {
+                csv_export = Some(crate::csv_export::measure(&base, &big_cookie, &big, opts.csv_rows).await?);
+            }
         }
     }
     let [console_transactions, console_order, console_overview] = console;
@@ -162,6 +191,10 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
     server.abort();
     let history_plan = explain(&pg, &merchants[0]).await?;
     let history_uses_index = !history_plan.iter().any(|l| l.contains("Seq Scan"));
+    let glance_plan =
+        pg.explain_glance(&merchants[0], chrono::NaiveDate::from_ymd_opt(2026, 3, 3).unwrap_or_default()).await?;
+    let glance_index_only = glance_plan.iter().any(|l| l.contains("Index Only Scan"))
+        && glance_plan.iter().any(|l| l.trim() == "Heap Fetches: 0");
     drop(app);
     Ok(ApiBenchReport {
         orders: opts.orders,
@@ -175,6 +208,9 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
         console_transactions,
         console_order,
         console_overview,
+        csv_export,
+        glance_plan,
+        glance_index_only,
         history_plan,
         history_uses_index,
     })
@@ -221,7 +257,6 @@ async fn seed(store: &dyn LedgerStore, url: &str, opts: &ApiBenchOptions) -> any
     .bind(m)
     .execute(&mut conn)
     .await?;
-    sqlx::query("ANALYZE").execute(&mut conn).await?;
     Ok(merchants)
 }
 

@@ -75,6 +75,10 @@ enum Bench {
         /// Length of each phase.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Attempts of the one merchant-day whose console CSV export is downloaded once
+        /// (0: skip that phase).
+        #[arg(long, default_value_t = 1_000_000)]
+        csv_rows: u64,
         /// Serve for an outside load generator (wrk: `scripts/bench-api-wrk.sh`) until ctrl-c,
         /// writing `DIR/clients.lua` and `DIR/base`, instead of running the phases in process.
         #[arg(long)]
@@ -155,13 +159,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             print_report(json, &device::run(&opts).await?)
         }
-        Bench::Api { json, postgres, orders, merchants, connections, seconds, external } => {
+        Bench::Api { json, postgres, orders, merchants, connections, seconds, csv_rows, external } => {
             let opts = api::ApiBenchOptions {
                 postgres: postgres_or_default(postgres),
                 orders,
                 merchants: merchants.max(1),
                 connections: connections.max(1),
                 seconds: seconds.max(1),
+                csv_rows,
                 external,
             };
             print_report(json, &api::run(&opts).await?)

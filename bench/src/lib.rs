@@ -8,8 +8,9 @@
 //!   and the usual design.
 //! - [`usual_design`]: the usual one-transaction-per-payment design, for comparison.
 //! - [`pipeline`]: device events through Kafka to committed outcomes, next to the broker.
-//! - [`api`]: the read API under load over a million orders (its own HTTP/1.1 load
-//!   generator).
+//! - [`api`]: the read API and the console's pages under load over a million orders (its own
+//!   HTTP/1.1 load generator).
+//! - [`csv_export`]: the console's CSV export of a merchant's day of a million attempts.
 //! - [`device`]: simulated HTTP devices paying at a fixed rate, answered synchronously
 //!   (`Prefer: wait`), on either profile.
 //! - [`reconcile`]: a million-line bill imported and reconciled.
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod csv_export;
 pub mod device;
 pub mod ledger;
 pub mod matcher;

@@ -500,6 +500,14 @@ impl PgStore {
         let rows = Self::history_query(&sql, merchant, f).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
     }
+
+    /// `EXPLAIN (ANALYZE, BUFFERS)` of the day at a glance as the store sends it, for the
+    /// benchmark (whether it reads the heap).
+    pub async fn explain_glance(&self, merchant: &MerchantId, day: NaiveDate) -> Result<Vec<String>, StoreError> {
+        let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", crate::store_sql::DAY_GLANCE);
+        let rows = sqlx::query(&sql).bind(merchant.as_str()).bind(day).bind("").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
+    }
 }
 
 // ---- what PostgreSQL does its own way (the rest: crate::store_sql) ---------------------

@@ -206,7 +206,7 @@ pub(crate) fn device_activity_from(r: &dyn Cells) -> Result<crate::store::Device
         store_id: r.text("store_id")?,
         registered_at: r.at("created_at")?,
         last_event_at: r.opt_at("last_event_at")?,
-        refused_recently: r.int("refused_recently")?,
+        refused_last_hour: r.int("refused_last_hour")?,
     })
 }
 

@@ -184,6 +184,9 @@ pub struct HistoryFilter {
     pub store_id: Option<facepay_domain::StoreId>,
     /// Only rows of this device.
     pub device_id: Option<facepay_domain::DeviceId>,
+    /// Only the attempts at this order (an order's page: its whole life of decided attempts,
+    /// from the history's (merchant, order) index).
+    pub out_trade_no: Option<OutTradeNo>,
     pub limit: u32,
 }
 
@@ -378,9 +381,9 @@ pub struct DeviceActivity {
     pub registered_at: DateTime<Utc>,
     /// When the ledger last answered one of its events (none: never heard of).
     pub last_event_at: Option<DateTime<Utc>>,
-    /// Its events answered since the route's `since` (an hour ago) as refused, rejected or
-    /// declined.
-    pub refused_recently: i64,
+    /// Its events answered as refused, rejected or declined since [`ProjectionReader::fleet`]'s
+    /// `since` (the API asks for the last hour, `FLEET_REFUSED_WINDOW_MS`).
+    pub refused_last_hour: i64,
 }
 
 /// Payment attempts of one day that share a status, a reason and member quick pay.

@@ -50,6 +50,9 @@ pub(crate) fn history_sql(f: &crate::store::HistoryFilter) -> String {
     if f.device_id.is_some() {
         and("device_id", "=");
     }
+    if f.out_trade_no.is_some() {
+        and("out_trade_no", "=");
+    }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
     sql
 }
@@ -198,6 +201,9 @@ macro_rules! reader_sql {
                 if let Some(device) = &f.device_id {
                     q = q.bind(device.as_str());
                 }
+                if let Some(order) = &f.out_trade_no {
+                    q = q.bind(order.as_str());
+                }
                 q.bind(i64::from(f.limit))
             }
         }
@@ -334,11 +340,7 @@ macro_rules! reader_sql {
                 store: Option<&facepay_domain::StoreId>,
                 day: chrono::NaiveDate,
             ) -> Result<Vec<$crate::store::GlanceRow>, $crate::StoreError> {
-                let sql = "SELECT status, reason, member_quick_pay, COUNT(*) AS attempts, \
-                     CAST(SUM(amount_fen) AS BIGINT) AS amount_fen FROM history \
-                     WHERE merchant_id = $1 AND day = $2 AND ($3 = '' OR store_id = $3) \
-                     GROUP BY status, reason, member_quick_pay";
-                let rows = sqlx::query(sql)
+                let rows = sqlx::query($crate::store_sql::DAY_GLANCE)
                     .bind(merchant.as_str())
                     .bind(bind_day(&day))
                     .bind(store.map_or("", |s| s.as_str()))
@@ -784,5 +786,12 @@ pub(crate) const FLEET_DEVICES: &str = "SELECT d.device_id, d.store_id, d.create
         WHERE i.device = d.merchant_id || '/' || d.store_id || '/' || d.device_id AND i.processed_at > $2 \
           AND (i.outcome LIKE '%\"type\":\"refused\"%' OR i.outcome LIKE '%\"type\":\"rejected\"%' \
                OR i.outcome LIKE '{\"rejected\":%' \
-               OR i.outcome LIKE '%\"status\":\"DECLINED\"%')) AS refused_recently \
+               OR i.outcome LIKE '%\"status\":\"DECLINED\"%')) AS refused_last_hour \
      FROM devices d WHERE d.merchant_id = $1 ORDER BY d.store_id, d.device_id LIMIT $3";
+
+/// A merchant's day of attempts ($3: one store's, or '' for all) counted by status, reason and
+/// member quick pay: an index-only read of the history's covering (merchant, day) index.
+pub(crate) const DAY_GLANCE: &str = "SELECT status, reason, member_quick_pay, COUNT(*) AS attempts, \
+     CAST(SUM(amount_fen) AS BIGINT) AS amount_fen FROM history \
+     WHERE merchant_id = $1 AND day = $2 AND ($3 = '' OR store_id = $3) \
+     GROUP BY status, reason, member_quick_pay";

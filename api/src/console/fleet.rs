@@ -67,7 +67,7 @@ async fn fleet(State(st): State<AppState>, c: Console, Path(merchant): Path<Stri
             tr data-device=(d.device_id) {
                 td { code { (d.device_id) } } td { (d.store_id) } td { (at(&d.registered_at)) }
                 td { @match &d.last_event_at { Some(a) => (at(a)), None => (t.never) } }
-                td class="num" data-figure="refused" { (d.refused_recently) }
+                td class="num" data-figure="refused" { (d.refused_last_hour) }
             }
         }))
     };

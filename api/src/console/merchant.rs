@@ -177,6 +177,14 @@ async fn order(
     let p = c.as_role::<OrderReaders>()?;
     let o = order_view(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
     let refunds = crate::refund::refunds_of(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
+    // Its whole life of decided attempts, for those who read the merchant's history.
+    let attempts = match c.as_role::<MerchantOrFinance>() {
+        Ok(reader) => {
+            let q = HistoryQuery { out_trade_no: Some(out_trade_no.clone()), ..HistoryQuery::default() };
+            history_page(&st, &reader, merchant.clone(), q).await?.items
+        }
+        Err(_) => Vec::new(),
+    };
     let t = c.ctx.t();
     let r = &o.result;
     let body = html! {
@@ -192,6 +200,17 @@ async fn order(
             dt { (t.refunded) } dd data-figure="refunded" { (cny(&o.refunded)) }
             dt { (t.created) } dd { (at(&o.created_at)) }
             dt { (t.updated) } dd { (at(&o.updated_at)) }
+        }
+        @if !attempts.is_empty() {
+            h2 { (t.attempts) }
+            (table(t, &[Text(t.time), Text(t.status), Text(t.reason), Num(t.amount), Text(t.device)], &attempts, |a| html! {
+                tr data-attempt=(a.row.id) {
+                    td { (at(&a.row.occurred_at)) }
+                    td { span class={ "status " (a.row.status.as_str()) } { (a.row.status.as_str()) } }
+                    td { @if let Some(r) = &a.row.reason { code { (r) } } }
+                    td class="num" { (cny(&a.amount)) } td { code { (a.row.device_id) } }
+                }
+            }))
         }
         @if !refunds.is_empty() {
             h2 { (t.refunds) }

@@ -184,6 +184,7 @@ pub struct Text {
     pub active: &'static str,
     pub freeze: &'static str,
     pub unfreeze: &'static str,
+    pub attempts: &'static str,
 }
 
 pub static EN: Text = Text {
@@ -301,6 +302,7 @@ pub static EN: Text = Text {
     active: "Active",
     freeze: "Freeze",
     unfreeze: "Unfreeze",
+    attempts: "Attempts",
 };
 
 pub static ZH: Text = Text {
@@ -418,6 +420,7 @@ pub static ZH: Text = Text {
     active: "正常",
     freeze: "冻结",
     unfreeze: "解冻",
+    attempts: "支付尝试",
 };
 
 #[cfg(test)]

@@ -282,6 +282,11 @@ async fn batches_commit_decide_and_project_what_the_events_say(backend: Backend)
         ],
         "newest first, one row per decided attempt, none for retries"
     );
+    // One order's whole life: its decided attempts, newest first.
+    let of_order = HistoryFilter { out_trade_no: Some(otn("o1")), limit: 50, ..Default::default() };
+    let o1: Vec<(OrderStatus, Option<String>)> =
+        s.history(&merchant("m1"), &of_order).await.unwrap().into_iter().map(|h| (h.status, h.reason)).collect();
+    assert_eq!(o1, vec![(OrderStatus::Declined, Some("OUT_TRADE_NO_USED".into())), (OrderStatus::Paid, None)]);
     let paid_only = HistoryFilter { status: Some(OrderStatus::Paid), limit: 50, ..Default::default() };
     assert_eq!(s.history(&merchant("m1"), &paid_only).await.unwrap().len(), 2);
     // By device: the rows of that device only, the same query with one more condition.
@@ -1382,12 +1387,12 @@ async fn the_fleet_shows_each_devices_last_answer_and_its_refusals(backend: Back
     let seen: Vec<(&str, &str, bool, i64)> = fleet
         .devices
         .iter()
-        .map(|d| (d.store_id.as_str(), d.device_id.as_str(), d.last_event_at.is_some(), d.refused_recently))
+        .map(|d| (d.store_id.as_str(), d.device_id.as_str(), d.last_event_at.is_some(), d.refused_last_hour))
         .collect();
     assert_eq!(seen, vec![("s1", "m1-d1", true, 1), ("s2", "m1-d2", false, 0)]);
     assert!(fleet.devices[0].last_event_at.unwrap() >= before);
     // Then a window that starts after them counts nothing; another merchant has no devices.
     let after = chrono::Utc::now() + chrono::Duration::seconds(1);
-    assert_eq!(db.store.fleet(&merchant("m1"), after).await.unwrap().devices[0].refused_recently, 0);
+    assert_eq!(db.store.fleet(&merchant("m1"), after).await.unwrap().devices[0].refused_last_hour, 0);
     assert!(db.store.fleet(&merchant("m9"), before).await.unwrap().devices.is_empty());
 }

@@ -319,6 +319,8 @@ async fn a_merchant_refunds_through_the_order_page_once_however_often_the_form_i
     assert_eq!(app.get("/v1/payers/u-alice/balance").await.1["balance"], "50.00");
     let after = b.get(&format!("/console/merchants/{MERCHANT}/orders/ORDER-1")).await;
     assert!(after.body.contains(r#"data-figure="refunded"><span class="money">¥10.00<"#), "{}", after.body);
+    assert!(after.body.contains(&format!(r#"data-refund="{refund_no}""#)), "the refund, once, on the order's page");
+    assert_eq!(after.body.matches("data-attempt=").count(), 1, "its one decided attempt");
     // More than is left: the ledger's refusal, on a page, and nothing moves.
     let over = b.post(&path, &[("csrf", &page.csrf()), ("out_refund_no", "RF-OVER"), ("amount", "50.01")]).await;
     assert_eq!(over.status, 422, "{}", over.body);
