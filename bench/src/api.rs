@@ -147,10 +147,14 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
             ))
         })
         .collect::<anyhow::Result<_>>()?;
-    let big_cookie = {
-        let key = merchant_key(&auth, &big).await?;
-        let key_id = facepay_domain::auth::ApiToken::parse(&key).map_err(|e| anyhow::anyhow!("{e}"))?.key_id;
-        format!("{}={}", facepay_api::console::session::SESSION_COOKIE, state.console.start(key_id).0)
+    // The CSV phase's merchant, signed in (it exists only with a CSV phase).
+    let big_cookie = match opts.csv_rows {
+        0 => String::new(),
+        _ => {
+            let key = merchant_key(&auth, &big).await?;
+            let key_id = facepay_domain::auth::ApiToken::parse(&key).map_err(|e| anyhow::anyhow!("{e}"))?.key_id;
+            format!("{}={}", facepay_api::console::session::SESSION_COOKIE, state.console.start(key_id).0)
+        }
     };
     let server = tokio::spawn(async move { axum::serve(listener, facepay_api::server::router(state)).await });
     let mut csv_export = None;
