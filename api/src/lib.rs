@@ -9,6 +9,7 @@
 //! - [`reconcile`]: the reconciliation routes (finance).
 //! - [`recon_view`]: the reconciliation routes' answers, money as decimal strings.
 //! - [`platform`]: events sent through the platform for a principal (admin events, refunds).
+//! - [`order_life`]: an order's refunds and the retries it answered.
 //! - [`refund`]: the merchant's refund of a paid order (a `refund_requested` of the merchant).
 //! - [`fleet`]: a merchant's terms and devices, with what the ledger last heard of each.
 //! - [`admin`]: the admin and finance routes (keys, audit log).
@@ -34,6 +35,7 @@ pub mod fleet;
 pub mod http;
 pub mod observe;
 pub mod openapi;
+pub mod order_life;
 pub mod page;
 pub mod platform;
 pub mod recon_view;

@@ -17,16 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use facepay_domain::event::RefundRequested;
 use facepay_domain::limits::MERCHANT_REFUND_WAIT_MS;
-use facepay_domain::money::fen_to_string;
 use facepay_domain::{Envelope, EventBody, MerchantId, Money, Origin, OutRefundNo, OutTradeNo};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::{Authorized, MerchantOnly, OrderReaders};
+use crate::auth::{Authorized, MerchantOnly};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::field;
 use crate::extract::{ApiJson, ApiPath};
-use crate::page::Page;
 use crate::platform::{applied, send_for};
 use crate::state::AppState;
 
@@ -118,53 +116,4 @@ pub(crate) async fn refund(
         amount: amount.to_string(),
         status,
     })
-}
-
-/// One refund of an order, as served.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RefundItem {
-    pub out_refund_no: String,
-    /// CNY.
-    pub amount: String,
-    /// The part of the merchant's fee that went back with it, CNY.
-    pub fee_refund: String,
-    pub refunded_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}/refunds`: the order's refunds,
-/// oldest first (whoever may see the order).
-#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}/refunds",
-    params(("merchant_id" = MerchantId, Path), ("out_trade_no" = OutTradeNo, Path)),
-    responses((status = 200, body = Page<RefundItem>, description = "the order's refunds, oldest first"),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no such order, or one the key may not see")))]
-pub(crate) async fn list_refunds(
-    State(st): State<AppState>,
-    p: Authorized<OrderReaders>,
-    ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
-) -> Result<Json<Page<RefundItem>>, ApiError> {
-    Ok(Json(Page { items: refunds_of(&st, &p, merchant, out_trade_no).await?, next_cursor: None }))
-}
-
-/// The refunds of an order `p` may see (the API's list, the console's order page).
-pub(crate) async fn refunds_of(
-    st: &AppState,
-    p: &Authorized<OrderReaders>,
-    merchant: String,
-    out_trade_no: String,
-) -> Result<Vec<RefundItem>, ApiError> {
-    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
-    p.sees_merchant(&merchant)?;
-    let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
-    let order = st.orders.order((merchant.clone(), out_trade_no.clone())).await?.ok_or(ApiError::NotFound)?;
-    p.sees_store(&order.store_id)?;
-    let refunds = st.store.order_refunds(&merchant, &out_trade_no).await?;
-    Ok(refunds
-        .into_iter()
-        .map(|r| RefundItem {
-            out_refund_no: r.out_refund_no,
-            amount: fen_to_string(r.amount_fen),
-            fee_refund: fen_to_string(r.fee_refund_fen),
-            refunded_at: r.refunded_at,
-        })
-        .collect())
 }

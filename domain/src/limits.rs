@@ -268,6 +268,9 @@ pub const CONSOLE_ACTION_WAIT_MS: u64 = 5_000;
 /// most 1000 CNY: 100 000 at the very most).
 pub const ORDER_REFUNDS_MAX: i64 = 1_000;
 
+/// The most retried payments of one order its page lists.
+pub const ORDER_RETRIES_MAX: i64 = 100;
+
 /// The most devices of one merchant the fleet view lists (by store and device).
 pub const FLEET_DEVICES_MAX: i64 = 2_000;
 

@@ -425,8 +425,8 @@ async fn write_history(tx: &mut PgTx, h: &[HistoryRow]) -> Result<(), StoreError
     exec(tx, h.len(), q).await
 }
 
-const INSERT_INBOUND: &str = "INSERT INTO inbound (event_id, type, outcome, processed_at, device) \
-    SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])";
+const INSERT_INBOUND: &str = "INSERT INTO inbound (event_id, type, outcome, processed_at, device, retry_of) \
+    SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])";
 const INSERT_REJECTED: &str = "INSERT INTO rejected_events (received_at, source, event_id, type, reason_code, field, \
     message, raw, raw_truncated) SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::uuid[], $4::text[], \
     $5::text[], $6::text[], $7::text[], $8::bytea[], $9::bool[])";
@@ -437,7 +437,8 @@ async fn write_answers(tx: &mut PgTx, i: &[InboundRecord], r: &[RejectedEvent]) 
         .bind(col(i, |i| i.kind.as_str()))
         .bind(col(i, |i| i.answer.outcome_json.as_str()))
         .bind(col(i, |i| i.answer.processed_at))
-        .bind(col(i, |i| i.answer.device.as_deref()));
+        .bind(col(i, |i| i.answer.device.as_deref()))
+        .bind(col(i, |i| i.retry_of.as_deref()));
     exec(tx, i.len(), q).await?;
     let q = sqlx::query(INSERT_REJECTED)
         .bind(col(r, |r| r.received_at))

@@ -191,6 +191,14 @@ pub(crate) fn glance_from(r: &dyn Cells) -> Result<crate::store::GlanceRow, Stor
     })
 }
 
+pub(crate) fn retry_view_from(r: &dyn Cells) -> Result<crate::store::RetryView, StoreError> {
+    Ok(crate::store::RetryView {
+        event_id: r.uuid("event_id")?,
+        answered_at: r.at("processed_at")?,
+        device: r.opt_text("device")?,
+    })
+}
+
 pub(crate) fn refund_view_from(r: &dyn Cells) -> Result<crate::store::RefundView, StoreError> {
     Ok(crate::store::RefundView {
         out_refund_no: r.text("out_refund_no")?,

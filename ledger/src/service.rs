@@ -17,8 +17,8 @@ use crate::core::{apply, decide, keys_read, keys_written, payment_result, wallet
 use crate::lifecycle::refusal_after;
 use crate::model::{HoldKey, Keys, LedgerEvent, LedgerState};
 use crate::store::{
-    device_key, CommitBatch, ConsumerOffset, HistoryRow, InboundRecord, LedgerStore, NewEvent, OutboxMessage,
-    RejectedEvent, StoreError, StoredAnswer,
+    device_key, order_key, CommitBatch, ConsumerOffset, HistoryRow, InboundRecord, LedgerStore, NewEvent,
+    OutboxMessage, RejectedEvent, StoreError, StoredAnswer,
 };
 
 /// Runs the pure core over batches of commands against a store.
@@ -601,7 +601,11 @@ fn keep(batch: &mut CommitBatch, delivery: &Delivery, answer: &Outcome) -> Resul
         processed_at: Utc::now(),
     };
     let kind = answer.body.kind().to_string();
-    batch.inbound.push(InboundRecord { event_id: answer.in_reply_to, kind, answer: stored.clone() });
+    let retry_of = match &answer.body {
+        OutcomeBody::PaymentResult(r) if r.replayed => Some(order_key(&r.merchant_id, &r.out_trade_no)),
+        _ => None,
+    };
+    batch.inbound.push(InboundRecord { event_id: answer.in_reply_to, kind, answer: stored.clone(), retry_of });
     batch.outbox.extend(delivery.answer_message(answer)?);
     Ok(stored)
 }
@@ -614,7 +618,8 @@ fn keep_rejection(batch: &mut CommitBatch, delivery: &Delivery, r: &Rejection) -
         device: r.answer_to.as_ref().map(device_key),
         processed_at: Utc::now(),
     };
-    batch.inbound.push(InboundRecord { event_id: r.key, kind: "rejected".to_string(), answer: stored.clone() });
+    let kind = "rejected".to_string();
+    batch.inbound.push(InboundRecord { event_id: r.key, kind, answer: stored.clone(), retry_of: None });
     batch.rejected.push(r.event.clone());
     batch.outbox.extend(delivery.dead_letter(r));
     batch.outbox.extend(delivery.rejection_answer(r));

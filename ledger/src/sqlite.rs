@@ -450,13 +450,14 @@ async fn write_history(tx: &mut Transaction<'static, Sqlite>, rows: &[HistoryRow
 }
 
 async fn write_inbound(tx: &mut Transaction<'static, Sqlite>, rows: &[InboundRecord]) -> Result<(), StoreError> {
-    let head = "INSERT INTO inbound (event_id, type, outcome, processed_at, device) ";
-    insert_rows(tx, head, "", 5, rows, |mut s, r| {
+    let head = "INSERT INTO inbound (event_id, type, outcome, processed_at, device, retry_of) ";
+    insert_rows(tx, head, "", 6, rows, |mut s, r| {
         s.push_bind(r.event_id.to_string())
             .push_bind(r.kind.as_str())
             .push_bind(r.answer.outcome_json.as_str())
             .push_bind(ts(&r.answer.processed_at))
-            .push_bind(r.answer.device.as_deref());
+            .push_bind(r.answer.device.as_deref())
+            .push_bind(r.retry_of.as_deref());
     })
     .await
 }

@@ -41,6 +41,14 @@ pub struct InboundRecord {
     pub kind: String,
     /// What is stored as its answer.
     pub answer: StoredAnswer,
+    /// The order a retried payment was answered from (`replayed`), as `merchant_id/out_trade_no`
+    /// ([`order_key`]): the order's page lists the retries it answered.
+    pub retry_of: Option<String>,
+}
+
+/// An order as [`InboundRecord::retry_of`] names it.
+pub fn order_key(merchant: &MerchantId, out_trade_no: &OutTradeNo) -> String {
+    format!("{merchant}/{out_trade_no}")
 }
 
 /// An inbound event's stored answer, as [`LedgerWriter::answered`] reads it back.
@@ -352,6 +360,23 @@ pub trait ProjectionReader: Send + Sync + 'static {
         merchant: &MerchantId,
         out_trade_no: &OutTradeNo,
     ) -> Result<Vec<RefundView>, StoreError>;
+
+    /// The retried payments an order answered from itself, oldest first (at most
+    /// `ORDER_RETRIES_MAX`), from the answers' partial `retry_of` index.
+    async fn order_retries(
+        &self,
+        merchant: &MerchantId,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<Vec<RetryView>, StoreError>;
+}
+
+/// A retried payment an order answered (`replayed`), from its stored answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryView {
+    pub event_id: Uuid,
+    pub answered_at: DateTime<Utc>,
+    /// The device that sent it (`merchant_id/store_id/device_id`).
+    pub device: Option<String>,
 }
 
 /// One refund of an order.

@@ -388,6 +388,21 @@ macro_rules! reader_sql {
                     .await?;
                 rows.iter().map(|r| $crate::rows::refund_view_from(r)).collect()
             }
+
+            async fn order_retries(
+                &self,
+                merchant: &facepay_domain::MerchantId,
+                out_trade_no: &facepay_domain::OutTradeNo,
+            ) -> Result<Vec<$crate::store::RetryView>, $crate::StoreError> {
+                let sql = "SELECT event_id, processed_at, device FROM inbound WHERE retry_of = $1 \
+                     ORDER BY processed_at LIMIT $2";
+                let rows = sqlx::query(sql)
+                    .bind($crate::store::order_key(merchant, out_trade_no))
+                    .bind(facepay_domain::limits::ORDER_RETRIES_MAX)
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter().map(|r| $crate::rows::retry_view_from(r)).collect()
+            }
         }
     };
 }

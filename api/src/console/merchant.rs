@@ -176,7 +176,8 @@ async fn order(
 ) -> Result<Response, ConsoleError> {
     let p = c.as_role::<OrderReaders>()?;
     let o = order_view(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
-    let refunds = crate::refund::refunds_of(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
+    let refunds = crate::order_life::refunds_of(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
+    let retries = crate::order_life::retries_of(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
     // Its whole life of decided attempts, for those who read the merchant's history.
     let attempts = match c.as_role::<MerchantOrFinance>() {
         Ok(reader) => {
@@ -210,6 +211,13 @@ async fn order(
                     td { @if let Some(r) = &a.row.reason { code { (r) } } }
                     td class="num" { (cny(&a.amount)) } td { code { (a.row.device_id) } }
                 }
+            }))
+        }
+        @if !retries.is_empty() {
+            h2 { (t.retries) }
+            (table(t, &[Text(t.time), Text(t.device), Text(t.event_id)], &retries, |r| html! {
+                tr data-retry=(r.event_id) { td { (at(&r.answered_at)) }
+                    td { @if let Some(d) = &r.device { code { (d) } } } td { code { (r.event_id) } } }
             }))
         }
         @if !refunds.is_empty() {

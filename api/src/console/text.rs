@@ -185,6 +185,8 @@ pub struct Text {
     pub freeze: &'static str,
     pub unfreeze: &'static str,
     pub attempts: &'static str,
+    pub retries: &'static str,
+    pub event_id: &'static str,
 }
 
 pub static EN: Text = Text {
@@ -303,6 +305,8 @@ pub static EN: Text = Text {
     freeze: "Freeze",
     unfreeze: "Unfreeze",
     attempts: "Attempts",
+    retries: "Retries answered",
+    event_id: "Event id",
 };
 
 pub static ZH: Text = Text {
@@ -421,6 +425,8 @@ pub static ZH: Text = Text {
     freeze: "冻结",
     unfreeze: "解冻",
     attempts: "支付尝试",
+    retries: "已应答的重试",
+    event_id: "事件 ID",
 };
 
 #[cfg(test)]

@@ -209,6 +209,7 @@ async fn batches_commit_decide_and_project_what_the_events_say(backend: Backend)
     // number, a card closed with the wrong code, and a query.
     let mut retry = pay_p1.clone();
     retry.event_id = event_id();
+    let retry_id = retry.event_id;
     let fund_p2_more = fund("p2", "100.00");
     // (Within the 45 s an unpaid order lives.)
     let pay_p2_again = pay("m1", "o2", "100.00", 4, "p2").at("2026-03-02T04:00:40Z");
@@ -227,6 +228,9 @@ async fn batches_commit_decide_and_project_what_the_events_say(backend: Backend)
         .await;
     let r = result(&bodies[0]);
     assert_eq!((r.status, r.replayed), (OrderStatus::Paid, true));
+    let retried = db.store.order_retries(&merchant("m1"), &otn("o1")).await.unwrap();
+    assert_eq!(retried.iter().map(|r| r.event_id).collect::<Vec<_>>(), [retry_id], "the retry, kept with its order");
+    assert!(db.store.order_retries(&merchant("m1"), &otn("o2")).await.unwrap().is_empty());
     assert_eq!(bodies[1], OutcomeBody::Applied { kind: "account_funded".into() });
     assert_eq!(result(&bodies[3]).status, OrderStatus::Paid);
     assert_eq!(result(&bodies[4]).reason, Some(DeclineReason::OutTradeNoUsed));

@@ -297,6 +297,11 @@ async fn finance_uploads_a_bill_and_resolves_a_break_through_the_console_and_bot
 #[tokio::test]
 async fn a_merchant_refunds_through_the_order_page_once_however_often_the_form_is_posted() {
     let app = app_with_an_order().await;
+    // The till timed out and sent the payment again under a new event id: answered from the order.
+    let retry = serde_json::json!({"out_trade_no": "ORDER-1", "amount": "60.00", "face_code": "100000000000000001"});
+    assert_eq!(app.post(&app.event("payment_requested", retry, true)).await.0, 202);
+    let retries = format!("/v1/merchants/{MERCHANT}/orders/ORDER-1/retries");
+    app.until(&retries, |r| r["items"].as_array().is_some_and(|i| i.len() == 1)).await;
     let mut b = Browser::new(&app);
     assert_eq!(b.sign_in(&app.keys.merchant).await.status, 303);
     let page = b.get(&format!("/console/merchants/{MERCHANT}/orders/ORDER-1")).await;
@@ -321,6 +326,7 @@ async fn a_merchant_refunds_through_the_order_page_once_however_often_the_form_i
     assert!(after.body.contains(r#"data-figure="refunded"><span class="money">¥10.00<"#), "{}", after.body);
     assert!(after.body.contains(&format!(r#"data-refund="{refund_no}""#)), "the refund, once, on the order's page");
     assert_eq!(after.body.matches("data-attempt=").count(), 1, "its one decided attempt");
+    assert_eq!(after.body.matches("data-retry=").count(), 1, "the retry it answered");
     // More than is left: the ledger's refusal, on a page, and nothing moves.
     let over = b.post(&path, &[("csrf", &page.csrf()), ("out_refund_no", "RF-OVER"), ("amount", "50.01")]).await;
     assert_eq!(over.status, 422, "{}", over.body);

@@ -1,0 +1,117 @@
+//! An order's whole life beyond its row: its refunds and the retried payments it answered
+//! (`GET /v1/merchants/{m}/orders/{no}/refunds`, `…/retries`), read by the console's order
+//! page with its decided attempts (the history filtered by the order) too.
+
+use axum::extract::State;
+use axum::Json;
+use facepay_domain::money::fen_to_string;
+use facepay_domain::{MerchantId, OutTradeNo};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::auth::{Authorized, OrderReaders};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{field, ApiPath};
+use crate::page::Page;
+use crate::state::AppState;
+
+/// One refund of an order, as served.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RefundItem {
+    pub out_refund_no: String,
+    /// CNY.
+    pub amount: String,
+    /// The part of the merchant's fee that went back with it, CNY.
+    pub fee_refund: String,
+    pub refunded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}/refunds`: the order's refunds,
+/// oldest first (whoever may see the order).
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}/refunds",
+    params(("merchant_id" = MerchantId, Path), ("out_trade_no" = OutTradeNo, Path)),
+    responses((status = 200, body = Page<RefundItem>, description = "the order's refunds, oldest first"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no such order, or one the key may not see")))]
+pub(crate) async fn list_refunds(
+    State(st): State<AppState>,
+    p: Authorized<OrderReaders>,
+    ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
+) -> Result<Json<Page<RefundItem>>, ApiError> {
+    Ok(Json(Page { items: refunds_of(&st, &p, merchant, out_trade_no).await?, next_cursor: None }))
+}
+
+/// The refunds of an order `p` may see (the API's list, the console's order page).
+pub(crate) async fn refunds_of(
+    st: &AppState,
+    p: &Authorized<OrderReaders>,
+    merchant: String,
+    out_trade_no: String,
+) -> Result<Vec<RefundItem>, ApiError> {
+    let (merchant, out_trade_no) = seen_order(st, p, merchant, out_trade_no).await?;
+    let refunds = st.store.order_refunds(&merchant, &out_trade_no).await?;
+    Ok(refunds
+        .into_iter()
+        .map(|r| RefundItem {
+            out_refund_no: r.out_refund_no,
+            amount: fen_to_string(r.amount_fen),
+            fee_refund: fen_to_string(r.fee_refund_fen),
+            refunded_at: r.refunded_at,
+        })
+        .collect())
+}
+
+/// An order `p` may see, by its path's fields: another tenant's or another store's is 404,
+/// as one that does not exist.
+async fn seen_order(
+    st: &AppState,
+    p: &Authorized<OrderReaders>,
+    merchant: String,
+    out_trade_no: String,
+) -> Result<(MerchantId, OutTradeNo), ApiError> {
+    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
+    p.sees_merchant(&merchant)?;
+    let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
+    let order = st.orders.order((merchant.clone(), out_trade_no.clone())).await?.ok_or(ApiError::NotFound)?;
+    p.sees_store(&order.store_id)?;
+    Ok((merchant, out_trade_no))
+}
+
+/// A retried payment the order answered from itself (`replayed`): the device sent it again
+/// under a new event id, after a timeout.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RetryItem {
+    pub event_id: Uuid,
+    pub answered_at: chrono::DateTime<chrono::Utc>,
+    /// The device that sent it (`merchant_id/store_id/device_id`).
+    pub device: Option<String>,
+}
+
+/// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}/retries`: the retried payments the
+/// order answered, oldest first (whoever may see the order). A retry under the same event id
+/// is answered from its stored outcome and is not listed again.
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}/retries",
+    params(("merchant_id" = MerchantId, Path), ("out_trade_no" = OutTradeNo, Path)),
+    responses((status = 200, body = Page<RetryItem>, description = "the retries the order answered, oldest first"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no such order, or one the key may not see")))]
+pub(crate) async fn list_retries(
+    State(st): State<AppState>,
+    p: Authorized<OrderReaders>,
+    ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
+) -> Result<Json<Page<RetryItem>>, ApiError> {
+    Ok(Json(Page { items: retries_of(&st, &p, merchant, out_trade_no).await?, next_cursor: None }))
+}
+
+/// The retries an order `p` may see answered (the API's list, the console's order page).
+pub(crate) async fn retries_of(
+    st: &AppState,
+    p: &Authorized<OrderReaders>,
+    merchant: String,
+    out_trade_no: String,
+) -> Result<Vec<RetryItem>, ApiError> {
+    let (merchant, out_trade_no) = seen_order(st, p, merchant, out_trade_no).await?;
+    let retries = st.store.order_retries(&merchant, &out_trade_no).await?;
+    Ok(retries
+        .into_iter()
+        .map(|r| RetryItem { event_id: r.event_id, answered_at: r.answered_at, device: r.device })
+        .collect())
+}
