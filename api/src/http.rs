@@ -244,11 +244,7 @@ pub(crate) async fn order_view(
     merchant: String,
     out_trade_no: String,
 ) -> Result<OrderBody, ApiError> {
-    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
-    p.sees_merchant(&merchant)?;
-    let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
-    let order = st.orders.order((merchant.clone(), out_trade_no)).await?.ok_or(ApiError::NotFound)?;
-    p.sees_store(&order.store_id)?;
+    let (merchant, _, order) = crate::order_life::seen_order(st, p, merchant, out_trade_no).await?;
     let mut result = facepay_ledger::core::order_result(&order, false);
     result.payer_id = result.payer_id.map(|payer| st.auth.payer_for(p, &merchant, payer));
     Ok(OrderBody {

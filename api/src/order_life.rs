@@ -9,7 +9,9 @@ use facepay_domain::{MerchantId, OutTradeNo};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::auth::{Authorized, OrderReaders};
+use facepay_ledger::model::Order;
+
+use crate::auth::{Authorized, OrderReaders, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{field, ApiPath};
 use crate::page::Page;
@@ -47,7 +49,7 @@ pub(crate) async fn refunds_of(
     merchant: String,
     out_trade_no: String,
 ) -> Result<Vec<RefundItem>, ApiError> {
-    let (merchant, out_trade_no) = seen_order(st, p, merchant, out_trade_no).await?;
+    let (merchant, out_trade_no, _) = seen_order(st, p, merchant, out_trade_no).await?;
     let refunds = st.store.order_refunds(&merchant, &out_trade_no).await?;
     Ok(refunds
         .into_iter()
@@ -60,20 +62,21 @@ pub(crate) async fn refunds_of(
         .collect())
 }
 
-/// An order `p` may see, by its path's fields: another tenant's or another store's is 404,
-/// as one that does not exist.
-async fn seen_order(
+/// An order `p` may see, by its path's fields (the order's API route and page, its refunds
+/// and retries, a refund of it): another tenant's or another store's order is 404, as one
+/// that does not exist.
+pub(crate) async fn seen_order(
     st: &AppState,
-    p: &Authorized<OrderReaders>,
+    p: &Principal,
     merchant: String,
     out_trade_no: String,
-) -> Result<(MerchantId, OutTradeNo), ApiError> {
+) -> Result<(MerchantId, OutTradeNo, Order), ApiError> {
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
     p.sees_merchant(&merchant)?;
     let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
     let order = st.orders.order((merchant.clone(), out_trade_no.clone())).await?.ok_or(ApiError::NotFound)?;
     p.sees_store(&order.store_id)?;
-    Ok((merchant, out_trade_no))
+    Ok((merchant, out_trade_no, order))
 }
 
 /// A retried payment the order answered from itself (`replayed`): the device sent it again
@@ -108,7 +111,7 @@ pub(crate) async fn retries_of(
     merchant: String,
     out_trade_no: String,
 ) -> Result<Vec<RetryItem>, ApiError> {
-    let (merchant, out_trade_no) = seen_order(st, p, merchant, out_trade_no).await?;
+    let (merchant, out_trade_no, _) = seen_order(st, p, merchant, out_trade_no).await?;
     let retries = st.store.order_retries(&merchant, &out_trade_no).await?;
     Ok(retries
         .into_iter()

@@ -90,13 +90,9 @@ pub(crate) async fn refund(
     out_trade_no: String,
     asked: RefundRequest,
 ) -> Result<RefundAnswer, ApiError> {
-    let merchant = field("merchant_id", MerchantId::parse(merchant))?;
-    p.sees_merchant(&merchant)?;
-    let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
+    let (merchant, out_trade_no, _) = crate::order_life::seen_order(st, p, merchant, out_trade_no).await?;
     let out_refund_no = field("out_refund_no", OutRefundNo::parse(asked.out_refund_no.trim()))?;
     let amount: Money = field("amount", asked.amount.trim().parse())?;
-    let order = st.orders.order((merchant.clone(), out_trade_no.clone())).await?.ok_or(ApiError::NotFound)?;
-    p.sees_store(&order.store_id)?;
     let body = EventBody::RefundRequested(RefundRequested {
         out_trade_no: out_trade_no.clone(),
         out_refund_no: out_refund_no.clone(),

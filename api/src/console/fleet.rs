@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::page::{at, cny, encode, shell, table, Head::Num, Head::Text};
 use super::{respond, Console, ConsoleError, NoFields, Posted};
 use crate::admin::send_admin_event;
-use crate::auth::{AdminOnly, FinanceOrAdmin, FleetReaders};
+use crate::auth::{AdminOnly, Authorized, FinanceOrAdmin, FleetReaders};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::fleet::fleet_view;
@@ -31,8 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/merchants/{merchant}/limit", post(set_limit))
         .route("/merchants/{merchant}/fee-rate", post(set_fee_rate))
         .route("/admin/payers", get(payer))
-        .route("/admin/payers/{payer}/freeze", post(freeze))
-        .route("/admin/payers/{payer}/unfreeze", post(unfreeze))
+        .route("/admin/payers/{payer}/{action}", post(wallet_action))
 }
 
 /// `GET /console/merchants/{m}/fleet`: terms and devices; an admin's forms to change terms.
@@ -87,11 +86,8 @@ async fn set_limit(
     posted: Posted<LimitForm>,
 ) -> Result<Response, ConsoleError> {
     let p = posted.console.as_role::<AdminOnly>()?;
-    let m = merchant_of(&merchant)?;
     let single_limit: Money = posted.form.single_limit.trim().parse().map_err(|e| bad("single_limit", e))?;
-    let body = EventBody::MerchantLimitChanged(MerchantLimitChanged { single_limit });
-    send_admin_event(&st, &p, Origin::Merchant(m.clone()), body, m.as_str()).await?;
-    Ok(Redirect::to(&format!("/console/merchants/{}/fleet", encode(m.as_str()))).into_response())
+    terms_changed(&st, &p, &merchant, EventBody::MerchantLimitChanged(MerchantLimitChanged { single_limit })).await
 }
 
 #[derive(Deserialize)]
@@ -106,11 +102,21 @@ async fn set_fee_rate(
     posted: Posted<FeeRateForm>,
 ) -> Result<Response, ConsoleError> {
     let p = posted.console.as_role::<AdminOnly>()?;
-    let m = merchant_of(&merchant)?;
     let invalid = || ApiError::BadRequest(FieldError::new("fee_rate_ppm", FieldErrorKind::Invalid, "0 to 100000"));
     let fee_rate_ppm: u32 = posted.form.fee_rate_ppm.trim().parse().map_err(|_| invalid())?;
     let body = EventBody::MerchantFeeRateChanged(MerchantFeeRateChanged { fee_rate_ppm });
-    send_admin_event(&st, &p, Origin::Merchant(m.clone()), body, m.as_str()).await?;
+    terms_changed(&st, &p, &merchant, body).await
+}
+
+/// Sends a merchant event of `merchant` for the admin `p`, then shows its fleet again.
+async fn terms_changed(
+    st: &AppState,
+    p: &Authorized<AdminOnly>,
+    merchant: &str,
+    body: EventBody,
+) -> Result<Response, ConsoleError> {
+    let m = MerchantId::parse(merchant).map_err(|e| bad("merchant_id", e))?;
+    send_admin_event(st, p, Origin::Merchant(m.clone()), body, m.as_str()).await?;
     Ok(Redirect::to(&format!("/console/merchants/{}/fleet", encode(m.as_str()))).into_response())
 }
 
@@ -155,42 +161,22 @@ async fn payer(
     Ok(respond(shell(&c.ctx, t.payers, body)))
 }
 
-/// `POST /console/admin/payers/{payer}/freeze` (admin): `account_frozen`.
-async fn freeze(
+/// `POST /console/admin/payers/{payer}/freeze` and `…/unfreeze` (admin): `account_frozen`,
+/// `account_unfrozen`; then the payer's page again.
+async fn wallet_action(
     State(st): State<AppState>,
-    Path(payer): Path<String>,
+    Path((payer, action)): Path<(String, String)>,
     posted: Posted<NoFields>,
 ) -> Result<Response, ConsoleError> {
     let p = posted.console.as_role::<AdminOnly>()?;
-    let payer_id = payer_of(payer)?;
-    let body = EventBody::AccountFrozen(AccountFrozen { payer_id: payer_id.clone() });
+    let payer_id = PayerId::parse(payer).map_err(|e| bad("payer_id", e))?;
+    let body = match action.as_str() {
+        "freeze" => EventBody::AccountFrozen(AccountFrozen { payer_id: payer_id.clone() }),
+        "unfreeze" => EventBody::AccountUnfrozen(AccountUnfrozen { payer_id: payer_id.clone() }),
+        _ => return Err(ApiError::NotFound.into()),
+    };
     send_admin_event(&st, &p, Origin::Platform, body, payer_id.as_str()).await?;
-    Ok(back_to_payer(&payer_id))
-}
-
-/// `POST /console/admin/payers/{payer}/unfreeze` (admin): `account_unfrozen`.
-async fn unfreeze(
-    State(st): State<AppState>,
-    Path(payer): Path<String>,
-    posted: Posted<NoFields>,
-) -> Result<Response, ConsoleError> {
-    let p = posted.console.as_role::<AdminOnly>()?;
-    let payer_id = payer_of(payer)?;
-    let body = EventBody::AccountUnfrozen(AccountUnfrozen { payer_id: payer_id.clone() });
-    send_admin_event(&st, &p, Origin::Platform, body, payer_id.as_str()).await?;
-    Ok(back_to_payer(&payer_id))
-}
-
-fn back_to_payer(payer_id: &PayerId) -> Response {
-    Redirect::to(&format!("/console/admin/payers?payer_id={}", encode(payer_id.as_str()))).into_response()
-}
-
-fn merchant_of(merchant: &str) -> Result<MerchantId, ApiError> {
-    MerchantId::parse(merchant).map_err(|e| bad("merchant_id", e))
-}
-
-fn payer_of(payer: String) -> Result<PayerId, ApiError> {
-    PayerId::parse(payer).map_err(|e| bad("payer_id", e))
+    Ok(Redirect::to(&format!("/console/admin/payers?payer_id={}", encode(payer_id.as_str()))).into_response())
 }
 
 fn bad(field: &str, e: facepay_domain::ValueError) -> ApiError {
