@@ -10,6 +10,7 @@ use axum::Json;
 use facepay_domain::limits::FLEET_REFUSED_WINDOW_MS;
 use facepay_domain::money::fen_to_string;
 use facepay_domain::MerchantId;
+use facepay_ledger::model::Keys;
 use facepay_ledger::store::DeviceActivity;
 use serde::Serialize;
 
@@ -58,13 +59,16 @@ pub(crate) async fn fleet_view(
     // The answers are stamped with the wall clock when they are stored (not the platform's
     // clock, which a simulation may drive): "the last hour" is the wall clock's too.
     let since = chrono::Utc::now() - chrono::Duration::milliseconds(FLEET_REFUSED_WINDOW_MS);
-    let fleet = st.store.fleet(&merchant, since).await?;
+    let devices = st.store.devices(&merchant, since).await?;
     let own_store = p.store_id.as_ref().map(|s| s.as_str());
-    let devices = fleet.devices.into_iter().filter(|d| own_store.is_none_or(|s| s == d.store_id)).collect();
+    let devices = devices.into_iter().filter(|d| own_store.is_none_or(|s| s == d.store_id)).collect();
+    // The terms as the ledger decides with them (its defaults where they never changed).
+    let keys = Keys { limits: [merchant.clone()].into(), fee_rates: [merchant.clone()].into(), ..Keys::default() };
+    let terms = st.store.load(&keys).await?;
     Ok(FleetView {
         merchant_id: merchant.to_string(),
-        single_limit: fen_to_string(fleet.single_limit_fen),
-        fee_rate_ppm: fleet.fee_rate_ppm,
+        single_limit: fen_to_string(terms.single_limit_fen(&merchant)),
+        fee_rate_ppm: terms.fee_rate_ppm(&merchant),
         devices,
     })
 }

@@ -233,28 +233,24 @@ async fn order(
     p: Authorized<OrderReaders>,
     ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
 ) -> Result<Json<OrderBody>, ApiError> {
-    Ok(Json(order_view(&st, &p, merchant, out_trade_no).await?))
+    let seen = crate::order_life::seen_order(&st, &p, merchant, out_trade_no).await?;
+    Ok(Json(order_view(&st, &p, &seen)))
 }
 
-/// An order as `p` may see it (the API's order route, the console's order page): another
-/// tenant's or another store's order is 404, as one that does not exist.
-pub(crate) async fn order_view(
-    st: &AppState,
-    p: &Authorized<OrderReaders>,
-    merchant: String,
-    out_trade_no: String,
-) -> Result<OrderBody, ApiError> {
-    let (merchant, _, order) = crate::order_life::seen_order(st, p, merchant, out_trade_no).await?;
-    let mut result = facepay_ledger::core::order_result(&order, false);
-    result.payer_id = result.payer_id.map(|payer| st.auth.payer_for(p, &merchant, payer));
-    Ok(OrderBody {
+/// An order as `p` sees it (the API's order route, the console's order page): its payer as
+/// the key may see it.
+pub(crate) fn order_view(st: &AppState, p: &Principal, seen: &crate::order_life::SeenOrder) -> OrderBody {
+    let order = seen.order();
+    let mut result = facepay_ledger::core::order_result(order, false);
+    result.payer_id = result.payer_id.map(|payer| st.auth.payer_for(p, seen.merchant(), payer));
+    OrderBody {
         result,
         created_at: order.created_at,
         updated_at: order.updated_at,
         fee: fen_to_string(order.fee_fen),
         refunded: fen_to_string(order.refunded_fen),
         refunded_fen: order.refunded_fen,
-    })
+    }
 }
 
 #[derive(Clone, Default, Deserialize, utoipa::IntoParams)]

@@ -39,18 +39,13 @@ pub(crate) async fn list_refunds(
     p: Authorized<OrderReaders>,
     ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
 ) -> Result<Json<Page<RefundItem>>, ApiError> {
-    Ok(Json(Page { items: refunds_of(&st, &p, merchant, out_trade_no).await?, next_cursor: None }))
+    let seen = seen_order(&st, &p, merchant, out_trade_no).await?;
+    Ok(Json(Page { items: refunds_of(&st, &seen).await?, next_cursor: None }))
 }
 
-/// The refunds of an order `p` may see (the API's list, the console's order page).
-pub(crate) async fn refunds_of(
-    st: &AppState,
-    p: &Authorized<OrderReaders>,
-    merchant: String,
-    out_trade_no: String,
-) -> Result<Vec<RefundItem>, ApiError> {
-    let (merchant, out_trade_no, _) = seen_order(st, p, merchant, out_trade_no).await?;
-    let refunds = st.store.order_refunds(&merchant, &out_trade_no).await?;
+/// The refunds of an order (the API's list, the console's order page).
+pub(crate) async fn refunds_of(st: &AppState, seen: &SeenOrder) -> Result<Vec<RefundItem>, ApiError> {
+    let refunds = st.store.order_refunds(seen.merchant(), seen.out_trade_no()).await?;
     Ok(refunds
         .into_iter()
         .map(|r| RefundItem {
@@ -62,21 +57,42 @@ pub(crate) async fn refunds_of(
         .collect())
 }
 
-/// An order `p` may see, by its path's fields (the order's API route and page, its refunds
-/// and retries, a refund of it): another tenant's or another store's order is 404, as one
-/// that does not exist.
+/// An order a principal may see, made only by [`seen_order`]: whatever takes one (the order's
+/// body, its refunds, its retries, a refund of it) was checked, and reads the order once.
+pub(crate) struct SeenOrder {
+    merchant: MerchantId,
+    out_trade_no: OutTradeNo,
+    order: Order,
+}
+
+impl SeenOrder {
+    pub(crate) fn merchant(&self) -> &MerchantId {
+        &self.merchant
+    }
+
+    pub(crate) fn out_trade_no(&self) -> &OutTradeNo {
+        &self.out_trade_no
+    }
+
+    pub(crate) fn order(&self) -> &Order {
+        &self.order
+    }
+}
+
+/// An order `p` may see, by its path's fields: another tenant's or another store's order is
+/// 404, as one that does not exist.
 pub(crate) async fn seen_order(
     st: &AppState,
     p: &Principal,
     merchant: String,
     out_trade_no: String,
-) -> Result<(MerchantId, OutTradeNo, Order), ApiError> {
+) -> Result<SeenOrder, ApiError> {
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
     p.sees_merchant(&merchant)?;
     let out_trade_no = field("out_trade_no", OutTradeNo::parse(out_trade_no))?;
     let order = st.orders.order((merchant.clone(), out_trade_no.clone())).await?.ok_or(ApiError::NotFound)?;
     p.sees_store(&order.store_id)?;
-    Ok((merchant, out_trade_no, order))
+    Ok(SeenOrder { merchant, out_trade_no, order })
 }
 
 /// A retried payment the order answered from itself (`replayed`): the device sent it again
@@ -101,18 +117,13 @@ pub(crate) async fn list_retries(
     p: Authorized<OrderReaders>,
     ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
 ) -> Result<Json<Page<RetryItem>>, ApiError> {
-    Ok(Json(Page { items: retries_of(&st, &p, merchant, out_trade_no).await?, next_cursor: None }))
+    let seen = seen_order(&st, &p, merchant, out_trade_no).await?;
+    Ok(Json(Page { items: retries_of(&st, &seen).await?, next_cursor: None }))
 }
 
-/// The retries an order `p` may see answered (the API's list, the console's order page).
-pub(crate) async fn retries_of(
-    st: &AppState,
-    p: &Authorized<OrderReaders>,
-    merchant: String,
-    out_trade_no: String,
-) -> Result<Vec<RetryItem>, ApiError> {
-    let (merchant, out_trade_no, _) = seen_order(st, p, merchant, out_trade_no).await?;
-    let retries = st.store.order_retries(&merchant, &out_trade_no).await?;
+/// The retries an order answered (the API's list, the console's order page).
+pub(crate) async fn retries_of(st: &AppState, seen: &SeenOrder) -> Result<Vec<RetryItem>, ApiError> {
+    let retries = st.store.order_retries(seen.merchant(), seen.out_trade_no()).await?;
     Ok(retries
         .into_iter()
         .map(|r| RetryItem { event_id: r.event_id, answered_at: r.answered_at, device: r.device })

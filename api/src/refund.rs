@@ -90,7 +90,8 @@ pub(crate) async fn refund(
     out_trade_no: String,
     asked: RefundRequest,
 ) -> Result<RefundAnswer, ApiError> {
-    let (merchant, out_trade_no, _) = crate::order_life::seen_order(st, p, merchant, out_trade_no).await?;
+    let seen = crate::order_life::seen_order(st, p, merchant, out_trade_no).await?;
+    let (merchant, out_trade_no) = (seen.merchant().clone(), seen.out_trade_no().clone());
     let out_refund_no = field("out_refund_no", OutRefundNo::parse(asked.out_refund_no.trim()))?;
     let amount: Money = field("amount", asked.amount.trim().parse())?;
     let body = EventBody::RefundRequested(RefundRequested {

@@ -347,11 +347,11 @@ pub trait ProjectionReader: Send + Sync + 'static {
         day: NaiveDate,
     ) -> Result<Vec<GlanceRow>, StoreError>;
 
-    /// The merchant's terms and registered devices (at most `FLEET_DEVICES_MAX`, by store and
-    /// device), each with when the ledger last answered one of its events and how many of its
-    /// events since `since` it refused, rejected or declined: read from the answers' (device,
-    /// time) index, one lookup per device.
-    async fn fleet(&self, merchant: &MerchantId, since: DateTime<Utc>) -> Result<Fleet, StoreError>;
+    /// The merchant's registered devices (at most `FLEET_DEVICES_MAX`, by store and device),
+    /// each with when the ledger last answered one of its events and how many of its events
+    /// since `since` it refused, rejected or declined: read from the answers' (device, time)
+    /// index, one lookup per device.
+    async fn devices(&self, merchant: &MerchantId, since: DateTime<Utc>) -> Result<Vec<DeviceActivity>, StoreError>;
 
     /// An order's refunds, oldest first (at most `ORDER_REFUNDS_MAX`), from the refunds'
     /// (merchant, order) index.
@@ -388,16 +388,6 @@ pub struct RefundView {
     pub refunded_at: DateTime<Utc>,
 }
 
-/// A merchant's terms and its devices, as [`ProjectionReader::fleet`] reads them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fleet {
-    /// The merchant's single payment limit (the default, when it never changed).
-    pub single_limit_fen: i64,
-    /// The merchant's fee rate, parts per million (the default, when it never changed).
-    pub fee_rate_ppm: i64,
-    pub devices: Vec<DeviceActivity>,
-}
-
 /// A registered device and what the ledger last heard of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeviceActivity {
@@ -406,7 +396,7 @@ pub struct DeviceActivity {
     pub registered_at: DateTime<Utc>,
     /// When the ledger last answered one of its events (none: never heard of).
     pub last_event_at: Option<DateTime<Utc>>,
-    /// Its events answered as refused, rejected or declined since [`ProjectionReader::fleet`]'s
+    /// Its events answered as refused, rejected or declined since [`ProjectionReader::devices`]'s
     /// `since` (the API asks for the last hour, `FLEET_REFUSED_WINDOW_MS`).
     pub refused_last_hour: i64,
 }

@@ -349,28 +349,18 @@ macro_rules! reader_sql {
                 rows.iter().map(|r| $crate::rows::glance_from(r)).collect()
             }
 
-            async fn fleet(
+            async fn devices(
                 &self,
                 merchant: &facepay_domain::MerchantId,
                 since: chrono::DateTime<chrono::Utc>,
-            ) -> Result<$crate::store::Fleet, $crate::StoreError> {
-                use facepay_domain::limits::{FEE_RATE_DEFAULT_PPM, FLEET_DEVICES_MAX, SINGLE_PAYMENT_LIMIT_DEFAULT_FEN};
-                let terms = sqlx::query($crate::store_sql::MERCHANT_TERMS)
-                    .bind(merchant.as_str())
-                    .fetch_one(&self.$read)
-                    .await?;
-                let devices = sqlx::query($crate::store_sql::FLEET_DEVICES)
+            ) -> Result<Vec<$crate::store::DeviceActivity>, $crate::StoreError> {
+                let rows = sqlx::query($crate::store_sql::FLEET_DEVICES)
                     .bind(merchant.as_str())
                     .bind(bind_at(&since))
-                    .bind(FLEET_DEVICES_MAX)
+                    .bind(facepay_domain::limits::FLEET_DEVICES_MAX)
                     .fetch_all(&self.$read)
                     .await?;
-                use $crate::rows::Cells;
-                Ok($crate::store::Fleet {
-                    single_limit_fen: terms.opt_int("single_limit_fen")?.unwrap_or(SINGLE_PAYMENT_LIMIT_DEFAULT_FEN),
-                    fee_rate_ppm: terms.opt_int("fee_rate_ppm")?.unwrap_or(FEE_RATE_DEFAULT_PPM),
-                    devices: devices.iter().map(|r| $crate::rows::device_activity_from(r)).collect::<Result<_, _>>()?,
-                })
+                rows.iter().map(|r| $crate::rows::device_activity_from(r)).collect()
             }
 
             async fn order_refunds(
@@ -786,11 +776,6 @@ macro_rules! faces_sql {
 }
 
 pub(crate) use {faces_sql, gallery_changed, reader_sql, registry_sql, store_sql, transport_sql, writer_sql};
-
-/// A merchant's single limit and fee rate, NULL where they never changed.
-pub(crate) const MERCHANT_TERMS: &str = "SELECT \
-     (SELECT single_limit_fen FROM merchant_limits WHERE merchant_id = $1) AS single_limit_fen, \
-     (SELECT CAST(fee_rate_ppm AS BIGINT) FROM merchant_fee_rates WHERE merchant_id = $1) AS fee_rate_ppm";
 
 /// A merchant's devices with their last answered event and their refused, rejected or
 /// declined events since $2: each a lookup in the answers' (device, processed_at) index.

@@ -20,7 +20,7 @@ use super::{respond, Console, ConsoleError, NoFields, Posted};
 use crate::admin::send_admin_event;
 use crate::auth::{AdminOnly, Authorized, FinanceOrAdmin, FleetReaders};
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{field, ApiQuery};
 use crate::fleet::fleet_view;
 use crate::http::balance_view;
 use crate::state::AppState;
@@ -86,7 +86,7 @@ async fn set_limit(
     posted: Posted<LimitForm>,
 ) -> Result<Response, ConsoleError> {
     let p = posted.console.as_role::<AdminOnly>()?;
-    let single_limit: Money = posted.form.single_limit.trim().parse().map_err(|e| bad("single_limit", e))?;
+    let single_limit: Money = field("single_limit", posted.form.single_limit.trim().parse())?;
     terms_changed(&st, &p, &merchant, EventBody::MerchantLimitChanged(MerchantLimitChanged { single_limit })).await
 }
 
@@ -115,7 +115,7 @@ async fn terms_changed(
     merchant: &str,
     body: EventBody,
 ) -> Result<Response, ConsoleError> {
-    let m = MerchantId::parse(merchant).map_err(|e| bad("merchant_id", e))?;
+    let m = field("merchant_id", MerchantId::parse(merchant))?;
     send_admin_event(st, p, Origin::Merchant(m.clone()), body, m.as_str()).await?;
     Ok(Redirect::to(&format!("/console/merchants/{}/fleet", encode(m.as_str()))).into_response())
 }
@@ -169,7 +169,7 @@ async fn wallet_action(
     posted: Posted<NoFields>,
 ) -> Result<Response, ConsoleError> {
     let p = posted.console.as_role::<AdminOnly>()?;
-    let payer_id = PayerId::parse(payer).map_err(|e| bad("payer_id", e))?;
+    let payer_id = field("payer_id", PayerId::parse(payer))?;
     let body = match action.as_str() {
         "freeze" => EventBody::AccountFrozen(AccountFrozen { payer_id: payer_id.clone() }),
         "unfreeze" => EventBody::AccountUnfrozen(AccountUnfrozen { payer_id: payer_id.clone() }),
@@ -177,8 +177,4 @@ async fn wallet_action(
     };
     send_admin_event(&st, &p, Origin::Platform, body, payer_id.as_str()).await?;
     Ok(Redirect::to(&format!("/console/admin/payers?payer_id={}", encode(payer_id.as_str()))).into_response())
-}
-
-fn bad(field: &str, e: facepay_domain::ValueError) -> ApiError {
-    ApiError::BadRequest(FieldError::new(field, e.kind, e.message))
 }

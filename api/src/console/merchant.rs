@@ -16,6 +16,7 @@ use super::{respond, Console, ConsoleError, Posted};
 use crate::auth::{FinanceOrAdmin, MerchantOnly, MerchantOrFinance, OrderReaders};
 use crate::extract::ApiQuery;
 use crate::http::{glance_view, history_page, members_page, order_view, settlement_page, HistoryQuery};
+use crate::order_life::{refunds_of, retries_of, seen_order};
 use crate::refund::RefundRequest;
 use crate::state::AppState;
 
@@ -175,9 +176,10 @@ async fn order(
     Path((merchant, out_trade_no)): Path<(String, String)>,
 ) -> Result<Response, ConsoleError> {
     let p = c.as_role::<OrderReaders>()?;
-    let o = order_view(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
-    let refunds = crate::order_life::refunds_of(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
-    let retries = crate::order_life::retries_of(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
+    let seen = seen_order(&st, &p, merchant.clone(), out_trade_no.clone()).await?;
+    let o = order_view(&st, &p, &seen);
+    let refunds = refunds_of(&st, &seen).await?;
+    let retries = retries_of(&st, &seen).await?;
     // Its whole life of decided attempts, for those who read the merchant's history.
     let attempts = match c.as_role::<MerchantOrFinance>() {
         Ok(reader) => {
