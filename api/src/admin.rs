@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use facepay_domain::auth::KeyId;
 use facepay_domain::{FieldError, FieldErrorKind};
-use facepay_ledger::credentials::{AuditEntry, Credential};
+use facepay_ledger::credentials::{AuditEntry, Credential, KeyPosition};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AdminOnly, Authorized, FinanceOrAdmin, NewKey};
@@ -43,19 +43,41 @@ pub(crate) async fn create(st: &AppState, p: &Authorized<AdminOnly>, spec: NewKe
     Ok(CreatedKey { key, token })
 }
 
-/// `GET /v1/keys` (admin): every key, newest first, never a secret or a hash.
-#[utoipa::path(get, path = "/v1/keys",
-    responses((status = 200, body = Page<Credential>, description = "every key, never a secret")))]
+/// `?cursor=&limit=` of the keys.
+#[derive(Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeysQuery {
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9a-f]{24}$")]
+    pub(crate) cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
+    pub(crate) limit: Option<u32>,
+}
+
+/// `GET /v1/keys` (admin): the keys, newest first, by cursor; never a secret or a hash.
+#[utoipa::path(get, path = "/v1/keys", params(KeysQuery),
+    responses((status = 200, body = Page<Credential>, description = "keys, never a secret"), (status = 400, body = ErrorBody)))]
 pub async fn list_keys(
     State(st): State<AppState>,
     p: Authorized<AdminOnly>,
+    ApiQuery(q): ApiQuery<KeysQuery>,
 ) -> Result<Json<Page<Credential>>, ApiError> {
-    Ok(Json(keys_page(&st, &p).await?))
+    Ok(Json(keys_page(&st, &p, q).await?))
 }
 
-/// Every key, newest first (the API, the console).
-pub(crate) async fn keys_page(st: &AppState, _: &Authorized<AdminOnly>) -> Result<Page<Credential>, ApiError> {
-    Ok(Page { items: st.store.key_list().await?, next_cursor: None })
+/// A page of keys, newest first (the API, the console).
+pub(crate) async fn keys_page(
+    st: &AppState,
+    _: &Authorized<AdminOnly>,
+    q: KeysQuery,
+) -> Result<Page<Credential>, ApiError> {
+    let bad = || FieldError::new("cursor", FieldErrorKind::Invalid, "a cursor from next_cursor");
+    let after = q.cursor.map(|c| KeyPosition::parse(&c).ok_or_else(|| ApiError::BadRequest(bad()))).transpose()?;
+    let limit = page_limit(q.limit)?;
+    let items = st.store.key_list(after.as_ref(), limit).await?;
+    let next_cursor =
+        (items.len() == limit as usize).then(|| items.last().map(|k| KeyPosition::of(k).cursor())).flatten();
+    Ok(Page { items, next_cursor })
 }
 
 /// `DELETE /v1/keys/{key_id}` (admin): 204, or 404 when no live key has that id.

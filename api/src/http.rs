@@ -18,7 +18,7 @@ use facepay_domain::{
 use facepay_ingest::authenticity::{Position, Refusal};
 use facepay_ingest::validate::{learn_key, validate_signed};
 use facepay_ledger::model::Keys;
-use facepay_ledger::store::{HistoryFilter, HistoryRow, MemberView, RejectedEvent};
+use facepay_ledger::store::{device_key, HistoryFilter, HistoryRow, MemberView, MembersPage, RejectedEvent};
 use facepay_ledger::Account;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -39,6 +39,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(order))
         .routes(routes!(crate::refund::create_refund, crate::order_life::list_refunds))
         .routes(routes!(crate::order_life::list_retries))
+        .routes(routes!(crate::order_life::list_repeats))
         .routes(routes!(transactions))
         .routes(routes!(members))
         .routes(routes!(settlement))
@@ -102,7 +103,11 @@ async fn ingest(State(st): State<AppState>, headers: HeaderMap, body: Body) -> R
         Taken::Repeat { event_id, sender } => {
             let wait = wait.unwrap_or_default();
             return match crate::wait::repeated(&st, event_id, &sender, started + wait).await? {
-                Some(outcome) => crate::wait::decided(&st, outcome, wait),
+                Some(outcome) => {
+                    // The device's own event sent again, answered: counted on its order.
+                    st.store.note_repeat(event_id, &device_key(&sender), accepted_at).await?;
+                    crate::wait::decided(&st, outcome, wait)
+                }
                 None => Ok(accepted(event_id)),
             };
         }
@@ -115,6 +120,9 @@ async fn ingest(State(st): State<AppState>, headers: HeaderMap, body: Body) -> R
         // Over Kafka replays are told further on: a device's retry of a decided event is
         // answered here, from the stored outcome, and not sent on again.
         if let Some(outcome) = crate::wait::stored(&st, event_id, sender.as_ref()).await? {
+            if let Some(device) = &sender {
+                st.store.note_repeat(event_id, &device_key(device), accepted_at).await?;
+            }
             return crate::wait::decided(&st, outcome, wait);
         }
     }
@@ -297,10 +305,7 @@ fn history_filter(
         .status
         .map(|s| OrderStatus::parse(&s).ok_or_else(|| bad("status", "PAID, DECLINED, REVERSED or REVOKED")))
         .transpose()?;
-    let before_id = q
-        .cursor
-        .map(|c| auth.open_cursor(merchant, &c).ok_or_else(|| bad("cursor", "a cursor from next_cursor")))
-        .transpose()?;
+    let before_id = position(auth, merchant, q.cursor)?;
     let limit = page_limit(q.limit)?;
     let asked = q.store_id.filter(|s| !s.is_empty()).map(|s| field("store_id", StoreId::parse(s))).transpose()?;
     // A store-scoped key sees its store's rows only: another store is what does not exist.
@@ -343,9 +348,7 @@ pub(crate) async fn history_page(
     p.sees_merchant(&merchant)?;
     let filter = history_filter(q, &st.auth, &merchant, p)?;
     let rows = st.store.history(&merchant, &filter).await?;
-    let next_cursor = (rows.len() == filter.limit as usize)
-        .then(|| rows.last().map(|r| st.auth.sign_cursor(&merchant, r.id)))
-        .flatten();
+    let next_cursor = next_cursor(&st.auth, &merchant, filter.limit, rows.len(), rows.last().map(|r| r.id));
     let items = rows
         .into_iter()
         .map(|mut row| {
@@ -356,30 +359,57 @@ pub(crate) async fn history_page(
     Ok(Page { items, next_cursor })
 }
 
-/// `GET /v1/merchants/{merchant_id}/members`.
-#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/members", params(("merchant_id" = MerchantId, Path)),
+/// `?cursor=&limit=` of a list read by signed position (members).
+#[derive(Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CursorQuery {
+    /// The `next_cursor` of the previous page (signed for the merchant: any other is a 400).
+    #[param(pattern = r"^[1-9][0-9]{0,17}\.[0-9a-f]{32}$")]
+    pub(crate) cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
+    pub(crate) limit: Option<u32>,
+}
+
+/// `GET /v1/merchants/{merchant_id}/members`: newest card holders first, by cursor.
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/members",
+    params(("merchant_id" = MerchantId, Path), CursorQuery),
     responses((status = 200, body = Page<MemberView>, description = "member cards"), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "a merchant the key may not see")))]
 async fn members(
     State(st): State<AppState>,
     p: Authorized<MerchantOrFinance>,
     ApiPath(merchant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<CursorQuery>,
 ) -> Result<Json<Page<MemberView>>, ApiError> {
-    Ok(Json(members_page(&st, &p, merchant).await?))
+    Ok(Json(members_page(&st, &p, merchant, q).await?))
 }
 
-/// `merchant`'s member cards as `p` may see them (the API, the console).
+/// A page of `merchant`'s member cards as `p` may see them (the API, the console).
 pub(crate) async fn members_page(
     st: &AppState,
     p: &Authorized<MerchantOrFinance>,
     merchant: String,
+    q: CursorQuery,
 ) -> Result<Page<MemberView>, ApiError> {
     let merchant = merchant_route(p, merchant)?;
-    let mut items = st.store.members(&merchant).await?;
+    let page = MembersPage { before_id: position(&st.auth, &merchant, q.cursor)?, limit: page_limit(q.limit)? };
+    let mut items = st.store.members(&merchant, page).await?;
+    let next_cursor = next_cursor(&st.auth, &merchant, page.limit, items.len(), items.last().map(|m| m.id));
     for m in &mut items {
         m.payer_id = st.auth.payer_for(p, &merchant, m.payer_id.clone());
     }
-    Ok(Page { items, next_cursor: None })
+    Ok(Page { items, next_cursor })
+}
+
+/// The position a `next_cursor` names (signed for `merchant`: any other is a 400).
+fn position(auth: &Auth, merchant: &MerchantId, cursor: Option<String>) -> Result<Option<i64>, ApiError> {
+    let bad = || FieldError::new("cursor", FieldErrorKind::Invalid, "a cursor from next_cursor");
+    cursor.map(|c| auth.open_cursor(merchant, &c).ok_or_else(|| ApiError::BadRequest(bad()))).transpose()
+}
+
+/// The cursor after a page of `len` rows of `limit`, the last at `last`; none after a short page.
+fn next_cursor(auth: &Auth, merchant: &MerchantId, limit: u32, len: usize, last: Option<i64>) -> Option<String> {
+    (len == limit as usize).then(|| last.map(|id| auth.sign_cursor(merchant, id))).flatten()
 }
 
 /// A merchant-wide route: merchant (whole-merchant keys) and finance; another tenant's

@@ -1,6 +1,7 @@
-//! An order's whole life beyond its row: its refunds and the retried payments it answered
-//! (`GET /v1/merchants/{m}/orders/{no}/refunds`, `…/retries`), read by the console's order
-//! page with its decided attempts (the history filtered by the order) too.
+//! An order's whole life beyond its row: its refunds, the retried payments it answered, and
+//! its events sent again under the same id (`GET /v1/merchants/{m}/orders/{no}/refunds`,
+//! `…/retries`, `…/repeats`), read by the console's order page with its decided attempts (the
+//! history filtered by the order) too.
 
 use axum::extract::State;
 use axum::Json;
@@ -107,7 +108,7 @@ pub struct RetryItem {
 
 /// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}/retries`: the retried payments the
 /// order answered, oldest first (whoever may see the order). A retry under the same event id
-/// is answered from its stored outcome and is not listed again.
+/// is answered from its stored outcome and counted in `…/repeats` instead.
 #[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}/retries",
     params(("merchant_id" = MerchantId, Path), ("out_trade_no" = OutTradeNo, Path)),
     responses((status = 200, body = Page<RetryItem>, description = "the retries the order answered, oldest first"),
@@ -127,5 +128,40 @@ pub(crate) async fn retries_of(st: &AppState, seen: &SeenOrder) -> Result<Vec<Re
     Ok(retries
         .into_iter()
         .map(|r| RetryItem { event_id: r.event_id, answered_at: r.answered_at, device: r.device })
+        .collect())
+}
+
+/// One of the order's events its device sent again under the same event id (a retry after a
+/// network timeout), each copy answered from the stored outcome.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RepeatItem {
+    /// A decided attempt's event, or a retry's the order answered.
+    pub event_id: Uuid,
+    /// How many copies came after the first.
+    pub repeats: i64,
+    pub last_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}/repeats`: the order's events their
+/// device sent again under the same event id, by the last copy (whoever may see the order).
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}/repeats",
+    params(("merchant_id" = MerchantId, Path), ("out_trade_no" = OutTradeNo, Path)),
+    responses((status = 200, body = Page<RepeatItem>, description = "the order's events sent again"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no such order, or one the key may not see")))]
+pub(crate) async fn list_repeats(
+    State(st): State<AppState>,
+    p: Authorized<OrderReaders>,
+    ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
+) -> Result<Json<Page<RepeatItem>>, ApiError> {
+    let seen = seen_order(&st, &p, merchant, out_trade_no).await?;
+    Ok(Json(Page { items: repeats_of(&st, &seen).await?, next_cursor: None }))
+}
+
+/// The events of an order sent again (the API's list, the console's order page).
+pub(crate) async fn repeats_of(st: &AppState, seen: &SeenOrder) -> Result<Vec<RepeatItem>, ApiError> {
+    let repeats = st.store.order_repeats(seen.merchant(), seen.out_trade_no()).await?;
+    Ok(repeats
+        .into_iter()
+        .map(|r| RepeatItem { event_id: r.event_id, repeats: r.repeats, last_at: r.last_at })
         .collect())
 }

@@ -14,7 +14,10 @@
 //!    glance (`/console/merchants/{m}?date=`, a day's attempts counted from the history's
 //!    covering (merchant, day) index);
 //! 4. the console's CSV export of one merchant's day of `csv_rows` attempts, once
-//!    ([`crate::csv_export`]).
+//!    ([`crate::csv_export`]);
+//! 5. every other console page, each from clients signed in with a key of its role, over
+//!    members, settlement, devices, answers, runs, breaks, the audit log and rejected events
+//!    in a fleet's proportions ([`crate::console_pages`]).
 //!
 //! After seeding, `VACUUM (ANALYZE)` stands for autovacuum's pass over the new rows (the
 //! history's insert threshold is 1 %, migration 0023), so the glance's index-only scan reads
@@ -32,13 +35,14 @@ use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
 use facepay_ingest::PipelineConfig;
 use facepay_ledger::store::HistoryFilter;
 use facepay_ledger::{LedgerStore, PgStore, Stores};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::Serialize;
 use sqlx::Connection;
 
 use facepay::app::App;
 use facepay_api::auth::{Actor, Auth, NewKey};
 
+use crate::load::{phase, Client, PhaseReport};
 use crate::pipeline::{drop_database, fresh_database};
 
 /// What `facepay-bench api` is asked to do.
@@ -56,18 +60,6 @@ pub struct ApiBenchOptions {
     /// `DIR/clients.lua` (the merchants and their keys) and `DIR/base` (the URL), then serve
     /// until ctrl-c (`scripts/bench-api-wrk.sh` drives wrk against it).
     pub external: Option<std::path::PathBuf>,
-}
-
-/// One phase's figures.
-#[derive(Debug, Clone, Serialize)]
-pub struct PhaseReport {
-    pub requests: u64,
-    pub requests_per_s: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    /// Answers other than 200 (must be zero).
-    pub not_ok: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +81,8 @@ pub struct ApiBenchReport {
     pub console_overview: Option<PhaseReport>,
     /// The console's CSV export of one merchant's day of `csv_rows` attempts.
     pub csv_export: Option<crate::csv_export::CsvExportReport>,
+    /// Every other console page, by name (target: p99 ≤ 50 ms each).
+    pub console_pages: std::collections::BTreeMap<String, PhaseReport>,
     /// `EXPLAIN (ANALYZE, BUFFERS)` of the day at a glance for one merchant's day.
     pub glance_plan: Vec<String>,
     /// True when the glance is an index-only scan that fetched no heap row.
@@ -117,7 +111,8 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
     if opts.csv_rows > 0 {
         crate::csv_export::seed_day(store.as_ref(), &mut conn, &big, opts.csv_rows).await?;
     }
-    sqlx::query("VACUUM (ANALYZE) history, orders").execute(&mut conn).await?;
+    crate::console_pages::seed(&mut conn, opts.orders, opts.merchants).await?;
+    sqlx::query("VACUUM (ANALYZE)").execute(&mut conn).await?;
     let seed_s = started.elapsed().as_secs_f64();
     let config = PipelineConfig { sweep_interval: Duration::ZERO, ..PipelineConfig::default() };
     let app = App::start(stores, config).await?;
@@ -136,28 +131,24 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
     let per_merchant = opts.orders / opts.merchants.max(1);
     let bearer: Vec<Client> =
         keys.iter().map(|(m, k)| (m.clone(), (hyper::header::AUTHORIZATION, format!("Bearer {k}")))).collect();
-    let signed_in: Vec<Client> = keys
-        .iter()
-        .map(|(m, k)| {
-            let key_id = facepay_domain::auth::ApiToken::parse(k).map(|t| t.key_id);
-            let (session, _) = state.console.start(key_id.map_err(|e| anyhow::anyhow!("{e}"))?);
-            Ok((
-                m.clone(),
-                (hyper::header::COOKIE, format!("{}={session}", facepay_api::console::session::SESSION_COOKIE)),
-            ))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let signed_in = sign_in(&state, &keys).await?;
+    let (mut finance, mut admin) = (Vec::new(), Vec::new());
+    for _ in 0..opts.connections {
+        finance.push((merchants[0].clone(), role_key(&auth, Role::Finance).await?));
+        admin.push((merchants[0].clone(), role_key(&auth, Role::Admin).await?));
+    }
+    let (finance, admin) = (sign_in(&state, &finance).await?, sign_in(&state, &admin).await?);
     // The CSV phase's merchant, signed in (it exists only with a CSV phase).
     let big_cookie = match opts.csv_rows {
         0 => String::new(),
         _ => {
             let key = merchant_key(&auth, &big).await?;
             let key_id = facepay_domain::auth::ApiToken::parse(&key).map_err(|e| anyhow::anyhow!("{e}"))?.key_id;
-            format!("{}={}", facepay_api::console::session::SESSION_COOKIE, state.console.start(key_id).0)
+            format!("{}={}", facepay_api::console::session::SESSION_COOKIE, state.console.start(key_id).await?.0)
         }
     };
     let server = tokio::spawn(async move { axum::serve(listener, facepay_api::server::router(state)).await });
-    let mut csv_export = None;
+    let (mut csv_export, mut console_pages) = (None, Default::default());
     let (mut order_lookup, mut history_page, mut console) = (None, None, [None, None, None]);
     match &opts.external {
         Some(dir) => serve_outside_load(dir, &base, &keys, per_merchant).await?,
@@ -186,6 +177,8 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
             if opts.csv_rows > 0 {
                 csv_export = Some(crate::csv_export::measure(&base, &big_cookie, &big, opts.csv_rows).await?);
             }
+            let roles = crate::console_pages::Roles { merchant: &signed_in, finance: &finance, admin: &admin };
+            console_pages = crate::console_pages::measure(&base, roles, s).await?;
         }
     }
     let [console_transactions, console_order, console_overview] = console;
@@ -213,6 +206,7 @@ async fn measure(opts: &ApiBenchOptions, url: &str) -> anyhow::Result<ApiBenchRe
         console_order,
         console_overview,
         csv_export,
+        console_pages,
         glance_plan,
         glance_index_only,
         history_plan,
@@ -285,6 +279,31 @@ async fn serve_outside_load(
     Ok(())
 }
 
+/// Each client's key exchanged for a console session (a cookie), as a sign-in does.
+async fn sign_in(state: &facepay_api::state::AppState, keys: &[(MerchantId, String)]) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(keys.len());
+    for (m, k) in keys {
+        let key_id = facepay_domain::auth::ApiToken::parse(k).map_err(|e| anyhow::anyhow!("{e}"))?.key_id;
+        let (session, _) = state.console.start(key_id).await?;
+        let cookie = format!("{}={session}", facepay_api::console::session::SESSION_COOKIE);
+        clients.push((m.clone(), (hyper::header::COOKIE, cookie)));
+    }
+    Ok(clients)
+}
+
+/// A finance or admin key.
+async fn role_key(auth: &Auth, role: Role) -> anyhow::Result<String> {
+    let spec = NewKey {
+        role,
+        merchant_id: None,
+        store_id: None,
+        device_id: None,
+        label: "bench".into(),
+        expires_in_days: None,
+    };
+    Ok(auth.create_key(spec, &Actor::cli()).await.map_err(|e| anyhow::anyhow!("{e}"))?.1)
+}
+
 async fn merchant_key(auth: &Auth, merchant: &MerchantId) -> anyhow::Result<String> {
     let spec = NewKey {
         role: Role::Merchant,
@@ -295,74 +314,6 @@ async fn merchant_key(auth: &Auth, merchant: &MerchantId) -> anyhow::Result<Stri
         expires_in_days: None,
     };
     Ok(auth.create_key(spec, &Actor::cli()).await.map_err(|e| anyhow::anyhow!("{e}"))?.1)
-}
-
-/// A client: its merchant, and the header that says who it is (a key, or a console session).
-type Client = (MerchantId, (hyper::header::HeaderName, String));
-
-/// `clients.len()` clients, each on an HTTP/1.1 connection of its own, sending
-/// `path(merchant, rng)` back to back for `seconds`.
-async fn phase(
-    base: &str,
-    clients: &[Client],
-    seconds: u64,
-    path: impl Fn(&MerchantId, &mut rand_chacha::ChaCha8Rng) -> String + Send + Sync + Clone + 'static,
-) -> anyhow::Result<PhaseReport> {
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let mut running = tokio::task::JoinSet::new();
-    for (c, (merchant, who)) in clients.iter().cloned().enumerate() {
-        let (addr, path) = (base.trim_start_matches("http://").to_string(), path.clone());
-        running.spawn(async move {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
-            client(&addr, &who, until, move |r| path(&merchant, r), &mut rng).await
-        });
-    }
-    let (mut all, mut not_ok) = (Vec::new(), 0);
-    while let Some(done) = running.join_next().await {
-        let (l, n) = done??;
-        all.extend(l);
-        not_ok += n;
-    }
-    all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied();
-    let ms = |us: Option<u32>| f64::from(us.unwrap_or(0)) / 1000.0;
-    Ok(PhaseReport {
-        requests: all.len() as u64,
-        requests_per_s: all.len() as f64 / seconds.max(1) as f64,
-        p50_ms: ms(pct(0.50)),
-        p99_ms: ms(pct(0.99)),
-        max_ms: ms(all.last().copied()),
-        not_ok,
-    })
-}
-
-/// One client: its latencies in microseconds, and how many answers were not 200.
-async fn client(
-    addr: &str,
-    who: &(hyper::header::HeaderName, String),
-    until: Instant,
-    path: impl Fn(&mut rand_chacha::ChaCha8Rng) -> String,
-    rng: &mut rand_chacha::ChaCha8Rng,
-) -> anyhow::Result<(Vec<u32>, u64)> {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let (mut latencies_us, mut not_ok) = (Vec::with_capacity(1 << 16), 0_u64);
-    while Instant::now() < until {
-        let request = hyper::Request::get(path(rng))
-            .header(hyper::header::HOST, addr)
-            .header(who.0.clone(), who.1.as_str())
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
-        let sent = Instant::now();
-        let answer = sender.send_request(request).await?;
-        let ok = answer.status() == hyper::StatusCode::OK;
-        answer.into_body().collect().await?;
-        latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
-        not_ok += u64::from(!ok);
-    }
-    Ok((latencies_us, not_ok))
 }
 
 /// The plans of the history page query as the store sends it, first page and by cursor.

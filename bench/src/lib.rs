@@ -8,9 +8,11 @@
 //!   and the usual design.
 //! - [`usual_design`]: the usual one-transaction-per-payment design, for comparison.
 //! - [`pipeline`]: device events through Kafka to committed outcomes, next to the broker.
-//! - [`api`]: the read API and the console's pages under load over a million orders (its own
-//!   HTTP/1.1 load generator).
+//! - [`api`]: the read API and the console's pages under load over a million orders.
 //! - [`csv_export`]: the console's CSV export of a merchant's day of a million attempts.
+//! - [`console_pages`]: the console's other pages over a fleet's members, devices, runs,
+//!   breaks and logs.
+//! - [`load`]: the HTTP/1.1 load generator of those three.
 //! - [`device`]: simulated HTTP devices paying at a fixed rate, answered synchronously
 //!   (`Prefer: wait`), on either profile.
 //! - [`reconcile`]: a million-line bill imported and reconciled.
@@ -19,9 +21,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod console_pages;
 pub mod csv_export;
 pub mod device;
 pub mod ledger;
+pub mod load;
 pub mod matcher;
 pub mod matcher_accuracy;
 pub mod pipeline;

@@ -507,8 +507,8 @@ pub const URI_LEN_MAX: usize = 8 * 1024;
 /// Most entries served by one page of the audit log.
 pub const AUDIT_PAGE_MAX: u32 = 500;
 
-/// Console sessions one process keeps (each an API key's id and its CSRF token, never the
-/// key's secret); past it the session idle longest is dropped.
+/// Console sessions the database keeps (each an API key's id under the session id's hash,
+/// never the key's secret); a sign-in past it ends the session idle longest.
 pub const CONSOLE_SESSIONS_MAX: usize = 10_000;
 
 /// A console session ends after this long without a request (a payments console's usual
@@ -517,6 +517,10 @@ pub const CONSOLE_SESSION_IDLE_MS: u64 = 15 * 60 * 1_000;
 
 /// A console session ends this long after sign-in, however busy.
 pub const CONSOLE_SESSION_TTL_MS: u64 = 12 * 60 * 60 * 1_000;
+
+/// How often at most a console session's last-seen time is written: the idle timeout is
+/// kept to within this.
+pub const CONSOLE_SESSION_TOUCH_MS: u64 = 30 * 1_000;
 
 /// The largest form the console reads (a bill upload excepted: [`BILL_UPLOAD_BYTES_MAX`]).
 pub const CONSOLE_FORM_BYTES_MAX: usize = 16 * 1024;

@@ -86,7 +86,7 @@ impl App {
         let sweeper = SweeperTask::start(sweeper, config.sweep_interval);
         let pipeline = Pipeline::start(ledger.clone(), registry.clone(), gallery, config);
         let orders = facepay_ledger::lookup::OrderLookup::spawn(store.clone());
-        let console = Arc::default();
+        let console = Arc::new(facepay_api::console::session::Sessions::new(store.clone()));
         Ok(Self { store, recon, ledger, registry, pipeline, auth, verifier, sweeper, orders, clock, waiters, console })
     }
 

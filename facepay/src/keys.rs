@@ -4,7 +4,9 @@
 use clap::Subcommand;
 use facepay_api::auth::{Actor, Auth, NewKey};
 use facepay_domain::auth::{KeyId, Role};
+use facepay_domain::limits::PAGE_LIMIT_MAX;
 use facepay_domain::{DeviceId, MerchantId, StoreId};
+use facepay_ledger::credentials::KeyPosition;
 
 use crate::app::open_store;
 use crate::config::Config;
@@ -59,7 +61,15 @@ pub async fn run(what: KeysWhat, config: &Config) -> anyhow::Result<()> {
             eprintln!("the token is shown once: keep it now");
         }
         KeysWhat::List { json } => {
-            let keys = store.key_list().await?;
+            let mut keys = Vec::new();
+            loop {
+                let page = store.key_list(keys.last().map(KeyPosition::of).as_ref(), PAGE_LIMIT_MAX).await?;
+                let last_page = page.len() < PAGE_LIMIT_MAX as usize;
+                keys.extend(page);
+                if last_page {
+                    break;
+                }
+            }
             match json {
                 true => println!("{}", serde_json::to_string_pretty(&keys)?),
                 false => keys.iter().for_each(|k| {

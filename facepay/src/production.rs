@@ -61,7 +61,7 @@ pub async fn start_with(
     let orders = facepay_ledger::lookup::OrderLookup::spawn(store.clone());
     let (verifier, clock, registry) = (pipeline.verifier.clone(), pipeline.clock.clone(), stages.registry);
     let waiters = pipeline.waiters.clone();
-    let console = Arc::default();
+    let console = Arc::new(facepay_api::console::session::Sessions::new(store.clone()));
     let http = AppState::new(Shared { store, recon, registry, input, auth, verifier, orders, clock, waiters, console });
     Ok(Production { http, shutdown: stages.shutdown, tasks: stages.tasks })
 }

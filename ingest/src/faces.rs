@@ -302,14 +302,8 @@ impl FaceStore {
     /// `MATCH_MEMBERS_REFRESH_MS`, so they follow the ledger's decisions, and reach every
     /// shard whichever process's gather resolved the card's capture).
     pub async fn members(&self) -> Result<Vec<(MerchantId, PayerId)>, FaceStoreError> {
-        let mut open = Vec::new();
-        for merchant in self.store.registry().await?.merchants.keys() {
-            for card in self.store.members(merchant).await? {
-                if card.closed_at.is_none() && self.shard.owns(&card.payer_id) {
-                    open.push((merchant.clone(), card.payer_id));
-                }
-            }
-        }
+        let mut open = self.store.open_cards().await?;
+        open.retain(|(_, payer)| self.shard.owns(payer));
         Ok(open)
     }
 

@@ -210,7 +210,7 @@ pub async fn refused(
     let err = refusal.error();
     crate::metrics::METRICS.refused_input(err.kind.as_str());
     tracing::info!(field = %err.field, reason = %err.kind, source, "event refused");
-    let Refusal::Invalid { keep, .. } = refusal else {
+    let Refusal::Invalid { keep, sender, .. } = refusal else {
         let body = OutcomeBody::Refused { kind: String::new(), code: "unauthenticated".into(), message: String::new() };
         return Ok((body, None));
     };
@@ -218,6 +218,12 @@ pub async fn refused(
     match keep {
         true => store.reject(&rejected).await?,
         false => crate::metrics::METRICS.rejection_unkept(),
+    }
+    // A device's copy of its own answered event: counted on the event (its order shows it).
+    if let (true, Some(event_id), Some(device)) = (*keep, rejected.event_id, sender) {
+        if facepay_ledger::service::is_replay(&rejected) {
+            store.note_repeat(event_id, &facepay_ledger::store::device_key(device), rejected.received_at).await?;
+        }
     }
     let body = OutcomeBody::Refused {
         kind: rejected.kind.clone().unwrap_or_default(),

@@ -218,6 +218,10 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, occurred_at: chrono::
             let usage = state.daily.entry((payer_id.clone(), *day)).or_default();
             usage.amount_fen += attempt.amount.fen();
             usage.count += 1;
+            let member = state.members.get_mut(&(attempt.merchant_id.clone(), payer_id.clone()));
+            if let Some(m) = member.filter(|m| m.closed_at.is_none()) {
+                m.last_visit_at = Some(occurred_at);
+            }
         }
         LedgerEvent::PaymentDeclined { attempt, payer_id, reason, records_order } => {
             consume_capture(state, attempt);
@@ -236,8 +240,13 @@ pub fn apply(state: &mut LedgerState, event: &LedgerEvent, occurred_at: chrono::
             state.limits_fen.insert(merchant_id.clone(), single_limit.fen());
         }
         LedgerEvent::MemberCardOpened { merchant_id, payer_id, card_code, channel, face_code } => {
-            let member =
-                Member { card_code: card_code.clone(), channel: *channel, opened_at: occurred_at, closed_at: None };
+            let member = Member {
+                card_code: card_code.clone(),
+                channel: *channel,
+                opened_at: occurred_at,
+                closed_at: None,
+                last_visit_at: None,
+            };
             state.members.insert((merchant_id.clone(), payer_id.clone()), member);
             spend_capture(state, face_code.as_ref(), merchant_id, format!("card|{card_code}"));
         }
@@ -354,6 +363,8 @@ pub fn keys_written(event: &LedgerEvent, keys: &mut Keys) {
             keys.captures.insert(attempt.face_code.clone());
             keys.orders.insert((attempt.merchant_id.clone(), attempt.out_trade_no.clone()));
             keys.daily.insert((payer_id.clone(), *day));
+            // A member's last visit (the writer skips a payer who holds no card here).
+            keys.members.insert((attempt.merchant_id.clone(), payer_id.clone()));
         }
         LedgerEvent::PaymentDeclined { attempt, records_order, .. } => {
             keys.captures.insert(attempt.face_code.clone());

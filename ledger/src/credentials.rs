@@ -58,14 +58,39 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// A key's place in the list (newest first, then by id): where a page of keys ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPosition {
+    pub created_at_ms: i64,
+    pub key_id: KeyId,
+}
+
+impl KeyPosition {
+    pub fn of(key: &Credential) -> Self {
+        Self { created_at_ms: millis(&key.created_at), key_id: key.key_id.clone() }
+    }
+
+    /// As a cursor: `<created_at_ms>.<key_id>`.
+    pub fn cursor(&self) -> String {
+        format!("{}.{}", self.created_at_ms, self.key_id)
+    }
+
+    /// A cursor [`KeyPosition::cursor`] made, else `None`.
+    pub fn parse(cursor: &str) -> Option<Self> {
+        let (ms, key_id) = cursor.split_once('.')?;
+        Some(Self { created_at_ms: ms.parse().ok().filter(|ms| *ms >= 0)?, key_id: KeyId::parse(key_id).ok()? })
+    }
+}
+
 /// The credential tables.
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
     /// Adds a key; its creation is audited in the same transaction.
     async fn key_insert(&self, key: &Credential, audit: &AuditEntry) -> Result<(), StoreError>;
     async fn key_get(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError>;
-    /// Every key, newest first (secrets never; hashes are not served either).
-    async fn key_list(&self) -> Result<Vec<Credential>, StoreError>;
+    /// A page of keys, newest first, after `after` (secrets never; hashes are not served
+    /// either): at most `limit`.
+    async fn key_list(&self, after: Option<&KeyPosition>, limit: u32) -> Result<Vec<Credential>, StoreError>;
     /// Revokes a live key; false if there is none. Audited in the same transaction.
     async fn key_revoke(&self, key_id: &KeyId, at: DateTime<Utc>, audit: &AuditEntry) -> Result<bool, StoreError>;
     /// Every unrevoked device key, by key id.
@@ -163,12 +188,32 @@ macro_rules! credential_store {
                 row.map(|r| Self::key_row(&r)).transpose()
             }
 
-            async fn key_list(&self) -> Result<Vec<$crate::credentials::Credential>, $crate::store_error::StoreError> {
-                let sql = format!(
-                    "SELECT {} FROM api_keys ORDER BY created_at DESC, key_id",
-                    $crate::credentials::KEY_COLUMNS
-                );
-                sqlx::query(&sql).fetch_all(&self.$pool).await?.iter().map(Self::key_row).collect()
+            async fn key_list(
+                &self,
+                after: Option<&$crate::credentials::KeyPosition>,
+                limit: u32,
+            ) -> Result<Vec<$crate::credentials::Credential>, $crate::store_error::StoreError> {
+                let cols = $crate::credentials::KEY_COLUMNS;
+                let order = "ORDER BY created_at DESC, key_id";
+                let rows = match after {
+                    None => {
+                        let sql = format!("SELECT {cols} FROM api_keys {order} LIMIT {}", $p(1));
+                        sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.$pool).await?
+                    }
+                    Some(a) => {
+                        let sql = format!(
+                            "SELECT {cols} FROM api_keys WHERE created_at < {} OR (created_at = {} AND key_id > {}) \
+                             {order} LIMIT {}",
+                            $p(1),
+                            $p(2),
+                            $p(3),
+                            $p(4)
+                        );
+                        let q = sqlx::query(&sql).bind(a.created_at_ms).bind(a.created_at_ms).bind(a.key_id.as_str());
+                        q.bind(i64::from(limit)).fetch_all(&self.$pool).await?
+                    }
+                };
+                rows.iter().map(Self::key_row).collect()
             }
 
             async fn key_revoke(

@@ -22,6 +22,7 @@
 //! - `sqlite_raw`: prepared statements on SQLite's own handle for a bill's bulk rows (the
 //!   crate's only `unsafe`).
 //! - [`credentials`]: API keys and the audit log of admin and finance actions.
+//! - [`console_sessions`]: the console's signed-in sessions, shared by every process.
 //! - [`face_keys`]: each payer's wrapped data key, in a SQLite file of its own where deletion
 //!   is real (crypto-shredding that survives a look at the disk).
 //! - [`audit`]: the hash chain over each stream's events, and its verifier.
@@ -36,6 +37,7 @@
 
 pub mod audit;
 pub mod command;
+pub mod console_sessions;
 pub mod core;
 pub mod credentials;
 pub mod decided;

@@ -526,6 +526,9 @@ pub struct Member {
     pub opened_at: DateTime<Utc>,
     /// Set when the card is closed; a closed member pays like anyone else.
     pub closed_at: Option<DateTime<Utc>>,
+    /// The member's last visit: when the ledger last accepted their payment at the merchant
+    /// while this card was open (platform time; `None` until the first).
+    pub last_visit_at: Option<DateTime<Utc>>,
 }
 
 /// What spent a face code (a capture authorises one thing, once).

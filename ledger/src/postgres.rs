@@ -376,10 +376,13 @@ async fn write_orders(tx: &mut PgTx, keys: &Keys, st: &LedgerState) -> Result<()
     exec(tx, o.len(), q).await
 }
 
-const UPSERT_MEMBERS: &str = "INSERT INTO members (merchant_id, payer_id, card_code, channel, opened_at, closed_at) \
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[]) \
+const UPSERT_MEMBERS: &str = "INSERT INTO members (merchant_id, payer_id, card_code, channel, opened_at, closed_at, \
+    last_visit_at) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], \
+    $7::timestamptz[]) \
     ON CONFLICT (merchant_id, payer_id) DO UPDATE SET card_code = EXCLUDED.card_code, \
-    channel = EXCLUDED.channel, opened_at = EXCLUDED.opened_at, closed_at = EXCLUDED.closed_at";
+    channel = EXCLUDED.channel, opened_at = EXCLUDED.opened_at, closed_at = EXCLUDED.closed_at, \
+    last_visit_at = EXCLUDED.last_visit_at";
 const UPSERT_DAILY: &str = "INSERT INTO daily_usage (payer_id, day, amount_fen, count) \
     SELECT * FROM UNNEST($1::text[], $2::date[], $3::int8[], $4::int8[]) \
     ON CONFLICT (payer_id, day) DO UPDATE SET amount_fen = EXCLUDED.amount_fen, count = EXCLUDED.count";
@@ -392,7 +395,8 @@ async fn write_members_daily(tx: &mut PgTx, keys: &Keys, st: &LedgerState) -> Re
         .bind(col(&m, |(_, m)| m.card_code.as_str()))
         .bind(col(&m, |(_, m)| m.channel.as_str()))
         .bind(col(&m, |(_, m)| m.opened_at))
-        .bind(col(&m, |(_, m)| m.closed_at));
+        .bind(col(&m, |(_, m)| m.closed_at))
+        .bind(col(&m, |(_, m)| m.last_visit_at));
     exec(tx, m.len(), q).await?;
     let d: Vec<_> = keys.daily.iter().map(|k| (k, st.daily(&k.0, k.1))).collect();
     let q = sqlx::query(UPSERT_DAILY)
@@ -565,6 +569,7 @@ async fn write_batch(tx: &mut Transaction<'static, Postgres>, batch: &CommitBatc
     write_projections(tx, batch).await?;
     write_history(tx, &batch.history).await?;
     write_answers(tx, &batch.inbound, &batch.rejected).await?;
+    write_repeats(tx, &batch.repeats).await?;
     write_transport(tx, &batch.offsets, &batch.outbox).await?;
     notify_decided(tx, batch).await
 }
@@ -663,4 +668,5 @@ async fn remember_captures(
 crate::store_sql::store_sql!(PgStore, db: Postgres, read: pool, write: pool, byte_order: " COLLATE \"C\"",
     now_ms: "(extract(epoch FROM clock_timestamp()) * 1000)::bigint", lock_payer: "SELECT pg_advisory_xact_lock(24, hashtext($1))");
 
+crate::console_sessions::session_store!(PgStore, pool);
 crate::credentials::credential_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow, pool, |n: usize| format!("${n}"));

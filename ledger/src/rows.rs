@@ -128,6 +128,7 @@ pub(crate) fn member_from(r: &dyn Cells) -> Result<((MerchantId, PayerId), Membe
         },
         opened_at: r.at("opened_at")?,
         closed_at: r.opt_at("closed_at")?,
+        last_visit_at: r.opt_at("last_visit_at")?,
     };
     Ok((key, member))
 }
@@ -136,11 +137,13 @@ pub(crate) fn member_from(r: &dyn Cells) -> Result<((MerchantId, PayerId), Membe
 pub(crate) fn member_view_from(r: &dyn Cells) -> Result<crate::store::MemberView, StoreError> {
     let ((_, payer_id), m) = member_from(r)?;
     Ok(crate::store::MemberView {
+        id: r.int("id")?,
         payer_id,
         card_code: m.card_code.to_string(),
         channel: m.channel.as_str().to_string(),
         opened_at: m.opened_at,
         closed_at: m.closed_at,
+        last_visit_at: m.last_visit_at,
     })
 }
 
@@ -196,6 +199,14 @@ pub(crate) fn retry_view_from(r: &dyn Cells) -> Result<crate::store::RetryView, 
         event_id: r.uuid("event_id")?,
         answered_at: r.at("processed_at")?,
         device: r.opt_text("device")?,
+    })
+}
+
+pub(crate) fn repeat_view_from(r: &dyn Cells) -> Result<crate::store::RepeatView, StoreError> {
+    Ok(crate::store::RepeatView {
+        event_id: r.uuid("event_id")?,
+        repeats: r.int("repeats")?,
+        last_at: r.at("last_at")?,
     })
 }
 

@@ -18,7 +18,7 @@ use crate::lifecycle::refusal_after;
 use crate::model::{HoldKey, Keys, LedgerEvent, LedgerState};
 use crate::store::{
     device_key, order_key, CommitBatch, ConsumerOffset, HistoryRow, InboundRecord, LedgerStore, NewEvent,
-    OutboxMessage, RejectedEvent, StoreError, StoredAnswer,
+    OutboxMessage, RejectedEvent, Repeat, StoreError, StoredAnswer,
 };
 
 /// Runs the pure core over batches of commands against a store.
@@ -610,6 +610,11 @@ fn keep(batch: &mut CommitBatch, delivery: &Delivery, answer: &Outcome) -> Resul
     Ok(stored)
 }
 
+/// Whether `r` refused a copy of an event id already received (a device's retry, or a copy).
+pub fn is_replay(r: &RejectedEvent) -> bool {
+    r.reason_code == facepay_domain::FieldErrorKind::Replayed.as_str()
+}
+
 /// Keeps rejection `r` (the rejected-events table, and the dead-letter topic through the
 /// outbox), marked by its key as seen.
 fn keep_rejection(batch: &mut CommitBatch, delivery: &Delivery, r: &Rejection) -> StoredAnswer {
@@ -620,6 +625,9 @@ fn keep_rejection(batch: &mut CommitBatch, delivery: &Delivery, r: &Rejection) -
     };
     let kind = "rejected".to_string();
     batch.inbound.push(InboundRecord { event_id: r.key, kind, answer: stored.clone(), retry_of: None });
+    if let (Some(event_id), Some(device), true) = (r.event.event_id, &stored.device, is_replay(&r.event)) {
+        batch.repeats.push(Repeat { event_id, device: device.clone(), at: stored.processed_at });
+    }
     batch.rejected.push(r.event.clone());
     batch.outbox.extend(delivery.dead_letter(r));
     batch.outbox.extend(delivery.rejection_answer(r));

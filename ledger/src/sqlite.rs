@@ -409,16 +409,18 @@ async fn write_members_daily(
 ) -> Result<(), StoreError> {
     let members: Vec<(&(MerchantId, PayerId), &Member)> =
         keys.members.iter().filter_map(|k| st.members.get(k).map(|m| (k, m))).collect();
-    let head = "INSERT INTO members (merchant_id, payer_id, card_code, channel, opened_at, closed_at) ";
+    let head = "INSERT INTO members (merchant_id, payer_id, card_code, channel, opened_at, closed_at, last_visit_at) ";
     let tail = " ON CONFLICT (merchant_id, payer_id) DO UPDATE SET card_code = excluded.card_code, \
-                channel = excluded.channel, opened_at = excluded.opened_at, closed_at = excluded.closed_at";
-    insert_rows(tx, head, tail, 6, &members, |mut s, ((merchant, payer), m)| {
+                channel = excluded.channel, opened_at = excluded.opened_at, closed_at = excluded.closed_at, \
+                last_visit_at = excluded.last_visit_at";
+    insert_rows(tx, head, tail, 7, &members, |mut s, ((merchant, payer), m)| {
         s.push_bind(merchant.as_str())
             .push_bind(payer.as_str())
             .push_bind(m.card_code.as_str())
             .push_bind(m.channel.as_str())
             .push_bind(ts(&m.opened_at))
-            .push_bind(m.closed_at.as_ref().map(ts));
+            .push_bind(m.closed_at.as_ref().map(ts))
+            .push_bind(m.last_visit_at.as_ref().map(ts));
     })
     .await?;
     let daily: Vec<(&(PayerId, NaiveDate), DailyUsage)> = keys.daily.iter().map(|k| (k, st.daily(&k.0, k.1))).collect();
@@ -591,6 +593,7 @@ async fn write_batch(tx: &mut Transaction<'static, Sqlite>, batch: &CommitBatch)
     write_history(tx, &batch.history).await?;
     write_inbound(tx, &batch.inbound).await?;
     write_rejected(tx, &batch.rejected).await?;
+    write_repeats(tx, &batch.repeats).await?;
     write_transport(tx, &batch.offsets, &batch.outbox).await
 }
 
@@ -630,6 +633,7 @@ async fn remember_captures(
 crate::store_sql::store_sql!(SqliteStore, db: Sqlite, read: reader, write: writer, byte_order: "",
     now_ms: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)", lock_payer: "SELECT $1");
 
+crate::console_sessions::session_store!(SqliteStore, writer);
 crate::credentials::credential_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, writer, |_: usize| "?"
     .to_string());
 

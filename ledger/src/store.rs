@@ -150,6 +150,17 @@ pub struct CommitBatch {
     /// write conflict if any changed since (a payer's partition and an order's, or the
     /// sweeper, deciding the same order at once): decided again, never overwritten.
     pub orders_read: Vec<(crate::model::OrderKey, Option<DateTime<Utc>>)>,
+    /// Answered events their devices sent again (refused as replays): each counted on its
+    /// event's repeats if it was that device's ([`LedgerWriter::note_repeat`]).
+    pub repeats: Vec<Repeat>,
+}
+
+/// One copy of an answered event sent again by `device` (`merchant_id/store_id/device_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repeat {
+    pub event_id: Uuid,
+    pub device: String,
+    pub at: DateTime<Utc>,
 }
 
 /// The next offset to consume in one partition, for one consumer group.
@@ -201,11 +212,25 @@ pub struct HistoryFilter {
 /// A member of a merchant, as served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MemberView {
+    /// The member's place in the merchant's list (its cursor, signed by the API).
+    #[serde(skip)]
+    pub id: i64,
     pub payer_id: PayerId,
     pub card_code: String,
     pub channel: String,
     pub opened_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// When the ledger last accepted the member's payment at this merchant while the card was
+    /// open; absent before the first.
+    pub last_visit_at: Option<DateTime<Utc>>,
+}
+
+/// A page of a merchant's members: newest card holders first, before a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembersPage {
+    /// Only members listed before this one (the previous page's last `id`).
+    pub before_id: Option<i64>,
+    pub limit: u32,
 }
 
 /// What the invariant checks found, over the whole store.
@@ -284,6 +309,11 @@ pub trait LedgerWriter: Send + Sync + 'static {
     /// Keeps one rejected event.
     async fn reject(&self, rejected: &RejectedEvent) -> Result<(), StoreError>;
 
+    /// Counts one more copy of `event_id` that `device` (`merchant_id/store_id/device_id`)
+    /// sent again, at `at`, if the event was answered and was that device's: a copy of
+    /// another sender's event id counts nothing. Whether it counted.
+    async fn note_repeat(&self, event_id: Uuid, device: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
     /// The highest sequence number in the log (0 when it is empty): a writer caching what it
     /// read notices by it that someone else appended.
     async fn log_position(&self) -> Result<i64, StoreError>;
@@ -327,7 +357,9 @@ pub trait ProjectionReader: Send + Sync + 'static {
 
     async fn history(&self, merchant: &MerchantId, filter: &HistoryFilter) -> Result<Vec<HistoryRow>, StoreError>;
 
-    async fn members(&self, merchant: &MerchantId) -> Result<Vec<MemberView>, StoreError>;
+    async fn members(&self, merchant: &MerchantId, page: MembersPage) -> Result<Vec<MemberView>, StoreError>;
+    /// Every open member card, as (merchant, payer): what the matcher's member lists hold.
+    async fn open_cards(&self) -> Result<Vec<(MerchantId, PayerId)>, StoreError>;
 
     /// The payer's wallet balance and frozen flag, if the payer is known to the ledger.
     async fn wallet(&self, payer: &PayerId) -> Result<Option<(i64, bool)>, StoreError>;
@@ -368,6 +400,24 @@ pub trait ProjectionReader: Send + Sync + 'static {
         merchant: &MerchantId,
         out_trade_no: &OutTradeNo,
     ) -> Result<Vec<RetryView>, StoreError>;
+
+    /// The events of an order (its decided attempts and the retries it answered) their
+    /// devices sent again under the same event id, each with how often and when last.
+    async fn order_repeats(
+        &self,
+        merchant: &MerchantId,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<Vec<RepeatView>, StoreError>;
+}
+
+/// An event its device sent again under the same id (a retry after a timeout, or a copy),
+/// answered from its stored outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepeatView {
+    pub event_id: Uuid,
+    /// How many copies came after the first.
+    pub repeats: i64,
+    pub last_at: DateTime<Utc>,
 }
 
 /// A retried payment an order answered (`replayed`), from its stored answer.
@@ -530,6 +580,7 @@ pub trait LedgerStore:
     + CaptureLog
     + CeilingWriter
     + crate::credentials::CredentialStore
+    + crate::console_sessions::SessionStore
 {
 }
 
@@ -543,6 +594,7 @@ impl<S> LedgerStore for S where
         + CaptureLog
         + CeilingWriter
         + crate::credentials::CredentialStore
+        + crate::console_sessions::SessionStore
 {
 }
 

@@ -73,6 +73,22 @@ macro_rules! store_sql {
 /// [`crate::store::LedgerWriter`] and [`crate::store::CeilingWriter`].
 macro_rules! writer_sql {
     ($store:ty, db: $db:ty, read: $read:ident, write: $write:ident) => {
+        /// Counts the batch's repeated events ([`crate::store_sql::NOTE_REPEAT`]).
+        async fn write_repeats(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            repeats: &[$crate::store::Repeat],
+        ) -> Result<(), $crate::StoreError> {
+            for r in repeats {
+                sqlx::query($crate::store_sql::NOTE_REPEAT)
+                    .bind(bind_id(&r.event_id))
+                    .bind(bind_at(&r.at))
+                    .bind(r.device.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(())
+        }
+
         /// Advances the consumer offsets a batch reached: one compare-and-set per partition
         /// (a batch spans few); a partition another writer moved since the batch was read
         /// fences the batch ([`StoreError::Fenced`](crate::StoreError::Fenced)).
@@ -128,6 +144,21 @@ macro_rules! writer_sql {
                 write_rejected(&mut tx, std::slice::from_ref(rejected)).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn note_repeat(
+                &self,
+                event_id: uuid::Uuid,
+                device: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::StoreError> {
+                let done = sqlx::query($crate::store_sql::NOTE_REPEAT)
+                    .bind(bind_id(&event_id))
+                    .bind(bind_at(&at))
+                    .bind(device)
+                    .execute(&self.$write)
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn log_position(&self) -> Result<i64, $crate::StoreError> {
@@ -290,10 +321,30 @@ macro_rules! reader_sql {
             async fn members(
                 &self,
                 merchant: &facepay_domain::MerchantId,
+                page: $crate::store::MembersPage,
             ) -> Result<Vec<$crate::store::MemberView>, $crate::StoreError> {
-                let sql = concat!("SELECT * FROM members WHERE merchant_id = $1 ORDER BY opened_at, payer_id", $byte_order);
-                let rows = sqlx::query(sql).bind(merchant.as_str()).fetch_all(&self.$read).await?;
+                let rows = sqlx::query($crate::store_sql::MEMBERS_PAGE)
+                    .bind(merchant.as_str())
+                    .bind(page.before_id.unwrap_or(i64::MAX))
+                    .bind(i64::from(page.limit))
+                    .fetch_all(&self.$read)
+                    .await?;
                 rows.iter().map(|r| $crate::rows::member_view_from(r)).collect()
+            }
+
+            async fn open_cards(
+                &self,
+            ) -> Result<Vec<(facepay_domain::MerchantId, facepay_domain::PayerId)>, $crate::StoreError> {
+                use $crate::rows::Cells;
+                let rows = sqlx::query("SELECT merchant_id, payer_id FROM members WHERE closed_at IS NULL")
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let merchant = $crate::rows::id("merchant", r.text("merchant_id")?, facepay_domain::MerchantId::parse)?;
+                        Ok((merchant, $crate::rows::id("payer", r.text("payer_id")?, facepay_domain::PayerId::parse)?))
+                    })
+                    .collect()
             }
 
             async fn wallet(&self, payer: &facepay_domain::PayerId) -> Result<Option<(i64, bool)>, $crate::StoreError> {
@@ -392,6 +443,21 @@ macro_rules! reader_sql {
                     .fetch_all(&self.$read)
                     .await?;
                 rows.iter().map(|r| $crate::rows::retry_view_from(r)).collect()
+            }
+
+            async fn order_repeats(
+                &self,
+                merchant: &facepay_domain::MerchantId,
+                out_trade_no: &facepay_domain::OutTradeNo,
+            ) -> Result<Vec<$crate::store::RepeatView>, $crate::StoreError> {
+                let rows = sqlx::query($crate::store_sql::ORDER_REPEATS)
+                    .bind(merchant.as_str())
+                    .bind(out_trade_no.as_str())
+                    .bind($crate::store::order_key(merchant, out_trade_no))
+                    .bind(facepay_domain::limits::ORDER_RETRIES_MAX)
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter().map(|r| $crate::rows::repeat_view_from(r)).collect()
             }
         }
     };
@@ -795,3 +861,23 @@ pub(crate) const DAY_GLANCE: &str = "SELECT status, reason, member_quick_pay, CO
      CAST(SUM(amount_fen) AS BIGINT) AS amount_fen FROM history \
      WHERE merchant_id = $1 AND day = $2 AND ($3 = '' OR store_id = $3) \
      GROUP BY status, reason, member_quick_pay";
+
+/// A page of a merchant's members, newest card holders first, before position $2: a read of
+/// the members' (merchant, id) index.
+pub(crate) const MEMBERS_PAGE: &str = "SELECT * FROM members WHERE merchant_id = $1 AND id < $2 \
+     ORDER BY id DESC LIMIT $3";
+
+/// One more copy of answered event $1 sent again by its own device $3 at $2: counted on the
+/// event's row (one row per event however often it comes).
+pub(crate) const NOTE_REPEAT: &str = "INSERT INTO event_repeats (event_id, repeats, last_at) \
+     SELECT i.event_id, 1, $2 FROM inbound i WHERE i.event_id = $1 AND i.device = $3 \
+     ON CONFLICT (event_id) DO UPDATE SET repeats = event_repeats.repeats + 1, last_at = excluded.last_at";
+
+/// The repeated events of order ($1, $2): the inbound events that caused its decided attempts
+/// (the history's (merchant, order) index, then the log's event id) and the retries it
+/// answered ($3, the answers' `retry_of` index).
+pub(crate) const ORDER_REPEATS: &str = "SELECT r.event_id, r.repeats, r.last_at FROM event_repeats r \
+     WHERE r.event_id IN (SELECT e.cause_event_id FROM history h JOIN events e ON e.event_id = h.event_id \
+                            WHERE h.merchant_id = $1 AND h.out_trade_no = $2 \
+                          UNION SELECT i.event_id FROM inbound i WHERE i.retry_of = $3) \
+     ORDER BY r.last_at LIMIT $4";

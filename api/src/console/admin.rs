@@ -11,11 +11,12 @@ use facepay_domain::{DeviceId, FieldError, MerchantId, StoreId};
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{at, shell, table, Head::Text};
+use super::page::{at, next_link, shell, table, Head::Text};
 use super::{respond, Console, ConsoleError, NoFields, Posted};
-use crate::admin::{create, keys_page, revoke, CreatedKey};
+use crate::admin::{create, keys_page, revoke, CreatedKey, KeysQuery};
 use crate::auth::{AdminOnly, NewKey};
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -25,10 +26,15 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /console/admin/keys`: the keys, and a key just created with its token (once).
-async fn keys(State(st): State<AppState>, headers: HeaderMap, c: Console) -> Result<Response, ConsoleError> {
+async fn keys(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    c: Console,
+    ApiQuery(q): ApiQuery<KeysQuery>,
+) -> Result<Response, ConsoleError> {
     let p = c.as_role::<AdminOnly>()?;
-    let page = keys_page(&st, &p).await?;
-    let created = st.console.take_once(&headers);
+    let page = keys_page(&st, &p, q).await?;
+    let created = st.console.take_once(&headers).await?;
     let t = c.ctx.t();
     let roles = [Role::Merchant, Role::Finance, Role::Device, Role::Admin];
     let heads = [
@@ -76,6 +82,7 @@ async fn keys(State(st): State<AppState>, headers: HeaderMap, c: Console) -> Res
                 }
             }
         }))
+        (next_link(t, "/console/admin/keys", &[], page.next_cursor.as_deref()))
     };
     Ok(respond(shell(&c.ctx, t.keys, body)))
 }
@@ -129,7 +136,7 @@ async fn create_key(
 ) -> Result<Response, ConsoleError> {
     let p = posted.console.as_role::<AdminOnly>()?;
     let CreatedKey { token, .. } = create(&st, &p, posted.form.into_new_key()?).await?;
-    st.console.show_once(&headers, token);
+    st.console.show_once(&headers, token).await?;
     Ok(Redirect::to("/console/admin/keys").into_response())
 }
 

@@ -15,8 +15,8 @@ use super::page::{at, cny, encode, history_filters, next_link, query_string, she
 use super::{respond, Console, ConsoleError, Posted};
 use crate::auth::{FinanceOrAdmin, MerchantOnly, MerchantOrFinance, OrderReaders};
 use crate::extract::ApiQuery;
-use crate::http::{glance_view, history_page, members_page, order_view, settlement_page, HistoryQuery};
-use crate::order_life::{refunds_of, retries_of, seen_order};
+use crate::http::{glance_view, history_page, members_page, order_view, settlement_page, CursorQuery, HistoryQuery};
+use crate::order_life::{refunds_of, repeats_of, retries_of, seen_order};
 use crate::refund::RefundRequest;
 use crate::state::AppState;
 
@@ -180,6 +180,7 @@ async fn order(
     let o = order_view(&st, &p, &seen);
     let refunds = refunds_of(&st, &seen).await?;
     let retries = retries_of(&st, &seen).await?;
+    let repeats = repeats_of(&st, &seen).await?;
     // Its whole life of decided attempts, for those who read the merchant's history.
     let attempts = match c.as_role::<MerchantOrFinance>() {
         Ok(reader) => {
@@ -222,6 +223,13 @@ async fn order(
                     td { @if let Some(d) = &r.device { code { (d) } } } td { code { (r.event_id) } } }
             }))
         }
+        @if !repeats.is_empty() {
+            h2 { (t.repeats) }
+            (table(t, &[Text(t.event_id), Num(t.copies), Text(t.last_copy)], &repeats, |r| html! {
+                tr data-repeat=(r.event_id) { td { code { (r.event_id) } } td class="num" { (r.repeats) }
+                    td { (at(&r.last_at)) } }
+            }))
+        }
         @if !refunds.is_empty() {
             h2 { (t.refunds) }
             (table(t, &[Text(t.out_refund_no), Num(t.amount), Num(t.fee), Text(t.time)], &refunds, |f| html! {
@@ -247,22 +255,28 @@ async fn order(
     Ok(respond(shell(&c.ctx, &title, body)))
 }
 
-/// `GET /console/merchants/{m}/members`.
+/// `GET /console/merchants/{m}/members?cursor=`: the API's page of member cards.
 async fn members(
     State(st): State<AppState>,
     c: Console,
     Path(merchant): Path<String>,
+    ApiQuery(q): ApiQuery<CursorQuery>,
 ) -> Result<Response, ConsoleError> {
     let p = c.as_role::<MerchantOrFinance>()?;
-    let page = members_page(&st, &p, merchant.clone()).await?;
+    let page = members_page(&st, &p, merchant.clone(), q).await?;
     let t = c.ctx.t();
-    let heads = [Text(t.payer), Text(t.card), Text(t.channel), Text(t.opened), Text(t.closed)];
-    let body = table(t, &heads, &page.items, |m| {
-        html! {
-            tr { td { code { (m.payer_id) } } td { (m.card_code) } td { (m.channel) } td { (at(&m.opened_at)) }
-                td { @if let Some(c) = &m.closed_at { (at(c)) } } }
-        }
-    });
+    let heads = [Text(t.payer), Text(t.card), Text(t.channel), Text(t.opened), Text(t.closed), Text(t.last_visit)];
+    let path = format!("/console/merchants/{}/members", encode(&merchant));
+    let body = html! {
+        (table(t, &heads, &page.items, |m| {
+            html! {
+                tr { td { code { (m.payer_id) } } td { (m.card_code) } td { (m.channel) } td { (at(&m.opened_at)) }
+                    td { @if let Some(c) = &m.closed_at { (at(c)) } }
+                    td { @if let Some(v) = &m.last_visit_at { (at(v)) } } }
+            }
+        }))
+        (next_link(t, &path, &[], page.next_cursor.as_deref()))
+    };
     let title = format!("{} · {}", t.members, merchant);
     Ok(respond(shell(&c.ctx, &title, body)))
 }

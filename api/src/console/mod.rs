@@ -109,11 +109,11 @@ impl FromRequestParts<AppState> for Console {
     type Rejection = ConsoleError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ConsoleError> {
-        let session = st.console.find(&parts.headers).ok_or(ConsoleError::SignIn)?;
+        let session = st.console.find(&parts.headers).await?.ok_or(ConsoleError::SignIn)?;
         let principal = match st.auth.principal_of(&session.key_id).await {
             Ok(p) => p,
             Err(ApiError::Unauthenticated) => {
-                st.console.end(&parts.headers);
+                st.console.end(&parts.headers).await?;
                 return Err(ConsoleError::SignIn);
             }
             Err(e) => return Err(e.into()),
@@ -179,6 +179,12 @@ impl ConsoleError {
     pub fn bad_form(message: impl Into<String>) -> Self {
         let field = facepay_domain::FieldError::new("form", facepay_domain::FieldErrorKind::Invalid, message.into());
         ConsoleError::Api(ApiError::BadRequest(field))
+    }
+}
+
+impl From<facepay_ledger::StoreError> for ConsoleError {
+    fn from(e: facepay_ledger::StoreError) -> Self {
+        ApiError::from(e).into()
     }
 }
 

@@ -1,20 +1,30 @@
 //! Console sessions: a signed-in browser holds a random session id in an `HttpOnly`,
-//! `SameSite=Strict` cookie; this process holds, under the id's SHA-256, the API key's id
-//! (never its secret) and the session's CSRF token. Every request reads the key again through
+//! `SameSite=Strict` cookie; the database holds, under the id's SHA-256, the API key's id
+//! (never its secret), so any `facepay serve` process over it serves the browser
+//! ([`facepay_ledger::console_sessions`]). The session's CSRF token is derived from its id
+//! (an HMAC under it), so it is stored nowhere. Every request reads the key again through
 //! [`crate::auth::Auth::principal_of`], so a revoked or expired key ends its sessions, and
 //! charges the key's rate limit as the API does.
 //!
-//! Sessions live in this process's memory, bounded by [`CONSOLE_SESSIONS_MAX`]; they end
-//! after [`CONSOLE_SESSION_IDLE_MS`] without a request, [`CONSOLE_SESSION_TTL_MS`] after
-//! sign-in, at sign-out, and when the process stops.
+//! Sessions end after [`CONSOLE_SESSION_IDLE_MS`] without a request (the last-seen time is
+//! written at most every [`CONSOLE_SESSION_TOUCH_MS`]), [`CONSOLE_SESSION_TTL_MS`] after
+//! sign-in, and at sign-out; at most [`CONSOLE_SESSIONS_MAX`] live at once (a sign-in past
+//! it ends the least recently seen). A new key's token, shown once after its creation, waits
+//! for the next page sealed (ChaCha20-Poly1305) under a key derived from the session id: the
+//! database alone cannot open it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::HeaderMap;
-use facepay_domain::auth::KeyId;
-use facepay_domain::limits::{CONSOLE_SESSIONS_MAX, CONSOLE_SESSION_IDLE_MS, CONSOLE_SESSION_TTL_MS};
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use facepay_domain::auth::{KeyId, SecretBytes};
+use facepay_domain::limits::{
+    CONSOLE_SESSIONS_MAX, CONSOLE_SESSION_IDLE_MS, CONSOLE_SESSION_TOUCH_MS, CONSOLE_SESSION_TTL_MS,
+};
+use facepay_ledger::console_sessions::{Live, SessionRow};
+use facepay_ledger::{LedgerStore, StoreError};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -31,89 +41,112 @@ pub struct Session {
     pub key_id: KeyId,
     /// Every form's hidden `csrf` field must carry this.
     pub csrf: String,
-    started: Instant,
-    seen: Instant,
-    /// A new key's token, to be shown on the next page only (post, redirect, get).
-    once: Option<String>,
 }
 
-/// This process's console sessions.
+/// The console's sessions, kept in the store.
 pub struct Sessions {
-    by_id_hash: Mutex<HashMap<[u8; 32], Session>>,
+    store: Arc<dyn LedgerStore>,
     idle: Duration,
     ttl: Duration,
 }
 
-impl Default for Sessions {
-    fn default() -> Self {
-        Self::new(Duration::from_millis(CONSOLE_SESSION_IDLE_MS), Duration::from_millis(CONSOLE_SESSION_TTL_MS))
-    }
-}
-
 impl Sessions {
-    pub fn new(idle: Duration, ttl: Duration) -> Self {
-        Self { by_id_hash: Mutex::new(HashMap::new()), idle, ttl }
+    pub fn new(store: Arc<dyn LedgerStore>) -> Self {
+        Self::with_timeouts(
+            store,
+            Duration::from_millis(CONSOLE_SESSION_IDLE_MS),
+            Duration::from_millis(CONSOLE_SESSION_TTL_MS),
+        )
+    }
+
+    pub fn with_timeouts(store: Arc<dyn LedgerStore>, idle: Duration, ttl: Duration) -> Self {
+        Self { store, idle, ttl }
     }
 
     /// A new session for `key_id`: returns the cookie's value (the session id) and the session.
-    pub fn start(&self, key_id: KeyId) -> (String, Session) {
-        let (id, now) = (random_hex(), Instant::now());
-        let session = Session { key_id, csrf: random_hex(), started: now, seen: now, once: None };
-        let mut map = self.by_id_hash.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, s| self.live(s, now));
-        if map.len() >= CONSOLE_SESSIONS_MAX {
-            let oldest = map.iter().min_by_key(|(_, s)| s.seen).map(|(k, _)| *k);
-            oldest.map(|k| map.remove(&k));
-        }
-        map.insert(digest(&id), session.clone());
-        (id, session)
+    pub async fn start(&self, key_id: KeyId) -> Result<(String, Session), StoreError> {
+        let (id, now_ms) = (random_hex(), now_ms());
+        let row = SessionRow {
+            id_hash: digest(&id),
+            key_id: key_id.clone(),
+            started_at_ms: now_ms,
+            seen_at_ms: now_ms,
+            once_sealed: None,
+        };
+        let max = i64::try_from(CONSOLE_SESSIONS_MAX).unwrap_or(i64::MAX);
+        self.store.session_start(&row, self.live(now_ms), max).await?;
+        let csrf = csrf_of(&id);
+        Ok((id, Session { key_id, csrf }))
     }
 
     /// The live session of a request's cookie, its idle clock restarted.
-    pub fn find(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = cookie(headers, SESSION_COOKIE)?;
-        let now = Instant::now();
-        let mut map = self.by_id_hash.lock().unwrap_or_else(|p| p.into_inner());
-        let key = digest(id);
-        let live = map.get(&key).is_some_and(|s| self.live(s, now));
-        if !live {
-            map.remove(&key);
-            return None;
+    pub async fn find(&self, headers: &HeaderMap) -> Result<Option<Session>, StoreError> {
+        let Some(id) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+        let now_ms = now_ms();
+        let Some(row) = self.store.session_get(&digest(id), self.live(now_ms)).await? else { return Ok(None) };
+        if now_ms - row.seen_at_ms >= i64::try_from(CONSOLE_SESSION_TOUCH_MS).unwrap_or(i64::MAX) {
+            self.store.session_touch(&row.id_hash, now_ms).await?;
         }
-        let session = map.get_mut(&key)?;
-        session.seen = now;
-        Some(Session { once: None, ..session.clone() })
+        Ok(Some(Session { key_id: row.key_id, csrf: csrf_of(id) }))
     }
 
-    /// Keeps `token` for the session's next [`Sessions::take_once`] only.
-    pub fn show_once(&self, headers: &HeaderMap, token: String) {
-        let Some(id) = cookie(headers, SESSION_COOKIE) else { return };
-        if let Some(s) = self.by_id_hash.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&digest(id)) {
-            s.once = Some(token);
-        }
+    /// Keeps `token` for the session's next [`Sessions::take_once`] only, sealed for it.
+    pub async fn show_once(&self, headers: &HeaderMap, token: String) -> Result<(), StoreError> {
+        let Some(id) = cookie(headers, SESSION_COOKIE) else { return Ok(()) };
+        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = once_cipher(id).encrypt(&nonce, token.as_bytes()).expect("ChaCha20-Poly1305 seals a token");
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        self.store.session_keep_once(&digest(id), &hex::encode(bytes)).await
     }
 
-    /// What [`Sessions::show_once`] kept, and forgets it.
-    pub fn take_once(&self, headers: &HeaderMap) -> Option<String> {
-        let id = cookie(headers, SESSION_COOKIE)?;
-        self.by_id_hash.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&digest(id))?.once.take()
+    /// What [`Sessions::show_once`] kept, and forgets it (`None` if it does not open).
+    pub async fn take_once(&self, headers: &HeaderMap) -> Result<Option<String>, StoreError> {
+        let Some(id) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+        let Some(sealed) = self.store.session_take_once(&digest(id)).await? else { return Ok(None) };
+        let bytes = hex::decode(sealed).unwrap_or_default();
+        if bytes.len() < NONCE_BYTES {
+            return Ok(None);
+        }
+        let (nonce, ct) = bytes.split_at(NONCE_BYTES);
+        let plain = once_cipher(id).decrypt(Nonce::from_slice(nonce), ct).ok();
+        Ok(plain.and_then(|p| String::from_utf8(p).ok()))
     }
 
     /// Ends the session of a request's cookie.
-    pub fn end(&self, headers: &HeaderMap) {
-        if let Some(id) = cookie(headers, SESSION_COOKIE) {
-            self.end_id(id);
+    pub async fn end(&self, headers: &HeaderMap) -> Result<(), StoreError> {
+        match cookie(headers, SESSION_COOKIE) {
+            Some(id) => self.end_id(id).await,
+            None => Ok(()),
         }
     }
 
     /// Ends the session of this id.
-    pub fn end_id(&self, id: &str) {
-        self.by_id_hash.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest(id));
+    pub async fn end_id(&self, id: &str) -> Result<(), StoreError> {
+        self.store.session_end(&digest(id)).await
     }
 
-    fn live(&self, s: &Session, now: Instant) -> bool {
-        now.duration_since(s.seen) < self.idle && now.duration_since(s.started) < self.ttl
+    fn live(&self, now_ms: i64) -> Live {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Live { seen_after_ms: now_ms - ms(self.idle), started_after_ms: now_ms - ms(self.ttl) }
     }
+}
+
+const NONCE_BYTES: usize = 12;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The session's CSRF token: an HMAC under its id (the cookie's holder alone can know it).
+fn csrf_of(id: &str) -> String {
+    hex::encode(facepay_domain::auth::hmac_sha256(&SecretBytes::new(id.as_bytes().to_vec()), &[b"console csrf"]))
+}
+
+/// The cipher that seals a token shown once, keyed from the session id.
+fn once_cipher(id: &str) -> ChaCha20Poly1305 {
+    let key = facepay_domain::auth::hmac_sha256(&SecretBytes::new(id.as_bytes().to_vec()), &[b"console once"]);
+    ChaCha20Poly1305::new(Key::from_slice(&key))
 }
 
 /// 32 random bytes in hex.
@@ -123,8 +156,9 @@ pub fn random_hex() -> String {
     hex::encode(bytes)
 }
 
-fn digest(id: &str) -> [u8; 32] {
-    Sha256::digest(id.as_bytes()).into()
+/// The stored name of a session: its id's SHA-256, hex.
+fn digest(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
 }
 
 /// A cookie's value from the request's `Cookie` headers.
@@ -153,37 +187,23 @@ pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age_s: Optio
 mod tests {
     use super::*;
 
-    fn with_cookie(value: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(axum::http::header::COOKIE, format!("a=b; {SESSION_COOKIE}={value}").parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn a_session_is_found_by_its_cookie_and_ends_at_sign_out() {
-        let sessions = Sessions::default();
-        let (id, s) = sessions.start(KeyId::platform());
-        let found = sessions.find(&with_cookie(&id)).expect("found");
-        assert_eq!((found.key_id, found.csrf), (s.key_id, s.csrf));
-        assert!(sessions.find(&with_cookie(&random_hex())).is_none(), "another id is no session");
-        sessions.end(&with_cookie(&id));
-        assert!(sessions.find(&with_cookie(&id)).is_none());
-    }
-
-    #[test]
-    fn a_session_idle_past_its_timeout_is_gone() {
-        let sessions = Sessions::new(Duration::from_millis(30), Duration::from_secs(60));
-        let (id, _) = sessions.start(KeyId::platform());
-        assert!(sessions.find(&with_cookie(&id)).is_some());
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(sessions.find(&with_cookie(&id)).is_none());
-    }
-
     #[test]
     fn the_cookie_is_http_only_strict_and_secure_behind_tls() {
         let mut h = HeaderMap::new();
         assert_eq!(set_cookie(&h, "n", "v", None), "n=v; Path=/console; HttpOnly; SameSite=Strict");
         h.insert("x-forwarded-proto", "https".parse().unwrap());
         assert!(set_cookie(&h, "n", "", Some(0)).ends_with("SameSite=Strict; Secure; Max-Age=0"));
+    }
+
+    #[test]
+    fn the_csrf_token_and_the_once_key_come_from_the_session_id_alone() {
+        let (a, b) = (random_hex(), random_hex());
+        assert_eq!(csrf_of(&a), csrf_of(&a));
+        assert_ne!(csrf_of(&a), csrf_of(&b));
+        assert_ne!(csrf_of(&a), digest(&a), "what is stored tells nothing of the token");
+        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = once_cipher(&a).encrypt(&nonce, b"token".as_ref()).unwrap();
+        assert_eq!(once_cipher(&a).decrypt(&nonce, sealed.as_ref()).unwrap(), b"token");
+        assert!(once_cipher(&b).decrypt(&nonce, sealed.as_ref()).is_err(), "another session cannot open it");
     }
 }

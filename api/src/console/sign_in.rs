@@ -67,12 +67,20 @@ pub async fn submit(State(st): State<AppState>, headers: HeaderMap, Form(f): For
         Err(e) => return ConsoleError::from(e).into_response(),
     };
     // A session this browser held before (another key's, perhaps) ends here.
-    st.console.end(&headers);
-    let (id, _) = st.console.start(principal.key_id.clone());
+    let started = match st.console.end(&headers).await {
+        Ok(()) => st.console.start(principal.key_id.clone()).await,
+        Err(e) => Err(e),
+    };
+    let id = match started {
+        Ok((id, _)) => id,
+        Err(e) => return ConsoleError::from(e).into_response(),
+    };
     let entry = principal.actor().entry("console_signed_in", principal.key_id.as_str(), serde_json::json!({}));
     if let Err(e) = st.store.audit_append(&entry).await {
-        st.console.end_id(&id);
-        return ConsoleError::from(crate::error::ApiError::from(e)).into_response();
+        if let Err(e) = st.console.end_id(&id).await {
+            tracing::warn!(error = %e, "an unaudited session could not be ended; it idles out");
+        }
+        return ConsoleError::from(e).into_response();
     }
     let mut resp = Redirect::to("/console").into_response();
     let h = resp.headers_mut();
@@ -84,7 +92,9 @@ pub async fn submit(State(st): State<AppState>, headers: HeaderMap, Form(f): For
 /// `POST /console/sign-out`: ends the session (audited) and forgets its cookie.
 pub async fn sign_out(State(st): State<AppState>, headers: HeaderMap, posted: Posted<NoFields>) -> Response {
     let p = &posted.console.principal;
-    st.console.end(&headers);
+    if let Err(e) = st.console.end(&headers).await {
+        return ConsoleError::from(e).into_response();
+    }
     let entry = p.actor().entry("console_signed_out", p.key_id.as_str(), serde_json::json!({}));
     if let Err(e) = st.store.audit_append(&entry).await {
         tracing::warn!(error = %e, "a sign-out was not audited");

@@ -114,6 +114,7 @@ pub struct Text {
     pub channel: &'static str,
     pub opened: &'static str,
     pub closed: &'static str,
+    pub last_visit: &'static str,
     pub created: &'static str,
     pub updated: &'static str,
     pub expires: &'static str,
@@ -186,6 +187,9 @@ pub struct Text {
     pub unfreeze: &'static str,
     pub attempts: &'static str,
     pub retries: &'static str,
+    pub repeats: &'static str,
+    pub copies: &'static str,
+    pub last_copy: &'static str,
     pub event_id: &'static str,
 }
 
@@ -234,6 +238,7 @@ pub static EN: Text = Text {
     channel: "Channel",
     opened: "Opened",
     closed: "Closed",
+    last_visit: "Last visit",
     created: "Created",
     updated: "Updated",
     expires: "Expires",
@@ -306,6 +311,9 @@ pub static EN: Text = Text {
     unfreeze: "Unfreeze",
     attempts: "Attempts",
     retries: "Retries answered",
+    repeats: "Sent again under the same event id",
+    copies: "Copies",
+    last_copy: "Last copy",
     event_id: "Event id",
 };
 
@@ -354,6 +362,7 @@ pub static ZH: Text = Text {
     channel: "渠道",
     opened: "开卡时间",
     closed: "注销时间",
+    last_visit: "最近到店",
     created: "创建时间",
     updated: "更新时间",
     expires: "到期时间",
@@ -426,6 +435,9 @@ pub static ZH: Text = Text {
     unfreeze: "解冻",
     attempts: "支付尝试",
     retries: "已应答的重试",
+    repeats: "以同一事件号重发",
+    copies: "重发次数",
+    last_copy: "最近一次",
     event_id: "事件 ID",
 };
 

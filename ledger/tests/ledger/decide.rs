@@ -671,6 +671,32 @@ fn a_closed_card_may_be_reopened_with_another_code() {
     assert_eq!((m.card_code.clone(), m.closed_at), (card("c2"), None));
 }
 
+#[test]
+fn a_members_accepted_payment_here_is_their_last_visit_and_nothing_else_is() {
+    let member = |t: &Then| t.after.members[&(merchant("m1"), payer("p1"))].last_visit_at;
+    let cmd = pay("m1", "o1", "10.00", 1, "p1");
+    let visited_at = cmd.accepted_at;
+    // Each later command a minute after the one before it, on the platform's clock.
+    let later = |mut c: Command, minutes: i64| {
+        c.accepted_at = visited_at + chrono::Duration::minutes(minutes);
+        c
+    };
+    let t = given(&[funded("p1", "100.00"), card_opened("m1", "p1", "c1")]).when(cmd).then_paid();
+    assert_eq!(member(&t), Some(visited_at), "the platform's time of the accepted payment");
+    // Another merchant's payment, or a declined one here, is no visit here.
+    let t = t.and_when(later(pay("m2", "o2", "10.00", 2, "p1"), 1)).then_paid();
+    let t = t.and_when(later(pay("m1", "o3", "900.00", 3, "p1"), 2));
+    assert_eq!(member(&t), Some(visited_at));
+    let t = t.and_when(later(pay("m1", "o4", "1.00", 4, "p1"), 3)).then_paid();
+    assert_eq!(member(&t), Some(visited_at + chrono::Duration::minutes(3)), "the latest accepted payment");
+    // Once the card is closed its visits end; a new card starts with none.
+    let t = t.and_when(later(close_card_with("m1", face(5), resolved("p1"), "c1"), 4));
+    let t = t.and_when(later(pay("m1", "o6", "1.00", 6, "p1"), 5)).then_paid();
+    assert_eq!(member(&t), Some(visited_at + chrono::Duration::minutes(3)));
+    let t = t.and_when(later(open_card_with("m1", face(7), resolved("p1"), "c2"), 6));
+    assert_eq!(member(&t), None);
+}
+
 // ---- funding, freezes, unsupported ----------------------------------------------------------
 
 #[test]

@@ -17,7 +17,9 @@ use crate::common::*;
 use facepay_domain::{DeclineReason, OrderStatus, OutcomeBody, PaymentResult};
 use facepay_ledger::core::{apply, payment_result};
 use facepay_ledger::service::history_row;
-use facepay_ledger::store::{CommitBatch, ConsumerOffset, HistoryFilter, Invariants, NewEvent, OutboxMessage};
+use facepay_ledger::store::{
+    CommitBatch, ConsumerOffset, HistoryFilter, Invariants, MembersPage, NewEvent, OutboxMessage,
+};
 use facepay_ledger::{
     decide, Account, Command, CommandKind, Ledger, LedgerEvent, LedgerState, LedgerStore, PgStore, Policy, SqliteStore,
 };
@@ -152,6 +154,9 @@ on_both_stores!(tokio::test;
     a_consumer_that_lost_its_partition_is_fenced_off,
     one_relay_holds_the_outbox_lease_until_it_lapses_and_published_messages_never_return,
     the_fleet_shows_each_devices_last_answer_and_its_refusals,
+    an_orders_events_sent_again_by_their_own_device_are_counted_on_it,
+    console_sessions_live_idle_out_show_a_token_once_and_are_bounded,
+    the_last_visits_migration_0026_fills_in_are_what_replay_says,
 );
 on_both_stores!(tokio::test(flavor = "multi_thread", worker_threads = 4);
     concurrent_batches_of_one_payer_do_not_double_spend,
@@ -327,10 +332,17 @@ async fn batches_commit_decide_and_project_what_the_events_say(backend: Backend)
     assert!(s.day_glance(&merchant("m1"), Some(&elsewhere), day).await.unwrap().is_empty(), "a store's own only");
     assert!(s.day_glance(&merchant("m1"), None, day.succ_opt().unwrap()).await.unwrap().is_empty());
 
-    let members = s.members(&merchant("m1")).await.unwrap();
+    let first_page = MembersPage { before_id: None, limit: 10 };
+    let members = s.members(&merchant("m1"), first_page).await.unwrap();
     assert_eq!(members.len(), 1);
     assert_eq!((members[0].payer_id.as_str(), members[0].card_code.as_str()), ("p1", "c1"));
     assert_eq!(members[0].closed_at, None, "a wrong card code closes nothing");
+    // The member's last visit is their accepted payment here (o1, quick pay), in platform time.
+    let visit = history.iter().find(|h| h.out_trade_no.as_str() == "o1" && h.status == OrderStatus::Paid);
+    assert_eq!(members[0].last_visit_at, visit.map(|h| h.occurred_at));
+    let after_last = MembersPage { before_id: Some(members[0].id), ..first_page };
+    assert!(s.members(&merchant("m1"), after_last).await.unwrap().is_empty(), "the page after the last is empty");
+    assert_eq!(s.open_cards().await.unwrap(), vec![(merchant("m1"), payer("p1"))]);
     let rejected = s.rejected(10).await.unwrap();
     assert!(rejected.iter().any(|r| r.reason_code == "CARD_CODE_MISMATCH"), "{rejected:?}");
 
@@ -1222,7 +1234,7 @@ async fn keys_and_the_audit_log_round_trip(backend: Backend) {
     };
     store.key_insert(&key, &entry("key_created")).await.unwrap();
     assert_eq!(store.key_get(&key.key_id).await.unwrap(), Some(key.clone()));
-    assert_eq!(store.key_list().await.unwrap(), vec![key.clone()]);
+    assert_eq!(store.key_list(None, 10).await.unwrap(), vec![key.clone()]);
     assert!(store.registry().await.unwrap().device_keys.contains_key(&key.key_id), "the registry holds device keys");
     assert!(store.key_revoke(&key.key_id, now, &entry("key_revoked")).await.unwrap());
     assert!(!store.key_revoke(&key.key_id, now, &entry("key_revoked")).await.unwrap(), "revoked once");
@@ -1233,6 +1245,22 @@ async fn keys_and_the_audit_log_round_trip(backend: Backend) {
     assert_eq!(actions, ["key_revoked", "key_created"], "newest first, one revocation");
     assert_eq!(audit[0].detail, serde_json::json!({ "n": 1 }));
     assert_eq!(store.audit_list(Some(audit[0].seq), 10).await.unwrap().len(), 1);
+    // Pages: newest first, then by id; two keys made at one instant, and an older one.
+    let twin = Credential { key_id: KeyId::from_bytes([6; 12]), ..key.clone() };
+    let older =
+        Credential { key_id: KeyId::from_bytes([1; 12]), created_at: now - chrono::Duration::days(1), ..key.clone() };
+    for k in [&twin, &older] {
+        store.key_insert(k, &entry("key_created")).await.unwrap();
+    }
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.key_list(after.as_ref(), 1).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(facepay_ledger::credentials::KeyPosition::of(last));
+        listed.extend(page.into_iter().map(|k| k.key_id));
+    }
+    assert_eq!(listed, vec![key.key_id.clone(), twin.key_id.clone(), older.key_id.clone()]);
 }
 
 on_both_stores!(tokio::test; keys_and_the_audit_log_round_trip);
@@ -1408,4 +1436,164 @@ async fn the_fleet_shows_each_devices_last_answer_and_its_refusals(backend: Back
     let after = chrono::Utc::now() + chrono::Duration::seconds(1);
     assert_eq!(db.store.devices(&merchant("m1"), after).await.unwrap()[0].refused_last_hour, 0);
     assert!(db.store.devices(&merchant("m9"), before).await.unwrap().is_empty());
+}
+
+async fn an_orders_events_sent_again_by_their_own_device_are_counted_on_it(backend: Backend) {
+    use facepay_ledger::store::device_key;
+    // Given a paid order and an answered event of another order.
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let (p, other) = (pay("m1", "o1", "10.00", 1, "p1"), pay("m1", "o2", "10.00", 2, "p1"));
+    db.batch(&[fund("p1", "100.00"), p.clone(), other.clone()]).await;
+    let (mine, theirs) = (device_key(p.device.as_ref().unwrap()), device_key(&device_of("m2", 1)));
+    let at = |s: i64| chrono::Utc::now() + chrono::Duration::seconds(s);
+    // When its device sends the payment again twice (at the door), and another device a copy.
+    assert!(db.store.note_repeat(p.event_id, &mine, at(-3)).await.unwrap());
+    assert!(db.store.note_repeat(p.event_id, &mine, at(-2)).await.unwrap());
+    assert!(!db.store.note_repeat(p.event_id, &theirs, at(-1)).await.unwrap(), "not that device's event");
+    assert!(!db.store.note_repeat(Uuid::new_v4(), &mine, at(-1)).await.unwrap(), "an event never answered");
+    // And a third copy refused as a replay on the bus, kept with the ledger's batch.
+    let event = facepay_ledger::store::RejectedEvent {
+        received_at: at(0),
+        source: "kafka".into(),
+        event_id: Some(p.event_id),
+        kind: Some("payment_requested".into()),
+        reason_code: "replayed".into(),
+        field: Some("event_id".into()),
+        message: "this event id was already received".into(),
+        raw: Vec::new(),
+        raw_truncated: false,
+    };
+    let rejection = facepay_ledger::Rejection { key: Uuid::new_v4(), event, answer_to: p.device.clone() };
+    let delivery = facepay_ledger::Delivery { rejected: vec![rejection], ..Default::default() };
+    let before_batch = at(0);
+    db.ledger.handle_delivery(&[], &delivery).await.unwrap();
+    // Then the order shows one event sent again three times; the other order none.
+    let repeats = db.store.order_repeats(&merchant("m1"), &otn("o1")).await.unwrap();
+    assert_eq!(repeats.iter().map(|r| (r.event_id, r.repeats)).collect::<Vec<_>>(), vec![(p.event_id, 3)]);
+    assert!(repeats[0].last_at >= before_batch, "the last copy's time");
+    assert!(db.store.order_repeats(&merchant("m1"), &otn("o2")).await.unwrap().is_empty());
+    db.assert_consistent().await;
+}
+
+async fn console_sessions_live_idle_out_show_a_token_once_and_are_bounded(backend: Backend) {
+    use facepay_ledger::console_sessions::{Live, SessionRow};
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let s = &db.store;
+    let row = |n: u8, at_ms: i64| SessionRow {
+        id_hash: format!("{n:064x}"),
+        key_id: facepay_domain::auth::KeyId::from_bytes([n; 12]),
+        started_at_ms: at_ms,
+        seen_at_ms: at_ms,
+        once_sealed: None,
+    };
+    // Live: seen in the last 100 ms and started in the last 1 000 (times in ms).
+    let live_at = |now: i64| Live { seen_after_ms: now - 100, started_after_ms: now - 1_000 };
+    // Given one session started at 1 000.
+    s.session_start(&row(1, 1_000), live_at(1_000), 10).await.unwrap();
+    let found = s.session_get(&row(1, 0).id_hash, live_at(1_050)).await.unwrap().expect("live");
+    assert_eq!((found.key_id, found.seen_at_ms), (row(1, 0).key_id, 1_000));
+    // Idle past its timeout it is gone; touched, it lives on (never past its lifetime).
+    assert!(s.session_get(&found.id_hash, live_at(1_150)).await.unwrap().is_none());
+    s.session_touch(&found.id_hash, 1_090).await.unwrap();
+    assert!(s.session_get(&found.id_hash, live_at(1_150)).await.unwrap().is_some());
+    s.session_touch(&found.id_hash, 1_980).await.unwrap();
+    assert!(s.session_get(&found.id_hash, live_at(2_010)).await.unwrap().is_none(), "past its lifetime");
+    // A token kept for it is taken once.
+    s.session_start(&row(2, 3_000), live_at(3_000), 10).await.unwrap();
+    let id2 = row(2, 0).id_hash;
+    s.session_keep_once(&id2, "sealed").await.unwrap();
+    assert_eq!(s.session_take_once(&id2).await.unwrap().as_deref(), Some("sealed"));
+    assert_eq!(s.session_take_once(&id2).await.unwrap(), None);
+    // Bounded: at the bound a new session ends the least recently seen; the dead are swept.
+    s.session_start(&row(3, 3_010), live_at(3_010), 2).await.unwrap();
+    s.session_start(&row(4, 3_020), live_at(3_020), 2).await.unwrap();
+    let now = live_at(3_030);
+    let mut held = Vec::new();
+    for n in 1..=4 {
+        held.push(s.session_get(&row(n, 0).id_hash, now).await.unwrap().is_some());
+    }
+    assert_eq!(held, vec![false, false, true, true]);
+    assert_eq!(db.raw.count("SELECT COUNT(*) FROM console_sessions").await, 2, "the dead one swept too");
+    // Ended, it is gone.
+    s.session_end(&row(4, 0).id_hash).await.unwrap();
+    assert!(s.session_get(&row(4, 0).id_hash, now).await.unwrap().is_none());
+}
+
+/// Migration 0026 fills each open card's last visit from the log for databases from before
+/// it: on a store whose members lost theirs, its backfill statement gives back what replay
+/// says (a payment elsewhere, or after the card closed, is no visit).
+async fn the_last_visits_migration_0026_fills_in_are_what_replay_says(backend: Backend) {
+    // Given two members' payments and a card closed between two of them.
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let steps = [
+        fund("p1", "100.00"),
+        fund("p2", "100.00"),
+        open_card("m1", "p1", "c1"),
+        open_card("m1", "p2", "c2"),
+        pay("m1", "o1", "1.00", 1, "p1"),
+        pay("m2", "o2", "1.00", 2, "p1"),
+        pay("m1", "o3", "1.00", 3, "p2"),
+        close_card("m1", "p2", "c2"),
+        pay("m1", "o4", "1.00", 4, "p2"),
+    ];
+    for (i, cmd) in steps.into_iter().enumerate() {
+        db.batch(&[later(i64::try_from(i).unwrap() * 1_000, cmd)]).await;
+    }
+    let visits = |members: Vec<facepay_ledger::store::MemberView>| {
+        members.into_iter().map(|m| (m.payer_id.to_string(), m.last_visit_at)).collect::<BTreeMap<_, _>>()
+    };
+    let page = MembersPage { before_id: None, limit: 10 };
+    let kept = visits(db.store.members(&merchant("m1"), page).await.unwrap());
+    let at = |ms: i64| Some(t0() + chrono::Duration::milliseconds(ms));
+    assert_eq!(kept, BTreeMap::from([("p1".to_string(), at(4_000)), ("p2".to_string(), at(6_000))]));
+    // When they are lost (as before the migration), replay tells; the backfill restores them.
+    db.raw.exec("UPDATE members SET last_visit_at = NULL").await.unwrap();
+    assert!(!db.ledger.replay().await.unwrap().matches, "replay compares the last visits");
+    let dir = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let path = format!("{}/../migrations/{dir}/0026_members_last_visit.sql", env!("CARGO_MANIFEST_DIR"));
+    let migration = std::fs::read_to_string(path).unwrap();
+    let backfill = &migration[migration.find("WITH visits AS").expect("the backfill")..];
+    db.raw.exec(backfill).await.unwrap();
+    assert_eq!(visits(db.store.members(&merchant("m1"), page).await.unwrap()), kept);
+    db.assert_consistent().await;
+}
+
+/// Migration 0026 rebuilds SQLite's `members` (a `WITHOUT ROWID` table cannot gain an id):
+/// every card from before it is kept, in the order it opened, and its last visit is filled.
+#[tokio::test]
+async fn sqlite_members_survive_the_0026_rebuild_with_their_last_visit() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("migrations");
+    std::fs::create_dir(&old).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0026" {
+            std::fs::copy(&path, old.join(&name)).unwrap();
+        }
+    }
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let pool = SqlitePool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+    for (payer, opened) in [("p2", "2026-03-02T01:00:00.000000Z"), ("p1", "2026-03-01T01:00:00.000000Z")] {
+        let card = "INSERT INTO members VALUES ('m1', ?, 'c', 'card_package', ?, NULL)";
+        sqlx::query(card).bind(payer).bind(opened).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let store = SqliteStore::open(&url).await.unwrap();
+    let members = facepay_ledger::store::ProjectionReader::members(
+        &store,
+        &merchant("m1"),
+        MembersPage { before_id: None, limit: 10 },
+    )
+    .await
+    .unwrap();
+    let kept: Vec<(&str, Option<chrono::DateTime<chrono::Utc>>)> =
+        members.iter().map(|m| (m.payer_id.as_str(), m.last_visit_at)).collect();
+    assert_eq!(kept, vec![("p2", None), ("p1", None)], "newest card first; no payment, no visit");
+    assert!(members[0].id > members[1].id);
 }

@@ -299,9 +299,12 @@ async fn a_merchant_refunds_through_the_order_page_once_however_often_the_form_i
     let app = app_with_an_order().await;
     // The till timed out and sent the payment again under a new event id: answered from the order.
     let retry = serde_json::json!({"out_trade_no": "ORDER-1", "amount": "60.00", "face_code": "100000000000000001"});
-    assert_eq!(app.post(&app.event("payment_requested", retry, true)).await.0, 202);
+    let retry = app.event("payment_requested", retry, true);
+    assert_eq!(app.post(&retry).await.0, 202);
     let retries = format!("/v1/merchants/{MERCHANT}/orders/ORDER-1/retries");
     app.until(&retries, |r| r["items"].as_array().is_some_and(|i| i.len() == 1)).await;
+    // And sent that retry once more under its own event id: refused as a replay, counted.
+    assert_eq!(app.post(&retry).await.0, 409);
     let mut b = Browser::new(&app);
     assert_eq!(b.sign_in(&app.keys.merchant).await.status, 303);
     let page = b.get(&format!("/console/merchants/{MERCHANT}/orders/ORDER-1")).await;
@@ -327,6 +330,7 @@ async fn a_merchant_refunds_through_the_order_page_once_however_often_the_form_i
     assert!(after.body.contains(&format!(r#"data-refund="{refund_no}""#)), "the refund, once, on the order's page");
     assert_eq!(after.body.matches("data-attempt=").count(), 1, "its one decided attempt");
     assert_eq!(after.body.matches("data-retry=").count(), 1, "the retry it answered");
+    assert_eq!(after.body.matches("data-repeat=").count(), 1, "the retry sent again under its event id");
     // More than is left: the ledger's refusal, on a page, and nothing moves.
     let over = b.post(&path, &[("csrf", &page.csrf()), ("out_refund_no", "RF-OVER"), ("amount", "50.01")]).await;
     assert_eq!(over.status, 422, "{}", over.body);
@@ -415,4 +419,42 @@ async fn failed_sign_ins_spend_the_addresses_budget_and_the_429_is_a_page_too() 
     // The API's own 429 stays JSON.
     let (status, body) = app.get_as("/v1/audit", Some(&app.keys.admin)).await;
     assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")));
+}
+
+/// Two `facepay serve` processes over one PostgreSQL database (as behind a load balancer
+/// without sticky sessions): a browser signed in at one is served by the other, a form's
+/// CSRF token from one page is good at the other, a new key's token is shown once whichever
+/// serves the next page, and a sign-out at one ends the session at both.
+#[tokio::test]
+async fn a_session_started_at_one_process_is_served_by_another_and_ends_at_both() {
+    let Some(db) = crate::support::postgres().await else { return };
+    let (one, two) = (
+        crate::support::app::spawn_sealed_app(Some(&db.url)).await,
+        crate::support::app::spawn_sealed_app(Some(&db.url)).await,
+    );
+    let mut b = Browser::new(&one);
+    assert_eq!(b.sign_in(&one.keys.admin).await.status, 303);
+    b.base = two.base.clone();
+    let keys = b.get("/console/admin/keys").await;
+    assert_eq!(keys.status, 200, "the other process knows the session: {}", keys.location());
+    let form = [("csrf", keys.csrf()), ("role", "finance".to_string()), ("label", "two".to_string())];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    b.base = one.base.clone();
+    let created = b.post("/console/admin/keys", &form).await;
+    assert_eq!((created.status, created.location()), (303, "/console/admin/keys"), "{}", created.body);
+    b.base = two.base.clone();
+    let shown = b.get("/console/admin/keys").await;
+    let at = shown.body.find(r#"class="token""#).expect("the new key's token, on the next page");
+    let token = shown.body[at..].split('>').nth(1).unwrap().split('<').next().unwrap().to_string();
+    // (Each test process has its own pepper; one made the key.)
+    assert!(one.auth.authenticate(Some(&format!("Bearer {token}"))).await.is_ok(), "a working key: {token}");
+    let again = b.get("/console/admin/keys").await;
+    assert!(!again.body.contains(&token), "shown once");
+    let cookie = b.cookies["fp_session"].clone();
+    let out = b.post("/console/sign-out", &[("csrf", &again.csrf())]).await;
+    assert_eq!(out.status, 303);
+    // The old cookie (kept, as a stolen one would be) is no session at the first process either.
+    b.base = one.base.clone();
+    b.cookies.insert("fp_session".into(), cookie);
+    assert_eq!(b.get("/console/admin/keys").await.location(), "/console/sign-in");
 }

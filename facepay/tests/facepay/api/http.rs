@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::app::{spawn_app, MERCHANT};
+use crate::support::app::{spawn_app, MERCHANT, OTHER_MERCHANT};
 use serde_json::json;
 
 #[tokio::test]
@@ -72,6 +72,22 @@ async fn members_are_listed_and_pay_by_quick_pay() {
     let (_, members) = app.get(&format!("/v1/merchants/{MERCHANT}/members")).await;
     assert_eq!(members["items"][0]["payer_id"], "u-carol");
     assert_eq!(members["items"][0]["channel"], "mini_program");
+    // The member's last visit is that payment, in the platform's time.
+    assert_eq!(members["items"][0]["last_visit_at"], order["updated_at"], "{members}");
+    // A second member; pages of one, newest card first, by signed cursor.
+    app.payer("u-dan", 4, "100.00").await;
+    app.open_card(4, "100000000000000400", "C0002").await;
+    app.until(&format!("/v1/merchants/{MERCHANT}/members"), |v| v.to_string().contains("C0002")).await;
+    let (_, first) = app.get(&format!("/v1/merchants/{MERCHANT}/members?limit=1")).await;
+    assert_eq!(
+        (first["items"][0]["card_code"].as_str(), first["items"][0]["last_visit_at"].is_null()),
+        (Some("C0002"), true)
+    );
+    let cursor = first["next_cursor"].as_str().expect("a next page").to_string();
+    let (_, second) = app.get(&format!("/v1/merchants/{MERCHANT}/members?limit=1&cursor={cursor}")).await;
+    assert_eq!(second["items"][0]["card_code"], "C0001");
+    let (status, err) = app.get(&format!("/v1/merchants/{OTHER_MERCHANT}/members?cursor={cursor}")).await;
+    assert_eq!((status, err["field"].as_str()), (400, Some("cursor")), "a cursor is bound to its merchant");
 }
 
 #[tokio::test]

@@ -58,6 +58,14 @@ async fn a_retry_of_the_same_event_is_answered_from_the_stored_outcome_and_pays_
     assert_eq!(plain, 409);
     let (_, balance) = app.get("/v1/payers/u-retry/balance").await;
     assert_eq!(balance["balance"], "60.00", "paid once");
+    // The order shows its payment sent again, twice (the waited copy and the refused one).
+    let (status, repeats) = app.get(&format!("/v1/merchants/{MERCHANT}/orders/W-2/repeats")).await;
+    assert_eq!(status, 200, "{repeats}");
+    assert_eq!(repeats["items"].as_array().map(Vec::len), Some(1), "{repeats}");
+    assert_eq!(
+        (&repeats["items"][0]["event_id"], repeats["items"][0]["repeats"].as_i64()),
+        (&pay["event_id"], Some(2))
+    );
 }
 
 #[tokio::test]
@@ -77,6 +85,9 @@ async fn an_event_id_another_device_used_is_refused_and_never_answered_with_its_
     let (status, applied, body) = app.post_waiting_bytes(bytes, &sig, "wait=2").await;
     assert_eq!((status, applied, body["code"].as_str()), (409, None, Some("replayed")), "{body}");
     assert!(body.get("payload").is_none(), "no outcome of another device: {body}");
+    // Nor is it counted on the order: another device's copy is not this order's repeat.
+    let (status, repeats) = app.get(&format!("/v1/merchants/{MERCHANT}/orders/W-3/repeats")).await;
+    assert_eq!((status, repeats["items"].as_array().map(Vec::len)), (200, Some(0)), "{repeats}");
 }
 
 #[tokio::test]

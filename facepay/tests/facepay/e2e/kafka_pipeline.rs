@@ -714,6 +714,7 @@ async fn over_kafka_a_devices_claimed_time_and_named_payer_decide_nothing() {
     assert_eq!(order.status, facepay_domain::OrderStatus::Declined);
     let (balance_fen, _) = store.wallet(&facepay_domain::PayerId::parse("u-v").unwrap()).await.unwrap().unwrap();
     assert_eq!(balance_fen, 500_000 - 90_000, "one payment of 900.00, nothing held, nothing else");
-    assert!(store.members(&MerchantId::parse(MERCHANT).unwrap()).await.unwrap().is_empty());
+    let page = facepay_ledger::store::MembersPage { before_id: None, limit: 10 };
+    assert!(store.members(&MerchantId::parse(MERCHANT).unwrap(), page).await.unwrap().is_empty());
     stop(prod).await;
 }
