@@ -9,15 +9,15 @@ use axum::extract::State;
 use axum::Json;
 use facepay_domain::limits::FLEET_REFUSED_WINDOW_MS;
 use facepay_domain::money::fen_to_string;
-use facepay_domain::MerchantId;
+use facepay_domain::{DeviceId, FieldError, FieldErrorKind, MerchantId, StoreId};
 use facepay_ledger::model::Keys;
-use facepay_ledger::store::DeviceActivity;
-use serde::Serialize;
+use facepay_ledger::store::{DeviceActivity, DevicesPage};
+use serde::{Deserialize, Serialize};
 
 use crate::auth::{Authorized, FleetReaders};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::field;
-use crate::extract::ApiPath;
+use crate::extract::{field, ApiPath, ApiQuery};
+use crate::page::page_limit;
 use crate::state::AppState;
 
 /// A merchant's terms and devices.
@@ -28,27 +28,44 @@ pub struct FleetView {
     pub single_limit: String,
     /// The fee rate, parts per million of each amount (0.54 % = 5400).
     pub fee_rate_ppm: i64,
-    /// By store and device; a store key sees its store's only.
+    /// A page of them by store and device; a store key sees its store's only.
     pub devices: Vec<DeviceActivity>,
+    /// Pass as `cursor` for the next page of devices; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `?cursor=&limit=` of a fleet's devices.
+#[derive(Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FleetQuery {
+    /// The `next_cursor` of the previous page (`<store_id>.<device_id>`).
+    #[param(pattern = r"^[0-9A-Za-z_-]{1,32}\.[0-9A-Za-z_-]{1,32}$")]
+    pub cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
 }
 
 /// `GET /v1/merchants/{merchant_id}/fleet` (the merchant's keys, finance, admin).
-#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/fleet", params(("merchant_id" = MerchantId, Path)),
+#[utoipa::path(get, path = "/v1/merchants/{merchant_id}/fleet", params(("merchant_id" = MerchantId, Path), FleetQuery),
     responses((status = 200, body = FleetView, description = "the merchant's terms and devices"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no such merchant, or another tenant")))]
 pub(crate) async fn fleet(
     State(st): State<AppState>,
     p: Authorized<FleetReaders>,
     ApiPath(merchant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<FleetQuery>,
 ) -> Result<Json<FleetView>, ApiError> {
-    Ok(Json(fleet_view(&st, &p, merchant).await?))
+    Ok(Json(fleet_view(&st, &p, merchant, q).await?))
 }
 
-/// `merchant`'s fleet as `p` may see it: another tenant's, or a merchant not registered, is 404.
+/// `merchant`'s fleet as `p` may see it, a page of devices: another tenant's, or a merchant not
+/// registered, is 404.
 pub(crate) async fn fleet_view(
     st: &AppState,
     p: &Authorized<FleetReaders>,
     merchant: String,
+    q: FleetQuery,
 ) -> Result<FleetView, ApiError> {
     let merchant = field("merchant_id", MerchantId::parse(merchant))?;
     p.sees_merchant(&merchant)?;
@@ -59,9 +76,15 @@ pub(crate) async fn fleet_view(
     // The answers are stamped with the wall clock when they are stored (not the platform's
     // clock, which a simulation may drive): "the last hour" is the wall clock's too.
     let since = chrono::Utc::now() - chrono::Duration::milliseconds(FLEET_REFUSED_WINDOW_MS);
-    let devices = st.store.devices(&merchant, since).await?;
-    let own_store = p.store_id.as_ref().map(|s| s.as_str());
-    let devices = devices.into_iter().filter(|d| own_store.is_none_or(|s| s == d.store_id)).collect();
+    let page = DevicesPage {
+        store_id: p.store_id.clone(),
+        after: q.cursor.map(after).transpose()?,
+        limit: page_limit(q.limit)?,
+    };
+    let devices = st.store.devices(&merchant, &page, since).await?;
+    let next_cursor = (devices.len() == page.limit as usize)
+        .then(|| devices.last().map(|d| format!("{}.{}", d.store_id, d.device_id)))
+        .flatten();
     // The terms as the ledger decides with them (its defaults where they never changed).
     let keys = Keys { limits: [merchant.clone()].into(), fee_rates: [merchant.clone()].into(), ..Keys::default() };
     let terms = st.store.load(&keys).await?;
@@ -70,5 +93,13 @@ pub(crate) async fn fleet_view(
         single_limit: fen_to_string(terms.single_limit_fen(&merchant)),
         fee_rate_ppm: terms.fee_rate_ppm(&merchant),
         devices,
+        next_cursor,
     })
+}
+
+/// The device a `next_cursor` names.
+fn after(cursor: String) -> Result<(StoreId, DeviceId), ApiError> {
+    let bad = || ApiError::BadRequest(FieldError::new("cursor", FieldErrorKind::Invalid, "a cursor from next_cursor"));
+    let (store, device) = cursor.split_once('.').ok_or_else(bad)?;
+    Ok((StoreId::parse(store).map_err(|_| bad())?, DeviceId::parse(device).map_err(|_| bad())?))
 }

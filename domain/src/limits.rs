@@ -271,9 +271,6 @@ pub const ORDER_REFUNDS_MAX: i64 = 1_000;
 /// The most retried payments of one order its page lists.
 pub const ORDER_RETRIES_MAX: i64 = 100;
 
-/// The most devices of one merchant the fleet view lists (by store and device).
-pub const FLEET_DEVICES_MAX: i64 = 2_000;
-
 /// How far back the fleet view counts a device's refused, rejected and declined events.
 pub const FLEET_REFUSED_WINDOW_MS: i64 = 3_600_000;
 

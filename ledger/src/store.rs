@@ -225,6 +225,16 @@ pub struct MemberView {
     pub last_visit_at: Option<DateTime<Utc>>,
 }
 
+/// A page of a merchant's devices, by store and device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicesPage {
+    /// Only this store's devices (what a store-scoped key sees).
+    pub store_id: Option<facepay_domain::StoreId>,
+    /// Only the devices after this one (the previous page's last).
+    pub after: Option<(facepay_domain::StoreId, facepay_domain::DeviceId)>,
+    pub limit: u32,
+}
+
 /// A page of a merchant's members: newest card holders first, before a position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MembersPage {
@@ -379,11 +389,15 @@ pub trait ProjectionReader: Send + Sync + 'static {
         day: NaiveDate,
     ) -> Result<Vec<GlanceRow>, StoreError>;
 
-    /// The merchant's registered devices (at most `FLEET_DEVICES_MAX`, by store and device),
-    /// each with when the ledger last answered one of its events and how many of its events
+    /// A page of the merchant's registered devices (by store and device), each with when the ledger last answered one of its events and how many of its events
     /// since `since` it refused, rejected or declined: read from the answers' (device, time)
     /// index, one lookup per device.
-    async fn devices(&self, merchant: &MerchantId, since: DateTime<Utc>) -> Result<Vec<DeviceActivity>, StoreError>;
+    async fn devices(
+        &self,
+        merchant: &MerchantId,
+        page: &DevicesPage,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DeviceActivity>, StoreError>;
 
     /// An order's refunds, oldest first (at most `ORDER_REFUNDS_MAX`), from the refunds'
     /// (merchant, order) index.

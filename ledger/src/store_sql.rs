@@ -403,12 +403,17 @@ macro_rules! reader_sql {
             async fn devices(
                 &self,
                 merchant: &facepay_domain::MerchantId,
+                page: &$crate::store::DevicesPage,
                 since: chrono::DateTime<chrono::Utc>,
             ) -> Result<Vec<$crate::store::DeviceActivity>, $crate::StoreError> {
+                let (after_store, after_device) = page.after.as_ref().map_or(("", ""), |(s, d)| (s.as_str(), d.as_str()));
                 let rows = sqlx::query($crate::store_sql::FLEET_DEVICES)
                     .bind(merchant.as_str())
                     .bind(bind_at(&since))
-                    .bind(facepay_domain::limits::FLEET_DEVICES_MAX)
+                    .bind(i64::from(page.limit))
+                    .bind(page.store_id.as_ref().map_or("", |s| s.as_str()))
+                    .bind(after_store)
+                    .bind(after_device)
                     .fetch_all(&self.$read)
                     .await?;
                 rows.iter().map(|r| $crate::rows::device_activity_from(r)).collect()
@@ -843,8 +848,10 @@ macro_rules! faces_sql {
 
 pub(crate) use {faces_sql, gallery_changed, reader_sql, registry_sql, store_sql, transport_sql, writer_sql};
 
-/// A merchant's devices with their last answered event and their refused, rejected or
-/// declined events since $2: each a lookup in the answers' (device, processed_at) index.
+/// A page of a merchant's devices (of store $4, or every store for '') after ($5, $6), at most
+/// $3, with their last answered event and their refused, rejected or declined events since
+/// $2: the devices from their (merchant, store, device) index, each device's answers a lookup
+/// in the answers' (device, processed_at) index.
 pub(crate) const FLEET_DEVICES: &str = "SELECT d.device_id, d.store_id, d.created_at, \
      (SELECT MAX(i.processed_at) FROM inbound i \
         WHERE i.device = d.merchant_id || '/' || d.store_id || '/' || d.device_id) AS last_event_at, \
@@ -853,7 +860,8 @@ pub(crate) const FLEET_DEVICES: &str = "SELECT d.device_id, d.store_id, d.create
           AND (i.outcome LIKE '%\"type\":\"refused\"%' OR i.outcome LIKE '%\"type\":\"rejected\"%' \
                OR i.outcome LIKE '{\"rejected\":%' \
                OR i.outcome LIKE '%\"status\":\"DECLINED\"%')) AS refused_last_hour \
-     FROM devices d WHERE d.merchant_id = $1 ORDER BY d.store_id, d.device_id LIMIT $3";
+     FROM devices d WHERE d.merchant_id = $1 AND ($4 = '' OR d.store_id = $4) \
+       AND (d.store_id, d.device_id) > ($5, $6) ORDER BY d.store_id, d.device_id LIMIT $3";
 
 /// A merchant's day of attempts ($3: one store's, or '' for all) counted by status, reason and
 /// member quick pay: an index-only read of the history's covering (merchant, day) index.

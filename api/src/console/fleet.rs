@@ -15,13 +15,13 @@ use facepay_domain::{EventBody, FieldError, FieldErrorKind, MerchantId, Money, O
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{at, cny, encode, shell, table, Head::Num, Head::Text};
+use super::page::{at, cny, encode, next_link, shell, table, Head::Num, Head::Text};
 use super::{respond, Console, ConsoleError, NoFields, Posted};
 use crate::admin::send_admin_event;
 use crate::auth::{AdminOnly, Authorized, FinanceOrAdmin, FleetReaders};
 use crate::error::ApiError;
 use crate::extract::{field, ApiQuery};
-use crate::fleet::fleet_view;
+use crate::fleet::{fleet_view, FleetQuery};
 use crate::http::balance_view;
 use crate::state::AppState;
 
@@ -35,9 +35,14 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /console/merchants/{m}/fleet`: terms and devices; an admin's forms to change terms.
-async fn fleet(State(st): State<AppState>, c: Console, Path(merchant): Path<String>) -> Result<Response, ConsoleError> {
+async fn fleet(
+    State(st): State<AppState>,
+    c: Console,
+    Path(merchant): Path<String>,
+    ApiQuery(q): ApiQuery<FleetQuery>,
+) -> Result<Response, ConsoleError> {
     let p = c.as_role::<FleetReaders>()?;
-    let f = fleet_view(&st, &p, merchant).await?;
+    let f = fleet_view(&st, &p, merchant, q).await?;
     let t = c.ctx.t();
     let base = format!("/console/merchants/{}", encode(&f.merchant_id));
     let admin = c.principal.role == Role::Admin;
@@ -69,6 +74,7 @@ async fn fleet(State(st): State<AppState>, c: Console, Path(merchant): Path<Stri
                 td class="num" data-figure="refused" { (d.refused_last_hour) }
             }
         }))
+        (next_link(t, &format!("{base}/fleet"), &[], f.next_cursor.as_deref()))
     };
     let title = format!("{} · {}", t.devices, f.merchant_id);
     Ok(respond(shell(&c.ctx, &title, body)))

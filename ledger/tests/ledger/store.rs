@@ -1414,7 +1414,8 @@ async fn the_fleet_shows_each_devices_last_answer_and_its_refusals(backend: Back
     db.batch(&[fund("p1", "10.00"), from(pay("m1", "o1", "5.00", 1, "p1")), from(pay("m1", "o2", "50.00", 2, "p1"))])
         .await;
     // When the fleet is read: the device heard of, with its one decline; the other never.
-    let devices = db.store.devices(&merchant("m1"), before).await.unwrap();
+    let all = facepay_ledger::store::DevicesPage { store_id: None, after: None, limit: 50 };
+    let devices = db.store.devices(&merchant("m1"), &all, before).await.unwrap();
     let keys = facepay_ledger::model::Keys {
         limits: [merchant("m1")].into(),
         fee_rates: [merchant("m1")].into(),
@@ -1434,8 +1435,18 @@ async fn the_fleet_shows_each_devices_last_answer_and_its_refusals(backend: Back
     assert!(devices[0].last_event_at.unwrap() >= before);
     // Then a window that starts after them counts nothing; another merchant has no devices.
     let after = chrono::Utc::now() + chrono::Duration::seconds(1);
-    assert_eq!(db.store.devices(&merchant("m1"), after).await.unwrap()[0].refused_last_hour, 0);
-    assert!(db.store.devices(&merchant("m9"), before).await.unwrap().is_empty());
+    assert_eq!(db.store.devices(&merchant("m1"), &all, after).await.unwrap()[0].refused_last_hour, 0);
+    assert!(db.store.devices(&merchant("m9"), &all, before).await.unwrap().is_empty());
+    // By page, and a store's only.
+    let first = facepay_ledger::store::DevicesPage { limit: 1, ..all.clone() };
+    assert_eq!(db.store.devices(&merchant("m1"), &first, before).await.unwrap()[0].device_id, "m1-d1");
+    let next =
+        facepay_ledger::store::DevicesPage { after: Some((heard.store_id.clone(), heard.device_id.clone())), ..first };
+    assert_eq!(db.store.devices(&merchant("m1"), &next, before).await.unwrap()[0].device_id, "m1-d2");
+    let s2 = facepay_ledger::store::DevicesPage { store_id: Some(silent.store_id.clone()), ..all };
+    let only: Vec<String> =
+        db.store.devices(&merchant("m1"), &s2, before).await.unwrap().into_iter().map(|d| d.device_id).collect();
+    assert_eq!(only, vec!["m1-d2".to_string()]);
 }
 
 async fn an_orders_events_sent_again_by_their_own_device_are_counted_on_it(backend: Backend) {
