@@ -156,6 +156,10 @@ test("the merchant's pages show the demo's day, with filters and pages", async (
   assert.equal(csvFen, fen(glance.paid_amount), 'the export adds up to the API');
   await page.goto(`${base}${m}/settlement`);
   assert.ok((await page.$$('svg.chart rect')).length >= 1, 'the chart has its bars');
+  // Members with their last visits: the demo's members paid, so some have one.
+  await page.goto(`${base}${m}/members`);
+  const visits = await page.$$eval('tbody tr td:nth-child(6)', (d) => d.map((e) => e.textContent.trim()));
+  assert.ok(visits.some((v) => /^\d{4}-\d{2}-\d{2}/.test(v)), `a member's last visit: ${visits.slice(0, 3)}`);
   // The device filter: typed into the form, every row is that device's.
   await page.goto(`${base}${m}/transactions?date=${DEMO_DAY}`);
   const device = (await page.textContent('tbody tr td:nth-child(8)')).trim();

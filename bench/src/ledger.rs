@@ -154,6 +154,34 @@ fn commands(opts: &BenchOptions, start: DateTime<Utc>) -> Vec<Command> {
         .collect()
 }
 
+/// One payer in this many holds the bench merchant's member card.
+pub const MEMBER_EVERY: usize = 10;
+
+/// The member cards the bench's payers hold: one in [`MEMBER_EVERY`], each opened by a capture
+/// of its own.
+fn member_cards(opts: &BenchOptions, at: DateTime<Utc>) -> Vec<Command> {
+    (0..opts.payers)
+        .step_by(MEMBER_EVERY)
+        .map(|p| Command {
+            event_id: Uuid::from_u128(0xca2d_0000_0000_0000_0000_0000_0000_0000 | p as u128),
+            accepted_at: at,
+            claimed_at: None,
+            request_id: None,
+            device: None,
+            kind: CommandKind::OpenMemberCard {
+                merchant_id: MerchantId::parse("1900000101").expect("id"),
+                face_code: FaceCode::parse(format!("{:018}", 200_000_000_000_000_000_u64 + p as u64)).expect("code"),
+                identity: Identity::Resolved {
+                    payer_id: PayerId::parse(format!("u-{p:06}")).expect("id"),
+                    rule: "global_hit".into(),
+                },
+                card_code: facepay_domain::CardCode::parse(format!("C{p:06}")).expect("code"),
+                channel: facepay_domain::CardChannel::MiniProgram,
+            },
+        })
+        .collect()
+}
+
 /// The phases of a round, each on a store of its own (the usual design on PostgreSQL only).
 const PHASES: [&str; 4] = ["ledger", "ceiling", "usual", "log"];
 
@@ -224,9 +252,13 @@ async fn round_in(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<
             },
         })
         .collect();
-    for chunk in funding.chunks(opts.batch) {
+    // One payer in MEMBER_EVERY holds the merchant's member card: its payments are member
+    // payments (quick pay, and the card's last visit written with the batch).
+    let cards = member_cards(opts, start);
+    for chunk in funding.chunks(opts.batch).chain(cards.chunks(opts.batch)) {
         ledger.handle_batch(chunk).await?;
     }
+    let setup_batches = funding.len().div_ceil(opts.batch) + cards.len().div_ceil(opts.batch);
     let cmds = commands(opts, start + ChronoDuration::seconds(1));
     let mut latencies = Vec::new();
     let began = Instant::now();
@@ -237,7 +269,7 @@ async fn round_in(opts: &BenchOptions, dir: &std::path::Path) -> anyhow::Result<
     }
     let elapsed = began.elapsed().as_secs_f64();
     let batches = std::mem::take(&mut *recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-    let (ceiling_elapsed, ceiling_latencies) = ceiling(dir, opts, batches, funding.len().div_ceil(opts.batch)).await?;
+    let (ceiling_elapsed, ceiling_latencies) = ceiling(dir, opts, batches, setup_batches).await?;
     let (log_elapsed, succeeded) = log_ceiling(dir, &store, opts).await?;
     let usual_payments_per_s = match &opts.postgres {
         Some(admin) => {
