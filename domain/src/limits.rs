@@ -506,7 +506,11 @@ pub const AUDIT_PAGE_MAX: u32 = 500;
 
 /// Console sessions the database keeps (each an API key's id under the session id's hash,
 /// never the key's secret); a sign-in past it ends the session idle longest.
-pub const CONSOLE_SESSIONS_MAX: usize = 10_000;
+pub const CONSOLE_SESSIONS_MAX: i64 = 10_000;
+
+/// Console sessions one API key may hold at once (its browsers); past it a sign-in with the
+/// key ends that key's session idle longest, never another key's.
+pub const CONSOLE_SESSIONS_PER_KEY_MAX: i64 = 20;
 
 /// A console session ends after this long without a request (a payments console's usual
 /// idle timeout).

@@ -24,6 +24,13 @@ pub struct SessionRow {
     pub once_sealed: Option<String>,
 }
 
+/// How many sessions may live at once: of one key, and in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub per_key: i64,
+    pub total: i64,
+}
+
 /// Which sessions still live: seen since `seen_after_ms` and started since `started_after_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Live {
@@ -33,9 +40,10 @@ pub struct Live {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Adds `row` after dropping the sessions no longer `live` and, past `max` sessions, the
-    /// least recently seen ones.
-    async fn session_start(&self, row: &SessionRow, live: Live, max: i64) -> Result<(), StoreError>;
+    /// Adds `row` after dropping the sessions no longer `live` and, past the `bounds`, the
+    /// least recently seen ones: of the same key first (a key's holder ends only its own
+    /// sessions), then of all.
+    async fn session_start(&self, row: &SessionRow, live: Live, bounds: Bounds) -> Result<(), StoreError>;
     /// The session of `id_hash` if it is `live`.
     async fn session_get(&self, id_hash: &str, live: Live) -> Result<Option<SessionRow>, StoreError>;
     /// Restarts the session's idle clock.
@@ -60,7 +68,7 @@ macro_rules! session_store {
                 &self,
                 row: &$crate::console_sessions::SessionRow,
                 live: $crate::console_sessions::Live,
-                max: i64,
+                bounds: $crate::console_sessions::Bounds,
             ) -> Result<(), $crate::store_error::StoreError> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query("DELETE FROM console_sessions WHERE NOT (seen_at_ms > $1 AND started_at_ms > $2)")
@@ -68,13 +76,28 @@ macro_rules! session_store {
                     .bind(live.started_after_ms)
                     .execute(&mut *tx)
                     .await?;
+                let key = row.key_id.as_str();
+                let of_key: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM console_sessions WHERE key_id = $1")
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if of_key >= bounds.per_key {
+                    sqlx::query(
+                        "DELETE FROM console_sessions WHERE id_hash IN (SELECT id_hash FROM console_sessions \
+                         WHERE key_id = $1 ORDER BY seen_at_ms LIMIT $2)",
+                    )
+                    .bind(key)
+                    .bind(of_key - bounds.per_key + 1)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM console_sessions").fetch_one(&mut *tx).await?;
-                if held >= max {
+                if held >= bounds.total {
                     sqlx::query(
                         "DELETE FROM console_sessions WHERE id_hash IN (SELECT id_hash FROM console_sessions \
                          ORDER BY seen_at_ms LIMIT $1)",
                     )
-                    .bind(held - max + 1)
+                    .bind(held - bounds.total + 1)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -82,7 +105,7 @@ macro_rules! session_store {
                     "INSERT INTO console_sessions (id_hash, key_id, started_at_ms, seen_at_ms) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(&row.id_hash)
-                .bind(row.key_id.as_str())
+                .bind(key)
                 .bind(row.started_at_ms)
                 .bind(row.seen_at_ms)
                 .execute(&mut *tx)

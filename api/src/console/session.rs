@@ -8,8 +8,9 @@
 //!
 //! Sessions end after [`CONSOLE_SESSION_IDLE_MS`] without a request (the last-seen time is
 //! written at most every [`CONSOLE_SESSION_TOUCH_MS`]), [`CONSOLE_SESSION_TTL_MS`] after
-//! sign-in, and at sign-out; at most [`CONSOLE_SESSIONS_MAX`] live at once (a sign-in past
-//! it ends the least recently seen). A new key's token, shown once after its creation, waits
+//! sign-in, and at sign-out; at most [`CONSOLE_SESSIONS_PER_KEY_MAX`] of one key and
+//! [`CONSOLE_SESSIONS_MAX`] in all live at once (a sign-in past either ends the least recently
+//! seen: of its own key first, so a key's holder cannot sign others out by signing in). A new key's token, shown once after its creation, waits
 //! for the next page sealed (ChaCha20-Poly1305) under a key derived from the session id: the
 //! database alone cannot open it.
 
@@ -21,9 +22,10 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use facepay_domain::auth::{KeyId, SecretBytes};
 use facepay_domain::limits::{
-    CONSOLE_SESSIONS_MAX, CONSOLE_SESSION_IDLE_MS, CONSOLE_SESSION_TOUCH_MS, CONSOLE_SESSION_TTL_MS,
+    CONSOLE_SESSIONS_MAX, CONSOLE_SESSIONS_PER_KEY_MAX, CONSOLE_SESSION_IDLE_MS, CONSOLE_SESSION_TOUCH_MS,
+    CONSOLE_SESSION_TTL_MS,
 };
-use facepay_ledger::console_sessions::{Live, SessionRow};
+use facepay_ledger::console_sessions::{Bounds, Live, SessionRow};
 use facepay_ledger::{LedgerStore, StoreError};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -73,8 +75,8 @@ impl Sessions {
             seen_at_ms: now_ms,
             once_sealed: None,
         };
-        let max = i64::try_from(CONSOLE_SESSIONS_MAX).unwrap_or(i64::MAX);
-        self.store.session_start(&row, self.live(now_ms), max).await?;
+        let bounds = Bounds { per_key: CONSOLE_SESSIONS_PER_KEY_MAX, total: CONSOLE_SESSIONS_MAX };
+        self.store.session_start(&row, self.live(now_ms), bounds).await?;
         let csrf = csrf_of(&id);
         Ok((id, Session { key_id, csrf }))
     }

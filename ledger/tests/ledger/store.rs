@@ -1487,7 +1487,7 @@ async fn an_orders_events_sent_again_by_their_own_device_are_counted_on_it(backe
 }
 
 async fn console_sessions_live_idle_out_show_a_token_once_and_are_bounded(backend: Backend) {
-    use facepay_ledger::console_sessions::{Live, SessionRow};
+    use facepay_ledger::console_sessions::{Bounds, Live, SessionRow};
     let Some(db) = open(backend, Policy::default()).await else { return };
     let s = &db.store;
     let row = |n: u8, at_ms: i64| SessionRow {
@@ -1499,8 +1499,9 @@ async fn console_sessions_live_idle_out_show_a_token_once_and_are_bounded(backen
     };
     // Live: seen in the last 100 ms and started in the last 1 000 (times in ms).
     let live_at = |now: i64| Live { seen_after_ms: now - 100, started_after_ms: now - 1_000 };
+    let roomy = Bounds { per_key: 10, total: 10 };
     // Given one session started at 1 000.
-    s.session_start(&row(1, 1_000), live_at(1_000), 10).await.unwrap();
+    s.session_start(&row(1, 1_000), live_at(1_000), roomy).await.unwrap();
     let found = s.session_get(&row(1, 0).id_hash, live_at(1_050)).await.unwrap().expect("live");
     assert_eq!((found.key_id, found.seen_at_ms), (row(1, 0).key_id, 1_000));
     // Idle past its timeout it is gone; touched, it lives on (never past its lifetime).
@@ -1510,14 +1511,15 @@ async fn console_sessions_live_idle_out_show_a_token_once_and_are_bounded(backen
     s.session_touch(&found.id_hash, 1_980).await.unwrap();
     assert!(s.session_get(&found.id_hash, live_at(2_010)).await.unwrap().is_none(), "past its lifetime");
     // A token kept for it is taken once.
-    s.session_start(&row(2, 3_000), live_at(3_000), 10).await.unwrap();
+    s.session_start(&row(2, 3_000), live_at(3_000), roomy).await.unwrap();
     let id2 = row(2, 0).id_hash;
     s.session_keep_once(&id2, "sealed").await.unwrap();
     assert_eq!(s.session_take_once(&id2).await.unwrap().as_deref(), Some("sealed"));
     assert_eq!(s.session_take_once(&id2).await.unwrap(), None);
     // Bounded: at the bound a new session ends the least recently seen; the dead are swept.
-    s.session_start(&row(3, 3_010), live_at(3_010), 2).await.unwrap();
-    s.session_start(&row(4, 3_020), live_at(3_020), 2).await.unwrap();
+    let two = Bounds { per_key: 10, total: 2 };
+    s.session_start(&row(3, 3_010), live_at(3_010), two).await.unwrap();
+    s.session_start(&row(4, 3_020), live_at(3_020), two).await.unwrap();
     let now = live_at(3_030);
     let mut held = Vec::new();
     for n in 1..=4 {
@@ -1528,6 +1530,14 @@ async fn console_sessions_live_idle_out_show_a_token_once_and_are_bounded(backen
     // Ended, it is gone.
     s.session_end(&row(4, 0).id_hash).await.unwrap();
     assert!(s.session_get(&row(4, 0).id_hash, now).await.unwrap().is_none());
+    // One key's holder signing in again and again ends its own oldest sessions, not others'.
+    let one_each = Bounds { per_key: 1, total: 10 };
+    s.session_start(&row(5, 3_030), live_at(3_030), one_each).await.unwrap();
+    let again = SessionRow { id_hash: format!("{:064x}", 30), ..row(3, 3_040) };
+    s.session_start(&again, live_at(3_040), one_each).await.unwrap();
+    assert!(s.session_get(&row(3, 0).id_hash, live_at(3_050)).await.unwrap().is_none(), "its own older one");
+    assert!(s.session_get(&again.id_hash, live_at(3_050)).await.unwrap().is_some());
+    assert!(s.session_get(&row(5, 0).id_hash, live_at(3_050)).await.unwrap().is_some(), "another key's, older, stays");
 }
 
 /// Migration 0026 fills each open card's last visit from the log for databases from before
