@@ -5,14 +5,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use facepay_domain::auth::KeyId;
-use facepay_domain::{FieldError, FieldErrorKind};
+use facepay_domain::FieldError;
 use facepay_ledger::credentials::{AuditEntry, Credential, KeyPosition};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AdminOnly, Authorized, FinanceOrAdmin, NewKey};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::page::{page_limit, Page};
+use crate::page::{bad_cursor, next_cursor, page_limit, Page};
 use crate::state::AppState;
 
 /// A key just created: its token is shown here once and never again (only its hash is kept).
@@ -71,12 +71,10 @@ pub(crate) async fn keys_page(
     _: &Authorized<AdminOnly>,
     q: KeysQuery,
 ) -> Result<Page<Credential>, ApiError> {
-    let bad = || FieldError::new("cursor", FieldErrorKind::Invalid, "a cursor from next_cursor");
-    let after = q.cursor.map(|c| KeyPosition::parse(&c).ok_or_else(|| ApiError::BadRequest(bad()))).transpose()?;
+    let after = q.cursor.map(|c| KeyPosition::parse(&c).ok_or_else(bad_cursor)).transpose()?;
     let limit = page_limit(q.limit)?;
     let items = st.store.key_list(after.as_ref(), limit).await?;
-    let next_cursor =
-        (items.len() == limit as usize).then(|| items.last().map(|k| KeyPosition::of(k).cursor())).flatten();
+    let next_cursor = next_cursor(&items, limit, |k| KeyPosition::of(k).cursor());
     Ok(Page { items, next_cursor })
 }
 
@@ -134,11 +132,10 @@ pub(crate) async fn audit_page(
     _: &Authorized<FinanceOrAdmin>,
     q: AuditQuery,
 ) -> Result<Page<AuditEntry>, ApiError> {
-    let bad = || FieldError::new("cursor", FieldErrorKind::Invalid, "a cursor from next_cursor");
-    let before = q.cursor.map(|c| c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(bad)).transpose()?;
+    let before = q.cursor.map(|c| c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(bad_cursor)).transpose()?;
     let limit = page_limit(q.limit)?;
     let items = st.store.audit_list(before, limit).await?;
-    let next_cursor = (items.len() == limit as usize).then(|| items.last().map(|e| e.seq.to_string())).flatten();
+    let next_cursor = next_cursor(&items, limit, |e| e.seq.to_string());
     Ok(Page { items, next_cursor })
 }
 

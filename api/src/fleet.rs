@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::Json;
 use facepay_domain::limits::FLEET_REFUSED_WINDOW_MS;
 use facepay_domain::money::fen_to_string;
-use facepay_domain::{DeviceId, FieldError, FieldErrorKind, MerchantId, StoreId};
+use facepay_domain::{DeviceId, MerchantId, StoreId};
 use facepay_ledger::model::Keys;
 use facepay_ledger::store::{DeviceActivity, DevicesPage};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{Authorized, FleetReaders};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{field, ApiPath, ApiQuery};
-use crate::page::page_limit;
+use crate::page::{bad_cursor, next_cursor, page_limit};
 use crate::state::AppState;
 
 /// A merchant's terms and devices.
@@ -82,9 +82,7 @@ pub(crate) async fn fleet_view(
         limit: page_limit(q.limit)?,
     };
     let devices = st.store.devices(&merchant, &page, since).await?;
-    let next_cursor = (devices.len() == page.limit as usize)
-        .then(|| devices.last().map(|d| format!("{}.{}", d.store_id, d.device_id)))
-        .flatten();
+    let next_cursor = next_cursor(&devices, page.limit, |d| format!("{}.{}", d.store_id, d.device_id));
     // The terms as the ledger decides with them (its defaults where they never changed).
     let keys = Keys { limits: [merchant.clone()].into(), fee_rates: [merchant.clone()].into(), ..Keys::default() };
     let terms = st.store.load(&keys).await?;
@@ -99,7 +97,6 @@ pub(crate) async fn fleet_view(
 
 /// The device a `next_cursor` names.
 fn after(cursor: String) -> Result<(StoreId, DeviceId), ApiError> {
-    let bad = || ApiError::BadRequest(FieldError::new("cursor", FieldErrorKind::Invalid, "a cursor from next_cursor"));
-    let (store, device) = cursor.split_once('.').ok_or_else(bad)?;
-    Ok((StoreId::parse(store).map_err(|_| bad())?, DeviceId::parse(device).map_err(|_| bad())?))
+    let (store, device) = cursor.split_once('.').ok_or_else(bad_cursor)?;
+    Ok((StoreId::parse(store).map_err(|_| bad_cursor())?, DeviceId::parse(device).map_err(|_| bad_cursor())?))
 }

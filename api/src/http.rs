@@ -27,7 +27,7 @@ use utoipa_axum::routes;
 use crate::auth::{Auth, Authorized, FinanceOrAdmin, MerchantOrFinance, OrderReaders, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{field, read_body, ApiPath, ApiQuery};
-use crate::page::{page_limit, LimitQuery, Page};
+use crate::page::{bad_cursor, next_cursor, page_limit, LimitQuery, Page};
 use crate::state::{AppState, Ingress};
 
 /// Every route with its OpenAPI operation (each handler's `#[utoipa::path]`): what
@@ -348,7 +348,7 @@ pub(crate) async fn history_page(
     p.sees_merchant(&merchant)?;
     let filter = history_filter(q, &st.auth, &merchant, p)?;
     let rows = st.store.history(&merchant, &filter).await?;
-    let next_cursor = next_cursor(&st.auth, &merchant, filter.limit, rows.len(), rows.last().map(|r| r.id));
+    let next_cursor = next_cursor(&rows, filter.limit, |r| st.auth.sign_cursor(&merchant, r.id));
     let items = rows
         .into_iter()
         .map(|mut row| {
@@ -394,7 +394,7 @@ pub(crate) async fn members_page(
     let merchant = merchant_route(p, merchant)?;
     let page = MembersPage { before_id: position(&st.auth, &merchant, q.cursor)?, limit: page_limit(q.limit)? };
     let mut items = st.store.members(&merchant, page).await?;
-    let next_cursor = next_cursor(&st.auth, &merchant, page.limit, items.len(), items.last().map(|m| m.id));
+    let next_cursor = next_cursor(&items, page.limit, |m| st.auth.sign_cursor(&merchant, m.id));
     for m in &mut items {
         m.payer_id = st.auth.payer_for(p, &merchant, m.payer_id.clone());
     }
@@ -403,13 +403,7 @@ pub(crate) async fn members_page(
 
 /// The position a `next_cursor` names (signed for `merchant`: any other is a 400).
 fn position(auth: &Auth, merchant: &MerchantId, cursor: Option<String>) -> Result<Option<i64>, ApiError> {
-    let bad = || FieldError::new("cursor", FieldErrorKind::Invalid, "a cursor from next_cursor");
-    cursor.map(|c| auth.open_cursor(merchant, &c).ok_or_else(|| ApiError::BadRequest(bad()))).transpose()
-}
-
-/// The cursor after a page of `len` rows of `limit`, the last at `last`; none after a short page.
-fn next_cursor(auth: &Auth, merchant: &MerchantId, limit: u32, len: usize, last: Option<i64>) -> Option<String> {
-    (len == limit as usize).then(|| last.map(|id| auth.sign_cursor(merchant, id))).flatten()
+    cursor.map(|c| auth.open_cursor(merchant, &c).ok_or_else(bad_cursor)).transpose()
 }
 
 /// A merchant-wide route: merchant (whole-merchant keys) and finance; another tenant's

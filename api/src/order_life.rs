@@ -8,9 +8,9 @@ use axum::Json;
 use facepay_domain::money::fen_to_string;
 use facepay_domain::{MerchantId, OutTradeNo};
 use serde::Serialize;
-use uuid::Uuid;
 
 use facepay_ledger::model::Order;
+use facepay_ledger::store::{RepeatView, RetryView};
 
 use crate::auth::{Authorized, OrderReaders, Principal};
 use crate::error::{ApiError, ErrorBody};
@@ -96,72 +96,43 @@ pub(crate) async fn seen_order(
     Ok(SeenOrder { merchant, out_trade_no, order })
 }
 
-/// A retried payment the order answered from itself (`replayed`): the device sent it again
-/// under a new event id, after a timeout.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RetryItem {
-    pub event_id: Uuid,
-    pub answered_at: chrono::DateTime<chrono::Utc>,
-    /// The device that sent it (`merchant_id/store_id/device_id`).
-    pub device: Option<String>,
-}
-
 /// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}/retries`: the retried payments the
 /// order answered, oldest first (whoever may see the order). A retry under the same event id
 /// is answered from its stored outcome and counted in `…/repeats` instead.
 #[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}/retries",
     params(("merchant_id" = MerchantId, Path), ("out_trade_no" = OutTradeNo, Path)),
-    responses((status = 200, body = Page<RetryItem>, description = "the retries the order answered, oldest first"),
+    responses((status = 200, body = Page<RetryView>, description = "the retries the order answered, oldest first"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no such order, or one the key may not see")))]
 pub(crate) async fn list_retries(
     State(st): State<AppState>,
     p: Authorized<OrderReaders>,
     ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
-) -> Result<Json<Page<RetryItem>>, ApiError> {
+) -> Result<Json<Page<RetryView>>, ApiError> {
     let seen = seen_order(&st, &p, merchant, out_trade_no).await?;
     Ok(Json(Page { items: retries_of(&st, &seen).await?, next_cursor: None }))
 }
 
 /// The retries an order answered (the API's list, the console's order page).
-pub(crate) async fn retries_of(st: &AppState, seen: &SeenOrder) -> Result<Vec<RetryItem>, ApiError> {
-    let retries = st.store.order_retries(seen.merchant(), seen.out_trade_no()).await?;
-    Ok(retries
-        .into_iter()
-        .map(|r| RetryItem { event_id: r.event_id, answered_at: r.answered_at, device: r.device })
-        .collect())
-}
-
-/// One of the order's events its device sent again under the same event id (a retry after a
-/// network timeout), each copy answered from the stored outcome.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RepeatItem {
-    /// A decided attempt's event, or a retry's the order answered.
-    pub event_id: Uuid,
-    /// How many copies came after the first.
-    pub repeats: i64,
-    pub last_at: chrono::DateTime<chrono::Utc>,
+pub(crate) async fn retries_of(st: &AppState, seen: &SeenOrder) -> Result<Vec<RetryView>, ApiError> {
+    Ok(st.store.order_retries(seen.merchant(), seen.out_trade_no()).await?)
 }
 
 /// `GET /v1/merchants/{merchant_id}/orders/{out_trade_no}/repeats`: the order's events their
 /// device sent again under the same event id, by the last copy (whoever may see the order).
 #[utoipa::path(get, path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}/repeats",
     params(("merchant_id" = MerchantId, Path), ("out_trade_no" = OutTradeNo, Path)),
-    responses((status = 200, body = Page<RepeatItem>, description = "the order's events sent again"),
+    responses((status = 200, body = Page<RepeatView>, description = "the order's events sent again"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no such order, or one the key may not see")))]
 pub(crate) async fn list_repeats(
     State(st): State<AppState>,
     p: Authorized<OrderReaders>,
     ApiPath((merchant, out_trade_no)): ApiPath<(String, String)>,
-) -> Result<Json<Page<RepeatItem>>, ApiError> {
+) -> Result<Json<Page<RepeatView>>, ApiError> {
     let seen = seen_order(&st, &p, merchant, out_trade_no).await?;
     Ok(Json(Page { items: repeats_of(&st, &seen).await?, next_cursor: None }))
 }
 
 /// The events of an order sent again (the API's list, the console's order page).
-pub(crate) async fn repeats_of(st: &AppState, seen: &SeenOrder) -> Result<Vec<RepeatItem>, ApiError> {
-    let repeats = st.store.order_repeats(seen.merchant(), seen.out_trade_no()).await?;
-    Ok(repeats
-        .into_iter()
-        .map(|r| RepeatItem { event_id: r.event_id, repeats: r.repeats, last_at: r.last_at })
-        .collect())
+pub(crate) async fn repeats_of(st: &AppState, seen: &SeenOrder) -> Result<Vec<RepeatView>, ApiError> {
+    Ok(st.store.order_repeats(seen.merchant(), seen.out_trade_no()).await?)
 }

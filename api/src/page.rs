@@ -24,6 +24,20 @@ pub(crate) struct LimitQuery {
     pub(crate) limit: Option<u32>,
 }
 
+/// The `next_cursor` after a page of `items` for a `limit` asked for: `cursor` of the last
+/// item; none after a short page (the last one).
+pub(crate) fn next_cursor<T>(items: &[T], limit: u32, cursor: impl FnOnce(&T) -> String) -> Option<String> {
+    match items.len() < limit as usize {
+        true => None,
+        false => items.last().map(cursor),
+    }
+}
+
+/// A `cursor` that no `next_cursor` made (or made for another list): 400.
+pub(crate) fn bad_cursor() -> ApiError {
+    FieldError::new("cursor", FieldErrorKind::Invalid, "a cursor from next_cursor").into()
+}
+
 /// A page size: [`PAGE_LIMIT_DEFAULT`] when absent, else 1 to [`PAGE_LIMIT_MAX`] (400 outside).
 pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit.unwrap_or(PAGE_LIMIT_DEFAULT) {

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::auth::{Authorized, FinanceOnly, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::page::{page_limit, LimitQuery, Page};
+use crate::page::{next_cursor, page_limit, LimitQuery, Page};
 use crate::recon_view::{BreakView, ImportView, ReconcileView, RunView};
 use crate::state::AppState;
 
@@ -207,8 +207,7 @@ pub(crate) async fn breaks_page(
         limit: page_limit(q.limit)?,
     };
     let items = st.recon.breaks(&filter).await?;
-    let next_cursor =
-        (items.len() == filter.limit as usize).then(|| items.last().map(|b| b.break_id.to_string())).flatten();
+    let next_cursor = next_cursor(&items, filter.limit, |b| b.break_id.to_string());
     Ok(Page { items: items.into_iter().map(Into::into).collect(), next_cursor })
 }
 

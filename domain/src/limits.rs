@@ -521,7 +521,7 @@ pub const CONSOLE_SESSION_TTL_MS: u64 = 12 * 60 * 60 * 1_000;
 
 /// How often at most a console session's last-seen time is written: the idle timeout is
 /// kept to within this.
-pub const CONSOLE_SESSION_TOUCH_MS: u64 = 30 * 1_000;
+pub const CONSOLE_SESSION_TOUCH_MS: i64 = 30 * 1_000;
 
 /// The largest form the console reads (a bill upload excepted: [`BILL_UPLOAD_BYTES_MAX`]).
 pub const CONSOLE_FORM_BYTES_MAX: usize = 16 * 1024;

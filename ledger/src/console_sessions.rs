@@ -56,9 +56,6 @@ pub trait SessionStore: Send + Sync {
     async fn session_end(&self, id_hash: &str) -> Result<(), StoreError>;
 }
 
-/// The condition a live session meets, over `$2` (seen after) and `$3` (started after).
-pub(crate) const LIVE: &str = "seen_at_ms > $2 AND started_at_ms > $3";
-
 /// Implements [`SessionStore`] for a store type with `$pool` (a pool field).
 macro_rules! session_store {
     ($store:ty, $pool:ident) => {
@@ -121,8 +118,8 @@ macro_rules! session_store {
             ) -> Result<Option<$crate::console_sessions::SessionRow>, $crate::store_error::StoreError> {
                 use $crate::rows::Cells;
                 let sql =
-                    format!("SELECT * FROM console_sessions WHERE id_hash = $1 AND {}", $crate::console_sessions::LIVE);
-                let row = sqlx::query(&sql)
+                    "SELECT * FROM console_sessions WHERE id_hash = $1 AND seen_at_ms > $2 AND started_at_ms > $3";
+                let row = sqlx::query(sql)
                     .bind(id_hash)
                     .bind(live.seen_after_ms)
                     .bind(live.started_after_ms)

@@ -637,10 +637,51 @@ crate::console_sessions::session_store!(SqliteStore, writer);
 crate::credentials::credential_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, writer, |_: usize| "?"
     .to_string());
 
+/// A database in `dir` migrated up to, not including, migration `before` (e.g. `"0026"`): for
+/// tests that a later migration keeps the rows written before it. Its URL and a pool on it.
+#[cfg(test)]
+pub(crate) async fn migrated_before(dir: &std::path::Path, before: &str) -> (String, SqlitePool) {
+    let old = dir.join("migrations");
+    std::fs::create_dir(&old).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < before {
+            std::fs::copy(&path, old.join(&name)).unwrap();
+        }
+    }
+    let url = format!("sqlite://{}?mode=rwc", dir.join("old.db").display());
+    let pool = SqlitePool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+    (url, pool)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Migration 0026 rebuilds SQLite's `members` (a `WITHOUT ROWID` table cannot gain an id):
+    /// every card from before it is kept, in the order it opened, and its last visit is filled.
+    #[tokio::test]
+    async fn members_survive_the_0026_rebuild_with_their_last_visit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, pool) = migrated_before(dir.path(), "0026").await;
+        for (payer, opened) in [("p2", "2026-03-02T01:00:00.000000Z"), ("p1", "2026-03-01T01:00:00.000000Z")] {
+            let card = "INSERT INTO members VALUES ('m1', ?, 'c', 'card_package', ?, NULL)";
+            sqlx::query(card).bind(payer).bind(opened).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let store = SqliteStore::open(&url).await.unwrap();
+        let m1 = MerchantId::parse("m1").unwrap();
+        let page = crate::store::MembersPage { before_id: None, limit: 10 };
+        let members = crate::store::ProjectionReader::members(&store, &m1, page).await.unwrap();
+        let kept: Vec<(&str, Option<chrono::DateTime<chrono::Utc>>)> =
+            members.iter().map(|m| (m.payer_id.as_str(), m.last_visit_at)).collect();
+        assert_eq!(kept, vec![("p2", None), ("p1", None)], "newest card first; no payment, no visit");
+        assert!(members[0].id > members[1].id);
+    }
 
     proptest! {
         /// The hand-written format is chrono's, byte for byte, and reads back to the microsecond.

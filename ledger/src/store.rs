@@ -426,16 +426,18 @@ pub trait ProjectionReader: Send + Sync + 'static {
 
 /// An event its device sent again under the same id (a retry after a timeout, or a copy),
 /// answered from its stored outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RepeatView {
+    /// A decided attempt's event, or a retry's the order answered.
     pub event_id: Uuid,
     /// How many copies came after the first.
     pub repeats: i64,
     pub last_at: DateTime<Utc>,
 }
 
-/// A retried payment an order answered (`replayed`), from its stored answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A retried payment an order answered (`replayed`, sent again under a new event id after a
+/// timeout), from its stored answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RetryView {
     pub event_id: Uuid,
     pub answered_at: DateTime<Utc>,

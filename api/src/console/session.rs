@@ -10,9 +10,10 @@
 //! written at most every [`CONSOLE_SESSION_TOUCH_MS`]), [`CONSOLE_SESSION_TTL_MS`] after
 //! sign-in, and at sign-out; at most [`CONSOLE_SESSIONS_PER_KEY_MAX`] of one key and
 //! [`CONSOLE_SESSIONS_MAX`] in all live at once (a sign-in past either ends the least recently
-//! seen: of its own key first, so a key's holder cannot sign others out by signing in). A new key's token, shown once after its creation, waits
-//! for the next page sealed (ChaCha20-Poly1305) under a key derived from the session id: the
-//! database alone cannot open it.
+//! seen: of its own key first, so a key's holder cannot sign others out by signing in). A new
+//! key's token, shown once after its creation, waits for the next page sealed
+//! (ChaCha20-Poly1305) under a key derived from the session id: the database alone cannot
+//! open it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +87,7 @@ impl Sessions {
         let Some(id) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
         let now_ms = now_ms();
         let Some(row) = self.store.session_get(&digest(id), self.live(now_ms)).await? else { return Ok(None) };
-        if now_ms - row.seen_at_ms >= i64::try_from(CONSOLE_SESSION_TOUCH_MS).unwrap_or(i64::MAX) {
+        if now_ms - row.seen_at_ms >= CONSOLE_SESSION_TOUCH_MS {
             self.store.session_touch(&row.id_hash, now_ms).await?;
         }
         Ok(Some(Session { key_id: row.key_id, csrf: csrf_of(id) }))

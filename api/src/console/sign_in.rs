@@ -67,11 +67,11 @@ pub async fn submit(State(st): State<AppState>, headers: HeaderMap, Form(f): For
         Err(e) => return ConsoleError::from(e).into_response(),
     };
     // A session this browser held before (another key's, perhaps) ends here.
-    let started = match st.console.end(&headers).await {
-        Ok(()) => st.console.start(principal.key_id.clone()).await,
-        Err(e) => Err(e),
+    let started = async {
+        st.console.end(&headers).await?;
+        st.console.start(principal.key_id.clone()).await
     };
-    let id = match started {
+    let id = match started.await {
         Ok((id, _)) => id,
         Err(e) => return ConsoleError::from(e).into_response(),
     };

@@ -427,19 +427,7 @@ mod tests {
     #[tokio::test]
     async fn bill_lines_survive_the_0013_rebuild() {
         let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("migrations");
-        std::fs::create_dir(&old).unwrap();
-        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
-        for entry in std::fs::read_dir(&all).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if name.as_str() < "0013" {
-                std::fs::copy(&path, old.join(&name)).unwrap();
-            }
-        }
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+        let (url, pool) = crate::sqlite::migrated_before(dir.path(), "0013").await;
         let import = "INSERT INTO recon_imports VALUES ('i1', 'a', '2026-03-03', 1, hex(zeroblob(32)), 'all', 'f', 2, 1, 0, 0, 'at')";
         sqlx::query(import).execute(&pool).await.unwrap();
         for (kind, n) in [("P", 2), ("R", 3)] {
