@@ -30,6 +30,32 @@ install() {
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
 }
 
+# tansu 0.6's sqlite storage creates its record-header table without an index and reads it
+# once per record it serves: a fetch from the start of a log whose records carry headers
+# (facepay's outcomes carry one) scans the whole table per record, outlasts the client's
+# socket timeout and is asked again, so a fresh reader gets nothing (seen as "no record
+# after a restart"). The index makes such a read take seconds; tansu creates the table at
+# start-up, and the index stays in the file across restarts.
+index_headers() {
+    local file="$1"
+    case "$file" in /*) ;; *) file="$RUN_DIR/$file" ;; esac
+    python3 - "$file" <<'PY'
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], timeout=60)
+for _ in range(100):
+    try:
+        db.execute("create index if not exists header_topition_offset on header (topition, offset_id)")
+        db.commit()
+        break
+    except sqlite3.OperationalError as e:
+        if "no such table" not in str(e):
+            raise
+        time.sleep(0.1)
+else:
+    sys.exit("kafka.sh: tansu never created its header table in " + sys.argv[1])
+PY
+}
+
 start() {
     local storage="${1:-memory://tansu/}"
     if answers; then echo "kafka.sh: a broker already answers on $HOST:$PORT" >&2; return 0; fi
@@ -42,7 +68,11 @@ start() {
         --storage-engine "$storage") >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
     for _ in $(seq 1 100); do
-        if answers; then echo "kafka.sh: tansu answers on $HOST:$PORT (storage $storage)" >&2; return 0; fi
+        if answers; then
+            case "$storage" in sqlite://*) index_headers "${storage#sqlite://}" ;; esac
+            echo "kafka.sh: tansu answers on $HOST:$PORT (storage $storage)" >&2
+            return 0
+        fi
         if ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then break; fi
         sleep 0.2
     done

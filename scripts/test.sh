@@ -30,11 +30,13 @@ fi
 # messages); with PostgreSQL too, one at a time: end_to_end.rs (Kafka equals embedded), scale_out.rs (two
 # processes), crash.rs (kill -9 six times under load), restarts.rs (PostgreSQL restarted
 # mid-run; needs pg_ctlcluster), broker_restart.rs (a tansu of its own on port 19092 with
-# sqlite storage, restarted mid-run; needs tansu installed).
+# sqlite storage, restarted mid-run; needs tansu installed), gather_failover.rs (a sharded
+# gather's process killed), chaos.rs (three processes killed in turn, then its own tansu on
+# port 19093 restarted).
 kafka="${FACEPAY_TEST_KAFKA_BROKERS:-127.0.0.1:9092}"
 kafka_first="${kafka%%,*}"
 if timeout 3 bash -c "</dev/tcp/${kafka_first%:*}/${kafka_first##*:}" 2>/dev/null; then
-    echo "test.sh: Kafka suite: runs (broker at $kafka): transport, poison, end-to-end, scale-out, crash (kill -9), PostgreSQL and broker restarts"
+    echo "test.sh: Kafka suite: runs (broker at $kafka): transport, poison, end-to-end, scale-out, crash (kill -9), gather failover, chaos, PostgreSQL and broker restarts"
 elif [ "${FACEPAY_REQUIRE_KAFKA:-}" = "1" ]; then
     echo "test.sh: Kafka suite: REQUIRED (FACEPAY_REQUIRE_KAFKA=1) but no broker answers at $kafka; its tests will fail"
 else

@@ -354,10 +354,6 @@ pub const KAFKA_FETCH_WAIT_MAX_MS: u64 = 10;
 /// records past the stored offset: more than one producer batch of one partition.
 pub const KAFKA_GAP_REWIND_MAX: i64 = 4_096;
 
-/// How long the matcher stage waits for the group's committed offset of a partition (asked
-/// when a partition's first record is not the one it expects).
-pub const KAFKA_COMMITTED_TIMEOUT_MS: u64 = 5_000;
-
 /// When reading a topic to its end, how long nothing more must arrive after the reported
 /// end before the read is complete (a broker may report its end short of a batch's last
 /// records).

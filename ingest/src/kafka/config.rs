@@ -49,11 +49,6 @@ pub struct KafkaConfig {
     pub outbox_lease: Duration,
     /// `FACEPAY_OUTBOX_SEND_TIMEOUT_MS`: how long the relay's produce may take, retries included.
     pub outbox_send_timeout: Duration,
-    /// `FACEPAY_KAFKA_INSTANCE_ID`: a stable name for this process (e.g. a StatefulSet
-    /// ordinal), used as the consumer groups' static membership id, so a process restarted
-    /// under the same name takes its partitions back at once instead of waiting for the
-    /// group to notice its predecessor is gone. Unset: dynamic membership.
-    pub instance_id: Option<String>,
 }
 
 impl KafkaConfig {
@@ -71,7 +66,6 @@ impl KafkaConfig {
             send_timeout: Duration::from_millis(KAFKA_SEND_TIMEOUT_MS),
             outbox_lease: Duration::from_millis(OUTBOX_LEASE_MS),
             outbox_send_timeout: Duration::from_millis(OUTBOX_SEND_TIMEOUT_MS),
-            instance_id: None,
         }
     }
 
@@ -128,7 +122,6 @@ impl KafkaConfig {
         if let Some(v) = var("FACEPAY_OUTBOX_SEND_TIMEOUT_MS").and_then(|v| v.parse().ok()) {
             c.outbox_send_timeout = Duration::from_millis(v);
         }
-        c.instance_id = var("FACEPAY_KAFKA_INSTANCE_ID");
         c
     }
 
@@ -164,9 +157,6 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string());
-        if let Some(id) = &self.instance_id {
-            c.set("group.instance.id", format!("{id}-{group}"));
-        }
         c
     }
 

@@ -1,9 +1,9 @@
-//! Consuming: batches under a linger, errors in a row, commit hints, the guard against records
+//! Consuming: batches under a linger, errors in a row, the guard against records
 //! a broker skipped, reading partitions to their end, and messages kept as rejections.
 
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::message::OwnedMessage;
@@ -16,31 +16,9 @@ use crate::wire::StageMessage;
 
 use super::*;
 use facepay_domain::limits::{
-    KAFKA_COMMITTED_TIMEOUT_MS, KAFKA_GAP_REWIND_MAX, KAFKA_READ_QUIET_MS, KAFKA_RECV_ERRORS_MAX,
-    KAFKA_RECV_ERROR_PAUSE_MS, OUTBOX_RECOVERY_TIMEOUT_MS,
+    KAFKA_GAP_REWIND_MAX, KAFKA_READ_QUIET_MS, KAFKA_RECV_ERRORS_MAX, KAFKA_RECV_ERROR_PAUSE_MS,
+    OUTBOX_RECOVERY_TIMEOUT_MS,
 };
-
-/// Marks everything up to the last message of each partition in `batch` consumed, as a
-/// hint for where the group resumes (the ledger's offsets in the database are the truth).
-pub(super) fn commit_hints<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &StreamConsumer<C>,
-    batch: &[OwnedMessage],
-) {
-    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for m in batch {
-        let slot = next.entry((m.topic().to_string(), m.partition())).or_insert(0);
-        *slot = (*slot).max(m.offset() + 1);
-    }
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        if tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(offset)).is_err() {
-            return;
-        }
-    }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        tracing::debug!(error = %e, "offset commit hint failed");
-    }
-}
 
 /// Consumer errors in a row. librdkafka reports passing trouble (a broker restart, a
 /// rebalance, a partition end) through `recv`: a stage logs it and goes on, and gives up only
@@ -92,22 +70,22 @@ pub async fn fill_batch<C: rdkafka::consumer::ConsumerContext + 'static>(
     Ok(())
 }
 
-/// The matcher stage's guard against records the broker skipped (tansu 0.6 answers a fetch
-/// from the middle of a record batch, as a restart after a commit hint asks for, with the
-/// next batch): a partition whose first record is neither the next one this stage expects
-/// nor the group's committed offset, but past it, is read again from before that offset,
-/// and what lies below it (routed already) is passed over. Once per committed offset: a gap
-/// still there after that is the log's own.
+/// The matcher's and the gather's guard against records the broker skipped (tansu 0.6
+/// answers a fetch from the middle of a record batch with the next batch): a partition whose
+/// first record is neither the next one this stage expects nor the offset it was assigned
+/// from, but past it, is read again from before that offset, and what lies below it (routed
+/// already) is passed over. Once per assigned offset: a gap still there after that is the
+/// log's own.
 #[derive(Default)]
 pub(super) struct SkipGuard {
     /// The next offset of each partition, after the records this stage routed.
     next: HashMap<i32, i64>,
-    /// The committed offset each partition was last read again from, and below which its
+    /// The assigned offset each partition was last read again from, and below which its
     /// records are passed over.
     floor: HashMap<i32, i64>,
-    /// For a stage whose partitions are assigned by hand ([`OwnedPartitions`]): the offset
-    /// each was assigned from, in place of the group's committed offset.
-    assigned_from: Option<HashMap<i32, i64>>,
+    /// The offset each partition was assigned from ([`OwnedPartitions`]): where the stage
+    /// resumed it.
+    assigned_from: HashMap<i32, i64>,
 }
 
 impl SkipGuard {
@@ -127,11 +105,7 @@ impl SkipGuard {
             if self.next.get(&p) == Some(&offset) {
                 continue;
             }
-            let committed = match &self.assigned_from {
-                Some(from) => from.get(&p).copied(),
-                None => committed_offset(consumer, topic, p),
-            };
-            let Some(committed) = committed else { continue };
+            let Some(committed) = self.assigned_from.get(&p).copied() else { continue };
             if offset <= committed || self.floor.get(&p) == Some(&committed) {
                 continue;
             }
@@ -147,28 +121,13 @@ impl SkipGuard {
 
     /// The stage's partitions were assigned by hand, each from the offset in `from`.
     pub(super) fn assigned(&mut self, from: HashMap<i32, i64>) {
-        self.assigned_from = Some(from);
+        self.assigned_from = from;
     }
 
     pub(super) fn processed(&mut self, batch: &[OwnedMessage]) {
         for m in batch {
             self.next.insert(m.partition(), m.offset() + 1);
         }
-    }
-}
-
-/// The group's committed offset of `topic`'s partition `p`, if it has one.
-fn committed_offset<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &StreamConsumer<C>,
-    topic: &str,
-    p: i32,
-) -> Option<i64> {
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition(topic, p);
-    let committed = consumer.committed_offsets(tpl, Duration::from_millis(KAFKA_COMMITTED_TIMEOUT_MS));
-    match committed.ok()?.find_partition(topic, p)?.offset() {
-        rdkafka::Offset::Offset(o) => Some(o),
-        _ => None,
     }
 }
 
@@ -252,31 +211,4 @@ pub(super) fn kept_rejection(
     let key = crate::wire::source_key(m.topic(), m.partition(), m.offset());
     let event = crate::validate::rejection(m.payload().unwrap_or_default(), source, err);
     StageMessage::Rejected((&Rejection { key, event, answer_to: sender }).into())
-}
-
-/// The partitions a consumer holds, to notice when it is given new ones.
-#[derive(Default)]
-pub(super) struct Assigned(pub(super) std::collections::HashSet<i32>);
-
-/// How a consumer's partitions changed since the last look.
-#[derive(Default)]
-pub(super) struct Moved {
-    /// It holds a partition it did not (the first assignment, or a rebalance). The captures
-    /// decided by the partition's previous holder below the offset this one resumes from
-    /// were kept in the store before that offset was committed: restored then, their
-    /// payments still find them.
-    pub(super) grew: bool,
-    /// It no longer holds a partition it did: what came from there is another's now.
-    pub(super) shrank: bool,
-}
-
-impl Assigned {
-    /// Takes the consumer's current partitions; how they changed since the last call.
-    pub(super) fn update<C: rdkafka::consumer::ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) -> Moved {
-        let Ok(list) = consumer.assignment() else { return Moved::default() };
-        let now: std::collections::HashSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
-        let moved = Moved { grew: !now.is_subset(&self.0), shrank: !self.0.is_subset(&now) };
-        self.0 = now;
-        moved
-    }
 }

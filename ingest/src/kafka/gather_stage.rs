@@ -1,7 +1,6 @@
 //! The gather over Kafka (matcher scale-out): the shards' partials in, each capture's
 //! decision and the lead shard's routed events out to the ledger-commands topic.
 
-use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::message::OwnedMessage;
 
@@ -13,67 +12,87 @@ use facepay_domain::limits::MATCH_BATCH_MAX;
 /// The matcher's gather (the gallery split over shards): the match-partials topic in; each
 /// capture decided from all its shards' partials ([`crate::gather::Gather`]); payments with
 /// their identity and everything else the lead shard routed out to the ledger-commands
-/// topic. At-least-once like the shards: offsets are committed (as a hint) only below what
-/// it still holds, its decisions are kept in the store before that (with a face store), and
-/// the ledger recognises repeats.
+/// topic. Its partitions are owned through the database ([`OwnedPartitions`]), like the other
+/// stages': a killed process's move to the survivors when its leases lapse. At-least-once
+/// like the shards: the position kept for a partition never passes a partial it still holds,
+/// its decisions are kept in the store before that (with a face store), and the ledger
+/// recognises repeats.
 pub async fn run_gather_stage(
     cfg: KafkaConfig,
+    deps: std::sync::Arc<MatchDeps>,
     gather: std::sync::Arc<tokio::sync::Mutex<crate::gather::Gather>>,
-    faces: Option<crate::faces::FaceStore>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     let mut gather = gather.lock_owned().await;
-    let topic = cfg.topic(MATCH_PARTIALS);
-    let consumer = cfg.logged_consumer(&cfg.gather_group())?;
-    consumer.subscribe(&[&topic])?;
+    let (group, topic) = (cfg.gather_group(), cfg.topic(MATCH_PARTIALS));
+    let consumer = cfg.logged_consumer(&group)?;
+    let mut owned = OwnedPartitions::new(&cfg, &group, &topic, &deps.holder, Resume::Processed);
     let producer = cfg.producer()?;
     let commands = cfg.topic(LEDGER_COMMANDS);
-    let mut errors = RecvErrors::default();
-    let mut guard = SkipGuard::default();
-    let mut assigned = Assigned::default();
+    let (mut errors, mut guard) = (RecvErrors::default(), SkipGuard::default());
     let mut shrank_before = false;
     loop {
         let deadline = gather.next_deadline().map(tokio::time::Instant::from_std);
         let first = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => return owned.leave(deps.store.as_ref()).await,
             msg = consumer.recv() => Some(msg),
             _ = sleep_until(deadline) => None,
+            _ = owned.tick_due() => None,
         };
+        let before = owned.held().clone();
+        if owned.maintain(&consumer, deps.store.as_ref()).await? {
+            guard.assigned(owned.assigned_from().clone());
+        }
+        let moved = (!owned.held().is_subset(&before), !before.is_subset(owned.held()));
         let mut batch = Vec::new();
         if let Some(first) = first {
             let Some(first) = errors.check(first).await? else { continue };
             batch.push(first.detach());
             fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;
         }
+        // Records fetched before a partition moved away are its new holder's to gather.
+        batch.retain(|m| owned.held().contains(&m.partition()));
         guard.check(&consumer, &topic, &mut batch);
-        let moved = assigned.update(&consumer);
-        if let (true, Some(faces)) = (moved.grew, &faces) {
+        if let (true, Some(faces)) = (moved.0, &deps.faces) {
             gather.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
         }
-        // Forgotten at the batch that sees a partition go, and again at the next: that batch
-        // may still hold records the partition's fetch had delivered before it went.
-        if moved.shrank || shrank_before {
-            gather.retain_partitions(&assigned.0);
+        // Forgotten at the tick that sees a partition go, and again at the next batch: records
+        // its fetch had delivered before it went may still arrive.
+        if moved.1 || shrank_before {
+            gather.retain_partitions(&owned.held().iter().copied().collect());
         }
-        shrank_before = moved.shrank;
-        let now = std::time::Instant::now();
-        let mut out: Vec<StageMessage> =
-            batch.iter().flat_map(|m| gather.offer(gather_message(m), position(m), now)).collect();
-        out.extend(gather.expire(now));
-        let mut acks = Acks::with_capacity(out.len());
-        for routed in &out {
-            enqueue_command(&producer, &commands, routed, &mut acks)?;
-        }
-        let identified = gather.take_identified();
-        if let (Some(faces), false) = (&faces, identified.is_empty()) {
-            faces.remember_captures(identified, chrono::Utc::now()).await?;
-        }
-        acknowledged(acks, cfg.send_timeout).await?;
+        shrank_before = moved.1;
+        gather_batch(&deps, &producer, &commands, &mut gather, &batch, cfg.send_timeout).await?;
         guard.processed(&batch);
         let pinned = gather.pinned();
         batch.retain(|m| pinned.get(&m.partition()).is_none_or(|&p| m.offset() < p));
-        commit_hints(&consumer, &batch);
+        owned.processed(&batch);
     }
+}
+
+/// Offers `batch` to the gather with what expired, sends every decision and routed event to
+/// the ledger-commands topic, keeps the identified captures, then waits for the sends.
+async fn gather_batch(
+    deps: &MatchDeps,
+    producer: &rdkafka::producer::FutureProducer,
+    commands: &str,
+    gather: &mut crate::gather::Gather,
+    batch: &[OwnedMessage],
+    send_timeout: std::time::Duration,
+) -> Result<(), TransportError> {
+    let now = std::time::Instant::now();
+    let mut out: Vec<StageMessage> =
+        batch.iter().flat_map(|m| gather.offer(gather_message(m), position(m), now)).collect();
+    out.extend(gather.expire(now));
+    let mut acks = Acks::with_capacity(out.len());
+    for routed in &out {
+        enqueue_command(producer, commands, routed, &mut acks)?;
+    }
+    let identified = gather.take_identified();
+    if let (Some(faces), false) = (&deps.faces, identified.is_empty()) {
+        faces.remember_captures(identified, chrono::Utc::now()).await?;
+    }
+    Ok(acknowledged(acks, send_timeout).await?)
 }
 
 /// Sleeps until `deadline`; forever without one.

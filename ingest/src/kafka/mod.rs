@@ -1,8 +1,8 @@
 //! The Kafka transport of the production profile (rdkafka; any Kafka-API broker).
 //!
 //! Stage boundaries become topics ([`topology`]); the processes running a stage share its
-//! partitions: the matcher's and the ledger's through leases in the database
-//! ([`ownership`]), the sharded matcher's gather as a consumer group. Delivery is at-least-once everywhere;
+//! partitions through leases in the database ([`ownership`]): the matcher's, the sharded
+//! matcher's gather and the ledger's. Delivery is at-least-once everywhere;
 //! the effect is exactly once because the ledger stage stores its consumer offsets in the
 //! database in the same transaction as the writes they caused, skips what it has already
 //! committed, and answers a redelivered command from its stored outcome. Kafka's own offset
@@ -12,13 +12,13 @@
 //! - [`topology`]: the topics and their record headers; creating them.
 //! - [`config`]: `FACEPAY_KAFKA_*`, and the consumers and producers made from it.
 //! - [`produce`]: sending, one message or a batch in flight.
-//! - [`consume`]: batches, errors, commit hints, skipped records, reading partitions whole.
+//! - [`consume`]: batches, errors, skipped records, reading partitions whole.
 //! - [`error`]: [`TransportError`], what stops a stage's run.
 //! - [`match_stage`]: validate + match (device events → ledger commands or partials).
 //! - [`gather_stage`]: matcher scale-out's gather (partials → decisions).
 //! - [`ledger_stage`]: decide and commit with the consumer offsets (commands → outbox).
 //! - [`relay`]: the outbox relay (outbox → outcomes and dead letters, once).
-//! - [`ownership`]: the matcher's and the ledger's partitions divided among their processes
+//! - [`ownership`]: each stage's partitions divided among its processes
 //!   by leases in the database, assigned by hand (no broker group coordinator).
 //! - [`stages`]: which stages a process runs, started and supervised (the production
 //!   profile's topology; [`crate::pipeline`] is the embedded one).

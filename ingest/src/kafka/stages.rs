@@ -132,7 +132,8 @@ pub async fn start(
 }
 
 /// The matcher stage (and, with the gallery split over shards, the gather: every shard's
-/// process takes part in the gather's group, which merges the shards' partial answers).
+/// process takes its share of the gather's partitions, which merges the shards' partial
+/// answers).
 async fn start_matcher(
     tasks: &mut JoinSet<Result<(), StageStopped>>,
     cfg: &KafkaConfig,
@@ -171,15 +172,15 @@ async fn start_matcher(
         store: store.clone(),
         holder: holder.to_string(),
     });
-    let (c, stop) = (cfg.clone(), rx.clone());
+    let (c, stop, matcher_deps) = (cfg.clone(), rx.clone(), deps.clone());
     tasks.spawn(supervised("matcher", rx.clone(), move || {
-        run_match_stage(c.clone(), deps.clone(), stage.clone(), stop.clone())
+        run_match_stage(c.clone(), matcher_deps.clone(), stage.clone(), stop.clone())
     }));
     if shard.count > 1 {
         let gather = Arc::new(tokio::sync::Mutex::new(Gather::new(pipeline.match_policy)));
-        let (c, rx, faces) = (cfg.clone(), rx.clone(), pipeline.faces.clone());
+        let (c, rx) = (cfg.clone(), rx.clone());
         tasks.spawn(supervised("gather", rx.clone(), move || {
-            run_gather_stage(c.clone(), gather.clone(), faces.clone(), rx.clone())
+            run_gather_stage(c.clone(), deps.clone(), gather.clone(), rx.clone())
         }));
     }
     Ok(())

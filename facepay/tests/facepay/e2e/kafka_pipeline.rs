@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use facepay::production::{self, Roles};
 use facepay_domain::auth::Pepper;
-use facepay_domain::limits::EMBEDDING_DIM;
+use facepay_domain::limits::{EMBEDDING_DIM, FAILOVER_MS_MAX};
 use facepay_domain::{DeviceId, DeviceRef, MerchantId, StoreId};
 use facepay_ingest::kafka::{self, KafkaConfig, DEAD_LETTER, DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES};
 use facepay_ingest::wire::StageMessage;
@@ -137,6 +137,14 @@ async fn stop(prod: production::Production) {
     while let Some(r) = tasks.join_next().await {
         r.unwrap().unwrap();
     }
+}
+
+/// Ends a started process as a crash would: its tasks dropped mid-flight, nothing given up
+/// (its leases in the database stay until they lapse).
+async fn crash(prod: production::Production) {
+    let mut tasks = prod.tasks;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// What the face tests share: a store with the test's device, its pepper and signer, a
@@ -540,8 +548,12 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
     assert_eq!(wallet(&member).await, 9_000, "paid from the member's wallet");
     assert_eq!((wallet(&twin0).await, wallet(&twin1).await), (10_000, 10_000), "neither look-alike pays");
 
-    // Shard 1 stops: a capture of shard 0's own payer is never paid on shard 0's view alone.
-    stop(second).await;
+    // Shard 1's process dies (no clean leave: its leases stay until they lapse). The
+    // gather's partitions it held move to the first process (owned through the database,
+    // not the broker's group), and a capture of shard 0's own payer is never paid on shard
+    // 0's view alone.
+    let died = tokio::time::Instant::now();
+    crash(second).await;
     for bytes in pay(130, "100000000000000130", face_of(&[(20, 1.0)])) {
         send(bytes).await;
     }
@@ -553,6 +565,9 @@ async fn a_gallery_split_over_two_shard_processes_decides_each_capture_from_both
     assert_eq!(rule("100000000000000120").as_deref(), Some("member_hit"));
     assert_eq!(rule("100000000000000122").as_deref(), Some("needs_phone_confirmation"));
     assert_eq!(rule("100000000000000130").as_deref(), Some("shards_incomplete"));
+    let (failover, bound) = (died.elapsed(), FAILOVER_MS_MAX + facepay_domain::limits::MATCH_GATHER_WAIT_MS);
+    eprintln!("the capture after the crash decided {} ms after it", failover.as_millis());
+    assert!(failover < Duration::from_millis(bound + 5_000), "decided {failover:?} after the crash");
     stop(first).await;
 }
 

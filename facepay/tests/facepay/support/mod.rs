@@ -293,6 +293,51 @@ pub fn load(
     tokio::spawn(async move { facepay_sim::kafka::publish(&opts, &cfg, store.as_ref()).await })
 }
 
+/// A broker of a test's own that it may stop and start again, keeping its data across the
+/// restart: tansu on sqlite storage, run by `scripts/kafka.sh` on `port` with its data and
+/// log in a folder of the test's. Stopped when dropped.
+pub struct Broker {
+    pub dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Broker {
+    /// A broker on `port` if tansu is installed; `None` (with a message) where it is not and
+    /// the environment does not require it.
+    pub fn installed(port: u16) -> Option<Self> {
+        let home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap()));
+        if !std::path::Path::new(&home).join("bin/tansu").exists() {
+            assert!(std::env::var("FACEPAY_REQUIRE_KAFKA").is_err(), "CI installs tansu (scripts/kafka.sh install)");
+            eprintln!("skipped: this test restarts a broker of its own and needs tansu (scripts/kafka.sh install)");
+            return None;
+        }
+        Some(Self { dir: tempfile::tempdir().unwrap(), port })
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `scripts/kafka.sh <verb>` for this broker; whether it succeeded.
+    pub fn run(&self, verb: &str) -> bool {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
+        Command::new("bash")
+            .arg(script)
+            .arg(verb)
+            .arg("sqlite://tansu.db") // in the run dir
+            .env("FACEPAY_KAFKA_PORT", self.port.to_string())
+            .env("FACEPAY_KAFKA_RUN_DIR", self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.run("stop");
+    }
+}
+
 /// What a test against PostgreSQL and the broker starts from: a fresh database and its
 /// store, topics of its own (created), and a folder for the processes' logs.
 pub struct Run {
