@@ -28,10 +28,7 @@ async fn broker_restarted_mid_run_the_service_rides_it_out_and_loses_nothing() {
     let cfg = crate::support::config(&brokers, 4);
     kafka::ensure_topics(&cfg).await.unwrap();
     let log = data.join("serve.log");
-    // tansu's sqlite storage takes seconds to acknowledge a batch under this load: sends may
-    // take their default time, and the relay's a few seconds (its lease outlasting them).
-    let slow_broker = [("FACEPAY_OUTBOX_SEND_TIMEOUT_MS", "5000"), ("FACEPAY_OUTBOX_LEASE_MS", "7000")];
-    let mut serve = spawn(&db, &cfg, "matcher,ledger,relay", &slow_broker, &log);
+    let mut serve = spawn(&db, &cfg, "matcher,ledger,relay", &[], &log);
 
     // The devices publish a backlog (paced: tansu's sqlite engine refuses some flat-out
     // produces), and the broker goes down while facepay works through it (a device's own

@@ -42,9 +42,6 @@ async fn three_processes_killed_in_turn_under_load_answer_every_event_once() {
     let keys = logs.path().join("face-keys.db");
     let env = [("FACEPAY_FACE_MASTER_KEY", key.as_str()), ("FACEPAY_FACE_KEYS_PATH", keys.to_str().unwrap())];
     let log = |i: usize| logs.path().join(format!("p{i}.log"));
-    // tansu on sqlite storage takes seconds to acknowledge a batch at times: the relay's sends
-    // may take a few seconds (its lease outlasting them).
-    let env = [env[0], env[1], ("FACEPAY_OUTBOX_SEND_TIMEOUT_MS", "5000"), ("FACEPAY_OUTBOX_LEASE_MS", "7000")];
     let start = |i: usize| spawn(&db, &cfg, "matcher,ledger,relay", &env, &log(i));
     let mut processes: Vec<Option<Facepay>> = (0..PROCESSES).map(|i| Some(start(i))).collect();
 
