@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use facepay_domain::limits::{MATCH_BATCH_MAX, SIMULATE_ACKS_MAX};
 use facepay_ingest::kafka::{self, KafkaConfig, DEAD_LETTER, DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES};
+use facepay_ingest::metrics::StepTotals;
 use facepay_ingest::Inbound;
 use facepay_ledger::{PgStore, Stores};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -63,6 +64,10 @@ pub struct PipelineBenchReport {
     /// p50 and p99): device event → its ledger command (the matcher stage), ledger command →
     /// its published outcome (the ledger's batch and commit, the outbox, the relay).
     pub hops_ms: Hops,
+    /// Inside the ledger → outcome hop, the latency phase's mean time per batch of each step
+    /// ([`facepay_ingest::metrics::Step`], by name, ms) and the ledger's mean batch size.
+    pub steps_ms: std::collections::BTreeMap<&'static str, f64>,
+    pub ledger_batch_mean: f64,
     /// The broker alone carrying each event through the pipeline's three topics (device
     /// events → ledger commands → outcomes), forwarded batch by batch as the stages do but
     /// with no decoding and no database: the most a pipeline of three topics moves on this
@@ -96,7 +101,9 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
     let broker_events_per_s = broker_baseline(opts, &events).await?;
     let (saturated, _, _) = facepay_run(opts, &events, &signer, None).await?;
     let offered = saturated / 2.0;
+    let before = facepay_ingest::metrics::METRICS.steps();
     let (_, mut latencies, hops_ms) = facepay_run(opts, &events, &signer, Some(offered)).await?;
+    let (steps_ms, ledger_batch_mean) = step_means(before, facepay_ingest::metrics::METRICS.steps());
     let (chain_events_per_s, _) = broker_chain(opts, &events, None).await?;
     let (_, mut chained) = broker_chain(opts, &events, Some(offered)).await?;
     latencies.sort_by(|a, b| a.total_cmp(b));
@@ -113,6 +120,8 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
         p99_ms: at(0.99),
         max_ms: latencies.last().copied().unwrap_or(0.0),
         hops_ms,
+        steps_ms,
+        ledger_batch_mean,
         broker_chain_events_per_s: chain_events_per_s,
         ratio_of_broker_chain: saturated / chain_events_per_s,
         broker_chain_p50_ms: quantile(&chained, 0.50),
@@ -121,6 +130,19 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
         added_p99_ms: at(0.99) - quantile(&chained, 0.99),
         store: "PostgreSQL",
     })
+}
+
+/// The mean time per batch of each step (ms) and the mean ledger batch size between two
+/// snapshots of the process's metrics.
+fn step_means(before: StepTotals, after: StepTotals) -> (std::collections::BTreeMap<&'static str, f64>, f64) {
+    let mean = |n: u64, sum: u64| if n == 0 { 0.0 } else { sum as f64 / n as f64 };
+    let means = before
+        .steps
+        .iter()
+        .zip(&after.steps)
+        .map(|(b, a)| (a.step.name(), mean(a.count - b.count, a.sum_us - b.sum_us) / 1_000.0))
+        .collect();
+    (means, mean(after.batches - before.batches, after.batch_items - before.batch_items))
 }
 
 /// The `q` quantile of sorted `values` (0 for none).

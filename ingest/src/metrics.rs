@@ -1,6 +1,7 @@
 //! Process metrics in the Prometheus text format: decisions by outcome, ledger batch sizes,
-//! refused input by reason, matcher latency, ingest lag per partition, store and broker
-//! errors. Counters are process-wide (one pipeline per
+//! refused input by reason, matcher latency, the time of each step on the hot path from a
+//! ledger command to its published outcome ([`Step`]), ingest lag per partition, store and
+//! broker errors. Counters are process-wide (one pipeline per
 //! process); the API serves them on their own port (`FACEPAY_METRICS_ADDR`).
 
 use std::collections::BTreeMap;
@@ -17,6 +18,56 @@ const BATCH_BUCKETS: [u64; 6] = [1, 8, 32, 128, 512, 2048];
 /// search of a large gallery takes milliseconds, a member search tens of microseconds.
 const MATCH_BUCKETS_US: [u64; 10] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000];
 
+/// Upper bounds of the hot-path steps' histogram buckets, in microseconds.
+const STEP_BUCKETS_US: [u64; 10] = [500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
+
+/// A step on the hot path from a ledger command to its published outcome, timed per batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The ledger stage reads the offsets stored for its partitions (the fence).
+    LedgerOffsets,
+    /// The ledger stage decides a batch and commits it (state loaded, one transaction).
+    LedgerCommit,
+    /// The relay reads the pending outbox.
+    RelayRead,
+    /// The relay sends a batch and waits for the broker's acknowledgements.
+    RelayAcks,
+    /// The relay waits for its previous batch's mark before starting this one's.
+    RelayMarkWait,
+}
+
+impl Step {
+    pub const ALL: [Step; 5] =
+        [Step::LedgerOffsets, Step::LedgerCommit, Step::RelayRead, Step::RelayAcks, Step::RelayMarkWait];
+
+    /// Its name, in the metric's name and in the pipeline benchmark's report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::LedgerOffsets => "ledger_offsets_read",
+            Step::LedgerCommit => "ledger_commit",
+            Step::RelayRead => "relay_read",
+            Step::RelayAcks => "relay_acks",
+            Step::RelayMarkWait => "relay_mark_wait",
+        }
+    }
+}
+
+/// One step's count and total time in microseconds so far.
+#[derive(Debug, Clone, Copy)]
+pub struct StepTotal {
+    pub step: Step,
+    pub count: u64,
+    pub sum_us: u64,
+}
+
+/// Every step's totals, and how many ledger batches of how many items in all.
+#[derive(Debug, Clone)]
+pub struct StepTotals {
+    pub steps: Vec<StepTotal>,
+    pub batches: u64,
+    pub batch_items: u64,
+}
+
 /// A histogram over fixed bucket bounds (Prometheus's cumulative buckets).
 pub struct Histogram<const N: usize> {
     bounds: [u64; N],
@@ -28,6 +79,11 @@ pub struct Histogram<const N: usize> {
 impl<const N: usize> Histogram<N> {
     const fn new(bounds: [u64; N]) -> Self {
         Self { bounds, buckets: [const { AtomicU64::new(0) }; N], count: AtomicU64::new(0), sum: AtomicU64::new(0) }
+    }
+
+    /// How many values were observed, and their sum.
+    fn totals(&self) -> (u64, u64) {
+        (self.count.load(Ordering::Relaxed), self.sum.load(Ordering::Relaxed))
     }
 
     fn observe(&self, value: u64) {
@@ -62,6 +118,7 @@ pub struct Metrics {
     rejections_unkept: AtomicU64,
     batch: Histogram<{ BATCH_BUCKETS.len() }>,
     match_latency_us: Histogram<{ MATCH_BUCKETS_US.len() }>,
+    steps_us: [Histogram<{ STEP_BUCKETS_US.len() }>; Step::ALL.len()],
     store_errors: AtomicU64,
     broker_errors: AtomicU64,
     /// The last consumer lag each partition reported, by topic (a gauge).
@@ -76,6 +133,7 @@ pub static METRICS: Metrics = Metrics {
     rejections_unkept: AtomicU64::new(0),
     batch: Histogram::new(BATCH_BUCKETS),
     match_latency_us: Histogram::new(MATCH_BUCKETS_US),
+    steps_us: [const { Histogram::new(STEP_BUCKETS_US) }; Step::ALL.len()],
     store_errors: AtomicU64::new(0),
     broker_errors: AtomicU64::new(0),
     ingest_lag: Mutex::new(BTreeMap::new()),
@@ -124,6 +182,22 @@ impl Metrics {
         self.match_latency_us.observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
 
+    /// One batch's `step` and how long it took.
+    pub fn step(&self, step: Step, took: std::time::Duration) {
+        self.steps_us[step as usize].observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Each step's count and total time so far, and the ledger batches' (the pipeline
+    /// benchmark reports the means over one run).
+    pub fn steps(&self) -> StepTotals {
+        let steps = Step::ALL.iter().map(|&step| {
+            let (count, sum_us) = self.steps_us[step as usize].totals();
+            StepTotal { step, count, sum_us }
+        });
+        let (batches, batch_items) = self.batch.totals();
+        StepTotals { steps: steps.collect(), batches, batch_items }
+    }
+
     /// One error of a broker (a connection lost, a produce or fetch that failed).
     pub fn broker_error(&self) {
         self.broker_errors.fetch_add(1, Ordering::Relaxed);
@@ -156,6 +230,9 @@ impl Metrics {
         let _ = writeln!(out, "facepay_rejections_unkept_total {}", self.rejections_unkept.load(Ordering::Relaxed));
         self.batch.render(&mut out, "facepay_ledger_batch_size", 1.0);
         self.match_latency_us.render(&mut out, "facepay_match_seconds", 1e6);
+        for step in Step::ALL {
+            self.steps_us[step as usize].render(&mut out, &format!("facepay_{}_seconds", step.name()), 1e6);
+        }
         let _ = writeln!(out, "# TYPE facepay_store_errors_total counter");
         let _ = writeln!(out, "facepay_store_errors_total {}", self.store_errors.load(Ordering::Relaxed));
         let _ = writeln!(out, "# TYPE facepay_broker_errors_total counter");

@@ -12,6 +12,7 @@ use facepay_domain::Outcome;
 use facepay_ledger::store::ConsumerOffset;
 use facepay_ledger::{Command, Delivery, Ledger, OutboxTopics, StoreError};
 
+use crate::metrics::Step;
 use crate::wire::StageMessage;
 
 use super::*;
@@ -58,7 +59,9 @@ pub async fn run_ledger_stage(
         }
         // The database, not Kafka, says what was consumed: read it for every batch, so a
         // partition that moved here from another process resumes where that one stopped.
+        let read = std::time::Instant::now();
         let done = ledger.store().offsets(&cfg.ledger_group, &topic).await?;
+        crate::metrics::METRICS.step(Step::LedgerOffsets, read.elapsed());
         while let Some((p, at)) = skipped(&batch, &done, &mut rewound) {
             // The broker sent records past what the database holds, skipping some: read the
             // partition again from before that point (what is done is filtered out again),
@@ -166,7 +169,10 @@ async fn decide_items(
     let all: Vec<&Item> = items.iter().collect();
     let (commands, with) = delivery(cfg, topic, &all, done);
     crate::metrics::METRICS.batch(items.len());
-    match ledger.handle_delivery(&commands, &with).await {
+    let began = std::time::Instant::now();
+    let result = ledger.handle_delivery(&commands, &with).await;
+    crate::metrics::METRICS.step(Step::LedgerCommit, began.elapsed());
+    match result {
         Ok(outcomes) => {
             committed(&commands, &outcomes, &with, waiters);
             return Ok(());

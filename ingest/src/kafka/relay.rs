@@ -8,6 +8,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::*;
+use crate::metrics::{Step, METRICS};
 use facepay_domain::limits::{OUTBOX_BATCH_MAX, OUTBOX_IDLE_MS, OUTBOX_UNMARKED_BATCHES_MAX};
 
 /// The lease a relay must hold to publish the outbox.
@@ -105,12 +106,15 @@ async fn publish_batch(
     within: Duration,
 ) -> Result<usize, TransportError> {
     let limit = OUTBOX_BATCH_MAX + u32::try_from(sent.ids.len()).unwrap_or(u32::MAX);
+    let read = std::time::Instant::now();
     let mut pending = store.outbox_pending(limit).await?;
+    METRICS.step(Step::RelayRead, read.elapsed());
     pending.retain(|(id, _)| !sent.ids.contains(id));
     pending.truncate(OUTBOX_BATCH_MAX as usize);
     if pending.is_empty() {
         return Ok(0);
     }
+    let sending = std::time::Instant::now();
     let mut acks = Acks::with_capacity(pending.len());
     for (id, m) in &pending {
         let id = id.to_string();
@@ -120,8 +124,11 @@ async fn publish_batch(
         enqueue(producer, record, &mut acks)?;
     }
     acknowledged(acks, within).await?;
+    METRICS.step(Step::RelayAcks, sending.elapsed());
     // One mark in flight at a time: at most two batches published and not marked.
+    let settling = std::time::Instant::now();
     sent.settle().await?;
+    METRICS.step(Step::RelayMarkWait, settling.elapsed());
     let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
     sent.ids.extend(&ids);
     let store = store.clone();

@@ -311,6 +311,12 @@ async fn device_events_through_kafka_are_decided_once_and_answered_through_the_o
     }
     assert_eq!(per_event.len(), 7, "one outcome for each of the 6 good events and the bad one: {per_event:?}");
     assert!(per_event.values().all(|n| *n == 1), "{per_event:?}");
+    // Each step from a ledger command to its published outcome was timed (the metrics'
+    // histograms and `facepay-bench pipeline`'s `steps_ms`).
+    let totals = facepay_ingest::metrics::METRICS.steps();
+    let untimed: Vec<_> = totals.steps.iter().filter(|s| s.count == 0).map(|s| s.step.name()).collect();
+    assert!(untimed.is_empty(), "steps never timed: {untimed:?}");
+    assert!(facepay_ingest::metrics::METRICS.render().contains("facepay_ledger_commit_seconds_count"));
 
     stop(prod).await;
 }
