@@ -158,9 +158,9 @@ impl Gather {
     }
 
     /// Forgets what came from partitions other than `assigned` (they moved to another
-    /// process of the group, which reads them again from below what this one held): no
+    /// process, which reads them again from below what this one held): no
     /// payment is decided twice, nor given up here while another gather waits for it.
-    pub fn retain_partitions(&mut self, assigned: &std::collections::HashSet<i32>) {
+    pub fn retain_partitions(&mut self, assigned: &std::collections::BTreeSet<i32>) {
         self.pending.retain(|_, p| assigned.contains(&p.at.partition));
         for queue in self.held.values_mut() {
             queue.retain(|h| assigned.contains(&h.at.partition));

@@ -86,6 +86,11 @@ impl<const N: usize> Histogram<N> {
         (self.count.load(Ordering::Relaxed), self.sum.load(Ordering::Relaxed))
     }
 
+    /// Observes a duration, in microseconds.
+    fn observe_duration(&self, took: std::time::Duration) {
+        self.observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
     fn observe(&self, value: u64) {
         for (bucket, bound) in self.buckets.iter().zip(self.bounds) {
             if value <= bound {
@@ -179,12 +184,12 @@ impl Metrics {
 
     /// One identification (a face capture matched against the gallery) and how long it took.
     pub fn matched(&self, took: std::time::Duration) {
-        self.match_latency_us.observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        self.match_latency_us.observe_duration(took);
     }
 
     /// One batch's `step` and how long it took.
     pub fn step(&self, step: Step, took: std::time::Duration) {
-        self.steps_us[step as usize].observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        self.steps_us[step as usize].observe_duration(took);
     }
 
     /// Each step's count and total time so far, and the ledger batches' (the pipeline

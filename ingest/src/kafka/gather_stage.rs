@@ -30,7 +30,6 @@ pub async fn run_gather_stage(
     let producer = cfg.producer()?;
     let commands = cfg.topic(LEDGER_COMMANDS);
     let (mut errors, mut guard) = (RecvErrors::default(), SkipGuard::default());
-    let mut shrank_before = false;
     loop {
         let deadline = gather.next_deadline().map(tokio::time::Instant::from_std);
         let first = tokio::select! {
@@ -39,11 +38,18 @@ pub async fn run_gather_stage(
             _ = sleep_until(deadline) => None,
             _ = owned.tick_due() => None,
         };
-        let before = owned.held().clone();
-        if owned.maintain(&consumer, deps.store.as_ref()).await? {
+        let moved = owned.maintain(&consumer, deps.store.as_ref()).await?;
+        if moved.changed() {
             guard.assigned(owned.assigned_from().clone());
         }
-        let moved = (!owned.held().is_subset(&before), !before.is_subset(owned.held()));
+        if let (true, Some(faces)) = (moved.grew, &deps.faces) {
+            gather.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
+        }
+        // What came from a partition that went is its new holder's to gather (its records
+        // still in flight here are filtered out of each batch below).
+        if moved.shrank {
+            gather.retain_partitions(owned.held());
+        }
         let mut batch = Vec::new();
         if let Some(first) = first {
             let Some(first) = errors.check(first).await? else { continue };
@@ -53,15 +59,6 @@ pub async fn run_gather_stage(
         // Records fetched before a partition moved away are its new holder's to gather.
         batch.retain(|m| owned.held().contains(&m.partition()));
         guard.check(&consumer, &topic, &mut batch);
-        if let (true, Some(faces)) = (moved.0, &deps.faces) {
-            gather.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
-        }
-        // Forgotten at the tick that sees a partition go, and again at the next batch: records
-        // its fetch had delivered before it went may still arrive.
-        if moved.1 || shrank_before {
-            gather.retain_partitions(&owned.held().iter().copied().collect());
-        }
-        shrank_before = moved.1;
         gather_batch(&deps, &producer, &commands, &mut gather, &batch, cfg.send_timeout).await?;
         guard.processed(&batch);
         let pinned = gather.pinned();

@@ -65,7 +65,7 @@ pub async fn run_match_stage(
             msg = consumer.recv() => Some(msg),
             _ = owned.tick_due() => None,
         };
-        if owned.maintain(&consumer, deps.store.as_ref()).await? {
+        if owned.maintain(&consumer, deps.store.as_ref()).await?.changed() {
             guard.assigned(owned.assigned_from().clone());
             // The captures decided by a partition's previous holder below the offset this one
             // resumes from were kept in the store before that offset was: restored, their

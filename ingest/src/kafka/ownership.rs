@@ -37,6 +37,22 @@ pub enum Resume {
     Processed,
 }
 
+/// How the partitions a process holds moved at a tick.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// It holds a partition it did not (its first share, or one taken over).
+    pub grew: bool,
+    /// It no longer holds a partition it did: what comes from there is another's now.
+    pub shrank: bool,
+}
+
+impl Moved {
+    /// Whether the assignment changed.
+    pub fn changed(self) -> bool {
+        self.grew || self.shrank
+    }
+}
+
 /// This process's share of a stage's partitions of one topic.
 pub struct OwnedPartitions {
     group: String,
@@ -94,14 +110,14 @@ impl OwnedPartitions {
 
     /// When a tick is due: keeps the processed offsets, renews this process's membership and
     /// partitions, gives up and takes what moved, and assigns `consumer` what it holds now
-    /// (each partition from where it resumes). True if the assignment changed.
+    /// (each partition from where it resumes). How what it holds moved.
     pub async fn maintain<C: rdkafka::consumer::ConsumerContext>(
         &mut self,
         consumer: &StreamConsumer<C>,
         store: &dyn LedgerStore,
-    ) -> Result<bool, TransportError> {
+    ) -> Result<Moved, TransportError> {
         if tokio::time::Instant::now() < self.next_tick {
-            return Ok(false);
+            return Ok(Moved::default());
         }
         self.next_tick = tokio::time::Instant::now() + Duration::from_millis(OWNERSHIP_TICK_MS);
         self.save_processed(store).await?;
@@ -118,11 +134,11 @@ impl OwnedPartitions {
                 false => self.held.remove(p),
             };
         }
-        if self.held == before {
-            return Ok(false);
+        let moved = Moved { grew: !self.held.is_subset(&before), shrank: !before.is_subset(&self.held) };
+        if moved.changed() {
+            self.assign(consumer, store).await?;
         }
-        self.assign(consumer, store).await?;
-        Ok(true)
+        Ok(moved)
     }
 
     /// Gives up every partition and the membership (a clean shutdown: the others take over at

@@ -1,14 +1,15 @@
 //! Chaos (issue 21): three whole `facepay serve` processes share the stages under load; every
 //! few seconds one of them is killed with SIGKILL and started again, and once the devices
 //! have published everything the broker itself is stopped and started again (a tansu of the
-//! test's own on sqlite storage, which keeps its log across the restart). The partitions are owned through the database, so
-//! a killed process's partitions move to the survivors when its leases lapse, and the
-//! restarted process takes its share back. Afterwards: every event answered exactly once
-//! (each outcome published once, read back from the restarted broker), nothing refused by a
-//! write conflict, balances equal to the postings, replay and the audit chain intact. Prints
-//! the outcome latency (p50/p99 overall and for events sent within a failover of a kill) as
-//! JSON. Needs PostgreSQL and tansu; skipped, saying so, without them (CI requires both).
-//! Bounded: about a minute and a half.
+//! test's own on sqlite storage, which keeps its log across the restart). The partitions are
+//! owned through the database, so a killed process's partitions move to the survivors when
+//! its leases lapse, and the restarted process takes its share back. Afterwards: every event
+//! answered exactly once (each outcome published once, read back from the restarted broker),
+//! nothing refused by a write conflict, balances equal to the postings, replay and the audit
+//! chain intact. Prints the outcome latency (p50/p99 overall and for events sent within a
+//! failover of a kill) as JSON. Needs PostgreSQL and tansu; skipped, saying so, without them
+//! (CI requires both). Bounded: about a minute and a half.
+
 use std::collections::HashMap;
 use std::time::Duration;
 
