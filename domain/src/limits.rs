@@ -220,6 +220,10 @@ pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Connections in the PostgreSQL pool (the ledger's commits, its loads, the API's reads).
 pub const PG_POOL_CONNECTIONS_MAX: u32 = 8;
 
+/// The lookups one ledger batch runs at once to load its entities (one per kind of entity,
+/// each on a connection of the pool): half the pool, so the relay and the API still find one.
+pub const LEDGER_LOOKUPS_IN_FLIGHT_MAX: usize = 4;
+
 /// How long a PostgreSQL operation waits for a pooled connection before failing.
 pub const PG_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 

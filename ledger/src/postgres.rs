@@ -11,8 +11,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use facepay_domain::limits::{PG_ACQUIRE_TIMEOUT_MS, PG_POOL_CONNECTIONS_MAX};
+use facepay_domain::limits::{LEDGER_LOOKUPS_IN_FLIGHT_MAX, PG_ACQUIRE_TIMEOUT_MS, PG_POOL_CONNECTIONS_MAX};
 use facepay_domain::{MerchantId, PayerId};
+use futures_util::{StreamExt, TryStreamExt};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -99,83 +100,119 @@ async fn fill_from(pool: &PgPool, st: &mut LedgerState, q: PgQuery<'_>, fill: Fi
     Ok(())
 }
 
-const BY_ACCOUNT: &str = "SELECT account, balance_fen FROM balances WHERE account = ANY($1)";
-const BY_PAYER: &str = "SELECT payer_id, frozen FROM payers WHERE payer_id = ANY($1)";
-const BY_LIMIT: &str = "SELECT merchant_id, single_limit_fen FROM merchant_limits WHERE merchant_id = ANY($1)";
-const BY_FACE: &str = "SELECT face_code, merchant_id, used_by FROM captures WHERE face_code = ANY($1)";
+// Every lookup by key is one descent of the key's index per key asked (`LATERAL … LIMIT 1`
+// over the array): a plan that cannot turn into a scan of the table. `= ANY($1)` and
+// `IN (SELECT … UNNEST)` could: sqlx prepares each statement once per connection, and
+// PostgreSQL's generic plan for it, made while a fresh table was nearly empty, scanned the
+// whole table per lookup from then on (seen in `facepay-bench pipeline`: the batch's answered
+// lookup grew to 11–15 ms as `inbound` filled).
+macro_rules! by_key {
+    ($cols:literal, $table:literal, $cond:literal, $keys:literal) => {
+        concat!(
+            "SELECT r.* FROM ",
+            $keys,
+            " CROSS JOIN LATERAL (SELECT ",
+            $cols,
+            " FROM ",
+            $table,
+            " t WHERE ",
+            $cond,
+            " LIMIT 1) r"
+        )
+    };
+}
+const BY_ACCOUNT: &str = by_key!("account, balance_fen", "balances", "t.account = k.a", "UNNEST($1::text[]) AS k(a)");
+const BY_PAYER: &str = by_key!("payer_id, frozen", "payers", "t.payer_id = k.a", "UNNEST($1::text[]) AS k(a)");
+const BY_LIMIT: &str =
+    by_key!("merchant_id, single_limit_fen", "merchant_limits", "t.merchant_id = k.a", "UNNEST($1::text[]) AS k(a)");
+const BY_FACE: &str =
+    by_key!("face_code, merchant_id, used_by", "captures", "t.face_code = k.a", "UNNEST($1::text[]) AS k(a)");
 const BY_ORDER: &str =
-    "SELECT * FROM orders WHERE (merchant_id, out_trade_no) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
+    by_key!("*", "orders", "t.merchant_id = k.a AND t.out_trade_no = k.b", "UNNEST($1::text[], $2::text[]) AS k(a, b)");
 const BY_MEMBER: &str =
-    "SELECT * FROM members WHERE (merchant_id, payer_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
-const BY_PAY_SCORE: &str = "SELECT merchant_id, payer_id, authorised_at FROM pay_score_authorisations \
-    WHERE (merchant_id, payer_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
+    by_key!("*", "members", "t.merchant_id = k.a AND t.payer_id = k.b", "UNNEST($1::text[], $2::text[]) AS k(a, b)");
+const BY_PAY_SCORE: &str = by_key!(
+    "merchant_id, payer_id, authorised_at",
+    "pay_score_authorisations",
+    "t.merchant_id = k.a AND t.payer_id = k.b",
+    "UNNEST($1::text[], $2::text[]) AS k(a, b)"
+);
 const BY_DAILY: &str =
-    "SELECT * FROM daily_usage WHERE (payer_id, day) IN (SELECT * FROM UNNEST($1::text[], $2::date[]))";
+    by_key!("*", "daily_usage", "t.payer_id = k.a AND t.day = k.b", "UNNEST($1::text[], $2::date[]) AS k(a, b)");
+const BY_ANSWER: &str =
+    by_key!("event_id, outcome, device, processed_at", "inbound", "t.event_id = k.a", "UNNEST($1::uuid[]) AS k(a)");
 
+/// The state of `keys`: one lookup per kind of entity asked for, up to
+/// [`LEDGER_LOOKUPS_IN_FLIGHT_MAX`] of them at once on the pool's connections (a batch
+/// waits for the slowest, not for their sum).
 async fn load_keys(pool: &PgPool, keys: &Keys) -> Result<LedgerState, StoreError> {
-    let mut st = LedgerState::default();
+    let mut lookups: Vec<(PgQuery<'static>, Fill)> = Vec::new();
     let strings = |it: &mut dyn Iterator<Item = String>| it.collect::<Vec<_>>();
-    if !keys.accounts.is_empty() {
-        let q = sqlx::query(BY_ACCOUNT).bind(strings(&mut keys.accounts.iter().map(Account::key)));
-        fill_from(pool, &mut st, q, rows::fill_balance).await?;
-    }
-    if !keys.frozen.is_empty() {
-        let q = sqlx::query(BY_PAYER).bind(strings(&mut keys.frozen.iter().map(|p| p.to_string())));
-        fill_from(pool, &mut st, q, rows::fill_payer).await?;
-    }
-    if !keys.limits.is_empty() {
-        let q = sqlx::query(BY_LIMIT).bind(strings(&mut keys.limits.iter().map(|m| m.to_string())));
-        fill_from(pool, &mut st, q, rows::fill_limit).await?;
-    }
-    if !keys.captures.is_empty() {
-        let q = sqlx::query(BY_FACE).bind(strings(&mut keys.captures.iter().map(|f| f.to_string())));
-        fill_from(pool, &mut st, q, rows::fill_capture).await?;
-    }
-    if !keys.orders.is_empty() {
-        let (m, o): (Vec<String>, Vec<String>) =
-            keys.orders.iter().map(|(m, o)| (m.to_string(), o.to_string())).unzip();
-        fill_from(pool, &mut st, sqlx::query(BY_ORDER).bind(m).bind(o), rows::fill_order).await?;
-    }
-    if !keys.members.is_empty() {
-        let (m, p): (Vec<String>, Vec<String>) =
-            keys.members.iter().map(|(m, p)| (m.to_string(), p.to_string())).unzip();
-        fill_from(pool, &mut st, sqlx::query(BY_MEMBER).bind(m).bind(p), rows::fill_member).await?;
-    }
+    let mut one = |sql: &'static str, values: Vec<String>, fill: Fill| {
+        if !values.is_empty() {
+            lookups.push((sqlx::query(sql).bind(values), fill));
+        }
+    };
+    one(BY_ACCOUNT, strings(&mut keys.accounts.iter().map(Account::key)), rows::fill_balance);
+    one(BY_PAYER, strings(&mut keys.frozen.iter().map(|p| p.to_string())), rows::fill_payer);
+    one(BY_LIMIT, strings(&mut keys.limits.iter().map(|m| m.to_string())), rows::fill_limit);
+    one(BY_FACE, strings(&mut keys.captures.iter().map(|f| f.to_string())), rows::fill_capture);
+    one(BY_FEE_RATE, strings(&mut keys.fee_rates.iter().map(|m| m.to_string())), rows::fill_fee_rate);
+    let mut two = |sql: &'static str, pairs: Vec<(String, String)>, fill: Fill| {
+        if !pairs.is_empty() {
+            let (a, b): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+            lookups.push((sqlx::query(sql).bind(a).bind(b), fill));
+        }
+    };
+    let pairs = |it: &mut dyn Iterator<Item = (String, String)>| it.collect::<Vec<_>>();
+    two(BY_ORDER, pairs(&mut keys.orders.iter().map(|(m, o)| (m.to_string(), o.to_string()))), rows::fill_order);
+    two(BY_MEMBER, pairs(&mut keys.members.iter().map(|(m, p)| (m.to_string(), p.to_string()))), rows::fill_member);
+    let authorised = pairs(&mut keys.pay_score.iter().map(|(m, p)| (m.to_string(), p.to_string())));
+    two(BY_PAY_SCORE, authorised, rows::fill_pay_score);
+    two(BY_REFUND, pairs(&mut keys.refunds.iter().map(|(m, r)| (m.to_string(), r.to_string()))), rows::fill_refund);
+    two(BY_HOLD, pairs(&mut keys.holds.iter().map(|(m, o)| (m.to_string(), o.to_string()))), rows::fill_hold);
     if !keys.daily.is_empty() {
         let (p, d): (Vec<String>, Vec<NaiveDate>) = keys.daily.iter().map(|(p, d)| (p.to_string(), *d)).unzip();
-        fill_from(pool, &mut st, sqlx::query(BY_DAILY).bind(p).bind(d), rows::fill_daily).await?;
+        lookups.push((sqlx::query(BY_DAILY).bind(p).bind(d), rows::fill_daily));
     }
-    if !keys.pay_score.is_empty() {
-        let (m, p): (Vec<String>, Vec<String>) =
-            keys.pay_score.iter().map(|(m, p)| (m.to_string(), p.to_string())).unzip();
-        fill_from(pool, &mut st, sqlx::query(BY_PAY_SCORE).bind(m).bind(p), rows::fill_pay_score).await?;
+    let (queries, fills): (Vec<_>, Vec<Fill>) = lookups.into_iter().unzip();
+    // Made here, not in the stream: a closure inside it would not be `Send` for every lifetime.
+    let lookups: Vec<_> = queries.into_iter().map(|q| q.fetch_all(pool)).collect();
+    let found: Vec<Vec<PgRow>> =
+        futures_util::stream::iter(lookups).buffered(LEDGER_LOOKUPS_IN_FLIGHT_MAX).try_collect().await?;
+    let mut st = LedgerState::default();
+    for (rows, fill) in found.iter().zip(fills) {
+        rows.iter().try_for_each(|r| fill(&mut st, r))?;
     }
-    load_lifecycle(pool, keys, &mut st).await?;
     Ok(st)
 }
 
-const BY_FEE_RATE: &str = "SELECT merchant_id, fee_rate_ppm FROM merchant_fee_rates WHERE merchant_id = ANY($1)";
-const BY_REFUND: &str =
-    "SELECT * FROM refunds WHERE (merchant_id, out_refund_no) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
+const BY_FEE_RATE: &str =
+    by_key!("merchant_id, fee_rate_ppm", "merchant_fee_rates", "t.merchant_id = k.a", "UNNEST($1::text[]) AS k(a)");
+const BY_REFUND: &str = by_key!(
+    "*",
+    "refunds",
+    "t.merchant_id = k.a AND t.out_refund_no = k.b",
+    "UNNEST($1::text[], $2::text[]) AS k(a, b)"
+);
 const BY_HOLD: &str =
-    "SELECT * FROM holds WHERE (merchant_id, out_order_no) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
+    by_key!("*", "holds", "t.merchant_id = k.a AND t.out_order_no = k.b", "UNNEST($1::text[], $2::text[]) AS k(a, b)");
 
-async fn load_lifecycle(pool: &PgPool, keys: &Keys, st: &mut LedgerState) -> Result<(), StoreError> {
-    if !keys.fee_rates.is_empty() {
-        let m: Vec<String> = keys.fee_rates.iter().map(|m| m.to_string()).collect();
-        fill_from(pool, st, sqlx::query(BY_FEE_RATE).bind(m), rows::fill_fee_rate).await?;
-    }
-    if !keys.refunds.is_empty() {
-        let (m, r): (Vec<String>, Vec<String>) =
-            keys.refunds.iter().map(|(m, r)| (m.to_string(), r.to_string())).unzip();
-        fill_from(pool, st, sqlx::query(BY_REFUND).bind(m).bind(r), rows::fill_refund).await?;
-    }
-    if !keys.holds.is_empty() {
-        let (m, o): (Vec<String>, Vec<String>) = keys.holds.iter().map(|(m, o)| (m.to_string(), o.to_string())).unzip();
-        fill_from(pool, st, sqlx::query(BY_HOLD).bind(m).bind(o), rows::fill_hold).await?;
-    }
-    Ok(())
-}
+/// Every lookup by key a batch runs, by name ([`PgStore::explain_lookups`]).
+const LOOKUPS: [(&str, &str); 12] = [
+    ("balances", BY_ACCOUNT),
+    ("payers", BY_PAYER),
+    ("merchant_limits", BY_LIMIT),
+    ("captures", BY_FACE),
+    ("orders", BY_ORDER),
+    ("members", BY_MEMBER),
+    ("pay_score_authorisations", BY_PAY_SCORE),
+    ("daily_usage", BY_DAILY),
+    ("inbound", BY_ANSWER),
+    ("merchant_fee_rates", BY_FEE_RATE),
+    ("refunds", BY_REFUND),
+    ("holds", BY_HOLD),
+];
 
 // ---- writing --------------------------------------------------------------------------
 
@@ -460,6 +497,46 @@ async fn write_answers(tx: &mut PgTx, i: &[InboundRecord], r: &[RejectedEvent]) 
 const INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, key, payload, created_at) \
     SELECT t, k, p, now() FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS u (t, k, p)";
 
+/// Advances the consumer offsets a batch reached, every partition in one statement (a
+/// batch spans up to all of a topic's partitions; a statement each was a round trip each):
+/// each a compare-and-set, as SQLite's. A partition another writer moved since the batch
+/// was read (under READ COMMITTED the update waits for that writer, then finds the offset
+/// changed) is not advanced, and fences the batch ([`StoreError::Fenced`]).
+async fn write_offsets(tx: &mut PgTx, offsets: &[ConsumerOffset]) -> Result<(), StoreError> {
+    let o = rows::last_offsets(offsets);
+    if o.is_empty() {
+        return Ok(());
+    }
+    let moved = sqlx::query(ADVANCE_OFFSETS)
+        .bind(col(&o, |o| o.group_id.as_str()))
+        .bind(col(&o, |o| o.topic.as_str()))
+        .bind(col(&o, |o| o.partition))
+        .bind(col(&o, |o| o.next_offset))
+        .bind(col(&o, |o| o.expected))
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut advanced = std::collections::HashSet::with_capacity(moved.len());
+    for r in &moved {
+        advanced.insert((r.text("group_id")?, r.text("topic")?, r.try_get::<i32, _>("partition")?));
+    }
+    match o.iter().find(|o| !advanced.contains(&(o.group_id.clone(), o.topic.clone(), o.partition))) {
+        Some(fenced) => Err(rows::fenced(fenced)),
+        None => Ok(()),
+    }
+}
+
+/// [`write_offsets`]: each partition's offset moved from the one the batch read (`$5`), or
+/// stored for the first time when it read none; the partitions it moved.
+const ADVANCE_OFFSETS: &str = "WITH k AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[], \
+    $5::int8[]) AS k(g, t, p, n, e)), \
+    advanced AS (UPDATE consumer_offsets c SET next_offset = k.n FROM k WHERE k.e IS NOT NULL \
+    AND c.group_id = k.g AND c.topic = k.t AND c.partition = k.p AND c.next_offset = k.e \
+    RETURNING c.group_id, c.topic, c.partition), \
+    first AS (INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) \
+    SELECT g, t, p, n FROM k WHERE e IS NULL ON CONFLICT (group_id, topic, partition) DO NOTHING \
+    RETURNING group_id, topic, partition) \
+    SELECT * FROM advanced UNION ALL SELECT * FROM first";
+
 /// The consumer offsets a batch reached and the messages it leaves for the transport.
 async fn write_transport(tx: &mut PgTx, o: &[ConsumerOffset], m: &[OutboxMessage]) -> Result<(), StoreError> {
     // Under READ COMMITTED a second writer of the same partition waits for the first, then
@@ -513,6 +590,24 @@ impl PgStore {
         let rows = sqlx::query(&sql).bind(merchant.as_str()).bind(day).bind("").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
     }
+
+    /// The plan PostgreSQL keeps for each of the ledger's lookups by key once it stops
+    /// planning them per call (its generic plan, made here on this database's current
+    /// statistics), by name: what a batch's lookups cost as their tables grow.
+    pub async fn explain_lookups(&self) -> Result<Vec<(&'static str, Vec<String>)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan").execute(&mut *tx).await?;
+        let mut plans = Vec::with_capacity(LOOKUPS.len());
+        for (name, sql) in LOOKUPS {
+            sqlx::query(&format!("PREPARE lookup AS {sql}")).execute(&mut *tx).await?;
+            let arrays = vec!["'{}'"; sql.matches("[]").count()].join(", ");
+            let rows = sqlx::query(&format!("EXPLAIN EXECUTE lookup({arrays})")).fetch_all(&mut *tx).await?;
+            plans.push((name, rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?));
+            sqlx::query("DEALLOCATE lookup").execute(&mut *tx).await?;
+        }
+        tx.rollback().await?;
+        Ok(plans)
+    }
 }
 
 // ---- what PostgreSQL does its own way (the rest: crate::store_sql) ---------------------
@@ -529,10 +624,7 @@ pub(crate) fn bind_id(id: &Uuid) -> Uuid {
 
 /// The stored answers of those of `event_ids` already processed (one array parameter).
 async fn answered_rows(pool: &PgPool, event_ids: &[Uuid]) -> Result<HashMap<Uuid, StoredAnswer>, StoreError> {
-    let rows = sqlx::query("SELECT event_id, outcome, device, processed_at FROM inbound WHERE event_id = ANY($1)")
-        .bind(event_ids)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(BY_ANSWER).bind(event_ids).fetch_all(pool).await?;
     rows.iter().map(|r| Ok((r.uuid("event_id")?, rows::stored_answer_from(r)?))).collect()
 }
 
@@ -551,8 +643,9 @@ async fn hold_keys_due(
         return Ok(Vec::new());
     }
     let rows = sqlx::query(
-        "SELECT merchant_id, out_order_no FROM holds \
-         WHERE status = 'CREATED' AND created_at <= $2 AND payer_id = ANY($1::text[])",
+        "SELECT h.merchant_id, h.out_order_no FROM UNNEST($1::text[]) AS k(p) CROSS JOIN LATERAL \
+         (SELECT merchant_id, out_order_no FROM holds WHERE status = 'CREATED' AND created_at <= $2 \
+         AND payer_id = k.p OFFSET 0) h",
     )
     .bind(payers.iter().map(|p| p.to_string()).collect::<Vec<_>>())
     .bind(created_before)

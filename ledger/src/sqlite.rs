@@ -481,6 +481,28 @@ async fn write_rejected(tx: &mut Transaction<'static, Sqlite>, rows: &[RejectedE
     .await
 }
 
+/// Advances the consumer offsets a batch reached: one compare-and-set per partition
+/// (a batch spans few); a partition another writer moved since the batch was read
+/// fences the batch ([`StoreError::Fenced`]).
+async fn write_offsets(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    offsets: &[ConsumerOffset],
+) -> Result<(), StoreError> {
+    for o in rows::last_offsets(offsets) {
+        let sql = if o.expected.is_some() { rows::OFFSET_ADVANCE_SQL } else { rows::OFFSET_FIRST_SQL };
+        let q = sqlx::query(sql).bind(o.group_id.as_str()).bind(o.topic.as_str()).bind(o.partition).bind(o.next_offset);
+        let q = match o.expected {
+            Some(expected) => q.bind(expected),
+            None => q,
+        };
+        let done = q.execute(&mut **tx).await?;
+        if done.rows_affected() != 1 {
+            return Err(rows::fenced(o));
+        }
+    }
+    Ok(())
+}
+
 /// The consumer offsets a batch reached and the messages it leaves for the transport.
 async fn write_transport(
     tx: &mut Transaction<'static, Sqlite>,

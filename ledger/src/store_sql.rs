@@ -89,36 +89,6 @@ macro_rules! writer_sql {
             Ok(())
         }
 
-        /// Advances the consumer offsets a batch reached: one compare-and-set per partition
-        /// (a batch spans few); a partition another writer moved since the batch was read
-        /// fences the batch ([`StoreError::Fenced`](crate::StoreError::Fenced)).
-        async fn write_offsets(
-            tx: &mut sqlx::Transaction<'static, $db>,
-            offsets: &[$crate::store::ConsumerOffset],
-        ) -> Result<(), $crate::StoreError> {
-            for o in $crate::rows::last_offsets(offsets) {
-                let sql = if o.expected.is_some() {
-                    $crate::rows::OFFSET_ADVANCE_SQL
-                } else {
-                    $crate::rows::OFFSET_FIRST_SQL
-                };
-                let q = sqlx::query(sql)
-                    .bind(o.group_id.as_str())
-                    .bind(o.topic.as_str())
-                    .bind(o.partition)
-                    .bind(o.next_offset);
-                let q = match o.expected {
-                    Some(expected) => q.bind(expected),
-                    None => q,
-                };
-                let done = q.execute(&mut **tx).await?;
-                if done.rows_affected() != 1 {
-                    return Err($crate::rows::fenced(o));
-                }
-            }
-            Ok(())
-        }
-
         #[async_trait::async_trait]
         impl $crate::store::LedgerWriter for $store {
             async fn load(&self, keys: &$crate::model::Keys) -> Result<$crate::model::LedgerState, $crate::StoreError> {
