@@ -106,41 +106,46 @@ async fn fill_from(pool: &PgPool, st: &mut LedgerState, q: PgQuery<'_>, fill: Fi
 // PostgreSQL's generic plan for it, made while a fresh table was nearly empty, scanned the
 // whole table per lookup from then on (seen in `facepay-bench pipeline`: the batch's answered
 // lookup grew to 11–15 ms as `inbound` filled).
+#[rustfmt::skip]
 macro_rules! by_key {
-    ($cols:literal, $table:literal, $cond:literal, $keys:literal) => {
-        concat!(
-            "SELECT r.* FROM ",
-            $keys,
-            " CROSS JOIN LATERAL (SELECT ",
-            $cols,
-            " FROM ",
-            $table,
-            " t WHERE ",
-            $cond,
-            " LIMIT 1) r"
-        )
+    ($cols:literal, $table:literal, $a:literal: $a_type:literal) => {
+        concat!("SELECT r.* FROM UNNEST($1::", $a_type, "[]) AS k(a) CROSS JOIN LATERAL (SELECT ", $cols,
+            " FROM ", $table, " t WHERE t.", $a, " = k.a LIMIT 1) r")
+    };
+    ($cols:literal, $table:literal, $a:literal: $a_type:literal, $b:literal: $b_type:literal) => {
+        concat!("SELECT r.* FROM UNNEST($1::", $a_type, "[], $2::", $b_type, "[]) AS k(a, b) CROSS JOIN LATERAL ",
+            "(SELECT ", $cols, " FROM ", $table, " t WHERE t.", $a, " = k.a AND t.", $b, " = k.b LIMIT 1) r")
     };
 }
-const BY_ACCOUNT: &str = by_key!("account, balance_fen", "balances", "t.account = k.a", "UNNEST($1::text[]) AS k(a)");
-const BY_PAYER: &str = by_key!("payer_id, frozen", "payers", "t.payer_id = k.a", "UNNEST($1::text[]) AS k(a)");
-const BY_LIMIT: &str =
-    by_key!("merchant_id, single_limit_fen", "merchant_limits", "t.merchant_id = k.a", "UNNEST($1::text[]) AS k(a)");
-const BY_FACE: &str =
-    by_key!("face_code, merchant_id, used_by", "captures", "t.face_code = k.a", "UNNEST($1::text[]) AS k(a)");
-const BY_ORDER: &str =
-    by_key!("*", "orders", "t.merchant_id = k.a AND t.out_trade_no = k.b", "UNNEST($1::text[], $2::text[]) AS k(a, b)");
-const BY_MEMBER: &str =
-    by_key!("*", "members", "t.merchant_id = k.a AND t.payer_id = k.b", "UNNEST($1::text[], $2::text[]) AS k(a, b)");
+const BY_ACCOUNT: &str = by_key!("account, balance_fen", "balances", "account": "text");
+const BY_PAYER: &str = by_key!("payer_id, frozen", "payers", "payer_id": "text");
+const BY_LIMIT: &str = by_key!("merchant_id, single_limit_fen", "merchant_limits", "merchant_id": "text");
+const BY_FACE: &str = by_key!("face_code, merchant_id, used_by", "captures", "face_code": "text");
+const BY_ORDER: &str = by_key!("*", "orders", "merchant_id": "text", "out_trade_no": "text");
+const BY_MEMBER: &str = by_key!("*", "members", "merchant_id": "text", "payer_id": "text");
 const BY_PAY_SCORE: &str = by_key!(
-    "merchant_id, payer_id, authorised_at",
-    "pay_score_authorisations",
-    "t.merchant_id = k.a AND t.payer_id = k.b",
-    "UNNEST($1::text[], $2::text[]) AS k(a, b)"
-);
-const BY_DAILY: &str =
-    by_key!("*", "daily_usage", "t.payer_id = k.a AND t.day = k.b", "UNNEST($1::text[], $2::date[]) AS k(a, b)");
-const BY_ANSWER: &str =
-    by_key!("event_id, outcome, device, processed_at", "inbound", "t.event_id = k.a", "UNNEST($1::uuid[]) AS k(a)");
+    "merchant_id, payer_id, authorised_at", "pay_score_authorisations", "merchant_id": "text", "payer_id": "text");
+const BY_DAILY: &str = by_key!("*", "daily_usage", "payer_id": "text", "day": "date");
+const BY_ANSWER: &str = by_key!("event_id, outcome, device, processed_at", "inbound", "event_id": "uuid");
+const BY_FEE_RATE: &str = by_key!("merchant_id, fee_rate_ppm", "merchant_fee_rates", "merchant_id": "text");
+const BY_REFUND: &str = by_key!("*", "refunds", "merchant_id": "text", "out_refund_no": "text");
+const BY_HOLD: &str = by_key!("*", "holds", "merchant_id": "text", "out_order_no": "text");
+
+/// Every lookup by key a batch runs, by name ([`PgStore::explain_lookups`]).
+const LOOKUPS: [(&str, &str); 12] = [
+    ("balances", BY_ACCOUNT),
+    ("payers", BY_PAYER),
+    ("merchant_limits", BY_LIMIT),
+    ("captures", BY_FACE),
+    ("orders", BY_ORDER),
+    ("members", BY_MEMBER),
+    ("pay_score_authorisations", BY_PAY_SCORE),
+    ("daily_usage", BY_DAILY),
+    ("inbound", BY_ANSWER),
+    ("merchant_fee_rates", BY_FEE_RATE),
+    ("refunds", BY_REFUND),
+    ("holds", BY_HOLD),
+];
 
 /// The state of `keys`: one lookup per kind of entity asked for, up to
 /// [`LEDGER_LOOKUPS_IN_FLIGHT_MAX`] of them at once on the pool's connections (a batch
@@ -186,33 +191,6 @@ async fn load_keys(pool: &PgPool, keys: &Keys) -> Result<LedgerState, StoreError
     }
     Ok(st)
 }
-
-const BY_FEE_RATE: &str =
-    by_key!("merchant_id, fee_rate_ppm", "merchant_fee_rates", "t.merchant_id = k.a", "UNNEST($1::text[]) AS k(a)");
-const BY_REFUND: &str = by_key!(
-    "*",
-    "refunds",
-    "t.merchant_id = k.a AND t.out_refund_no = k.b",
-    "UNNEST($1::text[], $2::text[]) AS k(a, b)"
-);
-const BY_HOLD: &str =
-    by_key!("*", "holds", "t.merchant_id = k.a AND t.out_order_no = k.b", "UNNEST($1::text[], $2::text[]) AS k(a, b)");
-
-/// Every lookup by key a batch runs, by name ([`PgStore::explain_lookups`]).
-const LOOKUPS: [(&str, &str); 12] = [
-    ("balances", BY_ACCOUNT),
-    ("payers", BY_PAYER),
-    ("merchant_limits", BY_LIMIT),
-    ("captures", BY_FACE),
-    ("orders", BY_ORDER),
-    ("members", BY_MEMBER),
-    ("pay_score_authorisations", BY_PAY_SCORE),
-    ("daily_usage", BY_DAILY),
-    ("inbound", BY_ANSWER),
-    ("merchant_fee_rates", BY_FEE_RATE),
-    ("refunds", BY_REFUND),
-    ("holds", BY_HOLD),
-];
 
 // ---- writing --------------------------------------------------------------------------
 
