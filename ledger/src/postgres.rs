@@ -611,7 +611,10 @@ pub(crate) fn bind_day(day: &NaiveDate) -> NaiveDate {
     *day
 }
 
-/// The keys of `payers`' holds still open and created at or before `created_before`.
+/// The keys of `payers`' holds still open and created at or before `created_before`: one
+/// range of the open holds' index per payer (`OFFSET 0` keeps PostgreSQL from flattening the
+/// lateral into a join it could plan as a scan; `payer_id = ANY($1)` was planned as a walk of
+/// every open hold created before then, filtered by payer).
 async fn hold_keys_due(
     pool: &PgPool,
     payers: &[PayerId],
