@@ -152,30 +152,27 @@ const LOOKUPS: [(&str, &str); 12] = [
 /// waits for the slowest, not for their sum).
 async fn load_keys(pool: &PgPool, keys: &Keys) -> Result<LedgerState, StoreError> {
     let mut lookups: Vec<(PgQuery<'static>, Fill)> = Vec::new();
-    let strings = |it: &mut dyn Iterator<Item = String>| it.collect::<Vec<_>>();
     let mut one = |sql: &'static str, values: Vec<String>, fill: Fill| {
         if !values.is_empty() {
             lookups.push((sqlx::query(sql).bind(values), fill));
         }
     };
-    one(BY_ACCOUNT, strings(&mut keys.accounts.iter().map(Account::key)), rows::fill_balance);
-    one(BY_PAYER, strings(&mut keys.frozen.iter().map(|p| p.to_string())), rows::fill_payer);
-    one(BY_LIMIT, strings(&mut keys.limits.iter().map(|m| m.to_string())), rows::fill_limit);
-    one(BY_FACE, strings(&mut keys.captures.iter().map(|f| f.to_string())), rows::fill_capture);
-    one(BY_FEE_RATE, strings(&mut keys.fee_rates.iter().map(|m| m.to_string())), rows::fill_fee_rate);
-    let mut two = |sql: &'static str, pairs: Vec<(String, String)>, fill: Fill| {
-        if !pairs.is_empty() {
-            let (a, b): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+    one(BY_ACCOUNT, keys.accounts.iter().map(Account::key).collect(), rows::fill_balance);
+    one(BY_PAYER, keys.frozen.iter().map(|p| p.to_string()).collect(), rows::fill_payer);
+    one(BY_LIMIT, keys.limits.iter().map(|m| m.to_string()).collect(), rows::fill_limit);
+    one(BY_FACE, keys.captures.iter().map(|f| f.to_string()).collect(), rows::fill_capture);
+    one(BY_FEE_RATE, keys.fee_rates.iter().map(|m| m.to_string()).collect(), rows::fill_fee_rate);
+    let mut two = |sql: &'static str, (a, b): (Vec<String>, Vec<String>), fill: Fill| {
+        if !a.is_empty() {
             lookups.push((sqlx::query(sql).bind(a).bind(b), fill));
         }
     };
-    let pairs = |it: &mut dyn Iterator<Item = (String, String)>| it.collect::<Vec<_>>();
-    two(BY_ORDER, pairs(&mut keys.orders.iter().map(|(m, o)| (m.to_string(), o.to_string()))), rows::fill_order);
-    two(BY_MEMBER, pairs(&mut keys.members.iter().map(|(m, p)| (m.to_string(), p.to_string()))), rows::fill_member);
-    let authorised = pairs(&mut keys.pay_score.iter().map(|(m, p)| (m.to_string(), p.to_string())));
-    two(BY_PAY_SCORE, authorised, rows::fill_pay_score);
-    two(BY_REFUND, pairs(&mut keys.refunds.iter().map(|(m, r)| (m.to_string(), r.to_string()))), rows::fill_refund);
-    two(BY_HOLD, pairs(&mut keys.holds.iter().map(|(m, o)| (m.to_string(), o.to_string()))), rows::fill_hold);
+    let text = |(a, b): (&dyn std::fmt::Display, &dyn std::fmt::Display)| (a.to_string(), b.to_string());
+    two(BY_ORDER, keys.orders.iter().map(|(m, o)| text((m, o))).unzip(), rows::fill_order);
+    two(BY_MEMBER, keys.members.iter().map(|(m, p)| text((m, p))).unzip(), rows::fill_member);
+    two(BY_PAY_SCORE, keys.pay_score.iter().map(|(m, p)| text((m, p))).unzip(), rows::fill_pay_score);
+    two(BY_REFUND, keys.refunds.iter().map(|(m, r)| text((m, r))).unzip(), rows::fill_refund);
+    two(BY_HOLD, keys.holds.iter().map(|(m, o)| text((m, o))).unzip(), rows::fill_hold);
     if !keys.daily.is_empty() {
         let (p, d): (Vec<String>, Vec<NaiveDate>) = keys.daily.iter().map(|(p, d)| (p.to_string(), *d)).unzip();
         lookups.push((sqlx::query(BY_DAILY).bind(p).bind(d), rows::fill_daily));
@@ -493,11 +490,13 @@ async fn write_offsets(tx: &mut PgTx, offsets: &[ConsumerOffset]) -> Result<(), 
         .bind(col(&o, |o| o.expected))
         .fetch_all(&mut **tx)
         .await?;
-    let mut advanced = std::collections::HashSet::with_capacity(moved.len());
-    for r in &moved {
-        advanced.insert((r.text("group_id")?, r.text("topic")?, r.try_get::<i32, _>("partition")?));
-    }
-    match o.iter().find(|o| !advanced.contains(&(o.group_id.clone(), o.topic.clone(), o.partition))) {
+    let advanced: Vec<(String, String, i32)> = moved
+        .iter()
+        .map(|r| Ok((r.text("group_id")?, r.text("topic")?, r.try_get::<i32, _>("partition")?)))
+        .collect::<Result<_, StoreError>>()?;
+    let moved =
+        |o: &&ConsumerOffset| advanced.iter().any(|(g, t, p)| (g, t, *p) == (&o.group_id, &o.topic, o.partition));
+    match o.iter().find(|o| !moved(o)) {
         Some(fenced) => Err(rows::fenced(fenced)),
         None => Ok(()),
     }
@@ -517,8 +516,6 @@ const ADVANCE_OFFSETS: &str = "WITH k AS (SELECT * FROM UNNEST($1::text[], $2::t
 
 /// The consumer offsets a batch reached and the messages it leaves for the transport.
 async fn write_transport(tx: &mut PgTx, o: &[ConsumerOffset], m: &[OutboxMessage]) -> Result<(), StoreError> {
-    // Under READ COMMITTED a second writer of the same partition waits for the first, then
-    // finds the offset moved.
     write_offsets(tx, o).await?;
     let q = sqlx::query(INSERT_OUTBOX)
         .bind(col(m, |m| m.topic.as_str()))
