@@ -32,6 +32,9 @@ enum Bench {
         payers: usize,
         #[arg(long, default_value_t = 10_000)]
         payments: usize,
+        /// The latency phase's offered load, events/s (default: half the saturating rate).
+        #[arg(long)]
+        offered: Option<f64>,
     },
     /// Simulated HTTP devices paying at a fixed rate, each payment answered synchronously
     /// (`Prefer: wait=5`): payments/s, p50/p99 from each payment's scheduled start, timeouts.
@@ -56,7 +59,15 @@ enum Bench {
         seconds: u64,
         #[arg(long, default_value_t = 2_000)]
         payers: usize,
+        /// Where the simulated devices run: `process` (one of their own) or `in-process`
+        /// (beside the service, in this process's runtime).
+        #[arg(long, default_value = "process", value_parser = ["process", "in-process"])]
+        load: String,
     },
+    /// The devices of `device`, run in a process of their own: the plan on stdin, what they
+    /// measured on stdout (started by `device`).
+    #[command(hide = true)]
+    DeviceLoad,
     /// The read API under load with authentication on, over PostgreSQL holding a million
     /// orders: order lookups and history pages per second, p50/p99, the history query's plan.
     Api {
@@ -131,17 +142,18 @@ fn print_report(json: bool, report: &impl Serialize) -> anyhow::Result<()> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.bench {
         Bench::Reconcile(args) => print_report(args.json, &reconcile::bench(&args).await?),
-        Bench::Pipeline { json, postgres, partitions, payers, payments } => {
+        Bench::Pipeline { json, postgres, partitions, payers, payments, offered } => {
             let opts = pipeline::PipelineBenchOptions {
                 brokers: brokers(),
                 postgres: postgres_or_default(postgres),
                 fleet: FleetOptions { payers, payments, ..FleetOptions::default() },
                 pepper: facepay_sim::keys::random_pepper(),
                 partitions,
+                offered: offered.filter(|r| *r >= 1.0),
             };
             print_report(json, &pipeline::run(&opts).await?)
         }
-        Bench::Device { json, profile, postgres, partitions, devices, rate, seconds, payers } => {
+        Bench::Device { json, profile, postgres, partitions, devices, rate, seconds, payers, load } => {
             let profile = match profile.as_str() {
                 "production" => device::Profile::Production {
                     postgres: postgres_or_default(postgres),
@@ -152,6 +164,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let opts = device::DeviceBenchOptions {
                 profile,
+                load: match load.as_str() {
+                    "in-process" => device::Load::InProcess,
+                    _ => device::Load::Process,
+                },
                 devices: devices.max(1),
                 rate: rate.max(1.0),
                 seconds: seconds.max(1),
@@ -159,6 +175,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             print_report(json, &device::run(&opts).await?)
         }
+        Bench::DeviceLoad => device::load_from_stdin().await,
         Bench::Api { json, postgres, orders, merchants, connections, seconds, csv_rows, external } => {
             let opts = api::ApiBenchOptions {
                 postgres: postgres_or_default(postgres),

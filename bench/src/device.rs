@@ -10,6 +10,12 @@
 //! a device starts its next payment at its scheduled time, or at once when it runs late.
 //! Latency runs from the scheduled start (a late start counts: no coordinated omission) to
 //! the payment's answer. A `202` (not decided within the wait) is a timeout.
+//!
+//! The devices run in a process of their own by default (`facepay-bench device-load`, told
+//! the plan on its stdin, answering its tally on its stdout): then the service's runtime does
+//! not also schedule the load generator's thousand tasks, and a device that starts late is
+//! late because the machine is busy, not because the service's own tasks ran first.
+//! `--load in-process` runs them beside the service, as before.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use facepay_ledger::Stores;
 use facepay_matcher::synthetic::SyntheticFaces;
 use facepay_sim::keys::FleetSigner;
 use http_body_util::BodyExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::pipeline::{drop_database, fresh_database};
@@ -40,9 +46,19 @@ pub enum Profile {
     },
 }
 
+/// Where the simulated devices run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// A process of their own (`facepay-bench device-load`).
+    Process,
+    /// The benchmark's own runtime, beside the service.
+    InProcess,
+}
+
 #[derive(Debug, Clone)]
 pub struct DeviceBenchOptions {
     pub profile: Profile,
+    pub load: Load,
     pub devices: usize,
     /// Payments per second offered, all devices together.
     pub rate: f64,
@@ -53,6 +69,8 @@ pub struct DeviceBenchOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceBenchReport {
     pub profile: &'static str,
+    /// Where the devices ran: `process` (their own) or `in-process`.
+    pub load: &'static str,
     pub devices: usize,
     pub offered_payments_per_s: f64,
     /// Payments answered 200 per second, over the run.
@@ -79,8 +97,8 @@ pub struct DeviceBenchReport {
     pub statuses: BTreeMap<String, usize>,
 }
 
-/// What one device measured.
-#[derive(Default)]
+/// What one device measured (and, summed, all of them).
+#[derive(Default, Serialize, Deserialize)]
 struct Tally {
     total_ms: Vec<f64>,
     capture_ms: Vec<f64>,
@@ -93,6 +111,21 @@ struct Tally {
 }
 
 impl Tally {
+    /// Adds another device's tally to this one.
+    fn add(&mut self, t: Tally) {
+        self.total_ms.extend(t.total_ms);
+        self.request_ms.extend(t.request_ms);
+        self.capture_ms.extend(t.capture_ms);
+        (self.timeouts, self.errors) = (self.timeouts + t.timeouts, self.errors + t.errors);
+        for (k, n) in t.statuses {
+            *self.statuses.entry(k).or_default() += n;
+        }
+        self.error_sample = self.error_sample.take().or(t.error_sample);
+        for (k, n) in t.error_statuses {
+            *self.error_statuses.entry(k).or_default() += n;
+        }
+    }
+
     /// Counts an answer that is neither 200 nor 202 (the first one's body kept).
     fn error(&mut self, status: u16, body: &Value) {
         self.error_sample.get_or_insert_with(|| body.to_string());
@@ -145,6 +178,7 @@ pub async fn run(opts: &DeviceBenchOptions) -> anyhow::Result<DeviceBenchReport>
 struct Fleet {
     devices: Vec<DeviceRef>,
     signer: Arc<FleetSigner>,
+    pepper: facepay_domain::auth::Pepper,
     admin: String,
 }
 
@@ -158,49 +192,122 @@ impl Fleet {
         }
         let signer = Arc::new(FleetSigner::enrol(store.as_ref(), pepper, &devices).await?);
         let admin = admin_key(&Auth::new(store, pepper.clone())).await?;
-        Ok(Self { devices, signer, admin })
+        Ok(Self { devices, signer, pepper: pepper.clone(), admin })
     }
 }
 
-/// The API served, the payers enrolled, the devices run.
+/// The API served, the payers enrolled, the devices run (here or in a process of their own).
 async fn measure(
     opts: &DeviceBenchOptions,
-    Fleet { devices, signer, admin }: Fleet,
+    fleet: Fleet,
     state: facepay_api::state::AppState,
     profile: &'static str,
 ) -> anyhow::Result<DeviceBenchReport> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     let server = tokio::spawn(async move { axum::serve(listener, facepay_api::server::router(state)).await });
-    let faces = Arc::new(SyntheticFaces::new(11, opts.payers));
-    enrol(&addr, &admin, &faces, opts.payers).await?;
+    let faces = Arc::new(SyntheticFaces::new(FACES_SEED, opts.payers));
+    enrol(&addr, &fleet.admin, &faces, opts.payers).await?;
+    let plan = LoadPlan {
+        addr,
+        pepper: fleet.pepper.expose().to_vec(),
+        key_ids: fleet.signer.key_ids().into_iter().map(|(d, k)| (d.as_str().to_string(), k.to_string())).collect(),
+        devices: fleet.devices.len(),
+        rate: opts.rate,
+        seconds: opts.seconds,
+        payers: opts.payers,
+    };
+    let ran = match opts.load {
+        Load::InProcess => run_devices(&plan, fleet.signer, faces).await,
+        Load::Process => in_a_process_of_their_own(&plan).await,
+    };
+    server.abort();
+    let LoadResult { tally, elapsed_s } = ran?;
+    Ok(report(opts, profile, tally, elapsed_s))
+}
+
+/// The seed of the payers' synthetic faces (the same in the load generator's process).
+const FACES_SEED: u64 = 11;
+
+/// What the devices are to do: where the API is, their keys, the rate and how long.
+#[derive(Serialize, Deserialize)]
+pub struct LoadPlan {
+    addr: String,
+    /// The pepper the device keys were made under (their secrets derive from it).
+    pepper: Vec<u8>,
+    /// Each device's key id, by device id.
+    key_ids: Vec<(String, String)>,
+    devices: usize,
+    rate: f64,
+    seconds: u64,
+    payers: usize,
+}
+
+/// What the devices measured, and how long their run took (s).
+#[derive(Serialize, Deserialize)]
+struct LoadResult {
+    tally: Tally,
+    elapsed_s: f64,
+}
+
+/// Runs `plan`'s devices in `facepay-bench device-load`, a process of their own.
+async fn in_a_process_of_their_own(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("device-load")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+    stdin.write_all(&serde_json::to_vec(plan)?).await?;
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    anyhow::ensure!(out.status.success(), "the load generator failed: {}", out.status);
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// `facepay-bench device-load`: reads a [`LoadPlan`] from stdin, runs its devices, prints
+/// what they measured on stdout.
+pub async fn load_from_stdin() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    tokio::io::stdin().read_to_end(&mut bytes).await?;
+    let plan: LoadPlan = serde_json::from_slice(&bytes)?;
+    let keys = plan
+        .key_ids
+        .iter()
+        .map(|(d, k)| Ok((DeviceId::parse(d.as_str())?, facepay_domain::auth::KeyId::parse(k.as_str())?)))
+        .collect::<Result<Vec<_>, facepay_domain::ValueError>>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let signer =
+        Arc::new(FleetSigner::from_key_ids(&facepay_domain::auth::SecretBytes::new(plan.pepper.clone()), keys));
+    let faces = Arc::new(SyntheticFaces::new(FACES_SEED, plan.payers));
+    println!("{}", serde_json::to_string(&run_devices(&plan, signer, faces).await?)?);
+    Ok(())
+}
+
+/// `plan`'s devices, each paying on its own connection at its share of the rate.
+async fn run_devices(
+    plan: &LoadPlan,
+    signer: Arc<FleetSigner>,
+    faces: Arc<SyntheticFaces>,
+) -> anyhow::Result<LoadResult> {
     let began = Instant::now();
-    let interval = Duration::from_secs_f64(opts.devices as f64 / opts.rate);
-    let count = ((opts.rate * opts.seconds as f64) / opts.devices as f64).ceil() as usize;
+    let interval = Duration::from_secs_f64(plan.devices as f64 / plan.rate);
+    let count = ((plan.rate * plan.seconds as f64) / plan.devices as f64).ceil() as usize;
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, d) in devices.into_iter().enumerate() {
-        let run = DeviceRun { addr: addr.clone(), signer: signer.clone(), faces: faces.clone(), device: d, index: i };
-        let first = began + interval.mul_f64(i as f64 / opts.devices as f64);
+    for i in 0..plan.devices {
+        let (addr, signer, faces) = (plan.addr.clone(), signer.clone(), faces.clone());
+        let run = DeviceRun { addr, signer, faces, device: device(i), index: i };
+        let first = began + interval.mul_f64(i as f64 / plan.devices as f64);
         tasks.spawn(async move { run.pay(first, interval, count).await });
     }
     let mut tally = Tally::default();
     while let Some(done) = tasks.join_next().await {
-        let t = done??;
-        tally.total_ms.extend(t.total_ms);
-        tally.request_ms.extend(t.request_ms);
-        tally.capture_ms.extend(t.capture_ms);
-        (tally.timeouts, tally.errors) = (tally.timeouts + t.timeouts, tally.errors + t.errors);
-        for (k, n) in t.statuses {
-            *tally.statuses.entry(k).or_default() += n;
-        }
-        tally.error_sample = tally.error_sample.or(t.error_sample);
-        for (k, n) in t.error_statuses {
-            *tally.error_statuses.entry(k).or_default() += n;
-        }
+        tally.add(done??);
     }
-    let elapsed = began.elapsed().as_secs_f64();
-    server.abort();
-    Ok(report(opts, profile, tally, elapsed))
+    Ok(LoadResult { tally, elapsed_s: began.elapsed().as_secs_f64() })
 }
 
 fn report(opts: &DeviceBenchOptions, profile: &'static str, mut t: Tally, elapsed_s: f64) -> DeviceBenchReport {
@@ -211,6 +318,10 @@ fn report(opts: &DeviceBenchOptions, profile: &'static str, mut t: Tally, elapse
     let answered: usize = t.statuses.values().sum();
     DeviceBenchReport {
         profile,
+        load: match opts.load {
+            Load::Process => "process",
+            Load::InProcess => "in-process",
+        },
         devices: opts.devices,
         offered_payments_per_s: opts.rate,
         payments_per_s: answered as f64 / elapsed_s,

@@ -43,6 +43,9 @@ pub struct PipelineBenchOptions {
     /// The pepper the fleet's device keys are made under.
     pub pepper: facepay_domain::auth::Pepper,
     pub partitions: i32,
+    /// The latency phase's offered load (events/s); `None`: half the saturating rate. Fixed,
+    /// two builds compared in turn face the same load whatever their saturation runs gave.
+    pub offered: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,7 +58,7 @@ pub struct PipelineBenchReport {
     pub broker_events_per_s: f64,
     /// `events_per_s / broker_events_per_s`.
     pub ratio_of_broker: f64,
-    /// The offered load of the latency phase (half the saturating rate).
+    /// The offered load of the latency phase (half the saturating rate, or `--offered`).
     pub offered_events_per_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -64,8 +67,9 @@ pub struct PipelineBenchReport {
     /// p50 and p99): device event → its ledger command (the matcher stage), ledger command →
     /// its published outcome (the ledger's batch and commit, the outbox, the relay).
     pub hops_ms: Hops,
-    /// Inside the ledger → outcome hop, the latency phase's mean time per batch of each step
-    /// ([`facepay_ingest::metrics::Step`], by name, ms) and the ledger's mean batch size.
+    /// Inside the hops, the latency phase's mean time per batch of each step (per tick for
+    /// `ownership_tick`; [`facepay_ingest::metrics::Step`], by name, ms) and the ledger's
+    /// mean batch size.
     pub steps_ms: std::collections::BTreeMap<&'static str, f64>,
     pub ledger_batch_mean: f64,
     /// The broker alone carrying each event through the pipeline's three topics (device
@@ -100,7 +104,7 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
     let (events, signer) = fleet_events(&opts.fleet, &opts.pepper).await?;
     let broker_events_per_s = broker_baseline(opts, &events).await?;
     let (saturated, _, _) = facepay_run(opts, &events, &signer, None).await?;
-    let offered = saturated / 2.0;
+    let offered = opts.offered.unwrap_or(saturated / 2.0);
     let before = facepay_ingest::metrics::METRICS.steps();
     let (_, mut latencies, hops_ms) = facepay_run(opts, &events, &signer, Some(offered)).await?;
     let (steps_ms, ledger_batch_mean) = step_means(before, facepay_ingest::metrics::METRICS.steps());

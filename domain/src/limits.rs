@@ -291,6 +291,13 @@ pub const REPLAY_PAGE_EVENTS_MAX: u32 = 5_000;
 /// Partitions of the topics facepay creates: the most processes one stage can spread over.
 pub const KAFKA_PARTITIONS_DEFAULT: i32 = 8;
 
+/// Most partitions `FACEPAY_KAFKA_PARTITIONS` may name.
+pub const KAFKA_PARTITIONS_MAX: i32 = 256;
+
+/// Most leases taken or renewed, or stored offsets moved, in one statement: a stage's
+/// membership and every partition of its topic.
+pub const LEASES_AT_ONCE_MAX: usize = KAFKA_PARTITIONS_MAX as usize + 1;
+
 /// How long a produce may wait for the broker's acknowledgement.
 pub const KAFKA_SEND_TIMEOUT_MS: u64 = 10_000;
 
@@ -366,9 +373,13 @@ pub const KAFKA_READ_QUIET_MS: u64 = 500;
 /// Most sends `facepay simulate` has in flight before it waits for their acknowledgements.
 pub const SIMULATE_ACKS_MAX: usize = 10_000;
 
-/// Most device events the matcher stage routes before it waits for the broker's
-/// acknowledgements and commits (a hint) past them.
+/// Most device events the matcher stage routes in one batch, sent before their
+/// acknowledgements are awaited.
 pub const MATCH_BATCH_MAX: usize = 512;
+
+/// Most batches the matcher stage has sent and not heard acknowledged: the one it sends and
+/// the one before, whose acknowledgements it awaits only once the next is sent.
+pub const MATCH_BATCHES_UNACKED_MAX: usize = 2;
 
 /// How long the outbox relay sleeps when it finds nothing to publish, unless a ledger stage of
 /// its own process wakes it sooner with a commit (another process's commits wait for this).

@@ -1,6 +1,6 @@
 //! Process metrics in the Prometheus text format: decisions by outcome, ledger batch sizes,
 //! refused input by reason, matcher latency, the time of each step on the hot path from a
-//! ledger command to its published outcome ([`Step`]), ingest lag per partition, store and
+//! device event to its published outcome ([`Step`]), ingest lag per partition, store and
 //! broker errors. Counters are process-wide (one pipeline per
 //! process); the API serves them on their own port (`FACEPAY_METRICS_ADDR`).
 
@@ -21,7 +21,7 @@ const MATCH_BUCKETS_US: [u64; 10] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_
 /// Upper bounds of the hot-path steps' histogram buckets, in microseconds.
 const STEP_BUCKETS_US: [u64; 10] = [500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
 
-/// A step on the hot path from a ledger command to its published outcome, timed per batch.
+/// A step on the hot path from a device event to its published outcome, timed per batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// The ledger stage reads the offsets stored for its partitions (the fence).
@@ -34,11 +34,27 @@ pub enum Step {
     RelayAcks,
     /// The relay waits for its previous batch's mark before starting this one's.
     RelayMarkWait,
+    /// The matcher stage validates, identifies and routes a batch of device events (sent,
+    /// not yet acknowledged).
+    MatchRoute,
+    /// The matcher stage waits for the broker's acknowledgements of a batch it sent.
+    MatchAcks,
+    /// A stage's ownership tick: its position kept, its leases renewed, what moved taken
+    /// (on the stage's own loop, between two batches; once a tick, not per batch).
+    OwnershipTick,
 }
 
 impl Step {
-    pub const ALL: [Step; 5] =
-        [Step::LedgerOffsets, Step::LedgerCommit, Step::RelayRead, Step::RelayAcks, Step::RelayMarkWait];
+    pub const ALL: [Step; 8] = [
+        Step::LedgerOffsets,
+        Step::LedgerCommit,
+        Step::RelayRead,
+        Step::RelayAcks,
+        Step::RelayMarkWait,
+        Step::MatchRoute,
+        Step::MatchAcks,
+        Step::OwnershipTick,
+    ];
 
     /// Its name, in the metric's name and in the pipeline benchmark's report.
     pub fn name(self) -> &'static str {
@@ -48,6 +64,9 @@ impl Step {
             Step::RelayRead => "relay_read",
             Step::RelayAcks => "relay_acks",
             Step::RelayMarkWait => "relay_mark_wait",
+            Step::MatchRoute => "match_route",
+            Step::MatchAcks => "match_acks",
+            Step::OwnershipTick => "ownership_tick",
         }
     }
 }

@@ -495,7 +495,14 @@ pub trait TransportStore: Send + Sync + 'static {
 
     /// Takes or renews the lease `name` for `holder` for `lease_ms` from now; true if
     /// `holder` holds it now (it was free, lapsed, or already its own).
-    async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, StoreError>;
+    async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, StoreError> {
+        Ok(!self.leases(&[name.to_string()], holder, lease_ms).await?.is_empty())
+    }
+
+    /// [`TransportStore::lease`] for every one of `names` at once, in one statement (one
+    /// commit: a stage's ownership tick renews its membership and its partitions together);
+    /// the names `holder` holds now, in name order. At most [`LEASES_AT_ONCE_MAX`] names.
+    async fn leases(&self, names: &[String], holder: &str, lease_ms: u64) -> Result<Vec<String>, StoreError>;
 
     /// The leases whose names start with `prefix` and have not lapsed: `(name, holder)`,
     /// ordered by name.
@@ -505,8 +512,9 @@ pub trait TransportStore: Send + Sync + 'static {
     async fn lease_release(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
     /// Moves `group_id`'s next offset of each `(partition, next_offset)` of `topic` forward
-    /// to at least the given one, outside any ledger commit: for a stage that is
-    /// at-least-once (the matcher), whose position is only where a successor resumes.
+    /// to at least the given one, outside any ledger commit, in one statement: for a stage
+    /// that is at-least-once (the matcher), whose position is only where a successor resumes.
+    /// At most [`LEASES_AT_ONCE_MAX`] partitions.
     async fn offsets_advance(&self, group_id: &str, topic: &str, next: &[(i32, i64)]) -> Result<(), StoreError>;
 
     /// Up to `limit` unpublished outbox messages, oldest first, with their ids.

@@ -518,26 +518,45 @@ macro_rules! transport_sql {
                 .bind(topic)
                 .fetch_all(&self.$write)
                 .await?;
-                rows.iter().map(|r| Ok((sqlx::Row::try_get::<i32, _>(r, "partition")?, r.int("next_offset")?))).collect()
+                rows.iter()
+                    .map(|r| Ok((sqlx::Row::try_get::<i32, _>(r, "partition")?, r.int("next_offset")?)))
+                    .collect()
             }
 
-            async fn lease(&self, name: &str, holder: &str, lease_ms: u64) -> Result<bool, $crate::StoreError> {
-                // The database's clock decides expiry: the one clock every process shares.
-                let sql = concat!(
-                    "INSERT INTO leases (name, holder, expires_ms) VALUES ($1, $2, ",
+            async fn leases(
+                &self,
+                names: &[String],
+                holder: &str,
+                lease_ms: u64,
+            ) -> Result<Vec<String>, $crate::StoreError> {
+                use $crate::rows::Cells;
+                assert!(names.len() <= facepay_domain::limits::LEASES_AT_ONCE_MAX, "{} leases at once", names.len());
+                // In name order, once each: two holders renewing overlapping sets lock the rows
+                // in the same order (no deadlock), and no row is upserted twice in a statement.
+                let names: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+                if names.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let lease_ms = i64::try_from(lease_ms).unwrap_or(i64::MAX / 2);
+                let mut qb = sqlx::QueryBuilder::new("INSERT INTO leases (name, holder, expires_ms) ");
+                qb.push_values(names, |mut row, name| {
+                    // The database's clock decides expiry: the one clock every process shares.
+                    row.push_bind(name)
+                        .push_bind(holder)
+                        .push($now_ms)
+                        .push_unseparated(" + ")
+                        .push_bind_unseparated(lease_ms);
+                });
+                qb.push(concat!(
+                    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms \
+                     WHERE leases.holder = excluded.holder OR leases.expires_ms < ",
                     $now_ms,
-                    " + $3) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
-                     expires_ms = excluded.expires_ms WHERE leases.holder = excluded.holder OR leases.expires_ms < ",
-                    $now_ms,
-                    " RETURNING holder"
-                );
-                let row = sqlx::query(sql)
-                    .bind(name)
-                    .bind(holder)
-                    .bind(i64::try_from(lease_ms).unwrap_or(i64::MAX / 2))
-                    .fetch_optional(&self.$write)
-                    .await?;
-                Ok(row.is_some())
+                    " RETURNING name"
+                ));
+                let rows = qb.build().fetch_all(&self.$write).await?;
+                let mut held = rows.iter().map(|r| r.text("name")).collect::<Result<Vec<_>, _>>()?;
+                held.sort();
+                Ok(held)
             }
 
             async fn leases_live(&self, prefix: &str) -> Result<Vec<(String, String)>, $crate::StoreError> {
@@ -568,19 +587,24 @@ macro_rules! transport_sql {
                 topic: &str,
                 next: &[(i32, i64)],
             ) -> Result<(), $crate::StoreError> {
-                for &(partition, next_offset) in next {
-                    sqlx::query(
-                        "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset \
-                         WHERE consumer_offsets.next_offset < excluded.next_offset",
-                    )
-                    .bind(group_id)
-                    .bind(topic)
-                    .bind(partition)
-                    .bind(next_offset)
-                    .execute(&self.$write)
-                    .await?;
+                assert!(next.len() <= facepay_domain::limits::LEASES_AT_ONCE_MAX, "{} offsets at once", next.len());
+                let next = next.iter().fold(std::collections::BTreeMap::<i32, i64>::new(), |mut at, &(p, o)| {
+                    at.entry(p).and_modify(|n| *n = (*n).max(o)).or_insert(o);
+                    at
+                });
+                if next.is_empty() {
+                    return Ok(());
                 }
+                let mut qb =
+                    sqlx::QueryBuilder::new("INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) ");
+                qb.push_values(next, |mut row, (partition, next_offset)| {
+                    row.push_bind(group_id).push_bind(topic).push_bind(partition).push_bind(next_offset);
+                });
+                qb.push(
+                    " ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset \
+                     WHERE consumer_offsets.next_offset < excluded.next_offset",
+                );
+                qb.build().execute(&self.$write).await?;
                 Ok(())
             }
 

@@ -56,6 +56,19 @@ impl FleetSigner {
         Ok(signer)
     }
 
+    /// Each device's key id: with the pepper, all a signer of this fleet needs elsewhere
+    /// ([`FleetSigner::from_key_ids`], e.g. a load generator in a process of its own).
+    pub fn key_ids(&self) -> Vec<(DeviceId, KeyId)> {
+        self.devices.iter().map(|(d, (k, _))| (d.clone(), k.clone())).collect()
+    }
+
+    /// A signer for devices whose keys were made under `pepper` with these ids (their
+    /// secrets derive from both); it has no key rows to install.
+    pub fn from_key_ids(pepper: &Pepper, keys: Vec<(DeviceId, KeyId)>) -> Self {
+        let devices = keys.into_iter().map(|(d, k)| (d, (k.clone(), device_secret(pepper, &k)))).collect();
+        Self { platform: platform_secret(pepper), devices, keys: Vec::new() }
+    }
+
     fn actor() -> Actor {
         Actor { principal: "fleet".into(), role: "operator".into() }
     }

@@ -9,9 +9,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
 use facepay_domain::limits::{
-    KAFKA_FETCH_WAIT_MAX_MS, KAFKA_MESSAGE_TIMEOUT_MS, KAFKA_PARTITIONS_DEFAULT, KAFKA_SEND_TIMEOUT_MS,
-    KAFKA_STATS_INTERVAL_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS,
-    OUTBOX_SEND_TIMEOUT_MS,
+    KAFKA_FETCH_WAIT_MAX_MS, KAFKA_MESSAGE_TIMEOUT_MS, KAFKA_PARTITIONS_DEFAULT, KAFKA_PARTITIONS_MAX,
+    KAFKA_SEND_TIMEOUT_MS, KAFKA_STATS_INTERVAL_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, OUTBOX_LEASE_MARGIN_MS,
+    OUTBOX_LEASE_MS, OUTBOX_SEND_TIMEOUT_MS,
 };
 
 /// Where the broker is and how facepay uses it. Every name is configuration, documented in
@@ -73,6 +73,9 @@ impl KafkaConfig {
     /// send its holder started is still in flight (the holder renews when less than a send and
     /// a margin are left; a second margin keeps renewals from running back to back).
     pub fn check(&self) -> Result<(), String> {
+        if !(1..=KAFKA_PARTITIONS_MAX).contains(&self.partitions) {
+            return Err(format!("FACEPAY_KAFKA_PARTITIONS ({}) must be 1 to {KAFKA_PARTITIONS_MAX}", self.partitions));
+        }
         let margin = Duration::from_millis(OUTBOX_LEASE_MARGIN_MS);
         let needed = self.outbox_send_timeout + 2 * margin;
         if self.outbox_lease < needed {

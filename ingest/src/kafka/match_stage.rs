@@ -3,16 +3,18 @@
 
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use facepay_ledger::Command;
 
+use crate::metrics::{Step, METRICS};
 use crate::wire::StageMessage;
 
 use super::*;
-use facepay_domain::limits::{MATCH_BATCH_MAX, REQUEST_ID_LEN_MAX};
+use facepay_domain::limits::{MATCH_BATCHES_UNACKED_MAX, MATCH_BATCH_MAX, REQUEST_ID_LEN_MAX};
 
 /// How often the matcher stage reads the ledger's member cards again (with a face store).
 const MATCH_MEMBERS_REFRESH: Duration = Duration::from_millis(facepay_domain::limits::MATCH_MEMBERS_REFRESH_MS);
@@ -59,12 +61,25 @@ pub async fn run_match_stage(
     };
     let (mut errors, mut guard) = (RecvErrors::default(), SkipGuard::default());
     let mut members_read = tokio::time::Instant::now();
+    let mut unacked = Unacked::default();
     loop {
         let first = tokio::select! {
-            _ = shutdown.changed() => return owned.leave(deps.store.as_ref()).await,
+            _ = shutdown.changed() => {
+                unacked.settle(&mut owned).await?;
+                return owned.leave(deps.store.as_ref()).await;
+            }
             msg = consumer.recv() => Some(msg),
             _ = owned.tick_due() => None,
+            acked = unacked.next_acked() => {
+                unacked.landed(acked, &mut owned)?;
+                continue;
+            }
         };
+        // The tick keeps the position of what was routed: every batch's sends acknowledged
+        // first, as when the stage waited for each.
+        if owned.tick_is_due() {
+            unacked.settle(&mut owned).await?;
+        }
         if owned.maintain(&consumer, deps.store.as_ref()).await?.changed() {
             guard.assigned(owned.assigned_from().clone());
             // The captures decided by a partition's previous holder below the offset this one
@@ -85,31 +100,100 @@ pub async fn run_match_stage(
             continue;
         }
         if let Some(faces) = &deps.faces {
-            // The member lists follow the ledger's cards (opened and closed by face, decided
-            // wherever the capture was resolved).
-            if members_read.elapsed() >= MATCH_MEMBERS_REFRESH {
-                stage.set_members(faces.members().await?);
-                members_read = tokio::time::Instant::now();
-            }
-            // Faces enrolled or deleted through other processes since the last batch.
-            stage.follow(faces).await?;
+            follow_faces(faces, &mut stage, &mut members_read).await?;
         }
-        route_batch(&deps, &producer, &out, &mut stage, &batch).await?;
+        let acks = route_batch(&deps, &producer, &out, &mut stage, &batch).await?;
         guard.processed(&batch);
-        owned.processed(&batch);
+        // Sent; the batches before are awaited only now, so a batch is read and routed while
+        // the one before it is on its way to the broker.
+        unacked.make_room(&mut owned).await?;
+        unacked.wait_for(acks, out.send_timeout, batch);
     }
 }
 
-/// Routes `batch` in order, sends all, then waits: one round trip per batch, not per event.
-/// The batch's captures are kept before the stage moves past it: a successor resumes after
-/// what was kept and restores them (`FaceStore::recent_captures`).
+/// Before a batch: the member lists read again when they are due (they follow the ledger's
+/// cards, opened and closed by face, decided wherever the capture was resolved), and the faces
+/// enrolled or deleted through other processes since the last batch applied.
+async fn follow_faces(
+    faces: &crate::faces::FaceStore,
+    stage: &mut crate::matching::MatchStage,
+    members_read: &mut tokio::time::Instant,
+) -> Result<(), TransportError> {
+    if members_read.elapsed() >= MATCH_MEMBERS_REFRESH {
+        stage.set_members(faces.members().await?);
+        *members_read = tokio::time::Instant::now();
+    }
+    Ok(stage.follow(faces).await?)
+}
+
+/// The batches the matcher stage sent and has not heard acknowledged, oldest first: with
+/// the batch being sent, at most [`MATCH_BATCHES_UNACKED_MAX`]. A batch's position is kept
+/// only once the broker has every one of its messages (and every earlier batch's); the
+/// producer is idempotent, so a partition's messages land in the order they were sent across
+/// batches too.
+#[derive(Default)]
+struct Unacked {
+    pending: std::collections::VecDeque<(AcksDue, Vec<OwnedMessage>)>,
+}
+
+impl Unacked {
+    /// Waits for the oldest batches until one more may be sent.
+    async fn make_room(&mut self, owned: &mut OwnedPartitions) -> Result<(), TransportError> {
+        while self.pending.len() + 1 >= MATCH_BATCHES_UNACKED_MAX {
+            self.settle_oldest(owned).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts waiting for `acks`, all within `within`, for `batch`.
+    fn wait_for(&mut self, acks: Acks, within: Duration, batch: Vec<OwnedMessage>) {
+        assert!(self.pending.len() + 1 < MATCH_BATCHES_UNACKED_MAX, "room made before a send");
+        self.pending.push_back((acks_due(acks, within), batch));
+    }
+
+    /// Resolves when the oldest batch is acknowledged (or failed); never while none waits.
+    async fn next_acked(&mut self) -> Result<(), KafkaError> {
+        match self.pending.front_mut() {
+            Some((acks, _)) => acks.await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The oldest batch's acknowledgements came (`acked`): its position is the stage's.
+    fn landed(&mut self, acked: Result<(), KafkaError>, owned: &mut OwnedPartitions) -> Result<(), TransportError> {
+        let (_, batch) = self.pending.pop_front().expect("a batch was waiting");
+        acked?;
+        owned.processed(&batch);
+        Ok(())
+    }
+
+    /// Waits for every batch sent (the time the stage is held up is `match_acks`).
+    async fn settle(&mut self, owned: &mut OwnedPartitions) -> Result<(), TransportError> {
+        while !self.pending.is_empty() {
+            self.settle_oldest(owned).await?;
+        }
+        Ok(())
+    }
+
+    async fn settle_oldest(&mut self, owned: &mut OwnedPartitions) -> Result<(), TransportError> {
+        let waiting = std::time::Instant::now();
+        let acked = self.next_acked().await;
+        METRICS.step(Step::MatchAcks, waiting.elapsed());
+        self.landed(acked, owned)
+    }
+}
+
+/// Routes `batch` in order and sends all: what was sent, to be acknowledged (one round trip
+/// per batch, not per event). The batch's captures are kept before the stage moves past it: a
+/// successor resumes after what was kept and restores them (`FaceStore::recent_captures`).
 async fn route_batch(
     deps: &MatchDeps,
     producer: &FutureProducer,
     out: &Outputs,
     stage: &mut crate::matching::MatchStage,
     batch: &[OwnedMessage],
-) -> Result<(), TransportError> {
+) -> Result<Acks, TransportError> {
+    let routing = std::time::Instant::now();
     let mut acks = Acks::with_capacity(batch.len());
     for msg in batch {
         let accepted_at = accepted_at(msg, &deps.verifier, deps.clock.as_ref());
@@ -126,7 +210,8 @@ async fn route_batch(
     if let (Some(faces), false) = (&deps.faces, identified.is_empty()) {
         faces.remember_captures(identified, chrono::Utc::now()).await?;
     }
-    Ok(acknowledged(acks, out.send_timeout).await?)
+    METRICS.step(Step::MatchRoute, routing.elapsed());
+    Ok(acks)
 }
 
 /// Where the matcher stage's output goes.

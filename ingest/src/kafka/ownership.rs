@@ -100,6 +100,11 @@ impl OwnedPartitions {
         tokio::time::sleep_until(self.next_tick).await
     }
 
+    /// Whether a tick is due (the next [`OwnedPartitions::maintain`] does its work).
+    pub fn tick_is_due(&self) -> bool {
+        tokio::time::Instant::now() >= self.next_tick
+    }
+
     /// Notes that the stage processed `batch` (for [`Resume::Processed`]).
     pub fn processed(&mut self, batch: &[OwnedMessage]) {
         for m in batch {
@@ -110,34 +115,46 @@ impl OwnedPartitions {
 
     /// When a tick is due: keeps the processed offsets, renews this process's membership and
     /// partitions, gives up and takes what moved, and assigns `consumer` what it holds now
-    /// (each partition from where it resumes). How what it holds moved.
+    /// (each partition from where it resumes). How what it holds moved. It runs on the
+    /// stage's own loop, between two batches: in a steady state two writes (the offsets, in
+    /// one statement; the membership and the partitions, renewed in one) and one read.
     pub async fn maintain<C: rdkafka::consumer::ConsumerContext>(
         &mut self,
         consumer: &StreamConsumer<C>,
         store: &dyn LedgerStore,
     ) -> Result<Moved, TransportError> {
-        if tokio::time::Instant::now() < self.next_tick {
+        if !self.tick_is_due() {
             return Ok(Moved::default());
         }
+        let began = std::time::Instant::now();
         self.next_tick = tokio::time::Instant::now() + Duration::from_millis(OWNERSHIP_TICK_MS);
         self.save_processed(store).await?;
-        let wanted = self.share(store).await?;
         let before = self.held.clone();
+        let mut renew = vec![self.member_lease()];
+        renew.extend(before.iter().map(|p| self.partition_lease(*p)));
+        let renewed = store.leases(&renew, &self.holder, PARTITION_LEASE_MS).await?;
+        let lost: Vec<i32> =
+            before.iter().copied().filter(|p| renewed.binary_search(&self.partition_lease(*p)).is_err()).collect();
+        lost.iter().for_each(|p| _ = self.held.remove(p));
+        let wanted = self.share(store).await?;
         for p in before.difference(&wanted) {
             store.lease_release(&self.partition_lease(*p), &self.holder).await?;
             self.held.remove(p);
             self.processed.remove(p);
         }
-        for p in &wanted {
-            match store.lease(&self.partition_lease(*p), &self.holder, PARTITION_LEASE_MS).await? {
-                true => self.held.insert(*p),
-                false => self.held.remove(p),
-            };
+        let take: Vec<i32> = wanted.difference(&self.held).copied().collect();
+        if !take.is_empty() {
+            let names: Vec<String> = take.iter().map(|p| self.partition_lease(*p)).collect();
+            let taken = store.leases(&names, &self.holder, PARTITION_LEASE_MS).await?;
+            let got: Vec<i32> =
+                take.into_iter().filter(|p| taken.binary_search(&self.partition_lease(*p)).is_ok()).collect();
+            self.held.extend(got);
         }
         let moved = Moved { grew: !self.held.is_subset(&before), shrank: !before.is_subset(&self.held) };
         if moved.changed() {
             self.assign(consumer, store).await?;
         }
+        crate::metrics::METRICS.step(crate::metrics::Step::OwnershipTick, began.elapsed());
         Ok(moved)
     }
 
@@ -153,9 +170,8 @@ impl OwnedPartitions {
     }
 
     /// The partitions that fall to this process among the live members (itself included,
-    /// after renewing its own membership).
+    /// its membership renewed just before).
     async fn share(&self, store: &dyn LedgerStore) -> Result<BTreeSet<i32>, TransportError> {
-        store.lease(&self.member_lease(), &self.holder, PARTITION_LEASE_MS).await?;
         let mut members: Vec<String> =
             store.leases_live(&self.member_prefix()).await?.into_iter().map(|(_, holder)| holder).collect();
         members.sort();

@@ -107,6 +107,21 @@ pub(super) fn enqueue(
 /// Waits for every acknowledgement in `acks`, at most `within` in all; the first failure
 /// fails them all. After a failure the caller drops its producer (its run ends).
 pub async fn acknowledged(acks: Acks, within: Duration) -> Result<(), KafkaError> {
+    acknowledged_by(acks, tokio::time::Instant::now() + within).await
+}
+
+/// A batch's acknowledgements, to be awaited later, due within a send timeout of its send.
+pub type AcksDue = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), KafkaError>> + Send>>;
+
+/// `acks` of messages sent just now, awaited later: [`acknowledged`] within `within` of now,
+/// however late the caller awaits them (the matcher stage awaits a batch's once it has sent
+/// the next).
+pub fn acks_due(acks: Acks, within: Duration) -> AcksDue {
+    Box::pin(acknowledged_by(acks, tokio::time::Instant::now() + within))
+}
+
+/// [`acknowledged`], by `deadline`.
+async fn acknowledged_by(acks: Acks, deadline: tokio::time::Instant) -> Result<(), KafkaError> {
     let all = async {
         for ack in acks {
             match ack.await {
@@ -117,7 +132,7 @@ pub async fn acknowledged(acks: Acks, within: Duration) -> Result<(), KafkaError
         }
         Ok(())
     };
-    let done = tokio::time::timeout(within, all).await.unwrap_or_else(|_| Err(timed_out()));
+    let done = tokio::time::timeout_at(deadline, all).await.unwrap_or_else(|_| Err(timed_out()));
     if done.is_err() {
         crate::metrics::METRICS.broker_error();
     }

@@ -153,6 +153,7 @@ on_both_stores!(tokio::test;
     two_writers_paying_one_merchant_lose_no_update,
     a_consumer_that_lost_its_partition_is_fenced_off,
     one_relay_holds_the_outbox_lease_until_it_lapses_and_published_messages_never_return,
+    a_stages_leases_are_renewed_together_and_only_the_free_or_own_are_held,
     the_fleet_shows_each_devices_last_answer_and_its_refusals,
     an_orders_events_sent_again_by_their_own_device_are_counted_on_it,
     console_sessions_live_idle_out_show_a_token_once_and_are_bounded,
@@ -732,6 +733,34 @@ async fn one_relay_holds_the_outbox_lease_until_it_lapses_and_published_messages
     assert!(s.lease("relay", "b", 60_000).await.unwrap(), "a's lease lapsed");
     assert!(!s.lease("relay", "a", 60_000).await.unwrap(), "a, back, waits for b's");
     assert_eq!(keys(s.outbox_pending(10).await.unwrap()), ["k3", "k4"]);
+}
+
+async fn a_stages_leases_are_renewed_together_and_only_the_free_or_own_are_held(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let s = &db.store;
+    let names = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+
+    // Given b holds part 1, and part 2's lease (a's) lapsed.
+    assert!(s.lease("part:1", "b", 60_000).await.unwrap());
+    assert!(s.lease("part:2", "a", 60_000).await.unwrap());
+    db.raw.exec("UPDATE leases SET expires_ms = 0 WHERE name = 'part:2'").await.unwrap();
+    // When c takes its membership and parts 0-3 at once (named out of order, one twice),
+    let held = s.leases(&names(&["part:3", "member:c", "part:0", "part:1", "part:2", "part:0"]), "c", 60_000).await;
+    // then it holds the free and the lapsed, in name order, not b's;
+    assert_eq!(held.unwrap(), names(&["member:c", "part:0", "part:2", "part:3"]));
+    // and renewing them all again keeps exactly those, b's still b's.
+    let again = s.leases(&names(&["member:c", "part:0", "part:1", "part:2", "part:3"]), "c", 60_000).await.unwrap();
+    assert_eq!(again, names(&["member:c", "part:0", "part:2", "part:3"]));
+    let live = s.leases_live("part:").await.unwrap();
+    assert_eq!(live.iter().filter(|(_, h)| h == "b").map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["part:1"]);
+    assert!(s.leases(&[], "c", 60_000).await.unwrap().is_empty());
+
+    // The matcher's position: every partition moved in one statement, never backwards.
+    let stored = || async { s.offsets("match", "facepay.device-events").await.unwrap() };
+    s.offsets_advance("match", "facepay.device-events", &[(0, 10), (1, 5), (0, 12)]).await.unwrap();
+    assert_eq!(stored().await, [(0, 12), (1, 5)].into_iter().collect());
+    s.offsets_advance("match", "facepay.device-events", &[(0, 11), (1, 7), (2, 1)]).await.unwrap();
+    assert_eq!(stored().await, [(0, 12), (1, 7), (2, 1)].into_iter().collect());
 }
 
 async fn a_consumer_that_lost_its_partition_is_fenced_off(backend: Backend) {
