@@ -173,10 +173,9 @@ pub async fn run(opts: &DeviceBenchOptions) -> anyhow::Result<DeviceBenchReport>
     }
 }
 
-/// The merchant, its devices and their keys, and an admin key: in the database before the
-/// service starts (it reads the registry at start).
+/// The merchant and its devices `device(0..n)`, registered before the service starts (it reads
+/// the registry at start): their signer, the pepper their keys were made under, an admin key.
 struct Fleet {
-    devices: Vec<DeviceRef>,
     signer: Arc<FleetSigner>,
     pepper: facepay_domain::auth::Pepper,
     admin: String,
@@ -192,7 +191,7 @@ impl Fleet {
         }
         let signer = Arc::new(FleetSigner::enrol(store.as_ref(), pepper, &devices).await?);
         let admin = admin_key(&Auth::new(store, pepper.clone())).await?;
-        Ok(Self { devices, signer, pepper: pepper.clone(), admin })
+        Ok(Self { signer, pepper: pepper.clone(), admin })
     }
 }
 
@@ -212,7 +211,7 @@ async fn measure(
         addr,
         pepper: fleet.pepper.expose().to_vec(),
         key_ids: fleet.signer.key_ids().into_iter().map(|(d, k)| (d.as_str().to_string(), k.to_string())).collect(),
-        devices: fleet.devices.len(),
+        devices: opts.devices,
         rate: opts.rate,
         seconds: opts.seconds,
         payers: opts.payers,
@@ -231,7 +230,7 @@ const FACES_SEED: u64 = 11;
 
 /// What the devices are to do: where the API is, their keys, the rate and how long.
 #[derive(Serialize, Deserialize)]
-pub struct LoadPlan {
+struct LoadPlan {
     addr: String,
     /// The pepper the device keys were made under (their secrets derive from it).
     pepper: Vec<u8>,
