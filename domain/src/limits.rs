@@ -361,9 +361,17 @@ pub const KAFKA_STATS_INTERVAL_MS: u64 = 5_000;
 /// no difference outside the noise (docs/BENCHMARKS.md, session 10).
 pub const KAFKA_FETCH_WAIT_MAX_MS: u64 = 10;
 
-/// How far back (in records) the ledger stage reads a partition again when the broker skipped
-/// records past the stored offset: more than one producer batch of one partition.
+/// How far back (in records) a stage reads a partition it is assigned from before where it
+/// resumes, and reads it again when the broker skipped records: more than one producer batch
+/// of one partition (a broker may answer a read from the middle of a record batch with the
+/// next batch, or with nothing).
 pub const KAFKA_GAP_REWIND_MAX: i64 = 4_096;
+
+/// Most records in one record batch of facepay's own producers (librdkafka's
+/// `batch.num.messages`; its default is 10 000): a read from [`KAFKA_GAP_REWIND_MAX`] records
+/// back always starts in an earlier batch than the record it is for.
+pub const KAFKA_PRODUCER_BATCH_MAX: usize = 2_048;
+const _: () = assert!(KAFKA_PRODUCER_BATCH_MAX as i64 * 2 <= KAFKA_GAP_REWIND_MAX);
 
 /// When reading a topic to its end, how long nothing more must arrive after the reported
 /// end before the read is complete (a broker may report its end short of a batch's last

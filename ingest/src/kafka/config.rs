@@ -10,8 +10,8 @@ use rdkafka::producer::FutureProducer;
 
 use facepay_domain::limits::{
     KAFKA_FETCH_WAIT_MAX_MS, KAFKA_MESSAGE_TIMEOUT_MS, KAFKA_PARTITIONS_DEFAULT, KAFKA_PARTITIONS_MAX,
-    KAFKA_SEND_TIMEOUT_MS, KAFKA_STATS_INTERVAL_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX, OUTBOX_LEASE_MARGIN_MS,
-    OUTBOX_LEASE_MS, OUTBOX_SEND_TIMEOUT_MS,
+    KAFKA_PRODUCER_BATCH_MAX, KAFKA_SEND_TIMEOUT_MS, KAFKA_STATS_INTERVAL_MS, LEDGER_BATCH_LINGER_MS, LEDGER_BATCH_MAX,
+    OUTBOX_LEASE_MARGIN_MS, OUTBOX_LEASE_MS, OUTBOX_SEND_TIMEOUT_MS,
 };
 
 /// Where the broker is and how facepay uses it. Every name is configuration, documented in
@@ -179,12 +179,14 @@ impl KafkaConfig {
 
     /// An idempotent producer: the broker drops the duplicates its own retries would make,
     /// so a message is written at most once per send. Its callers time their sends out
-    /// themselves ([`KAFKA_MESSAGE_TIMEOUT_MS`] says why) and drop it when one does.
+    /// themselves ([`KAFKA_MESSAGE_TIMEOUT_MS`] says why) and drop it when one does. Its record
+    /// batches hold at most [`KAFKA_PRODUCER_BATCH_MAX`] records.
     pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
         self.client()
             .set("message.timeout.ms", KAFKA_MESSAGE_TIMEOUT_MS.to_string())
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
+            .set("batch.num.messages", KAFKA_PRODUCER_BATCH_MAX.to_string())
             .create()
     }
 }

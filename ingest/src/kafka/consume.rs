@@ -70,22 +70,23 @@ pub async fn fill_batch<C: rdkafka::consumer::ConsumerContext + 'static>(
     Ok(())
 }
 
-/// The matcher's and the gather's guard against records the broker skipped (tansu 0.6
-/// answers a fetch from the middle of a record batch with the next batch): a partition whose
-/// first record is neither the next one this stage expects nor the offset it was assigned
-/// from, but past it, is read again from before that offset, and what lies below it (routed
-/// already) is passed over. Once per assigned offset: a gap still there after that is the
+/// The matcher's and the gather's guard against records the broker skipped. A partition is
+/// assigned to be read from [`KAFKA_GAP_REWIND_MAX`] records before where it resumes
+/// ([`OwnedPartitions`]): what lies below that offset (processed already) is passed over here.
+/// Where a partition's first record in a batch comes after the record this stage expects next
+/// (some brokers, tansu 0.6 among them, answer a read from the middle of a record batch with
+/// the next batch), the partition is read again from before the expected record and what lies
+/// below it is passed over. Once per expected offset: a gap still there after that is the
 /// log's own.
 #[derive(Default)]
 pub(super) struct SkipGuard {
     /// The next offset of each partition, after the records this stage routed.
     next: HashMap<i32, i64>,
-    /// The assigned offset each partition was last read again from, and below which its
-    /// records are passed over.
+    /// Per partition, the offset below which its records are passed over: where it resumed,
+    /// raised to the expected record when it was read again.
     floor: HashMap<i32, i64>,
-    /// The offset each partition was assigned from ([`OwnedPartitions`]): where the stage
-    /// resumed it.
-    assigned_from: HashMap<i32, i64>,
+    /// Per partition, the expected offset it was last read again from.
+    rewound: HashMap<i32, i64>,
 }
 
 impl SkipGuard {
@@ -102,26 +103,28 @@ impl SkipGuard {
             *slot = (*slot).min(m.offset());
         }
         for (p, offset) in first {
-            if self.next.get(&p) == Some(&offset) {
+            let Some(expected) = self.next.get(&p).or(self.floor.get(&p)).copied() else { continue };
+            if offset <= expected || self.rewound.get(&p) == Some(&expected) {
                 continue;
             }
-            let Some(committed) = self.assigned_from.get(&p).copied() else { continue };
-            if offset <= committed || self.floor.get(&p) == Some(&committed) {
-                continue;
-            }
-            tracing::warn!(partition = p, committed, "the broker skipped records; reading the partition again");
-            let back = rdkafka::Offset::Offset((committed - KAFKA_GAP_REWIND_MAX).max(0));
+            tracing::warn!(partition = p, expected, offset, "the broker skipped records; reading the partition again");
+            let back = rdkafka::Offset::Offset((expected - KAFKA_GAP_REWIND_MAX).max(0));
             if let Err(e) = consumer.seek(topic, p, back, Duration::from_secs(5)) {
                 tracing::info!(partition = p, error = %e, "seek back failed (the partition likely moved away)");
             }
-            self.floor.insert(p, committed);
+            self.rewound.insert(p, expected);
+            self.floor.insert(p, expected);
             batch.retain(|m| m.partition() != p);
         }
     }
 
-    /// The stage's partitions were assigned by hand, each from the offset in `from`.
+    /// The stage's partitions were assigned by hand, each to resume from the offset in `from`
+    /// (and read from a little before it): what was expected, passed over or read again under
+    /// the last assignment no longer holds.
     pub(super) fn assigned(&mut self, from: HashMap<i32, i64>) {
-        self.assigned_from = from;
+        self.next.clear();
+        self.rewound.clear();
+        self.floor = from;
     }
 
     pub(super) fn processed(&mut self, batch: &[OwnedMessage]) {
@@ -129,6 +132,16 @@ impl SkipGuard {
             self.next.insert(m.partition(), m.offset() + 1);
         }
     }
+}
+
+/// The record a stage received before its ownership tick, if the tick left its assignment as
+/// it was. A new assignment reads every partition again from where it resumes (never past a
+/// record not yet processed), so a record received before it is read again, and must be: kept,
+/// it would stand first in its batch where the skip guards look for the assignment's first
+/// record, and hide the records a broker skips when the partition is read again from the
+/// middle of a record batch (tansu 0.6 answers such a read with the next batch).
+pub(super) fn received_under<M>(first: Option<M>, moved: Moved) -> Option<M> {
+    first.filter(|_| !moved.changed())
 }
 
 /// The record header `key` as text, if the record has it.

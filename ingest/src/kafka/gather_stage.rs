@@ -51,7 +51,7 @@ pub async fn run_gather_stage(
             gather.retain_partitions(owned.held());
         }
         let mut batch = Vec::new();
-        if let Some(first) = first {
+        if let Some(first) = received_under(first, moved) {
             let Some(first) = errors.check(first).await? else { continue };
             batch.push(first.detach());
             fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;

@@ -44,8 +44,11 @@ pub async fn run_ledger_stage(
             msg = consumer.recv() => Some(msg),
             _ = owned.tick_due() => None,
         };
-        owned.maintain(&consumer, ledger.store().as_ref()).await?;
-        let Some(first) = first else { continue };
+        let moved = owned.maintain(&consumer, ledger.store().as_ref()).await?;
+        if moved.changed() {
+            rewound.clear();
+        }
+        let Some(first) = received_under(first, moved) else { continue };
         let Some(first) = errors.check(first).await? else { continue };
         let mut batch = vec![first.detach()];
         fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, cfg.batch_max).await?;
@@ -98,8 +101,9 @@ pub struct CommitListeners {
 
 /// A partition of `batch` whose first record past the stored offset comes after it: records
 /// were skipped (some brokers, tansu 0.6 among them, answer a fetch from the middle of a
-/// record batch with the next batch). Each stored offset is read again once; a gap that is
-/// still there then is the log's own (compaction, transaction markers) and is accepted.
+/// record batch with the next batch). Each stored offset is read again once per assignment; a
+/// gap that is still there then is the log's own (compaction, transaction markers) and is
+/// accepted.
 fn skipped(batch: &[OwnedMessage], done: &HashMap<i32, i64>, rewound: &mut HashMap<i32, i64>) -> Option<(i32, i64)> {
     let mut first: BTreeMap<i32, i64> = BTreeMap::new();
     for m in batch {
@@ -219,8 +223,9 @@ fn delivery(cfg: &KafkaConfig, topic: &str, items: &[&Item], done: &HashMap<i32,
     (commands, delivery)
 }
 
-/// After a fence: move each partition of the batch back to what the database holds, so the
-/// messages another consumer did not commit are read again (or skipped, if it did).
+/// After a fence: move each partition of the batch back to what the database holds (read from
+/// a little before it, as at an assignment), so the messages another consumer did not commit
+/// are read again (or skipped, if it did).
 async fn seek_to_stored(
     consumer: &StreamConsumer<LogAssignments>,
     ledger: &Ledger,
@@ -231,7 +236,7 @@ async fn seek_to_stored(
     let stored = ledger.store().offsets(&cfg.ledger_group, topic).await?;
     let partitions: std::collections::BTreeSet<i32> = items.iter().map(|i| i.partition).collect();
     for p in partitions {
-        let to = rdkafka::Offset::Offset(stored.get(&p).copied().unwrap_or(0));
+        let to = rdkafka::Offset::Offset((stored.get(&p).copied().unwrap_or(0) - KAFKA_GAP_REWIND_MAX).max(0));
         if let Err(e) = consumer.seek(topic, p, to, Duration::from_secs(5)) {
             tracing::info!(partition = p, error = %e, "seek after fence failed (the partition likely moved away)");
         }

@@ -80,7 +80,8 @@ pub async fn run_match_stage(
         if owned.tick_is_due() {
             unacked.settle(&mut owned).await?;
         }
-        if owned.maintain(&consumer, deps.store.as_ref()).await?.changed() {
+        let moved = owned.maintain(&consumer, deps.store.as_ref()).await?;
+        if moved.changed() {
             guard.assigned(owned.assigned_from().clone());
             // The captures decided by a partition's previous holder below the offset this one
             // resumes from were kept in the store before that offset was: restored, their
@@ -89,7 +90,7 @@ pub async fn run_match_stage(
                 stage.restore_captures(faces.recent_captures(chrono::Utc::now()).await?);
             }
         }
-        let Some(first) = first else { continue };
+        let Some(first) = received_under(first, moved) else { continue };
         let Some(first) = errors.check(first).await? else { continue };
         let mut batch = vec![first.detach()];
         fill_batch(&consumer, &mut errors, &mut batch, cfg.batch_linger, MATCH_BATCH_MAX).await?;

@@ -22,7 +22,7 @@ use rdkafka::message::{Message, OwnedMessage};
 
 #[cfg(doc)]
 use facepay_domain::limits::FAILOVER_MS_MAX;
-use facepay_domain::limits::{OWNERSHIP_TICK_MS, PARTITION_LEASE_MS};
+use facepay_domain::limits::{KAFKA_GAP_REWIND_MAX, OWNERSHIP_TICK_MS, PARTITION_LEASE_MS};
 use facepay_ledger::LedgerStore;
 
 use super::*;
@@ -181,7 +181,12 @@ impl OwnedPartitions {
         Ok((0..self.partitions).filter(|p| p % n == me as i32).collect())
     }
 
-    /// Assigns `consumer` the held partitions, each from where it resumes.
+    /// Assigns `consumer` the held partitions, each to resume from where its last holder got
+    /// to, read from [`KAFKA_GAP_REWIND_MAX`] records before that: a broker may answer a read
+    /// from the middle of a record batch with the next batch, or with nothing where that batch
+    /// is the partition's last (tansu 0.6 does both), and the resume offset is often in the
+    /// middle of one. The stages pass over what lies below the resume offset
+    /// ([`OwnedPartitions::assigned_from`]).
     async fn assign<C: rdkafka::consumer::ConsumerContext>(
         &mut self,
         consumer: &StreamConsumer<C>,
@@ -196,7 +201,8 @@ impl OwnedPartitions {
         for p in &self.held {
             let from = self.processed.get(p).copied().max(stored.get(p).copied()).unwrap_or(0);
             self.assigned_from.insert(*p, from);
-            tpl.add_partition_offset(&self.topic, *p, rdkafka::Offset::Offset(from))?;
+            let read_from = (from - KAFKA_GAP_REWIND_MAX).max(0);
+            tpl.add_partition_offset(&self.topic, *p, rdkafka::Offset::Offset(read_from))?;
         }
         consumer.assign(&tpl)?;
         let partitions: Vec<i32> = self.held.iter().copied().collect();

@@ -78,7 +78,8 @@ async fn a_killed_shard_process_hands_its_gather_partitions_to_the_survivors_and
 
     let sent = load.await.unwrap().unwrap();
     crate::support::settle(&db, store.as_ref(), sent.answerable(), Duration::from_secs(90)).await;
-    let tails = format!("\n--- lead ---\n{}\n--- {survivor} ---\n{}", tail(&log("lead")), tail(&log(survivor)));
+    let killed_name = ["b0", "b1"][victim];
+    let tails = ["lead", survivor, killed_name].map(|n| format!("\n--- {n} ---\n{}", tail(&log(n)))).concat();
     drop((lead, shard1));
     crate::support::assert_exactly_once(&db, store.clone(), &cfg, &sent, &tails).await;
     eprintln!("{{\"gather_failover_ms\": {}, \"events\": {}}}", failover.as_millis(), sent.events);

@@ -16,8 +16,9 @@ use facepay_ledger::{Command as LedgerCommand, CommandKind, Identity};
 const PAYERS: usize = 24;
 const PAYMENTS_EACH: usize = 8;
 
-/// Funding then payments for each payer; every tenth command is also delivered twice.
-fn commands() -> Vec<LedgerCommand> {
+/// Funding then payments for each of `payers` payers (every tenth command is also delivered
+/// twice by the tests that publish one at a time).
+fn commands(payers: usize) -> Vec<LedgerCommand> {
     let device = DeviceRef {
         merchant_id: MerchantId::parse("1900000101").unwrap(),
         store_id: StoreId::parse("S01").unwrap(),
@@ -27,7 +28,7 @@ fn commands() -> Vec<LedgerCommand> {
         "2026-03-02T02:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap() + chrono::Duration::seconds(n as i64)
     };
     let mut out = Vec::new();
-    for p in 0..PAYERS {
+    for p in 0..payers {
         let payer_id = PayerId::parse(format!("u-s{p:03}")).unwrap();
         let id = |k: usize| uuid::Uuid::from_u128(0x5ca1e << 64 | (p * 100 + k) as u128);
         let fund = CommandKind::Fund { payer_id: payer_id.clone(), amount: Money::from_fen(10_000).unwrap() };
@@ -117,7 +118,7 @@ async fn scale_out(stop: Stop) {
 
     let producer = cfg.producer().unwrap();
     let topic = cfg.topic(LEDGER_COMMANDS);
-    let cmds = commands();
+    let cmds = commands(PAYERS);
     let third = cmds.len() / 3;
     let mut stopped_at = None;
     for (i, cmd) in cmds.iter().enumerate() {
@@ -175,14 +176,100 @@ async fn scale_out(stop: Stop) {
     let (by_a, by_b) = (partitions(&log_a), partitions(&log_b));
     assert!(!by_a.is_empty(), "the first process worked before it crashed: {by_a:?}");
     assert!(held_by_a.is_subset(&by_b), "the survivor took over the crashed one's partitions {held_by_a:?}: {by_b:?}");
-    for p in 0..PAYERS {
+    assert_posted_once(store.clone(), PAYERS, cmds.len()).await;
+    drop(store);
+}
+
+/// Each of `payers` funded once and each of its payments posted once; the ledger balanced,
+/// replay equal to the projections, one event per command.
+async fn assert_posted_once(store: std::sync::Arc<dyn facepay_ledger::LedgerStore>, payers: usize, commands: usize) {
+    for p in 0..payers {
         let (balance, _) = store.wallet(&PayerId::parse(format!("u-s{p:03}")).unwrap()).await.unwrap().unwrap();
         assert_eq!(balance, 10_000 - 700 * PAYMENTS_EACH as i64, "payer {p}: funded once, each payment posted once");
     }
     let inv = store.check_invariants().await.unwrap();
     assert!(inv.balanced && inv.no_order_paid_twice && inv.no_overdraft, "{inv:?}");
-    let report = facepay_ledger::Ledger::new(store.clone(), Default::default()).replay().await.unwrap();
+    let report = facepay_ledger::Ledger::new(store, Default::default()).replay().await.unwrap();
     assert!(report.matches, "{:?}", report.differences);
-    assert_eq!(report.events, cmds.len() as u64, "one event per command: nothing posted twice");
-    drop(store);
+    assert_eq!(report.events, commands as u64, "one event per command: nothing posted twice");
+}
+
+/// Payers of the backlog test: 9 000 commands, several seconds of a debug build's ledger.
+const BACKLOG_PAYERS: usize = 1_000;
+
+/// Processes join and leave while another works through a backlog written in large record
+/// batches. At each change the worker's kept partitions are assigned again from the offsets
+/// stored with its last commit, in the middle of a record batch; a broker may answer that read
+/// with the next batch (tansu 0.6 does), which the stage must notice and read again, also when
+/// a record fetched before the change is in its hands. Nothing is lost, nothing posted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_joining_and_leaving_a_backlog_of_large_record_batches_lose_and_double_post_nothing() {
+    let Some(crate::support::Run { db, store, cfg, logs, database: _database }) = crate::support::run(4).await else {
+        return;
+    };
+    let cmds = commands(BACKLOG_PAYERS);
+    publish_in_large_batches(&cfg, &cmds).await;
+    let log = |n: &str| logs.path().join(format!("{n}.log"));
+    let worker = spawn(&db, &cfg, "ledger,relay", &[], &log("worker"));
+    let (mut changes, total) = (0, cmds.len() as i64);
+    // Another process joins at an eighth of the backlog and leaves at two eighths; again at
+    // three and four eighths, five and six.
+    for round in 0..3 {
+        answers_reach(&db, total * (1 + 2 * round) / 8).await;
+        if answered(&db).await >= total {
+            break;
+        }
+        let name = format!("peer{round}");
+        let peer = spawn(&db, &cfg, "ledger", &[], &log(&name));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while assigned(&log(&name)).is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the peer never held a partition:\n{}", tail(&log(&name)));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The worker's partitions moved while it had some of the backlog left.
+        changes += i32::from(answered(&db).await < total);
+        answers_reach(&db, total * (2 + 2 * round) / 8).await;
+        let _ = peer.stop(Stop::Interrupt);
+    }
+    eprintln!("{{\"joined_mid_backlog\": {changes}}}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while answered(&db).await < total && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tails = format!("\n--- worker ---\n{}", tail(&log("worker")));
+    drop(worker);
+    assert!(changes >= 1, "no process joined while the backlog was worked through{tails}");
+    assert_eq!(answered(&db).await, total, "every command answered once, none lost{tails}");
+    assert_posted_once(store, BACKLOG_PAYERS, cmds.len()).await;
+}
+
+/// Waits until the ledger has answered `n` events (a minute at most).
+async fn answers_reach(db: &str, n: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while answered(db).await < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes `cmds` to the ledger-commands topic all at once through a producer that lingers, so
+/// that each partition's records land in a few record batches as large as facepay's own
+/// producers make.
+async fn publish_in_large_batches(cfg: &kafka::KafkaConfig, cmds: &[LedgerCommand]) {
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "200")
+        .set("batch.num.messages", facepay_domain::limits::KAFKA_PRODUCER_BATCH_MAX.to_string())
+        .create()
+        .unwrap();
+    let topic = cfg.topic(LEDGER_COMMANDS);
+    let mut acks = Vec::with_capacity(cmds.len());
+    for cmd in cmds {
+        let (key, bytes) = (command_key(cmd), serde_json::to_vec(&StageMessage::Command(cmd.clone())).unwrap());
+        let record = rdkafka::producer::FutureRecord::to(&topic).key(key.as_str()).payload(bytes.as_slice());
+        acks.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
 }

@@ -178,7 +178,7 @@ pub fn spawn(db: &str, cfg: &KafkaConfig, stages: &str, env: &[(&str, &str)], lo
 
 /// The end of a process's log, for a failure message, after every line that says why it
 /// stopped (a panic's message, an error it exited with), which a long backtrace would push
-/// out of the tail.
+/// out of the tail, and the first warnings before the end.
 pub fn tail(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -188,10 +188,18 @@ pub fn tail(log: &std::path::Path) -> String {
         .filter(|(_, l)| l.contains("panicked") || l.starts_with("Error") || l.starts_with("error:"));
     let why: Vec<String> =
         why.flat_map(|(i, _)| lines[i..(i + 4).min(lines.len())].iter().map(|l| l.to_string())).collect();
-    let end = lines[lines.len().saturating_sub(40)..].join("\n");
+    let start = lines.len().saturating_sub(40);
+    let end = lines[start..].join("\n");
+    // Warnings before the end (a stage that read a partition again, gave a capture up) say
+    // what a run went through.
+    let warned: Vec<&str> = lines[..start].iter().copied().filter(|l| l.contains(" WARN ")).take(20).collect();
+    let warned = match warned.is_empty() {
+        true => String::new(),
+        false => format!("{}\n--- (warnings before the end, above) ---\n", warned.join("\n")),
+    };
     match why.is_empty() {
-        true => end,
-        false => format!("{}\n--- (why it stopped, above; the end of the log:) ---\n{end}", why.join("\n")),
+        true => format!("{warned}{end}"),
+        false => format!("{}\n--- (why it stopped, above; the end of the log:) ---\n{warned}{end}", why.join("\n")),
     }
 }
 
@@ -257,7 +265,11 @@ pub async fn assert_exactly_once(
     logs: &str,
 ) {
     use facepay_ingest::kafka::{DEAD_LETTER, LEDGER_OUTCOMES};
-    assert_eq!(answered(db).await, sent.answerable() as i64, "each event kept once, none lost{logs}");
+    let kept = answered(db).await;
+    if kept != sent.answerable() as i64 {
+        let missing = unanswered(db, cfg).await;
+        panic!("each event kept once, none lost: {kept} kept of {}\n{missing}{logs}", sent.answerable());
+    }
     assert!(store.outbox_pending(1).await.unwrap().is_empty(), "the outbox drained{logs}");
     let outcomes = read_all(cfg, &cfg.topic(LEDGER_OUTCOMES)).await;
     let letters = read_all(cfg, &cfg.topic(DEAD_LETTER)).await;
@@ -275,6 +287,50 @@ pub async fn assert_exactly_once(
     assert!(inv.balanced && inv.no_order_paid_twice && inv.no_overdraft, "{inv:?}");
     let report = facepay_ledger::Ledger::new(store, Default::default()).replay().await.unwrap();
     assert!(report.matches, "{:?}", report.differences);
+}
+
+/// The signed device events the ledger kept neither as answered nor as rejected, each with
+/// where it sits and where the pipeline's later topics mention its id (for a failure's
+/// message).
+async fn unanswered(db: &str, cfg: &KafkaConfig) -> String {
+    use facepay_ingest::kafka::{DEVICE_EVENTS, LEDGER_COMMANDS, MATCH_PARTIALS};
+    use rdkafka::message::{Headers, Message};
+    let mut conn = sqlx::PgConnection::connect(db).await.unwrap();
+    // A signed bad event is kept as a rejection (its inbound row keyed by where it sat).
+    let sql = "SELECT event_id FROM inbound UNION SELECT event_id FROM rejected_events WHERE event_id IS NOT NULL";
+    let kept: Vec<uuid::Uuid> = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+    let kept: std::collections::HashSet<String> = kept.iter().map(|u| u.to_string()).collect();
+    let topics = [DEVICE_EVENTS, MATCH_PARTIALS, LEDGER_COMMANDS].map(|t| cfg.topic(t));
+    let (cfg, read) = (cfg.clone(), topics.to_vec());
+    let within = Duration::from_secs(120);
+    let messages =
+        tokio::task::spawn_blocking(move || facepay_ingest::kafka::read_partitions_within(&cfg, &read, None, within));
+    let messages = messages.await.unwrap().unwrap();
+    let text =
+        |m: &rdkafka::message::OwnedMessage| String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+    let signed = |m: &rdkafka::message::OwnedMessage| {
+        m.headers().is_some_and(|h| h.iter().any(|h| h.key == facepay_domain::auth::SIGNATURE_HEADER))
+    };
+    let mut lines = Vec::new();
+    for m in messages.iter().filter(|m| m.topic() == topics[0] && signed(m)) {
+        let event: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+        let Some(id) = event["event_id"].as_str().filter(|id| !kept.contains(*id)) else { continue };
+        let on = |t: &str| -> Vec<(i32, i64)> {
+            messages
+                .iter()
+                .filter(|o| o.topic() == t && text(o).contains(id))
+                .map(|o| (o.partition(), o.offset()))
+                .collect()
+        };
+        let (partials, commands) = (on(&topics[1]), on(&topics[2]));
+        lines.push(format!(
+            "  {id} {} at {}/{}; on match-partials {partials:?}; on ledger-commands {commands:?}",
+            event["type"],
+            m.partition(),
+            m.offset()
+        ));
+    }
+    format!("unanswered signed device events ({}):\n{}", lines.len(), lines.join("\n"))
 }
 
 /// The demo's fleet, small, offered at `rate_per_s` (0: as fast as the broker takes it) to
