@@ -8,6 +8,7 @@
 //!   and the usual design.
 //! - [`usual_design`]: the usual one-transaction-per-payment design, for comparison.
 //! - [`pipeline`]: device events through Kafka to committed outcomes, next to the broker.
+//! - [`pipeline_ledger`]: the pipeline's ledger commands committed alone (its ceiling).
 //! - [`api`]: the read API and the console's pages under load over a million orders.
 //! - [`csv_export`]: the console's CSV export of a merchant's day of a million attempts.
 //! - [`console_pages`]: the console's other pages over a fleet's members, devices, runs,
@@ -29,5 +30,6 @@ pub mod load;
 pub mod matcher;
 pub mod matcher_accuracy;
 pub mod pipeline;
+pub mod pipeline_ledger;
 pub mod reconcile;
 pub mod usual_design;

@@ -10,7 +10,10 @@
 //!    the publish of its event to its arrival on the outcomes topic (p50, p99);
 //! 4. the broker chain: the same events carried by the broker alone through the pipeline's
 //!    three topics, forwarded batch by batch with no decoding and no database, flat out and
-//!    at phase 3's load: what the topics alone cost, apart from facepay's own work.
+//!    at phase 3's load: what the topics alone cost, apart from facepay's own work;
+//! 5. the ledger alone: the ledger commands phase 2's matcher made of the events, committed
+//!    as the ledger stage commits them (the same rows, outbox and offsets, full batches) with
+//!    no broker, on a fresh database: the most the pipeline's own ledger moves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -87,6 +90,14 @@ pub struct PipelineBenchReport {
     /// `p99_ms - broker_chain_p99_ms`, at the same offered load.
     pub added_p50_ms: f64,
     pub added_p99_ms: f64,
+    /// The ledger alone committing the ledger commands of the saturated run's events, in full
+    /// batches with no broker: events per second (the all-rows ceiling of the ledger).
+    pub ledger_alone_events_per_s: f64,
+    /// `events_per_s / ledger_alone_events_per_s`.
+    pub ratio_of_ledger_alone: f64,
+    /// `ledger_alone_events_per_s / broker_chain_events_per_s`: above 0.6, the ledger's rows
+    /// leave room for `ratio_of_broker_chain` ≥ 0.6.
+    pub ledger_alone_of_broker_chain: f64,
     pub store: &'static str,
 }
 
@@ -103,10 +114,11 @@ pub struct Hops {
 pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchReport> {
     let (events, signer) = fleet_events(&opts.fleet, &opts.pepper).await?;
     let broker_events_per_s = broker_baseline(opts, &events).await?;
-    let (saturated, _, _) = facepay_run(opts, &events, &signer, None).await?;
+    let (saturated, _, _, saturated_run) = facepay_run(opts, &events, &signer, None).await?;
+    let ledger_alone = events.len() as f64 / ledger_alone_s(opts, &signer, &saturated_run).await?;
     let offered = opts.offered.unwrap_or(saturated / 2.0);
     let before = facepay_ingest::metrics::METRICS.steps();
-    let (_, mut latencies, hops_ms) = facepay_run(opts, &events, &signer, Some(offered)).await?;
+    let (_, mut latencies, hops_ms, _) = facepay_run(opts, &events, &signer, Some(offered)).await?;
     let (steps_ms, ledger_batch_mean) = step_means(before, facepay_ingest::metrics::METRICS.steps());
     let (chain_events_per_s, _) = broker_chain(opts, &events, None).await?;
     let (_, mut chained) = broker_chain(opts, &events, Some(offered)).await?;
@@ -132,6 +144,9 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
         broker_chain_p99_ms: quantile(&chained, 0.99),
         added_p50_ms: at(0.50) - quantile(&chained, 0.50),
         added_p99_ms: at(0.99) - quantile(&chained, 0.99),
+        ledger_alone_events_per_s: ledger_alone,
+        ratio_of_ledger_alone: saturated / ledger_alone,
+        ledger_alone_of_broker_chain: ledger_alone / chain_events_per_s,
         store: "PostgreSQL",
     })
 }
@@ -245,23 +260,19 @@ async fn broker_baseline(opts: &PipelineBenchOptions, events: &[Signed]) -> anyh
 }
 
 /// facepay on fresh topics and a fresh database: publishes `events` (at `rate`, or flat out)
-/// and reads every answer back. Events per second, and each outcome's latency in ms.
+/// and reads every answer back. Events per second, each outcome's latency in ms, the hops
+/// (at a rate) and the topics of the run (to read its ledger commands back).
 async fn facepay_run(
     opts: &PipelineBenchOptions,
     events: &[Signed],
     signer: &FleetSigner,
     rate: Option<f64>,
-) -> anyhow::Result<(f64, Vec<f64>, Hops)> {
+) -> anyhow::Result<(f64, Vec<f64>, Hops, KafkaConfig)> {
     let cfg = fresh_config(opts);
     let (url, db) = fresh_database(&opts.postgres, "facepay_bench_pipe").await?;
     let result = async {
         let stores = Stores::of(PgStore::open(&url).await?);
-        let store = stores.ledger.clone();
-        for d in fleet_devices(&opts.fleet) {
-            store.register_merchant(&d.merchant_id, d.merchant_id.as_str()).await?;
-            store.register_device(&d).await?;
-        }
-        signer.install(store.as_ref()).await?;
+        register_fleet(opts, signer, stores.ledger.as_ref()).await?;
         let verifier = Arc::new(DeviceVerifier::new(opts.pepper.clone()));
         let pipeline = facepay_ingest::PipelineConfig { verifier, ..Default::default() };
         let prod = production::start_with(stores, cfg.clone(), Roles::ALL, pipeline).await?;
@@ -284,7 +295,34 @@ async fn facepay_run(
             Some(_) => hops(&cfg).await?,
             None => Hops::default(),
         };
-        anyhow::Ok((events.len() as f64 / elapsed, latencies, hops))
+        anyhow::Ok((events.len() as f64 / elapsed, latencies, hops, cfg.clone()))
+    }
+    .await;
+    drop_database(&opts.postgres, &db).await?;
+    result
+}
+
+/// The fleet's merchants, devices and keys, in `store`.
+async fn register_fleet(
+    opts: &PipelineBenchOptions,
+    signer: &FleetSigner,
+    store: &dyn facepay_ledger::LedgerStore,
+) -> anyhow::Result<()> {
+    for d in fleet_devices(&opts.fleet) {
+        store.register_merchant(&d.merchant_id, d.merchant_id.as_str()).await?;
+        store.register_device(&d).await?;
+    }
+    signer.install(store).await
+}
+
+/// Phase 5 on a fresh database with the fleet registered: seconds the ledger alone takes to
+/// commit `run`'s ledger commands ([`crate::pipeline_ledger`]).
+async fn ledger_alone_s(opts: &PipelineBenchOptions, signer: &FleetSigner, run: &KafkaConfig) -> anyhow::Result<f64> {
+    let (url, db) = fresh_database(&opts.postgres, "facepay_bench_ledger").await?;
+    let result = async {
+        let stores = Stores::of(PgStore::open(&url).await?);
+        register_fleet(opts, signer, stores.ledger.as_ref()).await?;
+        crate::pipeline_ledger::commit_alone_s(stores.ledger.clone(), run).await
     }
     .await;
     drop_database(&opts.postgres, &db).await?;

@@ -119,6 +119,21 @@ fn skipped(batch: &[OwnedMessage], done: &HashMap<i32, i64>, rewound: &mut HashM
     })
 }
 
+/// What the ledger stage commits for `batch` of `topic`, read past the offsets `done`: its
+/// commands, and the answers, rejections, outbox and offsets that go with them into the same
+/// transaction (`facepay-bench pipeline` commits the pipeline's own commands this way, with
+/// no consumer, for the ledger's ceiling).
+pub fn ledger_batch(
+    cfg: &KafkaConfig,
+    topic: &str,
+    batch: &[OwnedMessage],
+    done: &HashMap<i32, i64>,
+) -> (Vec<Command>, Delivery) {
+    let items = fresh_items(batch, done);
+    let all: Vec<&Item> = items.iter().collect();
+    delivery(cfg, topic, &all, done)
+}
+
 /// One consumed message the database has not seen yet.
 struct Item {
     partition: i32,
