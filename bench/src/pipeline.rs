@@ -98,6 +98,9 @@ pub struct PipelineBenchReport {
     /// `ledger_alone_events_per_s / broker_chain_events_per_s`: above 0.6, the ledger's rows
     /// leave room for `ratio_of_broker_chain` ≥ 0.6.
     pub ledger_alone_of_broker_chain: f64,
+    /// The PostgreSQL WAL the ledger alone wrote, per event (bytes): what each event's rows
+    /// cost the disk.
+    pub ledger_alone_wal_bytes_per_event: f64,
     pub store: &'static str,
 }
 
@@ -115,7 +118,8 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
     let (events, signer) = fleet_events(&opts.fleet, &opts.pepper).await?;
     let broker_events_per_s = broker_baseline(opts, &events).await?;
     let (saturated, _, _, saturated_run) = facepay_run(opts, &events, &signer, None).await?;
-    let ledger_alone = events.len() as f64 / ledger_alone_s(opts, &signer, &saturated_run).await?;
+    let (alone_s, alone_wal_bytes) = ledger_alone(opts, &signer, &saturated_run).await?;
+    let ledger_alone = events.len() as f64 / alone_s;
     let offered = opts.offered.unwrap_or(saturated / 2.0);
     let before = facepay_ingest::metrics::METRICS.steps();
     let (_, mut latencies, hops_ms, _) = facepay_run(opts, &events, &signer, Some(offered)).await?;
@@ -147,6 +151,7 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
         ledger_alone_events_per_s: ledger_alone,
         ratio_of_ledger_alone: saturated / ledger_alone,
         ledger_alone_of_broker_chain: ledger_alone / chain_events_per_s,
+        ledger_alone_wal_bytes_per_event: alone_wal_bytes as f64 / events.len() as f64,
         store: "PostgreSQL",
     })
 }
@@ -316,13 +321,23 @@ async fn register_fleet(
 }
 
 /// Phase 5 on a fresh database with the fleet registered: seconds the ledger alone takes to
-/// commit `run`'s ledger commands ([`crate::pipeline_ledger`]).
-async fn ledger_alone_s(opts: &PipelineBenchOptions, signer: &FleetSigner, run: &KafkaConfig) -> anyhow::Result<f64> {
+/// commit `run`'s ledger commands ([`crate::pipeline_ledger`]), and the WAL bytes the server
+/// wrote meanwhile (the machine otherwise quiet).
+async fn ledger_alone(
+    opts: &PipelineBenchOptions,
+    signer: &FleetSigner,
+    run: &KafkaConfig,
+) -> anyhow::Result<(f64, i64)> {
     let (url, db) = fresh_database(&opts.postgres, "facepay_bench_ledger").await?;
     let result = async {
         let stores = Stores::of(PgStore::open(&url).await?);
         register_fleet(opts, signer, stores.ledger.as_ref()).await?;
-        crate::pipeline_ledger::commit_alone_s(stores.ledger.clone(), run).await
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(&mut conn).await?;
+        let seconds = crate::pipeline_ledger::commit_alone_s(stores.ledger.clone(), run).await?;
+        let sql = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint";
+        let wal_bytes: i64 = sqlx::query_scalar(sql).bind(&lsn).fetch_one(&mut conn).await?;
+        anyhow::Ok((seconds, wal_bytes))
     }
     .await;
     drop_database(&opts.postgres, &db).await?;
