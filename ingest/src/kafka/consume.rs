@@ -108,8 +108,7 @@ impl SkipGuard {
                 continue;
             }
             tracing::warn!(partition = p, expected, offset, "the broker skipped records; reading the partition again");
-            let back = rdkafka::Offset::Offset((expected - KAFKA_GAP_REWIND_MAX).max(0));
-            if let Err(e) = consumer.seek(topic, p, back, Duration::from_secs(5)) {
+            if let Err(e) = consumer.seek(topic, p, read_back_to(expected), Duration::from_secs(5)) {
                 tracing::info!(partition = p, error = %e, "seek back failed (the partition likely moved away)");
             }
             self.rewound.insert(p, expected);
@@ -132,6 +131,14 @@ impl SkipGuard {
             self.next.insert(m.partition(), m.offset() + 1);
         }
     }
+}
+
+/// Where a stage reads a partition from to get the record at `offset` and all after it:
+/// [`KAFKA_GAP_REWIND_MAX`] records before it (a broker may answer a read from the middle of a
+/// record batch with the next batch, or with nothing where that batch is the partition's last;
+/// tansu 0.6 does both). The stage passes over what lies below `offset`.
+pub(super) fn read_back_to(offset: i64) -> rdkafka::Offset {
+    rdkafka::Offset::Offset((offset - KAFKA_GAP_REWIND_MAX).max(0))
 }
 
 /// The record a stage received before its ownership tick, if the tick left its assignment as

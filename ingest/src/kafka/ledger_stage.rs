@@ -16,7 +16,6 @@ use crate::metrics::Step;
 use crate::wire::StageMessage;
 
 use super::*;
-use facepay_domain::limits::KAFKA_GAP_REWIND_MAX;
 
 /// Stage 3 over Kafka: ledger commands in, batches decided and committed with their
 /// consumer offsets, outcomes into the outbox. Its partitions are owned through the
@@ -70,8 +69,7 @@ pub async fn run_ledger_stage(
             // partition again from before that point (what is done is filtered out again),
             // and set its records aside; the other partitions' records go on.
             tracing::warn!(partition = p, stored = at, "the broker skipped records; reading the partition again");
-            let back = rdkafka::Offset::Offset((at - KAFKA_GAP_REWIND_MAX).max(0));
-            if let Err(e) = consumer.seek(&topic, p, back, Duration::from_secs(5)) {
+            if let Err(e) = consumer.seek(&topic, p, read_back_to(at), Duration::from_secs(5)) {
                 tracing::info!(partition = p, error = %e, "seek back failed (the partition likely moved away)");
             }
             batch.retain(|m| m.partition() != p);
@@ -251,7 +249,7 @@ async fn seek_to_stored(
     let stored = ledger.store().offsets(&cfg.ledger_group, topic).await?;
     let partitions: std::collections::BTreeSet<i32> = items.iter().map(|i| i.partition).collect();
     for p in partitions {
-        let to = rdkafka::Offset::Offset((stored.get(&p).copied().unwrap_or(0) - KAFKA_GAP_REWIND_MAX).max(0));
+        let to = read_back_to(stored.get(&p).copied().unwrap_or(0));
         if let Err(e) = consumer.seek(topic, p, to, Duration::from_secs(5)) {
             tracing::info!(partition = p, error = %e, "seek after fence failed (the partition likely moved away)");
         }

@@ -22,7 +22,9 @@ use rdkafka::message::{Message, OwnedMessage};
 
 #[cfg(doc)]
 use facepay_domain::limits::FAILOVER_MS_MAX;
-use facepay_domain::limits::{KAFKA_GAP_REWIND_MAX, OWNERSHIP_TICK_MS, PARTITION_LEASE_MS};
+#[cfg(doc)]
+use facepay_domain::limits::KAFKA_GAP_REWIND_MAX;
+use facepay_domain::limits::{OWNERSHIP_TICK_MS, PARTITION_LEASE_MS};
 use facepay_ledger::LedgerStore;
 
 use super::*;
@@ -182,10 +184,8 @@ impl OwnedPartitions {
     }
 
     /// Assigns `consumer` the held partitions, each to resume from where its last holder got
-    /// to, read from [`KAFKA_GAP_REWIND_MAX`] records before that: a broker may answer a read
-    /// from the middle of a record batch with the next batch, or with nothing where that batch
-    /// is the partition's last (tansu 0.6 does both), and the resume offset is often in the
-    /// middle of one. The stages pass over what lies below the resume offset
+    /// to, usually in the middle of a record batch: read from [`KAFKA_GAP_REWIND_MAX`] records
+    /// before it ([`read_back_to`]). The stages pass over what lies below the resume offset
     /// ([`OwnedPartitions::assigned_from`]).
     async fn assign<C: rdkafka::consumer::ConsumerContext>(
         &mut self,
@@ -201,8 +201,7 @@ impl OwnedPartitions {
         for p in &self.held {
             let from = self.processed.get(p).copied().max(stored.get(p).copied()).unwrap_or(0);
             self.assigned_from.insert(*p, from);
-            let read_from = (from - KAFKA_GAP_REWIND_MAX).max(0);
-            tpl.add_partition_offset(&self.topic, *p, rdkafka::Offset::Offset(read_from))?;
+            tpl.add_partition_offset(&self.topic, *p, read_back_to(from))?;
         }
         consumer.assign(&tpl)?;
         let partitions: Vec<i32> = self.held.iter().copied().collect();

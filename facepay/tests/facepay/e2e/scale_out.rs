@@ -130,10 +130,7 @@ async fn scale_out(stop: Stop) {
         }
         if i == third {
             // Both work through the first third; then one of them crashes mid-stream.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while answered(&db).await < (third + 1) as i64 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            answers_reach(&db, (third + 1) as i64, Duration::from_secs(60)).await;
             if let Some(first) = a.take() {
                 let _ = first.stop(stop);
                 stopped_at = Some(tokio::time::Instant::now());
@@ -165,10 +162,7 @@ async fn scale_out(stop: Stop) {
         relay_after.as_millis(),
         failover_after.as_millis()
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while answered(&db).await < cmds.len() as i64 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    answers_reach(&db, cmds.len() as i64, Duration::from_secs(90)).await;
     drop(b);
 
     let tails = format!("\n--- a ---\n{}\n--- b ---\n{}", tail(&log_a), tail(&log_b));
@@ -215,7 +209,7 @@ async fn processes_joining_and_leaving_a_backlog_of_large_record_batches_lose_an
     // Another process joins at an eighth of the backlog and leaves at two eighths; again at
     // three and four eighths, five and six.
     for round in 0..3 {
-        answers_reach(&db, total * (1 + 2 * round) / 8).await;
+        answers_reach(&db, total * (1 + 2 * round) / 8, Duration::from_secs(60)).await;
         if answered(&db).await >= total {
             break;
         }
@@ -228,14 +222,11 @@ async fn processes_joining_and_leaving_a_backlog_of_large_record_batches_lose_an
         }
         // The worker's partitions moved while it had some of the backlog left.
         changes += i32::from(answered(&db).await < total);
-        answers_reach(&db, total * (2 + 2 * round) / 8).await;
+        answers_reach(&db, total * (2 + 2 * round) / 8, Duration::from_secs(60)).await;
         let _ = peer.stop(Stop::Interrupt);
     }
     eprintln!("{{\"joined_mid_backlog\": {changes}}}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while answered(&db).await < total && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    answers_reach(&db, total, Duration::from_secs(120)).await;
     let tails = format!("\n--- worker ---\n{}", tail(&log("worker")));
     drop(worker);
     assert!(changes >= 1, "no process joined while the backlog was worked through{tails}");
@@ -243,9 +234,9 @@ async fn processes_joining_and_leaving_a_backlog_of_large_record_batches_lose_an
     assert_posted_once(store, BACKLOG_PAYERS, cmds.len()).await;
 }
 
-/// Waits until the ledger has answered `n` events (a minute at most).
-async fn answers_reach(db: &str, n: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+/// Waits until the ledger has answered `n` events, `within` at most.
+async fn answers_reach(db: &str, n: i64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
     while answered(db).await < n && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
