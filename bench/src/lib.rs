@@ -9,6 +9,7 @@
 //! - [`usual_design`]: the usual one-transaction-per-payment design, for comparison.
 //! - [`pipeline`]: device events through Kafka to committed outcomes, next to the broker.
 //! - [`pipeline_ledger`]: the pipeline's ledger commands committed alone (its ceiling).
+//! - [`cpu`]: where a phase's cores went (this process, PostgreSQL, the broker).
 //! - [`api`]: the read API and the console's pages under load over a million orders.
 //! - [`csv_export`]: the console's CSV export of a merchant's day of a million attempts.
 //! - [`console_pages`]: the console's other pages over a fleet's members, devices, runs,
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod cli;
 pub mod console_pages;
+pub mod cpu;
 pub mod csv_export;
 pub mod device;
 pub mod ledger;

@@ -14,6 +14,9 @@
 //! 5. the ledger alone: the ledger commands phase 2's matcher made of the events, committed
 //!    as the ledger stage commits them (the same rows, outbox and offsets, full batches) with
 //!    no broker, on a fresh database: the most the pipeline's own ledger moves.
+//!
+//! Phases 2 and 4 (flat out) also say where the cores went: the CPU time per event of this
+//! process, of PostgreSQL and of the broker ([`crate::cpu`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +33,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use sqlx::Connection;
 use tokio::sync::mpsc;
+
+use crate::cpu::{CpuPerEvent, CpuTotals};
 
 use facepay::production::{self, Roles};
 use facepay_domain::auth::SIGNATURE_HEADER;
@@ -101,6 +106,14 @@ pub struct PipelineBenchReport {
     /// The PostgreSQL WAL the ledger alone wrote, per event (bytes): what each event's rows
     /// cost the disk.
     pub ledger_alone_wal_bytes_per_event: f64,
+    /// The WAL the saturated run wrote per event: the ledger's rows, the relay's marks, the
+    /// ownership's leases.
+    pub wal_bytes_per_event: f64,
+    /// The saturated run's CPU time per event (ms): facepay (this process), PostgreSQL, the
+    /// broker; and the cores they kept busy ([`crate::cpu`]).
+    pub cpu_ms_per_event: CpuPerEvent,
+    /// The same for the broker chain flat out (this process: its forwarders).
+    pub broker_chain_cpu_ms_per_event: CpuPerEvent,
     pub store: &'static str,
 }
 
@@ -117,15 +130,17 @@ pub struct Hops {
 pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchReport> {
     let (events, signer) = fleet_events(&opts.fleet, &opts.pepper).await?;
     let broker_events_per_s = broker_baseline(opts, &events).await?;
-    let (saturated, _, _, saturated_run) = facepay_run(opts, &events, &signer, None).await?;
-    let (alone_s, alone_wal_bytes) = ledger_alone(opts, &signer, &saturated_run).await?;
+    let saturated_run = facepay_run(opts, &events, &signer, None).await?;
+    let saturated = saturated_run.events_per_s;
+    let (alone_s, alone_wal_bytes) = ledger_alone(opts, &signer, &saturated_run.topics).await?;
     let ledger_alone = events.len() as f64 / alone_s;
     let offered = opts.offered.unwrap_or(saturated / 2.0);
     let before = facepay_ingest::metrics::METRICS.steps();
-    let (_, mut latencies, hops_ms, _) = facepay_run(opts, &events, &signer, Some(offered)).await?;
+    let Run { latencies_ms: mut latencies, hops: hops_ms, .. } =
+        facepay_run(opts, &events, &signer, Some(offered)).await?;
     let (steps_ms, ledger_batch_mean) = step_means(before, facepay_ingest::metrics::METRICS.steps());
-    let (chain_events_per_s, _) = broker_chain(opts, &events, None).await?;
-    let (_, mut chained) = broker_chain(opts, &events, Some(offered)).await?;
+    let (chain_events_per_s, _, chain_cpu) = broker_chain(opts, &events, None).await?;
+    let (_, mut chained, _) = broker_chain(opts, &events, Some(offered)).await?;
     latencies.sort_by(|a, b| a.total_cmp(b));
     chained.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| quantile(&latencies, q);
@@ -152,6 +167,9 @@ pub async fn run(opts: &PipelineBenchOptions) -> anyhow::Result<PipelineBenchRep
         ratio_of_ledger_alone: saturated / ledger_alone,
         ledger_alone_of_broker_chain: ledger_alone / chain_events_per_s,
         ledger_alone_wal_bytes_per_event: alone_wal_bytes as f64 / events.len() as f64,
+        wal_bytes_per_event: saturated_run.wal_bytes_per_event,
+        cpu_ms_per_event: saturated_run.cpu,
+        broker_chain_cpu_ms_per_event: chain_cpu,
         store: "PostgreSQL",
     })
 }
@@ -264,15 +282,28 @@ async fn broker_baseline(opts: &PipelineBenchOptions, events: &[Signed]) -> anyh
     Ok(events.len() as f64 / began.elapsed().as_secs_f64())
 }
 
+/// What one facepay run measured.
+struct Run {
+    events_per_s: f64,
+    /// Each outcome's latency from its event's publish.
+    latencies_ms: Vec<f64>,
+    /// At a rate only.
+    hops: Hops,
+    /// The run's topics, to read its ledger commands back.
+    topics: KafkaConfig,
+    cpu: CpuPerEvent,
+    /// The PostgreSQL WAL written per event while it ran (the relay's marks included).
+    wal_bytes_per_event: f64,
+}
+
 /// facepay on fresh topics and a fresh database: publishes `events` (at `rate`, or flat out)
-/// and reads every answer back. Events per second, each outcome's latency in ms, the hops
-/// (at a rate) and the topics of the run (to read its ledger commands back).
+/// and reads every answer back.
 async fn facepay_run(
     opts: &PipelineBenchOptions,
     events: &[Signed],
     signer: &FleetSigner,
     rate: Option<f64>,
-) -> anyhow::Result<(f64, Vec<f64>, Hops, KafkaConfig)> {
+) -> anyhow::Result<Run> {
     let cfg = fresh_config(opts);
     let (url, db) = fresh_database(&opts.postgres, "facepay_bench_pipe").await?;
     let result = async {
@@ -286,7 +317,9 @@ async fn facepay_run(
         let producer = cfg.producer()?;
         let topic = cfg.topic(DEVICE_EVENTS);
         warm_up(opts, signer, &producer, &topic, &reader).await?;
-        let began = Instant::now();
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        let lsn = wal_lsn(&mut conn).await?;
+        let (began, cpu_before) = (Instant::now(), CpuTotals::now());
         // The events the fleet could not sign are refused before authentication and answered
         // nowhere (docs/SECURITY.md): every other one gets an outcome or a dead letter.
         let answerable = events.iter().filter(|(_, _, signature)| signature.is_some()).count();
@@ -294,13 +327,16 @@ async fn facepay_run(
             tokio::join!(publish(&producer, &topic, events, rate), read_ids(&reader, answerable, Read::Answers));
         let (sent_at, answers) = (sent_at?, answers?);
         let elapsed = began.elapsed().as_secs_f64();
+        let cpu = cpu_before.per_event(&CpuTotals::now(), events.len(), elapsed * 1e3);
+        let wal_bytes_per_event = wal_since(&mut conn, &lsn).await? as f64 / events.len() as f64;
         let _ = prod.shutdown.send(true);
         let latencies = latencies_ms(events, &sent_at, &answers);
         let hops = match rate {
             Some(_) => hops(&cfg).await?,
             None => Hops::default(),
         };
-        anyhow::Ok((events.len() as f64 / elapsed, latencies, hops, cfg.clone()))
+        let events_per_s = events.len() as f64 / elapsed;
+        anyhow::Ok(Run { events_per_s, latencies_ms: latencies, hops, topics: cfg.clone(), cpu, wal_bytes_per_event })
     }
     .await;
     drop_database(&opts.postgres, &db).await?;
@@ -333,15 +369,25 @@ async fn ledger_alone(
         let stores = Stores::of(PgStore::open(&url).await?);
         register_fleet(opts, signer, stores.ledger.as_ref()).await?;
         let mut conn = sqlx::PgConnection::connect(&url).await?;
-        let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(&mut conn).await?;
+        let lsn = wal_lsn(&mut conn).await?;
         let seconds = crate::pipeline_ledger::commit_alone_s(stores.ledger.clone(), run).await?;
-        let sql = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint";
-        let wal_bytes: i64 = sqlx::query_scalar(sql).bind(&lsn).fetch_one(&mut conn).await?;
+        let wal_bytes = wal_since(&mut conn, &lsn).await?;
         anyhow::Ok((seconds, wal_bytes))
     }
     .await;
     drop_database(&opts.postgres, &db).await?;
     result
+}
+
+/// The server's WAL position (the whole server's: the benchmark is its only writer).
+async fn wal_lsn(conn: &mut sqlx::PgConnection) -> anyhow::Result<String> {
+    Ok(sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(conn).await?)
+}
+
+/// The WAL bytes the server wrote since `lsn`.
+async fn wal_since(conn: &mut sqlx::PgConnection, lsn: &str) -> anyhow::Result<i64> {
+    let sql = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint";
+    Ok(sqlx::query_scalar(sql).bind(lsn).fetch_one(conn).await?)
 }
 
 /// Each event's hops, from the producer timestamps of its device event, its ledger command
@@ -425,11 +471,11 @@ async fn read_ids(reader: &StreamConsumer, n: usize, what: Read) -> anyhow::Resu
         let id = match what {
             Read::Events => event_id(bytes).unwrap_or_default(),
             Read::Answers => {
-                let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+                let answer: Answer = serde_json::from_slice(bytes).map_err(|e| {
                     let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
                     anyhow::anyhow!("{topic}/{partition}@{offset}: not an answer: {e}")
                 })?;
-                v["in_reply_to"].as_str().unwrap_or_default().to_string()
+                answer.in_reply_to.unwrap_or_default()
             }
         };
         out.push((id, at));
@@ -449,12 +495,13 @@ fn latencies_ms(events: &[Signed], sent_at: &[Instant], arrived: &[(String, Inst
 
 /// The broker chain: `events` published to the device-events topic and carried by two
 /// [`forward`]ers through the ledger-commands topic to the outcomes topic, read back there.
-/// Events per second (from the first publish to the last arrival) and each one's latency.
+/// Events per second (from the first publish to the last arrival), each one's latency and the
+/// CPU time per event.
 async fn broker_chain(
     opts: &PipelineBenchOptions,
     events: &[Signed],
     rate: Option<f64>,
-) -> anyhow::Result<(f64, Vec<f64>)> {
+) -> anyhow::Result<(f64, Vec<f64>, CpuPerEvent)> {
     let cfg = fresh_config(opts);
     kafka::ensure_topics(&cfg).await?;
     let [first, middle, last] = [DEVICE_EVENTS, LEDGER_COMMANDS, LEDGER_OUTCOMES].map(|t| cfg.topic(t));
@@ -464,12 +511,13 @@ async fn broker_chain(
     ];
     let result = async {
         let (reader, producer) = warmed_up(&cfg, &first, &last).await?;
-        let began = Instant::now();
+        let (began, cpu_before) = (Instant::now(), CpuTotals::now());
         let (sent_at, arrived) =
             tokio::join!(publish(&producer, &first, events, rate), read_ids(&reader, events.len(), Read::Events));
         let (sent_at, arrived) = (sent_at?, arrived?);
-        let events_per_s = events.len() as f64 / began.elapsed().as_secs_f64();
-        anyhow::Ok((events_per_s, latencies_ms(events, &sent_at, &arrived)))
+        let elapsed = began.elapsed().as_secs_f64();
+        let cpu = cpu_before.per_event(&CpuTotals::now(), events.len(), elapsed * 1e3);
+        anyhow::Ok((events.len() as f64 / elapsed, latencies_ms(events, &sent_at, &arrived), cpu))
     }
     .await;
     hops.iter().for_each(tokio::task::JoinHandle::abort);
@@ -514,9 +562,22 @@ async fn forward(cfg: KafkaConfig, group: String, from: String, to: String) -> a
     }
 }
 
+/// The event an answer names. Read as a struct of one field, not a `serde_json::Value`: the
+/// readers run inside the measured time, and a capture's 512 numbers built as values cost
+/// the broker chain's reader more than the chain itself (until 2026-12-08).
+#[derive(serde::Deserialize)]
+struct Answer {
+    in_reply_to: Option<String>,
+}
+
+/// A device event's id, read as [`Answer`] is.
+#[derive(serde::Deserialize)]
+struct Event {
+    event_id: String,
+}
+
 fn event_id(bytes: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    Some(v.get("event_id")?.as_str()?.to_string())
+    serde_json::from_slice::<Event>(bytes).ok().map(|e| e.event_id)
 }
 
 /// A database of its own on the server of `admin` (a role that may CREATE DATABASE), named
