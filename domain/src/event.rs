@@ -387,9 +387,12 @@ pub struct EventRequest {
     #[serde(default)]
     device_id: Option<DeviceId>,
     /// The type's fields.
+    // Passed over here and read once the type is known, as that type's struct (`parse_body`):
+    // a capture's 512 numbers are not built as JSON values first.
     #[serde(default)]
     #[schema(value_type = Object)]
-    payload: serde_json::Value,
+    #[expect(dead_code, reason = "the payload is read by parse_body, once the type is known")]
+    payload: serde::de::IgnoredAny,
 }
 
 /// The schema of an event's `type`: one of [`EVENT_TYPES`].
@@ -419,7 +422,7 @@ pub fn parse_event(bytes: &[u8], accepted_at: DateTime<Utc>) -> Result<Envelope,
             format!("this build reads schema_version {SCHEMA_VERSION}"),
         ));
     }
-    let body = parse_body(&raw.kind, raw.payload)?;
+    let body = parse_body(&raw.kind, bytes)?;
     let origin = origin_of(raw.merchant_id, raw.store_id, raw.device_id, body.origin_level())?;
     check_skew(raw.occurred_at, accepted_at)?;
     Ok(Envelope {
@@ -454,13 +457,23 @@ macro_rules! event_types {
         /// Every event type, as named on the wire.
         pub const EVENT_TYPES: &[&str] = &[$($name),*];
 
-        /// Deserialises `payload` as the struct of event type `kind`, tracking the field path.
-        fn parse_body(kind: &str, payload: serde_json::Value) -> Result<EventBody, FieldError> {
-            fn de<T: serde::de::DeserializeOwned>(payload: serde_json::Value) -> Result<T, FieldError> {
-                serde_path_to_error::deserialize(payload).map_err(|e| path_error(e).within("payload"))
+        /// Deserialises the `payload` of `event` (an [`EventRequest`]'s JSON, known to be
+        /// valid) as the struct of event type `kind`, tracking the field path.
+        fn parse_body(kind: &str, event: &[u8]) -> Result<EventBody, FieldError> {
+            fn de<T: serde::de::DeserializeOwned>(event: &[u8]) -> Result<T, FieldError> {
+                /// The event with only its payload read; its other fields are passed over.
+                #[derive(Deserialize)]
+                #[serde(bound = "T: serde::de::DeserializeOwned")]
+                struct Payload<T> {
+                    #[serde(default = "Option::default")]
+                    payload: Option<T>,
+                }
+                let de = &mut serde_json::Deserializer::from_slice(event);
+                let read: Payload<T> = serde_path_to_error::deserialize(de).map_err(path_error)?;
+                read.payload.ok_or_else(|| FieldError::new("payload", FieldErrorKind::Missing, "required"))
             }
             match kind {
-                $($name => de::<$variant>(payload).map(EventBody::$variant),)*
+                $($name => de::<$variant>(event).map(EventBody::$variant),)*
                 _ => Err(FieldError::new("type", FieldErrorKind::UnknownType, format!("unknown event type {kind:?}"))),
             }
         }
@@ -525,9 +538,14 @@ fn path_error<E: std::fmt::Display + AsSerdeJson>(e: serde_path_to_error::Error<
     let text = inner.to_string();
     let text = text.rfind(" at line ").map_or(text.as_str(), |i| &text[..i]).to_string();
     let field = if path == "." { String::new() } else { path };
-    if let Some(name) = text.strip_prefix("missing field `").and_then(|r| r.strip_suffix('`')) {
-        let field = if field.is_empty() { name.to_string() } else { format!("{field}.{name}") };
-        return FieldError::new(field, FieldErrorKind::Missing, "required");
+    let named = |prefix: &str| text.strip_prefix(prefix).and_then(|r| r.strip_suffix('`'));
+    let within = |name: &str| if field.is_empty() { name.to_string() } else { format!("{field}.{name}") };
+    if let Some(name) = named("missing field `") {
+        return FieldError::new(within(name), FieldErrorKind::Missing, "required");
+    }
+    // Refused rather than read as one of its copies: another reader may take the other one.
+    if let Some(name) = named("duplicate field `") {
+        return FieldError::new(within(name), FieldErrorKind::Invalid, "given more than once");
     }
     let field = if field.is_empty() { ".".to_string() } else { field };
     let (kind, message) = split_kind(&text);

@@ -469,8 +469,8 @@ async fn write_answers(tx: &mut PgTx, i: &[InboundRecord], r: &[RejectedEvent]) 
     exec(tx, r.len(), q).await
 }
 
-const INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, key, payload, created_at) \
-    SELECT t, k, p, now() FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS u (t, k, p)";
+const INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, key, payload, answer_of, created_at) \
+    SELECT t, k, p, a, now() FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::uuid[]) AS u (t, k, p, a)";
 
 /// Advances the consumer offsets a batch reached, every partition in one statement (a
 /// batch spans up to all of a topic's partitions; a statement each was a round trip each):
@@ -520,7 +520,8 @@ async fn write_transport(tx: &mut PgTx, o: &[ConsumerOffset], m: &[OutboxMessage
     let q = sqlx::query(INSERT_OUTBOX)
         .bind(col(m, |m| m.topic.as_str()))
         .bind(col(m, |m| m.key.as_str()))
-        .bind(col(m, |m| m.payload.as_slice()));
+        .bind(col(m, |m| rows::outbox_bytes(&m.payload)))
+        .bind(col(m, |m| rows::outbox_answer_of(&m.payload)));
     exec(tx, m.len(), q).await
 }
 
@@ -707,12 +708,9 @@ async fn write_rejected(tx: &mut Transaction<'static, Postgres>, rejected: &[Rej
     write_answers(tx, &[], rejected).await
 }
 
-/// Marks these outbox messages published (one array parameter).
-async fn mark_published(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
-        .bind(ids)
-        .execute(pool)
-        .await?;
+/// Deletes these published outbox messages (one array parameter).
+async fn forget_published(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(pool).await?;
     Ok(())
 }
 

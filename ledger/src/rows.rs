@@ -15,7 +15,9 @@ use crate::model::{
     Account, CaptureUse, DailyUsage, Hold, HoldKey, HoldStatus, LedgerEvent, LedgerState, Member, Order, Refund,
     Settlement, SettlementKey,
 };
-use crate::store::{ConsumerOffset, HistoryRow, NewEvent, OutboxMessage, RejectedEvent, StoreError, StoredEvent};
+use crate::store::{
+    ConsumerOffset, HistoryRow, NewEvent, OutboxPayload, PendingMessage, RejectedEvent, StoreError, StoredEvent,
+};
 
 // ---- errors and parsing ----------------------------------------------------------------
 
@@ -260,7 +262,7 @@ pub(crate) fn stored_event_from(r: &dyn Cells) -> Result<StoredEvent, StoreError
     })
 }
 
-/// An outbox row, oldest-first lists sorted by the caller.
+/// A stored answer: the answers' `outcome`, `device` and `processed_at`.
 pub(crate) fn stored_answer_from(r: &dyn Cells) -> Result<crate::store::StoredAnswer, StoreError> {
     Ok(crate::store::StoredAnswer {
         outcome_json: r.text("outcome")?,
@@ -269,9 +271,37 @@ pub(crate) fn stored_answer_from(r: &dyn Cells) -> Result<crate::store::StoredAn
     })
 }
 
-pub(crate) fn outbox_from(r: &dyn Cells) -> Result<(i64, OutboxMessage), StoreError> {
-    let message = OutboxMessage { topic: r.text("topic")?, key: r.text("key")?, payload: r.bytes("payload")? };
-    Ok((r.int("id")?, message))
+/// The bytes an outbox message is written with (none: it refers to an answer).
+pub(crate) fn outbox_bytes(p: &OutboxPayload) -> Option<&[u8]> {
+    match p {
+        OutboxPayload::Bytes(b) => Some(b),
+        OutboxPayload::Answer(_) => None,
+    }
+}
+
+/// The event whose stored answer an outbox message is.
+pub(crate) fn outbox_answer_of(p: &OutboxPayload) -> Option<Uuid> {
+    match p {
+        OutboxPayload::Bytes(_) => None,
+        OutboxPayload::Answer(event_id) => Some(*event_id),
+    }
+}
+
+/// A pending outbox message ([`crate::store_sql::OUTBOX_PENDING`]'s row): its bytes, or the
+/// answer it refers to as published ([`crate::store::StoredAnswer::outcome`]).
+pub(crate) fn outbox_from(r: &dyn Cells) -> Result<(i64, PendingMessage), StoreError> {
+    let id = r.int("id")?;
+    let payload = match r.opt_uuid("answer_of")? {
+        None => r.bytes("payload")?,
+        Some(event_id) => {
+            if r.opt_text("outcome")?.is_none() {
+                return Err(StoreError::Corrupt(format!("outbox message {id}: no stored answer to {event_id}")));
+            }
+            let outcome = stored_answer_from(r)?.outcome(event_id)?;
+            serde_json::to_vec(&outcome).map_err(|e| StoreError::Corrupt(e.to_string()))?
+        }
+    };
+    Ok((id, PendingMessage { topic: r.text("topic")?, key: r.text("key")?, payload }))
 }
 
 pub(crate) fn device_from(r: &dyn Cells) -> Result<DeviceRef, StoreError> {

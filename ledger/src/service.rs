@@ -18,7 +18,7 @@ use crate::lifecycle::refusal_after;
 use crate::model::{HoldKey, Keys, LedgerEvent, LedgerState};
 use crate::store::{
     device_key, order_key, CommitBatch, ConsumerOffset, HistoryRow, InboundRecord, LedgerStore, NewEvent,
-    OutboxMessage, RejectedEvent, Repeat, StoreError, StoredAnswer,
+    OutboxMessage, OutboxPayload, RejectedEvent, Repeat, StoreError, StoredAnswer,
 };
 
 /// Runs the pure core over batches of commands against a store.
@@ -122,13 +122,12 @@ pub struct Rejection {
 }
 
 impl Delivery {
-    /// The outbox message for `o`: keyed by device, so one device's answers stay in order,
-    /// or by the event it answers when no device sent it.
-    fn answer_message(&self, o: &Outcome) -> Result<Option<OutboxMessage>, StoreError> {
-        let Some(topics) = &self.outbox else { return Ok(None) };
+    /// The outbox message for `o`, carrying `payload`: keyed by device, so one device's
+    /// answers stay in order, or by the event it answers when no device sent it.
+    fn answer_message(&self, o: &Outcome, payload: OutboxPayload) -> Option<OutboxMessage> {
+        let topics = self.outbox.as_ref()?;
         let key = o.device.as_ref().map_or_else(|| o.in_reply_to.to_string(), |d| d.device_id.to_string());
-        let payload = serde_json::to_vec(o).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(Some(OutboxMessage { topic: topics.outcomes.clone(), key, payload }))
+        Some(OutboxMessage { topic: topics.outcomes.clone(), key, payload })
     }
 
     /// The outcome that tells the device which sent `r` that it was not taken, keyed as the
@@ -147,7 +146,8 @@ impl Delivery {
                 message: e.message.clone(),
             },
         };
-        self.answer_message(&answer).ok().flatten()
+        let payload = serde_json::to_vec(&answer).ok()?;
+        self.answer_message(&answer, OutboxPayload::Bytes(payload))
     }
 
     /// The dead letter for `r`, keyed by its rejection key.
@@ -161,7 +161,11 @@ impl Delivery {
             "raw_truncated": e.raw_truncated,
         });
         let payload = serde_json::to_vec(&letter).ok()?;
-        Some(OutboxMessage { topic: topics.dead_letter.clone(), key: r.key.to_string(), payload })
+        Some(OutboxMessage {
+            topic: topics.dead_letter.clone(),
+            key: r.key.to_string(),
+            payload: OutboxPayload::Bytes(payload),
+        })
     }
 }
 
@@ -593,7 +597,8 @@ fn keys_of(commands: &[Command], delivery: &Delivery) -> Vec<Uuid> {
     commands.chain(answers).chain(delivery.rejected.iter().map(|r| r.key)).collect()
 }
 
-/// Records `answer` as the answer to its event and leaves it in the outbox; what is stored.
+/// Records `answer` as the answer to its event and leaves it in the outbox (as a reference to
+/// the stored answer, which is what is published); what is stored.
 fn keep(batch: &mut CommitBatch, delivery: &Delivery, answer: &Outcome) -> Result<StoredAnswer, StoreError> {
     let stored = StoredAnswer {
         outcome_json: serde_json::to_string(&answer.body).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -606,7 +611,7 @@ fn keep(batch: &mut CommitBatch, delivery: &Delivery, answer: &Outcome) -> Resul
         _ => None,
     };
     batch.inbound.push(InboundRecord { event_id: answer.in_reply_to, kind, answer: stored.clone(), retry_of });
-    batch.outbox.extend(delivery.answer_message(answer)?);
+    batch.outbox.extend(delivery.answer_message(answer, OutboxPayload::Answer(answer.in_reply_to)));
     Ok(stored)
 }
 

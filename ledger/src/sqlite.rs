@@ -511,8 +511,10 @@ async fn write_transport(
 ) -> Result<(), StoreError> {
     write_offsets(tx, offsets).await?;
     let now = ts(&Utc::now());
-    insert_rows(tx, "INSERT INTO outbox (topic, key, payload, created_at) ", "", 4, outbox, |mut s, m| {
-        s.push_bind(m.topic.as_str()).push_bind(m.key.as_str()).push_bind(m.payload.as_slice()).push_bind(now.clone());
+    let head = "INSERT INTO outbox (topic, key, payload, answer_of, created_at) ";
+    insert_rows(tx, head, "", 5, outbox, |mut s, m| {
+        s.push_bind(m.topic.as_str()).push_bind(m.key.as_str()).push_bind(rows::outbox_bytes(&m.payload));
+        s.push_bind(rows::outbox_answer_of(&m.payload).map(|a| a.to_string())).push_bind(now.clone());
     })
     .await
 }
@@ -619,12 +621,10 @@ async fn write_batch(tx: &mut Transaction<'static, Sqlite>, batch: &CommitBatch)
     write_transport(tx, &batch.offsets, &batch.outbox).await
 }
 
-/// Marks these outbox messages published, a chunk of ids per statement.
-async fn mark_published(pool: &SqlitePool, ids: &[i64]) -> Result<(), StoreError> {
-    let now = ts(&Utc::now());
+/// Deletes these published outbox messages, a chunk of ids per statement.
+async fn forget_published(pool: &SqlitePool, ids: &[i64]) -> Result<(), StoreError> {
     for chunk in ids.chunks(chunk_rows(1)) {
-        let mut qb = QueryBuilder::<Sqlite>::new("UPDATE outbox SET published_at = ");
-        qb.push_bind(now.as_str()).push(" WHERE published_at IS NULL AND id IN (");
+        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM outbox WHERE id IN (");
         let mut sep = qb.separated(", ");
         for id in chunk {
             sep.push_bind(*id);

@@ -181,6 +181,25 @@ pub struct ConsumerOffset {
 pub struct OutboxMessage {
     pub topic: String,
     pub key: String,
+    pub payload: OutboxPayload,
+}
+
+/// What an outbox message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxPayload {
+    /// These bytes (a dead letter, the answer to a rejected event).
+    Bytes(Vec<u8>),
+    /// The answer stored for this event in the same commit, published as
+    /// [`StoredAnswer::outcome`] rebuilds it: the outcome's JSON is written once (in the
+    /// answers), not a second time in the outbox.
+    Answer(Uuid),
+}
+
+/// An outbox message as the relay publishes it: its bytes, whatever it was written as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMessage {
+    pub topic: String,
+    pub key: String,
     pub payload: Vec<u8>,
 }
 
@@ -518,10 +537,11 @@ pub trait TransportStore: Send + Sync + 'static {
     async fn offsets_advance(&self, group_id: &str, topic: &str, next: &[(i32, i64)]) -> Result<(), StoreError>;
 
     /// Up to `limit` unpublished outbox messages, oldest first, with their ids.
-    async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, OutboxMessage)>, StoreError>;
+    async fn outbox_pending(&self, limit: u32) -> Result<Vec<(i64, PendingMessage)>, StoreError>;
 
-    /// Marks these outbox messages published (the outbox is not the log: this is an update).
-    async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
+    /// Forgets these outbox messages: published (the outbox is not the log, and a published
+    /// message is on its topic; deleting it writes less than marking it would).
+    async fn outbox_published(&self, ids: &[i64]) -> Result<(), StoreError>;
 
     /// A listener to the ids of the events each transport commit answers, from whichever
     /// process committed it ([`crate::decided`]); `None` where the database cannot tell other

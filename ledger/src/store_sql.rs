@@ -15,7 +15,7 @@
 //! - functions of the same name in the calling module: `bind_at`, `bind_day` and `bind_id`
 //!   (how an instant, a day and a UUID are bound), `load_keys`, `load_everything`,
 //!   `answered_rows`, `hold_keys_due`, `write_batch`, `write_rejected`, `write_log`,
-//!   `remember_captures`, `mark_published`, `listen_decided`; and the const `INVARIANTS_SQL`.
+//!   `remember_captures`, `forget_published`, `listen_decided`; and the const `INVARIANTS_SQL`.
 //!
 //! SQL text uses `$n` placeholders: PostgreSQL's, which SQLite reads as numbered parameters.
 
@@ -611,18 +611,16 @@ macro_rules! transport_sql {
             async fn outbox_pending(
                 &self,
                 limit: u32,
-            ) -> Result<Vec<(i64, $crate::store::OutboxMessage)>, $crate::StoreError> {
-                let rows = sqlx::query(
-                    "SELECT id, topic, key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
-                )
-                .bind(i64::from(limit))
-                .fetch_all(&self.$write)
-                .await?;
+            ) -> Result<Vec<(i64, $crate::store::PendingMessage)>, $crate::StoreError> {
+                let rows = sqlx::query($crate::store_sql::OUTBOX_PENDING)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.$write)
+                    .await?;
                 rows.iter().map(|r| $crate::rows::outbox_from(r)).collect()
             }
 
-            async fn outbox_mark_published(&self, ids: &[i64]) -> Result<(), $crate::StoreError> {
-                mark_published(&self.$write, ids).await
+            async fn outbox_published(&self, ids: &[i64]) -> Result<(), $crate::StoreError> {
+                forget_published(&self.$write, ids).await
             }
 
             async fn decided_listener(&self) -> Result<Option<$crate::decided::DecidedListener>, $crate::StoreError> {
@@ -871,6 +869,12 @@ pub(crate) const MEMBERS_PAGE: &str = "SELECT * FROM members WHERE merchant_id =
 
 /// One more copy of answered event $1 sent again by its own device $3 at $2: counted on the
 /// event's row (one row per event however often it comes).
+/// The oldest outbox messages (every one left is unpublished: a published one is deleted),
+/// each with the stored answer it refers to, if it refers to one.
+pub(crate) const OUTBOX_PENDING: &str = "SELECT o.id, o.topic, o.key, o.payload, o.answer_of, \
+     i.outcome, i.device, i.processed_at \
+     FROM outbox o LEFT JOIN inbound i ON i.event_id = o.answer_of ORDER BY o.id LIMIT $1";
+
 pub(crate) const NOTE_REPEAT: &str = "INSERT INTO event_repeats (event_id, repeats, last_at) \
      SELECT i.event_id, 1, $2 FROM inbound i WHERE i.event_id = $1 AND i.device = $3 \
      ON CONFLICT (event_id) DO UPDATE SET repeats = event_repeats.repeats + 1, last_at = excluded.last_at";

@@ -93,6 +93,21 @@ fn envelope_faults_are_named() {
 }
 
 #[test]
+fn a_payload_that_names_a_field_twice_is_refused_not_read_as_its_last() {
+    // Two JSON readers may take different copies of a repeated field (the first, the last):
+    // the amount a device signed must be the one facepay reads, so neither copy is chosen.
+    let text =
+        payment(json!("1.00"), "A1").to_string().replace(r#""amount":"1.00""#, r#""amount":"1.00","amount":"900.00""#);
+    assert!(text.contains("900.00"), "{text}");
+    let e = parse_event(text.as_bytes()).unwrap_err();
+    assert_eq!(e.field, "payload.amount", "{e:?}");
+
+    let mut v = payment(json!("1.00"), "A1");
+    v.as_object_mut().unwrap().remove("payload");
+    assert_eq!(err(v).0, "payload");
+}
+
+#[test]
 fn embeddings_of_the_wrong_length_or_huge_values_are_refused() {
     let capture = |embedding: Value| {
         json!({

@@ -21,7 +21,7 @@ pub const OUTBOX_ID_HEADER: &str = "facepay-outbox-id";
 /// Publishes the outbox exactly once: one relay at a time (a lease in the database, held by
 /// `holder`, this process's name for its relay) sends pending messages oldest first, each
 /// tagged with its outbox id, waits for the broker's acknowledgements, then marks them
-/// published; the mark of one batch is written while the next is read and sent, so at most
+/// published (the mark deletes them from the outbox); the mark of one batch is written while the next is read and sent, so at most
 /// [`OUTBOX_UNMARKED_BATCHES_MAX`] batches are published but unmarked at any moment. Whoever
 /// runs next under the lease (this process's relay restarted after a broker error, still
 /// holding the lease, or, once a dead process's lease lapses, another's) first reads that many
@@ -132,7 +132,7 @@ async fn publish_batch(
     let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
     sent.ids.extend(&ids);
     let store = store.clone();
-    sent.marking = Some(tokio::spawn(async move { store.outbox_mark_published(&ids).await }));
+    sent.marking = Some(tokio::spawn(async move { store.outbox_published(&ids).await }));
     Ok(pending.len())
 }
 
@@ -197,6 +197,6 @@ async fn recover(cfg: &KafkaConfig, store: &dyn facepay_ledger::LedgerStore) -> 
             std::str::from_utf8(h.value?).ok()?.parse().ok()
         })
         .collect();
-    store.outbox_mark_published(&ids).await?;
+    store.outbox_published(&ids).await?;
     Ok(ids.len())
 }

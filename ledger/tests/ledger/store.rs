@@ -18,7 +18,8 @@ use facepay_domain::{DeclineReason, OrderStatus, OutcomeBody, PaymentResult};
 use facepay_ledger::core::{apply, payment_result};
 use facepay_ledger::service::history_row;
 use facepay_ledger::store::{
-    CommitBatch, ConsumerOffset, HistoryFilter, Invariants, MembersPage, NewEvent, OutboxMessage,
+    CommitBatch, ConsumerOffset, HistoryFilter, InboundRecord, Invariants, MembersPage, NewEvent, OutboxMessage,
+    OutboxPayload, PendingMessage, StoredAnswer,
 };
 use facepay_ledger::{
     decide, Account, Command, CommandKind, Ledger, LedgerEvent, LedgerState, LedgerStore, PgStore, Policy, SqliteStore,
@@ -150,6 +151,7 @@ on_both_stores!(tokio::test;
     a_redelivered_event_in_the_same_batch_is_answered_once,
     an_event_id_sent_again_by_another_device_is_refused_not_answered_with_the_first_outcome,
     offsets_and_outbox_land_with_their_batch_or_not_at_all,
+    an_answers_outbox_message_is_the_stored_answer_written_once,
     two_writers_paying_one_merchant_lose_no_update,
     a_consumer_that_lost_its_partition_is_fenced_off,
     one_relay_holds_the_outbox_lease_until_it_lapses_and_published_messages_never_return,
@@ -717,7 +719,7 @@ async fn one_relay_holds_the_outbox_lease_until_it_lapses_and_published_messages
     let s = &db.store;
     let outbox = (0..5).map(|i| message(&format!("k{i}"))).collect();
     s.commit(&CommitBatch { outbox, ..Default::default() }).await.unwrap();
-    let keys = |pending: Vec<(i64, OutboxMessage)>| pending.into_iter().map(|(_, m)| m.key).collect::<Vec<_>>();
+    let keys = |pending: Vec<(i64, PendingMessage)>| pending.into_iter().map(|(_, m)| m.key).collect::<Vec<_>>();
 
     // One holder at a time; the holder renews; another waits.
     assert!(s.lease("relay", "a", 60_000).await.unwrap());
@@ -728,7 +730,7 @@ async fn one_relay_holds_the_outbox_lease_until_it_lapses_and_published_messages
     // a publishes the oldest three and dies; its lease lapses and b takes over the rest.
     let pending = s.outbox_pending(3).await.unwrap();
     assert_eq!(keys(pending.clone()), ["k0", "k1", "k2"]);
-    s.outbox_mark_published(&pending.iter().map(|(id, _)| *id).collect::<Vec<_>>()).await.unwrap();
+    s.outbox_published(&pending.iter().map(|(id, _)| *id).collect::<Vec<_>>()).await.unwrap();
     db.raw.exec("UPDATE leases SET expires_ms = 0 WHERE name = 'relay'").await.unwrap();
     assert!(s.lease("relay", "b", 60_000).await.unwrap(), "a's lease lapsed");
     assert!(!s.lease("relay", "a", 60_000).await.unwrap(), "a, back, waits for b's");
@@ -801,7 +803,56 @@ async fn a_consumer_that_lost_its_partition_is_fenced_off(backend: Backend) {
 }
 
 fn message(key: &str) -> OutboxMessage {
-    OutboxMessage { topic: "facepay.ledger-outcomes".into(), key: key.into(), payload: key.as_bytes().to_vec() }
+    let payload = OutboxPayload::Bytes(key.as_bytes().to_vec());
+    OutboxMessage { topic: "facepay.ledger-outcomes".into(), key: key.into(), payload }
+}
+
+/// [`message`] as the relay reads it back.
+fn pending(key: &str) -> PendingMessage {
+    PendingMessage { topic: "facepay.ledger-outcomes".into(), key: key.into(), payload: key.as_bytes().to_vec() }
+}
+
+async fn an_answers_outbox_message_is_the_stored_answer_written_once(backend: Backend) {
+    let Some(db) = open(backend, Policy::default()).await else { return };
+    let s = &db.store;
+    // Given an answer stored with the commit that leaves its message in the outbox,
+    let event_id = Uuid::new_v4();
+    let body = serde_json::to_value(OutcomeBody::Applied { kind: "face_captured".into() }).unwrap();
+    let answer = StoredAnswer {
+        outcome_json: body.to_string(),
+        device: Some("1900000101/S01/DEV-0042".into()),
+        processed_at: "2026-03-02T01:15:08.123456Z".parse().unwrap(),
+    };
+    let inbound = vec![InboundRecord { event_id, kind: "capture".into(), answer: answer.clone(), retry_of: None }];
+    let outbox = vec![
+        OutboxMessage {
+            topic: "facepay.ledger-outcomes".into(),
+            key: "DEV-0042".into(),
+            payload: OutboxPayload::Answer(event_id),
+        },
+        message("d1"),
+    ];
+    s.commit(&CommitBatch { inbound, outbox, ..Default::default() }).await.unwrap();
+
+    // when the relay reads the outbox, the answer is published as a device's query reads it,
+    let read = s.outbox_pending(10).await.unwrap();
+    let published = serde_json::to_vec(&answer.outcome(event_id).unwrap()).unwrap();
+    assert_eq!(read.iter().map(|(_, m)| m.payload.clone()).collect::<Vec<_>>(), [published, b"d1".to_vec()]);
+    assert_eq!(read[0].1.key, "DEV-0042");
+    let outcome: serde_json::Value = serde_json::from_slice(&read[0].1.payload).unwrap();
+    assert_eq!(outcome["in_reply_to"], event_id.to_string());
+    assert_eq!(outcome["device"]["device_id"], "DEV-0042");
+    assert_eq!(
+        (outcome["type"].as_str(), outcome["payload"]["kind"].as_str()),
+        (Some("applied"), Some("face_captured"))
+    );
+    assert_eq!(outcome["decided_at"], "2026-03-02T01:15:08.123456Z", "{outcome}");
+    // and its JSON is stored once: in the answers, not again in the outbox.
+    assert_eq!(db.raw.count("SELECT COUNT(*) FROM outbox WHERE payload IS NULL").await, 1);
+    // A message is bytes or a stored answer, never both or neither.
+    let both = "INSERT INTO outbox (topic, key, payload, answer_of, created_at) \
+                VALUES ('t', 'k', NULL, NULL, '2026-03-02T01:15:08Z')";
+    assert!(db.raw.exec(both).await.is_err(), "neither bytes nor an answer");
 }
 
 async fn offsets_and_outbox_land_with_their_batch_or_not_at_all(backend: Backend) {
@@ -862,21 +913,21 @@ async fn offsets_and_outbox_land_with_their_batch_or_not_at_all(backend: Backend
     assert_eq!(offsets().await.unwrap(), HashMap::from([(0, 12), (1, 5), (2, 7)]));
     assert_eq!(s.events_after(0, 100).await.unwrap().len(), first.len() + second.len());
 
-    // The outbox: unpublished messages oldest first; marking one published is an update,
-    // and marking it again changes nothing.
+    // The outbox: unpublished messages oldest first; marking one published deletes it, and
+    // marking it again changes nothing.
     assert_eq!(pending_keys(10).await, ["d1", "d2", "d4"]);
     let oldest = s.outbox_pending(1).await.unwrap();
     assert_eq!(oldest.len(), 1);
-    assert_eq!(oldest[0].1, message("d1"));
-    s.outbox_mark_published(&[oldest[0].0]).await.unwrap();
-    s.outbox_mark_published(&[oldest[0].0]).await.unwrap();
+    assert_eq!(oldest[0].1, pending("d1"));
+    s.outbox_published(&[oldest[0].0]).await.unwrap();
+    s.outbox_published(&[oldest[0].0]).await.unwrap();
     assert_eq!(pending_keys(10).await, ["d2", "d4"]);
     assert_eq!(pending_keys(1).await, ["d2"]);
     let ids: Vec<i64> = s.outbox_pending(10).await.unwrap().into_iter().map(|(id, _)| id).collect();
-    s.outbox_mark_published(&ids).await.unwrap();
-    s.outbox_mark_published(&[]).await.unwrap();
+    s.outbox_published(&ids).await.unwrap();
+    s.outbox_published(&[]).await.unwrap();
     assert!(s.outbox_pending(10).await.unwrap().is_empty());
-    assert_eq!(db.raw.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL").await, 3, "kept, marked");
+    assert_eq!(db.raw.count("SELECT COUNT(*) FROM outbox").await, 0, "published messages leave the outbox");
 }
 
 // ---- the store against the pure fold --------------------------------------------------------
