@@ -563,8 +563,9 @@ async fn forward(cfg: KafkaConfig, group: String, from: String, to: String) -> a
 }
 
 /// The event an answer names. Read as a struct of one field, not a `serde_json::Value`: the
-/// readers run inside the measured time, and a capture's 512 numbers built as values cost
-/// the broker chain's reader more than the chain itself (until 2026-12-08).
+/// readers run inside the measured time, and the chain's reader built each capture's 512
+/// numbers as values (until 2026-12-08: 46 µs of CPU per event for the chain's process in
+/// one run, 33–41 since).
 #[derive(serde::Deserialize)]
 struct Answer {
     in_reply_to: Option<String>,

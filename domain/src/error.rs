@@ -94,12 +94,6 @@ impl FieldError {
     pub fn new(field: impl Into<String>, kind: FieldErrorKind, message: impl Into<String>) -> Self {
         Self { field: field.into(), kind, message: message.into() }
     }
-
-    /// The same error, with `prefix.` put in front of its field path.
-    pub fn within(mut self, prefix: &str) -> Self {
-        self.field = if self.field == "." { prefix.to_string() } else { format!("{prefix}.{}", self.field) };
-        self
-    }
 }
 
 impl fmt::Display for FieldError {

@@ -19,16 +19,16 @@ pub const RELAY_LEASE: &str = "outbox-relay";
 pub const OUTBOX_ID_HEADER: &str = "facepay-outbox-id";
 
 /// Publishes the outbox exactly once: one relay at a time (a lease in the database, held by
-/// `holder`, this process's name for its relay) sends pending messages oldest first, each
-/// tagged with its outbox id, waits for the broker's acknowledgements, then marks them
-/// published (the mark deletes them from the outbox); the mark of one batch is written while the next is read and sent, so at most
-/// [`OUTBOX_UNMARKED_BATCHES_MAX`] batches are published but unmarked at any moment. Whoever
-/// runs next under the lease (this process's relay restarted after a broker error, still
+/// `holder`, this process's name for its relay) sends pending messages oldest first, each tagged
+/// with its outbox id, waits for the broker's acknowledgements, then marks them published (the mark
+/// deletes them from the outbox); the mark of one batch is written while the next is read and sent,
+/// so at most [`OUTBOX_UNMARKED_BATCHES_MAX`] batches are published but unmarked at any moment.
+/// Whoever runs next under the lease (this process's relay restarted after a broker error, still
 /// holding the lease, or, once a dead process's lease lapses, another's) first reads that many
-/// batches back from the end of each outbox partition (nobody else published since) and marks
-/// what it finds. With nothing pending it looks again after [`OUTBOX_IDLE_MS`], or as soon as
-/// a ledger stage of this process says it committed (`outbox_written`). A standby tries for
-/// the lease ten times per lease length, so a dead relay's outcomes wait at most
+/// batches back from the end of each outbox partition (nobody else published since) and marks what
+/// it finds. With nothing pending it looks again after [`OUTBOX_IDLE_MS`], or as soon as a ledger
+/// stage of this process says it committed (`outbox_written`). A standby tries for the lease ten
+/// times per lease length, so a dead relay's outcomes wait at most
 /// [`facepay_domain::limits::OUTBOX_TAKEOVER_MS_MAX`].
 pub async fn run_outbox_relay(
     cfg: KafkaConfig,
