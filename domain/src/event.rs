@@ -465,7 +465,6 @@ macro_rules! event_types {
                 #[derive(Deserialize)]
                 #[serde(bound = "T: serde::de::DeserializeOwned")]
                 struct Payload<T> {
-                    #[serde(default = "Option::default")]
                     payload: Option<T>,
                 }
                 let de = &mut serde_json::Deserializer::from_slice(event);

@@ -520,8 +520,8 @@ async fn write_transport(tx: &mut PgTx, o: &[ConsumerOffset], m: &[OutboxMessage
     let q = sqlx::query(INSERT_OUTBOX)
         .bind(col(m, |m| m.topic.as_str()))
         .bind(col(m, |m| m.key.as_str()))
-        .bind(col(m, |m| rows::outbox_bytes(&m.payload)))
-        .bind(col(m, |m| rows::outbox_answer_of(&m.payload)));
+        .bind(col(m, |m| m.payload.bytes()))
+        .bind(col(m, |m| m.payload.answer_of()));
     exec(tx, m.len(), q).await
 }
 

@@ -15,9 +15,7 @@ use crate::model::{
     Account, CaptureUse, DailyUsage, Hold, HoldKey, HoldStatus, LedgerEvent, LedgerState, Member, Order, Refund,
     Settlement, SettlementKey,
 };
-use crate::store::{
-    ConsumerOffset, HistoryRow, NewEvent, OutboxPayload, PendingMessage, RejectedEvent, StoreError, StoredEvent,
-};
+use crate::store::{ConsumerOffset, HistoryRow, NewEvent, PendingMessage, RejectedEvent, StoreError, StoredEvent};
 
 // ---- errors and parsing ----------------------------------------------------------------
 
@@ -269,22 +267,6 @@ pub(crate) fn stored_answer_from(r: &dyn Cells) -> Result<crate::store::StoredAn
         device: r.opt_text("device")?,
         processed_at: r.at("processed_at")?,
     })
-}
-
-/// The bytes an outbox message is written with (none: it refers to an answer).
-pub(crate) fn outbox_bytes(p: &OutboxPayload) -> Option<&[u8]> {
-    match p {
-        OutboxPayload::Bytes(b) => Some(b),
-        OutboxPayload::Answer(_) => None,
-    }
-}
-
-/// The event whose stored answer an outbox message is.
-pub(crate) fn outbox_answer_of(p: &OutboxPayload) -> Option<Uuid> {
-    match p {
-        OutboxPayload::Bytes(_) => None,
-        OutboxPayload::Answer(event_id) => Some(*event_id),
-    }
 }
 
 /// A pending outbox message ([`crate::store_sql::OUTBOX_PENDING`]'s row): its bytes, or the

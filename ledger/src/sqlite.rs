@@ -513,8 +513,8 @@ async fn write_transport(
     let now = ts(&Utc::now());
     let head = "INSERT INTO outbox (topic, key, payload, answer_of, created_at) ";
     insert_rows(tx, head, "", 5, outbox, |mut s, m| {
-        s.push_bind(m.topic.as_str()).push_bind(m.key.as_str()).push_bind(rows::outbox_bytes(&m.payload));
-        s.push_bind(rows::outbox_answer_of(&m.payload).map(|a| a.to_string())).push_bind(now.clone());
+        s.push_bind(m.topic.as_str()).push_bind(m.key.as_str()).push_bind(m.payload.bytes());
+        s.push_bind(m.payload.answer_of().map(|a| a.to_string())).push_bind(now.clone());
     })
     .await
 }

@@ -195,6 +195,24 @@ pub enum OutboxPayload {
     Answer(Uuid),
 }
 
+impl OutboxPayload {
+    /// The bytes the message is written with (none: it refers to an answer).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Self::Bytes(b) => Some(b),
+            Self::Answer(_) => None,
+        }
+    }
+
+    /// The event whose stored answer the message is.
+    pub fn answer_of(&self) -> Option<Uuid> {
+        match self {
+            Self::Bytes(_) => None,
+            Self::Answer(event_id) => Some(*event_id),
+        }
+    }
+}
+
 /// An outbox message as the relay publishes it: its bytes, whatever it was written as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingMessage {

@@ -21,9 +21,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 
 #[cfg(doc)]
-use facepay_domain::limits::FAILOVER_MS_MAX;
-#[cfg(doc)]
-use facepay_domain::limits::KAFKA_GAP_REWIND_MAX;
+use facepay_domain::limits::{FAILOVER_MS_MAX, KAFKA_GAP_REWIND_MAX};
 use facepay_domain::limits::{OWNERSHIP_TICK_MS, PARTITION_LEASE_MS};
 use facepay_ledger::LedgerStore;
 
