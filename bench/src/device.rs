@@ -5,7 +5,8 @@
 //! in-process pipeline; production: PostgreSQL, Kafka topics of its own and every stage),
 //! its API on a loopback port. `payers` payers are enrolled and funded over the API (admin
 //! events, each waited for). Then `devices` devices, each on an HTTP/1.1 connection of its
-//! own, share `rate` payments per second for `seconds`: each payment is a signed capture and
+//! own (every one opened before the clock starts, as a till keeps its connection between
+//! payers), share `rate` payments per second for `seconds`: each payment is a signed capture and
 //! a signed payment request for that face, both with `Prefer: wait=5`, one after the other;
 //! a device starts its next payment at its scheduled time, or at once when it runs late.
 //! Latency runs from the scheduled start (a late start counts: no coordinated omission) to
@@ -292,15 +293,22 @@ async fn run_devices(
     signer: Arc<FleetSigner>,
     faces: Arc<SyntheticFaces>,
 ) -> anyhow::Result<LoadResult> {
+    // Every device is connected before the clock starts, as a till's connection is kept alive
+    // between payers: opening them all at once made the first second's payments late (the
+    // connections' set-up counted as the service's latency).
+    let mut conns = Vec::with_capacity(plan.devices);
+    for _ in 0..plan.devices {
+        conns.push(Conn::open(&plan.addr).await?);
+    }
     let began = Instant::now();
     let interval = Duration::from_secs_f64(plan.devices as f64 / plan.rate);
     let count = ((plan.rate * plan.seconds as f64) / plan.devices as f64).ceil() as usize;
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..plan.devices {
-        let (addr, signer, faces) = (plan.addr.clone(), signer.clone(), faces.clone());
-        let run = DeviceRun { addr, signer, faces, device: device(i), index: i };
+    for (i, conn) in conns.into_iter().enumerate() {
+        let (signer, faces) = (signer.clone(), faces.clone());
+        let run = DeviceRun { signer, faces, device: device(i), index: i };
         let first = began + interval.mul_f64(i as f64 / plan.devices as f64);
-        tasks.spawn(async move { run.pay(first, interval, count).await });
+        tasks.spawn(async move { run.pay(conn, first, interval, count).await });
     }
     let mut tally = Tally::default();
     while let Some(done) = tasks.join_next().await {
@@ -407,7 +415,6 @@ fn event(kind: &str, payload: Value, device: Option<&DeviceRef>) -> Value {
 
 /// One device's run.
 struct DeviceRun {
-    addr: String,
     signer: Arc<FleetSigner>,
     faces: Arc<SyntheticFaces>,
     device: DeviceRef,
@@ -416,8 +423,7 @@ struct DeviceRun {
 
 impl DeviceRun {
     /// `count` payments, the first at `first`, then every `interval`.
-    async fn pay(self, first: Instant, interval: Duration, count: usize) -> anyhow::Result<Tally> {
-        let mut conn = Conn::open(&self.addr).await?;
+    async fn pay(self, mut conn: Conn, first: Instant, interval: Duration, count: usize) -> anyhow::Result<Tally> {
         let mut tally = Tally::default();
         for n in 0..count {
             let due = first + interval.mul_f64(n as f64);

@@ -37,6 +37,9 @@ pub enum Step {
     /// The matcher stage validates, identifies and routes a batch of device events (sent,
     /// not yet acknowledged).
     MatchRoute,
+    /// Inside [`Step::MatchRoute`]: the matcher stage keeps a batch's identified captures (one
+    /// commit), before the batch is sent.
+    MatchMemo,
     /// The matcher stage waits for the broker's acknowledgements of a batch it sent.
     MatchAcks,
     /// A stage's ownership tick: its position kept, its leases renewed, what moved taken
@@ -45,13 +48,14 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::LedgerOffsets,
         Step::LedgerCommit,
         Step::RelayRead,
         Step::RelayAcks,
         Step::RelayMarkWait,
         Step::MatchRoute,
+        Step::MatchMemo,
         Step::MatchAcks,
         Step::OwnershipTick,
     ];
@@ -65,6 +69,7 @@ impl Step {
             Step::RelayAcks => "relay_acks",
             Step::RelayMarkWait => "relay_mark_wait",
             Step::MatchRoute => "match_route",
+            Step::MatchMemo => "match_memo",
             Step::MatchAcks => "match_acks",
             Step::OwnershipTick => "ownership_tick",
         }

@@ -51,6 +51,13 @@ const TILE_ROWS: usize = 4096;
 /// Rows scored per kernel call in a scan: the scores stay in L1.
 const SCAN_BLOCK_ROWS: usize = 512;
 
+/// Most rows a scan reads on its caller's thread (16 MiB of f32). Handing a smaller scan to
+/// the thread pool costs more than it saves where the cores are busy anyway, as they are in the
+/// pipeline: the caller blocks until a pool thread wakes, the pool's idle threads spin and
+/// yield between scans, and each hand-over is a task switch on either side (`facepay-bench
+/// pipeline`, docs/BENCHMARKS.md, 2026-12-08 ninth session).
+const SCAN_INLINE_ROWS_MAX: usize = 8_192;
+
 /// An immutable N × d gallery in one candle tensor, searched exactly.
 pub struct FlatIndex {
     dim: usize,
@@ -162,9 +169,9 @@ pub(crate) fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R)
     Ok(f(&data[from..to]))
 }
 
-/// The `k` best of `rows` (row-major, `dim` wide) for `query`: the rows are split into one
-/// contiguous range per worker thread, each scanned in blocks by `kernel` into its own
-/// [`TopK`], then merged.
+/// The `k` best of `rows` (row-major, `dim` wide) for `query`: up to [`SCAN_INLINE_ROWS_MAX`]
+/// rows scanned here in blocks by `kernel`; more split into contiguous ranges over the thread
+/// pool, each scanned into its own [`TopK`], then merged.
 pub(crate) fn scan<T: Sync>(
     rows: &[T],
     dim: usize,
@@ -173,6 +180,9 @@ pub(crate) fn scan<T: Sync>(
     kernel: fn(&[T], &[f32], &mut [f32]),
 ) -> Vec<Hit> {
     let n = rows.len() / dim;
+    if n <= SCAN_INLINE_ROWS_MAX {
+        return scan_range(rows, dim, query, k, 0, kernel).into_hits();
+    }
     let parts = rayon::current_num_threads().max(1) * 2;
     let per_part = n.div_ceil(parts).max(SCAN_BLOCK_ROWS);
     let partial: Vec<TopK> = rows
@@ -245,6 +255,23 @@ mod tests {
             assert!((batch16[i][0].score - batch[i][0].score).abs() < 1e-3);
         }
         assert_eq!(f32_index.to_f32_vec().unwrap(), rows);
+    }
+
+    #[test]
+    fn given_galleries_either_side_of_the_inline_bound_then_a_scan_finds_the_brute_force_top_k() {
+        let dim = 512;
+        let n = SCAN_INLINE_ROWS_MAX + 600; // the pool's side; its first rows, the caller's
+        let rows = gallery(n);
+        let faces = SyntheticFaces::new(9, n);
+        for len in [SCAN_INLINE_ROWS_MAX, n] {
+            let rows = &rows[..len * dim];
+            for genuine in [0, len / 2, len - 1] {
+                let q = Vec::from(faces.nth_capture(genuine, 1));
+                let found: Vec<usize> = scan(rows, dim, &q, 5, kernels::scores_f32).iter().map(|h| h.row).collect();
+                assert_eq!(found, brute(rows, &q, 5), "{len} rows");
+                assert_eq!(found[0], genuine, "the genuine identity comes first ({len} rows)");
+            }
+        }
     }
 
     #[test]

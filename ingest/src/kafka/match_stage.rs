@@ -209,7 +209,9 @@ async fn route_batch(
     }
     let identified = stage.take_identified();
     if let (Some(faces), false) = (&deps.faces, identified.is_empty()) {
+        let keeping = std::time::Instant::now();
         faces.remember_captures(identified, chrono::Utc::now()).await?;
+        METRICS.step(Step::MatchMemo, keeping.elapsed());
     }
     METRICS.step(Step::MatchRoute, routing.elapsed());
     Ok(acks)
