@@ -681,6 +681,20 @@ impl Keys {
         out
     }
 
+    /// Drops every key of `gone` from `self`, in place: the cost is `gone`'s, not `self`'s (a
+    /// ledger's cache forgets a batch's keys after every commit, and its known keys grow to
+    /// [`facepay_domain::limits::LEDGER_CACHE_ENTITIES_MAX`]).
+    pub fn remove_all(&mut self, gone: &Keys) {
+        macro_rules! remove {
+            ($k:ident, $s:ident) => {
+                for key in &gone.$k {
+                    self.$k.remove(key);
+                }
+            };
+        }
+        for_each_entity!(remove);
+    }
+
     /// How many keys in all.
     pub fn len(&self) -> usize {
         let mut n = 0;
@@ -747,5 +761,36 @@ impl Due {
                 *created_at + chrono::Duration::milliseconds(facepay_domain::limits::HOLD_EXPIRY_MS)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payer(s: &str) -> PayerId {
+        PayerId::parse(s).unwrap()
+    }
+
+    fn order(m: &str, o: &str) -> OrderKey {
+        (MerchantId::parse(m).unwrap(), OutTradeNo::parse(o).unwrap())
+    }
+
+    #[test]
+    fn given_known_keys_when_some_are_removed_then_only_those_go() {
+        let mut known = Keys::default();
+        known.accounts.extend([Account::Wallet(payer("p1")), Account::Wallet(payer("p2")), Account::Funding]);
+        known.orders.extend([order("m1", "o1"), order("m1", "o2")]);
+        known.frozen.insert(payer("p1"));
+        let mut gone = Keys::default();
+        gone.accounts.extend([Account::Wallet(payer("p2")), Account::Wallet(payer("p9"))]);
+        gone.orders.insert(order("m1", "o2"));
+
+        known.remove_all(&gone);
+
+        assert_eq!(known.accounts, BTreeSet::from([Account::Wallet(payer("p1")), Account::Funding]));
+        assert_eq!(known.orders, BTreeSet::from([order("m1", "o1")]));
+        assert_eq!(known.frozen, BTreeSet::from([payer("p1")]), "a kind not named is untouched");
+        assert_eq!(known.minus(&gone), known, "nothing removed is left");
     }
 }

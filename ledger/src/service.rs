@@ -80,7 +80,7 @@ impl Cache {
     /// to), whose value in the batch's state is a change, not a balance.
     fn forget(&mut self, keys: &Keys) {
         self.state.overwrite(&LedgerState::default(), keys);
-        self.known = self.known.minus(keys);
+        self.known.remove_all(keys);
     }
 }
 
