@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn given_galleries_either_side_of_the_inline_bound_then_a_scan_finds_the_brute_force_top_k() {
         let dim = 512;
-        let n = SCAN_INLINE_ROWS_MAX + 600; // the pool's side; its first rows, the caller's
+        let n = SCAN_INLINE_ROWS_MAX + 600; // all n: the pool scans; the first bound rows: the caller
         let rows = gallery(n);
         let faces = SyntheticFaces::new(9, n);
         for len in [SCAN_INLINE_ROWS_MAX, n] {
