@@ -106,8 +106,8 @@ pub struct PipelineBenchReport {
     /// The PostgreSQL WAL the ledger alone wrote, per event (bytes): what each event's rows
     /// cost the disk.
     pub ledger_alone_wal_bytes_per_event: f64,
-    /// The WAL the saturated run wrote per event: the ledger's rows, the relay's marks, the
-    /// ownership's leases.
+    /// The WAL the saturated run wrote per event: the ledger's rows, the relay's deletes of
+    /// what it published, the ownership's leases.
     pub wal_bytes_per_event: f64,
     /// The saturated run's CPU time per event (ms): facepay (this process), PostgreSQL, the
     /// broker; and the cores they kept busy ([`crate::cpu`]).
@@ -292,7 +292,7 @@ struct Run {
     /// The run's topics, to read its ledger commands back.
     topics: KafkaConfig,
     cpu: CpuPerEvent,
-    /// The PostgreSQL WAL written per event while it ran (the relay's marks included).
+    /// The PostgreSQL WAL written per event while it ran (the relay's deletes included).
     wal_bytes_per_event: f64,
 }
 
@@ -571,14 +571,9 @@ struct Answer {
     in_reply_to: Option<String>,
 }
 
-/// A device event's id, read as [`Answer`] is.
-#[derive(serde::Deserialize)]
-struct Event {
-    event_id: String,
-}
-
+/// A device event's id, read alone as the signature check reads it.
 fn event_id(bytes: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Event>(bytes).ok().map(|e| e.event_id)
+    facepay_ingest::authenticity::event_id_of(bytes).map(|id| id.to_string())
 }
 
 /// A database of its own on the server of `admin` (a role that may CREATE DATABASE), named

@@ -867,14 +867,14 @@ pub(crate) const DAY_GLANCE: &str = "SELECT status, reason, member_quick_pay, CO
 pub(crate) const MEMBERS_PAGE: &str = "SELECT * FROM members WHERE merchant_id = $1 AND id < $2 \
      ORDER BY id DESC LIMIT $3";
 
-/// One more copy of answered event $1 sent again by its own device $3 at $2: counted on the
-/// event's row (one row per event however often it comes).
 /// The oldest outbox messages (every one left is unpublished: a published one is deleted),
 /// each with the stored answer it refers to, if it refers to one.
 pub(crate) const OUTBOX_PENDING: &str = "SELECT o.id, o.topic, o.key, o.payload, o.answer_of, \
      i.outcome, i.device, i.processed_at \
      FROM outbox o LEFT JOIN inbound i ON i.event_id = o.answer_of ORDER BY o.id LIMIT $1";
 
+/// One more copy of answered event $1 sent again by its own device $3 at $2: counted on the
+/// event's row (one row per event however often it comes).
 pub(crate) const NOTE_REPEAT: &str = "INSERT INTO event_repeats (event_id, repeats, last_at) \
      SELECT i.event_id, 1, $2 FROM inbound i WHERE i.event_id = $1 AND i.device = $3 \
      ON CONFLICT (event_id) DO UPDATE SET repeats = event_repeats.repeats + 1, last_at = excluded.last_at";
